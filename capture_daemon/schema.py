@@ -1,0 +1,136 @@
+"""The workflow trace: what understudy captures for each user prompt.
+
+Later stages (analysis, trainer, users' scripts) depend on these names, and
+`capture-daemon export` writes them as they are. Change them only with a new
+SCHEMA_VERSION and a store migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+Source = Literal["hook", "import", "manual"]
+Pattern = Literal["linear", "parallel", "exploratory", "iterative"]
+
+
+def make_trace_id(session_id: str, prompt_id: str) -> str:
+    """Deterministic, so replaying the spool or importing a transcript never duplicates a trace."""
+    return hashlib.sha256(f"{session_id}\x00{prompt_id}".encode()).hexdigest()[:32]
+
+
+class _Model(BaseModel):
+    # Unknown keys are kept, so a trace written by a newer understudy survives a round trip.
+    model_config = ConfigDict(extra="allow")
+
+
+class ToolCall(_Model):
+    tool_use_id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    # The tool result as the model saw it (text), or a JSON rendering of the hook's response.
+    output: Optional[str] = None
+    # Set when `output` was cut to fit: the length before cutting, in characters.
+    output_original_chars: Optional[int] = None
+    success: bool = True
+    error: Optional[str] = None
+    is_interrupt: bool = False
+    duration_ms: Optional[int] = None
+    started_at: Optional[datetime] = None
+    # None for the main agent; a subagent's id and type otherwise.
+    agent_id: Optional[str] = None
+    agent_type: Optional[str] = None
+    # Calls issued together in one assistant message share a group number (0, 1, 2, ...
+    # in order of issue, counted per agent).
+    parallel_group: int = 0
+
+
+class TextStep(_Model):
+    """Narration or thinking, placed among the calls.
+
+    `position` is the number of tool calls (of any agent, in `tool_calls` order) issued
+    before this text: 0 means before the first call; len(tool_calls) means after the last.
+    """
+
+    text: str
+    position: int
+    agent_id: Optional[str] = None
+
+
+class SubagentRun(_Model):
+    agent_id: str
+    agent_type: Optional[str] = None
+    description: Optional[str] = None
+    prompt: Optional[str] = None
+    final_response: Optional[str] = None
+    # The parent's Agent tool call that spawned it.
+    spawned_by: Optional[str] = None
+    complete: bool = False
+
+
+class SelfCorrection(_Model):
+    text: str
+    position: int
+
+
+class ReasoningSignals(_Model):
+    """How the work was done. `tool_sequence` is filled at capture; the rest by analysis."""
+
+    tool_sequence: list[str] = Field(default_factory=list)
+    workflow: str = ""
+    reasoning_steps: int = 0
+    exploration_depth: Optional[Literal["minimal", "moderate", "thorough"]] = None
+    multi_step_reasoning: bool = False
+    used_database: bool = False
+    used_subagents: bool = False
+    files_read: list[str] = Field(default_factory=list)
+    files_changed: list[str] = Field(default_factory=list)
+    explicit_plan: Optional[str] = None
+    pattern: Optional[Pattern] = None
+    patterns: list[Pattern] = Field(default_factory=list)
+    error_recovery: bool = False
+    self_corrections: list[SelfCorrection] = Field(default_factory=list)
+
+
+class Quality(_Model):
+    score: float = 0.0
+    accepted: bool = False
+    reasons: list[str] = Field(default_factory=list)
+    # Set when another stored trace has the same prompt and workflow.
+    duplicate_of: Optional[str] = None
+
+
+class Trace(_Model):
+    schema_version: int = SCHEMA_VERSION
+    trace_id: str
+    session_id: str
+    prompt_id: str
+    prompt: str
+    final_response: Optional[str] = None
+    model: Optional[str] = None
+    cwd: Optional[str] = None
+    started_at: Optional[datetime] = None
+    ended_at: Optional[datetime] = None
+    complete: bool = False
+    # Why a trace is not complete ("idle_timeout", "session_ended", ...); None when complete.
+    incomplete_reason: Optional[str] = None
+    source: Source = "hook"
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    assistant_text: list[TextStep] = Field(default_factory=list)
+    thinking: list[TextStep] = Field(default_factory=list)
+    subagents: list[SubagentRun] = Field(default_factory=list)
+    # JSON schemas of the tools the model was offered: {"name", "description", "input_schema"}.
+    tools_offered: list[dict[str, Any]] = Field(default_factory=list)
+    # Token usage summed over the prompt's API calls (main agent and subagents).
+    usage: dict[str, int] = Field(default_factory=dict)
+    reasoning_signals: ReasoningSignals = Field(default_factory=ReasoningSignals)
+    quality: Optional[Quality] = None
+    transcript_path: Optional[str] = None
+
+    def main_calls(self) -> list[ToolCall]:
+        return [c for c in self.tool_calls if c.agent_id is None]

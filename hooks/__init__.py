@@ -1,0 +1,1 @@
+"""Claude Code hook scripts (stdlib only: they run with `python3 -I -S`)."""
