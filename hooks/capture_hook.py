@@ -11,7 +11,10 @@ and harmless:
 * it never writes to stdout (for UserPromptSubmit and SessionStart, stdout is injected
   into Claude's context) and always exits 0, whatever happens;
 * a watchdog alarm bounds its running time even if the disk hangs;
-* the payload is not parsed unless it is too large to keep whole: the daemon parses it.
+* the payload is not parsed unless it is too large to keep whole: the daemon parses it;
+* it imports only what is already nearly free: ``json`` (~9 ms, it pulls in ``re``) is
+  imported only for oversized payloads, and ``_signal`` stands in for ``signal`` (~5 ms,
+  it pulls in ``enum``). Measure with benchmarks/bench_hook.py before adding an import.
 
 Spool file layout (one file per event, written to ``spool/tmp`` and renamed into
 ``spool/`` so no reader ever sees half a file)::
@@ -23,9 +26,8 @@ File names sort in arrival order and never contain anything taken from the paylo
 Failures are appended to ``logs/hook-errors.log``, which ``capture-daemon status`` shows.
 """
 
-import json
+import _signal  # the C module behind `signal`, without its enum wrappers (~5 ms to import)
 import os
-import signal
 import sys
 import time
 
@@ -84,8 +86,32 @@ def cut_long_strings(value, cuts):
     return value
 
 
+def encode_header(header):
+    """The header as JSON, byte for byte what ``json.dumps(header)`` gives.
+
+    Written by hand for the usual fields (ints, bools, an alphanumeric event name) because
+    importing json would cost more than everything else the hook does.
+    """
+    parts = []
+    for key, value in header.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int):
+            text = str(value)
+        elif isinstance(value, str) and value.isascii() and value.isalnum():
+            text = '"%s"' % value
+        else:
+            import json
+
+            return json.dumps(header).encode()
+        parts.append('"%s": %s' % (key, text))
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
 def reduce_payload(raw, total):
     """Shrink an oversized payload; return (body, header fields describing what was done)."""
+    import json  # only oversized payloads pay for it
+
     if total <= PARSE_LIMIT_BYTES:
         try:
             payload = json.loads(raw)
@@ -137,7 +163,7 @@ def spool_event(base, event):
     tmp_path = os.path.join(tmp_dir, name)
     fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, json.dumps(header).encode() + b"\n")
+        os.write(fd, encode_header(header) + b"\n")
         view = memoryview(body)
         while view:
             written = os.write(fd, view)
@@ -155,9 +181,9 @@ def main():
     base = data_dir()
     try:
         os.umask(0o077)
-        if hasattr(signal, "SIGALRM"):
-            signal.signal(signal.SIGALRM, lambda *_: os._exit(0))
-            signal.alarm(DEADLINE_SECONDS)
+        if hasattr(_signal, "SIGALRM"):
+            _signal.signal(_signal.SIGALRM, lambda *_: os._exit(0))
+            _signal.alarm(DEADLINE_SECONDS)
         spool_event(base, event)
     except BaseException as exc:  # noqa: BLE001 - a hook must never fail Claude Code
         log_error(base, "hook %s: %s: %s" % (event, type(exc).__name__, exc))

@@ -1,0 +1,97 @@
+"""`capture-daemon hooks ...`: register the capture hook with Claude Code, or take it out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from capture_daemon import hooks_config
+
+project_option = click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Use DIR/.claude/settings.json instead of the user settings "
+    "(${CLAUDE_CONFIG_DIR:-~/.claude}/settings.json).",
+)
+
+
+def _target(project: Optional[Path]) -> Path:
+    if project is not None and not project.is_dir():
+        raise click.ClickException(f"--project {project}: no such directory")
+    return hooks_config.settings_path(project)
+
+
+@click.group()
+def hooks() -> None:
+    """Register understudy's capture hook with Claude Code."""
+
+
+@hooks.command()
+@project_option
+def install(project: Optional[Path]) -> None:
+    """Register the capture hook for every Claude Code event (idempotent).
+
+    Merges into the settings file, keeping everything else in it; the previous file is
+    kept as settings.json.understudy-backup-<time> whenever it changes.
+    """
+    try:
+        change = hooks_config.install(_target(project))
+    except hooks_config.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {exc.filename or 'settings'}: {exc.strerror}") from exc
+    if not change.changed:
+        click.echo(f"Hooks already installed in {change.path}")
+        return
+    click.echo(f"Hooks {change.action} in {change.path} ({len(change.events)} events)")
+    if change.backup:
+        click.echo(f"Previous settings kept in {change.backup}")
+
+
+@hooks.command()
+@project_option
+def uninstall(project: Optional[Path]) -> None:
+    """Remove exactly the hook entries `install` added; leave everything else as it is."""
+    try:
+        change = hooks_config.uninstall(_target(project))
+    except hooks_config.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"Cannot write {exc.filename or 'settings'}: {exc.strerror}") from exc
+    if not change.changed:
+        click.echo(f"No understudy hooks in {change.path}")
+        return
+    click.echo(f"Hooks removed from {change.path} ({len(change.events)} events)")
+    if change.backup:
+        click.echo(f"Previous settings kept in {change.backup}")
+
+
+@hooks.command()
+@project_option
+def show(project: Optional[Path]) -> None:
+    """Show which settings file is used and which events run the capture hook."""
+    path = _target(project)
+    try:
+        found = hooks_config.registered(path)
+    except hooks_config.SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Settings: {path}{'' if path.exists() else ' (does not exist)'}")
+    if not found:
+        click.echo("No understudy hooks registered. Run: capture-daemon hooks install")
+        return
+    stale = False
+    for event in hooks_config.EVENTS:
+        commands = found.get(event)
+        if not commands:
+            click.echo(f"  {event:<20} missing")
+            continue
+        current = all(hooks_config.is_current(c, event) for c in commands)
+        stale = stale or not current
+        note = "" if current else "  (points elsewhere: " + commands[0] + ")"
+        click.echo(f"  {event:<20} registered{note}")
+    missing = [e for e in hooks_config.EVENTS if e not in found]
+    if missing or stale:
+        click.echo("Run `capture-daemon hooks install` to register the current checkout for every event.")

@@ -1,0 +1,119 @@
+"""Drive the real Claude Code CLI offline, with understudy's hooks registered as install.sh does.
+
+    from tests.claude_harness import claude_home, run_claude, spool_events
+    from tests.scripted_api import ScriptedAPI, Script, text, tool
+
+    def test_something(claude_home, understudy_home, tmp_path):   # claude_home: a fixture
+        with ScriptedAPI([Script("list", [[tool("Bash", {"command": "ls"})], [text("Done.")]])]) as api:
+            proc = run_claude("list the files", home=claude_home, understudy_home=understudy_home,
+                              cwd=tmp_path, base_url=api.base_url, allowed_tools="Bash Read")
+        assert json.loads(proc.stdout)["result"] == "Done."
+        events = spool_events(understudy_home)        # [(header, payload), ...] in arrival order
+
+API:
+
+* ``claude_bin()`` -> Path: ``$UNDERSTUDY_CLAUDE_BIN`` (test.sh sets it), else
+  ``.tools/claude-code/node_modules/.bin/claude`` in the checkout. The test is skipped when
+  neither exists, and fails when ``$UNDERSTUDY_CLAUDE_BIN`` names a missing file.
+* ``write_settings_with_hooks(home)`` -> Path: registers the hooks in ``home/.claude/settings.json``
+  with ``hooks_config.install``, exactly as ``capture-daemon hooks install`` would.
+* ``claude_home`` fixture: a temp HOME with the hooks registered (needs the CLI; skips without it).
+* ``run_claude(prompt, *, home, understudy_home, cwd, base_url, allowed_tools, extra_args=(),
+  timeout=120)`` -> CompletedProcess (text): ``claude -p PROMPT --allowedTools ... --output-format
+  json`` with HOME and CLAUDE_CONFIG_DIR inside ``home``, the API at ``base_url``, a dummy key, no
+  stdin, and no CLAUDE*/ANTHROPIC* variables from the outer environment. Does not check the exit code.
+* ``spool_events(understudy_home)`` -> [(header dict, payload dict or None)] for the spool files,
+  sorted by name (arrival order); payload is None when the body is not JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterable, Optional, Sequence, Union
+
+import pytest
+
+from capture_daemon import hooks_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLAUDE_VERSION = "2.1.328"
+DEFAULT_CLAUDE_BIN = REPO_ROOT / ".tools" / "claude-code" / "node_modules" / ".bin" / "claude"
+
+
+def claude_bin() -> Path:
+    named = os.environ.get("UNDERSTUDY_CLAUDE_BIN")
+    if named:
+        if not os.access(named, os.X_OK):
+            pytest.fail(f"UNDERSTUDY_CLAUDE_BIN={named} is not an executable file")
+        return Path(named)
+    if not os.access(DEFAULT_CLAUDE_BIN, os.X_OK):
+        pytest.skip(f"Claude Code CLI not installed at {DEFAULT_CLAUDE_BIN}; ./test.sh installs it")
+    return DEFAULT_CLAUDE_BIN
+
+
+def write_settings_with_hooks(home: Path) -> Path:
+    settings = Path(home) / ".claude" / "settings.json"
+    hooks_config.install(settings)
+    return settings
+
+
+@pytest.fixture
+def claude_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    claude_bin()
+    home = tmp_path_factory.mktemp("claude-home")
+    write_settings_with_hooks(home)
+    return home
+
+
+def claude_env(home: Path, understudy_home: Path, base_url: str, extra: Optional[dict] = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "ANTHROPIC"))}
+    env.update(
+        HOME=str(home),
+        CLAUDE_CONFIG_DIR=str(Path(home) / ".claude"),
+        UNDERSTUDY_HOME=str(understudy_home),
+        ANTHROPIC_BASE_URL=base_url,
+        ANTHROPIC_API_KEY="dummy",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def run_claude(
+    prompt: str,
+    *,
+    home: Path,
+    understudy_home: Path,
+    cwd: Path,
+    base_url: str,
+    allowed_tools: Union[str, Sequence[str]] = "Bash Read",
+    extra_args: Iterable[str] = (),
+    timeout: float = 120,
+    env: Optional[dict] = None,
+) -> subprocess.CompletedProcess:
+    tools = allowed_tools if isinstance(allowed_tools, str) else " ".join(allowed_tools)
+    argv = [str(claude_bin()), "-p", prompt, "--allowedTools", tools, "--output-format", "json", *extra_args]
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env=claude_env(home, understudy_home, base_url, env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def spool_events(understudy_home: Path) -> list[tuple[dict, Optional[dict]]]:
+    events = []
+    for path in sorted((Path(understudy_home) / "spool").glob("*.event")):
+        head, _, body = path.read_bytes().partition(b"\n")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        events.append((json.loads(head), payload))
+    return events

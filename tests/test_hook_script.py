@@ -1,0 +1,209 @@
+"""hooks/capture_hook.py run as Claude Code runs it: the registered command, through a shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from capture_daemon import hooks_config
+from tests.claude_harness import spool_events
+
+NAME = re.compile(r"^\d{20}-\d{7}-[A-Za-z]+\.event$")
+
+
+def run_hook(event: str, stdin: bytes, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the command `hooks install` registers for this event, with stdin, via `sh -c`."""
+    return subprocess.run(
+        hooks_config.hook_command(event), shell=True, input=stdin, capture_output=True, timeout=timeout
+    )
+
+
+def event_payload(event: str, **fields) -> dict:
+    payload = {
+        "session_id": "c9a30350-1aa6-4cf7-b5b8-b925479311b4",
+        "transcript_path": "/home/dev/.claude/projects/-home-dev-project/c9a30350.jsonl",
+        "cwd": "/home/dev/project",
+        "hook_event_name": event,
+        "prompt_id": "5d1a5f96-a02d-4fdf-a23d-1d571079093d",
+    }
+    payload.update(fields)
+    return payload
+
+
+def spool_files(understudy_home: Path) -> list[Path]:
+    return sorted((understudy_home / "spool").glob("*.event"))
+
+
+def all_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def assert_quiet_success(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b""
+
+
+@pytest.mark.parametrize("event", hooks_config.EVENTS)
+def test_every_event_writes_one_spool_file_byte_for_byte(event, understudy_home):
+    raw = json.dumps(event_payload(event, tool_name="Bash")).encode()
+    proc = run_hook(event, raw)
+    assert_quiet_success(proc)
+    [path] = spool_files(understudy_home)
+    assert NAME.match(path.name) and path.name.endswith(f"-{event}.event")
+    head, _, body = path.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    assert header["v"] == 1 and header["event"] == event and header["bytes"] == len(raw)
+    assert "truncated" not in header
+    assert body == raw
+    assert list((understudy_home / "spool" / "tmp").iterdir()) == []  # nothing left half-written
+
+
+def test_permissions_private(understudy_home):
+    assert_quiet_success(run_hook("Stop", b'{"session_id": "s"}'))
+    spool = understudy_home / "spool"
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    assert stat.S_IMODE((spool / "tmp").stat().st_mode) == 0o700
+    assert stat.S_IMODE(understudy_home.stat().st_mode) == 0o700
+    [path] = spool_files(understudy_home)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_names_sort_by_arrival_and_hold_nothing_from_the_payload(understudy_home):
+    order = ["SessionStart", "UserPromptSubmit", "PreToolUse", "PostToolUse", "Stop", "SessionEnd"]
+    for event in order:
+        raw = json.dumps(event_payload(event, session_id="SECRETSESSION", tool_name="Bash")).encode()
+        assert_quiet_success(run_hook(event, raw))
+    paths = spool_files(understudy_home)
+    assert [p.name.rsplit("-", 1)[1][: -len(".event")] for p in paths] == order
+    assert [h["event"] for h, _ in spool_events(understudy_home)] == order
+    for path in paths:
+        assert NAME.match(path.name)
+        assert "SECRET" not in path.name and "Bash" not in path.name
+
+
+def test_concurrent_hooks_each_get_their_own_file(understudy_home):
+    raws = [json.dumps(event_payload("PreToolUse", tool_use_id=f"toolu_{i}")).encode() for i in range(16)]
+    with ThreadPoolExecutor(8) as pool:
+        procs = list(pool.map(lambda raw: run_hook("PreToolUse", raw), raws))
+    for proc in procs:
+        assert_quiet_success(proc)
+    bodies = sorted(p.read_bytes().partition(b"\n")[2] for p in spool_files(understudy_home))
+    assert bodies == sorted(raws)
+
+
+@pytest.mark.parametrize(
+    "stdin",
+    [b"", b"this is not json {", bytes(range(256)) * 64, b"\xff\xfe\x00garbage\x00" * 1000],
+    ids=["empty", "not-json", "binary", "binary-nul"],
+)
+def test_garbage_stdin_exits_0_silently_and_stays_in_the_data_dir(stdin, understudy_home):
+    proc = run_hook("PostToolUse", stdin)
+    assert_quiet_success(proc)
+    for path in all_files(understudy_home.parent):
+        rel = path.relative_to(understudy_home.parent)
+        assert rel.parts[0] == "understudy" and rel.parts[1] in ("spool", "logs"), rel
+    if stdin:
+        # Small payloads are spooled as they came; the daemon decides (and quarantines garbage).
+        [path] = spool_files(understudy_home)
+        assert path.read_bytes().partition(b"\n")[2] == stdin
+    else:
+        assert spool_files(understudy_home) == []
+        assert "empty stdin" in (understudy_home / "logs" / "hook-errors.log").read_text()
+
+
+def test_session_id_cannot_steer_where_files_go(understudy_home):
+    for sid in ("../../x", "/etc/passwd", "a/../../b", "x" * 5000, "\x00nul"):
+        raw = json.dumps(event_payload("SessionStart", session_id=sid)).encode()
+        assert_quiet_success(run_hook("SessionStart", raw))
+    # A path built from "../../x" would land beside the data dir, in this test's own tmp root.
+    outside = [p for p in all_files(understudy_home.parent) if understudy_home not in p.parents]
+    assert outside == []
+    assert len(spool_files(understudy_home)) == 5
+    assert not (understudy_home.parent / "x").exists() and not (understudy_home / "x").exists()
+
+
+def test_odd_event_argument_is_not_used_in_the_name(understudy_home):
+    proc = subprocess.run(
+        hooks_config.hook_command("PostToolUse").rsplit(" ", 1)[0] + " '../../evil name'",
+        shell=True, input=b'{"a": 1}', capture_output=True, timeout=60,
+    )
+    assert_quiet_success(proc)
+    [path] = spool_files(understudy_home)
+    assert path.name.endswith("-Unknown.event")
+    assert json.loads(path.read_bytes().partition(b"\n")[0])["event"] == "../../evil name"
+
+
+@pytest.mark.timeout(60)
+def test_100_mb_of_stdin_is_drained_in_bounded_time_and_reduced(understudy_home):
+    size = 100 << 20
+    start = time.monotonic()
+    proc = run_hook("PostToolUse", b"x" * size, timeout=50)
+    elapsed = time.monotonic() - start
+    assert_quiet_success(proc)
+    assert elapsed < 30
+    [path] = spool_files(understudy_home)
+    head, _, body = path.read_bytes().partition(b"\n")
+    header = json.loads(head)
+    assert header["truncated"] is True and header["original_bytes"] == size and header["bytes"] == size
+    assert 0 < len(body) <= 1 << 20
+
+
+def test_2_mb_post_tool_use_is_reduced_with_a_marker(understudy_home):
+    big = "line of build output\n" * 100_000  # ~2.1 MB
+    raw = json.dumps(
+        event_payload("PostToolUse", tool_name="Bash", tool_use_id="toolu_big",
+                      tool_input={"command": "make"}, tool_response={"stdout": big, "stderr": ""})
+    ).encode()
+    assert len(raw) > 2_000_000
+    assert_quiet_success(run_hook("PostToolUse", raw))
+    [(header, payload)] = spool_events(understudy_home)
+    assert header["truncated"] is True and header["original_bytes"] == len(raw)
+    assert payload is not None, "a reduced payload is still valid JSON"
+    assert payload["tool_use_id"] == "toolu_big" and payload["tool_input"] == {"command": "make"}
+    stdout = payload["tool_response"]["stdout"]
+    assert len(stdout) < len(big) and stdout.startswith(big[:1000])
+    assert stdout.endswith(f"[understudy: truncated, original {len(big)} chars]")
+    assert spool_files(understudy_home)[0].stat().st_size < 1 << 20
+
+
+def test_unwritable_spool_exits_0_and_logs_the_error(understudy_home):
+    # Tests run as root in CI, so permissions cannot block us: make the spool a regular file.
+    understudy_home.mkdir(mode=0o700)
+    (understudy_home / "spool").write_text("not a folder")
+    proc = run_hook("PreToolUse", json.dumps(event_payload("PreToolUse")).encode())
+    assert_quiet_success(proc)
+    log = (understudy_home / "logs" / "hook-errors.log").read_text()
+    assert "hook PreToolUse:" in log and "Error" in log
+    assert (understudy_home / "spool").read_text() == "not a folder"
+
+
+def test_data_dir_under_a_file_exits_0(tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("UNDERSTUDY_HOME", str(blocker / "understudy"))
+    proc = run_hook("Stop", b'{"session_id": "s"}')
+    assert_quiet_success(proc)
+    assert blocker.read_text() == ""
+
+
+def test_paused_flag_spools_nothing(understudy_home):
+    understudy_home.mkdir(mode=0o700)
+    (understudy_home / "paused").touch()
+    proc = run_hook("UserPromptSubmit", json.dumps(event_payload("UserPromptSubmit", prompt="hi")).encode())
+    assert_quiet_success(proc)
+    assert spool_files(understudy_home) == []
+
+
+def test_default_data_dir_follows_xdg(isolated_env, monkeypatch):
+    monkeypatch.delenv("UNDERSTUDY_HOME")
+    assert_quiet_success(run_hook("Stop", b'{"session_id": "s"}'))
+    assert len(list((isolated_env.xdg_data_home / "understudy" / "spool").glob("*.event"))) == 1
+    assert os.environ.get("UNDERSTUDY_HOME") is None
