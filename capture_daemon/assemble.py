@@ -1,0 +1,349 @@
+"""Turning one prompt's hook events and transcript rows into a `Trace`.
+
+Two sources, each authoritative for something:
+
+* hook events: which calls happened, their inputs, success or failure, durations, which
+  agent made them, when the prompt stopped and whether background agents still run;
+* the transcript: the order calls were issued in and which were issued together (one
+  assistant message = one parallel group), the narration and thinking between calls, the
+  tool results exactly as the model saw them, model id, usage, tools offered.
+
+Either may be missing (a transcript deleted, hooks not installed yet for an import) and
+the trace is still built from what is there. Building is pure: the same inputs always
+give the same trace, which is what makes replaying the spool safe.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+import orjson
+
+from capture_daemon.schema import SubagentRun, TextStep, ToolCall, Trace, make_trace_id
+from capture_daemon.spool import SpoolEvent
+from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
+
+MAX_OUTPUT_CHARS = 50_000
+
+
+def is_notification_prompt(prompt: Any) -> bool:
+    return isinstance(prompt, str) and prompt.lstrip().startswith(TASK_NOTIFICATION)
+
+
+def ns_to_datetime(ns: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc) if ns else None
+
+
+def iso_to_ns(stamp: str | None) -> int | None:
+    if not stamp:
+        return None
+    try:
+        return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return None
+
+
+def render_tool_response(response: Any) -> str:
+    """The hook's structured tool_response as text, for when no transcript has the result."""
+    if isinstance(response, str):
+        return response
+    if isinstance(response, dict):
+        if "stdout" in response or "stderr" in response:
+            out, err = str(response.get("stdout") or ""), str(response.get("stderr") or "")
+            return out + ("\n" + err if err else "")
+        file = response.get("file")
+        if isinstance(file, dict) and "content" in file:
+            return str(file["content"])
+        if isinstance(response.get("filenames"), list):
+            return "\n".join(map(str, response["filenames"]))
+    return orjson.dumps(response, default=str).decode()
+
+
+def _cut(text: str | None) -> tuple[str | None, int | None]:
+    if text is None or len(text) <= MAX_OUTPUT_CHARS:
+        return text, None
+    marker = f"\n[understudy: output truncated, original {len(text)} chars]"
+    return text[:MAX_OUTPUT_CHARS] + marker, len(text)
+
+
+@dataclass
+class PromptState:
+    """What the daemon needs to decide whether a trace is finished."""
+
+    stopped: bool
+    pending_agents: set[str]
+    session_ended: bool = False
+
+
+def prompt_state(events: Iterable[SpoolEvent]) -> PromptState:
+    """A trace is finished when its latest Stop reports no running background agent that
+    has not stopped since."""
+    last_stop: SpoolEvent | None = None
+    stopped_agents: dict[str, int] = {}
+    for ev in sorted(events, key=lambda e: (e.received_ns, e.name)):
+        if ev.event == "Stop" and not ev.agent_id:
+            last_stop = ev
+        elif ev.event == "SubagentStop" and ev.agent_id:
+            stopped_agents[ev.agent_id] = ev.received_ns
+    if last_stop is None:
+        return PromptState(stopped=False, pending_agents=set())
+    pending = set()
+    for task in last_stop.payload.get("background_tasks") or []:
+        if isinstance(task, dict) and task.get("status") == "running" and task.get("type", "subagent") == "subagent":
+            pending.add(str(task.get("id")))
+    return PromptState(stopped=True, pending_agents=pending)
+
+
+@dataclass
+class _Call:
+    tool_use_id: str
+    agent_id: str | None
+    name: str = ""
+    input: dict = field(default_factory=dict)
+    message_id: str | None = None
+    start_ns: int | None = None
+    pre_ns: int | None = None
+    post_ns: int | None = None
+    response: Any = None
+    failure: dict | None = None
+    duration_ms: int | None = None
+    agent_type: str | None = None
+    seq: int = 0  # order of issue within its agent
+
+
+def build_trace(
+    session_id: str,
+    prompt_id: str,
+    events: list[SpoolEvent],
+    main_turns: list[PromptTurns],
+    agent_turns: dict[str, PromptTurns],
+    *,
+    source: str = "hook",
+    complete: bool,
+    incomplete_reason: str | None = None,
+    transcript_path: str | None = None,
+) -> Trace:
+    events = sorted(events, key=lambda e: (e.received_ns, e.name))
+    root = next((e for e in events if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
+    prompt_text = str(root.payload.get("prompt", "")) if root else next((t.prompt for t in main_turns if not t.is_notification), "")
+
+    calls = _collect_calls(events, main_turns, agent_turns)
+    ordered = _merge_by_start(calls)
+    tool_calls = [_to_tool_call(c, main_turns, agent_turns) for c in ordered]
+    stops = [e for e in events if e.event == "Stop" and not e.agent_id]
+    final = stops[-1].payload.get("last_assistant_message") if stops else None
+    if not final:
+        final = _last_text(main_turns)
+    narration, thinking = _place_text(ordered, main_turns, agent_turns, final)
+    usage: dict[str, int] = {}
+    for turns in [*main_turns, *agent_turns.values()]:
+        for key, value in turns.usage().items():
+            usage[key] = usage.get(key, 0) + value
+
+    start_ns = root.received_ns if root else (events[0].received_ns if events else iso_to_ns(main_turns[0].started_at) if main_turns else None)
+    end_ns = events[-1].received_ns if events else (iso_to_ns(main_turns[-1].ended_at) if main_turns else None)
+    cwd = (root.payload.get("cwd") if root else None) or next((e.payload.get("cwd") for e in events if e.payload.get("cwd")), None) \
+        or next((t.cwd for t in main_turns if t.cwd), None)
+    trace = Trace(
+        trace_id=make_trace_id(session_id, prompt_id),
+        session_id=session_id,
+        prompt_id=prompt_id,
+        prompt=prompt_text,
+        final_response=final,
+        model=next((t.model for t in main_turns if t.model), None),
+        cwd=cwd,
+        started_at=ns_to_datetime(start_ns),
+        ended_at=ns_to_datetime(end_ns),
+        complete=complete,
+        incomplete_reason=None if complete else incomplete_reason,
+        source=source,
+        tool_calls=tool_calls,
+        assistant_text=narration,
+        thinking=thinking,
+        subagents=_subagents(events, ordered, agent_turns),
+        tools_offered=next((t.tools_offered for t in main_turns if t.tools_offered), []),
+        usage=usage,
+        transcript_path=transcript_path or next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None),
+    )
+    trace.reasoning_signals.tool_sequence = [c.name for c in trace.tool_calls if c.agent_id is None]
+    return trace
+
+
+def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> list[_Call]:
+    calls: dict[str, _Call] = {}
+    # Transcript first: it knows the order of issue and the parallel grouping.
+    sources: list[tuple[str | None, list[Block]]] = [(None, [b for t in main_turns for b in t.blocks])]
+    sources += [(agent, turns.blocks) for agent, turns in agent_turns.items()]
+    for agent, blocks in sources:
+        seq = 0
+        for block in blocks:
+            if block.kind != "tool_use" or block.tool_use_id in calls:
+                continue
+            calls[block.tool_use_id] = _Call(block.tool_use_id, agent, block.name, block.input, block.message_id,
+                                             start_ns=iso_to_ns(block.timestamp), seq=seq)
+            seq += 1
+    # Then the hooks: authoritative for inputs as executed, outcome and timing.
+    next_seq: dict[str | None, int] = {}
+    for c in calls.values():
+        next_seq[c.agent_id] = max(next_seq.get(c.agent_id, 0), c.seq + 1)
+    for ev in events:
+        tool_use_id = ev.payload.get("tool_use_id")
+        if ev.event not in ("PreToolUse", "PostToolUse", "PostToolUseFailure") or not tool_use_id:
+            continue
+        call = calls.get(tool_use_id)
+        if call is None:
+            agent = ev.agent_id
+            call = _Call(str(tool_use_id), agent, seq=next_seq.get(agent, 0))
+            next_seq[agent] = call.seq + 1
+            calls[call.tool_use_id] = call
+        call.name = str(ev.payload.get("tool_name") or call.name)
+        if isinstance(ev.payload.get("tool_input"), dict):
+            call.input = ev.payload["tool_input"]
+        call.agent_type = ev.payload.get("agent_type") or call.agent_type
+        if ev.event == "PreToolUse":
+            call.pre_ns = ev.received_ns
+            call.start_ns = ev.received_ns
+        else:
+            call.post_ns = ev.received_ns
+            call.duration_ms = ev.payload.get("duration_ms") if isinstance(ev.payload.get("duration_ms"), int) else call.duration_ms
+            if ev.event == "PostToolUse":
+                call.response = ev.payload.get("tool_response")
+            else:
+                call.failure = ev.payload
+    return list(calls.values())
+
+
+def _merge_by_start(calls: list[_Call]) -> list[_Call]:
+    """Each agent's calls in their order of issue, agents interleaved by start time."""
+    by_agent: dict[str | None, list[_Call]] = {}
+    for call in calls:
+        by_agent.setdefault(call.agent_id, []).append(call)
+    lanes = []
+    for agent_calls in by_agent.values():
+        agent_calls.sort(key=lambda c: c.seq)
+        _assign_groups(agent_calls)
+        lanes.append(agent_calls)
+
+    def keyed(lane: list[_Call]):
+        last = 0
+        for index, call in enumerate(lane):
+            # A call's place is its start; a call without one follows its predecessor.
+            last = call.start_ns if call.start_ns is not None else last
+            yield (last, 0 if call.agent_id is None else 1, index, id(lane)), call
+
+    return [call for _, call in heapq.merge(*(keyed(lane) for lane in lanes), key=lambda pair: pair[0])]
+
+
+def _assign_groups(agent_calls: list[_Call]) -> None:
+    """Calls from one assistant message are one group. Without a transcript, a call whose
+    PreToolUse came before the previous call finished was issued alongside it."""
+    group = -1
+    previous: _Call | None = None
+    for call in agent_calls:
+        if previous is None:
+            group = 0
+        elif call.message_id and previous.message_id:
+            group += call.message_id != previous.message_id
+        elif not (call.pre_ns and previous.post_ns and call.pre_ns < previous.post_ns):
+            group += 1
+        call.parallel_group = group  # type: ignore[attr-defined]
+        previous = call
+
+
+def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> ToolCall:
+    turns = [agent_turns[call.agent_id]] if call.agent_id in agent_turns else main_turns
+    result = next((t.results[call.tool_use_id] for t in turns if call.tool_use_id in t.results), None)
+    if result is None and call.agent_id is not None:
+        result = next((t.results[call.tool_use_id] for t in main_turns if call.tool_use_id in t.results), None)
+    error = None
+    success = True
+    if call.failure is not None:
+        success = False
+        error = str(call.failure.get("error") or "failed")
+    elif result is not None and result.is_error:
+        success = False
+        error = result.text[:2000]
+    if result is not None:
+        output = result.text
+    elif call.response is not None:
+        output = render_tool_response(call.response)
+    else:
+        output = error
+    output, original = _cut(output)
+    return ToolCall(
+        tool_use_id=call.tool_use_id, name=call.name or "unknown", input=call.input, output=output,
+        output_original_chars=original, success=success, error=error,
+        is_interrupt=bool(call.failure.get("is_interrupt")) if call.failure else False,
+        duration_ms=call.duration_ms, started_at=ns_to_datetime(call.start_ns),
+        agent_id=call.agent_id, agent_type=call.agent_type, parallel_group=getattr(call, "parallel_group", 0),
+    )
+
+
+def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns], final: str | None):
+    """Narration and thinking with `position` = calls (global order) issued before them.
+
+    The main agent's closing text is the final answer, kept in `final_response` only.
+    """
+    index_of = {c.tool_use_id: i for i, c in enumerate(ordered)}
+    narration: list[TextStep] = []
+    thinking: list[TextStep] = []
+    lanes = [(None, [b for t in main_turns for b in t.blocks])] + list((a, t.blocks) for a, t in agent_turns.items())
+    for agent, blocks in lanes:
+        pending: list[Block] = []
+        for block in blocks:
+            if block.kind == "tool_use":
+                position = index_of.get(block.tool_use_id, len(ordered))
+                for text_block in pending:
+                    (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=position, agent_id=agent))
+                pending = []
+            else:
+                pending.append(block)
+        # Text after the agent's last call: placed after its last call.
+        own = [index_of[b.tool_use_id] for b in blocks if b.kind == "tool_use" and b.tool_use_id in index_of]
+        end = len(ordered) if agent is None else (max(own) + 1 if own else 0)
+        if agent is None and final and pending and pending[-1].kind == "text" and pending[-1].text.strip() == final.strip():
+            pending = pending[:-1]
+        for text_block in pending:
+            (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=end, agent_id=agent))
+    narration.sort(key=lambda s: (s.position, s.agent_id is not None))
+    thinking.sort(key=lambda s: (s.position, s.agent_id is not None))
+    return narration, thinking
+
+
+def _last_text(main_turns: list[PromptTurns]) -> str | None:
+    for turns in reversed(main_turns):
+        for block in reversed(turns.blocks):
+            if block.kind == "tool_use":
+                return None
+            if block.kind == "text":
+                return block.text
+    return None
+
+
+def _subagents(events: list[SpoolEvent], ordered: list[_Call], agent_turns: dict[str, PromptTurns]) -> list[SubagentRun]:
+    runs: dict[str, SubagentRun] = {}
+    for call in ordered:
+        response = call.response if isinstance(call.response, dict) else {}
+        agent_id = response.get("agentId")
+        if call.name in ("Agent", "Task") and agent_id:
+            runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=call.input.get("subagent_type"),
+                                         description=call.input.get("description"), prompt=call.input.get("prompt"),
+                                         spawned_by=call.tool_use_id)
+    for ev in events:
+        agent_id = ev.agent_id
+        if ev.event not in ("SubagentStart", "SubagentStop") or not agent_id:
+            continue
+        run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
+        run.agent_type = run.agent_type or ev.payload.get("agent_type")
+        if ev.event == "SubagentStop":
+            run.complete = True
+            run.final_response = ev.payload.get("last_assistant_message") or run.final_response
+    for agent_id, turns in agent_turns.items():
+        run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
+        run.prompt = run.prompt or turns.prompt
+        if run.final_response is None:
+            run.final_response = _last_text([turns])
+    return list(runs.values())

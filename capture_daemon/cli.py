@@ -1,0 +1,103 @@
+"""`capture-daemon`: run the capture daemon and look at what it captured.
+
+A thin layer: every command calls into the library (daemon, store, spool); command
+groups that grow live in their own modules (cli_hooks, cli_traces).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from capture_daemon import daemon, paths
+from capture_daemon.cli_hooks import hooks
+from capture_daemon.status import collect_status, render_status
+from capture_daemon.store import TraceStore
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="understudy")
+def main() -> None:
+    """Capture Claude Code workflows as traces (hooks → spool → daemon → store)."""
+
+
+main.add_command(hooks)
+
+
+@main.command()
+@click.option("-v", "--verbose", is_flag=True, help="Log every pass, not just problems.")
+def run(verbose: bool) -> None:
+    """Run the daemon in the foreground (Ctrl-C stops it; nothing is lost)."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        daemon.run()
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+def start() -> None:
+    """Start the daemon in the background; returns once it is up."""
+    try:
+        pid = daemon.start()
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"capture daemon running (pid {pid}); data in {paths.data_dir()}")
+
+
+@main.command()
+def stop() -> None:
+    """Stop the background daemon. Events keep spooling and are ingested at the next start."""
+    try:
+        pid = daemon.stop()
+    except daemon.DaemonError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"capture daemon stopped (pid {pid})" if pid else "capture daemon was not running")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Is capture working? Daemon, trace counts, pending spool, recent errors."""
+    report = collect_status()
+    if as_json:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        render_status(report)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["jsonl"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="File to write (default: stdout).")
+@click.option("--accepted", "accepted", flag_value=True, default=None, help="Only traces the quality filter accepted.")
+def export(fmt: str, output: Path | None, accepted: bool | None) -> None:
+    """Write every stored trace, one JSON object per line, with the schema's field names."""
+    handle = open(output, "wb") if output else sys.stdout.buffer
+    count = 0
+    try:
+        with TraceStore.open() as store:
+            for trace in store.iter_traces(accepted=accepted):
+                handle.write(trace.model_dump_json().encode() + b"\n")
+                count += 1
+    finally:
+        if output:
+            handle.close()
+    if output:
+        click.echo(f"wrote {count} traces to {output}", err=True)
+
+
+try:  # commands from the analysis work (list, show, import, rescore, pause, ...)
+    from capture_daemon.cli_traces import register as _register_trace_commands
+
+    _register_trace_commands(main)
+except ImportError:
+    pass
+
+
+if __name__ == "__main__":
+    main()

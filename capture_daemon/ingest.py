@@ -1,0 +1,335 @@
+"""From spool files to committed traces.
+
+`Ingestor.scan()` reads new spool files in arrival order and routes each event to the
+trace it belongs to; `Ingestor.finalize_ready()` builds and commits the traces that are
+finished. The rules that make this safe to crash and replay at any point:
+
+* a spool file is deleted only after the transaction holding its trace has committed;
+* that transaction also records the file's name in `consumed`, so a file that survived a
+  crash between commit and delete is recognised and dropped, never applied twice;
+* trace ids are derived from (session_id, prompt_id), so rebuilding gives the same id and
+  the stored trace is replaced, never doubled.
+
+Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_id and an
+`agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
+`<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
+spawned the agent. A trace is final when its latest Stop reports no running background
+agent, after a short settle time; a prompt that never stops is finalised as incomplete
+after an idle timeout, or when its session ends.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
+from capture_daemon.schema import Trace, make_trace_id
+from capture_daemon.spool import CorruptSpoolFile, SpoolEvent, pending_files, quarantine, read_event
+from capture_daemon.store import TraceStore
+from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
+
+log = logging.getLogger("understudy.ingest")
+
+SESSION_EVENTS = {"SessionStart", "SessionEnd", "PreCompact", "Notification"}
+
+
+@dataclass
+class IngestSettings:
+    # After a finishing Stop, wait this long for stragglers before committing.
+    settle_seconds: float = 0.3
+    # A prompt with no new event for this long is finalised (incomplete if it never stopped).
+    idle_timeout_seconds: float = 1800.0
+    exclude_projects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OpenTrace:
+    trace_id: str
+    session_id: str
+    prompt_id: str
+    events: dict[str, SpoolEvent] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # spool files to delete once committed
+    links: set[str] = field(default_factory=set)
+    notification_prompts: list[str] = field(default_factory=list)
+    last_event_ns: int = 0
+    session_ended: bool = False
+    failures: int = 0
+    retry_after_ns: int = 0
+
+
+class Ingestor:
+    def __init__(self, store: TraceStore, spool: Path, quarantine_dir: Path, settings: IngestSettings | None = None,
+                 analyze: Callable[[Trace], Trace] | None = None, redact: Callable[[object], object] | None = None,
+                 clock: Callable[[], int] = time.time_ns):
+        self.store = store
+        self.spool = spool
+        self.quarantine_dir = quarantine_dir
+        self.settings = settings or IngestSettings()
+        self.analyze = analyze or _default_analyze()
+        self.redact = redact or _default_redact()
+        self.clock = clock
+        self.open: dict[str, OpenTrace] = {}
+        self.aliases: dict[tuple[str, str], str] = {}  # notification prompt → parent trace
+        self.loaded: set[str] = set()  # spool file names already routed in memory
+        self.quarantined_count = 0
+        self.excluded_count = 0
+        self.errors: list[str] = []
+
+    # --- reading the spool -----------------------------------------------------------
+
+    def scan(self) -> int:
+        """Route every new spool file; returns how many were read."""
+        count = 0
+        session_batch: list[tuple[Path, SpoolEvent]] = []
+        files = pending_files(self.spool)
+        self.loaded &= {p.name for p in files}  # forget files that are gone
+        for path in files:
+            if path.name in self.loaded:
+                continue
+            self.loaded.add(path.name)
+            count += 1
+            if self.store.is_consumed(path.name):
+                _unlink(path)  # committed before a crash; the delete never happened
+                continue
+            try:
+                event = read_event(path)
+            except FileNotFoundError:
+                continue
+            except (CorruptSpoolFile, OSError) as exc:
+                self._quarantine(path, str(exc))
+                continue
+            event.payload = self.redact(event.payload)
+            if self._excluded(event):
+                self.excluded_count += 1
+                _unlink(path)
+                continue
+            if event.event in SESSION_EVENTS:
+                session_batch.append((path, event))
+                if event.event == "SessionEnd":
+                    self._flush_session_events(session_batch)
+                    session_batch = []
+                    self._end_session(event)
+                continue
+            self._route(path, event)
+        self._flush_session_events(session_batch)
+        return count
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        self.quarantined_count += 1
+        self._error(f"quarantined {path.name}: {reason}")
+        quarantine(path, reason, self.quarantine_dir)
+
+    def _excluded(self, event: SpoolEvent) -> bool:
+        cwd = event.payload.get("cwd")
+        return bool(cwd) and any(fnmatch.fnmatch(cwd, pattern) for pattern in self.settings.exclude_projects)
+
+    def _flush_session_events(self, batch: list[tuple[Path, SpoolEvent]]) -> None:
+        if not batch:
+            return
+        with self.store.transaction() as db:
+            for _, ev in batch:
+                p = ev.payload
+                if ev.event == "SessionStart":
+                    self.store.record_session(ev.session_id, db, transcript_path=p.get("transcript_path"), cwd=p.get("cwd"),
+                                              started_at=ev.received_ns / 1e9, start_source=p.get("source"))
+                elif ev.event == "SessionEnd":
+                    self.store.record_session(ev.session_id, db, ended_at=ev.received_ns / 1e9, end_reason=p.get("reason"))
+            self.store.mark_consumed([ev.name for _, ev in batch], db)
+        for path, _ in batch:
+            _unlink(path)
+
+    def _end_session(self, event: SpoolEvent) -> None:
+        for trace in self.open.values():
+            if trace.session_id == event.session_id:
+                trace.session_ended = True
+
+    def _route(self, path: Path, event: SpoolEvent) -> None:
+        session_id, prompt_id = event.session_id, event.prompt_id
+        if not prompt_id:
+            # Older clients send no prompt_id: the session's latest open prompt owns it.
+            candidates = [t for t in self.open.values() if t.session_id == session_id]
+            if not candidates:
+                self._quarantine(path, "event has no prompt_id and its session has no open prompt")
+                return
+            trace = max(candidates, key=lambda t: t.last_event_ns)
+        else:
+            trace_id = self._trace_for(event)
+            trace = self.open.get(trace_id) or self._open(trace_id, session_id, prompt_id)
+            if (session_id, prompt_id) in self.aliases and prompt_id not in trace.notification_prompts:
+                trace.notification_prompts.append(prompt_id)
+                trace.links.add(f"prompt:{session_id}:{prompt_id}")
+        trace.events[event.name] = event
+        trace.files.append(path)
+        trace.last_event_ns = max(trace.last_event_ns, self.clock())
+        if event.agent_id:
+            trace.links.add(f"agent:{event.agent_id}")
+        response = event.payload.get("tool_response")
+        if isinstance(response, dict) and response.get("agentId"):
+            trace.links.add(f"agent:{response['agentId']}")
+            trace.links.add(f"tool:{event.payload.get('tool_use_id')}")
+
+    def _trace_for(self, event: SpoolEvent) -> str:
+        key = (event.session_id, event.prompt_id)
+        if key in self.aliases:
+            return self.aliases[key]
+        if event.event == "UserPromptSubmit" and is_notification_prompt(event.payload.get("prompt")):
+            parent = self._notification_parent(event)
+            if parent:
+                self.aliases[key] = parent
+                return parent
+        stored = self.store.linked_trace(f"prompt:{event.session_id}:{event.prompt_id}")
+        if stored:
+            self.aliases[key] = stored
+            return stored
+        return make_trace_id(event.session_id, event.prompt_id)
+
+    def _notification_parent(self, event: SpoolEvent) -> str | None:
+        task_id, tool_use_id = notification_target(event.payload.get("prompt", ""))
+        for trace in self.open.values():
+            if f"tool:{tool_use_id}" in trace.links or f"agent:{task_id}" in trace.links:
+                return trace.trace_id
+        for key in (f"tool:{tool_use_id}", f"agent:{task_id}"):
+            found = self.store.linked_trace(key)
+            if found:
+                return found
+        # Unknown agent (its parent was never captured): still not a prompt of its own.
+        same_session = [t for t in self.open.values() if t.session_id == event.session_id]
+        return max(same_session, key=lambda t: t.last_event_ns).trace_id if same_session else None
+
+    def _open(self, trace_id: str, session_id: str, prompt_id: str) -> OpenTrace:
+        stored = self.store.get(trace_id) if self.store.has_trace(trace_id) else None
+        if stored is not None:
+            # A late event for a stored trace: reopen it with the events it was built from.
+            trace = OpenTrace(trace_id, stored.session_id, stored.prompt_id)
+            for ev in self.store.events_of(trace_id):
+                trace.events[ev.name] = ev
+                if ev.event == "UserPromptSubmit" and is_notification_prompt(ev.payload.get("prompt")):
+                    trace.notification_prompts.append(ev.prompt_id)
+        else:
+            trace = OpenTrace(trace_id, session_id, prompt_id)
+        self.open[trace_id] = trace
+        return trace
+
+    # --- committing ------------------------------------------------------------------
+
+    def finalize_ready(self, force: bool = False) -> int:
+        """Commit every finished trace (all open ones with force=True); returns how many."""
+        now = self.clock()
+        ready: list[tuple[OpenTrace, bool, str | None]] = []
+        for trace in self.open.values():
+            if trace.retry_after_ns > now and not force:
+                continue
+            verdict = self._verdict(trace, now, force)
+            if verdict is not None:
+                ready.append((trace, *verdict))
+        if not ready:
+            return 0
+        built: list[tuple[OpenTrace, Trace]] = []
+        transcripts: dict[str, Transcript | None] = {}
+        for trace, complete, reason in ready:
+            try:
+                built.append((trace, self._build(trace, complete, reason, transcripts)))
+            except Exception as exc:  # a bug must not lose events: keep the files, retry later
+                log.exception("building trace %s failed", trace.trace_id)
+                trace.failures += 1
+                trace.retry_after_ns = now + int(min(300, 5 * 2 ** trace.failures) * 1e9)
+                self._error(f"building trace {trace.trace_id} failed ({type(exc).__name__}: {exc}); its events stay in the spool")
+        with self.store.transaction() as db:
+            for trace, result in built:
+                self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
+        for trace, _ in built:
+            for path in trace.files:
+                _unlink(path)
+            del self.open[trace.trace_id]
+        return len(built)
+
+    def _verdict(self, trace: OpenTrace, now: int, force: bool) -> tuple[bool, str | None] | None:
+        """None while the trace should stay open; else (complete, incomplete_reason)."""
+        state = prompt_state(trace.events.values())
+        quiet_ns = now - trace.last_event_ns
+        has_prompt = any(e.event == "UserPromptSubmit" for e in trace.events.values())
+        if state.stopped and not state.pending_agents:
+            if quiet_ns >= self.settings.settle_seconds * 1e9 or force or trace.session_ended:
+                return (has_prompt, None if has_prompt else "prompt_event_missing")
+            return None
+        agents_done = state.stopped and all(
+            any(e.event == "SubagentStop" and e.agent_id == a for e in trace.events.values()) for a in state.pending_agents)
+        if trace.session_ended or force:
+            return (agents_done and has_prompt, "session_ended" if trace.session_ended else "daemon_stopped")
+        if quiet_ns >= self.settings.idle_timeout_seconds * 1e9:
+            return (agents_done and has_prompt, "idle_timeout")
+        return None
+
+    def _build(self, trace: OpenTrace, complete: bool, reason: str | None, cache: dict[str, Transcript | None]) -> Trace:
+        events = list(trace.events.values())
+        transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
+        main_turns: list[PromptTurns] = []
+        main = _load_transcript(transcript_path, cache)
+        if main is not None:
+            for prompt_id in [trace.prompt_id, *trace.notification_prompts]:
+                if prompt_id in main.prompts:
+                    main_turns.append(main.prompts[prompt_id])
+        agent_turns: dict[str, PromptTurns] = {}
+        for ev in events:
+            if ev.event == "SubagentStop" and ev.agent_id and ev.payload.get("agent_transcript_path"):
+                agent = _load_transcript(ev.payload["agent_transcript_path"], cache)
+                if agent is not None and agent.prompts:
+                    agent_turns[ev.agent_id] = _merge_turns(list(agent.prompts.values()))
+        result = build_trace(trace.session_id, trace.prompt_id, events, main_turns, agent_turns,
+                             complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
+        result = Trace.model_validate(self.redact(result.model_dump(mode="json")))
+        return self.analyze(result)
+
+    def pending_count(self) -> int:
+        return len(pending_files(self.spool))
+
+    def _error(self, message: str) -> None:
+        log.warning(message)
+        self.errors = (self.errors + [message])[-50:]
+
+
+def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
+    merged = turns[0]
+    for extra in turns[1:]:
+        merged.blocks.extend(extra.blocks)
+        merged.results.update(extra.results)
+        merged.usage_by_message.update(extra.usage_by_message)
+    return merged
+
+
+def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> Transcript | None:
+    if not path:
+        return None
+    if path not in cache:
+        try:
+            cache[path] = parse_transcript(path)
+        except OSError:
+            cache[path] = None  # deleted or unreadable: build from the hook events alone
+    return cache[path]
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _default_analyze() -> Callable[[Trace], Trace]:
+    try:
+        from capture_daemon.quality import analyze
+    except ImportError:
+        return lambda trace: trace
+    return analyze
+
+
+def _default_redact() -> Callable[[object], object]:
+    from capture_daemon.redact import redact_value
+
+    return redact_value

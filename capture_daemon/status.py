@@ -1,0 +1,89 @@
+"""What `capture-daemon status` reports: gathered as data, rendered for people separately."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from capture_daemon import daemon, hooks_config, paths
+from capture_daemon.spool import pending_files, quarantined
+from capture_daemon.store import TraceStore
+
+MAX_ERRORS = 10
+
+
+def _tail(path, limit: int) -> list[str]:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-limit:]
+
+
+def _target_accepted() -> int:
+    try:
+        from capture_daemon.config import load_config
+
+        return int(load_config().capture.target_accepted)
+    except Exception:  # a broken config is reported by the commands that need it
+        return 500
+
+
+def collect_status() -> dict[str, Any]:
+    pid = daemon.running_pid()
+    traces: dict[str, Any] = {"total": 0}
+    if paths.store_path().exists():
+        with TraceStore.open() as store:
+            traces = store.stats()
+    target = _target_accepted()
+    traces["target_accepted"] = target
+    traces["progress"] = round(min(1.0, traces.get("accepted", 0) / target), 3) if target else None
+    quarantine = quarantined(paths.quarantine_dir())
+    registered = hooks_config.registered(hooks_config.settings_path()) if hooks_config.settings_path().exists() else {}
+    errors = [f"hook: {line}" for line in _tail(paths.hook_error_log(), MAX_ERRORS)]
+    errors += [f"daemon: {line}" for line in _tail(paths.logs_dir() / "daemon-errors.log", MAX_ERRORS)]
+    return {
+        "data_dir": str(paths.data_dir()),
+        "daemon": {"running": pid is not None, "pid": pid},
+        "capture": {"paused": paths.paused_flag().exists(),
+                    "hooks_settings": str(hooks_config.settings_path()),
+                    "hooks_registered": sorted(registered)},
+        "traces": traces,
+        "spool": {"pending_events": len(pending_files(paths.spool_dir())), "quarantined": len(quarantine),
+                  "quarantine": quarantine[-MAX_ERRORS:]},
+        "errors": errors[-2 * MAX_ERRORS:],
+    }
+
+
+def render_status(report: dict[str, Any]) -> None:
+    console = Console()
+    d, t, s = report["daemon"], report["traces"], report["spool"]
+    console.print(f"[bold]understudy capture[/bold]  data: {report['data_dir']}")
+    console.print(f"daemon: " + (f"[green]running[/green] (pid {d['pid']})" if d["running"]
+                                 else "[red]not running[/red] — start it with `capture-daemon start`"))
+    hooks_line = ", ".join(report["capture"]["hooks_registered"]) or "[red]none[/red] — run `capture-daemon hooks install`"
+    console.print(f"hooks: {hooks_line}  ({report['capture']['hooks_settings']})")
+    if report["capture"]["paused"]:
+        console.print("[yellow]capture paused[/yellow] — `capture-daemon resume` turns it back on")
+    table = Table(show_header=False, box=None)
+    table.add_row("traces", str(t.get("total", 0)))
+    for key in ("complete", "incomplete", "accepted", "rejected", "duplicates", "sessions"):
+        if key in t:
+            table.add_row(f"  {key}", str(t[key]))
+    if t.get("by_pattern"):
+        table.add_row("  by pattern", ", ".join(f"{k} {v}" for k, v in sorted(t["by_pattern"].items())))
+    if t.get("target_accepted"):
+        table.add_row("  toward target", f"{t.get('accepted', 0)}/{t['target_accepted']} accepted ({100 * (t.get('progress') or 0):.0f}%)")
+    if t.get("last_stored_at"):
+        when = datetime.fromtimestamp(t["last_stored_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        table.add_row("  last stored", when)
+    table.add_row("spool pending", str(s["pending_events"]))
+    table.add_row("quarantined", str(s["quarantined"]))
+    console.print(table)
+    if report["errors"]:
+        console.print("[bold]recent errors[/bold]")
+        for line in report["errors"]:
+            console.print(f"  {line}", markup=False, highlight=False)

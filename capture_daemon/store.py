@@ -1,0 +1,297 @@
+"""The trace store: one SQLite file (WAL mode) in the data dir.
+
+Schema changes are the ordered MIGRATIONS below, recorded in `schema_migrations` and
+applied whenever the store opens. Each logical write is one transaction: a trace, the
+(redacted) events it was built from, and the names of the spool files it consumed are
+committed together, so a crash at any point either keeps all of it or none of it. Keeping
+the events lets a late event (a subagent finishing after its trace was stored) rebuild
+the trace, and lets `rescore` re-run analysis without the spool.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from capture_daemon import paths
+from capture_daemon.schema import Trace
+from capture_daemon.spool import SpoolEvent
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would COMMIT the migration's transaction half way: run statements one by one.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE traces (
+            trace_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            cwd TEXT,
+            started_at TEXT,
+            ended_at TEXT,
+            complete INTEGER NOT NULL,
+            accepted INTEGER,
+            score REAL,
+            pattern TEXT,
+            dup_key TEXT,
+            duplicate_of TEXT,
+            json TEXT NOT NULL,
+            stored_at REAL NOT NULL
+        );
+        CREATE INDEX traces_session ON traces(session_id);
+        CREATE INDEX traces_started ON traces(started_at);
+        CREATE INDEX traces_dup ON traces(dup_key);
+        CREATE TABLE trace_events (
+            trace_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            record TEXT NOT NULL,
+            PRIMARY KEY (trace_id, name)
+        );
+        -- Spool files already committed into a trace: replaying one is a no-op.
+        CREATE TABLE consumed (
+            name TEXT PRIMARY KEY,
+            trace_id TEXT,
+            consumed_at REAL NOT NULL
+        );
+        -- Ways to find a stored trace from a later event: agent ids, Agent tool_use ids,
+        -- and the prompt ids of <task-notification> turns merged into it.
+        CREATE TABLE links (
+            key TEXT PRIMARY KEY,
+            trace_id TEXT NOT NULL
+        );
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            transcript_path TEXT,
+            cwd TEXT,
+            started_at REAL,
+            start_source TEXT,
+            ended_at REAL,
+            end_reason TEXT
+        );
+        """
+    )
+
+
+MIGRATIONS = [("m001_initial", _m001_initial)]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+class TraceStore:
+    """`with TraceStore.open() as store: ...`"""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db = db
+        self.path = path
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path | None = None) -> Iterator["TraceStore"]:
+        store = cls.connect(path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @classmethod
+    def connect(cls, path: Path | None = None) -> "TraceStore":
+        path = Path(path) if path else paths.store_path()
+        paths.ensure(path.parent)
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        path.chmod(0o600)
+        store = cls(db, path)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM schema_migrations")}
+        for name, migration in MIGRATIONS:
+            if name in done:
+                continue
+            with self.transaction() as db:
+                # Re-check inside the lock: another process may have just applied it.
+                if db.execute("SELECT 1 FROM schema_migrations WHERE name=?", (name,)).fetchone():
+                    continue
+                migration(db)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+
+    # --- writing -----------------------------------------------------------------
+
+    def put(self, trace: Trace, events: list[SpoolEvent] = (), links: list[str] = (), *, db: sqlite3.Connection | None = None) -> None:
+        """Insert or replace a trace (same trace_id = same trace), inside a transaction.
+
+        Pass `db` to join a transaction the caller holds (to commit many traces at once).
+        """
+        if db is None:
+            with self.transaction() as db:
+                return self.put(trace, events, links, db=db)
+        quality = trace.quality
+        dup_key = _duplicate_key(trace)
+        duplicate_of = None
+        if dup_key:
+            row = db.execute("SELECT trace_id FROM traces WHERE dup_key=? AND trace_id<>? AND duplicate_of IS NULL LIMIT 1",
+                             (dup_key, trace.trace_id)).fetchone()
+            duplicate_of = row[0] if row else None
+        if quality is not None and duplicate_of:
+            quality.duplicate_of = duplicate_of
+            quality.accepted = False
+            if not any(r.startswith("- duplicate") for r in quality.reasons):
+                quality.reasons.append(f"- duplicate of {duplicate_of} (same prompt and workflow)")
+        db.execute(
+            "INSERT OR REPLACE INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (trace.trace_id, trace.session_id, trace.prompt_id, trace.source, trace.cwd, _iso(trace.started_at),
+             _iso(trace.ended_at), int(trace.complete), None if quality is None else int(quality.accepted),
+             None if quality is None else quality.score, trace.reasoning_signals.pattern, dup_key, duplicate_of,
+             trace.model_dump_json(), time.time()),
+        )
+        now = time.time()
+        for event in events:
+            db.execute("INSERT OR REPLACE INTO trace_events VALUES (?,?,?)",
+                       (trace.trace_id, event.name, orjson.dumps(event.to_record())))
+            db.execute("INSERT OR REPLACE INTO consumed VALUES (?,?,?)", (event.name, trace.trace_id, now))
+        for key in links:
+            db.execute("INSERT OR REPLACE INTO links VALUES (?,?)", (key, trace.trace_id))
+
+    def mark_consumed(self, names: list[str], db: sqlite3.Connection, trace_id: str | None = None) -> None:
+        now = time.time()
+        db.executemany("INSERT OR REPLACE INTO consumed VALUES (?,?,?)", [(n, trace_id, now) for n in names])
+
+    def record_session(self, session_id: str, db: sqlite3.Connection, **fields: Any) -> None:
+        db.execute("INSERT OR IGNORE INTO sessions (session_id) VALUES (?)", (session_id,))
+        for column, value in fields.items():
+            if value is not None:
+                db.execute(f"UPDATE sessions SET {column}=? WHERE session_id=?", (value, session_id))
+
+    def delete_trace(self, trace_id: str) -> bool:
+        with self.transaction() as db:
+            gone = db.execute("DELETE FROM traces WHERE trace_id=?", (trace_id,)).rowcount
+            db.execute("DELETE FROM trace_events WHERE trace_id=?", (trace_id,))
+            db.execute("DELETE FROM links WHERE trace_id=?", (trace_id,))
+            db.execute("UPDATE traces SET duplicate_of=NULL WHERE duplicate_of=?", (trace_id,))
+        return bool(gone)
+
+    def delete_session(self, session_id: str) -> int:
+        ids = [r[0] for r in self.db.execute("SELECT trace_id FROM traces WHERE session_id=?", (session_id,))]
+        for trace_id in ids:
+            self.delete_trace(trace_id)
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
+        return len(ids)
+
+    # --- reading -----------------------------------------------------------------
+
+    def is_consumed(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM consumed WHERE name=?", (name,)).fetchone() is not None
+
+    def consumed_names(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM consumed")}
+
+    def linked_trace(self, key: str) -> str | None:
+        row = self.db.execute("SELECT trace_id FROM links WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def has_trace(self, trace_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM traces WHERE trace_id=?", (trace_id,)).fetchone() is not None
+
+    def events_of(self, trace_id: str) -> list[SpoolEvent]:
+        rows = self.db.execute("SELECT record FROM trace_events WHERE trace_id=? ORDER BY name", (trace_id,))
+        return [SpoolEvent.from_record(orjson.loads(r[0])) for r in rows]
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        cursor = self.db.execute("SELECT * FROM sessions WHERE session_id=?", (session_id,))
+        row = cursor.fetchone()
+        return dict(zip([c[0] for c in cursor.description], row)) if row else None
+
+    def get(self, trace_id: str) -> Trace | None:
+        row = self.db.execute("SELECT json FROM traces WHERE trace_id=? OR trace_id LIKE ? LIMIT 2",
+                              (trace_id, trace_id + "%")).fetchall()
+        return Trace.model_validate_json(row[0][0]) if len(row) == 1 else None
+
+    def iter_traces(self, accepted: bool | None = None, pattern: str | None = None, tool: str | None = None,
+                    since: datetime | str | None = None, project: str | None = None,
+                    include_duplicates: bool = True) -> Iterator[Trace]:
+        where, args = [], []
+        if accepted is not None:
+            where.append("accepted = ?")
+            args.append(int(accepted))
+        if pattern:
+            where.append("(pattern = ? OR EXISTS (SELECT 1 FROM json_each(json, '$.reasoning_signals.patterns') WHERE value = ?))")
+            args += [pattern, pattern]
+        if tool:
+            where.append("EXISTS (SELECT 1 FROM json_each(json, '$.tool_calls') WHERE json_extract(value, '$.name') = ?)")
+            args.append(tool)
+        if since:
+            where.append("started_at >= ?")
+            args.append(since.isoformat() if isinstance(since, datetime) else since)
+        if project:
+            where.append("cwd GLOB ?")
+            args.append(project if any(ch in project for ch in "*?[") else project.rstrip("/") + "*")
+        if not include_duplicates:
+            where.append("duplicate_of IS NULL")
+        sql = "SELECT json FROM traces" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at, trace_id"
+        for (data,) in self.db.execute(sql, args):
+            yield Trace.model_validate_json(data)
+
+    def count(self, accepted: bool | None = None) -> int:
+        if accepted is None:
+            return self.db.execute("SELECT COUNT(*) FROM traces").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM traces WHERE accepted=?", (int(accepted),)).fetchone()[0]
+
+    def stats(self) -> dict[str, Any]:
+        q = lambda sql: self.db.execute(sql).fetchone()[0]  # noqa: E731
+        by_pattern = dict(self.db.execute("SELECT COALESCE(pattern, 'unanalysed'), COUNT(*) FROM traces GROUP BY 1"))
+        by_source = dict(self.db.execute("SELECT source, COUNT(*) FROM traces GROUP BY 1"))
+        return {
+            "total": q("SELECT COUNT(*) FROM traces"),
+            "complete": q("SELECT COUNT(*) FROM traces WHERE complete=1"),
+            "incomplete": q("SELECT COUNT(*) FROM traces WHERE complete=0"),
+            "accepted": q("SELECT COUNT(*) FROM traces WHERE accepted=1"),
+            "rejected": q("SELECT COUNT(*) FROM traces WHERE accepted=0"),
+            "duplicates": q("SELECT COUNT(*) FROM traces WHERE duplicate_of IS NOT NULL"),
+            "sessions": q("SELECT COUNT(DISTINCT session_id) FROM traces"),
+            "by_pattern": by_pattern,
+            "by_source": by_source,
+            "last_stored_at": q("SELECT MAX(stored_at) FROM traces"),
+            "size_bytes": self.path.stat().st_size if self.path.exists() else 0,
+        }
+
+
+def _duplicate_key(trace: Trace) -> str | None:
+    try:
+        from capture_daemon.quality import duplicate_key
+    except ImportError:  # analysis not installed yet: no near-duplicate detection
+        return None
+    return duplicate_key(trace)
