@@ -77,6 +77,7 @@ def claude_env(home: Path, understudy_home: Path, base_url: str, extra: Optional
         ANTHROPIC_BASE_URL=base_url,
         ANTHROPIC_API_KEY="dummy",
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
+        DISABLE_AUTOUPDATER="1",
     )
     env.update(extra or {})
     return env

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command: ./test.sh [pytest args]     e.g. ./test.sh -m "not e2e" -x
+#
+# Works on a fresh clone with nothing installed by hand: it makes .venv with the dev extras
+# (./install.sh --dev --no-hooks --no-daemon: no Claude Code settings touched, no daemon),
+# installs the pinned Claude Code CLI into .tools/claude-code for the end-to-end tests, then
+# runs pytest. Both steps are skipped when already up to date, so reruns start at once.
+# Every test runs with a temp HOME, CLAUDE_CONFIG_DIR and UNDERSTUDY_HOME (tests/conftest.py).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+root=$(pwd -P)
+
+./install.sh --dev --no-hooks --no-daemon --quiet
+
+claude_version=2.1.328
+tools="$root/.tools/claude-code"
+claude="$tools/node_modules/.bin/claude"
+installed_version() {
+  sed -n 's/^ *"version": "\(.*\)",*$/\1/p' "$tools/node_modules/@anthropic-ai/claude-code/package.json" 2>/dev/null | head -n 1
+}
+if ! [ -x "$claude" ] || [ "$(installed_version)" != "$claude_version" ]; then
+  command -v npm >/dev/null || { echo "test.sh: npm not found; install Node.js 18+ with npm" >&2; exit 1; }
+  mkdir -p "$tools"
+  # A package.json of its own, so npm installs here and not into some parent project.
+  [ -f "$tools/package.json" ] || echo '{"private": true}' >"$tools/package.json"
+  (cd "$tools" && npm install --no-audit --no-fund --save-exact --loglevel=error \
+    "@anthropic-ai/claude-code@$claude_version" >/dev/null)
+  echo "claude:  installed Claude Code $(installed_version) in .tools/claude-code"
+else
+  echo "claude:  Claude Code $claude_version up to date"
+fi
+export UNDERSTUDY_CLAUDE_BIN="$claude"
+# A hung test fails after this many seconds instead of eating the CI budget (pytest-timeout).
+export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
+
+exec "$root/.venv/bin/pytest" "$@"

@@ -1,0 +1,131 @@
+"""The real Claude Code CLI with the hooks registered as install.sh registers them.
+
+Proves three things: every event reaches the spool with the right prompt_id, the hooks do
+not change what Claude Code answers, and the plugin layout (hooks/hooks.json) works too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from capture_daemon import hooks_config
+from tests.claude_harness import REPO_ROOT, claude_bin, run_claude, spool_events, write_settings_with_hooks
+from tests.scripted_api import Script, ScriptedAPI, text, tool
+
+pytestmark = pytest.mark.e2e
+
+FINAL = "There are two files: notes.txt and main.py."
+PROMPT = "What files are in this project?"
+
+
+def scripts(project: Path) -> list[Script]:
+    return [
+        Script(
+            match=PROMPT,
+            turns=[
+                [text("Let me look."), tool("Bash", {"command": "ls", "description": "List files"}, id="toolu_e2e_1")],
+                [tool("Read", {"file_path": str(project / "notes.txt")}, id="toolu_e2e_2")],
+                [text(FINAL)],
+            ],
+        )
+    ]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("transformer notes\n")
+    (project / "main.py").write_text("print('hi')\n")
+    return project
+
+
+def run_session(home: Path, understudy_home: Path, project: Path, extra_args=(), env=None):
+    with ScriptedAPI(scripts(project)) as api:
+        proc = run_claude(
+            PROMPT, home=home, understudy_home=understudy_home, cwd=project,
+            base_url=api.base_url, allowed_tools="Bash Read", extra_args=extra_args, env=env,
+        )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def assert_session_spooled(understudy_home: Path, session_id: str) -> None:
+    events = spool_events(understudy_home)
+    names = [h["event"] for h, _ in events]
+    assert names == [
+        "SessionStart", "UserPromptSubmit",
+        "PreToolUse", "PostToolUse", "PreToolUse", "PostToolUse",
+        "Stop", "SessionEnd",
+    ], names
+    for header, payload in events:
+        assert payload is not None and payload["hook_event_name"] == header["event"]
+        assert payload["session_id"] == session_id
+    by_event = {}
+    for header, payload in events:
+        by_event.setdefault(header["event"], []).append(payload)
+    [prompt] = by_event["UserPromptSubmit"]
+    assert prompt["prompt"] == PROMPT
+    prompt_id = prompt["prompt_id"]
+    for event in ("PreToolUse", "PostToolUse", "Stop"):
+        assert all(p["prompt_id"] == prompt_id for p in by_event[event]), event
+    assert [p["tool_use_id"] for p in by_event["PreToolUse"]] == ["toolu_e2e_1", "toolu_e2e_2"]
+    assert [p["tool_name"] for p in by_event["PostToolUse"]] == ["Bash", "Read"]
+    assert "notes.txt" in by_event["PostToolUse"][0]["tool_response"]["stdout"]
+
+
+def test_registered_hooks_capture_a_session_and_change_nothing(claude_home, understudy_home, project, tmp_path):
+    captured = run_session(claude_home, understudy_home, project)
+    result = json.loads(captured.stdout)
+    assert result["result"] == FINAL and result["is_error"] is False
+    assert_session_spooled(understudy_home, result["session_id"])
+    assert not (understudy_home / "logs" / "hook-errors.log").exists()
+
+    # The same session without hooks answers the same: the hooks are invisible to Claude Code.
+    bare_home = tmp_path / "bare-home"
+    bare_home.mkdir()
+    bare_data = tmp_path / "bare-data"
+    bare = json.loads(run_session(bare_home, bare_data, project).stdout)
+    assert bare["result"] == result["result"] and bare["num_turns"] == result["num_turns"]
+    assert not bare_data.exists()
+
+
+def test_claude_config_dir_settings_are_the_ones_claude_code_reads(understudy_home, project, tmp_path):
+    claude_bin()
+    home = tmp_path / "home"  # HOME has no settings; only CLAUDE_CONFIG_DIR does
+    home.mkdir()
+    config_dir = tmp_path / "claude-config"
+    hooks_config.install(config_dir / "settings.json")
+    proc = run_session(home, understudy_home, project, env={"CLAUDE_CONFIG_DIR": str(config_dir)})
+    assert_session_spooled(understudy_home, json.loads(proc.stdout)["session_id"])
+
+
+def test_plugin_layout_captures_with_plugin_dir(understudy_home, project, tmp_path):
+    claude_bin()
+    home = tmp_path / "home"  # no hooks in settings: only the plugin's hooks/hooks.json
+    home.mkdir()
+    proc = run_session(home, understudy_home, project, extra_args=["--plugin-dir", str(REPO_ROOT)])
+    result = json.loads(proc.stdout)
+    assert result["result"] == FINAL
+    assert_session_spooled(understudy_home, result["session_id"])
+
+
+def test_project_scope_registration(understudy_home, project, tmp_path):
+    claude_bin()
+    home = tmp_path / "home"
+    home.mkdir()
+    hooks_config.install(hooks_config.settings_path(project))
+    proc = run_session(home, understudy_home, project)
+    assert_session_spooled(understudy_home, json.loads(proc.stdout)["session_id"])
+
+
+def test_uninstalled_hooks_capture_nothing(claude_home, understudy_home, project):
+    hooks_config.uninstall(claude_home / ".claude" / "settings.json")
+    run_session(claude_home, understudy_home, project)
+    assert spool_events(understudy_home) == []
+    write_settings_with_hooks(claude_home)  # and back again
+    run_session(claude_home, understudy_home, project)
+    assert len(spool_events(understudy_home)) == 8
