@@ -1,0 +1,263 @@
+"""End to end: the real Claude Code CLI, understudy's hooks as install.sh registers them,
+a scripted Messages API, and the capture daemon as a user runs it.
+
+The sessions run while the daemon is DOWN (events must wait in the spool), then
+`capture-daemon start` ingests them, and the assertions read `capture-daemon export`,
+field by field. Sessions: several tools in sequence, a failing tool followed by another
+approach, parallel calls, a background subagent, a resumed session, a CLI killed
+mid-session, and a secret in a tool output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.claude_harness import claude_bin, claude_env, run_claude, write_settings_with_hooks
+from tests.scripted_api import Script, ScriptedAPI, text, thinking, tool
+
+pytestmark = pytest.mark.e2e
+
+CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+OPENAI_KEY = "sk-proj-" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8Nn7Mm6"
+LONG_ANSWER = ("Transformer 1 steps down to 11kV for the local distribution feeders, while transformer 2 "
+               "runs at 33kV on the sub-transmission side. They differ in voltage class, in the feeders they "
+               "serve and in the protection settings each needs, so maintenance windows differ too.")
+
+
+def _scripts(project: Path) -> list[Script]:
+    notes = str(project / "notes.txt")
+    return [
+        Script("compare transformer 1 and transformer 2", [
+            [text("First I'll list the files, then read the notes, and finally search for every mention."),
+             tool("Bash", {"command": "ls", "description": "List files"}, id="toolu_seq_1")],
+            [tool("Read", {"file_path": notes}, id="toolu_seq_2")],
+            [tool("Grep", {"pattern": "transformer", "path": str(project)}, id="toolu_seq_3")],
+            [text(LONG_ANSWER)],
+        ]),
+        Script("what does the missing config say", [
+            [tool("Bash", {"command": "cat missing.cfg", "description": "Read config"}, id="toolu_fail_1")],
+            [thinking("The file is not there; search instead."),
+             text("Actually, let me search for the setting instead."),
+             tool("Grep", {"pattern": "voltage", "path": str(project)}, id="toolu_fail_2")],
+            [tool("Read", {"file_path": notes}, id="toolu_fail_3")],
+            [text("There is no missing.cfg; the voltages live in notes.txt instead.")],
+        ]),
+        Script("read both files at once", [
+            [text("I'll read both at the same time."),
+             tool("Read", {"file_path": notes}, id="toolu_par_1"),
+             tool("Bash", {"command": "wc -l notes.txt", "description": "Count lines"}, id="toolu_par_2")],
+            [text("Both read: notes.txt has the two voltages.")],
+        ]),
+        Script("delegate the inspection", [
+            [text("I'll hand this to an agent."),
+             tool("Agent", {"description": "inspect notes", "prompt": "SUBTASK inspect the notes file",
+                            "subagent_type": "general-purpose"}, id="toolu_agent_1")],
+            [text("The agent is working on it.")],
+        ]),
+        Script("SUBTASK inspect the notes file", [
+            [tool("Read", {"file_path": notes}, id="toolu_sub_1")],
+            [text("The notes give 11kV and 33kV.")],
+        ]),
+        Script("<task-notification>", [[text("The agent found 11kV and 33kV. Done.")]]),
+        Script("first question of the day", [
+            [tool("Bash", {"command": "echo first", "description": "first"}, id="toolu_res_1")],
+            [text("First answer.")],
+        ]),
+        Script("follow-up after resuming", [
+            [tool("Bash", {"command": "echo second", "description": "second"}, id="toolu_res_2")],
+            [text("Second answer.")],
+        ]),
+        Script("show me the deploy settings", [
+            [tool("Bash", {"command": "cat deploy.env", "description": "Show settings"}, id="toolu_sec_1")],
+            [text("The deploy settings hold a GitHub token and an OpenAI key; rotate them.")],
+        ]),
+        Script("this run gets killed", [
+            [tool("Bash", {"command": "echo before-kill", "description": "x"}, id="toolu_kill_1")],
+            [text("never sent")],
+        ], delays={1: 60.0}),
+    ]
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    claude_bin()
+    root = tmp_path_factory.mktemp("e2e")
+    home, uhome, project = root / "home", root / "understudy", root / "project"
+    home.mkdir()
+    project.mkdir()
+    (project / "notes.txt").write_text("transformer 1: 11kV\ntransformer 2: 33kV\n")
+    (project / "deploy.env").write_text(f"GITHUB_TOKEN={GITHUB_TOKEN}\nOPENAI_API_KEY={OPENAI_KEY}\nREGION=eu-west-1\n")
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    write_settings_with_hooks(home)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    results = {}
+    with ScriptedAPI(_scripts(project)) as api:
+        def claude(prompt, *extra, tools="Bash Read Grep Agent"):
+            proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                              allowed_tools=tools, extra_args=extra)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            return json.loads(proc.stdout)
+
+        for prompt in ("compare transformer 1 and transformer 2", "what does the missing config say",
+                       "read both files at once", "delegate the inspection", "show me the deploy settings"):
+            results[prompt] = claude(prompt)
+        first = claude("first question of the day")
+        results["resumed"] = claude("follow-up after resuming", "--resume", first["session_id"])
+        results["first question of the day"] = first
+
+        # A CLI killed mid-session: no Stop, no SessionEnd ever comes.
+        argv = [str(claude_bin()), "-p", "this run gets killed", "--allowedTools", "Bash", "--output-format", "json"]
+        victim = subprocess.Popen(argv, cwd=project, env=claude_env(home, uhome, api.base_url),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        _wait_for(lambda: list((uhome / "spool").glob("*PostToolUse.event")) and any(
+            b"before-kill" in p.read_bytes() and b"PostToolUse" in p.name.encode() for p in (uhome / "spool").glob("*.event")),
+            60, "the killed session's first tool call")
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+
+    pending = list((uhome / "spool").glob("*.event"))
+    assert pending, "with the daemon down, events must wait in the spool"
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        # Everything but the killed session commits at once; that one after the idle timeout.
+        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+        status = json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
+                                           text=True, timeout=60, check=True).stdout)
+    finally:
+        stop = subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stderr
+    export = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=env, capture_output=True,
+                            timeout=60, check=True).stdout
+    traces = [json.loads(line) for line in export.splitlines()]
+    return {"traces": {t["prompt"]: t for t in traces}, "all": traces, "raw": export, "results": results,
+            "status": status, "project": project, "uhome": uhome}
+
+
+def test_one_trace_per_prompt_and_no_notification_trace(captured):
+    prompts = [t["prompt"] for t in captured["all"]]
+    assert sorted(prompts) == sorted([
+        "compare transformer 1 and transformer 2", "what does the missing config say", "read both files at once",
+        "delegate the inspection", "show me the deploy settings", "first question of the day",
+        "follow-up after resuming", "this run gets killed"])
+    assert not any("<task-notification>" in p for p in prompts)
+    assert len({t["trace_id"] for t in captured["all"]}) == len(prompts)
+    assert captured["status"]["traces"]["total"] == len(prompts)
+    assert captured["status"]["spool"] == {"pending_events": 0, "quarantined": 0, "quarantine": []}
+
+
+def test_sequence_of_tools(captured):
+    t = captured["traces"]["compare transformer 1 and transformer 2"]
+    assert t["complete"] is True and t["source"] == "hook"
+    assert [c["name"] for c in t["tool_calls"]] == ["Bash", "Read", "Grep"]
+    assert [c["tool_use_id"] for c in t["tool_calls"]] == ["toolu_seq_1", "toolu_seq_2", "toolu_seq_3"]
+    assert [c["parallel_group"] for c in t["tool_calls"]] == [0, 1, 2]
+    bash, read, grep = t["tool_calls"]
+    assert bash["input"] == {"command": "ls", "description": "List files"}
+    assert "notes.txt" in bash["output"] and bash["success"] is True and bash["error"] is None
+    assert read["input"] == {"file_path": str(captured["project"] / "notes.txt")}
+    assert "transformer 2: 33kV" in read["output"]
+    assert grep["input"]["pattern"] == "transformer" and "notes.txt" in grep["output"]
+    assert all(c["agent_id"] is None and isinstance(c["duration_ms"], int) and c["started_at"] for c in t["tool_calls"])
+    assert t["final_response"] == LONG_ANSWER
+    assert t["assistant_text"] == [{"text": "First I'll list the files, then read the notes, and finally search for every mention.",
+                                    "position": 0, "agent_id": None}]
+    assert t["model"] == "claude-opus-5-5"
+    assert t["usage"]["input_tokens"] == 40 and t["usage"]["output_tokens"] == 80
+    assert {"Bash", "Read", "Grep"} <= {tool["name"] for tool in t["tools_offered"]}
+    assert all("input_schema" in tool for tool in t["tools_offered"])
+    assert t["reasoning_signals"]["tool_sequence"] == ["Bash", "Read", "Grep"]
+    assert t["cwd"] == str(captured["project"])
+    assert t["started_at"] <= t["ended_at"]
+    assert t["session_id"] == captured["results"]["compare transformer 1 and transformer 2"]["session_id"]
+
+
+def test_failure_then_different_approach(captured):
+    t = captured["traces"]["what does the missing config say"]
+    assert [c["name"] for c in t["tool_calls"]] == ["Bash", "Grep", "Read"]
+    failed = t["tool_calls"][0]
+    assert failed["success"] is False and failed["is_interrupt"] is False
+    assert "Exit code 1" in failed["error"]
+    assert all(c["success"] for c in t["tool_calls"][1:])
+    assert t["thinking"] == [{"text": "The file is not there; search instead.", "position": 1, "agent_id": None}]
+    assert {"text": "Actually, let me search for the setting instead.", "position": 1, "agent_id": None} in t["assistant_text"]
+    assert t["complete"] is True
+
+
+def test_parallel_calls_share_a_group(captured):
+    t = captured["traces"]["read both files at once"]
+    assert [(c["tool_use_id"], c["parallel_group"]) for c in t["tool_calls"]] == [("toolu_par_1", 0), ("toolu_par_2", 0)]
+    assert t["tool_calls"][1]["output"].strip().startswith("2")
+    assert t["final_response"] == "Both read: notes.txt has the two voltages."
+
+
+def test_background_subagent_belongs_to_its_parent(captured):
+    t = captured["traces"]["delegate the inspection"]
+    assert t["complete"] is True
+    names = [(c["name"], c["agent_id"] is None) for c in t["tool_calls"]]
+    assert names == [("Agent", True), ("Read", False)]
+    sub_call = t["tool_calls"][1]
+    assert sub_call["agent_type"] == "general-purpose" and sub_call["tool_use_id"] == "toolu_sub_1"
+    assert "33kV" in sub_call["output"]
+    [run] = t["subagents"]
+    assert run["agent_id"] == sub_call["agent_id"] and run["complete"] is True
+    assert run["spawned_by"] == "toolu_agent_1" and run["prompt"] == "SUBTASK inspect the notes file"
+    assert run["final_response"] == "The notes give 11kV and 33kV."
+    # The answer given after the agent reported back is the trace's final answer.
+    assert t["final_response"] == "The agent found 11kV and 33kV. Done."
+    assert {"text": "The notes give 11kV and 33kV.", "position": 2, "agent_id": run["agent_id"]} in t["assistant_text"]
+    assert t["reasoning_signals"]["tool_sequence"] == ["Agent"]
+
+
+def test_resumed_session_gets_new_traces_in_the_same_session(captured):
+    first = captured["traces"]["first question of the day"]
+    second = captured["traces"]["follow-up after resuming"]
+    assert first["session_id"] == second["session_id"]
+    assert first["prompt_id"] != second["prompt_id"]
+    assert [c["input"]["command"] for c in second["tool_calls"]] == ["echo second"]
+    assert second["final_response"] == "Second answer." and second["complete"] is True
+
+
+def test_killed_cli_gives_an_incomplete_trace(captured):
+    t = captured["traces"]["this run gets killed"]
+    assert t["complete"] is False and t["incomplete_reason"] == "idle_timeout"
+    assert [c["input"]["command"] for c in t["tool_calls"]] == ["echo before-kill"]
+    assert t["tool_calls"][0]["output"].strip() == "before-kill"
+
+
+def test_secrets_never_reach_the_store_or_export(captured):
+    assert GITHUB_TOKEN not in captured["raw"].decode() and OPENAI_KEY not in captured["raw"].decode()
+    t = captured["traces"]["show me the deploy settings"]
+    output = t["tool_calls"][0]["output"]
+    assert "REDACTED" in output and "REGION=eu-west-1" in output
+    db = (captured["uhome"] / "traces.db").read_bytes()
+    for path in captured["uhome"].glob("traces.db*"):
+        data = path.read_bytes()
+        assert GITHUB_TOKEN.encode() not in data and OPENAI_KEY.encode() not in data, path
+    assert db
+
+
+def test_hooks_did_not_change_claude_code_behaviour(captured):
+    assert captured["results"]["compare transformer 1 and transformer 2"]["result"] == LONG_ANSWER
+    assert captured["results"]["resumed"]["result"] == "Second answer."

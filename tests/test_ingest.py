@@ -1,0 +1,202 @@
+"""The ingest engine against real spool files and a real SQLite store in a temp data dir:
+crash safety, replay without duplicates, quarantine, late events, idle finalisation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from capture_daemon import paths
+from capture_daemon.ingest import IngestSettings, Ingestor
+from capture_daemon.schema import make_trace_id
+from capture_daemon.store import TraceStore
+from tests.spool_factory import write_event, write_session
+
+
+def _ingestor(store, **settings) -> Ingestor:
+    return Ingestor(store, paths.spool_dir(), paths.quarantine_dir(), IngestSettings(settle_seconds=0, **settings))
+
+
+def _session(n: int, **kw):
+    return write_session(paths.spool_dir(), f"sess-{n:04d}", f"prompt-{n:04d}", f"question {n}",
+                         [("Bash", {"command": f"echo {n}"}, str(n)), ("Read", {"file_path": f"/f{n}"}, "x")],
+                         f"answer {n}", **kw)
+
+
+def test_complete_prompt_becomes_one_trace_and_spool_empties(understudy_home):
+    _session(1)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        assert ingestor.scan() == 6
+        assert ingestor.finalize_ready() == 1
+        [trace] = list(store.iter_traces())
+    assert trace.trace_id == make_trace_id("sess-0001", "prompt-0001")
+    assert [c.name for c in trace.tool_calls] == ["Bash", "Read"]
+    assert trace.tool_calls[0].output == "1" and trace.final_response == "answer 1" and trace.complete
+    assert not list(paths.spool_dir().glob("*.event"))
+
+
+def test_crash_between_commit_and_delete_replays_without_duplicates(understudy_home, monkeypatch):
+    files = _session(2)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        # Simulate dying right after COMMIT: the spool files are never deleted.
+        with monkeypatch.context() as patch:
+            patch.setattr("capture_daemon.ingest._unlink", lambda path: None)
+            ingestor.finalize_ready()
+    assert all(f.exists() for f in files)
+    with TraceStore.open() as store:  # the restarted daemon
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 0
+        assert store.count() == 1
+        assert [c.name for c in next(store.iter_traces()).tool_calls] == ["Bash", "Read"]
+    assert not any(f.exists() for f in files)
+
+
+def test_crash_during_partial_delete_keeps_the_full_trace(understudy_home, monkeypatch):
+    files = _session(3)
+    deleted = []
+
+    def die_after_three(path):
+        if len(deleted) == 3:
+            raise KeyboardInterrupt("killed")
+        deleted.append(path)
+        os.unlink(path)
+
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+            patch.setattr("capture_daemon.ingest._unlink", die_after_three)
+            ingestor.finalize_ready()
+    assert sum(f.exists() for f in files) == 3
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        [trace] = list(store.iter_traces())
+    # The leftover files (Post Read, Stop, ...) did not rebuild a truncated trace.
+    assert [c.name for c in trace.tool_calls] == ["Bash", "Read"] and trace.complete
+
+
+def test_corrupt_files_are_quarantined_and_the_rest_flows(understudy_home):
+    spool = paths.ensure(paths.spool_dir())
+    (spool / "00000000000000000001-0000001-PreToolUse.event").write_bytes(b"not a header")
+    (spool / "00000000000000000002-0000001-PreToolUse.event").write_bytes(b'{"v":1,"event":"PreToolUse"}\n{"no": "session"}')
+    (spool / "00000000000000000003-0000001-Stop.event").write_bytes(b'{"v":1,"event":"Stop"}\n\xff\xfe garbage')
+    _session(4)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+    quarantined = sorted(p.name for p in paths.quarantine_dir().glob("*.event"))
+    assert len(quarantined) == 3
+    reasons = [p.read_text() for p in paths.quarantine_dir().glob("*.reason")]
+    assert any("no session_id" in r for r in reasons) and any("not JSON" in r for r in reasons)
+    assert not list(spool.glob("*.event"))
+
+
+def test_lone_surrogates_and_odd_session_ids_are_stored_safely(understudy_home):
+    spool = paths.spool_dir()
+    write_event(spool, "UserPromptSubmit", {"session_id": "../../x", "prompt_id": "p", "prompt": "caf\ud800e"})
+    write_event(spool, "Stop", {"session_id": "../../x", "prompt_id": "p", "last_assistant_message": "ok"})
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        [trace] = list(store.iter_traces())
+    assert trace.session_id == "../../x" and trace.prompt.startswith("caf")
+    assert not (understudy_home.parent / "x").exists()
+
+
+def test_prompt_that_never_stops_is_finalised_incomplete_after_idle(understudy_home):
+    clock = [time.time_ns()]
+    _session(5, stop=False)
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, paths.spool_dir(), paths.quarantine_dir(),
+                            IngestSettings(settle_seconds=0, idle_timeout_seconds=60), clock=lambda: clock[0])
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 0
+        clock[0] += int(61e9)
+        assert ingestor.finalize_ready() == 1
+        [trace] = list(store.iter_traces())
+    assert not trace.complete and trace.incomplete_reason == "idle_timeout"
+    assert len(trace.tool_calls) == 2
+
+
+def test_late_event_reopens_and_rebuilds_the_stored_trace(understudy_home):
+    _session(6)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        # A subagent's call arrives after the trace was committed.
+        write_event(paths.spool_dir(), "PreToolUse", {"session_id": "sess-0006", "prompt_id": "prompt-0006",
+                                                      "agent_id": "a1", "agent_type": "Explore", "tool_name": "Grep",
+                                                      "tool_input": {"pattern": "x"}, "tool_use_id": "late"})
+        write_event(paths.spool_dir(), "PostToolUse", {"session_id": "sess-0006", "prompt_id": "prompt-0006",
+                                                       "agent_id": "a1", "tool_name": "Grep", "tool_input": {"pattern": "x"},
+                                                       "tool_use_id": "late", "tool_response": "found"})
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert store.count() == 1
+        [trace] = list(store.iter_traces())
+    assert [(c.name, c.agent_id) for c in trace.tool_calls] == [("Bash", None), ("Read", None), ("Grep", "a1")]
+    assert trace.reasoning_signals.tool_sequence == ["Bash", "Read"]
+
+
+def test_daemon_killed_mid_ingest_loses_and_doubles_nothing(understudy_home):
+    """kill -9 the real daemon process while it ingests hundreds of prompts, restart it."""
+    n = 300
+    for i in range(n):
+        _session(100 + i)
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "capture_daemon.cli", "run"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if paths.store_path().exists():
+            with TraceStore.open() as store:
+                if store.count() > 0:
+                    break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with TraceStore.open() as store:
+        committed_before = store.count()
+    assert committed_before < n, "the kill should land mid-ingest; make the batch bigger if this fails"
+    subprocess.run([sys.executable, "-m", "capture_daemon.cli", "start"], env=env, check=True, timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while list(paths.spool_dir().glob("*.event")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        subprocess.run([sys.executable, "-m", "capture_daemon.cli", "stop"], env=env, check=True, timeout=60)
+    with TraceStore.open() as store:
+        traces = list(store.iter_traces())
+    assert len(traces) == n
+    assert len({t.trace_id for t in traces}) == n
+    assert all(t.complete and [c.name for c in t.tool_calls] == ["Bash", "Read"] for t in traces)
+    assert sorted(t.prompt for t in traces) == sorted(f"question {100 + i}" for i in range(n))
+
+
+def test_status_json_reports_the_contract_fields(understudy_home):
+    _session(7)
+    spool = paths.spool_dir()
+    (spool / "00000000000000000001-0000001-Stop.event").write_bytes(b"junk")
+    out = subprocess.run([sys.executable, "-m", "capture_daemon.cli", "status", "--json"], capture_output=True,
+                         text=True, check=True).stdout
+    report = json.loads(out)
+    assert report["daemon"] == {"running": False, "pid": None}
+    assert report["spool"]["pending_events"] == 7  # 6 events + the junk file
+    assert report["traces"]["total"] == 0
+    assert isinstance(report["errors"], list)
