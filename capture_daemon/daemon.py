@@ -47,8 +47,7 @@ def load_settings() -> IngestSettings:
     except ImportError:
         return IngestSettings()
     capture = load_config().capture
-    return IngestSettings(idle_timeout_seconds=float(capture.idle_timeout_seconds),
-                          exclude_projects=list(capture.exclude_projects))
+    return IngestSettings(idle_timeout_seconds=float(capture.idle_timeout_seconds), is_excluded=capture.is_excluded)
 
 
 def _lock_file() -> Path:

@@ -20,7 +20,6 @@ after an idle timeout, or when its session ends.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 import time
@@ -45,7 +44,8 @@ class IngestSettings:
     settle_seconds: float = 0.3
     # A prompt with no new event for this long is finalised (incomplete if it never stopped).
     idle_timeout_seconds: float = 1800.0
-    exclude_projects: list[str] = field(default_factory=list)
+    # cwd -> True when the project must not be captured (config.toml [capture] exclude_projects).
+    is_excluded: Callable[[str], bool] = lambda cwd: False
 
 
 @dataclass
@@ -127,7 +127,7 @@ class Ingestor:
 
     def _excluded(self, event: SpoolEvent) -> bool:
         cwd = event.payload.get("cwd")
-        return bool(cwd) and any(fnmatch.fnmatch(cwd, pattern) for pattern in self.settings.exclude_projects)
+        return bool(cwd) and self.settings.is_excluded(cwd)
 
     def _flush_session_events(self, batch: list[tuple[Path, SpoolEvent]]) -> None:
         if not batch:

@@ -200,3 +200,21 @@ def test_status_json_reports_the_contract_fields(understudy_home):
     assert report["spool"]["pending_events"] == 7  # 6 events + the junk file
     assert report["traces"]["total"] == 0
     assert isinstance(report["errors"], list)
+
+
+def test_excluded_projects_are_dropped_at_ingest(understudy_home):
+    paths.ensure(understudy_home)
+    paths.config_path().write_text('[capture]\nexclude_projects = ["/home/dev/secret*"]\n')
+    from capture_daemon.daemon import load_settings
+
+    settings = load_settings()
+    settings.settle_seconds = 0
+    _session(8, cwd="/home/dev/secret-client/repo")
+    _session(9, cwd="/home/dev/project")
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, paths.spool_dir(), paths.quarantine_dir(), settings)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert [t.prompt for t in store.iter_traces()] == ["question 9"]
+    assert ingestor.excluded_count == 6
+    assert not list(paths.spool_dir().glob("*.event"))
