@@ -1,0 +1,510 @@
+"""One config for the whole pipeline: a section per stage, from `understudy.toml` (or YAML), flags win.
+
+    # understudy.toml
+    [run]
+    out = "runs/my-student"
+    traces = "store"                  # or a JSONL file of traces, or "demo"
+
+    [sft]
+    base_model = "meta-llama/Llama-3.2-1B-Instruct"
+    max_steps = 300
+
+    [eval]
+    max_examples = 100
+
+Flags override the file: `trainer run --sft.max_steps 50` or `trainer run -o sft.max_steps=50`.
+Every value is printed at start-up with where it came from (default, file or flag), and the same
+record is saved as JSON beside each checkpoint (`understudy_config.json`).
+
+Adding a stage's section is one dataclass plus one field line in `UnderstudyConfig`; nothing else
+here needs to know about it. Unknown keys are errors that name the key and the section, so a typo
+never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+import click
+
+from trainer.dataset import DatasetConfig
+
+CONFIG_FILE_NAME = "understudy_config.json"
+DEFAULT_BASE_MODEL = "meta-llama/Llama-3.2-1B-Instruct"
+
+# "preset": set by a mode such as `trainer run --demo`, under the file and the flags.
+Source = Literal["default", "preset", "file", "flag"]
+
+
+class ConfigError(ValueError):
+    """A config problem the user fixes by editing one named field."""
+
+
+@dataclass
+class RunConfig:
+    # Where every stage writes: {out}/dataset, {out}/sft, {out}/eval.
+    out: str = "runs/understudy"
+    # "store" (the capture store's accepted traces), a JSONL file of traces, or "demo"
+    # (the built-in scripted-teacher corpus).
+    traces: str = "store"
+    # Demo corpus size when traces = "demo".
+    demo_traces: int = 300
+    seed: int = 0
+
+
+@dataclass
+class SFTSection:
+    # A Hugging Face id or a local directory (anything `from_pretrained` accepts).
+    base_model: str = DEFAULT_BASE_MODEL
+    # qlora: 4-bit NF4 base + LoRA (CUDA); lora: plain LoRA; full: every weight trains.
+    # qlora falls back to lora on a machine without CUDA unless force_4bit is set.
+    method: Literal["qlora", "lora", "full"] = "qlora"
+    # Load the base in NF4 even without CUDA (bitsandbytes runs it on CPU): tests the QLoRA path.
+    force_4bit: bool = False
+    # Where the dataset is read from and the model written to; empty means {run.out}/dataset, {run.out}/sft.
+    data_dir: str = ""
+    output_dir: str = ""
+    max_steps: int = -1
+    num_train_epochs: float = 3.0
+    learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    # < 1 is a fraction of the training steps.
+    warmup_steps: float = 0.03
+    weight_decay: float = 0.0
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 4
+    max_length: int = 4096
+    gradient_checkpointing: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    # Trained in full beside the adapter; embed_tokens and lm_head are added when the chat
+    # template adds tokens (their new rows must learn).
+    modules_to_save: list[str] = field(default_factory=list)
+    save_steps: int = 50
+    save_total_limit: int = 3
+    logging_steps: int = 10
+    eval_steps: int = 0  # 0: no validation-loss evaluation during training
+    seed: int = 0
+    resume: bool = False
+    # "none" or a reporter transformers knows ("tensorboard", "wandb", ...).
+    report_to: str = "none"
+
+
+@dataclass
+class EvalSection:
+    # The student to evaluate; empty means {sft.output_dir}/final.
+    model: str = ""
+    # The untrained baseline; empty means sft.base_model.
+    base_model: str = ""
+    data_dir: str = ""
+    output_dir: str = ""
+    split: str = "test"
+    max_examples: int = 0  # 0: all
+    max_new_tokens: int = 256
+    # Examples generated together (left-padded); lower it if memory is short.
+    batch_size: int = 16
+    # The most assistant turns the student may take per example (a student that never answers
+    # must still stop).
+    max_turns: int = 16
+    baselines: list[str] = field(default_factory=lambda: ["majority", "base"])
+
+
+@dataclass
+class ExportSection:
+    # A full model (HF id, local dir, or an sft output dir); empty means {sft.output_dir}/final.
+    model: str = ""
+    # A LoRA adapter directory merged into `model` before export; empty: `model` is complete.
+    adapter: str = ""
+    output_dir: str = ""  # empty means {run.out}/export
+    # f32, f16, q8_0 are written here; K-quants (q4_k_m, ...) need llama.cpp's llama-quantize.
+    quantizations: list[str] = field(default_factory=lambda: ["f16", "q8_0"])
+    # Path to llama-quantize; empty means look it up on PATH.
+    llama_quantize: str = ""
+    name: str = "understudy-student"
+    modelfile: bool = True
+    num_ctx: int = 4096
+
+
+@dataclass
+class ServeSection:
+    # The student: a HF model dir (transformers backend) or a .gguf file (llamacpp backend);
+    # empty means {sft.output_dir}/final.
+    model: str = ""
+    backend: Literal["transformers", "llamacpp"] = "transformers"
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # Required as x-api-key or "Authorization: Bearer" when set; UNDERSTUDY_SERVE_TOKEN also sets it.
+    token: str = ""
+    # "compact": Claude Code's system prompt is replaced by dataset.system_prompt and its tool
+    # schemas compacted as the dataset builder does, so serving matches training.
+    # "passthrough": the request's system prompt is kept.
+    context: Literal["compact", "passthrough"] = "compact"
+    # Only these tools are shown to the student (empty: every tool the request offers).
+    tools: list[str] = field(default_factory=list)
+    max_new_tokens: int = 512
+    # Sampling temperature; unset means the request's (greedy when the request has none).
+    temperature: Optional[float] = None
+    max_body_mb: float = 32.0
+    # A/B rollout, e.g. "upstream=https://api.anthropic.com,student=0.1"; empty: every session to the student.
+    ab: str = ""
+    # The environment variable holding the upstream API key when the server has its own token.
+    upstream_api_key_env: str = "ANTHROPIC_API_KEY"
+    # Extra salt for the session hash: change it to draw a fresh assignment.
+    ab_salt: str = ""
+    n_ctx: int = 4096
+
+
+@dataclass
+class UnderstudyConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    sft: SFTSection = field(default_factory=SFTSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    serve: ServeSection = field(default_factory=ServeSection)
+    # Provenance of each value: {"sft.learning_rate": "flag", ...}; not a config section.
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def sections(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sources"}
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: _section_dict(sec) for name, sec in self.sections().items()}
+
+    def source(self, dotted: str) -> str:
+        return self.sources.get(dotted, "default")
+
+    def record(self) -> dict[str, Any]:
+        """What is saved beside checkpoints: every value with its source."""
+        return {
+            "config": self.to_dict(),
+            "sources": {
+                name: {k: self.source(f"{name}.{k}") for k in vals}
+                for name, vals in self.to_dict().items()
+            },
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / CONFIG_FILE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.record(), indent=2, default=str) + "\n")
+        return path
+
+    def describe(self, sections: Optional[list[str]] = None) -> str:
+        """The resolved config, one `section.key = value  (source)` line each."""
+        lines = []
+        for name, vals in self.to_dict().items():
+            if sections and name not in sections:
+                continue
+            for key, value in vals.items():
+                src = self.source(f"{name}.{key}")
+                lines.append(f"  {name}.{key} = {json.dumps(value, default=str)}  ({src})")
+        return "\n".join(lines)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(section):
+        return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    return dict(vars(section))
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(section_cls)}
+
+
+def _unknown(kind: str, name: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown {kind} '{name}' in {where}{hint}")
+
+
+def _coerce(value: Any, tp: Any, where: str, from_string: bool) -> Any:
+    """Check (file) or convert (flag strings) `value` to the annotated type `tp`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None or (from_string and str(value).lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, from_string)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{where} must be one of {', '.join(repr(a) for a in args)}, got {value!r}")
+    if origin in (list, tuple):
+        item_tp = args[0] if args else Any
+        if from_string and isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{where}: not a JSON list: {value!r} ({e})") from None
+            else:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, item_tp, where, from_string) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_string and str(value).lower() in ("true", "1", "yes", "on"):
+            return True
+        if from_string and str(value).lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_string:
+            try:
+                return int(str(value))
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if from_string:
+            try:
+                return float(str(value))
+            except ValueError:
+                pass
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise ConfigError(f"{where} must be a path (a string), got {value!r}")
+    if origin is dict or tp is dict:
+        if isinstance(value, dict):
+            return value
+        if from_string:
+            try:
+                parsed = json.loads(value)
+                if isinstance(parsed, dict):
+                    return parsed
+            except (TypeError, json.JSONDecodeError):
+                pass
+        raise ConfigError(f"{where} must be a table, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                f"{path} is YAML but PyYAML is not installed: pip install pyyaml, or use understudy.toml"
+            ) from None
+        data = yaml.safe_load(path.read_text()) or {}
+    else:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a table of sections")
+    return data
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """`--sft.max_steps 50`, `--sft.max_steps=50`, `-o sft.max_steps=50` → [("sft.max_steps", "50")]."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-o", "--override", "--set"):
+            if i + 1 >= len(args) or "=" not in args[i + 1]:
+                raise ConfigError(f"{arg} needs SECTION.KEY=VALUE, e.g. -o sft.max_steps=50")
+            key, value = args[i + 1].split("=", 1)
+            out.append((key.strip(), value))
+            i += 2
+            continue
+        if arg.startswith("--") and "." in arg.split("=", 1)[0]:
+            body = arg[2:]
+            if "=" in body:
+                key, value = body.split("=", 1)
+                i += 1
+            elif i + 1 < len(args):
+                key, value = body, args[i + 1]
+                i += 2
+            else:
+                raise ConfigError(f"{arg} needs a value")
+            out.append((key.replace("-", "_"), value))
+            continue
+        raise ConfigError(f"unexpected argument '{arg}' (overrides look like --sft.max_steps 50 or -o sft.max_steps=50)")
+    return out
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[tuple[str, Any]] | list[str] | None = None,
+    data: dict[str, Any] | None = None,
+    preset: dict[str, Any] | None = None,
+) -> UnderstudyConfig:
+    """Defaults ← preset ← file (or `data`) ← overrides. Unknown sections and keys are errors.
+
+    `overrides` are (dotted key, value) pairs; string values are converted to the field's type,
+    as they come from the command line. Strings "section.key=value" are accepted too.
+    """
+    cfg = UnderstudyConfig()
+    section_names = list(cfg.sections())
+    if path is not None:
+        data = read_config_file(path)
+    where_file = str(path) if path is not None else "config"
+
+    def apply(section: str, key: str, value: Any, source: Source, from_string: bool) -> None:
+        if section not in section_names:
+            raise _unknown("section", f"[{section}]", [f"[{s}]" for s in section_names], where_file)
+        sec_obj = getattr(cfg, section)
+        hints = _section_types(type(sec_obj))
+        if key not in hints:
+            raise _unknown("key", key, list(hints), f"[{section}]")
+        setattr(sec_obj, key, _coerce(value, hints[key], f"{section}.{key}", from_string))
+        cfg.sources[f"{section}.{key}"] = source
+
+    for dotted, value in (preset or {}).items():
+        section, key = dotted.split(".", 1)
+        apply(section, key, value, "preset", from_string=False)
+
+    for section, table in (data or {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where_file}: '{section}' must be a [section] table, got {table!r}")
+        for key, value in table.items():
+            apply(section, key, value, "file", from_string=False)
+
+    for item in overrides or []:
+        if isinstance(item, str):
+            if "=" not in item:
+                raise ConfigError(f"override '{item}' must look like section.key=value")
+            dotted, value = item.split("=", 1)
+        else:
+            dotted, value = item
+        if "." not in dotted:
+            raise ConfigError(f"override '{dotted}' must name its section, e.g. sft.{dotted}")
+        section, key = dotted.split(".", 1)
+        apply(section, key, value, "flag", from_string=isinstance(value, str))
+
+    # Sections that validate themselves (DatasetConfig.__post_init__) see the final values.
+    for name, sec in cfg.sections().items():
+        post_init = getattr(sec, "__post_init__", None)
+        if post_init is not None:
+            try:
+                post_init()
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"[{name}] {e}") from None
+    return cfg
+
+
+def default_config_path() -> Optional[Path]:
+    """`understudy.toml` (or .yaml/.yml) in the current directory, if any."""
+    for name in ("understudy.toml", "understudy.yaml", "understudy.yml"):
+        if Path(name).exists():
+            return Path(name)
+    return None
+
+
+def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str]:
+    """Start-up checks of combinations. Raises ConfigError naming the field to change; returns notes."""
+    notes: list[str] = []
+    sft, ev = cfg.sft, cfg.eval
+    if cuda is None:
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except ImportError:
+            cuda = False
+    if sft.max_steps <= 0 and sft.num_train_epochs <= 0:
+        raise ConfigError("sft.max_steps and sft.num_train_epochs are both <= 0: set one of them > 0")
+    if sft.learning_rate <= 0:
+        raise ConfigError(f"sft.learning_rate must be > 0, got {sft.learning_rate}")
+    if sft.per_device_train_batch_size < 1 or sft.gradient_accumulation_steps < 1:
+        raise ConfigError("sft.per_device_train_batch_size and sft.gradient_accumulation_steps must be >= 1")
+    if sft.save_steps < 1:
+        raise ConfigError(f"sft.save_steps must be >= 1, got {sft.save_steps}")
+    if sft.logging_steps < 1:
+        raise ConfigError(f"sft.logging_steps must be >= 1, got {sft.logging_steps}")
+    if sft.method == "full" and sft.force_4bit:
+        raise ConfigError(
+            "4-bit weights can't be fully fine-tuned: set sft.force_4bit = false or sft.method = \"qlora\""
+        )
+    if sft.method in ("lora", "qlora"):
+        if sft.lora_r < 1:
+            raise ConfigError(f"sft.lora_r must be >= 1 for LoRA, got {sft.lora_r}")
+        if not sft.lora_target_modules:
+            raise ConfigError("sft.lora_target_modules is empty: name the modules LoRA adapts, or 'all-linear'")
+    if sft.force_4bit and sft.method == "lora":
+        raise ConfigError("sft.force_4bit loads the base in 4 bits, which is QLoRA: set sft.method = \"qlora\"")
+    if not (0 <= sft.lora_dropout < 1):
+        raise ConfigError(f"sft.lora_dropout must be in [0, 1), got {sft.lora_dropout}")
+    if sft.method == "qlora" and not cuda and not sft.force_4bit:
+        notes.append("No CUDA GPU: training plain LoRA in float32 on CPU (QLoRA needs CUDA).")
+    if not cuda and sft.gradient_checkpointing and cfg.source("sft.gradient_checkpointing") != "default":
+        raise ConfigError("gradient checkpointing is not used on CPU here: set sft.gradient_checkpointing = false")
+    if ev.max_new_tokens < 1:
+        raise ConfigError(f"eval.max_new_tokens must be >= 1, got {ev.max_new_tokens}")
+    if ev.batch_size < 1:
+        raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
+    if ev.max_turns < 1:
+        raise ConfigError(f"eval.max_turns must be >= 1, got {ev.max_turns}")
+    for b in ev.baselines:
+        if b not in ("majority", "base"):
+            raise ConfigError(f"eval.baselines: unknown baseline '{b}'; use 'majority' and/or 'base'")
+    return notes
+
+
+# Shared by the stage commands: `--SECTION.KEY VALUE` flags arrive as extra arguments.
+def resolve_cli_config(
+    config_path: Optional[str],
+    extra_args: list[str],
+    flags: list[tuple[str, Any]],
+    preset: dict[str, Any] | None = None,
+) -> UnderstudyConfig:
+    """The config a command runs with: preset, file (or ./understudy.toml), then flags."""
+    path = config_path or default_config_path()
+    try:
+        overrides = parse_overrides(list(extra_args)) + [(k, v) for k, v in flags if v is not None]
+        return load_config(path, overrides, preset=preset)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+STAGE_CONTEXT = dict(ignore_unknown_options=True, allow_extra_args=True)

@@ -1,0 +1,498 @@
+"""`trainer sft`: supervised fine-tuning of the student on the behavioural-cloning dataset.
+
+    trainer sft --data runs/x/dataset --out runs/x/sft                       # defaults: Llama-3.2-1B-Instruct
+    trainer sft --config understudy.toml --sft.base_model ./my-base --sft.max_steps 300
+    trainer sft --out runs/x/sft --resume                                    # continue from the latest checkpoint
+
+Method (`sft.method`): "qlora" loads the base in 4-bit NF4 through bitsandbytes and trains a LoRA
+adapter; without CUDA it falls back to plain LoRA in float32 and says so in one line, unless
+`sft.force_4bit` (`--force-4bit`) asks for NF4 on CPU (bitsandbytes runs it; used to test the
+path). "lora" is plain LoRA; "full" trains every weight (the tiny demo model learns that way).
+
+The loss is on assistant tokens only (TRL `assistant_only_loss`), through understudy's own chat
+template (trainer/chat_template.py), which marks each assistant span including its `<|eot_id|>`.
+
+Output directory:
+    checkpoints/checkpoint-N/   Trainer checkpoints (save_steps), each with understudy_config.json
+    adapter/                    the LoRA adapter and tokenizer (lora/qlora)
+    model/                      the trained weights (full)
+    final/                      a complete model to load with from_pretrained (merged for LoRA)
+    loss.png, train_summary.json, understudy_config.json, README.md (model card)
+
+Several GPUs: the same command runs under accelerate, which owns the distribution (FSDP or
+DeepSpeed ZeRO); nothing here is home-made:
+
+    accelerate config                                  # once: choose FSDP or DeepSpeed, GPUs, bf16
+    accelerate launch -m trainer.cli sft --config understudy.toml --sft.method lora
+    accelerate launch --config_file fsdp.yaml -m trainer.cli sft --config understudy.toml
+    accelerate launch --use_deepspeed --zero_stage 2 -m trainer.cli sft --config understudy.toml
+
+(QLoRA with FSDP needs `bnb_4bit_quant_storage` matching the compute dtype; plain LoRA or full
+fine-tuning is the simpler choice across several GPUs.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from trainer.config import (
+    STAGE_CONTEXT,
+    ConfigError,
+    UnderstudyConfig,
+    check_config,
+    resolve_cli_config,
+)
+
+CPU_LORA_NOTE = "No CUDA GPU: training plain LoRA in float32 on CPU (QLoRA needs CUDA)."
+EMBEDDING_MODULES = ["embed_tokens", "lm_head"]
+
+
+@dataclass
+class SFTResult:
+    output_dir: Path
+    final_dir: Path
+    method: str
+    global_step: int
+    train_loss: Optional[float]
+    train_runtime_s: float
+    tokens_seen: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_seen / self.train_runtime_s if self.train_runtime_s > 0 else 0.0
+
+
+def effective_method(cfg: UnderstudyConfig, cuda: bool) -> str:
+    """qlora without CUDA becomes lora, unless force_4bit keeps the 4-bit path."""
+    method = cfg.sft.method
+    if method == "qlora" and not cuda and not cfg.sft.force_4bit:
+        return "lora"
+    return method
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
+    if not checkpoint_dir.is_dir():
+        return None
+    ckpts = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def load_tokenizer(base_model: str):
+    """The base's tokenizer with understudy's chat template; returns (tokenizer, tokens added)."""
+    from transformers import AutoTokenizer
+
+    from trainer.chat_template import apply_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    added = apply_chat_template(tokenizer)
+    if tokenizer.pad_token is None:
+        # Llama 3 ships no pad token; padding positions are masked out of the loss anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, added
+
+
+def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None):
+    """Load the base (NF4 when four_bit), resized to the tokenizer if the template added tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    compute_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    kwargs: dict[str, Any] = {"dtype": compute_dtype}
+    if four_bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
+    if tokenizer is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def _lora_config(cfg: UnderstudyConfig, tokens_added: int):
+    from peft import LoraConfig
+
+    targets = cfg.sft.lora_target_modules
+    modules_to_save = list(cfg.sft.modules_to_save)
+    if tokens_added:
+        # New token rows start random; without training them the student can't emit <tool_call>.
+        modules_to_save += [m for m in EMBEDDING_MODULES if m not in modules_to_save]
+    return LoraConfig(
+        r=cfg.sft.lora_r,
+        lora_alpha=cfg.sft.lora_alpha,
+        lora_dropout=cfg.sft.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        modules_to_save=modules_to_save or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def prepare_model(cfg: UnderstudyConfig, method: str, cuda: bool, tokenizer, tokens_added: int):
+    """The model the Trainer will train: full weights, or the base wrapped in a LoRA adapter."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    four_bit = method == "qlora"
+    model = load_base_model(cfg.sft.base_model, four_bit=four_bit, cuda=cuda, tokenizer=tokenizer)
+    if method == "full":
+        return model
+    if four_bit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cuda and cfg.sft.gradient_checkpointing)
+    return get_peft_model(model, _lora_config(cfg, tokens_added))
+
+
+def cast_trainable_to_float32(model) -> None:
+    """After training a 4-bit model, generate() fails on mixed float/bf16 parameters until the
+    trainable ones are float32 again (measured with bitsandbytes 0.50 and peft 0.21)."""
+    import torch
+
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+def _callbacks(cfg: UnderstudyConfig, log: Callable[[str], None]):
+    from transformers import TrainerCallback
+
+    class SaveConfigBesideCheckpoint(TrainerCallback):
+        """Each checkpoint carries the resolved config that produced it."""
+
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                cfg.save(ckpt)
+
+    class ProgressLine(TrainerCallback):
+        def __init__(self):
+            self.t0 = time.monotonic()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+            if "learning_rate" in logs:
+                parts.append(f"lr {logs['learning_rate']:.2e}")
+            if "epoch" in logs:
+                parts.append(f"epoch {logs['epoch']:.2f}")
+            parts.append(f"{time.monotonic() - self.t0:.0f}s")
+            log("  " + " · ".join(parts))
+
+    return [SaveConfigBesideCheckpoint(), ProgressLine()]
+
+
+def write_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    if not train and not evals:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", marker=".")
+    if evals:
+        ax.plot(*zip(*evals), label="validation loss", marker="o")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_title("understudy SFT")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _split_sizes(data_dir: Path) -> dict[str, int]:
+    sizes = {}
+    for split in ("train", "validation", "test"):
+        f = data_dir / f"{split}.jsonl"
+        if f.exists():
+            with f.open() as fh:
+                sizes[split] = sum(1 for line in fh if line.strip())
+    return sizes
+
+
+def write_model_card(output_dir: Path, eval_summary: Optional[dict[str, Any]] = None) -> Path:
+    """README.md: base, data, hyperparameters, training result and (once known) the evaluation."""
+    summary_path = output_dir / "train_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if eval_summary is None and (output_dir / "eval_summary.json").exists():
+        eval_summary = json.loads((output_dir / "eval_summary.json").read_text())
+    elif eval_summary is not None:
+        (output_dir / "eval_summary.json").write_text(json.dumps(eval_summary, indent=2) + "\n")
+    cfg = summary.get("config", {})
+    lines = [
+        "---",
+        f"base_model: {cfg.get('base_model', 'unknown')}",
+        "library_name: " + ("peft" if summary.get("method") in ("lora", "qlora") else "transformers"),
+        "tags: [understudy, behavioural-cloning, tool-use, sft]",
+        "---",
+        "",
+        "# understudy student",
+        "",
+        "A model fine-tuned to imitate a teacher's tool-use workflows, captured as understudy traces.",
+        "",
+        f"- Base model: `{cfg.get('base_model', 'unknown')}`",
+        f"- Method: {summary.get('method', '?')}",
+        f"- Steps: {summary.get('global_step', '?')}, final train loss: {summary.get('train_loss', '?')}",
+        f"- Tokens seen: {summary.get('tokens_seen', '?')} ({summary.get('tokens_per_second', 0):.0f} tokens/s)",
+        "",
+        "## Data",
+        "",
+        f"Dataset: `{summary.get('data_dir', '?')}`",
+        "",
+    ]
+    for split, n in summary.get("splits", {}).items():
+        lines.append(f"- {split}: {n} examples")
+    lines += ["", "## Hyperparameters", "", "| key | value |", "| --- | --- |"]
+    for key, value in cfg.items():
+        lines.append(f"| {key} | `{json.dumps(value)}` |")
+    lines += ["", "## Evaluation", ""]
+    if eval_summary:
+        lines += ["Held-out prompts, the student's workflow generated step by step:", ""]
+        systems = list(eval_summary)
+        metrics = list(next(iter(eval_summary.values())).keys()) if eval_summary else []
+        lines.append("| metric | " + " | ".join(systems) + " |")
+        lines.append("| --- |" + " --- |" * len(systems))
+        for m in metrics:
+            vals = [eval_summary[s].get(m) for s in systems]
+            lines.append(f"| {m} | " + " | ".join("" if v is None else f"{v:.3f}" for v in vals) + " |")
+    else:
+        lines.append("Not evaluated yet: run `trainer eval`.")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "Load `final/` with `AutoModelForCausalLM.from_pretrained`; its tokenizer carries understudy's",
+        "chat template (tools, several tool calls per turn, `<tool_call>` lines).",
+        "",
+    ]
+    path = output_dir / "README.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir: Path, cuda: bool, log) -> Path:
+    """adapter/ or model/, then final/: a complete model any stage loads with from_pretrained."""
+    final = output_dir / "final"
+    if final.is_symlink() or final.is_file():
+        final.unlink()
+    elif final.exists():
+        shutil.rmtree(final)
+    if method == "full":
+        model_dir = output_dir / "model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        # One copy on disk: final/ points at model/.
+        final.symlink_to("model", target_is_directory=True)
+        return final
+    adapter_dir = output_dir / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    if method == "qlora":
+        # Merging into 4-bit weights would round the adapter away: merge into a full-precision base.
+        from peft import PeftModel
+
+        log("Merging the adapter into a full-precision copy of the base …")
+        base = load_base_model(cfg.sft.base_model, four_bit=False, cuda=False, tokenizer=tokenizer)
+        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    else:
+        merged = model.merge_and_unload()
+    merged.save_pretrained(final)
+    tokenizer.save_pretrained(final)
+    return final
+
+
+def train_sft(
+    cfg: UnderstudyConfig,
+    data_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = click.echo,
+) -> SFTResult:
+    """Train the student; resumes from the latest checkpoint when cfg.sft.resume is set."""
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from trainer.dataset import load_splits
+
+    cuda = torch.cuda.is_available()
+    for note in check_config(cfg, cuda=cuda):
+        log(note)
+    method = effective_method(cfg, cuda)
+    data_dir = Path(data_dir or cfg.sft.data_dir or Path(cfg.run.out) / "dataset")
+    output_dir = Path(output_dir or cfg.sft.output_dir or Path(cfg.run.out) / "sft")
+    if not (data_dir / "train.jsonl").exists():
+        raise ConfigError(f"no training data at {data_dir}/train.jsonl: run `trainer build-dataset` or set sft.data_dir")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+
+    splits = load_splits(data_dir)
+    train_ds = splits["train"].select_columns(["messages", "tools"])
+    eval_ds = None
+    if cfg.sft.eval_steps and "validation" in splits and len(splits["validation"]):
+        eval_ds = splits["validation"].select_columns(["messages", "tools"])
+
+    tokenizer, added = load_tokenizer(cfg.sft.base_model)
+    if added:
+        log(f"The chat template added {added} special token(s); embeddings resized.")
+    model = prepare_model(cfg, method, cuda, tokenizer, added)
+    if method != "full":
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log(f"{method}: training {trainable:,} of {total:,} parameters ({100 * trainable / total:.2f}%).")
+
+    s = cfg.sft
+    args = SFTConfig(
+        output_dir=str(checkpoint_dir),
+        max_steps=s.max_steps,
+        num_train_epochs=s.num_train_epochs,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type=s.lr_scheduler_type,
+        warmup_steps=s.warmup_steps,
+        weight_decay=s.weight_decay,
+        per_device_train_batch_size=s.per_device_train_batch_size,
+        per_device_eval_batch_size=s.per_device_train_batch_size,
+        gradient_accumulation_steps=s.gradient_accumulation_steps,
+        max_length=s.max_length,
+        assistant_only_loss=True,
+        packing=False,
+        gradient_checkpointing=cuda and s.gradient_checkpointing,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        logging_steps=s.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_ds is not None else "no",
+        eval_steps=s.eval_steps or None,
+        seed=s.seed,
+        data_seed=s.seed,
+        report_to=[] if s.report_to == "none" else [s.report_to],
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=_callbacks(cfg, log),
+    )
+    # One concise line per log step (ProgressLine) instead of the raw dict transformers prints.
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    resume_from = None
+    if s.resume:
+        ckpt = latest_checkpoint(checkpoint_dir)
+        if ckpt is None:
+            log(f"--resume: no checkpoint in {checkpoint_dir}, starting from step 0.")
+        else:
+            log(f"Resuming from {ckpt}.")
+            resume_from = str(ckpt)
+    log(f"Training {method} on {len(train_ds)} examples from {data_dir} → {output_dir}")
+    t0 = time.monotonic()
+    out = trainer.train(resume_from_checkpoint=resume_from)
+    runtime = time.monotonic() - t0
+
+    model = trainer.model
+    cast_trainable_to_float32(model)
+    final = _save_final(model, tokenizer, method, cfg, output_dir, cuda, log)
+    history = list(trainer.state.log_history)
+    write_loss_curve(history, output_dir / "loss.png")
+    tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    result = SFTResult(
+        output_dir=output_dir,
+        final_dir=final,
+        method=method,
+        global_step=trainer.state.global_step,
+        train_loss=out.training_loss if out.training_loss == out.training_loss else None,
+        train_runtime_s=runtime,
+        tokens_seen=tokens,
+        log_history=history,
+    )
+    summary = {
+        "method": method,
+        "global_step": result.global_step,
+        "train_loss": result.train_loss,
+        "train_runtime_s": round(runtime, 2),
+        "tokens_seen": tokens,
+        "tokens_per_second": result.tokens_per_second,
+        "data_dir": str(data_dir),
+        "splits": _split_sizes(data_dir),
+        "config": cfg.to_dict()["sft"],
+        "cuda": cuda,
+    }
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_model_card(output_dir)
+    log(
+        f"Done: step {result.global_step}, train loss {result.train_loss if result.train_loss is None else round(result.train_loss, 4)}, "
+        f"{result.tokens_per_second:.0f} tokens/s → {final}"
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+
+
+@click.command("sft", context_settings=STAGE_CONTEXT)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Dataset directory (sft.data_dir).")
+@click.option("--out", "output_dir", type=click.Path(file_okay=False), help="Output directory (sft.output_dir).")
+@click.option("--base-model", help="HF id or local path (sft.base_model).")
+@click.option("--method", type=click.Choice(["qlora", "lora", "full"]), help="sft.method")
+@click.option("--max-steps", type=int, help="sft.max_steps")
+@click.option("--resume", is_flag=True, default=None, help="Continue from the latest checkpoint.")
+@click.option("--force-4bit", is_flag=True, default=None, help="Load NF4 even without CUDA (sft.force_4bit).")
+@click.pass_context
+def command(ctx, config_path, data_dir, output_dir, base_model, method, max_steps, resume, force_4bit):
+    """Fine-tune the student on the dataset (QLoRA on CUDA, LoRA on CPU, or full).
+
+    Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE,
+    e.g. --sft.learning_rate 1e-4.
+    """
+    cfg = resolve_cli_config(
+        config_path,
+        ctx.args,
+        [
+            ("sft.data_dir", data_dir),
+            ("sft.output_dir", output_dir),
+            ("sft.base_model", base_model),
+            ("sft.method", method),
+            ("sft.max_steps", max_steps),
+            ("sft.resume", resume),
+            ("sft.force_4bit", force_4bit),
+        ],
+    )
+    click.echo("Resolved config [sft]:")
+    click.echo(cfg.describe(["sft"]))
+    try:
+        train_sft(cfg)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None

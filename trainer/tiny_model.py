@@ -1,0 +1,76 @@
+"""A tiny random LLaMA, saved like a real checkpoint, for offline tests and `trainer run --demo`.
+
+    python -c "from trainer.tiny_model import make_tiny_base; make_tiny_base('runs/tiny-base', ['hello'])"
+
+Nothing is downloaded: the tokenizer is trained on the given texts (trainer/tokenizer_tools.py) and
+the model is a randomly initialised `LlamaForCausalLM` sized to it. Both are written with
+`save_pretrained`, so every later stage loads them through the same code path as a real model
+(`AutoModelForCausalLM.from_pretrained(path)`, `AutoTokenizer.from_pretrained(path)`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+
+def build_tiny_model(
+    tokenizer,
+    out_dir: str | os.PathLike,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int | None = None,
+    intermediate: int | None = None,
+    max_position_embeddings: int = 4096,
+    seed: int = 0,
+) -> Path:
+    """Write a random LlamaForCausalLM sized to `tokenizer`, and the tokenizer, to `out_dir`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden % heads:
+        raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads or heads,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        # Separate input and output embeddings, like the Llama 3 8B checkpoints: LoRA's
+        # modules_to_save then trains them independently, and GGUF export sees both tensors.
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = pad_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def make_tiny_base(
+    out_dir: str | os.PathLike,
+    corpus_texts: Iterable[str],
+    vocab_size: int = 2000,
+    **model_kwargs,
+) -> Path:
+    """Train a tokenizer on `corpus_texts` and save it with a random tiny LLaMA in `out_dir`."""
+    from trainer.tokenizer_tools import train_tiny_tokenizer
+
+    tokenizer = train_tiny_tokenizer(list(corpus_texts), vocab_size=vocab_size)
+    return build_tiny_model(tokenizer, out_dir, **model_kwargs)
