@@ -255,20 +255,27 @@ def split_by_session(
 
     A session's split depends only on its id and the seed (a hash in [0, 1) against the
     fractions), so it is the same whatever the input order, and a held-out session stays held out
-    when more traces arrive. With 3 or more sessions, an empty validation or test split (possible
-    on small corpora) takes the training session whose hash lies closest to its band.
+    when more traces arrive. Fewer than 3 sessions all go to train. Otherwise every split gets at
+    least one session: an empty validation or test split (possible on small corpora) takes the
+    training session whose hash lies closest to its band.
     """
     ids = sorted(set(session_ids))
+    if len(ids) < 3:  # too few to hold any out and still train
+        return {sid: "train" for sid in ids}
     hashes = {sid: _unit_hash(sid, seed) for sid in ids}
     assignment = {}
     for sid in ids:
         u = hashes[sid]
         assignment[sid] = "test" if u < test_fraction else "validation" if u < test_fraction + val_fraction else "train"
-    if len(ids) >= 3:
-        for split, fraction in (("test", test_fraction), ("validation", val_fraction)):
-            if fraction > 0 and split not in assignment.values():
-                candidates = [sid for sid in ids if assignment[sid] == "train"]
-                assignment[min(candidates, key=lambda sid: (hashes[sid], sid))] = split
+    wanted = [("train", True), ("test", test_fraction > 0), ("validation", val_fraction > 0)]
+    for split, want in wanted:
+        if want and split not in assignment.values():
+            # Take from the biggest split (train on ties) the session whose hash is nearest this band.
+            sizes = Counter(assignment.values())
+            donor = max(sizes, key=lambda s: (sizes[s], s == "train"))
+            pool = [sid for sid in ids if assignment[sid] == donor]
+            pick = max if split == "train" else min
+            assignment[pick(pool, key=lambda sid: (hashes[sid], sid))] = split
     return assignment
 
 

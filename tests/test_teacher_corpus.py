@@ -1,0 +1,120 @@
+"""The scripted teacher: deterministic, distinct policies per kind, arguments derivable from the prompt."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+import pytest
+
+from trainer.teacher_corpus import KINDS, PROMPTS, generate_corpus, write_corpus_jsonl
+
+EXPECTED_SEQUENCES = {
+    "compare": ["Read", "Grep", "Bash", "Bash"],
+    "fix_bug": ["Read", "Edit", "Bash"],
+    "investigate": ["Bash", "Grep", "Read"],
+    "explore": ["Glob", "Read", "Read"],
+    "db_question": ["Bash"],
+    "write_file": ["Write", "Bash"],
+}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return generate_corpus(300, seed=0)
+
+
+def test_deterministic_by_seed():
+    a = [t.model_dump_json() for t in generate_corpus(40, seed=4)]
+    assert a == [t.model_dump_json() for t in generate_corpus(40, seed=4)]
+    assert a != [t.model_dump_json() for t in generate_corpus(40, seed=5)]
+
+
+def test_size_kinds_and_policies(corpus):
+    assert len(corpus) == 300
+    kinds = Counter(t.kind for t in corpus)
+    assert set(kinds) == set(KINDS) and len(KINDS) >= 5
+    assert max(kinds.values()) - min(kinds.values()) <= 1
+    for trace in corpus:
+        assert [c.name for c in trace.tool_calls] == EXPECTED_SEQUENCES[trace.kind]
+        assert trace.reasoning_signals.tool_sequence == EXPECTED_SEQUENCES[trace.kind]
+        assert trace.reasoning_signals.pattern is not None
+        assert trace.quality.accepted and trace.complete
+        assert len(trace.final_response.split()) >= 50
+        assert len(trace.assistant_text) == len({c.parallel_group for c in trace.tool_calls})
+        assert {t["name"] for t in trace.tools_offered} == {"Bash", "Read", "Edit", "Write", "Grep", "Glob"}
+    assert len({tuple(s) for s in EXPECTED_SEQUENCES.values()}) == len(EXPECTED_SEQUENCES)
+
+
+def test_parallel_reads_and_error_recovery(corpus):
+    explore = next(t for t in corpus if t.kind == "explore")
+    groups = [c.parallel_group for c in explore.tool_calls]
+    assert groups == [0, 1, 1] and explore.reasoning_signals.pattern == "parallel"
+    investigate = next(t for t in corpus if t.kind == "investigate")
+    failed = investigate.tool_calls[0]
+    assert not failed.success and failed.error.startswith("Exit code 1")
+    assert investigate.reasoning_signals.error_recovery
+
+
+def test_sessions(corpus):
+    per_session = Counter(t.session_id for t in corpus)
+    assert 1 in per_session.values() and max(per_session.values()) in (2, 3)
+    assert len({t.trace_id for t in corpus}) == len(corpus)
+    projects = defaultdict(set)
+    for t in corpus:
+        projects[t.session_id].add(t.cwd)
+    assert all(len(p) == 1 for p in projects.values())
+
+
+# Checked in this order: a keyword rule that recovers the kind from the prompt alone.
+KIND_KEYWORDS = [
+    ("compare", r"\bcompar|bigger|more records than"),
+    ("fix_bug", r"\bbug\b|\bfix\b|repair"),
+    ("investigate", r"fail|broke|stopped working"),
+    ("explore", r"explain|overview|organized|structured|main pieces"),
+    ("db_question", r"how many|count|number of"),
+    ("write_file", r"\bwrite\b|\bcreate\b|new file|need a script"),
+]
+
+
+def classify(prompt: str) -> str:
+    return next(kind for kind, pattern in KIND_KEYWORDS if re.search(pattern, prompt, re.IGNORECASE))
+
+
+def test_prompt_decides_kind(corpus):
+    assert all(len(templates) >= 4 for templates in PROMPTS.values())
+    assert all(len({t.prompt for t in corpus if t.kind == k}) > 30 for k in KINDS)
+    assert [classify(t.prompt) for t in corpus] == [t.kind for t in corpus]
+
+
+def test_arguments_come_from_the_prompt(corpus):
+    for t in corpus:
+        first = t.tool_calls[0].input
+        if t.kind in ("compare", "fix_bug"):
+            assert first["file_path"] in t.prompt
+        if t.kind == "fix_bug":
+            assert t.tool_calls[1].input["file_path"] in t.prompt
+            assert re.search(r"tests/test_\w+\.py", t.tool_calls[2].input["command"])
+        if t.kind == "investigate":
+            assert f"`{first['command']}`" in t.prompt
+        if t.kind == "explore":
+            assert first["pattern"].split("/")[1] in t.prompt
+        if t.kind == "write_file":
+            assert first["file_path"] in t.prompt and first["file_path"] in t.tool_calls[1].input["command"]
+        if t.kind == "db_question":
+            command = first["command"]
+            target = command.split()[1] if command.startswith("sqlite3") else command.split()[2]
+            assert target in t.prompt
+            assert re.search(r"FROM (\w+)", command).group(1) in t.prompt
+        if t.kind == "compare":
+            for call in t.tool_calls[2:]:
+                assert re.search(r"FROM (\w+)", call.input["command"]).group(1) in t.prompt
+
+
+def test_write_corpus_jsonl(tmp_path):
+    from capture_daemon.schema import Trace
+
+    path = write_corpus_jsonl(tmp_path / "sub" / "corpus.jsonl", n=10, seed=0)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 10
+    assert Trace.model_validate_json(lines[0]).model_dump() == generate_corpus(10, seed=0)[0].model_dump()
