@@ -237,3 +237,27 @@ def test_cli_corrupt_settings_gives_a_clear_message_not_a_traceback(isolated_env
     assert result.output.startswith(f"Error: {path} is not valid JSON (line 1, column 2")
     assert "Fix it or move it aside" in result.output
     assert path.read_bytes() == b"{oops"
+
+
+# --- the shipped hook files agree with hooks_config ---------------------------------------------
+
+
+@pytest.mark.parametrize("relpath", ["hooks/hooks.json", ".claude/settings.example.json"])
+def test_shipped_hook_files_register_every_event_like_install(relpath):
+    doc = json.loads((Path(hooks_config.__file__).resolve().parent.parent / relpath).read_text())
+    assert list(doc["hooks"]) == list(hooks_config.EVENTS)
+    for event, groups in doc["hooks"].items():
+        [group] = groups
+        assert group.get("matcher") == ("*" if event in hooks_config.TOOL_EVENTS else None)
+        [hook] = group["hooks"]
+        assert hooks_config.is_ours(hook) and "async" not in hook
+        words = shlex.split(hook["command"])
+        assert words[1:3] == ["-I", "-S"] and words[-1] == event
+
+
+def test_plugin_manifest():
+    root = Path(hooks_config.__file__).resolve().parent.parent
+    manifest = json.loads((root / ".claude-plugin" / "plugin.json").read_text())
+    assert manifest["name"] == "understudy"
+    assert "hooks" not in manifest, "hooks/hooks.json is loaded by convention; naming it again loads it twice"
+    assert "${CLAUDE_PLUGIN_ROOT}/hooks/capture_hook.py" in (root / "hooks" / "hooks.json").read_text()

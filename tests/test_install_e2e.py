@@ -7,6 +7,9 @@ not change what Claude Code answers, and the plugin layout (hooks/hooks.json) wo
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,21 @@ def test_uninstalled_hooks_capture_nothing(claude_home, understudy_home, project
     write_settings_with_hooks(claude_home)  # and back again
     run_session(claude_home, understudy_home, project)
     assert len(spool_events(understudy_home)) == 8
+
+
+def test_capture_status_slash_command_runs_capture_daemon_status(understudy_home, tmp_path):
+    claude_bin()
+    home = tmp_path / "home"
+    home.mkdir()
+    project = tmp_path / "project"
+    shutil.copytree(REPO_ROOT / ".claude" / "commands", project / ".claude" / "commands")
+    # As after install.sh: capture-daemon on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    with ScriptedAPI([]) as api:
+        proc = run_claude("/capture-status", home=home, understudy_home=understudy_home, cwd=project,
+                          base_url=api.base_url, env={"PATH": path})
+    assert proc.returncode == 0, proc.stderr
+    sent = json.dumps([r["messages"] for r in api.requests])
+    assert "capture-status" in sent
+    assert str(understudy_home) in sent, "the status output (it names the data dir) reached the model"
+    assert "!`capture-daemon" not in sent
