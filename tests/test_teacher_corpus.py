@@ -94,6 +94,7 @@ def test_arguments_come_from_the_prompt(corpus):
             assert first["file_path"] in t.prompt
         if t.kind == "fix_bug":
             assert t.tool_calls[1].input["file_path"] in t.prompt
+            assert t.tool_calls[1].input["old_string"] in t.tool_calls[0].output  # the edit fixes what was read
             assert re.search(r"tests/test_\w+\.py", t.tool_calls[2].input["command"])
         if t.kind == "investigate":
             assert f"`{first['command']}`" in t.prompt

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from capture_daemon.schema import Quality, ReasoningSignals, TextStep, ToolCall, Trace, make_trace_id
 
@@ -231,17 +231,11 @@ class _Teacher:
 
     def code(self, func: str, arg: str, body: list[str]) -> list[str]:
         return [
-            "from __future__ import annotations",
-            "",
             "import logging",
-            "",
-            "log = logging.getLogger(__name__)",
-            "",
             "",
             f"def {func}({arg}, rate=1.0, options=None):",
             f'    """{func.replace("_", " ").capitalize()} for the given {arg}."""',
             *body,
-            "",
             "",
             f"def _check_{arg}({arg}):",
             f"    return all(x is not None for x in {arg})",
