@@ -24,6 +24,9 @@ from capture_daemon.spool import parse_json
 
 TASK_NOTIFICATION = "<task-notification>"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
+# Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
+# are most of a transcript's bytes) is what makes importing months of history fast.
+_WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape)"')
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
 
 
@@ -123,6 +126,10 @@ def parse_transcript(path: str | Path, data: bytes | None = None) -> Transcript:
     tools_offered: list[dict[str, Any]] = []
     for index, line in enumerate(lines):
         if not line.strip():
+            continue
+        if not _WANTED_ROW.search(line):
+            if index == len(lines) - 1:
+                transcript.partial_tail = transcript.partial_tail and not line.rstrip().endswith(b"}")
             continue
         try:
             row = parse_json(line)

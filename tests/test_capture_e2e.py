@@ -152,7 +152,7 @@ def captured(tmp_path_factory):
                             timeout=60, check=True).stdout
     traces = [json.loads(line) for line in export.splitlines()]
     return {"traces": {t["prompt"]: t for t in traces}, "all": traces, "raw": export, "results": results,
-            "status": status, "project": project, "uhome": uhome}
+            "status": status, "project": project, "uhome": uhome, "home": home, "env": env}
 
 
 def test_one_trace_per_prompt_and_no_notification_trace(captured):
@@ -261,3 +261,60 @@ def test_secrets_never_reach_the_store_or_export(captured):
 def test_hooks_did_not_change_claude_code_behaviour(captured):
     assert captured["results"]["compare transformer 1 and transformer 2"]["result"] == LONG_ANSWER
     assert captured["results"]["resumed"]["result"] == "Second answer."
+
+
+def _import(env: dict, uhome: Path, source: Path) -> str:
+    proc = subprocess.run([*CAPTURE_DAEMON, "import", str(source)], env=dict(env, UNDERSTUDY_HOME=str(uhome)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_import_of_the_same_transcripts_gives_the_same_traces(captured, tmp_path):
+    projects = captured["home"] / ".claude" / "projects"
+    fresh = tmp_path / "fresh-store"
+    _import(captured["env"], fresh, projects)
+    export = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(captured["env"], UNDERSTUDY_HOME=str(fresh)),
+                            capture_output=True, timeout=60, check=True).stdout
+    imported = {t["trace_id"]: t for t in map(json.loads, export.splitlines())}
+    live = {t["trace_id"]: t for t in captured["all"]}
+    assert set(imported) == set(live)
+    for trace_id, t in live.items():
+        i = imported[trace_id]
+        assert i["source"] == "import"
+        assert i["prompt"] == t["prompt"]
+        assert [(c["tool_use_id"], c["name"], c["input"], c["success"], c["agent_id"], c["parallel_group"])
+                for c in i["tool_calls"]] == \
+               [(c["tool_use_id"], c["name"], c["input"], c["success"], c["agent_id"], c["parallel_group"])
+                for c in t["tool_calls"]], t["prompt"]
+        assert i["assistant_text"] == t["assistant_text"], t["prompt"]
+        if t["complete"]:  # a killed CLI may not have written its last tool result to the transcript
+            assert [c["output"] for c in i["tool_calls"]] == [c["output"] for c in t["tool_calls"]], t["prompt"]
+            assert i["final_response"] == t["final_response"], t["prompt"]
+            assert i["reasoning_signals"] == t["reasoning_signals"], t["prompt"]
+            assert i["quality"]["accepted"] == t["quality"]["accepted"], t["prompt"]
+    assert not imported[live_id(captured, "this run gets killed")]["complete"]
+
+
+def live_id(captured, prompt: str) -> str:
+    return captured["traces"][prompt]["trace_id"]
+
+
+def test_import_into_the_live_store_adds_nothing(captured):
+    out = _import(captured["env"], captured["uhome"], captured["home"] / ".claude" / "projects")
+    assert "imported 0 traces" in out and f"{len(captured['all'])} already stored" in out
+
+
+def test_import_of_corrupt_transcripts_imports_what_it_can(captured, tmp_path):
+    source = tmp_path / "projects" / "-corrupt"
+    source.mkdir(parents=True)
+    good = next((captured["home"] / ".claude" / "projects").rglob("*.jsonl"))
+    lines = good.read_bytes().splitlines(keepends=True)
+    broken = lines[:3] + [b"{this is not json\n", b"\x00\xff\xfe binary\n"] + lines[3:] + [b'{"type":"user","partial']
+    (source / good.name).write_bytes(b"".join(broken))
+    (source / "empty.jsonl").write_bytes(b"")
+    (source / "garbage.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n" * 100)
+    fresh = tmp_path / "store"
+    out = _import(captured["env"], fresh, source.parent)
+    assert "imported 1 traces from 3 session files" in out or "imported 2 traces from 3 session files" in out, out
+    assert "corrupt lines skipped" in out and not out.startswith("imported 0")
