@@ -240,9 +240,7 @@ def _verdict(trace: Trace, signals: ReasoningSignals, rules: QualityRules) -> Qu
     score = round(min(1.0, max(0.0, score)), 4)
     if not hard and score < rules.min_score:
         reasons.append(f"- score {score:.2f} below min_score {rules.min_score:.2f}")
-    duplicate_of = trace.quality.duplicate_of if trace.quality else None
-    return Quality(score=score, accepted=not hard and score >= rules.min_score, reasons=reasons,
-                   duplicate_of=duplicate_of)
+    return Quality(score=score, accepted=not hard and score >= rules.min_score, reasons=reasons)
 
 
 _config_cache: dict[str, Any] = {}
@@ -288,7 +286,8 @@ def analyze(trace: Trace, rules: Union[QualityRules, "Config", None] = None) -> 
     `rules` None means the user's config.toml (defaults if there is none; read again only
     when the file changes; a broken file raises ConfigError). A trace without
     tool calls keeps the `tool_sequence` it came with (a manual capture may know its tools
-    only by name). Extra keys on the old signals and `quality.duplicate_of` are kept.
+    only by name); extra keys on the old signals are kept. The verdict is fresh:
+    `duplicate_of` is left to the store, which sets it on every `put`.
     """
     rules = _resolve(rules)
     out = trace.model_copy(deep=True)

@@ -147,7 +147,7 @@ def test_analyze_returns_a_filled_copy():
     assert out.quality.accepted
 
 
-def test_analyze_keeps_tool_sequence_without_calls_extras_and_duplicate_of():
+def test_analyze_keeps_tool_sequence_without_calls_and_extras_but_not_duplicate_of():
     t = trace([], source="manual")
     t.reasoning_signals = ReasoningSignals(tool_sequence=["Bash"], custom="kept")
     t.quality = Quality(duplicate_of="abc")
@@ -155,7 +155,7 @@ def test_analyze_keeps_tool_sequence_without_calls_extras_and_duplicate_of():
     assert out.reasoning_signals.tool_sequence == ["Bash"]
     assert out.reasoning_signals.workflow == "Bash"
     assert out.reasoning_signals.model_extra == {"custom": "kept"}
-    assert out.quality.duplicate_of == "abc"
+    assert out.quality.duplicate_of is None  # the store decides, on every put
 
 
 def test_analyze_without_rules_reads_the_config_file(understudy_home):
