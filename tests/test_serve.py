@@ -1,0 +1,530 @@
+"""`trainer serve` without a model: the Messages API surface, request fuzzing, the context
+mapping, and the A/B rollout (with tests/scripted_api.ScriptedAPI as the upstream).
+
+A scripted backend stands in for the student so these run in seconds; the real student (the
+transformers and llama.cpp backends) is exercised by tests/test_serve_e2e.py, tests/test_export.py
+and benchmarks/bench_serve.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.scripted_api import Script, ScriptedAPI, text, tool
+from trainer.chat_template import DEFAULT_SYSTEM_PROMPT, render
+from trainer.dataset import DatasetConfig
+from trainer.serve import (
+    ABSpec,
+    ArmLog,
+    BackgroundServer,
+    ContextSettings,
+    GenResult,
+    OutputAssembler,
+    ServerSettings,
+    arm_for,
+    build_prompt,
+    create_app,
+    session_id_of,
+    to_chat,
+)
+from trainer.config import ConfigError
+
+# One client for the module: a fresh httpx client per call builds an SSL context (~0.1 s).
+http = httpx.Client(timeout=30)
+
+READ_TOOL = {
+    "name": "Read",
+    "description": "Reads a file from the local filesystem. " * 20,
+    "input_schema": {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"file_path": {"type": "string", "description": "The absolute path"}},
+        "required": ["file_path"],
+        "additionalProperties": False,
+    },
+}
+BASH_TOOL = {
+    "name": "Bash",
+    "description": "Executes a bash command.",
+    "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+}
+
+
+class ScriptedBackend:
+    """Emits fixed pieces, one per `delay` seconds, and records the prompts it saw."""
+
+    name = "scripted"
+
+    def __init__(self, pieces, delay: float = 0.0, finish: str = "stop"):
+        self.pieces = list(pieces)
+        self.delay = delay
+        self.finish = finish
+        self.prompts: list[str] = []
+        self.cancelled = threading.Event()
+        self.running = threading.Event()
+        self.lock = threading.Lock()
+
+    def count(self, prompt: str) -> int:
+        return len(prompt.split())
+
+    def generate(self, prompt, params, cancel, emit):
+        with self.lock:
+            self.prompts.append(prompt)
+            self.running.set()
+            n = 0
+            for piece in self.pieces[: params.max_new_tokens]:
+                if cancel.is_set():
+                    self.cancelled.set()
+                    return GenResult("cancelled", n)
+                if self.delay:
+                    time.sleep(self.delay)
+                emit(piece)
+                n += 1
+            finish = "length" if params.max_new_tokens < len(self.pieces) else self.finish
+            return GenResult(finish, n)
+
+
+def request(**overrides):
+    body = {
+        "model": "claude-opus-5-5",
+        "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "read a.py"}],
+        "tools": [READ_TOOL, BASH_TOOL],
+    }
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def sse_events(resp_text: str) -> list[tuple[str, dict]]:
+    out = []
+    for chunk in resp_text.strip().split("\n\n"):
+        lines = chunk.splitlines()
+        event = lines[0].removeprefix("event: ")
+        data = json.loads(lines[1].removeprefix("data: "))
+        out.append((event, data))
+    return out
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(backend, **settings):
+        server = BackgroundServer(create_app(backend, ServerSettings(**settings)))
+        servers.append(server.__enter__())
+        return server.base_url
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+TOOL_OUTPUT = ["I'll read ", "the file.\n", "<tool_call>", '{"name": "Read", ', '"arguments": {"file_path": "a.py"}}', "</tool_call>"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Messages API surface
+
+
+def test_json_response_with_tool_use(serve):
+    backend = ScriptedBackend(TOOL_OUTPUT)
+    url = serve(backend)
+    r = http.post(url + "/v1/messages", json=request())
+    assert r.status_code == 200, r.text
+    msg = r.json()
+    assert msg["type"] == "message" and msg["role"] == "assistant" and msg["model"] == "claude-opus-5-5"
+    assert msg["stop_reason"] == "tool_use"
+    assert msg["content"][0] == {"type": "text", "text": "I'll read the file."}
+    call = msg["content"][1]
+    assert call["type"] == "tool_use" and call["name"] == "Read" and call["input"] == {"file_path": "a.py"}
+    assert call["id"].startswith("toolu_")
+    assert msg["usage"]["output_tokens"] == len(TOOL_OUTPUT) and msg["usage"]["input_tokens"] > 0
+
+
+def test_streaming_events_and_order(serve):
+    url = serve(ScriptedBackend(TOOL_OUTPUT))
+    r = http.post(url + "/v1/messages", json=request(stream=True))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    names = [e for e, _ in events]
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+    text = "".join(d["delta"]["text"] for e, d in events if e == "content_block_delta" and d["delta"]["type"] == "text_delta")
+    assert text == "I'll read the file."
+    starts = [d for e, d in events if e == "content_block_start"]
+    assert [s["content_block"]["type"] for s in starts] == ["text", "tool_use"]
+    assert [s["index"] for s in starts] == [0, 1]
+    args = "".join(d["delta"]["partial_json"] for e, d in events if e == "content_block_delta" and d["delta"]["type"] == "input_json_delta")
+    assert json.loads(args) == {"file_path": "a.py"}
+    delta = [d for e, d in events if e == "message_delta"][0]
+    assert delta["delta"]["stop_reason"] == "tool_use" and delta["usage"]["output_tokens"] == len(TOOL_OUTPUT)
+
+
+def test_plain_answer_and_max_tokens(serve):
+    url = serve(ScriptedBackend(["The ", "answer ", "is ", "42."]))
+    msg = http.post(url + "/v1/messages", json=request()).json()
+    assert msg["stop_reason"] == "end_turn" and msg["content"] == [{"type": "text", "text": "The answer is 42."}]
+    msg = http.post(url + "/v1/messages", json=request(max_tokens=2)).json()
+    assert msg["stop_reason"] == "max_tokens" and msg["content"] == [{"type": "text", "text": "The answer"}]
+
+
+def test_stop_sequences(serve):
+    url = serve(ScriptedBackend(["alpha ", "beta", " END gamma"]))
+    msg = http.post(url + "/v1/messages", json=request(stop_sequences=["END"])).json()
+    assert msg["stop_reason"] == "stop_sequence" and msg["stop_sequence"] == "END"
+    assert msg["content"] == [{"type": "text", "text": "alpha beta"}]
+
+
+@pytest.mark.parametrize(
+    "pieces, expected_text",
+    [
+        (["Let me look.\n<tool_call>{not json}</tool_call>"], "Let me look.\n<tool_call>{not json}</tool_call>"),
+        (['<tool_call>{"name": "Rm", "arguments": {}}</tool_call>'], '<tool_call>{"name": "Rm", "arguments": {}}</tool_call>'),
+        (['<tool_call>{"name": "Read", "arguments": {"file_path": "a'], '<tool_call>{"name": "Read", "arguments": {"file_path": "a'),
+        (['<tool_call>{"name": "Read", "arguments": [1]}</tool_call>'], '<tool_call>{"name": "Read", "arguments": [1]}</tool_call>'),
+    ],
+    ids=["bad-json", "unknown-tool", "unclosed", "non-object-args"],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_malformed_tool_calls_fall_back_to_text(serve, pieces, expected_text, stream):
+    url = serve(ScriptedBackend(pieces))
+    r = http.post(url + "/v1/messages", json=request(stream=stream))
+    assert r.status_code == 200
+    if not stream:
+        msg = r.json()
+        assert msg["stop_reason"] == "end_turn"
+        assert msg["content"] == [{"type": "text", "text": expected_text}]
+    else:
+        events = sse_events(r.text)
+        assert [e for e, _ in events][-1] == "message_stop"
+        text = "".join(d["delta"].get("text", "") for e, d in events if e == "content_block_delta")
+        assert text == expected_text
+        assert not any(d.get("content_block", {}).get("type") == "tool_use" for e, d in events)
+
+
+def test_parallel_calls(serve):
+    out = ['<tool_call>{"name": "Read", "arguments": {"file_path": "a.py"}}</tool_call>\n'
+           '<tool_call>{"name": "Read", "arguments": {"file_path": "b.py"}}</tool_call>']
+    msg = http.post(serve(ScriptedBackend(out)) + "/v1/messages", json=request()).json()
+    assert [b["input"]["file_path"] for b in msg["content"] if b["type"] == "tool_use"] == ["a.py", "b.py"]
+    assert all(b["type"] == "tool_use" for b in msg["content"])
+
+
+def test_count_tokens_health_models(serve):
+    backend = ScriptedBackend([])
+    url = serve(backend)
+    r = http.post(url + "/v1/messages/count_tokens", json={"model": "m", "messages": [{"role": "user", "content": "hi there"}]})
+    assert r.status_code == 200 and r.json()["input_tokens"] > 0
+    assert http.get(url + "/health").json()["status"] == "ok"
+    assert http.head(url + "/").status_code == 200
+    assert http.get(url + "/v1/models").json()["data"][0]["id"] == "understudy-student"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing: every bad request gets Anthropic-style error JSON with the right status
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 400, "JSON object"),
+        (b"null", 400, "JSON object"),
+        (json.dumps({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "max_tokens"),
+        (json.dumps({"model": "m", "max_tokens": "5", "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "max_tokens"),
+        (json.dumps({"model": "m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "max_tokens"),
+        (json.dumps({"model": "m", "max_tokens": 5}).encode(), 400, "messages"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": []}).encode(), 400, "messages"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": "hi"}).encode(), 400, "messages"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}).encode(), 400, "messages.0.role"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": 7}]}).encode(), 400, "messages.0.content"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]}).encode(), 400, "messages.0.content.0.text"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [7]}]}).encode(), 400, "messages.0.content.0"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Read", "input": "x"}]}]}).encode(), 400, "input"),
+        (json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}).encode(), 400, "tool_use_id"),
+        (json.dumps({"model": "m", "max_tokens": 5, "stream": "yes", "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "stream"),
+        (json.dumps({"model": "m", "max_tokens": 5, "tools": {"a": 1}, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "tools"),
+        (json.dumps({"model": "m", "max_tokens": 5, "tools": [{"description": "x"}], "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "tools.0.name"),
+        (json.dumps({"model": "m", "max_tokens": 5, "system": 5, "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "system"),
+        (json.dumps({"model": "m", "max_tokens": 5, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "temperature"),
+        (json.dumps({"model": "m", "max_tokens": 5, "stop_sequences": [""], "messages": [{"role": "user", "content": "x"}]}).encode(), 400, "stop_sequences"),
+        (b"[" * 100000 + b"]" * 100000, 400, "JSON"),
+    ],
+)
+def test_malformed_requests(serve, body, status, fragment):
+    url = serve(ScriptedBackend(["ok"]))
+    r = http.post(url + "/v1/messages", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error"
+    assert fragment in err["error"]["message"]
+
+
+def test_huge_body_is_rejected(serve):
+    url = serve(ScriptedBackend(["ok"]), max_body_bytes=1 << 20)
+    big = json.dumps(request(messages=[{"role": "user", "content": "x" * (2 << 20)}])).encode()
+    r = http.post(url + "/v1/messages", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large"
+
+    # Without a Content-Length (chunked upload) the limit holds while reading.
+    def chunks():
+        for i in range(0, len(big), 65536):
+            yield big[i : i + 65536]
+
+    r = http.post(url + "/v1/messages", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_unknown_route_and_method(serve):
+    url = serve(ScriptedBackend(["ok"]))
+    r = http.post(url + "/v1/complete", json={})
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = http.get(url + "/v1/messages")
+    assert r.status_code == 405 and r.json()["type"] == "error"
+
+
+def test_token_required_when_set(serve):
+    url = serve(ScriptedBackend(["ok"]), token="s3cret")
+    assert http.post(url + "/v1/messages", json=request()).status_code == 401
+    r = http.post(url + "/v1/messages", json=request(), headers={"x-api-key": "wrong"})
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert http.post(url + "/v1/messages", json=request(), headers={"x-api-key": "s3cret"}).status_code == 200
+    assert http.post(url + "/v1/messages", json=request(), headers={"authorization": "Bearer s3cret"}).status_code == 200
+    assert http.get(url + "/health").status_code == 200  # health stays open
+
+
+def test_client_disconnect_mid_stream_stops_generation(serve):
+    backend = ScriptedBackend(["word "] * 400, delay=0.02)
+    url = serve(backend)
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", url + "/v1/messages", json=request(stream=True)) as r:
+            for line in r.iter_lines():
+                if "text_delta" in line:
+                    break  # leave after the first text, mid-generation
+    assert backend.cancelled.wait(5), "generation kept running after the client left"
+    # The server is still healthy and serves the next request.
+    backend.pieces = ["fine"]
+    assert http.post(url + "/v1/messages", json=request()).json()["content"][0]["text"] == "fine"
+
+
+def test_backend_error_is_reported_not_hung(serve):
+    class Broken(ScriptedBackend):
+        def generate(self, prompt, params, cancel, emit):
+            emit("partial ")
+            raise RuntimeError("out of memory")
+
+    url = serve(Broken([]))
+    r = http.post(url + "/v1/messages", json=request(), timeout=10)
+    assert r.status_code == 500 and r.json()["error"]["type"] == "api_error"
+    r = http.post(url + "/v1/messages", json=request(stream=True), timeout=10)
+    events = sse_events(r.text)
+    assert events[-1][0] == "error" and "out of memory" in events[-1][1]["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Claude Code's request → the student's compact training context
+
+
+def claude_code_like_request():
+    return {
+        "model": "claude-opus-5-5",
+        "max_tokens": 32000,
+        "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2"}, {"type": "text", "text": "You are Claude Code. " * 500}],
+        "tools": [READ_TOOL, BASH_TOOL, {"name": "Agent", "description": "Launch a subagent.", "input_schema": {"type": "object", "properties": {}}}],
+        "metadata": {"user_id": json.dumps({"device_id": "d", "account_uuid": "", "session_id": "abc-123"})},
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>\nCLAUDE.md says hi\n</system-reminder>\n"},
+                {"type": "text", "text": "read a.py"},
+            ]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment\nPrimary working directory: /tmp/x"}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "text", "text": "Reading it."},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "a.py"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "print(1)"}]},
+                {"type": "text", "text": "<system-reminder>Remember the todo list</system-reminder>"},
+            ]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "Bash", "input": {"command": "python a.py"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "Traceback: boom", "is_error": True}]},
+        ],
+    }
+
+
+def test_request_maps_to_the_dataset_context():
+    settings = ContextSettings()
+    messages, tools, prefill = to_chat(claude_code_like_request(), settings)
+    assert prefill == ""
+    assert messages == [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        {"role": "user", "content": "read a.py"},
+        {"role": "assistant", "content": "Reading it.", "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}]},
+        {"role": "tool", "content": "print(1)", "tool_call_id": "toolu_1", "name": "Read"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "toolu_2", "type": "function", "function": {"name": "Bash", "arguments": '{"command": "python a.py"}'}}]},
+        {"role": "tool", "content": "Error: Traceback: boom", "tool_call_id": "toolu_2", "name": "Bash"},
+    ]
+    # Tools compacted exactly as the dataset builder compacts a trace's tools_offered.
+    from trainer.chat_template import compact_tools
+
+    assert tools == compact_tools(claude_code_like_request()["tools"], DatasetConfig().tool_description_chars)
+    assert len(tools[0]["function"]["description"]) <= DatasetConfig().tool_description_chars + 1
+    assert "$schema" not in json.dumps(tools)
+
+
+def test_prompt_is_the_training_template_and_is_configurable():
+    body = claude_code_like_request()
+    prompt, offered = build_prompt(body, ContextSettings())
+    messages, tools, _ = to_chat(body, ContextSettings())
+    assert prompt == render(messages, tools, add_generation_prompt=True)
+    assert offered == ["Read", "Bash", "Agent"] and "system-reminder" not in prompt and "Claude Code" not in prompt
+
+    custom = ContextSettings(dataset=DatasetConfig(system_prompt="Be brief.", tool_description_chars=20), tools=["Bash"])
+    prompt, offered = build_prompt(body, custom)
+    assert "Be brief." in prompt and offered == ["Bash"] and '"Read"' not in prompt.split("<|eot_id|>")[0]
+
+    passthrough, _ = build_prompt(body, ContextSettings(context="passthrough"))
+    assert "You are Claude Code." in passthrough and "Primary working directory" in passthrough
+
+
+def test_long_tool_results_are_trimmed_like_the_dataset():
+    body = request(messages=[
+        {"role": "user", "content": "run it"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "line\n" * 5000}]},
+    ])
+    messages, _, _ = to_chat(body, ContextSettings(dataset=DatasetConfig(max_tool_result_tokens=64)))
+    assert "[... trimmed" in messages[-1]["content"] and len(messages[-1]["content"]) < 1000
+
+
+def test_prefill_continues_the_assistant_turn():
+    body = request(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}])
+    prompt, _ = build_prompt(body, ContextSettings())
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nSure,")
+
+
+def test_assembler_streams_only_safe_narration():
+    asm = OutputAssembler(["Read"], [])
+    out = "".join(asm.feed(p) for p in ["Hello", " <", "tool", "_call>", '{"name": "Read", "arguments": {}}', "</tool_call>"])
+    assert out == "Hello"
+    text, blocks = asm.finish()
+    assert text == "Hello" and blocks[0]["name"] == "Read"
+
+
+# ---------------------------------------------------------------------------------------------
+# A/B rollout
+
+
+def test_ab_spec_parsing():
+    spec = ABSpec.parse("upstream=https://api.anthropic.com/,student=0.1")
+    assert spec.upstream == "https://api.anthropic.com" and spec.student_share == 0.1
+    for bad in ["student=0.1", "upstream=ftp://x,student=0.1", "upstream=http://x,student=2", "upstream=http://x,student=abc", "upstream=http://x,studnet=0.1"]:
+        with pytest.raises(ConfigError):
+            ABSpec.parse(bad)
+
+
+def test_session_id_sources():
+    assert session_id_of({"x-claude-code-session-id": "h-1"}, {}) == "h-1"
+    meta = {"metadata": {"user_id": json.dumps({"device_id": "d", "session_id": "m-2"})}}
+    assert session_id_of({}, meta) == "m-2"
+    legacy = {"metadata": {"user_id": "user_abc_account__session_1234abcd-0000-4000-8000-000000000000"}}
+    assert session_id_of({}, legacy) == "1234abcd-0000-4000-8000-000000000000"
+    assert session_id_of({}, {"metadata": {"user_id": 5}}) is None and session_id_of({}, []) is None
+
+
+def test_share_is_respected_and_assignment_deterministic():
+    arms = Counter(arm_for(f"session-{i}", 0.1) for i in range(5000))
+    assert 0.08 < arms["student"] / 5000 < 0.12
+    assert all(arm_for(f"s{i}", 0.3) == arm_for(f"s{i}", 0.3) for i in range(100))
+    # Growing the share only moves sessions from upstream to the student, never back.
+    assert all(arm_for(f"s{i}", 0.5) == "student" for i in range(1000) if arm_for(f"s{i}", 0.1) == "student")
+
+
+def test_arm_log_is_sticky_across_share_changes(tmp_path):
+    log = ArmLog(tmp_path / "arms.db")
+    first = {f"s{i}": log.assign(f"s{i}", 0.5) for i in range(50)}
+    # Same sessions, share changed to 0: recorded sessions keep their arm.
+    assert {s: log.assign(s, 0.0) for s in first} == first
+    rows = {r[0]: r for r in log.rows()}
+    assert rows["s0"][4] == 2 and rows["s0"][3] == 0.5
+
+
+def test_ab_routes_sessions_and_proxies_upstream(serve, understudy_home):
+    scripts = [Script("read", [[text("Upstream reads."), tool("Read", {"file_path": "u.py"})], [text("Done upstream.")]])]
+    with ScriptedAPI(scripts) as upstream:
+        backend = ScriptedBackend(TOOL_OUTPUT)
+        url = serve(backend, ab=ABSpec(upstream=upstream.base_url, student_share=0.5))
+        sessions = [f"sess-{i}" for i in range(40)]
+        served = {}
+        for sid in sessions:
+            for stream in (False, True, False):  # several requests per session: never switches arm
+                r = http.post(url + "/v1/messages?beta=true", json=request(stream=stream), headers={"x-claude-code-session-id": sid})
+                assert r.status_code == 200, r.text
+                arm = r.headers["x-understudy-arm"]
+                assert served.setdefault(sid, arm) == arm
+                body = sse_events(r.text) if stream else None
+                if arm == "upstream":
+                    if stream:
+                        assert any(d.get("delta", {}).get("text") == "Upstream reads." for _, d in body)
+                    else:
+                        assert r.json()["content"][0]["text"] == "Upstream reads."
+        expected = {sid: arm_for(sid, 0.5) for sid in sessions}
+        assert served == expected
+        assert 8 <= Counter(served.values())["student"] <= 32
+        # The upstream saw exactly the upstream sessions' requests, bodies untouched.
+        assert len(upstream.requests) == 3 * Counter(served.values())["upstream"]
+        assert upstream.requests[0]["messages"] == request()["messages"]
+        # No session id: upstream (the safe default), and count_tokens follows the same routing.
+        r = http.post(url + "/v1/messages", json=request())
+        assert r.headers["x-understudy-arm"] == "upstream"
+        r = http.post(url + "/v1/messages/count_tokens", json=request(), headers={"x-claude-code-session-id": sessions[0]})
+        assert r.status_code == 200 and r.json()["input_tokens"] > 0
+
+    # The arm log in the data dir, and `trainer serve arms`.
+    log_path = understudy_home / "serve" / "arms.db"
+    assert log_path.exists()
+    from click.testing import CliRunner
+
+    from trainer.serve import command
+
+    result = CliRunner().invoke(command, ["arms", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert {r["session_id"]: r["arm"] for r in rows} == served
+    assert all(r["requests"] == (4 if r["session_id"] == sessions[0] else 3) and r["first_seen"] for r in rows)
+    summary = CliRunner().invoke(command, ["arms"])
+    assert "40 sessions" in summary.output
+
+
+def test_upstream_unreachable_is_a_502(serve):
+    url = serve(ScriptedBackend(["ok"]), ab=ABSpec(upstream="http://127.0.0.1:9", student_share=0.0))
+    r = http.post(url + "/v1/messages", json=request(), headers={"x-claude-code-session-id": "s"})
+    assert r.status_code == 502 and r.json()["error"]["type"] == "api_error"
+
+
+def test_upstream_key_replaces_our_token():
+    seen = {}
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        seen.update(req.headers)
+        seen["url"] = str(req.url)
+        return httpx.Response(200, json={"type": "message", "content": []})
+
+    settings = ServerSettings(token="local", upstream_api_key="sk-upstream", ab=ABSpec("http://upstream.test", 0.0))
+    app = create_app(ScriptedBackend(["ok"]), settings)
+    app.state.http = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    with BackgroundServer(app) as server:
+        r = http.post(server.base_url + "/v1/messages?beta=true", json=request(),
+                       headers={"x-api-key": "local", "x-claude-code-session-id": "s", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200 and r.headers["x-understudy-arm"] == "upstream"
+    assert seen["x-api-key"] == "sk-upstream" and seen["anthropic-version"] == "2023-06-01"
+    assert seen["url"] == "http://upstream.test/v1/messages?beta=true"

@@ -1,0 +1,1064 @@
+"""`trainer serve`: the student behind an Anthropic Messages API, so Claude Code runs on it.
+
+    trainer serve --model runs/x/sft/final                       # transformers backend, 127.0.0.1:8765
+    trainer serve --model runs/x/export/student-q8_0.gguf        # llama.cpp backend (xllamacpp)
+    trainer serve --model runs/x/sft/final --token s3cret --port 9000
+    trainer serve --model runs/x/sft/final --ab upstream=https://api.anthropic.com,student=0.1
+    trainer serve arms                                           # which session went to which arm
+
+    ANTHROPIC_BASE_URL=http://127.0.0.1:8765 ANTHROPIC_API_KEY=s3cret claude
+
+Endpoints: `POST /v1/messages` (JSON or SSE with `"stream": true`), `POST
+/v1/messages/count_tokens`, `GET /v1/models`, and `GET`/`HEAD` on `/` and `/health`.
+
+What the student sees. Claude Code sends a long system prompt, every tool's full schema and
+`<system-reminder>` blocks on each request; the student was trained on a compact context
+(trainer/dataset.py). With `serve.context = "compact"` (the default) the request is mapped to
+that same context: the system prompt becomes `dataset.system_prompt`, the tool schemas are
+compacted with `compact_tools` and `dataset.tool_description_chars`, system reminders and
+mid-conversation system messages are dropped, and tool results become `tool` messages exactly
+as the dataset builder writes them (errors prefixed "Error: ", long results trimmed to
+`dataset.max_tool_result_tokens` around a visible marker). The prompt is rendered with the one
+chat template (trainer/chat_template.py).
+
+What Claude Code gets back. The student's `<tool_call>{...}</tool_call>` lines become `tool_use`
+blocks (stop_reason "tool_use"); its other text becomes a text block. Output whose calls do not
+parse, or name a tool the request did not offer, is returned as plain text: a confused student
+never crashes the server or hangs a stream. A client that disconnects mid-stream stops the
+generation.
+
+A/B rollout. `--ab upstream=URL,student=SHARE` sends a share of *sessions* to the student and the
+rest to an upstream Anthropic-compatible API (proxied, streaming passed through). The session
+is Claude Code's session id (the `X-Claude-Code-Session-Id` header, else the `session_id` in
+`metadata.user_id`); a hash of it decides the arm, and the first decision is recorded in
+`{UNDERSTUDY_HOME}/serve/arms.db`, so a session never switches models mid-way, even if the
+share changes. Requests without a session id go upstream. Captured traces carry the session
+id, so `trainer serve arms` joins them to an arm.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the handlers' `Request` annotations
+# at definition time, and fastapi is imported inside create_app (it is the [serve] extra).
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import click
+
+from trainer.chat_template import (
+    BEGIN_OF_TEXT,
+    END_OF_TEXT,
+    END_OF_TURN,
+    TOOL_CALL_OPEN,
+    compact_tools,
+    dump_arguments,
+    parse_assistant_output,
+    render,
+)
+from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
+from trainer.dataset import DatasetConfig
+
+STUDENT_MODEL_ID = "understudy-student"
+_REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+_SESSION_IN_USER_ID_RE = re.compile(r"session_([0-9a-fA-F-]{8,})")
+
+
+class APIError(Exception):
+    """An error the client sees as Anthropic-style JSON."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+    def body(self) -> dict:
+        return {"type": "error", "error": {"type": self.type, "message": self.message}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Request validation and mapping to the training context
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise APIError(400, message)
+
+
+def validate_request(body: Any, count_only: bool = False) -> dict:
+    """Check the Messages API fields the server uses; every error names the field."""
+    _expect(isinstance(body, dict), "request body must be a JSON object")
+    _expect(isinstance(body.get("model"), str) and body["model"], "model: Field required (a non-empty string)")
+    if not count_only:
+        mt = body.get("max_tokens")
+        _expect(isinstance(mt, int) and not isinstance(mt, bool), "max_tokens: Field required (an integer)")
+        _expect(mt >= 1, f"max_tokens: must be at least 1, got {mt}")
+        _expect(isinstance(body.get("stream", False), bool), "stream: must be a boolean")
+    messages = body.get("messages")
+    _expect(isinstance(messages, list) and messages, "messages: Field required (a non-empty list)")
+    for i, m in enumerate(messages):
+        _expect(isinstance(m, dict), f"messages.{i}: must be an object")
+        _expect(m.get("role") in ("user", "assistant", "system"), f"messages.{i}.role: must be 'user' or 'assistant'")
+        content = m.get("content")
+        _expect(isinstance(content, (str, list)), f"messages.{i}.content: must be a string or a list of content blocks")
+        if isinstance(content, list):
+            for j, block in enumerate(content):
+                where = f"messages.{i}.content.{j}"
+                _expect(isinstance(block, dict) and isinstance(block.get("type"), str), f"{where}: must be a content block with a type")
+                kind = block["type"]
+                if kind == "text":
+                    _expect(isinstance(block.get("text"), str), f"{where}.text: Field required (a string)")
+                elif kind == "tool_use":
+                    _expect(isinstance(block.get("id"), str), f"{where}.id: Field required")
+                    _expect(isinstance(block.get("name"), str), f"{where}.name: Field required")
+                    _expect(isinstance(block.get("input"), dict), f"{where}.input: must be an object")
+                elif kind == "tool_result":
+                    _expect(isinstance(block.get("tool_use_id"), str), f"{where}.tool_use_id: Field required")
+                    _expect(
+                        isinstance(block.get("content", ""), (str, list)),
+                        f"{where}.content: must be a string or a list of content blocks",
+                    )
+    system = body.get("system")
+    _expect(system is None or isinstance(system, (str, list)), "system: must be a string or a list of text blocks")
+    if isinstance(system, list):
+        for j, block in enumerate(system):
+            _expect(isinstance(block, dict) and isinstance(block.get("text", ""), str), f"system.{j}: must be a text block")
+    tools = body.get("tools")
+    _expect(tools is None or isinstance(tools, list), "tools: must be a list")
+    for j, tool in enumerate(tools or []):
+        _expect(isinstance(tool, dict) and isinstance(tool.get("name"), str), f"tools.{j}.name: Field required")
+        schema = tool.get("input_schema")
+        _expect(schema is None or isinstance(schema, dict), f"tools.{j}.input_schema: must be an object")
+    for key in ("temperature", "top_p"):
+        v = body.get(key)
+        _expect(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{key}: must be a number")
+    top_k = body.get("top_k")
+    _expect(top_k is None or (isinstance(top_k, int) and not isinstance(top_k, bool)), "top_k: must be an integer")
+    stops = body.get("stop_sequences")
+    _expect(
+        stops is None or (isinstance(stops, list) and all(isinstance(s, str) and s for s in stops)),
+        "stop_sequences: must be a list of non-empty strings",
+    )
+    return body
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content or []:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            parts.append(block.get("text", ""))
+        elif block.get("type") == "image":
+            parts.append("[image]")
+    return "\n\n".join(p for p in parts if p)
+
+
+def strip_reminders(text: str) -> str:
+    return _REMINDER_RE.sub("", text).strip()
+
+
+@dataclass
+class ContextSettings:
+    """How a request becomes the student's prompt; built from [serve] and [dataset]."""
+
+    context: str = "compact"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    tools: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, cfg: UnderstudyConfig) -> "ContextSettings":
+        return cls(context=cfg.serve.context, dataset=cfg.dataset, tools=list(cfg.serve.tools))
+
+
+def _tool_message(block: dict, name: str, settings: ContextSettings, tokenizer) -> dict:
+    """A tool_result block as the dataset builder writes a tool result (reusing its code)."""
+    from capture_daemon.schema import ToolCall
+    from trainer.dataset import _tool_message as dataset_tool_message
+
+    text = _text_of(block.get("content", ""))
+    is_error = bool(block.get("is_error"))
+    call = ToolCall(
+        tool_use_id=block["tool_use_id"],
+        name=name,
+        output=None if is_error else text,
+        success=not is_error,
+        error=text if is_error else None,
+    )
+    message, _ = dataset_tool_message(call, settings.dataset, tokenizer)
+    return message
+
+
+def to_chat(body: dict, settings: ContextSettings, tokenizer=None) -> tuple[list[dict], list[dict], str]:
+    """(chat messages, compact tools, assistant prefill) for a validated request."""
+    compact = settings.context == "compact"
+    if compact:
+        system = settings.dataset.system_prompt
+    else:
+        system = _text_of(body.get("system") or "")
+    offered = [t for t in body.get("tools") or [] if isinstance(t.get("name"), str)]
+    if settings.tools:
+        offered = [t for t in offered if t["name"] in settings.tools]
+    tools = compact_tools(offered, settings.dataset.tool_description_chars) if offered else []
+
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
+    names: dict[str, str] = {}
+    extra_system: list[str] = []
+    for m in body["messages"]:
+        content = m["content"]
+        if m["role"] == "system":
+            if not compact:
+                extra_system.append(_text_of(content))
+            continue
+        if m["role"] == "assistant":
+            blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
+            texts = [b["text"].strip() for b in blocks if b.get("type") == "text" and b["text"].strip()]
+            calls = []
+            for b in blocks:
+                if b.get("type") == "tool_use":
+                    names[b["id"]] = b["name"]
+                    calls.append(
+                        {"id": b["id"], "type": "function", "function": {"name": b["name"], "arguments": dump_arguments(b["input"])}}
+                    )
+            message = {"role": "assistant", "content": "\n\n".join(texts)}
+            if calls:
+                message["tool_calls"] = calls
+            messages.append(message)
+            continue
+        # user
+        if isinstance(content, str):
+            text = strip_reminders(content)
+            if text:
+                messages.append({"role": "user", "content": text})
+            continue
+        texts = []
+        for b in content:
+            if b.get("type") == "tool_result":
+                messages.append(_tool_message(b, names.get(b["tool_use_id"], "tool"), settings, tokenizer))
+            elif b.get("type") in ("text", "image"):
+                text = strip_reminders(_text_of([b]))
+                if text:
+                    texts.append(text)
+        if texts:
+            messages.append({"role": "user", "content": "\n\n".join(texts)})
+    if extra_system and messages and messages[0]["role"] == "system":
+        messages[0]["content"] = "\n\n".join([messages[0]["content"], *extra_system])
+
+    prefill = ""
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
+        prefill = messages.pop()["content"]
+    return messages, tools, prefill
+
+
+def build_prompt(body: dict, settings: ContextSettings, tokenizer=None) -> tuple[str, list[str]]:
+    """(prompt text, names of the tools the student was shown)."""
+    messages, tools, prefill = to_chat(body, settings, tokenizer)
+    prompt = render(messages, tools or None, add_generation_prompt=True) + prefill
+    return prompt, [t["function"]["name"] for t in tools]
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+@dataclass
+class GenParams:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+
+
+@dataclass
+class GenResult:
+    finish: str  # "stop" (end of turn), "length", "cancelled"
+    output_tokens: int
+
+
+class TransformersBackend:
+    """The student through transformers' generate(), stopping at <|eot_id|>."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, threads: Optional[int] = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from trainer.chat_template import apply_chat_template
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        apply_chat_template(self.tokenizer)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.model.eval()
+        vocab = self.tokenizer.get_vocab()
+        self.stop_ids = [vocab[t] for t in (END_OF_TURN, END_OF_TEXT) if t in vocab]
+        self.lock = threading.Lock()
+
+    def count(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return cancel.is_set()
+
+        class Emit(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False):
+                if text:
+                    emit(text)
+
+        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            streamer=Emit(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
+        )
+        if sample:
+            kwargs["temperature"] = params.temperature
+            if params.top_p is not None:
+                kwargs["top_p"] = params.top_p
+            if params.top_k is not None:
+                kwargs["top_k"] = params.top_k
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with self.lock, torch.no_grad():
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
+        new = out[0, ids.shape[1]:].tolist()
+        if cancel.is_set():
+            finish = "cancelled"
+        elif new and new[-1] in self.stop_ids:
+            finish = "stop"
+        else:
+            finish = "length"
+        return GenResult(finish=finish, output_tokens=len(new))
+
+
+class LlamaCppBackend:
+    """The exported GGUF through llama.cpp (xllamacpp's in-process server)."""
+
+    name = "llamacpp"
+
+    def __init__(self, gguf_path: str, n_ctx: int = 4096, threads: Optional[int] = None):
+        try:
+            import xllamacpp as xlc
+        except ImportError:
+            raise ConfigError("serve.backend = 'llamacpp' needs xllamacpp: pip install 'understudy[export]'") from None
+        params = xlc.CommonParams()
+        params.model.path = str(gguf_path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        params.warmup = False
+        params.verbosity = -1
+        if threads:
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+        self.server = xlc.Server(params)
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _prompt(prompt: str) -> str:
+        # llama.cpp adds BOS itself when it tokenizes a text prompt.
+        return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
+
+    def count(self, prompt: str) -> int:
+        with self.lock:
+            out = self.server.handle_completions({"prompt": self._prompt(prompt), "n_predict": 0, "cache_prompt": False})
+        return int(out.get("usage", {}).get("prompt_tokens", 0)) if isinstance(out, dict) else 0
+
+    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
+        request: dict[str, Any] = {
+            "prompt": self._prompt(prompt),
+            "n_predict": params.max_new_tokens,
+            "stream": True,
+            "temperature": params.temperature,
+            "cache_prompt": True,
+        }
+        if params.top_p is not None:
+            request["top_p"] = params.top_p
+        if params.top_k is not None:
+            request["top_k"] = params.top_k
+        state = {"finish": "stop", "tokens": 0}
+
+        def on_chunk(chunk):
+            if isinstance(chunk, str):
+                chunk = json.loads(chunk)
+            for choice in chunk.get("choices") or [chunk]:
+                text = choice.get("text") or choice.get("content") or ""
+                if text:
+                    state["tokens"] += 1
+                    emit(text)
+                reason = choice.get("finish_reason") or choice.get("stop_type")
+                if reason:
+                    state["finish"] = "length" if reason in ("length", "limit") else "stop"
+            usage = chunk.get("usage")
+            if usage and usage.get("completion_tokens") is not None:
+                state["tokens"] = usage["completion_tokens"]
+            # A true return value asks llama.cpp to stop this generation.
+            return cancel.is_set()
+
+        with self.lock:
+            self.server.handle_completions(request, on_chunk)
+        finish = "cancelled" if cancel.is_set() else state["finish"]
+        return GenResult(finish=finish, output_tokens=state["tokens"])
+
+
+def load_backend(model: str, backend: str = "", n_ctx: int = 4096):
+    if not model:
+        raise ConfigError("serve.model is empty: pass --model (a HF model dir or a .gguf file)")
+    if not backend:
+        backend = "llamacpp" if model.endswith(".gguf") else "transformers"
+    if backend == "llamacpp":
+        if not Path(model).is_file():
+            raise ConfigError(f"serve.model '{model}' is not a GGUF file (the llamacpp backend loads a .gguf)")
+        return LlamaCppBackend(model, n_ctx=n_ctx)
+    if model.endswith(".gguf"):
+        raise ConfigError("serve.model is a .gguf file: set serve.backend = 'llamacpp' (or pass --backend llamacpp)")
+    return TransformersBackend(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning generated text into Messages API content, incrementally
+
+
+def _normalize(text: str) -> str:
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if text.endswith(marker[:n]):
+            return n
+    return 0
+
+
+class OutputAssembler:
+    """Accumulates generated text; says what narration is safe to stream, and the final blocks."""
+
+    def __init__(self, offered_tools: list[str], stop_sequences: list[str]):
+        self.offered = set(offered_tools)
+        self.stops = stop_sequences
+        self.text = ""
+        self.emitted = ""
+        self.stop_sequence: Optional[str] = None
+
+    def feed(self, piece: str) -> str:
+        """Add generated text; return the new narration that can be streamed now."""
+        if self.stop_sequence is not None:
+            return ""
+        self.text += piece
+        for stop in self.stops:
+            at = self.text.find(stop)
+            if at >= 0:
+                self.text = self.text[:at]
+                self.stop_sequence = stop
+        safe = self.text
+        cut = safe.find(TOOL_CALL_OPEN)
+        if cut >= 0:
+            safe = safe[:cut]
+        elif self.stop_sequence is None:
+            hold = max([_partial_suffix(safe, TOOL_CALL_OPEN)] + [_partial_suffix(safe, s) for s in self.stops])
+            safe = safe[: len(safe) - hold] if hold else safe
+        candidate = _normalize(safe)
+        if candidate.startswith(self.emitted) and len(candidate) > len(self.emitted):
+            new = candidate[len(self.emitted):]
+            self.emitted = candidate
+            return new
+        return ""
+
+    def finish(self) -> tuple[str, list[dict]]:
+        """(all narration text, tool_use blocks). Malformed or unknown calls → the raw text."""
+        parsed = parse_assistant_output(self.text)
+        calls = parsed.tool_calls
+        good = calls and all(c.valid_json and (not self.offered or c.name in self.offered) for c in calls)
+        if calls and not good:
+            return _normalize(re.sub(r"(?:<\|eot_id\|>|<\|end_of_text\|>)+\s*$", "", self.text)), []
+        blocks = [
+            {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": c.name, "input": c.arguments}
+            for c in calls
+        ]
+        return parsed.narration, blocks
+
+    def remainder(self, final_text: str) -> str:
+        """What of the final text was not streamed yet (nothing when the stream already diverged)."""
+        if final_text.startswith(self.emitted):
+            rest = final_text[len(self.emitted):]
+            self.emitted = final_text
+            return rest
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# A/B rollout
+
+
+@dataclass
+class ABSpec:
+    upstream: str
+    student_share: float
+
+    @classmethod
+    def parse(cls, spec: str) -> "ABSpec":
+        """`upstream=URL,student=SHARE` (SHARE in [0, 1])."""
+        parts = {}
+        for item in spec.split(","):
+            if "=" not in item:
+                raise ConfigError(f"serve.ab: '{item}' is not KEY=VALUE; expected upstream=URL,student=0.1")
+            key, value = item.split("=", 1)
+            parts[key.strip()] = value.strip()
+        unknown = set(parts) - {"upstream", "student"}
+        if unknown:
+            raise ConfigError(f"serve.ab: unknown key(s) {', '.join(sorted(unknown))}; expected upstream=URL,student=0.1")
+        if not parts.get("upstream", "").startswith(("http://", "https://")):
+            raise ConfigError("serve.ab: upstream must be an http(s) URL, e.g. upstream=https://api.anthropic.com")
+        try:
+            share = float(parts.get("student", ""))
+        except ValueError:
+            raise ConfigError(f"serve.ab: student must be a number in [0, 1], got {parts.get('student')!r}") from None
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"serve.ab: student must be in [0, 1], got {share}")
+        return cls(upstream=parts["upstream"].rstrip("/"), student_share=share)
+
+
+def session_id_of(headers: Any, body: Any) -> Optional[str]:
+    """Claude Code's session id: the X-Claude-Code-Session-Id header, else metadata.user_id.
+
+    Claude Code 2.x sends `metadata.user_id` as a JSON string with a `session_id` field; older
+    versions sent `user_<hash>_account_<uuid>_session_<uuid>`. Both are understood.
+    """
+    sid = headers.get("x-claude-code-session-id")
+    if sid:
+        return sid.strip()
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    user_id = meta.get("user_id") if isinstance(meta, dict) else None
+    if not isinstance(user_id, str):
+        return None
+    try:
+        parsed = json.loads(user_id)
+        if isinstance(parsed, dict) and isinstance(parsed.get("session_id"), str) and parsed["session_id"]:
+            return parsed["session_id"]
+    except ValueError:
+        pass
+    m = _SESSION_IN_USER_ID_RE.search(user_id)
+    return m.group(1) if m else None
+
+
+def arm_for(session_id: str, share: float, salt: str = "") -> str:
+    """Deterministic: the session's hash in [0, 1) against the student's share."""
+    digest = hashlib.sha256(f"understudy-ab\x00{salt}\x00{session_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "student" if u < share else "upstream"
+
+
+def arms_db_path() -> Path:
+    from capture_daemon.paths import data_dir
+
+    return data_dir() / "serve" / "arms.db"
+
+
+class ArmLog:
+    """session_id → arm, first decision wins; SQLite in the data dir."""
+
+    def __init__(self, path: Optional[Path] = None):
+        self.path = Path(path or arms_db_path())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS arms (session_id TEXT PRIMARY KEY, arm TEXT NOT NULL, "
+            "first_seen TEXT NOT NULL, share REAL NOT NULL, requests INTEGER NOT NULL DEFAULT 0)"
+        )
+
+    def assign(self, session_id: str, share: float, salt: str = "") -> str:
+        with self._lock:
+            row = self.db.execute("SELECT arm FROM arms WHERE session_id = ?", (session_id,)).fetchone()
+            if row:
+                self.db.execute("UPDATE arms SET requests = requests + 1 WHERE session_id = ?", (session_id,))
+                return row[0]
+            arm = arm_for(session_id, share, salt)
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.db.execute(
+                "INSERT INTO arms (session_id, arm, first_seen, share, requests) VALUES (?, ?, ?, ?, 1)",
+                (session_id, arm, now, share),
+            )
+            return arm
+
+    def rows(self) -> list[tuple]:
+        with self._lock:
+            return self.db.execute("SELECT session_id, arm, first_seen, share, requests FROM arms ORDER BY first_seen, session_id").fetchall()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+@dataclass
+class ServerSettings:
+    context: ContextSettings = field(default_factory=ContextSettings)
+    token: str = ""
+    max_new_tokens: int = 512
+    temperature: Optional[float] = None
+    max_body_bytes: int = 32 * 2**20
+    ab: Optional[ABSpec] = None
+    ab_salt: str = ""
+    upstream_api_key: str = ""
+    arm_log_path: Optional[Path] = None
+
+    @classmethod
+    def from_config(cls, cfg: UnderstudyConfig) -> "ServerSettings":
+        s = cfg.serve
+        return cls(
+            context=ContextSettings.from_config(cfg),
+            token=s.token or os.environ.get("UNDERSTUDY_SERVE_TOKEN", ""),
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            max_body_bytes=int(s.max_body_mb * 2**20),
+            ab=ABSpec.parse(s.ab) if s.ab else None,
+            ab_salt=s.ab_salt,
+            upstream_api_key=os.environ.get(s.upstream_api_key_env, "") if s.upstream_api_key_env else "",
+        )
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+_HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding", "upgrade"}
+
+
+def create_app(backend, settings: Optional[ServerSettings] = None):
+    """The FastAPI app. `backend` has count(prompt) and generate(prompt, params, cancel, emit)."""
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.background import BackgroundTask
+
+    settings = settings or ServerSettings()
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        if app.state.http is not None:
+            await app.state.http.aclose()
+        if app.state.arm_log is not None:
+            app.state.arm_log.close()
+
+    app = FastAPI(title="understudy student", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.backend = backend
+    app.state.settings = settings
+    app.state.arm_log = ArmLog(settings.arm_log_path) if settings.ab else None
+    app.state.http = None
+    tokenizer = getattr(backend, "tokenizer", None)
+
+    def error_response(err: APIError):
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(404)
+    async def _not_found(request, exc):
+        return error_response(APIError(404, f"Not found: {request.method} {request.url.path}", "not_found_error"))
+
+    @app.exception_handler(405)
+    async def _not_allowed(request, exc):
+        return error_response(APIError(405, f"Method not allowed: {request.method} {request.url.path}", "invalid_request_error"))
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        if settings.token and request.url.path.startswith("/v1/"):
+            key = request.headers.get("x-api-key", "")
+            bearer = request.headers.get("authorization", "")
+            bearer = bearer[7:].strip() if bearer.lower().startswith("bearer ") else ""
+            if settings.token not in (key, bearer):
+                return error_response(APIError(401, "invalid x-api-key", "authentication_error"))
+        return await call_next(request)
+
+    async def read_json(request: Request) -> tuple[bytes, Any]:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            raise APIError(413, f"request body is {int(declared)} bytes; the limit is {settings.max_body_bytes}", "request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise APIError(413, f"request body exceeds the limit of {settings.max_body_bytes} bytes", "request_too_large")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        try:
+            return raw, json.loads(raw)
+        except (ValueError, RecursionError):
+            raise APIError(400, "request body is not valid JSON") from None
+
+    # --- health
+
+    @app.api_route("/", methods=["GET", "HEAD"])
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    async def health():
+        return {"status": "ok", "model": STUDENT_MODEL_ID, "backend": getattr(backend, "name", "custom")}
+
+    @app.get("/v1/models")
+    async def models():
+        return {
+            "data": [{"type": "model", "id": STUDENT_MODEL_ID, "display_name": "understudy student", "created_at": "2026-01-01T00:00:00Z"}],
+            "has_more": False,
+            "first_id": STUDENT_MODEL_ID,
+            "last_id": STUDENT_MODEL_ID,
+        }
+
+    # --- A/B
+
+    def route(request: Request, body: Any) -> str:
+        if settings.ab is None:
+            return "student"
+        sid = session_id_of(request.headers, body)
+        if not sid:
+            return "upstream"
+        return app.state.arm_log.assign(sid, settings.ab.student_share, settings.ab_salt)
+
+    async def proxy(request: Request, raw: bytes):
+        import httpx
+
+        if app.state.http is None:
+            app.state.http = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=10.0))
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        headers["accept-encoding"] = "identity"
+        if settings.token:
+            # The client authenticated to us; upstream needs its own key.
+            headers.pop("x-api-key", None)
+            headers.pop("authorization", None)
+            if settings.upstream_api_key:
+                headers["x-api-key"] = settings.upstream_api_key
+        url = settings.ab.upstream + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            upstream_request = app.state.http.build_request(request.method, url, headers=headers, content=raw)
+            resp = await app.state.http.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:
+            raise APIError(502, f"upstream {settings.ab.upstream} unreachable: {exc}", "api_error") from None
+        passed = {
+            k: v for k, v in resp.headers.items()
+            if k.lower() in ("content-type", "request-id", "retry-after", "anthropic-ratelimit-requests-remaining")
+            or k.lower().startswith("anthropic-")
+        }
+        passed["x-understudy-arm"] = "upstream"
+        return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=passed, background=BackgroundTask(resp.aclose))
+
+    # --- the student
+
+    def gen_params(body: dict) -> GenParams:
+        temperature = settings.temperature if settings.temperature is not None else float(body.get("temperature") or 0.0)
+        return GenParams(
+            max_new_tokens=max(1, min(int(body["max_tokens"]), settings.max_new_tokens)),
+            temperature=temperature,
+            top_p=body.get("top_p"),
+            top_k=body.get("top_k"),
+        )
+
+    async def run_generation(prompt: str, params: GenParams, cancel: threading.Event):
+        """Yield ("text", piece) ... then ("done", GenResult) or ("error", message)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(piece: str):
+            loop.call_soon_threadsafe(queue.put_nowait, ("text", piece))
+
+        def work():
+            try:
+                result = backend.generate(prompt, params, cancel, emit)
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
+            except Exception as exc:  # reported to the client, never a hung stream
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", f"{type(exc).__name__}: {exc}"))
+
+        future = loop.run_in_executor(None, work)
+        try:
+            while True:
+                kind, value = await queue.get()
+                yield kind, value
+                if kind in ("done", "error"):
+                    break
+        finally:
+            # Finished, or the client is gone: either way the worker stops at its next token.
+            cancel.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout=30)
+            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                pass
+
+    def message_envelope(body: dict, input_tokens: int) -> dict:
+        return {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model") or STUDENT_MODEL_ID,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        }
+
+    def stop_reason(result: Optional[GenResult], blocks: list[dict], asm: OutputAssembler) -> str:
+        if asm.stop_sequence is not None:
+            return "stop_sequence"
+        if blocks:
+            return "tool_use"
+        if result is not None and result.finish == "length":
+            return "max_tokens"
+        return "end_turn"
+
+    async def student_message(request: Request, body: dict):
+        prompt, offered = build_prompt(body, settings.context, tokenizer)
+        input_tokens = backend.count(prompt)
+        params = gen_params(body)
+        asm = OutputAssembler(offered, body.get("stop_sequences") or [])
+        envelope = message_envelope(body, input_tokens)
+        cancel = threading.Event()
+
+        if not body.get("stream"):
+            watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
+            result, error = None, None
+            try:
+                async for kind, value in run_generation(prompt, params, cancel):
+                    if kind == "text":
+                        asm.feed(value)
+                        if asm.stop_sequence is not None:
+                            cancel.set()
+                    elif kind == "done":
+                        result = value
+                    else:
+                        error = value
+            finally:
+                watcher.cancel()
+            if error:
+                raise APIError(500, f"generation failed: {error}", "api_error")
+            text, blocks = asm.finish()
+            content = ([{"type": "text", "text": text}] if text else []) + blocks
+            envelope.update(
+                content=content,
+                stop_reason=stop_reason(result, blocks, asm),
+                stop_sequence=asm.stop_sequence,
+            )
+            envelope["usage"]["output_tokens"] = result.output_tokens if result else 0
+            return JSONResponse(envelope, headers={"x-understudy-arm": "student"})
+
+        async def events():
+            yield _sse("message_start", {"type": "message_start", "message": envelope})
+            yield _sse("ping", {"type": "ping"})
+            index = 0
+            text_open = False
+            result = None
+            try:
+                async for kind, value in run_generation(prompt, params, cancel):
+                    if kind == "text":
+                        new = asm.feed(value)
+                        if asm.stop_sequence is not None:
+                            cancel.set()
+                        if new:
+                            if not text_open:
+                                yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                                text_open = True
+                            yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": new}})
+                    elif kind == "done":
+                        result = value
+                    else:
+                        yield _sse("error", {"type": "error", "error": {"type": "api_error", "message": f"generation failed: {value}"}})
+                        return
+                text, blocks = asm.finish()
+                rest = asm.remainder(text)
+                if rest:
+                    if not text_open:
+                        yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                        text_open = True
+                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}})
+                if text_open:
+                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                    index += 1
+                for block in blocks:
+                    yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": dict(block, input={})})
+                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}})
+                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                    index += 1
+                yield _sse(
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": stop_reason(result, blocks, asm), "stop_sequence": asm.stop_sequence},
+                        "usage": {"output_tokens": result.output_tokens if result else 0},
+                    },
+                )
+                yield _sse("message_stop", {"type": "message_stop"})
+            finally:
+                # Client gone (the generator is closed) or done: stop generating either way.
+                cancel.set()
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-understudy-arm": "student"},
+        )
+
+    @app.post("/v1/messages")
+    async def messages(request: Request):
+        raw, body = await read_json(request)
+        arm = route(request, body)
+        if arm == "upstream":
+            return await proxy(request, raw)
+        validate_request(body)
+        return await student_message(request, body)
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens(request: Request):
+        raw, body = await read_json(request)
+        if route(request, body) == "upstream":
+            return await proxy(request, raw)
+        validate_request(body, count_only=True)
+        prompt, _ = build_prompt(body, settings.context, tokenizer)
+        return {"input_tokens": backend.count(prompt)}
+
+    return app
+
+
+async def _watch_disconnect(request, cancel: threading.Event) -> None:
+    while not cancel.is_set():
+        if await request.is_disconnected():
+            cancel.set()
+            return
+        await asyncio.sleep(0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _resolve(config_path: Optional[str], overrides: list[str], flags: list[tuple[str, Any]]) -> UnderstudyConfig:
+    path = config_path or default_config_path()
+    try:
+        pairs = parse_overrides([a for o in overrides for a in ("-o", o)]) + [(k, v) for k, v in flags if v is not None]
+        return load_config(path, pairs)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group("serve", invoke_without_command=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
+@click.option("--model", help="HF model dir, or a .gguf file for the llama.cpp backend (serve.model).")
+@click.option("--backend", type=click.Choice(["transformers", "llamacpp"]), help="serve.backend (default: from --model).")
+@click.option("--host", help="serve.host (default 127.0.0.1).")
+@click.option("--port", type=int, help="serve.port (default 8765).")
+@click.option("--token", help="Require this as x-api-key or Bearer token (serve.token; or UNDERSTUDY_SERVE_TOKEN).")
+@click.option("--ab", help="A/B rollout: upstream=URL,student=SHARE (serve.ab).")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Any config value, e.g. -o serve.max_new_tokens=256.")
+@click.pass_context
+def command(ctx, config_path, model, backend, host, port, token, ab, overrides):
+    """Serve the student behind an Anthropic Messages API that Claude Code can use.
+
+    Point Claude Code at it with ANTHROPIC_BASE_URL=http://127.0.0.1:PORT. `trainer serve arms`
+    lists which A/B arm served each session.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    cfg = _resolve(
+        config_path,
+        list(overrides),
+        [("serve.model", model), ("serve.backend", backend), ("serve.host", host), ("serve.port", port), ("serve.token", token), ("serve.ab", ab)],
+    )
+    serve_forever(cfg)
+
+
+def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> None:
+    import uvicorn
+
+    s = cfg.serve
+    model = s.model or str(Path(cfg.sft.output_dir or Path(cfg.run.out) / "sft") / "final")
+    try:
+        settings = ServerSettings.from_config(cfg)
+        backend_name = s.backend if cfg.source("serve.backend") != "default" else ""
+        backend = load_backend(model, backend_name, n_ctx=s.n_ctx)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+    if s.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+        log(f"Warning: listening on {s.host} without a token; anyone who can reach it can use the model (set --token).")
+    log(f"Serving {model} ({backend.name}) on http://{s.host}:{s.port} · context {s.context}")
+    if settings.ab:
+        log(
+            f"A/B: {settings.ab.student_share:.0%} of sessions → student, the rest → {settings.ab.upstream}; "
+            f"arms logged in {arms_db_path()}"
+        )
+    log(f"Use it: ANTHROPIC_BASE_URL=http://{s.host}:{s.port} claude")
+    uvicorn.run(create_app(backend, settings), host=s.host, port=s.port, log_level="warning")
+
+
+@command.command("arms")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per session.")
+def arms_command(as_json):
+    """List the A/B assignment of each session: session id, arm, first seen, share, requests."""
+    path = arms_db_path()
+    if not path.exists():
+        raise click.ClickException(f"No A/B log at {path}: run `trainer serve --ab upstream=URL,student=SHARE` first")
+    log = ArmLog(path)
+    rows = log.rows()
+    log.close()
+    if as_json:
+        for sid, arm, first, share, n in rows:
+            click.echo(json.dumps({"session_id": sid, "arm": arm, "first_seen": first, "share": share, "requests": n}))
+        return
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row[1]] = counts.get(row[1], 0) + 1
+    click.echo(f"{path}: {len(rows)} sessions · " + ", ".join(f"{arm} {n}" for arm, n in sorted(counts.items())))
+    for sid, arm, first, share, n in rows:
+        click.echo(f"{sid}  {arm:<8}  {first}  share={share:g}  requests={n}")
+
+
+class BackgroundServer:
+    """uvicorn in a thread on a free port: for tests, benchmarks and notebooks.
+
+        with BackgroundServer(create_app(backend)) as server:
+            httpx.get(server.base_url + "/health")
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.base_url = f"http://{host}:{port}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
