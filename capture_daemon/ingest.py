@@ -46,6 +46,8 @@ class IngestSettings:
     idle_timeout_seconds: float = 1800.0
     # cwd -> True when the project must not be captured (config.toml [capture] exclude_projects).
     is_excluded: Callable[[str], bool] = lambda cwd: False
+    # Traces committed per transaction.
+    commit_batch: int = 64
 
 
 @dataclass
@@ -230,8 +232,16 @@ class Ingestor:
                 ready.append((trace, *verdict))
         if not ready:
             return 0
-        built: list[tuple[OpenTrace, Trace]] = []
+        committed = 0
         transcripts: dict[str, Transcript | None] = {}
+        # Bounded transactions: a big backlog (daemon down for a day) commits steadily
+        # instead of holding everything until the last trace is built.
+        for start in range(0, len(ready), self.settings.commit_batch):
+            committed += self._commit(ready[start:start + self.settings.commit_batch], transcripts, now)
+        return committed
+
+    def _commit(self, ready: list[tuple[OpenTrace, bool, str | None]], transcripts: dict, now: int) -> int:
+        built: list[tuple[OpenTrace, Trace]] = []
         for trace, complete, reason in ready:
             try:
                 built.append((trace, self._build(trace, complete, reason, transcripts)))
