@@ -171,6 +171,112 @@ class ServeSection:
 
 
 @dataclass
+class RewardSection:
+    """`trainer reward` (trainer/reward.py) and the discriminator it trains (trainer/discriminator.py)."""
+
+    # The student scored; empty means {sft.output_dir}/final.
+    model: str = ""
+    data_dir: str = ""
+    output_dir: str = ""  # empty: {run.out}/reward
+    split: str = "test"
+    max_examples: int = 0  # 0: all
+    max_new_tokens: int = 256
+    max_turns: int = 16
+    batch_size: int = 16
+    # Per-term weights of the workflow similarity, merged over reward.DEFAULT_WEIGHTS:
+    # tool_choice, order, arguments, validity, style, length.
+    weights: dict[str, float] = field(default_factory=dict)
+    # Share of the discriminator's p(teacher) in the combined reward (0: similarity only).
+    discriminator_weight: float = 0.3
+    discriminator_dir: str = ""  # empty: {run.out}/discriminator
+    # The classifier's starting weights: "student" (the model being judged), "base" (sft.base_model) or a path.
+    discriminator_init: str = "student"
+    discriminator_method: Literal["full", "lora"] = "full"
+    discriminator_max_steps: int = 60
+    discriminator_learning_rate: float = 1e-4
+    discriminator_batch_size: int = 8
+    discriminator_max_length: int = 1024
+    # Training prompts the discriminator sees (student rollouts are generated for each); 0: all.
+    discriminator_examples: int = 0
+
+
+@dataclass
+class RLSection:
+    """`trainer rl` (trainer/rl.py): GRPO from the SFT student with the behavioural reward."""
+
+    # `trainer run` continues past eval into RL (and `mine` when mine.enabled).
+    enabled: bool = False
+    # "grpo" (TRL GRPOTrainer). "ppo" only where the installed TRL still ships it (removed in TRL 1.13).
+    algorithm: Literal["grpo", "ppo"] = "grpo"
+    model: str = ""  # the starting student; empty: {sft.output_dir}/final
+    data_dir: str = ""
+    output_dir: str = ""  # empty: {run.out}/rl
+    # Which teacher turns become prompts: "all" (each assistant turn given the teacher's prefix) or "first".
+    turns: Literal["all", "first"] = "all"
+    max_steps: int = 50
+    learning_rate: float = 1e-5
+    num_generations: int = 4
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_completion_length: int = 128
+    temperature: float = 1.0
+    beta: float = 0.0  # KL penalty to the starting student (0: no reference model kept)
+    save_steps: int = 25
+    save_total_limit: int = 2
+    logging_steps: int = 5
+    seed: int = 0
+    resume: bool = False
+    # Held-out examples rolled out before and after RL to report the mean reward (0: skip).
+    eval_examples: int = 32
+    eval_split: str = "test"
+    # Per-prompt sampling weights from `trainer mine` ({trace_id: weight}); empty: {run.out}/mine/weights.json if present.
+    mined_weights: str = ""
+    report_to: str = "none"
+
+
+@dataclass
+class MineSection:
+    """`trainer mine` (trainer/mine.py): the prompts where the student is easiest to tell from the teacher."""
+
+    enabled: bool = False  # `trainer run` mines after RL (or after eval when RL is off)
+    model: str = ""  # empty: the latest student ({run.out}/rl/final, else {sft.output_dir}/final)
+    data_dir: str = ""
+    output_dir: str = ""  # empty: {run.out}/mine
+    split: str = "train"
+    max_examples: int = 0  # 0: all
+    # The top fraction of the ranking is over-sampled `oversample` times in the next SFT/RL round.
+    top_fraction: float = 0.25
+    oversample: int = 3
+    # How the ranking mixes the reward gap (1 - similarity) and the discriminator's confidence.
+    gap_weight: float = 0.5
+    discriminator_weight: float = 0.5
+
+
+@dataclass
+class ABTestSection:
+    """`trainer ab-test` (trainer/abtest.py): blind teacher-vs-student pairs, judged by machines and people."""
+
+    enabled: bool = False  # `trainer run` ends with the automatic judges' report
+    model: str = ""  # the student; empty: the latest student
+    data_dir: str = ""
+    output_dir: str = ""  # empty: {run.out}/abtest
+    split: str = "test"
+    max_pairs: int = 0  # 0: every held-out prompt
+    seed: int = 0
+    # "discriminator" and/or "llm"; people judge through `trainer ab-test --serve`.
+    judges: list[str] = field(default_factory=lambda: ["discriminator"])
+    # An Anthropic-compatible Messages API (base URL, e.g. https://api.anthropic.com) for the LLM judge.
+    llm_url: str = ""
+    llm_model: str = "claude-sonnet-4-5"
+    llm_api_key_env: str = "ANTHROPIC_API_KEY"
+    # Promised: people can't tell, i.e. they are wrong more than this often (0.5 is chance).
+    goal: float = 0.45
+    confidence: float = 0.95
+    host: str = "127.0.0.1"
+    port: int = 8766
+
+
+@dataclass
 class UnderstudyConfig:
     run: RunConfig = field(default_factory=RunConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -178,6 +284,10 @@ class UnderstudyConfig:
     eval: EvalSection = field(default_factory=EvalSection)
     export: ExportSection = field(default_factory=ExportSection)
     serve: ServeSection = field(default_factory=ServeSection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    rl: RLSection = field(default_factory=RLSection)
+    mine: MineSection = field(default_factory=MineSection)
+    abtest: ABTestSection = field(default_factory=ABTestSection)
     # Provenance of each value: {"sft.learning_rate": "flag", ...}; not a config section.
     sources: dict[str, str] = field(default_factory=dict, repr=False)
 
