@@ -30,7 +30,14 @@ GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI_KEY = "sk-proj-" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8Nn7Mm6"
 LONG_ANSWER = ("Transformer 1 steps down to 11kV for the local distribution feeders, while transformer 2 "
                "runs at 33kV on the sub-transmission side. They differ in voltage class, in the feeders they "
-               "serve and in the protection settings each needs, so maintenance windows differ too.")
+               "serve and in the protection settings each needs, so their maintenance windows and the crews "
+               "qualified to work on them differ too. Nothing else in the notes sets them apart.")
+DB_ANSWER = ("The equipment table holds 3 rows: two transformers and one breaker. I counted them with a "
+             "COUNT(*) query against grid.db, which is the only database in the project, and the schema "
+             "has no other table that records equipment, so that count is the whole inventory as of today, including spares.")
+FIX_ANSWER = ("app.py now prints 'hello world'. The first edit fixed the misspelt greeting, running it showed "
+              "the wording still differed from what you asked for, so I edited it a second time and ran it "
+              "again to confirm the output. No other file needed changing for this fix to be complete.")
 
 
 def _scripts(project: Path) -> list[Script]:
@@ -80,6 +87,22 @@ def _scripts(project: Path) -> list[Script]:
             [tool("Bash", {"command": "cat deploy.env", "description": "Show settings"}, id="toolu_sec_1")],
             [text("The deploy settings hold a GitHub token and an OpenAI key; rotate them.")],
         ]),
+        Script("how many equipment rows are in grid.db", [
+            [text("I'll query the database directly."),
+             tool("Bash", {"command": "python3 -c \"import sqlite3; print(sqlite3.connect('grid.db')"
+                                      ".execute('SELECT count(*) FROM equipment').fetchone()[0])\"",
+                           "description": "Count equipment rows"}, id="toolu_db_1")],
+            [text(DB_ANSWER)],
+        ]),
+        Script("fix the greeting in app.py", [
+            [tool("Read", {"file_path": str(project / "app.py")}, id="toolu_fix_1")],
+            [tool("Edit", {"file_path": str(project / "app.py"), "old_string": "helo", "new_string": "hello"}, id="toolu_fix_2")],
+            [tool("Bash", {"command": "python3 app.py", "description": "Run it"}, id="toolu_fix_3")],
+            [text("Close, but you wanted 'hello world'. Let me fix that."),
+             tool("Edit", {"file_path": str(project / "app.py"), "old_string": "hello", "new_string": "hello world"}, id="toolu_fix_4")],
+            [tool("Bash", {"command": "python3 app.py", "description": "Run it again"}, id="toolu_fix_5")],
+            [text(FIX_ANSWER)],
+        ]),
         Script("this run gets killed", [
             [tool("Bash", {"command": "echo before-kill", "description": "x"}, id="toolu_kill_1")],
             [text("never sent")],
@@ -105,6 +128,11 @@ def captured(tmp_path_factory):
     home.mkdir()
     project.mkdir()
     (project / "notes.txt").write_text("transformer 1: 11kV\ntransformer 2: 33kV\n")
+    (project / "app.py").write_text("print('helo')\n")
+    import sqlite3
+    with sqlite3.connect(project / "grid.db") as db:
+        db.execute("CREATE TABLE equipment (name TEXT)")
+        db.executemany("INSERT INTO equipment VALUES (?)", [("transformer 1",), ("transformer 2",), ("breaker",)])
     (project / "deploy.env").write_text(f"GITHUB_TOKEN={GITHUB_TOKEN}\nOPENAI_API_KEY={OPENAI_KEY}\nREGION=eu-west-1\n")
     uhome.mkdir(mode=0o700)
     (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
@@ -119,8 +147,10 @@ def captured(tmp_path_factory):
             return json.loads(proc.stdout)
 
         for prompt in ("compare transformer 1 and transformer 2", "what does the missing config say",
-                       "read both files at once", "delegate the inspection", "show me the deploy settings"):
+                       "read both files at once", "delegate the inspection", "show me the deploy settings",
+                       "how many equipment rows are in grid.db"):
             results[prompt] = claude(prompt)
+        results["fix the greeting in app.py"] = claude("fix the greeting in app.py", tools="Bash Read Edit")
         first = claude("first question of the day")
         results["resumed"] = claude("follow-up after resuming", "--resume", first["session_id"])
         results["first question of the day"] = first
@@ -160,7 +190,8 @@ def test_one_trace_per_prompt_and_no_notification_trace(captured):
     assert sorted(prompts) == sorted([
         "compare transformer 1 and transformer 2", "what does the missing config say", "read both files at once",
         "delegate the inspection", "show me the deploy settings", "first question of the day",
-        "follow-up after resuming", "this run gets killed"])
+        "follow-up after resuming", "this run gets killed", "how many equipment rows are in grid.db",
+        "fix the greeting in app.py"])
     assert not any("<task-notification>" in p for p in prompts)
     assert len({t["trace_id"] for t in captured["all"]}) == len(prompts)
     assert captured["status"]["traces"]["total"] == len(prompts)
@@ -318,3 +349,45 @@ def test_import_of_corrupt_transcripts_imports_what_it_can(captured, tmp_path):
     out = _import(captured["env"], fresh, source.parent)
     assert "imported 1 traces from 3 session files" in out or "imported 2 traces from 3 session files" in out, out
     assert "corrupt lines skipped" in out and not out.startswith("imported 0")
+
+
+# --- reasoning signals and quality on the real CLI's traces (issue 3) --------------------------
+
+def test_signals_of_a_planned_exploration(captured):
+    t = captured["traces"]["compare transformer 1 and transformer 2"]
+    s = t["reasoning_signals"]
+    assert s["workflow"] == "Bash → Read → Grep"
+    assert s["pattern"] == "exploratory" and s["exploration_depth"] in ("moderate", "thorough")
+    assert s["explicit_plan"] and s["explicit_plan"].startswith("First I'll list the files")
+    assert s["files_read"] == [str(captured["project"] / "notes.txt")]
+    assert s["files_changed"] == [] and s["used_database"] is False and s["multi_step_reasoning"] is True
+    assert t["quality"]["accepted"] is True, t["quality"]["reasons"]
+
+
+def test_signals_of_error_recovery(captured):
+    s = captured["traces"]["what does the missing config say"]["reasoning_signals"]
+    assert s["error_recovery"] is True
+    assert [(c["text"], c["position"]) for c in s["self_corrections"]] == [("Actually, let me search for the setting instead.", 1)]
+
+
+def test_signals_of_parallel_database_subagent_and_iterative_work(captured):
+    traces = captured["traces"]
+    assert traces["read both files at once"]["reasoning_signals"]["pattern"] == "parallel"
+    db = traces["how many equipment rows are in grid.db"]
+    assert db["reasoning_signals"]["used_database"] is True and db["quality"]["accepted"] is True, db["quality"]
+    assert traces["delegate the inspection"]["reasoning_signals"]["used_subagents"] is True
+    fix = traces["fix the greeting in app.py"]
+    assert [c["name"] for c in fix["tool_calls"]] == ["Read", "Edit", "Bash", "Edit", "Bash"]
+    assert all(c["success"] for c in fix["tool_calls"]) and fix["tool_calls"][-1]["output"].strip() == "hello world"
+    assert fix["reasoning_signals"]["pattern"] == "iterative"
+    assert fix["reasoning_signals"]["files_changed"] == [str(captured["project"] / "app.py")]
+    assert fix["quality"]["accepted"] is True, fix["quality"]["reasons"]
+
+
+def test_quality_rejects_short_and_incomplete_traces(captured):
+    traces = captured["traces"]
+    short = traces["follow-up after resuming"]["quality"]
+    assert short["accepted"] is False and any("under 50 words" in r for r in short["reasons"])
+    killed = traces["this run gets killed"]["quality"]
+    assert killed["accepted"] is False and any("incomplete" in r for r in killed["reasons"])
+    assert captured["status"]["traces"]["accepted"] == sum(t["quality"]["accepted"] for t in captured["all"])
