@@ -30,6 +30,11 @@ else
   echo "claude:  Claude Code $claude_version up to date"
 fi
 export UNDERSTUDY_CLAUDE_BIN="$claude"
+# The judging-page test drives the system's headless Chromium; install it where apt-get can.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    && echo "chromium: installed $(chromium --version 2>/dev/null)" || echo "chromium: apt-get install chromium failed; its test will skip" >&2
+fi
 # A hung test fails after this many seconds instead of eating the CI budget (pytest-timeout).
 export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
 
