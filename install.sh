@@ -54,24 +54,24 @@ key=$("$py" -c 'import hashlib, sys; print(hashlib.sha256(open("pyproject.toml",
 installed() { [ -f "$stamp" ] && grep -qxF "$key $1" "$stamp"; }
 pip_install() { "$py" -m pip install --quiet --disable-pip-version-check "$@"; }
 
-wanted=(capture)
-[ "$train" = 1 ] && wanted+=(train)
-[ "$dev" = 1 ] && wanted+=(dev)
-for part in "${wanted[@]}"; do
-  if installed "$part" && [ -x "$venv/bin/capture-daemon" ]; then
-    echo "package: $part up to date"
-    continue
-  fi
-  case "$part" in
+# One pip run for the largest set asked for: dev includes train, train includes capture.
+target=capture implied="capture"
+[ "$train" = 1 ] && target=train implied="capture train"
+[ "$dev" = 1 ] && target=dev implied="capture train dev"
+if installed "$target" && [ -x "$venv/bin/capture-daemon" ]; then
+  echo "package: up to date ($target)"
+else
+  case "$target" in
     capture) pip_install -e . ;;
     # torch first and pinned, so pip takes the local CPU wheel where there is one instead of
     # resolving a multi-GB CUDA build as a dependency of the training stack.
     train) pip_install torch==2.13.0 && pip_install -e '.[train]' ;;
     dev) pip_install torch==2.13.0 && pip_install -e '.[dev]' ;;
   esac
-  echo "$key $part" >>"$stamp"
-  echo "package: $part installed"
-done
+  grep -qs "^$key " "$stamp" || : >"$stamp"  # start afresh when pyproject.toml changed
+  for part in $implied; do echo "$key $part" >>"$stamp"; done
+  echo "package: installed ($target)"
+fi
 
 # --- hooks and daemon --------------------------------------------------------------------------
 cmd="$venv/bin/capture-daemon"

@@ -6,9 +6,11 @@ not change what Claude Code answers, and the plugin layout (hooks/hooks.json) wo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -150,3 +152,56 @@ def test_capture_status_slash_command_runs_capture_daemon_status(understudy_home
     assert "capture-status" in sent
     assert str(understudy_home) in sent, "the status output (it names the data dir) reached the model"
     assert "!`capture-daemon" not in sent
+
+
+def venv_is_current() -> bool:
+    """True when install.sh would skip pip, so running it cannot modify the checkout's .venv."""
+    stamp = REPO_ROOT / ".venv" / ".understudy-installed"
+    digest = hashlib.sha256((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    key = f"{digest}-{sys.version.split()[0]} capture"
+    return stamp.exists() and key in stamp.read_text().splitlines()
+
+
+def run_install(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO_ROOT / "install.sh"), *args], env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_install_sh_registers_hooks_idempotently_and_links_the_cli(isolated_env, tmp_path, monkeypatch):
+    if not venv_is_current():
+        pytest.skip("the checkout's .venv is not up to date; ./test.sh brings it up to date first")
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR")
+    home = isolated_env.home
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text(json.dumps({"model": "opus", "env": {"A": "1"}}))
+    (home / ".local" / "bin").mkdir(parents=True)
+    env = dict(os.environ, PATH=f"{home / '.local' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    first = run_install("--no-daemon", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"hooks:   Hooks installed in {settings} (10 events)" in first.stdout
+    assert "daemon:  not started (--no-daemon)" in first.stdout
+    assert "capture-daemon status" in first.stdout and str(isolated_env.understudy_home) in first.stdout
+    data = json.loads(settings.read_text())
+    assert data["model"] == "opus" and data["env"] == {"A": "1"}
+    assert set(hooks_config.registered(settings)) == set(hooks_config.EVENTS)
+    link = home / ".local" / "bin" / "capture-daemon"
+    assert link.is_symlink() and link.resolve() == (REPO_ROOT / ".venv" / "bin" / "capture-daemon").resolve()
+    after_first = settings.read_bytes()
+
+    second = run_install("--no-daemon", env=env)
+    assert second.returncode == 0, second.stderr
+    assert f"hooks:   Hooks already installed in {settings}" in second.stdout
+    assert settings.read_bytes() == after_first
+    assert len(list(settings.parent.glob("settings.json.understudy-backup-*"))) == 1
+    assert not isolated_env.understudy_home.exists(), "--no-daemon starts nothing"
+
+    config_dir = tmp_path / "claude-config"
+    third = run_install("--no-daemon", "--quiet", env=dict(env, CLAUDE_CONFIG_DIR=str(config_dir)))
+    assert third.returncode == 0, third.stderr
+    assert set(hooks_config.registered(config_dir / "settings.json")) == set(hooks_config.EVENTS)
+    assert "Done." not in third.stdout
+
+    bad = run_install("--bogus", env=env)
+    assert bad.returncode == 2 and "unknown option --bogus" in bad.stderr
