@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -207,3 +208,22 @@ def test_default_data_dir_follows_xdg(isolated_env, monkeypatch):
     assert_quiet_success(run_hook("Stop", b'{"session_id": "s"}'))
     assert len(list((isolated_env.xdg_data_home / "understudy" / "spool").glob("*.event"))) == 1
     assert os.environ.get("UNDERSTUDY_HOME") is None
+
+
+def test_hand_written_header_is_what_json_dumps_gives():
+    from hooks import capture_hook
+
+    for header in (
+        {"v": 1, "event": "PostToolUse", "received_ns": time.time_ns(), "bytes": 12},
+        {"v": 1, "event": "Stop", "received_ns": 1, "bytes": 3 << 30, "truncated": True, "original_bytes": 9, "cut_strings": 0},
+        {"v": 1, "event": "x/../y \"q\"", "received_ns": 1, "bytes": 0, "unparsed": False},
+        {"v": 1, "event": "Événement", "received_ns": 1, "bytes": 0},
+    ):
+        assert capture_hook.encode_header(header) == json.dumps(header).encode()
+
+
+def test_hook_benchmark_runs():
+    bench = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_hook.py"
+    proc = subprocess.run([sys.executable, str(bench), "-n", "3"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"ratio hook / bare start\s+: \d+\.\d\dx", proc.stdout), proc.stdout
