@@ -179,13 +179,16 @@ def _save(path: Path, data: dict, raw: Optional[bytes]) -> Optional[Path]:
     """Write settings, keeping the old file's mode and a backup of its bytes; return the backup."""
     # Write through a symlink (dotfile managers link settings.json), never replace the link itself.
     target = Path(os.path.realpath(path))
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800-style escape: keep it escaped
+        text = json.dumps(data, indent=2).encode("ascii")
     mode = 0o600
     backup = None
     if raw is not None:
         mode = target.stat().st_mode & 0o7777
         backup = _backup(path, raw, mode)
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    _write_atomic(target, text.encode("utf-8"), mode)
+    _write_atomic(target, text + b"\n", mode)
     return backup
 
 
@@ -263,7 +266,7 @@ def uninstall(settings_file: Path) -> Change:
             cleaned["hooks"][event] = new_groups
         else:
             del cleaned["hooks"][event]
-    if not cleaned["hooks"] and hooks:
+    if not cleaned["hooks"]:
         del cleaned["hooks"]
     backup = _save(settings_file, cleaned, raw)
     return Change(settings_file, "removed", backup=backup, events=sorted(set(removed), key=_event_order))

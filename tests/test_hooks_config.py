@@ -261,3 +261,12 @@ def test_plugin_manifest():
     assert manifest["name"] == "understudy"
     assert "hooks" not in manifest, "hooks/hooks.json is loaded by convention; naming it again loads it twice"
     assert "${CLAUDE_PLUGIN_ROOT}/hooks/capture_hook.py" in (root / "hooks" / "hooks.json").read_text()
+
+
+def test_lone_surrogate_in_settings_survives(tmp_path):
+    path = tmp_path / "settings.json"
+    write(path, b'{"env": {"ODD": "\\ud800x"}}')
+    hooks_config.install(path)
+    assert json.loads(path.read_text())["env"] == {"ODD": "\ud800x"}
+    hooks_config.uninstall(path)
+    assert json.loads(path.read_text()) == {"env": {"ODD": "\ud800x"}}
