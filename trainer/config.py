@@ -61,8 +61,13 @@ class RunConfig:
     # "store" (the capture store's accepted traces), a JSONL file of traces, or "demo"
     # (the built-in scripted-teacher corpus).
     traces: str = "store"
-    # Demo corpus size when traces = "demo".
+    # Demo corpus size when traces = "demo", and the size of the tiny random LLaMA the demo trains
+    # (used only when sft.base_model is left at its default).
     demo_traces: int = 300
+    demo_hidden: int = 64
+    demo_layers: int = 2
+    demo_heads: int = 4
+    demo_vocab: int = 1500
     seed: int = 0
 
 

@@ -322,17 +322,34 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     return final
 
 
-def train_sft(
+@dataclass
+class TrainingSetup:
+    """Everything train_sft trains with; tests use it to look at weights before and after."""
+
+    trainer: Any
+    tokenizer: Any
+    method: str
+    cuda: bool
+    data_dir: Path
+    output_dir: Path
+    train_examples: int
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+
+def build_trainer(
     cfg: UnderstudyConfig,
     data_dir: str | os.PathLike | None = None,
     output_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = click.echo,
-) -> SFTResult:
-    """Train the student; resumes from the latest checkpoint when cfg.sft.resume is set."""
+) -> TrainingSetup:
+    """Load data, tokenizer and model for cfg.sft.method and wrap them in a TRL SFTTrainer."""
     import torch
     from trl import SFTConfig, SFTTrainer
 
-    from trainer.dataset import load_splits
+    from trainer.dataset import SFT_COLUMNS, load_splits
 
     cuda = torch.cuda.is_available()
     for note in check_config(cfg, cuda=cuda):
@@ -344,17 +361,17 @@ def train_sft(
         raise ConfigError(f"no training data at {data_dir}/train.jsonl: run `trainer build-dataset` or set sft.data_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(output_dir)
-    checkpoint_dir = output_dir / "checkpoints"
 
     splits = load_splits(data_dir)
-    train_ds = splits["train"].select_columns(["messages", "tools"])
+    # Only messages and tools: TRL would read the metadata column `prompt` as prompt/completion data.
+    train_ds = splits["train"].select_columns(SFT_COLUMNS)
     eval_ds = None
     if cfg.sft.eval_steps and "validation" in splits and len(splits["validation"]):
-        eval_ds = splits["validation"].select_columns(["messages", "tools"])
+        eval_ds = splits["validation"].select_columns(SFT_COLUMNS)
 
     tokenizer, added = load_tokenizer(cfg.sft.base_model)
     if added:
-        log(f"The chat template added {added} special token(s); embeddings resized.")
+        log(f"The chat template added {added} token(s); embeddings resized.")
     model = prepare_model(cfg, method, cuda, tokenizer, added)
     if method != "full":
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -363,7 +380,7 @@ def train_sft(
 
     s = cfg.sft
     args = SFTConfig(
-        output_dir=str(checkpoint_dir),
+        output_dir=str(output_dir / "checkpoints"),
         max_steps=s.max_steps,
         num_train_epochs=s.num_train_epochs,
         learning_rate=s.learning_rate,
@@ -376,7 +393,7 @@ def train_sft(
         max_length=s.max_length,
         assistant_only_loss=True,
         packing=False,
-        gradient_checkpointing=cuda and s.gradient_checkpointing,
+        activation_checkpointing=cuda and s.gradient_checkpointing,
         use_cpu=not cuda,
         bf16=cuda and torch.cuda.is_bf16_supported(),
         save_strategy="steps",
@@ -405,6 +422,20 @@ def train_sft(
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+    return TrainingSetup(trainer, tokenizer, method, cuda, data_dir, output_dir, len(train_ds))
+
+
+def train_sft(
+    cfg: UnderstudyConfig,
+    data_dir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    log: Callable[[str], None] = click.echo,
+) -> SFTResult:
+    """Train the student; resumes from the latest checkpoint when cfg.sft.resume is set."""
+    setup = build_trainer(cfg, data_dir, output_dir, log)
+    trainer, tokenizer, method, cuda = setup.trainer, setup.tokenizer, setup.method, setup.cuda
+    data_dir, output_dir, checkpoint_dir = setup.data_dir, setup.output_dir, setup.checkpoint_dir
+    s = cfg.sft
     resume_from = None
     if s.resume:
         ckpt = latest_checkpoint(checkpoint_dir)
@@ -413,7 +444,7 @@ def train_sft(
         else:
             log(f"Resuming from {ckpt}.")
             resume_from = str(ckpt)
-    log(f"Training {method} on {len(train_ds)} examples from {data_dir} → {output_dir}")
+    log(f"Training {method} on {setup.train_examples} examples from {data_dir} → {output_dir}")
     t0 = time.monotonic()
     out = trainer.train(resume_from_checkpoint=resume_from)
     runtime = time.monotonic() - t0

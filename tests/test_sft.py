@@ -1,0 +1,222 @@
+"""`trainer sft` on a tiny random LLaMA: LoRA, QLoRA (NF4 on CPU), full; resume after a kill.
+
+Everything is offline: the base model and its tokenizer are built here, saved with
+save_pretrained, and loaded back through the same code path a hub model takes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from trainer.config import CONFIG_FILE_NAME, load_config  # noqa: E402
+from trainer.sft import CPU_LORA_NOTE, build_trainer, cast_trainable_to_float32, train_sft  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A small teacher corpus → dataset, and a tiny random base model saved like a real one."""
+    from trainer.chat_template import render
+    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
+    from trainer.teacher_corpus import generate_corpus
+    from trainer.tiny_model import make_tiny_base
+
+    root = tmp_path_factory.mktemp("sft_world")
+    traces = generate_corpus(n=30, seed=1)
+    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
+    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in traces)]
+    base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
+    from transformers import AutoTokenizer
+
+    build_dataset(traces, dcfg, AutoTokenizer.from_pretrained(base))
+    return root, base, root / "dataset"
+
+
+def _cfg(base: Path, **sft):
+    overrides = {
+        "sft.base_model": str(base),
+        "sft.max_steps": 2,
+        "sft.per_device_train_batch_size": 2,
+        "sft.gradient_accumulation_steps": 1,
+        "sft.learning_rate": 1e-2,
+        "sft.logging_steps": 1,
+        "sft.save_steps": 100,
+        "sft.max_length": 1024,
+        "sft.lora_r": 4,
+        "sft.lora_alpha": 8,
+    }
+    overrides.update({f"sft.{k}": v for k, v in sft.items()})
+    return load_config(overrides=list(overrides.items()))
+
+
+def _snapshot(model, pred):
+    return {n: p.detach().clone().float() for n, p in model.named_parameters() if pred(n)}
+
+
+def _changed(before, model):
+    params = dict(model.named_parameters())
+    return {n for n, v in before.items() if not torch.equal(v, params[n].detach().float())}
+
+
+def test_lora_trains_the_adapter_and_leaves_the_base(tiny_world, tmp_path):
+    _, base, data = tiny_world
+    lines = []
+    setup = build_trainer(_cfg(base, method="lora"), data, tmp_path / "out", log=lines.append)
+    assert setup.method == "lora"
+    model = setup.trainer.model
+    lora_b = _snapshot(model, lambda n: "lora_B" in n)
+    frozen = _snapshot(model, lambda n: "lora_" not in n and "modules_to_save" not in n and "original_module" not in n)
+    assert lora_b and frozen
+    setup.trainer.train()
+    assert any("loss" in h for h in setup.trainer.state.log_history)
+    assert _changed(lora_b, model) == set(lora_b), "every LoRA B matrix moves off zero"
+    assert _changed(frozen, model) == set(), "base weights stay frozen"
+    assert any(line.startswith("  step 2/2 · loss ") for line in lines)
+
+
+def test_qlora_path_loads_nf4_on_cpu_and_trains(tiny_world, tmp_path):
+    """sft.force_4bit: the QLoRA path (bitsandbytes NF4 + prepare_model_for_kbit_training) on CPU."""
+    import bitsandbytes as bnb
+
+    _, base, data = tiny_world
+    setup = build_trainer(_cfg(base, method="qlora", force_4bit=True), data, tmp_path / "out", log=lambda _: None)
+    assert setup.method == "qlora"
+    model = setup.trainer.model
+    four_bit = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert four_bit, "the base's linear layers are NF4"
+    assert four_bit[0].weight.quant_state.quant_type == "nf4"
+    lora = _snapshot(model, lambda n: "lora_B" in n)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n and not p.requires_grad}
+    setup.trainer.train()
+    assert _changed(lora, model) == set(lora)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(v, params[n].detach()) for n, v in frozen.items()), "4-bit base weights unchanged"
+    # After training a 4-bit model generate() needs the trainable parameters back in float32.
+    cast_trainable_to_float32(model)
+    ids = setup.tokenizer("Fix the bug", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 3
+
+
+def test_qlora_without_cuda_falls_back_to_lora_with_one_line(tiny_world, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: QLoRA runs for real")
+    _, base, data = tiny_world
+    lines = []
+    setup = build_trainer(_cfg(base), data, tmp_path / "out", log=lines.append)
+    assert setup.method == "lora"
+    assert lines.count(CPU_LORA_NOTE) == 1
+
+
+def test_full_sft_writes_model_card_loss_curve_and_config(tiny_world, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, base, data = tiny_world
+    out = tmp_path / "out"
+    result = train_sft(_cfg(base, method="full", max_steps=4, save_steps=2), data, out, log=lambda _: None)
+    assert result.global_step == 4 and result.tokens_seen > 0
+    for name in ("loss.png", "README.md", "train_summary.json", CONFIG_FILE_NAME):
+        assert (out / name).is_file(), name
+    assert (out / "final" / "config.json").is_file() and (out / "model" / "config.json").is_file()
+    AutoModelForCausalLM.from_pretrained(out / "final")
+    assert AutoTokenizer.from_pretrained(out / "final").chat_template
+    card = (out / "README.md").read_text()
+    assert f"base_model: {base}" in card and "| learning_rate | `0.01` |" in card
+    for step in (2, 4):
+        rec = json.loads((out / "checkpoints" / f"checkpoint-{step}" / CONFIG_FILE_NAME).read_text())
+        assert rec["config"]["sft"]["max_steps"] == 4
+        assert rec["sources"]["sft"]["max_steps"] == "flag"
+
+
+def test_lora_merges_into_final(tiny_world, tmp_path):
+    _, base, data = tiny_world
+    out = tmp_path / "out"
+    train_sft(_cfg(base, method="lora"), data, out, log=lambda _: None)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "final" / "config.json").is_file()
+    assert not (out / "final" / "adapter_config.json").exists(), "final/ is merged, loadable without peft"
+
+
+def _sft_cmd(base: Path, data: Path, out: Path, max_steps: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "trainer.cli", "sft",
+        "--base-model", str(base), "--data", str(data), "--out", str(out),
+        "--method", "full", "--max-steps", str(max_steps),
+        "--sft.save_steps", "2", "--sft.logging_steps", "1", "--sft.per_device_train_batch_size", "1",
+        "--sft.gradient_accumulation_steps", "1", "--sft.learning_rate", "1e-3", "--sft.max_length", "1024",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_from_the_checkpoint(tiny_world, tmp_path):
+    _, base, data = tiny_world
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log1 = open(tmp_path / "first.log", "w")
+    proc = subprocess.Popen(_sft_cmd(base, data, out, 400), cwd=REPO, env=env, stdout=log1, stderr=subprocess.STDOUT)
+    ckpt_config = out / "checkpoints" / "checkpoint-2" / CONFIG_FILE_NAME
+    deadline = time.monotonic() + 240
+    try:
+        # understudy_config.json is written after the checkpoint is complete (on_save).
+        while not ckpt_config.exists():
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        log1.close()
+    first = (tmp_path / "first.log").read_text()
+    assert not (out / "final").exists(), "killed before the end"
+    killed_at = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert killed_at >= 2
+
+    target = killed_at + 3
+    second = subprocess.run(
+        _sft_cmd(base, data, out, target, "--resume"), cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    text = second.stdout + second.stderr
+    print(f"killed at checkpoint-{killed_at}; resumed to step {target}")
+    assert f"Resuming from {out / 'checkpoints' / f'checkpoint-{killed_at}'}." in text
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in text.splitlines() if line.startswith("  step ")]
+    assert steps and min(steps) > killed_at, f"restarted from 0: logged steps {steps}"
+    assert max(steps) == target
+    state = json.loads((out / "checkpoints" / f"checkpoint-{target - target % 2}" / "trainer_state.json").read_text())
+    assert state["global_step"] >= killed_at
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == target
+    assert "step 1/400" in first
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_qlora_on_cuda(tiny_world, tmp_path):
+    """The default path on a GPU: sft.method = qlora, NF4 on CUDA, bf16 compute."""
+    import bitsandbytes as bnb
+
+    _, base, data = tiny_world
+    lines = []
+    out = tmp_path / "out"
+    setup = build_trainer(_cfg(base), data, out, log=lines.append)
+    assert setup.method == "qlora" and CPU_LORA_NOTE not in lines
+    model = setup.trainer.model
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert next(p for p in model.parameters() if p.requires_grad).device.type == "cuda"
+    lora = _snapshot(model, lambda n: "lora_B" in n)
+    setup.trainer.train()
+    assert _changed(lora, model) == set(lora)
+    result = train_sft(_cfg(base), data, tmp_path / "out2", log=lambda _: None)
+    assert (result.final_dir / "config.json").is_file()

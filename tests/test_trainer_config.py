@@ -1,0 +1,131 @@
+"""The pipeline config: file ← flags, unknown keys named, sources recorded, combinations checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainer.config import (
+    CONFIG_FILE_NAME,
+    ConfigError,
+    check_config,
+    load_config,
+    parse_overrides,
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "understudy.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_key_section_and_suggestion(tmp_path):
+    path = write(tmp_path, "[sft]\nlerning_rate = 1e-4\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == "unknown key 'lerning_rate' in [sft]; did you mean 'learning_rate'?"
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown section '\[sfft\]'.*did you mean '\[sft\]'"):
+        load_config(write(tmp_path, "[sfft]\nmax_steps = 3\n"))
+
+
+def test_unknown_key_in_a_flag_is_an_error():
+    with pytest.raises(ConfigError, match="unknown key 'max_step' in \\[sft\\]; did you mean 'max_steps'"):
+        load_config(overrides=[("sft.max_step", "3")])
+
+
+def test_flags_override_file_and_sources_are_recorded(tmp_path):
+    path = write(tmp_path, "[sft]\nlearning_rate = 1e-4\nmax_steps = 10\n\n[eval]\nmax_examples = 7\n")
+    overrides = parse_overrides(["--sft.max_steps", "50", "-o", "eval.baselines=majority"])
+    cfg = load_config(path, overrides)
+    assert cfg.sft.learning_rate == 1e-4 and cfg.source("sft.learning_rate") == "file"
+    assert cfg.sft.max_steps == 50 and cfg.source("sft.max_steps") == "flag"
+    assert cfg.eval.max_examples == 7 and cfg.source("eval.max_examples") == "file"
+    assert cfg.eval.baselines == ["majority"] and cfg.source("eval.baselines") == "flag"
+    assert cfg.sft.lora_r == 16 and cfg.source("sft.lora_r") == "default"
+    text = cfg.describe(["sft"])
+    assert "  sft.max_steps = 50  (flag)" in text
+    assert "  sft.learning_rate = 0.0001  (file)" in text
+    assert "  sft.lora_r = 16  (default)" in text
+
+
+def test_preset_sits_under_file_and_flags(tmp_path):
+    path = write(tmp_path, "[sft]\nmax_steps = 10\n")
+    cfg = load_config(path, [("sft.learning_rate", "0.5")], preset={"sft.max_steps": 99, "sft.learning_rate": 0.1, "sft.method": "full"})
+    assert (cfg.sft.max_steps, cfg.source("sft.max_steps")) == (10, "file")
+    assert (cfg.sft.learning_rate, cfg.source("sft.learning_rate")) == (0.5, "flag")
+    assert (cfg.sft.method, cfg.source("sft.method")) == ("full", "preset")
+
+
+def test_yaml_file(tmp_path):
+    pytest.importorskip("yaml")
+    cfg = load_config(write(tmp_path, "sft:\n  max_steps: 12\n", name="understudy.yaml"))
+    assert cfg.sft.max_steps == 12
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("sft.max_steps=abc", "sft.max_steps must be an integer"),
+        ("sft.method=qlorra", "sft.method must be one of"),
+        ("sft.resume=maybe", "sft.resume must be true or false"),
+    ],
+)
+def test_bad_flag_values_name_the_field(flag, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=[flag])
+
+
+def test_wrong_type_in_file_names_the_field(tmp_path):
+    with pytest.raises(ConfigError, match="sft.max_steps must be an integer"):
+        load_config(write(tmp_path, '[sft]\nmax_steps = "many"\n'))
+
+
+def test_section_validation_runs_on_final_values():
+    with pytest.raises(ConfigError, match=r"\[dataset\].*val_fraction"):
+        load_config(overrides=["dataset.val_fraction=0.6", "dataset.test_fraction=0.5"])
+
+
+def test_combination_checks_say_which_field_to_change():
+    with pytest.raises(ConfigError, match="set sft.force_4bit = false or sft.method"):
+        check_config(load_config(overrides=["sft.method=full", "sft.force_4bit=true"]), cuda=False)
+    with pytest.raises(ConfigError, match="set one of them > 0"):
+        check_config(load_config(overrides=["sft.max_steps=0", "sft.num_train_epochs=0"]), cuda=False)
+    with pytest.raises(ConfigError, match="set sft.gradient_checkpointing = false"):
+        check_config(load_config(overrides=["sft.gradient_checkpointing=true"]), cuda=False)
+
+
+def test_qlora_without_cuda_says_so_in_one_line():
+    notes = check_config(load_config(), cuda=False)
+    assert notes == ["No CUDA GPU: training plain LoRA in float32 on CPU (QLoRA needs CUDA)."]
+    assert check_config(load_config(), cuda=True) == []
+    assert check_config(load_config(overrides=["sft.force_4bit=true"]), cuda=False) == []
+
+
+def test_saved_record_has_values_and_sources(tmp_path):
+    cfg = load_config(overrides=["sft.max_steps=5"])
+    path = cfg.save(tmp_path)
+    assert path.name == CONFIG_FILE_NAME
+    rec = json.loads(path.read_text())
+    assert rec["config"]["sft"]["max_steps"] == 5
+    assert rec["sources"]["sft"]["max_steps"] == "flag"
+    assert rec["sources"]["sft"]["learning_rate"] == "default"
+
+
+def test_cli_reports_unknown_key_without_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    path = write(tmp_path, "[sft]\nlerning_rate = 1e-4\n")
+    result = CliRunner().invoke(main, ["sft", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "Error: unknown key 'lerning_rate' in [sft]; did you mean 'learning_rate'?" in result.output
+    result = CliRunner().invoke(main, ["run", "--sft.max_stepz", "3"])
+    assert result.exit_code == 1
+    assert "unknown key 'max_stepz' in [sft]; did you mean 'max_steps'?" in result.output

@@ -1,0 +1,44 @@
+"""The `trainer` command: one subcommand per stage, each defined beside its stage's code.
+
+    trainer build-dataset   traces → train/validation/test chat examples      (trainer/pipeline.py)
+    trainer sft             fine-tune the student (QLoRA / LoRA / full)        (trainer/sft.py)
+    trainer eval            held-out workflow evaluation against baselines     (trainer/evaluate.py)
+    trainer run             all of the above from one config; --demo on CPU    (trainer/pipeline.py)
+    trainer export          HF checkpoint, GGUF (f16, q8_0, K-quants), Ollama Modelfile (trainer/export.py)
+    trainer serve           Anthropic Messages API for Claude Code; A/B rollout (trainer/serve.py)
+    trainer reward          behavioural reward: per-term similarity + discriminator (trainer/reward.py)
+    trainer rl              GRPO from the SFT student with that reward           (trainer/rl.py)
+    trainer mine            prompts where the student is easiest to spot; over-sampled next round (trainer/mine.py)
+    trainer ab-test         blind teacher-vs-student pairs: automatic judges, judging page, report (trainer/abtest.py)
+
+A new stage adds its command with one `main.add_command(...)` line here. Modules import their heavy
+dependencies (torch, transformers) inside functions, so `trainer --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import click
+
+from trainer import abtest, evaluate, export, mine, pipeline, reward, rl, serve, sft
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="understudy")
+def main():
+    """Train an open model to work the way Claude Code worked in your captured traces."""
+
+
+main.add_command(pipeline.build_dataset_command)
+main.add_command(sft.command)
+main.add_command(evaluate.command)
+main.add_command(pipeline.run_command)
+main.add_command(export.command)
+main.add_command(serve.command)
+main.add_command(reward.command)
+main.add_command(rl.command)
+main.add_command(mine.command)
+main.add_command(abtest.command)
+
+
+if __name__ == "__main__":  # `python -m trainer.cli`, and `accelerate launch -m trainer.cli sft ...`
+    main()

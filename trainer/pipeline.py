@@ -1,0 +1,369 @@
+"""`trainer run`: traces → dataset → SFT → eval, from one config, skipping what is up to date.
+
+    trainer run --demo                                 # CPU, a few minutes, nothing downloaded
+    trainer run --config understudy.toml               # the store's accepted traces (run.traces = "store")
+    trainer run --config understudy.toml --run.traces export.jsonl --sft.max_steps 300
+    trainer run --out runs/exp1 -o sft.learning_rate=1e-4
+    trainer build-dataset --traces export.jsonl --output runs/x/dataset
+
+Every stage writes into its own folder under `run.out` (dataset/, sft/, eval/; the demo also
+base/, a tiny random LLaMA built on the fly). A stage records a fingerprint of its inputs and its
+config section in `stage.json`, written last, so its existence means the stage completed. Run again
+with nothing changed and each stage says "up to date, skipping"; change a value and that stage and
+the ones after it run again. An SFT stage that was interrupted resumes from its latest checkpoint
+when its fingerprint is unchanged.
+
+`--demo` trains a tiny LLaMA on the built-in scripted-teacher corpus (trainer/teacher_corpus.py)
+with full fine-tuning, then prints the evaluation table: the student against the untrained base
+and the most-common-workflow baseline. Values it presets show "(preset)" in the resolved config;
+the file and flags still override them.
+
+Several GPUs: run the SFT stage under accelerate (see trainer/sft.py), e.g.
+`accelerate launch -m trainer.cli sft --config understudy.toml`, then `trainer run` picks the
+trained stage up as up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, check_config, resolve_cli_config
+
+STAGE_FILE = "stage.json"
+# The config sections `trainer run` uses (the others belong to export, serve, rl, ...).
+PIPELINE_SECTIONS = ["run", "dataset", "sft", "eval"]
+
+# What `--demo` presets: a tiny model that learns the scripted teacher's workflows in CPU minutes.
+DEMO_PRESET: dict[str, Any] = {
+    "run.traces": "demo",
+    "run.out": "runs/demo",
+    "run.demo_traces": 300,
+    "dataset.max_tool_result_tokens": 96,
+    "sft.method": "full",
+    "sft.max_steps": 200,
+    "sft.learning_rate": 3e-3,
+    "sft.warmup_steps": 0.05,
+    "sft.per_device_train_batch_size": 4,
+    "sft.gradient_accumulation_steps": 1,
+    "sft.max_length": 1024,
+    "sft.save_steps": 100,
+    "sft.save_total_limit": 2,
+    "sft.logging_steps": 25,
+    "eval.max_new_tokens": 96,
+    "eval.max_turns": 8,
+    "eval.batch_size": 32,
+    # Used when RL, mining or the A/B test are enabled (--rl.enabled true, ...): tiny-model values.
+    "reward.max_new_tokens": 96,
+    "reward.max_turns": 8,
+    "reward.batch_size": 32,
+    "reward.discriminator_learning_rate": 1e-3,
+    "reward.discriminator_max_steps": 40,
+    "rl.learning_rate": 5e-4,
+    "rl.max_steps": 40,
+    "rl.per_device_train_batch_size": 8,
+    "rl.max_completion_length": 96,
+}
+
+# Config keys that don't change a stage's result: changing them doesn't make it stale.
+NON_RESULT_KEYS = {
+    "output_dir", "data_dir", "resume", "logging_steps", "report_to", "save_steps", "save_total_limit", "batch_size",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k not in NON_RESULT_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps([_jsonable(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def model_digest(model: str) -> str:
+    """A local model by its config and weights' sizes and mtimes; a hub id by name."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    stamp = path / STAGE_FILE
+    if stamp.exists():
+        return json.loads(stamp.read_text())["fingerprint"]
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    return fingerprint([(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files])
+
+
+class Stage:
+    """A stage's folder and fingerprint: done when stage.json holds the same fingerprint."""
+
+    def __init__(self, name: str, directory: Path, fp: str, log: Callable[[str], None]):
+        self.name, self.dir, self.fp, self.log = name, Path(directory), fp, log
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.dir / STAGE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def up_to_date(self) -> bool:
+        rec = self._read()
+        if rec.get("fingerprint") == self.fp and rec.get("status") == "done":
+            self.log(f"[{self.name}] up to date, skipping ({self.dir})")
+            return True
+        return False
+
+    def interrupted_same_inputs(self) -> bool:
+        rec = self._read()
+        return rec.get("fingerprint") == self.fp and rec.get("status") == "started"
+
+    def start(self) -> None:
+        self.log(f"[{self.name}] running → {self.dir}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write("started")
+
+    def done(self, **extra: Any) -> None:
+        self._write("done", **extra)
+
+    def _write(self, status: str, **extra: Any) -> None:
+        rec = {"stage": self.name, "fingerprint": self.fp, "status": status, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        (self.dir / STAGE_FILE).write_text(json.dumps(rec, indent=2) + "\n")
+
+
+def _dir(cfg: UnderstudyConfig, dotted: str, default: Path) -> Path:
+    """The configured directory when set (not the default), else the pipeline's own."""
+    section, key = dotted.split(".")
+    value = getattr(getattr(cfg, section), key)
+    return Path(value) if value and cfg.source(dotted) != "default" else default
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+
+
+def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -> Path:
+    """The traces as a JSONL file: the demo corpus, a copy of the store's accepted traces, or the given file."""
+    source = cfg.run.traces
+    if source not in ("store", "demo"):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"run.traces = {source!r} is neither 'store', 'demo' nor a file: fix run.traces")
+        log(f"[traces] {path}")
+        return path
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "traces.jsonl"
+    tmp = out / "traces.jsonl.tmp"
+    if source == "demo":
+        from trainer.teacher_corpus import generate_corpus
+
+        traces = generate_corpus(n=cfg.run.demo_traces, seed=cfg.run.seed)
+    else:
+        from trainer.dataset import load_traces
+
+        try:
+            traces = list(load_traces(None, only_accepted=cfg.dataset.only_accepted))
+        except (RuntimeError, FileNotFoundError) as e:
+            raise ConfigError(f"{e} (or set run.traces to a JSONL export, or 'demo')") from None
+        if not traces:
+            raise ConfigError("the capture store has no accepted traces yet: capture some, or try `trainer run --demo`")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for t in traces:
+            fh.write(t.model_dump_json() + "\n")
+    # Rewritten only when the content changed, so an unchanged store leaves later stages up to date.
+    if path.exists() and file_digest(path) == file_digest(tmp):
+        tmp.unlink()
+    else:
+        tmp.replace(path)
+    log(f"[traces] {len(traces)} traces from {source} → {path}")
+    return path
+
+
+def _corpus_texts(traces_path: Path, cfg: UnderstudyConfig) -> list[str]:
+    from trainer.chat_template import render
+    from trainer.dataset import load_traces, trace_to_example
+
+    return [render(*(lambda e: (e["messages"], e["tools"]))(trace_to_example(t, cfg.dataset))) for t in load_traces(traces_path)]
+
+
+def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> Path:
+    """The demo's base model: a tokenizer trained on the corpus and a random tiny LLaMA."""
+    from trainer.tiny_model import make_tiny_base
+
+    r = cfg.run
+    sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads}
+    stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, file_digest(traces_path), r.seed), log)
+    if stage.up_to_date():
+        return out
+    stage.start()
+    make_tiny_base(out, _corpus_texts(traces_path, cfg), vocab_size=r.demo_vocab, seed=r.seed, **sizes)
+    stage.done()
+    log(f"[base] tiny random LLaMA {sizes}, vocab {r.demo_vocab} → {out}")
+    return out
+
+
+def _dataset_tokenizer(base_model: str, log):
+    """The base's tokenizer, so tool results are trimmed in its tokens; None (≈4 chars/token) if unavailable."""
+    try:
+        from trainer.sft import load_tokenizer
+
+        return load_tokenizer(base_model)[0]
+    except Exception as e:  # offline without the model cached, a gated repo, ...
+        log(f"[dataset] tokenizer of {base_model} unavailable ({type(e).__name__}); counting ~4 characters per token")
+        return None
+
+
+def stage_dataset(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> tuple[Path, str]:
+    from trainer.dataset import build_dataset, load_traces
+
+    fp = fingerprint("dataset", file_digest(traces_path), cfg.dataset, model_digest(cfg.sft.base_model))
+    stage = Stage("dataset", out, fp, log)
+    if stage.up_to_date():
+        return out, fp
+    stage.start()
+    cfg.dataset.output_dir = out
+    report = build_dataset(load_traces(traces_path), cfg.dataset, _dataset_tokenizer(cfg.sft.base_model, log))
+    if not report.counts.get("train"):
+        raise ConfigError(f"no training examples from {traces_path} ({report.stats.get('skipped')}): more accepted traces are needed")
+    log(f"[dataset] examples {report.counts}")
+    stage.done(counts=report.counts)
+    return out, fp
+
+
+def stage_sft(cfg: UnderstudyConfig, data_dir: Path, data_fp: str, out: Path, log) -> tuple[Path, str]:
+    from trainer.sft import latest_checkpoint, train_sft
+
+    fp = fingerprint("sft", data_fp, cfg.sft, model_digest(cfg.sft.base_model))
+    stage = Stage("sft", out, fp, log)
+    if stage.up_to_date():
+        return out / "final", fp
+    if stage.interrupted_same_inputs() and latest_checkpoint(out / "checkpoints"):
+        cfg.sft.resume = True
+    elif (out / "checkpoints").exists() and not cfg.sft.resume:
+        # Checkpoints of another config or dataset: continuing from them would mix two runs.
+        log(f"[sft] inputs changed: removing old checkpoints in {out / 'checkpoints'}")
+        shutil.rmtree(out / "checkpoints")
+    stage.start()
+    result = train_sft(cfg, data_dir=data_dir, output_dir=out, log=log)
+    stage.done(global_step=result.global_step, train_loss=result.train_loss)
+    return result.final_dir, fp
+
+
+def stage_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_fp: str, out: Path, log) -> dict[str, Any]:
+    from trainer.evaluate import evaluate
+
+    fp = fingerprint("eval", sft_fp, cfg.eval, cfg.sft.base_model)
+    stage = Stage("eval", out, fp, log)
+    if stage.up_to_date():
+        from rich.console import Console
+
+        from trainer.evaluate import format_table
+
+        report = json.loads((out / "eval.json").read_text())
+        Console().print(format_table(report["summary"], report["n_examples"]))
+        return report
+    stage.start()
+    report = evaluate(cfg, model_path=model_dir, data_dir=data_dir, output_dir=out, log=log)
+    stage.done(summary=report["summary"])
+    return report
+
+
+def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> dict[str, Any]:
+    """Run every stage that is not up to date; returns the evaluation report."""
+    for note in check_config(cfg):
+        log(note)
+    out = Path(cfg.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    traces_path = stage_traces(cfg, out, log)
+    if cfg.run.traces == "demo" and cfg.source("sft.base_model") in ("default", "preset"):
+        base = stage_demo_base(cfg, traces_path, out / "base", log)
+        cfg.sft.base_model = str(base)
+        cfg.sources["sft.base_model"] = "preset"
+    data_dir, data_fp = stage_dataset(cfg, traces_path, _dir(cfg, "dataset.output_dir", out / "dataset"), log)
+    sft_dir = _dir(cfg, "sft.output_dir", out / "sft")
+    cfg.sft.data_dir, cfg.sft.output_dir = str(data_dir), str(sft_dir)
+    model_dir, sft_fp = stage_sft(cfg, data_dir, data_fp, sft_dir, log)
+    eval_dir = _dir(cfg, "eval.output_dir", out / "eval")
+    report = stage_eval(cfg, model_dir, data_dir, sft_fp, eval_dir, log)
+    # Past SFT, when enabled: discriminator → mine → rl → ab-test (trainer/post_sft.py).
+    from trainer.post_sft import run_after_eval
+
+    model_dir = run_after_eval(cfg, model_dir, data_dir, sft_fp, out, log)
+    cfg.save(out)
+    log(f"Pipeline finished in {time.monotonic() - t0:.0f}s: student {model_dir}, report {eval_dir / 'eval.md'}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+
+
+@click.command("run", context_settings=STAGE_CONTEXT)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
+@click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes.")
+@click.option("--out", help="Output folder for every stage (run.out).")
+@click.pass_context
+def run_command(ctx, config_path, demo, out):
+    """Run the pipeline: traces → build-dataset → sft → eval, skipping stages that are up to date.
+
+    Past SFT when enabled (--rl.enabled true, --mine.enabled true, --abtest.enabled true):
+    discriminator → mine → rl (GRPO) → ab-test; see trainer/post_sft.py.
+
+    Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE,
+    e.g. --sft.max_steps 50.
+    """
+    cfg = resolve_cli_config(config_path, ctx.args, [("run.out", out)], preset=DEMO_PRESET if demo else None)
+    click.echo("Resolved config (each value with its source):")
+    click.echo(cfg.describe(PIPELINE_SECTIONS))
+    try:
+        run_pipeline(cfg)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command("build-dataset", context_settings=STAGE_CONTEXT)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
+@click.option("--traces", help="A JSONL export of traces, 'store' (default) or 'demo' (run.traces).")
+@click.option("--output", "output_dir", help="Where the splits go (dataset.output_dir).")
+@click.option("--tokenizer", "tokenizer_from", help="Count and trim tokens with this model's tokenizer (default: sft.base_model when available).")
+@click.pass_context
+def build_dataset_command(ctx, config_path, traces, output_dir, tokenizer_from):
+    """Turn accepted traces into train/validation/test chat examples (split by session).
+
+    Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE,
+    e.g. --dataset.max_tool_result_tokens 256.
+    """
+    from trainer.dataset import build_dataset, load_traces
+
+    cfg = resolve_cli_config(config_path, ctx.args, [("run.traces", traces), ("dataset.output_dir", output_dir)])
+    try:
+        out = _dir(cfg, "dataset.output_dir", Path(cfg.run.out) / "dataset")
+        traces_path = stage_traces(cfg, out, click.echo)
+        cfg.dataset.output_dir = out
+        tokenizer = _dataset_tokenizer(tokenizer_from or cfg.sft.base_model, click.echo)
+        report = build_dataset(load_traces(traces_path), cfg.dataset, tokenizer)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo((out / "stats.md").read_text() if (out / "stats.md").exists() else str(report.counts))
+    click.echo(f"Wrote {', '.join(str(p) for p in report.paths.values())}")
