@@ -168,10 +168,9 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
 
 def prepare_for_store(trace: Trace) -> Trace:
     """The same redaction and analysis the daemon applies to live traces."""
-    from capture_daemon.ingest import _default_analyze, _default_redact
+    from capture_daemon.ingest import _default_analyze, _default_redact, redact_trace
 
-    redacted = Trace.model_validate(_default_redact()(trace.model_dump(mode="json")))
-    return _default_analyze()(redacted)
+    return _default_analyze()(redact_trace(trace, _default_redact()))
 
 
 __all__ = ["import_paths", "traces_from_session", "session_files", "default_roots", "prepare_for_store",

@@ -20,12 +20,15 @@ after an idle timeout, or when its session ends.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import orjson
 
 from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
 from capture_daemon.schema import Trace, make_trace_id
@@ -293,8 +296,7 @@ class Ingestor:
                     agent_turns[ev.agent_id] = _merge_turns(list(agent.prompts.values()))
         result = build_trace(trace.session_id, trace.prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
-        result = Trace.model_validate(self.redact(result.model_dump(mode="json")))
-        return self.analyze(result)
+        return self.analyze(redact_trace(result, self.redact))
 
     def pending_count(self) -> int:
         return len(pending_files(self.spool))
@@ -302,6 +304,22 @@ class Ingestor:
     def _error(self, message: str) -> None:
         log.warning(message)
         self.errors = (self.errors + [message])[-50:]
+
+
+_redacted_tools: dict[bytes, list] = {}
+
+
+def redact_trace(trace: Trace, redact: Callable[[object], object]) -> Trace:
+    """Every string of the trace redacted. The offered tool schemas are the bulk of a trace
+    and the same for every prompt of a Claude Code version: redacted once, then reused."""
+    data = redact(trace.model_dump(mode="json", exclude={"tools_offered"}))
+    key = hashlib.sha1(orjson.dumps(trace.tools_offered)).digest()
+    if key not in _redacted_tools:
+        if len(_redacted_tools) > 64:
+            _redacted_tools.clear()
+        _redacted_tools[key] = redact(trace.tools_offered)
+    data["tools_offered"] = _redacted_tools[key]
+    return Trace.model_validate(data)
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:

@@ -290,7 +290,9 @@ def analyze(trace: Trace, rules: Union[QualityRules, "Config", None] = None) -> 
     `duplicate_of` is left to the store, which sets it on every `put`.
     """
     rules = _resolve(rules)
-    out = trace.model_copy(deep=True)
+    # Shallow: only the two fields below are replaced; a deep copy of the tool calls and
+    # the offered tool schemas cost more than the analysis itself.
+    out = trace.model_copy()
     old = out.reasoning_signals
     signals = compute_signals(out, rules.signals)
     if not out.tool_calls and old.tool_sequence:
