@@ -36,7 +36,9 @@ Terms
   output redirection to a file.
 - *Run*: a main Bash call that is not read-only (tests, scripts, builds, installs, …).
 - *Similar inputs*: two calls of the same tool whose inputs, rendered as sorted compact
-  JSON, have a difflib ratio ≥ `rules.similar_input_ratio` (default 0.9).
+  JSON and split into tokens (words and punctuation marks), have a difflib ratio ≥
+  `rules.similar_input_ratio` (default 0.9). Inputs of more than 400 tokens (a whole
+  file for Write) are compared by their first and last 200.
 
 Signals
 -------
@@ -118,10 +120,11 @@ statements in the text).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -385,6 +388,13 @@ def _git_kind(args: list[str]) -> str:
 
 def classify_bash(command: str) -> BashInfo:
     """Classify a Bash command line; see the module docstring for the rules."""
+    info = _classify_cached(command or "")
+    return replace(info, redirect_targets=list(info.redirect_targets))
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify_cached(command: str) -> BashInfo:
+    # Each rule asks about the same commands several times; callers must not mutate the result.
     info = BashInfo()
     command = command or ""
     info.database = bool(_PY_DB_RE.search(command) or _SQL_RE.search(command))
@@ -474,12 +484,16 @@ def _bash_command(call: ToolCall) -> str:
     return cmd if isinstance(cmd, str) else ""
 
 
+def _bash(call: ToolCall) -> BashInfo:
+    return _classify_cached(_bash_command(call))
+
+
 def is_read(call: ToolCall) -> bool:
     """A read or search (see the module docstring)."""
     if call.name in READ_TOOLS:
         return True
     if call.name == "Bash":
-        return classify_bash(_bash_command(call)).read_only
+        return _bash(call).read_only
     if call.name in AGENT_TOOLS:
         return str(call.input.get("subagent_type") or "").lower() == "explore"
     mcp = _mcp_parts(call.name)
@@ -491,11 +505,11 @@ def is_read(call: ToolCall) -> bool:
 def is_change(call: ToolCall) -> bool:
     if call.name in EDIT_TOOLS:
         return True
-    return call.name == "Bash" and classify_bash(_bash_command(call)).mutating
+    return call.name == "Bash" and _bash(call).mutating
 
 
 def is_run(call: ToolCall) -> bool:
-    return call.name == "Bash" and not classify_bash(_bash_command(call)).read_only
+    return call.name == "Bash" and not _bash(call).read_only
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -511,7 +525,7 @@ def _strings(value: Any) -> Iterable[str]:
 
 def uses_database(call: ToolCall) -> bool:
     if call.name == "Bash":
-        return classify_bash(_bash_command(call)).database
+        return _bash(call).database
     mcp = _mcp_parts(call.name)
     if mcp:
         words = [w for w in re.split(r"[_\-.]+", f"{mcp[0]}_{mcp[1]}".lower()) if w]
@@ -528,21 +542,37 @@ def text_mentions_database(text: str) -> bool:
     return any(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in _DB_CLIENTS if c not in ("bq", "mongo"))
 
 
-def _input_key(call: ToolCall) -> str:
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+# Long inputs (a whole file for Write) are compared by their first and last tokens only:
+# a retry differs in a flag or a path, which shows at either end, and difflib is quadratic.
+_MAX_TOKENS = 200
+
+
+def _input_tokens(call: ToolCall) -> tuple[str, tuple[str, ...]]:
     try:
-        return json.dumps(call.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        key = json.dumps(call.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        return repr(call.input)
+        key = repr(call.input)
+    tokens = _TOKEN_RE.findall(key)
+    if len(tokens) > 2 * _MAX_TOKENS:
+        tokens = tokens[:_MAX_TOKENS] + tokens[-_MAX_TOKENS:]
+    return key, tuple(tokens)
 
 
-def similar_calls(a: ToolCall, b: ToolCall, ratio: float) -> bool:
-    """Same tool and near-identical input (difflib ratio ≥ `ratio`)."""
+def similar_calls(a: ToolCall, b: ToolCall, ratio: float, _cache: Optional[dict] = None) -> bool:
+    """Same tool and near-identical input: difflib ratio ≥ `ratio` over the inputs' tokens
+    (words and punctuation of the sorted compact JSON; for inputs of more than 400 tokens,
+    the first and last 200)."""
     if a.name != b.name:
         return False
-    ka, kb = _input_key(a), _input_key(b)
+    cache = _cache if _cache is not None else {}
+    ka, ta = cache.get(id(a)) or cache.setdefault(id(a), _input_tokens(a))
+    kb, tb = cache.get(id(b)) or cache.setdefault(id(b), _input_tokens(b))
     if ka == kb:
         return True
-    return difflib.SequenceMatcher(None, ka, kb, autojunk=False).ratio() >= ratio
+    matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
+    return (matcher.real_quick_ratio() >= ratio and matcher.quick_ratio() >= ratio
+            and matcher.ratio() >= ratio)
 
 
 # --------------------------------------------------------------------------- text
@@ -829,16 +859,24 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
             edit_seen = True
         elif edit_seen and is_run(c):
             run_after_edit = True
-    recovery = False
+    recovery = retried = False
+    cache: dict = {}
     for i, c in enumerate(main):
         if c.success:
             continue
         for later in main[i + 1:]:
-            same = similar_calls(c, later, rules.similar_input_ratio)
-            if same:
-                iterative = True
+            if retried and recovery:
+                break
+            if later.name != c.name:
+                recovery = recovery or later.success
+                continue
+            if retried and (recovery or not later.success):
+                continue  # nothing left to learn from this pair
+            if similar_calls(c, later, rules.similar_input_ratio, cache):
+                retried = True
             elif later.success:
                 recovery = True
+    iterative = iterative or retried
     groups: dict[int, int] = {}
     for c in main:
         groups[c.parallel_group] = groups.get(c.parallel_group, 0) + 1
@@ -879,7 +917,7 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
         if c.name in EDIT_TOOLS:
             changed.append(_file_arg(c) or "")
         elif c.name == "Bash":
-            changed.extend(classify_bash(_bash_command(c)).redirect_targets)
+            changed.extend(_bash(c).redirect_targets)
 
     return ReasoningSignals(
         tool_sequence=names,

@@ -419,3 +419,18 @@ def test_deterministic_and_pure():
     before = t.model_dump()
     assert compute_signals(t) == compute_signals(t)
     assert t.model_dump() == before
+
+
+def test_large_trace_stays_fast():
+    # difflib is quadratic: long inputs must be compared by their ends only.
+    import time
+
+    content = "x = 1\n" * 20000
+    calls = []
+    for i in range(60):
+        calls += [call("Write", file_path=f"/f{i}.py", content=content + str(i), success=i % 3 != 0),
+                  bash(f"pytest tests/test_{i}.py " + "-v " * 200, success=False)]
+    start = time.perf_counter()
+    s = sig(calls)
+    assert time.perf_counter() - start < 2.0
+    assert "iterative" in s.patterns
