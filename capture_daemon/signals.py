@@ -553,6 +553,12 @@ def _input_tokens(call: ToolCall) -> tuple[str, tuple[str, ...]]:
         key = json.dumps(call.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         key = repr(call.input)
+    # A token is at most as long as the text it comes from: tokenize only the ends of a long key.
+    span = 40 * _MAX_TOKENS
+    if len(key) > 2 * span:
+        head, tail = _TOKEN_RE.findall(key[:span]), _TOKEN_RE.findall(key[-span:])
+        if len(head) >= _MAX_TOKENS and len(tail) >= _MAX_TOKENS:
+            return key, tuple(head[:_MAX_TOKENS] + tail[-_MAX_TOKENS:])
     tokens = _TOKEN_RE.findall(key)
     if len(tokens) > 2 * _MAX_TOKENS:
         tokens = tokens[:_MAX_TOKENS] + tokens[-_MAX_TOKENS:]
@@ -570,9 +576,25 @@ def similar_calls(a: ToolCall, b: ToolCall, ratio: float, _cache: Optional[dict]
     kb, tb = cache.get(id(b)) or cache.setdefault(id(b), _input_tokens(b))
     if ka == kb:
         return True
-    matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
-    return (matcher.real_quick_ratio() >= ratio and matcher.quick_ratio() >= ratio
-            and matcher.ratio() >= ratio)
+    total = len(ta) + len(tb)
+    if not total:
+        return True
+    # difflib's ratio, 2·matches / total, with the common head and tail counted first: a
+    # retry usually changes one spot, and repetitive inputs make difflib slow.
+    n = min(len(ta), len(tb))
+    head = 0
+    while head < n and ta[head] == tb[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and ta[-1 - tail] == tb[-1 - tail]:
+        tail += 1
+    mid_a, mid_b = ta[head:len(ta) - tail], tb[head:len(tb) - tail]
+    if 2 * (head + tail) >= ratio * total:
+        return True
+    if 2 * (head + tail + min(len(mid_a), len(mid_b))) < ratio * total:
+        return False
+    matched = sum(b.size for b in difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False).get_matching_blocks())
+    return 2 * (head + tail + matched) >= ratio * total
 
 
 # --------------------------------------------------------------------------- text
