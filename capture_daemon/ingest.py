@@ -94,12 +94,12 @@ class Ingestor:
         session_batch: list[tuple[Path, SpoolEvent]] = []
         files = pending_files(self.spool)
         self.loaded &= {p.name for p in files}  # forget files that are gone
+        files = [p for p in files if p.name not in self.loaded]
+        consumed = self.store.consumed_among([p.name for p in files])
         for path in files:
-            if path.name in self.loaded:
-                continue
             self.loaded.add(path.name)
             count += 1
-            if self.store.is_consumed(path.name):
+            if path.name in consumed:
                 _unlink(path)  # committed before a crash; the delete never happened
                 continue
             try:

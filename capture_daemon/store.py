@@ -178,12 +178,10 @@ class TraceStore:
              trace.model_dump_json(), time.time()),
         )
         now = time.time()
-        for event in events:
-            db.execute("INSERT OR REPLACE INTO trace_events VALUES (?,?,?)",
-                       (trace.trace_id, event.name, orjson.dumps(event.to_record())))
-            db.execute("INSERT OR REPLACE INTO consumed VALUES (?,?,?)", (event.name, trace.trace_id, now))
-        for key in links:
-            db.execute("INSERT OR REPLACE INTO links VALUES (?,?)", (key, trace.trace_id))
+        db.executemany("INSERT OR REPLACE INTO trace_events VALUES (?,?,?)",
+                       [(trace.trace_id, e.name, orjson.dumps(e.to_record())) for e in events])
+        db.executemany("INSERT OR REPLACE INTO consumed VALUES (?,?,?)", [(e.name, trace.trace_id, now) for e in events])
+        db.executemany("INSERT OR REPLACE INTO links VALUES (?,?)", [(key, trace.trace_id) for key in links])
 
     def mark_consumed(self, names: list[str], db: sqlite3.Connection, trace_id: str | None = None) -> None:
         now = time.time()
@@ -213,11 +211,14 @@ class TraceStore:
 
     # --- reading -----------------------------------------------------------------
 
-    def is_consumed(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM consumed WHERE name=?", (name,)).fetchone() is not None
-
-    def consumed_names(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT name FROM consumed")}
+    def consumed_among(self, names: list[str]) -> set[str]:
+        """Which of these spool file names were already committed (one query per 500)."""
+        found: set[str] = set()
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT name FROM consumed WHERE name IN ({marks})", chunk))
+        return found
 
     def linked_trace(self, key: str) -> str | None:
         row = self.db.execute("SELECT trace_id FROM links WHERE key=?", (key,)).fetchone()
