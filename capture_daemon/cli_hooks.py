@@ -32,10 +32,11 @@ def hooks() -> None:
 @hooks.command()
 @project_option
 def install(project: Optional[Path]) -> None:
-    """Register the capture hook for every Claude Code event (idempotent).
+    """Register the capture hook for every event.
 
     Merges into the settings file, keeping everything else in it; the previous file is
-    kept as settings.json.understudy-backup-<time> whenever it changes.
+    kept as settings.json.understudy-backup-<time> whenever it changes. Running it again
+    changes nothing; after the checkout moved, it repoints the entries in place.
     """
     try:
         change = hooks_config.install(_target(project))
@@ -54,7 +55,10 @@ def install(project: Optional[Path]) -> None:
 @hooks.command()
 @project_option
 def uninstall(project: Optional[Path]) -> None:
-    """Remove exactly the hook entries `install` added; leave everything else as it is."""
+    """Remove exactly what `install` added.
+
+    Everything else in the settings file stays as it was.
+    """
     try:
         change = hooks_config.uninstall(_target(project))
     except hooks_config.SettingsError as exc:
@@ -72,7 +76,7 @@ def uninstall(project: Optional[Path]) -> None:
 @hooks.command()
 @project_option
 def show(project: Optional[Path]) -> None:
-    """Show which settings file is used and which events run the capture hook."""
+    """Show which events run the capture hook."""
     path = _target(project)
     try:
         found = hooks_config.registered(path)
