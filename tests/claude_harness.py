@@ -39,7 +39,6 @@ import pytest
 from capture_daemon import hooks_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CLAUDE_VERSION = "2.1.328"
 DEFAULT_CLAUDE_BIN = REPO_ROOT / ".tools" / "claude-code" / "node_modules" / ".bin" / "claude"
 
 
