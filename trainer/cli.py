@@ -17,6 +17,8 @@ dependencies (torch, transformers) inside functions, so `trainer --help` stays f
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from trainer import abtest, evaluate, export, mine, pipeline, reward, rl, serve, sft
@@ -26,6 +28,10 @@ from trainer import abtest, evaluate, export, mine, pipeline, reward, rl, serve,
 @click.version_option(package_name="understudy")
 def main():
     """Train an open model to work the way Claude Code worked in your captured traces."""
+    # Each stage prints one line per step of its own; the libraries' per-map and per-load
+    # progress bars would bury them. Set these to 0 to bring the bars back.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 main.add_command(pipeline.build_dataset_command)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +162,22 @@ def teacher_answer(messages: list[dict[str, Any]]) -> str:
     return steps[-1].content if steps and not steps[-1].calls else ""
 
 
+_NAME_RE = re.compile(r'"name"\s*:\s*"([^"\\]+)"')
+
+
+def call_name(call) -> Optional[str]:
+    """The tool a call names, read leniently from its text when the JSON as a whole is broken.
+
+    The workflow metrics ask which tool the student chose; whether it wrote the call correctly is
+    valid_call_rate's question. So a call cut off in a long `content` argument still counts as a
+    Write in the sequence, and as invalid in valid_call_rate.
+    """
+    if call.name:
+        return call.name
+    m = _NAME_RE.search(call.raw or "")
+    return m.group(1) if m else None
+
+
 # ----------------------------------------------------------------------------------------------
 # Systems
 
@@ -250,7 +267,7 @@ class ModelPolicy:
                 ep.raw.append(text)
                 parsed = parse_assistant_output(text)
                 calls = [
-                    {"name": c.name, "arguments": c.arguments if isinstance(c.arguments, dict) else {}, "valid_json": c.valid_json}
+                    {"name": call_name(c), "arguments": c.arguments if isinstance(c.arguments, dict) else {}, "valid_json": c.valid_json}
                     for c in parsed.tool_calls
                 ]
                 if not calls:

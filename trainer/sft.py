@@ -19,16 +19,20 @@ Output directory:
     final/                      a complete model to load with from_pretrained (merged for LoRA)
     loss.png, train_summary.json, understudy_config.json, README.md (model card)
 
-Several GPUs: the same command runs under accelerate, which owns the distribution (FSDP or
-DeepSpeed ZeRO); nothing here is home-made:
+Several GPUs: the same command runs under accelerate, which owns the distribution (data parallel,
+FSDP or DeepSpeed ZeRO); nothing here is home-made. `-m trainer.cli` is the `trainer` command:
 
-    accelerate config                                  # once: choose FSDP or DeepSpeed, GPUs, bf16
-    accelerate launch -m trainer.cli sft --config understudy.toml --sft.method lora
-    accelerate launch --config_file fsdp.yaml -m trainer.cli sft --config understudy.toml
-    accelerate launch --use_deepspeed --zero_stage 2 -m trainer.cli sft --config understudy.toml
+    accelerate config                                   # once: answers saved for later launches
+    accelerate launch --num_processes 4 -m trainer.cli sft --config understudy.toml    # data parallel, QLoRA per GPU
+    accelerate launch --num_processes 4 --use_fsdp --fsdp_sharding_strategy FULL_SHARD \
+        --fsdp_auto_wrap_policy TRANSFORMER_BASED_WRAP --fsdp_transformer_layer_cls_to_wrap LlamaDecoderLayer \
+        --mixed_precision bf16 -m trainer.cli sft --config understudy.toml --sft.method lora
+    accelerate launch --num_processes 4 --use_deepspeed --zero_stage 3 --mixed_precision bf16 \
+        -m trainer.cli sft --config understudy.toml --sft.method full
 
-(QLoRA with FSDP needs `bnb_4bit_quant_storage` matching the compute dtype; plain LoRA or full
-fine-tuning is the simpler choice across several GPUs.)
+Under a launcher each process loads its 4-bit base on its own GPU (LOCAL_RANK) and stores the NF4
+weights in the compute dtype, which FSDP needs to shard them. Plain LoRA or full fine-tuning is the
+simpler choice with FSDP or ZeRO-3; QLoRA suits data parallel.
 """
 
 from __future__ import annotations
@@ -115,7 +119,10 @@ def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None)
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
         )
-        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # Under accelerate launch: FSDP can shard 4-bit weights only when stored in the compute dtype.
+            kwargs["quantization_config"].bnb_4bit_quant_storage = compute_dtype
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
     model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     if tokenizer is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))

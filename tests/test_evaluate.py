@@ -1,0 +1,142 @@
+"""`trainer eval`: metrics, the teacher-forced step loop, baselines and the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.dataset import DatasetConfig, trace_to_example
+from trainer.evaluate import (
+    METRICS,
+    Episode,
+    MajorityPolicy,
+    ModelPolicy,
+    aggregate,
+    argument_match,
+    call_is_valid,
+    levenshtein,
+    markdown_table,
+    score_episode,
+    sequence_similarity,
+    teacher_answer,
+    teacher_sequence,
+    teacher_steps,
+    tool_schemas,
+)
+from trainer.teacher_corpus import generate_corpus
+
+
+@pytest.fixture(scope="module")
+def rows():
+    cfg = DatasetConfig()
+    return [trace_to_example(t, cfg) for t in generate_corpus(n=24, seed=3)]
+
+
+def test_levenshtein_and_similarity():
+    assert levenshtein([], []) == 0
+    assert levenshtein(["Read", "Edit", "Bash"], ["Read", "Bash"]) == 1
+    assert levenshtein(["a", "b"], ["b", "a"]) == 2
+    assert sequence_similarity([], []) == 1.0
+    assert sequence_similarity(["Read"], []) == 0.0
+    assert sequence_similarity(["Read", "Edit", "Bash"], ["Read", "Edit", "Grep"]) == pytest.approx(2 / 3)
+
+
+def test_argument_match_counts_the_teachers_keys():
+    teacher = {"file_path": "a.py", "limit": 10}
+    assert argument_match({"file_path": "a.py", "limit": 10, "extra": 1}, teacher) == 1.0
+    assert argument_match({"file_path": "a.py"}, teacher) == 0.5
+    assert argument_match({}, teacher) == 0.0
+    assert argument_match({}, {}) == 1.0
+
+
+def test_valid_call_needs_json_known_tool_and_schema(rows):
+    schemas = tool_schemas(rows[0]["tools"])
+    assert {"Bash", "Read", "Edit", "Write", "Grep", "Glob"} <= set(schemas)
+    assert call_is_valid("Read", {"file_path": "x.py"}, True, schemas)
+    assert not call_is_valid("Read", {"file_path": "x.py"}, False, schemas), "unparseable JSON"
+    assert not call_is_valid("Reed", {"file_path": "x.py"}, True, schemas), "tool not offered"
+    assert not call_is_valid("Read", {}, True, schemas), "required key missing"
+    assert not call_is_valid("Read", {"file_path": 3}, True, schemas), "wrong type"
+
+
+def test_teacher_steps_keep_parallel_calls_in_one_step(rows):
+    explore = next(r for r in rows if len(teacher_steps(r["messages"])[1][1].calls) == 2)
+    context, steps = teacher_steps(explore["messages"])
+    assert [m["role"] for m in context] == ["system", "user"]
+    assert [len(s.calls) for s in steps] == [1, 2, 0]
+    assert [m["role"] for m in steps[1].replay] == ["assistant", "tool", "tool"]
+    assert teacher_sequence(explore["messages"]) == explore["tool_sequence"]
+    assert teacher_answer(explore["messages"]) == steps[-1].content != ""
+
+
+def test_majority_baseline(rows):
+    policy = MajorityPolicy(rows)
+    seqs = [tuple(r["tool_sequence"]) for r in rows]
+    assert tuple(policy.sequence) == max(set(seqs), key=seqs.count)
+    ep = policy.run(rows[0])
+    s = score_episode(ep, rows[0])
+    assert "valid_call_rate" not in s and "answer_similarity" not in s, "no arguments, no answer to judge"
+
+
+class ScriptedPolicy(ModelPolicy):
+    """ModelPolicy's step loop with generation replaced: replays the teacher, or never stops."""
+
+    def __init__(self, rows, mode="teacher", max_turns=16):
+        self.by_prompt = {r["messages"][1]["content"]: r for r in rows}
+        self.mode, self.max_turns, self.seen = mode, max_turns, []
+
+    def generate(self, conversations):
+        texts = []
+        for messages, tools in conversations:
+            self.seen.append([m["role"] for m in messages])
+            row = self.by_prompt[messages[1]["content"]]
+            t = sum(m["role"] == "assistant" for m in messages)
+            step = teacher_steps(row["messages"])[1][t]
+            if self.mode == "endless":
+                texts.append('<tool_call>{"name": "Bash", "arguments": {"command": "ls"}}</tool_call>')
+                continue
+            calls = [
+                f'<tool_call>{{"name": "{n}", "arguments": {json.dumps(a)}}}</tool_call>' for n, a in step.calls
+            ]
+            texts.append("\n".join([step.content] * bool(step.content) + calls))
+        return texts
+
+
+def test_step_loop_replays_the_teacher_and_scores_perfectly(rows):
+    policy = ScriptedPolicy(rows)
+    episodes = policy.run_batch(rows)
+    scored = [score_episode(ep, r) for ep, r in zip(episodes, rows)]
+    summary = aggregate(scored)
+    assert summary == {m: pytest.approx(1.0) for m in METRICS}
+    # Each step sees the teacher's turns and tool results so far (teacher forcing).
+    assert ["system", "user", "assistant", "tool"] in policy.seen
+
+
+def test_a_student_that_never_stops_is_bounded_and_scored(rows):
+    policy = ScriptedPolicy(rows, mode="endless", max_turns=3)
+    episodes = policy.run_batch(rows)
+    for ep, row in zip(episodes, rows):
+        assert ep.answer is None
+        assert len(ep.calls_per_step) <= min(3, len(teacher_steps(row["messages"])[1]))
+    summary = aggregate([score_episode(ep, r) for ep, r in zip(episodes, rows)])
+    assert summary["answered_rate"] == 0.0
+    assert summary["valid_call_rate"] == 1.0
+
+
+def test_markdown_table_lists_every_metric():
+    md = markdown_table({"student": {m: 0.5 for m in METRICS}, "majority": {m: None for m in METRICS}}, 3)
+    assert "| metric | student | majority |" in md
+    assert "| first_tool_accuracy | 0.500 | — |" in md
+    assert all(m in md for m in METRICS)
+
+
+def test_score_episode_with_malformed_and_unknown_calls(rows):
+    row = rows[0]
+    ep = Episode(
+        calls_per_step=[[{"name": None, "arguments": {}, "valid_json": False}], [{"name": "Nope", "arguments": {}, "valid_json": True}]],
+        answer=None,
+        raw=["x", "y"],
+    )
+    s = score_episode(ep, row)
+    assert s["valid_call_rate"] == 0.0 and s["first_tool_accuracy"] == 0.0 and s["answered_rate"] == 0.0

@@ -1,0 +1,117 @@
+"""`trainer run`: stage fingerprints, and the demo end to end, which is also the learning test.
+
+The learning test is the demo itself: a few hundred scripted-teacher traces (six task kinds, each
+with its own workflow), a tiny random LLaMA fully fine-tuned for a few CPU minutes, evaluated on
+held-out sessions. It must beat "always the most common workflow" by a clear margin on first-tool
+accuracy and on sequence similarity. One session-scoped run serves every test that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainer.cli import main
+from trainer.config import load_config
+from trainer.pipeline import Stage, fingerprint
+
+MARGIN = 0.2
+
+
+def test_stage_fingerprint_marks_done_and_detects_changes(tmp_path):
+    lines = []
+    cfg = load_config()
+    fp = fingerprint("sft", "data-1", cfg.sft)
+    stage = Stage("sft", tmp_path / "sft", fp, lines.append)
+    assert not stage.up_to_date()
+    stage.start()
+    assert stage.interrupted_same_inputs() and not stage.up_to_date()
+    stage.done()
+    assert Stage("sft", tmp_path / "sft", fp, lines.append).up_to_date()
+    assert lines[-1] == f"[sft] up to date, skipping ({tmp_path / 'sft'})"
+    # Paths, logging and resume don't change what a stage produces; hyperparameters do.
+    cfg2 = load_config(overrides=["sft.output_dir=/elsewhere", "sft.logging_steps=1", "sft.resume=true"])
+    assert fingerprint("sft", "data-1", cfg2.sft) == fp
+    assert fingerprint("sft", "data-1", load_config(overrides=["sft.learning_rate=0.1"]).sft) != fp
+    assert fingerprint("sft", "data-2", cfg.sft) != fp
+
+
+def test_missing_traces_file_is_a_clear_error(tmp_path):
+    result = CliRunner().invoke(main, ["run", "--out", str(tmp_path), "--run.traces", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1
+    assert "run.traces" in result.output and "Traceback" not in result.output
+
+
+def test_build_dataset_command(tmp_path):
+    from trainer.teacher_corpus import write_corpus_jsonl
+
+    traces = write_corpus_jsonl(tmp_path / "traces.jsonl", n=20, seed=2)
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(
+        main, ["build-dataset", "--traces", str(traces), "--output", str(out), "--sft.base_model", str(tmp_path / "none")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "counting ~4 characters per token" in result.output
+    for split in ("train", "validation", "test"):
+        assert (out / f"{split}.jsonl").is_file()
+    assert sum(1 for _ in open(out / "train.jsonl")) > 0
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`trainer run --demo` once for the session: (output dir, CLI output)."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("demo") / "run"
+    result = CliRunner().invoke(main, ["run", "--demo", "--out", str(out)])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output[-5000:]
+    return out, result.output
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(demo_run):
+    out, output = demo_run
+    assert "sft.method = \"full\"  (preset)" in output
+    for stage in ("base", "dataset", "sft", "eval"):
+        assert json.loads((out / stage / "stage.json").read_text())["status"] == "done", stage
+    assert (out / "sft" / "final" / "config.json").exists()
+    assert (out / "sft" / "loss.png").stat().st_size > 0
+    assert "## Evaluation" in (out / "sft" / "README.md").read_text()
+    assert "| first_tool_accuracy |" in (out / "eval" / "eval.md").read_text()
+    assert "Held-out workflow evaluation" in output and "student" in output
+
+
+@pytest.mark.slow
+def test_student_beats_the_majority_workflow_baseline(demo_run):
+    """The learning test: held-out prompts, the student against the baselines."""
+    out, _ = demo_run
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    s, m, b = (report["summary"][k] for k in ("student", "majority", "base"))
+    print(f"\nheld-out examples: {report['n_examples']}")
+    for metric in s:
+        fmt = lambda v: "   —" if v is None else f"{v:.3f}"  # noqa: E731
+        print(f"  {metric:22s} student {fmt(s[metric])}  majority {fmt(m[metric])}  base {fmt(b[metric])}")
+    assert s["first_tool_accuracy"] >= m["first_tool_accuracy"] + MARGIN
+    assert s["sequence_similarity"] >= m["sequence_similarity"] + MARGIN
+    assert s["first_tool_accuracy"] > b["first_tool_accuracy"] + MARGIN
+    assert s["valid_call_rate"] > 0.5, "the student writes calls that parse and fit the tools' schemas"
+    assert s["answered_rate"] > 0.5, "the student learned to stop"
+
+
+@pytest.mark.slow
+def test_rerun_skips_what_is_up_to_date(demo_run):
+    out, _ = demo_run
+    result = CliRunner().invoke(main, ["run", "--demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for stage in ("base", "dataset", "sft", "eval"):
+        assert f"[{stage}] up to date, skipping" in result.output
+    # A changed eval setting reruns only the evaluation.
+    result = CliRunner().invoke(main, ["run", "--demo", "--out", str(out), "-o", "eval.max_examples=3", "--eval.baselines", "majority"])
+    assert result.exit_code == 0, result.output
+    assert "[sft] up to date, skipping" in result.output
+    assert "[eval] running" in result.output
+    assert json.loads((out / "eval" / "eval.json").read_text())["n_examples"] == 3
