@@ -292,12 +292,12 @@ class MajorityPolicy:
 
     def __init__(self, train_rows: list[dict[str, Any]]):
         seqs = [tuple(teacher_sequence(r["messages"])) for r in train_rows]
-        self.sequence = list(Counter(seqs).most_common(1)[0][0]) if seqs else []
         firsts = Counter(s[0] for s in seqs if s)
         self.first_tool = firsts.most_common(1)[0][0] if firsts else None
-        if self.first_tool is not None and (not self.sequence or self.sequence[0] != self.first_tool):
-            # Keep the metrics consistent: its first call is the majority first tool.
-            self.sequence = [self.first_tool] + self.sequence[1:]
+        # The most common workflow among those that start with the most common first tool, so
+        # the baseline's first call is the majority first tool and its sequence a real workflow.
+        pool = Counter(s for s in seqs if (s[:1] or (None,))[0] == self.first_tool)
+        self.sequence = list(pool.most_common(1)[0][0]) if pool else []
 
     def run_batch(self, rows: list[dict[str, Any]]) -> list[Episode]:
         return [self.run(r) for r in rows]
