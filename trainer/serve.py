@@ -359,7 +359,7 @@ class LlamaCppBackend:
 
     name = "llamacpp"
 
-    def __init__(self, gguf_path: str, n_ctx: int = 4096, threads: Optional[int] = None):
+    def __init__(self, gguf_path: str, n_ctx: int = 4096, threads: Optional[int] = None, n_gpu_layers: int = 0):
         try:
             import xllamacpp as xlc
         except ImportError:
@@ -370,6 +370,7 @@ class LlamaCppBackend:
         params.n_parallel = 1
         params.warmup = False
         params.verbosity = -1
+        params.n_gpu_layers = n_gpu_layers
         if threads:
             params.cpuparams.n_threads = threads
             params.cpuparams_batch.n_threads = threads
