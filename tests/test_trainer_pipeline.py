@@ -115,3 +115,22 @@ def test_rerun_skips_what_is_up_to_date(demo_run):
     assert "[sft] up to date, skipping" in result.output
     assert "[eval] running" in result.output
     assert json.loads((out / "eval" / "eval.json").read_text())["n_examples"] == 3
+
+
+def test_traces_from_the_capture_store(tmp_path, understudy_home):
+    """run.traces = "store": the accepted traces of the store (UNDERSTUDY_HOME) become traces.jsonl."""
+    from capture_daemon.store import TraceStore
+    from trainer.pipeline import stage_traces
+    from trainer.teacher_corpus import generate_corpus
+
+    cfg = load_config()
+    result = CliRunner().invoke(main, ["run", "--out", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "no capture store" in result.output
+    traces = generate_corpus(n=5, seed=4)
+    traces[0].quality.accepted = False
+    with TraceStore.open() as store:
+        for t in traces:
+            store.put(t)
+    path = stage_traces(cfg, tmp_path, lambda _: None)
+    ids = [json.loads(line)["trace_id"] for line in path.read_text().splitlines()]
+    assert sorted(ids) == sorted(t.trace_id for t in traces[1:])

@@ -179,12 +179,16 @@ def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -
 
         traces = generate_corpus(n=cfg.run.demo_traces, seed=cfg.run.seed)
     else:
-        from trainer.dataset import load_traces
+        from capture_daemon import paths
+        from capture_daemon.store import TraceStore
 
-        try:
-            traces = list(load_traces(None, only_accepted=cfg.dataset.only_accepted))
-        except (RuntimeError, FileNotFoundError) as e:
-            raise ConfigError(f"{e} (or set run.traces to a JSONL export, or 'demo')") from None
+        if not paths.store_path().exists():
+            raise ConfigError(
+                f"no capture store at {paths.store_path()}: capture some sessions, set run.traces to a "
+                "JSONL export, or try `trainer run --demo`"
+            )
+        with TraceStore.open() as store:
+            traces = list(store.iter_traces(accepted=True if cfg.dataset.only_accepted else None))
         if not traces:
             raise ConfigError("the capture store has no accepted traces yet: capture some, or try `trainer run --demo`")
     with open(tmp, "w", encoding="utf-8") as fh:
