@@ -1,0 +1,102 @@
+"""A small scripted-teacher world for the RL, mining and A/B tests: corpus, tiny base, dataset, SFT student.
+
+Built once per test session under pytest's base temp dir (a `done` marker is written last, so a
+second test module that asks for it reuses it) and shared through the `student_world` fixture:
+
+    from tests.student_world import student_world  # noqa: F401  (a fixture)
+
+    def test_x(student_world):
+        student_world.sft_model, student_world.base_model, student_world.data_dir, ...
+
+Sizes are chosen so the whole build takes well under a minute on two CPU cores: 120 traces of
+the six workflow kinds, a 2-layer 64-wide LLaMA, and 120 steps of full fine-tuning, enough for a
+student that has learned most workflows but is far from perfect (RL then has something to fix).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+N_TRACES = 120
+SFT_STEPS = 150
+SYSTEM_PROMPT = "You are a coding agent. Use the tools, say briefly what you do, then answer."
+
+
+def build_world(root: Path, n_traces: int = N_TRACES, sft_steps: int = SFT_STEPS, log=lambda s: None) -> SimpleNamespace:
+    world = SimpleNamespace(
+        root=root,
+        base_model=root / "base",
+        data_dir=root / "dataset",
+        sft_dir=root / "sft",
+        sft_model=root / "sft" / "final",
+    )
+    done = root / "done"
+    if done.exists():
+        world.timings = json.loads(done.read_text())
+        return world
+    from trainer.chat_template import render
+    from trainer.config import load_config
+    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
+    from trainer.sft import train_sft
+    from trainer.teacher_corpus import generate_corpus
+    from trainer.tiny_model import make_tiny_base
+
+    timings = {}
+    t0 = time.monotonic()
+    traces = generate_corpus(n_traces, seed=0)
+    for trace in traces:
+        # Only each tool's name and required arguments: the six full schemas would be half of every
+        # example's tokens, and the tests are about workflows, not schema reading.
+        trace.tools_offered = [_bare_tool(t) for t in trace.tools_offered]
+    # Short contexts keep every example under sft.max_length (nothing truncated) and the steps cheap.
+    ds_cfg = DatasetConfig(output_dir=world.data_dir, max_tool_result_tokens=32, tool_description_chars=40,
+                           system_prompt=SYSTEM_PROMPT, val_fraction=0.15, test_fraction=0.15)
+    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, ds_cfg) for t in traces)]
+    make_tiny_base(world.base_model, texts, vocab_size=2000, hidden=128, layers=2, heads=4)
+    from transformers import AutoTokenizer
+
+    build_dataset(traces, ds_cfg, AutoTokenizer.from_pretrained(world.base_model))
+    timings["corpus_base_dataset_s"] = round(time.monotonic() - t0, 1)
+    cfg = load_config(
+        overrides=[
+            ("sft.base_model", str(world.base_model)),
+            ("sft.method", "full"),
+            ("sft.max_steps", sft_steps),
+            ("sft.learning_rate", 3e-3),
+            ("sft.warmup_steps", 0.05),
+            ("sft.per_device_train_batch_size", 8),
+            ("sft.gradient_accumulation_steps", 1),
+            ("sft.max_length", 832),
+            ("sft.save_steps", 10_000),
+            ("sft.logging_steps", 25),
+            ("sft.gradient_checkpointing", False),
+        ]
+    )
+    t0 = time.monotonic()
+    train_sft(cfg, data_dir=world.data_dir, output_dir=world.sft_dir, log=log)
+    timings["sft_s"] = round(time.monotonic() - t0, 1)
+    done.write_text(json.dumps(timings))
+    world.timings = timings
+    return world
+
+
+def _bare_tool(tool: dict) -> dict:
+    schema = tool.get("input_schema") or {}
+    required = list(schema.get("required") or [])
+    props = {k: v for k, v in (schema.get("properties") or {}).items() if k in required}
+    return {"name": tool["name"], "description": "", "input_schema": {"type": "object", "properties": props, "required": required}}
+
+
+def rows(world: SimpleNamespace, split: str) -> list[dict]:
+    with open(world.data_dir / f"{split}.jsonl") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def student_world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    return build_world(tmp_path_factory.getbasetemp() / "student_world")

@@ -1,0 +1,130 @@
+"""`trainer rl`: GRPO after SFT raises the held-out behavioural reward; prompts, reward, PPO message."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from tests.student_world import rows, student_world  # noqa: F401  (a fixture)
+from trainer.config import ConfigError, load_config
+
+
+def test_ppo_is_refused_plainly_when_trl_has_none():
+    from trainer.cli import main
+    from trainer.rl import ppo_available
+
+    assert not ppo_available()  # TRL 1.16: PPO was removed in 1.13
+    result = CliRunner().invoke(main, ["rl", "--algorithm", "ppo"])
+    assert result.exit_code != 0
+    assert "PPO is not available: the installed TRL" in result.output
+    assert "removed from TRL in 1.13" in result.output and "trl.experimental.ppo" in result.output
+    assert "Traceback" not in result.output
+    help_text = CliRunner().invoke(main, ["rl", "--help"]).output
+    assert "PPO was removed from TRL in 1.13" in help_text
+
+
+def test_config_checks_name_the_field():
+    from trainer.rl import check_rl_config
+
+    with pytest.raises(ConfigError, match="rl.num_generations must be >= 2"):
+        check_rl_config(load_config(overrides=[("rl.num_generations", 1)]))
+    with pytest.raises(ConfigError, match="multiple of rl.num_generations"):
+        check_rl_config(load_config(overrides=[("rl.per_device_train_batch_size", 3)]))
+    with pytest.raises(ConfigError, match="reward.discriminator_weight"):
+        check_rl_config(load_config(overrides=[("reward.discriminator_weight", 1.5)]))
+
+
+def _corpus_rows(n=12):
+    from trainer.dataset import DatasetConfig, trace_to_example
+    from trainer.teacher_corpus import generate_corpus
+
+    return [trace_to_example(t, DatasetConfig()) for t in generate_corpus(n, seed=2)]
+
+
+def test_prompts_are_teacher_prefixes_oversampled_by_mined_weights():
+    from trainer.chat_template import GENERATION_PROMPT
+    from trainer.reward import teacher_workflow
+    from trainer.rl import build_prompts
+
+    rows_ = _corpus_rows()
+    prompts = build_prompts(rows_)
+    assert len(prompts) == sum(len(teacher_workflow(r).steps) + 1 for r in rows_)
+    first = prompts[0]
+    assert first["prompt"].endswith(GENERATION_PROMPT) and not first["prompt"].startswith("<|begin_of_text|>")
+    assert "# Tools" in first["prompt"] and rows_[0]["prompt"] in first["prompt"]
+    # The second prompt of a trace contains the teacher's first turn and its recorded result.
+    second = prompts[1]
+    assert second["turn"] == 1 and second["prompt"].startswith(first["prompt"][: -len(GENERATION_PROMPT)])
+    assert len(build_prompts(rows_, turns="first")) == len(rows_)
+    boosted = build_prompts(rows_, turns="first", weights={str(rows_[0]["trace_id"]): 3})
+    assert len(boosted) == len(rows_) + 2
+    assert [p["trace_id"] for p in boosted[:3]] == [str(rows_[0]["trace_id"])] * 3
+
+
+def test_turn_reward_prefers_the_teachers_turn():
+    from trainer.chat_template import dump_arguments
+    from trainer.rl import build_prompts, make_turn_reward
+
+    rows_ = _corpus_rows(6)
+    prompts = build_prompts(rows_, turns="first")
+    reward = make_turn_reward()
+    logged = {}
+    teacher_turns = []
+    for r in rows_:
+        call = next(m for m in r["messages"] if m["role"] == "assistant")["tool_calls"][0]["function"]
+        teacher_turns.append(
+            next(m for m in r["messages"] if m["role"] == "assistant")["content"]
+            + f'\n<tool_call>{{"name": "{call["name"]}", "arguments": {call["arguments"]}}}</tool_call>'
+        )
+    kwargs = {k: [p[k] for p in prompts] for k in ("teacher_turn", "tool_schemas", "context")}
+    good = reward([p["prompt"] for p in prompts], teacher_turns, log_metric=lambda k, v: logged.__setitem__(k, v), **kwargs)
+    bad = reward([p["prompt"] for p in prompts], ["I don't know."] * len(prompts), **kwargs)
+    assert all(g == pytest.approx(1.0) for g in good)
+    assert all(b < 0.5 for b in bad)
+    assert {"similarity", "terms/order", "terms/arguments"} <= set(logged)
+    assert dump_arguments({}) == "{}"
+
+
+def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
+    """GRPO from the SFT student: mean behavioural reward on held-out prompts goes up (printed)."""
+    from trainer.rl import train_rl
+
+    out = tmp_path / "rl"
+    cfg = load_config(overrides=[
+        ("run.out", str(tmp_path)),
+        ("rl.model", str(student_world.sft_model)),
+        ("rl.data_dir", str(student_world.data_dir)),
+        ("rl.output_dir", str(out)),
+        ("rl.max_steps", 24),
+        ("rl.learning_rate", 5e-4),
+        ("rl.num_generations", 4),
+        ("rl.per_device_train_batch_size", 8),
+        ("rl.max_completion_length", 96),
+        ("rl.save_steps", 12),
+        ("rl.logging_steps", 4),
+        ("rl.eval_examples", 32),
+        ("rl.eval_split", "test"),
+        ("reward.max_new_tokens", 96),
+        ("reward.max_turns", 6),
+        ("reward.discriminator_weight", 0.0),
+    ])
+    lines: list[str] = []
+    summary = train_rl(cfg, log=lambda s: (lines.append(s), print(s)))
+    before, after = summary["before"]["similarity"], summary["after"]["similarity"]
+    print(f"\nheld-out mean behavioural reward (similarity, {summary['before']['n']} test prompts): "
+          f"before RL {before:.3f} → after RL {after:.3f} ({after - before:+.3f})")
+    print("per term before:", {k: round(v, 3) for k, v in summary["before"]["terms"].items()})
+    print("per term after: ", {k: round(v, 3) for k, v in summary["after"]["terms"].items()})
+    assert after > before
+    assert summary["global_step"] == 24
+    assert (out / "final" / "config.json").exists() and (out / "reward.png").stat().st_size > 1000
+    assert (out / "checkpoints" / "checkpoint-24" / "understudy_config.json").exists()
+    assert any("reward" in line and "step" in line for line in lines)  # progress lines
+
+    # Resume: two more steps continue from checkpoint-24 instead of starting again.
+    cfg.rl.max_steps, cfg.rl.resume, cfg.rl.eval_examples = 26, True, 0
+    resumed = train_rl(cfg, log=lines.append)
+    assert resumed["global_step"] == 26
+    assert any("resuming from" in line and "checkpoint-24" in line for line in lines)
