@@ -1,0 +1,734 @@
+"""Remove secrets from trace text before it reaches the store or an export.
+
+The daemon runs `redact_value` over every trace (prompt, tool inputs, tool outputs, narration,
+thinking, final answer), so a key pasted into a prompt or printed by `env` or `cat .env` never
+lands in SQLite, in `capture-daemon export`, or in a training set.
+
+What is detected (the marker's kind in brackets):
+
+- private key blocks, PEM/OpenSSH/PGP, with real newlines or JSON-escaped ``\\n``
+  (``-----BEGIN RSA PRIVATE KEY-----`` ... ``-----END RSA PRIVATE KEY-----``); the BEGIN/END
+  lines stay, the key material goes [private-key]
+- provider keys by their prefix: Anthropic ``sk-ant-`` [anthropic-key], OpenAI ``sk-``/``sk-proj-``
+  [openai-key], Google ``AIza`` [google-api-key], Google OAuth ``ya29.``/``GOCSPX-`` [google-oauth],
+  Hugging Face ``hf_`` [huggingface-token], Stripe ``sk_live_``/``rk_live_``/``whsec_``
+  [stripe-key], SendGrid ``SG.x.y`` [sendgrid-key], Twilio ``SK`` + 32 hex [twilio-key],
+  npm ``npm_`` [npm-token], PyPI ``pypi-Ag...`` [pypi-token], DigitalOcean ``dop_v1_``
+  [digitalocean-token], Shopify ``shpat_`` [shopify-token]
+- cloud credentials: AWS ``AKIA``/``ASIA`` key ids [aws-access-key-id] (the secret key is caught
+  as an ``aws_secret_access_key`` assignment), Azure ``AccountKey=``/``SharedAccessKey=`` [azure-key]
+  and SAS ``sig=`` [azure-sas]; GCP service-account JSON through its ``private_key`` block
+- GitHub ``ghp_ gho_ ghu_ ghs_ ghr_ github_pat_`` [github-token], GitLab ``glpat-`` [gitlab-token],
+  Slack ``xoxb- xoxp- xapp-`` [slack-token] and ``hooks.slack.com`` webhook paths
+  [slack-webhook], Discord webhook paths [discord-webhook]
+- JWTs ``eyJ...eyJ...sig`` [jwt]
+- ``Authorization: Bearer|Basic|Token <value>`` headers [authorization], and a bare
+  ``Bearer <token>`` [bearer-token]
+- passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password]
+- assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
+  ``"name": "v"``, ``name := v``, ``'name' => v``, where the name ends in password, passwd,
+  passphrase, pwd, secret, token, api_key, access_key, secret_key, private_key, client_secret
+  (any case, any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in
+  ``_KEY``; the name stays, the value goes [assignment]. Also ``--password VALUE`` style CLI
+  flags [cli-flag].
+
+Why ``[REDACTED:kind]``: the model trained on these traces should still see that a value was
+there and what it was (it learns "a GitHub token goes here", not "tokens look like ghp_..."),
+a person reading a trace can tell redaction from a missing value, and the marker cannot be
+mistaken for a real value by any rule here (no rule matches inside ``[...]``), so redacting twice
+changes nothing.
+
+What is left alone, because training data loses more from mangling it than it gains: git SHAs,
+UUIDs, paths, ``password: str`` and other type annotations, ``def check_password(password):``,
+values that are code (``token = self.token``, ``key = os.environ["X"]``, ``f(password=password)``,
+``cache_token = current_token``, ``getpass("Password: ")``, ``f"{token:02x}"``), values that name
+things rather than hold secrets (``"input_token": "next_token"``, ``CACHE_KEY = "user"``, small
+numbers), prose (``a token: see RFC 6750``), and placeholders (``YOUR_API_KEY``, ``<token>``,
+``${TOKEN}``, ``$TOKEN``, ``***``, ``xxxx``, values containing ``example``, empty values). People
+choose passwords, so under a password name almost any literal value goes; under token and key
+names the value must look machine-made (see ``_plausible_secret``). These rules were tuned by
+running the module over this interpreter's site-packages and reading what it changed.
+
+Speed: the daemon calls this on every string of every trace. Strings shorter than
+``MIN_SECRET_CHARS`` come back untouched. For the rest, each rule names an anchor character
+that all its matches contain (``_`` of ``ghp_``, ``-`` of ``sk-``, ``=`` of an assignment) and a
+look-around test at it; one regex per anchor finds, in a few fast passes, which rules can match
+at all, and only those run (the assignment rule only at the positions found). See
+``_build_gates``; ``benchmarks/bench_redact.py`` measures it against running every rule, and
+tests check that both give the same result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+__all__ = [
+    "MIN_SECRET_CHARS",
+    "is_secret_name",
+    "marker",
+    "redact_text",
+    "redact_text_with_count",
+    "redact_value",
+    "redact_value_with_count",
+]
+
+# The shortest text any rule can fire on is "DB_PWD=x".
+MIN_SECRET_CHARS = 8
+
+_MARKER_OPEN = "[REDACTED:"
+
+
+def marker(kind: str) -> str:
+    return f"{_MARKER_OPEN}{kind}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Placeholders and secret names
+# ---------------------------------------------------------------------------------------------
+
+# Words that, as a whole value, are a type, a literal or a keyword of some language, not a secret:
+# `password: str`, `token: string;`, `api_key = None`, `secret: Optional[...]`.
+_CODE_WORDS = frozenset(
+    """
+    str string bytes int integer bool boolean number float double any none null nil true false
+    undefined optional secretstr secretbytes object required text varchar char option vec
+    await new lambda function async yield typeof not require import fn self this env os process
+    """.split()
+)
+# A value that is just the word for what it stands for: https://user:pass@host, "password": "secret".
+_GENERIC_WORDS = frozenset("pass password passwd pwd pw secret token key apikey api_key".split())
+_PLACEHOLDER_WORDS = ("your", "changeme", "change_me", "placeholder", "replace", "redacted", "xxxx", "example", "dummy")
+# Masks: ***, ..., ----, ••••, ???.
+_MASK_CHARS = frozenset("*•.?#-_ ")
+# A dotted identifier (`self.token`, `args.password`, `process.env.API_KEY`) is a reference, not a value.
+_DOTTED_REF = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
+
+
+def _is_placeholder(value: str) -> bool:
+    """True for values that hold no secret: empty, masked, templated or already redacted."""
+    v = value.strip()
+    if not v or _MARKER_OPEN in v:
+        return True
+    first, last = v[0], v[-1]
+    # $VAR ${VAR} $(cmd) %VAR% %(name)s {{ var }} <token> [PAD] {token} f"{user}-{suffix}"
+    if first in "$%{" or ("{" in v and "}" in v):
+        return True
+    if (first, last) in (("<", ">"), ("[", "]")):
+        return True
+    # A mask, or one character repeated (xxx, 0000); a lone "x" may be a real (bad) password.
+    if set(v) <= _MASK_CHARS or (len(v) >= 3 and len(set(v.lower())) == 1) or "***" in v:
+        return True
+    low = v.lower()
+    if low in _CODE_WORDS or low in _GENERIC_WORDS:
+        return True
+    return any(w in low for w in _PLACEHOLDER_WORDS)
+
+
+# Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd")
+# ... and names whose values machines make (long, random, nearly always with a digit).
+_MADE_TAILS = (
+    "secret",
+    "token",
+    "apikey",
+    "accesskey",
+    "secretkey",
+    "privatekey",
+    "signingkey",
+    "encryptionkey",
+    "masterkey",
+    "authkey",
+    "clientkey",
+    "accountkey",
+)
+# The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
+_NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
+_NAME_SEPARATORS = str.maketrans("", "", "_-.")
+
+_CHOSEN, _MADE, _WEAK = "chosen", "made", "weak"
+
+
+def _normalize_name(name: str) -> str:
+    return name.lower().translate(_NAME_SEPARATORS).strip("\"'\\ ")
+
+
+def _name_kind(name: str) -> Optional[str]:
+    """_CHOSEN (a password), _MADE (a token or key), _WEAK (only its `_KEY` suffix says so), or None.
+
+    The kind decides how much a value must look like a secret: anything under a password name,
+    something machine-made-looking under the others (see `_plausible_secret`).
+    """
+    norm = _normalize_name(name)
+    if norm in _NOT_SECRET_NAMES or "public" in norm:
+        return None
+    if norm.endswith(_CHOSEN_TAILS):
+        return _CHOSEN
+    if norm.endswith(_MADE_TAILS):
+        return _MADE
+    # Environment-variable style: an UPPER_CASE name ending in _KEY (STRIPE_KEY, SSH_KEY). Code
+    # has many such constants too (CACHE_KEY = "user"), so these count only with a random-looking
+    # value; lower-case `sort_key`, `cache_key`, `primary_key` never count.
+    stripped = name.strip("\"'\\ ")
+    if stripped.endswith("_KEY") and stripped.isupper():
+        return _WEAK
+    return None
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a variable, field or header name says its value is a secret.
+
+    `OPENAI_API_KEY`, `db_password`, `clientSecret`, `X-Auth-Token`, `aws_secret_access_key`: yes.
+    `PWD`, `sort_key`, `public_key`, `max_tokens`, `tokenizer`: no.
+    """
+    return _name_kind(name) is not None
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9+/=_.~-]+")
+
+
+def _looks_made(value: str) -> bool:
+    """Whether a value looks machine-made: it has a digit, or it is long, of token characters,
+    and its case is mixed like random text (aBcDeF...), not like words (RemoveImportsVisitor)."""
+    if any(c.isdigit() for c in value):
+        return True
+    if len(value) < 16 or not _TOKEN_CHARS.fullmatch(value):
+        return False
+    letters = [c for c in value if c.isalpha()]
+    upper = sum(c.isupper() for c in letters) / max(1, len(letters))
+    return 0.25 <= upper <= 0.75
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules
+# ---------------------------------------------------------------------------------------------
+
+# A replacer gets the text and a match over it; it returns what replaces the whole match, or
+# None to keep the match as it is.
+Replacer = Callable[[str, "re.Match[str]"], Optional[str]]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    kind: str
+    pattern: "re.Pattern[str]"
+    replace: Replacer
+    # Where the rule can match, found cheaply: (anchor, regex) pairs, where `anchor` is one
+    # literal character that every match contains (mostly punctuation: `_` of `ghp_`, `-` of
+    # `sk-`, `=` of an assignment) and `regex` looks around it. All rules' pairs make up a few
+    # regexes, _GATES, one per anchor, that Python's engine scans for their anchor in C; a text
+    # costs those few passes to learn which rules, if any, need to run.
+    gates: tuple[tuple[str, str], ...]
+    # The pattern starts at the anchor, so it is tried only where the gate matched rather than
+    # over the whole text again (used by the rules whose gates fire often: `=` and `:`).
+    anchored: bool = False
+
+
+def _replace_group(text: str, m: "re.Match[str]", name: str, mark: str) -> str:
+    """The matched text with group `name` swapped for `mark`."""
+    start, end = m.span(name)
+    return text[m.start() : start] + mark + text[end : m.end()]
+
+
+def _whole(kind: str) -> Replacer:
+    """The whole match is the secret."""
+    mark = marker(kind)
+
+    def replace(text: str, m: "re.Match[str]") -> Optional[str]:
+        return None if _is_placeholder(m.group(0)) else mark
+
+    return replace
+
+
+def _group(kind: str, name: str = "s") -> Replacer:
+    """Only group `name` is the secret; what the pattern matched around it stays."""
+    mark = marker(kind)
+
+    def replace(text: str, m: "re.Match[str]") -> Optional[str]:
+        secret = m.group(name)
+        if secret is None or _is_placeholder(secret):
+            return None
+        return _replace_group(text, m, name, mark)
+
+    return replace
+
+
+def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str = "A-Za-z0-9_-") -> _Rule:
+    """A provider token: a fixed-width prefix (a regex) and a body; the whole token goes.
+
+    The left-boundary check sits after the prefix (a fixed-width lookbehind), so the pattern
+    still starts with a literal that the engine can scan for. It also means a match can only
+    start where a run of token characters starts, so `sk-sk-sk-...` costs one scan, not one per
+    `sk-`.
+    """
+    pattern = re.compile(f"{prefix}(?<![{left}]{prefix}){rest}")
+    return _Rule(kind, pattern, _whole(kind), (gate,))
+
+
+# --- private keys ---
+# The body may hold real newlines, JSON-escaped `\n` (one or more backslashes), the quotes and
+# commas of a string split over source lines, and `Proc-Type:`/`DEK-Info:` headers. It may not
+# hold `(`, `)`, `;`, `{`, `}` or `[`, and must hold a base64 run, so PEM-parsing code that names
+# both the BEGIN and END lines is not taken for a key. If the END line is missing (output cut
+# short), the base64 lines after BEGIN go.
+_PK_LABEL = r"[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?"
+_PK_NEWLINE = r"(?:\r?\n|(?:\\+r)?\\+n)"
+# A 4096-bit RSA key is about 3,300 characters, a PGP key block with subkeys under 10,000. The
+# body stops at the next `-----` and at this bound, so a BEGIN line with no END scans little.
+_PK_MAX_BODY = 50_000
+_PRIVATE_KEY = re.compile(
+    rf"(?P<begin>-----BEGIN {_PK_LABEL}-----)"
+    rf"(?:(?P<body>(?:[A-Za-z0-9+/=\s\\\"',:.]|-(?!----)){{0,{_PK_MAX_BODY}}}?)(?P<end>-----END {_PK_LABEL}-----)"
+    # Cut short: whole lines of base64, each ending at a newline (real or escaped), a quote or the end.
+    rf"|(?P<cut>(?:{_PK_NEWLINE}[A-Za-z0-9+/=]+(?={_PK_NEWLINE}|\\|[\"']|\Z))+))"
+)
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{16,}")
+# Newlines, escaped or not, and the quotes of a string split over source lines; the trailing
+# run is matched on the reversed body, so that neither search can go quadratic.
+_LEADING_SPACE = re.compile(r"(?:\s|\\+[rnt]|\\?\")*")
+_TRAILING_SPACE_REVERSED = re.compile(r"(?:\s|[rnt]\\+|\"\\?)*")
+_PRIVATE_KEY_MARK = marker("private-key")
+
+
+def _replace_private_key(text: str, m: "re.Match[str]") -> Optional[str]:
+    begin, body = m.group("begin"), m.group("body")
+    if body is None:
+        cut = m.group("cut")
+        if not _BASE64_RUN.search(cut):
+            return None  # prose that mentions the BEGIN line
+        return begin + _LEADING_SPACE.match(cut).group(0) + _PRIVATE_KEY_MARK
+    if not _BASE64_RUN.search(body):
+        return None  # code: markers = ["-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"]
+    # Keep the line structure around the key material, whatever escaping it uses.
+    lead = _LEADING_SPACE.match(body).group(0)
+    trail_len = min(_TRAILING_SPACE_REVERSED.match(body[::-1]).end(), len(body) - len(lead))
+    trail = body[len(body) - trail_len :]
+    return begin + lead + _PRIVATE_KEY_MARK + trail + m.group("end")
+
+
+# --- names followed by a separator: assignments and Authorization headers ---
+# Between a name and its `=` or `:` there may be a closing quote, escaped in a JSON dump, and
+# spaces: up to three of these characters.
+_GAP_CHARS = r"[\\\"' \t]"
+_MAX_GAP = 3
+_SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "secret", "token", "key")
+
+
+def _after(words: tuple[str, ...], sep: str) -> str:
+    """A zero-width regex, placed right after a separator character, that holds when one of
+    `words` (any case) ends just before it, give or take a gap."""
+    looks = [
+        f"(?<={w}{_GAP_CHARS}{{{n}}}{sep})" if n else f"(?<={w}{sep})"
+        for w in words
+        for n in range(_MAX_GAP + 1)
+    ]
+    # `=` and `:` are common, so first a one-character test that fails for most of them
+    # (`x = 1`, `a: b`) before the exact look-behinds run.
+    ends = "".join(sorted({w[-1] for w in words} | {w[-1].upper() for w in words}))
+    quick = "|".join(
+        f"(?<=[{ends}]{_GAP_CHARS}{{{n}}}{sep})" if n else f"(?<=[{ends}]{sep})" for n in range(_MAX_GAP + 1)
+    )
+    return f"(?:{quick})(?i:" + "|".join(looks) + ")"
+
+
+# NAME SEP VALUE, anchored on the separator, as rare in text as `=` and `:` are; the lookbehind
+# holds when the name ends in a secret word, and `_replace_assignment` reads the whole name
+# backwards and decides. A quoted value must close on its line, so an unclosed quote is never
+# taken to run on into the code after it.
+_VALUE = (
+    # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
+    r"(?:[rRbBuUfF]{1,2}(?=[\"']))?"
+    r"(?:"
+    r"\"(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
+    r"|'(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
+    r"|`(?P<bq>[^`\r\n]*)`"
+    # An escaped quote (a JSON dump inside a string): the value ends at the next backslash.
+    r"|\\+[\"'](?P<eq>[^\\\"'\r\n]*)\\+[\"']"
+    r"|(?P<uq>(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
+    r")"
+)
+_ASSIGNMENT = re.compile(
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})=?)"
+    rf"(?![=>:])[ \t]*{_VALUE}"
+)
+_VALUE_GROUPS = ("dq", "sq", "bq", "eq", "uq")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+# After an unquoted value, these mean it was an expression: a call, an index, a generic, a block.
+_CODE_FOLLOWERS = frozenset("([{<")
+# A word after `token:`/`secret:` is prose ("uses a token: see RFC 6750"); machine-made
+# secrets have digits or mixed case. People choose passwords, so password names get no such pass.
+_PROSE_WORD = re.compile(r"[A-Za-z][a-z]*")
+_MORE_WORDS = re.compile(r" +[A-Za-z]")
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+# snake_case, camelCase, PascalCase, SCREAMING_SNAKE, dotted.names: names of things, not secrets.
+_CODE_NAME = re.compile(
+    r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z]+[a-z]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"
+    r"|[a-z][a-z0-9]*(?:\.[a-z][A-Za-z0-9]*)+|[A-Za-z]+(?:\.[A-Za-z]+)+"
+)
+_HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
+_ANNOTATION_DEFAULT = re.compile(r"[A-Za-z_][\w.\[\]]*=")
+# How far back on a line to count quotes; a longer line is taken to be data, not code.
+_QUOTE_LOOKBACK = 2000
+_ASSIGNMENT_MARK = marker("assignment")
+
+
+def _name_start(text: str, end: int) -> int:
+    """Where the name that ends at `end` begins."""
+    i = end
+    floor = max(0, end - 80)
+    while i > floor and text[i - 1] in _NAME_CHARS:
+        i -= 1
+    # In JSON-escaped text a name follows `\n`: the `n` is the escape's, not the name's
+    # (`\nPWD=` is PWD, not NPWD; `\nSTRIPE_KEY=` is upper case).
+    if i < end - 1 and i > 0 and text[i - 1] == "\\" and text[i] in "nrt":
+        i += 1
+    return i
+
+
+def _inside_string_literal(text: str, pos: int) -> bool:
+    """Whether `pos` sits inside a "..." or '...' literal, judged by the quotes before it on its line.
+
+    Catches `getpass("Password: ")` and `print("token: " + tok)`, where the quote after the
+    colon closes the literal rather than opening a value.
+    """
+    floor = max(0, pos - _QUOTE_LOOKBACK)
+    line_start = max(text.rfind("\n", floor, pos) + 1, floor)
+    before = text[line_start:pos]
+    return before.count('"') % 2 == 1 or before.count("'") % 2 == 1
+
+
+def _line_prefix(text: str, pos: int) -> str:
+    """What precedes `pos` on its line; a JSON-escaped `\\n` counts as a line break."""
+    floor = max(0, pos - _QUOTE_LOOKBACK)
+    start = max(text.rfind("\n", floor, pos) + 1, text.rfind("\\n", floor, pos) + 2, floor)
+    return text[start:pos]
+
+
+def _plausible_secret(kind: str, value: str) -> bool:
+    """Whether a value under a secret name can be a secret at all, whatever surrounds it."""
+    if _is_placeholder(value) or _HEX_COLOR.fullmatch(value):
+        return False
+    if kind == _WEAK and not _looks_made(value):
+        return False  # CACHE_KEY = "user", CONTEXT_KEY = "RemoveImportsVisitor"
+    if kind != _CHOSEN and len(value) < 4:
+        return False  # next_token = "a": machine-made secrets are long
+    if value.isdigit() and (len(value) < 4 or (kind != _CHOSEN and len(value) < 8)):
+        return False  # ERRORTOKEN = 58, token = 0, "HAVE_PASSWD": 1
+    # A machine-made secret is not a name or a word: "input_token": "next_token",
+    # SECRET_KEY = 'AWS_SECRET_ACCESS_KEY', "output_token": "marker".
+    return not (kind != _CHOSEN and (_CODE_NAME.fullmatch(value) or _PROSE_WORD.fullmatch(value)))
+
+
+def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
+    """Whether an unquoted value is an expression or a reference rather than a literal."""
+    value = m.group("uq")
+    if _DOTTED_REF.fullmatch(value):
+        return True  # token = self.token, key: process.env.API_KEY
+    nxt = text[m.end()] if m.end() < len(text) else ""
+    if nxt and nxt in _CODE_FOLLOWERS:
+        return True  # token = get_token(), password: Optional[str]
+    if nxt == "}" and name_start > 0 and text[name_start - 1] == "{":
+        return True  # a format field: f"{token:02x}"
+    colon = m.start("colon_sep") >= 0 and text[m.end("colon_sep") : m.end("colon_sep") + 1] != "="
+    if colon and _ANNOTATION_DEFAULT.match(value):
+        return True  # def f(startToken:Token=None)
+    if colon and _PROSE_WORD.fullmatch(value) and (kind != _CHOSEN or _MORE_WORDS.match(text, m.end())):
+        return True  # "uses a token: see RFC 6750", "password: The plaintext password."
+    if not _IDENTIFIER.fullmatch(value):
+        return False
+    # From here the value is a bare name: a variable, or a password/token written bare.
+    if nxt and nxt in ",)}":
+        return True  # f(token=tok, ...), {"nextToken": next_token}
+    if kind != _CHOSEN and not _looks_made(value):
+        return True  # Token = Ignore + PlainToken; tokens have digits
+    if kind == _CHOSEN and "_" in value and not any(c.isdigit() for c in value):
+        return True  # password=user_password
+    # `name = other` is code when the name does not start its line (indented, `a, b = ...`)
+    # or is an attribute; a config line (`password = hunter2` in .pypirc) starts its line.
+    return spaced and (_line_prefix(text, name_start).strip() not in ("", "export") or "." in name)
+
+
+def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
+    # Back over the gap to the end of the name: spaces, then the quote closing a quoted name.
+    i = m.start()
+    spaced = i > 0 and text[i - 1] in " \t"
+    while i > 0 and text[i - 1] in " \t":
+        i -= 1
+    quoted_name = i > 0 and text[i - 1] in "\"'"
+    while i > 0 and text[i - 1] in "\"'\\":
+        i -= 1
+    name_start = _name_start(text, i)
+    if name_start > 0 and text[name_start - 1] == ":":
+        return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
+    name = text[name_start:i]
+    kind = _name_kind(name)
+    if kind is None:
+        return None
+    group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
+    value = m.group(group)
+    if not _plausible_secret(kind, value):
+        return None
+    if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
+        return None  # f(password=password), {"token": token}, self.token = token
+    if group == "uq":
+        if _unquoted_reads_as_code(text, m, name, name_start, kind, spaced):
+            return None
+    elif not quoted_name and _inside_string_literal(text, name_start):
+        return None  # getpass("Password: ")
+    return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
+def _assignment_gates() -> tuple[tuple[str, str], ...]:
+    return (("=", _after(_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")))
+
+
+# `Authorization: Bearer x`, `"Authorization": "Basic x"`, `-H 'authorization: token x'`.
+_AUTHORIZATION = re.compile(
+    rf"(?:=(?P<eq_sep>{_after(('authorization',), '=')})|:(?P<colon_sep>{_after(('authorization',), ':')}))"
+    r"[ \t]*\\*[\"']?[ \t]*(?i:bearer|basic|token|digest)[ \t]+(?P<s>[A-Za-z0-9._~+/=-]{8,})"
+)
+# A bare `Bearer x` outside a header. Prose says "Bearer authentication", so the token must
+# contain a digit and be long enough to be random.
+_BEARER = re.compile(
+    r"[Bb](?<![A-Za-z0-9_][Bb])(?i:earer)[ \t]+(?P<s>(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})"
+)
+_BEARER_GATE = r"(?i:earer)[ \t]"
+
+# scheme://user:password@host. The user part may be empty (redis://:pw@host).
+# Neither part may hold `[` or `]`, so a marker already in the URL (`https://[REDACTED:x]@host`)
+# is not read as user `[REDACTED` with password `x]`.
+_URL_PASSWORD = re.compile(
+    r"://(?<=[A-Za-z0-9]://)[^\s:/?#@'\"<>\\\[\]]*:(?P<s>[^\s@/?#'\"<>\\\[\]]+)@(?=[^\s@])"
+)
+
+# `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
+_CLI_FLAG_NAME = r"-(?<![\w-]-)-[\w-]*?(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key)[ \t]+"
+_CLI_FLAG = re.compile(
+    rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+)
+_CLI_FLAG_MARK = marker("cli-flag")
+
+
+def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    value = m.group(group)
+    if _is_placeholder(value):
+        return None
+    if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
+        return None  # "set it with the --password option and ..."
+    return _replace_group(text, m, group, _CLI_FLAG_MARK)
+
+
+_RULES: tuple[_Rule, ...] = (
+    _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
+    _token("anthropic-key", "sk-ant-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
+    # OpenAI: sk-<48>, sk-proj-<~150>, sk-svcacct-...; a digit rules out kebab-case words.
+    _token("openai-key", "sk-", r"(?!ant-)(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)")),
+    _token("google-api-key", "AIza", r"[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", ("A", "(?=Iza)")),
+    _token("google-oauth", r"ya29\.", r"[0-9A-Za-z_-]{20,}", (".", r"(?<=ya29\.)")),
+    _token("google-oauth", "GOCSPX-", r"[0-9A-Za-z_-]{20,}", ("-", "(?<=GOCSPX-)")),
+    _token("huggingface-token", "hf_", r"[A-Za-z0-9]{30,}(?![A-Za-z0-9_])", ("_", "(?<=hf_)")),
+    _token("stripe-key", "sk_(?:live|test)_", r"[A-Za-z0-9]{10,}", ("_", "(?<=sk_live_|sk_test_)")),
+    _token("stripe-key", "rk_(?:live|test)_", r"[A-Za-z0-9]{10,}", ("_", "(?<=rk_live_|rk_test_)")),
+    _token("stripe-key", "whsec_", r"[A-Za-z0-9]{24,}", ("_", "(?<=whsec_)")),
+    _token("sendgrid-key", r"SG\.", r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", (".", r"(?<=SG\.)")),
+    _token("twilio-key", "SK", r"[0-9a-fA-F]{32}(?![0-9A-Za-z])", ("S", "(?=K[0-9a-fA-F]{32})"), left="A-Za-z0-9"),
+    _token("npm-token", "npm_", r"[A-Za-z0-9]{36}(?![A-Za-z0-9])", ("_", "(?<=npm_)")),
+    _token("pypi-token", "pypi-Ag", r"[A-Za-z0-9_-]{50,}", ("-", "(?<=pypi-)(?=Ag)")),
+    _token("digitalocean-token", r"do[opr]_v1_", r"[a-f0-9]{64}", ("_", "(?<=do[opr]_v1_)")),
+    _token("shopify-token", r"shp(?:at|ss|ca|pa)_", r"[a-fA-F0-9]{32}", ("_", "(?<=shp(?:at|ss|ca|pa)_)")),
+    _token("aws-access-key-id", r"A(?:KIA|SIA)", r"[A-Z0-9]{16}(?![A-Za-z0-9])", ("A", "(?=KIA|SIA)")),
+    _Rule(
+        "azure-key",
+        re.compile(r"(?:AccountKey|SharedAccessKey)=(?P<s>[A-Za-z0-9+/=]{16,})"),
+        _group("azure-key"),
+        (("=", "(?:(?<=AccountKey=)|(?<=SharedAccessKey=))"),),
+    ),
+    _Rule(
+        "azure-sas",
+        re.compile(r"sig=(?<=[?&]sig=)(?P<s>[A-Za-z0-9%+/=]{16,})"),
+        _group("azure-sas"),
+        (("=", "(?<=[?&]sig=)"),),
+    ),
+    _token("github-token", r"gh[pousr]_", r"[A-Za-z0-9]{36,}", ("_", "(?<=gh[pousr]_)")),
+    _token("github-token", "github_pat_", r"[A-Za-z0-9]{10}[A-Za-z0-9_]{12,}", ("_", "(?<=github_pat_)")),
+    _token("gitlab-token", "glpat-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=glpat-)")),
+    _token("gitlab-token", r"gl[rd]t-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=gl[rd]t-)")),
+    _token("slack-token", r"xox[abposr]-", r"[A-Za-z0-9-]{10,}", ("-", "(?<=xox[abposr]-)")),
+    _token("slack-token", "xapp-", r"[0-9]-[A-Za-z0-9-]{10,}", ("-", "(?<=xapp-)")),
+    _Rule(
+        "slack-webhook",
+        re.compile(r"hooks\.slack\.com/(?:services|workflows|triggers)/(?P<s>[A-Za-z0-9/_-]{8,})"),
+        _group("slack-webhook"),
+        ((".", r"(?<=hooks\.)(?=slack\.com/)"),),
+    ),
+    _Rule(
+        "discord-webhook",
+        re.compile(r"discord(?:app)?\.com/api/webhooks/(?P<s>[0-9]+/[A-Za-z0-9_-]{20,})"),
+        _group("discord-webhook"),
+        ((".", r"(?:(?<=discord\.)|(?<=discordapp\.))(?=com/api/webhooks/)"),),
+    ),
+    _token(
+        "jwt",
+        "eyJ",
+        r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+        (".", r"(?=eyJ[A-Za-z0-9_-]{5,}\.)"),
+    ),
+    _Rule("url-password", _URL_PASSWORD, _group("url-password"), ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
+    _Rule(
+        "authorization",
+        _AUTHORIZATION,
+        _group("authorization"),
+        (("=", _after(("authorization",), "=")), (":", _after(("authorization",), ":"))),
+        anchored=True,
+    ),
+    _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
+    _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
+    _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
+)
+
+
+# Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
+# token has at least 10 letters and digits after it; snake_case code mostly does not, so this
+# one test turns away most `_` before the per-token look-behinds run.
+_ANCHOR_GUARDS = {"_": r"(?=[A-Za-z0-9]{10})"}
+
+
+def _build_gates(rules: tuple[_Rule, ...]) -> tuple[tuple["re.Pattern[str]", dict[str, int]], ...]:
+    """One regex per anchor character over all rules' gates at that anchor, and for each, which
+    rule each of its groups belongs to.
+
+    Each regex starts with its anchor as a literal, so the engine scans for that one character
+    with a tight loop; a single regex over all anchors would need a character-set scan, which
+    measured slower than these few literal scans together. The groups come after the anchor,
+    never around it, so that the literal stays first.
+    """
+    by_anchor: dict[str, list[tuple[str, int]]] = {}
+    for i, rule in enumerate(rules):
+        for anchor, look in rule.gates:
+            by_anchor.setdefault(anchor, []).append((look, i))
+    gates = []
+    for anchor, looks in by_anchor.items():
+        owner = {f"g{j}": i for j, (_, i) in enumerate(looks)}
+        body = "|".join(f"(?P<g{j}>{look})" for j, (look, _) in enumerate(looks))
+        gates.append((re.compile(re.escape(anchor) + _ANCHOR_GUARDS.get(anchor, "") + f"(?:{body})"), owner))
+    return tuple(gates)
+
+
+_GATES = _build_gates(_RULES)
+
+
+def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[str, int]:
+    """Replace `rule`'s matches in `text`: everywhere, or only matches beginning at `starts`."""
+    parts: list[str] = []
+    copied = scanned = 0
+
+    def at_starts() -> Iterator[Optional["re.Match[str]"]]:
+        for pos in starts:
+            if pos >= scanned:  # read as `scanned` stands when the loop below asks for more
+                yield rule.pattern.match(text, pos)
+
+    for m in rule.pattern.finditer(text) if starts is None else at_starts():
+        if m is None or m.start() < scanned:
+            continue
+        # A match the replacer turns down still covers its span, as it does for finditer:
+        # both paths agree, and `key=key=key=...` is read once, not once per `=`.
+        scanned = m.end()
+        out = rule.replace(text, m)
+        if out is not None:
+            parts.append(text[copied : m.start()])
+            parts.append(out)
+            copied = m.end()
+    if not parts:
+        return text, 0
+    parts.append(text[copied:])
+    return "".join(parts), len(parts) // 2
+
+
+def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
+    """Run the rules in order; with `precheck`, only those whose gate matched.
+
+    Order matters: specific token rules run before the generic assignment rule, so
+    `OPENAI_API_KEY=sk-...` gets the more telling [openai-key]; the assignment rule then sees a
+    marker and leaves it.
+    """
+    if not precheck:
+        total = 0
+        for rule in _RULES:
+            text, n = _apply(rule, text)
+            total += n
+        return text, total
+    if len(text) < MIN_SECRET_CHARS:
+        return text, 0
+    starts: dict[int, list[int]] = {}
+    for gate, owner in _GATES:
+        for m in gate.finditer(text):
+            starts.setdefault(owner[m.lastgroup], []).append(m.start())
+    total = 0
+    for i in sorted(starts):
+        rule = _RULES[i]
+        # Gate offsets hold until a replacement shifts the text; after that, search it all.
+        at = sorted(starts[i]) if rule.anchored and not total else None
+        text, n = _apply(rule, text, at)
+        total += n
+    return text, total
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def redact_text_with_count(text: str) -> tuple[str, int]:
+    """`text` with every secret replaced by ``[REDACTED:kind]``, and how many were replaced."""
+    return _redact(text)
+
+
+def redact_text(text: str) -> str:
+    """`text` with every secret replaced by ``[REDACTED:kind]``; the rest is unchanged."""
+    return _redact(text)[0]
+
+
+def redact_value_with_count(value: Any) -> tuple[Any, int]:
+    """`redact_value`, and how many secrets it replaced."""
+    if isinstance(value, str):
+        return _redact(value)
+    if isinstance(value, dict):
+        out: dict[Any, Any] = {}
+        total = 0
+        for key, item in value.items():
+            kind = _name_kind(key) if isinstance(key, str) else None
+            if (
+                kind is not None
+                and isinstance(item, str)
+                and not _is_placeholder(item)
+                and (kind != _WEAK or _looks_made(item))
+            ):
+                # {"api_key": "abc"}: the name is enough, whatever the value looks like (but an
+                # UPPER_CASE `_KEY` name alone is not: {"CACHE_KEY": "user"} is a setting).
+                out[key] = marker("assignment")
+                total += 1
+            else:
+                out[key], n = redact_value_with_count(item)
+                total += n
+        return out, total
+    if isinstance(value, (list, tuple)):
+        items = []
+        total = 0
+        for item in value:
+            red, n = redact_value_with_count(item)
+            items.append(red)
+            total += n
+        return (items if isinstance(value, list) else tuple(items)), total
+    return value, 0
+
+
+def redact_value(value: Any) -> Any:
+    """A copy of `value` (str, dict, list, tuple, anything else) with every string redacted.
+
+    Dict keys are kept. A non-empty string under a key that names a secret (``api_key``,
+    ``password``, ``clientSecret``) is replaced whole, even if it does not look like a token.
+    Values of other types are returned as they are.
+    """
+    return redact_value_with_count(value)[0]

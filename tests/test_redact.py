@@ -1,0 +1,540 @@
+"""capture_daemon/redact.py: every kind of secret goes, everything around it stays.
+
+The fake secrets are assembled from pieces at import time so that no file in the repo holds a
+string that a secret scanner (or GitHub push protection) would take for a live credential.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from capture_daemon.redact import (
+    _redact,
+    is_secret_name,
+    redact_text,
+    redact_text_with_count,
+    redact_value,
+    redact_value_with_count,
+)
+
+ALNUM = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7"
+
+
+def fake(n: int, alphabet: str = ALNUM) -> str:
+    return (alphabet * (n // len(alphabet) + 1))[:n]
+
+
+HEX = "0123456789abcdef"
+ANTHROPIC = "sk-" + "ant-api03-" + fake(93) + "AA"
+OPENAI = "sk-" + fake(48)
+OPENAI_PROJ = "sk-" + "proj-" + fake(60) + "_" + fake(40) + "-" + fake(20)
+GOOGLE = "AI" + "za" + "Sy" + fake(33)
+GOOGLE_OAUTH = "ya" + "29." + fake(60)
+GOOGLE_CLIENT_SECRET = "GOC" + "SPX-" + fake(28)
+HF = "hf" + "_" + fake(34)
+STRIPE = "sk" + "_live_" + fake(24)
+STRIPE_RESTRICTED = "rk" + "_live_" + fake(24)
+STRIPE_WEBHOOK = "wh" + "sec_" + fake(32)
+SENDGRID = "SG" + "." + fake(22) + "." + fake(43)
+TWILIO = "S" + "K" + fake(32, HEX)
+NPM = "npm" + "_" + fake(36)
+PYPI = "pypi" + "-AgEIcHlwaS5vcmc" + fake(60)
+DIGITALOCEAN = "dop" + "_v1_" + fake(64, HEX)
+SHOPIFY = "shp" + "at_" + fake(32, HEX)
+AWS_ID = "AK" + "IA" + fake(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+AWS_SESSION_ID = "AS" + "IA" + fake(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+AWS_SECRET = fake(30) + "/" + fake(9)
+AZURE_KEY = fake(86) + "=="
+GHP = "gh" + "p_" + fake(36)
+GHO = "gh" + "o_" + fake(36)
+GHU = "gh" + "u_" + fake(36)
+GHS = "gh" + "s_" + fake(36)
+GHR = "gh" + "r_" + fake(36)
+GITHUB_PAT = "github" + "_pat_" + fake(22) + "_" + fake(59)
+GITLAB = "gl" + "pat-" + fake(20)
+SLACK_BOT = "xo" + "xb-" + "1234567890-1234567890123-" + fake(24)
+SLACK_USER = "xo" + "xp-" + "1234567890-1234567890123-1234567890123-" + fake(32)
+SLACK_APP = "xa" + "pp-1-" + "A0123456789-1234567890123-" + fake(64, HEX)
+SLACK_HOOK_PATH = "T0" + fake(8, "ABCDEFGHJK0123") + "/B0" + fake(8, "ABCDEFGHJK0123") + "/" + fake(24)
+DISCORD_HOOK_PATH = "123456789012345678/" + fake(68)
+JWT = "ey" + "JhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + "ey" + "JzdWIiOiIxMjM0NTY3ODkwIn0." + fake(43)
+BEARER = fake(40)
+KEY_BODY_LINES = [fake(64, ALNUM + "+/") for _ in range(5)] + [fake(20, ALNUM + "+/") + "=="]
+RSA_KEY = "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(KEY_BODY_LINES) + "\n-----END RSA PRIVATE KEY-----"
+
+
+def marker(kind: str) -> str:
+    return f"[REDACTED:{kind}]"
+
+
+# (id, text, the text after redaction)
+POSITIVE = [
+    # --- provider keys ---
+    ("anthropic", f"ANTHROPIC_API_KEY={ANTHROPIC}", "ANTHROPIC_API_KEY=[REDACTED:anthropic-key]"),
+    ("anthropic-prose", f"use key {ANTHROPIC} for now.", "use key [REDACTED:anthropic-key] for now."),
+    ("openai", f"export OPENAI_API_KEY={OPENAI}\nls", "export OPENAI_API_KEY=[REDACTED:openai-key]\nls"),
+    ("openai-proj", f"client = OpenAI(api_key='{OPENAI_PROJ}')", "client = OpenAI(api_key='[REDACTED:openai-key]')"),
+    ("google", f'"key": "{GOOGLE}",', '"key": "[REDACTED:google-api-key]",'),
+    ("google-oauth", f"access {GOOGLE_OAUTH} ok", "access [REDACTED:google-oauth] ok"),
+    ("google-client-secret", f"secret={GOOGLE_CLIENT_SECRET}", "secret=[REDACTED:google-oauth]"),
+    ("huggingface", f"huggingface-cli login --token {HF}", "huggingface-cli login --token [REDACTED:huggingface-token]"),
+    ("stripe", f"stripe.api_key = '{STRIPE}'", "stripe.api_key = '[REDACTED:stripe-key]'"),
+    ("stripe-restricted", f"key {STRIPE_RESTRICTED};", "key [REDACTED:stripe-key];"),
+    ("stripe-webhook", f"endpoint_secret = {STRIPE_WEBHOOK}", "endpoint_secret = [REDACTED:stripe-key]"),
+    ("sendgrid", f"SG key: {SENDGRID}.", "SG key: [REDACTED:sendgrid-key]."),
+    ("twilio", f"twilio api {TWILIO} x", "twilio api [REDACTED:twilio-key] x"),
+    ("npm", f"//registry.npmjs.org/:_authToken={NPM}", "//registry.npmjs.org/:_authToken=[REDACTED:npm-token]"),
+    ("pypi", f"password = {PYPI}\n", "password = [REDACTED:pypi-token]\n"),
+    ("digitalocean", f"doctl auth init -t {DIGITALOCEAN}", "doctl auth init -t [REDACTED:digitalocean-token]"),
+    ("shopify", f"X-Shopify-Access-Token {SHOPIFY}", "X-Shopify-Access-Token [REDACTED:shopify-token]"),
+    # --- cloud credentials ---
+    ("aws-id", f"aws_access_key_id = {AWS_ID}", "aws_access_key_id = [REDACTED:aws-access-key-id]"),
+    ("aws-session-id", f"AccessKeyId: {AWS_SESSION_ID}\n", "AccessKeyId: [REDACTED:aws-access-key-id]\n"),
+    (
+        "aws-secret",
+        f"[default]\naws_secret_access_key = {AWS_SECRET}\nregion = us-east-1",
+        "[default]\naws_secret_access_key = [REDACTED:assignment]\nregion = us-east-1",
+    ),
+    ("aws-secret-env", f"AWS_SECRET_ACCESS_KEY={AWS_SECRET} cmd", "AWS_SECRET_ACCESS_KEY=[REDACTED:assignment] cmd"),
+    (
+        "azure-connection-string",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=[REDACTED:azure-key];EndpointSuffix=core.windows.net",
+    ),
+    (
+        "azure-service-bus",
+        f"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey={AZURE_KEY}",
+        "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=Root;SharedAccessKey=[REDACTED:azure-key]",
+    ),
+    (
+        "azure-sas",
+        "https://acct.blob.core.windows.net/c/f.txt?sv=2022-11-02&se=2030&sig=" + fake(43) + "%3D end",
+        "https://acct.blob.core.windows.net/c/f.txt?sv=2022-11-02&se=2030&sig=[REDACTED:azure-sas] end",
+    ),
+    # --- GitHub, GitLab, Slack, Discord ---
+    ("github-ghp", f"export GITHUB_TOKEN={GHP}", "export GITHUB_TOKEN=[REDACTED:github-token]"),
+    ("github-gho", f"oauth: {GHO}", "oauth: [REDACTED:github-token]"),
+    ("github-ghu", f"({GHU})", "([REDACTED:github-token])"),
+    ("github-ghs", f"token {GHS} expires", "token [REDACTED:github-token] expires"),
+    ("github-ghr", f'"refresh": "{GHR}"', '"refresh": "[REDACTED:github-token]"'),
+    (
+        "github-pat",
+        f"git clone https://{GITHUB_PAT}@github.com/o/r.git",
+        "git clone https://[REDACTED:github-token]@github.com/o/r.git",
+    ),
+    ("gitlab", f"PRIVATE-TOKEN: {GITLAB}", "PRIVATE-TOKEN: [REDACTED:gitlab-token]"),
+    ("slack-bot", f"SLACK_BOT_TOKEN={SLACK_BOT}", "SLACK_BOT_TOKEN=[REDACTED:slack-token]"),
+    ("slack-user", f"token: {SLACK_USER}", "token: [REDACTED:slack-token]"),
+    ("slack-app", f"app token {SLACK_APP}", "app token [REDACTED:slack-token]"),
+    (
+        "slack-webhook",
+        f'curl -X POST -d "{{}}" https://hooks.slack.com/services/{SLACK_HOOK_PATH}',
+        'curl -X POST -d "{}" https://hooks.slack.com/services/[REDACTED:slack-webhook]',
+    ),
+    (
+        "discord-webhook",
+        f"https://discord.com/api/webhooks/{DISCORD_HOOK_PATH} sent",
+        "https://discord.com/api/webhooks/[REDACTED:discord-webhook] sent",
+    ),
+    # --- bearer tokens and JWTs ---
+    ("authorization-header", f"Authorization: Bearer {BEARER}\r\n", "Authorization: Bearer [REDACTED:authorization]\r\n"),
+    (
+        "authorization-curl",
+        f"curl -H 'authorization: token {BEARER}' https://api.example.org",
+        "curl -H 'authorization: token [REDACTED:authorization]' https://api.example.org",
+    ),
+    (
+        "authorization-json",
+        f'{{"headers": {{"Authorization": "Basic {BEARER}"}}}}',
+        '{"headers": {"Authorization": "Basic [REDACTED:authorization]"}}',
+    ),
+    (
+        "bearer-bare",
+        f'headers["Authorization"] = "Bearer {BEARER}"',
+        'headers["Authorization"] = "Bearer [REDACTED:bearer-token]"',
+    ),
+    ("jwt", f"id_token_hint={JWT}&x=1", "id_token_hint=[REDACTED:jwt]&x=1"),
+    ("jwt-bearer", f"Authorization: Bearer {JWT}", "Authorization: Bearer [REDACTED:jwt]"),
+    # --- passwords in URLs: user and host stay ---
+    (
+        "url-postgres",
+        "DATABASE_URL=postgres://app:s3cr3t-Pa55@db.internal:5432/app",
+        "DATABASE_URL=postgres://app:[REDACTED:url-password]@db.internal:5432/app",
+    ),
+    ("url-redis-no-user", "redis://:hunter2@cache:6379/0", "redis://:[REDACTED:url-password]@cache:6379/0"),
+    (
+        "url-mongodb-srv",
+        'client = MongoClient("mongodb+srv://admin:Xy9%40z@cluster0.mongodb.net/db")',
+        'client = MongoClient("mongodb+srv://admin:[REDACTED:url-password]@cluster0.mongodb.net/db")',
+    ),
+    ("url-https", "see https://bob:pa55word@example.org/path", "see https://bob:[REDACTED:url-password]@example.org/path"),
+    # --- assignments: the name stays, the value goes ---
+    ("env-export", "export MY_SERVICE_TOKEN=abc123def456\n", "export MY_SERVICE_TOKEN=[REDACTED:assignment]\n"),
+    ("yaml-password-quoted", 'DB_PASSWORD: "x"', 'DB_PASSWORD: "[REDACTED:assignment]"'),
+    ("yaml-password-bare", "  password: hunter2\n  user: bob", "  password: [REDACTED:assignment]\n  user: bob"),
+    ("kv-password", "password=hunter2", "password=[REDACTED:assignment]"),
+    (
+        "json-api-key",
+        '{"api_key": "abc123", "model": "x", "n": 1}',
+        '{"api_key": "[REDACTED:assignment]", "model": "x", "n": 1}',
+    ),
+    (
+        "json-escaped",
+        '{\\"user\\": \\"a\\", \\"password\\": \\"hunter2\\", \\"n\\": 1}',
+        '{\\"user\\": \\"a\\", \\"password\\": \\"[REDACTED:assignment]\\", \\"n\\": 1}',
+    ),
+    ("json-number", '{"pin_password": 123456, "x": 2}', '{"pin_password": [REDACTED:assignment], "x": 2}'),
+    ("django", "SECRET_KEY = 'django-insecure-8f#k2@x!q'", "SECRET_KEY = '[REDACTED:assignment]'"),
+    ("client-secret", "client_secret: 9f8e7d6c5b4a", "client_secret: [REDACTED:assignment]"),
+    ("camel-case", 'const cfg = { clientSecret: "s3cr3t", id: 1 }', 'const cfg = { clientSecret: "[REDACTED:assignment]", id: 1 }'),
+    ("header-api-key", "X-Api-Key: 4f5e6d7c8b9a\n", "X-Api-Key: [REDACTED:assignment]\n"),
+    ("passwd", "passwd=letmein", "passwd=[REDACTED:assignment]"),
+    ("pwd-suffix", "DB_PWD=letmein99", "DB_PWD=[REDACTED:assignment]"),
+    ("passphrase", "SSH_PASSPHRASE='correct horse battery staple'", "SSH_PASSPHRASE='[REDACTED:assignment]'"),
+    ("go-walrus", 'token := "abc123xyz"', 'token := "[REDACTED:assignment]"'),
+    ("php-arrow", "'password' => 'hunter2',", "'password' => '[REDACTED:assignment]',"),
+    ("query-string", "GET /cb?access_token=abc123&state=xyz", "GET /cb?access_token=[REDACTED:assignment]&state=xyz"),
+    ("upper-key", "STRIPE_KEY=abcdef123456", "STRIPE_KEY=[REDACTED:assignment]"),
+    ("ini-file", "[pypi]\nusername = __token__\npassword = mypassword\n", "[pypi]\nusername = __token__\npassword = [REDACTED:assignment]\n"),
+    (
+        "ini-file-json-escaped",
+        '{"stdout": "[server]\\npassword = letmein\\nport = 22"}',
+        '{"stdout": "[server]\\npassword = [REDACTED:assignment]\\nport = 22"}',
+    ),
+    ("spaced", "API_KEY   =   abc123", "API_KEY   =   [REDACTED:assignment]"),
+    ("kwarg-literal", 'connect(user="bob", password="hunter2")', 'connect(user="bob", password="[REDACTED:assignment]")'),
+    ("token-mixed-case", "token: aBcD3fGh", "token: [REDACTED:assignment]"),
+    (
+        "json-escaped-env",
+        '"stdout": "DEBUG=1\\nSTRIPE_KEY=abc123\\nPWD=/srv\\n"',
+        '"stdout": "DEBUG=1\\nSTRIPE_KEY=[REDACTED:assignment]\\nPWD=/srv\\n"',
+    ),
+    # --- command-line flags ---
+    ("cli-password", "mysql --password hunter2 -u root", "mysql --password [REDACTED:cli-flag] -u root"),
+    ("cli-token-quoted", 'tool --auth-token "abc 123"', 'tool --auth-token "[REDACTED:cli-flag]"'),
+    ("cli-api-key", "client --api-key abc123 --verbose", "client --api-key [REDACTED:cli-flag] --verbose"),
+    # --- private keys ---
+    (
+        "rsa-key-newlines",
+        f"$ cat id_rsa\n{RSA_KEY}\n$ ls",
+        "$ cat id_rsa\n-----BEGIN RSA PRIVATE KEY-----\n[REDACTED:private-key]\n-----END RSA PRIVATE KEY-----\n$ ls",
+    ),
+    (
+        "rsa-key-json-escaped",
+        '{"output": "' + RSA_KEY.replace("\n", "\\n") + '\\n", "exit": 0}',
+        '{"output": "-----BEGIN RSA PRIVATE KEY-----\\n[REDACTED:private-key]\\n-----END RSA PRIVATE KEY-----\\n", "exit": 0}',
+    ),
+    (
+        "openssh-key",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(KEY_BODY_LINES) + "\n-----END OPENSSH PRIVATE KEY-----\n",
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n[REDACTED:private-key]\n-----END OPENSSH PRIVATE KEY-----\n",
+    ),
+    (
+        "ec-key-crlf",
+        "-----BEGIN EC PRIVATE KEY-----\r\n" + "\r\n".join(KEY_BODY_LINES[:3]) + "\r\n-----END EC PRIVATE KEY-----",
+        "-----BEGIN EC PRIVATE KEY-----\r\n[REDACTED:private-key]\r\n-----END EC PRIVATE KEY-----",
+    ),
+    (
+        "encrypted-pkcs8",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\n" + "\n".join(KEY_BODY_LINES) + "\n-----END ENCRYPTED PRIVATE KEY-----",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\n[REDACTED:private-key]\n-----END ENCRYPTED PRIVATE KEY-----",
+    ),
+    (
+        "rsa-legacy-encrypted",
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B2C3D4E5F\n\n"
+        + "\n".join(KEY_BODY_LINES)
+        + "\n-----END RSA PRIVATE KEY-----",
+        "-----BEGIN RSA PRIVATE KEY-----\n[REDACTED:private-key]\n-----END RSA PRIVATE KEY-----",
+    ),
+    (
+        "pgp-key",
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: GnuPG v2\n\n"
+        + "\n".join(KEY_BODY_LINES)
+        + "\n=aB3d\n-----END PGP PRIVATE KEY BLOCK-----",
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n[REDACTED:private-key]\n-----END PGP PRIVATE KEY BLOCK-----",
+    ),
+    (
+        "key-cut-short",
+        "head -c 200 key.pem\n-----BEGIN PRIVATE KEY-----\n" + KEY_BODY_LINES[0] + "\n" + KEY_BODY_LINES[1][:30],
+        "head -c 200 key.pem\n-----BEGIN PRIVATE KEY-----\n[REDACTED:private-key]",
+    ),
+    (
+        "key-cut-short-json-escaped",
+        '{"stdout": "-----BEGIN PRIVATE KEY-----\\n' + KEY_BODY_LINES[0] + "\\n" + KEY_BODY_LINES[1][:30] + '", "n": 1}',
+        '{"stdout": "-----BEGIN PRIVATE KEY-----\\n[REDACTED:private-key]", "n": 1}',
+    ),
+    (
+        "key-python-string-concat",
+        'KEY = (\n    "-----BEGIN RSA PRIVATE KEY-----\\n"\n    "'
+        + KEY_BODY_LINES[0]
+        + '\\n"\n    "-----END RSA PRIVATE KEY-----"\n)',
+        'KEY = (\n    "-----BEGIN RSA PRIVATE KEY-----\\n"\n    "[REDACTED:private-key]\\n"\n    "-----END RSA PRIVATE KEY-----"\n)',
+    ),
+]
+
+# Texts that must come back unchanged: training data loses more from mangling these than it gains.
+NEGATIVE = [
+    ("prose", "The tokenizer splits each key phrase; the password policy needs review."),
+    ("git-sha", "commit 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nAuthor: Dev <dev@example.org>"),
+    ("uuid", "session 123e4567-e89b-12d3-a456-426614174000 started"),
+    ("paths", "/home/dev/.ssh/id_rsa.pub /etc/ssl/private/server.key ~/.aws/credentials"),
+    ("type-annotation", "def login(user: str, password: str) -> bool:"),
+    ("typed-field", "    password: Optional[str] = None\n    token: str | None = None"),
+    ("ts-type", "interface Cfg { apiKey: string; secret?: string }"),
+    ("rust-type", "let token: Option<String> = None;"),
+    ("check-password", "def check_password(password):\n    return verify(password)"),
+    ("getpass-prompt", 'pw = getpass.getpass("Password: ")'),
+    ("print-prompt", 'print("token: " + tok)'),
+    ("self-ref", "self.token = token\ntoken = self.token"),
+    ("env-lookup", 'api_key = os.environ["OPENAI_API_KEY"]\nsecret = os.getenv("SECRET")'),
+    ("process-env", "const apiKey = process.env.OPENAI_API_KEY;"),
+    ("call", "token = get_token()\npassword = getpass.getpass()"),
+    ("kwargs-passthrough", "client = Client(password=password, token=tok, api_key=api_key)"),
+    ("shell-pwd", "PWD=/home/dev/project\nOLDPWD=/tmp\nHOME=/home/dev"),
+    ("sort-key", "sorted(items, key=lambda kv: kv[1])\ncache_key = f'user:{uid}'"),
+    ("max-tokens", "max_tokens=1024, num_tokens: 77, tokens = tokenize(text)"),
+    ("special-tokens", 'tokenizer.pad_token = tokenizer.eos_token\npad_token = "[PAD]"\n"eos_token": "</s>",'),
+    ("placeholder-your", "OPENAI_API_KEY=YOUR_API_KEY\napi_key: your-api-key-here"),
+    ("placeholder-angle", "GITHUB_TOKEN=<token>\npassword=<your password>"),
+    ("placeholder-template", 'SECRET=${SECRET}\nTOKEN=$TOKEN\npassword: "{{ db_password }}"'),
+    ("placeholder-mask", "password: ***\nAPI_KEY=xxxxxxxx\ntoken: '...'"),
+    ("empty", 'PASSWORD=\nTOKEN=""\napi_key: \'\'\n'),
+    ("null-values", '{"api_key": null, "token": None, "password": false}'),
+    ("bearer-placeholder", 'curl -H "Authorization: Bearer $TOKEN" https://api.example.org'),
+    ("bearer-fstring", 'headers = {"Authorization": f"Bearer {token}"}'),
+    ("bearer-prose", "The Bearer authentication scheme uses a token: see RFC 6750."),
+    ("secret-prose", "Token: The next step reads the secret: it is in the vault."),
+    ("pem-parsing-code", 'if line.startswith("-----BEGIN RSA PRIVATE KEY-----"):\n    start = i\nelif line.startswith("-----END RSA PRIVATE KEY-----"):\n    end = i'),
+    ("pem-marker-list", 'MARKERS = ["-----BEGIN RSA PRIVATE KEY-----", "-----END RSA PRIVATE KEY-----"]'),
+    ("pem-prose", "A file that starts with -----BEGIN PRIVATE KEY----- is a PKCS#8 key."),
+    ("public-key", 'public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx user@host"'),
+    ("urls", "http://localhost:8080/api git@github.com:org/repo.git https://user@example.org/x"),
+    ("kebab-words", "task-queue-worker-0123456789abcdef desk-lamp-2024-11-25-final-version-2"),
+    ("snake-words", "test_functions_with_really_long_names_here_0123456789 _private_helper_function_name"),
+    ("ls-listing", "-rw-r--r--  1 dev dev  4096 Nov 25 17:39 secrets.py\ndrwx------  2 dev dev  4096 Nov 25 .ssh"),
+    ("comparison", 'if password == expected and token != "":'),
+    ("existing-marker", "GITHUB_TOKEN=[REDACTED:github-token] and [REDACTED:assignment]"),
+    ("short", "pw=x"),
+    ("key-value-word", 'translation key: "greeting"\nmonkey = "banana"'),
+    # Code that names secrets without holding one, found by running the module over site-packages.
+    ("names-as-values", '"input_token": "next_token", "output_token": "marker",\nSECRET_KEY = \'AWS_SECRET_ACCESS_KEY\''),
+    ("key-constants", 'CONTEXT_KEY = "RemoveImportsVisitor"\nSTATS_KEY = "_hypothesis_stats"\nEMRFS_KEY = \'fs.s3.consistent\''),
+    ("arn", '"Resource": "arn:aws:secretsmanager:*:*:secret:greengrass-*",'),
+    ("resource-type", '"AWS::SecretsManager::Secret": "c85175a4ebcce361",'),
+    ("format-fields", 'f"{token:02x}" + f"{self.sequence_token:056d}"\npassword = f"{registry_id}-auth-token"'),
+    ("docstrings", ":param password: The plaintext password.\n    password: The password part of the URL."),
+    ("small-numbers", "ERRORTOKEN = 58\ntoken = 0\n'HAVE_STRUCT_PASSWD_PW_PASSWD': 1,"),
+    ("variable-to-variable", "    cache_token = current_token\nself.username, self.password = credentials\nToken = Ignore + PlainToken"),
+    ("kwargs-over-lines", "list_jobs(max_results=max_results,\n          next_token=previous_next_token\n)"),
+    ("generic-words", "https://user:pass@host.example.org/ and https://username:password@host.com:80/"),
+    ("masked-and-colors", 'password = ":****"\nToken: \'#ffffff\','),
+    ("cli-prose", "log in with the --username and --password options of the CLI"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [c[1:] for c in POSITIVE], ids=[c[0] for c in POSITIVE])
+def test_secret_is_replaced_and_the_rest_kept(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize("text", [c[1] for c in NEGATIVE], ids=[c[0] for c in NEGATIVE])
+def test_non_secrets_are_left_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+ALL_TEXTS = [c[1] for c in POSITIVE] + [c[1] for c in NEGATIVE]
+
+
+@pytest.mark.parametrize("text", ALL_TEXTS)
+def test_precheck_never_skips_a_rule_that_would_match(text: str) -> None:
+    # The gates decide which rules run; running every rule must give the same result.
+    assert _redact(text) == _redact(text, precheck=False)
+
+
+@pytest.mark.parametrize("text", ALL_TEXTS)
+def test_redacting_twice_changes_nothing(text: str) -> None:
+    once = redact_text(text)
+    assert redact_text(once) == once
+
+
+def test_count_is_the_number_of_secrets_removed() -> None:
+    text = f"GITHUB_TOKEN={GHP}\npassword: hunter2\n{RSA_KEY}\nok\nPWD=/home/dev"
+    redacted, n = redact_text_with_count(text)
+    assert n == 3
+    assert redacted.count("[REDACTED:") == 3
+    assert redact_text_with_count("nothing to see here, move along") == ("nothing to see here, move along", 0)
+
+
+def test_gcp_service_account_json_keeps_everything_but_the_key() -> None:
+    account = {
+        "type": "service_account",
+        "project_id": "demo-project",
+        "private_key_id": fake(40, HEX),
+        "private_key": "-----BEGIN PRIVATE KEY-----\n" + "\n".join(KEY_BODY_LINES) + "\n-----END PRIVATE KEY-----\n",
+        "client_email": "bot@demo-project.iam.gserviceaccount.com",
+    }
+    dumped = json.dumps(account, indent=2)
+    out = redact_text(dumped)
+    back = json.loads(out)  # still valid JSON
+    assert back["private_key"] == "-----BEGIN PRIVATE KEY-----\n[REDACTED:private-key]\n-----END PRIVATE KEY-----\n"
+    assert {k: v for k, v in back.items() if k != "private_key"} == {
+        k: v for k, v in account.items() if k != "private_key"
+    }
+
+
+def test_key_inside_a_doubly_escaped_json_dump() -> None:
+    # A hook payload holding a tool_response that is itself JSON text: backslashes double up.
+    payload = json.dumps({"tool_response": json.dumps({"stdout": RSA_KEY + "\n"})})
+    assert "\\\\n" in payload
+    out = redact_text(payload)
+    assert all(line not in out for line in KEY_BODY_LINES)
+    inner = json.loads(json.loads(out)["tool_response"])
+    assert inner["stdout"] == "-----BEGIN RSA PRIVATE KEY-----\n[REDACTED:private-key]\n-----END RSA PRIVATE KEY-----\n"
+
+
+def test_json_dump_of_many_secrets_stays_parseable() -> None:
+    obj = {
+        "env": f"OPENAI_API_KEY={OPENAI}\nDB_PASSWORD=hunter2\nPWD=/srv",
+        "cmd": f"curl -H 'Authorization: Bearer {BEARER}' https://u:pw123@h.example.org",
+        "nested": [{"note": f"token {GHP}", "n": 3}],
+    }
+    out = json.loads(redact_text(json.dumps(obj)))
+    flat = json.dumps(out)
+    for secret in (OPENAI, "hunter2", BEARER, "pw123", GHP):
+        assert secret not in flat
+    assert out["env"].endswith("PWD=/srv") and out["nested"][0]["n"] == 3
+
+
+def test_redact_value_walks_nested_tool_calls() -> None:
+    trace = {
+        "prompt": f"deploy with {GHP} please",
+        "tool_calls": [
+            {
+                "name": "Bash",
+                "input": {"command": f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET} && aws s3 ls", "timeout": 60},
+                "output": f"{RSA_KEY}\ndone",
+                "success": True,
+                "duration_ms": None,
+            },
+            {
+                "name": "mcp__vault__put",
+                "input": {"path": "kv/app", "data": {"password": "x", "api_key": "plain", "token": "<token>"}},
+                "output": None,
+            },
+        ],
+        "usage": {"input_tokens": 10, "output_tokens": 20},
+        "tags": ("a", f"sk={STRIPE}"),
+    }
+    before = json.dumps(trace, default=list)
+    out, n = redact_value_with_count(trace)
+    assert json.dumps(trace, default=list) == before  # the input is not modified
+    assert out["prompt"] == "deploy with [REDACTED:github-token] please"
+    bash = out["tool_calls"][0]
+    assert bash["input"] == {
+        "command": "export AWS_SECRET_ACCESS_KEY=[REDACTED:assignment] && aws s3 ls",
+        "timeout": 60,
+    }
+    assert bash["output"].endswith("-----END RSA PRIVATE KEY-----\ndone") and KEY_BODY_LINES[0] not in bash["output"]
+    assert (bash["success"], bash["duration_ms"]) == (True, None)
+    # Named secrets go whatever they look like; placeholders stay.
+    assert out["tool_calls"][1]["input"]["data"] == {
+        "password": "[REDACTED:assignment]",
+        "api_key": "[REDACTED:assignment]",
+        "token": "<token>",
+    }
+    assert out["usage"] == {"input_tokens": 10, "output_tokens": 20}
+    assert out["tags"] == ("a", "sk=[REDACTED:stripe-key]")
+    assert n == 6
+    assert redact_value(trace) == out
+
+
+def test_redact_value_keeps_keys_and_non_strings() -> None:
+    value = {"password": "", "api_key": None, "secret": 42, "ok": [1, 2.5, True, None], GHP: "key is a secret?"}
+    assert redact_value(value) == value  # keys are kept as they are, even one that looks like a token
+    assert redact_value(7) == 7 and redact_value(None) is None
+    # An UPPER_CASE `_KEY` name alone does not make a setting a secret; a random-looking value does.
+    assert redact_value({"CACHE_KEY": "user", "STRIPE_KEY": "abc123def"}) == {
+        "CACHE_KEY": "user",
+        "STRIPE_KEY": "[REDACTED:assignment]",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("OPENAI_API_KEY", True),
+        ("db_password", True),
+        ("clientSecret", True),
+        ("X-Auth-Token", True),
+        ("aws_secret_access_key", True),
+        ("private_key", True),
+        ("SSH_KEY", True),
+        ("DB_PWD", True),
+        ("PWD", False),
+        ("OLDPWD", False),
+        ("sort_key", False),
+        ("key", False),
+        ("public_key", False),
+        ("PUBLIC_KEY", False),
+        ("max_tokens", False),
+        ("tokenizer", False),
+        ("private_key_id", False),
+    ],
+)
+def test_is_secret_name(name: str, secret: bool) -> None:
+    assert is_secret_name(name) is secret
+
+
+def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
+    """Random mixes of the cases above, one per line: each secret gone, each safe line intact."""
+    rng = random.Random(7)
+    safe_lines = [c[1] for c in NEGATIVE if "\n" not in c[1]]
+    for _ in range(60):
+        picks = rng.sample(POSITIVE, 3)
+        lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]
+        rng.shuffle(lines)
+        text = "\n".join(lines)
+        out = redact_text(text)
+        assert out == _redact(text, precheck=False)[0]
+        for line in safe_lines:
+            if line in text:
+                assert line in out
+        for _, original, expected in picks:
+            assert expected in out, (original, out)
+
+
+def test_non_ascii_text_is_handled() -> None:
+    text = f"Déjà vu — token → {GHP} ✓\npassword: «hunter2»\nİstanbul"
+    out = redact_text(text)
+    assert GHP not in out and "hunter2" not in out
+    assert out.startswith("Déjà vu — token → [REDACTED:github-token] ✓\npassword: ")
+    assert out.endswith("\nİstanbul")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ("-----BEGIN RSA PRIVATE KEY-----" + "A" * 100 + " ") * 2000,  # BEGIN after BEGIN, no END
+        "sk-" * 30000,  # one long run of prefixes
+        "ghp_" * 20000 + "x" * 40,
+        'password="' + "a" * 200_000,  # a quote that never closes
+        ('token = "' + "a" * 1000 + "\n") * 200,
+        "--" + "a" * 200_000,
+        ("Bearer " + "a" * 1000 + " ") * 200,
+        "eyJ" + "a.eyJ" * 30000,
+        ("https://" + "u" * 1000 + ":" + "p" * 1000 + " ") * 100,
+        "key=" * 50000,  # every `=` gated, none a secret
+        "sort_key=lambda " * 20000,
+        '\\"' * 100_000 + "password",
+    ],
+    ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes"],
+)
+def test_pathological_input_finishes_quickly(text: str) -> None:
+    # Linear work is milliseconds here; a quadratic regex would take minutes.
+    start = time.perf_counter()
+    redact_text(text)
+    assert time.perf_counter() - start < 3.0
