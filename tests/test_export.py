@@ -269,6 +269,36 @@ def test_lora_adapter_is_merged(student, tmp_path):
     assert torch.allclose(merged, expected, atol=1e-4)
 
 
+def test_llama3_rope_scaling_and_gqa_match(tmp_path):
+    """A random tiny LLaMA with Llama 3.1-style RoPE scaling (rope_freqs tensor) and grouped KV heads."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from trainer.export import write_gguf
+    from trainer.tokenizer_tools import train_tiny_tokenizer
+
+    texts = [f"row {i} of table t{i % 7} has value {i * 13}" for i in range(300)]
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=400)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=512,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(config).eval()
+    hf_dir = tmp_path / "hf"
+    model.save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    path = write_gguf(model, AutoTokenizer.from_pretrained(hf_dir), hf_dir, tmp_path / "m.gguf", "f32")
+    names = {t.name for t in gguf.GGUFReader(path).tensors}
+    assert "rope_freqs.weight" in names and "output.weight" not in names  # tied: llama.cpp reuses token_embd
+    server = llama_server(path)
+    text = " ".join(texts[:12])  # long enough that the low-frequency (scaled) dimensions matter
+    assert max_diff(server, model, tokenizer, [text, text[:80]]) < 1e-4
+
+
 def test_permutation_matches_llama_cpp_layout():
     """permute_qk is convert_hf_to_gguf's `permute`: rows of each head interleave its two halves."""
     import numpy as np

@@ -34,6 +34,7 @@ values compared as values otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -242,6 +243,8 @@ def write_gguf(model, tokenizer, hf_dir: Path, out_path: Path, qtype: str, name:
     writer.add_tokenizer_pre(LLAMA_PRE_TOKENIZER)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
+    # SpecialVocab warns about the pair template's second BOS, which llama.cpp never uses.
+    logging.getLogger("gguf.vocab").setLevel(logging.ERROR)
     special = gguf.SpecialVocab(hf_dir, load_merges=True, n_vocab=vocab_size)
     special.chat_template = None  # written below, from the one template
     special.add_to_gguf(writer, quiet=True)
