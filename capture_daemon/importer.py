@@ -168,9 +168,10 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
 
 def prepare_for_store(trace: Trace) -> Trace:
     """The same redaction and analysis the daemon applies to live traces."""
-    from capture_daemon.ingest import _default_analyze, _default_redact, redact_trace
+    from capture_daemon.ingest import _default_analyze
+    from capture_daemon.scrub import scrub_trace
 
-    return _default_analyze()(redact_trace(trace, _default_redact()))
+    return _default_analyze()(scrub_trace(trace))
 
 
 __all__ = ["import_paths", "traces_from_session", "session_files", "default_roots", "prepare_for_store",

@@ -20,7 +20,6 @@ after an idle timeout, or when its session ends.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -28,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import orjson
-
 from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
 from capture_daemon.schema import Trace, make_trace_id
+from capture_daemon.scrub import scrub_payload, scrub_turns
 from capture_daemon.spool import CorruptSpoolFile, SpoolEvent, pending_files, quarantine, read_event
 from capture_daemon.store import TraceStore
 from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
@@ -70,14 +68,14 @@ class OpenTrace:
 
 class Ingestor:
     def __init__(self, store: TraceStore, spool: Path, quarantine_dir: Path, settings: IngestSettings | None = None,
-                 analyze: Callable[[Trace], Trace] | None = None, redact: Callable[[object], object] | None = None,
+                 analyze: Callable[[Trace], Trace] | None = None,
                  clock: Callable[[], int] = time.time_ns):
         self.store = store
         self.spool = spool
         self.quarantine_dir = quarantine_dir
         self.settings = settings or IngestSettings()
         self.analyze = analyze or _default_analyze()
-        self.redact = redact or _default_redact()
+        self.scrub = scrub_payload
         self.clock = clock
         self.open: dict[str, OpenTrace] = {}
         self.aliases: dict[tuple[str, str], str] = {}  # notification prompt → parent trace
@@ -109,7 +107,7 @@ class Ingestor:
             except (CorruptSpoolFile, OSError) as exc:
                 self._quarantine(path, str(exc))
                 continue
-            event.payload = self.redact(event.payload)
+            event.payload = self.scrub(event.payload)
             if self._excluded(event):
                 self.excluded_count += 1
                 _unlink(path)
@@ -287,16 +285,16 @@ class Ingestor:
         if main is not None:
             for prompt_id in [trace.prompt_id, *trace.notification_prompts]:
                 if prompt_id in main.prompts:
-                    main_turns.append(main.prompts[prompt_id])
+                    main_turns.append(scrub_turns(main.prompts[prompt_id]))
         agent_turns: dict[str, PromptTurns] = {}
         for ev in events:
             if ev.event == "SubagentStop" and ev.agent_id and ev.payload.get("agent_transcript_path"):
                 agent = _load_transcript(ev.payload["agent_transcript_path"], cache)
                 if agent is not None and agent.prompts:
-                    agent_turns[ev.agent_id] = _merge_turns(list(agent.prompts.values()))
+                    agent_turns[ev.agent_id] = scrub_turns(_merge_turns(list(agent.prompts.values())))
         result = build_trace(trace.session_id, trace.prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
-        return self.analyze(redact_trace(result, self.redact))
+        return self.analyze(result)
 
     def pending_count(self) -> int:
         return len(pending_files(self.spool))
@@ -304,22 +302,6 @@ class Ingestor:
     def _error(self, message: str) -> None:
         log.warning(message)
         self.errors = (self.errors + [message])[-50:]
-
-
-_redacted_tools: dict[bytes, list] = {}
-
-
-def redact_trace(trace: Trace, redact: Callable[[object], object]) -> Trace:
-    """Every string of the trace redacted. The offered tool schemas are the bulk of a trace
-    and the same for every prompt of a Claude Code version: redacted once, then reused."""
-    data = redact(trace.model_dump(mode="json", exclude={"tools_offered"}))
-    key = hashlib.sha1(orjson.dumps(trace.tools_offered)).digest()
-    if key not in _redacted_tools:
-        if len(_redacted_tools) > 64:
-            _redacted_tools.clear()
-        _redacted_tools[key] = redact(trace.tools_offered)
-    data["tools_offered"] = _redacted_tools[key]
-    return Trace.model_validate(data)
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
@@ -357,7 +339,3 @@ def _default_analyze() -> Callable[[Trace], Trace]:
     return analyze
 
 
-def _default_redact() -> Callable[[object], object]:
-    from capture_daemon.redact import redact_value
-
-    return redact_value

@@ -145,11 +145,10 @@ def build_trace(
 def save(trace: Trace, store_path: Optional[Path] = None) -> Trace:
     """Redact, analyze (with config.toml's rules) and store `trace`; return what was stored."""
     from capture_daemon.quality import analyze
-    from capture_daemon.redact import redact_value
+    from capture_daemon.scrub import scrub_trace
     from capture_daemon.store import TraceStore
 
-    trace = Trace.model_validate(redact_value(trace.model_dump(mode="json")))
-    trace = analyze(trace)
+    trace = analyze(scrub_trace(trace))  # redacted and analysed as captured traces are
     with TraceStore.open(store_path) as store:
         store.put(trace)  # sets quality.duplicate_of when the same prompt and workflow is stored
     return trace

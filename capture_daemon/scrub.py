@@ -1,0 +1,65 @@
+"""Where redaction is applied: every piece of text is scrubbed once, where it enters.
+
+`redact.py` knows what a secret looks like; this module knows understudy's data. Text
+enters a trace from two places only, hook payloads and transcripts, so scrubbing those
+at the door keeps the store, the exports and every trace built from them clean, without
+scrubbing each assembled trace again (which was half of the ingest time). Imports, which
+have no hook events, scrub the finished trace with `scrub_trace`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from capture_daemon.redact import redact_value
+from capture_daemon.schema import Trace
+from capture_daemon.transcript import PromptTurns
+
+# Identifiers and flags Claude Code generates, never user text.
+_ID_FIELDS = frozenset({"session_id", "prompt_id", "tool_use_id", "hook_event_name", "agent_id", "agent_type",
+                        "permission_mode", "effort", "duration_ms", "stop_hook_active", "is_interrupt", "source"})
+_tools_cache: dict[bytes, list] = {}
+
+
+def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """A hook payload with every field that can hold user text redacted."""
+    return {key: value if key in _ID_FIELDS and (not isinstance(value, str) or len(value) <= 64)
+            else redact_value({key: value})[key]  # a dict, so secret-named keys are seen
+            for key, value in payload.items()}
+
+
+def scrub_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Offered tool schemas are the bulk of a transcript and the same for every prompt of a
+    Claude Code version: redacted once, then reused."""
+    key = hashlib.sha1(orjson.dumps(tools)).digest()
+    if key not in _tools_cache:
+        if len(_tools_cache) > 64:
+            _tools_cache.clear()
+        _tools_cache[key] = redact_value(tools)
+    return _tools_cache[key]
+
+
+def scrub_turns(turns: PromptTurns) -> PromptTurns:
+    """Redact one prompt's transcript content in place (once: later calls are no-ops)."""
+    if getattr(turns, "scrubbed", False):
+        return turns
+    turns.prompt = redact_value(turns.prompt)
+    for block in turns.blocks:
+        block.text = redact_value(block.text)
+        block.input = redact_value(block.input)
+    for result in turns.results.values():
+        result.text = redact_value(result.text)
+        result.structured = None  # not used in traces; not kept
+    turns.tools_offered = scrub_tools(turns.tools_offered)
+    turns.scrubbed = True  # type: ignore[attr-defined]
+    return turns
+
+
+def scrub_trace(trace: Trace) -> Trace:
+    """Every string of a finished trace redacted (for traces not built from scrubbed parts)."""
+    data = redact_value(trace.model_dump(mode="json", exclude={"tools_offered"}))
+    data["tools_offered"] = scrub_tools(trace.tools_offered)
+    return Trace.model_validate(data)
