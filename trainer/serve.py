@@ -384,7 +384,8 @@ class LlamaCppBackend:
 
     def count(self, prompt: str) -> int:
         with self.lock:
-            out = self.server.handle_completions({"prompt": self._prompt(prompt), "n_predict": 0, "cache_prompt": False})
+            # cache_prompt: the generation that usually follows reuses this prompt's KV cache.
+            out = self.server.handle_completions({"prompt": self._prompt(prompt), "n_predict": 0, "cache_prompt": True})
         return int(out.get("usage", {}).get("prompt_tokens", 0)) if isinstance(out, dict) else 0
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
@@ -834,7 +835,8 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
 
     async def student_message(request: Request, body: dict):
         prompt, offered = build_prompt(body, settings.context, tokenizer)
-        input_tokens = backend.count(prompt)
+        # Off the event loop: a backend's count may wait for a running generation's lock.
+        input_tokens = await asyncio.to_thread(backend.count, prompt)
         params = gen_params(body)
         asm = OutputAssembler(offered, body.get("stop_sequences") or [])
         envelope = message_envelope(body, input_tokens)
@@ -939,7 +941,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             return await proxy(request, raw)
         validate_request(body, count_only=True)
         prompt, _ = build_prompt(body, settings.context, tokenizer)
-        return {"input_tokens": backend.count(prompt)}
+        return {"input_tokens": await asyncio.to_thread(backend.count, prompt)}
 
     return app
 
