@@ -10,7 +10,8 @@ training context, the student's `<tool_call>` becomes a `tool_use` block, Claude
 for real, sends the result back, the student answers, and the capture hooks record a trace whose
 tool calls are the student's. It does not show that a tiny model generalizes.
 
-Run for both backends: transformers (the HF checkpoint) and llama.cpp (the exported GGUF).
+Run for both backends: transformers (the HF checkpoint) and llama.cpp (the exported GGUF). A third
+test runs the real CLI through `trainer serve --ab` with the scripted API as the upstream.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_trainer_serve(model: Path, port: int, env: dict, log: Path) -> subprocess.Popen:
+def start_trainer_serve(model: Path, port: int, env: dict, log: Path, extra: tuple = ()) -> subprocess.Popen:
     argv = [
         sys.executable, "-m", "trainer.cli", "serve", "--model", str(model), "--port", str(port),
         # The student was taught with Claude Code's Bash tool only, and greedy decoding.
-        "-o", "serve.tools=Bash", "-o", "serve.temperature=0", "-o", "serve.max_new_tokens=64",
+        "-o", "serve.tools=Bash", "-o", "serve.temperature=0", "-o", "serve.max_new_tokens=64", *extra,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -120,3 +121,40 @@ def test_claude_code_runs_on_the_student(backend, claude_home, understudy_home, 
     assert calls[0]["success"] and "alpha.txt" in calls[0]["output"] and "beta.txt" in calls[0]["output"]
     assert trace["final_response"].strip() == FINAL_ANSWER
     assert any(NARRATION in step["text"] for step in trace["assistant_text"])
+
+
+def test_ab_rollout_with_the_real_cli(claude_home, understudy_home, tmp_path, tmp_path_factory):
+    """`--ab upstream=URL,student=0`: Claude Code's session goes to the upstream (the scripted API)
+    through the proxy, streaming passed through; the arm log keys it by the session id Claude
+    Code sends, which is also the captured trace's session id, so traces can be split by arm."""
+    from tests.scripted_api import Script, ScriptedAPI, text, tool
+
+    model_dir, _ = shared_student(tmp_path_factory)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "gamma.txt").write_text("gamma\n")
+    scripts = [Script("List the files", [[text("Teacher lists."), tool("Bash", {"command": "ls"})], [text("One file: gamma.txt.")]])]
+    port = free_port()
+    with ScriptedAPI(scripts) as upstream:
+        env = dict(os.environ, UNDERSTUDY_HOME=str(understudy_home))
+        argv_extra = ["--ab", f"upstream={upstream.base_url},student=0"]
+        server = start_trainer_serve(model_dir, port, env, tmp_path / "serve.log", extra=argv_extra)
+        try:
+            proc = run_claude(TARGET_PROMPT, home=claude_home, understudy_home=understudy_home, cwd=project,
+                              base_url=f"http://127.0.0.1:{port}", allowed_tools="Bash", timeout=180)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["result"] == "One file: gamma.txt."
+    assert len(upstream.requests) >= 2  # both turns went upstream
+
+    arms = subprocess.run([sys.executable, "-m", "trainer.cli", "serve", "arms", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [json.loads(line) for line in arms.splitlines()]
+    assert [(r["session_id"], r["arm"]) for r in rows] == [(result["session_id"], "upstream")]
+    assert rows[0]["requests"] >= 2
+    trace = next(t for t in ingest_and_export(understudy_home) if t["prompt"] == TARGET_PROMPT)
+    assert trace["session_id"] == rows[0]["session_id"]
+    assert [c["name"] for c in trace["tool_calls"]] == ["Bash"] and "gamma.txt" in trace["tool_calls"][0]["output"]
