@@ -36,9 +36,9 @@ Terms
   output redirection to a file.
 - *Run*: a main Bash call that is not read-only (tests, scripts, builds, installs, …).
 - *Similar inputs*: two calls of the same tool whose inputs, rendered as sorted compact
-  JSON and split into tokens (words and punctuation marks), have a difflib ratio ≥
-  `rules.similar_input_ratio` (default 0.9). Inputs of more than 400 tokens (a whole
-  file for Write) are compared by their first and last 200.
+  JSON, have a difflib ratio (2 × matching characters / total characters) ≥
+  `rules.similar_input_ratio` (default 0.9). Renderings longer than 600 characters (a
+  whole file for Write) are compared by their first and last 300 characters.
 
 Signals
 -------
@@ -542,39 +542,30 @@ def text_mentions_database(text: str) -> bool:
     return any(re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", text) for c in _DB_CLIENTS if c not in ("bq", "mongo"))
 
 
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-# Long inputs (a whole file for Write) are compared by their first and last tokens only:
-# a retry differs in a flag or a path, which shows at either end, and difflib is quadratic.
-_MAX_TOKENS = 200
+# Long inputs (a whole file for Write) are compared by their ends only: a retry differs in
+# a flag or a path, which shows near an end, and difflib is quadratic.
+_END_CHARS = 300
 
 
-def _input_tokens(call: ToolCall) -> tuple[str, tuple[str, ...]]:
+def _input_key(call: ToolCall) -> str:
     try:
         key = json.dumps(call.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         key = repr(call.input)
-    # A token is at most as long as the text it comes from: tokenize only the ends of a long key.
-    span = 40 * _MAX_TOKENS
-    if len(key) > 2 * span:
-        head, tail = _TOKEN_RE.findall(key[:span]), _TOKEN_RE.findall(key[-span:])
-        if len(head) >= _MAX_TOKENS and len(tail) >= _MAX_TOKENS:
-            return key, tuple(head[:_MAX_TOKENS] + tail[-_MAX_TOKENS:])
-    tokens = _TOKEN_RE.findall(key)
-    if len(tokens) > 2 * _MAX_TOKENS:
-        tokens = tokens[:_MAX_TOKENS] + tokens[-_MAX_TOKENS:]
-    return key, tuple(tokens)
+    return key if len(key) <= 2 * _END_CHARS else key[:_END_CHARS] + key[-_END_CHARS:]
 
 
 def similar_calls(a: ToolCall, b: ToolCall, ratio: float, _cache: Optional[dict] = None) -> bool:
-    """Same tool and near-identical input: difflib ratio ≥ `ratio` over the inputs' tokens
-    (words and punctuation of the sorted compact JSON; for inputs of more than 400 tokens,
-    the first and last 200)."""
+    """Same tool and near-identical input: difflib ratio ≥ `ratio` over the inputs rendered
+    as sorted compact JSON (for renderings over 600 characters, the first and last 300)."""
     if a.name != b.name:
         return False
     cache = _cache if _cache is not None else {}
-    ka, ta = cache.get(id(a)) or cache.setdefault(id(a), _input_tokens(a))
-    kb, tb = cache.get(id(b)) or cache.setdefault(id(b), _input_tokens(b))
-    if ka == kb:
+    for call in (a, b):
+        if id(call) not in cache:
+            cache[id(call)] = _input_key(call)
+    ta, tb = cache[id(a)], cache[id(b)]
+    if ta == tb:
         return True
     total = len(ta) + len(tb)
     if not total:
@@ -593,7 +584,8 @@ def similar_calls(a: ToolCall, b: ToolCall, ratio: float, _cache: Optional[dict]
         return True
     if 2 * (head + tail + min(len(mid_a), len(mid_b))) < ratio * total:
         return False
-    matched = sum(b.size for b in difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False).get_matching_blocks())
+    matcher = difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False)
+    matched = sum(block.size for block in matcher.get_matching_blocks())
     return 2 * (head + tail + matched) >= ratio * total
 
 

@@ -434,3 +434,16 @@ def test_large_trace_stays_fast():
     s = sig(calls)
     assert time.perf_counter() - start < 2.0
     assert "iterative" in s.patterns
+
+
+@pytest.mark.parametrize("first,second,retry", [
+    ("pytest tests/", "pytest tests/ -x", True),
+    ("npm test", "npm test", True),
+    ("psql -tc \"SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'equipment%'\"",
+     "psql -tc \"SELECT count(*) FROM pg_tables WHERE tablename LIKE 'equipment%'\"", False),
+    ("cat /etc/app.conf", "find /etc -name 'app*.conf'", False),
+])
+def test_retry_or_different_approach(first, second, retry):
+    s = sig([bash(first, success=False), bash(second)])
+    assert ("iterative" in s.patterns) is retry
+    assert s.error_recovery is not retry
