@@ -11,7 +11,10 @@ prompt, tool schemas, system prompt replaced by the compact one). Numbers:
     tokens/s   output tokens (from message_delta usage) / (last event - first delta)
     total      request sent → message_stop
 Requests alternate between backends, so drift in machine load hits them alike. The tiny model
-is random (it rarely stops early), so every request generates --max-tokens tokens.
+is random (it rarely stops early), so every request generates --max-tokens tokens. The same
+request repeats: llama.cpp reuses its prompt KV cache across requests (as it would for the
+shared prefix of a Claude Code session), transformers recomputes the prompt each time, so the
+TTFT column favours llama.cpp beyond raw speed.
 
 On a GPU machine (not run here): pass --model a 1B-class student directory and --device cuda;
 for the GGUF pass --n-gpu-layers 999 (xllamacpp wheels with CUDA offload the layers).
