@@ -60,7 +60,7 @@ def list_traces(accepted, pattern, tool, since, project, limit) -> None:
 def show(trace_id: str, full: bool) -> None:
     """Show one trace's workflow: prompt, calls, narration, answer, signals, quality."""
     with TraceStore.open() as store:
-        trace = store.get(trace_id)
+        trace = store.find(trace_id)
     if trace is None:
         raise click.ClickException(f"No trace with id '{trace_id}' (or more than one starts so); `capture-daemon list` shows ids")
     render_trace(trace, Console(), full=full)
@@ -123,7 +123,7 @@ def forget(trace_id: str | None, session_id: str | None, yes: bool) -> None:
         raise click.UsageError("give a TRACE_ID or --session SESSION_ID (one of them)")
     with TraceStore.open() as store:
         if trace_id:
-            trace = store.get(trace_id)
+            trace = store.find(trace_id)
             if trace is None:
                 raise click.ClickException(f"No trace with id '{trace_id}'; `capture-daemon list` shows ids")
             if not yes:

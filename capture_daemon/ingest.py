@@ -181,16 +181,20 @@ class Ingestor:
         key = (event.session_id, event.prompt_id)
         if key in self.aliases:
             return self.aliases[key]
+        own = make_trace_id(event.session_id, event.prompt_id)
+        if own in self.open:
+            return own
         if event.event == "UserPromptSubmit" and is_notification_prompt(event.payload.get("prompt")):
             parent = self._notification_parent(event)
             if parent:
                 self.aliases[key] = parent
                 return parent
+        # A late event of a notification turn whose trace was already committed.
         stored = self.store.linked_trace(f"prompt:{event.session_id}:{event.prompt_id}")
         if stored:
             self.aliases[key] = stored
             return stored
-        return make_trace_id(event.session_id, event.prompt_id)
+        return own
 
     def _notification_parent(self, event: SpoolEvent) -> str | None:
         task_id, tool_use_id = notification_target(event.payload.get("prompt", ""))
@@ -206,7 +210,7 @@ class Ingestor:
         return max(same_session, key=lambda t: t.last_event_ns).trace_id if same_session else None
 
     def _open(self, trace_id: str, session_id: str, prompt_id: str) -> OpenTrace:
-        stored = self.store.get(trace_id) if self.store.has_trace(trace_id) else None
+        stored = self.store.get(trace_id)
         if stored is not None:
             # A late event for a stored trace: reopen it with the events it was built from.
             trace = OpenTrace(trace_id, stored.session_id, stored.prompt_id)

@@ -60,6 +60,7 @@ tests check that both give the same result.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
@@ -154,6 +155,7 @@ def _normalize_name(name: str) -> str:
     return name.lower().translate(_NAME_SEPARATORS).strip("\"'\\ ")
 
 
+@functools.lru_cache(maxsize=4096)  # dict keys repeat endlessly ("command", "stdout", ...)
 def _name_kind(name: str) -> Optional[str]:
     """_CHOSEN (a password), _MADE (a token or key), _WEAK (only its `_KEY` suffix says so), or None.
 

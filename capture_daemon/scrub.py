@@ -26,9 +26,13 @@ _tools_cache: dict[bytes, list] = {}
 
 def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A hook payload with every field that can hold user text redacted."""
-    return {key: value if key in _ID_FIELDS and (not isinstance(value, str) or len(value) <= 64)
-            else redact_value({key: value})[key]  # a dict, so secret-named keys are seen
-            for key, value in payload.items()}
+    kept, text = {}, {}
+    for key, value in payload.items():
+        if key in _ID_FIELDS and (not isinstance(value, str) or len(value) <= 64):
+            kept[key] = value
+        else:
+            text[key] = value
+    return {**kept, **redact_value(text)}  # a dict, so secret-named keys are seen too
 
 
 def scrub_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -237,9 +237,17 @@ class TraceStore:
         return dict(zip([c[0] for c in cursor.description], row)) if row else None
 
     def get(self, trace_id: str) -> Trace | None:
-        row = self.db.execute("SELECT json FROM traces WHERE trace_id=? OR trace_id LIKE ? LIMIT 2",
-                              (trace_id, trace_id + "%")).fetchall()
-        return Trace.model_validate_json(row[0][0]) if len(row) == 1 else None
+        row = self.db.execute("SELECT json FROM traces WHERE trace_id=?", (trace_id,)).fetchone()
+        return Trace.model_validate_json(row[0]) if row else None
+
+    def find(self, id_prefix: str) -> Trace | None:
+        """The trace whose id is or starts with `id_prefix` (None when none or several)."""
+        exact = self.get(id_prefix)
+        if exact is not None or not id_prefix.isalnum():
+            return exact
+        rows = self.db.execute("SELECT json FROM traces WHERE trace_id >= ? AND trace_id < ? LIMIT 2",
+                               (id_prefix, id_prefix + "\uffff")).fetchall()
+        return Trace.model_validate_json(rows[0][0]) if len(rows) == 1 else None
 
     def iter_traces(self, accepted: bool | None = None, pattern: str | None = None, tool: str | None = None,
                     since: datetime | str | None = None, project: str | None = None,
