@@ -54,7 +54,7 @@ from capture_daemon.schema import Quality, ReasoningSignals, Trace
 from capture_daemon.signals import (
     EDIT_TOOLS,
     SignalRules,
-    _mcp_parts,
+    mcp_parts,
     compute_signals,
     is_change,
     is_run,
@@ -158,7 +158,7 @@ def _uses_retrieval(trace: Trace) -> list[str]:
         if c.name == "WebSearch":
             tools.append(c.name)
             continue
-        mcp = _mcp_parts(c.name)
+        mcp = mcp_parts(c.name)
         if mcp and any(w in _RETRIEVAL_WORDS for w in re.split(r"[_\-.]+", f"{mcp[0]}_{mcp[1]}".lower())):
             tools.append(c.name)
     return list(dict.fromkeys(tools))

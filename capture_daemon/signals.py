@@ -113,8 +113,8 @@ Signals
 
 A trace with no tool calls at all and `source == "manual"` (a quick capture with only a
 response) has no narration separate from its answer: there the answer text is read for
-`explicit_plan`, `self_corrections` and `used_database` (database client names and SQL
-statements in the text).
+`explicit_plan`, `self_corrections` (position 0) and `used_database` (database client
+names and SQL statements in the text).
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ from capture_daemon.schema import ReasoningSignals, SelfCorrection, TextStep, To
 class SignalRules(BaseModel):
     """Thresholds for the signals; `[signals]` in config.toml."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # E (reads/searches before the first change) at or above this is "moderate".
     exploration_moderate: int = Field(2, ge=1)
@@ -170,7 +170,7 @@ _MCP_READ_PREFIXES = (
 )
 
 
-def _mcp_parts(name: str) -> Optional[tuple[str, str]]:
+def mcp_parts(name: str) -> Optional[tuple[str, str]]:
     if not name.startswith("mcp__"):
         return None
     rest = name[len("mcp__"):]
@@ -496,7 +496,7 @@ def is_read(call: ToolCall) -> bool:
         return _bash(call).read_only
     if call.name in AGENT_TOOLS:
         return str(call.input.get("subagent_type") or "").lower() == "explore"
-    mcp = _mcp_parts(call.name)
+    mcp = mcp_parts(call.name)
     if mcp:
         return mcp[1].lower().startswith(_MCP_READ_PREFIXES)
     return False
@@ -526,7 +526,7 @@ def _strings(value: Any) -> Iterable[str]:
 def uses_database(call: ToolCall) -> bool:
     if call.name == "Bash":
         return _bash(call).database
-    mcp = _mcp_parts(call.name)
+    mcp = mcp_parts(call.name)
     if mcp:
         words = [w for w in re.split(r"[_\-.]+", f"{mcp[0]}_{mcp[1]}".lower()) if w]
         if any(w in _DB_WORDS or w.endswith("sql") or (w.endswith("db") and len(w) > 2) for w in words):

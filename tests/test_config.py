@@ -133,3 +133,9 @@ def test_exclude_projects_globs(isolated_env):
     assert not cap.is_excluded(home / "work")
     assert not cap.is_excluded(None)
     assert not CaptureSettings().is_excluded("/anything")
+
+
+def test_signal_thresholds_are_not_coerced_from_strings(understudy_home):
+    write(understudy_home, '[signals]\nexploration_moderate = "2"\n')
+    with pytest.raises(ConfigError, match=r"\[signals\] exploration_moderate: Input should be a valid integer"):
+        load_config()
