@@ -257,10 +257,11 @@ class TraceStore:
             where.append("accepted = ?")
             args.append(int(accepted))
         if pattern:
-            where.append("(pattern = ? OR EXISTS (SELECT 1 FROM json_each(json, '$.reasoning_signals.patterns') WHERE value = ?))")
+            # Qualify the column: a bare `json` inside json_each() is not the column.
+            where.append("(pattern = ? OR EXISTS (SELECT 1 FROM json_each(traces.json, '$.reasoning_signals.patterns') AS p WHERE p.value = ?))")
             args += [pattern, pattern]
         if tool:
-            where.append("EXISTS (SELECT 1 FROM json_each(json, '$.tool_calls') WHERE json_extract(value, '$.name') = ?)")
+            where.append("EXISTS (SELECT 1 FROM json_each(traces.json, '$.tool_calls') AS c WHERE json_extract(c.value, '$.name') = ?)")
             args.append(tool)
         if since:
             where.append("started_at >= ?")
