@@ -273,6 +273,8 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
     else:
         output = error
     output, original = _cut(output)
+    if result is not None and result.full_chars:
+        original = max(original or 0, result.full_chars)
     return ToolCall(
         tool_use_id=call.tool_use_id, name=call.name or "unknown", input=call.input, output=output,
         output_original_chars=original, success=success, error=error,

@@ -10,7 +10,7 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
 * `promptId` sits on user rows; assistant rows belong to the latest prompt before them;
 * the file may be mid-write (a partial last line), may hold corrupt lines or lone
   surrogates; none of that may stop the rest from being read;
-* large tool outputs may live in a `tool-results/` file the tool_result points to.
+* a large tool output is saved to a `tool-results/` file; the model sees a preview.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ class ToolResult:
     text: str
     is_error: bool
     structured: Any = None  # `toolUseResult`: the tool's own structured result
+    # For an output Claude Code persisted to tool-results/ (the model saw only a preview):
+    # the full output's length in characters.
+    full_chars: int | None = None
 
 
 @dataclass
@@ -100,17 +103,20 @@ def _numeric_usage(usage: Any) -> dict[str, int]:
     return {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
-def _expand_tool_results_file(text: str) -> str:
-    """A huge output is saved to tool-results/ and the result names the file: read it back."""
+def _persisted_output_chars(text: str) -> int | None:
+    """A huge output is saved to tool-results/ and the model sees a preview naming the file.
+    The preview is what the model saw, so it stays the observation; the file tells how big
+    the output really was."""
+    if "tool-results/" not in text:
+        return None
     match = _TOOL_RESULTS_FILE.search(text)
     if not match:
-        return text
-    path = Path(match.group(1))
+        return None
     try:
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
-            return handle.read(MAX_TOOL_RESULT_FILE_CHARS)
+        with open(match.group(1), "r", encoding="utf-8", errors="replace") as handle:
+            return len(handle.read(MAX_TOOL_RESULT_FILE_CHARS * 50))
     except OSError:
-        return text
+        return None
 
 
 def parse_transcript(path: str | Path, data: bytes | None = None) -> Transcript:
@@ -174,9 +180,10 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
-                text = _expand_tool_results_file(_text_of(block.get("content")))
+                text = _text_of(block.get("content"))
                 current.results[str(block.get("tool_use_id"))] = ToolResult(
-                    text=text, is_error=bool(block.get("is_error")), structured=row.get("toolUseResult"))
+                    text=text, is_error=bool(block.get("is_error")), structured=row.get("toolUseResult"),
+                    full_chars=_persisted_output_chars(text))
     elif not row.get("isMeta") and not current.prompt:
         text = _text_of(content)
         current.prompt = text

@@ -103,6 +103,10 @@ def _scripts(project: Path) -> list[Script]:
             [tool("Bash", {"command": "python3 app.py", "description": "Run it again"}, id="toolu_fix_5")],
             [text(FIX_ANSWER)],
         ]),
+        Script("print a huge listing", [
+            [tool("Bash", {"command": "seq 1 60000", "description": "Huge output"}, id="toolu_big_1")],
+            [text("That listing is 60000 lines long.")],
+        ]),
         Script("this run gets killed", [
             [tool("Bash", {"command": "echo before-kill", "description": "x"}, id="toolu_kill_1")],
             [text("never sent")],
@@ -148,7 +152,7 @@ def captured(tmp_path_factory):
 
         for prompt in ("compare transformer 1 and transformer 2", "what does the missing config say",
                        "read both files at once", "delegate the inspection", "show me the deploy settings",
-                       "how many equipment rows are in grid.db"):
+                       "how many equipment rows are in grid.db", "print a huge listing"):
             results[prompt] = claude(prompt)
         results["fix the greeting in app.py"] = claude("fix the greeting in app.py", tools="Bash Read Edit")
         first = claude("first question of the day")
@@ -191,7 +195,7 @@ def test_one_trace_per_prompt_and_no_notification_trace(captured):
         "compare transformer 1 and transformer 2", "what does the missing config say", "read both files at once",
         "delegate the inspection", "show me the deploy settings", "first question of the day",
         "follow-up after resuming", "this run gets killed", "how many equipment rows are in grid.db",
-        "fix the greeting in app.py"])
+        "fix the greeting in app.py", "print a huge listing"])
     assert not any("<task-notification>" in p for p in prompts)
     assert len({t["trace_id"] for t in captured["all"]}) == len(prompts)
     assert captured["status"]["traces"]["total"] == len(prompts)
@@ -391,3 +395,9 @@ def test_quality_rejects_short_and_incomplete_traces(captured):
     killed = traces["this run gets killed"]["quality"]
     assert killed["accepted"] is False and any("incomplete" in r for r in killed["reasons"])
     assert captured["status"]["traces"]["accepted"] == sum(t["quality"]["accepted"] for t in captured["all"])
+
+
+def test_huge_output_keeps_the_preview_the_model_saw_and_records_the_full_size(captured):
+    [call] = captured["traces"]["print a huge listing"]["tool_calls"]
+    assert call["output"].startswith("<persisted-output>") and "Preview" in call["output"]
+    assert call["output_original_chars"] == len("\n".join(str(i) for i in range(1, 60001))) + 1
