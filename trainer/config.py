@@ -64,7 +64,7 @@ class RunConfig:
     # Demo corpus size when traces = "demo", and the size of the tiny random LLaMA the demo trains
     # (used only when sft.base_model is left at its default).
     demo_traces: int = 300
-    demo_hidden: int = 64
+    demo_hidden: int = 128
     demo_layers: int = 2
     demo_heads: int = 4
     demo_vocab: int = 1500

@@ -260,7 +260,8 @@ def write_model_card(output_dir: Path, eval_summary: Optional[dict[str, Any]] = 
         "",
         f"- Base model: `{cfg.get('base_model', 'unknown')}`",
         f"- Method: {summary.get('method', '?')}",
-        f"- Steps: {summary.get('global_step', '?')}, final train loss: {summary.get('train_loss', '?')}",
+        f"- Steps: {summary.get('global_step', '?')}, last logged train loss: {summary.get('last_loss', '?')}"
+        f" (mean over the run {summary.get('train_loss', '?')})",
         f"- Tokens seen: {summary.get('tokens_seen', '?')} ({summary.get('tokens_per_second', 0):.0f} tokens/s)",
         "",
         "## Data",
@@ -270,6 +271,16 @@ def write_model_card(output_dir: Path, eval_summary: Optional[dict[str, Any]] = 
     ]
     for split, n in summary.get("splits", {}).items():
         lines.append(f"- {split}: {n} examples")
+    stats_path = Path(summary.get("data_dir", "")) / "stats.json"
+    if summary.get("data_dir") and stats_path.exists():
+        stats = json.loads(stats_path.read_text())
+        lengths = stats.get("token_lengths", {}).get("all", {})
+        if lengths.get("count"):
+            lines.append(f"- tokens per example: median {lengths['median']}, max {lengths['max']}")
+        if stats.get("patterns"):
+            lines.append("- patterns: " + ", ".join(f"{k} {v}" for k, v in stats["patterns"].items()))
+        if stats.get("tools"):
+            lines.append("- tool calls: " + ", ".join(f"{k} {v}" for k, v in stats["tools"].items()))
     lines += ["", "## Hyperparameters", "", "| key | value |", "| --- | --- |"]
     for key, value in cfg.items():
         lines.append(f"| {key} | `{json.dumps(value)}` |")
@@ -475,7 +486,8 @@ def train_sft(
     summary = {
         "method": method,
         "global_step": result.global_step,
-        "train_loss": result.train_loss,
+        "train_loss": None if result.train_loss is None else round(result.train_loss, 4),
+        "last_loss": next((round(h["loss"], 4) for h in reversed(history) if "loss" in h), None),
         "train_runtime_s": round(runtime, 2),
         "tokens_seen": tokens,
         "tokens_per_second": result.tokens_per_second,
