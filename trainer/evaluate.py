@@ -10,7 +10,8 @@ teacher's actual turn and tool results are appended (teacher forcing: the studen
 observations the teacher saw) and the student takes the next step, until it answers without
 calling a tool or the teacher's trace has no more observations to replay.
 
-Metrics, per system (the student and each baseline):
+Metrics, per system (the student and each baseline). The sequence metrics read each call's tool
+name even from a call whose JSON is broken (which tool it chose); valid_call_rate judges the writing.
     first_tool_accuracy    the first call's tool is the teacher's first tool
     exact_sequence_match   the whole tool sequence equals the teacher's
     sequence_similarity    1 - Levenshtein(student, teacher) / max(len), 1.0 when both are empty
@@ -486,6 +487,8 @@ def command(ctx, config_path, model_path, data_dir, output_dir, max_examples):
             ("eval.max_examples", max_examples),
         ],
     )
+    click.echo("Resolved config [eval]:")
+    click.echo(cfg.describe(["eval"]))
     try:
         evaluate(cfg)
     except ConfigError as e:
