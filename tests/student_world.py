@@ -1,21 +1,25 @@
 """A small scripted-teacher world for the RL, mining and A/B tests: corpus, tiny base, dataset, SFT student.
 
-Built once per test session under pytest's base temp dir (a `done` marker is written last, so a
-second test module that asks for it reuses it) and shared through the `student_world` fixture:
+Built once per test session under pytest's base temp dir, or in $UNDERSTUDY_TEST_WORLD_DIR to keep
+it between runs (a `done` marker is written last, so a second test module that asks for it reuses
+it), and shared through the `student_world` fixture:
 
     from tests.student_world import student_world  # noqa: F401  (a fixture)
 
     def test_x(student_world):
         student_world.sft_model, student_world.base_model, student_world.data_dir, ...
 
-Sizes are chosen so the whole build takes well under a minute on two CPU cores: 120 traces of
-the six workflow kinds, a 2-layer 64-wide LLaMA, and 120 steps of full fine-tuning, enough for a
-student that has learned most workflows but is far from perfect (RL then has something to fix).
+Sizes: 120 traces of the six workflow kinds, tools reduced to their names and required arguments
+and tool results to 32 tokens (every example fits sft.max_length, nothing is truncated), a
+2-layer 128-wide LLaMA with a 2,000-token vocabulary, and 150 steps of full fine-tuning through
+`trainer sft`'s own train_sft: a student that has learned much of the workflows but is far from
+perfect, so RL has something to fix. On two free CPU cores this is the slow part of these tests.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,4 +103,6 @@ def rows(world: SimpleNamespace, split: str) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def student_world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    return build_world(tmp_path_factory.getbasetemp() / "student_world")
+    # $UNDERSTUDY_TEST_WORLD_DIR keeps the world between runs while working on these tests.
+    keep = os.environ.get("UNDERSTUDY_TEST_WORLD_DIR")
+    return build_world(Path(keep) if keep else tmp_path_factory.getbasetemp() / "student_world")

@@ -128,3 +128,43 @@ def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
     resumed = train_rl(cfg, log=lines.append)
     assert resumed["global_step"] == 26
     assert any("resuming from" in line and "checkpoint-24" in line for line in lines)
+
+
+def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world, tmp_path):
+    """trainer/post_sft.py as `trainer run` calls it after eval: every stage once, then all up to date."""
+    import shutil
+
+    from trainer.post_sft import run_after_eval
+
+    out = tmp_path / "run"
+    shutil.copytree(student_world.data_dir, out / "dataset")
+    cfg = load_config(overrides=[
+        ("run.out", str(out)),
+        ("rl.enabled", True), ("mine.enabled", True), ("abtest.enabled", True),
+        ("reward.discriminator_examples", 8), ("reward.discriminator_max_steps", 4),
+        ("reward.max_new_tokens", 64), ("reward.max_turns", 4),
+        ("mine.max_examples", 8), ("mine.top_fraction", 0.25),
+        ("rl.max_steps", 2), ("rl.eval_examples", 0), ("rl.per_device_train_batch_size", 4),
+        ("rl.max_completion_length", 48), ("rl.save_steps", 2), ("rl.logging_steps", 1),
+        ("abtest.max_pairs", 4),
+    ])
+    lines: list[str] = []
+    student = run_after_eval(cfg, student_world.sft_model, out / "dataset", "sft-fp", out, lines.append)
+    assert student == out / "rl" / "final" and (student / "config.json").exists()
+    for stage in ("discriminator", "mine", "rl", "discriminator-rl", "abtest"):
+        assert json.loads((out / stage / "stage.json").read_text())["status"] == "done", stage
+    # RL over-sampled what mining found (2 of 8 prompts, ×3).
+    assert any("over-sampling 2 mined prompt(s)" in line for line in lines)
+    report = json.loads((out / "abtest" / "report.json").read_text())
+    assert report["pairs"]["student"] == 4 and "discriminator" in report["judges"]
+
+    again: list[str] = []
+    cfg2 = load_config(overrides=[(k, v) for k, v in [
+        ("run.out", str(out)), ("rl.enabled", True), ("mine.enabled", True), ("abtest.enabled", True),
+        ("reward.discriminator_examples", 8), ("reward.discriminator_max_steps", 4),
+        ("reward.max_new_tokens", 64), ("reward.max_turns", 4), ("mine.max_examples", 8), ("mine.top_fraction", 0.25),
+        ("rl.max_steps", 2), ("rl.eval_examples", 0), ("rl.per_device_train_batch_size", 4),
+        ("rl.max_completion_length", 48), ("rl.save_steps", 2), ("rl.logging_steps", 1), ("abtest.max_pairs", 4),
+    ]])
+    run_after_eval(cfg2, student_world.sft_model, out / "dataset", "sft-fp", out, again.append)
+    assert sum("up to date, skipping" in line for line in again) == 5, again

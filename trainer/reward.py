@@ -452,6 +452,12 @@ def markdown_report(report: dict[str, Any], title: str = "Behavioural reward") -
     return "\n".join(lines) + "\n"
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", name) is not None and not name.startswith((".", "/"))
+
+
 def _default_paths(cfg: UnderstudyConfig) -> dict[str, Path]:
     out = Path(cfg.run.out)
     return {
@@ -470,7 +476,7 @@ def run_reward(cfg: UnderstudyConfig, train_discriminator: bool = False, log: Ca
     split_file = paths["data"] / f"{r.split}.jsonl"
     if not split_file.exists():
         raise ConfigError(f"no {r.split} split at {split_file}: run `trainer build-dataset` or set reward.data_dir")
-    if not paths["model"].exists() and not str(paths["model"]).count("/") == 1:
+    if not paths["model"].exists() and not _looks_like_hub_id(str(paths["model"])):
         raise ConfigError(f"no student at {paths['model']}: run `trainer sft` or set reward.model")
     paths["out"].mkdir(parents=True, exist_ok=True)
     disc_dir = discriminator_dir(cfg)

@@ -413,8 +413,10 @@ def command(ctx, config_path, model_path, data_dir, output_dir, algorithm, max_s
     arguments, validity, style, length) and, once trained, the discriminator's p(teacher).
     Held-out reward is measured before and after with multi-step replay rollouts.
 
-    PPO was removed from TRL in 1.13 and the installed TRL has none; --algorithm ppo says so and
-    stops. Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE.
+    PPO was removed from TRL in 1.13 (TRL 1.16 is installed here); --algorithm ppo says whether the
+    installed TRL has it and stops: understudy drives GRPO only and ships no PPO of its own. Several GPUs: `accelerate launch -m trainer.cli rl ...` (DeepSpeed/FSDP via accelerate;
+    TRL's vLLM generation for speed); many nodes: verl or OpenRLHF on Ray with trainer.rl's reward
+    (see the module docstring). Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE.
     """
     cfg = resolve_cli_config(
         config_path, ctx.args,
