@@ -141,11 +141,17 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=600)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--gpu-model", help="A 1B-class model (local path or cached id) for the CUDA comparison.")
     parser.add_argument("--gpu-steps", type=int, default=30)
     args = parser.parse_args()
+    import os
+
+    import torch
+
+    # CPU numbers swing with other load on the machine (torch's threads contend badly): say what it was.
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     root = Path(tempfile.mkdtemp(prefix="bench_trainer_"))
     try:
         tokenizer, data_dir = bench_dataset(root, args.traces)
