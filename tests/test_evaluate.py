@@ -144,3 +144,14 @@ def test_score_episode_with_malformed_and_unknown_calls(rows):
     )
     s = score_episode(ep, row)
     assert s["valid_call_rate"] == 0.0 and s["first_tool_accuracy"] == 0.0 and s["answered_rate"] == 0.0
+
+
+def test_eval_cli_without_a_dataset_says_what_to_run(tmp_path):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    result = CliRunner().invoke(main, ["eval", "--data", str(tmp_path / "nothing"), "--model", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"no test split at {tmp_path / 'nothing' / 'test.jsonl'}: run `trainer build-dataset`" in result.output
+    assert "Traceback" not in result.output

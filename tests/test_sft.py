@@ -221,3 +221,14 @@ def test_real_qlora_on_cuda(tiny_world, tmp_path):
     assert _changed(lora, model) == set(lora)
     result = train_sft(_cfg(base), data, tmp_path / "out2", log=lambda _: None)
     assert (result.final_dir / "config.json").is_file()
+
+
+def test_sft_cli_without_a_dataset_says_what_to_run(tmp_path):
+    from click.testing import CliRunner
+
+    from trainer.cli import main
+
+    result = CliRunner().invoke(main, ["sft", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "no training data at" in result.output and "run `trainer build-dataset`" in result.output
+    assert "Traceback" not in result.output

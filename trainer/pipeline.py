@@ -296,8 +296,8 @@ def stage_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_fp: s
 
 def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> dict[str, Any]:
     """Run every stage that is not up to date; returns the evaluation report."""
-    for note in check_config(cfg):
-        log(note)
+    # Fail on a bad combination before any stage runs; the notes are printed by the stage they concern.
+    check_config(cfg)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
