@@ -232,3 +232,16 @@ def test_sft_cli_without_a_dataset_says_what_to_run(tmp_path):
     assert result.exit_code == 1
     assert "no training data at" in result.output and "run `trainer build-dataset`" in result.output
     assert "Traceback" not in result.output
+
+
+def test_qlora_on_cpu_writes_a_merged_unquantized_final(tiny_world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, base, data = tiny_world
+    out = tmp_path / "out"
+    result = train_sft(_cfg(base, method="qlora", force_4bit=True), data, out, log=lambda _: None)
+    assert result.method == "qlora"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert getattr(model.config, "quantization_config", None) is None
+    assert next(model.parameters()).dtype == torch.float32

@@ -327,11 +327,12 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     if method == "qlora":
-        # Merging into 4-bit weights would round the adapter away: merge into a full-precision base.
+        # Merging into 4-bit weights would round the adapter away: merge into an unquantized base.
         from peft import PeftModel
 
-        log("Merging the adapter into a full-precision copy of the base …")
-        base = load_base_model(cfg.sft.base_model, four_bit=False, cuda=False, tokenizer=tokenizer)
+        log("Merging the adapter into an unquantized copy of the base …")
+        # On the CPU, in bf16 when training ran in bf16 (a 1B model merged in float32 would double its size).
+        base = load_base_model(cfg.sft.base_model, four_bit=False, cuda=cuda, tokenizer=tokenizer)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     else:
         merged = model.merge_and_unload()
