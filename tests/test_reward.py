@@ -133,28 +133,36 @@ def test_discriminator_beats_chance_on_untrained_student_and_drops_as_student_im
     from trainer.discriminator import Discriminator, pair_accuracy, train_discriminator
     from trainer.reward import rollouts
 
-    train = rows(student_world, "train")[:40]
-    held_out = rows(student_world, "validation") + rows(student_world, "test")
-    accuracies = {}
+    train = rows(student_world, "train")[:32]
+    held_out = rows(student_world, "test")
+    accuracies, margins = {}, {}
     for name, model in (("untrained", student_world.base_model), ("sft", student_world.sft_model)):
         # The untrained student goes through the same code path as a trained one.
-        student_train = rollouts(str(model), train, max_new_tokens=96, max_turns=6)
-        student_held = rollouts(str(model), held_out, max_new_tokens=96, max_turns=6)
+        # Room for whole answers: a student cut off mid-answer is trivially spotted.
+        student_train = rollouts(str(model), train, max_new_tokens=160, max_turns=6)
+        student_held = rollouts(str(model), held_out, max_new_tokens=160, max_turns=6)
+        # The same judge budget for both students, started from the untrained base.
         disc = train_discriminator(
             [workflow_text(r, teacher_workflow(r)) for r in train],
             [workflow_text(r, s) for r, s in zip(train, student_train)],
-            str(student_world.sft_model), tmp_path / name, max_steps=30, learning_rate=1e-3, log=print,
+            str(student_world.base_model), tmp_path / name, max_steps=30, learning_rate=1e-3, log=print,
         )
-        accuracies[name] = pair_accuracy(
-            Discriminator.load(tmp_path / name),
-            [workflow_text(r, teacher_workflow(r)) for r in held_out],
-            [workflow_text(r, s) for r, s in zip(held_out, student_held)],
-        )
+        loaded = Discriminator.load(tmp_path / name)
+        teacher_texts = [workflow_text(r, teacher_workflow(r)) for r in held_out]
+        student_texts = [workflow_text(r, s) for r, s in zip(held_out, student_held)]
+        accuracies[name] = pair_accuracy(loaded, teacher_texts, student_texts)
+        # How sure it is, not only whether it is right: mean p(teacher) of the teacher minus the student's.
+        p_t, p_s = loaded.p_teacher(teacher_texts), loaded.p_teacher(student_texts)
+        margins[name] = sum(a - b for a, b in zip(p_t, p_s)) / len(p_t)
         assert (tmp_path / name / "calibration.json").exists() and disc.info["pairs"] == len(train)
-    print(f"\ndiscriminator held-out pair accuracy ({len(held_out)} prompts): "
-          f"untrained student {accuracies['untrained']:.3f}, SFT student {accuracies['sft']:.3f}")
-    assert accuracies["untrained"] >= 0.9
-    assert accuracies["sft"] < accuracies["untrained"]
+    print(f"\ndiscriminator on {len(held_out)} held-out prompts, pair accuracy / mean confidence margin: "
+          f"untrained student {accuracies['untrained']:.3f} / {margins['untrained']:.3f}, "
+          f"SFT student {accuracies['sft']:.3f} / {margins['sft']:.3f}")
+    assert accuracies["untrained"] >= 0.9  # far better than chance (0.5) on an untrained student
+    # As the student improves the judge does no better, and is less sure: on this tiny world both
+    # students may still be told apart every time (accuracy saturates at 1.0), the margin drops.
+    assert accuracies["sft"] <= accuracies["untrained"]
+    assert margins["sft"] < margins["untrained"]
 
 
 def test_reward_command_prints_per_term_breakdown(student_world, tmp_path):
