@@ -36,6 +36,7 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
     && echo "chromium: installed $(chromium --version 2>/dev/null)" || echo "chromium: apt-get install chromium failed; its test will skip" >&2
 fi
 # A hung test fails after this many seconds instead of eating the CI budget (pytest-timeout).
-export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-600}"
+# Generous: fixtures that train the shared tiny student count towards their first test.
+export PYTEST_TIMEOUT="${PYTEST_TIMEOUT:-1500}"
 
 exec "$root/.venv/bin/pytest" "$@"
