@@ -62,7 +62,7 @@ def render_status(report: dict[str, Any]) -> None:
     console = Console()
     d, t, s = report["daemon"], report["traces"], report["spool"]
     console.print(f"[bold]understudy capture[/bold]  data: {report['data_dir']}")
-    console.print(f"daemon: " + (f"[green]running[/green] (pid {d['pid']})" if d["running"]
+    console.print("daemon: " + (f"[green]running[/green] (pid {d['pid']})" if d["running"]
                                  else "[red]not running[/red] — start it with `capture-daemon start`"))
     hooks_line = ", ".join(report["capture"]["hooks_registered"]) or "[red]none[/red] — run `capture-daemon hooks install`"
     console.print(f"hooks: {hooks_line}  ({report['capture']['hooks_settings']})")
