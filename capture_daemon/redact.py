@@ -53,9 +53,11 @@ Speed: the daemon calls this on every string of every trace. Strings shorter tha
 ``MIN_SECRET_CHARS`` come back untouched. For the rest, each rule names an anchor character
 that all its matches contain (``_`` of ``ghp_``, ``-`` of ``sk-``, ``=`` of an assignment) and a
 look-around test at it; one regex per anchor finds, in a few fast passes, which rules can match
-at all, and only those run (the assignment rule only at the positions found). See
-``_build_gates``; ``benchmarks/bench_redact.py`` measures it against running every rule, and
-tests check that both give the same result.
+at all, and only those run (the assignment rule only at the positions found). An anchor absent
+from the text costs one substring test, and a one-character guard after each anchor
+(``_ANCHOR_GUARDS``) turns away most of the dashes, dots and colons of ordinary output before
+any look-behind runs. See ``_build_gates``; ``benchmarks/bench_redact.py`` measures it against
+running every rule, and tests check that both give the same result.
 """
 
 from __future__ import annotations
@@ -591,20 +593,57 @@ _RULES: tuple[_Rule, ...] = (
 )
 
 
-# Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
-# token has at least 10 letters and digits after it; snake_case code mostly does not, so this
-# one test turns away most `_` before the per-token look-behinds run.
-_ANCHOR_GUARDS = {"_": r"(?=[A-Za-z0-9]{10})"}
+def _sep_guard(sep: str, others: str) -> str:
+    """A one-character test that every `=`/`:` gate implies: the character before `sep` ends a
+    secret word (`_after`'s quick test, any case), is a gap character (a quote, a space, a
+    backslash), or is one of `others`."""
+    ends = {w[-1] for w in (*_SECRET_WORDS, "authorization")}
+    chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t"
+    return f"(?<=[{chars}]{re.escape(sep)})"
 
 
-def _build_gates(rules: tuple[_Rule, ...]) -> tuple[tuple["re.Pattern[str]", dict[str, int]], ...]:
+# A cheap test right after the anchor that every gate at that anchor implies, so that the many
+# anchors in ordinary text (`-rw-r--r--`, `file.txt`, `12:30`, `x = 1`, `snake_case`) fail once
+# instead of once per look-behind. tests/test_redact_prefilter.py checks that no rule's match is lost.
+_ANCHOR_GUARDS = {
+    # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
+    # token has at least 10 letters and digits after it; snake_case code mostly does not.
+    "_": r"(?=[A-Za-z0-9]{10})",
+    # `-`: followed by another `-` (`--password`, `-----BEGIN`), or the end of a token prefix
+    # (sk- GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) with at least 10 token
+    # characters after it (every such token has 10 or more).
+    "-": r"(?:(?=-)|(?<=[kXitabposr]-)(?=[A-Za-z0-9_-]{10}))",
+    # `.`: the end of ya29. SG. hooks. discord. discordapp., or the `.` before a JWT's `eyJ` payload.
+    ".": r"(?:(?<=[9Gsdp]\.)|(?=eyJ))",
+    # `=`: assignments and Authorization (a secret word's last letter or a gap character),
+    # AccountKey= / SharedAccessKey= (y), sig= (g).
+    "=": _sep_guard("=", "yg"),
+    # `:`: the same, or `://` of a URL with a password.
+    ":": f"(?:(?=//)|{_sep_guard(':', '')})",
+}
+
+
+@dataclass(frozen=True)
+class _Gate:
+    anchor: str
+    # The anchor, its guard, then every rule's look at this anchor as group g0, g1, ...
+    pattern: "re.Pattern[str]"
+    # rules[j]: the index in _RULES of the rule whose look is group g{j}.
+    rules: tuple[int, ...]
+    # looks[j]: group g{j}'s look alone, tried right after the anchor.
+    looks: tuple["re.Pattern[str]", ...]
+
+
+def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
     """One regex per anchor character over all rules' gates at that anchor, and for each, which
     rule each of its groups belongs to.
 
     Each regex starts with its anchor as a literal, so the engine scans for that one character
     with a tight loop; a single regex over all anchors would need a character-set scan, which
     measured slower than these few literal scans together. The groups come after the anchor,
-    never around it, so that the literal stays first.
+    never around it, so that the literal stays first. Each look sits in a look-ahead, so a gate
+    match is its anchor alone and the scan goes on at the very next character: no anchor is
+    ever skipped because an earlier look read past it.
     """
     by_anchor: dict[str, list[tuple[str, int]]] = {}
     for i, rule in enumerate(rules):
@@ -612,13 +651,44 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[tuple["re.Pattern[str]", dic
             by_anchor.setdefault(anchor, []).append((look, i))
     gates = []
     for anchor, looks in by_anchor.items():
-        owner = {f"g{j}": i for j, (_, i) in enumerate(looks)}
-        body = "|".join(f"(?P<g{j}>{look})" for j, (look, _) in enumerate(looks))
-        gates.append((re.compile(re.escape(anchor) + _ANCHOR_GUARDS.get(anchor, "") + f"(?:{body})"), owner))
+        body = "|".join(f"(?P<g{j}>(?={look}))" for j, (look, _) in enumerate(looks))
+        gates.append(
+            _Gate(
+                anchor,
+                re.compile(re.escape(anchor) + _ANCHOR_GUARDS.get(anchor, "") + f"(?:{body})"),
+                tuple(i for _, i in looks),
+                tuple(re.compile(look) for look, _ in looks),
+            )
+        )
     return tuple(gates)
 
 
 _GATES = _build_gates(_RULES)
+
+
+def _gate_starts(text: str) -> dict[int, list[int]]:
+    """For each rule whose gate matched in `text` (its index in _RULES), the offsets of the
+    anchors where it did.
+
+    An alternation reports only the first of its groups that holds, but two rules' looks can
+    hold at the same anchor (`SharedAccessKey=` is both an azure-key and an assignment
+    gate, and a value too short for one may be a secret for the other): the looks after the one
+    reported are tried on their own there, so every rule that can match is found.
+    """
+    starts: dict[int, list[int]] = {}
+    for gate in _GATES:
+        if gate.anchor not in text:
+            continue  # the gate starts with its anchor: a substring test in C saves the regex pass
+        rules, looks = gate.rules, gate.looks
+        after = len(gate.anchor)
+        for m in gate.pattern.finditer(text):
+            pos = m.start()
+            first = int(m.lastgroup[1:])
+            starts.setdefault(rules[first], []).append(pos)
+            for j in range(first + 1, len(rules)):
+                if looks[j].match(text, pos + after):
+                    starts.setdefault(rules[j], []).append(pos)
+    return starts
 
 
 def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[str, int]:
@@ -663,10 +733,7 @@ def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
         return text, total
     if len(text) < MIN_SECRET_CHARS:
         return text, 0
-    starts: dict[int, list[int]] = {}
-    for gate, owner in _GATES:
-        for m in gate.finditer(text):
-            starts.setdefault(owner[m.lastgroup], []).append(m.start())
+    starts = _gate_starts(text)
     total = 0
     for i in sorted(starts):
         rule = _RULES[i]

@@ -1,0 +1,181 @@
+"""capture_daemon/redact.py's prefilter: the anchor test, the guards and the gates never keep a
+rule from running where it would match.
+
+`_redact` decides from cheap tests which rules run at all (a substring test per anchor, a guard
+right after each anchor, then the gate looks); only those rules run. Every test here holds the
+prefilter to running every rule (`precheck=False`): each rule that matches anywhere in a text is
+selected, each anchored rule at every offset where it matches, and the redacted text is the same.
+
+Fake secrets are assembled from pieces, as in test_redact.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+
+import pytest
+
+from capture_daemon.redact import _ANCHOR_GUARDS, _GATES, _RULES, _gate_starts, _redact, redact_text
+from tests.test_redact import HEX, NEGATIVE, POSITIVE, fake
+
+# Every alternative of every token prefix, so that each look-behind branch is exercised.
+TOKENS = [
+    ("anthropic-key", "sk-" + "ant-api03-" + fake(40)),
+    ("openai-key", "sk-" + fake(48)),
+    ("openai-key", "sk-" + "proj-" + fake(60)),
+    ("google-api-key", "AI" + "za" + fake(35)),
+    ("google-oauth", "ya" + "29." + fake(40)),
+    ("google-oauth", "GOC" + "SPX-" + fake(28)),
+    ("huggingface-token", "hf" + "_" + fake(34)),
+    *[("stripe-key", p + "_" + m + "_" + fake(24)) for p in ("sk", "rk") for m in ("live", "test")],
+    ("stripe-key", "wh" + "sec_" + fake(32)),
+    ("sendgrid-key", "SG" + "." + fake(22) + "." + fake(43)),
+    ("twilio-key", "S" + "K" + fake(32, HEX)),
+    ("npm-token", "npm" + "_" + fake(36)),
+    ("pypi-token", "pypi" + "-Ag" + fake(60)),
+    *[("digitalocean-token", "do" + c + "_v1_" + fake(64, HEX)) for c in "opr"],
+    *[("shopify-token", "shp" + s + "_" + fake(32, HEX)) for s in ("at", "ss", "ca", "pa")],
+    *[("aws-access-key-id", "A" + p + fake(16, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")) for p in ("KIA", "SIA")],
+    *[("github-token", "gh" + c + "_" + fake(36)) for c in "pousr"],
+    ("github-token", "github" + "_pat_" + fake(22) + "_" + fake(59)),
+    ("gitlab-token", "gl" + "pat-" + fake(20)),
+    *[("gitlab-token", "gl" + c + "t-" + fake(24)) for c in "rd"],
+    *[("slack-token", "xo" + "x" + c + "-" + "1234567890-" + fake(24)) for c in "abposr"],
+    ("slack-token", "xa" + "pp-1-" + "A0123456789-" + fake(40, HEX)),
+    *[("slack-webhook", "https://hooks.slack.com/" + p + "/T0" + fake(8) + "/" + fake(24)) for p in ("services", "workflows", "triggers")],
+    *[("discord-webhook", "https://" + d + ".com/api/webhooks/123456789012345678/" + fake(68)) for d in ("discord", "discordapp")],
+    ("jwt", "ey" + "JhbGciOiJIUzI1NiJ9." + "ey" + "JzdWIiOiIxMjM0NTY3ODkwIn0." + fake(43)),
+    ("url-password", "postgres://app:" + fake(20) + "@db.internal:5432/app"),
+    ("bearer-token", "Bearer " + fake(40)),
+    ("bearer-token", "bearer " + fake(40)),
+]
+# The same at the shortest length each rule takes: the guards' length tests sit at these bounds.
+TOKENS += [
+    ("anthropic-key", "sk-" + "ant-" + fake(20)),
+    ("openai-key", "sk-" + fake(20)),
+    ("google-oauth", "ya" + "29." + fake(20)),
+    ("google-oauth", "GOC" + "SPX-" + fake(20)),
+    ("huggingface-token", "hf" + "_" + fake(30)),
+    ("stripe-key", "sk" + "_live_" + fake(10)),
+    ("stripe-key", "rk" + "_test_" + fake(10)),
+    ("stripe-key", "wh" + "sec_" + fake(24)),
+    ("sendgrid-key", "SG" + "." + fake(16) + "." + fake(16)),
+    ("pypi-token", "pypi" + "-Ag" + fake(50)),
+    ("github-token", "github" + "_pat_" + fake(10) + fake(12)),
+    ("gitlab-token", "gl" + "pat-" + fake(20)),
+    ("gitlab-token", "gl" + "rt-" + fake(20)),
+    ("slack-token", "xo" + "xb-" + fake(10)),
+    ("slack-token", "xa" + "pp-1-" + fake(10)),
+    ("slack-webhook", "hooks.slack.com/services/" + fake(8)),
+    ("discord-webhook", "discord.com/api/webhooks/1/" + fake(20)),
+    ("jwt", "ey" + "J" + fake(5) + "." + "ey" + "J" + fake(5) + "."),
+    ("bearer-token", "Bearer " + fake(16)),
+]
+
+# Names, separators and values that put more than one rule's look on the same anchor
+# (`AccountKey=` is an azure-key and an assignment gate), each value short or long enough
+# for one rule and not the other.
+NAMES = ["AccountKey", "SharedAccessKey", "sig", "?sig", "&sig", "password", "api_key", "Token", "GITHUB_TOKEN",
+         "Authorization", "authorization", "x-api-key", "STRIPE_KEY", "db.password", "name"]
+SEPARATORS = ["=", ": ", ":", " = ", ":=", "=>", '": "', "\\\": \\\"", "' => '"]
+VALUES = ["abcdefgh1", "hunter2hunter2", "aB3dE6gH9jK2mN5pQ8sT", "Bearer " + fake(24), "Basic " + fake(20),
+          "x", "self.token", fake(16, HEX), fake(86) + "=="]
+# What surrounds a secret in tool output: dashes, dots, colons and underscores that hit anchors
+# and guards without being secrets.
+CONTEXTS = ["", " ", "-", "--", "a-", "k-", "-rw-r--r-- ", "file.txt:", "12:30 ", "x=", "snake_case_", "\\n", '"', "'",
+            "export ", "--token ", "--password=", "Authorization: ", "https://u:", "sk-", "a.", "9."]
+
+ALL_TEXTS = [c[1] for c in POSITIVE] + [c[1] for c in NEGATIVE]
+
+
+def _fuzz_texts() -> list[str]:
+    texts = [before + secret + after for _, secret in TOKENS for before, after in itertools.product(CONTEXTS, CONTEXTS[:8])]
+    texts += [n + s + v for n, s, v in itertools.product(NAMES, SEPARATORS, VALUES)]
+    rng = random.Random(11)
+    pieces = [t for _, t in TOKENS] + ALL_TEXTS + CONTEXTS + [n + s for n, s in itertools.product(NAMES, SEPARATORS)]
+    for _ in range(600):
+        texts.append("".join(rng.choice(pieces) for _ in range(rng.randint(2, 6))))
+    return texts
+
+
+FUZZ = _fuzz_texts()
+
+
+def _assert_gates_cover(text: str) -> None:
+    starts = _gate_starts(text)
+    for i, rule in enumerate(_RULES):
+        if rule.anchored:
+            # Anchored rules are tried only at the gate offsets: every offset where the rule
+            # matches must be one.
+            for pos in range(len(text)):
+                if rule.pattern.match(text, pos):
+                    assert pos in starts.get(i, []), (rule.kind, pos, text)
+        elif rule.pattern.search(text):
+            assert i in starts, (rule.kind, text)
+
+
+def _assert_every_look_is_reported(text: str) -> None:
+    """At every anchor that passes its guard, each look that holds is reported, not only the
+    first (the guards themselves are held to the rules by `_assert_gates_cover`)."""
+    starts = _gate_starts(text)
+    for gate in _GATES:
+        guard = re.compile(re.escape(gate.anchor) + _ANCHOR_GUARDS.get(gate.anchor, ""))
+        for m in guard.finditer(text):
+            pos = m.start()
+            for rule, look in zip(gate.rules, gate.looks):
+                if look.match(text, pos + len(gate.anchor)):
+                    assert pos in starts.get(rule, []), (_RULES[rule].kind, gate.anchor, pos, text)
+
+
+def test_every_rule_has_an_example_here_or_in_test_redact() -> None:
+    texts = ALL_TEXTS + [t for _, t in TOKENS]
+    missing = [r.kind for r in _RULES if not any(r.pattern.search(t) for t in texts)]
+    assert not missing
+
+
+@pytest.mark.parametrize(("kind", "secret"), TOKENS, ids=[f"{k}-{i}" for i, (k, _) in enumerate(TOKENS)])
+def test_every_token_prefix_passes_the_prefilter(kind: str, secret: str) -> None:
+    for before, after in itertools.product(CONTEXTS, [" ", "\n", "", '"']):
+        text = before + secret + after
+        _assert_gates_cover(text)
+        assert _redact(text) == _redact(text, precheck=False), text
+        if not before or not re.match(r"[A-Za-z0-9_.-]", before[-1]):
+            # (A token glued to a word or another token is not a token: the left-boundary rule.)
+            out = redact_text(text)
+            assert secret not in out and "[REDACTED:" in out, text
+            assert f"[REDACTED:{kind}]" in out or before == "Authorization: ", text  # that one is the header's
+
+
+@pytest.mark.parametrize("text", ALL_TEXTS)
+def test_positive_and_negative_examples_pass_the_prefilter(text: str) -> None:
+    _assert_gates_cover(text)
+    _assert_every_look_is_reported(text)
+
+
+def test_fuzzed_texts_pass_the_prefilter() -> None:
+    for text in FUZZ:
+        _assert_gates_cover(text)
+        _assert_every_look_is_reported(text)
+        assert _redact(text) == _redact(text, precheck=False), text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A value too short for azure-key (16+) is still an assignment under a key name: the
+        # two rules' looks hold at the same `=`, and both must run.
+        ("SharedAccessKey=hunter2hunter2", "SharedAccessKey=[REDACTED:assignment]"),
+        ("AccountKey=abcdefgh1;x", "AccountKey=[REDACTED:assignment];x"),
+        ("-rw-r--r-- 1 dev dev 4096 Nov 25 17:39 file.txt", "-rw-r--r-- 1 dev dev 4096 Nov 25 17:39 file.txt"),
+    ],
+)
+def test_rules_sharing_an_anchor_both_run(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+    assert _redact(text) == _redact(text, precheck=False)
+
+
+def test_short_and_anchorless_strings_come_back_unchanged() -> None:
+    for text in ["", "ls", "Bash", "/home/dev/project", "benchmark prompt 12 compare a and b", "x" * 500]:
+        assert _redact(text) == (text, 0)
