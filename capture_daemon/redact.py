@@ -54,7 +54,7 @@ Speed: the daemon calls this on every string of every trace. Strings shorter tha
 that all its matches contain (``_`` of ``ghp_``, ``-`` of ``sk-``, ``=`` of an assignment) and a
 look-around test at it; one regex per anchor finds, in a few fast passes, which rules can match
 at all, and only those run (the assignment rule only at the positions found). An anchor absent
-from the text costs one substring test, and a one-character guard after each anchor
+from the text costs one substring test, and a guard of a character or two after each anchor
 (``_ANCHOR_GUARDS``) turns away most of the dashes, dots and colons of ordinary output before
 any look-behind runs. See ``_build_gates``; ``benchmarks/bench_redact.py`` measures it against
 running every rule, and tests check that both give the same result.
@@ -602,36 +602,43 @@ def _sep_guard(sep: str, others: str) -> str:
     return f"(?<=[{chars}]{re.escape(sep)})"
 
 
-# A cheap test right after the anchor that every gate at that anchor implies, so that the many
-# anchors in ordinary text (`-rw-r--r--`, `file.txt`, `12:30`, `x = 1`, `snake_case`) fail once
-# instead of once per look-behind. tests/test_redact_prefilter.py checks that no rule's match is lost.
-_ANCHOR_GUARDS = {
+# Cheap tests right after each anchor, so that the many anchors in ordinary text (`-rw-r--r--`,
+# `file.txt`, `12:30`, `x = 1`, `snake_case`) fail once instead of once per look. Per anchor,
+# branches tried in order: (guard, kinds), where the guard holds wherever a rule of one of
+# `kinds` can match (None: every other rule at that anchor), and only those rules' looks run
+# after it. tests/test_redact_prefilter.py checks that no rule's match is lost.
+_ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
     # token has at least 10 letters and digits after it; snake_case code mostly does not.
-    "_": r"(?=[A-Za-z0-9]{10})",
-    # `-`: followed by another `-` (`--password`, `-----BEGIN`), or the end of a token prefix
-    # (sk- GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) with at least 10 token
-    # characters after it (every such token has 10 or more).
-    "-": r"(?:(?=-)|(?<=[kXitabposr]-)(?=[A-Za-z0-9_-]{10}))",
-    # `.`: the end of ya29. SG. hooks. discord. discordapp., or the `.` before a JWT's `eyJ` payload.
-    ".": r"(?:(?<=[9Gsdp]\.)|(?=eyJ))",
+    "_": ((r"(?=[A-Za-z0-9]{10})", None),),
+    # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-
+    # GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) and have 10 or more token characters
+    # after it.
+    "-": (
+        ("(?=-)", frozenset({"private-key", "cli-flag"})),
+        (r"(?<=[kXitabposr]-)(?=[A-Za-z0-9_-]{10})", None),
+    ),
+    # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
+    ".": (("(?=eyJ)", frozenset({"jwt"})), (r"(?<=[9Gsdp]\.)", None)),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),
     # AccountKey= / SharedAccessKey= (y), sig= (g).
-    "=": _sep_guard("=", "yg"),
-    # `:`: the same, or `://` of a URL with a password.
-    ":": f"(?:(?=//)|{_sep_guard(':', '')})",
+    "=": ((_sep_guard("=", "yg"), None),),
+    # `:`: `://` of a URL with a password; the rest as for `=`.
+    ":": (("(?=//)", frozenset({"url-password"})), (_sep_guard(":", ""), None)),
 }
 
 
 @dataclass(frozen=True)
 class _Gate:
     anchor: str
-    # The anchor, its guard, then every rule's look at this anchor as group g0, g1, ...
+    # The anchor, then per guard branch the guard and its rules' looks as groups g0, g1, ...
     pattern: "re.Pattern[str]"
     # rules[j]: the index in _RULES of the rule whose look is group g{j}.
     rules: tuple[int, ...]
     # looks[j]: group g{j}'s look alone, tried right after the anchor.
     looks: tuple["re.Pattern[str]", ...]
+    # guards[j]: the anchor and the guard that group g{j} sits behind.
+    guards: tuple["re.Pattern[str]", ...]
 
 
 def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
@@ -651,13 +658,26 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
             by_anchor.setdefault(anchor, []).append((look, i))
     gates = []
     for anchor, looks in by_anchor.items():
-        body = "|".join(f"(?P<g{j}>(?={look}))" for j, (look, _) in enumerate(looks))
+        branches = _ANCHOR_GUARDS.get(anchor, (("", None),))
+        members: list[list[tuple[str, int]]] = [[] for _ in branches]
+        for look, i in looks:
+            kind = rules[i].kind
+            members[next(b for b, (_, kinds) in enumerate(branches) if kinds is None or kind in kinds)].append((look, i))
+        alternatives, placed = [], []
+        for (guard, _), branch in zip(branches, members):
+            if branch:
+                groups = []
+                for look, i in branch:
+                    groups.append(f"(?P<g{len(placed)}>(?={look}))")
+                    placed.append((look, i, guard))
+                alternatives.append(guard + "(?:" + "|".join(groups) + ")")
         gates.append(
             _Gate(
                 anchor,
-                re.compile(re.escape(anchor) + _ANCHOR_GUARDS.get(anchor, "") + f"(?:{body})"),
-                tuple(i for _, i in looks),
-                tuple(re.compile(look) for look, _ in looks),
+                re.compile(re.escape(anchor) + "(?:" + "|".join(alternatives) + ")"),
+                tuple(i for _, i, _ in placed),
+                tuple(re.compile(look) for look, _, _ in placed),
+                tuple(re.compile(re.escape(anchor) + guard) for _, _, guard in placed),
             )
         )
     return tuple(gates)
