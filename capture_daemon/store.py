@@ -116,6 +116,11 @@ class TraceStore:
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint every 8192 pages (32 MiB of WAL) instead of SQLite's 1000: each checkpoint
+        # syncs the WAL and the database file, and a backlog of traces (the daemon was down for
+        # a day) paid for one every couple of hundred traces. Commits are unchanged: the same
+        # transactions, in the WAL, synced as before (synchronous=NORMAL).
+        db.execute("PRAGMA wal_autocheckpoint=8192")
         db.execute("PRAGMA busy_timeout=30000")
         path.chmod(0o600)
         store = cls(db, path)
