@@ -30,7 +30,7 @@ from typing import Callable
 from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
 from capture_daemon.schema import Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
-from capture_daemon.spool import CorruptSpoolFile, SpoolEvent, pending_files, quarantine, read_event
+from capture_daemon.spool import CorruptSpoolFile, SpoolEvent, pending_names, quarantine, read_event
 from capture_daemon.store import TraceStore
 from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
 
@@ -57,7 +57,7 @@ class OpenTrace:
     session_id: str
     prompt_id: str
     events: dict[str, SpoolEvent] = field(default_factory=dict)
-    files: list[Path] = field(default_factory=list)  # spool files to delete once committed
+    files: list[str] = field(default_factory=list)  # spool files to delete once committed
     links: set[str] = field(default_factory=set)
     notification_prompts: list[str] = field(default_factory=list)
     last_event_ns: int = 0
@@ -89,15 +89,18 @@ class Ingestor:
     def scan(self) -> int:
         """Route every new spool file; returns how many were read."""
         count = 0
-        session_batch: list[tuple[Path, SpoolEvent]] = []
-        files = pending_files(self.spool)
-        self.loaded &= {p.name for p in files}  # forget files that are gone
-        files = [p for p in files if p.name not in self.loaded]
-        consumed = self.store.consumed_among([p.name for p in files])
-        for path in files:
-            self.loaded.add(path.name)
+        session_batch: list[tuple[str, SpoolEvent]] = []
+        names = pending_names(self.spool)
+        self.loaded &= set(names)  # forget files that are gone
+        names = [n for n in names if n not in self.loaded]
+        consumed = self.store.consumed_among(names)
+        spool = os.fspath(self.spool)
+        for name in names:
+            # Plain strings, not Paths: a backlog is tens of thousands of files.
+            path = os.path.join(spool, name)
+            self.loaded.add(name)
             count += 1
-            if path.name in consumed:
+            if name in consumed:
                 _unlink(path)  # committed before a crash; the delete never happened
                 continue
             try:
@@ -123,16 +126,16 @@ class Ingestor:
         self._flush_session_events(session_batch)
         return count
 
-    def _quarantine(self, path: Path, reason: str) -> None:
+    def _quarantine(self, path: str, reason: str) -> None:
         self.quarantined_count += 1
-        self._error(f"quarantined {path.name}: {reason}")
-        quarantine(path, reason, self.quarantine_dir)
+        self._error(f"quarantined {os.path.basename(path)}: {reason}")
+        quarantine(Path(path), reason, self.quarantine_dir)
 
     def _excluded(self, event: SpoolEvent) -> bool:
         cwd = event.payload.get("cwd")
         return bool(cwd) and self.settings.is_excluded(cwd)
 
-    def _flush_session_events(self, batch: list[tuple[Path, SpoolEvent]]) -> None:
+    def _flush_session_events(self, batch: list[tuple[str, SpoolEvent]]) -> None:
         if not batch:
             return
         with self.store.transaction() as db:
@@ -152,7 +155,7 @@ class Ingestor:
             if trace.session_id == event.session_id:
                 trace.session_ended = True
 
-    def _route(self, path: Path, event: SpoolEvent) -> None:
+    def _route(self, path: str, event: SpoolEvent) -> None:
         session_id, prompt_id = event.session_id, event.prompt_id
         if not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
@@ -301,7 +304,7 @@ class Ingestor:
         return self.analyze(result)
 
     def pending_count(self) -> int:
-        return len(pending_files(self.spool))
+        return len(pending_names(self.spool))
 
     def _error(self, message: str) -> None:
         log.warning(message)
@@ -328,7 +331,7 @@ def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> T
     return cache[path]
 
 
-def _unlink(path: Path) -> None:
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

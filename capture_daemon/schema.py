@@ -7,6 +7,7 @@ SCHEMA_VERSION and a store migration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 from typing import Any, Literal, Optional
@@ -19,6 +20,7 @@ Source = Literal["hook", "import", "manual"]
 Pattern = Literal["linear", "parallel", "exploratory", "iterative"]
 
 
+@functools.lru_cache(maxsize=4096)  # the ingest asks once per event, for a handful of prompts at a time
 def make_trace_id(session_id: str, prompt_id: str) -> str:
     """Deterministic, so replaying the spool or importing a transcript never duplicates a trace."""
     return hashlib.sha256(f"{session_id}\x00{prompt_id}".encode()).hexdigest()[:32]

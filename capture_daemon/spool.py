@@ -51,14 +51,19 @@ class SpoolEvent:
         return cls(record["name"], record["event"], record["received_ns"], record["payload"], record.get("header", {}))
 
 
-def pending_files(spool: Path) -> list[Path]:
-    """Event files waiting in the spool, oldest first."""
+def pending_names(spool: Path | str) -> list[str]:
+    """Names of the event files waiting in the spool, oldest first."""
     try:
         names = [n for n in os.listdir(spool) if n.endswith(SPOOL_SUFFIX)]
     except FileNotFoundError:
         return []
     names.sort()
-    return [spool / n for n in names]
+    return names
+
+
+def pending_files(spool: Path) -> list[Path]:
+    """Event files waiting in the spool, oldest first."""
+    return [spool / n for n in pending_names(spool)]
 
 
 def _strip_lone_surrogates(value: Any) -> Any:
@@ -84,8 +89,9 @@ def parse_json(data: bytes) -> Any:
         return _strip_lone_surrogates(json.loads(data.decode("utf-8", "surrogateescape")))
 
 
-def read_event(path: Path) -> SpoolEvent:
-    data = path.read_bytes()
+def read_event(path: Path | str) -> SpoolEvent:
+    with open(path, "rb") as f:  # (a plain open: the ingest reads every file once, Path adds up)
+        data = f.read()
     head, sep, body = data.partition(b"\n")
     if not sep:
         raise CorruptSpoolFile("no header line")
@@ -107,7 +113,7 @@ def read_event(path: Path) -> SpoolEvent:
     if not isinstance(session_id, str) or not session_id:
         raise CorruptSpoolFile("payload has no session_id")
     event = payload.get("hook_event_name") or header["event"]
-    return SpoolEvent(path.name, str(event), int(header.get("received_ns") or 0), payload, header)
+    return SpoolEvent(os.path.basename(path), str(event), int(header.get("received_ns") or 0), payload, header)
 
 
 def quarantine(path: Path, reason: str, quarantine_dir: Path) -> Path | None:
