@@ -787,20 +787,23 @@ def redact_value_with_count(value: Any) -> tuple[Any, int]:
         out: dict[Any, Any] = {}
         total = 0
         for key, item in value.items():
-            kind = _name_kind(key) if isinstance(key, str) else None
-            if (
-                kind is not None
-                and isinstance(item, str)
-                and not _is_placeholder(item)
-                and (kind != _WEAK or _looks_made(item))
-            ):
-                # {"api_key": "abc"}: the name is enough, whatever the value looks like (but an
-                # UPPER_CASE `_KEY` name alone is not: {"CACHE_KEY": "user"} is a setting).
-                out[key] = marker("assignment")
-                total += 1
-            else:
+            # (Strings and scalars are handled here rather than by a call per item: hook
+            # payloads are many small dicts.)
+            if isinstance(item, str):
+                kind = _name_kind(key) if isinstance(key, str) else None
+                if kind is not None and not _is_placeholder(item) and (kind != _WEAK or _looks_made(item)):
+                    # {"api_key": "abc"}: the name is enough, whatever the value looks like (but an
+                    # UPPER_CASE `_KEY` name alone is not: {"CACHE_KEY": "user"} is a setting).
+                    out[key] = _ASSIGNMENT_MARK
+                    total += 1
+                else:
+                    out[key], n = _redact(item)
+                    total += n
+            elif isinstance(item, (dict, list, tuple)):
                 out[key], n = redact_value_with_count(item)
                 total += n
+            else:
+                out[key] = item
         return out, total
     if isinstance(value, (list, tuple)):
         items = []
