@@ -662,12 +662,13 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
         members: list[list[tuple[str, int]]] = [[] for _ in branches]
         for look, i in looks:
             kind = rules[i].kind
-            members[next(b for b, (_, kinds) in enumerate(branches) if kinds is None or kind in kinds)].append((look, i))
+            branch = next(b for b, (_, kinds) in enumerate(branches) if kinds is None or kind in kinds)
+            members[branch].append((look, i))
         alternatives, placed = [], []
-        for (guard, _), branch in zip(branches, members):
-            if branch:
+        for (guard, _), admitted in zip(branches, members):
+            if admitted:
                 groups = []
-                for look, i in branch:
+                for look, i in admitted:
                     groups.append(f"(?P<g{len(placed)}>(?={look}))")
                     placed.append((look, i, guard))
                 alternatives.append(guard + "(?:" + "|".join(groups) + ")")

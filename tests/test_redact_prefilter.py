@@ -44,8 +44,10 @@ TOKENS = [
     *[("gitlab-token", "gl" + c + "t-" + fake(24)) for c in "rd"],
     *[("slack-token", "xo" + "x" + c + "-" + "1234567890-" + fake(24)) for c in "abposr"],
     ("slack-token", "xa" + "pp-1-" + "A0123456789-" + fake(40, HEX)),
-    *[("slack-webhook", "https://hooks.slack.com/" + p + "/T0" + fake(8) + "/" + fake(24)) for p in ("services", "workflows", "triggers")],
-    *[("discord-webhook", "https://" + d + ".com/api/webhooks/123456789012345678/" + fake(68)) for d in ("discord", "discordapp")],
+    *[("slack-webhook", "https://hooks.slack.com/" + p + "/T0" + fake(8) + "/" + fake(24))
+      for p in ("services", "workflows", "triggers")],
+    *[("discord-webhook", "https://" + d + ".com/api/webhooks/123456789012345678/" + fake(68))
+      for d in ("discord", "discordapp")],
     ("jwt", "ey" + "JhbGciOiJIUzI1NiJ9." + "ey" + "JzdWIiOiIxMjM0NTY3ODkwIn0." + fake(43)),
     ("url-password", "postgres://app:" + fake(20) + "@db.internal:5432/app"),
     ("bearer-token", "Bearer " + fake(40)),
@@ -91,7 +93,8 @@ ALL_TEXTS = [c[1] for c in POSITIVE] + [c[1] for c in NEGATIVE]
 
 
 def _fuzz_texts() -> list[str]:
-    texts = [before + secret + after for _, secret in TOKENS for before, after in itertools.product(CONTEXTS, CONTEXTS[:8])]
+    texts = [before + secret + after
+             for _, secret in TOKENS for before, after in itertools.product(CONTEXTS, CONTEXTS[:8])]
     texts += [n + s + v for n, s, v in itertools.product(NAMES, SEPARATORS, VALUES)]
     rng = random.Random(11)
     pieces = [t for _, t in TOKENS] + ALL_TEXTS + CONTEXTS + [n + s for n, s in itertools.product(NAMES, SEPARATORS)]
