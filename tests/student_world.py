@@ -101,6 +101,28 @@ def rows(world: SimpleNamespace, split: str) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def twin_rows(world: SimpleNamespace, split: str, phrasing_seed: int = 1) -> list[dict]:
+    """The split's rows as a second teacher wrote them: the same prompts, calls, results and answers,
+    the narration phrased independently (teacher_corpus's phrasing twin). A student that learned the
+    teacher perfectly would look like this: the "can't tell" end of the scale."""
+    import copy
+
+    from trainer.dataset import DatasetConfig, trace_to_example
+    from trainer.teacher_corpus import generate_corpus
+
+    twins = {t.trace_id: t for t in generate_corpus(N_TRACES, seed=0, phrasing_seed=phrasing_seed)}
+    out = []
+    for row in rows(world, split):
+        twin = trace_to_example(twins[row["trace_id"]], DatasetConfig(system_prompt=SYSTEM_PROMPT))
+        turns = iter(m["content"] for m in twin["messages"] if m["role"] == "assistant")
+        new = copy.deepcopy(row)
+        for m in new["messages"]:
+            if m["role"] == "assistant":
+                m["content"] = next(turns)
+        out.append(new)
+    return out
+
+
 @pytest.fixture(scope="session")
 def student_world(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     # $UNDERSTUDY_TEST_WORLD_DIR keeps the world between runs while working on these tests.

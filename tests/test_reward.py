@@ -130,39 +130,58 @@ def test_teacher_rows_round_trip_and_render_identically():
 
 
 def test_discriminator_beats_chance_on_untrained_student_and_drops_as_student_improves(student_world, tmp_path):
+    """Three students of rising quality, each judged by a discriminator retrained for it on the same budget.
+
+    untrained: the random base; sft: the world's SFT student; teacher-level: a student that learned the
+    teacher perfectly, i.e. the scripted teacher itself with independently chosen phrasings (the same
+    calls and answers, other words among the teacher's own alternatives).
+    """
+    from tests.student_world import twin_rows
     from trainer.discriminator import Discriminator, pair_accuracy, train_discriminator
     from trainer.reward import rollouts
 
     train = rows(student_world, "train")[:32]
-    held_out = rows(student_world, "test")
-    accuracies, margins = {}, {}
-    for name, model in (("untrained", student_world.base_model), ("sft", student_world.sft_model)):
-        # The untrained student goes through the same code path as a trained one.
+    held_out = rows(student_world, "test") + rows(student_world, "validation")
+    teacher_train = [workflow_text(r, teacher_workflow(r)) for r in train]
+    teacher_held = [workflow_text(r, teacher_workflow(r)) for r in held_out]
+
+    def model_student(model):
         # Room for whole answers: a student cut off mid-answer is trivially spotted.
-        student_train = rollouts(str(model), train, max_new_tokens=160, max_turns=6)
-        student_held = rollouts(str(model), held_out, max_new_tokens=160, max_turns=6)
-        # The same judge budget for both students, started from the untrained base.
+        return lambda rs: rollouts(str(model), rs, max_new_tokens=160, max_turns=6)
+
+    def twin_student(split):
+        twins = {r["trace_id"]: teacher_workflow(r) for s in split for r in twin_rows(student_world, s)}
+        return lambda rs: [twins[r["trace_id"]] for r in rs]
+
+    students = {
+        "untrained": model_student(student_world.base_model),
+        "sft": model_student(student_world.sft_model),
+        "teacher-level": twin_student(["train", "test", "validation"]),
+    }
+    accuracies, margins = {}, {}
+    for name, student in students.items():
+        student_train, student_held = student(train), student(held_out)
+        # The same judge budget for every student, started from the untrained base.
         disc = train_discriminator(
-            [workflow_text(r, teacher_workflow(r)) for r in train],
-            [workflow_text(r, s) for r, s in zip(train, student_train)],
+            teacher_train, [workflow_text(r, s) for r, s in zip(train, student_train)],
             str(student_world.base_model), tmp_path / name, max_steps=30, learning_rate=1e-3, log=print,
         )
-        loaded = Discriminator.load(tmp_path / name)
-        teacher_texts = [workflow_text(r, teacher_workflow(r)) for r in held_out]
-        student_texts = [workflow_text(r, s) for r, s in zip(held_out, student_held)]
-        accuracies[name] = pair_accuracy(loaded, teacher_texts, student_texts)
-        # How sure it is, not only whether it is right: mean p(teacher) of the teacher minus the student's.
-        p_t, p_s = loaded.p_teacher(teacher_texts), loaded.p_teacher(student_texts)
-        margins[name] = sum(a - b for a, b in zip(p_t, p_s)) / len(p_t)
         assert (tmp_path / name / "calibration.json").exists() and disc.info["pairs"] == len(train)
+        loaded = Discriminator.load(tmp_path / name)
+        student_texts = [workflow_text(r, s) for r, s in zip(held_out, student_held)]
+        accuracies[name] = pair_accuracy(loaded, teacher_held, student_texts)
+        # How sure it is, not only whether it is right: mean p(teacher) of the teacher minus the student's.
+        p_t, p_s = loaded.p_teacher(teacher_held), loaded.p_teacher(student_texts)
+        margins[name] = sum(a - b for a, b in zip(p_t, p_s)) / len(p_t)
     print(f"\ndiscriminator on {len(held_out)} held-out prompts, pair accuracy / mean confidence margin: "
-          f"untrained student {accuracies['untrained']:.3f} / {margins['untrained']:.3f}, "
-          f"SFT student {accuracies['sft']:.3f} / {margins['sft']:.3f}")
+          + ", ".join(f"{n} {accuracies[n]:.3f} / {margins[n]:.3f}" for n in students))
     assert accuracies["untrained"] >= 0.9  # far better than chance (0.5) on an untrained student
-    # As the student improves the judge does no better, and is less sure: on this tiny world both
-    # students may still be told apart every time (accuracy saturates at 1.0), the margin drops.
-    assert accuracies["sft"] <= accuracies["untrained"]
-    assert margins["sft"] < margins["untrained"]
+    # As the student improves, the retrained judge does no better and is less sure (the tiny SFT
+    # student may still be told apart every time: its accuracy can saturate at 1.0) ...
+    assert accuracies["sft"] <= accuracies["untrained"] and margins["sft"] < margins["untrained"]
+    # ... and a student at the teacher's level brings it down to chance.
+    assert accuracies["teacher-level"] < accuracies["sft"] and accuracies["teacher-level"] <= 0.75
+    assert margins["teacher-level"] < margins["sft"]
 
 
 def test_reward_command_prints_per_term_breakdown(student_world, tmp_path):

@@ -30,6 +30,16 @@ def test_deterministic_by_seed():
     assert a != [t.model_dump_json() for t in generate_corpus(40, seed=5)]
 
 
+def test_phrasing_twin_changes_only_the_narration(corpus):
+    twin = generate_corpus(300, seed=0, phrasing_seed=1)
+    for a, b in zip(corpus, twin):
+        assert (a.trace_id, a.prompt, a.final_response) == (b.trace_id, b.prompt, b.final_response)
+        assert [(c.name, c.input, c.output) for c in a.tool_calls] == [(c.name, c.input, c.output) for c in b.tool_calls]
+        assert [s.position for s in a.assistant_text] == [s.position for s in b.assistant_text]
+    differing = sum(a.assistant_text != b.assistant_text for a, b in zip(corpus, twin))
+    assert differing > 250  # three phrasings per step: nearly every trace words something differently
+
+
 def test_size_kinds_and_policies(corpus):
     assert len(corpus) == 300
     kinds = Counter(t.kind for t in corpus)

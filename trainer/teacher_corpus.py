@@ -216,8 +216,10 @@ NARRATION: dict[str, list[list[str]]] = {
 
 
 class _Teacher:
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, phrasing: Optional[random.Random] = None):
         self.rng = rng
+        # A second teacher: same tasks, tools and answers, its own choice among equivalent phrasings.
+        self.phrasing = phrasing
 
     def pick(self, seq):
         return self.rng.choice(seq)
@@ -395,7 +397,10 @@ class _Teacher:
         return self.pick(PROMPTS[kind]).format(**values)
 
     def narration(self, kind: str, values: dict) -> list[str]:
-        return [self.pick(options).format(**values) for options in NARRATION[kind]]
+        picked = [self.pick(options) for options in NARRATION[kind]]  # drawn either way: the task stream stays the same
+        if self.phrasing is not None:
+            picked = [self.phrasing.choice(options) for options in NARRATION[kind]]
+        return [text.format(**values) for text in picked]
 
 
 def make_trace(teacher: _Teacher, kind: str, session_id: str, prompt_index: int, started: datetime,
@@ -452,13 +457,19 @@ def make_trace(teacher: _Teacher, kind: str, session_id: str, prompt_index: int,
     )
 
 
-def generate_corpus(n: int = 300, seed: int = 0, kinds: Optional[list[str]] = None) -> list[Trace]:
+def generate_corpus(n: int = 300, seed: int = 0, kinds: Optional[list[str]] = None,
+                    phrasing_seed: Optional[int] = None) -> list[Trace]:
     """`n` traces, deterministic for a seed; kinds cycle in a shuffled order so they stay balanced.
 
     Sessions hold 1 to 3 prompts (same project), each with a unique session id.
+
+    `phrasing_seed` gives a twin corpus: the same prompts, trace ids, tool calls, results and
+    answers as `generate_corpus(n, seed)`, but narration chosen independently among the same
+    equivalent phrasings: what a second teacher, or a student that learned the teacher perfectly,
+    would write. The indistinguishability tests use it as the "can't tell" reference.
     """
     rng = random.Random(seed)
-    teacher = _Teacher(rng)
+    teacher = _Teacher(rng, random.Random(phrasing_seed) if phrasing_seed is not None else None)
     kinds = list(kinds or KINDS)
     unknown = set(kinds) - set(KINDS)
     if unknown:
