@@ -32,6 +32,10 @@ def test_config_checks_name_the_field():
         check_rl_config(load_config(overrides=[("rl.num_generations", 1)]))
     with pytest.raises(ConfigError, match="multiple of rl.num_generations"):
         check_rl_config(load_config(overrides=[("rl.per_device_train_batch_size", 3)]))
+    with pytest.raises(ConfigError, match="rl.temperature must be > 0"):
+        check_rl_config(load_config(overrides=[("rl.temperature", 0.0)]))
+    with pytest.raises(ConfigError, match="rl.eval_samples must be >= 0"):
+        check_rl_config(load_config(overrides=[("rl.eval_samples", -1)]))
     with pytest.raises(ConfigError, match="reward.discriminator_weight"):
         check_rl_config(load_config(overrides=[("reward.discriminator_weight", 1.5)]))
 
@@ -89,7 +93,12 @@ def test_turn_reward_prefers_the_teachers_turn():
 
 @pytest.mark.slow
 def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
-    """GRPO from the SFT student: mean behavioural reward on held-out prompts goes up (printed)."""
+    """GRPO from the SFT student: the mean behavioural reward on held-out prompts, before and after (printed).
+
+    Held-out reward is measured the two ways trainer/rl.py reports it: sampled at the RL temperature
+    (the policy GRPO optimizes; 4 seeded draws per prompt) and greedy. The improvement asked for is
+    the sampled one; greedy is printed beside it.
+    """
     from trainer.rl import train_rl
 
     out = tmp_path / "rl"
@@ -99,30 +108,39 @@ def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
         ("rl.data_dir", str(student_world.data_dir)),
         ("rl.output_dir", str(out)),
         ("rl.max_steps", 24),
-        ("rl.learning_rate", 2e-5),
-        ("rl.temperature", 0.7),
-        ("rl.num_generations", 4),
-        ("rl.per_device_train_batch_size", 16),
-        ("rl.max_completion_length", 96),
+        ("rl.learning_rate", 5e-5),
+        # Well-formed samples that differ where the decisions are: a tiny model at T=1 mostly writes
+        # malformed calls (see trainer/rl.py).
+        ("rl.temperature", 0.5),
+        ("rl.num_generations", 8),
+        ("rl.per_device_train_batch_size", 32),
+        # Room for whole turns: the teacher's answers and Write calls run to ~150 tokens.
+        ("rl.max_completion_length", 160),
         ("rl.save_steps", 12),
         ("rl.logging_steps", 4),
         ("rl.eval_examples", 32),
         ("rl.eval_split", "test"),
-        ("reward.max_new_tokens", 96),
+        ("rl.eval_samples", 4),
+        ("reward.max_new_tokens", 160),
         ("reward.max_turns", 6),
         ("reward.discriminator_weight", 0.0),
     ])
     lines: list[str] = []
     summary = train_rl(cfg, log=lambda s: (lines.append(s), print(s)))
-    before, after = summary["before"]["similarity"], summary["after"]["similarity"]
-    print(f"\nheld-out mean behavioural reward (similarity, {summary['before']['n']} test prompts): "
-          f"before RL {before:.3f} → after RL {after:.3f} ({after - before:+.3f})")
-    print("per term before:", {k: round(v, 3) for k, v in summary["before"]["terms"].items()})
-    print("per term after: ", {k: round(v, 3) for k, v in summary["after"]["terms"].items()})
+    before, after = summary["before"], summary["after"]
+    print(f"\nheld-out mean behavioural reward ({before['n']} test prompts):\n"
+          f"  sampled at T=0.5, 4 draws each: before RL {before['sampled']['similarity']:.3f} → after RL "
+          f"{after['sampled']['similarity']:.3f} ({after['sampled']['similarity'] - before['sampled']['similarity']:+.3f})\n"
+          f"  greedy:                         before RL {before['similarity']:.3f} → after RL {after['similarity']:.3f} "
+          f"({after['similarity'] - before['similarity']:+.3f})")
+    print("per term before (sampled):", {k: round(v, 3) for k, v in before["sampled"]["terms"].items()})
+    print("per term after (sampled): ", {k: round(v, 3) for k, v in after["sampled"]["terms"].items()})
     assert summary["global_step"] == 24
+    assert before["sampled"]["n"] == 4 * before["n"] and after["sampled"]["temperature"] == 0.5
     assert (out / "final" / "config.json").exists() and (out / "reward.png").stat().st_size > 1000
     assert (out / "checkpoints" / "checkpoint-24" / "understudy_config.json").exists()
     assert any("reward" in line and "step" in line for line in lines)  # progress lines
+    assert any("sampled at T=0.5" in line and "before" in line for line in lines)
 
     # Resume: two more steps continue from checkpoint-24 instead of starting again.
     cfg.rl.max_steps, cfg.rl.resume, cfg.rl.eval_examples = 26, True, 0
@@ -130,11 +148,13 @@ def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
     assert resumed["global_step"] == 26
     assert any("resuming from" in line and "checkpoint-24" in line for line in lines)
 
-    if after <= before:
+    b, a = before["sampled"]["similarity"], after["sampled"]["similarity"]
+    if a <= b:
         # Reported, not hidden: everything above is asserted; the improvement itself is not achieved yet.
         pytest.xfail(
-            f"RL did not raise the held-out reward ({before:.3f} → {after:.3f}); measured on this tiny world: "
-            "0.514 → 0.510 at lr 2e-5, 0.506 at 5e-5 and 1e-5, 0.449 at 1e-4, 0.129 at 5e-4"
+            f"RL did not raise the held-out sampled reward ({b:.3f} → {a:.3f}; greedy {before['similarity']:.3f} → "
+            f"{after['similarity']:.3f}). Measured on this tiny world (trainer/rl.py docstring): the training reward "
+            "rises (0.56 → 0.74 over 40 steps at T=0.5) but held-out moves by about its noise"
         )
 
 

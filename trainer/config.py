@@ -231,9 +231,12 @@ class RLSection:
     logging_steps: int = 5
     seed: int = 0
     resume: bool = False
-    # Held-out examples rolled out before and after RL to report the mean reward (0: skip).
+    # Held-out examples rolled out before and after RL to report the mean reward (0: skip). Measured
+    # twice: greedy (how `trainer serve` answers by default) and sampled at rl.temperature with
+    # eval_samples draws per example (the policy GRPO optimizes; 0 skips this one).
     eval_examples: int = 32
     eval_split: str = "test"
+    eval_samples: int = 4
     # Per-prompt sampling weights from `trainer mine` ({trace_id: weight}); empty: {run.out}/mine/weights.json if present.
     mined_weights: str = ""
     report_to: str = "none"

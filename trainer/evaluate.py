@@ -197,9 +197,13 @@ class Episode:
 
 
 class ModelPolicy:
-    """A causal LM answering turn by turn through the tokenizer's chat template (the training one)."""
+    """A causal LM answering turn by turn through the tokenizer's chat template (the training one).
 
-    def __init__(self, model_path: str, max_new_tokens: int = 256, max_turns: int = 16, base: bool = False):
+    Greedy by default; with `temperature` > 0 each turn is sampled (seed torch for repeatable draws).
+    """
+
+    def __init__(self, model_path: str, max_new_tokens: int = 256, max_turns: int = 16, base: bool = False,
+                 temperature: float = 0.0):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -224,6 +228,7 @@ class ModelPolicy:
         self.stop_ids = [i for i in stop if i is not None and i != self.tokenizer.unk_token_id]
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
+        self.temperature = temperature
 
     def generate(self, conversations: list[tuple[list[dict[str, Any]], Any]]) -> list[str]:
         """One assistant turn for each (messages, tools), generated as one left-padded batch."""
@@ -240,11 +245,13 @@ class ModelPolicy:
         ]
         self.tokenizer.padding_side = "left"
         batch = self.tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(self.device)
+        sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} if self.temperature > 0 else {
+            "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
         with torch.no_grad():
             out = self.model.generate(
                 **batch,
                 max_new_tokens=self.max_new_tokens,
-                do_sample=False,
+                **sampling,
                 eos_token_id=self.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )

@@ -371,11 +371,12 @@ def combine(sim: float, p_teacher: Optional[float], discriminator_weight: float)
 
 
 def rollouts(model_path: str, rows: list[dict[str, Any]], max_new_tokens: int = 256, max_turns: int = 16,
-             batch_size: int = 16, policy=None) -> list[Workflow]:
-    """The student's workflow on each row: trainer/evaluate.py's step-by-step replay rollouts."""
+             batch_size: int = 16, policy=None, temperature: float = 0.0) -> list[Workflow]:
+    """The student's workflow on each row: trainer/evaluate.py's step-by-step replay rollouts
+    (greedy, or sampled at `temperature`)."""
     from trainer.evaluate import ModelPolicy
 
-    policy = policy or ModelPolicy(str(model_path), max_new_tokens, max_turns)
+    policy = policy or ModelPolicy(str(model_path), max_new_tokens, max_turns, temperature=temperature)
     out: list[Workflow] = []
     for start in range(0, len(rows), batch_size):
         out.extend(episode_workflow(ep) for ep in policy.run_batch(rows[start:start + batch_size]))

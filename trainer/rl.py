@@ -28,6 +28,18 @@ PPO: removed from TRL in 1.13 (it lived in `trl.experimental.ppo` from 0.29 to 1
 `rl.algorithm = "ppo"` this command says whether the installed TRL has it; it does not fall back
 to a PPO of its own, and understudy's PPO path is not implemented, so use GRPO.
 
+Held-out reward, before and after (`rl.eval_examples` of `rl.eval_split`): multi-step replay
+rollouts scored by the same similarity, twice: greedy, the way `trainer serve` answers a request
+that sets no temperature, and sampled at `rl.temperature` with `rl.eval_samples` draws per example
+(seeded, so both models get comparable draws), the policy GRPO actually optimizes. They can move
+apart: on the tiny test world, RL at T=0.5 raised the sampled reward while greedy decoding did not
+follow (see tests/test_rl.py for the measured numbers). Pick the temperature you will serve at.
+
+Temperature matters for small students: a tiny model sampled at T=1 writes mostly malformed calls
+(turn reward 0.35 against 0.58 greedy on the test world), so every group's reward spread is about
+"well-formed or not" and GRPO learns little about which tool or argument; at T=0.3-0.6 the samples
+are well-formed and differ where the decisions are.
+
 Output directory:
     checkpoints/checkpoint-N/   GRPO checkpoints (rl.save_steps), each with understudy_config.json
     final/                      the RL'd student (model + tokenizer), loadable with from_pretrained
@@ -95,6 +107,10 @@ def check_rl_config(cfg: UnderstudyConfig) -> None:
     check_algorithm(cfg)
     if rl.max_steps < 1:
         raise ConfigError(f"rl.max_steps must be >= 1, got {rl.max_steps}")
+    if rl.eval_samples < 0:
+        raise ConfigError(f"rl.eval_samples must be >= 0 (0: greedy held-out reward only), got {rl.eval_samples}")
+    if rl.temperature <= 0:
+        raise ConfigError(f"rl.temperature must be > 0: GRPO compares sampled completions, got {rl.temperature}")
     if rl.learning_rate <= 0:
         raise ConfigError(f"rl.learning_rate must be > 0, got {rl.learning_rate}")
     if rl.num_generations < 2:
@@ -262,11 +278,28 @@ def _paths(cfg: UnderstudyConfig) -> dict[str, Path]:
 
 
 def held_out_reward(cfg: UnderstudyConfig, model_path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean behavioural reward of multi-step replay rollouts on held-out rows: greedy, and (with
+    rl.eval_samples) sampled at rl.temperature, the same draws for every model (seeded)."""
+    import torch
+
     from trainer.reward import rollouts, score_workflows
 
-    r = cfg.reward
-    wfs = rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size)
-    return score_workflows(rows, wfs, r.weights)["summary"]
+    r, rl = cfg.reward, cfg.rl
+    greedy = score_workflows(rows, rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size), r.weights)["summary"]
+    if rl.eval_samples > 0:
+        repeated = [row for row in rows for _ in range(rl.eval_samples)]
+        torch.manual_seed(rl.seed)
+        wfs = rollouts(model_path, repeated, r.max_new_tokens, r.max_turns, r.batch_size, temperature=rl.temperature)
+        greedy["sampled"] = {**score_workflows(repeated, wfs, r.weights)["summary"], "temperature": rl.temperature,
+                             "samples_per_example": rl.eval_samples}
+    return greedy
+
+
+def _describe_held_out(s: dict[str, Any]) -> str:
+    text = f"{s['similarity']:.3f} greedy"
+    if "sampled" in s:
+        text += f", {s['sampled']['similarity']:.3f} sampled at T={s['sampled']['temperature']:g}"
+    return text
 
 
 def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, discriminator=None) -> dict[str, Any]:
@@ -319,7 +352,7 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         else:
             summary["before"] = held_out_reward(cfg, str(paths["model"]), eval_rows)
             before_file.write_text(json.dumps(summary["before"], indent=2) + "\n")
-        log(f"[rl] held-out mean similarity before RL: {summary['before']['similarity']:.3f} ({len(eval_rows)} {rl.eval_split} examples)")
+        log(f"[rl] held-out mean similarity before RL: {_describe_held_out(summary['before'])} ({len(eval_rows)} {rl.eval_split} examples)")
 
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
     apply_chat_template(tokenizer)
@@ -390,8 +423,11 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     )
     if eval_rows:
         summary["after"] = held_out_reward(cfg, str(final), eval_rows)
-        b, a = summary["before"]["similarity"], summary["after"]["similarity"]
-        log(f"[rl] held-out mean similarity after RL: {a:.3f} (before {b:.3f}, {a - b:+.3f})")
+        b, a = summary["before"], summary["after"]
+        change = f"greedy {a['similarity'] - b['similarity']:+.3f}"
+        if "sampled" in a and "sampled" in b:
+            change += f", sampled {a['sampled']['similarity'] - b['sampled']['similarity']:+.3f}"
+        log(f"[rl] held-out mean similarity after RL: {_describe_held_out(a)} (before {_describe_held_out(b)}; {change})")
     (out / "rl_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
