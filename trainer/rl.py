@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -216,55 +215,13 @@ def _partial_text(context: list[dict[str, Any]], turn) -> str:
 
 
 def write_reward_curve(log_history: list[dict[str, Any]], path: Path) -> Optional[Path]:
-    import matplotlib
+    from trainer.progress import history_points, plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = [(h["step"], h["reward"]) for h in log_history if "reward" in h and "step" in h]
-    sims = [(h["step"], h["similarity"]) for h in log_history if "similarity" in h and "step" in h]
-    if not points:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(*zip(*points), marker=".", label="reward (mean over completions)")
-    if sims and sims != points:
-        ax.plot(*zip(*sims), marker=".", alpha=0.6, label="similarity")
-    ax.set_xlabel("step")
-    ax.set_ylabel("behavioural reward")
-    ax.set_title("understudy RL (GRPO)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _progress_callback(log: Callable[[str], None]):
-    from transformers import TrainerCallback
-
-    class RewardLine(TrainerCallback):
-        def __init__(self):
-            self.t0 = time.monotonic()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "reward" not in logs:
-                return
-            parts = [f"step {state.global_step}/{state.max_steps}", f"reward {logs['reward']:.3f}"]
-            if "reward_std" in logs:
-                parts.append(f"± {logs['reward_std']:.3f}")
-            if "kl" in logs and cfg_beta_nonzero(args):
-                parts.append(f"kl {logs['kl']:.4f}")
-            parts.append(f"{time.monotonic() - self.t0:.0f}s")
-            log("  " + " · ".join(parts))
-
-    return RewardLine()
-
-
-def cfg_beta_nonzero(args) -> bool:
-    return bool(getattr(args, "beta", 0.0))
+    rewards, sims = history_points(log_history, "reward"), history_points(log_history, "similarity")
+    return plot_curves(path, "understudy RL (GRPO)", "behavioural reward", [
+        ("reward (mean over completions)", rewards, "."),
+        ("similarity", sims if sims != rewards else [], "."),
+    ], ylim=(0, 1))
 
 
 def _paths(cfg: UnderstudyConfig) -> dict[str, Path]:
@@ -313,7 +270,8 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     from trainer.chat_template import END_OF_TURN, apply_chat_template
     from trainer.discriminator import Discriminator, discriminator_dir
     from trainer.reward import _read_rows
-    from trainer.sft import _callbacks, latest_checkpoint
+    from trainer.progress import ProgressLine, SaveConfigBesideCheckpoint
+    from trainer.sft import latest_checkpoint
 
     check_rl_config(cfg)
     rl = cfg.rl
@@ -397,7 +355,7 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         args=args,
         train_dataset=Dataset.from_list(prompts),
         processing_class=tokenizer,
-        callbacks=[_callbacks(cfg, log)[0], _progress_callback(log)],
+        callbacks=[SaveConfigBesideCheckpoint(cfg), ProgressLine(log, "reward", ["reward_std", "kl"] if rl.beta else ["reward_std"])],
     )
     trainer.remove_callback(PrinterCallback)
     if rl.resume:

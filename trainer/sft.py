@@ -38,7 +38,6 @@ simpler choice with FSDP or ZeRO-3; QLoRA suits data parallel.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -173,59 +172,18 @@ def cast_trainable_to_float32(model) -> None:
 
 
 def _callbacks(cfg: UnderstudyConfig, log: Callable[[str], None]):
-    from transformers import TrainerCallback
+    from trainer.progress import ProgressLine, SaveConfigBesideCheckpoint
 
-    class SaveConfigBesideCheckpoint(TrainerCallback):
-        """Each checkpoint carries the resolved config that produced it."""
-
-        def on_save(self, args, state, control, **kwargs):
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                cfg.save(ckpt)
-
-    class ProgressLine(TrainerCallback):
-        def __init__(self):
-            self.t0 = time.monotonic()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            if "loss" not in logs:
-                return
-            parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
-            if "learning_rate" in logs:
-                parts.append(f"lr {logs['learning_rate']:.2e}")
-            if "epoch" in logs:
-                parts.append(f"epoch {logs['epoch']:.2f}")
-            parts.append(f"{time.monotonic() - self.t0:.0f}s")
-            log("  " + " · ".join(parts))
-
-    return [SaveConfigBesideCheckpoint(), ProgressLine()]
+    return [SaveConfigBesideCheckpoint(cfg), ProgressLine(log, "loss", ["learning_rate", "epoch"])]
 
 
 def write_loss_curve(log_history: list[dict[str, Any]], path: Path) -> Optional[Path]:
-    import matplotlib
+    from trainer.progress import history_points, plot_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
-    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
-    if not train and not evals:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train loss", marker=".")
-    if evals:
-        ax.plot(*zip(*evals), label="validation loss", marker="o")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (assistant tokens)")
-    ax.set_title("understudy SFT")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot_curves(path, "understudy SFT", "loss (assistant tokens)", [
+        ("train loss", history_points(log_history, "loss"), "."),
+        ("validation loss", history_points(log_history, "eval_loss"), "o"),
+    ])
 
 
 def _split_sizes(data_dir: Path) -> dict[str, int]:
