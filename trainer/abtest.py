@@ -291,7 +291,7 @@ def _pct(x: Optional[float]) -> str:
 def markdown_report(report: dict[str, Any]) -> str:
     conf = int(round(report["confidence"] * 100))
     lines = [
-        f"# Indistinguishability (A/B) report",
+        "# Indistinguishability (A/B) report",
         "",
         f"{report['pairs']['student']} teacher-vs-student pairs, {report['pairs']['control']} teacher-vs-teacher control pairs. "
         f"Goal: judged wrong more than {_pct(report['goal'])} of the time (50% is chance).",

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path

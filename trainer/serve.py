@@ -51,7 +51,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import click
 
@@ -656,7 +656,7 @@ _HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-
 def create_app(backend, settings: Optional[ServerSettings] = None):
     """The FastAPI app. `backend` has count(prompt) and generate(prompt, params, cancel, emit)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.background import BackgroundTask
 
     settings = settings or ServerSettings()

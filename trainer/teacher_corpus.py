@@ -368,7 +368,7 @@ class _Teacher:
         path = f"{folder}/{name}.py"
         content = "\n".join([
             '"""' + task[0].upper() + task[1:] + '."""', "", "import argparse", "", "",
-            f"def main() -> int:", f"    parser = argparse.ArgumentParser(description={task!r})",
+            "def main() -> int:", f"    parser = argparse.ArgumentParser(description={task!r})",
             "    parser.add_argument('--dry-run', action='store_true')", "    args = parser.parse_args()",
             f"    {noun} = []", f"    print(f'processed {{len({noun})}} {noun}')", "    return 0", "", "",
             "if __name__ == '__main__':", "    raise SystemExit(main())", "",
