@@ -32,8 +32,9 @@ Held-out reward, before and after (`rl.eval_examples` of `rl.eval_split`): multi
 rollouts scored by the same similarity, twice: greedy, the way `trainer serve` answers a request
 that sets no temperature, and sampled at `rl.temperature` with `rl.eval_samples` draws per example
 (seeded, so both models get comparable draws), the policy GRPO actually optimizes. They can move
-apart: on the tiny test world, RL at T=0.5 raised the sampled reward while greedy decoding did not
-follow (see tests/test_rl.py for the measured numbers). Pick the temperature you will serve at.
+apart: on the tiny test world (tests/test_rl.py, 24 steps at T=0.5 from the SFT student), the
+sampled reward went 0.416 → 0.442 while greedy went 0.520 → 0.508. Pick the temperature you will
+serve at, and measure with it.
 
 Temperature matters for small students: a tiny model sampled at T=1 writes mostly malformed calls
 (turn reward 0.35 against 0.58 greedy on the test world), so every group's reward spread is about
