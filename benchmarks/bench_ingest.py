@@ -40,13 +40,13 @@ def fill(spool: Path, prompts: int) -> int:
 def throughput(prompts: int) -> tuple[float, float, int]:
     from capture_daemon import paths
     from capture_daemon.ingest import IngestSettings, Ingestor
-    from capture_daemon.spool import pending_files, read_event
+    from capture_daemon.spool import pending_names, read_event
     from capture_daemon.store import TraceStore
 
     events = fill(paths.spool_dir(), prompts)
     start = time.perf_counter()
-    for path in pending_files(paths.spool_dir()):
-        read_event(path)
+    for name in pending_names(paths.spool_dir()):
+        read_event(os.path.join(paths.spool_dir(), name))
     parse_rate = events / (time.perf_counter() - start)
 
     start = time.perf_counter()

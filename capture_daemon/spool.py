@@ -61,11 +61,6 @@ def pending_names(spool: Path | str) -> list[str]:
     return names
 
 
-def pending_files(spool: Path) -> list[Path]:
-    """Event files waiting in the spool, oldest first."""
-    return [spool / n for n in pending_names(spool)]
-
-
 def _strip_lone_surrogates(value: Any) -> Any:
     """json.loads accepts lone surrogates (\\ud800) that SQLite and orjson cannot store."""
     if isinstance(value, str):

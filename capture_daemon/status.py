@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from capture_daemon import daemon, hooks_config, paths
-from capture_daemon.spool import pending_files, quarantined
+from capture_daemon.spool import pending_names, quarantined
 from capture_daemon.store import TraceStore
 
 MAX_ERRORS = 10
@@ -52,7 +52,7 @@ def collect_status() -> dict[str, Any]:
                     "hooks_settings": str(hooks_config.settings_path()),
                     "hooks_registered": sorted(registered)},
         "traces": traces,
-        "spool": {"pending_events": len(pending_files(paths.spool_dir())), "quarantined": len(quarantine),
+        "spool": {"pending_events": len(pending_names(paths.spool_dir())), "quarantined": len(quarantine),
                   "quarantine": quarantine[-MAX_ERRORS:]},
         "errors": errors[-2 * MAX_ERRORS:],
     }
