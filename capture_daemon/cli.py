@@ -7,6 +7,7 @@ groups that grow live in their own modules (cli_hooks, cli_traces).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from capture_daemon.store import TraceStore
 @click.version_option(package_name="understudy")
 def main() -> None:
     """Capture Claude Code workflows as traces (hooks → spool → daemon → store)."""
+    # Traces hold prompts, code and command output: whatever this process (or the daemon it
+    # starts) creates is for the user's eyes only, whatever umask the shell had.
+    os.umask(0o077)
 
 
 main.add_command(hooks)
@@ -77,18 +81,23 @@ def status(as_json: bool) -> None:
 @click.option("--accepted", "accepted", flag_value=True, default=None, help="Only traces the quality filter accepted.")
 def export(fmt: str, output: Path | None, accepted: bool | None) -> None:
     """Write every stored trace, one JSON object per line, with the schema's field names."""
-    handle = open(output, "wb") if output else sys.stdout.buffer
-    count = 0
-    try:
-        with TraceStore.open() as store:
-            for trace in store.iter_traces(accepted=accepted):
-                handle.write(trace.model_dump_json().encode() + b"\n")
-                count += 1
-    finally:
-        if output:
-            handle.close()
-    if output:
-        click.echo(f"wrote {count} traces to {output}", err=True)
+    def write(handle) -> int:
+        count = 0
+        for trace in store.iter_traces(accepted=accepted):
+            handle.write(trace.model_dump_json().encode() + b"\n")
+            count += 1
+        return count
+
+    with TraceStore.open() as store:
+        if output is None:
+            write(sys.stdout.buffer)
+            return
+        try:  # 0600, and whole or not at all: a store that breaks half way leaves no half file
+            with paths.private_output(output) as handle:
+                count = write(handle)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {count} traces to {output}", err=True)
 
 
 try:  # commands from the analysis work (list, show, import, rescore, pause, ...)

@@ -140,7 +140,7 @@ def forget(trace_id: str | None, session_id: str | None, yes: bool) -> None:
 def pause() -> None:
     """Stop capturing (hooks keep nothing) until `capture-daemon resume`."""
     paths.ensure(paths.data_dir())
-    paths.paused_flag().write_text(datetime.now(timezone.utc).isoformat() + "\n")
+    paths.write_private(paths.paused_flag(), datetime.now(timezone.utc).isoformat() + "\n")
     click.echo("capture paused: Claude Code sessions are not recorded until `capture-daemon resume`")
 
 
@@ -169,7 +169,7 @@ def config_init(force: bool) -> None:
     if target.exists() and not force:
         raise click.ClickException(f"{target} already exists; edit it, or pass --force to start over")
     paths.ensure(target.parent)
-    target.write_text(DEFAULT_CONFIG_TOML)
+    paths.write_private(target, DEFAULT_CONFIG_TOML)
     click.echo(f"wrote {target}; after editing, `capture-daemon rescore` re-applies the rules")
 
 

@@ -10,6 +10,7 @@ the trace, and lets `rescore` re-run analysis without the spool.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -112,7 +113,14 @@ class TraceStore:
     @classmethod
     def connect(cls, path: Path | None = None) -> "TraceStore":
         path = Path(path) if path else paths.store_path()
-        paths.ensure(path.parent)
+        if path.parent == paths.data_dir():
+            paths.ensure(path.parent)
+        else:  # a store the caller placed: make its folder, leave an existing one as it is
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Create the file 0600 before SQLite does (it would use 0644): the -wal and -shm files
+        # SQLite makes next copy the database's mode, so they come out private too.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        path.chmod(0o600)
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -122,7 +130,6 @@ class TraceStore:
         # transactions, in the WAL, synced as before (synchronous=NORMAL).
         db.execute("PRAGMA wal_autocheckpoint=8192")
         db.execute("PRAGMA busy_timeout=30000")
-        path.chmod(0o600)
         store = cls(db, path)
         store._migrate()
         return store
