@@ -142,19 +142,129 @@ def test_odd_event_argument_is_not_used_in_the_name(understudy_home):
     assert json.loads(path.read_bytes().partition(b"\n")[0])["event"] == "../../evil name"
 
 
+def read_spooled(understudy_home: Path) -> tuple[dict, bytes]:
+    [path] = spool_files(understudy_home)
+    head, _, body = path.read_bytes().partition(b"\n")
+    return json.loads(head), body
+
+
+def hook_errors(understudy_home: Path) -> list[str]:
+    log = understudy_home / "logs" / "hook-errors.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def assert_kept_head_and_tail(header: dict, body: bytes, raw: bytes, reason: str) -> None:
+    """The marker contract with capture_daemon/spool.py: first 1 MiB, then the last tail_bytes."""
+    assert header["unparsed"] is True and header["truncated"] is True
+    assert header["original_bytes"] == len(raw) and header["lost_reason"] == reason
+    tail = header.get("tail_bytes", 0)
+    assert 0 <= tail <= 64 << 10
+    assert body == raw[: 1 << 20] + (raw[-tail:] if tail else b"")
+
+
 @pytest.mark.timeout(60)
-def test_100_mb_of_stdin_is_drained_in_bounded_time_and_reduced(understudy_home):
-    size = 100 << 20
+def test_100_mb_of_stdin_is_drained_in_bounded_time_and_kept_as_head_and_tail(understudy_home):
+    raw = b'{"session_id": "sess-100mb", "tool_response": "' + b"x" * (100 << 20) + b'", "tool_use_id": "toolu_end"}'
     start = time.monotonic()
-    proc = run_hook("PostToolUse", b"x" * size, timeout=50)
+    proc = run_hook("PostToolUse", raw, timeout=50)
     elapsed = time.monotonic() - start
     assert_quiet_success(proc)
     assert elapsed < 30
-    [path] = spool_files(understudy_home)
-    head, _, body = path.read_bytes().partition(b"\n")
-    header = json.loads(head)
-    assert header["truncated"] is True and header["original_bytes"] == size and header["bytes"] == size
-    assert 0 < len(body) <= 1 << 20
+    header, body = read_spooled(understudy_home)
+    assert header["bytes"] == len(raw) and header["tail_bytes"] == 64 << 10
+    assert_kept_head_and_tail(header, body, raw, "too_big_to_reduce")
+    assert body.endswith(b'"tool_use_id": "toolu_end"}')  # ids written last survive for the daemon
+    [line] = hook_errors(understudy_home)
+    assert "hook PostToolUse:" in line and "too_big_to_reduce" in line and str(len(raw)) in line
+    assert "xxxx" not in line and "sess-100mb" not in line  # never payload content
+
+
+@pytest.mark.timeout(60)
+def test_60_mb_payload_too_slow_to_reduce_is_spooled_with_a_marker_within_the_deadline(understudy_home):
+    # Like the 55-59 MB payload that was lost: parsing it takes longer than the deadline
+    # (~10 s unbounded, here), so the hook stops at its reduce budget and keeps head and tail.
+    values = ",".join(["1.25e-300"] * (6_000_000))
+    raw = (f'{{"session_id": "sess-60mb", "prompt_id": "p-60mb", "hook_event_name": "PostToolUse", '
+           f'"tool_name": "mcp__db__query", "tool_response": {{"values": [{values}]}}, '
+           f'"tool_use_id": "toolu_60mb"}}').encode()
+    assert 55 << 20 < len(raw) < 64 << 20
+    start = time.monotonic()
+    proc = run_hook("PostToolUse", raw, timeout=50)
+    elapsed = time.monotonic() - start
+    assert_quiet_success(proc)
+    assert elapsed < 5.5, "the hook must finish inside its own deadline"
+    header, body = read_spooled(understudy_home)
+    assert_kept_head_and_tail(header, body, raw, "too_big_to_reduce")
+    assert b'"session_id": "sess-60mb"' in body and body.endswith(b'"tool_use_id": "toolu_60mb"}')
+    [line] = hook_errors(understudy_home)
+    assert "hook PostToolUse:" in line and "too_big_to_reduce" in line and "1.25e" not in line
+    assert list((understudy_home / "spool" / "tmp").iterdir()) == []  # the killed reducer left nothing
+
+
+@pytest.mark.timeout(30)
+def test_stdin_never_closed_is_spooled_and_logged_at_the_deadline(understudy_home):
+    partial = b'{"session_id": "sess-open", "prompt_id": "p-open", "hook_event_name": "PreToolUse", "tool_input": {'
+    proc = subprocess.Popen(hooks_config.hook_command("PreToolUse"), shell=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    start = time.monotonic()
+    try:
+        proc.stdin.write(partial)
+        proc.stdin.flush()
+        proc.wait(timeout=20)  # stdin stays open all along
+        elapsed = time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert proc.returncode == 0 and proc.stdout.read() == b""
+    assert elapsed < 6, elapsed
+    header, body = read_spooled(understudy_home)
+    assert header["event"] == "PreToolUse" and header["bytes"] == len(partial)
+    assert_kept_head_and_tail(header, body, partial, "stdin_not_closed")
+    [line] = hook_errors(understudy_home)
+    assert "hook PreToolUse: stdin not closed after 5s" in line and "sess-open" not in line
+
+
+@pytest.mark.timeout(30)
+def test_stdin_never_closed_and_empty_is_logged(understudy_home):
+    proc = subprocess.Popen(hooks_config.hook_command("Stop"), shell=True, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert proc.returncode == 0 and proc.stdout.read() == b""
+    assert spool_files(understudy_home) == []
+    assert "hook Stop: stdin not closed after 5s and nothing read" in hook_errors(understudy_home)[0]
+
+
+def deeply_nested(levels: int, pad: int = 0) -> bytes:
+    return (b'{"session_id": "sess-deep", "pad": "' + b"p" * pad + b'", "tool_input": '
+            + b"[" * levels + b"]" * levels + b', "tool_use_id": "toolu_deep"}')
+
+
+def test_deeply_nested_payload_over_1_mib_is_kept_with_a_marker(understudy_home):
+    raw = deeply_nested(100_000, pad=1 << 20)
+    proc = run_hook("PostToolUse", raw)
+    assert_quiet_success(proc)
+    header, body = read_spooled(understudy_home)
+    assert_kept_head_and_tail(header, body, raw, "too_deep")
+    assert "too_deep" in hook_errors(understudy_home)[0]
+
+
+def test_deeply_nested_small_payload_is_spooled_as_it_came(understudy_home):
+    raw = deeply_nested(100_000)  # ~200 KB: never parsed by the hook; the daemon judges it
+    assert_quiet_success(run_hook("PostToolUse", raw))
+    header, body = read_spooled(understudy_home)
+    assert body == raw and "unparsed" not in header
+    assert hook_errors(understudy_home) == []
+
+
+def test_oversized_payload_that_is_not_json_is_kept_with_a_marker(understudy_home):
+    raw = b'{"session_id": "sess-bad", "out": "' + b"y" * (2 << 20) + b'", "tool_use_id": "toolu_bad"'  # no }
+    assert_quiet_success(run_hook("PostToolUse", raw))
+    header, body = read_spooled(understudy_home)
+    assert_kept_head_and_tail(header, body, raw, "not_json")
 
 
 def test_2_mb_post_tool_use_is_reduced_with_a_marker(understudy_home):
@@ -211,15 +321,18 @@ def test_default_data_dir_follows_xdg(isolated_env, monkeypatch):
 
 
 def test_hand_written_header_is_what_json_dumps_gives():
-    from hooks import capture_hook
+    from hooks import capture_core
 
     for header in (
         {"v": 1, "event": "PostToolUse", "received_ns": time.time_ns(), "bytes": 12},
         {"v": 1, "event": "Stop", "received_ns": 1, "bytes": 3 << 30, "truncated": True, "original_bytes": 9, "cut_strings": 0},
         {"v": 1, "event": "x/../y \"q\"", "received_ns": 1, "bytes": 0, "unparsed": False},
         {"v": 1, "event": "Événement", "received_ns": 1, "bytes": 0},
+        {"v": 1, "event": "Stop", "received_ns": 1, "bytes": 9, "unparsed": True, "truncated": True,
+         "original_bytes": 9, "lost_reason": "stdin_not_closed", "tail_bytes": 0},
+        {"v": 1, "event": "Stop_", "received_ns": 1, "bytes": 9, "lost_reason": "a\\b_c"},
     ):
-        assert capture_hook.encode_header(header) == json.dumps(header).encode()
+        assert capture_core.encode_header(header) == json.dumps(header).encode()
 
 
 def test_hook_benchmark_runs():
