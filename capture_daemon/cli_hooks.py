@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from capture_daemon import hooks_config
+from capture_daemon.render import printable
 
 project_option = click.option(
     "--project",
@@ -94,7 +95,7 @@ def show(project: Optional[Path]) -> None:
             continue
         current = all(hooks_config.is_current(c, event) for c in commands)
         stale = stale or not current
-        note = "" if current else "  (points elsewhere: " + commands[0] + ")"
+        note = "" if current else "  (points elsewhere: " + printable(commands[0]) + ")"
         click.echo(f"  {event:<20} registered{note}")
     missing = [e for e in hooks_config.EVENTS if e not in found]
     if missing or stale:

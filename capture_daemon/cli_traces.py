@@ -11,9 +11,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from capture_daemon import paths
-from capture_daemon.render import render_trace
+from capture_daemon.render import printable, render_trace
 from capture_daemon.store import TraceStore
 
 
@@ -46,10 +47,12 @@ def list_traces(accepted, pattern, tool, since, project, limit) -> None:
     table = Table("id", "started", "ok", "score", "pattern", "workflow", "prompt", box=None)
     for t in shown:
         q = t.quality
-        table.add_row(t.trace_id[:12], t.started_at.strftime("%m-%d %H:%M") if t.started_at else "",
-                      "" if q is None else ("✓" if q.accepted else "✗"), "" if q is None else f"{q.score:.2f}",
-                      t.reasoning_signals.pattern or "", (t.reasoning_signals.workflow or " → ".join(t.reasoning_signals.tool_sequence))[:48],
-                      t.prompt.replace("\n", " ")[:60])
+        s = t.reasoning_signals
+        cells = (t.trace_id[:12], t.started_at.strftime("%m-%d %H:%M") if t.started_at else "",
+                 "" if q is None else ("✓" if q.accepted else "✗"), "" if q is None else f"{q.score:.2f}",
+                 s.pattern or "", (s.workflow or " → ".join(s.tool_sequence))[:48], t.prompt.replace("\n", " ")[:60])
+        # Text, not str: a cell string would be parsed as rich markup.
+        table.add_row(*(Text(printable(cell)) for cell in cells))
     Console().print(table)
     click.echo(f"{len(shown)} of {len(traces)} matching traces")
 
@@ -62,7 +65,8 @@ def show(trace_id: str, full: bool) -> None:
     with TraceStore.open() as store:
         trace = store.find(trace_id)
     if trace is None:
-        raise click.ClickException(f"No trace with id '{trace_id}' (or more than one starts so); `capture-daemon list` shows ids")
+        raise click.ClickException(f"No trace with id '{printable(trace_id)}' (or more than one starts so); "
+                                   "`capture-daemon list` shows ids")
     render_trace(trace, Console(), full=full)
 
 
@@ -89,7 +93,7 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
                f"({report.bytes / 1e6:.1f} MB in {elapsed:.1f}s); {report.skipped_existing} already stored, "
                f"{report.incomplete} incomplete, {report.corrupt_lines} corrupt lines skipped")
     for failure in report.failed_files:
-        click.echo(f"could not import {failure}", err=True)
+        click.echo(f"could not import {printable(failure)}", err=True)
 
 
 @click.command()
@@ -125,15 +129,15 @@ def forget(trace_id: str | None, session_id: str | None, yes: bool) -> None:
         if trace_id:
             trace = store.find(trace_id)
             if trace is None:
-                raise click.ClickException(f"No trace with id '{trace_id}'; `capture-daemon list` shows ids")
+                raise click.ClickException(f"No trace with id '{printable(trace_id)}'; `capture-daemon list` shows ids")
             if not yes:
-                click.confirm(f"Forget trace {trace.trace_id} ({trace.prompt[:50]!r})?", abort=True)
+                click.confirm(f"Forget trace {printable(trace.trace_id)} ({printable(repr(trace.prompt[:50]))})?", abort=True)
             store.delete_trace(trace.trace_id)
-            click.echo(f"forgot trace {trace.trace_id}")
+            click.echo(f"forgot trace {printable(trace.trace_id)}")
         else:
             if not yes:
-                click.confirm(f"Forget every trace of session {session_id}?", abort=True)
-            click.echo(f"forgot {store.delete_session(session_id)} traces of session {session_id}")
+                click.confirm(f"Forget every trace of session {printable(session_id)}?", abort=True)
+            click.echo(f"forgot {store.delete_session(session_id)} traces of session {printable(session_id)}")
 
 
 @click.command()

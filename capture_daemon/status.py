@@ -7,8 +7,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from capture_daemon import daemon, hooks_config, paths
+from capture_daemon.render import printable
 from capture_daemon.spool import pending_names, quarantined
 from capture_daemon.store import TraceStore
 
@@ -59,22 +61,26 @@ def collect_status() -> dict[str, Any]:
 
 
 def render_status(report: dict[str, Any]) -> None:
+    # Paths, hook names and logged errors are shown through printable() inside Text: a
+    # control sequence or a `[tag]` in them is shown, never interpreted.
     console = Console()
+    p = printable
     d, t, s = report["daemon"], report["traces"], report["spool"]
-    console.print(f"[bold]understudy capture[/bold]  data: {report['data_dir']}")
-    console.print("daemon: " + (f"[green]running[/green] (pid {d['pid']})" if d["running"]
-                                 else "[red]not running[/red] — start it with `capture-daemon start`"))
-    hooks_line = ", ".join(report["capture"]["hooks_registered"]) or "[red]none[/red] — run `capture-daemon hooks install`"
-    console.print(f"hooks: {hooks_line}  ({report['capture']['hooks_settings']})")
+    console.print(Text.assemble(("understudy capture", "bold"), f"  data: {p(report['data_dir'])}"))
+    console.print(Text.assemble("daemon: ", *((("running", "green"), f" (pid {d['pid']})") if d["running"]
+                                              else (("not running", "red"), " — start it with `capture-daemon start`"))))
+    registered = ", ".join(p(name) for name in report["capture"]["hooks_registered"])
+    hooks_line = (registered,) if registered else (("none", "red"), " — run `capture-daemon hooks install`")
+    console.print(Text.assemble("hooks: ", *hooks_line, f"  ({p(report['capture']['hooks_settings'])})"))
     if report["capture"]["paused"]:
-        console.print("[yellow]capture paused[/yellow] — `capture-daemon resume` turns it back on")
+        console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
     table = Table(show_header=False, box=None)
     table.add_row("traces", str(t.get("total", 0)))
     for key in ("complete", "incomplete", "accepted", "rejected", "duplicates", "sessions"):
         if key in t:
             table.add_row(f"  {key}", str(t[key]))
     if t.get("by_pattern"):
-        table.add_row("  by pattern", ", ".join(f"{k} {v}" for k, v in sorted(t["by_pattern"].items())))
+        table.add_row("  by pattern", Text(", ".join(f"{p(k)} {v}" for k, v in sorted(t["by_pattern"].items()))))
     if t.get("target_accepted"):
         table.add_row("  toward target", f"{t.get('accepted', 0)}/{t['target_accepted']} accepted ({100 * (t.get('progress') or 0):.0f}%)")
     if t.get("last_stored_at"):
@@ -84,6 +90,6 @@ def render_status(report: dict[str, Any]) -> None:
     table.add_row("quarantined", str(s["quarantined"]))
     console.print(table)
     if report["errors"]:
-        console.print("[bold]recent errors[/bold]")
+        console.print(Text("recent errors", "bold"))
         for line in report["errors"]:
-            console.print(f"  {line}", markup=False, highlight=False)
+            console.print(Text("  " + p(line)))
