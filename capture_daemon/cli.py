@@ -15,9 +15,9 @@ import click
 import orjson
 
 from capture_daemon import daemon, paths
+from capture_daemon.cli_db import open_store
 from capture_daemon.cli_hooks import hooks
 from capture_daemon.status import collect_status, render_status
-from capture_daemon.store import TraceStore
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,7 +88,7 @@ def export(fmt: str, output: Path | None, accepted: bool | None) -> None:
             count += 1
         return count
 
-    with TraceStore.open() as store:
+    with open_store() as store:
         if output is None:
             write(sys.stdout.buffer)
             return

@@ -1,4 +1,4 @@
-"""`capture-daemon list | show | import | rescore | forget | pause | resume | config`:
+"""`capture-daemon list | show | import | rescore | forget | pause | resume | config | db`:
 looking at, backfilling, re-judging and removing traces."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from capture_daemon import paths
+from capture_daemon.cli_db import db, open_store
 from capture_daemon.render import printable, render_trace
-from capture_daemon.store import TraceStore
 
 
 def _since(value: str | None) -> datetime | None:
@@ -41,7 +41,7 @@ def _since(value: str | None) -> datetime | None:
 @click.option("-n", "--limit", type=int, default=50, show_default=True, help="Show the newest N (0 = all).")
 def list_traces(accepted, pattern, tool, since, project, limit) -> None:
     """List stored traces, newest last."""
-    with TraceStore.open() as store:
+    with open_store() as store:
         traces = list(store.iter_traces(accepted=accepted, pattern=pattern, tool=tool, since=_since(since), project=project))
     shown = traces[-limit:] if limit else traces
     table = Table("id", "started", "ok", "score", "pattern", "workflow", "prompt", box=None)
@@ -62,7 +62,7 @@ def list_traces(accepted, pattern, tool, since, project, limit) -> None:
 @click.option("--full", is_flag=True, help="Do not shorten tool inputs and outputs.")
 def show(trace_id: str, full: bool) -> None:
     """Show one trace's workflow: prompt, calls, narration, answer, signals, quality."""
-    with TraceStore.open() as store:
+    with open_store() as store:
         trace = store.find(trace_id)
     if trace is None:
         raise click.ClickException(f"No trace with id '{printable(trace_id)}' (or more than one starts so); "
@@ -84,7 +84,7 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
         raise click.ClickException(f"No transcripts found at {default_roots()[0]}; pass the folder that holds them")
     total = sum(p.stat().st_size for p in session_files(roots))
     started = time.perf_counter()
-    with TraceStore.open() as store, Progress(TextColumn("importing"), BarColumn(), DownloadColumn(),
+    with open_store() as store, Progress(TextColumn("importing"), BarColumn(), DownloadColumn(),
                                                 TransferSpeedColumn(), transient=True) as progress:
         task = progress.add_task("import", total=total)
         report = import_paths(roots, store, prepare_for_store, on_file=lambda path, size: progress.advance(task, size))
@@ -104,7 +104,7 @@ def rescore() -> None:
 
     config = load_config()
     changed = 0
-    with TraceStore.open() as store:
+    with open_store() as store:
         traces = list(store.iter_traces())
         with store.transaction() as db:
             for trace in traces:
@@ -125,7 +125,7 @@ def forget(trace_id: str | None, session_id: str | None, yes: bool) -> None:
     """Remove a trace (or a whole session) from the store for good."""
     if bool(trace_id) == bool(session_id):
         raise click.UsageError("give a TRACE_ID or --session SESSION_ID (one of them)")
-    with TraceStore.open() as store:
+    with open_store() as store:
         if trace_id:
             trace = store.find(trace_id)
             if trace is None:
@@ -184,5 +184,5 @@ def config_path() -> None:
 
 
 def register(group: click.Group) -> None:
-    for command in (list_traces, show, import_cmd, rescore, forget, pause, resume, config):
+    for command in (list_traces, show, import_cmd, rescore, forget, pause, resume, config, db):
         group.add_command(command)

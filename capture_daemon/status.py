@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,7 +13,7 @@ from rich.text import Text
 from capture_daemon import daemon, hooks_config, paths
 from capture_daemon.render import printable
 from capture_daemon.spool import pending_names, quarantined
-from capture_daemon.store import TraceStore
+from capture_daemon.store import TraceStore, store_problem
 
 MAX_ERRORS = 10
 
@@ -38,8 +39,11 @@ def collect_status() -> dict[str, Any]:
     pid = daemon.running_pid()
     traces: dict[str, Any] = {"total": 0}
     if paths.store_path().exists():
-        with TraceStore.open() as store:
-            traces = store.stats()
+        try:
+            with TraceStore.open() as store:
+                traces = store.stats()
+        except sqlite3.DatabaseError as exc:  # report it, and everything else
+            traces = {"total": 0, "problem": store_problem(exc)}
     target = _target_accepted()
     traces["target_accepted"] = target
     traces["progress"] = round(min(1.0, traces.get("accepted", 0) / target), 3) if target else None
@@ -74,14 +78,19 @@ def render_status(report: dict[str, Any]) -> None:
     console.print(Text.assemble("hooks: ", *hooks_line, f"  ({p(report['capture']['hooks_settings'])})"))
     if report["capture"]["paused"]:
         console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
+    problem = t.get("problem")
+    if problem:
+        what = "is corrupt" if problem["corrupt"] else "cannot be read"
+        fix = f": run `{problem['fix']}` (stop the daemon first)" if problem.get("fix") else ""
+        console.print(Text.assemble((f"traces.db {what}", "red"), f" ({p(problem['error'])}){fix}"))
     table = Table(show_header=False, box=None)
-    table.add_row("traces", str(t.get("total", 0)))
+    table.add_row("traces", "?" if problem else str(t.get("total", 0)))
     for key in ("complete", "incomplete", "accepted", "rejected", "duplicates", "sessions"):
         if key in t:
             table.add_row(f"  {key}", str(t[key]))
     if t.get("by_pattern"):
         table.add_row("  by pattern", Text(", ".join(f"{p(k)} {v}" for k, v in sorted(t["by_pattern"].items()))))
-    if t.get("target_accepted"):
+    if t.get("target_accepted") and not problem:
         table.add_row("  toward target", f"{t.get('accepted', 0)}/{t['target_accepted']} accepted ({100 * (t.get('progress') or 0):.0f}%)")
     if t.get("last_stored_at"):
         when = datetime.fromtimestamp(t["last_stored_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -90,6 +90,27 @@ def _m001_initial(db: sqlite3.Connection) -> None:
 MIGRATIONS = [("m001_initial", _m001_initial)]
 
 
+RECOVER_COMMAND = "capture-daemon db recover"
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """A damaged database file (SQLITE_CORRUPT, SQLITE_NOTADB), as opposed to a locked,
+    read-only or full one, which a retry or the user's own fix mends."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+def store_problem(exc: BaseException) -> dict[str, Any]:
+    """What went wrong opening or reading the store, as data (for `status --json`)."""
+    corrupt = is_corruption(exc)
+    return {"corrupt": corrupt, "error": str(exc), "fix": RECOVER_COMMAND if corrupt else None}
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -112,6 +133,8 @@ class TraceStore:
 
     @classmethod
     def connect(cls, path: Path | None = None) -> "TraceStore":
+        """Open (creating and migrating as needed). A damaged file raises sqlite3.DatabaseError
+        (`is_corruption()` tells it apart); commands turn it into StoreCorrupt (cli_db.open_store)."""
         path = Path(path) if path else paths.store_path()
         if path.parent == paths.data_dir():
             paths.ensure(path.parent)
@@ -122,16 +145,20 @@ class TraceStore:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         path.chmod(0o600)
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoint every 8192 pages (32 MiB of WAL) instead of SQLite's 1000: each checkpoint
-        # syncs the WAL and the database file, and a backlog of traces (the daemon was down for
-        # a day) paid for one every couple of hundred traces. Commits are unchanged: the same
-        # transactions, in the WAL, synced as before (synchronous=NORMAL).
-        db.execute("PRAGMA wal_autocheckpoint=8192")
-        db.execute("PRAGMA busy_timeout=30000")
-        store = cls(db, path)
-        store._migrate()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every 8192 pages (32 MiB of WAL) instead of SQLite's 1000: each checkpoint
+            # syncs the WAL and the database file, and a backlog of traces (the daemon was down for
+            # a day) paid for one every couple of hundred traces. Commits are unchanged: the same
+            # transactions, in the WAL, synced as before (synchronous=NORMAL).
+            db.execute("PRAGMA wal_autocheckpoint=8192")
+            db.execute("PRAGMA busy_timeout=30000")
+            store = cls(db, path)
+            store._migrate()
+        except BaseException:
+            db.close()
+            raise
         return store
 
     def close(self) -> None:

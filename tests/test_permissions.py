@@ -95,8 +95,13 @@ def test_cli_and_daemon_write_only_private_files_under_umask_000(understudy_home
         assert "list the files" in _cli("list", env=env).stdout
         _cli("show", "-h", env=env)
         _cli("export", "-o", str(outside / "traces.jsonl"), env=env)
+        refused = _cli("db", "recover", "--force", env=env, check=False)
+        assert refused.returncode == 1 and "capture-daemon stop" in refused.stderr
     finally:
         _cli("stop", env=env)
+    _cli("db", "recover", "--force", env=env)
+    assert list(understudy_home.glob("traces.db.corrupt-*"))
+    _cli("list", env=env)
 
     assert _modes(understudy_home) == {}
     assert _mode(outside / "traces.jsonl") == 0o600
