@@ -92,8 +92,9 @@ def test_cli_and_daemon_write_only_private_files_under_umask_000(understudy_home
                   "the daemon to store the trace")
         assert (understudy_home / "traces.db-wal").exists() and (understudy_home / "daemon.pid").exists()
         assert _modes(understudy_home) == {}  # traces.db, its -wal and -shm, pid, lock, logs: while running
-        assert "list the files" in _cli("list", env=env).stdout
-        _cli("show", "-h", env=env)
+        listed = _cli("list", env=env).stdout
+        assert "list the files" in listed
+        assert "list the files" in _cli("show", listed.splitlines()[1].split()[0], env=env).stdout
         _cli("export", "-o", str(outside / "traces.jsonl"), env=env)
         refused = _cli("db", "recover", "--force", env=env, check=False)
         assert refused.returncode == 1 and "capture-daemon stop" in refused.stderr
