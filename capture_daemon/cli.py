@@ -46,7 +46,11 @@ def run(verbose: bool) -> None:
 
 @main.command()
 def start() -> None:
-    """Start the daemon in the background; returns once it is up."""
+    """Start the daemon in the background; returns once it is up.
+
+    From then on, a Claude Code session start brings the daemon back whenever it is not
+    running (after a reboot, a crash, a kill), until `capture-daemon stop`.
+    """
     try:
         pid = daemon.start()
     except daemon.DaemonError as exc:
@@ -56,12 +60,24 @@ def start() -> None:
 
 @main.command()
 def stop() -> None:
-    """Stop the background daemon. Events keep spooling and are ingested at the next start."""
+    """Stop the background daemon and keep it stopped until `capture-daemon start`.
+
+    Sessions no longer bring it back; hooks keep spooling events, which are ingested at the
+    next start. A daemon that ignores SIGTERM for 5 s is killed (nothing is lost).
+    """
     try:
-        pid = daemon.stop()
+        stopped = daemon.stop()
     except daemon.DaemonError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"capture daemon stopped (pid {pid})" if pid else "capture daemon was not running")
+    if stopped.killed:
+        click.echo(f"capture daemon {stopped.pid} did not stop within {daemon.STOP_GRACE_SECONDS:.0f}s of SIGTERM: "
+                   "killed it (SIGKILL); nothing is lost, the spool is replayed at the next start")
+    elif stopped.pid:
+        click.echo(f"capture daemon stopped (pid {stopped.pid})")
+    else:
+        click.echo("capture daemon was not running")
+    click.echo("Capture stays stopped until `capture-daemon start` (new sessions do not restart it); "
+               "events keep spooling meanwhile.")
 
 
 @main.command()

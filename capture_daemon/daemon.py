@@ -8,6 +8,7 @@ inotify queues, network file systems). One daemon per data dir, enforced with a 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -132,37 +134,89 @@ def _write_errors(errors: list[str]) -> None:
         os.replace(tmp, path)
 
 
+def daemon_argv() -> list[str]:
+    """How the daemon is run: by `start`, and by the SessionStart hook through daemon.cmd."""
+    return [sys.executable, "-m", "capture_daemon.cli", "run"]
+
+
 def start(timeout: float = 15.0) -> int:
-    """Start the daemon in the background; return its pid once it is up."""
+    """Start the daemon in the background; return its pid once it is up.
+
+    It also arms the auto-start: the argv is written to daemon.cmd and the `stopped` flag is
+    removed, so from now on every Claude Code session start brings the daemon back when it
+    is not running (after a reboot, a crash, a kill): see hooks/capture_core.ensure_daemon.
+    The daemon runs in /, as the hook starts it (so what works here works there), keeping
+    no directory busy and importing nothing from the caller's cwd.
+    """
+    paths.ensure(paths.data_dir())
+    paths.ensure(paths.logs_dir())
+    argv = daemon_argv()
+    paths.write_private(paths.daemon_cmd_file(), json.dumps(argv) + "\n")
+    paths.stopped_flag().unlink(missing_ok=True)
     pid = running_pid()
     if pid:
         return pid
-    paths.ensure(paths.data_dir())
-    paths.ensure(paths.logs_dir())
-    log_handle = open(paths.daemon_log(), "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "capture_daemon.cli", "run"], stdin=subprocess.DEVNULL, stdout=log_handle,
-        stderr=log_handle, start_new_session=True, close_fds=True)
+    with paths.open_private(paths.daemon_log(), "ab") as log_handle:
+        process = subprocess.Popen(argv, cwd="/", stdin=subprocess.DEVNULL, stdout=log_handle, stderr=log_handle,
+                                   start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = running_pid()
         if pid == process.pid:
             return pid
         if process.poll() is not None:
+            pid = running_pid()
+            if pid:  # a session's hook started one at the same moment, and it won the lock
+                return pid
             raise DaemonError(f"the daemon exited at start (code {process.returncode}); see {paths.daemon_log()}")
         time.sleep(0.05)
     raise DaemonError(f"the daemon did not come up within {timeout:.0f}s; see {paths.daemon_log()}")
 
 
-def stop(timeout: float = 15.0) -> int | None:
-    """Stop the running daemon; returns its pid, or None if none was running."""
+# How long `stop` lets the daemon finish its pass after SIGTERM before it sends SIGKILL.
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class Stopped:
+    pid: int | None  # the daemon that was stopped; None when none was running
+    killed: bool = False  # it outlived SIGTERM by STOP_GRACE_SECONDS and was killed (SIGKILL)
+
+
+def stop(grace: float = STOP_GRACE_SECONDS) -> Stopped:
+    """Stop the daemon, and keep it stopped until the next `start`.
+
+    The `stopped` flag keeps the SessionStart hook from bringing it back; hooks keep
+    spooling meanwhile. SIGTERM first; a daemon still running `grace` seconds later is
+    sent SIGKILL, which loses nothing: every commit is a transaction and the spool is
+    replayed at the next start.
+    """
+    if paths.data_dir().is_dir():
+        paths.write_private(paths.stopped_flag(), time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     pid = running_pid()
     if not pid:
-        return None
-    os.kill(pid, signal.SIGTERM)
+        return Stopped(None)
+    try:
+        os.kill(pid, signal.SIGTERM)
+        if _gone(pid, grace):
+            return Stopped(pid)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return Stopped(pid)
+    if not _gone(pid, 5.0):
+        raise DaemonError(f"daemon {pid} survived SIGKILL (a hung disk?); see `ps -p {pid}`")
+    try:  # a killed daemon leaves its pid file behind
+        if paths.pid_file().read_text().strip() == str(pid):
+            paths.pid_file().unlink()
+    except (OSError, ValueError):
+        pass
+    return Stopped(pid, killed=True)
+
+
+def _gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if running_pid() != pid:
-            return pid
+    while running_pid() == pid:
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
-    raise DaemonError(f"daemon {pid} did not stop within {timeout:.0f}s; `kill {pid}` ends it (nothing is lost: the spool is replayed)")
+    return True

@@ -129,3 +129,15 @@ def config_path() -> Path:
 def paused_flag() -> Path:
     """While this file exists the hook drains its input and keeps nothing."""
     return data_dir() / "paused"
+
+
+def daemon_cmd_file() -> Path:
+    """The daemon's argv as JSON, written by `capture-daemon start`: the SessionStart hook
+    (stdlib only, it cannot know the venv) runs it when the daemon is not running."""
+    return data_dir() / "daemon.cmd"
+
+
+def stopped_flag() -> Path:
+    """Written by `capture-daemon stop`, removed by `start`: while it exists the SessionStart
+    hook does not bring the daemon back."""
+    return data_dir() / "stopped"
