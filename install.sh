@@ -5,15 +5,18 @@
 #   ./install.sh --train         also the training stack (torch first, then '.[train]')
 #   ./install.sh --dev           everything the tests need ('.[dev]')
 #   ./install.sh --no-hooks      do not touch Claude Code's settings
-#   ./install.sh --no-daemon     do not start the daemon
+#   ./install.sh --no-daemon     do not start the daemon (nor have sessions restart it)
 #   ./install.sh --quiet         no closing how-to (test.sh uses it)
 #
 # Safe to run again: the venv is reused, pip is skipped while pyproject.toml is unchanged,
 # and registering the hooks a second time changes nothing. Hooks go into
 # ${CLAUDE_CONFIG_DIR:-$HOME/.claude}/settings.json (merged, with a backup of the old file).
+# No service is installed: once started, the daemon is brought back by the SessionStart
+# hook whenever a Claude Code session starts without it (after a reboot, a crash), which
+# works without systemd (containers, macOS) and only when there is something to capture.
 set -euo pipefail
 
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
 
 train=0 dev=0 hooks=1 daemon=1 quiet=0
 for arg in "$@"; do
@@ -101,7 +104,7 @@ cat <<EOF
 
 Done. Use Claude Code as usual: each prompt becomes one trace.
   check:     $cmd status   (daemon, traces, pending events, hook errors)
-  start:     $cmd start
+  start:     $cmd start   (sessions restart a dead daemon from now on; \`$cmd stop\` ends that)
   data:      $data   (UNDERSTUDY_HOME moves it)
   uninstall: $cmd stop; $cmd hooks uninstall; rm -rf "$venv"$remove_link
 EOF
