@@ -398,8 +398,10 @@ def ensure_daemon(hook):
     while it exists nothing is started (until the next ``capture-daemon start``); while
     capture is paused the hook does nothing at all. The daemon is alive when someone holds
     the lock on ``daemon.lock`` (the daemon holds it for its whole life, as
-    capture_daemon.daemon.running_pid checks); two sessions starting at once may both start
-    one, and the second exits at once because it cannot take the lock.
+    capture_daemon.daemon.running_pid checks). The pid file is not needed for that: the lock
+    alone decides, so a daemon that has the lock but has not yet written its pid gets no
+    twin. Two sessions starting at once may both start one; the second exits at once
+    because it cannot take the lock.
     """
     import os
 
@@ -432,11 +434,11 @@ def ensure_daemon(hook):
 
 
 def exec_daemon(base, argv, env):
-    """Become the daemon: cwd the data dir, stdin /dev/null, stdout and stderr logs/daemon.log."""
+    """Become the daemon: cwd /, stdin /dev/null, stdout and stderr logs/daemon.log (as `start` runs it)."""
     import os
 
     try:
-        os.chdir(base)  # never the session's cwd: `python -m` would import from it
+        os.chdir("/")  # never the session's cwd: `python -m` would import from it
         null = os.open(os.devnull, os.O_RDWR)
         log = os.open(os.path.join(base, "logs", "daemon.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         # Claude Code waits for the hook's stdout and stderr to close: keep none of them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -340,3 +341,19 @@ def test_hook_benchmark_runs():
     proc = subprocess.run([sys.executable, str(bench), "-n", "3"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"ratio hook / bare start\s+: \d+\.\d\dx", proc.stdout), proc.stdout
+
+
+def test_usual_path_imports_nothing_but_capture_core(understudy_home):
+    # The hook's cost is interpreter start plus what it imports: os alone would add ~1 ms.
+    raw = json.dumps(event_payload("PostToolUse", tool_name="Bash")).encode()
+    assert_quiet_success(run_hook("PostToolUse", raw))  # the first event makes the spool folders
+    argv = shlex.split(hooks_config.hook_command("PostToolUse"))
+
+    def imports(*args: str, stdin: bytes = b"") -> list[str]:
+        proc = subprocess.run([argv[0], "-X", "importtime", *args], input=stdin, capture_output=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout == b""
+        return [line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines() if "|" in line]
+
+    at_start = set(imports("-I", "-S", "-c", "pass"))
+    assert [m for m in imports(*argv[1:], stdin=raw) if m not in at_start] == ["capture_core"]
+    assert len(spool_files(understudy_home)) == 2
