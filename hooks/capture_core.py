@@ -94,6 +94,7 @@ class Hook:
         self.header = None
         self.name = None  # the spool file's name, set with the header
         self.tmp_path = None
+        self.child = None  # the pid of the process reducing the payload, while it runs
 
     # --- reading ------------------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class Hook:
                 code = 0 if reason is None else _REASON_CODES[reason]
             finally:
                 os._exit(code)
+        self.child = pid
         status = None
         while status is None:
             done, wait_status = os.waitpid(pid, os.WNOHANG)
@@ -256,6 +258,7 @@ class Hook:
                 break
             else:
                 time.sleep(0.002)
+        self.child = None
         code = os.WEXITSTATUS(status) if status is not None and os.WIFEXITED(status) else None
         if code == 0:
             self.publish(child_tmp)
@@ -373,6 +376,13 @@ def on_deadline(hook):
                 log_error(hook.base, "hook %s: stdin not closed after %ds and nothing read; nothing spooled"
                           % (hook.event, DEADLINE_SECONDS))
         elif phase == "reducing" and hook.header is not None:
+            if hook.child:  # it would publish nothing, but it would leave its file behind
+                os.kill(hook.child, _signal.SIGKILL)
+                os.waitpid(hook.child, 0)
+                try:
+                    os.unlink(hook.base + "/spool/tmp/" + hook.name + ".reduced")
+                except OSError:
+                    pass
             hook.spool_lost("deadline", what)
         else:
             if hook.tmp_path:
