@@ -47,6 +47,8 @@ class CaptureSettings(BaseModel):
     exclude_projects: tuple[str, ...] = Field((), strict=False)  # a TOML array is a list
     # `capture-daemon status` shows progress toward this many accepted traces.
     target_accepted: int = Field(500, ge=1)
+    # Quarantined spool files (redacted when set aside) are deleted after this many days.
+    quarantine_retention_days: float = Field(7.0, gt=0, strict=False)
 
     def is_excluded(self, project: Union[str, Path, None]) -> bool:
         """True when `project` (a cwd) or one of its parent directories matches a glob."""
@@ -179,6 +181,8 @@ DEFAULT_CONFIG_TOML = """\
 # exclude_projects = []
 # `capture-daemon status` shows progress toward this many accepted traces.
 # target_accepted = 500
+# Events set aside in spool/quarantine (already redacted) are deleted after this many days.
+# quarantine_retention_days = 7
 
 [quality]
 # A trace is accepted when no hard-rejecting rule fires and its score reaches min_score.
@@ -192,8 +196,8 @@ DEFAULT_CONFIG_TOML = """\
 # More than this fraction of failed main-agent calls is "unclear tool usage".
 # max_failed_fraction = 0.5
 # Bad signs that reject a trace whatever its score. Choose from: incomplete, no_answer,
-# one_word_answer, short_answer, no_tools, failed_calls, unrecovered_error.
-# hard_rejects = ["incomplete", "no_answer", "one_word_answer", "short_answer"]
+# one_word_answer, short_answer, no_tools, failed_calls, unrecovered_error, lost_events.
+# hard_rejects = ["incomplete", "no_answer", "one_word_answer", "short_answer", "lost_events"]
 
 [quality.weights]
 # Good signs (added to the score).
@@ -213,6 +217,7 @@ DEFAULT_CONFIG_TOML = """\
 # no_tools = 0.3            # no tool calls at all
 # failed_calls = 0.3        # more than max_failed_fraction of calls failed
 # unrecovered_error = 0.2   # a call failed and nothing different worked afterwards
+# lost_events = 0.5         # an event of the prompt was lost or quarantined in capture
 
 [signals]
 # E = reads and searches before the first change (or before the answer).

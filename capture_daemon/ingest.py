@@ -10,6 +10,14 @@ finished. The rules that make this safe to crash and replay at any point:
 * trace ids are derived from (session_id, prompt_id), so rebuilding gives the same id and
   the stored trace is replaced, never doubled.
 
+Isolation: one bad input never blocks the rest. A spool file that does not read as a
+well-typed hook event is quarantined at the door (spool.py). A trace that cannot be built or
+stored is retried with backoff, each trace in its own savepoint so the others in the batch
+commit; after `max_attempts` its files are set aside in quarantine with the reason
+(`capture-daemon quarantine retry` brings them back). A failure of the environment (disk
+full or read-only, database locked or corrupt: failures.is_environmental) blames no trace:
+it propagates, and the daemon backs off and retries everything.
+
 Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_id and an
 `agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
 `<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
@@ -22,15 +30,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
-from capture_daemon.schema import Trace, make_trace_id
+from capture_daemon.failures import describe, frames, is_environmental
+from capture_daemon.schema import CaptureLoss, Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
-from capture_daemon.spool import CorruptSpoolFile, SpoolEvent, pending_names, quarantine, read_event
+from capture_daemon.spool import (LOST_KEY, CorruptSpoolFile, SpoolEvent, pending_names, quarantine, read_event,
+                                  write_stand_in)
 from capture_daemon.store import TraceStore
 from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
 
@@ -49,6 +61,11 @@ class IngestSettings:
     is_excluded: Callable[[str], bool] = lambda cwd: False
     # Traces committed per transaction.
     commit_batch: int = 64
+    # A trace that fails to build or store this many times is set aside in quarantine.
+    max_attempts: int = 4
+    # Backoff between those attempts: first, then doubling up to the cap (seconds).
+    retry_first_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
 
 
 @dataclass
@@ -64,6 +81,7 @@ class OpenTrace:
     session_ended: bool = False
     failures: int = 0
     retry_after_ns: int = 0
+    last_failure: str | None = None
 
 
 class Ingestor:
@@ -87,7 +105,11 @@ class Ingestor:
     # --- reading the spool -----------------------------------------------------------
 
     def scan(self) -> int:
-        """Route every new spool file; returns how many were read."""
+        """Route every new spool file; returns how many were read.
+
+        Raises only for failures of the environment (failures.is_environmental): the files
+        not yet routed are then read again by the next scan.
+        """
         count = 0
         session_batch: list[tuple[str, SpoolEvent]] = []
         names = pending_names(self.spool)
@@ -98,36 +120,74 @@ class Ingestor:
         for name in names:
             # Plain strings, not Paths: a backlog is tens of thousands of files.
             path = os.path.join(spool, name)
-            self.loaded.add(name)
             count += 1
             if name in consumed:
+                self.loaded.add(name)
                 _unlink(path)  # committed before a crash; the delete never happened
                 continue
             try:
                 event = read_event(path)
             except FileNotFoundError:
                 continue
-            except (CorruptSpoolFile, OSError) as exc:
+            except CorruptSpoolFile as exc:
                 self._quarantine(path, str(exc))
+                lost = exc.lost_event
+                if lost is not None and isinstance(lost.prompt_id, str) and lost.event not in SESSION_EVENTS:
+                    write_stand_in(self.spool, lost)  # its trace records the loss
                 continue
-            event.payload = self.scrub(event.payload)
-            if self._excluded(event):
-                self.excluded_count += 1
-                _unlink(path)
+            except OSError as exc:
+                if is_environmental(exc) and not isinstance(exc, (IsADirectoryError, PermissionError)):
+                    self._flush_or_forget(session_batch)
+                    raise
+                self._quarantine(path, describe(exc))
                 continue
-            if event.event in SESSION_EVENTS:
-                session_batch.append((path, event))
-                if event.event == "SessionEnd":
-                    self._flush_session_events(session_batch)
-                    session_batch = []
-                    self._end_session(event)
-                continue
-            self._route(path, event)
+            self.loaded.add(name)
+            try:
+                self._take(path, event, session_batch)
+            except Exception as exc:
+                if is_environmental(exc):
+                    self.loaded.discard(name)
+                    self._flush_or_forget(session_batch)
+                    raise
+                # A bug, or an event shape the door let through: this file alone is set aside.
+                log.warning("routing %s failed: %s\n%s", name, describe(exc), frames(exc))
+                self._forget_routed(path)
+                self._quarantine(path, f"could not be routed to a trace ({describe(exc)})")
         self._flush_session_events(session_batch)
         return count
 
+    def _take(self, path: str, event: SpoolEvent, session_batch: list[tuple[str, SpoolEvent]]) -> None:
+        event.payload = self.scrub(event.payload)
+        if self._excluded(event):
+            self.excluded_count += 1
+            _unlink(path)
+            return
+        if event.event in SESSION_EVENTS:
+            session_batch.append((path, event))
+            if event.event == "SessionEnd":
+                self._flush_session_events(list(session_batch))
+                session_batch.clear()
+                self._end_session(event)
+            return
+        self._route(path, event)
+
+    def _flush_or_forget(self, batch: list[tuple[str, SpoolEvent]]) -> None:
+        """Before giving up a pass: session events read so far are read again next time."""
+        for path, _ in batch:
+            self.loaded.discard(os.path.basename(path))
+        batch.clear()
+
+    def _forget_routed(self, path: str) -> None:
+        """Undo a half-done _route: the file must not stay listed in an open trace."""
+        name = os.path.basename(path)
+        for trace in self.open.values():
+            if path in trace.files:
+                trace.files.remove(path)
+            trace.events.pop(name, None)
+
     def _quarantine(self, path: str, reason: str) -> None:
         self.quarantined_count += 1
+        self.loaded.discard(os.path.basename(path))
         self._error(f"quarantined {os.path.basename(path)}: {reason}")
         quarantine(Path(path), reason, self.quarantine_dir)
 
@@ -138,15 +198,19 @@ class Ingestor:
     def _flush_session_events(self, batch: list[tuple[str, SpoolEvent]]) -> None:
         if not batch:
             return
-        with self.store.transaction() as db:
-            for _, ev in batch:
-                p = ev.payload
-                if ev.event == "SessionStart":
-                    self.store.record_session(ev.session_id, db, transcript_path=p.get("transcript_path"), cwd=p.get("cwd"),
-                                              started_at=ev.received_ns / 1e9, start_source=p.get("source"))
-                elif ev.event == "SessionEnd":
-                    self.store.record_session(ev.session_id, db, ended_at=ev.received_ns / 1e9, end_reason=p.get("reason"))
-            self.store.mark_consumed([ev.name for _, ev in batch], db)
+        try:
+            with self.store.transaction() as db:
+                for _, ev in batch:
+                    p = ev.payload
+                    if ev.event == "SessionStart":
+                        self.store.record_session(ev.session_id, db, transcript_path=p.get("transcript_path"), cwd=p.get("cwd"),
+                                                  started_at=ev.received_ns / 1e9, start_source=p.get("source"))
+                    elif ev.event == "SessionEnd":
+                        self.store.record_session(ev.session_id, db, ended_at=ev.received_ns / 1e9, end_reason=p.get("reason"))
+                self.store.mark_consumed([ev.name for _, ev in batch], db)
+        except Exception:
+            self._flush_or_forget(batch)  # read again next pass (the daemon backs off first)
+            raise
         for path, _ in batch:
             _unlink(path)
 
@@ -253,19 +317,58 @@ class Ingestor:
         for trace, complete, reason in ready:
             try:
                 built.append((trace, self._build(trace, complete, reason, transcripts)))
-            except Exception as exc:  # a bug must not lose events: keep the files, retry later
-                log.exception("building trace %s failed", trace.trace_id)
-                trace.failures += 1
-                trace.retry_after_ns = now + int(min(300, 5 * 2 ** trace.failures) * 1e9)
-                self._error(f"building trace {trace.trace_id} failed ({type(exc).__name__}: {exc}); its events stay in the spool")
+            except Exception as exc:
+                if is_environmental(exc):
+                    raise
+                self._failed(trace, "building", exc, now)
+        stored: list[OpenTrace] = []
         with self.store.transaction() as db:
             for trace, result in built:
-                self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
-        for trace, _ in built:
+                try:
+                    with _savepoint(db):
+                        self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
+                except Exception as exc:
+                    if is_environmental(exc):
+                        raise  # the whole batch rolls back and waits; no trace is to blame
+                    self._failed(trace, "storing", exc, now)
+                    continue
+                stored.append(trace)
+        for trace in stored:
             for path in trace.files:
                 _unlink(path)
             del self.open[trace.trace_id]
-        return len(built)
+        return len(stored)
+
+    def _failed(self, trace: OpenTrace, stage: str, exc: Exception, now: int) -> None:
+        """One trace failed: retry it later with backoff, and after max_attempts set it aside.
+
+        Its spool files are kept (in the spool, then in quarantine), so nothing is lost, and
+        the reason names the failure's type and place only (failures.describe).
+        """
+        trace.failures += 1
+        trace.last_failure = f"{stage} failed: {describe(exc)}"
+        log.warning("%s trace %s failed (attempt %d): %s\n%s", stage, trace.trace_id, trace.failures,
+                    describe(exc), frames(exc))
+        if trace.failures >= self.settings.max_attempts:
+            self.set_aside(trace, f"trace {trace.trace_id} set aside after {trace.failures} attempts: {trace.last_failure}")
+            return
+        delay = min(self.settings.retry_max_seconds, self.settings.retry_first_seconds * 2 ** (trace.failures - 1))
+        trace.retry_after_ns = now + int(delay * 1e9)
+        self._error(f"trace {trace.trace_id}: {trace.last_failure}; retry {trace.failures + 1} of "
+                    f"{self.settings.max_attempts} in {delay:.0f}s")
+
+    def set_aside(self, trace: OpenTrace, reason: str) -> None:
+        """Move a trace's spool files to quarantine and stop tracking it."""
+        for path in trace.files:
+            self._quarantine(path, reason)
+        self.open.pop(trace.trace_id, None)
+
+    def stuck(self) -> list[dict]:
+        """Open traces waiting to retry after a failure, for `capture-daemon status`."""
+        return [{"trace_id": t.trace_id, "session_id": t.session_id, "attempts": t.failures,
+                 "max_attempts": self.settings.max_attempts, "reason": t.last_failure,
+                 "retry_at": t.retry_after_ns / 1e9, "events": len(t.files)}
+                for t in self.open.values() if t.failures]
 
     def _verdict(self, trace: OpenTrace, now: int, force: bool) -> tuple[bool, str | None] | None:
         """None while the trace should stay open; else (complete, incomplete_reason)."""
@@ -301,6 +404,10 @@ class Ingestor:
                     agent_turns[ev.agent_id] = scrub_turns(_merge_turns(list(agent.prompts.values())))
         result = build_trace(trace.session_id, trace.prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
+        result.capture_losses = [
+            CaptureLoss(event=e.event, tool_use_id=e.payload.get("tool_use_id"), agent_id=e.agent_id,
+                        original_bytes=e.payload[LOST_KEY].get("original_bytes"), reason=e.payload[LOST_KEY].get("reason"))
+            for e in sorted(events, key=lambda e: e.name) if isinstance(e.payload.get(LOST_KEY), dict)]
         return self.analyze(result)
 
     def pending_count(self) -> int:
@@ -309,6 +416,19 @@ class Ingestor:
     def _error(self, message: str) -> None:
         log.warning(message)
         self.errors = (self.errors + [message])[-50:]
+
+
+@contextmanager
+def _savepoint(db: sqlite3.Connection):
+    """A nested transaction: one trace's failure undoes its own writes, not the batch's."""
+    db.execute("SAVEPOINT one_trace")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO one_trace")
+        db.execute("RELEASE one_trace")
+        raise
+    db.execute("RELEASE one_trace")
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:

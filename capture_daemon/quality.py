@@ -35,9 +35,11 @@ Negative rules:
     failed_calls       more than max_failed_fraction (0.5) of the main-agent calls failed
                        (unclear tool usage)
     unrecovered_error  a main-agent call failed and `error_recovery` is False
+    lost_events        a hook event of this prompt was lost or set aside in capture
+                       (`capture_losses`): a call or the stop may be missing
 
 Defaults: base_score 0.4, min_score 0.5, hard_rejects = incomplete, no_answer,
-one_word_answer, short_answer (the guidelines' "skip"s that no amount of good work
+one_word_answer, short_answer, lost_events (the guidelines' "skip"s that no amount of good work
 makes up for). A hard-rejecting line ends in "(rejects)"; a trace that fails only on
 score gets a last line "- score 0.35 below min_score 0.50".
 """
@@ -81,6 +83,7 @@ NEGATIVE_RULES = (
     "no_tools",
     "failed_calls",
     "unrecovered_error",
+    "lost_events",
 )
 
 
@@ -104,6 +107,7 @@ class QualityWeights(BaseModel):
     no_tools: float = Field(0.3, ge=0)
     failed_calls: float = Field(0.3, ge=0)
     unrecovered_error: float = Field(0.2, ge=0)
+    lost_events: float = Field(0.5, ge=0)
 
 
 class QualityRules(BaseModel):
@@ -122,7 +126,7 @@ class QualityRules(BaseModel):
     # More than this fraction of failed main-agent calls fires `failed_calls`.
     max_failed_fraction: float = Field(0.5, ge=0, le=1)
     # Negative rules that reject a trace whatever its score.
-    hard_rejects: tuple[str, ...] = ("incomplete", "no_answer", "one_word_answer", "short_answer")
+    hard_rejects: tuple[str, ...] = ("incomplete", "no_answer", "one_word_answer", "short_answer", "lost_events")
     weights: QualityWeights = Field(default_factory=QualityWeights)
     # Filled from [signals]; not a key of [quality].
     signals: SignalRules = Field(default_factory=SignalRules)
@@ -219,6 +223,9 @@ def _fired(trace: Trace, signals: ReasoningSignals, rules: QualityRules) -> list
         fired.append(("failed_calls", f"- unclear tool usage: {failed} of {n_main} tool calls failed"))
     if failed and not signals.error_recovery:
         fired.append(("unrecovered_error", f"- error without recovery ({failed} failed call{'s' if failed > 1 else ''})"))
+    if trace.capture_losses:
+        kinds = ", ".join(sorted({loss.event for loss in trace.capture_losses}))
+        fired.append(("lost_events", f"- {len(trace.capture_losses)} event(s) lost in capture ({kinds})"))
     return fired
 
 

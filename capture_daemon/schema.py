@@ -107,6 +107,18 @@ class Quality(_Model):
     duplicate_of: Optional[str] = None
 
 
+class CaptureLoss(_Model):
+    """A hook event whose payload could not be kept (too big to reduce within the hook's
+    deadline, not JSON, or stdin never closed): the trace knows the event happened and what
+    was lost, even where the transcript cannot fill the gap."""
+
+    event: str
+    tool_use_id: Optional[str] = None
+    agent_id: Optional[str] = None
+    original_bytes: Optional[int] = None
+    reason: Optional[str] = None
+
+
 class Trace(_Model):
     schema_version: int = SCHEMA_VERSION
     trace_id: str
@@ -133,6 +145,8 @@ class Trace(_Model):
     reasoning_signals: ReasoningSignals = Field(default_factory=ReasoningSignals)
     quality: Optional[Quality] = None
     transcript_path: Optional[str] = None
+    # Events that reached the spool cut or empty (see CaptureLoss); empty when nothing was lost.
+    capture_losses: list[CaptureLoss] = Field(default_factory=list)
 
     def main_calls(self) -> list[ToolCall]:
         return [c for c in self.tool_calls if c.agent_id is None]

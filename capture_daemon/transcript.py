@@ -8,25 +8,32 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   `message.id`, so blocks are merged by that id (which also tells which calls were issued
   together, i.e. in parallel);
 * `promptId` sits on user rows; assistant rows belong to the latest prompt before them;
-* the file may be mid-write (a partial last line), may hold corrupt lines or lone
-  surrogates; none of that may stop the rest from being read;
+* the file may be mid-write (a partial last line), may hold corrupt lines, lone
+  surrogates or rows of another shape; none of that may stop the rest from being read:
+  a bad row is skipped and counted (`corrupt_lines`), never the whole file;
+* the path comes from a hook payload, so it is untrusted: only a regular file is read
+  (a FIFO would block forever), streamed row by row with a bound on each row, so a
+  multi-GB (or sparse) file costs time, not memory;
 * a large tool output is saved to a `tool-results/` file; the model sees a preview.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterable, Iterator
 
-from capture_daemon.spool import parse_json
+from capture_daemon.spool import CorruptSpoolFile, nesting_depth_exceeds, open_regular_file, parse_json
 
 TASK_NOTIFICATION = "<task-notification>"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
 _WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape)"')
+# A row longer than this is skipped (counted as corrupt) without being held in memory.
+MAX_ROW_BYTES = 64 << 20
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
 
 
@@ -113,70 +120,135 @@ def _persisted_output_chars(text: str) -> int | None:
     if not match:
         return None
     try:
-        with open(match.group(1), "r", encoding="utf-8", errors="replace") as handle:
-            return len(handle.read(MAX_TOOL_RESULT_FILE_CHARS * 50))
-    except OSError:
+        with open_regular_file(match.group(1)) as handle:
+            data = handle.read(MAX_TOOL_RESULT_FILE_CHARS * 50)
+    except (OSError, CorruptSpoolFile):
         return None
+    return len(data.decode("utf-8", "replace"))
+
+
+class TranscriptUnreadable(OSError):
+    """The transcript path names something that is not a regular file."""
+
+
+def _rows(handle: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """(line, is_last) for each line, bounded: an over-long line is skipped unread.
+
+    `is_last` is true only for a final line with no newline (the writer may be mid-line).
+    """
+    while True:
+        line = handle.readline(MAX_ROW_BYTES)
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            yield line, False
+            continue
+        if len(line) < MAX_ROW_BYTES:
+            yield line, True  # end of file without a newline
+            return
+        # Over-long: drop the rest of it in bounded reads, keep a marker row.
+        while True:
+            chunk = handle.readline(1 << 20)
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        yield b"\x00overlong", False
 
 
 def parse_transcript(path: str | Path, data: bytes | None = None) -> Transcript:
-    """Parse a transcript file; never raises for bad content (missing file → OSError)."""
-    if data is None:
-        data = Path(path).read_bytes()
-    transcript = Transcript(path=str(path))
-    lines = data.split(b"\n")
-    if lines and lines[-1].strip():
-        # No trailing newline: the writer may be mid-line. Parse it if it is whole.
-        transcript.partial_tail = True
-    current: PromptTurns | None = None
-    tools_offered: list[dict[str, Any]] = []
-    for index, line in enumerate(lines):
+    """Parse a transcript file; never raises for bad content (an unreadable file → OSError)."""
+    if data is not None:
+        return _parse_rows(str(path), _rows(io.BytesIO(data)))
+    try:
+        handle = open_regular_file(path)
+    except CorruptSpoolFile as exc:
+        raise TranscriptUnreadable(f"transcript {path} is {str(exc).removeprefix('not a regular file ')}") from None
+    with handle:
+        return _parse_rows(str(path), _rows(handle))
+
+
+def _parse_rows(path: str, rows: Iterable[tuple[bytes, bool]]) -> Transcript:
+    transcript = Transcript(path=path)
+    state = _ParseState()
+    for line, is_last in rows:
         if not line.strip():
             continue
+        if is_last:
+            transcript.partial_tail = True
         if not _WANTED_ROW.search(line):
-            if index == len(lines) - 1:
-                transcript.partial_tail = transcript.partial_tail and not line.rstrip().endswith(b"}")
+            if line.startswith(b"\x00overlong"):
+                transcript.corrupt_lines += 1
+            elif is_last:
+                transcript.partial_tail = not line.rstrip().endswith(b"}")
             continue
         try:
             row = parse_json(line)
         except (ValueError, UnicodeDecodeError):
-            if index == len(lines) - 1:
-                continue  # the partial tail; it will be whole on a later read
-            transcript.corrupt_lines += 1
+            if not is_last:  # a partial tail is whole on a later read
+                transcript.corrupt_lines += 1
             continue
-        if index == len(lines) - 1:
+        if is_last:
             transcript.partial_tail = False
         if not isinstance(row, dict):
             transcript.corrupt_lines += 1
             continue
-        kind = row.get("type")
-        transcript.session_id = transcript.session_id or row.get("sessionId")
-        transcript.agent_id = transcript.agent_id or row.get("agentId")
-        if kind == "api-request-shape":
-            tools = (row.get("shape") or {}).get("tools")
-            if isinstance(tools, list):
-                tools_offered = [t for t in tools if isinstance(t, dict) and t.get("name")]
-                if current is not None and not current.tools_offered:
-                    current.tools_offered = tools_offered
-        elif kind == "user":
-            current = _user_row(transcript, row, current, tools_offered)
-        elif kind == "assistant" and current is not None:
-            _assistant_row(current, row)
+        try:
+            _apply_row(transcript, row, state)
+        except (TypeError, AttributeError, ValueError, KeyError):
+            transcript.corrupt_lines += 1  # a row of another shape: skip it, keep the rest
     return transcript
 
 
+@dataclass
+class _ParseState:
+    current: PromptTurns | None = None
+    tools_offered: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
+    kind = row.get("type")
+    if isinstance(row.get("sessionId"), str):
+        transcript.session_id = transcript.session_id or row["sessionId"]
+    if isinstance(row.get("agentId"), str):
+        transcript.agent_id = transcript.agent_id or row["agentId"]
+    if kind == "api-request-shape":
+        shape = row.get("shape")
+        tools = shape.get("tools") if isinstance(shape, dict) else None
+        if isinstance(tools, list):
+            state.tools_offered = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+            if state.current is not None and not state.current.tools_offered:
+                state.current.tools_offered = state.tools_offered
+    elif kind == "user":
+        state.current = _user_row(transcript, row, state.current, state.tools_offered)
+    elif kind == "assistant" and state.current is not None:
+        _assistant_row(state.current, row)
+
+
+def _message(row: dict) -> dict:
+    message = row.get("message")
+    if message is None:
+        return {}
+    if not isinstance(message, dict):
+        raise TypeError("message is not an object")
+    return message
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, tools_offered: list) -> PromptTurns | None:
-    message = row.get("message") or {}
+    message = _message(row)
     content = message.get("content")
-    prompt_id = row.get("promptId")
+    prompt_id = _str_or_none(row.get("promptId"))
     if prompt_id and (current is None or current.prompt_id != prompt_id):
         current = transcript.prompts.get(prompt_id)
         if current is None:
-            current = PromptTurns(prompt_id=prompt_id, tools_offered=tools_offered, started_at=row.get("timestamp"), cwd=row.get("cwd"))
+            current = PromptTurns(prompt_id=prompt_id, tools_offered=tools_offered,
+                                  started_at=_str_or_none(row.get("timestamp")), cwd=_str_or_none(row.get("cwd")))
             transcript.prompts[prompt_id] = current
     if current is None:
         return None
-    current.ended_at = row.get("timestamp") or current.ended_at
+    current.ended_at = _str_or_none(row.get("timestamp")) or current.ended_at
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
@@ -192,28 +264,33 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
 
 
 def _assistant_row(current: PromptTurns, row: dict) -> None:
-    message = row.get("message") or {}
+    message = _message(row)
     message_id = str(message.get("id") or row.get("uuid") or "")
-    current.model = message.get("model") or current.model
-    current.ended_at = row.get("timestamp") or current.ended_at
+    current.model = _str_or_none(message.get("model")) or current.model
+    current.ended_at = _str_or_none(row.get("timestamp")) or current.ended_at
     usage = _numeric_usage(message.get("usage"))
     if usage:
         current.usage_by_message[message_id] = usage  # repeated per block: keep one per message
     content = message.get("content")
     if isinstance(content, str):
         content = [{"type": "text", "text": content}]
-    for block in content or []:
+    if not isinstance(content, list):
+        content = []
+    timestamp = _str_or_none(row.get("timestamp"))
+    for block in content:
         if not isinstance(block, dict):
             continue
         kind = block.get("type")
         if kind == "text" and str(block.get("text", "")).strip():
-            current.blocks.append(Block("text", message_id, text=str(block["text"]), timestamp=row.get("timestamp")))
+            current.blocks.append(Block("text", message_id, text=str(block["text"]), timestamp=timestamp))
         elif kind == "thinking" and str(block.get("thinking", "")).strip():
-            current.blocks.append(Block("thinking", message_id, text=str(block["thinking"]), timestamp=row.get("timestamp")))
+            current.blocks.append(Block("thinking", message_id, text=str(block["thinking"]), timestamp=timestamp))
         elif kind == "tool_use":
-            current.blocks.append(Block(
-                "tool_use", message_id, tool_use_id=str(block.get("id")), name=str(block.get("name")),
-                input=block.get("input") if isinstance(block.get("input"), dict) else {}, timestamp=row.get("timestamp")))
+            tool_input = block.get("input")
+            if not isinstance(tool_input, dict) or nesting_depth_exceeds(tool_input):
+                tool_input = {}  # unusable as a call's arguments (and would fail to store)
+            current.blocks.append(Block("tool_use", message_id, tool_use_id=str(block.get("id")), name=str(block.get("name")),
+                                        input=tool_input, timestamp=timestamp))
 
 
 def notification_target(prompt: str) -> tuple[str | None, str | None]:
