@@ -17,6 +17,7 @@ import orjson
 from capture_daemon import daemon, paths
 from capture_daemon.cli_db import open_store
 from capture_daemon.cli_hooks import hooks
+from capture_daemon.cli_quarantine import quarantine
 from capture_daemon.status import collect_status, render_status
 
 
@@ -30,6 +31,7 @@ def main() -> None:
 
 
 main.add_command(hooks)
+main.add_command(quarantine)
 
 
 @main.command()

@@ -23,8 +23,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from capture_daemon import paths
-from capture_daemon.ingest import IngestSettings, Ingestor
-from capture_daemon.store import TraceStore
+from capture_daemon.ingest import IngestSettings
+from capture_daemon.loop import CaptureLoop
 
 log = logging.getLogger("understudy.daemon")
 RESCAN_SECONDS = 2.0
@@ -62,10 +62,12 @@ def running_pid() -> int | None:
         pid = int(paths.pid_file().read_text().strip())
     except (OSError, ValueError):
         return None
-    lock = _lock_file()
-    if not lock.exists():
+    try:
+        # Read-only: flock needs no write access, and status must work on a read-only disk.
+        handle = open(_lock_file(), "rb")
+    except OSError:
         return None
-    with open(lock, "a") as handle:
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -74,64 +76,145 @@ def running_pid() -> int | None:
     return None
 
 
+class _StopNow(BaseException):
+    """Raised by the SIGTERM handler to abandon a pass at once: every write is a
+    transaction and the spool is replayed, so stopping mid-pass loses nothing."""
+
+
 def run(stop: threading.Event | None = None, rescan_seconds: float = RESCAN_SECONDS) -> None:
     """Run in the foreground until SIGTERM/SIGINT (or `stop` is set)."""
+    os.umask(0o077)
     base = paths.ensure(paths.data_dir())
     spool = paths.ensure(paths.spool_dir())
     paths.ensure(paths.logs_dir())
-    lock_handle = open(_lock_file(), "a")
-    try:
-        fcntl.flock(lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise DaemonError(f"a capture daemon is already running for {base} (pid {running_pid()}); "
-                          "use `capture-daemon stop` first") from None
+    lock = _DaemonLock(base)
     stop = stop or threading.Event()
     wake = threading.Event()
+    in_pass = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        wake.set()
+        if in_pass.is_set():
+            raise _StopNow()
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: (stop.set(), wake.set()))
-    observer = Observer()
-    observer.schedule(_Wake(wake), str(spool), recursive=False)
-    observer.start()
-    paths.pid_file().write_text(f"{os.getpid()}\n")
+            signal.signal(signum, on_signal)
+    watch = _SpoolWatch(wake)
+    loop = CaptureLoop(load_settings(), rescan_seconds, retention_days=_retention_days(),
+                       on_pass=lambda: (lock.keep(), watch.keep(paths.spool_dir())))
     log.info("capture daemon %s watching %s", os.getpid(), spool)
     try:
-        with TraceStore.open() as store:
-            ingestor = Ingestor(store, spool, paths.quarantine_dir(), load_settings())
-            while not stop.is_set():
-                try:
-                    ingestor.scan()
-                    ingestor.finalize_ready()
-                except Exception:  # keep capturing; the next pass retries what failed
-                    log.exception("ingest pass failed")
-                _write_errors(ingestor.errors)
-                wake.wait(timeout=_next_wait(ingestor, rescan_seconds))
-                wake.clear()
-            # Commit what is finished; unfinished prompts stay in the spool for next time.
-            ingestor.scan()
-            ingestor.finalize_ready()
+        while not stop.is_set():
+            in_pass.set()
+            try:
+                wait = loop.pass_once()
+            finally:
+                in_pass.clear()
+            wake.wait(timeout=wait)
+            wake.clear()
+        loop.final()
+    except _StopNow:
+        loop.close()
     finally:
-        observer.stop()
-        observer.join(timeout=5)
+        watch.close()
+        lock.release()
+
+
+class _DaemonLock:
+    """The one-daemon-per-data-dir lock, and the pid file that names its holder.
+
+    If the data dir is deleted and made again while we run, the lock file we hold is gone:
+    the lock is taken again on the new file (or, when another daemon got there first, this
+    one stops: two would both work, but one is the design)."""
+
+    def __init__(self, base: Path):
+        self.handle = self._take()
+        if self.handle is None:
+            raise DaemonError(f"a capture daemon is already running for {base} (pid {running_pid()}); "
+                              "use `capture-daemon stop` first")
+        self._write_pid()
+
+    @staticmethod
+    def _take():
+        handle = paths.open_private(_lock_file(), "a")
         try:
-            paths.pid_file().unlink()
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def _write_pid(self) -> None:
+        try:
+            paths.write_private(paths.pid_file(), f"{os.getpid()}\n")
+        except OSError as exc:  # a full disk: keep running, status just cannot name us
+            log.warning("could not write the pid file: %s", exc.strerror)
+
+    def keep(self) -> None:
+        try:
+            same = os.stat(_lock_file()).st_ino == os.fstat(self.handle.fileno()).st_ino
         except FileNotFoundError:
+            same = False
+        if not same:
+            handle = self._take()
+            if handle is None:
+                raise DaemonError("another capture daemon took over this data dir")
+            self.handle.close()
+            self.handle = handle
+        try:
+            if paths.pid_file().read_text().strip() != str(os.getpid()):
+                self._write_pid()
+        except (OSError, ValueError):
+            self._write_pid()
+
+    def release(self) -> None:
+        try:
+            if paths.pid_file().read_text().strip() == str(os.getpid()):
+                paths.pid_file().unlink()
+        except (OSError, ValueError):
             pass
-        fcntl.flock(lock_handle, fcntl.LOCK_UN)
-        lock_handle.close()
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
 
 
-def _next_wait(ingestor: Ingestor, rescan_seconds: float) -> float:
-    # Wake in time to commit a trace whose settle time is running.
-    return min(rescan_seconds, ingestor.settings.settle_seconds) if ingestor.open else rescan_seconds
+class _SpoolWatch:
+    """The watchdog observer that wakes the loop; re-made when the spool dir is replaced
+    (the rescan keeps capture going meanwhile, the watch only makes it prompt)."""
+
+    def __init__(self, wake: threading.Event):
+        self.wake = wake
+        self.observer: Observer | None = None
+        self.inode: int | None = None
+
+    def keep(self, spool: Path) -> None:
+        try:
+            inode = os.stat(spool).st_ino
+        except FileNotFoundError:
+            return
+        if self.observer is not None and inode == self.inode and self.observer.is_alive():
+            return
+        self.close()
+        observer = Observer()
+        observer.schedule(_Wake(self.wake), str(spool), recursive=False)
+        observer.start()
+        self.observer, self.inode = observer, inode
+
+    def close(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = None
 
 
-def _write_errors(errors: list[str]) -> None:
-    if errors:
-        path = paths.logs_dir() / "daemon-errors.log"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(errors) + "\n")
-        os.replace(tmp, path)
+def _retention_days() -> float:
+    try:
+        from capture_daemon.config import load_config
+
+        return float(load_config().capture.quarantine_retention_days)
+    except Exception:  # noqa: BLE001 - a broken config is reported by the commands that read it
+        return 7.0
 
 
 def daemon_argv() -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import os
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,6 +14,7 @@ from rich.text import Text
 
 from capture_daemon import daemon, hooks_config, paths
 from capture_daemon.render import printable
+from capture_daemon.loop import read_state
 from capture_daemon.spool import pending_names, quarantined
 from capture_daemon.store import TraceStore, store_problem
 
@@ -42,7 +45,7 @@ def collect_status() -> dict[str, Any]:
         try:
             with TraceStore.open() as store:
                 traces = store.stats()
-        except sqlite3.DatabaseError as exc:  # report it, and everything else
+        except (sqlite3.DatabaseError, OSError) as exc:  # report it, and everything else (a read-only disk too)
             traces = {"total": 0, "problem": store_problem(exc)}
     target = _target_accepted()
     traces["target_accepted"] = target
@@ -61,7 +64,68 @@ def collect_status() -> dict[str, Any]:
         "spool": {"pending_events": len(pending_names(paths.spool_dir())), "quarantined": len(quarantine),
                   "quarantine": quarantine[-MAX_ERRORS:]},
         "errors": errors[-2 * MAX_ERRORS:],
+        "health": _daemon_health(pid),
     }
+
+
+# A running daemon rewrites its state after every pass (a couple of seconds apart, a
+# minute at most while backing off): older than this, it is stuck or cannot write.
+STALE_STATE_SECONDS = 90
+# Less free space than this on the data dir's disk is reported as full.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def _disk_problem() -> str | None:
+    """A full or read-only disk, seen directly: the daemon cannot write its state there."""
+    base = paths.data_dir()
+    if not base.exists():
+        return None
+    try:
+        if not os.access(base, os.W_OK):
+            return (f"{base} is not writable (a read-only disk?): capture events wait in the hooks' "
+                    "spool once it is writable again; make it writable")
+        vfs = os.statvfs(base)
+    except OSError:
+        return None
+    if vfs.f_bavail * vfs.f_frsize < LOW_SPACE_BYTES:
+        return f"disk full: under 1 MiB free for {base}; free some space, capture catches up by itself"
+    return None
+
+
+def _daemon_health(pid: int | None) -> dict[str, Any]:
+    """What the running daemon last said about itself (the problem it is backing off from,
+    traces stuck retrying after a failure, each with its reason), and what the disk says."""
+    disk = _disk_problem()
+    state = read_state() if pid else None
+    if not state or state.get("pid") != pid:
+        return {"problem": disk, "stuck": [], "state_age_seconds": None}
+    age = max(0.0, time.time() - float(state.get("updated_at") or 0))
+    problem = state.get("problem") or disk
+    if problem is None and age > STALE_STATE_SECONDS:
+        problem = (f"the daemon has not reported for {age:.0f}s (it may be hung, or unable to write to "
+                   f"{paths.data_dir()}); `capture-daemon stop` then `capture-daemon start`")
+    return {"problem": problem, "problem_since": state.get("problem_since"), "retry_at": state.get("retry_at"),
+            "stuck": state.get("stuck") or [], "state_age_seconds": round(age, 1)}
+
+
+def render_problems(report: dict[str, Any], console: Console) -> None:
+    """The daemon's own trouble, stuck traces and quarantined events, each with what to do."""
+    health = report.get("health") or {}
+    if health.get("problem"):
+        console.print(Text.assemble(("capture is failing", "red"), ": ", printable(health["problem"])))
+    for item in health.get("stuck") or []:
+        console.print(Text.assemble(("stuck", "yellow"), f" trace {printable(item.get('trace_id'))}: ",
+                                    printable(item.get("reason")),
+                                    f" (attempt {item.get('attempts')} of {item.get('max_attempts')}; "
+                                    "set aside in quarantine after the last)"))
+    spool = report["spool"]
+    if spool["quarantined"]:
+        console.print(Text(f"quarantined events ({spool['quarantined']}; redacted, deleted after the retention period):",
+                           "bold"))
+        for item in spool["quarantine"]:
+            console.print(Text(f"  {printable(item['name'])}: {printable(item['reason'])}"))
+        console.print(Text("  `capture-daemon quarantine list` shows them all; `quarantine retry --all` reads them "
+                           "again, `quarantine drop --all` deletes them"))
 
 
 def render_status(report: dict[str, Any]) -> None:
@@ -98,6 +162,7 @@ def render_status(report: dict[str, Any]) -> None:
     table.add_row("spool pending", str(s["pending_events"]))
     table.add_row("quarantined", str(s["quarantined"]))
     console.print(table)
+    render_problems(report, console)
     if report["errors"]:
         console.print(Text("recent errors", "bold"))
         for line in report["errors"]:
