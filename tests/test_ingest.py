@@ -217,3 +217,84 @@ def test_excluded_projects_are_dropped_at_ingest(understudy_home):
         assert [t.prompt for t in store.iter_traces()] == ["question 9"]
     assert ingestor.excluded_count == 6
     assert not list(paths.spool_dir().glob("*.event"))
+
+
+def test_a_trace_that_fails_to_build_is_retried_with_backoff_then_set_aside(understudy_home):
+    """One trace's failure never holds up the others; it is retried on a backoff (not every
+    pass), set aside in quarantine after max_attempts, and the reason names no payload value."""
+    from capture_daemon.quality import analyze
+
+    secret_prompt = "question 2 password=hunter2hunter2"
+    write_session(paths.spool_dir(), "sess-bad", "prompt-bad", secret_prompt, [("Bash", {"command": "ls"}, "x")], "a")
+    _session(1)
+    calls = []
+
+    def analyze_or_fail(trace):
+        calls.append(trace.prompt_id)
+        if trace.prompt_id == "prompt-bad":
+            raise ValueError(f"cannot handle {trace.prompt!r}")  # a message quoting captured text
+        return analyze(trace)
+
+    clock = [time.time_ns()]
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, paths.spool_dir(), paths.quarantine_dir(), IngestSettings(settle_seconds=0),
+                            analyze=analyze_or_fail, clock=lambda: clock[0])
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1  # the good one commits despite the bad one
+        assert [t.prompt_id for t in store.iter_traces()] == ["prompt-0001"]
+        for _ in range(5):  # passes within the backoff do not retry it
+            assert ingestor.finalize_ready() == 0
+        assert calls.count("prompt-bad") == 1
+        [stuck] = ingestor.stuck()
+        assert stuck["attempts"] == 1 and "building failed: ValueError" in stuck["reason"]
+        for attempt in range(2, 5):
+            clock[0] += int(301e9)
+            ingestor.finalize_ready()
+            assert calls.count("prompt-bad") == attempt
+        assert ingestor.stuck() == [] and not ingestor.open
+    quarantined = sorted(paths.quarantine_dir().glob("*.event"))
+    assert len(quarantined) == 4 and not list(paths.spool_dir().glob("*.event"))
+    reasons = "".join(p.read_text() for p in paths.quarantine_dir().glob("*.reason"))
+    assert "set aside after 4 attempts" in reasons
+    everything = reasons + "\n".join(ingestor.errors) + "".join(p.read_text(errors="replace") for p in quarantined)
+    assert "hunter2hunter2" not in everything
+
+
+def test_a_trace_that_fails_to_store_does_not_roll_back_the_batch(understudy_home, monkeypatch):
+    _session(1)
+    _session(2)
+    real_put = TraceStore.put
+
+    def put(self, trace, *args, **kwargs):
+        if trace.prompt_id == "prompt-0002":
+            raise TypeError("unserializable")
+        return real_put(self, trace, *args, **kwargs)
+
+    monkeypatch.setattr(TraceStore, "put", put)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        assert [t.prompt_id for t in store.iter_traces()] == ["prompt-0001"]
+        assert "storing failed: TypeError" in ingestor.stuck()[0]["reason"]
+        # Its own files wait in the spool; the committed trace's are gone.
+        assert len(list(paths.spool_dir().glob("*.event"))) == 6
+
+
+def test_quarantine_retention_and_interrupted_hook_writes(understudy_home):
+    from capture_daemon.loop import purge_quarantine, set_aside_stale_tmp
+
+    spool = paths.ensure(paths.spool_dir())
+    (spool / "00000000000000000001-0000001-Stop.event").write_bytes(b"garbage token=ghp_" + b"a1B2" * 9)
+    with TraceStore.open() as store:
+        _ingestor(store).scan()
+    [old] = paths.quarantine_dir().glob("*.event")
+    assert b"ghp_" + b"a1B2" * 9 not in old.read_bytes()  # redacted on the way in
+    tmp = paths.ensure(spool / "tmp")
+    (tmp / "00000000000000000002-0000002-PreToolUse.event").write_bytes(b'{"v":1}\n{"session_id": "s", "pass')
+    assert set_aside_stale_tmp(time.time()) == 0  # a hook may still be writing it
+    assert set_aside_stale_tmp(time.time() + 7200) == 1 and not list(tmp.iterdir())
+    assert len(list(paths.quarantine_dir().glob("*.event"))) == 2
+    assert purge_quarantine(7, time.time() + 6 * 86400) == 0
+    assert purge_quarantine(7, time.time() + 8 * 86400) == 2
+    assert not list(paths.quarantine_dir().iterdir())
