@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -357,3 +358,31 @@ def test_usual_path_imports_nothing_but_capture_core(understudy_home):
     at_start = set(imports("-I", "-S", "-c", "pass"))
     assert [m for m in imports(*argv[1:], stdin=raw) if m not in at_start] == ["capture_core"]
     assert len(spool_files(understudy_home)) == 2
+
+
+@pytest.mark.timeout(60)
+def test_deadline_while_reducing_kills_the_reducer_and_spools_a_marker(understudy_home):
+    values = ",".join(["1.25e-300"] * 6_000_000)  # ~10 s to reduce unbounded
+    raw = f'{{"session_id": "sess-dl", "tool_response": [{values}], "tool_use_id": "toolu_dl"}}'.encode()
+    # Run the interpreter itself (no shell) so that SIGALRM, the deadline, can be sent early.
+    proc = subprocess.Popen(shlex.split(hooks_config.hook_command("PostToolUse")), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(raw)
+        proc.stdin.close()
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        deadline = time.monotonic() + 10
+        while not children.read_text().split():  # the reducer is forked: the hook is reducing
+            assert time.monotonic() < deadline, "the hook never started reducing"
+            time.sleep(0.01)
+        [reducer] = map(int, children.read_text().split())
+        proc.send_signal(signal.SIGALRM)
+        assert proc.wait(timeout=10) == 0 and proc.stdout.read() == b""
+    finally:
+        proc.kill()
+    with pytest.raises(ProcessLookupError):
+        os.kill(reducer, 0)
+    header, body = read_spooled(understudy_home)
+    assert_kept_head_and_tail(header, body, raw, "deadline")
+    assert "still reducing after the 5s deadline" in hook_errors(understudy_home)[0]
+    assert list((understudy_home / "spool" / "tmp").iterdir()) == []
