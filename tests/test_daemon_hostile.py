@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -309,3 +310,37 @@ def test_full_then_read_only_disk_the_daemon_waits_says_so_and_catches_up(tiny_d
     traces = {t["prompt_id"]: t for t in daemon.traces()}
     assert sorted(traces) == ["p", "p-0", "p-1", "p-2", "p-3"]
     assert [loss["event"] for loss in traces["p"]["capture_losses"]] == ["Stop"] and not traces["p"]["quality"]["accepted"]
+
+
+@pytest.mark.slow
+def test_a_payload_the_hook_could_not_keep_is_recorded_as_lost_on_its_trace(understudy_home):
+    """Stdin that never closes: the hook spools what it read with a marker at its deadline;
+    the daemon salvages the ids and the trace says which event was lost and why."""
+    from tests.daemon_harness import HOOK, env_for
+
+    uhome = understudy_home
+    common = {"session_id": "s-lost", "prompt_id": "p-lost", "cwd": "/home/dev/project",
+              "transcript_path": "/nonexistent/s-lost.jsonl"}
+    hook(uhome, "UserPromptSubmit", dict(common, prompt="print the big log"))
+    call = dict(common, tool_name="Bash", tool_use_id="toolu_big", tool_input={"command": "cat big.log"})
+    hook(uhome, "PreToolUse", call)
+    head = json.dumps(dict(call, hook_event_name="PostToolUse"))[:-1].encode() + b', "tool_response": {"stdout": "'
+    proc = subprocess.Popen([sys.executable, "-I", "-S", str(HOOK), "PostToolUse"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env_for(uhome))
+    proc.stdin.write(head + b"x" * (3 << 20))
+    proc.stdin.flush()
+    started = time.monotonic()
+    try:
+        assert proc.wait(timeout=15) == 0 and proc.stdout.read() == b""
+    finally:
+        proc.stdin.close()
+    assert time.monotonic() - started < 8
+    hook(uhome, "Stop", dict(common, last_assistant_message="Done.", background_tasks=[]))
+    with RunningDaemon(uhome) as daemon:
+        trace = daemon.wait_for(lambda: daemon.trace_for("p-lost"), 30, "the trace with a lost event")
+    [loss] = trace["capture_losses"]
+    assert loss["event"] == "PostToolUse" and loss["tool_use_id"] == "toolu_big" and loss["reason"]
+    assert loss["original_bytes"] >= 3 << 20
+    assert [c["name"] for c in trace["tool_calls"]] == ["Bash"]
+    assert not trace["quality"]["accepted"]
+    assert "PostToolUse" in (uhome / "logs" / "hook-errors.log").read_text()
