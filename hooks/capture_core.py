@@ -429,6 +429,9 @@ def ensure_daemon(hook):
     argv = json.loads(raw)
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise ValueError("%s is not a JSON list of strings" % DAEMON_CMD_FILE)
+    if not os.access(argv[0], os.X_OK):  # the venv moved or was deleted
+        raise FileNotFoundError("%s names %s, which cannot be run; run `capture-daemon start` again"
+                                % (DAEMON_CMD_FILE, argv[0]))
     logs = os.path.join(base, "logs")
     os.makedirs(logs, mode=0o700, exist_ok=True)
     env = dict(os.environ, UNDERSTUDY_HOME=base)  # the daemon serves exactly this data dir

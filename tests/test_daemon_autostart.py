@@ -201,6 +201,16 @@ def test_session_start_hook_with_a_broken_daemon_cmd_logs_and_exits_0(daemons, u
     assert daemons() is None
 
 
+def test_session_start_hook_with_a_vanished_interpreter_says_to_start_again(daemons, understudy_home, tmp_path):
+    cli("start")
+    kill9(daemons())
+    (understudy_home / "daemon.cmd").write_text(json.dumps([str(tmp_path / "gone" / "python"), "-m", "x"]))
+    proc, _ = run_session_start_hook()
+    assert proc.returncode == 0 and proc.stdout == b""
+    log = (understudy_home / "logs" / "hook-errors.log").read_text()
+    assert "daemon.cmd names" in log and "run `capture-daemon start` again" in log
+
+
 # --- with the real Claude Code CLI ----------------------------------------------------------
 
 
