@@ -209,8 +209,6 @@ class Hook:
         else:
             self.spool_reduced()
         self.phase = "done"
-        if self.event == "SessionStart":
-            ensure_daemon(self)
 
     def spool_reduced(self):
         """Parse and cut an oversized payload in a child process, given until the reduce budget.
@@ -420,8 +418,8 @@ def ensure_daemon(hook):
     try:
         with open(os.path.join(base, DAEMON_CMD_FILE), "rb") as handle:
             raw = handle.read(65536)
-    except FileNotFoundError:
-        return  # `capture-daemon start` never ran for this data dir: not ours to start
+    except OSError:
+        return  # `capture-daemon start` never ran for this data dir (or it is broken: logged already)
     if os.path.exists(os.path.join(base, STOPPED_FILE)) or daemon_alive(base):
         return
     import json
@@ -530,4 +528,9 @@ def main():
         hook.run()
     except BaseException as exc:  # noqa: BLE001 - a hook must never fail Claude Code
         log_error(hook.base, "hook %s: %s while %s: %s" % (event, type(exc).__name__, hook.phase, exc))
+    if event == "SessionStart" and not hook.paused:  # even when spooling failed
+        try:
+            ensure_daemon(hook)
+        except BaseException as exc:  # noqa: BLE001
+            log_error(hook.base, "hook %s: %s while %s: %s" % (event, type(exc).__name__, hook.phase, exc))
     posix._exit(0)
