@@ -133,11 +133,20 @@ def build_trace(
     calls = _collect_calls(events, main_turns, agent_turns)
     ordered = _merge_by_start(calls)
     tool_calls = [_to_tool_call(c, main_turns, agent_turns) for c in ordered]
-    stops = [e for e in events if e.event == "Stop" and not e.agent_id]
+    # The answer is the prompt's own: a later `<task-notification>` turn (a background agent
+    # reporting back) is a later step of the trace, never its final answer.
+    own_turns = [t for t in main_turns if not t.is_notification]
+    first_notice = next((e.received_ns for e in events
+                         if e.event == "UserPromptSubmit" and is_notification_prompt(e.payload.get("prompt"))), None)
+    stops = [e for e in events if e.event == "Stop" and not e.agent_id
+             and (first_notice is None or e.received_ns < first_notice)]
     final = stops[-1].payload.get("last_assistant_message") if stops else None
     if not final:
-        final = _last_text(main_turns)
-    narration, thinking = _place_text(ordered, main_turns, agent_turns, final)
+        final = _last_text(own_turns)
+    own_blocks = [b for t in own_turns for b in t.blocks]
+    final_block = own_blocks[-1] if final and own_blocks and own_blocks[-1].kind == "text" \
+        and own_blocks[-1].text.strip() == final.strip() else None
+    narration, thinking = _place_text(ordered, main_turns, agent_turns, final_block)
     usage: dict[str, int] = {}
     for turns in [*main_turns, *agent_turns.values()]:
         for key, value in turns.usage().items():
@@ -284,7 +293,7 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
     )
 
 
-def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns], final: str | None):
+def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns], final_block: Block | None):
     """Narration and thinking with `position` = calls (global order) issued before them.
 
     The main agent's closing text is the final answer, kept in `final_response` only.
@@ -301,13 +310,11 @@ def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns
                 for text_block in pending:
                     (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=position, agent_id=agent))
                 pending = []
-            else:
+            elif block is not final_block:
                 pending.append(block)
         # Text after the agent's last call: placed after its last call.
         own = [index_of[b.tool_use_id] for b in blocks if b.kind == "tool_use" and b.tool_use_id in index_of]
         end = len(ordered) if agent is None else (max(own) + 1 if own else 0)
-        if agent is None and final and pending and pending[-1].kind == "text" and pending[-1].text.strip() == final.strip():
-            pending = pending[:-1]
         for text_block in pending:
             (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=end, agent_id=agent))
     narration.sort(key=lambda s: (s.position, s.agent_id is not None))

@@ -5,10 +5,18 @@ Claude Code writes every session to `${CLAUDE_CONFIG_DIR:-~/.claude}/projects/<p
 `.meta.json` beside each). It deletes them after 30 days by default, so importing on day one
 turns weeks of past work into training data.
 
+Older Claude Code (2.0.x) wrote background agents flat, as `<project>/agent-<id>.jsonl`
+beside the sessions, their rows naming the parent's `sessionId`; both layouts are read.
+
 Imported traces are built by the same `build_trace` as live capture, from the transcript
 alone (no hook events): same trace ids, same tool calls, same final answer, same signals.
-A prompt already in the store (captured live, or imported before) is skipped, so importing
-twice adds nothing and never overwrites the richer live trace.
+Transcripts without `promptId` (before some 2.1.x) name each prompt by its user row's
+`uuid` (transcript.py), which the live daemon resolves to as well. A prompt already in the
+store (captured live, or imported before) is skipped, so importing twice adds nothing and
+never overwrites the richer live trace, unless the stored one is incomplete (imported
+while its session was still running, or cut off) and this one has more: then it is
+replaced. Slash commands and `!` bash-mode turns are not imported (not training prompts).
+A prompt found in two files (a resumed session copies its history) is one trace.
 """
 
 from __future__ import annotations
@@ -31,82 +39,148 @@ def default_roots() -> list[Path]:
     return [Path(base) / "projects"]
 
 
+def is_agent_file(path: Path) -> bool:
+    """A subagent's transcript: `subagents/agent-*.jsonl` or the older flat `agent-*.jsonl`."""
+    return "subagents" in path.parts or path.name.startswith("agent-")
+
+
 def session_files(roots: Iterable[Path]) -> list[Path]:
-    """Main-session transcripts under the given files or folders (subagent files excluded)."""
-    found: list[Path] = []
+    """Main-session transcripts under the given files or folders. A subagent file named
+    directly stands for its parent session (its work is imported with the parent prompt)."""
+    found: dict[Path, None] = {}
     for root in roots:
         root = Path(root).expanduser()
         if root.is_file():
-            found.append(root)
+            parent = _parent_session(root) if is_agent_file(root) else root
+            if parent is not None:
+                found[parent] = None
             continue
         for path in sorted(root.rglob("*.jsonl")):
-            if "subagents" not in path.parts:
-                found.append(path)
-    return found
+            if not is_agent_file(path) and path.is_file():
+                found[path] = None
+    return list(found)
+
+
+def _parent_session(agent_file: Path) -> Path | None:
+    if "subagents" in agent_file.parts and agent_file.parent.name == "subagents":
+        candidate = agent_file.parent.parent.with_suffix(".jsonl")
+        return candidate if candidate.is_file() else None
+    try:
+        session_id = parse_transcript(agent_file).session_id
+    except OSError:
+        return None
+    candidate = agent_file.parent / f"{session_id}.jsonl"
+    return candidate if session_id and candidate.is_file() else None
 
 
 @dataclass
 class ImportReport:
     files: int = 0
     bytes: int = 0
+    prompts: int = 0  # real prompts found (commands and notifications not counted)
     imported: int = 0
+    replaced: int = 0  # stored incomplete, now imported with more
     skipped_existing: int = 0
     incomplete: int = 0
+    commands: int = 0  # slash-command and bash-mode turns left out
     corrupt_lines: int = 0
+    skipped_rows: dict[str, int] = field(default_factory=dict)  # reason → rows
     failed_files: list[str] = field(default_factory=list)
+    failed_prompts: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_files and not self.failed_prompts
 
 
-def _agent_transcripts(session_file: Path) -> dict[str, tuple[Transcript, dict]]:
-    """agent id → (its transcript, its .meta.json) for one session."""
+AgentMap = dict[str, tuple[Transcript, dict]]
+
+
+def _agent_transcripts(session_file: Path, session_id: str, flat_cache: dict[Path, list[Transcript]]) -> AgentMap:
+    """agent id → (its transcript, its .meta.json) for one session, from both layouts."""
+    agents: AgentMap = {}
     folder = session_file.with_suffix("") / "subagents"
-    agents: dict[str, tuple[Transcript, dict]] = {}
-    if not folder.is_dir():
-        return agents
-    for path in sorted(folder.glob("agent-*.jsonl")):
-        try:
-            transcript = parse_transcript(path)
-        except OSError:
-            continue
-        agent_id = transcript.agent_id or path.stem.removeprefix("agent-")
-        meta_path = path.with_suffix(".meta.json")
-        try:
-            meta = orjson.loads(meta_path.read_bytes()) if meta_path.exists() else {}
-        except (OSError, orjson.JSONDecodeError):
-            meta = {}
-        agents[agent_id] = (transcript, meta if isinstance(meta, dict) else {})
+    if folder.is_dir():
+        for path in sorted(folder.glob("agent-*.jsonl")):
+            try:
+                transcript = parse_transcript(path)
+            except OSError:
+                continue
+            agent_id = transcript.agent_id or path.stem.removeprefix("agent-")
+            meta_path = path.with_suffix(".meta.json")
+            try:
+                meta = orjson.loads(meta_path.read_bytes()) if meta_path.is_file() else {}
+            except (OSError, orjson.JSONDecodeError):
+                meta = {}
+            agents[agent_id] = (transcript, meta if isinstance(meta, dict) else {})
+    project = session_file.parent
+    if project not in flat_cache:
+        flat: list[Transcript] = []
+        for path in sorted(project.glob("agent-*.jsonl")):
+            try:
+                flat.append(parse_transcript(path))
+            except OSError:
+                continue
+        flat_cache[project] = flat
+    for transcript in flat_cache[project]:
+        if transcript.session_id == session_id:
+            agent_id = transcript.agent_id or Path(transcript.path).stem.removeprefix("agent-")
+            agents.setdefault(agent_id, (transcript, {}))
     return agents
 
 
-def traces_from_session(session_file: Path, transcript: Transcript | None = None) -> Iterator[Trace]:
+def traces_from_session(session_file: Path, transcript: Transcript | None = None,
+                        flat_cache: dict[Path, list[Transcript]] | None = None,
+                        report: ImportReport | None = None) -> Iterator[Trace]:
     """Every user prompt of one session file as a trace (notifications join their parent)."""
     transcript = transcript or parse_transcript(session_file)
-    session_id = transcript.session_id or session_file.stem
-    agents = _agent_transcripts(session_file)
-    prompts = list(transcript.prompts.values())
+    file_session = transcript.session_id or session_file.stem
+    agents = _agent_transcripts(session_file, file_session, {} if flat_cache is None else flat_cache)
     owner: dict[str, str] = {}  # agent id / Agent tool_use_id → the prompt that spawned it
     groups: dict[str, list[PromptTurns]] = {}
-    for turns in prompts:
+    task_prompts: dict[str, str] = {}  # an Agent/Task call's prompt text → the prompt that made it
+    agent_results: dict[str, str] = {}  # agentId in a call's structured result → that call's id
+    for turns in transcript.prompts.values():
+        if turns.is_command:
+            if report is not None:
+                report.commands += 1
+            continue
         if turns.is_notification:
             task_id, tool_use_id = notification_target(turns.prompt)
             parent = owner.get(tool_use_id or "") or owner.get(task_id or "")
             if parent is None and groups:
                 parent = list(groups)[-1]
-            if parent is not None:
-                groups[parent].append(turns)
-            continue
-        groups[turns.prompt_id] = [turns]
+            if parent is None:
+                continue
+            groups[parent].append(turns)
+        else:
+            parent = turns.prompt_id
+            groups[parent] = [turns]
         for block in turns.blocks:
             if block.kind == "tool_use":
-                owner[block.tool_use_id] = turns.prompt_id
+                owner[block.tool_use_id] = parent
+                if block.name in ("Agent", "Task") and isinstance(block.input.get("prompt"), str):
+                    task_prompts.setdefault(block.input["prompt"].strip(), parent)
+        for tool_use_id, result in turns.results.items():
+            structured = result.structured if isinstance(result.structured, dict) else {}
+            if isinstance(structured.get("agentId"), str):
+                agent_results[structured["agentId"]] = tool_use_id
     for agent_id, (agent_transcript, meta) in agents.items():
         if meta.get("toolUseId") in owner:
             owner[agent_id] = owner[meta["toolUseId"]]
+        elif agent_results.get(agent_id) in owner:
+            owner[agent_id] = owner[agent_results[agent_id]]
+        elif agent_transcript.prompts:
+            first = next(iter(agent_transcript.prompts.values())).prompt.strip()
+            if first in task_prompts:
+                owner[agent_id] = task_prompts[first]
 
     for prompt_id, main_turns in groups.items():
         agent_turns: dict[str, PromptTurns] = {}
         agent_types: dict[str, str] = {}
         for agent_id, (agent_transcript, meta) in agents.items():
-            belongs = owner.get(agent_id) == prompt_id or prompt_id in agent_transcript.prompts
+            known = owner.get(agent_id)
+            belongs = known == prompt_id or (known is None and prompt_id in agent_transcript.prompts)
             if belongs and agent_transcript.prompts:
                 merged = list(agent_transcript.prompts.values())
                 turns = merged[0]
@@ -117,8 +191,11 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
                 if meta.get("agentType"):
                     agent_types[agent_id] = meta["agentType"]
         complete = _finished(main_turns)
-        trace = build_trace(session_id, prompt_id, [], main_turns, agent_turns, source="import", complete=complete,
-                            incomplete_reason="transcript_ends_mid_prompt", transcript_path=str(session_file))
+        interrupted = any(t.interrupted for t in main_turns)
+        trace = build_trace(main_turns[0].session_id or file_session, prompt_id, [], main_turns, agent_turns,
+                            source="import", complete=complete and not interrupted,
+                            incomplete_reason="interrupted" if interrupted else "transcript_ends_mid_prompt",
+                            transcript_path=str(session_file))
         for call in trace.tool_calls:
             if call.agent_id and not call.agent_type:
                 call.agent_type = agent_types.get(call.agent_id)
@@ -137,28 +214,52 @@ def _finished(main_turns: list[PromptTurns]) -> bool:
     return all(b.tool_use_id in results for b in blocks if b.kind == "tool_use")
 
 
+def _improves(new: Trace, old: Trace) -> bool:
+    """A stored incomplete trace is replaced by a later, fuller reading of the same prompt."""
+    if old.complete:
+        return False
+    return new.complete or len(new.tool_calls) > len(old.tool_calls)
+
+
 def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Trace], Trace],
                  on_file: Callable[[Path, int], None] | None = None) -> ImportReport:
     """Import every session under `roots`; `prepare` redacts and analyses each trace."""
     report = ImportReport()
+    flat_cache: dict[Path, list[Transcript]] = {}
     for path in session_files(roots):
-        size = path.stat().st_size if path.exists() else 0
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
         report.files += 1
         report.bytes += size
         try:
             transcript = parse_transcript(path)
             report.corrupt_lines += transcript.corrupt_lines
-            fresh = []
-            for trace in traces_from_session(path, transcript):
-                if store.has_trace(trace.trace_id):
-                    report.skipped_existing += 1
+            for reason, count in transcript.skipped.items():
+                report.skipped_rows[reason] = report.skipped_rows.get(reason, 0) + count
+            fresh: dict[str, Trace] = {}
+            replacing = 0
+            for trace in traces_from_session(path, transcript, flat_cache, report):
+                report.prompts += 1
+                if trace.trace_id in fresh:
                     continue
-                fresh.append(prepare(trace))
+                if store.has_trace(trace.trace_id):
+                    old = store.get(trace.trace_id)
+                    if old is None or not _improves(trace, old):
+                        report.skipped_existing += 1
+                        continue
+                    replacing += 1
+                try:
+                    fresh[trace.trace_id] = prepare(trace)
+                except Exception as exc:  # one bad prompt must not stop its file
+                    report.failed_prompts.append(f"{path} prompt {trace.prompt_id}: {type(exc).__name__}: {exc}")
             with store.transaction() as db:
-                for trace in fresh:
+                for trace in fresh.values():
                     store.put(trace, db=db)
-            report.imported += len(fresh)
-            report.incomplete += sum(not t.complete for t in fresh)
+            report.imported += len(fresh) - replacing
+            report.replaced += replacing
+            report.incomplete += sum(not t.complete for t in fresh.values())
         except Exception as exc:  # one bad file must not stop the import
             report.failed_files.append(f"{path}: {type(exc).__name__}: {exc}")
         if on_file:
@@ -175,4 +276,4 @@ def prepare_for_store(trace: Trace) -> Trace:
 
 
 __all__ = ["import_paths", "traces_from_session", "session_files", "default_roots", "prepare_for_store",
-           "ImportReport", "make_trace_id"]
+           "ImportReport", "make_trace_id", "is_agent_file"]

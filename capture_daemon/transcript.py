@@ -7,7 +7,13 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
 * one content block per row: an assistant message arrives as several rows sharing
   `message.id`, so blocks are merged by that id (which also tells which calls were issued
   together, i.e. in parallel);
-* `promptId` sits on user rows; assistant rows belong to the latest prompt before them;
+* `promptId` sits on user rows (Claude Code 2.1.x from some version on); assistant rows
+  belong to the latest prompt before them. Older transcripts (2.0.x, early 2.1.x) have no
+  `promptId`: a prompt then starts at each real user text row, and its id is that row's
+  `uuid` (see `prompt_kind` for what is not a prompt). The live daemon resolves a hook
+  prompt without `prompt_id` to the same row (ingest.py), so both ways give one trace id;
+* slash commands and `!` bash-mode turns (`<command-name>`, `<bash-input>`, their outputs)
+  are not prompts: they are kept as `is_command` turns, which the importer leaves out;
 * the file may be mid-write (a partial last line), may hold corrupt lines, lone
   surrogates or rows of another shape; none of that may stop the rest from being read:
   a bad row is skipped and counted (`corrupt_lines`), never the whole file;
@@ -25,9 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
+import orjson
+
 from capture_daemon.spool import CorruptSpoolFile, nesting_depth_exceeds, open_regular_file, parse_json
 
 TASK_NOTIFICATION = "<task-notification>"
+# User rows Claude Code writes for slash commands and `!` bash mode: not typed prompts.
+COMMAND_PREFIXES = ("<command-name>", "<command-message>", "<command-args>", "<local-command-stdout>",
+                    "<local-command-stderr>", "<local-command-caveat>", "<bash-input>", "<bash-stdout>",
+                    "<bash-stderr>", "<user-memory-input>")
+INTERRUPT_PREFIX = "[Request interrupted by user"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
@@ -71,6 +84,9 @@ class PromptTurns:
     started_at: str | None = None
     ended_at: str | None = None
     cwd: str | None = None
+    session_id: str | None = None  # the prompt row's own sessionId (a resumed copy keeps the original's)
+    is_command: bool = False  # a slash command or `!` bash-mode turn: not a training prompt
+    interrupted: bool = False  # the user pressed Esc during it
 
     def usage(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -88,6 +104,12 @@ class Transcript:
     prompts: dict[str, PromptTurns] = field(default_factory=dict)
     corrupt_lines: int = 0
     partial_tail: bool = False
+    # Rows skipped, by reason ("not JSON", "over-long", "not an object", "unexpected shape").
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.corrupt_lines += 1
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 def _text_of(content: Any) -> str:
@@ -176,26 +198,57 @@ def _parse_rows(path: str, rows: Iterable[tuple[bytes, bool]]) -> Transcript:
             transcript.partial_tail = True
         if not _WANTED_ROW.search(line):
             if line.startswith(b"\x00overlong"):
-                transcript.corrupt_lines += 1
+                transcript.skip("over-long")
             elif is_last:
                 transcript.partial_tail = not line.rstrip().endswith(b"}")
+            elif not line.lstrip().startswith(b"{"):
+                transcript.skip("not JSON")  # torn line or binary garbage
             continue
         try:
-            row = parse_json(line)
+            rows = [_parse_line(line)]
         except (ValueError, UnicodeDecodeError):
-            if not is_last:  # a partial tail is whole on a later read
-                transcript.corrupt_lines += 1
-            continue
+            rows = _glued_objects(line)  # two rows on one line (a lost newline)
+            if not rows:
+                if not is_last:  # a partial tail is whole on a later read
+                    transcript.skip("not JSON")
+                continue
         if is_last:
             transcript.partial_tail = False
-        if not isinstance(row, dict):
-            transcript.corrupt_lines += 1
-            continue
-        try:
-            _apply_row(transcript, row, state)
-        except (TypeError, AttributeError, ValueError, KeyError):
-            transcript.corrupt_lines += 1  # a row of another shape: skip it, keep the rest
+        for row in rows:
+            if not isinstance(row, dict):
+                transcript.skip("not an object")
+                continue
+            try:
+                _apply_row(transcript, row, state)
+            except (TypeError, AttributeError, ValueError, KeyError):
+                transcript.skip("unexpected shape")  # a row of another shape: skip it, keep the rest
     return transcript
+
+
+def _parse_line(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # Invalid UTF-8 becomes U+FFFD (as any reader shows it), then the lenient parser.
+        return parse_json(line.decode("utf-8", "replace").encode("utf-8", "surrogatepass"))
+
+
+def _glued_objects(line: bytes) -> list[Any]:
+    """The JSON objects of a line that holds several back to back; [] when it is not that."""
+    import json
+
+    text = line.decode("utf-8", "replace").strip()
+    decoder = json.JSONDecoder()
+    found, index = [], 0
+    try:
+        while index < len(text):
+            value, index = decoder.raw_decode(text, index)
+            found.append(value)
+            while index < len(text) and text[index].isspace():
+                index += 1
+    except ValueError:
+        return []
+    return found if len(found) > 1 else []
 
 
 @dataclass
@@ -236,30 +289,55 @@ def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def prompt_kind(row: dict, content: Any) -> str:
+    """What a user row is: "tool_result", "meta" (Claude Code's own: caveats, skill bodies,
+    compaction summaries), "command" (slash command or `!` bash mode), "interrupt",
+    "notification" (a background task reporting back) or "prompt" (typed by the user)."""
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        return "tool_result"
+    if row.get("isMeta") or row.get("isCompactSummary") or row.get("isVisibleInTranscriptOnly"):
+        return "meta"
+    text = _text_of(content).lstrip()
+    if text.startswith(COMMAND_PREFIXES):
+        return "command"
+    if text.startswith(INTERRUPT_PREFIX):
+        return "interrupt"
+    if text.startswith(TASK_NOTIFICATION):
+        return "notification"
+    return "prompt" if text.strip() else "meta"
+
+
 def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, tools_offered: list) -> PromptTurns | None:
     message = _message(row)
     content = message.get("content")
+    kind = prompt_kind(row, content)
     prompt_id = _str_or_none(row.get("promptId"))
+    if not prompt_id and kind in ("prompt", "notification", "command"):
+        # No promptId (older Claude Code): each real user row opens a prompt, named by its uuid.
+        prompt_id = _str_or_none(row.get("uuid")) or f"row-{_str_or_none(row.get('timestamp'))}-{len(transcript.prompts)}"
     if prompt_id and (current is None or current.prompt_id != prompt_id):
         current = transcript.prompts.get(prompt_id)
         if current is None:
             current = PromptTurns(prompt_id=prompt_id, tools_offered=tools_offered,
-                                  started_at=_str_or_none(row.get("timestamp")), cwd=_str_or_none(row.get("cwd")))
+                                  started_at=_str_or_none(row.get("timestamp")), cwd=_str_or_none(row.get("cwd")),
+                                  session_id=_str_or_none(row.get("sessionId")))
             transcript.prompts[prompt_id] = current
     if current is None:
         return None
     current.ended_at = _str_or_none(row.get("timestamp")) or current.ended_at
-    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+    if kind == "tool_result":
         for block in content:
             if isinstance(block, dict) and block.get("type") == "tool_result":
                 text = _text_of(block.get("content"))
                 current.results[str(block.get("tool_use_id"))] = ToolResult(
                     text=text, is_error=bool(block.get("is_error")), structured=row.get("toolUseResult"),
                     full_chars=_persisted_output_chars(text))
-    elif not row.get("isMeta") and not current.prompt:
-        text = _text_of(content)
-        current.prompt = text
-        current.is_notification = text.lstrip().startswith(TASK_NOTIFICATION)
+    elif kind == "interrupt":
+        current.interrupted = True
+    elif kind != "meta" and not current.prompt:
+        current.prompt = _text_of(content)
+        current.is_notification = kind == "notification"
+        current.is_command = kind == "command"
     return current
 
 
