@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from capture_daemon.assemble import build_trace, is_notification_prompt, prompt_state
+from capture_daemon.assemble import build_trace, is_notification_prompt, iso_to_ns, prompt_state
 from capture_daemon.failures import describe, frames, is_environmental
 from capture_daemon.schema import CaptureLoss, Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
@@ -221,7 +221,14 @@ class Ingestor:
 
     def _route(self, path: str, event: SpoolEvent) -> None:
         session_id, prompt_id = event.session_id, event.prompt_id
-        if not prompt_id:
+        if not prompt_id and event.event == "UserPromptSubmit" and not is_notification_prompt(event.payload.get("prompt")):
+            # Older Claude Code (2.0.x, 2.1.x before prompt ids) sends no prompt_id: the prompt
+            # opens its own trace, named for now by its spool file; _build renames it to the
+            # transcript row's uuid, the id an import of the same prompt gives (transcript.py).
+            prompt_id = PENDING_PROMPT + event.name
+            trace_id = make_trace_id(session_id, prompt_id)
+            trace = self.open.get(trace_id) or self._open(trace_id, session_id, prompt_id)
+        elif not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
             candidates = [t for t in self.open.values() if t.session_id == session_id]
             if not candidates:
@@ -392,17 +399,20 @@ class Ingestor:
         transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
         main_turns: list[PromptTurns] = []
         main = _load_transcript(transcript_path, cache)
+        prompt_id, later = trace.prompt_id, []
+        if main is not None and prompt_id.startswith(PENDING_PROMPT):
+            prompt_id, later = _resolve_pending(main, events, trace.session_id) or (prompt_id, [])
         if main is not None:
-            for prompt_id in [trace.prompt_id, *trace.notification_prompts]:
-                if prompt_id in main.prompts:
-                    main_turns.append(scrub_turns(main.prompts[prompt_id]))
+            for one in [prompt_id, *trace.notification_prompts, *later]:
+                if one in main.prompts:
+                    main_turns.append(scrub_turns(main.prompts[one]))
         agent_turns: dict[str, PromptTurns] = {}
         for ev in events:
             if ev.event == "SubagentStop" and ev.agent_id and ev.payload.get("agent_transcript_path"):
                 agent = _load_transcript(ev.payload["agent_transcript_path"], cache)
                 if agent is not None and agent.prompts:
                     agent_turns[ev.agent_id] = scrub_turns(_merge_turns(list(agent.prompts.values())))
-        result = build_trace(trace.session_id, trace.prompt_id, events, main_turns, agent_turns,
+        result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
         result.capture_losses = [
             CaptureLoss(event=e.event, tool_use_id=e.payload.get("tool_use_id"), agent_id=e.agent_id,
@@ -429,6 +439,33 @@ def _savepoint(db: sqlite3.Connection):
         db.execute("RELEASE one_trace")
         raise
     db.execute("RELEASE one_trace")
+
+
+PENDING_PROMPT = "pending:"
+
+
+def _resolve_pending(main: Transcript, events: list[SpoolEvent], session_id: str) -> tuple[str, list[str]] | None:
+    """For a prompt whose hooks sent no prompt_id: the transcript row it is (same session,
+    same text, nearest in time), as (that row's prompt id, the notification turns after it)."""
+    from capture_daemon.redact import redact_value
+
+    root = next((e for e in sorted(events, key=lambda e: e.received_ns)
+                 if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
+    if root is None:
+        return None
+    said = str(root.payload.get("prompt", "")).strip()
+    turns = list(main.prompts.values())
+    matches = [i for i, t in enumerate(turns) if not t.is_notification and not t.is_command
+               and t.session_id in (None, session_id) and redact_value(t.prompt).strip() == said]
+    if not matches:
+        return None
+    best = min(matches, key=lambda i: abs((iso_to_ns(turns[i].started_at) or 0) - root.received_ns))
+    later = []
+    for t in turns[best + 1:]:
+        if not t.is_notification:
+            break
+        later.append(t.prompt_id)
+    return turns[best].prompt_id, later
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
