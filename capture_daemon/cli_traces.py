@@ -91,9 +91,17 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
     elapsed = time.perf_counter() - started
     click.echo(f"imported {report.imported} traces from {report.files} session files "
                f"({report.bytes / 1e6:.1f} MB in {elapsed:.1f}s); {report.skipped_existing} already stored, "
-               f"{report.incomplete} incomplete, {report.corrupt_lines} corrupt lines skipped")
+               f"{report.replaced} incomplete ones replaced, {report.incomplete} incomplete, "
+               f"{report.commands} slash-command/bash-mode turns left out, {report.corrupt_lines} corrupt lines skipped")
+    if report.skipped_rows:
+        click.echo("skipped rows: " + ", ".join(f"{n} {printable(why)}" for why, n in sorted(report.skipped_rows.items())))
     for failure in report.failed_files:
         click.echo(f"could not import {printable(failure)}", err=True)
+    for failure in report.failed_prompts:
+        click.echo(f"could not import {printable(failure)}", err=True)
+    if not report.ok:
+        lost = len(report.failed_prompts)
+        raise click.ClickException(f"{len(report.failed_files)} files and {lost} prompts could not be imported (listed above)")
 
 
 @click.command()
