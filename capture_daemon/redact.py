@@ -62,6 +62,7 @@ running every rule, and tests check that both give the same result.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import re
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ from typing import Any, Callable, Iterator, Optional
 
 __all__ = [
     "MIN_SECRET_CHARS",
+    "RedactionError",
     "is_secret_name",
     "marker",
     "redact_text",
@@ -77,8 +79,8 @@ __all__ = [
     "redact_value_with_count",
 ]
 
-# The shortest text any rule can fire on is "DB_PWD=x".
-MIN_SECRET_CHARS = 8
+# The shortest text any rule can fire on is "A_PW=x".
+MIN_SECRET_CHARS = 6
 
 _MARKER_OPEN = "[REDACTED:"
 
@@ -130,7 +132,13 @@ def _is_placeholder(value: str) -> bool:
 
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd")
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd", "psk")
+# ... and `pass`/`pw` as the last word of a longer name, never as the end of another word
+# (bypass, compass, BYPASS) nor alone (`pw = getpass()`). Upper case (DB_PASS, SMTP_PW, .env
+# style) is a password; in other cases code has compiler passes (`lowering_pass: PassType`), so
+# `db_pass`, `smtpPass` count as _WEAK: only with a machine-made-looking value.
+_PASS_TAIL_UPPER = re.compile(r"[_.-](?:PASS|PW)$")
+_PASS_TAIL = re.compile(r"(?:[_.-]|(?<=[a-z0-9])(?=[A-Z]))(?:pass|Pass|pw|Pw)$")
 # ... and names whose values machines make (long, random, nearly always with a digit).
 _MADE_TAILS = (
     "secret",
@@ -145,12 +153,15 @@ _MADE_TAILS = (
     "authkey",
     "clientkey",
     "accountkey",
+    "sharedkey",  # WireGuard PresharedKey
+    "secretkeybase",  # Rails SECRET_KEY_BASE
+    "salt",  # WordPress AUTH_SALT and friends
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
 _NAME_SEPARATORS = str.maketrans("", "", "_-.")
 
-_CHOSEN, _MADE, _WEAK = "chosen", "made", "weak"
+_CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
 
 
 def _normalize_name(name: str) -> str:
@@ -159,7 +170,8 @@ def _normalize_name(name: str) -> str:
 
 @functools.lru_cache(maxsize=4096)  # dict keys repeat endlessly ("command", "stdout", ...)
 def _name_kind(name: str) -> Optional[str]:
-    """_CHOSEN (a password), _MADE (a token or key), _WEAK (only its `_KEY` suffix says so), or None.
+    """_CHOSEN (a password), _MADE (a token or key), _WEAK (only its `_KEY` suffix says so),
+    _BASIC (`auth`: docker's config.json and .npmrc keep base64 `user:password` there), or None.
 
     The kind decides how much a value must look like a secret: anything under a password name,
     something machine-made-looking under the others (see `_plausible_secret`).
@@ -167,15 +179,17 @@ def _name_kind(name: str) -> Optional[str]:
     norm = _normalize_name(name)
     if norm in _NOT_SECRET_NAMES or "public" in norm:
         return None
-    if norm.endswith(_CHOSEN_TAILS):
+    bare = name.strip("\"'\\ ")
+    if norm.endswith(_CHOSEN_TAILS) or _PASS_TAIL_UPPER.search(bare):
         return _CHOSEN
     if norm.endswith(_MADE_TAILS):
         return _MADE
+    if norm == "auth":
+        return _BASIC
     # Environment-variable style: an UPPER_CASE name ending in _KEY (STRIPE_KEY, SSH_KEY). Code
     # has many such constants too (CACHE_KEY = "user"), so these count only with a random-looking
     # value; lower-case `sort_key`, `cache_key`, `primary_key` never count.
-    stripped = name.strip("\"'\\ ")
-    if stripped.endswith("_KEY") and stripped.isupper():
+    if (bare.endswith("_KEY") and bare.isupper()) or _PASS_TAIL.search(bare):
         return _WEAK
     return None
 
@@ -190,6 +204,51 @@ def is_secret_name(name: str) -> bool:
 
 
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9+/=_.~-]+")
+
+
+def _decodes_to_credentials(value: str) -> bool:
+    """Whether `value` is base64 of printable `user:password`, as under docker's and npm's `auth`."""
+    if len(value) < 8 or not _BASE64_VALUE.fullmatch(value):
+        return False
+    try:
+        raw = binascii.a2b_base64(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):  # (messages name no input; caught all the same)
+        return False
+    text = raw.decode("utf-8", errors="replace")
+    return ":" in text and text.isprintable() and "\ufffd" not in text
+
+
+_BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
+_LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
+_LOWER_UPPER = re.compile(r"[a-z](?=[A-Z])")
+
+
+def _looks_random(value: str) -> bool:
+    """Whether a value shaped like a name (`a.b.c`, `snake_case`, `camelCase`) is random text.
+
+    Code references are identifiers made of words: `self.token`, `config.api_key`,
+    `os.environ`, `getGithubTokenFromEnv`, `utf8_to_utf16`. Machine-made secrets are not, even
+    when they happen to fit an identifier's characters. Random, here, is any of:
+    - `eyJ` (base64 of `{"`): a JWT or another JSON-bearing token, `eyJhbGc.eyJzdWI.sig`;
+    - three or more switches between letters and digits (`abc123.def456.ghi789`, `4f5e6d7c`);
+      names have one or two (`sha256`, `x509_v3`, `config.db2`);
+    - a run of 12+ letters whose case flips like random text: lower-to-upper at least once per
+      six characters and 30% or more capitals (`AbCdEfGhIjKl`); camelCase words flip once per
+      word and have fewer capitals (`thisIsAVeryLongName`: 4 flips, 26% capitals).
+    An all-lower-case random run with no digits passes for a word: a limit of this test.
+    """
+    if "eyJ" in value:
+        return True
+    switches = 0
+    for run in _ALNUM_RUN.findall(value):
+        switches += len(_LETTER_DIGIT_SWITCH.findall(run))
+        if len(run) >= 12:
+            letters = sum(c.isalpha() for c in run)
+            upper = sum(c.isupper() for c in run)
+            if len(_LOWER_UPPER.findall(run)) * 6 >= len(run) and upper >= 0.3 * max(1, letters):
+                return True
+    return switches >= 3
 
 
 def _looks_made(value: str) -> bool:
@@ -316,15 +375,22 @@ def _replace_private_key(text: str, m: "re.Match[str]") -> Optional[str]:
 # spaces: up to three of these characters.
 _GAP_CHARS = r"[\\\"' \t]"
 _MAX_GAP = 3
-_SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "secret", "token", "key")
+# The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
+# and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
+_SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
     """A zero-width regex, placed right after a separator character, that holds when one of
     `words` (any case) ends just before it, give or take a gap."""
+    # One look-behind per word length and gap: `(?<=(?:pass|auth|salt|base)=)` tries four words
+    # with one fixed-width look, where a look per word would be tried four times.
+    by_length: dict[int, list[str]] = {}
+    for w in words:
+        by_length.setdefault(len(w), []).append(w)
     looks = [
-        f"(?<={w}{_GAP_CHARS}{{{n}}}{sep})" if n else f"(?<={w}{sep})"
-        for w in words
+        f"(?<=(?:{'|'.join(group)}){_GAP_CHARS}{{{n}}}{sep})" if n else f"(?<=(?:{'|'.join(group)}){sep})"
+        for group in by_length.values()
         for n in range(_MAX_GAP + 1)
     ]
     # `=` and `:` are common, so first a one-character test that fails for most of them
@@ -352,8 +418,15 @@ _VALUE = (
     r"|(?P<uq>(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
     r")"
 )
+# A quoted name, a comma and a quoted value: PHP's define('DB_PASSWORD', 'x'), Python's
+# os.environ.setdefault("API_KEY", "x"), a ("password", "x") pair. The name's closing quote is
+# right before the comma; `_replace_assignment` checks the rest.
+_COMMA_LOOK = "(?<=[\"'],)(?i:" + "|".join(
+    f"(?<=(?:{'|'.join(w for w in _SECRET_WORDS if len(w) == n)})[\"'],)" for n in sorted({len(w) for w in _SECRET_WORDS})
+) + ")"
 _ASSIGNMENT = re.compile(
-    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})=?)"
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})=?"
+    rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
 _VALUE_GROUPS = ("dq", "sq", "bq", "eq", "uq")
@@ -371,7 +444,9 @@ _CODE_NAME = re.compile(
     r"|[a-z][a-z0-9]*(?:\.[a-z][A-Za-z0-9]*)+|[A-Za-z]+(?:\.[A-Za-z]+)+"
 )
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
-_ANNOTATION_DEFAULT = re.compile(r"[A-Za-z_][\w.\[\]]*=")
+_HEX_LITERAL = re.compile(r"0[xX][0-9a-fA-F_]+[uUlL]*")
+# (A default follows the `=`: base64 padding, `dWt2Y3l=`, ends the value instead.)
+_ANNOTATION_DEFAULT = re.compile(r"[A-Za-z_][\w.\[\]]*=(?=[^=])")
 # How far back on a line to count quotes; a longer line is taken to be data, not code.
 _QUOTE_LOOKBACK = 2000
 _ASSIGNMENT_MARK = marker("assignment")
@@ -405,7 +480,10 @@ def _inside_string_literal(text: str, pos: int) -> bool:
 def _line_prefix(text: str, pos: int) -> str:
     """What precedes `pos` on its line; a JSON-escaped `\\n` counts as a line break."""
     floor = max(0, pos - _QUOTE_LOOKBACK)
-    start = max(text.rfind("\n", floor, pos) + 1, text.rfind("\\n", floor, pos) + 2, floor)
+    # (rfind gives -1 when there is none: an escaped newline that is absent must not count as one
+    # at offset 1, which cut the first character off `export NAME = value`.)
+    escaped = text.rfind("\\n", floor, pos)
+    start = max(text.rfind("\n", floor, pos) + 1, escaped + 2 if escaped >= 0 else 0, floor)
     return text[start:pos]
 
 
@@ -413,6 +491,10 @@ def _plausible_secret(kind: str, value: str) -> bool:
     """Whether a value under a secret name can be a secret at all, whatever surrounds it."""
     if _is_placeholder(value) or _HEX_COLOR.fullmatch(value):
         return False
+    if kind != _CHOSEN and _HEX_LITERAL.fullmatch(value):
+        return False  # SEED_SALT = 0x9E3779B1: a constant in code
+    if kind == _BASIC:
+        return _decodes_to_credentials(value)  # "auth": "required" is a setting
     if kind == _WEAK and not _looks_made(value):
         return False  # CACHE_KEY = "user", CONTEXT_KEY = "RemoveImportsVisitor"
     if kind != _CHOSEN and len(value) < 4:
@@ -420,15 +502,21 @@ def _plausible_secret(kind: str, value: str) -> bool:
     if value.isdigit() and (len(value) < 4 or (kind != _CHOSEN and len(value) < 8)):
         return False  # ERRORTOKEN = 58, token = 0, "HAVE_PASSWD": 1
     # A machine-made secret is not a name or a word: "input_token": "next_token",
-    # SECRET_KEY = 'AWS_SECRET_ACCESS_KEY', "output_token": "marker".
-    return not (kind != _CHOSEN and (_CODE_NAME.fullmatch(value) or _PROSE_WORD.fullmatch(value)))
+    # SECRET_KEY = 'AWS_SECRET_ACCESS_KEY', "output_token": "marker"; unless the "name" is random
+    # text that fits a name's shape (session_token: abc123.def456.ghi789).
+    if kind != _CHOSEN and (_CODE_NAME.fullmatch(value) or _PROSE_WORD.fullmatch(value) or _DOTTED_REF.fullmatch(value)):
+        return _looks_random(value)
+    return True
 
 
 def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
     """Whether an unquoted value is an expression or a reference rather than a literal."""
     value = m.group("uq")
-    if _DOTTED_REF.fullmatch(value):
-        return True  # token = self.token, key: process.env.API_KEY
+    # A name that is random text is a literal, wherever it stands: `session_token: eyJx.y.z`,
+    # `token = abc123.def456.ghi789`, `echo aws_secret_access_key = AbC...` (see `_looks_random`).
+    random = _looks_random(value)
+    if _DOTTED_REF.fullmatch(value) and not random:
+        return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
     nxt = text[m.end()] if m.end() < len(text) else ""
     if nxt and nxt in _CODE_FOLLOWERS:
         return True  # token = get_token(), password: Optional[str]
@@ -439,7 +527,7 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
         return True  # def f(startToken:Token=None)
     if colon and _PROSE_WORD.fullmatch(value) and (kind != _CHOSEN or _MORE_WORDS.match(text, m.end())):
         return True  # "uses a token: see RFC 6750", "password: The plaintext password."
-    if not _IDENTIFIER.fullmatch(value):
+    if random or not _IDENTIFIER.fullmatch(value):
         return False
     # From here the value is a bare name: a variable, or a password/token written bare.
     if nxt and nxt in ",)}":
@@ -449,8 +537,14 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     if kind == _CHOSEN and "_" in value and not any(c.isdigit() for c in value):
         return True  # password=user_password
     # `name = other` is code when the name does not start its line (indented, `a, b = ...`)
-    # or is an attribute; a config line (`password = hunter2` in .pypirc) starts its line.
-    return spaced and (_line_prefix(text, name_start).strip() not in ("", "export") or "." in name)
+    # or is an attribute; a config line (`password = hunter2` in .pypirc, `export DB_PASSWORD =
+    # hunter2`, `$ PASSWORD = x`) starts its line, give or take a prompt and `export`.
+    return spaced and (not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)) or "." in name)
+
+
+# What may precede NAME on a config line: indentation-free prompts, comment marks and the
+# shell's export/set keywords (and PowerShell's `$env:`).
+_CONFIG_LINE_START = re.compile(r"(?:[$#>%*;/-]+[ \t]*)?(?:(?:export|set|setx|setenv|declare -x|ENV)[ \t]+)?(?:\$env:)?")
 
 
 def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -463,7 +557,7 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     while i > 0 and text[i - 1] in "\"'\\":
         i -= 1
     name_start = _name_start(text, i)
-    if name_start > 0 and text[name_start - 1] == ":":
+    if name_start > 0 and text[name_start - 1] == ":" and not _COLON_NAME_PREFIX.search(text[max(0, name_start - 6) : name_start]):
         return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
     name = text[name_start:i]
     kind = _name_kind(name)
@@ -471,6 +565,14 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     value = m.group(group)
+    if m.start("comma_sep") >= 0 and not (
+        quoted_name
+        and "." not in name  # WeightRenaming("a.cls_token", "b.token"): paths, not a setting
+        and group in ("dq", "sq")
+        and _PAIR_OPENER.search(text[max(0, name_start - 16) : name_start])
+        and _PAIR_CLOSER.match(text, m.end())
+    ):
+        return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
     if not _plausible_secret(kind, value):
         return None
     if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
@@ -483,8 +585,17 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
+# A colon before a name ends a path (`arn:...:secret:x`), except the two that end a prefix:
+# .npmrc's `//registry.npmjs.org/:_auth=` and PowerShell's `$env:DB_PASSWORD = `.
+_COLON_NAME_PREFIX = re.compile(r"(?:/|\$(?i:env)):\Z")
+# ("NAME", "value"): a call or tuple of exactly these two, `(` before the name's opening quote
+# and `)` after the value; a longer list of names ('user', 'password', 'host') is not a pair.
+_PAIR_OPENER = re.compile(r"\([ \t]*[\"']\Z")
+_PAIR_CLOSER = re.compile(r"[ \t]*\)")
+
+
 def _assignment_gates() -> tuple[tuple[str, str], ...]:
-    return (("=", _after(_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")))
+    return (("=", _after(_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")), (",", _COMMA_LOOK))
 
 
 # `Authorization: Bearer x`, `"Authorization": "Basic x"`, `-H 'authorization: token x'`.
@@ -524,11 +635,302 @@ def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _CLI_FLAG_MARK)
 
 
+# --- AWS: the key id, and the secret key when it follows the id (credentials CSV, `id secret`) ---
+# The secret access key alone has no shape of its own (40 base64 characters); it is caught under
+# its name (`aws_secret_access_key = ...`, `"SecretAccessKey": ...`), after its id on one line
+# (`AKIA...,wJalr...` in the console's credentials CSV), or in that CSV's column (_AWS_CSV).
+_AWS_KEY_ID = re.compile(
+    r"A(?:KIA|SIA)(?<![A-Za-z0-9_-]AKIA)(?<![A-Za-z0-9_-]ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"(?:(?P<sep>[ \t]*[,;|:\t][ \t]*|[ \t]+)(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?"
+)
+_AWS_ID_MARK, _AWS_SECRET_MARK = marker("aws-access-key-id"), marker("aws-secret-key")
+
+
+def _replace_aws_key(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group("secret") is None:
+        return _AWS_ID_MARK
+    return _AWS_ID_MARK + m.group("sep") + _AWS_SECRET_MARK
+
+
+# The console's credentials CSV: a header naming the columns, then one row per key. Every column
+# whose header names a secret (`Password`, `Secret access key`) goes, in every row below it.
+_CSV_HEADER = re.compile(r"(?im)^(?P<header>[^\n,]*(?:,[^\n,]*)*\bSecret access key\b[^\n]*)(?P<rows>(?:\r?\n[^\n]+)+)")
+
+
+def _replace_csv(text: str, m: "re.Match[str]") -> Optional[str]:
+    header = m.group("header").rstrip("\r").split(",")
+    secret_columns = [i for i, name in enumerate(header) if is_secret_name(name.strip().replace(" ", "_"))]
+    rows = m.group("rows").split("\n")
+    out = []
+    for row in rows:
+        cells = row.rstrip("\r").split(",")
+        if len(cells) == len(header):
+            for i in secret_columns:
+                if cells[i].strip() and not _is_placeholder(cells[i]):
+                    cells[i] = _AWS_SECRET_MARK if "secret" in header[i].lower() else _ASSIGNMENT_MARK
+            row = ",".join(cells) + ("\r" if row.endswith("\r") else "")
+        out.append(row)
+    new = m.group("header") + "\n".join(out)
+    return None if new == m.group(0) else new
+
+
+# --- short command-line flags that take a password, per program ---
+# `mysql -phunter2`, `sshpass -p pw`, `curl -u user:pw`, `redis-cli -a pw`, `docker login -p pw`.
+# A short flag means a password only for some programs (`mkdir -p`, `docker run -u 1000:1000`),
+# so the rule reads the command the flag belongs to, and a table says which of its flags take a
+# secret: (flag, how, form). `how`: "g" glued (-pSECRET: mysql takes `-p SECRET` as "prompt, then
+# a database name"), "s" spaced, "gs" either. `form`: "" the whole value, ":" after the first
+# colon (user:password), "%" after the first % (smbclient's user%password), "pass:" only a
+# `pass:` value (openssl's -passin pass:x; env:VAR and file:path name no secret).
+_FlagSpec = tuple[tuple[str, str, str], ...]
+_MYSQL_FLAGS: _FlagSpec = (("p", "g", ""),)
+_MONGO_FLAGS: _FlagSpec = (("p", "gs", ""),)
+_LDAP_FLAGS: _FlagSpec = (("w", "s", ""),)
+_LOGIN_FLAGS: _FlagSpec = (("p", "gs", ""),)
+_FLAG_SECRETS: dict[str, _FlagSpec] = {
+    **dict.fromkeys(
+        ("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlcheck", "mysqlshow", "mysqlslap", "mysqlsh",
+         "mariadb", "mariadb-dump", "mariadb-admin", "mariadb-import", "mycli"),
+        _MYSQL_FLAGS,
+    ),
+    **dict.fromkeys(("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport"), _MONGO_FLAGS),
+    **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldappasswd", "ldapwhoami"), _LDAP_FLAGS),
+    "sshpass": (("p", "gs", ""),),
+    "redis-cli": (("a", "gs", ""),),
+    "sqlcmd": (("P", "gs", ""),),
+    "bcp": (("P", "gs", ""),),
+    "zip": (("P", "s", ""),),
+    "unzip": (("P", "s", ""),),
+    **dict.fromkeys(("7z", "7za", "7zz", "rar", "unrar"), (("p", "g", ""),)),
+    "security": (("w", "s", ""),),  # macOS: security add-generic-password -w PW
+    "ssh-keygen": (("N", "s", ""), ("P", "s", "")),
+    "psexec": (("p", "s", ""),),
+    "psexec.py": (("p", "s", ""),),
+    "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":")),
+    **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
+    **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
+    "keytool": tuple((f, "s", "") for f in ("storepass", "keypass", "srcstorepass", "deststorepass", "srckeypass", "destkeypass")),
+    "openssl": (("k", "s", ""), ("pass", "s", "pass:"), ("passin", "s", "pass:"), ("passout", "s", "pass:"), ("password", "s", "pass:")),
+}
+# These only after a subcommand: `docker login -p`, `az login -p`, `gh secret set NAME -b`.
+_FLAG_SUBCOMMANDS: dict[str, tuple[str, _FlagSpec]] = {
+    **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az")},
+    "gh": ("secret", (("b", "s", ""), ("-body", "s", ""))),
+}
+# Any program: single-dash long flags that say password (`influx -password pw`).
+_ANY_PROGRAM_FLAGS: _FlagSpec = (("password", "s", ""), ("passwd", "s", ""))
+# A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
+_OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
+_FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
+_SHORT_FLAG_GATE = r"(?<=[ \t]-)(?=-?[A-Za-z])"
+_SHORT_FLAG = re.compile(rf"-(?<=[ \t]-)(?P<word>-?[A-Za-z]{_FLAG_ARG}*)(?:[ \t]+(?![-|;&])(?P<arg>{_FLAG_ARG}+))?")
+_COMMAND_BREAK = re.compile(r".*(?:\|\||&&|[|;&`(]|\$\()")
+_CLI_MARK = marker("cli-flag")
+
+
+def _program_flags(text: str, pos: int) -> _FlagSpec:
+    """The password-taking flags of the program that the flag at `pos` belongs to: the nearest
+    known program before it in its command (after the last `|`, `;`, `&&` on its line)."""
+    line = _line_prefix(text, pos)
+    cut = _COMMAND_BREAK.match(line)
+    words = (line[cut.end() :] if cut else line).split()
+    for i in range(len(words) - 1, -1, -1):
+        prog = words[i].rsplit("/", 1)[-1].removesuffix(".exe")
+        if prog in _FLAG_SECRETS:
+            return _FLAG_SECRETS[prog] + _ANY_PROGRAM_FLAGS
+        if prog in _FLAG_SUBCOMMANDS:
+            sub, flags = _FLAG_SUBCOMMANDS[prog]
+            return (flags if sub in words[i + 1 :] else ()) + _ANY_PROGRAM_FLAGS
+        if prog in _OTHER_PROGRAMS:
+            break
+    return _ANY_PROGRAM_FLAGS
+
+
+def _mark_arg(token: str, form: str) -> Optional[str]:
+    """`token` (a flag's value, maybe quoted) with its secret part marked, or None if it has none."""
+    quote = token[0] if len(token) >= 2 and token[0] in "\"'" and token[-1] == token[0] else ""
+    inner = token[1:-1] if quote else token
+    keep = ""
+    if form in (":", "%"):
+        if form not in inner:
+            return None  # curl -u user: prompts for the password
+        user, inner = inner.split(form, 1)
+        keep = user + form
+    elif form == "pass:":
+        if not inner.startswith("pass:"):
+            return None
+        keep, inner = "pass:", inner[5:]
+    if not inner or _is_placeholder(inner.strip("\"'")):
+        return None
+    return quote + keep + _CLI_MARK + quote
+
+
+def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    word, arg = m.group("word"), m.group("arg")
+    for flag, how, form in _program_flags(text, m.start()):
+        if "g" in how and len(word) > len(flag) and word.startswith(flag) and not (flag == "pass" and word[4:5].isalpha()):
+            new = _mark_arg(word[len(flag) :], form)
+            if new is not None:
+                return "-" + flag + new + text[m.end("word") : m.end()]
+        if "s" in how and word == flag and arg is not None:
+            new = _mark_arg(arg, form)
+            if new is not None:
+                return "-" + word + text[m.end("word") : m.start("arg")] + new
+    return None
+
+
+# --- NAME VALUE settings without `=`: Dockerfile `ENV NAME value`, csh `setenv NAME value`,
+# fish `set -gx NAME value`, `aws configure set NAME value`, `npm config set NAME value`,
+# `dotnet user-secrets set "Name" "value"`. The name must be a secret's, as for assignments.
+_SPACED_SETTING = re.compile(
+    r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))[ \t]+(?:-[\w-]+[ \t]+)*(?P<name>[^\s=\"'`]+|\"[^\"\s]+\"|'[^'\s]+')[ \t]+"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+)
+
+
+def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name").strip("\"'"))
+    if kind is None:
+        return None
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    value = m.group(group)
+    if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)):
+        return None
+    if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
+        return None  # "set the API_KEY variable to ..."
+    return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
+# .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
+# A `login` must come first: prose says "machine translation password reset" too.
+_NETRC = re.compile(
+    r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+login[ \t]+\S+"
+    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+password[ \t]+(?P<s>[^\s]+)"
+)
+# redis.conf: `requirepass PW`, `masterauth PW`.
+_REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#]+)")
+# openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`.
+_OPENSSL_PASS = re.compile(r"pass:(?<=[ \t/\"']pass:)(?P<s>[^\s\"']+)")
+
+
+def _replace_base64_pem(text: str, m: "re.Match[str]") -> Optional[str]:
+    """A base64-encoded PEM block (kubeconfig `client-key-data`, a Kubernetes TLS secret's
+    `tls.key`): a private key goes, a certificate stays."""
+    head = m.group(0)[:64]
+    try:
+        decoded = binascii.a2b_base64(head[: len(head) // 4 * 4])
+    except (binascii.Error, ValueError):
+        return None
+    return _PRIVATE_KEY_MARK if b"PRIVATE KEY" in decoded else None
+
+
+def _replace_docker_config(text: str, m: "re.Match[str]") -> Optional[str]:
+    """A base64 docker config (`.dockerconfigjson: eyJhdXRocyI6...`) holds registry passwords."""
+    return marker("docker-auth")
+
+
+def _shape(kind: str, pattern: str, *gates: tuple[str, str]) -> _Rule:
+    """A token whose prefix varies in width: its own left boundary, then the whole match goes."""
+    return _Rule(kind, re.compile(pattern), _whole(kind), gates)
+
+
+# Tokens with a fixed prefix that rarely appears otherwise, each gated by its prefix as a
+# (multi-character) anchor: a substring test per text, then nothing unless it is there.
+_MORE_TOKENS: tuple[_Rule, ...] = (
+    _shape("telegram-bot-token", r"(?<![0-9])[0-9]{5,12}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])", (":", r"(?<=[0-9]:)(?=AA)")),
+    _shape("discord-bot-token", r"(?<![A-Za-z0-9_.-])[MNO][A-Za-z0-9_-]{22,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}(?![A-Za-z0-9_-])",
+           (".", r"(?<=[A-Za-z0-9_-]{23}\.)(?=[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27})")),
+    _shape("mailchimp-key", r"(?<![A-Za-z0-9])[0-9a-f]{32}-us[0-9]{1,2}(?![A-Za-z0-9])", ("-", r"(?<=[0-9a-f]{32}-)(?=us[0-9])")),
+    _token("mailgun-key", "key-", r"(?=[a-z0-9]*[0-9])[a-z0-9]{32}(?![A-Za-z0-9])", ("-", r"(?<=key-)(?=[a-z0-9]{32})")),
+    _token("square-token", r"sq0(?:atp|csp)-", r"[0-9A-Za-z_-]{22,43}(?![A-Za-z0-9_-])", ("-", "(?:(?<=sq0atp-)|(?<=sq0csp-))")),
+    _token("square-token", "EAAA", r"[A-Za-z0-9_-]{60}(?![A-Za-z0-9_-])", ("A", r"(?<=EA)(?=AA[A-Za-z0-9_-]{60})")),
+    _token("facebook-token", "EAA", r"(?!A)(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{90,}", ("A", r"(?<=EA)(?=A[A-Za-z0-9]{90})")),
+    _token("heroku-key", "HRKU-", r"[0-9A-Za-z_-]{40,}", ("-", "(?<=HRKU-)")),
+    _shape("azure-ad-client-secret", r"(?<![A-Za-z0-9_.-])[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}(?![A-Za-z0-9_~.-])",
+           ("~", r"(?<=[0-9]Q~)")),
+    _token("databricks-token", "dapi", r"[a-f0-9]{32}(?:-[0-9]+)?(?![A-Za-z0-9])", ("dapi", "(?=[a-f0-9]{32})")),
+    _shape("vault-token", r"(?<![A-Za-z0-9_.-])hv[sbr]\.[A-Za-z0-9_-]{24,}", (".", r"(?<=hv[sbr]\.)")),
+    _token("doppler-token", r"dp\.", r"(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}", (".", r"(?<=dp\.)(?=pt|st|sa|ct|scim|audit)")),
+    _shape("linear-key", r"(?<![A-Za-z0-9_-])lin_(?:api|oauth)_[A-Za-z0-9]{40}", ("_", "(?:(?<=lin_api_)|(?<=lin_oauth_))")),
+    _token("postman-key", "PMAK-", r"[0-9a-f]{24}-[0-9a-f]{34}", ("-", "(?<=PMAK-)")),
+    _token("atlassian-token", r"AT[AC]TT3", r"[A-Za-z0-9_=-]{40,}", ("A", "(?=T[AC]TT3)")),
+    _token("gitlab-token", "glptt-", r"[0-9a-f]{40}", ("-", "(?<=glptt-)")),
+    _shape("gitlab-token", r"(?<![A-Za-z0-9_-])gl(?:soat|cbt|imt)-[A-Za-z0-9_-]{20,}", ("-", "(?:(?<=glsoat-)|(?<=glcbt-)|(?<=glimt-))")),
+    _token("gitlab-token", "GR1348941", r"[A-Za-z0-9_-]{20,}", ("GR1348941", "")),
+    _token("age-secret-key", "AGE-SECRET-KEY-1", r"[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}", ("-", "(?<=AGE-SECRET-KEY-)(?=1)")),
+    _token("sentry-token", "sntry[su]_", r"[A-Za-z0-9+/=_]{40,}", ("_", "(?<=sntry[su]_)")),
+    _token("grafana-token", "glsa_", r"[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}", ("_", "(?<=glsa_)")),
+    _token("grafana-cloud-token", "glc_", r"[A-Za-z0-9+/]{32,}={0,2}", ("_", "(?<=glc_)")),
+    _token("newrelic-key", "NRAK-", r"[A-Z0-9]{27}", ("-", "(?<=NRAK-)")),
+    _token("pulumi-token", "pul-", r"[a-f0-9]{40}", ("-", "(?<=pul-)(?=[a-f0-9]{40})")),
+    _token("supabase-token", "sbp_", r"[a-f0-9]{40}", ("_", "(?<=sbp_)")),
+    _token("replicate-token", "r8_", r"[A-Za-z0-9]{37}(?![A-Za-z0-9])", ("_", "(?<=r8_)")),
+    _token("groq-key", "gsk_", r"[A-Za-z0-9]{48,}", ("_", "(?<=gsk_)")),
+    _token("xai-key", "xai-", r"[A-Za-z0-9]{70,}", ("-", "(?<=xai-)")),
+    _token("perplexity-key", "pplx-", r"[A-Za-z0-9]{40,}", ("-", "(?<=pplx-)")),
+    _token("langsmith-key", "lsv2_(?:pt|sk)_", r"[a-f0-9]{32}_[a-f0-9]{10}", ("_", "(?:(?<=lsv2_pt_)|(?<=lsv2_sk_))")),
+    _token("rubygems-key", "rubygems_", r"[a-f0-9]{48}", ("_", "(?<=rubygems_)")),
+    _token("dockerhub-token", "dckr_pat_", r"[A-Za-z0-9_-]{27,}", ("_", "(?<=dckr_pat_)")),
+    _token("figma-token", "figd_", r"[A-Za-z0-9_-]{40,}", ("_", "(?<=figd_)")),
+    _token("notion-token", "ntn_", r"[A-Za-z0-9]{40,}", ("_", "(?<=ntn_)")),
+    _token("notion-token", "secret_", r"(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{43}(?![A-Za-z0-9])", ("_", "(?<=secret_)(?=[A-Za-z0-9]{43})")),
+    _token("airtable-token", "pat", r"[A-Za-z0-9]{14}\.[a-f0-9]{64}", (".", r"(?<=pat[A-Za-z0-9]{14}\.)(?=[a-f0-9]{64})")),
+    _token("dynatrace-token", r"dt0c01\.", r"[A-Z0-9]{24}\.[A-Z0-9]{64}", (".", r"(?<=dt0c01\.)")),
+    _shape("terraform-token", r"(?<![A-Za-z0-9])[a-z0-9]{14}\.atlasv1\.[A-Za-z0-9_=-]{60,}", (".", r"(?=atlasv1\.)")),
+    _token("contentful-token", "CFPAT-", r"[A-Za-z0-9_-]{43}", ("-", "(?<=CFPAT-)")),
+    _token("dropbox-token", r"sl\.", r"[A-Za-z0-9._-]{130,}", (".", r"(?<=sl\.)(?=[A-Za-z0-9._-]{130})")),
+    _token("alibaba-key", "LTAI", r"[A-Za-z0-9]{20}(?![A-Za-z0-9])", ("A", "(?<=LTA)(?=I)")),
+    _token("tencent-key", "AKID", r"[A-Za-z0-9]{32}(?![A-Za-z0-9])", ("A", "(?=KID)")),
+    _shape("firebase-key", r"(?<![A-Za-z0-9_-])AAAA[A-Za-z0-9_-]{7}:APA91b[A-Za-z0-9_-]{100,}", (":", r"(?=APA91b)")),
+    _token("mapbox-token", r"sk\.eyJ", r"[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}", (".", r"(?<=sk\.)(?=eyJ)")),
+    _token("openshift-token", "sha256~", r"[A-Za-z0-9_-]{43}", ("~", r"(?<=sha256~)")),
+    _token("elevenlabs-key", "sk_", r"[a-f0-9]{48}(?![A-Za-z0-9])", ("_", "(?<=sk_)(?=[a-f0-9]{48})")),
+    _token("tailscale-key", "tskey-", r"(?:api|auth|client|scim|webhook)-[A-Za-z0-9]+-[A-Za-z0-9]+", ("-", "(?<=tskey-)")),
+    _token("brevo-key", "xkeysib-", r"[a-f0-9]{64}-[A-Za-z0-9]{16}", ("-", "(?<=xkeysib-)")),
+    _shape("plaid-token", r"(?<![A-Za-z0-9_-])access-(?:sandbox|development|production)-[0-9a-f-]{36}", ("-", "(?<=access-)(?=sandbox-|development-|production-)")),
+    _token("braintree-token", r"access_token\$production\$", r"[a-z0-9]{16}\$[a-f0-9]{32}", ("access_token$", "")),
+    _token("render-key", "rnd_", r"[A-Za-z0-9]{28,}", ("_", "(?<=rnd_)")),
+    _token("netlify-token", "nfp_", r"[A-Za-z0-9]{36,}", ("_", "(?<=nfp_)")),
+    _shape("fly-token", r"(?<![A-Za-z0-9])f(?:m2|o1)_[A-Za-z0-9+/=_-]{40,}", ("_", "(?<=fm2_)"), ("_", "(?<=fo1_)")),
+    _token("buildkite-token", "bkua_", r"[a-f0-9]{40}", ("_", "(?<=bkua_)")),
+    _token("circleci-token", "CCIPAT_", r"[A-Za-z0-9_]{40,}", ("_", "(?<=CCIPAT_)")),
+    _token("shippo-token", "shippo_(?:live|test)_", r"[a-f0-9]{40}", ("_", "(?:(?<=shippo_live_)|(?<=shippo_test_))")),
+    _token("onepassword-token", "ops_eyJ", r"[A-Za-z0-9+/=_-]{40,}", ("_", "(?<=ops_)(?=eyJ)")),
+)
+
+# Secrets with a shape rather than a prefix.
+_MORE_SHAPES: tuple[_Rule, ...] = (
+    # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
+    _Rule(
+        "putty-key",
+        re.compile(rf"Private-Lines:[ \t]*[0-9]+(?:{_PK_NEWLINE})(?P<s>[A-Za-z0-9+/=]+(?:{_PK_NEWLINE}[A-Za-z0-9+/=]+)*)"),
+        _group("private-key"),
+        (("Private-Lines:", ""),),
+    ),
+    # base64 of "-----BEGIN": a PEM block inside YAML or JSON.
+    _Rule("base64-pem", re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2}"), _replace_base64_pem, (("LS0tLS1CRUdJTi", ""),)),
+    # base64 of '{"auths":': a docker config, registry passwords and all.
+    _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
+    _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
+    # Microsoft Teams incoming webhooks.
+    _Rule(
+        "teams-webhook",
+        re.compile(r"office\.com/webhook(?:b2)?/(?P<s>[A-Za-z0-9@/_-]{20,})"),
+        _group("teams-webhook"),
+        (("office.com/webhook", ""),),
+    ),
+)
+
 _RULES: tuple[_Rule, ...] = (
     _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
-    _token("anthropic-key", "sk-ant-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
-    # OpenAI: sk-<48>, sk-proj-<~150>, sk-svcacct-...; a digit rules out kebab-case words.
-    _token("openai-key", "sk-", r"(?!ant-)(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)")),
+    _token("anthropic-key", "sk-ant-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
+    _token("openrouter-key", "sk-or-v1-", r"[a-f0-9]{64}", ("-", "(?<=sk-)(?=or-v1-)")),
+    # OpenAI: sk-<48 letters and digits>, sk-proj-/sk-svcacct-/sk-admin-<long, with - and _>.
+    # Only those sub-prefixes may be followed by dashes: `sk-circle-2x-animation-delay` (CSS) is
+    # words, and a key is never words. Without one, the body is one run of 20+ letters and
+    # digits with a digit in it (also DeepSeek's and Moonshot's sk-<hex or alnum>).
+    _token("openai-key", "sk-", r"(?:proj|svcacct|admin|None)-(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)")),
+    _token("openai-key", "sk-", r"(?!ant-)(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{20,}(?![A-Za-z0-9_-])", ("-", "(?<=sk-)")),
     _token("google-api-key", "AIza", r"[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", ("A", "(?=Iza)")),
     _token("google-oauth", r"ya29\.", r"[0-9A-Za-z_-]{20,}", (".", r"(?<=ya29\.)")),
     _token("google-oauth", "GOCSPX-", r"[0-9A-Za-z_-]{20,}", ("-", "(?<=GOCSPX-)")),
@@ -542,7 +944,7 @@ _RULES: tuple[_Rule, ...] = (
     _token("pypi-token", "pypi-Ag", r"[A-Za-z0-9_-]{50,}", ("-", "(?<=pypi-)(?=Ag)")),
     _token("digitalocean-token", r"do[opr]_v1_", r"[a-f0-9]{64}", ("_", "(?<=do[opr]_v1_)")),
     _token("shopify-token", r"shp(?:at|ss|ca|pa)_", r"[a-fA-F0-9]{32}", ("_", "(?<=shp(?:at|ss|ca|pa)_)")),
-    _token("aws-access-key-id", r"A(?:KIA|SIA)", r"[A-Z0-9]{16}(?![A-Za-z0-9])", ("A", "(?=KIA|SIA)")),
+    _Rule("aws-access-key-id", _AWS_KEY_ID, _replace_aws_key, (("A", "(?=KIA|SIA)"),)),
     _Rule(
         "azure-key",
         re.compile(r"(?:AccountKey|SharedAccessKey)=(?P<s>[A-Za-z0-9+/=]{16,})"),
@@ -579,6 +981,8 @@ _RULES: tuple[_Rule, ...] = (
         r"[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
         (".", r"(?=eyJ[A-Za-z0-9_-]{5,}\.)"),
     ),
+    *_MORE_TOKENS,
+    *_MORE_SHAPES,
     _Rule("url-password", _URL_PASSWORD, _group("url-password"), ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
     _Rule(
         "authorization",
@@ -590,6 +994,11 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
+    _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),
+    _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
+    _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
+    _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
+    _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", r"(?<=[ \t/\"']pass:)"),)),
 )
 
 
@@ -610,21 +1019,45 @@ def _sep_guard(sep: str, others: str) -> str:
 _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
     # token has at least 10 letters and digits after it; snake_case code mostly does not.
-    "_": ((r"(?=[A-Za-z0-9]{10})", None),),
+    "_": (
+        # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
+        (
+            "(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",
+            frozenset({"grafana-cloud-token", "fly-token", "figma-token", "dockerhub-token", "circleci-token", "sentry-token"}),
+        ),
+        (r"(?=[A-Za-z0-9]{10})", None),
+    ),
     # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-
     # GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) and have 10 or more token characters
     # after it.
+    # New prefixes end in U K T x l y Y s too (HRKU- PMAK- CFPAT- pplx- pul- tskey- key- access-);
+    # `--user` and ` -p` are flags (cli-short-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
-        (r"(?<=[kXitabposr]-)(?=[A-Za-z0-9_-]{10})", None),
+        (r"(?<=[ \t]-)", frozenset({"cli-short-flag"})),
+        (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
+        (r"(?<=[kXitabposrUKTxlyYs]-)(?=[A-Za-z0-9_-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
-    ".": (("(?=eyJ)", frozenset({"jwt"})), (r"(?<=[9Gsdp]\.)", None)),
+    # Also hvs. hvb. hvr. sl. dt0c01. (s b r l 1), sk.eyJ (Mapbox), a Discord bot token's first
+    # dot, Terraform's .atlasv1. and Airtable's 64 hex after the dot.
+    ".": (
+        ("(?=eyJ)", frozenset({"jwt", "mapbox-token"})),
+        (r"(?=[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27})", frozenset({"discord-bot-token"})),
+        (r"(?=atlasv1\.|[a-f0-9]{64})", frozenset({"terraform-token", "airtable-token"})),
+        (r"(?<=[9Gsdpbrl1]\.)", None),
+    ),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),
     # AccountKey= / SharedAccessKey= (y), sig= (g).
     "=": ((_sep_guard("=", "yg"), None),),
     # `:`: `://` of a URL with a password; the rest as for `=`.
-    ":": (("(?=//)", frozenset({"url-password"})), (_sep_guard(":", ""), None)),
+    # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl).
+    ":": (
+        ("(?=//)", frozenset({"url-password"})),
+        ("(?=A[AP])", frozenset({"telegram-bot-token", "firebase-key"})),
+        ("(?<=pass:)", frozenset({"openssl-pass"})),
+        (_sep_guard(":", ""), None),
+    ),
 }
 
 
@@ -770,57 +1203,118 @@ def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+class RedactionError(Exception):
+    """Redaction failed. It says in which function and with what exception type, never with
+    what text: its message is logged, and a payload must not reach a log line."""
+
+
+def _guarded(fn: Callable[[Any], tuple[Any, int]], value: Any) -> tuple[Any, int]:
+    # A bug here must neither let text through unredacted (the caller gets an exception, not
+    # the value) nor put text in a message: builtin exceptions can quote their input
+    # (UnicodeDecodeError, KeyError), so the original is dropped (`from None`), type name kept.
+    try:
+        return fn(value)
+    except RecursionError:
+        raise RedactionError(f"{fn.__name__}: value nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - any failure, reported without its message
+        raise RedactionError(f"{fn.__name__} failed with {type(exc).__name__}") from None
+
+
 def redact_text_with_count(text: str) -> tuple[str, int]:
     """`text` with every secret replaced by ``[REDACTED:kind]``, and how many were replaced."""
-    return _redact(text)
+    return _guarded(_redact, text)
 
 
 def redact_text(text: str) -> str:
     """`text` with every secret replaced by ``[REDACTED:kind]``; the rest is unchanged."""
-    return _redact(text)[0]
+    return _guarded(_redact, text)[0]
 
 
-def redact_value_with_count(value: Any) -> tuple[Any, int]:
-    """`redact_value`, and how many secrets it replaced."""
+def _named_value_is_secret(kind: Optional[str], value: str) -> bool:
+    """{"api_key": "abc"}: the name is enough, whatever the value looks like; but an UPPER_CASE
+    `_KEY` name alone is not ({"CACHE_KEY": "user"} is a setting), and `auth` holds a secret only
+    as base64 `user:password`."""
+    if kind is None or _is_placeholder(value):
+        return False
+    if kind == _WEAK:
+        return _looks_made(value)
+    if kind == _BASIC:
+        return _decodes_to_credentials(value)
+    return True
+
+
+# Dict keys seen to hold no secret: keys repeat endlessly ("tool_response", "transcript_path"),
+# and a key that is a secret is never kept here (so no secret lives on in this cache).
+_CLEAN_KEYS: set[str] = set()
+
+
+def _redact_key(key: str) -> tuple[str, int]:
+    """A dict key with any secret in it replaced: `{"ghp_...": 1}` must not keep the token."""
+    if key in _CLEAN_KEYS or len(key) < MIN_SECRET_CHARS:
+        return key, 0
+    red, n = _redact(key)
+    if not n:
+        if len(_CLEAN_KEYS) > 4096:
+            _CLEAN_KEYS.clear()
+        _CLEAN_KEYS.add(key)
+    return red, n
+
+
+def _redact_value(value: Any) -> tuple[Any, int]:
     if isinstance(value, str):
         return _redact(value)
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         total = 0
         for key, item in value.items():
+            if isinstance(key, str):
+                new_key, n = _redact_key(key)
+                total += n
+                if new_key in out:
+                    # Two keys became one marker ({"ghp_a": 1, "ghp_b": 2}): number the later ones,
+                    # so that no value is lost.
+                    stem, k = new_key, 2
+                    while f"{stem}#{k}" in out:
+                        k += 1
+                    new_key = f"{stem}#{k}"
+            else:
+                new_key = key
             # (Strings and scalars are handled here rather than by a call per item: hook
             # payloads are many small dicts.)
             if isinstance(item, str):
-                kind = _name_kind(key) if isinstance(key, str) else None
-                if kind is not None and not _is_placeholder(item) and (kind != _WEAK or _looks_made(item)):
-                    # {"api_key": "abc"}: the name is enough, whatever the value looks like (but an
-                    # UPPER_CASE `_KEY` name alone is not: {"CACHE_KEY": "user"} is a setting).
-                    out[key] = _ASSIGNMENT_MARK
+                if _named_value_is_secret(_name_kind(key) if isinstance(key, str) else None, item):
+                    out[new_key] = _ASSIGNMENT_MARK
                     total += 1
                 else:
-                    out[key], n = _redact(item)
+                    out[new_key], n = _redact(item)
                     total += n
             elif isinstance(item, (dict, list, tuple)):
-                out[key], n = redact_value_with_count(item)
+                out[new_key], n = _redact_value(item)
                 total += n
             else:
-                out[key] = item
+                out[new_key] = item
         return out, total
     if isinstance(value, (list, tuple)):
         items = []
         total = 0
         for item in value:
-            red, n = redact_value_with_count(item)
+            red, n = _redact_value(item)
             items.append(red)
             total += n
         return (items if isinstance(value, list) else tuple(items)), total
     return value, 0
 
 
+def redact_value_with_count(value: Any) -> tuple[Any, int]:
+    """`redact_value`, and how many secrets it replaced."""
+    return _guarded(_redact_value, value)
+
+
 def redact_value(value: Any) -> Any:
     """A copy of `value` (str, dict, list, tuple, anything else) with every string redacted.
 
-    Dict keys are kept. A non-empty string under a key that names a secret (``api_key``,
+    Dict keys are redacted like any string (a key that is a token becomes its marker, numbered
+    ``#2``, ``#3`` if two collapse into one); keys without secrets are kept. A non-empty string under a key that names a secret (``api_key``,
     ``password``, ``clientSecret``) is replaced whole, even if it does not look like a token.
     Values of other types are returned as they are.
     """

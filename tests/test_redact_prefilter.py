@@ -18,6 +18,7 @@ import re
 import pytest
 
 from capture_daemon.redact import _GATES, _RULES, _gate_starts, _redact, redact_text
+from tests.secret_corpus import BENIGN_CASES, SECRET_CASES
 from tests.test_redact import HEX, NEGATIVE, POSITIVE, fake
 
 # Every alternative of every token prefix, so that each look-behind branch is exercised.
@@ -53,6 +54,68 @@ TOKENS = [
     ("bearer-token", "Bearer " + fake(40)),
     ("bearer-token", "bearer " + fake(40)),
 ]
+# Prefixes added for the outside tester's list (gitleaks' and detect-secrets' rule sets).
+TOKENS += [
+    ("openrouter-key", "sk-" + "or-v1-" + fake(64, HEX)),
+    ("openai-key", "sk-" + "svcacct-" + fake(60)),
+    ("telegram-bot-token", "123456789" + ":AA" + fake(33)),
+    ("discord-bot-token", "M" + fake(25) + "." + fake(6) + "." + fake(38)),
+    ("mailchimp-key", fake(32, HEX) + "-us" + "14"),
+    ("mailgun-key", "key" + "-" + fake(32, HEX)),
+    *[("square-token", "sq0" + p + "-" + fake(43)) for p in ("atp", "csp")],
+    ("square-token", "EA" + "AA" + fake(60)),
+    ("facebook-token", "EA" + "AC" + fake(100)),
+    ("heroku-key", "HR" + "KU-AA" + fake(58)),
+    ("azure-ad-client-secret", "abc" + "8Q~" + fake(34)),
+    ("databricks-token", "da" + "pi" + fake(32, HEX)),
+    *[("vault-token", "hv" + c + "." + fake(90)) for c in "sbr"],
+    ("doppler-token", "dp" + ".st." + fake(43)),
+    *[("linear-key", "lin" + p + fake(40)) for p in ("_api_", "_oauth_")],
+    ("postman-key", "PM" + "AK-" + fake(24, HEX) + "-" + fake(34, HEX)),
+    *[("atlassian-token", "AT" + c + "TT3" + fake(180)) for c in "AC"],
+    ("gitlab-token", "gl" + "ptt-" + fake(40, HEX)),
+    *[("gitlab-token", "gl" + p + "-" + fake(24)) for p in ("soat", "cbt", "imt")],
+    ("gitlab-token", "GR" + "1348941" + fake(20)),
+    ("age-secret-key", "AGE-" + "SECRET-KEY-1" + fake(58, "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L")),
+    *[("sentry-token", "sntry" + c + "_" + fake(64, HEX)) for c in "su"],
+    ("grafana-token", "gl" + "sa_" + fake(32) + "_" + fake(8, HEX)),
+    ("grafana-cloud-token", "gl" + "c_" + "+" + fake(40)),
+    ("newrelic-key", "NR" + "AK-" + fake(27, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")),
+    ("pulumi-token", "pul" + "-" + fake(40, HEX)),
+    ("supabase-token", "sb" + "p_" + fake(40, HEX)),
+    ("replicate-token", "r8" + "_" + fake(37)),
+    ("groq-key", "gs" + "k_" + fake(52)),
+    ("xai-key", "xa" + "i-" + fake(80)),
+    ("perplexity-key", "pp" + "lx-" + fake(48)),
+    *[("langsmith-key", "lsv2" + p + fake(32, HEX) + "_" + fake(10, HEX)) for p in ("_pt_", "_sk_")],
+    ("rubygems-key", "rubygems" + "_" + fake(48, HEX)),
+    ("dockerhub-token", "dckr" + "_pat_" + "-" + fake(30)),
+    ("figma-token", "fig" + "d_" + "_" + fake(40)),
+    ("notion-token", "nt" + "n_" + fake(46)),
+    ("notion-token", "secret" + "_" + fake(43)),
+    ("airtable-token", "pat" + fake(14) + "." + fake(64, HEX)),
+    ("dynatrace-token", "dt0c01" + "." + fake(24, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") + "." + fake(64, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")),
+    ("terraform-token", fake(14, HEX) + ".atlas" + "v1." + fake(70)),
+    ("contentful-token", "CF" + "PAT-" + fake(43)),
+    ("dropbox-token", "sl" + "." + fake(140)),
+    ("alibaba-key", "LT" + "AI" + fake(20)),
+    ("tencent-key", "AK" + "ID" + fake(32)),
+    ("firebase-key", "AAAA" + fake(7) + ":APA" + "91b" + fake(134)),
+    ("mapbox-token", "sk" + ".eyJ" + fake(40) + "." + fake(22)),
+    ("openshift-token", "sha256" + "~" + fake(43)),
+    ("elevenlabs-key", "sk" + "_" + fake(48, HEX)),
+    ("tailscale-key", "ts" + "key-auth-" + fake(12) + "-" + fake(30)),
+    ("brevo-key", "xkey" + "sib-" + fake(64, HEX) + "-" + fake(16)),
+    ("plaid-token", "access" + "-sandbox-" + "-".join(fake(n, HEX) for n in (8, 4, 4, 4, 12))),
+    ("braintree-token", "access_token" + "$production$" + fake(16, HEX) + "$" + fake(32, HEX)),
+    ("render-key", "rn" + "d_" + fake(32)),
+    ("netlify-token", "nf" + "p_" + fake(40)),
+    *[("fly-token", p + "_" + fake(60)) for p in ("fm2", "fo1")],
+    ("buildkite-token", "bk" + "ua_" + fake(40, HEX)),
+    ("circleci-token", "CCI" + "PAT_" + fake(22) + "_" + fake(40, HEX)),
+    ("shippo-token", "shippo" + "_live_" + fake(40, HEX)),
+    ("onepassword-token", "ops" + "_eyJ" + fake(60)),
+]
 # The same at the shortest length each rule takes: the guards' length tests sit at these bounds.
 TOKENS += [
     ("anthropic-key", "sk-" + "ant-" + fake(20)),
@@ -80,16 +143,21 @@ TOKENS += [
 # (`AccountKey=` is an azure-key and an assignment gate), each value short or long enough
 # for one rule and not the other.
 NAMES = ["AccountKey", "SharedAccessKey", "sig", "?sig", "&sig", "password", "api_key", "Token", "GITHUB_TOKEN",
-         "Authorization", "authorization", "x-api-key", "STRIPE_KEY", "db.password", "name"]
-SEPARATORS = ["=", ": ", ":", " = ", ":=", "=>", '": "', "\\\": \\\"", "' => '"]
+         "Authorization", "authorization", "x-api-key", "STRIPE_KEY", "db.password", "name", "DB_PASS", "smtp_pass",
+         "SECRET_KEY_BASE", "auth", "_auth", "$env:DB_PASSWORD", "//registry/:_password", "define('DB_PASSWORD",
+         "ENV API_TOKEN", "set -gx API_TOKEN", "aws configure set aws_secret_access_key", "machine h login u password",
+         "requirepass", "-passin pass", "mysql -u root -p", "sshpass -p", "curl -u bob:", "curl --user bob"]
+SEPARATORS = ["=", ": ", ":", " = ", ":=", "=>", '": "', "\\\": \\\"", "' => '", "', '", '", "', " ", ""]
 VALUES = ["abcdefgh1", "hunter2hunter2", "aB3dE6gH9jK2mN5pQ8sT", "Bearer " + fake(24), "Basic " + fake(20),
-          "x", "self.token", fake(16, HEX), fake(86) + "=="]
+          "x", "self.token", fake(16, HEX), fake(86) + "==", "dXNlcjpodW50ZXIy", "abc123.def456.ghi789", "eyJx.y.z",
+          "0x9E3779B1", "hunter2')", "'pw9!'"]
 # What surrounds a secret in tool output: dashes, dots, colons and underscores that hit anchors
 # and guards without being secrets.
 CONTEXTS = ["", " ", "-", "--", "a-", "k-", "-rw-r--r-- ", "file.txt:", "12:30 ", "x=", "snake_case_", "\\n", '"', "'",
-            "export ", "--token ", "--password=", "Authorization: ", "https://u:", "sk-", "a.", "9."]
+            "export ", "--token ", "--password=", "Authorization: ", "https://u:", "sk-", "a.", "9.", "mysql -p", " -u ",
+            "set ", "ENV ", "machine ", "~", "1:", "pass:", "Q~", "abc8", "EA", "LT", "AT", "-us", "sk."]
 
-ALL_TEXTS = [c[1] for c in POSITIVE] + [c[1] for c in NEGATIVE]
+ALL_TEXTS = [c[1] for c in POSITIVE] + [c[1] for c in NEGATIVE] + [c.text for c in SECRET_CASES] + [t for _, t in BENIGN_CASES]
 
 
 def _fuzz_texts() -> list[str]:
