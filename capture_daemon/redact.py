@@ -654,7 +654,10 @@ def _replace_aws_key(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # The console's credentials CSV: a header naming the columns, then one row per key. Every column
 # whose header names a secret (`Password`, `Secret access key`) goes, in every row below it.
-_CSV_HEADER = re.compile(r"(?im)^(?P<header>[^\n,]*(?:,[^\n,]*)*\bSecret access key\b[^\n]*)(?P<rows>(?:\r?\n[^\n]+)+)")
+# (The header is column names only, so that prose mentioning the column is not read as one.)
+_CSV_HEADER = re.compile(
+    r"(?im)^(?P<header>(?:[A-Za-z][\w ()-]{0,40},)*Secret access key(?:,[A-Za-z][\w ()-]{0,40})*\r?)(?P<rows>(?:\n[^\n]+)+)"
+)
 
 
 def _replace_csv(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -838,7 +841,9 @@ def _shape(kind: str, pattern: str, *gates: tuple[str, str]) -> _Rule:
 # (multi-character) anchor: a substring test per text, then nothing unless it is there.
 _MORE_TOKENS: tuple[_Rule, ...] = (
     _shape("telegram-bot-token", r"(?<![0-9])[0-9]{5,12}:AA[A-Za-z0-9_-]{33}(?![A-Za-z0-9_-])", (":", r"(?<=[0-9]:)(?=AA)")),
-    _shape("discord-bot-token", r"(?<![A-Za-z0-9_.-])[MNO][A-Za-z0-9_-]{22,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}(?![A-Za-z0-9_-])",
+    # (A digit in the first part, base64 of a numeric id: `NotificationServiceFactory.create.build...`
+    # has the same shape.)
+    _shape("discord-bot-token", r"(?<![A-Za-z0-9_.-])[MNO](?=[A-Za-z0-9_-]{0,26}[0-9])[A-Za-z0-9_-]{22,27}\.[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27,40}(?![A-Za-z0-9_-])",
            (".", r"(?<=[A-Za-z0-9_-]{23}\.)(?=[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27})")),
     _shape("mailchimp-key", r"(?<![A-Za-z0-9])[0-9a-f]{32}-us[0-9]{1,2}(?![A-Za-z0-9])", ("-", r"(?<=[0-9a-f]{32}-)(?=us[0-9])")),
     _token("mailgun-key", "key-", r"(?=[a-z0-9]*[0-9])[a-z0-9]{32}(?![A-Za-z0-9])", ("-", r"(?<=key-)(?=[a-z0-9]{32})")),

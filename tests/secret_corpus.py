@@ -421,6 +421,10 @@ def _benign() -> list[tuple[str, str]]:
         ("hex-colors-and-versions", "color: #ff00aa; background: #0a0b0c;\nversion 3.11.7 build 2026.12.01-rc1 node v20.11.0"),
         ("placeholders", "OPENAI_API_KEY=YOUR_API_KEY\npassword: <your password>\ntoken: ${TOKEN}\nAWS_SECRET_ACCESS_KEY=xxxxxxxxxxxxxxxx"),
         ("secrets-module", "import secrets\nnonce = secrets.token_hex(32)\nsalt = os.urandom(16)\npassword_hash = bcrypt.hashpw(pw, salt)"),
+        ("java-and-shell", "return NotificationServiceFactory.create.buildNotificationServiceWithRetries(cfg);\n"
+         'ssh-keygen -t ed25519 -N "" -f deploy_key\nsecurity find-generic-password -s github -w\ncurl -u bob https://api.acme.io\n'
+         "kubectl set image deployment/web web=acme/web:1.2\nset -o pipefail\nmysql -u root -p shop"),
+        ("csv-prose", "Download the .csv: it has the Access key ID, Secret access key and console link.\nKeep it safe, then delete it."),
         ("k8s-meta", f"metadata:\n  uid: {uuid()}\n  resourceVersion: \"{rand(8, DIGITS)}\"\n  generation: 3"),
     ]
 
