@@ -31,7 +31,7 @@ import orjson
 from capture_daemon.assemble import build_trace
 from capture_daemon.schema import Trace, make_trace_id
 from capture_daemon.store import TraceStore
-from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
+from capture_daemon.transcript import PromptTurns, Transcript, inline_agents, notification_target, parse_transcript
 
 
 def default_roots() -> list[Path]:
@@ -190,6 +190,8 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
                 agent_turns[agent_id] = turns
                 if meta.get("agentType"):
                     agent_types[agent_id] = meta["agentType"]
+        for agent_id, turns in inline_agents(transcript, main_turns).items():
+            agent_turns.setdefault(agent_id, turns)
         complete = _finished(main_turns)
         interrupted = any(t.interrupted for t in main_turns)
         trace = build_trace(main_turns[0].session_id or file_session, prompt_id, [], main_turns, agent_turns,

@@ -12,6 +12,9 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   `promptId`: a prompt then starts at each real user text row, and its id is that row's
   `uuid` (see `prompt_kind` for what is not a prompt). The live daemon resolves a hook
   prompt without `prompt_id` to the same row (ingest.py), so both ways give one trace id;
+* Claude Code 2.0.0 wrote a (foreground) subagent's rows inline, `isSidechain: true`, in
+  the main file: they are kept apart as `sidechains` (one per parentUuid chain, named
+  `sidechain-<first row uuid>`), never as prompts; `inline_agents` gives those a prompt spawned;
 * slash commands and `!` bash-mode turns (`<command-name>`, `<bash-input>`, their outputs)
   are not prompts: they are kept as `is_command` turns, which the importer leaves out;
 * the file may be mid-write (a partial last line), may hold corrupt lines, lone
@@ -106,6 +109,8 @@ class Transcript:
     partial_tail: bool = False
     # Rows skipped, by reason ("not JSON", "over-long", "not an object", "unexpected shape").
     skipped: dict[str, int] = field(default_factory=dict)
+    # Inline subagent runs of a main file (2.0.0): agent id → its turns.
+    sidechains: dict[str, PromptTurns] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
         self.corrupt_lines += 1
@@ -180,17 +185,18 @@ def parse_transcript(path: str | Path, data: bytes | None = None) -> Transcript:
     """Parse a transcript file; never raises for bad content (an unreadable file → OSError)."""
     if data is not None:
         return _parse_rows(str(path), _rows(io.BytesIO(data)))
+    inline = not Path(path).name.startswith("agent-")  # an agent's own file is all sidechain
     try:
         handle = open_regular_file(path)
     except CorruptSpoolFile as exc:
         raise TranscriptUnreadable(f"transcript {path} is {str(exc).removeprefix('not a regular file ')}") from None
     with handle:
-        return _parse_rows(str(path), _rows(handle))
+        return _parse_rows(str(path), _rows(handle), inline)
 
 
-def _parse_rows(path: str, rows: Iterable[tuple[bytes, bool]]) -> Transcript:
+def _parse_rows(path: str, rows: Iterable[tuple[bytes, bool]], inline_sidechains: bool = True) -> Transcript:
     transcript = Transcript(path=path)
-    state = _ParseState()
+    state = _ParseState(inline_sidechains=inline_sidechains)
     for line, is_last in rows:
         if not line.strip():
             continue
@@ -255,6 +261,8 @@ def _glued_objects(line: bytes) -> list[Any]:
 class _ParseState:
     current: PromptTurns | None = None
     tools_offered: list[dict[str, Any]] = field(default_factory=list)
+    inline_sidechains: bool = True
+    chain_of: dict[str, str] = field(default_factory=dict)  # sidechain row uuid → its run's agent id
 
 
 def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
@@ -270,6 +278,8 @@ def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
             state.tools_offered = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
             if state.current is not None and not state.current.tools_offered:
                 state.current.tools_offered = state.tools_offered
+    elif state.inline_sidechains and row.get("isSidechain") is True and kind in ("user", "assistant"):
+        _sidechain_row(transcript, row, state)
     elif kind == "user":
         state.current = _user_row(transcript, row, state.current, state.tools_offered)
     elif kind == "assistant" and state.current is not None:
@@ -369,6 +379,42 @@ def _assistant_row(current: PromptTurns, row: dict) -> None:
                 tool_input = {}  # unusable as a call's arguments (and would fail to store)
             current.blocks.append(Block("tool_use", message_id, tool_use_id=str(block.get("id")), name=str(block.get("name")),
                                         input=tool_input, timestamp=timestamp))
+
+
+def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
+    uuid, parent = _str_or_none(row.get("uuid")), _str_or_none(row.get("parentUuid"))
+    agent_id = state.chain_of.get(parent or "")
+    if agent_id is None:
+        agent_id = _str_or_none(row.get("agentId")) or f"sidechain-{uuid}"
+    if uuid:
+        state.chain_of[uuid] = agent_id
+    turns = transcript.sidechains.get(agent_id)
+    if turns is None:
+        turns = transcript.sidechains[agent_id] = PromptTurns(prompt_id=agent_id, started_at=_str_or_none(row.get("timestamp")),
+                                                               session_id=_str_or_none(row.get("sessionId")))
+    if row.get("type") == "assistant":
+        _assistant_row(turns, row)
+        return
+    content = _message(row).get("content")
+    kind = prompt_kind(row, content)
+    if kind == "tool_result":
+        for block in content:
+            if isinstance(block, dict) and block.get("type") == "tool_result":
+                text = _text_of(block.get("content"))
+                turns.results[str(block.get("tool_use_id"))] = ToolResult(text=text, is_error=bool(block.get("is_error")),
+                                                                           full_chars=_persisted_output_chars(text))
+    elif kind != "meta" and not turns.prompt:
+        turns.prompt = _text_of(content)
+
+
+def inline_agents(transcript: Transcript, main_turns: list[PromptTurns]) -> dict[str, PromptTurns]:
+    """The inline sidechains (2.0.0) that an Agent/Task call of these turns started: the
+    run's task is the call's `prompt`."""
+    if not transcript.sidechains:
+        return {}
+    asked = {b.input["prompt"].strip() for t in main_turns for b in t.blocks
+             if b.kind == "tool_use" and b.name in ("Agent", "Task") and isinstance(b.input.get("prompt"), str)}
+    return {agent_id: turns for agent_id, turns in transcript.sidechains.items() if turns.prompt.strip() in asked}
 
 
 def notification_target(prompt: str) -> tuple[str | None, str | None]:
