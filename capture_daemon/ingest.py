@@ -44,7 +44,7 @@ from capture_daemon.scrub import scrub_payload, scrub_turns
 from capture_daemon.spool import (LOST_KEY, CorruptSpoolFile, SpoolEvent, pending_names, quarantine, read_event,
                                   write_stand_in)
 from capture_daemon.store import TraceStore
-from capture_daemon.transcript import PromptTurns, Transcript, notification_target, parse_transcript
+from capture_daemon.transcript import PromptTurns, Transcript, inline_agents, notification_target, parse_transcript
 
 log = logging.getLogger("understudy.ingest")
 
@@ -412,6 +412,9 @@ class Ingestor:
                 agent = _load_transcript(ev.payload["agent_transcript_path"], cache)
                 if agent is not None and agent.prompts:
                     agent_turns[ev.agent_id] = scrub_turns(_merge_turns(list(agent.prompts.values())))
+        if main is not None:  # Claude Code 2.0.0: a subagent's rows are inline in the main file
+            for agent_id, turns in inline_agents(main, main_turns).items():
+                agent_turns.setdefault(agent_id, scrub_turns(turns))
         result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
         result.capture_losses = [
