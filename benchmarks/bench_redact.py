@@ -6,7 +6,8 @@
 The daemon redacts every string of every trace, so redaction must cost little next to ingest.
 The corpus mixes what tool outputs hold: Python source (this interpreter's stdlib, full of
 `key`, `token` and `password`), `ls -l` listings, git logs with SHAs, pytest runs, JSON tool
-results and `.env`-style config, with a secret planted about every 20 KB. It is cut into strings
+results and `.env`-style config, with a secret planted about every 20 KB: half of them from the
+shapes below, half from tests/secret_corpus.py's 125 formats. It is cut into strings
 of 200 B to 60 KB, one per tool output, as the daemon would see them.
 
 Printed side by side, same strings, same run, best of --repeat (wall and CPU seconds; the
@@ -32,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from capture_daemon.redact import _redact, redact_text  # noqa: E402
+from tests.secret_corpus import SECRET_CASES  # noqa: E402
 
 TARGET_SECONDS_PER_10MB = 1.0
 
@@ -53,7 +55,16 @@ def _rand(rng: random.Random, n: int, alphabet: str) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
-def plant(rng: random.Random) -> tuple[str, str]:
+def plant(rng: random.Random) -> tuple[str, list[str]]:
+    """A text to plant and the secrets in it that must not survive."""
+    if rng.random() < 0.5:
+        case = rng.choice(SECRET_CASES)
+        return case.text + "\n", list(case.secrets)
+    text, secret = plant_shape(rng)
+    return text, [secret]
+
+
+def plant_shape(rng: random.Random) -> tuple[str, str]:
     alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     fill = {
         "a20": _rand(rng, 20, alnum),
@@ -119,10 +130,10 @@ def build_corpus(total_bytes: int, seed: int = 0) -> tuple[list[str], list[str]]
         pos = (pos + n) % max(1, len(pool) - 60_000)
         # About one secret per 20 KB, at a line start.
         for _ in range(max(0, round(len(chunk) / 20_000 + rng.random() - 0.5))):
-            text, secret = plant(rng)
+            text, secrets = plant(rng)
             cut = chunk.find("\n", rng.randrange(len(chunk))) + 1
             chunk = chunk[:cut] + text + chunk[cut:]
-            planted.append(secret)
+            planted.extend(secrets)
         strings.append(chunk)
         size += len(chunk)
     return strings, planted

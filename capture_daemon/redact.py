@@ -716,8 +716,11 @@ def _replace_csv(text: str, m: "re.Match[str]") -> Optional[str]:
     secret_columns = [i for i, name in enumerate(header) if is_secret_name(name.strip().replace(" ", "_"))]
     rows = m.group("rows").split("\n")
     out = []
-    for row in rows:
+    for n, row in enumerate(rows):
         cells = row.rstrip("\r").split(",")
+        if n and len(cells) != len(header):
+            out.extend(rows[n:])  # the table ended: what follows is not ours to change
+            break
         if len(cells) == len(header):
             for i in secret_columns:
                 if cells[i].strip() and not _is_placeholder(cells[i]):
