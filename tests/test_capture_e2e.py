@@ -259,8 +259,10 @@ def test_background_subagent_belongs_to_its_parent(captured):
     assert run["agent_id"] == sub_call["agent_id"] and run["complete"] is True
     assert run["spawned_by"] == "toolu_agent_1" and run["prompt"] == "SUBTASK inspect the notes file"
     assert run["final_response"] == "The notes give 11kV and 33kV."
-    # The answer given after the agent reported back is the trace's final answer.
-    assert t["final_response"] == "The agent found 11kV and 33kV. Done."
+    # The prompt's own answer is the final answer; the reply to the agent's <task-notification>
+    # is a later step of the trace, never the answer (issue 12, D3).
+    assert t["final_response"] == "The agent is working on it."
+    assert {"text": "The agent found 11kV and 33kV. Done.", "position": 2, "agent_id": None} in t["assistant_text"]
     assert {"text": "The notes give 11kV and 33kV.", "position": 2, "agent_id": run["agent_id"]} in t["assistant_text"]
     assert t["reasoning_signals"]["tool_sequence"] == ["Agent"]
 
