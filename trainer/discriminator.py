@@ -199,7 +199,9 @@ def resolve_init(cfg: UnderstudyConfig, student_model: str) -> str:
     if init == "student":
         return student_model
     if init == "base":
-        return cfg.sft.base_model
+        from trainer.bases import resolve_base
+
+        return resolve_base(cfg.sft.base_model, Path(cfg.run.out))
     return init
 
 

