@@ -29,6 +29,16 @@ if ! [ -x "$claude" ] || [ "$(installed_version)" != "$claude_version" ]; then
 else
   echo "claude:  Claude Code $claude_version up to date"
 fi
+# The version matrix (tests/test_claude_versions.py, MATRIX there): older CLIs, each in its own
+# folder: the oldest 2.0.x and a 2.1.x before prompt ids.
+for old_version in 2.0.0 2.1.42; do
+  dir="$root/.tools/claude-code-$old_version"
+  [ -x "$dir/node_modules/.bin/claude" ] && continue
+  mkdir -p "$dir" && echo '{"private": true}' >"$dir/package.json"
+  (cd "$dir" && npm install --no-audit --no-fund --save-exact --loglevel=error \
+    "@anthropic-ai/claude-code@$old_version" >/dev/null)
+  echo "claude:  installed Claude Code $old_version in .tools/claude-code-$old_version"
+done
 export UNDERSTUDY_CLAUDE_BIN="$claude"
 # The judging-page test drives the system's headless Chromium; install it where apt-get can.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
