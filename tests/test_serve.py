@@ -70,7 +70,7 @@ class ScriptedBackend:
         self.running = threading.Event()
         self.lock = threading.Lock()
 
-    def count(self, prompt: str) -> int:
+    def count(self, prompt: str, limit=None) -> int:
         return len(prompt.split())
 
     def generate(self, prompt, params, cancel, emit):

@@ -41,6 +41,8 @@ id, so `trainer serve arms` joins them to an arm.
 
 import asyncio
 import hashlib
+import hmac
+import ipaddress
 import json
 import os
 import re
@@ -56,9 +58,7 @@ from typing import Any, Callable, Optional
 import click
 
 from trainer.chat_template import (
-    BEGIN_OF_TEXT,
-    END_OF_TEXT,
-    END_OF_TURN,
+    TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     compact_tools,
     dump_arguments,
@@ -67,89 +67,18 @@ from trainer.chat_template import (
 )
 from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
 from trainer.dataset import DatasetConfig
+from trainer.serve_backends import GenParams, GenResult, LlamaCppBackend, TransformersBackend, load_backend  # noqa: F401
+from trainer.serve_constrain import Constraint
+from trainer.serve_queue import GenerationQueue
+from trainer.serve_validate import MAX_TOKENS_LIMIT, APIError, tool_choice_of, validate_request
 
 STUDENT_MODEL_ID = "understudy-student"
 _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _SESSION_IN_USER_ID_RE = re.compile(r"session_([0-9a-fA-F-]{8,})")
 
 
-class APIError(Exception):
-    """An error the client sees as Anthropic-style JSON."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.message = message
-
-    def body(self) -> dict:
-        return {"type": "error", "error": {"type": self.type, "message": self.message}}
-
-
 # ---------------------------------------------------------------------------------------------
 # Request validation and mapping to the training context
-
-
-def _expect(cond: bool, message: str) -> None:
-    if not cond:
-        raise APIError(400, message)
-
-
-def validate_request(body: Any, count_only: bool = False) -> dict:
-    """Check the Messages API fields the server uses; every error names the field."""
-    _expect(isinstance(body, dict), "request body must be a JSON object")
-    _expect(isinstance(body.get("model"), str) and body["model"], "model: Field required (a non-empty string)")
-    if not count_only:
-        mt = body.get("max_tokens")
-        _expect(isinstance(mt, int) and not isinstance(mt, bool), "max_tokens: Field required (an integer)")
-        _expect(mt >= 1, f"max_tokens: must be at least 1, got {mt}")
-        _expect(isinstance(body.get("stream", False), bool), "stream: must be a boolean")
-    messages = body.get("messages")
-    _expect(isinstance(messages, list) and messages, "messages: Field required (a non-empty list)")
-    for i, m in enumerate(messages):
-        _expect(isinstance(m, dict), f"messages.{i}: must be an object")
-        _expect(m.get("role") in ("user", "assistant", "system"), f"messages.{i}.role: must be 'user' or 'assistant'")
-        content = m.get("content")
-        _expect(isinstance(content, (str, list)), f"messages.{i}.content: must be a string or a list of content blocks")
-        if isinstance(content, list):
-            for j, block in enumerate(content):
-                where = f"messages.{i}.content.{j}"
-                _expect(isinstance(block, dict) and isinstance(block.get("type"), str), f"{where}: must be a content block with a type")
-                kind = block["type"]
-                if kind == "text":
-                    _expect(isinstance(block.get("text"), str), f"{where}.text: Field required (a string)")
-                elif kind == "tool_use":
-                    _expect(isinstance(block.get("id"), str), f"{where}.id: Field required")
-                    _expect(isinstance(block.get("name"), str), f"{where}.name: Field required")
-                    _expect(isinstance(block.get("input"), dict), f"{where}.input: must be an object")
-                elif kind == "tool_result":
-                    _expect(isinstance(block.get("tool_use_id"), str), f"{where}.tool_use_id: Field required")
-                    _expect(
-                        isinstance(block.get("content", ""), (str, list)),
-                        f"{where}.content: must be a string or a list of content blocks",
-                    )
-    system = body.get("system")
-    _expect(system is None or isinstance(system, (str, list)), "system: must be a string or a list of text blocks")
-    if isinstance(system, list):
-        for j, block in enumerate(system):
-            _expect(isinstance(block, dict) and isinstance(block.get("text", ""), str), f"system.{j}: must be a text block")
-    tools = body.get("tools")
-    _expect(tools is None or isinstance(tools, list), "tools: must be a list")
-    for j, tool in enumerate(tools or []):
-        _expect(isinstance(tool, dict) and isinstance(tool.get("name"), str), f"tools.{j}.name: Field required")
-        schema = tool.get("input_schema")
-        _expect(schema is None or isinstance(schema, dict), f"tools.{j}.input_schema: must be an object")
-    for key in ("temperature", "top_p"):
-        v = body.get(key)
-        _expect(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{key}: must be a number")
-    top_k = body.get("top_k")
-    _expect(top_k is None or (isinstance(top_k, int) and not isinstance(top_k, bool)), "top_k: must be an integer")
-    stops = body.get("stop_sequences")
-    _expect(
-        stops is None or (isinstance(stops, list) and all(isinstance(s, str) and s for s in stops)),
-        "stop_sequences: must be a list of non-empty strings",
-    )
-    return body
 
 
 def _text_of(content: Any) -> str:
@@ -270,176 +199,6 @@ def build_prompt(body: dict, settings: ContextSettings, tokenizer=None) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends
-
-
-@dataclass
-class GenParams:
-    max_new_tokens: int
-    temperature: float = 0.0
-    top_p: Optional[float] = None
-    top_k: Optional[int] = None
-
-
-@dataclass
-class GenResult:
-    finish: str  # "stop" (end of turn), "length", "cancelled"
-    output_tokens: int
-
-
-class TransformersBackend:
-    """The student through transformers' generate(), stopping at <|eot_id|>."""
-
-    name = "transformers"
-
-    def __init__(self, model_path: str, threads: Optional[int] = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from trainer.chat_template import apply_chat_template
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        apply_chat_template(self.tokenizer)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-        self.model.eval()
-        vocab = self.tokenizer.get_vocab()
-        self.stop_ids = [vocab[t] for t in (END_OF_TURN, END_OF_TEXT) if t in vocab]
-        self.lock = threading.Lock()
-
-    def count(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
-
-    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
-                return cancel.is_set()
-
-        class Emit(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False):
-                if text:
-                    emit(text)
-
-        ids = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sample,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([Cancelled()]),
-            streamer=Emit(self.tokenizer, skip_prompt=True, skip_special_tokens=True),
-        )
-        if sample:
-            kwargs["temperature"] = params.temperature
-            if params.top_p is not None:
-                kwargs["top_p"] = params.top_p
-            if params.top_k is not None:
-                kwargs["top_k"] = params.top_k
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with self.lock, torch.no_grad():
-            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **kwargs)
-        new = out[0, ids.shape[1]:].tolist()
-        if cancel.is_set():
-            finish = "cancelled"
-        elif new and new[-1] in self.stop_ids:
-            finish = "stop"
-        else:
-            finish = "length"
-        return GenResult(finish=finish, output_tokens=len(new))
-
-
-class LlamaCppBackend:
-    """The exported GGUF through llama.cpp (xllamacpp's in-process server)."""
-
-    name = "llamacpp"
-
-    def __init__(self, gguf_path: str, n_ctx: int = 4096, threads: Optional[int] = None, n_gpu_layers: int = 0):
-        try:
-            import xllamacpp as xlc
-        except ImportError:
-            raise ConfigError("serve.backend = 'llamacpp' needs xllamacpp: pip install 'understudy[export]'") from None
-        params = xlc.CommonParams()
-        params.model.path = str(gguf_path)
-        params.n_ctx = n_ctx
-        params.n_parallel = 1
-        params.warmup = False
-        params.verbosity = -1
-        params.n_gpu_layers = n_gpu_layers
-        if threads:
-            params.cpuparams.n_threads = threads
-            params.cpuparams_batch.n_threads = threads
-        self.server = xlc.Server(params)
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _prompt(prompt: str) -> str:
-        # llama.cpp adds BOS itself when it tokenizes a text prompt.
-        return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
-
-    def count(self, prompt: str) -> int:
-        with self.lock:
-            # cache_prompt: the generation that usually follows reuses this prompt's KV cache.
-            out = self.server.handle_completions({"prompt": self._prompt(prompt), "n_predict": 0, "cache_prompt": True})
-        return int(out.get("usage", {}).get("prompt_tokens", 0)) if isinstance(out, dict) else 0
-
-    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
-        request: dict[str, Any] = {
-            "prompt": self._prompt(prompt),
-            "n_predict": params.max_new_tokens,
-            "stream": True,
-            "temperature": params.temperature,
-            "cache_prompt": True,
-        }
-        if params.top_p is not None:
-            request["top_p"] = params.top_p
-        if params.top_k is not None:
-            request["top_k"] = params.top_k
-        state = {"finish": "stop", "tokens": 0}
-
-        def on_chunk(chunk):
-            if isinstance(chunk, str):
-                chunk = json.loads(chunk)
-            for choice in chunk.get("choices") or [chunk]:
-                text = choice.get("text") or choice.get("content") or ""
-                if text:
-                    state["tokens"] += 1
-                    emit(text)
-                reason = choice.get("finish_reason") or choice.get("stop_type")
-                if reason:
-                    state["finish"] = "length" if reason in ("length", "limit") else "stop"
-            usage = chunk.get("usage")
-            if usage and usage.get("completion_tokens") is not None:
-                state["tokens"] = usage["completion_tokens"]
-            # A true return value asks llama.cpp to stop this generation.
-            return cancel.is_set()
-
-        with self.lock:
-            self.server.handle_completions(request, on_chunk)
-        finish = "cancelled" if cancel.is_set() else state["finish"]
-        return GenResult(finish=finish, output_tokens=state["tokens"])
-
-
-def load_backend(model: str, backend: str = "", n_ctx: int = 4096):
-    if not model:
-        raise ConfigError("serve.model is empty: pass --model (a HF model dir or a .gguf file)")
-    if not backend:
-        backend = "llamacpp" if model.endswith(".gguf") else "transformers"
-    if backend == "llamacpp":
-        if not Path(model).is_file():
-            raise ConfigError(f"serve.model '{model}' is not a GGUF file (the llamacpp backend loads a .gguf)")
-        return LlamaCppBackend(model, n_ctx=n_ctx)
-    if model.endswith(".gguf"):
-        raise ConfigError("serve.model is a .gguf file: set serve.backend = 'llamacpp' (or pass --backend llamacpp)")
-    return TransformersBackend(model)
-
-
-# ---------------------------------------------------------------------------------------------
 # Turning generated text into Messages API content, incrementally
 
 
@@ -458,9 +217,10 @@ def _partial_suffix(text: str, marker: str) -> int:
 class OutputAssembler:
     """Accumulates generated text; says what narration is safe to stream, and the final blocks."""
 
-    def __init__(self, offered_tools: list[str], stop_sequences: list[str]):
+    def __init__(self, offered_tools: list[str], stop_sequences: list[str], constraint: Optional[Constraint] = None):
         self.offered = set(offered_tools)
         self.stops = stop_sequences
+        self.constraint = constraint or Constraint()
         self.text = ""
         self.emitted = ""
         self.stop_sequence: Optional[str] = None
@@ -476,11 +236,14 @@ class OutputAssembler:
                 self.text = self.text[:at]
                 self.stop_sequence = stop
         safe = self.text
-        cut = safe.find(TOOL_CALL_OPEN)
+        if self.constraint.forced:
+            return ""  # a forced turn is calls only: nothing streams as text
+        cut = safe.find(TOOL_CALL_OPEN) if self.constraint.kind != "none" else -1
         if cut >= 0:
             safe = safe[:cut]
         elif self.stop_sequence is None:
-            hold = max([_partial_suffix(safe, TOOL_CALL_OPEN)] + [_partial_suffix(safe, s) for s in self.stops])
+            markers = self.stops + ([TOOL_CALL_OPEN] if self.constraint.kind != "none" else [])
+            hold = max([0] + [_partial_suffix(safe, m) for m in markers])
             safe = safe[: len(safe) - hold] if hold else safe
         candidate = _normalize(safe)
         if candidate.startswith(self.emitted) and len(candidate) > len(self.emitted):
@@ -490,10 +253,24 @@ class OutputAssembler:
         return ""
 
     def finish(self) -> tuple[str, list[dict]]:
-        """(all narration text, tool_use blocks). Malformed or unknown calls → the raw text."""
+        """(all narration text, tool_use blocks). Malformed or unknown calls → the raw text.
+
+        With tool_choice none everything is text; with a forced choice only the well-formed
+        calls count (the constraint makes them so; a cut-off last one is dropped); without
+        parallel calls only the first.
+        """
+        if self.constraint.kind == "none":
+            return _normalize(re.sub(r"(?:<\|eot_id\|>|<\|end_of_text\|>)+\s*$", "", self.text)), []
         parsed = parse_assistant_output(self.text)
         calls = parsed.tool_calls
-        good = calls and all(c.valid_json and (not self.offered or c.name in self.offered) for c in calls)
+        names = self.offered | set(self.constraint.names)
+        if self.constraint.forced:
+            calls = [c for c in calls if c.valid_json and c.name in names]
+            if calls:
+                parsed.narration = ""
+        good = calls and all(c.valid_json and (not names or c.name in names) for c in calls)
+        if calls and not self.constraint.parallel:
+            calls = calls[:1]
         if calls and not good:
             return _normalize(re.sub(r"(?:<\|eot_id\|>|<\|end_of_text\|>)+\s*$", "", self.text)), []
         blocks = [
@@ -623,9 +400,16 @@ class ArmLog:
 class ServerSettings:
     context: ContextSettings = field(default_factory=ContextSettings)
     token: str = ""
-    max_new_tokens: int = 512
+    # Output cap on top of the context: 0 means up to what the context leaves after the prompt.
+    max_new_tokens: int = 0
     temperature: Optional[float] = None
     max_body_bytes: int = 32 * 2**20
+    # Requests that may wait while one generates; one more is a 529 overloaded_error.
+    max_queue: int = 16
+    # Context when the backend does not say (the scripted backends of the tests).
+    n_ctx: int = 4096
+    # The largest max_tokens accepted at all (the API's own limit); a larger one is a 400.
+    max_tokens_limit: int = MAX_TOKENS_LIMIT
     ab: Optional[ABSpec] = None
     ab_salt: str = ""
     upstream_api_key: str = ""
@@ -640,6 +424,8 @@ class ServerSettings:
             max_new_tokens=s.max_new_tokens,
             temperature=s.temperature,
             max_body_bytes=int(s.max_body_mb * 2**20),
+            max_queue=s.max_queue,
+            n_ctx=s.n_ctx,
             ab=ABSpec.parse(s.ab) if s.ab else None,
             ab_salt=s.ab_salt,
             upstream_api_key=os.environ.get(s.upstream_api_key_env, "") if s.upstream_api_key_env else "",
@@ -656,7 +442,7 @@ _HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-
 def create_app(backend, settings: Optional[ServerSettings] = None):
     """The FastAPI app. `backend` has count(prompt) and generate(prompt, params, cancel, emit)."""
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.background import BackgroundTask
 
     settings = settings or ServerSettings()
@@ -692,15 +478,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
     async def _not_allowed(request, exc):
         return error_response(APIError(405, f"Method not allowed: {request.method} {request.url.path}", "invalid_request_error"))
 
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        if settings.token and request.url.path.startswith("/v1/"):
-            key = request.headers.get("x-api-key", "")
-            bearer = request.headers.get("authorization", "")
-            bearer = bearer[7:].strip() if bearer.lower().startswith("bearer ") else ""
-            if settings.token not in (key, bearer):
-                return error_response(APIError(401, "invalid x-api-key", "authentication_error"))
-        return await call_next(request)
+    app.add_middleware(_Edge, token=settings.token)
 
     async def read_json(request: Request) -> tuple[bytes, Any]:
         declared = request.headers.get("content-length")
@@ -725,14 +503,16 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
     async def health():
         return {"status": "ok", "model": STUDENT_MODEL_ID, "backend": getattr(backend, "name", "custom")}
 
+    model_info = {"type": "model", "id": STUDENT_MODEL_ID, "display_name": "understudy student", "created_at": "2026-01-01T00:00:00Z"}
+
     @app.get("/v1/models")
     async def models():
-        return {
-            "data": [{"type": "model", "id": STUDENT_MODEL_ID, "display_name": "understudy student", "created_at": "2026-01-01T00:00:00Z"}],
-            "has_more": False,
-            "first_id": STUDENT_MODEL_ID,
-            "last_id": STUDENT_MODEL_ID,
-        }
+        return {"data": [model_info], "has_more": False, "first_id": STUDENT_MODEL_ID, "last_id": STUDENT_MODEL_ID}
+
+    @app.get("/v1/models/{model_id}")
+    async def model(model_id: str):
+        # Any model name a client sends is served by the student, so any id resolves to it.
+        return dict(model_info, id=model_id) if model_id != STUDENT_MODEL_ID else model_info
 
     # --- A/B
 
@@ -769,25 +549,65 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             or k.lower().startswith("anthropic-")
         }
         passed["x-understudy-arm"] = "upstream"
-        return StreamingResponse(resp.aiter_raw(), status_code=resp.status_code, headers=passed, background=BackgroundTask(resp.aclose))
+        # A response already read (a test's mock transport) has no raw stream left to pass on.
+        body = resp.aiter_raw() if not resp.is_stream_consumed else _once(resp.content)
+        return StreamingResponse(body, status_code=resp.status_code, headers=passed, background=BackgroundTask(resp.aclose))
 
     # --- the student
 
-    def gen_params(body: dict) -> GenParams:
+    n_ctx = getattr(backend, "n_ctx", None) or settings.n_ctx
+    gen_queue = GenerationQueue(settings.max_queue)
+    app.state.queue = gen_queue
+
+    def constraint_of(body: dict, offered: list[str]) -> Constraint:
+        kind, name, parallel = tool_choice_of(body)
+        names = [name] if kind == "tool" else (offered or [t["name"] for t in body["tools"]]) if kind == "any" else []
+        return Constraint(kind=kind, names=names, parallel=parallel)
+
+    async def prepare(body: dict) -> tuple[str, list[str], int]:
+        """(prompt, tools shown, prompt tokens); 400 when the prompt leaves no room in the context."""
+        # Off the event loop: rendering and counting a long request takes a while.
+        prompt, offered = await asyncio.to_thread(build_prompt, body, settings.context, tokenizer)
+        input_tokens = await asyncio.to_thread(backend.count, prompt, n_ctx)
+        if input_tokens >= n_ctx:
+            raise APIError(400, f"prompt is too long: {input_tokens} tokens > {n_ctx - 1} maximum")
+        return prompt, offered, input_tokens
+
+    def gen_params(body: dict, input_tokens: int, constraint: Constraint) -> GenParams:
         temperature = settings.temperature if settings.temperature is not None else float(body.get("temperature") or 0.0)
+        room = n_ctx - input_tokens
         return GenParams(
-            max_new_tokens=max(1, min(int(body["max_tokens"]), settings.max_new_tokens)),
+            max_new_tokens=max(1, min(int(body["max_tokens"]), room, settings.max_new_tokens or room)),
             temperature=temperature,
             top_p=body.get("top_p"),
             top_k=body.get("top_k"),
+            constraint=constraint,
         )
 
-    async def run_generation(prompt: str, params: GenParams, cancel: threading.Event):
+    def stop_watch(body: dict, constraint: Constraint) -> Callable[[str], bool]:
+        """Runs in the generating thread on each token's text: True stops generation right there."""
+        stops = list(body.get("stop_sequences") or [])
+        if constraint.kind == "auto" and not constraint.parallel:
+            stops.append(TOOL_CALL_CLOSE)  # one call, then the turn ends
+        if not stops:
+            return lambda piece: False
+        longest = max(len(s) for s in stops)
+        seen = {"text": ""}
+
+        def watch(piece: str) -> bool:
+            seen["text"] = (seen["text"] + piece)[-(longest + len(piece)):]
+            return any(s in seen["text"] for s in stops)
+
+        return watch
+
+    async def run_generation(prompt: str, params: GenParams, cancel: threading.Event, watch: Callable[[str], bool]):
         """Yield ("text", piece) ... then ("done", GenResult) or ("error", message)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
         def emit(piece: str):
+            if watch(piece):
+                cancel.set()  # before the backend chooses another token: usage stays exact
             loop.call_soon_threadsafe(queue.put_nowait, ("text", piece))
 
         def work():
@@ -805,7 +625,8 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                 if kind in ("done", "error"):
                     break
         finally:
-            # Finished, or the client is gone: either way the worker stops at its next token.
+            # Finished, or the client is gone: either way the worker stops at its next token
+            # (or its next prompt chunk, when still processing the prompt).
             cancel.set()
             try:
                 await asyncio.wait_for(asyncio.shield(future), timeout=30)
@@ -834,29 +655,33 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         return "end_turn"
 
     async def student_message(request: Request, body: dict):
-        prompt, offered = build_prompt(body, settings.context, tokenizer)
-        # Off the event loop: a backend's count may wait for a running generation's lock.
-        input_tokens = await asyncio.to_thread(backend.count, prompt)
-        params = gen_params(body)
-        asm = OutputAssembler(offered, body.get("stop_sequences") or [])
+        prompt, offered, input_tokens = await prepare(body)
+        constraint = constraint_of(body, offered)
+        params = gen_params(body, input_tokens, constraint)
+        watch = stop_watch(body, constraint)
+        asm = OutputAssembler(offered, body.get("stop_sequences") or [], constraint)
         envelope = message_envelope(body, input_tokens)
+        # What max_tokens became, so a cap is never silent (the context, serve.max_new_tokens).
+        headers = {"x-understudy-arm": "student", "x-understudy-max-tokens": str(params.max_new_tokens)}
         cancel = threading.Event()
+        slot = await gen_queue.acquire(request.is_disconnected)
+        if slot is None:  # the client left while waiting: nothing to answer
+            return Response(status_code=499)
 
         if not body.get("stream"):
             watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
             result, error = None, None
             try:
-                async for kind, value in run_generation(prompt, params, cancel):
+                async for kind, value in run_generation(prompt, params, cancel, watch):
                     if kind == "text":
                         asm.feed(value)
-                        if asm.stop_sequence is not None:
-                            cancel.set()
                     elif kind == "done":
                         result = value
                     else:
                         error = value
             finally:
                 watcher.cancel()
+                slot.release()
             if error:
                 raise APIError(500, f"generation failed: {error}", "api_error")
             text, blocks = asm.finish()
@@ -867,7 +692,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                 stop_sequence=asm.stop_sequence,
             )
             envelope["usage"]["output_tokens"] = result.output_tokens if result else 0
-            return JSONResponse(envelope, headers={"x-understudy-arm": "student"})
+            return JSONResponse(envelope, headers=headers)
 
         async def events():
             yield _sse("message_start", {"type": "message_start", "message": envelope})
@@ -876,11 +701,9 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             text_open = False
             result = None
             try:
-                async for kind, value in run_generation(prompt, params, cancel):
+                async for kind, value in run_generation(prompt, params, cancel, watch):
                     if kind == "text":
                         new = asm.feed(value)
-                        if asm.stop_sequence is not None:
-                            cancel.set()
                         if new:
                             if not text_open:
                                 yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
@@ -918,11 +741,14 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             finally:
                 # Client gone (the generator is closed) or done: stop generating either way.
                 cancel.set()
+                slot.release()
 
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-understudy-arm": "student"},
+            headers={"cache-control": "no-cache", **headers},
+            # Also releases the slot when the stream never started (the client left first).
+            background=BackgroundTask(slot.release),
         )
 
     @app.post("/v1/messages")
@@ -931,7 +757,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         arm = route(request, body)
         if arm == "upstream":
             return await proxy(request, raw)
-        validate_request(body)
+        validate_request(body, max_tokens_limit=settings.max_tokens_limit)
         return await student_message(request, body)
 
     @app.post("/v1/messages/count_tokens")
@@ -940,10 +766,54 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         if route(request, body) == "upstream":
             return await proxy(request, raw)
         validate_request(body, count_only=True)
-        prompt, _ = build_prompt(body, settings.context, tokenizer)
+        prompt, _ = await asyncio.to_thread(build_prompt, body, settings.context, tokenizer)
         return {"input_tokens": await asyncio.to_thread(backend.count, prompt)}
 
     return app
+
+
+class _Edge:
+    """Pure ASGI middleware (no per-chunk cost on streams): a `request-id` header on every
+    response, as the API sends, and the token check on /v1/ in constant time."""
+
+    def __init__(self, app, token: str = ""):
+        self.app = app
+        self.token = token.encode()
+
+    def _authorized(self, scope) -> bool:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        key = headers.get("x-api-key", "")
+        bearer = headers.get("authorization", "")
+        bearer = bearer[7:].strip() if bearer.lower().startswith("bearer ") else ""
+        # Both compared, each with compare_digest: timing says nothing about the token.
+        ok_key = hmac.compare_digest(key.encode(), self.token)
+        ok_bearer = hmac.compare_digest(bearer.encode(), self.token)
+        return ok_key | ok_bearer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = f"req_{uuid.uuid4().hex[:24]}".encode()
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"request-id" for k, _ in headers):  # an upstream's own passes through
+                    headers.append((b"request-id", request_id))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        if self.token and scope["path"].startswith("/v1/") and not self._authorized(scope):
+            body = json.dumps(APIError(401, "invalid x-api-key", "authentication_error").body()).encode()
+            await send_with_id({"type": "http.response.start", "status": 401,
+                                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send_with_id({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send_with_id)
+
+
+async def _once(data: bytes):
+    yield data
 
 
 async def _watch_disconnect(request, cancel: threading.Event) -> None:
@@ -993,8 +863,27 @@ def command(ctx, config_path, model, backend, host, port, token, ab, overrides):
     serve_forever(cfg)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (and ::ffff:127.x) or localhost: reachable from this machine only."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
 def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> None:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as e:
+        raise click.ClickException(
+            f"trainer serve needs the [serve] extra ({e.name} is missing): ./install.sh --train "
+            "(it includes serve), or pip install 'understudy[serve]'"
+        ) from None
 
     s = cfg.serve
     model = s.model or str(Path(cfg.sft.output_dir or Path(cfg.run.out) / "sft") / "final")
@@ -1004,7 +893,7 @@ def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo
         backend = load_backend(model, backend_name, n_ctx=s.n_ctx)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    if s.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
+    if not is_loopback(s.host) and not settings.token:
         log(f"Warning: listening on {s.host} without a token; anyone who can reach it can use the model (set --token).")
     log(f"Serving {model} ({backend.name}) on http://{s.host}:{s.port} · context {s.context}")
     if settings.ab:

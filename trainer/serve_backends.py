@@ -1,0 +1,304 @@
+"""The student behind `trainer serve`: transformers (a HF model dir) or llama.cpp (a GGUF, via xllamacpp).
+
+A backend has `name`, `n_ctx` (the most tokens prompt and output may take together), and
+
+    count(prompt, limit=None) -> int
+        the prompt's tokens; with `limit`, a long prompt is tokenized a piece at a time and the
+        count stops once it is surely over `limit` (a lower bound then), so a 10 MiB prompt is
+        refused without tokenizing it whole.
+    generate(prompt, params, cancel, emit) -> GenResult
+        emit(text) is called in the generating thread once per token, before the next token is
+        chosen: a caller that sets `cancel` inside emit (a stop sequence) stops it right there, so
+        usage counts exactly the tokens up to the stop. `cancel` is also checked between chunks
+        of the prompt (prefill), so a client that left stops costing time within one chunk.
+
+`params.constraint` (trainer/serve_constrain.py) carries tool_choice: a banned `<tool_call>` token
+or a forced call, as a token filter (transformers) or a GBNF grammar (llama.cpp).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, TOOL_CALL_OPEN
+from trainer.config import ConfigError
+from trainer.serve_constrain import Constraint, TokenFilter, gbnf
+
+# Prompts longer than this many characters are counted a piece at a time (see count_bounded).
+COUNT_CHUNK_CHARS = 32_768
+# Prompt tokens processed per forward pass before `cancel` is checked again.
+PREFILL_CHUNK_TOKENS = 512
+
+
+@dataclass
+class GenParams:
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    constraint: Constraint = field(default_factory=Constraint)
+
+
+@dataclass
+class GenResult:
+    finish: str  # "stop" (end of turn), "length", "cancelled"
+    output_tokens: int
+
+
+def count_bounded(count: Callable[[str], int], text: str, limit: Optional[int], chunk: int = COUNT_CHUNK_CHARS) -> int:
+    """Tokens in `text`, tokenizing at most about `limit` tokens' worth when it is longer.
+
+    Chunk seams can add a token or two each (a word cut in half), so a prompt is called too long
+    only past a margin of 16 per chunk; below that the whole prompt is counted exactly. Without a
+    limit (count_tokens), a long text's count is the sum of its chunks: memory stays bounded and
+    the count is within the seams' few tokens.
+    """
+    if len(text) <= chunk:
+        return count(text)
+    total = 0
+    for k, start in enumerate(range(0, len(text), chunk), 1):
+        total += count(text[start : start + chunk])
+        if limit is not None and total > limit + 16 * k:
+            return total
+    return count(text) if limit is not None else total
+
+
+class TransformersBackend:
+    """The student through transformers' generate(), stopping at <|eot_id|>."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, threads: Optional[int] = None, n_ctx: int = 4096):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from trainer.chat_template import apply_chat_template
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        apply_chat_template(self.tokenizer)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        if self.model.get_input_embeddings().weight.shape[0] < len(self.tokenizer):
+            # A base never fine-tuned here lacks the template's tokens (<tool_call>, ...), which
+            # apply_chat_template just added: give them rows, as `trainer sft` does before training.
+            self.model.resize_token_embeddings(len(self.tokenizer))
+        self.model.eval()
+        max_positions = getattr(self.model.config, "max_position_embeddings", None) or n_ctx
+        self.n_ctx = min(n_ctx, max_positions)
+        vocab = self.tokenizer.get_vocab()
+        self.stop_ids = [vocab[t] for t in (END_OF_TURN, END_OF_TEXT) if t in vocab]
+        self.tool_open_id = vocab.get(TOOL_CALL_OPEN)
+        # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        self.lock = threading.Lock()
+
+    def _count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count(self, prompt: str, limit: Optional[int] = None) -> int:
+        return count_bounded(self._count, prompt, limit)
+
+    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
+        import torch
+        from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        tokenizer = self.tokenizer
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        n_prompt = ids.shape[1]
+
+        class EmitThenCheck(StoppingCriteria):
+            """Streams each new token and checks `cancel` in the same step (generate calls stopping
+            criteria right after appending a token, before choosing the next)."""
+
+            def __init__(self):
+                self.done: list[int] = []
+                self.pending: list[int] = []
+
+            def __call__(self, input_ids, scores, **kwargs):
+                self.pending.append(int(input_ids[0, -1]))
+                context = self.done[-4:]
+                base = tokenizer.decode(context, skip_special_tokens=True)
+                text = tokenizer.decode(context + self.pending, skip_special_tokens=True)
+                new = text[len(base):] if text.startswith(base) else tokenizer.decode(self.pending, skip_special_tokens=True)
+                if not new.endswith("\ufffd"):  # else a character is split across tokens: wait for the rest
+                    self.done += self.pending
+                    self.pending = []
+                    if new:
+                        emit(new)
+                return cancel.is_set()
+
+        class Ban(LogitsProcessor):
+            def __init__(self, token_ids):
+                self.token_ids = token_ids
+
+            def __call__(self, input_ids, scores):
+                scores[:, self.token_ids] = float("-inf")
+                return scores
+
+        processors = []
+        constraint = params.constraint
+        if constraint.kind == "none" and self.tool_open_id is not None:
+            processors.append(Ban([self.tool_open_id]))
+        elif constraint.forced:
+            processors.append(TokenFilter(tokenizer, constraint, self.stop_ids, n_prompt))
+
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
+            eos_token_id=self.stop_ids,
+            pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([EmitThenCheck()]),
+            logits_processor=LogitsProcessorList(processors),
+        )
+        if sample:
+            kwargs["temperature"] = params.temperature
+            if params.top_p is not None:
+                kwargs["top_p"] = params.top_p
+            if params.top_k:
+                kwargs["top_k"] = params.top_k
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with self.lock, torch.no_grad():
+            # Prefill all but the last prompt token in chunks, checking `cancel` between them;
+            # generate() then continues from the cache.
+            cache = {self.cache_arg: DynamicCache(config=self.model.config)}
+            for start in range(0, n_prompt - 1, PREFILL_CHUNK_TOKENS):
+                if cancel.is_set():
+                    return GenResult(finish="cancelled", output_tokens=0)
+                end = min(start + PREFILL_CHUNK_TOKENS, n_prompt - 1)
+                self.model(input_ids=ids[:, start:end], use_cache=True, **cache)
+            if cancel.is_set():
+                return GenResult(finish="cancelled", output_tokens=0)
+            out = self.model.generate(ids, attention_mask=torch.ones_like(ids), **cache, **kwargs)
+        new = out[0, n_prompt:].tolist()
+        if cancel.is_set():
+            finish = "cancelled"
+        elif new and new[-1] in self.stop_ids:
+            finish = "stop"
+        else:
+            finish = "length"
+        return GenResult(finish=finish, output_tokens=len(new))
+
+
+class LlamaCppBackend:
+    """The exported GGUF through llama.cpp (xllamacpp's in-process server)."""
+
+    name = "llamacpp"
+
+    def __init__(self, gguf_path: str, n_ctx: int = 4096, threads: Optional[int] = None, n_gpu_layers: int = 0):
+        try:
+            import xllamacpp as xlc
+        except ImportError:
+            raise ConfigError("serve.backend = 'llamacpp' needs xllamacpp: pip install 'understudy[export]'") from None
+        params = xlc.CommonParams()
+        params.model.path = str(gguf_path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        params.warmup = False
+        params.verbosity = -1
+        params.n_gpu_layers = n_gpu_layers
+        if threads:
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+        self.server = xlc.Server(params)
+        self.n_ctx = n_ctx
+        self.lock = threading.Lock()
+        self._http = None
+
+    @staticmethod
+    def _prompt(prompt: str) -> str:
+        # llama.cpp adds BOS itself when it tokenizes a text prompt.
+        return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
+
+    def _count(self, text: str) -> int:
+        # llama.cpp's own tokenizer, through its loopback HTTP endpoint: no lock, no prompt processing.
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.server.listening_address, timeout=60)
+        r = self._http.post("/tokenize", json={"content": text, "add_special": False, "parse_special": True})
+        r.raise_for_status()
+        return len(r.json()["tokens"])
+
+    def count(self, prompt: str, limit: Optional[int] = None) -> int:
+        return count_bounded(self._count, self._prompt(prompt), limit)
+
+    def _prefill(self, prompt: str, cancel: threading.Event) -> bool:
+        """Process a long prompt a prefix at a time (llama.cpp keeps each prefix's KV cache and the
+        next call only adds the rest); False when cancelled on the way."""
+        step = PREFILL_CHUNK_TOKENS * 3  # characters: about a chunk of tokens
+        for end in range(step, len(prompt) - step, step):
+            if cancel.is_set():
+                return False
+            self.server.handle_completions({"prompt": prompt[:end], "n_predict": 0, "cache_prompt": True})
+        return not cancel.is_set()
+
+    def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
+        prompt = self._prompt(prompt)
+        request: dict[str, Any] = {
+            "prompt": prompt,
+            "n_predict": params.max_new_tokens,
+            "stream": True,
+            "temperature": params.temperature,
+            "cache_prompt": True,
+        }
+        if params.top_p is not None:
+            request["top_p"] = params.top_p
+        if params.top_k is not None:
+            request["top_k"] = params.top_k
+        if params.constraint.kind == "none":
+            request["logit_bias"] = [[TOOL_CALL_OPEN, False]]
+        elif params.constraint.forced:
+            request["grammar"] = gbnf(params.constraint)
+        state = {"finish": "stop", "tokens": 0, "error": None}
+
+        def on_chunk(chunk):
+            if isinstance(chunk, str):
+                chunk = json.loads(chunk)
+            if isinstance(chunk, dict) and "error" in chunk:
+                state["error"] = chunk["error"]
+                return True
+            for choice in chunk.get("choices") or [chunk]:
+                text = choice.get("text") or choice.get("content") or ""
+                if text:
+                    state["tokens"] += 1
+                    emit(text)
+                reason = choice.get("finish_reason") or choice.get("stop_type")
+                if reason:
+                    state["finish"] = "length" if reason in ("length", "limit") else "stop"
+            usage = chunk.get("usage")
+            if usage and usage.get("completion_tokens") is not None and not cancel.is_set():
+                state["tokens"] = usage["completion_tokens"]
+            # A true return value asks llama.cpp to stop this generation.
+            return cancel.is_set()
+
+        with self.lock:
+            if not self._prefill(prompt, cancel):
+                return GenResult(finish="cancelled", output_tokens=0)
+            result = self.server.handle_completions(request, on_chunk)
+        error = state["error"] or (result.get("error") if isinstance(result, dict) else None)
+        if error:
+            raise RuntimeError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+        finish = "cancelled" if cancel.is_set() else state["finish"]
+        return GenResult(finish=finish, output_tokens=state["tokens"])
+
+
+def load_backend(model: str, backend: str = "", n_ctx: int = 4096):
+    if not model:
+        raise ConfigError("serve.model is empty: pass --model (a HF model dir or a .gguf file)")
+    if not backend:
+        backend = "llamacpp" if model.endswith(".gguf") else "transformers"
+    if backend == "llamacpp":
+        if not Path(model).is_file():
+            raise ConfigError(f"serve.model '{model}' is not a GGUF file (the llamacpp backend loads a .gguf)")
+        return LlamaCppBackend(model, n_ctx=n_ctx)
+    if model.endswith(".gguf"):
+        raise ConfigError("serve.model is a .gguf file: set serve.backend = 'llamacpp' (or pass --backend llamacpp)")
+    return TransformersBackend(model, n_ctx=n_ctx)
