@@ -162,7 +162,12 @@ class ServeSection:
     context: Literal["compact", "passthrough"] = "compact"
     # Only these tools are shown to the student (empty: every tool the request offers).
     tools: list[str] = field(default_factory=list)
-    max_new_tokens: int = 512
+    # Cap on output tokens per request. 0: a request's max_tokens, up to what the context
+    # (n_ctx) leaves after its prompt; the response's x-understudy-max-tokens header says
+    # what applied. A prompt that leaves no room is a 400 "prompt is too long".
+    max_new_tokens: int = 0
+    # Requests that may wait while the student generates; past that, 529 overloaded_error.
+    max_queue: int = 16
     # Sampling temperature; unset means the request's (greedy when the request has none).
     temperature: Optional[float] = None
     max_body_mb: float = 32.0
@@ -172,6 +177,8 @@ class ServeSection:
     upstream_api_key_env: str = "ANTHROPIC_API_KEY"
     # Extra salt for the session hash: change it to draw a fresh assignment.
     ab_salt: str = ""
+    # The student's context: prompt + output tokens (for transformers, at most the model's
+    # max_position_embeddings). A longer prompt is a 400, decided without tokenizing it whole.
     n_ctx: int = 4096
 
 
