@@ -660,6 +660,18 @@ _BEARER = re.compile(
     r"[Bb](?<![A-Za-z0-9_][Bb])(?i:earer)[ \t]+(?P<s>(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})"
 )
 _BEARER_GATE = r"(?i:earer)[ \t]"
+# A bare `Basic <base64>` (a header split from its name: `("Authorization", "Basic ...")`) goes when
+# the base64 is `user:password`; prose says "Basic authentication".
+_BASIC = re.compile(r"[Bb](?<![A-Za-z0-9_][Bb])(?i:asic)[ \t]+(?P<s>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])")
+_BASIC_GATE = r"(?i:asic)[ \t]"
+
+
+def _replace_basic(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _replace_group(text, m, "s", _AUTHORIZATION_MARK) if _decodes_to_credentials(m.group("s")) else None
+
+
+_AUTHORIZATION_MARK = marker("authorization")
+_AUTH_SCHEME = re.compile(r"[ \t]*(?i:bearer|basic|token|digest|negotiate|ntlm|ssws|apikey)[ \t]+")
 
 # scheme://user:password@host. The user part may be empty (redis://:pw@host).
 # Neither part may hold `[` or `]`, so a marker already in the URL (`https://[REDACTED:x]@host`)
@@ -825,6 +837,10 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
 def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
     word, arg = m.group("word"), m.group("arg")
     for flag, how, form in _program_flags(text, m.start()):
+        if flag.startswith("-") and word.startswith(flag + "="):  # --user=bob:pw
+            new = _mark_arg(word[len(flag) + 1 :], form)
+            if new is not None:
+                return "-" + flag + "=" + new + text[m.end("word") : m.end()]
         if "g" in how and len(word) > len(flag) and word.startswith(flag) and not (flag == "pass" and word[4:5].isalpha()):
             new = _mark_arg(word[len(flag) :], form)
             if new is not None:
@@ -1051,6 +1067,7 @@ _RULES: tuple[_Rule, ...] = (
         anchored=True,
     ),
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
+    _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
     _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),
@@ -1343,6 +1360,12 @@ def _redact_value(value: Any) -> tuple[Any, int]:
             if isinstance(item, str):
                 if _named_value_is_secret(_name_kind(key) if isinstance(key, str) else None, item):
                     out[new_key] = _ASSIGNMENT_MARK
+                    total += 1
+                elif isinstance(key, str) and key.lower().endswith("authorization") and not _is_placeholder(item):
+                    # {"Authorization": "Basic dXNl..."}: the header's name is the key, so no rule
+                    # over the value alone sees it; the scheme stays, the credentials go.
+                    scheme = _AUTH_SCHEME.match(item)
+                    out[new_key] = (scheme.group(0) if scheme else "") + _AUTHORIZATION_MARK
                     total += 1
                 else:
                     out[new_key], n = _redact(item)

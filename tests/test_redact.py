@@ -482,6 +482,17 @@ def test_dict_keys_that_are_secrets_are_redacted_and_stay_unique() -> None:
     assert GHP not in flat and other not in flat and STRIPE not in flat
 
 
+def test_authorization_values_go_whatever_their_key_says() -> None:
+    value = {"headers": {"Authorization": "Basic " + fake(20), "Proxy-Authorization": fake(24), "authorization": "Bearer ${T}"}}
+    assert redact_value(value) == {
+        "headers": {
+            "Authorization": "Basic [REDACTED:authorization]",
+            "Proxy-Authorization": "[REDACTED:authorization]",
+            "authorization": "Bearer ${T}",
+        }
+    }
+
+
 def test_auth_values_go_only_as_base64_credentials() -> None:
     import base64
 
