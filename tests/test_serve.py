@@ -374,9 +374,9 @@ def test_request_maps_to_the_dataset_context():
         {"role": "tool", "content": "Error: Traceback: boom", "tool_call_id": "toolu_2", "name": "Bash"},
     ]
     # Tools compacted exactly as the dataset builder compacts a trace's tools_offered.
-    from trainer.chat_template import compact_tools
+    from trainer.tool_context import tools_for
 
-    assert tools == compact_tools(claude_code_like_request()["tools"], DatasetConfig().tool_description_chars)
+    assert tools == tools_for(claude_code_like_request()["tools"], DatasetConfig())
     assert len(tools[0]["function"]["description"]) <= DatasetConfig().tool_description_chars + 1
     assert "$schema" not in json.dumps(tools)
 

@@ -16,7 +16,8 @@ One example per trace:
 Tool-call arguments are stored as JSON strings: Arrow infers one struct type per column and
 would merge the keys of every row's arguments (`{"command": "ls", "file_path": null}`).
 
-`tools` holds every tool the trace offered, compacted, rather than only the tools it used: a list
+`tools` holds every tool the trace offered (or those in `tools`), in the form `tool_schema` names
+(trainer/tool_context.py, the same mapping `trainer serve` applies to a live request), rather than only the tools it used: a list
 of used tools would give the workflow away in the prompt, and at serve time the student sees
 everything Claude Code offers. Columns other than `messages` and `tools` are metadata for
 evaluation; pass `SFT_COLUMNS` to `select_columns` before TRL sees the dataset (TRL reads a
@@ -37,12 +38,12 @@ from typing import Any, Iterable, Iterator, Optional
 from capture_daemon.schema import ToolCall, Trace
 from trainer.chat_template import (
     DEFAULT_SYSTEM_PROMPT,
-    compact_tools,
     count_tokens,
     dump_arguments,
     render,
     trim_tool_result,
 )
+from trainer.tool_context import tools_for
 
 SPLITS = ("train", "validation", "test")
 SFT_COLUMNS = ["messages", "tools"]
@@ -56,6 +57,12 @@ class DatasetConfig:
     max_tool_result_tokens: int = 512
     # Tool and parameter descriptions in the schemas are cut to this many characters.
     tool_description_chars: int = 160
+    # How much of each tool schema the student sees (trainer/tool_context.py): "full" JSON
+    # schemas, "signature" (name, first sentence, {"param": "type"}; Claude Code's 14 tools in
+    # ~1.0-1.3k tokens instead of ~3.8-5.5k) or "required" (required parameters only).
+    tool_schema: str = "signature"
+    # Only these tools are shown (empty: every tool offered).
+    tools: list[str] = field(default_factory=list)
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
@@ -74,6 +81,10 @@ class DatasetConfig:
                 f"`val_fraction` + `test_fraction` must leave room for training, got "
                 f"{self.val_fraction} + {self.test_fraction}"
             )
+        from trainer.tool_context import TOOL_SCHEMAS
+
+        if self.tool_schema not in TOOL_SCHEMAS:
+            raise ValueError(f"`tool_schema` must be one of {', '.join(TOOL_SCHEMAS)}, got {self.tool_schema!r}")
         if self.max_tool_result_tokens < 0:
             raise ValueError(f"`max_tool_result_tokens` must be >= 0 (0 = no trimming), got {self.max_tool_result_tokens}")
 
@@ -156,7 +167,7 @@ def _groups(calls: list[tuple[int, ToolCall]]) -> list[list[tuple[int, ToolCall]
 
 
 def trace_tools(trace: Trace, config: DatasetConfig, fallback: Optional[list[dict]] = None) -> list[dict]:
-    return compact_tools(trace.tools_offered or fallback or [], config.tool_description_chars)
+    return tools_for(trace.tools_offered or fallback or [], config)
 
 
 def trace_to_example(

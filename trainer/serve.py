@@ -15,7 +15,7 @@ What the student sees. Claude Code sends a long system prompt, every tool's full
 `<system-reminder>` blocks on each request; the student was trained on a compact context
 (trainer/dataset.py). With `serve.context = "compact"` (the default) the request is mapped to
 that same context: the system prompt becomes `dataset.system_prompt`, the tool schemas are
-compacted with `compact_tools` and `dataset.tool_description_chars`, system reminders and
+compacted by trainer/tool_context.py (`dataset.tool_schema`, `dataset.tools`), system reminders and
 mid-conversation system messages are dropped, and tool results become `tool` messages exactly
 as the dataset builder writes them (errors prefixed "Error: ", long results trimmed to
 `dataset.max_tool_result_tokens` around a visible marker). The prompt is rendered with the one
@@ -60,13 +60,13 @@ import click
 from trainer.chat_template import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
-    compact_tools,
     dump_arguments,
     parse_assistant_output,
     render,
 )
 from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
 from trainer.dataset import DatasetConfig
+from trainer.tool_context import tools_for
 from trainer.serve_backends import GenParams, GenResult, LlamaCppBackend, TransformersBackend, load_backend  # noqa: F401
 from trainer.serve_constrain import Constraint
 from trainer.serve_queue import GenerationQueue
@@ -140,7 +140,7 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None) -> tuple[list
     offered = [t for t in body.get("tools") or [] if isinstance(t.get("name"), str)]
     if settings.tools:
         offered = [t for t in offered if t["name"] in settings.tools]
-    tools = compact_tools(offered, settings.dataset.tool_description_chars) if offered else []
+    tools = tools_for(offered, settings.dataset) if offered else []  # the dataset's mapping
 
     messages: list[dict] = [{"role": "system", "content": system}] if system else []
     names: dict[str, str] = {}
