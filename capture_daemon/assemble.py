@@ -198,10 +198,26 @@ def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agen
     next_seq: dict[str | None, int] = {}
     for c in calls.values():
         next_seq[c.agent_id] = max(next_seq.get(c.agent_id, 0), c.seq + 1)
+    # Claude Code 2.0.0's hooks carry no tool_use_id: where the transcript has no calls for
+    # that agent (deleted, unreadable), a Post is paired with the earliest open Pre of the
+    # same tool and input, under an id made from the Pre's spool file name.
+    from_transcript = {agent for agent, blocks in sources if any(b.kind == "tool_use" for b in blocks)}
+    open_pre: dict[tuple, list[str]] = {}
     for ev in events:
-        tool_use_id = ev.payload.get("tool_use_id")
-        if ev.event not in ("PreToolUse", "PostToolUse", "PostToolUseFailure") or not tool_use_id:
+        if ev.event not in ("PreToolUse", "PostToolUse", "PostToolUseFailure"):
             continue
+        tool_use_id = ev.payload.get("tool_use_id")
+        if not tool_use_id:
+            if ev.agent_id in from_transcript:
+                continue
+            key = (ev.agent_id, str(ev.payload.get("tool_name")), orjson.dumps(ev.payload.get("tool_input"),
+                                                                               option=orjson.OPT_SORT_KEYS, default=str))
+            waiting = open_pre.setdefault(key, [])
+            if ev.event == "PreToolUse":
+                tool_use_id = f"hook-{ev.name}"
+                waiting.append(tool_use_id)
+            else:
+                tool_use_id = waiting.pop(0) if waiting else f"hook-{ev.name}"
         call = calls.get(tool_use_id)
         if call is None:
             agent = ev.agent_id

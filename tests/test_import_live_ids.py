@@ -90,6 +90,7 @@ def test_without_a_transcript_the_old_prompt_is_still_captured(tmp_path):
         [trace] = list(store.iter_traces())
     assert ingestor.quarantined_count == 0
     assert trace.prompt == "no transcript here" and trace.prompt_id.startswith("pending:")
-    # Known gap: 2.0.0's hooks carry no tool_use_id, so without the transcript its calls are
-    # not rebuilt from the hooks alone (the prompt and its loss of detail are still recorded).
-    assert trace.tool_calls == []
+    # 2.0.0's hooks carry no tool_use_id: each Post is paired with its Pre.
+    [call] = trace.tool_calls
+    assert call.name == "Bash" and call.input == {"command": "ls"} and call.output == "ok" and call.success
+    assert call.tool_use_id.startswith("hook-")
