@@ -246,8 +246,9 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
                 report.prompts += 1
                 if trace.trace_id in fresh:
                     continue
-                if store.has_trace(trace.trace_id):
-                    old = store.get(trace.trace_id)
+                stored = store.db.execute("SELECT complete FROM traces WHERE trace_id=?", (trace.trace_id,)).fetchone()
+                if stored is not None:
+                    old = None if stored[0] else store.get(trace.trace_id)  # complete ones: never replaced
                     if old is None or not _improves(trace, old):
                         report.skipped_existing += 1
                         continue
