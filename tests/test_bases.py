@@ -76,3 +76,11 @@ def test_sft_trains_lora_on_smollm2_through_the_project_template(smollm2, tmp_pa
     assert any(not torch.equal(v, params[n].detach()) for n, v in lora_b.items())
     losses = [h["loss"] for h in setup.trainer.state.log_history if "loss" in h]
     assert losses and all(loss == loss for loss in losses)  # logged, finite
+
+
+def test_smollm2_preset_names_the_offline_base():
+    from trainer.pipeline import PRESETS
+
+    cfg = load_config(preset=PRESETS["smollm2-demo"])
+    assert cfg.sft.base_model == SMOLLM2_135M and cfg.sft.method == "lora" and cfg.run.traces == "demo"
+    assert cfg.source("sft.base_model") == "preset"

