@@ -973,6 +973,45 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
     _token("onepassword-token", "ops_eyJ", r"[A-Za-z0-9+/=_-]{40,}", ("_", "(?<=ops_)(?=eyJ)")),
 )
 
+# ~/.pgpass: `host:port:database:user:password`, one per line; the port is digits or `*`, the
+# host has a letter, a dot or `*` (so that times and IPv6 addresses are not read as one).
+_PGPASS = re.compile(
+    r"(?m)^(?=[^:\s]*[A-Za-z.*])[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:(?P<s>[^:\s]+)\r?$"
+)
+_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:[^:\s]+:[^:\s]+\r?(?:\n|\Z))"
+
+# A password piped to a program that reads it from stdin: `echo pw | sudo -S cmd`,
+# `echo pw | docker login -u bob --password-stdin`, `echo 'bob:pw' | chpasswd`.
+_PIPED_PASSWORD = re.compile(
+    r"(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|(?P<tail>[^\n|;&]*)"
+)
+_STDIN_READER = re.compile(r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|\bpasswd\b.*--stdin")
+
+
+def _replace_piped(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _STDIN_READER.search(m.group("tail")):
+        return None
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    new = _mark_arg(m.group(group), "")
+    if new is None:
+        return None
+    return text[m.start() : m.start(group)] + new + text[m.end(group) : m.end()]
+
+
+# A user and password pair handed to an HTTP client: requests' `auth=("user", "pw")`,
+# `HTTPBasicAuth("user", "pw")`, aiohttp's `BasicAuth("user", "pw")`.
+# Matched from the comma (where its gate is), the call before it checked by `_replace_auth_pair`.
+_AUTH_PAIR = re.compile(r",(?<=[\"'],)[ \t]*(?P<q>[\"'])(?P<s>[^\"'\n]+)(?P=q)[ \t]*\)")
+_AUTH_PAIR_GATE = r"(?<=[\"'],)(?=[ \t]*[\"'][^\"'\n]+[\"'][ \t]*\))"
+_AUTH_PAIR_CALL = re.compile(r"(?:\bauth[ \t]*=[ \t]*|(?:Basic|Digest)Auth)\([ \t]*([\"'])[^\"'\n]*\1\Z")
+_AUTH_PAIR_MARK = marker("auth-pair")
+
+
+def _replace_auth_pair(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _AUTH_PAIR_CALL.search(text[max(0, m.start() - 200) : m.start()]) or _is_placeholder(m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _AUTH_PAIR_MARK)
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -987,6 +1026,9 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     # base64 of '{"auths":': a docker config, registry passwords and all.
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
+    _Rule("pgpass", _PGPASS, _group("pgpass-password"), ((":", _PGPASS_GATE),)),
+    _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", r"(?=[^\n|;&]{0,200}?(?:sudo|stdin|chpasswd))"),)),
+    _Rule("auth-pair", _AUTH_PAIR, _replace_auth_pair, ((",", _AUTH_PAIR_GATE),), anchored=True),
     # Microsoft Teams incoming webhooks.
     _Rule(
         "teams-webhook",
@@ -1036,7 +1078,7 @@ _RULES: tuple[_Rule, ...] = (
     _token("github-token", "github_pat_", r"[A-Za-z0-9]{10}[A-Za-z0-9_]{12,}", ("_", "(?<=github_pat_)")),
     _token("gitlab-token", "glpat-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=glpat-)")),
     _token("gitlab-token", r"gl[rd]t-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=gl[rd]t-)")),
-    _token("slack-token", r"xox[abposr]-", r"[A-Za-z0-9-]{10,}", ("-", "(?<=xox[abposr]-)")),
+    _token("slack-token", r"xox[abposre]-", r"[A-Za-z0-9-]{10,}", ("-", "(?<=xox[abposre]-)")),
     _token("slack-token", "xapp-", r"[0-9]-[A-Za-z0-9-]{10,}", ("-", "(?<=xapp-)")),
     _Rule(
         "slack-webhook",
@@ -1098,7 +1140,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     "_": (
         # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
         (
-            "(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",
+            "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",
             frozenset({"grafana-cloud-token", "fly-token", "figma-token", "dockerhub-token", "circleci-token", "sentry-token"}),
         ),
         (r"(?=[A-Za-z0-9]{10})", None),
@@ -1106,13 +1148,13 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-
     # GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) and have 10 or more token characters
     # after it.
-    # New prefixes end in U K T x l y Y s too (HRKU- PMAK- CFPAT- pplx- pul- tskey- key- access-);
+    # New prefixes end in U K T x l y Y s e too (xoxe- as well) (HRKU- PMAK- CFPAT- pplx- pul- tskey- key- access-);
     # `--user` and ` -p` are flags (cli-short-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
         (r"(?<=[ \t]-)", frozenset({"cli-short-flag"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
-        (r"(?<=[kXitabposrUKTxlyYs]-)(?=[A-Za-z0-9_-]{10})", None),
+        (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
     # Also hvs. hvb. hvr. sl. dt0c01. (s b r l 1), sk.eyJ (Mapbox), a Discord bot token's first
@@ -1127,13 +1169,17 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # AccountKey= / SharedAccessKey= (y), sig= (g).
     "=": ((_sep_guard("=", "yg"), None),),
     # `:`: `://` of a URL with a password; the rest as for `=`.
-    # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl).
+    # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl), `port:` (.pgpass):
+    # one guard for all of these, so that a plain colon fails two branches, not five.
     ":": (
-        ("(?=//)", frozenset({"url-password"})),
-        ("(?=A[AP])", frozenset({"telegram-bot-token", "firebase-key"})),
-        ("(?<=pass:)", frozenset({"openssl-pass"})),
+        (
+            "(?:(?=//|A[AP])|(?<=[0-9*]:)|(?<=pass:))",
+            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass"}),
+        ),
         (_sep_guard(":", ""), None),
     ),
+    # `,`: ("NAME", "value") pairs and auth=("user", "pw"): a quote before the comma.
+    ",": ((r"(?<=[\"'],)", None),),
 }
 
 
@@ -1148,6 +1194,18 @@ class _Gate:
     looks: tuple["re.Pattern[str]", ...]
     # guards[j]: the anchor and the guard that group g{j} sits behind.
     guards: tuple["re.Pattern[str]", ...]
+    # The anchor's rarest character: for an anchor of several characters, one character's test
+    # (memchr) rules most texts out before the slower substring test runs.
+    key: str
+
+
+# Lower-case letters from most to least frequent in English and code; every other character
+# counts as rarer than all of them.
+_LETTER_FREQUENCY = "etaoinsrhldcumfpgwybvkxjqz"
+
+
+def _rarest(anchor: str) -> str:
+    return max(anchor, key=lambda c: _LETTER_FREQUENCY.find(c) if c in _LETTER_FREQUENCY else len(_LETTER_FREQUENCY))
 
 
 def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
@@ -1188,6 +1246,7 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
                 tuple(i for _, i, _ in placed),
                 tuple(re.compile(look) for look, _, _ in placed),
                 tuple(re.compile(re.escape(anchor) + guard) for _, _, guard in placed),
+                _rarest(anchor),
             )
         )
     return tuple(gates)
@@ -1207,7 +1266,7 @@ def _gate_starts(text: str) -> dict[int, list[int]]:
     """
     starts: dict[int, list[int]] = {}
     for gate in _GATES:
-        if gate.anchor not in text:
+        if gate.key not in text or (len(gate.anchor) > 1 and gate.anchor not in text):
             continue  # the gate starts with its anchor: a substring test in C saves the regex pass
         rules, looks = gate.rules, gate.looks
         after = len(gate.anchor)

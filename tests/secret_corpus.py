@@ -321,6 +321,16 @@ def _cases() -> list[SecretCase]:
     s = b64(f"svc:{password()}".encode())
     add("basic-auth-tuple", f'session.headers.update([("Authorization", "Basic {s}")])', s)
     pw = password()
+    add("pgpass", f"db.acme.io:5432:shop:app:{pw}\n*:*:*:replicator:{pw[::-1]}", pw, pw[::-1])
+    pw = password()
+    add("echo-sudo-S", f"echo '{pw}' | sudo -S systemctl restart nginx", pw)
+    pw = password()
+    add("echo-password-stdin", f'echo "{pw}" | docker login ghcr.io -u acme --password-stdin', pw)
+    pw = password()
+    add("requests-auth-tuple", f'r = requests.get(url, auth=("admin", "{pw}"), timeout=10)', pw)
+    s = "xoxe-1-" + rand(60)
+    add("slack-refresh-token", f"refresh: {s}", s)
+    pw = password()
     add("mysql-p-glued", f"mysql -u root -p{pw} -h 127.0.0.1 shop", pw)
     pw = password()
     add("mysqldump-password-eq", f"mysqldump --password={pw} -u root shop > shop.sql", pw)
@@ -428,6 +438,8 @@ def _benign() -> list[tuple[str, str]]:
         ("java-and-shell", "return NotificationServiceFactory.create.buildNotificationServiceWithRetries(cfg);\n"
          'ssh-keygen -t ed25519 -N "" -f deploy_key\nsecurity find-generic-password -s github -w\ncurl -u bob https://api.acme.io\n'
          "kubectl set image deployment/web web=acme/web:1.2\nset -o pipefail\nmysql -u root -p shop"),
+        ("times-and-pipes", "12:30:45:10:99 elapsed\n2001:db8:0:0:1 is an address\necho hi | grep h\necho $PW | sudo -S ls\n"
+         'f("user", "name") and auth=(user, pw) and session.auth = ("bob", PASSWORD)'),
         ("csv-prose", "Download the .csv: it has the Access key ID, Secret access key and console link.\nKeep it safe, then delete it."),
         ("k8s-meta", f"metadata:\n  uid: {uuid()}\n  resourceVersion: \"{rand(8, DIGITS)}\"\n  generation: 3"),
     ]
