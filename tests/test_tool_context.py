@@ -72,3 +72,19 @@ def test_dataset_and_serve_use_the_same_mapping():
 def test_unknown_tool_schema_is_a_config_error():
     with pytest.raises(ValueError, match="tool_schema"):
         DatasetConfig(tool_schema="json")
+
+
+def test_evaluation_validates_calls_against_a_signature():
+    pytest.importorskip("jsonschema")
+    from trainer.evaluate import call_is_valid, tool_schemas
+
+    schemas = tool_schemas(json.dumps(student_tools(CLAUDE_CODE_TOOLS)))
+    assert schemas["Read"]["required"] == ["file_path"]
+    assert call_is_valid("Read", {"file_path": "a.py"}, True, schemas)
+    assert call_is_valid("Read", {"file_path": "a.py", "limit": 5}, True, schemas)
+    assert not call_is_valid("Read", {"path": "a.py"}, True, schemas)  # the required file_path is missing
+    assert not call_is_valid("Read", {"file_path": 3}, True, schemas)
+    assert call_is_valid("Grep", {"pattern": "x", "output_mode": "count", "type": "py"}, True, schemas)
+    assert not call_is_valid("Grep", {"pattern": "x", "output_mode": "lines"}, True, schemas)
+    full = tool_schemas(json.dumps(student_tools(CLAUDE_CODE_TOOLS, "full")))
+    assert not call_is_valid("Read", {"path": "a.py"}, True, full)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config
+from trainer.tool_context import is_signature, signature_to_schema
 
 METRICS = [
     "first_tool_accuracy",
@@ -95,7 +96,9 @@ def tool_schemas(tools: Any) -> dict[str, dict[str, Any]]:
         fn = t.get("function", t) if isinstance(t, dict) else {}
         name = fn.get("name")
         if name:
-            out[name] = fn.get("parameters") or fn.get("input_schema") or {"type": "object"}
+            params = fn.get("parameters") or fn.get("input_schema") or {"type": "object"}
+            # A compact signature ({"file_path": "string"}) read as a JSON schema would accept anything.
+            out[name] = signature_to_schema(params) if is_signature(params) and params else params
     return out
 
 

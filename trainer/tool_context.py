@@ -81,6 +81,37 @@ def _signature(tool: dict, description_chars: int, required_only: bool) -> dict:
     }
 
 
+_JSON_TYPES = {"string", "number", "integer", "boolean", "object", "array", "null"}
+
+
+def _schema_of(type_text: str) -> dict:
+    if type_text == "any":
+        return {}
+    if type_text.startswith("array of "):
+        return {"type": "array", "items": _schema_of(type_text[len("array of "):])}
+    parts = type_text.split("|")
+    if all(p in _JSON_TYPES for p in parts):
+        return {"type": parts[0] if len(parts) == 1 else parts}
+    return {"enum": parts}
+
+
+def is_signature(params: Any) -> bool:
+    """A "signature"/"required" parameter map ({"name": "type"}), not a JSON schema."""
+    return (isinstance(params, dict) and "properties" not in params and params.get("type") != "object"
+            and all(isinstance(v, str) for v in params.values()))
+
+
+def signature_to_schema(params: dict) -> dict:
+    """The JSON schema a signature stands for, so evaluation can still validate calls against it."""
+    props, required = {}, []
+    for name, type_text in params.items():
+        optional = type_text.endswith("?")
+        props[name] = _schema_of(type_text[:-1] if optional else type_text)
+        if not optional:
+            required.append(name)
+    return {"type": "object", "properties": props, "required": required}
+
+
 def student_tools(
     offered: Iterable[dict],
     schema: str = DEFAULT_TOOL_SCHEMA,
