@@ -493,6 +493,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _CODE_NAME = re.compile(
     r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z]+[a-z]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"
     r"|[a-z][a-z0-9]*(?:\.[a-z][A-Za-z0-9]*)+|[A-Za-z]+(?:\.[A-Za-z]+)+"
+    # kebab-case (salt = "autotune-best-config-v2"); a UUID is kept out by `_looks_random`.
+    r"|[a-z][a-z0-9]*(?:-[a-z0-9]+)+"
 )
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
 _HEX_LITERAL = re.compile(r"0[xX][0-9a-fA-F_]+[uUlL]*")
@@ -883,7 +885,9 @@ _NETRC = re.compile(
 # redis.conf: `requirepass PW`, `masterauth PW`.
 _REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#]+)")
 # openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`.
-_OPENSSL_PASS = re.compile(r"pass:(?<=[ \t/\"']pass:)(?P<s>[^\s\"']+)")
+# (Only after a flag that takes it: prose ends sentences with "the forward pass:".)
+_OPENSSL_PASS_AFTER = r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:))"
+_OPENSSL_PASS = re.compile(rf"pass:{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':][^\s\"']*)")
 
 
 def _replace_base64_pem(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1116,7 +1120,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
-    _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", r"(?<=[ \t/\"']pass:)"),)),
+    _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
 )
 
 

@@ -440,6 +440,9 @@ def _benign() -> list[tuple[str, str]]:
          "kubectl set image deployment/web web=acme/web:1.2\nset -o pipefail\nmysql -u root -p shop"),
         ("times-and-pipes", "12:30:45:10:99 elapsed\n2001:db8:0:0:1 is an address\necho hi | grep h\necho $PW | sudo -S ls\n"
          'f("user", "name") and auth=(user, pw) and session.auth = ("bob", PASSWORD)'),
+        ("site-packages-finds", 'salt = "autotune-best-config-v2"\nSuppose we log statistics during the forward pass::\n\n    def f(x):\n'
+         "EPILOGUE_SEED_SALT = 0x9E3779B1\n__slots__ = ('scheme', 'user', 'password', 'host')\n"
+         '@field_serializer(\'password\', \'token\', when_used=\'json\')\n_dedup_rs_pass: PassType | None = None'),
         ("csv-prose", "Download the .csv: it has the Access key ID, Secret access key and console link.\nKeep it safe, then delete it."),
         ("k8s-meta", f"metadata:\n  uid: {uuid()}\n  resourceVersion: \"{rand(8, DIGITS)}\"\n  generation: 3"),
     ]
