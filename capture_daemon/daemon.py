@@ -112,6 +112,11 @@ def run(stop: threading.Event | None = None, rescan_seconds: float = RESCAN_SECO
                 wait = loop.pass_once()
             finally:
                 in_pass.clear()
+            if lock.superseded:
+                break
+            if loop.abandoned():
+                log.warning("the data dir has been gone for an hour: exiting")
+                break
             wake.wait(timeout=wait)
             wake.clear()
         loop.final()
@@ -129,6 +134,8 @@ class _DaemonLock:
     the lock is taken again on the new file (or, when another daemon got there first, this
     one stops: two would both work, but one is the design)."""
 
+    superseded = False  # another daemon holds the lock of a re-made data dir: this one exits
+
     def __init__(self, base: Path):
         self.handle = self._take()
         if self.handle is None:
@@ -137,14 +144,20 @@ class _DaemonLock:
         self._write_pid()
 
     @staticmethod
-    def _take():
+    def _take(attempts: int = 10):
+        """The lock, or None when another daemon holds it. A few tries 50 ms apart: a
+        liveness probe (running_pid, the SessionStart hook) holds it for microseconds, and
+        a daemon starting at that instant must not take the probe for a rival."""
         handle = paths.open_private(_lock_file(), "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        return handle
+        for attempt in range(attempts):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return handle
+            except BlockingIOError:
+                if attempt + 1 < attempts:
+                    time.sleep(0.05)
+        handle.close()
+        return None
 
     def _write_pid(self) -> None:
         try:
@@ -160,7 +173,9 @@ class _DaemonLock:
         if not same:
             handle = self._take()
             if handle is None:
-                raise DaemonError("another capture daemon took over this data dir")
+                log.warning("another capture daemon took over this data dir: exiting")
+                self.superseded = True
+                return
             self.handle.close()
             self.handle = handle
         try:

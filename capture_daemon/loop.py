@@ -15,6 +15,7 @@ status says how stale).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
@@ -38,8 +39,17 @@ BACKOFF_MAX_SECONDS = 60.0
 HOUSEKEEPING_SECONDS = 600.0
 # A file in spool/tmp older than this was left by a hook that was killed mid-write.
 STALE_TMP_SECONDS = 3600.0
+# A daemon whose data dir has been deleted this long gives up and exits.
+DATA_DIR_GONE_EXIT_SECONDS = 3600.0
 # Waiting on a database another process has locked: short, so `stop` stays prompt.
 BUSY_TIMEOUT_MS = 2000
+
+
+class DataDirGone(OSError):
+    """The data dir itself was deleted while the daemon ran."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOENT, message)
 
 
 def state_path() -> Path:
@@ -83,12 +93,19 @@ class CaptureLoop:
     ingestor: Ingestor | None = None
     last_housekeeping: float = 0.0
     store_inode: int | None = None
+    data_dir_gone_since: float | None = None
 
     def pass_once(self) -> float:
         """One pass; returns the seconds to wait before the next. Never raises an Exception."""
         try:
-            for directory in (paths.data_dir(), paths.spool_dir(), paths.logs_dir()):
-                paths.ensure(directory)  # a data dir deleted under us is made again
+            if not paths.data_dir().is_dir():
+                # Deleted under us: wait for the hooks to make it again with the next event
+                # (making it ourselves would resurrect a folder the user removed on purpose).
+                self.data_dir_gone_since = self.data_dir_gone_since or time.time()
+                raise DataDirGone(f"{paths.data_dir()} is gone; capture resumes when the next hook event makes it again")
+            self.data_dir_gone_since = None
+            for directory in (paths.spool_dir(), paths.logs_dir()):
+                paths.ensure(directory)
             self.on_pass()
             ingestor = self._ingestor()
             ingestor.scan()
@@ -97,12 +114,18 @@ class CaptureLoop:
             self.health.ok()
             wait = self._next_wait(ingestor)
         except Exception as exc:  # noqa: BLE001 - the daemon must outlive any one failure
-            if not is_environmental(exc):
+            if not is_environmental(exc) and not isinstance(exc, FileNotFoundError):
                 log.error("capture pass failed: %s\n%s", describe(exc), frames(exc))
             self._drop_store_if_broken(exc)
             wait = self.health.failed(_problem(exc), time.time())
         self._write_state()
         return wait
+
+    def abandoned(self, now: float | None = None) -> bool:
+        """True when the data dir has been gone for DATA_DIR_GONE_EXIT_SECONDS: the user
+        removed it; the daemon exits, and the next Claude Code session starts a new one."""
+        since = self.data_dir_gone_since
+        return since is not None and (now or time.time()) - since > DATA_DIR_GONE_EXIT_SECONDS
 
     def final(self) -> None:
         """At shutdown: commit what is finished (unfinished prompts stay in the spool)."""
@@ -128,7 +151,7 @@ class CaptureLoop:
             log.warning("traces.db was moved, replaced or deleted under the daemon; opening it afresh")
             self.close()
         if self.store is None:
-            self.store = TraceStore.connect()
+            self.store = TraceStore.connect(make_dirs=False)
             self.store.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.store_inode = os.stat(self.store.path).st_ino
             if self.ingestor is not None:

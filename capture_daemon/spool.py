@@ -115,7 +115,13 @@ def read_regular_file(path: Path | str, limit: int) -> bytes:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise CorruptSpoolFile(f"{size} bytes, over the {limit}-byte limit")
-        data = handle.read(limit + 1)
+        # The size it has plus one byte to see growth: read(limit) would allocate all of it.
+        data = handle.read(size + 1)
+        while len(data) <= limit and len(data) > size:
+            more = handle.read(1 << 20)
+            if not more:
+                break
+            data += more
     if len(data) > limit:
         raise CorruptSpoolFile(f"grew past the {limit}-byte limit while being read")
     return data
@@ -193,10 +199,12 @@ PAYLOAD_FIELD_TYPES: dict[str, tuple[type, ...]] = {
 _ID_FIELDS = ("session_id", "prompt_id", "agent_id", "tool_use_id", "tool_name", "hook_event_name")
 
 
-def check_payload(payload: Any) -> None:
+def check_payload(payload: Any, may_nest_deep: bool = True) -> None:
     """Raise CorruptSpoolFile unless every field the daemon uses has a type it can handle.
 
     Messages name the field and the type found, never the value: they end up in logs.
+    `may_nest_deep` False skips the nesting walk when the caller knows the JSON text has
+    too few brackets to nest past MAX_DEPTH (the common case, checked at C speed).
     """
     if not isinstance(payload, dict):
         raise CorruptSpoolFile(f"payload is a JSON {_json_type(payload)}, not an object")
@@ -215,7 +223,7 @@ def check_payload(payload: Any) -> None:
     tasks = payload.get("background_tasks")
     if tasks and not all(isinstance(task, dict) for task in tasks):
         raise CorruptSpoolFile("field background_tasks holds something other than objects")
-    if nesting_depth_exceeds(payload):
+    if may_nest_deep and nesting_depth_exceeds(payload):
         raise CorruptSpoolFile(f"payload is nested deeper than {MAX_DEPTH} levels")
 
 
@@ -262,7 +270,7 @@ def read_event(path: Path | str) -> SpoolEvent:
             except (ValueError, UnicodeDecodeError) as exc:
                 reason = str(exc) if str(exc).startswith("nested deeper") else "payload is not JSON"
                 raise CorruptSpoolFile(reason) from None
-        check_payload(payload)
+        check_payload(payload, may_nest_deep=body.count(b"[") + body.count(b"{") > MAX_DEPTH)
     except CorruptSpoolFile as exc:
         exc.lost_event = _lost_placeholder(os.path.basename(path), header, body if sep else head, payload, str(exc))
         raise

@@ -79,7 +79,8 @@ def _disk_problem() -> str | None:
     """A full or read-only disk, seen directly: the daemon cannot write its state there."""
     base = paths.data_dir()
     if not base.exists():
-        return None
+        return (f"{base} does not exist (deleted?): the next Claude Code hook event or "
+                "`capture-daemon start` makes it again")
     try:
         if not os.access(base, os.W_OK):
             return (f"{base} is not writable (a read-only disk?): capture events wait in the hooks' "

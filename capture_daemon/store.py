@@ -10,6 +10,7 @@ the trace, and lets `rescore` re-run analysis without the spool.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -132,11 +133,17 @@ class TraceStore:
             store.close()
 
     @classmethod
-    def connect(cls, path: Path | None = None) -> "TraceStore":
+    def connect(cls, path: Path | None = None, *, make_dirs: bool = True) -> "TraceStore":
         """Open (creating and migrating as needed). A damaged file raises sqlite3.DatabaseError
-        (`is_corruption()` tells it apart); commands turn it into StoreCorrupt (cli_db.open_store)."""
+        (`is_corruption()` tells it apart); commands turn it into StoreCorrupt (cli_db.open_store).
+
+        `make_dirs=False` (the daemon) never makes the folder: a data dir the user deleted
+        must not come back just because the daemon reconnected at that moment."""
         path = Path(path) if path else paths.store_path()
-        if path.parent == paths.data_dir():
+        if not make_dirs:
+            if not path.parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, f"{path.parent} does not exist")
+        elif path.parent == paths.data_dir():
             paths.ensure(path.parent)
         else:  # a store the caller placed: make its folder, leave an existing one as it is
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

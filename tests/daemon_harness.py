@@ -66,13 +66,15 @@ class RunningDaemon:
 
     def __enter__(self) -> "RunningDaemon":
         self.cli("start")
+        self.started = {self.pid()}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        pid = self.pid()
+        pids = {self.pid(), *getattr(self, "started", ())} - {None}
         proc = self.cli("stop", check=False, timeout=60)
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        for pid in pids:  # never leave a daemon behind, whatever the test did to its files
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
         assert proc.returncode == 0, proc.stderr
 
     def pid(self) -> int | None:

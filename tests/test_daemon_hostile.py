@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import RunningDaemon, hook, prompt_events, quarantine_reasons, write_transcript
+from tests.daemon_harness import RunningDaemon, _alive, hook, prompt_events, quarantine_reasons, write_transcript
 
 SECRET = "ghp_" + "Q9w8E7r6T5y4U3i2O1p0A9s8D7f6G5h4J3k2"
 
@@ -177,8 +177,15 @@ def test_a_data_dir_deleted_under_the_daemon_is_made_again(understudy_home):
         prompt_events(uhome, "s-1", "p-1")
         daemon.wait_for(lambda: daemon.trace_for("p-1"), 30, "the first trace")
         pid = daemon.pid()
-        shutil.rmtree(uhome)
-        prompt_events(uhome, "s-2", "p-2")  # the hook makes the spool again
+        gone = uhome.with_name("deleted")
+        os.rename(uhome, gone)  # at once, as far as the daemon can tell
+        shutil.rmtree(gone)
+        status = daemon.wait_for(lambda: (s := daemon.status())["health"]["problem"] and s, 30,
+                                 "status to say the data dir is gone")
+        assert "does not exist" in status["health"]["problem"]
+        time.sleep(3)
+        assert _alive(pid) and not uhome.exists()  # waiting, not resurrecting what the user removed
+        prompt_events(uhome, "s-2", "p-2")  # the hook makes the data dir and spool again
         daemon.wait_for(lambda: daemon.trace_for("p-2"), 30, "a trace in the new data dir")
         assert daemon.pid() == pid and daemon.alive()
         assert oct(uhome.stat().st_mode & 0o777) == oct(0o700)
