@@ -263,6 +263,7 @@ class _ParseState:
     tools_offered: list[dict[str, Any]] = field(default_factory=list)
     inline_sidechains: bool = True
     chain_of: dict[str, str] = field(default_factory=dict)  # sidechain row uuid → its run's agent id
+    early: list[dict] = field(default_factory=list)  # an agent file's assistant rows written before its task row
 
 
 def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
@@ -282,8 +283,15 @@ def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
         _sidechain_row(transcript, row, state)
     elif kind == "user":
         state.current = _user_row(transcript, row, state.current, state.tools_offered)
+        if state.early and state.current is not None:
+            # 2.1.x may write a subagent's first reply before the task row it answers.
+            for early in state.early:
+                _assistant_row(state.current, early)
+            state.early = []
     elif kind == "assistant" and state.current is not None:
         _assistant_row(state.current, row)
+    elif kind == "assistant" and not state.inline_sidechains and len(state.early) < 64:
+        state.early.append(row)
 
 
 def _message(row: dict) -> dict:

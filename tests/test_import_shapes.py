@@ -267,3 +267,14 @@ def test_traces_from_session_is_usable_alone(tmp_path):
     path = s.write(tmp_path / "x.jsonl")
     [trace] = traces_from_session(path)
     assert trace.prompt == "one" and trace.complete
+
+
+def test_an_agent_reply_written_before_its_task_row_is_kept(tmp_path):
+    """Claude Code 2.1.42 may write a background agent's first reply before the task row."""
+    main, agent_file = _delegating_session("subagents", tmp_path)
+    rows = [json.loads(line) for line in agent_file.read_text().splitlines()]
+    rows[0], rows[1] = rows[1], rows[0]  # assistant tool_use first, then the task
+    agent_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    calls = traces["inspect everything"].tool_calls
+    assert ("Read", "a1") in [(c.name, c.agent_id) for c in calls]
