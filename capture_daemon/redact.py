@@ -53,9 +53,9 @@ What is detected (the marker's kind in brackets):
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
   ``$env:NAME = v``, and ``("NAME", "v")`` pairs such as PHP's ``define('DB_PASSWORD', 'v')``,
   where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
-  access_key, secret_key, private_key, client_secret, shared_key, secret_key_base, salt (any case,
+  access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
-  ``_PASS`` or ``_PW``; ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
+  ``_SALT``, ``_PASS`` or ``_PW``; ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password``; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
@@ -206,7 +206,6 @@ _MADE_TAILS = (
     "accountkey",
     "sharedkey",  # WireGuard PresharedKey
     "secretkeybase",  # Rails SECRET_KEY_BASE
-    "salt",  # WordPress AUTH_SALT and friends
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
@@ -240,7 +239,8 @@ def _name_kind(name: str) -> Optional[str]:
     # Environment-variable style: an UPPER_CASE name ending in _KEY (STRIPE_KEY, SSH_KEY). Code
     # has many such constants too (CACHE_KEY = "user"), so these count only with a random-looking
     # value; lower-case `sort_key`, `cache_key`, `primary_key` never count.
-    if (bare.endswith("_KEY") and bare.isupper()) or _PASS_TAIL.search(bare):
+    # WordPress's AUTH_SALT and friends likewise (a lower-case `salt = "v2-config"` is a constant).
+    if (bare.endswith(("_KEY", "_SALT")) and bare.isupper()) or _PASS_TAIL.search(bare):
         return _WEAK
     return None
 
@@ -493,8 +493,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _CODE_NAME = re.compile(
     r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+|[a-z]+(?:[A-Z][a-z]+)+|(?:[A-Z]+[a-z]+)+|[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+"
     r"|[a-z][a-z0-9]*(?:\.[a-z][A-Za-z0-9]*)+|[A-Za-z]+(?:\.[A-Za-z]+)+"
-    # kebab-case (salt = "autotune-best-config-v2"); a UUID is kept out by `_looks_random`.
-    r"|[a-z][a-z0-9]*(?:-[a-z0-9]+)+"
 )
 _HEX_COLOR = re.compile(r"#[0-9a-fA-F]{3,8}")
 _HEX_LITERAL = re.compile(r"0[xX][0-9a-fA-F_]+[uUlL]*")

@@ -639,6 +639,9 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ("openssl rsa -passin pass:pw9 -passout env:PW", "openssl rsa -passin pass:[REDACTED:cli-flag] -passout env:PW"),
         # Code constants and lists of names.
         ("SEED_SALT = 0x9E3779B1", "SEED_SALT = 0x9E3779B1"),
+        # A person's secret may be words: under a secret's name, dashed words still go.
+        ("SECRET=correct-horse-battery-staple", "SECRET=[REDACTED:assignment]"),
+        ('client_secret = "my-super-secret-value-2024"', 'client_secret = "[REDACTED:assignment]"'),
         ("__slots__ = ('user', 'password', 'host', 'port')", "__slots__ = ('user', 'password', 'host', 'port')"),
         ("lowering_pass: PassType | None = None", "lowering_pass: PassType | None = None"),
         ("define('DB_PASSWORD', 'hunter2');", "define('DB_PASSWORD', '[REDACTED:assignment]');"),
