@@ -60,7 +60,7 @@ def cli_transcripts(version: str) -> Path | None:
         return out / "projects"
     if not binary.exists():
         return None
-    from tests.claude_harness import claude_env, write_settings_with_hooks  # noqa: F401 (settings only)
+    from tests.claude_harness import claude_env
     from tests.test_claude_versions import PROMPTS, _scripts
 
     shutil.rmtree(out, ignore_errors=True)

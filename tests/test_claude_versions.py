@@ -30,7 +30,7 @@ import pytest
 from tests.claude_harness import REPO_ROOT, claude_env, write_settings_with_hooks
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
 # version → (folder under .tools, agent tool name, background agents?)
