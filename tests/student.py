@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from trainer.chat_template import DEFAULT_SYSTEM_PROMPT, compact_tools, dump_arguments, render
+from trainer.chat_template import DEFAULT_SYSTEM_PROMPT, dump_arguments, render
 
 TARGET_PROMPT = "List the files in this directory."
 STUDENT_TOOLS = ["Bash"]
@@ -57,8 +57,12 @@ def target_conversation(tool_output: str = LISTING) -> list[dict]:
 
 
 def student_tools(anthropic_tools: list[dict]) -> list[dict]:
-    """The tools the student sees: the request's, filtered to STUDENT_TOOLS and compacted (as serve does)."""
-    return compact_tools([t for t in anthropic_tools if t["name"] in STUDENT_TOOLS])
+    """The tools the student sees: the request's, filtered to STUDENT_TOOLS and mapped as serve maps
+    them (trainer/tool_context.py with the default dataset settings)."""
+    from trainer.dataset import DatasetConfig
+    from trainer.tool_context import tools_for
+
+    return tools_for([t for t in anthropic_tools if t["name"] in STUDENT_TOOLS], DatasetConfig())
 
 
 def claude_code_tools(cache: Path) -> Optional[list[dict]]:
@@ -170,3 +174,20 @@ def greedy(model_dir: Path, prompt: str, max_new_tokens: int = 64) -> str:
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=tok.convert_tokens_to_ids("<|eot_id|>"))
     return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=False)
+
+
+def shared_gguf(tmp_path_factory) -> Path:
+    """The tiny student exported as an f16 GGUF, once per session beside the student."""
+    from trainer.config import load_config
+    from trainer.export import run_export
+
+    model_dir, _ = shared_student(tmp_path_factory)
+    out = model_dir.parent.parent / "export"
+    gguf = out / "student-f16.gguf"
+    marker = out / "READY"
+    if not marker.exists():
+        cfg = load_config(overrides=[("export.model", str(model_dir)), ("export.output_dir", str(out)),
+                                     ("export.quantizations", ["f16"]), ("export.modelfile", False)])
+        gguf = run_export(cfg, log=lambda line: None).gguf["f16"]
+        marker.write_text(str(gguf))
+    return gguf

@@ -528,3 +528,156 @@ def test_upstream_key_replaces_our_token():
     assert r.status_code == 200 and r.headers["x-understudy-arm"] == "upstream"
     assert seen["x-api-key"] == "sk-upstream" and seen["anthropic-version"] == "2023-06-01"
     assert seen["url"] == "http://upstream.test/v1/messages?beta=true"
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 13: tool_choice, limits, backpressure, request ids (the real student: test_serve_conformance.py)
+
+
+def test_usage_stops_at_the_stop_sequence_token(serve):
+    backend = ScriptedBackend(["alpha ", "beta", " END gamma", " more", " more"])
+    msg = http.post(serve(backend) + "/v1/messages", json=request(stop_sequences=["END"])).json()
+    # The piece holding the stop is the last one generated: nothing after it is counted.
+    assert msg["stop_reason"] == "stop_sequence" and msg["usage"]["output_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ('<tool_call>{"name": "Read", "arguments": {"file_path": "a.py"}}</tool_call>', True),
+        ('<tool_call>{"name": "Bash", "arguments": {"n": [1, -2.5e3, true, null, {"x": "\\u00e9\\n"}]}}</tool_call>', True),
+        ('<tool_call>{"name": "Re', True),
+        ('<tool_call>{"name": "Rm"', False),
+        ("I'll read it.", False),
+        ('<tool_call>{"name": "Read", "arguments": [1]}', False),
+        ('<tool_call>{"name": "Read", "arguments": {"a": 01}}', False),
+        ('<tool_call>{"name": "Read", "arguments": {"a": tru}}', False),
+        ('<tool_call>{"name": "Read", "arguments": {"a" 1}}', False),
+        ('<tool_call>{"name": "Read", "arguments": {"a": 1}}</tool_call>\n<tool_call>{"name": "Bash", ', True),
+        ('<tool_call>{"name": "Read", "arguments": {}}</tool_call> and text', False),
+    ],
+)
+def test_tool_call_validator(text, ok):
+    from trainer.serve_constrain import ToolCallValidator
+
+    assert ToolCallValidator(["Read", "Bash"]).feed(text) is ok
+
+
+def test_validator_ends_only_after_a_whole_call_and_single_call_mode():
+    from trainer.serve_constrain import Constraint, ToolCallValidator, gbnf
+
+    v = ToolCallValidator(["Read"], parallel=False)
+    assert v.feed('<tool_call>{"name": "Read", "arguments": {"a": "}"}}') and not v.can_end()
+    assert v.feed("</tool_call>") and v.can_end()
+    assert not v.clone().feed("\n")  # no second call
+    grammar = gbnf(Constraint("any", ["Read", "Bash"], parallel=True))
+    assert grammar.startswith('root ::= call ("\\n" call)*') and '\\"Bash\\"' in grammar
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_forced_and_forbidden_calls_are_assembled(serve, stream):
+    from trainer.serve_constrain import Constraint
+
+    # A forced turn is calls only; a cut-off forced call is still the call.
+    asm = OutputAssembler(["Read"], [], Constraint("any", ["Read", "Bash"]))
+    assert asm.feed('<tool_call>{"name": "Bash", "arguments": {"command": "l') == ""
+    text, blocks = asm.finish()
+    assert text == "" and [(b["name"], b["input"]) for b in blocks] == [("Bash", {})]
+    # tool_choice none: a call-looking text stays text.
+    asm = OutputAssembler(["Read"], [], Constraint("none"))
+    out = asm.feed('Sure. <tool_call>{"name": "Read", "arguments": {}}</tool_call>')
+    assert out.startswith("Sure. <tool_call>") and asm.finish()[1] == []
+    # disable_parallel_tool_use: the first call only, and the server stops generating after it.
+    two = ['<tool_call>{"name": "Read", "arguments": {"file_path": "a"}}</tool_call>', "\n",
+           '<tool_call>{"name": "Read", "arguments": {"file_path": "b"}}</tool_call>']
+    backend = ScriptedBackend(two)
+    r = http.post(serve(backend) + "/v1/messages", json=request(stream=stream, tool_choice={"type": "auto", "disable_parallel_tool_use": True}))
+    if stream:
+        events = sse_events(r.text)
+        inputs = [json.loads(d["delta"]["partial_json"]) for e, d in events if e == "content_block_delta" and d["delta"]["type"] == "input_json_delta"]
+    else:
+        inputs = [b["input"] for b in r.json()["content"] if b["type"] == "tool_use"]
+    assert inputs == [{"file_path": "a"}]
+    assert len(backend.prompts) == 1 and backend.cancelled.is_set()  # stopped after the first call
+
+
+def test_queue_bound_is_a_529_and_a_waiting_client_can_leave(serve):
+    backend = ScriptedBackend(["word "] * 60, delay=0.05)
+    url = serve(backend, max_queue=1)
+    results = {}
+
+    def post(name, **kw):
+        try:
+            results[name] = http.post(url + "/v1/messages", json=request(), **kw)
+        except httpx.HTTPError as e:
+            results[name] = e
+
+    first = threading.Thread(target=post, args=("first",))
+    first.start()
+    assert backend.running.wait(5)
+    # A client that gives up while waiting leaves the queue (its timeout closes the connection).
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(url + "/v1/messages", json=request(), timeout=0.5)
+    time.sleep(0.6)
+    second = threading.Thread(target=post, args=("second",))
+    second.start()
+    time.sleep(0.5)
+    r = http.post(url + "/v1/messages", json=request())
+    assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error"
+    assert r.headers["request-id"].startswith("req_")
+    first.join(30)
+    second.join(30)
+    assert results["first"].status_code == 200 and results["second"].status_code == 200
+    assert len(backend.prompts) == 2  # the client that left never ran
+
+
+def test_prompt_too_long_and_max_tokens_cap(serve):
+    backend = ScriptedBackend(["a ", "b ", "c "])
+    url = serve(backend, n_ctx=64)
+    r = http.post(url + "/v1/messages", json=request(messages=[{"role": "user", "content": "word " * 100}]))
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("prompt is too long: ")
+    r = http.post(url + "/v1/messages", json=request(max_tokens=32000, tools=None))
+    room = 64 - r.json()["usage"]["input_tokens"]
+    assert r.status_code == 200 and r.headers["x-understudy-max-tokens"] == str(room)
+    url = serve(ScriptedBackend(["a "]), max_new_tokens=2)
+    assert http.post(url + "/v1/messages", json=request()).headers["x-understudy-max-tokens"] == "2"
+
+
+def test_count_bounded_tokenizes_only_what_decides():
+    from trainer.serve_backends import count_bounded
+
+    seen = []
+
+    def count(text):
+        seen.append(len(text))
+        return len(text.split())
+
+    text = "word " * 2_000_000  # 10 MB
+    assert count_bounded(count, text, limit=4096) > 4096
+    assert sum(seen) <= 2 * 32768
+    seen.clear()
+    assert count_bounded(count, "word " * 10_000, limit=None) >= 10_000  # count_tokens: chunk sums
+    assert count_bounded(count, "word " * 100, limit=4096) == 100
+
+
+def test_models_retrieve_request_ids_and_loopback(serve):
+    from trainer.serve import is_loopback
+
+    url = serve(ScriptedBackend(["ok"]))
+    r = http.get(url + "/v1/models/understudy-student")
+    assert r.status_code == 200 and r.json()["id"] == "understudy-student"
+    ids = {http.get(url + path).headers["request-id"] for path in ("/health", "/v1/models", "/v1/nope")}
+    assert len(ids) == 3 and all(i.startswith("req_") for i in ids)
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.3", "127.255.255.254", "::1", "[::1]", "localhost", "::ffff:127.0.0.2"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "example.com", "128.0.0.1"))
+
+
+def test_token_check_is_constant_time(monkeypatch, serve):
+    import hmac
+
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    url = serve(ScriptedBackend(["ok"]), token="s3cret")
+    assert http.post(url + "/v1/messages", json=request(), headers={"x-api-key": "s3cre"}).status_code == 401
+    assert (b"s3cre", b"s3cret") in calls

@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.claude_harness import run_claude
-from tests.student import FINAL_ANSWER, LISTING, NARRATION, TARGET_CALL, TARGET_PROMPT, shared_student
+from tests.student import FINAL_ANSWER, LISTING, NARRATION, TARGET_CALL, TARGET_PROMPT, shared_gguf, shared_student
 
 pytestmark = pytest.mark.e2e
 
@@ -78,13 +78,7 @@ def ingest_and_export(understudy_home: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def gguf_student(tmp_path_factory):
-    from trainer.config import load_config
-    from trainer.export import run_export
-
-    model_dir, _ = shared_student(tmp_path_factory)
-    out = tmp_path_factory.mktemp("e2e-export")
-    cfg = load_config(overrides=[("export.model", str(model_dir)), ("export.output_dir", str(out)), ("export.quantizations", ["f16"])])
-    return run_export(cfg, log=lambda line: None).gguf["f16"]
+    return shared_gguf(tmp_path_factory)  # shared with tests/test_serve_conformance.py
 
 
 @pytest.mark.parametrize("backend", ["transformers", "llamacpp"])

@@ -60,6 +60,7 @@ import click
 from trainer.chat_template import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
+    ParsedCall,
     dump_arguments,
     parse_assistant_output,
     render,
@@ -75,6 +76,7 @@ from trainer.serve_validate import MAX_TOKENS_LIMIT, APIError, tool_choice_of, v
 STUDENT_MODEL_ID = "understudy-student"
 _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _SESSION_IN_USER_ID_RE = re.compile(r"session_([0-9a-fA-F-]{8,})")
+_FORCED_HEAD_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r'\{"name": "((?:[^"\\]|\\.)*)"')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,9 +267,16 @@ class OutputAssembler:
         calls = parsed.tool_calls
         names = self.offered | set(self.constraint.names)
         if self.constraint.forced:
-            calls = [c for c in calls if c.valid_json and c.name in names]
-            if calls:
-                parsed.narration = ""
+            names = set(self.constraint.names)
+            complete = [c for c in calls if c.valid_json and c.name in names]
+            if not complete:
+                # Cut off by max_tokens inside the forced call: the API still answers with the
+                # tool_use block (its input as far as it got: here, nothing).
+                m = _FORCED_HEAD_RE.search(self.text)
+                if m and m.group(1) in names:
+                    complete = [ParsedCall(name=m.group(1), arguments={}, raw="", valid_json=True)]
+            calls = complete
+            parsed.narration = ""
         good = calls and all(c.valid_json and (not names or c.name in names) for c in calls)
         if calls and not self.constraint.parallel:
             calls = calls[:1]
