@@ -2,7 +2,7 @@
 # Install understudy from this checkout: .venv here, the package, Claude Code hooks, the daemon.
 #
 #   ./install.sh                 capture only (watchdog, orjson, pydantic, click, rich)
-#   ./install.sh --train         also the training stack (torch first, then '.[train]')
+#   ./install.sh --train         also the training stack and `trainer serve` (torch first, then '.[train,serve]')
 #   ./install.sh --dev           everything the tests need ('.[dev]')
 #   ./install.sh --no-hooks      do not touch Claude Code's settings
 #   ./install.sh --no-daemon     do not start the daemon (nor have sessions restart it)
@@ -68,7 +68,7 @@ else
     capture) pip_install -e . ;;
     # torch first and pinned, so pip takes the local CPU wheel where there is one instead of
     # resolving a multi-GB CUDA build as a dependency of the training stack.
-    train) pip_install torch==2.13.0 && pip_install -e '.[train]' ;;
+    train) pip_install torch==2.13.0 && pip_install -e '.[train,serve]' ;;
     dev) pip_install torch==2.13.0 && pip_install -e '.[dev]' ;;
   esac
   grep -qs "^$key " "$stamp" || : >"$stamp"  # start afresh when pyproject.toml changed
