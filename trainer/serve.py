@@ -9,7 +9,18 @@
     ANTHROPIC_BASE_URL=http://127.0.0.1:8765 ANTHROPIC_API_KEY=s3cret claude
 
 Endpoints: `POST /v1/messages` (JSON or SSE with `"stream": true`), `POST
-/v1/messages/count_tokens`, `GET /v1/models`, and `GET`/`HEAD` on `/` and `/health`.
+/v1/messages/count_tokens`, `GET /v1/models`, `GET /v1/models/{id}`, and `GET`/`HEAD` on `/`
+and `/health`. Every response carries a `request-id` header.
+
+As the Messages API does it. Requests are checked up front (trainer/serve_validate.py): a client
+mistake is a 400 `invalid_request_error` naming the field, never a 500 or an SSE error after a
+200. `tool_choice` is honoured by constrained decoding (trainer/serve_constrain.py). A prompt
+longer than the context (`serve.n_ctx`) is a 400 "prompt is too long: N tokens > M maximum",
+decided while tokenizing it a piece at a time; `max_tokens` runs up to what the context leaves,
+or `serve.max_new_tokens` when set, and the `x-understudy-max-tokens` header says which. One
+request generates at a time; up to `serve.max_queue` wait, one more gets 529 `overloaded_error`
+(trainer/serve_queue.py). A client that leaves, while waiting, while its prompt is processed or
+while tokens stream, stops costing anything (trainer/serve_backends.py).
 
 What the student sees. Claude Code sends a long system prompt, every tool's full schema and
 `<system-reminder>` blocks on each request; the student was trained on a compact context
