@@ -71,7 +71,10 @@ A value under a secret name that is shaped like code is kept only when it is a r
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
 os.environ["X"]``) that does not look random (``_looks_random``: ``eyJ``, three or more
 letter/digit switches, or random-looking case in a long run), so ``session_token: eyJx.y.z``
-and ``token: abc123.def456.ghi789`` go. Dict keys are redacted like any other string: a key that
+and ``token: abc123.def456.ghi789`` go. Three or more parts after a colon, or in a string, are
+data (``session_token: aaa.bbb.ccc`` in YAML goes) unless the path starts at an object that code
+reaches into (``this.props.token``, ``process.env.API_KEY``) or ends in a secret's name or a type
+(``ctx.user.session_token``, ``torch.nn.Module``). Dict keys are redacted like any other string: a key that
 is a token becomes its marker (numbered ``#2``, ``#3`` if two collapse into one).
 
 Why ``[REDACTED:kind]``: the model trained on these traces should still see that a value was
@@ -556,8 +559,29 @@ def _plausible_secret(kind: str, value: str) -> bool:
     # SECRET_KEY = 'AWS_SECRET_ACCESS_KEY', "output_token": "marker"; unless the "name" is random
     # text that fits a name's shape (session_token: abc123.def456.ghi789).
     if kind != _CHOSEN and (_CODE_NAME.fullmatch(value) or _PROSE_WORD.fullmatch(value) or _DOTTED_REF.fullmatch(value)):
+        if kind == _MADE and value.count(".") >= 2 and _DOTTED_REF.fullmatch(value) and not _reads_as_reference(value):
+            return True  # session_token: aaa.bbb.ccc (the `:` case is judged again where code is told apart)
         return _looks_random(value)
     return True
+
+
+# Where code's references to secrets start: `token: this.props.token`, `password: req.body.password`.
+_CODE_ROOTS = frozenset(
+    """
+    self this cls super os sys process env environ config conf cfg settings options opts args kwargs params
+    props state store ctx context request req res response session app window document global globals
+    module exports secrets vault credentials creds auth client user data payload body obj item record
+    row result values np torch typing t
+    """.split()
+)
+
+
+def _reads_as_reference(value: str) -> bool:
+    """Whether a dotted value of three or more parts after a colon reads as code rather than as a
+    YAML value: it starts at an object code reaches into (`process.env.API_KEY`), or its last part
+    names a secret (`ctx.user.session_token`). Otherwise `session_token: aaa.bbb.ccc` is data."""
+    parts = value.split(".")
+    return parts[0] in _CODE_ROOTS or _name_kind(parts[-1]) is not None or parts[-1][:1].isupper()
 
 
 def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
@@ -567,7 +591,9 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     # `token = abc123.def456.ghi789`, `echo aws_secret_access_key = AbC...` (see `_looks_random`).
     random = _looks_random(value)
     if _DOTTED_REF.fullmatch(value) and not random:
-        return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
+        colon = m.start("colon_sep") >= 0
+        if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)):
+            return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
     nxt = text[m.end()] if m.end() < len(text) else ""
     if nxt and nxt in _CODE_FOLLOWERS:
         return True  # token = get_token(), password: Optional[str]

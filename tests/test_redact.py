@@ -621,6 +621,12 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ("session_token: eyJx.y.z", "session_token: [REDACTED:assignment]"),
         ("session_token: eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl", "session_token: [REDACTED:jwt]"),
         ("token: abc123.def456.ghi789", "token: [REDACTED:assignment]"),
+        # Three parts after a colon: data (YAML), unless it starts at an object code reaches into or
+        # ends in a secret's name or a type.
+        ("session_token: aaa.bbb.ccc", "session_token: [REDACTED:assignment]"),
+        ('{"session_token": "aaa.bbb.ccc"}', '{"session_token": "[REDACTED:assignment]"}'),
+        ("token: this.props.token, apiKey: process.env.API_KEY,", "token: this.props.token, apiKey: process.env.API_KEY,"),
+        ("password: req.body.password\ntoken: torch.nn.Module", "password: req.body.password\ntoken: torch.nn.Module"),
         # NAME = value mid-line and after export; the value is random, or the line is config.
         ("echo aws_secret_access_key = " + fake(40), "echo aws_secret_access_key = [REDACTED:assignment]"),
         ("x GITHUB_TOKEN = ghxAbCdEfGhIjKlMnOpQrStUv", "x GITHUB_TOKEN = [REDACTED:assignment]"),
