@@ -106,23 +106,28 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
 
 @click.command()
 def rescore() -> None:
-    """Re-apply the signal and quality rules (config.toml) to every stored trace."""
+    """Re-apply the signal and quality rules (config.toml) to every stored trace.
+
+    A verdict given by hand (`capture-daemon ui`) still wins over the rules afterwards."""
     from capture_daemon.quality import analyze
     from capture_daemon.config import load_config
+    from capture_daemon.store import apply_human_verdict
 
     config = load_config()
     changed = 0
     with open_store() as store:
         traces = list(store.iter_traces())
+        human = store.human_verdicts()
         with store.transaction() as db:
             for trace in traces:
                 if trace.quality is not None:
                     trace.quality.duplicate_of = None  # recomputed by put()
-                updated = analyze(trace, config)
+                updated = apply_human_verdict(analyze(trace, config), human.get(trace.trace_id))
                 changed += (updated.quality.accepted if updated.quality else None) != (trace.quality.accepted if trace.quality else None)
                 store.put(updated, db=db)
         accepted = store.count(accepted=True)
-    click.echo(f"rescored {len(traces)} traces: {accepted} accepted, {changed} changed verdict")
+    kept = f"; {len(human)} verdicts given by hand kept" if human else ""
+    click.echo(f"rescored {len(traces)} traces: {accepted} accepted, {changed} changed verdict{kept}")
 
 
 @click.command()

@@ -88,7 +88,40 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [("m001_initial", _m001_initial)]
+def _m002_human_verdicts(db: sqlite3.Connection) -> None:
+    # A person's accept/reject from `capture-daemon ui`. Kept apart from the trace: put() lays it
+    # over the rules' verdict on every write, so it wins over them and survives `rescore`.
+    _run_script(
+        db,
+        """
+        CREATE TABLE human_verdicts (
+            trace_id TEXT PRIMARY KEY,
+            accepted INTEGER NOT NULL,
+            note TEXT,
+            decided_at REAL NOT NULL
+        )
+        """
+    )
+
+
+MIGRATIONS = [("m001_initial", _m001_initial), ("m002_human_verdicts", _m002_human_verdicts)]
+
+HUMAN_ACCEPTED = "+ accepted by hand (human verdict)"
+HUMAN_REJECTED = "- rejected by hand (human verdict)"
+
+
+def apply_human_verdict(trace: Trace, accepted: bool | None) -> Trace:
+    """Lay a person's verdict over the rules' (None: leave the rules' verdict as it is)."""
+    if accepted is None:
+        return trace
+    from capture_daemon.schema import Quality
+
+    quality = trace.quality if trace.quality is not None else Quality()
+    quality.reasons = [r for r in quality.reasons if r not in (HUMAN_ACCEPTED, HUMAN_REJECTED)]
+    quality.reasons.append(HUMAN_ACCEPTED if accepted else HUMAN_REJECTED)
+    quality.accepted = bool(accepted)
+    trace.quality = quality
+    return trace
 
 
 RECOVER_COMMAND = "capture-daemon db recover"
@@ -216,6 +249,9 @@ class TraceStore:
             quality.accepted = False
             if not any(r.startswith("- duplicate") for r in quality.reasons):
                 quality.reasons.append(f"- duplicate of {duplicate_of} (same prompt and workflow)")
+        human = db.execute("SELECT accepted FROM human_verdicts WHERE trace_id=?", (trace.trace_id,)).fetchone()
+        if human is not None:  # a person's verdict wins over the rules (and the duplicate check)
+            quality = apply_human_verdict(trace, bool(human[0])).quality
         db.execute(
             "INSERT OR REPLACE INTO traces VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (trace.trace_id, trace.session_id, trace.prompt_id, trace.source, trace.cwd, _iso(trace.started_at),
@@ -244,6 +280,7 @@ class TraceStore:
             gone = db.execute("DELETE FROM traces WHERE trace_id=?", (trace_id,)).rowcount
             db.execute("DELETE FROM trace_events WHERE trace_id=?", (trace_id,))
             db.execute("DELETE FROM links WHERE trace_id=?", (trace_id,))
+            db.execute("DELETE FROM human_verdicts WHERE trace_id=?", (trace_id,))
             db.execute("UPDATE traces SET duplicate_of=NULL WHERE duplicate_of=?", (trace_id,))
         return bool(gone)
 
@@ -254,6 +291,33 @@ class TraceStore:
         with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
         return len(ids)
+
+    def set_human_verdict(self, trace_ids: list[str], accepted: bool | None, note: str | None = None) -> int:
+        """Record a person's accept (True) or reject (False) of these traces, or drop it (None:
+        the rules decide again, as `rescore` would). One transaction; returns how many exist."""
+        changed = 0
+        with self.transaction() as db:
+            for trace_id in trace_ids:
+                row = db.execute("SELECT json FROM traces WHERE trace_id=?", (trace_id,)).fetchone()
+                if row is None:
+                    continue
+                trace = Trace.model_validate_json(row[0])
+                if accepted is None:
+                    db.execute("DELETE FROM human_verdicts WHERE trace_id=?", (trace_id,))
+                    if trace.quality is not None:
+                        trace.quality.duplicate_of = None  # recomputed by put()
+                    from capture_daemon.quality import analyze  # the rules decide again
+
+                    trace = analyze(trace)
+                else:
+                    db.execute("INSERT OR REPLACE INTO human_verdicts VALUES (?,?,?,?)",
+                               (trace_id, int(accepted), note, time.time()))
+                self.put(trace, db=db)
+                changed += 1
+        return changed
+
+    def human_verdicts(self) -> dict[str, bool]:
+        return {r[0]: bool(r[1]) for r in self.db.execute("SELECT trace_id, accepted FROM human_verdicts")}
 
     # --- reading -----------------------------------------------------------------
 
@@ -337,6 +401,7 @@ class TraceStore:
             "accepted": q("SELECT COUNT(*) FROM traces WHERE accepted=1"),
             "rejected": q("SELECT COUNT(*) FROM traces WHERE accepted=0"),
             "duplicates": q("SELECT COUNT(*) FROM traces WHERE duplicate_of IS NOT NULL"),
+            "human_verdicts": q("SELECT COUNT(*) FROM human_verdicts"),
             "sessions": q("SELECT COUNT(DISTINCT session_id) FROM traces"),
             "by_pattern": by_pattern,
             "by_source": by_source,
