@@ -320,7 +320,7 @@ class Ingestor:
         return committed
 
     def _commit(self, ready: list[tuple[OpenTrace, bool, str | None]], transcripts: dict, now: int) -> int:
-        built: list[tuple[OpenTrace, Trace]] = []
+        built: list[tuple[OpenTrace, Trace | None]] = []
         for trace, complete, reason in ready:
             try:
                 built.append((trace, self._build(trace, complete, reason, transcripts)))
@@ -333,7 +333,10 @@ class Ingestor:
             for trace, result in built:
                 try:
                     with _savepoint(db):
-                        self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
+                        if result is None:  # a slash command's own events: consumed, no trace
+                            self.store.mark_consumed([e.name for e in trace.events.values()], db)
+                        else:
+                            self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
                 except Exception as exc:
                     if is_environmental(exc):
                         raise  # the whole batch rolls back and waits; no trace is to blame
@@ -394,7 +397,9 @@ class Ingestor:
             return (agents_done and has_prompt, "idle_timeout")
         return None
 
-    def _build(self, trace: OpenTrace, complete: bool, reason: str | None, cache: dict[str, Transcript | None]) -> Trace:
+    def _build(self, trace: OpenTrace, complete: bool, reason: str | None, cache: dict[str, Transcript | None]) -> Trace | None:
+        """The trace, or None for a slash command or `!` bash-mode turn (e.g. `/compact`, whose
+        compaction agent sends SubagentStop events): not a training prompt, as import decides."""
         events = list(trace.events.values())
         transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
         main_turns: list[PromptTurns] = []
@@ -402,6 +407,8 @@ class Ingestor:
         prompt_id, later = trace.prompt_id, []
         if main is not None and prompt_id.startswith(PENDING_PROMPT):
             prompt_id, later = _resolve_pending(main, events, trace.session_id) or (prompt_id, [])
+        if main is not None and prompt_id in main.prompts and main.prompts[prompt_id].is_command:
+            return None
         if main is not None:
             for one in [prompt_id, *trace.notification_prompts, *later]:
                 if one in main.prompts:
