@@ -13,7 +13,8 @@ Versions (installed by test.sh into .tools/claude-code-<version>, the pinned one
 * pinned  (test.sh's claude_version) `promptId` everywhere, `Agent` tool.
 
 A few sessions per version (sequence, failure, parallel calls, a subagent, a resumed
-session), so the whole matrix takes about a minute. Marked e2e (CI runs it).
+session compacted by `/compact` in between: a slash command, never a trace), so the whole
+matrix takes about two minutes. Marked e2e (CI runs it).
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def version_run(request, tmp_path_factory):
         for prompt in PROMPTS[:4]:
             results[prompt] = claude(prompt)
         first = claude(PROMPTS[4])
+        claude("/compact", "--resume", first["session_id"])  # a slash command, and compaction
         results[PROMPTS[5]] = claude(PROMPTS[5], "--resume", first["session_id"])
         results[PROMPTS[4]] = first
 
