@@ -24,6 +24,11 @@ Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_i
 spawned the agent. A trace is final when its latest Stop reports no running background
 agent, after a short settle time; a prompt that never stops is finalised as incomplete
 after an idle timeout, or when its session ends.
+
+Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
+tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
+latest open one, and at build time the prompt is named by its transcript row's uuid, the id
+an import gives it. A slash command's own events (e.g. `/compact`) make no trace.
 """
 
 from __future__ import annotations
