@@ -1,23 +1,27 @@
-"""`trainer serve` latency: time to first token and tokens/s, transformers vs the GGUF in llama.cpp.
+"""`trainer serve` speed, side by side with llama.cpp's own HTTP server on the same GGUF.
 
     .venv/bin/python benchmarks/bench_serve.py                      # tiny model, CPU, 5 requests each
     .venv/bin/python benchmarks/bench_serve.py -n 10 --max-tokens 128 --json out.json
-    .venv/bin/python benchmarks/bench_serve.py --model runs/x/sft/final --gguf runs/x/export/student-q8_0.gguf
+    .venv/bin/python benchmarks/bench_serve.py --gguf runs/x/export/student-q8_0.gguf --n-gpu-layers 999
+    .venv/bin/python benchmarks/bench_serve.py --transformers     # also the transformers backend
 
-Each backend is served by the same FastAPI app (trainer.serve.create_app) on uvicorn in this
-process, and measured through HTTP with streaming requests shaped like Claude Code's (a user
-prompt, tool schemas, system prompt replaced by the compact one). Numbers:
-    TTFT       request sent → first text or tool_use delta (prompt processing included)
-    tokens/s   output tokens (from message_delta usage) / (last event - first delta)
-    total      request sent → message_stop
-Requests alternate between backends, so drift in machine load hits them alike. The tiny model
-is random (it rarely stops early), so every request generates --max-tokens tokens. The same
-request repeats: llama.cpp reuses its prompt KV cache across requests (as it would for the
-shared prefix of a Claude Code session), transformers recomputes the prompt each time, so the
-TTFT column favours llama.cpp beyond raw speed.
+Arms, all measured through HTTP with streaming requests shaped like Claude Code's (a user prompt,
+tool schemas, a long system prompt that serve replaces by the compact one):
+    trainer serve     the FastAPI app (trainer.serve.create_app) with the llama.cpp backend,
+                      uvicorn in this process: validation, context mapping, queue, assembler
+    llama.cpp server  llama.cpp's own HTTP server (`/completion`, streaming), which xllamacpp
+                      runs inside the same process on the same loaded model: sent the very
+                      prompt trainer serve renders, so the difference is serve's own cost
+Numbers:
+    TTFT       request sent → first streamed token (prompt processing included)
+    tokens/s   (output tokens - 1) / (end of stream - first token)
+Goals (issue 13): TTFT ≤ 1.2× llama.cpp's, tokens/s ≥ 0.9× llama.cpp's. Requests alternate
+between arms, so drift in machine load hits both alike, and each request's user text is new (a
+counter), so the prompt cache covers only the shared system-and-tools prefix, alike for both.
 
-On a GPU machine (not run here): pass --model a 1B-class student directory and --device cuda;
-for the GGUF pass --n-gpu-layers 999 (xllamacpp wheels with CUDA offload the layers).
+Then load: --clients (16) concurrent clients, each sending --per-client requests to trainer
+serve (serve.max_queue = clients - 1, so the bound is reached): p50/p99 latency, and how many
+got 529 overloaded_error (the client does not retry here; Claude Code and the SDK would).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -43,7 +48,7 @@ def tiny_model(root: Path) -> Path:
     return make_tiny_base(root / "tiny", texts, vocab_size=2000, hidden=64, layers=2, heads=4)
 
 
-def claude_code_like_request(max_tokens: int) -> dict:
+def claude_code_like_request(max_tokens: int, i: int) -> dict:
     from trainer.teacher_corpus import TOOLS_OFFERED
 
     return {
@@ -54,37 +59,58 @@ def claude_code_like_request(max_tokens: int) -> dict:
         "tools": TOOLS_OFFERED,
         "messages": [{"role": "user", "content": [
             {"type": "text", "text": "<system-reminder>context</system-reminder>"},
-            {"type": "text", "text": "Fix the failing test in tests/test_orders.py and run the suite."},
+            {"type": "text", "text": f"Request {i}: fix the failing test in tests/test_orders.py and run the suite."},
         ]}],
     }
 
 
-def measure(client, base_url: str, body: dict) -> dict:
+def _timed_stream(client, url: str, body: dict, token_event) -> dict:
+    """Stream one request; token_event(event, data) → tokens in this event (0 if none)."""
     t0 = time.perf_counter()
     first = last = None
-    output_tokens = 0
-    with client.stream("POST", base_url + "/v1/messages", json=body) as r:
+    tokens = 0
+    with client.stream("POST", url, json=body) as r:
         r.raise_for_status()
         event = None
         for line in r.iter_lines():
             if line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: "):
-                now = time.perf_counter()
-                if event == "content_block_delta" and first is None:
-                    first = now
-                if event == "message_delta":
-                    output_tokens = json.loads(line[6:])["usage"]["output_tokens"]
-                if event == "message_stop":
+                n = token_event(event, json.loads(line[6:]))
+                if n:
+                    now = time.perf_counter()
+                    first = first or now
                     last = now
-    first = first or last
-    decode = (last - first) if last and first and last > first else None
+                    tokens += n
+    end = time.perf_counter()
+    first = first or end
     return {
         "ttft_s": first - t0,
-        "total_s": last - t0,
-        "output_tokens": output_tokens,
-        "tokens_per_s": (output_tokens - 1) / decode if decode and output_tokens > 1 else None,
+        "total_s": end - t0,
+        "output_tokens": tokens,
+        # To the end of the stream, not the last delta: serve holds text back around a possible
+        # tool call, so its deltas come in bursts.
+        "tokens_per_s": (tokens - 1) / (end - first) if tokens > 1 and end > first else None,
     }
+
+
+def measure_serve(client, base_url: str, body: dict) -> dict:
+    usage = {}
+
+    def tokens(event, data):
+        if event == "message_delta":
+            usage["n"] = data["usage"]["output_tokens"]
+        return 1 if event == "content_block_delta" else 0
+
+    out = _timed_stream(client, base_url + "/v1/messages", body, tokens)
+    # Deltas hold back text around a possible tool call, so count the tokens from usage.
+    out["output_tokens"] = usage.get("n", out["output_tokens"])
+    return out
+
+
+def measure_llamacpp(client, base_url: str, prompt: str, max_tokens: int) -> dict:
+    body = {"prompt": prompt, "n_predict": max_tokens, "stream": True, "temperature": 0.0, "cache_prompt": True}
+    return _timed_stream(client, base_url + "/completion", body, lambda event, data: 1 if data.get("content") else 0)
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -96,20 +122,57 @@ def summarize(runs: list[dict]) -> dict:
             "output_tokens": med("output_tokens")}
 
 
+def load_test(base_url: str, clients: int, per_client: int, max_tokens: int) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def client_loop(c: int):
+        with httpx.Client(timeout=600) as http:
+            for k in range(per_client):
+                body = claude_code_like_request(max_tokens, 10_000 + c * 100 + k)
+                body["stream"] = False
+                t0 = time.perf_counter()
+                r = http.post(base_url + "/v1/messages", json=body)
+                with lock:
+                    statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                    if r.status_code == 200:
+                        latencies.append(time.perf_counter() - t0)
+
+    threads = [threading.Thread(target=client_loop, args=(c,)) for c in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(round(p / 100 * (len(latencies) - 1))))] if latencies else None
+
+    return {"clients": clients, "requests": clients * per_client, "statuses": statuses, "wall_s": wall,
+            "p50_s": pct(50), "p99_s": pct(99), "ok_per_s": len(latencies) / wall}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-n", type=int, default=5, help="timed requests per backend (after one warm-up)")
+    ap.add_argument("-n", type=int, default=5, help="timed requests per arm (after one warm-up)")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", help="HF model dir (default: a tiny random LLaMA built here)")
-    ap.add_argument("--gguf", action="append", help="GGUF file(s) (default: f16 and q8_0 exported from --model)")
+    ap.add_argument("--gguf", help="GGUF file (default: q8_0 exported from --model)")
+    ap.add_argument("--transformers", action="store_true", help="also time the transformers backend")
     ap.add_argument("--device", default="cpu", help="transformers device (cuda on a GPU machine)")
     ap.add_argument("--n-gpu-layers", type=int, default=0, help="llama.cpp layers to offload (GPU machines)")
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for both backends")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for the backends")
+    ap.add_argument("--clients", type=int, default=16, help="concurrent clients in the load test (0: skip it)")
+    ap.add_argument("--per-client", type=int, default=2, help="requests per client in the load test")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()
 
     import httpx
-    import torch
 
     from trainer.config import load_config
     from trainer.export import run_export
@@ -123,47 +186,65 @@ def main() -> int:
     )
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    model = Path(args.model) if args.model else tiny_model(tmp)
-    ggufs = [Path(g) for g in args.gguf or []]
-    if not ggufs:
+    model = Path(args.model) if args.model else None
+    gguf = Path(args.gguf) if args.gguf else None
+    if gguf is None:
+        model = model or tiny_model(tmp)
         cfg = load_config(overrides=[("export.model", str(model)), ("export.output_dir", str(tmp / "export")),
-                                     ("export.quantizations", ["f16", "q8_0"]), ("export.modelfile", False)])
-        ggufs = list(run_export(cfg, log=lambda line: None).gguf.values())
+                                     ("export.quantizations", ["q8_0"]), ("export.modelfile", False)])
+        gguf = run_export(cfg, log=lambda line: None).gguf["q8_0"]
 
-    backends = {}
-    tf = TransformersBackend(str(model), threads=args.threads)
-    if args.device != "cpu":
-        tf.model.to(args.device)
-    backends["transformers"] = tf
-    for path in ggufs:
-        backend = LlamaCppBackend(str(path), n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
-        backends[f"llama.cpp {path.stem.split('-')[-1]}"] = backend
+    llama = LlamaCppBackend(str(gguf), n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
+    settings = ServerSettings(max_new_tokens=args.max_tokens, temperature=0.0, max_queue=max(0, args.clients - 1))
+    servers = {"trainer serve": BackgroundServer(create_app(llama, settings)).__enter__()}
+    if args.transformers:
+        tf = TransformersBackend(str(model), threads=args.threads)
+        if args.device != "cpu":
+            tf.model.to(args.device)
+        servers["serve (transformers)"] = BackgroundServer(create_app(tf, settings)).__enter__()
+    llama_url = llama.server.listening_address
 
-    settings = ServerSettings(max_new_tokens=args.max_tokens, temperature=0.0)
-    servers = {name: BackgroundServer(create_app(b, settings)).__enter__() for name, b in backends.items()}
-    body = claude_code_like_request(args.max_tokens)
     runs: dict[str, list[dict]] = {name: [] for name in servers}
+    runs["llama.cpp server"] = []
+    prompt_tokens = 0
+    load = None
     try:
         with httpx.Client(timeout=600) as client:
-            for name, server in servers.items():
-                measure(client, server.base_url, body)  # warm-up
-            for _ in range(args.n):
-                for name, server in servers.items():
-                    runs[name].append(measure(client, server.base_url, body))
+            for i in range(args.n + 1):
+                body = claude_code_like_request(args.max_tokens, i)
+                prompt = LlamaCppBackend._prompt(build_prompt(body, settings.context)[0])
+                prompt_tokens = llama.count(prompt)
+                timed = {name: measure_serve(client, server.base_url, body) for name, server in servers.items()}
+                timed["llama.cpp server"] = measure_llamacpp(client, llama_url, prompt, args.max_tokens)
+                if i:  # the first round warms up
+                    for name, result in timed.items():
+                        runs[name].append(result)
+        if args.clients:
+            load = load_test(servers["trainer serve"].base_url, args.clients, args.per_client, args.max_tokens)
     finally:
         for server in servers.values():
             server.__exit__(None, None, None)
 
     results = {name: summarize(r) for name, r in runs.items()}
-    prompt_tokens = tf.count(build_prompt(body, settings.context)[0])
-    print(f"model {model} · prompt {prompt_tokens} tokens · max_tokens {args.max_tokens} · "
-          f"torch threads {torch.get_num_threads()} · device {args.device} · medians of {args.n}")
-    print(f"{'backend':<18} {'TTFT ms':>9} {'tokens/s':>10} {'total ms':>10} {'out tok':>8}")
+    print(f"gguf {gguf} · prompt {prompt_tokens} tokens · max_tokens {args.max_tokens} · "
+          f"n_gpu_layers {args.n_gpu_layers} · medians of {args.n}")
+    print(f"{'arm':<22} {'TTFT ms':>9} {'tokens/s':>10} {'total ms':>10} {'out tok':>8}")
     for name, s in results.items():
         tps = f"{s['tokens_per_s']:.0f}" if s["tokens_per_s"] else "-"
-        print(f"{name:<18} {s['ttft_s'] * 1000:>9.1f} {tps:>10} {s['total_s'] * 1000:>10.1f} {s['output_tokens']:>8}")
+        print(f"{name:<22} {s['ttft_s'] * 1000:>9.1f} {tps:>10} {s['total_s'] * 1000:>10.1f} {s['output_tokens']:>8}")
+    ours, theirs = results["trainer serve"], results["llama.cpp server"]
+    ratios = {"ttft_ratio": ours["ttft_s"] / theirs["ttft_s"]}
+    if ours["tokens_per_s"] and theirs["tokens_per_s"]:
+        ratios["tokens_per_s_ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
+    print(f"trainer serve / llama.cpp server: TTFT {ratios['ttft_ratio']:.2f}x (goal <= 1.2x)"
+          + (f", tokens/s {ratios['tokens_per_s_ratio']:.2f}x (goal >= 0.9x)" if "tokens_per_s_ratio" in ratios else ""))
+    if load:
+        print(f"load: {load['clients']} clients x {args.per_client} requests, serve.max_queue {settings.max_queue}: "
+              f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms, "
+              f"{load['ok_per_s']:.1f} ok/s, statuses {load['statuses']}")
     if args.json:
-        args.json.write_text(json.dumps({"prompt_tokens": prompt_tokens, "results": results, "runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"prompt_tokens": prompt_tokens, "results": results, "ratios": ratios,
+                                         "load": load, "runs": runs}, indent=2) + "\n")
     return 0
 
 

@@ -211,6 +211,14 @@ class LlamaCppBackend:
         self.n_ctx = n_ctx
         self.lock = threading.Lock()
         self._http = None
+        # `trainer export` writes the same tokenizer beside its GGUFs (hf/); counting with it in
+        # process saves the HTTP round trip to llama.cpp's /tokenize on every request.
+        self._tokenizer = None
+        hf = Path(gguf_path).parent / "hf"
+        if (hf / "tokenizer.json").exists():
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(hf)
 
     @staticmethod
     def _prompt(prompt: str) -> str:
@@ -218,6 +226,8 @@ class LlamaCppBackend:
         return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
 
     def _count(self, text: str) -> int:
+        if self._tokenizer is not None:
+            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
         # llama.cpp's own tokenizer, through its loopback HTTP endpoint: no lock, no prompt processing.
         import httpx
 
@@ -234,6 +244,8 @@ class LlamaCppBackend:
         """Process a long prompt a prefix at a time (llama.cpp keeps each prefix's KV cache and the
         next call only adds the rest); False when cancelled on the way."""
         step = PREFILL_CHUNK_TOKENS * 3  # characters: about a chunk of tokens
+        if len(prompt) <= 4 * step:
+            return not cancel.is_set()  # short: one call, no prefix round trips
         for end in range(step, len(prompt) - step, step):
             if cancel.is_set():
                 return False
