@@ -425,9 +425,9 @@ def _replace_private_key(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 # --- names followed by a separator: assignments and Authorization headers ---
-# Between a name and its `=` or `:` there may be a closing quote, escaped in a JSON dump, and
-# spaces: up to three of these characters.
-_GAP_CHARS = r"[\\\"' \t]"
+# Between a name and its `=` or `:` there may be a closing quote, escaped in a JSON dump, the
+# `]` of a subscript (`os.environ['API_KEY'] = ...`), and spaces: up to three of these characters.
+_GAP_CHARS = r"[\\\"' \t\]]"
 _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
@@ -630,6 +630,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     spaced = i > 0 and text[i - 1] in " \t"
     while i > 0 and text[i - 1] in " \t":
         i -= 1
+    if i > 0 and text[i - 1] == "]":
+        i -= 1  # os.environ['API_KEY'] = 'x', ENV["TOKEN"] = "x"
     quoted_name = i > 0 and text[i - 1] in "\"'"
     while i > 0 and text[i - 1] in "\"'\\":
         i -= 1
@@ -871,7 +873,9 @@ def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
             new = _mark_arg(word[len(flag) :], form)
             if new is not None:
                 return "-" + flag + new + text[m.end("word") : m.end()]
-        if "s" in how and word == flag and arg is not None:
+        # (`curl -sSfu user:pw`: a cluster of one-letter flags ending in this one takes its value.)
+        clustered = len(flag) == 1 and len(word) > 1 and word.isalpha() and word.endswith(flag)
+        if "s" in how and (word == flag or clustered) and arg is not None:
             new = _mark_arg(arg, form)
             if new is not None:
                 return "-" + word + text[m.end("word") : m.start("arg")] + new
@@ -1040,6 +1044,43 @@ def _replace_auth_pair(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     return _replace_group(text, m, "s", _AUTH_PAIR_MARK)
 
+# XML elements named like a secret: Maven's settings.xml `<password>x</password>`, `<apiKey>x</apiKey>`.
+_XML_ELEMENT = re.compile(r"<(?P<name>[A-Za-z_][\w.:-]{0,60})>(?P<s>[^<>\r\n]{1,300})</(?P=name)>")
+_XML_GATE = r"(?<=</)(?=[\w.:-]*?(?i:password|passwd|pwd|secret|token|key|pass|psk|auth)>)"
+
+
+def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name"))
+    if kind is None or not _plausible_secret(kind, m.group("s").strip()):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# A name/value pair naming a secret: Kubernetes and ECS environment entries,
+# `- name: DB_PASSWORD` / `value: x`, `{"name": "API_TOKEN", "value": "x"}`, Terraform's
+# `name = "X"` / `value = "x"`, .NET's `<add key="ApiKey" value="x" />`. The value must follow
+# the name, on its line or the next.
+_NAMED_VALUE_WORDS = r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base)"
+# After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
+_NAMED_VALUE_REST = (
+    rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>[A-Za-z_][\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"
+    r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t]*|[ \t]+)[\"']?value[\"']?[ \t]*[:=][ \t]*"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s,}\]\"']+))"
+)
+_NAMED_VALUE = re.compile(rf"(?:name(?<![\w-]name)|key(?<![\w-]key)){_NAMED_VALUE_REST}")
+_NAMED_VALUE_LOOK = re.sub(r"\(\?P<\w+>|\(\?P=q\)", lambda g: "(?:" if g.group(0).startswith("(?P<") else "[\"']?", _NAMED_VALUE_REST)
+
+
+def _replace_named_value(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name"))
+    if kind is None:
+        return None
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    if not _plausible_secret(kind, m.group(group)):
+        return None
+    return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -1054,6 +1095,14 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     # base64 of '{"auths":': a docker config, registry passwords and all.
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
+    _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
+    _Rule(
+        "named-value",
+        _NAMED_VALUE,
+        _replace_named_value,
+        (("name", r"(?<![\w-]name)" + _NAMED_VALUE_LOOK), ("key", r"(?<![\w-]key)" + _NAMED_VALUE_LOOK)),
+        anchored=True,
+    ),
     _Rule("pgpass", _PGPASS, _group("pgpass-password"), ((":", _PGPASS_GATE),)),
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", r"(?=[^\n|;&]{0,200}?(?:sudo|stdin|chpasswd))"),)),
     _Rule("auth-pair", _AUTH_PAIR, _replace_auth_pair, ((",", _AUTH_PAIR_GATE),), anchored=True),
@@ -1151,9 +1200,9 @@ _RULES: tuple[_Rule, ...] = (
 def _sep_guard(sep: str, others: str) -> str:
     """A one-character test that every `=`/`:` gate implies: the character before `sep` ends a
     secret word (`_after`'s quick test, any case), is a gap character (a quote, a space, a
-    backslash), or is one of `others`."""
+    backslash, a `]`), or is one of `others`."""
     ends = {w[-1] for w in (*_SECRET_WORDS, "authorization")}
-    chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t"
+    chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t\\]"
     return f"(?<=[{chars}]{re.escape(sep)})"
 
 

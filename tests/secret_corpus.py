@@ -330,6 +330,20 @@ def _cases() -> list[SecretCase]:
     add("requests-auth-tuple", f'r = requests.get(url, auth=("admin", "{pw}"), timeout=10)', pw)
     s = "xoxe-1-" + rand(60)
     add("slack-refresh-token", f"refresh: {s}", s)
+    s = "sk-" + rand(48)
+    add("os-environ-subscript", f"os.environ['OPENAI_API_KEY'] = '{s}'", s)
+    pw = password()
+    add("python-env-subscript-password", f'os.environ["DB_PASSWORD"] = "{pw}"', pw)
+    pw = password()
+    add("k8s-env-name-value", f"env:\n  - name: LOG_LEVEL\n    value: info\n  - name: DB_PASSWORD\n    value: {pw}\n", pw)
+    s = rand(40)
+    add("ecs-task-json-env", f'"environment": [{{"name": "API_TOKEN", "value": "{s}"}}, {{"name": "REGION", "value": "eu-west-1"}}]', s)
+    pw = password()
+    add("maven-settings-xml", f"<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>{pw}</password>\n</server>", pw)
+    s = rand(32)
+    add("dotnet-appsettings-xml", f'<appSettings>\n  <add key="ApiKey" value="{s}" />\n</appSettings>', s)
+    pw = password()
+    add("curl-clustered-flags", f"curl -sSfu admin:{pw} https://jenkins.acme.io/api/json", pw)
     pw = password()
     add("mysql-p-glued", f"mysql -u root -p{pw} -h 127.0.0.1 shop", pw)
     pw = password()
@@ -443,6 +457,9 @@ def _benign() -> list[tuple[str, str]]:
         ("site-packages-finds", 'salt = "autotune-best-config-v2"\nSuppose we log statistics during the forward pass::\n\n    def f(x):\n'
          "EPILOGUE_SEED_SALT = 0x9E3779B1\n__slots__ = ('scheme', 'user', 'password', 'host')\n"
          '@field_serializer(\'password\', \'token\', when_used=\'json\')\n_dedup_rs_pass: PassType | None = None'),
+        ("xml-and-env-lookalikes", "<key>value</key><token>next</token>\n<passwordPolicy>strict</passwordPolicy>\n"
+         '- name: LOG_LEVEL\n  value: debug\n{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"key": "token"}}}\n'
+         "cache[key] = value\nos.environ['API_KEY'] = api_key"),
         ("csv-prose", "Download the .csv: it has the Access key ID, Secret access key and console link.\nKeep it safe, then delete it."),
         ("k8s-meta", f"metadata:\n  uid: {uuid()}\n  resourceVersion: \"{rand(8, DIGITS)}\"\n  generation: 3"),
     ]

@@ -156,7 +156,7 @@ POSITIVE = [
     (
         "bearer-bare",
         f'headers["Authorization"] = "Bearer {BEARER}"',
-        'headers["Authorization"] = "Bearer [REDACTED:bearer-token]"',
+        'headers["Authorization"] = "Bearer [REDACTED:authorization]"',
     ),
     ("jwt", f"id_token_hint={JWT}&x=1", "id_token_hint=[REDACTED:jwt]&x=1"),
     ("jwt-bearer", f"Authorization: Bearer {JWT}", "Authorization: Bearer [REDACTED:jwt]"),
