@@ -56,8 +56,8 @@ def session_files(roots: Iterable[Path]) -> list[Path]:
                 found[parent] = None
             continue
         for path in sorted(root.rglob("*.jsonl")):
-            if not is_agent_file(path) and path.is_file():
-                found[path] = None
+            if not is_agent_file(path) and not path.is_dir():
+                found[path] = None  # a FIFO or device is reported as not importable, never read
     return list(found)
 
 

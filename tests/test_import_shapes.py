@@ -278,3 +278,26 @@ def test_an_agent_reply_written_before_its_task_row_is_kept(tmp_path):
     _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
     calls = traces["inspect everything"].tool_calls
     assert ("Read", "a1") in [(c.name, c.agent_id) for c in calls]
+
+
+def test_the_cli_names_what_it_could_not_import_and_exits_non_zero(tmp_path):
+    import os
+
+    from click.testing import CliRunner
+
+    from capture_daemon.cli import main
+
+    s = Session()
+    s.user("fine prompt")
+    s.text("Fine.")
+    s.user("<command-name>/exit</command-name>")
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    (tmp_path / "projects" / "-p" / "torn.jsonl").write_bytes(b'{"type":"user"\n\x00\xff\n')
+    os.mkfifo(tmp_path / "projects" / "-p" / "pipe.jsonl")
+    result = CliRunner().invoke(main, ["import", str(tmp_path / "projects")])
+    assert result.exit_code == 1, result.output
+    assert "imported 1 traces from 3 session files" in result.output
+    assert "1 slash-command/bash-mode turns left out" in result.output
+    assert "skipped rows: 2 not JSON" in result.output
+    assert "pipe.jsonl" in result.output and "FIFO" in result.output.upper()
+    assert "1 files and 0 prompts could not be imported" in result.output
