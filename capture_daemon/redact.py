@@ -46,12 +46,17 @@ What is detected (the marker's kind in brackets):
   [teams-webhook], Telegram bot tokens ``123456789:AA...`` [telegram-bot-token]
 - JWTs ``eyJ...eyJ...sig`` [jwt]; a base64 docker config (``.dockerconfigjson: eyJhdXRocyI6...``)
   [docker-auth]
-- ``Authorization: Bearer|Basic|Token <value>`` headers [authorization], and a bare
-  ``Bearer <token>`` [bearer-token]
+- ``Authorization: Bearer|Basic|Token <value>`` headers, also as a dict key or a
+  ``headers["Authorization"] = ...`` subscript [authorization], a bare ``Bearer <token>``
+  [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
+  ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")`` [auth-pair]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
-  ``$env:NAME = v``, and ``("NAME", "v")`` pairs such as PHP's ``define('DB_PASSWORD', 'v')``,
+  ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
+  ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
+  ECS ``{"name": "NAME", "value": "v"}``, .NET ``<add key="NAME" value="v"/>``) and XML
+  elements (``<password>v</password>``),
   where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
@@ -59,13 +64,15 @@ What is detected (the marker's kind in brackets):
   base64 of ``user:password``; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
-  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password]
+  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
+  ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags; and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW``, ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``gh secret set NAME --body V``, openssl's
-  ``-passin pass:PW`` and cmdkey's ``/pass:PW``
+  ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped to a program that reads it
+  from stdin (``echo PW | sudo -S``, ``| docker login --password-stdin``, ``| chpasswd``)
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -110,7 +117,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 125 planted formats and 33 benign look-alikes; the tests require every
+tests/secret_corpus.py, 139 planted formats and 36 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
