@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install understudy from this checkout: .venv here, the package, Claude Code hooks, the daemon.
 #
-#   ./install.sh                 capture only (watchdog, orjson, pydantic, click, rich)
+#   ./install.sh                 capture (watchdog, orjson, pydantic, click, rich) and its dashboard
+#                                `capture-daemon ui` ('.[ui]': starlette, uvicorn; small, pure Python)
 #   ./install.sh --train         also the training stack and `trainer serve` (torch first, then '.[train,serve]')
 #   ./install.sh --dev           everything the tests need ('.[dev]')
 #   ./install.sh --no-hooks      do not touch Claude Code's settings
@@ -16,7 +17,7 @@
 # works without systemd (containers, macOS) and only when there is something to capture.
 set -euo pipefail
 
-usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "$0"; }
 
 train=0 dev=0 hooks=1 daemon=1 quiet=0
 for arg in "$@"; do
@@ -65,10 +66,10 @@ if installed "$target" && [ -x "$venv/bin/capture-daemon" ]; then
   echo "package: up to date ($target)"
 else
   case "$target" in
-    capture) pip_install -e . ;;
+    capture) pip_install -e '.[ui]' ;;
     # torch first and pinned, so pip takes the local CPU wheel where there is one instead of
     # resolving a multi-GB CUDA build as a dependency of the training stack.
-    train) pip_install torch==2.13.0 && pip_install -e '.[train,serve]' ;;
+    train) pip_install torch==2.13.0 && pip_install -e '.[train,serve,ui]' ;;
     dev) pip_install torch==2.13.0 && pip_install -e '.[dev]' ;;
   esac
   grep -qs "^$key " "$stamp" || : >"$stamp"  # start afresh when pyproject.toml changed

@@ -19,6 +19,7 @@ from capture_daemon.cli_db import open_store
 from capture_daemon.cli_hooks import hooks
 from capture_daemon.cli_quarantine import quarantine
 from capture_daemon.status import collect_status, render_status
+from capture_daemon.ui.cli import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +33,7 @@ def main() -> None:
 
 main.add_command(hooks)
 main.add_command(quarantine)
+main.add_command(ui)
 
 
 @main.command()

@@ -1,0 +1,149 @@
+"""`capture-daemon ui` in a real headless Chromium (tests/headless_chromium.py): the numbers on the
+page are the store's, a screenshot is taken, a trace committed by the real daemon appears without a
+reload, a click decides what `trainer build-dataset` takes, trace text stays text, and a POST
+without the page's CSRF token is refused."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from capture_daemon.store import TraceStore
+from tests.headless_chromium import Chromium, find_chromium
+from tests.test_cli_traces import _store_sessions
+
+pytestmark = pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+
+XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> see [docs](javascript:window.__xss=3)'
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dashboard(understudy_home, tmp_path):
+    import uvicorn
+
+    from capture_daemon.ui.app import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(runs_dir=tmp_path / "runs"), host="127.0.0.1", port=port, log_level="warning",
+                            timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "dashboard did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _screenshot(page, path: Path) -> bytes:
+    data = base64.b64decode(page.browser.send("Page.captureScreenshot", {"format": "png"}, session=page.session)["data"])
+    path.write_bytes(data)
+    return data
+
+
+def _viewport(page, width=1280, height=860) -> None:
+    page.browser.send("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=page.session)
+
+
+def _xss_trace() -> str:
+    """A trace whose prompt, narration and answer try to run script, stored as the rules left it."""
+    from capture_daemon.quality import analyze
+    from tests.trace_builders import bash, trace
+
+    t = analyze(trace(prompt=XSS, calls=[bash("ls")], texts=[(0, XSS)], answer=XSS).model_copy(
+        update={"trace_id": "x" * 32, "session_id": "s-xss", "prompt_id": "p-xss"}))
+    with TraceStore.open() as store:
+        store.put(t)
+    return t.trace_id
+
+
+def test_pages_numbers_xss_curation_and_csrf(dashboard, tmp_path):
+    traces = _store_sessions()
+    xss_id = _xss_trace()
+    good = traces["compare the billing worker and the mailer"]
+    with TraceStore.open() as store:
+        stats = store.stats()
+    with Chromium() as browser:
+        page = browser.open(dashboard)
+        _viewport(page)
+        page.wait_for("document.body.dataset.state === 'ready' && document.body.dataset.page === 'live'")
+        shown = page.eval("['total','accepted','rejected','human'].map(k => document.getElementById('stat-' + k).textContent)")
+        assert shown == [str(stats["total"]), str(stats["accepted"]), str(stats["rejected"]), "0"]
+        assert page.eval("document.querySelectorAll('#live-feed li').length") == stats["total"]
+        png = _screenshot(page, tmp_path / "live.png")
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+        # Trace text is text: the prompt shows literally, nothing ran, no element came from it.
+        page.eval(f"location.hash = '#/trace/{xss_id}'")
+        page.wait_for("document.body.dataset.page === 'trace' && document.body.dataset.state === 'ready'")
+        assert page.eval("document.getElementById('trace-prompt').textContent") == XSS
+        assert page.eval("document.getElementById('trace-answer').textContent") == XSS
+        assert page.eval("window.__xss") is None
+        assert page.eval("document.querySelectorAll('#view img, #view script, a[href^=\"javascript\"]').length") == 0
+        page.eval("location.hash = '#/browse'")
+        page.wait_for("document.body.dataset.page === 'browse' && document.body.dataset.state === 'ready'")
+        assert page.eval("window.__xss") is None
+        assert page.eval(f"document.querySelector('tr[data-trace-id=\"{xss_id}\"] td.prompt').textContent") == XSS
+
+        # A POST without the page's CSRF token is refused, from the page itself and from elsewhere.
+        status = page.eval("fetch('/api/curate', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+                           f" body: JSON.stringify({{action: 'forget', ids: ['{good.trace_id}']}})}}).then(r => r.status)")
+        assert status == 403
+        request = urllib.request.Request(dashboard + "api/curate", method="POST", data=b'{"action":"forget","ids":[]}',
+                                         headers={"Content-Type": "application/json", "Origin": "http://evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403
+        with TraceStore.open() as store:
+            assert store.has_trace(good.trace_id)
+
+        # A click rejects the accepted trace: build-dataset then leaves it out.
+        page.click(f'tr[data-trace-id="{good.trace_id}"] .act-reject')
+        page.wait_for("document.getElementById('flash') && document.getElementById('flash').textContent.startsWith('reject: 1')")
+        page.wait_for("document.body.dataset.state === 'ready'")
+        with TraceStore.open() as store:
+            assert store.human_verdicts() == {good.trace_id: False}
+        out = tmp_path / "ds"
+        proc = subprocess.run([sys.executable, "-m", "trainer.cli", "build-dataset", "--output", str(out)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode != 0 or not any((out / f).exists() and (out / f).read_text().strip() for f in
+                                               ("train.jsonl", "validation.jsonl", "test.jsonl")), proc.stdout
+        # Accept the short one by hand instead: now it is the one example.
+        say_hi = traces["say hi"]
+        page.click(f'tr[data-trace-id="{say_hi.trace_id}"] .act-accept')
+        page.wait_for("document.getElementById('flash') && document.getElementById('flash').textContent.startsWith('accept: 1')")
+        proc = subprocess.run([sys.executable, "-m", "trainer.cli", "build-dataset", "--output", str(out)],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl", "test.jsonl")
+                for line in (out / f).read_text().splitlines() if line.strip()]
+        assert [r.get("trace_id") for r in rows] == [say_hi.trace_id]
+
+        # Curate: readiness counts equal the store's after the clicks.
+        page.eval("location.hash = '#/curate'")
+        page.wait_for("document.body.dataset.page === 'curate' && document.body.dataset.state === 'ready'")
+        with TraceStore.open() as store:
+            accepted = store.count(accepted=True)
+        assert page.eval("document.getElementById('ready-accepted').textContent") == str(accepted)
