@@ -681,3 +681,23 @@ def test_token_check_is_constant_time(monkeypatch, serve):
     url = serve(ScriptedBackend(["ok"]), token="s3cret")
     assert http.post(url + "/v1/messages", json=request(), headers={"x-api-key": "s3cre"}).status_code == 401
     assert (b"s3cre", b"s3cret") in calls
+
+
+def test_missing_serve_extra_says_how_to_install(monkeypatch):
+    import builtins
+
+    from click.testing import CliRunner
+
+    from trainer.serve import command
+
+    real_import = builtins.__import__
+
+    def no_uvicorn(name, *args, **kwargs):
+        if name == "uvicorn":
+            raise ModuleNotFoundError("No module named 'uvicorn'", name="uvicorn")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_uvicorn)
+    result = CliRunner().invoke(command, ["--model", "nowhere"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "understudy[serve]" in result.output and "install.sh --train" in result.output
