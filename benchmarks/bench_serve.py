@@ -67,7 +67,7 @@ def claude_code_like_request(max_tokens: int, i: int) -> dict:
 def _timed_stream(client, url: str, body: dict, token_event) -> dict:
     """Stream one request; token_event(event, data) → tokens in this event (0 if none)."""
     t0 = time.perf_counter()
-    first = last = None
+    first = None
     tokens = 0
     with client.stream("POST", url, json=body) as r:
         r.raise_for_status()
@@ -78,9 +78,7 @@ def _timed_stream(client, url: str, body: dict, token_event) -> dict:
             elif line.startswith("data: "):
                 n = token_event(event, json.loads(line[6:]))
                 if n:
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
+                    first = first or time.perf_counter()
                     tokens += n
     end = time.perf_counter()
     first = first or end
@@ -104,7 +102,9 @@ def measure_serve(client, base_url: str, body: dict) -> dict:
 
     out = _timed_stream(client, base_url + "/v1/messages", body, tokens)
     # Deltas hold back text around a possible tool call, so count the tokens from usage.
-    out["output_tokens"] = usage.get("n", out["output_tokens"])
+    out["output_tokens"] = n = usage.get("n", out["output_tokens"])
+    decode = out["total_s"] - out["ttft_s"]
+    out["tokens_per_s"] = (n - 1) / decode if n > 1 and decode > 0 else None
     return out
 
 

@@ -456,6 +456,9 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+# Requests up to this size are rendered and counted on the event loop (see prepare()).
+INLINE_BODY_BYTES = 256 * 1024
+
 _HOP_HEADERS = {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "accept-encoding", "upgrade"}
 
 
@@ -584,11 +587,16 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         names = [name] if kind == "tool" else (offered or [t["name"] for t in body["tools"]]) if kind == "any" else []
         return Constraint(kind=kind, names=names, parallel=parallel)
 
-    async def prepare(body: dict) -> tuple[str, list[str], int]:
+    def render_and_count(body: dict) -> tuple[str, list[str], int]:
+        prompt, offered = build_prompt(body, settings.context, tokenizer)
+        return prompt, offered, backend.count(prompt, n_ctx)
+
+    async def prepare(body: dict, size: int) -> tuple[str, list[str], int]:
         """(prompt, tools shown, prompt tokens); 400 when the prompt leaves no room in the context."""
-        # Off the event loop: rendering and counting a long request takes a while.
-        prompt, offered = await asyncio.to_thread(build_prompt, body, settings.context, tokenizer)
-        input_tokens = await asyncio.to_thread(backend.count, prompt, n_ctx)
+        if size <= INLINE_BODY_BYTES:  # about a millisecond: a thread hop would cost more (TTFT)
+            prompt, offered, input_tokens = render_and_count(body)
+        else:  # off the event loop: rendering and counting a long request takes a while
+            prompt, offered, input_tokens = await asyncio.to_thread(render_and_count, body)
         if input_tokens >= n_ctx:
             raise APIError(400, f"prompt is too long: {input_tokens} tokens > {n_ctx - 1} maximum")
         return prompt, offered, input_tokens
@@ -674,8 +682,8 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             return "max_tokens"
         return "end_turn"
 
-    async def student_message(request: Request, body: dict):
-        prompt, offered, input_tokens = await prepare(body)
+    async def student_message(request: Request, body: dict, size: int):
+        prompt, offered, input_tokens = await prepare(body, size)
         constraint = constraint_of(body, offered)
         params = gen_params(body, input_tokens, constraint)
         watch = stop_watch(body, constraint)
@@ -778,7 +786,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         if arm == "upstream":
             return await proxy(request, raw)
         validate_request(body, max_tokens_limit=settings.max_tokens_limit)
-        return await student_message(request, body)
+        return await student_message(request, body, len(raw))
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens(request: Request):

@@ -46,6 +46,9 @@ class GenerationQueue:
                 f"Overloaded: the student is busy and {self.waiting} requests are already waiting (serve.max_queue); retry later",
                 "overloaded_error",
             )
+        if not self._sem.locked():  # free: no waiting, no timer task (this is every request's TTFT)
+            await self._sem.acquire()
+            return Slot(self)
         self.waiting += 1
         try:
             while True:
