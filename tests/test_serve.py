@@ -701,3 +701,14 @@ def test_missing_serve_extra_says_how_to_install(monkeypatch):
     result = CliRunner().invoke(command, ["--model", "nowhere"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "understudy[serve]" in result.output and "install.sh --train" in result.output
+
+
+@pytest.mark.parametrize("key, value, fragment", [("serve.max_new_tokens", -1, "serve.max_new_tokens"),
+                                                  ("serve.max_queue", -2, "serve.max_queue"), ("serve.n_ctx", 8, "serve.n_ctx")])
+def test_serve_limits_are_checked_at_start(key, value, fragment):
+    from trainer.config import load_config
+
+    with pytest.raises(ConfigError, match=fragment):
+        ServerSettings.from_config(load_config(overrides=[(key, value)]))
+    defaults = ServerSettings.from_config(load_config())
+    assert defaults.max_new_tokens == 0 and defaults.max_queue == 16 and defaults.n_ctx == 4096

@@ -438,6 +438,12 @@ class ServerSettings:
     @classmethod
     def from_config(cls, cfg: UnderstudyConfig) -> "ServerSettings":
         s = cfg.serve
+        if s.max_new_tokens < 0:
+            raise ConfigError(f"serve.max_new_tokens must be >= 0 (0: what the context leaves), got {s.max_new_tokens}")
+        if s.max_queue < 0:
+            raise ConfigError(f"serve.max_queue must be >= 0 (0: no request waits), got {s.max_queue}")
+        if s.n_ctx < 64:
+            raise ConfigError(f"serve.n_ctx must be at least 64 tokens, got {s.n_ctx}")
         return cls(
             context=ContextSettings.from_config(cfg),
             token=s.token or os.environ.get("UNDERSTUDY_SERVE_TOKEN", ""),
