@@ -126,11 +126,8 @@ def test_pages_numbers_xss_curation_and_csrf(dashboard, tmp_path):
         with TraceStore.open() as store:
             assert store.human_verdicts() == {good.trace_id: False}
         out = tmp_path / "ds"
-        proc = subprocess.run([sys.executable, "-m", "trainer.cli", "build-dataset", "--output", str(out)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert proc.returncode != 0 or not any((out / f).exists() and (out / f).read_text().strip() for f in
-                                               ("train.jsonl", "validation.jsonl", "test.jsonl")), proc.stdout
-        # Accept the short one by hand instead: now it is the one example.
+        # Accept the short one (the rules rejected it) by hand: `trainer build-dataset` (one process, the
+        # store) then takes it and leaves out the good one rejected above.
         say_hi = traces["say hi"]
         page.click(f'tr[data-trace-id="{say_hi.trace_id}"] .act-accept')
         page.wait_for("document.getElementById('flash') && document.getElementById('flash').textContent.startsWith('accept: 1')")
@@ -147,3 +144,36 @@ def test_pages_numbers_xss_curation_and_csrf(dashboard, tmp_path):
         with TraceStore.open() as store:
             accepted = store.count(accepted=True)
         assert page.eval("document.getElementById('ready-accepted').textContent") == str(accepted)
+
+
+@pytest.mark.e2e
+def test_trace_committed_by_claude_code_appears_live(dashboard, understudy_home, claude_home, tmp_path):
+    """The real Claude Code CLI runs a scripted session with the hooks registered, the real daemon
+    commits it, and the open Live page shows it without a reload."""
+    from tests.claude_harness import run_claude
+    from tests.daemon_harness import RunningDaemon
+    from tests.scripted_api import Script, ScriptedAPI, text, tool
+
+    understudy_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("<b>bold?</b>\n")
+    script = Script("summarise the notes", [[text("Let me read them."), tool("Read", {"file_path": str(project / "notes.txt")})],
+                                             [text("The notes hold one line: <b>bold?</b>, shown as text.")]])
+    with Chromium() as browser, RunningDaemon(understudy_home) as daemon:
+        page = browser.open(dashboard)
+        page.wait_for("document.body.dataset.page === 'live' && document.body.dataset.state === 'ready'")
+        page.wait_for("document.getElementById('conn').textContent === 'live'")
+        page.eval("window.__loaded = performance.timeOrigin")
+        assert page.eval("document.querySelectorAll('#live-feed li').length") == 0
+        with ScriptedAPI([script]) as api:
+            proc = run_claude("summarise the notes", home=claude_home, understudy_home=understudy_home, cwd=project,
+                              base_url=api.base_url, allowed_tools="Read")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        trace = daemon.wait_for(lambda: next((t for t in daemon.traces() if t["prompt"] == "summarise the notes"), None),
+                                60, "the daemon to commit the trace")
+        page.wait_for(f"document.querySelector('#live-feed li[data-trace-id=\"{trace['trace_id']}\"]') !== null", timeout=20)
+        assert page.eval("window.__loaded") is not None  # the same page: no reload happened
+        assert page.eval("document.querySelector('#live-feed li .prompt').textContent") == "summarise the notes"
+        page.wait_for("document.getElementById('stat-total').textContent === '1'", timeout=10)

@@ -107,7 +107,7 @@ def new_since(store: TraceStore, stored_after: float) -> tuple[list[dict[str, An
     rows = store.db.execute("SELECT json, stored_at FROM traces WHERE stored_at > ? ORDER BY stored_at LIMIT 200",
                             (stored_after,)).fetchall()
     latest = max([stored_after, *(r[1] for r in rows)])
-    return [summary(Trace.model_validate_json(r[0]), human) for r in rows], latest
+    return [dict(summary(Trace.model_validate_json(r[0]), human), stored_at=r[1]) for r in rows], latest
 
 
 def latest_stored(store: TraceStore) -> float:

@@ -183,13 +183,16 @@ def create_app(store_path: Path | None = None, runs_dir: Path = Path("runs"), *,
     async def events(request: Request) -> Response:
         """Server-sent events: each trace as it is committed (or committed again)."""
         async def stream():
-            last = await in_thread(with_store, api.latest_stored)
+            try:  # a reconnecting EventSource says where it stopped: nothing committed meanwhile is missed
+                last = float(request.headers["last-event-id"])
+            except (KeyError, ValueError):
+                last = await in_thread(with_store, api.latest_stored)
             yield b"retry: 2000\n\n"
             quiet = 0.0
             while not await request.is_disconnected():
                 found, last = await in_thread(with_store, api.new_since, last)
                 for item in found:
-                    yield b"event: trace\ndata: " + orjson.dumps(item) + b"\n\n"
+                    yield f"id: {item['stored_at']!r}\nevent: trace\ndata: ".encode() + orjson.dumps(item) + b"\n\n"
                 quiet = 0.0 if found else quiet + POLL_SECONDS
                 if quiet >= 15:
                     yield b": keep-alive\n\n"

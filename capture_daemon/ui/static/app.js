@@ -45,7 +45,7 @@ const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) : "");
 function verdictBadge(t) {
   const word = t.accepted === null || t.accepted === undefined ? "unscored" : t.accepted ? "accepted" : "rejected";
   return el("span", { class: "badge " + word, title: t.human === null || t.human === undefined ? "by the rules" : "by hand" },
-    word + (t.human === null || t.human === undefined ? "" : " ✋"));
+    word + (t.human === null || t.human === undefined ? "" : " by hand"));
 }
 function stat(id, label, value, extra) {
   return el("div", { class: "stat " + (extra || "") }, el("div", { class: "num", id }, String(value)), el("div", { class: "label" }, label));
@@ -127,7 +127,7 @@ function actions(ids) {
   return el("span", { class: "actions" },
     ["accept", "reject", "clear", "forget"].map((a) =>
       el("button", { type: "button", class: "act-" + a, title: a === "clear" ? "let the rules decide again" : a,
-        onclick: () => curate(a, { ids }) }, { accept: "✓", reject: "✗", clear: "↺", forget: "🗑" }[a])));
+        onclick: () => curate(a, { ids }) }, { accept: "✓", reject: "✗", clear: "↺", forget: "forget" }[a])));
 }
 
 async function renderBrowse() {
