@@ -53,6 +53,7 @@ id, so `trainer serve arms` joins them to an arm.
 import asyncio
 import hashlib
 import hmac
+import importlib
 import ipaddress
 import json
 import os
@@ -79,7 +80,8 @@ from trainer.chat_template import (
 from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
 from trainer.dataset import DatasetConfig
 from trainer.tool_context import tools_for
-from trainer.serve_backends import GenParams, GenResult, LlamaCppBackend, TransformersBackend, load_backend  # noqa: F401
+from trainer import serve_backends
+from trainer.serve_backends import GenParams, GenResult, load_backend
 from trainer.serve_constrain import Constraint
 from trainer.serve_queue import GenerationQueue
 from trainer.serve_validate import MAX_TOKENS_LIMIT, APIError, tool_choice_of, validate_request
@@ -87,6 +89,9 @@ from trainer.serve_validate import MAX_TOKENS_LIMIT, APIError, tool_choice_of, v
 STUDENT_MODEL_ID = "understudy-student"
 _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _SESSION_IN_USER_ID_RE = re.compile(r"session_([0-9a-fA-F-]{8,})")
+# The backends live in trainer/serve_backends.py; these names stay importable from here.
+TransformersBackend = serve_backends.TransformersBackend
+LlamaCppBackend = serve_backends.LlamaCppBackend
 _FORCED_HEAD_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r'\{"name": "((?:[^"\\]|\\.)*)"')
 
 
@@ -911,7 +916,7 @@ def is_loopback(host: str) -> bool:
 
 def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> None:
     try:
-        import fastapi  # noqa: F401
+        importlib.import_module("fastapi")
         import uvicorn
     except ImportError as e:
         raise click.ClickException(
