@@ -177,3 +177,67 @@ def test_trace_committed_by_claude_code_appears_live(dashboard, understudy_home,
         assert page.eval("window.__loaded") is not None  # the same page: no reload happened
         assert page.eval("document.querySelector('#live-feed li .prompt').textContent") == "summarise the notes"
         page.wait_for("document.getElementById('stat-total').textContent === '1'", timeout=10)
+
+
+def _training_run(runs: Path) -> dict:
+    """A run folder as `trainer run` leaves it: stage.json per stage, a curve PNG, eval.json."""
+    run = runs / "demo"
+    for stage in ("dataset", "sft", "eval"):
+        (run / stage).mkdir(parents=True)
+        (run / stage / "stage.json").write_text(json.dumps({"stage": stage, "status": "done", "at": "2026-12-01T10:00:00Z"}))
+    (run / "sft" / "loss.png").write_bytes((REPO / "docs" / "dashboard-live.png").read_bytes())
+    report = {"n_examples": 1, "split": "test", "summary": {"student": {"first_tool_accuracy": 0.75}, "majority": {"first_tool_accuracy": 0.25}},
+              "examples": [{"trace_id": "t1", "prompt": "fix <b>it</b>",
+                            "student": {"teacher": ["Read", "Edit", "Bash"], "student": ["Read", "Bash"], "answer": "done"},
+                            "majority": {"teacher": ["Read", "Edit", "Bash"], "student": ["Read", "Edit", "Bash"], "answer": "ok"}}]}
+    (run / "eval" / "eval.json").write_text(json.dumps(report))
+    return report
+
+
+def test_workflow_drawing_bulk_curation_and_training(dashboard, tmp_path):
+    from capture_daemon.quality import analyze
+    from tests.trace_builders import call, trace
+
+    t = analyze(trace(
+        prompt="compare the two configs",
+        calls=[call("Read", group=1, file_path="a.toml"), call("Read", group=1, file_path="b.toml"),
+               call("Bash", success=False, error="no such file", command="cat c.toml"), call("Bash", command="ls"),
+               call("Grep", agent="agent-7", pattern="x")],
+        texts=[(0, "Reading both at once."), (2, "That failed; listing instead.")]))
+    with TraceStore.open() as store:
+        store.put(t)
+    _store_sessions()
+    report = _training_run(tmp_path / "runs")
+    with Chromium() as browser:
+        page = browser.open(dashboard + f"#/trace/{t.trace_id}")
+        page.wait_for("document.body.dataset.page === 'trace' && document.body.dataset.state === 'ready'")
+        groups = page.eval("[...document.querySelectorAll('#workflow .group')].map(g => [g.className, "
+                           "[...g.querySelectorAll('.call strong')].map(s => s.textContent)])")
+        assert groups == [["group parallel", ["Read", "Read"]], ["group", ["Bash"]], ["group", ["Bash"]], ["group lane", ["Grep"]]]
+        assert page.eval("[...document.querySelectorAll('.call.failed strong, .call.recovery strong')].map(s => s.closest('.call').className)") \
+            == ["call failed", "call recovery"]
+        assert page.eval("[...document.querySelectorAll('#workflow .text p')].map(p => p.textContent)") == \
+            ["Reading both at once.", "That failed; listing instead."]
+        assert page.eval("document.querySelectorAll('#reasons li').length") == len(t.quality.reasons)
+
+        # Bulk: reject every trace that used Bash, from the Curate page's filter.
+        page.eval("location.hash = '#/curate'")
+        page.wait_for("document.body.dataset.page === 'curate' && document.body.dataset.state === 'ready'")
+        page.type("#f-tool", "Bash")
+        page.eval("document.getElementById('f-tool').dispatchEvent(new Event('change'))")
+        page.wait_for("document.getElementById('bulk-count') && document.getElementById('bulk-count').textContent === '2 traces match'")
+        page.click("#bulk-reject")
+        page.wait_for("document.getElementById('flash') && document.getElementById('flash').textContent === 'reject: 2 trace(s)'")
+        with TraceStore.open() as store:
+            assert sorted(store.human_verdicts().values()) == [False, False]
+            assert {x.trace_id for x in store.iter_traces(tool="Bash", accepted=False)} == set(store.human_verdicts())
+
+        page.eval("location.hash = '#/run/demo'")
+        page.wait_for("document.body.dataset.page === 'run' && document.body.dataset.state === 'ready'")
+        assert page.eval("[...document.querySelectorAll('#stages td:nth-child(2)')].map(td => td.textContent)") == ["done"] * 3
+        page.wait_for("document.querySelector('.curves img') !== null && document.querySelector('.curves img').naturalWidth > 0")
+        cells = page.eval("[...document.querySelectorAll('#eval tr')].map(r => [...r.children].map(c => c.textContent))")
+        assert cells == [["metric", "student", "majority"], ["first_tool_accuracy", "0.750", "0.250"]]
+        assert page.eval("[...document.querySelectorAll('.example .seq li.diverge')].map(li => li.textContent)") == ["Bash"]
+        assert page.eval("document.querySelector('.example .prompt').textContent") == report["examples"][0]["prompt"]
+

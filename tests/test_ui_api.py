@@ -1,0 +1,27 @@
+"""`capture-daemon ui`'s guards without a browser (tests/test_ui_browser.py drives the pages)."""
+
+from __future__ import annotations
+
+
+def test_guards_without_a_browser(understudy_home, tmp_path):
+    """Token off loopback, Host names on loopback, CSRF, path escapes; and no HTML-string API in the page."""
+    from starlette.testclient import TestClient
+
+    from capture_daemon.ui.app import STATIC, create_app
+
+    local = TestClient(create_app(runs_dir=tmp_path), base_url="http://127.0.0.1:8765")
+    assert local.get("/").status_code == 200
+    assert TestClient(create_app(), base_url="http://attacker.example:8765").get("/api/traces").status_code == 421
+    assert local.post("/api/curate", json={"action": "forget", "ids": []}).status_code == 403
+    assert local.get("/runs/demo/../../etc/passwd").status_code == 404
+    assert local.get("/static/app.py").status_code == 404
+    shared = TestClient(create_app(token="s3cret", loopback=False), base_url="http://10.0.0.5:8765")
+    assert shared.get("/api/traces").status_code == 401
+    assert shared.get("/api/traces", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert shared.get("/api/traces", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    login = shared.get("/?token=s3cret", follow_redirects=False)
+    assert login.status_code == 303 and "httponly" in login.headers["set-cookie"].lower()
+    assert shared.get("/api/status").status_code == 200  # the cookie now
+    for name in ("app.js", "index.html"):
+        source = (STATIC / name).read_text()
+        assert not any(api in source for api in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("))
