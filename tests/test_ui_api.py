@@ -25,3 +25,13 @@ def test_guards_without_a_browser(understudy_home, tmp_path):
     for name in ("app.js", "index.html"):
         source = (STATIC / name).read_text()
         assert not any(api in source for api in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("))
+
+
+def test_the_dashboard_does_not_import_the_training_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, capture_daemon.cli, capture_daemon.ui.app\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trainer', 'transformers', 'fastapi'}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr

@@ -191,6 +191,8 @@ def _training_run(runs: Path) -> dict:
                             "student": {"teacher": ["Read", "Edit", "Bash"], "student": ["Read", "Bash"], "answer": "done"},
                             "majority": {"teacher": ["Read", "Edit", "Bash"], "student": ["Read", "Edit", "Bash"], "answer": "ok"}}]}
     (run / "eval" / "eval.json").write_text(json.dumps(report))
+    (run / "mine").mkdir()
+    (run / "mine" / "mined.jsonl").write_text(json.dumps({"trace_id": "t1", "prompt": "<i>hard</i>", "score": 0.9, "gap": [1]}) + "\n")
     return report
 
 
@@ -240,4 +242,6 @@ def test_workflow_drawing_bulk_curation_and_training(dashboard, tmp_path):
         assert cells == [["metric", "student", "majority"], ["first_tool_accuracy", "0.750", "0.250"]]
         assert page.eval("[...document.querySelectorAll('.example .seq li.diverge')].map(li => li.textContent)") == ["Bash"]
         assert page.eval("document.querySelector('.example .prompt').textContent") == report["examples"][0]["prompt"]
+        assert page.eval("[...document.querySelectorAll('#mined tr')].map(r => [...r.children].map(c => c.textContent))") == \
+            [["trace_id", "prompt", "score"], ["t1", "<i>hard</i>", "0.900"]]
 

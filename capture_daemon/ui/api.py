@@ -168,11 +168,28 @@ def run_detail(runs_dir: Path, name: str) -> dict[str, Any] | None:
                                          "sequence_similarity": v.get("sequence_similarity")}
                                      for k, v in systems.items()}})
     ab = next((r for r in (_read_json(p) for p in sorted(folder.glob("*/report.json"))) if r), None)
-    mined = [str(p.relative_to(folder)) for p in sorted(folder.glob("*/mined*.json*"))]
+    mined = _mined(folder)
     return {"name": name, "stages": _stages(folder), "images": images,
             "eval": None if ev is None else {"n_examples": ev.get("n_examples"), "split": ev.get("split"),
                                              "summary": ev.get("summary") or {}},
             "examples": examples, "ab_report": ab, "mined": mined}
+
+
+def _mined(folder: Path, limit: int = 20) -> list[dict[str, Any]]:
+    """The top of `trainer mine`'s ranking (mined.jsonl, best first): its scalar fields only."""
+    rows = []
+    for path in sorted(folder.glob("*/mined.jsonl"))[:1]:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict):
+                    rows.append({k: v for k, v in row.items() if isinstance(v, (str, int, float, bool)) or v is None})
+                if len(rows) >= limit:
+                    break
+    return rows
 
 
 def run_file(runs_dir: Path, name: str, relative: str) -> Path | None:

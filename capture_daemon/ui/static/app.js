@@ -262,7 +262,7 @@ async function renderRun(name) {
   const run = await getJSON("/api/runs/" + encodeURIComponent(name));
   const summary = run.eval ? run.eval.summary : {};
   const systems = Object.keys(summary), metrics = [...new Set(systems.flatMap((s) => Object.keys(summary[s])))];
-  const fmt = (v) => (typeof v === "number" ? v.toFixed(3) : v === undefined ? "" : JSON.stringify(v));
+  const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toFixed(3)) : typeof v === "string" ? v : v === undefined ? "" : JSON.stringify(v));
   view.replaceChildren(el("h2", {}, "Run ", name),
     el("table", { id: "stages" }, el("tr", {}, el("th", {}, "stage"), el("th", {}, "status"), el("th", {}, "finished")),
       run.stages.map((s) => el("tr", {}, el("td", {}, s.stage), el("td", {}, s.status), el("td", {}, s.at || "")))),
@@ -276,7 +276,9 @@ async function renderRun(name) {
           Object.entries(ex.systems).map(([k, v]) => el("div", { class: "call" }, el("strong", {}, k),
             v.first_divergence === null ? el("span", { class: "badge accepted" }, "same") : el("span", { class: "badge rejected" }, `diverges at step ${v.first_divergence + 1}`),
             sequence(v.sequence, v.first_divergence), el("pre", { class: "output" }, v.answer))))))) : null,
-    run.mined.length ? el("section", {}, el("h2", {}, "Mining results"), el("ul", {}, run.mined.map((m) => el("li", {}, m)))) : null,
+    run.mined.length ? el("section", {}, el("h2", {}, "Mining: where the student is easiest to tell apart (top 20)"),
+      el("table", { id: "mined" }, el("tr", {}, Object.keys(run.mined[0]).map((k) => el("th", {}, k))),
+        run.mined.map((row) => el("tr", {}, Object.keys(run.mined[0]).map((k) => el("td", {}, fmt(row[k]))))))) : null,
     run.ab_report ? el("section", {}, el("h2", {}, "A/B report"), el("pre", { id: "ab-report" }, JSON.stringify(run.ab_report, null, 1)),
       el("p", {}, "Judge blind with `trainer ab-test --serve`.")) : null);
 }
