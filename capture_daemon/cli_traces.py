@@ -91,6 +91,7 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
     elapsed = time.perf_counter() - started
     click.echo(f"imported {report.imported} traces from {report.files} session files "
                f"({report.bytes / 1e6:.1f} MB in {elapsed:.1f}s); {report.skipped_existing} already stored, "
+               f"{report.copies} copies of a prompt in an earlier file, "
                f"{report.replaced} incomplete ones replaced, {report.incomplete} incomplete, "
                f"{report.commands} slash-command/bash-mode turns left out, {report.corrupt_lines} corrupt lines skipped")
     if report.skipped_rows:

@@ -22,6 +22,7 @@ A prompt found in two files (a resumed session copies its history) is one trace.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -30,6 +31,7 @@ import orjson
 
 from capture_daemon.assemble import build_trace
 from capture_daemon.schema import Trace, make_trace_id
+from capture_daemon.spool import CorruptSpoolFile, open_regular_file
 from capture_daemon.store import TraceStore
 from capture_daemon.transcript import PromptTurns, Transcript, inline_agents, notification_target, parse_transcript
 
@@ -83,6 +85,7 @@ class ImportReport:
     skipped_existing: int = 0
     incomplete: int = 0
     commands: int = 0  # slash-command and bash-mode turns left out
+    copies: int = 0  # prompts seen again in a later file (resumed or forked sessions)
     corrupt_lines: int = 0
     skipped_rows: dict[str, int] = field(default_factory=dict)  # reason → rows
     failed_files: list[str] = field(default_factory=list)
@@ -131,7 +134,7 @@ def _agent_transcripts(session_file: Path, session_id: str, flat_cache: dict[Pat
 
 def traces_from_session(session_file: Path, transcript: Transcript | None = None,
                         flat_cache: dict[Path, list[Transcript]] | None = None,
-                        report: ImportReport | None = None) -> Iterator[Trace]:
+                        report: ImportReport | None = None, seen_rows: set[str] | None = None) -> Iterator[Trace]:
     """Every user prompt of one session file as a trace (notifications join their parent)."""
     transcript = transcript or parse_transcript(session_file)
     file_session = transcript.session_id or session_file.stem
@@ -141,6 +144,12 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
     task_prompts: dict[str, str] = {}  # an Agent/Task call's prompt text → the prompt that made it
     agent_results: dict[str, str] = {}  # agentId in a call's structured result → that call's id
     for turns in transcript.prompts.values():
+        if seen_rows is not None and turns.row_uuid:
+            if turns.row_uuid in seen_rows:  # copied history of a resumed or forked session
+                if report is not None:
+                    report.copies += 1
+                continue
+            seen_rows.add(turns.row_uuid)
         if turns.is_command:
             if report is not None:
                 report.commands += 1
@@ -207,6 +216,19 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
         yield trace
 
 
+_TIMESTAMP = re.compile(rb'"timestamp":\s?"([^"]{10,40})"')
+
+
+def _first_timestamp(path: Path) -> tuple[str, str]:
+    """(the first row timestamp in the file's first 256 kB, path): the order sessions began."""
+    try:
+        with open_regular_file(path) as handle:
+            match = _TIMESTAMP.search(handle.read(256 << 10))
+    except (OSError, CorruptSpoolFile):
+        match = None
+    return (match.group(1).decode("ascii", "replace") if match else "", str(path))
+
+
 def _finished(main_turns: list[PromptTurns]) -> bool:
     """The prompt ended with the assistant's text and every call got its result."""
     blocks = [b for t in main_turns for b in t.blocks]
@@ -228,7 +250,9 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
     """Import every session under `roots`; `prepare` redacts and analyses each trace."""
     report = ImportReport()
     flat_cache: dict[Path, list[Transcript]] = {}
-    for path in session_files(roots):
+    seen_rows: set[str] = set()
+    # Oldest session first: a prompt copied into a later (forked) file stays its original's.
+    for path in sorted(session_files(roots), key=_first_timestamp):
         try:
             size = path.stat().st_size
         except OSError:
@@ -242,7 +266,7 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
                 report.skipped_rows[reason] = report.skipped_rows.get(reason, 0) + count
             fresh: dict[str, Trace] = {}
             replacing = 0
-            for trace in traces_from_session(path, transcript, flat_cache, report):
+            for trace in traces_from_session(path, transcript, flat_cache, report, seen_rows):
                 report.prompts += 1
                 if trace.trace_id in fresh:
                     continue

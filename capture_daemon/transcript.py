@@ -12,6 +12,9 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   `promptId`: a prompt then starts at each real user text row, and its id is that row's
   `uuid` (see `prompt_kind` for what is not a prompt). The live daemon resolves a hook
   prompt without `prompt_id` to the same row (ingest.py), so both ways give one trace id;
+* a forked session (`--fork-session`) starts with a copy of the history: 2.1.328 puts the
+  copied rows under the new prompt's promptId (the last typed row owns it), 2.0.0 and 2.1.42
+  keep the rows' uuids; the importer keeps each prompt row's uuid once (`row_uuid`);
 * Claude Code 2.0.0 wrote a (foreground) subagent's rows inline, `isSidechain: true`, in
   the main file: they are kept apart as `sidechains` (one per parentUuid chain, named
   `sidechain-<first row uuid>`), never as prompts; `inline_agents` gives those a prompt spawned;
@@ -90,6 +93,7 @@ class PromptTurns:
     session_id: str | None = None  # the prompt row's own sessionId (a resumed copy keeps the original's)
     is_command: bool = False  # a slash command or `!` bash-mode turn: not a training prompt
     interrupted: bool = False  # the user pressed Esc during it
+    row_uuid: str | None = None  # the uuid of the row that holds the prompt text
 
     def usage(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -333,6 +337,11 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
     if not prompt_id and kind in ("prompt", "notification", "command"):
         # No promptId (older Claude Code): each real user row opens a prompt, named by its uuid.
         prompt_id = _str_or_none(row.get("uuid")) or f"row-{_str_or_none(row.get('timestamp'))}-{len(transcript.prompts)}"
+    if prompt_id and kind == "prompt" and current is not None and current.prompt_id == prompt_id and current.prompt:
+        # A second typed prompt under one promptId: a forked session (--fork-session) copies the
+        # history under the new prompt's id; the last one is the prompt, the rest are copies.
+        del transcript.prompts[prompt_id]
+        current = None
     if prompt_id and (current is None or current.prompt_id != prompt_id):
         current = transcript.prompts.get(prompt_id)
         if current is None:
@@ -356,6 +365,7 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
         current.prompt = _text_of(content)
         current.is_notification = kind == "notification"
         current.is_command = kind == "command"
+        current.row_uuid = _str_or_none(row.get("uuid"))
     return current
 
 

@@ -13,7 +13,8 @@ Versions (installed by test.sh into .tools/claude-code-<version>, the pinned one
 * pinned  (test.sh's claude_version) `promptId` everywhere, `Agent` tool.
 
 A few sessions per version (sequence, failure, parallel calls, a subagent, a resumed
-session compacted by `/compact` in between: a slash command, never a trace), so the whole
+session compacted by `/compact` in between: a slash command, never a trace, and a fork of
+that session into a new file), so the whole
 matrix takes about two minutes. Marked e2e (CI runs it).
 """
 
@@ -95,11 +96,13 @@ def _scripts(project: Path, agent_tool: str, background: bool) -> list[Script]:
             [tool("Bash", {"command": "echo second", "description": "second"}, id="toolu_m_res_2")],
             [text("Second answer.")],
         ]),
+        Script("matrix forked question", [[text("Forked answer.")]]),
     ]
 
 
 PROMPTS = ["matrix compare the transformers", "matrix read the missing config", "matrix read both at once",
-           "matrix delegate the inspection", "matrix first question", "matrix follow-up after resuming"]
+           "matrix delegate the inspection", "matrix first question", "matrix follow-up after resuming",
+           "matrix forked question"]
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -158,6 +161,8 @@ def version_run(request, tmp_path_factory):
         claude("/compact", "--resume", first["session_id"])  # a slash command, and compaction
         results[PROMPTS[5]] = claude(PROMPTS[5], "--resume", first["session_id"])
         results[PROMPTS[4]] = first
+        # A fork copies the history into a new session file: its old prompts stay one trace each.
+        results[PROMPTS[6]] = claude(PROMPTS[6], "--resume", first["session_id"], "--fork-session")
 
     assert list((uhome / "spool").glob("*.event")), f"Claude Code {version} ran no hook"
     start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
@@ -213,7 +218,8 @@ def test_subagent_work_belongs_to_its_prompt(version_run):
 def test_import_gives_the_same_traces_as_live_capture(version_run):
     live = {t["trace_id"]: t for t in version_run["live"]}
     imported = {t["trace_id"]: t for t in version_run["imported"]}
-    assert {t["prompt"] for t in imported.values()} == set(PROMPTS), version_run["import_out"]
+    assert sorted(t["prompt"] for t in imported.values()) == sorted(PROMPTS), version_run["import_out"]
+    assert len(live) == len(PROMPTS)
     assert set(imported) == set(live), "trace ids differ between live capture and import"
     for trace_id, t in live.items():
         i = imported[trace_id]

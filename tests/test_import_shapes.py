@@ -257,7 +257,31 @@ def test_a_resumed_prompt_in_two_files_is_one_trace(tmp_path):
     report, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
     assert sorted(traces) == ["first question", "follow-up"]
     assert traces["first question"].session_id == SESSION and traces["follow-up"].session_id == "new-session"
-    assert report.imported == 2 and report.skipped_existing == 1
+    assert report.imported == 2 and report.copies == 1 and report.skipped_existing == 0
+
+
+def test_a_forked_session_under_one_prompt_id_keeps_only_its_own_prompt(tmp_path):
+    """D8, Claude Code 2.1.328 --fork-session: the copied history is written under the new
+    prompt's promptId, with the new session id; the copy is not a prompt of the fork."""
+    s = Session(prompt_ids=True)
+    s.user("first question")
+    s.call("Bash", "toolu_1", command="echo first")
+    s.text("First answer.")
+    original_rows = [dict(r) for r in s.rows]
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    fork = Session(session_id="fork-session", prompt_ids=True)
+    fork.user("forked question")
+    fork_prompt = fork.prompt_id
+    copies = [dict(r, sessionId="fork-session", promptId=fork_prompt) if r["type"] == "user" else dict(r, sessionId="fork-session")
+              for r in original_rows]
+    fork.rows = copies + fork.rows
+    fork.text("Forked answer.")
+    fork.rows[-1]["timestamp"] = "2026-12-01T11:00:00.000Z"
+    fork.write(tmp_path / "projects" / "-p" / "fork-session.jsonl")
+    report, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    assert sorted(traces) == ["first question", "forked question"]
+    assert traces["forked question"].tool_calls == [] and traces["forked question"].final_response == "Forked answer."
+    assert traces["forked question"].prompt_id == fork_prompt and traces["first question"].session_id == SESSION
 
 
 def test_traces_from_session_is_usable_alone(tmp_path):
