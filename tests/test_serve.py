@@ -712,3 +712,23 @@ def test_serve_limits_are_checked_at_start(key, value, fragment):
         ServerSettings.from_config(load_config(overrides=[(key, value)]))
     defaults = ServerSettings.from_config(load_config())
     assert defaults.max_new_tokens == 0 and defaults.max_queue == 16 and defaults.n_ctx == 4096
+
+
+def test_huge_tool_result_is_cut_before_it_is_tokenized(monkeypatch):
+    import trainer.chat_template as ct
+
+    seen = []
+    real = ct.count_tokens
+    monkeypatch.setattr(ct, "count_tokens", lambda text, tokenizer=None: seen.append(len(text)) or real(text, tokenizer))
+    big = "".join(f"line {i}\n" for i in range(600_000))  # ~6.6 MB
+    body = request(messages=[
+        {"role": "user", "content": "run it"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Bash", "input": {"command": "x"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": big}]},
+    ])
+    settings = ContextSettings(dataset=DatasetConfig(max_tool_result_tokens=64))
+    content = to_chat(body, settings)[0][-1]["content"]
+    assert max(seen) <= 2 * 64 * 64  # never the whole result
+    reference, _ = ct.trim_tool_result(big, 64)  # what the dataset builder would show
+    head, tail = reference.split("\n[... trimmed ")[0], reference.split(" tokens ...]\n")[1]
+    assert content.startswith(head + "\n[... trimmed ") and content.endswith(" tokens ...]\n" + tail)

@@ -130,12 +130,23 @@ class ContextSettings:
         return cls(context=cfg.serve.context, dataset=cfg.dataset, tools=list(cfg.serve.tools))
 
 
+# No token of a LLaMA-family vocabulary spans more characters than this (long whitespace runs aside).
+_MAX_CHARS_PER_TOKEN = 64
+
+
 def _tool_message(block: dict, name: str, settings: ContextSettings, tokenizer) -> dict:
     """A tool_result block as the dataset builder writes a tool result (reusing its code)."""
     from capture_daemon.schema import ToolCall
     from trainer.dataset import _tool_message as dataset_tool_message
 
     text = _text_of(block.get("content", ""))
+    keep = settings.dataset.max_tool_result_tokens * _MAX_CHARS_PER_TOKEN
+    if keep > 0 and len(text) > 2 * keep:
+        # The dataset's trimming keeps about max_tool_result_tokens tokens of head and tail;
+        # tokenizing a 10 MiB result whole to find that out took a minute and 2.5 GB. Cut first
+        # to `keep` characters at each end (more than that many tokens can hold), so the student
+        # sees the same head and tail; only the marker's trimmed count covers what was kept.
+        text = text[:keep] + text[-keep:]
     is_error = bool(block.get("is_error"))
     call = ToolCall(
         tool_use_id=block["tool_use_id"],
