@@ -66,7 +66,8 @@ What is detected (the marker's kind in brackets):
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]
-- command-line flags [cli-flag]: ``--password VALUE`` style long flags; and per program, short
+- command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
+  ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW``, ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
@@ -716,7 +717,11 @@ _URL_PASSWORD = re.compile(
 )
 
 # `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
-_CLI_FLAG_NAME = r"-(?<![\w-]-)-[\w-]*?(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key)[ \t]+"
+# (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
+_CLI_FLAG_NAME = (
+    r"-(?<![\w-]-)-[\w-]*?(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
+    r"|account-key|private-key|auth-key|(?<=-)pass)[ \t]+"
+)
 _CLI_FLAG = re.compile(
     rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
 )

@@ -644,6 +644,9 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ('curl -u "$USER:$TOKEN" https://h', 'curl -u "$USER:$TOKEN" https://h'),
         ("openssl rsa -passin pass:pw9 -passout env:PW", "openssl rsa -passin pass:[REDACTED:cli-flag] -passout env:PW"),
         # Code constants and lists of names.
+        ("redis-cli --pass hunter2 ping", "redis-cli --pass [REDACTED:cli-flag] ping"),
+        ("az storage blob list --account-key abcDEF123== -n x", "az storage blob list --account-key [REDACTED:cli-flag] -n x"),
+        ("tool --bypass cache", "tool --bypass cache"),
         ("SEED_SALT = 0x9E3779B1", "SEED_SALT = 0x9E3779B1"),
         # A person's secret may be words: under a secret's name, dashed words still go.
         ("SECRET=correct-horse-battery-staple", "SECRET=[REDACTED:assignment]"),
