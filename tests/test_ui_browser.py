@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -131,8 +132,10 @@ def test_pages_numbers_xss_curation_and_csrf(dashboard, tmp_path):
         say_hi = traces["say hi"]
         page.click(f'tr[data-trace-id="{say_hi.trace_id}"] .act-accept')
         page.wait_for("document.getElementById('flash') && document.getElementById('flash').textContent.startsWith('accept: 1')")
+        # Offline, as CI is: without these the tokenizer lookup waits ~50 s on the network.
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         proc = subprocess.run([sys.executable, "-m", "trainer.cli", "build-dataset", "--output", str(out)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         rows = [json.loads(line) for f in ("train.jsonl", "validation.jsonl", "test.jsonl")
                 for line in (out / f).read_text().splitlines() if line.strip()]
