@@ -17,17 +17,19 @@ The generated transcripts are cached in .tools/bench-import-corpus/.
 claude-code-log is installed in the benchmark's own venv (.tools/bench-import-venv,
 made on first run with pip), never in the project's.
 
-Measured (2026-12-01, 2 shared cores, claude-code-log 1.7.0):
+Measured (2026-12-01, 2 cores shared with other jobs, so absolute numbers vary by ~2x
+between runs; claude-code-log 1.7.0):
   default corpus, 40 MB, 4,322 sessions (many small 2.0.0/2.1.42 files):
-      understudy 5.2 MB/s, claude-code-log 1.5 MB/s: 3.5x
+      understudy 3.4-5.2 MB/s, claude-code-log 1.1-1.5 MB/s: 3.0-3.5x
   pinned-CLI and sample sessions only (--corpus), 31 MB, 177 sessions of ~170 kB:
-      understudy 15.6 MB/s, claude-code-log 4.3 MB/s: 3.6x
+      understudy 15.6-23.1 MB/s, claude-code-log 4.3-8.6 MB/s: 2.7-3.6x
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,29 +90,31 @@ def cli_transcripts(version: str) -> Path | None:
     return out / "projects"
 
 
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def make_corpus(folder: Path, templates: list[Path], megabytes: float) -> int:
-    """Copies of each template project under fresh session ids, equal bytes per template."""
+    """Copies of each template project with every uuid (sessions, rows, prompts) made fresh,
+    so each copy is new history, not a copy the importer would recognise; equal bytes per template."""
     total = 0
     per_template = megabytes * 1e6 / len(templates)
     for index, template in enumerate(templates):
-        files = [p for p in template.rglob("*") if p.is_file()]
-        sessions = {p.stem for p in files if p.suffix == ".jsonl" and "subagents" not in p.parts
-                    and not p.name.startswith("agent-")}
-        size = sum(p.stat().st_size for p in files)
+        files = [(p.relative_to(template), p.read_bytes()) for p in template.rglob("*") if p.is_file()]
+        size = sum(len(data) for _, data in files)
         done = 0
         copy = 0
         while done < per_template:
-            fresh = {old.encode(): str(uuid.uuid4()).encode() for old in sessions}
+            fresh: dict[bytes, bytes] = {}
+
+            def renew(match: re.Match) -> bytes:
+                return fresh.setdefault(match.group(0), str(uuid.uuid4()).encode())
+
             target = folder / f"-project-{index}-{copy}"
-            for path in files:
-                data = path.read_bytes()
-                name = str(path.relative_to(template))
-                for old, new in fresh.items():
-                    data = data.replace(old, new)
-                    name = name.replace(old.decode(), new.decode())
-                dest = target / Path(name).relative_to(Path(name).parts[0]) if len(Path(name).parts) > 1 else target / name
+            for relative, data in files:
+                name = _UUID.sub(renew, str(Path(*relative.parts[1:])).encode()).decode()
+                dest = target / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
+                dest.write_bytes(_UUID.sub(renew, data))
             done += size
             copy += 1
         total += int(done)
