@@ -470,8 +470,13 @@ def _resolve_pending(main: Transcript, events: list[SpoolEvent], session_id: str
         return None
     said = str(root.payload.get("prompt", "")).strip()
     turns = list(main.prompts.values())
-    matches = [i for i, t in enumerate(turns) if not t.is_notification and not t.is_command
-               and t.session_id in (None, session_id) and redact_value(t.prompt).strip() == said]
+    prompts = [i for i, t in enumerate(turns) if not t.is_notification and not t.is_command
+               and t.session_id in (None, session_id)]
+    matches = [i for i in prompts if redact_value(turns[i].prompt).strip() == said]
+    if not matches:
+        # The row's text may differ from the hook's (an image pasted with it): the prompt row
+        # written within 30 s of the hook.
+        matches = [i for i in prompts if abs((iso_to_ns(turns[i].started_at) or 0) - root.received_ns) < 30e9]
     if not matches:
         return None
     best = min(matches, key=lambda i: abs((iso_to_ns(turns[i].started_at) or 0) - root.received_ns))
