@@ -94,3 +94,18 @@ def test_without_a_transcript_the_old_prompt_is_still_captured(tmp_path):
     [call] = trace.tool_calls
     assert call.name == "Bash" and call.input == {"command": "ls"} and call.output == "ok" and call.success
     assert call.tool_use_id.startswith("hook-")
+
+
+def test_a_prompt_with_an_image_resolves_to_its_row_by_time(tmp_path):
+    """The hook's prompt is the text alone; the row also holds the pasted image."""
+    s = Session()
+    row = s.user([{"type": "text", "text": "what is in this picture"},
+                  {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}])
+    s.text("A diagram.")
+    transcript = s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    hook_row = dict(row, message={"role": "user", "content": "what is in this picture"})
+    _old_hooks(tmp_path / "spool", transcript, hook_row, [])
+    with TraceStore.open(tmp_path / "t.db") as store:
+        _ingest(tmp_path / "spool", store, tmp_path)
+        [trace] = list(store.iter_traces())
+    assert trace.trace_id == make_trace_id(SESSION, row["uuid"]) and trace.final_response == "A diagram."
