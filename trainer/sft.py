@@ -138,7 +138,7 @@ def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None)
     return model
 
 
-def _lora_config(cfg: UnderstudyConfig, tokens_added: int):
+def _lora_config(cfg: UnderstudyConfig, tokens_added: int, tied_embeddings: bool = False):
     from peft import LoraConfig
 
     targets = cfg.sft.lora_target_modules
@@ -152,6 +152,9 @@ def _lora_config(cfg: UnderstudyConfig, tokens_added: int):
         lora_dropout=cfg.sft.lora_dropout,
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         modules_to_save=modules_to_save or None,
+        # SmolLM2 ties lm_head to embed_tokens: one trained copy, or the merged model (saved tied)
+        # would keep the embedding's copy only and lose what the output side learned.
+        ensure_weight_tying=tied_embeddings,
         task_type="CAUSAL_LM",
     )
 
@@ -166,7 +169,8 @@ def prepare_model(cfg: UnderstudyConfig, method: str, cuda: bool, tokenizer, tok
         return model
     if four_bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cuda and cfg.sft.gradient_checkpointing)
-    return get_peft_model(model, _lora_config(cfg, tokens_added))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return get_peft_model(model, _lora_config(cfg, tokens_added, tied))
 
 
 def cast_trainable_to_float32(model) -> None:
