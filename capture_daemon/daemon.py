@@ -312,9 +312,24 @@ def stop(grace: float = STOP_GRACE_SECONDS) -> Stopped:
 
 
 def _gone(pid: int, timeout: float) -> bool:
+    """True once the daemon has let go of the lock and its process has ended (the lock is
+    released a moment before the interpreter finishes exiting)."""
     deadline = time.monotonic() + timeout
-    while running_pid() == pid:
+    while running_pid() == pid or _process_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
     return True
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # an exited daemon waiting to be reaped (a zombie) is not running
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
