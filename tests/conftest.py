@@ -30,6 +30,10 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(env.claude_config_dir))
     monkeypatch.setenv("XDG_DATA_HOME", str(env.xdg_data_home))
     monkeypatch.setenv("UNDERSTUDY_HOME", str(env.understudy_home))
+    # Tests are offline by rule: without these, a hub lookup for a name that is not a local
+    # path waits for a network timeout (~50 s) before falling back to the local files.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     return env
 
 
