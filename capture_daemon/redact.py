@@ -126,6 +126,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
@@ -387,7 +388,9 @@ def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str =
     start where a run of token characters starts, so `sk-sk-sk-...` costs one scan, not one per
     `sk-`.
     """
-    pattern = re.compile(f"{prefix}(?<![{left}]{prefix}){rest}")
+    # (An escaped newline or tab, `\\nghp_...` in a JSON dump, ends the text before it: its `n`
+    # is no word character of the token's neighbour.)
+    pattern = re.compile(f"{prefix}(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})){rest}")
     return _Rule(kind, pattern, _whole(kind), (gate,))
 
 
@@ -743,7 +746,7 @@ def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
 # its name (`aws_secret_access_key = ...`, `"SecretAccessKey": ...`), after its id on one line
 # (`AKIA...,wJalr...` in the console's credentials CSV), or in that CSV's column (_AWS_CSV).
 _AWS_KEY_ID = re.compile(
-    r"A(?:KIA|SIA)(?<![A-Za-z0-9_-]AKIA)(?<![A-Za-z0-9_-]ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"A(?:KIA|SIA)(?:(?<![A-Za-z0-9_-]AKIA)(?<![A-Za-z0-9_-]ASIA)|(?<=\\[nrt]AKIA)|(?<=\\[nrt]ASIA))[A-Z0-9]{16}(?![A-Za-z0-9])"
     r"(?:(?P<sep>[ \t]*[,;|:\t][ \t]*|[ \t]+)(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?"
 )
 _AWS_ID_MARK, _AWS_SECRET_MARK = marker("aws-access-key-id"), marker("aws-secret-key")
@@ -844,7 +847,8 @@ def _program_flags(text: str, pos: int) -> _FlagSpec:
     cut = _COMMAND_BREAK.match(line)
     words = (line[cut.end() :] if cut else line).split()
     for i in range(len(words) - 1, -1, -1):
-        prog = words[i].rsplit("/", 1)[-1].removesuffix(".exe")
+        # (Quotes and brackets around it: `{"cmd": "curl -u ...`, `subprocess.run(["mysql", ...`.)
+        prog = words[i].strip("\"'`([{,").rsplit("/", 1)[-1].removesuffix(".exe")
         if prog in _FLAG_SECRETS:
             return _FLAG_SECRETS[prog] + _ANY_PROGRAM_FLAGS
         if prog in _FLAG_SUBCOMMANDS:
@@ -920,10 +924,11 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
 # A `login` must come first: prose says "machine translation password reset" too.
 _NETRC = re.compile(
     r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+login[ \t]+\S+"
-    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+password[ \t]+(?P<s>[^\s]+)"
+    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+password[ \t]+(?P<s>[^\s\"'\\]+)"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`.
-_REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#]+)")
+# (A value stops at a quote or backslash: inside a JSON string those close it.)
+_REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#\"'\\]+)")
 # openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`.
 # (Only after a flag that takes it: prose ends sentences with "the forward pass:".)
 _OPENSSL_PASS_AFTER = r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:))"
@@ -947,7 +952,10 @@ def _replace_docker_config(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _shape(kind: str, pattern: str, *gates: tuple[str, str]) -> _Rule:
-    """A token whose prefix varies in width: its own left boundary, then the whole match goes."""
+    """A token whose prefix varies in width: its own left boundary, then the whole match goes.
+
+    The boundary, a leading `(?<![...])`, also holds after an escaped `\\n`, `\\r` or `\\t`."""
+    pattern = re.sub(r"^\(\?<!\[([^\]]*)\]\)", lambda m: f"(?:(?<![{m.group(1)}])|(?<=\\\\[nrt]))", pattern)
     return _Rule(kind, re.compile(pattern), _whole(kind), gates)
 
 
@@ -1020,7 +1028,7 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
 # ~/.pgpass: `host:port:database:user:password`, one per line; the port is digits or `*`, the
 # host has a letter, a dot or `*` (so that times and IPv6 addresses are not read as one).
 _PGPASS = re.compile(
-    r"(?m)^(?=[^:\s]*[A-Za-z.*])[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:(?P<s>[^:\s]+)\r?$"
+    r"(?m)^[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:(?P<s>[^:\s]+)\r?$"
 )
 _PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:[^:\s]+:[^:\s]+\r?(?:\n|\Z))"
 
@@ -1098,7 +1106,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
     _Rule(
         "putty-key",
-        re.compile(rf"Private-Lines:[ \t]*[0-9]+(?:{_PK_NEWLINE})(?P<s>[A-Za-z0-9+/=]+(?:{_PK_NEWLINE}[A-Za-z0-9+/=]+)*)"),
+        re.compile(rf"Private-Lines:[ \t]*[0-9]+(?:{_PK_NEWLINE})[ \t]*(?P<s>[A-Za-z0-9+/=]+(?:{_PK_NEWLINE}[ \t]*[A-Za-z0-9+/=]+)*)"),
         _group("private-key"),
         (("Private-Lines:", ""),),
     ),
@@ -1444,14 +1452,78 @@ def _guarded(fn: Callable[[Any], tuple[Any, int]], value: Any) -> tuple[Any, int
         raise RedactionError(f"{fn.__name__} failed with {type(exc).__name__}") from None
 
 
+# A JSON document longer than this is redacted as text only (parsing it costs time and memory).
+_MAX_JSON_VIEW = 2_000_000
+
+
+def _redact_string(text: str) -> tuple[str, int]:
+    """`_redact`, and for a JSON document whose strings hold escapes, its strings redacted too.
+
+    Inside a JSON string a command's quotes are `\\"` and its lines end in `\\n`
+    (`{"stdout": "echo \\"pw\\" | sudo -S ...\\nENV API_TOKEN x"}`, an MCP tool's result holding
+    JSON text): rules that read quotes, line starts or flags see them askew. Such a document is
+    parsed and each of its strings redacted as the text it stands for (keys too, and strings
+    that are JSON documents in turn); if that finds secrets the text pass missed, the document is
+    written back out (same content, JSON's own spacing), else the text pass stands. (A JSON
+    document without a backslash is left to the text pass: parsing every JSON tool output would
+    cost as much again.)
+    """
+    red, n = _redact(text)
+    if "\\" not in text or len(text) > _MAX_JSON_VIEW:
+        return red, n
+    body = text.strip()
+    if not (body[:1] in "{[" and body[-1:] in "}]"):
+        return red, n
+    try:
+        parsed = json.loads(body)
+    except ValueError:  # (not JSON after all; its message is not kept)
+        return red, n
+    out, m = _json_view(parsed)
+    if m <= n:
+        return red, n  # the text pass found as much (and keeps the text's own layout)
+    indent = 2 if "\n " in body else None
+    dumped = json.dumps(out, ensure_ascii=False, indent=indent)
+    return text[: len(text) - len(text.lstrip())] + dumped + text[len(text.rstrip()) :], m
+
+
+_ESCAPED_IN_JSON = re.compile(r"[\"\\\n\r\t]")
+
+
+def _json_view(value: Any) -> tuple[Any, int]:
+    """`_redact_value` over a parsed JSON document, but only its strings that JSON had to escape:
+    the others stood in the text as they are, and the text pass has seen them already. Returns
+    the document with those redacted and how many secrets were found in all (a key or string
+    without escapes counts as found by the text pass: 0 here)."""
+    if isinstance(value, str):
+        return _redact_string(value) if _ESCAPED_IN_JSON.search(value) else (value, 0)
+    if isinstance(value, dict):
+        out, total = {}, 0
+        for key, item in value.items():
+            new_key, n = _json_view(key)
+            red, k = _json_view(item)
+            while new_key in out:
+                new_key += "#2"
+            out[new_key] = red
+            total += n + k
+        return out, total
+    if isinstance(value, list):
+        items, total = [], 0
+        for item in value:
+            red, k = _json_view(item)
+            items.append(red)
+            total += k
+        return items, total
+    return value, 0
+
+
 def redact_text_with_count(text: str) -> tuple[str, int]:
     """`text` with every secret replaced by ``[REDACTED:kind]``, and how many were replaced."""
-    return _guarded(_redact, text)
+    return _guarded(_redact_string, text)
 
 
 def redact_text(text: str) -> str:
     """`text` with every secret replaced by ``[REDACTED:kind]``; the rest is unchanged."""
-    return _guarded(_redact, text)[0]
+    return _guarded(_redact_string, text)[0]
 
 
 def _named_value_is_secret(kind: Optional[str], value: str) -> bool:
@@ -1476,7 +1548,7 @@ def _redact_key(key: str) -> tuple[str, int]:
     """A dict key with any secret in it replaced: `{"ghp_...": 1}` must not keep the token."""
     if key in _CLEAN_KEYS or len(key) < MIN_SECRET_CHARS:
         return key, 0
-    red, n = _redact(key)
+    red, n = _redact_string(key)
     if not n:
         if len(_CLEAN_KEYS) > 4096:
             _CLEAN_KEYS.clear()
@@ -1486,7 +1558,7 @@ def _redact_key(key: str) -> tuple[str, int]:
 
 def _redact_value(value: Any) -> tuple[Any, int]:
     if isinstance(value, str):
-        return _redact(value)
+        return _redact_string(value)
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         total = 0
@@ -1516,7 +1588,7 @@ def _redact_value(value: Any) -> tuple[Any, int]:
                     out[new_key] = (scheme.group(0) if scheme else "") + _AUTHORIZATION_MARK
                     total += 1
                 else:
-                    out[new_key], n = _redact(item)
+                    out[new_key], n = _redact_string(item)
                     total += n
             elif isinstance(item, (dict, list, tuple)):
                 out[new_key], n = _redact_value(item)

@@ -684,3 +684,20 @@ def test_a_failure_never_carries_the_text(monkeypatch: pytest.MonkeyPatch) -> No
 def test_odd_input_does_not_raise(text: str) -> None:
     redact_text(text)
     redact_value({text: text})
+
+
+@pytest.mark.parametrize("case", SECRET_CASES, ids=[c.id for c in SECRET_CASES])
+def test_planted_secret_is_gone_from_json_inside_json(case: SecretCase) -> None:
+    # An MCP tool's result or a tool output holding JSON text: the command's quotes are \" and its
+    # lines end in \n, at two levels of escaping; the secret must go all the same.
+    text = json.dumps({"tool_response": json.dumps({"content": [{"type": "text", "text": case.text}]})})
+    out = redact_text(text)
+    escaped = [json.dumps(json.dumps(s)[1:-1])[1:-1] for s in case.secrets] + list(case.secrets)
+    assert [s for s in escaped if s in out] == []
+    inner = json.loads(json.loads(out)["tool_response"])  # still the same JSON, redacted
+    assert inner["content"][0]["type"] == "text"
+
+
+def test_a_json_document_keeps_its_layout_when_the_text_pass_suffices() -> None:
+    account = json.dumps({"private_key": RSA_KEY + "\n", "n": 1}, indent=2)
+    assert redact_text(account).startswith('{\n  "private_key": "-----BEGIN RSA PRIVATE KEY-----\\n[REDACTED:private-key]')
