@@ -732,3 +732,35 @@ def test_huge_tool_result_is_cut_before_it_is_tokenized(monkeypatch):
     reference, _ = ct.trim_tool_result(big, 64)  # what the dataset builder would show
     head, tail = reference.split("\n[... trimmed ")[0], reference.split(" tokens ...]\n")[1]
     assert content.startswith(head + "\n[... trimmed ") and content.endswith(" tokens ...]\n" + tail)
+
+
+def test_queue_hands_the_turn_over_without_a_spurious_529():
+    import asyncio
+
+    from trainer.serve_queue import GenerationQueue
+    from trainer.serve_validate import APIError
+
+    async def scenario():
+        q = GenerationQueue(max_waiting=1)
+        a = await q.acquire()
+        b_task = asyncio.ensure_future(q.acquire())
+        await asyncio.sleep(0)
+        with pytest.raises(APIError) as err:  # one running, one waiting: full
+            await q.acquire()
+        assert err.value.status == 529
+        a.release()  # the turn passes to b at once, before b's task even runs
+        c_task = asyncio.ensure_future(q.acquire())  # so c may wait: no 529 at the bound
+        b = await b_task
+        assert q.waiting == 1 and not c_task.done()
+        b.release()
+        c = await c_task
+        c.release()
+        c.release()  # idempotent
+        # A waiter whose client left gives up its place.
+        held = await q.acquire()
+        gone = await q.acquire(disconnected=lambda: asyncio.sleep(0, result=True), poll=0.01)
+        assert gone is None and q.waiting == 0
+        held.release()
+        assert (await q.acquire()) is not None
+
+    asyncio.run(scenario())

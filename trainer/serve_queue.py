@@ -9,6 +9,7 @@ backoff. A waiting client that disconnects leaves the queue without ever running
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Awaitable, Callable, Optional
 
 from trainer.serve_validate import APIError
@@ -24,39 +25,67 @@ class Slot:
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._queue._sem.release()
+            self._queue._release()
 
 
 class GenerationQueue:
+    """A FIFO of waiting requests; a released turn is handed straight to the first waiter, so the
+    count of waiters is exact at every moment (no spurious 529 right at the bound)."""
+
     def __init__(self, max_waiting: int = 16, concurrency: int = 1):
         self.max_waiting = max_waiting
-        self.concurrency = concurrency
-        self._sem = asyncio.Semaphore(concurrency)
-        self.waiting = 0
+        self._free = concurrency
+        self._waiters: deque[asyncio.Future] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
     @property
     def busy(self) -> bool:
-        return self._sem.locked()
+        return self._free == 0
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the turn passes to it directly
+                return
+        self._free += 1
 
     async def acquire(self, disconnected: Optional[Callable[[], Awaitable[bool]]] = None, poll: float = 0.25) -> Optional[Slot]:
         """A slot, or None when the client disconnected while waiting. Raises 529 when full."""
-        if self._sem.locked() and self.waiting >= self.max_waiting:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return Slot(self)
+        if len(self._waiters) >= self.max_waiting:
             raise APIError(
                 529,
-                f"Overloaded: the student is busy and {self.waiting} requests are already waiting (serve.max_queue); retry later",
+                f"Overloaded: the student is busy and {len(self._waiters)} requests are already waiting "
+                "(serve.max_queue); retry later",
                 "overloaded_error",
             )
-        if not self._sem.locked():  # free: no waiting, no timer task (this is every request's TTFT)
-            await self._sem.acquire()
-            return Slot(self)
-        self.waiting += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
             while True:
-                try:
-                    await asyncio.wait_for(self._sem.acquire(), timeout=poll)
+                done, _ = await asyncio.wait({waiter}, timeout=poll)
+                if done:
                     return Slot(self)
-                except asyncio.TimeoutError:
-                    if disconnected is not None and await disconnected():
-                        return None
-        finally:
-            self.waiting -= 1
+                if disconnected is not None and await disconnected():
+                    break
+        except BaseException:
+            self._abandon(waiter)
+            raise
+        self._abandon(waiter)
+        return None
+
+    def _abandon(self, waiter: asyncio.Future) -> None:
+        if waiter.done() and not waiter.cancelled():
+            self._release()  # it was handed the turn but will not use it: pass it on
+        else:
+            waiter.cancel()
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
