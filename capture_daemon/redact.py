@@ -589,10 +589,15 @@ _CODE_ROOTS = frozenset(
 
 def _reads_as_reference(value: str) -> bool:
     """Whether a dotted value of three or more parts after a colon reads as code rather than as a
-    YAML value: it starts at an object code reaches into (`process.env.API_KEY`), or its last part
-    names a secret (`ctx.user.session_token`). Otherwise `session_token: aaa.bbb.ccc` is data."""
+    YAML value: it starts at an object code reaches into (`process.env.API_KEY`), its last part
+    names a secret (`ctx.user.session_token`), or it is named like code (a capital or an
+    underscore). Otherwise `session_token: aaa.bbb.ccc` is data."""
     parts = value.split(".")
-    return parts[0] in _CODE_ROOTS or _name_kind(parts[-1]) is not None or parts[-1][:1].isupper()
+    if parts[0] in _CODE_ROOTS or _name_kind(parts[-1]) is not None:
+        return True
+    # A capital or an underscore in a part is code's naming (`SpecialTokens.bos.value`,
+    # `torch.nn.Module`, `cfg_loader.db.pwd_file`); random ones were ruled out before.
+    return any(c.isupper() or c == "_" for c in value)
 
 
 def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:

@@ -455,7 +455,7 @@ def _benign() -> list[tuple[str, str]]:
         ("times-and-pipes", "12:30:45:10:99 elapsed\n2001:db8:0:0:1 is an address\necho hi | grep h\necho $PW | sudo -S ls\n"
          'f("user", "name") and auth=(user, pw) and session.auth = ("bob", PASSWORD)'),
         ("site-packages-finds", 'salt = "autotune-best-config-v2"\nSuppose we log statistics during the forward pass::\n\n    def f(x):\n'
-         "EPILOGUE_SEED_SALT = 0x9E3779B1\n__slots__ = ('scheme', 'user', 'password', 'host')\n"
+         "\"bos_token\": SpecialTokens.bos.value,\nEPILOGUE_SEED_SALT = 0x9E3779B1\n__slots__ = ('scheme', 'user', 'password', 'host')\n"
          '@field_serializer(\'password\', \'token\', when_used=\'json\')\n_dedup_rs_pass: PassType | None = None'),
         ("xml-and-env-lookalikes", "<key>value</key><token>next</token>\n<passwordPolicy>strict</passwordPolicy>\n"
          '- name: LOG_LEVEL\n  value: debug\n{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"key": "token"}}}\n'
