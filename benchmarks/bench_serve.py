@@ -17,7 +17,8 @@ Numbers:
     tokens/s   (output tokens - 1) / (end of stream - first token)
 Goals (issue 13): TTFT ≤ 1.2× llama.cpp's, tokens/s ≥ 0.9× llama.cpp's. Requests alternate
 between arms, so drift in machine load hits both alike, and each request's user text is new (a
-counter), so the prompt cache covers only the shared system-and-tools prefix, alike for both.
+counter, a different one per arm), so the prompt cache covers only the shared system-and-tools
+prefix, alike for both.
 
 Then load: --clients (16) concurrent clients, each sending --per-client requests to trainer
 serve (serve.max_queue = clients - 1, so the bound is reached): p50/p99 latency, and how many
@@ -211,8 +212,11 @@ def main() -> int:
     try:
         with httpx.Client(timeout=600) as client:
             for i in range(args.n + 1):
-                body = claude_code_like_request(args.max_tokens, i)
-                prompt = LlamaCppBackend._prompt(build_prompt(body, settings.context)[0])
+                # A request of its own for each arm (same length, another number): the one arm
+                # must not find the other's whole prompt in llama.cpp's cache.
+                body = claude_code_like_request(args.max_tokens, 1000 + i)
+                own = claude_code_like_request(args.max_tokens, 2000 + i)
+                prompt = LlamaCppBackend._prompt(build_prompt(own, settings.context)[0])
                 prompt_tokens = llama.count(prompt)
                 timed = {name: measure_serve(client, server.base_url, body) for name, server in servers.items()}
                 timed["llama.cpp server"] = measure_llamacpp(client, llama_url, prompt, args.max_tokens)
