@@ -1473,7 +1473,14 @@ def _redact_string(text: str) -> tuple[str, int]:
     document without a backslash is left to the text pass: parsing every JSON tool output would
     cost as much again.)
     """
+    short = len(text) <= _CLEAN_MAX_LEN
+    if short and text in _CLEAN:
+        return text, 0
     red, n = _redact(text)
+    if short and not n:
+        if len(_CLEAN) >= _CLEAN_MAX:
+            _CLEAN.clear()
+        _CLEAN.add(text)
     if "\\" not in text or len(text) > _MAX_JSON_VIEW:
         return red, n
     body = text.strip()
@@ -1544,21 +1551,18 @@ def _named_value_is_secret(kind: Optional[str], value: str) -> bool:
     return True
 
 
-# Dict keys seen to hold no secret: keys repeat endlessly ("tool_response", "transcript_path"),
-# and a key that is a secret is never kept here (so no secret lives on in this cache).
-_CLEAN_KEYS: set[str] = set()
+# Short strings seen to hold no secret: hook payloads repeat their keys ("tool_response",
+# "transcript_path") and many values (the cwd, tool names, modes) endlessly. A string with a
+# secret in it is never kept here, so no secret lives on in this cache.
+_CLEAN: set[str] = set()
+_CLEAN_MAX_LEN, _CLEAN_MAX = 256, 8192
 
 
 def _redact_key(key: str) -> tuple[str, int]:
     """A dict key with any secret in it replaced: `{"ghp_...": 1}` must not keep the token."""
-    if key in _CLEAN_KEYS or len(key) < MIN_SECRET_CHARS:
+    if len(key) < MIN_SECRET_CHARS:
         return key, 0
-    red, n = _redact_string(key)
-    if not n:
-        if len(_CLEAN_KEYS) > 4096:
-            _CLEAN_KEYS.clear()
-        _CLEAN_KEYS.add(key)
-    return red, n
+    return _redact_string(key)
 
 
 def _redact_value(value: Any) -> tuple[Any, int]:
