@@ -110,21 +110,30 @@ def open_regular_file(path: Path | str) -> BinaryIO:
 
 
 def read_regular_file(path: Path | str, limit: int) -> bytes:
-    """The bytes of a regular file, at most `limit` of them (CorruptSpoolFile past that)."""
-    with open_regular_file(path) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > limit:
-            raise CorruptSpoolFile(f"{size} bytes, over the {limit}-byte limit")
-        # The size it has plus one byte to see growth: read(limit) would allocate all of it.
-        data = handle.read(size + 1)
-        while len(data) <= limit and len(data) > size:
-            more = handle.read(1 << 20)
+    """The bytes of a regular file, at most `limit` of them (CorruptSpoolFile past that).
+
+    Plain os calls on the hot path (every spool file goes through here): open non-blocking,
+    fstat, then read the size it has plus one byte to see growth."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptSpoolFile(f"not a regular file ({_file_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise CorruptSpoolFile(f"{info.st_size} bytes, over the {limit}-byte limit")
+        chunks = [os.read(fd, info.st_size + 1)]
+        total = len(chunks[0])
+        while total > info.st_size and total <= limit:  # it grew while we read: keep going
+            more = os.read(fd, 1 << 20)
             if not more:
                 break
-            data += more
-    if len(data) > limit:
+            chunks.append(more)
+            total += len(more)
+    finally:
+        os.close(fd)
+    if total > limit:
         raise CorruptSpoolFile(f"grew past the {limit}-byte limit while being read")
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _file_kind(mode: int) -> str:
@@ -183,20 +192,20 @@ def nesting_depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 # --- the door: what a hook event must look like ----------------------------------------
 
-_OPTIONAL_STR = (str, type(None))
-# Every payload field the daemon reads, with the types it can handle. Claude Code adds
-# fields over time; unknown ones pass (they are kept and redacted like the rest).
-PAYLOAD_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "prompt_id": _OPTIONAL_STR, "agent_id": _OPTIONAL_STR, "agent_type": _OPTIONAL_STR,
-    "tool_use_id": _OPTIONAL_STR, "tool_name": _OPTIONAL_STR, "hook_event_name": _OPTIONAL_STR,
-    "transcript_path": _OPTIONAL_STR, "agent_transcript_path": _OPTIONAL_STR, "cwd": _OPTIONAL_STR,
-    "prompt": _OPTIONAL_STR, "source": _OPTIONAL_STR, "reason": _OPTIONAL_STR,
-    "last_assistant_message": _OPTIONAL_STR, "error": _OPTIONAL_STR,
-    "tool_input": (dict, type(None)), "background_tasks": (list, type(None)),
-    "duration_ms": (int, float, type(None)), "is_interrupt": (bool, type(None)),
-    "stop_hook_active": (bool, type(None)),
+# Every payload field the daemon reads, with the JSON types it can handle (null is always
+# fine). Exact types, not isinstance: JSON parsing makes exact dicts, lists and strings, and
+# a boolean must not pass for a number. Claude Code adds fields over time; unknown ones pass
+# (they are kept and redacted like the rest).
+_STR = frozenset({str})
+PAYLOAD_FIELD_TYPES: dict[str, frozenset[type]] = {
+    "prompt_id": _STR, "agent_id": _STR, "agent_type": _STR, "tool_use_id": _STR, "tool_name": _STR,
+    "hook_event_name": _STR, "transcript_path": _STR, "agent_transcript_path": _STR, "cwd": _STR,
+    "prompt": _STR, "source": _STR, "reason": _STR, "last_assistant_message": _STR, "error": _STR,
+    "tool_input": frozenset({dict}), "background_tasks": frozenset({list}),
+    "duration_ms": frozenset({int, float}), "is_interrupt": frozenset({bool}),
+    "stop_hook_active": frozenset({bool}),
 }
-_ID_FIELDS = ("session_id", "prompt_id", "agent_id", "tool_use_id", "tool_name", "hook_event_name")
+_ID_FIELDS = frozenset({"session_id", "prompt_id", "agent_id", "tool_use_id", "tool_name", "hook_event_name"})
 
 
 def check_payload(payload: Any, may_nest_deep: bool = True) -> None:
@@ -206,22 +215,24 @@ def check_payload(payload: Any, may_nest_deep: bool = True) -> None:
     `may_nest_deep` False skips the nesting walk when the caller knows the JSON text has
     too few brackets to nest past MAX_DEPTH (the common case, checked at C speed).
     """
-    if not isinstance(payload, dict):
+    if type(payload) is not dict:
         raise CorruptSpoolFile(f"payload is a JSON {_json_type(payload)}, not an object")
     session_id = payload.get("session_id")
-    if not isinstance(session_id, str) or not session_id:
+    if type(session_id) is not str or not session_id:
         raise CorruptSpoolFile("payload has no session_id" if session_id in (None, "")
                                else f"session_id is a JSON {_json_type(session_id)}, not a string")
-    for key, allowed in PAYLOAD_FIELD_TYPES.items():
-        value = payload.get(key)
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+    for key in PAYLOAD_FIELD_TYPES.keys() & payload.keys():
+        value = payload[key]
+        if value is None:
+            continue
+        if type(value) not in PAYLOAD_FIELD_TYPES[key]:
             raise CorruptSpoolFile(f"field {key} is a JSON {_json_type(value)}, which this daemon cannot use")
-    for key in _ID_FIELDS:
-        value = payload.get(key)
-        if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        if key in _ID_FIELDS and len(value) > MAX_ID_CHARS:
             raise CorruptSpoolFile(f"field {key} is {len(value)} characters long, not an id")
+    if len(session_id) > MAX_ID_CHARS:
+        raise CorruptSpoolFile(f"field session_id is {len(session_id)} characters long, not an id")
     tasks = payload.get("background_tasks")
-    if tasks and not all(isinstance(task, dict) for task in tasks):
+    if tasks and not all(type(task) is dict for task in tasks):
         raise CorruptSpoolFile("field background_tasks holds something other than objects")
     if may_nest_deep and nesting_depth_exceeds(payload):
         raise CorruptSpoolFile(f"payload is nested deeper than {MAX_DEPTH} levels")
