@@ -104,15 +104,19 @@ class RunningDaemon:
     def trace_for(self, prompt_id: str) -> dict | None:
         return next((t for t in self.traces() if t["prompt_id"] == prompt_id), None)
 
-    @staticmethod
-    def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    wait_for = staticmethod(lambda predicate, timeout, what: wait_for(predicate, timeout, what))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    """The first truthy value of predicate(), polled every 0.1 s; AssertionError naming
+    `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _alive(pid: int) -> bool:

@@ -15,12 +15,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.claude_harness import claude_bin, claude_env, run_claude, write_settings_with_hooks
+from tests.daemon_harness import wait_for as _wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, thinking, tool
 
 pytestmark = pytest.mark.e2e
@@ -112,16 +112,6 @@ def _scripts(project: Path) -> list[Script]:
             [text("never sent")],
         ], delays={1: 60.0}),
     ]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

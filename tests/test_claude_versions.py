@@ -24,12 +24,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.claude_harness import REPO_ROOT, claude_env, write_settings_with_hooks
+from tests.daemon_harness import wait_for as _wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -103,15 +103,6 @@ def _scripts(project: Path, agent_tool: str, background: bool) -> list[Script]:
 PROMPTS = ["matrix compare the transformers", "matrix read the missing config", "matrix read both at once",
            "matrix delegate the inspection", "matrix first question", "matrix follow-up after resuming",
            "matrix forked question"]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _register_hooks(home: Path, version: str) -> None:

@@ -8,20 +8,19 @@ The last two tests drive the real Claude Code CLI (tests/claude_harness.py).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from capture_daemon import hooks_config, paths
 from capture_daemon.store import TraceStore
 from tests.claude_harness import run_claude
+from tests.daemon_harness import wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
@@ -53,16 +52,6 @@ def daemon_pid() -> int | None:
     from capture_daemon.daemon import running_pid
 
     return running_pid()
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def kill9(pid: int) -> None:

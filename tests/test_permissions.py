@@ -8,10 +8,11 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.daemon_harness import wait_for as _wait_for
 from click.testing import CliRunner
 
 from capture_daemon import paths
@@ -50,16 +51,6 @@ def _cli(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProce
 def _hook(event: str, payload: dict, env: dict) -> None:
     subprocess.run([sys.executable, "-I", "-S", str(hook_script()), event], input=json.dumps(payload).encode(),
                    env=env, check=True, timeout=30, preexec_fn=_umask0)
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_cli_and_daemon_write_only_private_files_under_umask_000(understudy_home, tmp_path):
