@@ -32,15 +32,26 @@ def hooks() -> None:
 
 @hooks.command()
 @project_option
-def install(project: Optional[Path]) -> None:
+@click.option("--claude-version", "claude_version", metavar="X.Y.Z",
+              help="Register for this Claude Code version (default: the `claude` on PATH, else every event).")
+def install(project: Optional[Path], claude_version: Optional[str]) -> None:
     """Register the capture hook for every event.
 
     Merges into the settings file, keeping everything else in it; the previous file is
     kept as settings.json.understudy-backup-<time> whenever it changes. Running it again
-    changes nothing; after the checkout moved, it repoints the entries in place.
+    changes nothing; after the checkout moved, it repoints the entries in place. Claude
+    Code before 2.0.64 runs no hook at all when it finds an event it does not know, so for
+    it two events are left out; run this again after upgrading Claude Code.
     """
+    version = hooks_config.parse_version(claude_version) if claude_version else hooks_config.detect_claude_version()
+    if claude_version and version is None:
+        raise click.BadParameter(f"'{claude_version}' is not a version like 2.1.328", param_hint="--claude-version")
+    skipped = [e for e in hooks_config.EVENTS if e not in hooks_config.events_for(version)]
+    if skipped:
+        click.echo(f"Claude Code {'.'.join(map(str, version))} does not know {', '.join(skipped)}: "
+                   "leaving them out (run `capture-daemon hooks install` again after upgrading it)")
     try:
-        change = hooks_config.install(_target(project))
+        change = hooks_config.install(_target(project), claude_version=version)
     except hooks_config.SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +42,11 @@ EVENTS = (
     "PreCompact",
     "SessionEnd",
 )
+# Events older Claude Code does not know, with the first version known to run them. A 2.0.x
+# that finds an unknown event in its hooks block ignores the whole block and runs no hook at
+# all (2.0.0 and 2.0.45 seen; 2.0.64 runs them), so they are left out for it: see
+# events_for(). Without PostToolUseFailure a failed call is still seen in the transcript.
+EVENTS_SINCE: dict[str, tuple[int, int, int]] = {"PostToolUseFailure": (2, 0, 64), "SubagentStart": (2, 0, 64)}
 # Events that take a tool-name matcher; "*" matches every tool.
 TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure"})
 # Claude Code kills a hook after this many seconds; the hook's own deadline (5 s) comes first.
@@ -192,14 +200,47 @@ def _save(path: Path, data: dict, raw: Optional[bytes]) -> Optional[Path]:
     return backup
 
 
+# --- which Claude Code ---------------------------------------------------------------------
+
+
+def parse_version(text: str) -> Optional[tuple[int, int, int]]:
+    """(2, 1, 328) from `claude --version` output such as "2.1.328 (Claude Code)"."""
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
+
+
+def detect_claude_version(binary: Optional[str] = None) -> Optional[tuple[int, int, int]]:
+    """The version of the `claude` on PATH (or `binary`); None when there is none or it says nothing."""
+    binary = binary or shutil.which("claude")
+    if not binary:
+        return None
+    try:
+        proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_version(proc.stdout)
+
+
+def events_for(version: Optional[tuple[int, int, int]]) -> tuple[str, ...]:
+    """The events to register for this Claude Code version (every event when unknown)."""
+    if version is None:
+        return EVENTS
+    return tuple(e for e in EVENTS if version >= EVENTS_SINCE.get(e, (0, 0, 0)))
+
+
 # --- install / uninstall --------------------------------------------------------------------
 
 
-def _merge(data: dict) -> dict:
-    """Return a copy of data with our hooks registered; data itself is left as it was."""
+def _merge(data: dict, events: tuple[str, ...] = EVENTS) -> dict:
+    """Return a copy of data with our hooks registered for `events` (and our entries for
+    any other event taken out); data itself is left as it was."""
     data = json.loads(json.dumps(data))  # deep copy, so the caller can compare before and after
     hooks = data.setdefault("hooks", {})
     for event in EVENTS:
+        if event not in events:
+            _drop_ours(hooks, event)
+            continue
         groups = hooks.setdefault(event, [])
         want_group = desired_group(event)
         want_hook = want_group["hooks"][0]
@@ -228,13 +269,31 @@ def _merge(data: dict) -> dict:
     return data
 
 
-def install(settings_file: Path) -> Change:
-    """Register the capture hook for every event; idempotent."""
+def _drop_ours(hooks: dict, event: str) -> None:
+    groups = hooks.get(event)
+    if not isinstance(groups, list):
+        return
+    kept = []
+    for group in groups:
+        if isinstance(group, dict) and isinstance(group.get("hooks"), list) and any(map(is_ours, group["hooks"])):
+            group = dict(group, hooks=[h for h in group["hooks"] if not is_ours(h)])
+            if not group["hooks"]:
+                continue
+        kept.append(group)
+    if kept:
+        hooks[event] = kept
+    else:
+        hooks.pop(event, None)
+
+
+def install(settings_file: Path, claude_version: Optional[tuple[int, int, int]] = None) -> Change:
+    """Register the capture hook for every event `claude_version` knows (all when None); idempotent."""
     settings_file = Path(settings_file)
+    events = events_for(claude_version)
     data, raw = load(settings_file)
-    merged = _merge(data)
+    merged = _merge(data, events)
     if merged == data:
-        return Change(settings_file, "already installed", events=list(EVENTS))
+        return Change(settings_file, "already installed", events=list(events))
     before = registered_in(data)
     changed = [e for e in EVENTS if merged["hooks"].get(e) != (data.get("hooks") or {}).get(e)]
     backup = _save(settings_file, merged, raw)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import REPO_ROOT, claude_env, write_settings_with_hooks
+from tests.claude_harness import REPO_ROOT, claude_env
 from tests.daemon_harness import wait_for as _wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
@@ -106,14 +106,17 @@ PROMPTS = ["matrix compare the transformers", "matrix read the missing config", 
 
 
 def _register_hooks(home: Path, version: str) -> None:
-    settings = write_settings_with_hooks(home)
-    if version.startswith("2.0."):
-        # Claude Code 2.0.x rejects a hooks block naming events it does not know, and then
-        # runs NO hook at all; `hooks install` registers these two (see the issue 12 report).
-        data = json.loads(settings.read_text())
-        for event in ("PostToolUseFailure", "SubagentStart"):
-            data["hooks"].pop(event, None)
-        settings.write_text(json.dumps(data, indent=2))
+    """As a user of that version would: `capture-daemon hooks install`, which asks the
+    `claude` on PATH for its version (2.0.x runs no hook at all when the block names an event
+    it does not know, so two are left out for it)."""
+    binary = _bin(version)
+    env = dict(os.environ, HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"),
+               PATH=f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run([*CAPTURE_DAEMON, "hooks", "install"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    registered = set(json.loads((home / ".claude" / "settings.json").read_text())["hooks"])
+    old = version.startswith("2.0.")
+    assert ("PostToolUseFailure" in registered) is not old and ("does not know" in proc.stdout) is old
 
 
 def _export(env: dict, uhome: Path) -> list[dict]:

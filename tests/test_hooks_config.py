@@ -270,3 +270,19 @@ def test_lone_surrogate_in_settings_survives(tmp_path):
     assert json.loads(path.read_text())["env"] == {"ODD": "\ud800x"}
     hooks_config.uninstall(path)
     assert json.loads(path.read_text()) == {"env": {"ODD": "\ud800x"}}
+
+
+def test_old_claude_code_gets_only_the_events_it_knows(tmp_path):
+    """Claude Code before 2.0.64 runs no hook at all when its hooks block names an event it
+    does not know; a later install for a newer version adds them back."""
+    settings = tmp_path / "settings.json"
+    assert hooks_config.parse_version("2.0.0 (Claude Code)") == (2, 0, 0)
+    assert hooks_config.parse_version("no version here") is None
+    hooks_config.install(settings)
+    hooks_config.install(settings, claude_version=(2, 0, 45))
+    registered = set(hooks_config.registered(settings))
+    assert not registered & {"PostToolUseFailure", "SubagentStart"}
+    assert {"PreToolUse", "PostToolUse", "Stop", "SessionStart"} <= registered
+    hooks_config.install(settings, claude_version=(2, 1, 328))
+    assert set(hooks_config.registered(settings)) == set(hooks_config.EVENTS)
+    assert hooks_config.events_for(None) == hooks_config.EVENTS
