@@ -14,10 +14,11 @@ ships SmolLM2-135M-Instruct quantized to Q4_1: the only pretrained model this pr
 without a network. Dequantized, it is a 135M-parameter LlamaForCausalLM with a 49k vocabulary.
 
 Chat template: the student keeps understudy's one template (trainer/chat_template.py), not
-SmolLM2's ChatML. The project's template is the one serve, eval and the GGUF export parse, and it
-carries the `{% generation %}` markers the assistant-only loss needs; the new control tokens it adds
-(eight, embeddings resized) are learned in the first steps. See docs/learning.md for what was
-measured.
+SmolLM2's ChatML: it is the one serve, eval and the GGUF export parse, and it carries the
+`{% generation %}` markers the assistant-only loss needs. It adds eight tokens to SmolLM2's
+vocabulary (embeddings resized, trained with LoRA as tied `modules_to_save`); measured in
+docs/learning.md, 30 CPU steps were not enough for the student to emit `<tool_call>`, so this
+choice is not settled by measurement.
 """
 
 from __future__ import annotations
