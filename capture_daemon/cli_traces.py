@@ -53,7 +53,12 @@ def list_traces(accepted, pattern, tool, since, project, limit) -> None:
                  s.pattern or "", (s.workflow or " → ".join(s.tool_sequence))[:48], t.prompt.replace("\n", " ")[:60])
         # Text, not str: a cell string would be parsed as rich markup.
         table.add_row(*(Text(printable(cell)) for cell in cells))
-    Console().print(table)
+    # Piped to a file or another program, rich would wrap the table at 80 columns: one
+    # line per trace is what `grep` and `wc -l` expect, so give it room there.
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=400)
+    console.print(table)
     click.echo(f"{len(shown)} of {len(traces)} matching traces")
 
 

@@ -97,3 +97,12 @@ def test_rescore_applies_edited_rules(understudy_home):
     paths.config_path().write_text("[quality]\nmin_answer_wordz = 3\n")
     broken = runner.invoke(main, ["rescore"])
     assert broken.exit_code == 1 and "min_answer_wordz" in broken.output
+
+
+def test_list_piped_keeps_one_line_per_trace(understudy_home):
+    """Not a terminal (a pipe, a file): no wrapping at 80 columns."""
+    traces = _store_sessions()
+    out = CliRunner().invoke(main, ["list"]).output
+    rows = [line for line in out.splitlines() if any(t.trace_id[:12] in line for t in traces.values())]
+    assert len(rows) == 2 and any("compare the billing worker and the mailer" in row for row in rows)
+    assert max(map(len, rows)) > 80
