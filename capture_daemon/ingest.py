@@ -135,8 +135,12 @@ class Ingestor:
             except FileNotFoundError:
                 continue
             except CorruptSpoolFile as exc:
-                self._quarantine(path, str(exc))
                 lost = exc.lost_event
+                if lost is not None and self._excluded(lost):
+                    self.excluded_count += 1  # an excluded project's event is not kept, even set aside
+                    _unlink(path)
+                    continue
+                self._quarantine(path, str(exc))
                 if lost is not None and isinstance(lost.prompt_id, str) and lost.event not in SESSION_EVENTS:
                     write_stand_in(self.spool, lost)  # its trace records the loss
                 continue

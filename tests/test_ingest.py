@@ -298,3 +298,15 @@ def test_quarantine_retention_and_interrupted_hook_writes(understudy_home):
     assert purge_quarantine(7, time.time() + 6 * 86400) == 0
     assert purge_quarantine(7, time.time() + 8 * 86400) == 2
     assert not list(paths.quarantine_dir().iterdir())
+
+
+def test_a_bad_event_of_an_excluded_project_is_dropped_not_quarantined(understudy_home):
+    settings = IngestSettings(settle_seconds=0, is_excluded=lambda cwd: cwd.startswith("/secret"))
+    write_event(paths.spool_dir(), "Stop", {"session_id": "s", "prompt_id": "p", "cwd": "/secret/client",
+                                            "background_tasks": "not a list"})
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, paths.spool_dir(), paths.quarantine_dir(), settings)
+        ingestor.scan()
+        assert ingestor.excluded_count == 1
+    assert not paths.quarantine_dir().exists() or not list(paths.quarantine_dir().iterdir())
+    assert not list(paths.spool_dir().glob("*.event"))  # no stand-in either
