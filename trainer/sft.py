@@ -115,7 +115,7 @@ def load_tokenizer(base_model: str):
 def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None):
     """Load the base (NF4 when four_bit), resized to the tokenizer if the template added tokens."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     compute_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     kwargs: dict[str, Any] = {"dtype": compute_dtype}
@@ -133,9 +133,39 @@ def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None)
     model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
     if tokenizer is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
+        # The template's new tokens (<tool_call>, <|eot_id|>, ...) start where the base already
+        # means their text, not at an arbitrary row: see init_added_token_rows.
+        init_added_token_rows(model, tokenizer, AutoTokenizer.from_pretrained(base_model))
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def init_added_token_rows(model, tokenizer, base_tokenizer) -> list[int]:
+    """Start each token the template added (ids ≥ len(base_tokenizer)) at the mean of the base's
+    embeddings of the pieces the base tokenizer splits its text into (`<tool_call>` → `<`, `tool`,
+    `_`, `call`, `>`), in the input embeddings and, when untied, the output layer. The rows
+    resize_token_embeddings leaves (sampled around the mean of all embeddings, one distribution for
+    every new token) give a pretrained base no reason to predict the token: with them SmolLM2
+    trained 30 LoRA steps and never wrote `<tool_call>`; with this start the same 30 steps do
+    (docs/learning.md §3). Returns the ids initialised."""
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    out = None if out is None or out.weight is emb else out.weight
+    done = []
+    with torch.no_grad():
+        for tid in range(len(base_tokenizer), min(len(tokenizer), emb.shape[0])):
+            pieces = base_tokenizer.encode(tokenizer.convert_ids_to_tokens(tid), add_special_tokens=False)
+            pieces = [p for p in pieces if p < len(base_tokenizer)]
+            if not pieces:
+                continue
+            emb[tid] = emb[pieces].float().mean(0).to(emb.dtype)
+            if out is not None and tid < out.shape[0]:
+                out[tid] = out[pieces].float().mean(0).to(out.dtype)
+            done.append(tid)
+    return done
 
 
 def _lora_config(cfg: UnderstudyConfig, tokens_added: int, tied_embeddings: bool = False):
@@ -144,7 +174,8 @@ def _lora_config(cfg: UnderstudyConfig, tokens_added: int, tied_embeddings: bool
     targets = cfg.sft.lora_target_modules
     modules_to_save = list(cfg.sft.modules_to_save)
     if tokens_added:
-        # New token rows start random; without training them the student can't emit <tool_call>.
+        # New token rows start at their pieces' mean (init_added_token_rows), not as the base knows
+        # them; without training them the student can't emit <tool_call>.
         modules_to_save += [m for m in EMBEDDING_MODULES if m not in modules_to_save]
     return LoraConfig(
         r=cfg.sft.lora_r,
