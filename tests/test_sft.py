@@ -280,3 +280,18 @@ def test_added_template_tokens_start_at_the_mean_of_their_base_pieces(tmp_path, 
         torch.testing.assert_close(emb[tid], emb[pieces].mean(0))
         torch.testing.assert_close(out[tid], out[pieces].mean(0))
     assert not torch.equal(emb[-1], emb[-2])  # each token its own pieces, not one shared row
+
+
+def test_latest_checkpoint_skips_one_a_kill_left_half_written(tmp_path):
+    """Killed mid-save: the newest folder lacks the config written once a checkpoint is
+    complete, and resuming from it fails on its half-written files."""
+    from trainer.config import CONFIG_FILE_NAME
+    from trainer.sft import latest_checkpoint
+
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}" / CONFIG_FILE_NAME).write_text("{}")
+    (tmp_path / "checkpoint-6" / "trainer_state.json").write_text("")
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert latest_checkpoint(tmp_path / "none") is None

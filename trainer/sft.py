@@ -48,6 +48,7 @@ from typing import Any, Callable, Optional
 import click
 
 from trainer.config import (
+    CONFIG_FILE_NAME,
     STAGE_CONTEXT,
     ConfigError,
     UnderstudyConfig,
@@ -84,9 +85,13 @@ def effective_method(cfg: UnderstudyConfig, cuda: bool) -> str:
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint. A run killed while saving leaves a checkpoint folder
+    with half its files (an empty trainer_state.json): the config written beside each one
+    once it is complete (on_save) is what tells them apart."""
     if not checkpoint_dir.is_dir():
         return None
-    ckpts = [p for p in checkpoint_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    ckpts = [p for p in checkpoint_dir.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / CONFIG_FILE_NAME).is_file()]
     return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
