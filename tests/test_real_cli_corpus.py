@@ -1,0 +1,122 @@
+"""benchmarks/real_cli_corpus.py end to end: six teacher sessions (every task kind, sessions of
+one to three prompts) played through the real Claude Code CLI, captured by the real hooks and
+daemon, and checked against the teacher: same tools in the same order with the teacher's
+arguments, real tool results, one CLI session per teacher session, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+
+import pytest
+
+from benchmarks.real_cli_corpus import check_trace, plan_sessions, run_corpus
+from tests.claude_harness import claude_bin
+from trainer.teacher_corpus import KINDS
+
+pytestmark = pytest.mark.e2e
+
+SESSIONS, SEED = 6, 0
+
+
+def _unnumbered(output: str) -> list[str]:
+    return [line.split("\t", 1)[1] for line in output.split("\n")]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    claude_bin()
+    root = tmp_path_factory.mktemp("realcorpus")
+    stats = run_corpus(SESSIONS, out=root / "traces.jsonl", seed=SEED, workers=3, workdir=root / "work",
+                       progress=lambda _: None)
+    traces = [json.loads(line) for line in (root / "traces.jsonl").read_text().splitlines()]
+    plans, _ = plan_sessions(SESSIONS, SEED)
+    return stats, traces, plans, root / "work" / "dev"
+
+
+def test_plan_covers_every_kind_and_multi_prompt_sessions():
+    plans, _ = plan_sessions(SESSIONS, SEED)
+    assert {t.kind for p in plans for t in p.prompts} == set(KINDS)
+    assert max(len(p.prompts) for p in plans) >= 2
+
+
+def test_every_session_ran_and_every_prompt_became_an_accepted_trace(corpus):
+    stats, traces, plans, _ = corpus
+    assert stats["sessions_ok"] == len(plans) == SESSIONS, stats["sessions_failed"]
+    assert len(traces) == stats["prompts_planned"] == sum(len(p.prompts) for p in plans)
+    assert stats["accepted"] == len(traces)
+    assert {t["kind"] for t in traces} == set(KINDS)
+    for trace in traces:
+        assert trace["complete"] and trace["source"] == "hook"
+        assert trace["quality"]["accepted"], trace["quality"]
+
+
+def test_tools_and_arguments_are_the_teachers(corpus):
+    _, traces, plans, projects = corpus
+    teacher = {t.prompt: (p, t) for p in plans for t in p.prompts}
+    for trace in traces:
+        plan, task = teacher[trace["prompt"]]
+        assert trace["cwd"] == str(projects / plan.project)
+        assert check_trace(trace, task) == [], (task.kind, check_trace(trace, task))
+        assert [c["name"] for c in trace["tool_calls"]] == [c.name for c in task.tool_calls]
+        assert [c["parallel_group"] for c in trace["tool_calls"]] == [c.parallel_group for c in task.tool_calls]
+        assert trace["assistant_text"][0]["text"] == task.assistant_text[0].text
+        # The real CLI offers its own tools, full schemas and all.
+        assert {"Bash", "Read", "Edit", "Write", "Grep", "Glob"} <= {t["name"] for t in trace["tools_offered"]}
+
+
+def test_results_come_from_the_real_tools(corpus):
+    _, traces, plans, _ = corpus
+    teacher = {t.prompt: t for p in plans for t in p.prompts}
+    seen = set()
+    for trace in traces:
+        task, calls = teacher[trace["prompt"]], trace["tool_calls"]
+        want = task.tool_calls
+        seen.add(task.kind)
+        for got, exp in zip(calls, want):
+            if got["name"] == "Read":  # the file the sandbox holds is the teacher's (investigate: padded to the grep line)
+                lines = _unnumbered(got["output"])
+                assert re.match(r"1\t", got["output"])  # real Read numbering: "1\t", not "     1\t"
+                if task.kind != "investigate":
+                    assert lines[:len(_unnumbered(exp.output))] == _unnumbered(exp.output)
+                else:
+                    assert set(_unnumbered(exp.output)[2:]) <= set(lines)
+            elif got["name"] == "Bash" and exp.success:
+                if task.kind in ("compare", "db_question"):
+                    assert got["output"] == exp.output  # sqlite3's real COUNT(*)
+                elif task.kind == "fix_bug":
+                    assert re.search(r"\b%s passed in" % exp.output.split()[-4], got["output"]), got["output"]
+                else:
+                    assert got["output"] == exp.output
+            elif got["name"] == "Bash":
+                assert got["success"] is False and exp.error.splitlines()[-1].split(" from ")[0] in got["error"]
+            elif got["name"] == "Grep":
+                for hit in exp.output.split("\n"):
+                    assert ":".join(hit.split(":", 2)[:2]) in got["output"]
+            elif got["name"] == "Glob":
+                assert set(got["output"].split("\n")) >= set(exp.output.split("\n"))
+            elif got["name"] in ("Edit", "Write"):
+                assert got["success"] and ("updated" in got["output"] or "created" in got["output"])
+        if task.kind == "investigate":
+            assert trace["reasoning_signals"]["error_recovery"] is True
+    assert seen == set(KINDS)
+
+
+def test_prompts_of_a_session_share_the_cli_session_and_nothing_is_lost(corpus):
+    stats, traces, plans, _ = corpus
+    by_session = defaultdict(list)
+    for trace in traces:
+        by_session[trace["teacher_session"]].append(trace)
+    assert sorted(by_session) == [p.index for p in plans]
+    ids = set()
+    for plan in plans:
+        group = by_session[plan.index]
+        assert len(group) == len(plan.prompts)
+        assert len({t["session_id"] for t in group}) == 1  # --resume: the same session
+        ids.add(group[0]["session_id"])
+        assert sorted(t["prompt"] for t in group) == sorted(t.prompt for t in plan.prompts)
+    assert len(ids) == len(plans)
+    assert stats["quarantined"] == 0
+    assert all(not t["capture_losses"] for t in traces)
+    assert stats["traces_with_problems"] == {}
