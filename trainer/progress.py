@@ -31,6 +31,8 @@ class SaveConfigBesideCheckpoint(TrainerCallback):
         self.cfg = cfg
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # several processes (accelerate launch): one writes
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
             self.cfg.save(ckpt)
@@ -49,7 +51,7 @@ class ProgressLine(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if self.key not in logs:
+        if self.key not in logs or not state.is_world_process_zero:
             return
         parts = [f"step {state.global_step}/{state.max_steps}"]
         for name in [self.key, *self.extra]:

@@ -30,6 +30,10 @@ FSDP or DeepSpeed ZeRO); nothing here is home-made. `-m trainer.cli` is the `tra
     accelerate launch --num_processes 4 --use_deepspeed --zero_stage 3 --mixed_precision bf16 \
         -m trainer.cli sft --config understudy.toml --sft.method full
 
+Without a GPU, `accelerate launch --multi_gpu --num_processes 2 -m trainer.cli sft ...` runs two CPU
+processes over gloo (`--cpu` alone starts one); tests/test_sft_multiprocess.py does. One process
+prints and writes final/; train_summary.json records world_size and the backend.
+
 Under a launcher each process loads its 4-bit base on its own GPU (LOCAL_RANK) and stores the NF4
 weights in the compute dtype, which FSDP needs to shard them. Plain LoRA or full fine-tuning is the
 simpler choice with FSDP or ZeRO-3; QLoRA suits data parallel.
@@ -347,6 +351,22 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     return final
 
 
+def is_main_process() -> bool:
+    """False in every process but the first under a launcher (accelerate launch, torchrun)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def _distributed_backend() -> Optional[str]:
+    """gloo, nccl, ... when torch.distributed is running (under a launcher); None alone."""
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+
+
 @dataclass
 class TrainingSetup:
     """Everything train_sft trains with; tests use it to look at weights before and after."""
@@ -385,7 +405,8 @@ def build_trainer(
     if not (data_dir / "train.jsonl").exists():
         raise ConfigError(f"no training data at {data_dir}/train.jsonl: run `trainer build-dataset` or set sft.data_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(output_dir)
+    if is_main_process():
+        cfg.save(output_dir)
 
     splits = load_splits(data_dir)
     # Only messages and tools: TRL would read the metadata column `prompt` as prompt/completion data.
@@ -434,6 +455,9 @@ def build_trainer(
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Under accelerate launch (DDP): every trainable weight is used in each forward, so the
+        # extra autograd traversal that looks for unused ones is pure cost.
+        ddp_find_unused_parameters=False,
     )
     trainer = SFTTrainer(
         model=model,
@@ -456,7 +480,12 @@ def train_sft(
     output_dir: str | os.PathLike | None = None,
     log: Callable[[str], None] = click.echo,
 ) -> SFTResult:
-    """Train the student; resumes from the latest checkpoint when cfg.sft.resume is set."""
+    """Train the student; resumes from the latest checkpoint when cfg.sft.resume is set.
+
+    Under `accelerate launch` every process trains its share of each batch; the first one alone
+    prints and writes final/, the summary and the card, and the others wait for it."""
+    if not is_main_process():
+        log = _quiet
     setup = build_trainer(cfg, data_dir, output_dir, log)
     trainer, tokenizer, method, cuda = setup.trainer, setup.tokenizer, setup.method, setup.cuda
     data_dir, output_dir, checkpoint_dir = setup.data_dir, setup.output_dir, setup.checkpoint_dir
@@ -469,15 +498,22 @@ def train_sft(
         else:
             log(f"Resuming from {ckpt}.")
             resume_from = str(ckpt)
-    log(f"Training {method} on {setup.train_examples} examples from {data_dir} → {output_dir}")
+    world = trainer.args.world_size
+    backend = _distributed_backend()
+    where = f" in {world} processes ({backend})" if world > 1 else ""
+    log(f"Training {method} on {setup.train_examples} examples from {data_dir} → {output_dir}{where}")
     t0 = time.monotonic()
     out = trainer.train(resume_from_checkpoint=resume_from)
     runtime = time.monotonic() - t0
 
     model = trainer.model
     cast_trainable_to_float32(model)
-    final = _save_final(model, tokenizer, method, cfg, output_dir, cuda, log)
     history = list(trainer.state.log_history)
+    final = output_dir / "final"
+    if not trainer.is_world_process_zero():
+        trainer.accelerator.wait_for_everyone()
+        return SFTResult(output_dir, final, method, trainer.state.global_step, out.training_loss, runtime, 0, history)
+    final = _save_final(model, tokenizer, method, cfg, output_dir, cuda, log)
     write_loss_curve(history, output_dir / "loss.png")
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
     result = SFTResult(
@@ -502,6 +538,8 @@ def train_sft(
         "splits": _split_sizes(data_dir),
         "config": cfg.to_dict()["sft"],
         "cuda": cuda,
+        "world_size": world,
+        "distributed_backend": backend,
     }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_model_card(output_dir)
@@ -509,6 +547,7 @@ def train_sft(
         f"Done: step {result.global_step}, train loss {result.train_loss if result.train_loss is None else round(result.train_loss, 4)}, "
         f"{result.tokens_per_second:.0f} tokens/s → {final}"
     )
+    trainer.accelerator.wait_for_everyone()
     return result
 
 
@@ -547,8 +586,9 @@ def command(ctx, config_path, data_dir, output_dir, base_model, method, max_step
             ("sft.force_4bit", force_4bit),
         ],
     )
-    click.echo("Resolved config [sft]:")
-    click.echo(cfg.describe(["sft"]))
+    if is_main_process():
+        click.echo("Resolved config [sft]:")
+        click.echo(cfg.describe(["sft"]))
     try:
         train_sft(cfg)
     except ConfigError as e:
