@@ -423,4 +423,11 @@ def load_splits(output_dir: Path):
     files = {split: path for split, path in files.items() if Path(path).stat().st_size > 0}
     if not files:
         raise ValueError(f"The dataset at '{output_dir}' has no examples")
-    return load_dataset("json", data_files=files)
+    try:
+        return load_dataset("json", data_files=files)
+    except Exception as e:  # a torn or hand-edited split: datasets' own error is a long traceback
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")[:200]
+        raise ValueError(
+            f"The dataset at '{output_dir}' cannot be read ({type(e).__name__}{': ' + first if first else ''}): "
+            f"build it again with `trainer build-dataset` (under `trainer run`, delete {output_dir} and run again)"
+        ) from None

@@ -259,13 +259,18 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     return out
 
 
-def _dataset_tokenizer(base_model: str, log):
-    """The base's tokenizer, so tool results are trimmed in its tokens; None (≈4 chars/token) if unavailable."""
+def _dataset_tokenizer(base_model: str, log, strict: bool = False, named: str = ""):
+    """The base's tokenizer, so tool results are trimmed in its tokens; None (≈4 chars/token) if
+    unavailable, or (strict: `trainer run`, whose SFT would fail on it anyway) a one-line ConfigError."""
     try:
         from trainer.sft import load_tokenizer
 
         return load_tokenizer(base_model)[0]
     except Exception as e:  # offline without the model cached, a gated repo, ...
+        if strict:
+            from trainer.sft import base_load_error
+
+            raise ConfigError(base_load_error(named or base_model, e)) from None
         log(f"[dataset] tokenizer of {base_model} unavailable ({type(e).__name__}); counting ~4 characters per token")
         return None
 
@@ -282,7 +287,8 @@ def stage_dataset(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> t
     from trainer.bases import resolve_base
 
     base = resolve_base(cfg.sft.base_model, Path(cfg.run.out), log)  # a GGUF base is converted here, once
-    report = build_dataset(load_traces(traces_path), cfg.dataset, _dataset_tokenizer(base, log))
+    tokenizer = _dataset_tokenizer(base, log, strict=True, named=cfg.sft.base_model)
+    report = build_dataset(load_traces(traces_path), cfg.dataset, tokenizer)
     if not report.counts.get("train"):
         raise ConfigError(f"no training examples from {traces_path} ({report.stats.get('skipped')}): more accepted traces are needed")
     log(f"[dataset] examples {report.counts}")
@@ -334,6 +340,7 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     check_config(cfg)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out)  # the full record, every value with its source; written again at the end
     t0 = time.monotonic()
     traces_path = stage_traces(cfg, out, log)
     # The demo's tiny random base, unless a base was chosen (by the file, a flag or a preset such as smollm2-demo).
@@ -356,6 +363,35 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     return report
 
 
+def settings_summary(cfg: UnderstudyConfig) -> str:
+    """The few settings that decide a run, for its first lines; the full record is in
+    {run.out}/understudy_config.json (`--show-config` prints it with each value's source)."""
+    r, s = cfg.run, cfg.sft
+    if r.traces == "demo":
+        traces = f"demo: {r.demo_traces:,} built-in scripted-teacher traces"
+    elif r.traces == "store":
+        traces = "store: the capture store's " + ("accepted traces" if cfg.dataset.only_accepted else "traces")
+    else:
+        traces = r.traces
+    if r.traces == "demo" and cfg.source("sft.base_model") == "default":
+        base = f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, vocab {r.demo_vocab})"
+    else:
+        base = s.base_model
+    method = {"full": "full fine-tuning", "lora": f"LoRA r {s.lora_r}",
+              "qlora": f"QLoRA r {s.lora_r} (plain LoRA without CUDA)"}[s.method]
+    length = f"{s.max_steps} steps" if s.max_steps > 0 else f"{s.num_train_epochs:g} epochs"
+    batch = s.per_device_train_batch_size * s.gradient_accumulation_steps
+    lines = [
+        f"trainer run → {r.out}  (every setting and its source: {Path(r.out) / 'understudy_config.json'}, or --show-config)",
+        f"  traces      {traces}",
+        f"  base model  {base}",
+        f"  method      {method}",
+        f"  training    {length} × batch {batch} ({s.per_device_train_batch_size} per device × "
+        f"{s.gradient_accumulation_steps} accumulated), lr {s.learning_rate:g}, max_length {s.max_length} tokens",
+    ]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------------------------
 # Commands
 
@@ -366,8 +402,9 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="demo: tiny random LLaMA, ~10 CPU minutes; smollm2-demo: SmolLM2-135M-Instruct (offline), ~30 CPU minutes.")
 @click.option("--out", help="Output folder for every stage (run.out).")
+@click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
 @click.pass_context
-def run_command(ctx, config_path, demo, preset, out):
+def run_command(ctx, config_path, demo, preset, out, show_config):
     """Run the pipeline: traces → build-dataset → sft → eval, skipping stages that are up to date.
 
     Past SFT when enabled (--rl.enabled true, --mine.enabled true, --abtest.enabled true):
@@ -380,8 +417,10 @@ def run_command(ctx, config_path, demo, preset, out):
         raise click.UsageError("--demo is --preset demo: give one of them")
     chosen = PRESETS[preset] if preset else (DEMO_PRESET if demo else None)
     cfg = resolve_cli_config(config_path, ctx.args, [("run.out", out)], preset=chosen)
-    click.echo("Resolved config (each value with its source):")
-    click.echo(cfg.describe(PIPELINE_SECTIONS))
+    click.echo(settings_summary(cfg))
+    if show_config:
+        click.echo("Resolved config (each value with its source):")
+        click.echo(cfg.describe(PIPELINE_SECTIONS))
     try:
         run_pipeline(cfg)
     except ConfigError as e:
@@ -407,7 +446,10 @@ def build_dataset_command(ctx, config_path, traces, output_dir, tokenizer_from):
         out = _dir(cfg, "dataset.output_dir", Path(cfg.run.out) / "dataset")
         traces_path = stage_traces(cfg, out, click.echo)
         cfg.dataset.output_dir = out
-        tokenizer = _dataset_tokenizer(tokenizer_from or cfg.sft.base_model, click.echo)
+        from trainer.bases import resolve_base
+
+        # A named or GGUF base is its converted folder (made once, cached in run.out), never a hub id.
+        tokenizer = _dataset_tokenizer(resolve_base(tokenizer_from or cfg.sft.base_model, Path(cfg.run.out), click.echo), click.echo)
         report = build_dataset(load_traces(traces_path), cfg.dataset, tokenizer)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None

@@ -38,16 +38,32 @@ class SaveConfigBesideCheckpoint(TrainerCallback):
             self.cfg.save(ckpt)
 
 
+def format_duration(seconds: float) -> str:
+    """42s, 3m05s, 1h02m."""
+    seconds = int(round(max(seconds, 0)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 class ProgressLine(TrainerCallback):
-    """One line per logging step: `step 40/150 · loss 0.8123 · lr 2.1e-04 · epoch 1.20 · 93s`.
+    """One line per logging step: `step 40/150 · loss 0.8123 · lr 2.1e-04 · epoch 1.20 · 1m33s · ETA 3m55s`.
 
     Only logs that carry `key` make a line (the trainer's final summary log does not); `extra`
-    values follow it when present. Replaces transformers' PrinterCallback, which dumps dicts.
+    values follow it when present. The ETA is the steps left at the mean pace of the steps this
+    run has taken (a resumed run counts from where it resumed). Only the first process prints
+    under a launcher. Replaces transformers' PrinterCallback, which dumps dicts.
     """
 
     def __init__(self, log: Callable[[str], None], key: str, extra: Sequence[str] = ()):
         self.log, self.key, self.extra = log, key, list(extra)
         self.t0 = time.monotonic()
+        self.step0 = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0, self.step0 = time.monotonic(), state.global_step
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -58,7 +74,11 @@ class ProgressLine(TrainerCallback):
             if name in logs:
                 label, fmt = _FORMATS.get(name, (name, "{:.4g}"))
                 parts.append(f"{label} {fmt.format(logs[name])}")
-        parts.append(f"{time.monotonic() - self.t0:.0f}s")
+        elapsed = time.monotonic() - self.t0
+        parts.append(format_duration(elapsed))
+        done = state.global_step - self.step0
+        if done > 0 and 0 < state.global_step < state.max_steps:
+            parts.append(f"ETA {format_duration(elapsed / done * (state.max_steps - state.global_step))}")
         self.log("  " + " · ".join(parts))
 
 

@@ -113,7 +113,8 @@ def load_tokenizer(base_model: str):
 
     from trainer.chat_template import apply_chat_template
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    # A folder on disk never asks the hub (offline, a lookup waits ~50 s for its timeout).
+    tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=Path(base_model).expanduser().exists())
     added = apply_chat_template(tokenizer)
     if tokenizer.pad_token is None:
         # Llama 3 ships no pad token; padding positions are masked out of the loss anyway.
@@ -139,12 +140,15 @@ def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None)
             # Under accelerate launch: FSDP can shard 4-bit weights only when stored in the compute dtype.
             kwargs["quantization_config"].bnb_4bit_quant_storage = compute_dtype
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(base_model, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_model, local_files_only=Path(base_model).expanduser().exists(), **kwargs
+    )
     if tokenizer is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
         # The template's new tokens (<tool_call>, <|eot_id|>, ...) start where the base already
         # means their text, not at an arbitrary row: see init_added_token_rows.
-        init_added_token_rows(model, tokenizer, AutoTokenizer.from_pretrained(base_model))
+        base_tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=Path(base_model).expanduser().exists())
+        init_added_token_rows(model, tokenizer, base_tokenizer)
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -351,6 +355,44 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     return final
 
 
+def base_load_error(base_model: str, error: Exception) -> str:
+    """One line for a base that does not load: what was asked, why, and what to change."""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if len(first) > 200:
+        first = first[:200] + "…"
+    where = "a folder without a model in it" if Path(base_model).expanduser().is_dir() else (
+        "no such file or folder, and not a model this machine has downloaded")
+    if Path(base_model).expanduser().is_file():
+        where = "a file, neither a model folder nor a .gguf file"
+    return (
+        f"sft.base_model = {base_model!r} cannot be loaded ({where}; {type(error).__name__}: {first}): "
+        "set sft.base_model to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'"
+    )
+
+
+def _check_examples_fit(trainer, n_examples: int, max_length: int, data_dir: Path, log: Callable[[str], None]) -> None:
+    """TRL truncates each example to max_length and drops those left without an assistant token;
+    when that is every one of them, training would die inside torch's sampler (num_samples=0)."""
+    kept = len(trainer.train_dataset)
+    if kept == n_examples:
+        return
+    lengths = {}
+    try:
+        lengths = json.loads((data_dir / "stats.json").read_text())["token_lengths"]["all"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    seen, fix = "", "raise sft.max_length"
+    if lengths.get("count"):
+        seen = f" (examples are {lengths['min']}–{lengths['max']} tokens, median {int(lengths['median'])})"
+        fix = f"raise sft.max_length (to {lengths['max']} keeps them all)"
+    fix += " or shorten the examples (dataset.tool_schema, dataset.max_tool_result_tokens)"
+    if kept == 0:
+        raise ConfigError(f"all {n_examples} training examples are cut by sft.max_length = {max_length} before any "
+                          f"assistant token{seen}: {fix}")
+    log(f"{n_examples - kept} of {n_examples} training examples dropped: cut by sft.max_length = {max_length} before "
+        f"any assistant token{seen}; to keep them, {fix}")
+
+
 def is_main_process() -> bool:
     """False in every process but the first under a launcher (accelerate launch, torchrun)."""
     return int(os.environ.get("RANK", "0")) == 0
@@ -408,17 +450,24 @@ def build_trainer(
     if is_main_process():
         cfg.save(output_dir)
 
-    splits = load_splits(data_dir)
+    try:
+        splits = load_splits(data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(str(e)) from None
     # Only messages and tools: TRL would read the metadata column `prompt` as prompt/completion data.
     train_ds = splits["train"].select_columns(SFT_COLUMNS)
     eval_ds = None
     if cfg.sft.eval_steps and "validation" in splits and len(splits["validation"]):
         eval_ds = splits["validation"].select_columns(SFT_COLUMNS)
 
-    tokenizer, added = load_tokenizer(base_path(cfg, log))
-    if added:
-        log(f"The chat template added {added} token(s); embeddings resized.")
-    model = prepare_model(cfg, method, cuda, tokenizer, added)
+    base = base_path(cfg, log)
+    try:
+        tokenizer, added = load_tokenizer(base)
+        if added:
+            log(f"The chat template added {added} token(s); embeddings resized.")
+        model = prepare_model(cfg, method, cuda, tokenizer, added)
+    except (OSError, ValueError, KeyError) as e:  # a wrong name, a folder that is not a model, ...
+        raise ConfigError(base_load_error(cfg.sft.base_model, e)) from None
     if method != "full":
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -467,6 +516,7 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=_callbacks(cfg, log),
     )
+    _check_examples_fit(trainer, len(train_ds), s.max_length, data_dir, log)
     # One concise line per log step (ProgressLine) instead of the raw dict transformers prints.
     from transformers.trainer_callback import PrinterCallback
 

@@ -1,0 +1,155 @@
+"""What a user sees from `trainer run` / `trainer sft` / `trainer build-dataset`, through the real
+CLI entry point: the few settings that matter at the start, progress with an ETA, and every
+failure a user can cause as one line naming what to change (exit 1, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from click.testing import CliRunner  # noqa: E402
+
+from trainer.cli import main  # noqa: E402
+
+
+def _invoke(args: list[str]):
+    return CliRunner().invoke(main, args)
+
+
+def assert_one_line_error(result, *needles: str) -> str:
+    """Exit 1, one `Error:` line holding every needle, no traceback; returns that line."""
+    assert result.exit_code == 1, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    assert result.output.rstrip().endswith(errors[0]), result.output  # nothing after it
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    """A tiny base and a dataset built from the scripted-teacher corpus with the project's code."""
+    from transformers import AutoTokenizer
+
+    from trainer.chat_template import render
+    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
+    from trainer.teacher_corpus import generate_corpus
+    from trainer.tiny_model import make_tiny_base
+
+    root = tmp_path_factory.mktemp("user_world")
+    traces = generate_corpus(n=24, seed=2)
+    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
+    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in traces)]
+    base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
+    build_dataset(traces, dcfg, AutoTokenizer.from_pretrained(base))
+    return root, base, root / "dataset"
+
+
+def test_run_prints_the_settings_that_matter_then_one_line_when_every_example_exceeds_max_length(tmp_path):
+    out = tmp_path / "run"
+    result = _invoke(["run", "--demo", "--out", str(out), "--run.demo_traces", "20", "--sft.max_length", "40"])
+    line = assert_one_line_error(result, "training examples are cut by sft.max_length = 40", "raise sft.max_length")
+    assert "num_samples" not in line
+    head = result.output.splitlines()[:5]
+    assert head[0].startswith(f"trainer run → {out}") and "understudy_config.json" in head[0], head
+    assert "demo: 20 built-in scripted-teacher traces" in head[1]
+    assert "tiny random LLaMA" in head[2] and "full fine-tuning" in head[3]
+    assert "600 steps × batch 4" in head[4] and "lr 0.002" in head[4] and "max_length 40 tokens" in head[4]
+    assert "Resolved config" not in result.output  # the full record is a file, or --show-config
+    record = json.loads((out / "understudy_config.json").read_text())
+    assert json.dumps(record).count("40") >= 1
+
+
+def test_run_show_config_prints_every_value_with_its_source(tmp_path):
+    result = _invoke(["run", "--demo", "--out", str(tmp_path / "r"), "--run.traces", str(tmp_path / "none.jsonl"),
+                      "--show-config"])
+    assert "sft.max_length = 1536  (preset)" in result.output
+    assert_one_line_error(result, "fix run.traces")
+
+
+def test_run_without_a_store_or_accepted_traces_says_what_to_do(tmp_path, understudy_home):
+    result = _invoke(["run", "--out", str(tmp_path / "r")])
+    assert_one_line_error(result, "no capture store", "trainer run --demo")
+
+    from capture_daemon.store import TraceStore
+
+    with TraceStore.open():
+        pass
+    result = _invoke(["run", "--out", str(tmp_path / "r")])
+    assert_one_line_error(result, "no accepted traces", "trainer run --demo")
+
+
+@pytest.mark.parametrize("kind", ["missing path", "empty folder", "a file", "unknown hub id"])
+def test_run_with_a_base_that_cannot_load_is_one_line(tmp_path, kind):
+    bad = {
+        "missing path": str(tmp_path / "no" / "such-model"),
+        "empty folder": str(tmp_path / "empty"),
+        "a file": str(tmp_path / "notes.txt"),
+        "unknown hub id": "no-such-org/no-such-model",
+    }[kind]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    result = _invoke(["run", "--demo", "--out", str(tmp_path / "r"), "--run.demo_traces", "12", "--sft.base_model", bad])
+    assert_one_line_error(result, f"sft.base_model = {bad!r} cannot be loaded", "set sft.base_model to")
+
+
+def test_sft_with_a_base_that_cannot_load_is_one_line(tiny_world, tmp_path):
+    _, _, data = tiny_world
+    result = _invoke(["sft", "--data", str(data), "--out", str(tmp_path / "o"), "--base-model", str(tmp_path)])
+    assert_one_line_error(result, "cannot be loaded (a folder without a model in it", "set sft.base_model to")
+
+
+def test_sft_on_a_corrupt_dataset_is_one_line(tiny_world, tmp_path):
+    _, base, data = tiny_world
+    broken = tmp_path / "dataset"
+    broken.mkdir()
+    for split in ("train", "validation", "test"):
+        (broken / f"{split}.jsonl").write_text((data / f"{split}.jsonl").read_text())
+    (broken / "train.jsonl").write_text('{"messages": [tor\n')
+    result = _invoke(["sft", "--data", str(broken), "--out", str(tmp_path / "o"), "--base-model", str(base),
+                      "--method", "full", "--max-steps", "1"])
+    assert_one_line_error(result, f"The dataset at '{broken}' cannot be read", "trainer build-dataset")
+
+
+def test_sft_progress_lines_carry_an_eta(tiny_world, tmp_path):
+    _, base, data = tiny_world
+    result = _invoke(["sft", "--data", str(data), "--out", str(tmp_path / "o"), "--base-model", str(base),
+                      "--method", "full", "--max-steps", "3", "--sft.logging_steps", "1",
+                      "--sft.per_device_train_batch_size", "2", "--sft.gradient_accumulation_steps", "1",
+                      "--sft.save_steps", "100", "--sft.max_length", "1024"])
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.strip().startswith("step ")]
+    assert len(steps) == 3, result.output
+    assert " · ETA " in steps[0] and " · ETA " in steps[1] and "ETA" not in steps[2], steps
+
+
+def test_build_dataset_with_local_bases_never_asks_the_network(tiny_world, tmp_path, monkeypatch):
+    _, base, _ = tiny_world
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    lookups: list[tuple] = []
+
+    def no_network(*args, **kwargs):
+        lookups.append(args[:2])
+        raise socket.gaierror("this test is offline")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    common = ["build-dataset", "--traces", "demo", "--run.demo_traces", "12", "--run.out", str(tmp_path / "r")]
+    result = _invoke([*common, "--output", str(tmp_path / "ds1"), "--tokenizer", str(base)])
+    assert result.exit_code == 0, result.output
+    assert "unavailable" not in result.output  # counted with the base's own tokenizer
+    result = _invoke([*common, "--output", str(tmp_path / "ds2"), "--sft.base_model", str(base)])
+    assert result.exit_code == 0, result.output
+    assert "unavailable" not in result.output
+    # A GGUF base that is not there: its one line, not a hub lookup for the file name.
+    result = _invoke([*common, "--output", str(tmp_path / "ds3"), "--sft.base_model", str(tmp_path / "m.Q8_0.gguf")])
+    assert_one_line_error(result, "no GGUF file at", "fix sft.base_model")
+    assert lookups == []
