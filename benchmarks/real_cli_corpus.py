@@ -12,8 +12,9 @@ UNDERSTUDY_HOME) capture it; `capture-daemon export` gets the traces out and eac
 the teacher's `kind`.
 
 A session is the teacher's session: 1-3 prompts, the later ones sent with `claude -p --resume`,
-so they share the CLI's session id. Two teacher tasks cannot run here and are left out (and
-counted): `db_question` on Postgres (no server) and `investigate` of `tox -e py311` (no tox).
+so they share the CLI's session id. The teacher's `db_question` on Postgres runs on a throwaway
+Postgres server (one schema per session) when the server binaries are there; otherwise, and
+always for `investigate` of `tox -e py311` (no tox here), the task is left out and counted.
 
     .venv/bin/python benchmarks/real_cli_corpus.py --sessions 300 --workers 3 \\
         --out /tmp/realcorpus/traces.jsonl
@@ -27,10 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import re
 import shutil
+import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,7 +52,7 @@ from capture_daemon.schema import Trace  # noqa: E402
 from tests.claude_harness import run_claude, write_settings_with_hooks  # noqa: E402
 from tests.daemon_harness import RunningDaemon, wait_for  # noqa: E402
 from tests.scripted_api import Script, ScriptedAPI, text, tool  # noqa: E402
-from trainer.teacher_corpus import KINDS, generate_corpus  # noqa: E402
+from trainer.teacher_corpus import KINDS, PG_DBS, generate_corpus  # noqa: E402
 
 ALLOWED_TOOLS = "Bash Read Edit Write Grep Glob"
 
@@ -63,17 +67,19 @@ class SessionPlan:
     prompts: list[Trace] = field(default_factory=list)  # the teacher's traces, in order
 
 
-def runnable(trace: Trace) -> bool:
-    """False for the teacher tasks this machine cannot really execute (no Postgres server, no tox)."""
+def runnable(trace: Trace, postgres: bool = False) -> bool:
+    """False for the teacher tasks this machine cannot really execute: `tox` (not installed), and
+    `psql` unless a Postgres server runs (`postgres`: see Postgres)."""
     first = trace.tool_calls[0].input.get("command", "") if trace.tool_calls else ""
-    if trace.kind == "db_question" and first.startswith("psql"):
+    if trace.kind == "db_question" and first.startswith("psql") and not postgres:
         return False
     if trace.kind == "investigate" and first.startswith("tox"):
         return False
     return True
 
 
-def plan_sessions(n_sessions: int, seed: int = 0, kinds: Optional[list[str]] = None) -> tuple[list[SessionPlan], int]:
+def plan_sessions(n_sessions: int, seed: int = 0, kinds: Optional[list[str]] = None,
+                  postgres: bool = False) -> tuple[list[SessionPlan], int]:
     """The first `n_sessions` teacher sessions of generate_corpus(seed) that keep at least one
     runnable prompt; returns (plans, prompts left out as not runnable here)."""
     n = max(6, n_sessions * 3)
@@ -86,7 +92,7 @@ def plan_sessions(n_sessions: int, seed: int = 0, kinds: Optional[list[str]] = N
             if plan is None:
                 plan = by_session[t.session_id] = SessionPlan(len(plans), t.session_id, t.cwd.rsplit("/", 1)[-1])
                 plans.append(plan)
-            if not runnable(t) or any(p.prompt == t.prompt for p in plan.prompts):
+            if not runnable(t, postgres) or any(p.prompt == t.prompt for p in plan.prompts):
                 dropped[t.session_id] = dropped.get(t.session_id, 0) + 1
                 continue
             plan.prompts.append(t)
@@ -98,6 +104,87 @@ def plan_sessions(n_sessions: int, seed: int = 0, kinds: Optional[list[str]] = N
     for i, p in enumerate(plans):
         p.index = i
     return plans, sum(dropped.get(p.teacher_session, 0) for p in plans)
+
+
+# --------------------------------------------------------------------------- Postgres
+
+class Postgres:
+    """A throwaway Postgres server (unix socket only, trust auth) for the teacher's `psql` tasks.
+
+    Each session gets its own schema; the CLI's environment points psql at the server
+    (PGHOST/PGPORT/PGUSER) and at that schema (PGOPTIONS search_path), so the teacher's own
+    `psql -d shop -At -c "SELECT COUNT(*) FROM orders;"` really runs and counts that session's
+    rows. Needs the server binaries and, when run as root, a `postgres` user to run them as.
+    """
+
+    DATABASES = tuple(PG_DBS)
+
+    def __init__(self, port: int = 54329):
+        self.port = port
+        self.dir: Optional[Path] = None
+
+    @staticmethod
+    def available() -> bool:
+        if not (shutil.which("initdb") and shutil.which("pg_ctl") and shutil.which("psql")):
+            return False
+        if os.geteuid() != 0:
+            return True
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return False
+        return bool(shutil.which("runuser"))
+
+    def _as_owner(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+
+    def start(self) -> "Postgres":
+        self.dir = Path(tempfile.mkdtemp(prefix="understudy-pg-"))  # in /tmp: the owner must reach it
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        data = self.dir / "data"
+        subprocess.run(self._as_owner("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"),
+                       check=True, capture_output=True, timeout=120)
+        options = f"-k {self.dir} -p {self.port} -c listen_addresses='' -c fsync=off -c synchronous_commit=off"
+        subprocess.run(self._as_owner("pg_ctl", "-D", str(data), "-o", options, "-l", str(self.dir / "log"),
+                                      "-w", "start"), check=True, capture_output=True, timeout=120)
+        for name in self.DATABASES:
+            self.psql("postgres", f"CREATE DATABASE {name}")
+        return self
+
+    def stop(self) -> None:
+        if self.dir is None:
+            return
+        subprocess.run(self._as_owner("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"),
+                       capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self) -> "Postgres":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def env(self, schema: Optional[str] = None) -> dict[str, str]:
+        env = {"PGHOST": str(self.dir), "PGPORT": str(self.port), "PGUSER": "postgres"}
+        if schema:
+            env["PGOPTIONS"] = f"-c search_path={schema}"
+        return env
+
+    def psql(self, database: str, sql: str) -> str:
+        proc = subprocess.run(["psql", "-d", database, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql],
+                              env=dict(os.environ, **self.env()), capture_output=True, text=True, timeout=300)
+        if proc.returncode:
+            raise RuntimeError(f"psql failed: {proc.stderr[-500:]}")
+        return proc.stdout
+
+    def count_table(self, database: str, schema: str, table: str, rows: int) -> None:
+        self.psql(database, f"CREATE SCHEMA IF NOT EXISTS {schema}; DROP TABLE IF EXISTS {schema}.{table}; "
+                            f"CREATE TABLE {schema}.{table} (id bigint PRIMARY KEY, created_at timestamptz NOT NULL); "
+                            f"INSERT INTO {schema}.{table} SELECT x, timestamptz '2026-01-01' + x * interval '1 minute' "
+                            f"FROM generate_series(1, {int(rows)}) AS x;")
 
 
 # --------------------------------------------------------------------------- the sandbox
@@ -150,10 +237,18 @@ def _sqlite_table(db: Path, create_sql: str, table: str, rows: int) -> None:
 
 
 _SQLITE = re.compile(r'^sqlite3 (\S+) "SELECT COUNT\(\*\) FROM (\w+);"$')
+_PSQL = re.compile(r'^psql -d (\w+) -At -c "SELECT COUNT\(\*\) FROM (\w+);"$')
 
 
-def build_sandbox(root: Path, teacher: Trace) -> None:
-    """Make the files, databases and failures the teacher's task expects, in project dir `root`."""
+def build_sandbox(root: Path, teacher: Trace, postgres: Optional[Postgres] = None, schema: str = "public") -> None:
+    """Make the files, databases and failures the teacher's task expects, in project dir `root`
+    (a `psql` task: its table in `schema` of the running `postgres`)."""
+    if teacher.kind == "db_question" and _PSQL.match(teacher.tool_calls[0].input["command"]):
+        database, table = _PSQL.match(teacher.tool_calls[0].input["command"]).groups()
+        if postgres is None:
+            raise ValueError("a psql task needs a running Postgres")
+        postgres.count_table(database, schema, table, int(teacher.tool_calls[0].output))
+        return
     getattr(_Builders, teacher.kind)(Path(root), teacher.tool_calls)
 
 
@@ -342,17 +437,19 @@ _project_locks_guard = threading.Lock()
 
 
 def run_session(plan: SessionPlan, *, home: Path, uhome: Path, workdir: Path, keep: bool = False,
-                timeout: float = 180) -> SessionResult:
+                timeout: float = 180, postgres: Optional[Postgres] = None) -> SessionResult:
     """One teacher session in project dir `workdir/PROJECT` (the same path for every session of
     that project, as on a developer's machine; sessions of one project take turns, each starting
     from an empty dir)."""
     with _project_locks_guard:
         lock = _project_locks.setdefault(str(workdir / plan.project), threading.Lock())
     with lock:
-        return _run_session(plan, home=home, uhome=uhome, project=workdir / plan.project, keep=keep, timeout=timeout)
+        return _run_session(plan, home=home, uhome=uhome, project=workdir / plan.project, keep=keep, timeout=timeout,
+                            postgres=postgres)
 
 
-def _run_session(plan: SessionPlan, *, home: Path, uhome: Path, project: Path, keep: bool, timeout: float) -> SessionResult:
+def _run_session(plan: SessionPlan, *, home: Path, uhome: Path, project: Path, keep: bool, timeout: float,
+                 postgres: Optional[Postgres]) -> SessionResult:
     result = SessionResult(plan)
     started = time.monotonic()
     shutil.rmtree(project, ignore_errors=True)
@@ -361,10 +458,13 @@ def _run_session(plan: SessionPlan, *, home: Path, uhome: Path, project: Path, k
     scripts = sorted((scripts_for(t, project) for t in plan.prompts), key=lambda s: -len(s.match))
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": str(project / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
+    schema = f"session_{plan.index:04d}"
+    if postgres is not None:
+        env.update(postgres.env(schema))
     try:
         with ScriptedAPI(scripts) as api:
             for teacher in plan.prompts:
-                build_sandbox(project, teacher)
+                build_sandbox(project, teacher, postgres, schema)
                 extra = ["--resume", result.session_id] if result.session_id else []
                 proc = run_claude(teacher.prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
                                   allowed_tools=ALLOWED_TOOLS, extra_args=extra, timeout=timeout, env=env)
@@ -414,12 +514,31 @@ def check_trace(trace: dict, teacher: Trace, cwd: Optional[str] = None) -> list[
 
 
 def run_corpus(n_sessions: int = 300, *, out: Path, seed: int = 0, workers: int = 3, workdir: Optional[Path] = None,
-               keep: bool = False, kinds: Optional[list[str]] = None, progress=print) -> dict[str, Any]:
+               keep: bool = False, kinds: Optional[list[str]] = None, progress=print,
+               postgres: Optional[bool] = None) -> dict[str, Any]:
     """Play `n_sessions` teacher sessions through the real CLI, capture them, write the traces
-    (each with its teacher `kind`) to `out` as JSONL; return the run's stats."""
+    (each with its teacher `kind`) to `out` as JSONL; return the run's stats. `postgres`: run
+    the teacher's psql tasks on a throwaway server (default: when Postgres.available())."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plans, left_out = plan_sessions(n_sessions, seed, kinds)
+    use_pg = Postgres.available() if postgres is None else postgres
+    plans, left_out = plan_sessions(n_sessions, seed, kinds, postgres=use_pg)
+    use_pg = use_pg and any(_PSQL.match(t.tool_calls[0].input.get("command", "")) for p in plans for t in p.prompts)
+    with Postgres() if use_pg else _nothing() as pg:
+        return _run_corpus(plans, left_out, pg, out=out, workers=workers, workdir=workdir, keep=keep,
+                           progress=progress)
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _run_corpus(plans: list[SessionPlan], left_out: int, pg: Optional[Postgres], *, out: Path, workers: int,
+                workdir: Optional[Path], keep: bool, progress) -> dict[str, Any]:
     base = Path(workdir or tempfile.mkdtemp(prefix="realcorpus-"))
     home, uhome, projects = base / "home", base / "understudy", base / "dev"
     for d in (home, projects):
@@ -428,15 +547,18 @@ def run_corpus(n_sessions: int = 300, *, out: Path, seed: int = 0, workers: int 
     (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
     write_settings_with_hooks(home)
     n_prompts = sum(len(p.prompts) for p in plans)
-    progress(f"{len(plans)} sessions, {n_prompts} prompts ({left_out} teacher prompts left out: psql/tox), "
+    progress(f"{len(plans)} sessions, {n_prompts} prompts ({left_out} teacher prompts left out: "
+             f"{'tox' if pg else 'psql/tox'}), Postgres {'on' if pg else 'off'}, "
              f"{workers} at once; work dir {base}")
 
     t0 = time.monotonic()
     results: list[SessionResult] = []
     lock = threading.Lock()
     with RunningDaemon(uhome) as daemon:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_session, p, home=home, uhome=uhome, workdir=projects, keep=keep) for p in plans]
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = [pool.submit(run_session, p, home=home, uhome=uhome, workdir=projects, keep=keep, postgres=pg)
+                       for p in plans]
             for fut in as_completed(futures):
                 r = fut.result()
                 with lock:
@@ -448,6 +570,8 @@ def run_corpus(n_sessions: int = 300, *, out: Path, seed: int = 0, workers: int 
                     progress(f"[{done}/{len(plans)}] session {r.plan.index} ({len(r.plan.prompts)} prompts, "
                              f"{r.seconds:.1f}s){' FAILED: ' + '; '.join(r.errors) if r.errors else ''} | "
                              f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s, {failed} failed")
+        finally:  # Ctrl-C / SIGTERM: the sessions not started yet are dropped, the running ones finish
+            pool.shutdown(wait=True, cancel_futures=True)
         ran = sum(len(r.plan.prompts) for r in results if r.session_id)
         wait_for(lambda: len(daemon.traces()) >= ran and not list((uhome / "spool").glob("*.event")),
                  max(60, ran * 0.5), "the daemon to commit every prompt")
@@ -486,7 +610,7 @@ def run_corpus(n_sessions: int = 300, *, out: Path, seed: int = 0, workers: int 
         "kinds": {k: sum(1 for t in traces if t.get("kind") == k) for k in KINDS},
         "traces_with_problems": problems,
         "quarantined": status.get("spool", {}).get("quarantined"),
-        "wall_seconds": round(wall, 1), "workers": workers,
+        "postgres": pg is not None, "wall_seconds": round(wall, 1), "workers": workers,
         "session_seconds_median": round(statistics.median(per_session), 2) if per_session else None,
         "seconds_per_session_wall": round(wall / max(len(plans), 1), 2),
         "workdir": str(base),
@@ -504,9 +628,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workdir", type=Path, help="temp HOME, UNDERSTUDY_HOME and sandboxes (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep each session's sandbox project")
     parser.add_argument("--kinds", nargs="*", choices=KINDS)
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="leave the teacher's psql tasks out instead of running a throwaway Postgres server")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does: daemon and Postgres stopped
     stats = run_corpus(args.sessions, out=args.out, seed=args.seed, workers=args.workers, workdir=args.workdir,
-                       keep=args.keep, kinds=args.kinds, progress=lambda s: print(s, flush=True))
+                       keep=args.keep, kinds=args.kinds, progress=lambda s: print(s, flush=True),
+                       postgres=False if args.no_postgres else None)
     shown = dict(stats, traces_with_problems=len(stats["traces_with_problems"]))
     print(json.dumps(shown, indent=2))
     return 0 if stats["sessions_ok"] == stats["sessions_planned"] and not stats["traces_with_problems"] else 1

@@ -11,13 +11,14 @@ from collections import defaultdict
 
 import pytest
 
-from benchmarks.real_cli_corpus import check_trace, plan_sessions, run_corpus
+from benchmarks.real_cli_corpus import Postgres, check_trace, plan_sessions, run_corpus
 from tests.claude_harness import claude_bin
 from trainer.teacher_corpus import KINDS
 
 pytestmark = pytest.mark.e2e
 
 SESSIONS, SEED = 6, 0
+POSTGRES = Postgres.available()  # the plan and the run must agree on whether psql tasks run
 
 
 def _unnumbered(output: str) -> list[str]:
@@ -29,14 +30,14 @@ def corpus(tmp_path_factory):
     claude_bin()
     root = tmp_path_factory.mktemp("realcorpus")
     stats = run_corpus(SESSIONS, out=root / "traces.jsonl", seed=SEED, workers=3, workdir=root / "work",
-                       progress=lambda _: None)
+                       progress=lambda _: None, postgres=POSTGRES)
     traces = [json.loads(line) for line in (root / "traces.jsonl").read_text().splitlines()]
-    plans, _ = plan_sessions(SESSIONS, SEED)
+    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES)
     return stats, traces, plans, root / "work" / "dev"
 
 
 def test_plan_covers_every_kind_and_multi_prompt_sessions():
-    plans, _ = plan_sessions(SESSIONS, SEED)
+    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES)
     assert {t.kind for p in plans for t in p.prompts} == set(KINDS)
     assert max(len(p.prompts) for p in plans) >= 2
 
