@@ -214,12 +214,15 @@ class RewardSection:
 
 @dataclass
 class RLSection:
-    """`trainer rl` (trainer/rl.py): GRPO from the SFT student with the behavioural reward."""
+    """`trainer rl` (trainer/rl.py): GRPO from the SFT student with the behavioural reward, or
+    student-centred SFT on the student's own rollouts (trainer/student_centred.py)."""
 
     # `trainer run` continues past eval into RL (and `mine` when mine.enabled).
     enabled: bool = False
-    # "grpo" (TRL GRPOTrainer). "ppo" only where the installed TRL still ships it (removed in TRL 1.13).
-    algorithm: Literal["grpo", "ppo"] = "grpo"
+    # "grpo" (TRL GRPOTrainer); "student_centred": the student's own train rollouts up to their first
+    # divergence from the teacher, the teacher's step as the target, SFT on those (SCoRe/DAgger; the
+    # sc_* keys below). "ppo" only where the installed TRL still ships it (removed in TRL 1.13).
+    algorithm: Literal["grpo", "student_centred", "ppo"] = "grpo"
     model: str = ""  # the starting student; empty: {sft.output_dir}/final
     data_dir: str = ""
     output_dir: str = ""  # empty: {run.out}/rl
@@ -247,6 +250,17 @@ class RLSection:
     # Per-prompt sampling weights from `trainer mine` ({trace_id: weight}); empty: {run.out}/mine/weights.json if present.
     mined_weights: str = ""
     report_to: str = "none"
+    # student_centred only (max_steps, save_steps, logging_steps, seed, temperature are shared):
+    # the share of the SFT data that are teacher examples (teacher prefix -> teacher turn), in [0, 1).
+    sc_teacher_share: float = 0.5
+    # A final answer whose text similarity (difflib) to the teacher's is below this counts as a divergence.
+    sc_answer_similarity: float = 0.5
+    # Sampled rollouts (at rl.temperature) per train row besides the greedy one: more mistakes to learn from.
+    sc_samples: int = 0
+    # Roll out, collect, train; > 1 rolls the new student out again and adds its divergences (DAgger).
+    sc_rounds: int = 1
+    sc_learning_rate: float = 1e-4
+    sc_batch_size: int = 8
 
 
 @dataclass

@@ -11,7 +11,10 @@ its latest checkpoint):
                     mixes it in, reward.discriminator_weight > 0, or mining/ab-test use it)
     mine            ranks the train prompts by how clearly the SFT student differs; its weights.json
                     makes the RL stage over-sample them, its dataset/ is the next SFT round's data
-    rl              GRPO from the SFT student with the combined reward, over-sampling mined prompts
+    rl              from the SFT student, by `rl.algorithm`: GRPO with the combined reward, over-sampling
+                    mined prompts, or "student_centred" SFT on the student's own train rollouts up to
+                    their first divergence from the teacher (trainer/student_centred.py); either way
+                    rl_summary.json has the held-out reward before and after, greedy and sampled
     discriminator   retrained on the RL student (discriminator-rl/), so the A/B judge is not the one
                     RL was trained against
     ab-test         blind pairs on the held-out split, judged by that discriminator (and the LLM
@@ -87,7 +90,9 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
                 cfg.rl.resume = True
             stage.start()
             summary = train_rl(cfg, log=log)
-            stage.done(**{k: summary.get(k) for k in ("global_step", "train_reward_first", "train_reward_last")},
+            keys = ("global_step", "train_loss_first", "train_loss_last") if cfg.rl.algorithm == "student_centred" else (
+                "global_step", "train_reward_first", "train_reward_last")
+            stage.done(algorithm=cfg.rl.algorithm, **{k: summary.get(k) for k in keys},
                        before=summary.get("before", {}).get("similarity"), after=summary.get("after", {}).get("similarity"))
         else:
             summary = json.loads((rl_dir / "rl_summary.json").read_text())

@@ -1,4 +1,4 @@
-"""`trainer rl`: reinforcement learning from the SFT student with the behavioural reward (GRPO).
+"""`trainer rl`: improve the SFT student past imitation: GRPO with the behavioural reward, or student-centred SFT.
 
     trainer rl --model runs/x/sft/final --data runs/x/dataset --out runs/x/rl
     trainer rl --config understudy.toml --rl.max_steps 200 --rl.learning_rate 1e-5
@@ -23,6 +23,16 @@ what the held-out reward before and after RL is measured on (`rl.eval_examples`)
 run whole tool-calling episodes inside GRPO, but its tools are Python methods whose schemas TRL
 derives from signatures, which can't reproduce the trace's recorded tool schemas or arbitrary
 tool names (MCP tools); the single-step form trains on exactly the prompts SFT trained on.
+
+Student-centred (`rl.algorithm = "student_centred"`, trainer/student_centred.py): the student is
+rolled out greedily on the train split in the replay environment, keeping its own turns in its
+history, up to the first step where it leaves the teacher's workflow (other tools, other arguments,
+an invalid call, answering when the teacher called or the reverse); the teacher's turn at that step,
+given the student's own history, becomes an SFT target (loss on that turn only), mixed with
+teacher examples (`rl.sc_teacher_share`), and SFT continues from the student (`rl.max_steps`,
+`rl.sc_learning_rate`, `rl.sc_batch_size`; `rl.sc_rounds` > 1 rolls out again, DAgger-style).
+SCoRe's idea (arXiv 2509.14257). It trains on the states the student itself reaches, with a dense
+target instead of a sampled reward; the same held-out report before and after is written.
 
 PPO: removed from TRL in 1.13 (it lived in `trl.experimental.ppo` from 0.29 to 1.12). With
 `rl.algorithm = "ppo"` this command says whether the installed TRL has it; it does not fall back
@@ -107,15 +117,26 @@ def check_rl_config(cfg: UnderstudyConfig) -> None:
     check_algorithm(cfg)
     if rl.max_steps < 1:
         raise ConfigError(f"rl.max_steps must be >= 1, got {rl.max_steps}")
+    if rl.algorithm == "student_centred":
+        if not 0 <= rl.sc_teacher_share < 1:
+            raise ConfigError(f"rl.sc_teacher_share must be in [0, 1), got {rl.sc_teacher_share}")
+        if rl.sc_rounds < 1 or rl.sc_rounds > rl.max_steps:
+            raise ConfigError(f"rl.sc_rounds must be between 1 and rl.max_steps ({rl.max_steps}), got {rl.sc_rounds}")
+        if rl.sc_samples < 0:
+            raise ConfigError(f"rl.sc_samples must be >= 0, got {rl.sc_samples}")
+        if rl.sc_learning_rate <= 0 or rl.sc_batch_size < 1:
+            raise ConfigError(f"rl.sc_learning_rate must be > 0 and rl.sc_batch_size >= 1, got {rl.sc_learning_rate}, {rl.sc_batch_size}")
     if rl.eval_samples < 0:
         raise ConfigError(f"rl.eval_samples must be >= 0 (0: greedy held-out reward only), got {rl.eval_samples}")
     if rl.temperature <= 0:
         raise ConfigError(f"rl.temperature must be > 0: GRPO compares sampled completions, got {rl.temperature}")
     if rl.learning_rate <= 0:
         raise ConfigError(f"rl.learning_rate must be > 0, got {rl.learning_rate}")
-    if rl.num_generations < 2:
+    if rl.algorithm == "student_centred":
+        pass  # no groups of generations
+    elif rl.num_generations < 2:
         raise ConfigError(f"rl.num_generations must be >= 2 (GRPO compares completions of one prompt), got {rl.num_generations}")
-    if (rl.per_device_train_batch_size * rl.gradient_accumulation_steps) % rl.num_generations:
+    elif (rl.per_device_train_batch_size * rl.gradient_accumulation_steps) % rl.num_generations:
         raise ConfigError(
             f"rl.per_device_train_batch_size × rl.gradient_accumulation_steps "
             f"({rl.per_device_train_batch_size} × {rl.gradient_accumulation_steps}) must be a multiple of "
@@ -295,7 +316,10 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     if discriminator is None and cfg.reward.discriminator_weight > 0 and (discriminator_dir(cfg) / "calibration.json").exists():
         discriminator = Discriminator.load(discriminator_dir(cfg))
     disc_note = f"discriminator weight {cfg.reward.discriminator_weight}" if discriminator is not None else "similarity only (no discriminator)"
-    log(f"[rl] GRPO on {len(prompts)} turn prompts from {train_file}; reward: {disc_note}")
+    if rl.algorithm == "student_centred":
+        log(f"[rl] student-centred SFT: the student's own rollouts on {train_file}, the teacher's turn at each first divergence")
+    else:
+        log(f"[rl] GRPO on {len(prompts)} turn prompts from {train_file}; reward: {disc_note}")
 
     eval_rows = []
     eval_file = paths["data"] / f"{rl.eval_split}.jsonl"
@@ -312,6 +336,9 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
             summary["before"] = held_out_reward(cfg, str(paths["model"]), eval_rows)
             before_file.write_text(json.dumps(summary["before"], indent=2) + "\n")
         log(f"[rl] held-out mean similarity before RL: {_describe_held_out(summary['before'])} ({len(eval_rows)} {rl.eval_split} examples)")
+
+    if rl.algorithm == "student_centred":
+        return _finish(cfg, summary, eval_rows, out, log, _train_student_centred(cfg, paths, train_file, out, log))
 
     tokenizer = AutoTokenizer.from_pretrained(paths["model"])
     apply_chat_template(tokenizer)
@@ -380,6 +407,30 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         train_reward_last=rewards[-1] if rewards else None,
         discriminator=bool(discriminator is not None),
     )
+    return _finish(cfg, summary, eval_rows, out, log)
+
+
+def _train_student_centred(cfg: UnderstudyConfig, paths: dict[str, Path], train_file: Path, out: Path, log) -> dict[str, Any]:
+    from trainer.progress import history_points, plot_curves
+    from trainer.reward import _read_rows
+    from trainer.student_centred import train_student_centred
+
+    result = train_student_centred(cfg, paths["model"], _read_rows(train_file), out, log, resume=cfg.rl.resume)
+    history = result.pop("log_history")
+    plot_curves(out / "loss.png", "understudy RL (student-centred SFT)", "loss (teacher's turn at the divergence)",
+                [("train loss", history_points(history, "loss"), ".")])
+    losses = [h["loss"] for h in history if "loss" in h]
+    result.update(algorithm="student_centred", train_loss_first=losses[0] if losses else None,
+                  train_loss_last=losses[-1] if losses else None)
+    return result
+
+
+def _finish(cfg: UnderstudyConfig, summary: dict[str, Any], eval_rows: list[dict[str, Any]], out: Path, log,
+            update: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """The held-out reward after, the change, and rl_summary.json."""
+    summary.update(update or {})
+    summary.setdefault("algorithm", cfg.rl.algorithm)
+    final = Path(summary["final"])
     if eval_rows:
         summary["after"] = held_out_reward(cfg, str(final), eval_rows)
         b, a = summary["before"], summary["after"]
@@ -396,7 +447,8 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
 @click.option("--model", "model_path", help="The SFT student to start from (rl.model); default {sft.output_dir}/final.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Dataset directory (rl.data_dir).")
 @click.option("--out", "output_dir", type=click.Path(file_okay=False), help="Output directory (rl.output_dir).")
-@click.option("--algorithm", type=click.Choice(["grpo", "ppo"]), help="grpo (TRL GRPOTrainer); ppo is not available in TRL >= 1.13.")
+@click.option("--algorithm", type=click.Choice(["grpo", "student_centred", "ppo"]),
+              help="grpo (TRL GRPOTrainer); student_centred (SFT at the student's own first divergences); ppo is not available in TRL >= 1.13.")
 @click.option("--max-steps", type=int, help="rl.max_steps")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the latest checkpoint.")
 @click.pass_context

@@ -1,0 +1,127 @@
+"""trainer/student_centred.py: the first-divergence finder, rollouts in the student's own history, the examples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.config import ConfigError
+
+
+def _rows(n=4):
+    from trainer.dataset import DatasetConfig, trace_to_example
+    from trainer.teacher_corpus import generate_corpus
+
+    return [trace_to_example(t, DatasetConfig()) for t in generate_corpus(n, seed=2)]
+
+
+def _assistant(row):
+    return [m for m in row["messages"] if m["role"] == "assistant"]
+
+
+def _as_text(msg, args_override=None, narration=None):
+    """A teacher assistant message written the way the student writes a turn."""
+    parts = [msg.get("content") if narration is None else narration]
+    for tc in msg.get("tool_calls") or []:
+        args = json.loads(tc["function"]["arguments"]) if isinstance(tc["function"]["arguments"], str) else tc["function"]["arguments"]
+        if args_override:
+            args = {**args, **args_override}
+        parts.append(f'<tool_call>{json.dumps({"name": tc["function"]["name"], "arguments": args})}</tool_call>')
+    return "\n".join(p for p in parts if p)
+
+
+def test_divergence_is_the_rewards_notion_not_the_wording():
+    from trainer.student_centred import turn_divergence
+
+    row = _rows(1)[0]
+    call, answer = _assistant(row)[0], _assistant(row)[-1]
+    assert call.get("tool_calls") and not answer.get("tool_calls")
+    tools = row["tools"]
+    assert turn_divergence(_as_text(call), call, tools) is None
+    assert turn_divergence(_as_text(call, narration="Other words, same call."), call, tools) is None
+    name = call["tool_calls"][0]["function"]["name"]
+    assert "arguments differ" in turn_divergence(_as_text(call, {"zzz": 1}), call, tools)
+    other = '<tool_call>{"name": "NoSuchTool", "arguments": {}}</tool_call>'
+    assert "where the teacher called" in turn_divergence(other, call, tools)
+    assert "answered where the teacher called" in turn_divergence("All done.", call, tools)
+    assert f"invalid {name} call" == turn_divergence(f'<tool_call>{{"name": "{name}", "arguments": </tool_call>', call, tools)
+    assert "where the teacher answered" in turn_divergence(_as_text(call), answer, tools)
+    assert turn_divergence(answer["content"], answer, tools) is None
+    assert "answer similarity" in turn_divergence("no.", answer, tools, answer_similarity=0.5)
+    assert turn_divergence("no.", answer, tools, answer_similarity=0.0) is None
+
+
+class ScriptedPolicy:
+    """Stands for ModelPolicy: answers each conversation from a script keyed by the row's prompt, and
+    records the histories it was shown."""
+
+    max_turns = 8
+
+    def __init__(self, script):
+        self.script, self.seen = script, []
+
+    def generate(self, conversations):
+        out = []
+        for messages, _tools in conversations:
+            self.seen.append(list(messages))
+            prompt = next(m["content"] for m in messages if m["role"] == "user")
+            turn = sum(m["role"] == "assistant" for m in messages)
+            out.append(self.script[prompt][turn])
+        return out
+
+
+def test_rollouts_keep_the_students_own_history_and_stop_at_the_first_divergence():
+    from trainer.student_centred import build_examples, divergence_rollouts
+
+    rows = [r for r in _rows(6) if len(_assistant(r)) >= 3][:2]
+    assert len(rows) == 2
+    good, bad = rows
+    # good: every turn right (own narration); bad: first turn right, second turn with a wrong argument.
+    script = {
+        good["prompt"]: [_as_text(m, narration=f"my step {i}") if m.get("tool_calls") else m["content"] for i, m in enumerate(_assistant(good))],
+        bad["prompt"]: [_as_text(_assistant(bad)[0], narration="my own words"), _as_text(_assistant(bad)[1], {"zzz": 1}), "unused"],
+    }
+    policy = ScriptedPolicy(script)
+    found = divergence_rollouts(policy, rows, batch_size=2)
+    assert found[0]["turn"] is None and found[0]["reason"] is None
+    d = found[1]
+    assert d["turn"] == 1 and "arguments differ" in d["reason"] and len(d["raw"]) == 2
+    # The prompt is the student's own history: its narration and calls, then the teacher's recorded result.
+    first_teacher = _assistant(bad)[0]
+    own = [m for m in d["prompt"] if m["role"] == "assistant"]
+    assert len(own) == 1 and own[0]["content"] == "my own words"
+    assert [tc["function"]["name"] for tc in own[0]["tool_calls"]] == [tc["function"]["name"] for tc in first_teacher["tool_calls"]]
+    i = bad["messages"].index(first_teacher)
+    recorded = [m for m in bad["messages"][i + 1:] if m["role"] == "tool"][: len(first_teacher["tool_calls"])]
+    assert d["prompt"][-len(recorded):] == recorded
+    assert d["target"] is _assistant(bad)[1] or d["target"] == _assistant(bad)[1]
+    # The good episode ran to the end on its own history too.
+    assert any("my step 0" == m.get("content") for h in policy.seen for m in h)
+
+    examples = build_examples(found, rows, teacher_share=0.5, seed=0)
+    student = [e for e in examples if e["source"] == "student"]
+    assert len(student) == 1 and len(examples) == 2
+    assert student[0]["completion"] == [_assistant(bad)[1]] and student[0]["prompt"] == d["prompt"]
+    teacher = [e for e in examples if e["source"] == "teacher"][0]
+    row = next(r for r in rows if r["trace_id"] == teacher["trace_id"])
+    assert teacher["completion"][0] == _assistant(row)[teacher["turn"]]
+    assert teacher["prompt"] == row["messages"][: row["messages"].index(teacher["completion"][0])]
+    assert len(build_examples(found, rows, teacher_share=0.0)) == 1
+    assert len(build_examples(found, rows, teacher_share=0.75)) == 4
+    with pytest.raises(ConfigError, match="rl.sc_teacher_share"):
+        build_examples(found, rows, teacher_share=1.0)
+
+
+def test_dataset_rows_render_with_the_loss_on_the_target_turn_only():
+    """What SFTTrainer gets: the prompt rendered as the student will see it, the completion the teacher's turn."""
+    from trainer.chat_template import GENERATION_PROMPT, render
+    from trainer.student_centred import _as_dataset_row, teacher_examples
+
+    row = _rows(1)[0]
+    ex = _as_dataset_row(teacher_examples([row])[1])
+    tools = json.loads(ex["tools"])
+    prompt = render(ex["prompt"], tools, add_generation_prompt=True)
+    whole = render(ex["prompt"] + ex["completion"], tools)
+    assert prompt.endswith(GENERATION_PROMPT) and whole.startswith(prompt)
+    assert json.loads(ex["completion"][0]["tool_calls"][0]["function"]["arguments"]) is not None
