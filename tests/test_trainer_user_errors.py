@@ -102,9 +102,16 @@ def test_run_with_a_base_that_cannot_load_is_one_line(tmp_path, kind):
 
 
 def test_sft_with_a_base_that_cannot_load_is_one_line(tiny_world, tmp_path):
-    _, _, data = tiny_world
+    from transformers import AutoTokenizer
+
+    _, base, data = tiny_world
     result = _invoke(["sft", "--data", str(data), "--out", str(tmp_path / "o"), "--base-model", str(tmp_path)])
     assert_one_line_error(result, "cannot be loaded (a folder without a model in it", "set sft.base_model to")
+    # A tokenizer without its model: the tokenizer loads, the weights do not.
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp_path / "tokenizer-only")
+    result = _invoke(["sft", "--data", str(data), "--out", str(tmp_path / "o"), "--base-model",
+                      str(tmp_path / "tokenizer-only"), "--method", "full"])
+    assert_one_line_error(result, f"sft.base_model = '{tmp_path / 'tokenizer-only'}' cannot be loaded", "set sft.base_model to")
 
 
 def test_sft_on_a_corrupt_dataset_is_one_line(tiny_world, tmp_path):

@@ -208,7 +208,10 @@ def prepare_model(cfg: UnderstudyConfig, method: str, cuda: bool, tokenizer, tok
     from peft import get_peft_model, prepare_model_for_kbit_training
 
     four_bit = method == "qlora"
-    model = load_base_model(base_path(cfg), four_bit=four_bit, cuda=cuda, tokenizer=tokenizer)
+    try:
+        model = load_base_model(base_path(cfg), four_bit=four_bit, cuda=cuda, tokenizer=tokenizer)
+    except (OSError, ValueError, KeyError) as e:  # a tokenizer without its model, a broken config, ...
+        raise ConfigError(base_load_error(cfg.sft.base_model, e)) from None
     if method == "full":
         return model
     if four_bit:
@@ -361,7 +364,7 @@ def base_load_error(base_model: str, error: Exception) -> str:
     if len(first) > 200:
         first = first[:200] + "…"
     where = "a folder without a model in it" if Path(base_model).expanduser().is_dir() else (
-        "no such file or folder, and not a model this machine has downloaded")
+        "not a file or folder here, and no Hugging Face model by that name could be loaded")
     if Path(base_model).expanduser().is_file():
         where = "a file, neither a model folder nor a .gguf file"
     return (
@@ -463,11 +466,11 @@ def build_trainer(
     base = base_path(cfg, log)
     try:
         tokenizer, added = load_tokenizer(base)
-        if added:
-            log(f"The chat template added {added} token(s); embeddings resized.")
-        model = prepare_model(cfg, method, cuda, tokenizer, added)
     except (OSError, ValueError, KeyError) as e:  # a wrong name, a folder that is not a model, ...
         raise ConfigError(base_load_error(cfg.sft.base_model, e)) from None
+    if added:
+        log(f"The chat template added {added} token(s); embeddings resized.")
+    model = prepare_model(cfg, method, cuda, tokenizer, added)
     if method != "full":
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
