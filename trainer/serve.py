@@ -546,36 +546,56 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
 
         return watch
 
-    async def run_generation(prompt: str, params: GenParams, cancel: threading.Event, watch: Callable[[str], bool]):
-        """Yield ("text", piece) ... then ("done", GenResult) or ("error", message)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+    class Generation:
+        """backend.generate in a worker thread, started when this is made (before the response
+        is: llama.cpp processes the prompt while the HTTP response and message_start go out);
+        iterate it for ("text", piece) ... then ("done", GenResult) or ("error", message)."""
 
-        def emit(piece: str):
-            if watch(piece):
-                cancel.set()  # before the backend chooses another token: usage stays exact
-            loop.call_soon_threadsafe(queue.put_nowait, ("text", piece))
+        def __init__(self, prompt: str, params: GenParams, cancel: threading.Event, watch: Callable[[str], bool]):
+            loop = asyncio.get_running_loop()
+            self.cancel = cancel
+            self.queue: asyncio.Queue = asyncio.Queue()
+            put = self.queue.put_nowait
 
-        def work():
+            def emit(piece: str):
+                if watch(piece):
+                    cancel.set()  # before the backend chooses another token: usage stays exact
+                loop.call_soon_threadsafe(put, ("text", piece))
+
+            def work():
+                try:
+                    result = backend.generate(prompt, params, cancel, emit)
+                    loop.call_soon_threadsafe(put, ("done", result))
+                except Exception as exc:  # reported to the client, never a hung stream
+                    loop.call_soon_threadsafe(put, ("error", f"{type(exc).__name__}: {exc}"))
+
+            self.future = loop.run_in_executor(None, work)
+
+        async def __aiter__(self):
+            pending = None
             try:
-                result = backend.generate(prompt, params, cancel, emit)
-                loop.call_soon_threadsafe(queue.put_nowait, ("done", result))
-            except Exception as exc:  # reported to the client, never a hung stream
-                loop.call_soon_threadsafe(queue.put_nowait, ("error", f"{type(exc).__name__}: {exc}"))
+                while True:
+                    kind, value = pending or await self.queue.get()
+                    pending = None
+                    # Pieces that queued up while the loop was busy go out together (one write).
+                    while kind == "text" and not self.queue.empty():
+                        more = self.queue.get_nowait()
+                        if more[0] != "text":
+                            pending = more
+                            break
+                        value += more[1]
+                    yield kind, value
+                    if kind in ("done", "error"):
+                        break
+            finally:
+                await self.close()
 
-        future = loop.run_in_executor(None, work)
-        try:
-            while True:
-                kind, value = await queue.get()
-                yield kind, value
-                if kind in ("done", "error"):
-                    break
-        finally:
+        async def close(self) -> None:
             # Finished, or the client is gone: either way the worker stops at its next token
-            # (or its next prompt chunk, when still processing the prompt).
-            cancel.set()
+            # (or its next prompt batch, when still processing the prompt).
+            self.cancel.set()
             try:
-                await asyncio.wait_for(asyncio.shield(future), timeout=30)
+                await asyncio.wait_for(asyncio.shield(self.future), timeout=30)
             except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 pass
 
@@ -614,11 +634,13 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
         if slot is None:  # the client left while waiting: nothing to answer
             return Response(status_code=499)
 
+        generation = Generation(prompt, params, cancel, watch)
+
         if not body.get("stream"):
             watcher = asyncio.ensure_future(_watch_disconnect(request, cancel))
             result, error = None, None
             try:
-                async for kind, value in run_generation(prompt, params, cancel, watch):
+                async for kind, value in generation:
                     if kind == "text":
                         asm.feed(value)
                     elif kind == "done":
@@ -641,20 +663,22 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             return JSONResponse(envelope, headers=headers)
 
         async def events():
-            yield _sse("message_start", {"type": "message_start", "message": envelope})
-            yield _sse("ping", {"type": "ping"})
+            # Each step's events go out as one write: a separate write for content_block_start
+            # before the first delta cost the first token a trip through the server's send path.
+            yield _sse("message_start", {"type": "message_start", "message": envelope}) + _sse("ping", {"type": "ping"})
             index = 0
             text_open = False
             result = None
             try:
-                async for kind, value in run_generation(prompt, params, cancel, watch):
+                async for kind, value in generation:
                     if kind == "text":
                         new = asm.feed(value)
                         if new:
+                            out = b""
                             if not text_open:
-                                yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                                out = _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
                                 text_open = True
-                            yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": new}})
+                            yield out + _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": new}})
                     elif kind == "done":
                         result = value
                     else:
@@ -662,39 +686,46 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                         return
                 text, blocks = asm.finish()
                 rest = asm.remainder(text)
+                out = []
                 if rest:
                     if not text_open:
-                        yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
+                        out.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}))
                         text_open = True
-                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}})
+                    out.append(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": rest}}))
                 if text_open:
-                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                    out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
                     index += 1
                 for block in blocks:
-                    yield _sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": dict(block, input={})})
-                    yield _sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}})
-                    yield _sse("content_block_stop", {"type": "content_block_stop", "index": index})
+                    out.append(_sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": dict(block, input={})}))
+                    out.append(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}}))
+                    out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
                     index += 1
-                yield _sse(
+                out.append(_sse(
                     "message_delta",
                     {
                         "type": "message_delta",
                         "delta": {"stop_reason": stop_reason(result, blocks, asm), "stop_sequence": asm.stop_sequence},
                         "usage": {"output_tokens": result.output_tokens if result else 0},
                     },
-                )
-                yield _sse("message_stop", {"type": "message_stop"})
+                ))
+                out.append(_sse("message_stop", {"type": "message_stop"}))
+                yield b"".join(out)
             finally:
                 # Client gone (the generator is closed) or done: stop generating either way.
-                cancel.set()
+                await generation.close()
                 slot.release()
+
+        async def after_response():
+            # Also when the stream never started (the client left first): the generation is
+            # already running, so stop it before the slot passes on.
+            await generation.close()
+            slot.release()
 
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **headers},
-            # Also releases the slot when the stream never started (the client left first).
-            background=BackgroundTask(slot.release),
+            background=BackgroundTask(after_response),
         )
 
     @app.post("/v1/messages")
