@@ -660,6 +660,91 @@ def test_count_bounded_tokenizes_only_what_decides():
     assert count_bounded(count, "word " * 100, limit=4096) == 100
 
 
+def _words_and_specials(text: str) -> list[str]:
+    """A stand-in tokenizer: special tokens split out first, then words and spaces."""
+    import re
+
+    from trainer.chat_template import SPECIAL_TOKENS
+
+    pattern = "(" + "|".join(map(re.escape, SPECIAL_TOKENS)) + ")"
+    out = []
+    for part in re.split(pattern, text):
+        out += [part] if part in SPECIAL_TOKENS else re.findall(r"\S+|\s+", part)
+    return out
+
+
+def test_prefix_counter_tokenizes_only_the_new_turns():
+    from trainer.serve_backends import PrefixCounter
+
+    seen = []
+
+    def count(text):
+        seen.append(text)
+        return len(_words_and_specials(text))
+
+    counter = PrefixCounter(count)
+    settings = ContextSettings()
+    history = [{"role": "user", "content": "read a.py please"}]
+    first = build_prompt(request(messages=history), settings)[0]
+    assert counter(first) == count(first)
+    assert counter.additive
+    system_turn = PrefixCounter.turns(first)[1]
+    # A new conversation: the system prompt and tools are not tokenized again.
+    other = build_prompt(request(messages=[{"role": "user", "content": "list the tests"}]), settings)[0]
+    seen.clear()
+    assert counter(other) == len(_words_and_specials(other))
+    assert seen and system_turn not in seen and all(len(t) < len(system_turn) for t in seen)
+    # The next turn of the first conversation: only its new messages are tokenized.
+    history += [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "a.py"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "print('hi')"}]},
+    ]
+    second = build_prompt(request(messages=history), settings)[0]
+    seen.clear()
+    assert counter(second) == len(_words_and_specials(second))
+    assert "read a.py please" not in "".join(seen) and "print('hi')" in "".join(seen)
+    # Over a limit: a lower bound past it, found without counting the rest.
+    long = build_prompt(request(messages=[{"role": "user", "content": "word " * 5000}]), settings)[0]
+    assert counter(long, limit=1000) > 1000
+
+
+def test_prefix_counter_counts_whole_when_turns_do_not_add_up():
+    """A tokenizer that adds a token to every text it is given (a SentencePiece prefix space,
+    say) does not count a prompt as the sum of its turns: every prompt is counted whole."""
+    from trainer.serve_backends import PrefixCounter
+
+    def count(text):
+        return 1 + len(_words_and_specials(text))
+
+    counter = PrefixCounter(count)
+    prompt = build_prompt(request(), ContextSettings())[0]
+    assert counter(prompt) == count(prompt) and counter(prompt) == count(prompt)
+    assert counter.additive is False
+
+
+def test_generation_starts_before_the_stream_does(serve, monkeypatch):
+    """The worker is started before the response: the prompt is processed while the status
+    line and message_start go out, not after (time to first token)."""
+    import trainer.serve as serve_module
+
+    backend = ScriptedBackend(["Hello"])
+    real_sse = serve_module._sse
+    started = []
+
+    def sse(event, data):
+        if event == "message_start":
+            started.append(backend.running.wait(5))
+        return real_sse(event, data)
+
+    monkeypatch.setattr(serve_module, "_sse", sse)
+    url = serve(backend)
+    r = http.post(url + "/v1/messages", json=request(stream=True, tools=None))
+    assert r.status_code == 200 and started == [True]
+    events = sse_events(r.text)
+    assert [e for e, _ in events][:3] == ["message_start", "ping", "content_block_start"]
+    assert events[3][1]["delta"]["text"] == "Hello"
+
+
 def test_models_retrieve_request_ids_and_loopback(serve):
     from trainer.serve import is_loopback
 

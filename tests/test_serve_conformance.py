@@ -382,6 +382,49 @@ def test_cancellation_during_prefill(student, monkeypatch):
     assert len(chunks) == 1  # one chunk of the prompt, then it stopped
 
 
+def test_llamacpp_cancels_between_prompt_batches(student, monkeypatch):
+    """llama.cpp streams a progress chunk as prompt processing starts and after each batch of
+    PREFILL_CHUNK_TOKENS: a request cancelled after the first batch stops there, in one call,
+    whatever the prompt's length (no prefix round trips)."""
+    import trainer.serve_backends as sb
+
+    backend, _ = student
+    if not isinstance(backend, LlamaCppBackend):
+        pytest.skip("llama.cpp's batches")
+    words = 40
+    while backend.count("word " * words) < sb.PREFILL_CHUNK_TOKENS + 128:
+        words += 40
+    body = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "word " * words}]}
+    prompt, _ = build_prompt(body, ContextSettings())
+    total = backend.count(prompt)
+    assert sb.PREFILL_CHUNK_TOKENS < total < N_CTX
+    cancel = threading.Event()
+    calls, progress = [], []
+    real = backend.server.handle_completions
+
+    class Spy:
+        def handle_completions(self, request, callback=None):
+            calls.append(request)
+
+            def spy(chunk):
+                data = json.loads(chunk) if isinstance(chunk, str) else chunk
+                if "prompt_progress" in data:
+                    progress.append(data["prompt_progress"])
+                    if data["prompt_progress"]["processed"] > 0:
+                        cancel.set()  # after the first batch
+                return callback(chunk)
+
+            return real(request, spy)
+
+    monkeypatch.setattr(backend, "server", Spy())
+    result = backend.generate(prompt, GenParams(8), cancel, lambda piece: None)
+    monkeypatch.undo()
+    assert result.finish == "cancelled" and result.output_tokens == 0
+    assert len(calls) == 1
+    assert [p["processed"] for p in progress] == [0, sb.PREFILL_CHUNK_TOKENS]
+    assert progress[-1]["total"] >= total  # stopped with the rest of the prompt unprocessed
+
+
 def test_client_leaving_during_prefill_frees_the_student(student, tools, monkeypatch):
     """The F6 case: a client disconnects while its prompt is processed; the next is served at once."""
     import trainer.serve_backends as sb

@@ -10,7 +10,12 @@ A backend has `name`, `n_ctx` (the most tokens prompt and output may take togeth
         emit(text) is called in the generating thread once per token, before the next token is
         chosen: a caller that sets `cancel` inside emit (a stop sequence) stops it right there, so
         usage counts exactly the tokens up to the stop. `cancel` is also checked between chunks
-        of the prompt (prefill), so a client that left stops costing time within one chunk.
+        of the prompt (prefill), so a client that left stops costing time within one chunk
+        (PREFILL_CHUNK_TOKENS: a forward pass here, a llama.cpp batch there).
+
+Counting is on every request's path before its first token, and Claude Code resends the whole
+conversation each turn: `PrefixCounter` tokenizes only what follows the longest part of the
+prompt already counted (turn boundaries), so a turn costs its new messages, not the history.
 
 `params.constraint` (trainer/serve_constrain.py) carries tool_choice: a banned `<tool_call>` token
 or a forced call, as a token filter (transformers) or a GBNF grammar (llama.cpp).
@@ -21,11 +26,12 @@ from __future__ import annotations
 import inspect
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, TOOL_CALL_OPEN
+from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, START_HEADER, TOOL_CALL_OPEN, render
 from trainer.config import ConfigError
 from trainer.serve_constrain import Constraint, TokenFilter, gbnf
 
@@ -68,6 +74,80 @@ def count_bounded(count: Callable[[str], int], text: str, limit: Optional[int], 
     return count(text) if limit is not None else total
 
 
+class PrefixCounter:
+    """count(prompt, limit) that remembers the counts of the prompt's leading turns.
+
+    A rendered prompt is a run of turns, each starting with `<|start_header_id|>`; the last is
+    the generation prompt (with any assistant prefill). The count of every turn-boundary prefix
+    of a prompt is kept (keyed by a hash chain over the turns, so a lookup costs one pass over
+    the text), and the next prompt only tokenizes what follows the longest prefix already known:
+    the compact system prompt and tools are the same on every request, and each Claude Code
+    turn is the previous conversation plus a few messages.
+
+    Exact only where a tokenizer splits special tokens out before tokenizing the text between
+    them (true of the byte-level BPE and SentencePiece vocabularies here). That is checked once
+    on a probe conversation; a tokenizer that fails it has every prompt counted whole.
+    """
+
+    def __init__(self, count: Callable[[str], int], max_entries: int = 4096):
+        self._count = count
+        self.max_entries = max_entries
+        self._known: OrderedDict[int, int] = OrderedDict()
+        self._lock = threading.Lock()
+        self.additive: Optional[bool] = None  # decided on first use
+
+    @staticmethod
+    def turns(prompt: str) -> list[str]:
+        parts = prompt.split(START_HEADER)
+        out = [parts[0]] if parts[0] else []
+        return out + [START_HEADER + p for p in parts[1:]]
+
+    def _check(self) -> bool:
+        probe = render(
+            [
+                {"role": "system", "content": "You are a probe. Ünïcödé, tabs\t and  spaces."},
+                {"role": "user", "content": "List the files, then read setup.py"},
+                {"role": "assistant", "content": "I'll list them.", "tool_calls": [
+                    {"id": "t1", "type": "function", "function": {"name": "Bash", "arguments": '{"command": "ls -la"}'}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "setup.py\nREADME.md\n"},
+                {"role": "user", "content": "  thanks 🙂\n\n"},
+            ],
+            add_generation_prompt=True,
+        )
+        probe = probe[len(BEGIN_OF_TEXT):] if probe.startswith(BEGIN_OF_TEXT) else probe
+        return sum(self._count(t) for t in self.turns(probe)) == self._count(probe)
+
+    def __call__(self, prompt: str, limit: Optional[int] = None) -> int:
+        if self.additive is None:
+            self.additive = self._check()
+        if not self.additive:
+            return count_bounded(self._count, prompt, limit)
+        turns = self.turns(prompt)
+        keys, key = [], 0
+        for turn in turns:
+            key = hash((key, turn))
+            keys.append(key)
+        k, total = -1, 0
+        with self._lock:
+            for i in range(len(keys) - 2, -1, -1):  # the last turn (the generation prompt) is counted anew
+                if keys[i] in self._known:
+                    k, total = i, self._known[keys[i]]
+                    self._known.move_to_end(keys[i])
+                    break
+        counted = {}
+        for i in range(k + 1, len(turns) - 1):
+            total += count_bounded(self._count, turns[i], None if limit is None else max(0, limit - total))
+            if limit is not None and total > limit:
+                return total  # too long already (a lower bound): the rest need not be counted
+            counted[keys[i]] = total
+        if counted:
+            with self._lock:
+                self._known.update(counted)
+                while len(self._known) > self.max_entries:
+                    self._known.popitem(last=False)
+        return total + self._count(turns[-1])
+
+
 class TransformersBackend:
     """The student through transformers' generate(), stopping at <|eot_id|>."""
 
@@ -97,12 +177,13 @@ class TransformersBackend:
         # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.lock = threading.Lock()
+        self._counter = PrefixCounter(lambda text: self._count(text))
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count(self, prompt: str, limit: Optional[int] = None) -> int:
-        return count_bounded(self._count, prompt, limit)
+        return self._counter(prompt, limit)
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         import torch
@@ -204,6 +285,12 @@ class LlamaCppBackend:
         params.warmup = False
         params.verbosity = -1
         params.n_gpu_layers = n_gpu_layers
+        # The prompt is processed a batch at a time, and with `return_progress` llama.cpp streams
+        # a progress chunk after each batch, so `cancel` is seen between batches. Its default
+        # logical batch is 2048 tokens made of 512-token micro-batches: making the two equal
+        # keeps the same compute, with a cancellation point every 512 tokens.
+        params.n_batch = PREFILL_CHUNK_TOKENS
+        params.n_ubatch = min(params.n_ubatch, PREFILL_CHUNK_TOKENS)
         if threads:
             params.cpuparams.n_threads = threads
             params.cpuparams_batch.n_threads = threads
@@ -219,6 +306,7 @@ class LlamaCppBackend:
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(hf)
+        self._counter = PrefixCounter(lambda text: self._count(text))
 
     @staticmethod
     def _prompt(prompt: str) -> str:
@@ -238,19 +326,7 @@ class LlamaCppBackend:
         return len(r.json()["tokens"])
 
     def count(self, prompt: str, limit: Optional[int] = None) -> int:
-        return count_bounded(self._count, self._prompt(prompt), limit)
-
-    def _prefill(self, prompt: str, cancel: threading.Event) -> bool:
-        """Process a long prompt a prefix at a time (llama.cpp keeps each prefix's KV cache and the
-        next call only adds the rest); False when cancelled on the way."""
-        step = PREFILL_CHUNK_TOKENS * 3  # characters: about a chunk of tokens
-        if len(prompt) <= 4 * step:
-            return not cancel.is_set()  # short: one call, no prefix round trips
-        for end in range(step, len(prompt) - step, step):
-            if cancel.is_set():
-                return False
-            self.server.handle_completions({"prompt": prompt[:end], "n_predict": 0, "cache_prompt": True})
-        return not cancel.is_set()
+        return self._counter(self._prompt(prompt), limit)
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         prompt = self._prompt(prompt)
@@ -260,6 +336,9 @@ class LlamaCppBackend:
             "stream": True,
             "temperature": params.temperature,
             "cache_prompt": True,
+            # A chunk when prompt processing starts and after each batch of it: the points where
+            # on_chunk can stop a request whose client left, before its first token.
+            "return_progress": True,
         }
         if params.top_p is not None:
             request["top_p"] = params.top_p
@@ -277,6 +356,8 @@ class LlamaCppBackend:
             if isinstance(chunk, dict) and "error" in chunk:
                 state["error"] = chunk["error"]
                 return True
+            if "prompt_progress" in chunk and not any(c.get("text") for c in chunk.get("choices") or []):
+                return cancel.is_set()  # prompt processing: between batches
             for choice in chunk.get("choices") or [chunk]:
                 text = choice.get("text") or choice.get("content") or ""
                 if text:
@@ -292,11 +373,11 @@ class LlamaCppBackend:
             return cancel.is_set()
 
         with self.lock:
-            if not self._prefill(prompt, cancel):
+            if cancel.is_set():
                 return GenResult(finish="cancelled", output_tokens=0)
             result = self.server.handle_completions(request, on_chunk)
         error = state["error"] or (result.get("error") if isinstance(result, dict) else None)
-        if error:
+        if error and not cancel.is_set():  # a client that left is owed no error
             raise RuntimeError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
         finish = "cancelled" if cancel.is_set() else state["finish"]
         return GenResult(finish=finish, output_tokens=state["tokens"])
