@@ -7,18 +7,25 @@
 
 Arms, all measured through HTTP with streaming requests shaped like Claude Code's (a user prompt,
 tool schemas, a long system prompt that serve replaces by the compact one):
-    trainer serve     the FastAPI app (trainer.serve.create_app) with the llama.cpp backend,
-                      uvicorn in this process: validation, context mapping, queue, assembler
+    trainer serve     the FastAPI app (trainer.serve.create_app) with the llama.cpp backend under
+                      uvicorn: validation, context mapping, counting, queue, assembler
     llama.cpp server  llama.cpp's own HTTP server (`/completion`, streaming), which xllamacpp
                       runs inside the same process on the same loaded model: sent the very
                       prompt trainer serve renders, so the difference is serve's own cost
+Both servers run in a child process, as `trainer serve` does, and this process is only the
+client: a client in the server's process would take the GIL from serve's event loop and worker
+(never from llama.cpp's C++ server), which charged serve for the client's own Python.
 Numbers:
     TTFT       request sent → first streamed token (prompt processing included)
     tokens/s   (output tokens - 1) / (end of stream - first token)
-Goals (issue 13): TTFT ≤ 1.2× llama.cpp's, tokens/s ≥ 0.9× llama.cpp's. Requests alternate
-between arms, so drift in machine load hits both alike, and each request's user text is new (a
-counter, a different one per arm), so the prompt cache covers only the shared system-and-tools
-prefix, alike for both.
+Goals (issue 13): TTFT ≤ 1.2× llama.cpp's, tokens/s ≥ 0.9× llama.cpp's. Each round times one
+request per arm, in alternating order, each on a connection just checked alive (llama.cpp's
+server closes idle ones after 5 s, and a new connection costs it far more than the request), so
+drift in machine load hits both alike; the ratios are per round (paired), reported as median
+and quartiles. Each request's user text is new (a counter, a different one per arm), so the
+prompt cache covers only the shared system-and-tools prefix, alike for both. On a machine
+shared with other work, `--threads 1` avoids llama.cpp's threads waiting on each other while
+one is descheduled (it hits both arms, but swamps the difference).
 
 Then load: --clients (16) concurrent clients, each sending --per-client requests to trainer
 serve (serve.max_queue = clients - 1, so the bound is reached): p50/p99 latency, and how many
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -123,6 +131,15 @@ def summarize(runs: list[dict]) -> dict:
             "output_tokens": med("output_tokens")}
 
 
+def spread(values: list[float]) -> dict:
+    """Median and quartiles (the middle half of the rounds)."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return {"median": None, "p25": None, "p75": None, "n": 0}
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "p25": q[0], "p75": q[2], "n": len(values)}
+
+
 def load_test(base_url: str, clients: int, per_client: int, max_tokens: int) -> dict:
     import httpx
 
@@ -158,9 +175,28 @@ def load_test(base_url: str, clients: int, per_client: int, max_tokens: int) -> 
             "p50_s": pct(50), "p99_s": pct(99), "ok_per_s": len(latencies) / wall}
 
 
+def child(args) -> int:
+    """The servers, as `trainer serve` runs them: one process, llama.cpp in it via xllamacpp."""
+    from trainer.serve import BackgroundServer, LlamaCppBackend, ServerSettings, TransformersBackend, create_app
+
+    llama = LlamaCppBackend(args.gguf, n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
+    settings = ServerSettings(max_new_tokens=args.max_tokens, temperature=0.0, max_queue=max(0, args.clients - 1))
+    urls = {"trainer serve": BackgroundServer(create_app(llama, settings)).__enter__().base_url}
+    if args.transformers:
+        tf = TransformersBackend(args.model, threads=args.threads)
+        if args.device != "cpu":
+            tf.model.to(args.device)
+        urls["serve (transformers)"] = BackgroundServer(create_app(tf, settings)).__enter__().base_url
+    urls["llama.cpp server"] = llama.server.listening_address
+    print(json.dumps(urls), flush=True)
+    sys.stdin.read()  # until the parent is done
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-n", type=int, default=5, help="timed requests per arm (after one warm-up)")
+    ap.add_argument("-n", type=int, default=5, help="timed rounds (after --warmup rounds)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", help="HF model dir (default: a tiny random LLaMA built here)")
     ap.add_argument("--gguf", help="GGUF file (default: q8_0 exported from --model)")
@@ -171,20 +207,16 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients in the load test (0: skip it)")
     ap.add_argument("--per-client", type=int, default=2, help="requests per client in the load test")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args)
 
     import httpx
 
     from trainer.config import load_config
     from trainer.export import run_export
-    from trainer.serve import (
-        BackgroundServer,
-        LlamaCppBackend,
-        ServerSettings,
-        TransformersBackend,
-        build_prompt,
-        create_app,
-    )
+    from trainer.serve import LlamaCppBackend, ServerSettings, build_prompt
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model = Path(args.model) if args.model else None
@@ -194,61 +226,82 @@ def main() -> int:
         cfg = load_config(overrides=[("export.model", str(model)), ("export.output_dir", str(tmp / "export")),
                                      ("export.quantizations", ["q8_0"]), ("export.modelfile", False)])
         gguf = run_export(cfg, log=lambda line: None).gguf["q8_0"]
+    if args.transformers and model is None:
+        ap.error("--transformers needs --model (or no --gguf: the tiny model)")
 
-    llama = LlamaCppBackend(str(gguf), n_ctx=4096, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
-    settings = ServerSettings(max_new_tokens=args.max_tokens, temperature=0.0, max_queue=max(0, args.clients - 1))
-    servers = {"trainer serve": BackgroundServer(create_app(llama, settings)).__enter__()}
-    if args.transformers:
-        tf = TransformersBackend(str(model), threads=args.threads)
-        if args.device != "cpu":
-            tf.model.to(args.device)
-        servers["serve (transformers)"] = BackgroundServer(create_app(tf, settings)).__enter__()
-    llama_url = llama.server.listening_address
-
-    runs: dict[str, list[dict]] = {name: [] for name in servers}
-    runs["llama.cpp server"] = []
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--gguf", str(gguf), "--max-tokens", str(args.max_tokens),
+            "--n-gpu-layers", str(args.n_gpu_layers), "--clients", str(args.clients)]
+    argv += ["--threads", str(args.threads)] if args.threads else []
+    argv += ["--transformers", "--model", str(model), "--device", args.device] if args.transformers else []
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    context = ServerSettings().context
+    runs: dict[str, list[dict]] = {}
     prompt_tokens = 0
     load = None
     try:
-        with httpx.Client(timeout=600) as client:
-            for i in range(args.n + 1):
-                # A request of its own for each arm (same length, another number): the one arm
-                # must not find the other's whole prompt in llama.cpp's cache.
-                body = claude_code_like_request(args.max_tokens, 1000 + i)
-                own = claude_code_like_request(args.max_tokens, 2000 + i)
-                prompt = LlamaCppBackend._prompt(build_prompt(own, settings.context)[0])
-                prompt_tokens = llama.count(prompt)
-                timed = {name: measure_serve(client, server.base_url, body) for name, server in servers.items()}
-                timed["llama.cpp server"] = measure_llamacpp(client, llama_url, prompt, args.max_tokens)
-                if i:  # the first round warms up
-                    for name, result in timed.items():
-                        runs[name].append(result)
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("the server process did not start")
+        urls = json.loads(line)
+        runs = {name: [] for name in urls}
+        clients = {name: httpx.Client(timeout=600) for name in urls}
+        for i in range(args.warmup + args.n):
+            # A request of its own for each arm (same length, another number): the one arm
+            # must not find the other's whole prompt in llama.cpp's cache.
+            body = claude_code_like_request(args.max_tokens, 1000 + i)
+            own = claude_code_like_request(args.max_tokens, 2000 + i)
+            prompt = LlamaCppBackend._prompt(build_prompt(own, context)[0])
+            names = list(urls) if i % 2 == 0 else list(reversed(urls))
+            timed = {}
+            for name in names:
+                clients[name].get(urls[name] + "/health")  # the connection, alive (untimed)
+                if name == "llama.cpp server":
+                    timed[name] = measure_llamacpp(clients[name], urls[name], prompt, args.max_tokens)
+                else:
+                    timed[name] = measure_serve(clients[name], urls[name], body)
+            if i >= args.warmup:
+                for name, result in timed.items():
+                    runs[name].append(result)
+        # The prompt's tokens as llama.cpp counts them (BOS included).
+        tokenized = clients["llama.cpp server"].post(urls["llama.cpp server"] + "/tokenize",
+                                                     json={"content": prompt, "add_special": True, "parse_special": True})
+        prompt_tokens = len(tokenized.json()["tokens"])
+        for c in clients.values():
+            c.close()
         if args.clients:
-            load = load_test(servers["trainer serve"].base_url, args.clients, args.per_client, args.max_tokens)
+            load = load_test(urls["trainer serve"], args.clients, args.per_client, args.max_tokens)
     finally:
-        for server in servers.values():
-            server.__exit__(None, None, None)
+        proc.stdin.close()
+        proc.wait(timeout=60)
 
     results = {name: summarize(r) for name, r in runs.items()}
-    print(f"gguf {gguf} · prompt {prompt_tokens} tokens · max_tokens {args.max_tokens} · "
-          f"n_gpu_layers {args.n_gpu_layers} · medians of {args.n}")
+    print(f"gguf {gguf} · prompt {prompt_tokens} tokens · max_tokens {args.max_tokens} · threads {args.threads or 'default'} · "
+          f"n_gpu_layers {args.n_gpu_layers} · medians of {args.n} rounds")
     print(f"{'arm':<22} {'TTFT ms':>9} {'tokens/s':>10} {'total ms':>10} {'out tok':>8}")
     for name, s in results.items():
         tps = f"{s['tokens_per_s']:.0f}" if s["tokens_per_s"] else "-"
         print(f"{name:<22} {s['ttft_s'] * 1000:>9.1f} {tps:>10} {s['total_s'] * 1000:>10.1f} {s['output_tokens']:>8}")
-    ours, theirs = results["trainer serve"], results["llama.cpp server"]
-    ratios = {"ttft_ratio": ours["ttft_s"] / theirs["ttft_s"]}
-    if ours["tokens_per_s"] and theirs["tokens_per_s"]:
-        ratios["tokens_per_s_ratio"] = ours["tokens_per_s"] / theirs["tokens_per_s"]
-    print(f"trainer serve / llama.cpp server: TTFT {ratios['ttft_ratio']:.2f}x (goal <= 1.2x)"
-          + (f", tokens/s {ratios['tokens_per_s_ratio']:.2f}x (goal >= 0.9x)" if "tokens_per_s_ratio" in ratios else ""))
+    ours, theirs = runs["trainer serve"], runs["llama.cpp server"]
+    ratios = {
+        "ttft_ratio": spread([a["ttft_s"] / b["ttft_s"] for a, b in zip(ours, theirs)]),
+        "tokens_per_s_ratio": spread([a["tokens_per_s"] / b["tokens_per_s"] for a, b in zip(ours, theirs)
+                                      if a["tokens_per_s"] and b["tokens_per_s"]]),
+        "ttft_extra_ms": spread([(a["ttft_s"] - b["ttft_s"]) * 1000 for a, b in zip(ours, theirs)]),
+    }
+
+    def show(r, unit="x"):
+        return f"{r['median']:.2f}{unit} (quartiles {r['p25']:.2f}-{r['p75']:.2f})" if r["median"] is not None else "-"
+
+    print(f"trainer serve / llama.cpp server, per round: TTFT {show(ratios['ttft_ratio'])} (goal <= 1.2x), "
+          f"tokens/s {show(ratios['tokens_per_s_ratio'])} (goal >= 0.9x); "
+          f"TTFT difference {show(ratios['ttft_extra_ms'], ' ms')}")
     if load:
-        print(f"load: {load['clients']} clients x {args.per_client} requests, serve.max_queue {settings.max_queue}: "
+        print(f"load: {load['clients']} clients x {args.per_client} requests, serve.max_queue {max(0, args.clients - 1)}: "
               f"p50 {load['p50_s'] * 1000:.0f} ms, p99 {load['p99_s'] * 1000:.0f} ms, "
               f"{load['ok_per_s']:.1f} ok/s, statuses {load['statuses']}")
     if args.json:
-        args.json.write_text(json.dumps({"prompt_tokens": prompt_tokens, "results": results, "ratios": ratios,
-                                         "load": load, "runs": runs}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"gguf": str(gguf), "threads": args.threads, "prompt_tokens": prompt_tokens,
+                                         "results": results, "ratios": ratios, "load": load, "runs": runs}, indent=2) + "\n")
     return 0
 
 
