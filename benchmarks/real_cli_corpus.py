@@ -79,23 +79,28 @@ def runnable(trace: Trace, postgres: bool = False) -> bool:
 
 
 def plan_sessions(n_sessions: int, seed: int = 0, kinds: Optional[list[str]] = None,
-                  postgres: bool = False) -> tuple[list[SessionPlan], int]:
+                  postgres: bool = False, unique_prompts: bool = False) -> tuple[list[SessionPlan], int]:
     """The first `n_sessions` teacher sessions of generate_corpus(seed) that keep at least one
-    runnable prompt; returns (plans, prompts left out as not runnable here)."""
+    runnable prompt; returns (plans, prompts left out). A prompt repeated within a session is
+    left out; with `unique_prompts`, one any earlier session asked too (the store would reject
+    it as a duplicate of that trace: same prompt and workflow)."""
     n = max(6, n_sessions * 3)
     while True:
         plans: list[SessionPlan] = []
         by_session: dict[str, SessionPlan] = {}
         dropped: dict[str, int] = {}
+        seen: set[str] = set()
         for t in generate_corpus(n, seed, kinds=kinds):
             plan = by_session.get(t.session_id)
             if plan is None:
                 plan = by_session[t.session_id] = SessionPlan(len(plans), t.session_id, t.cwd.rsplit("/", 1)[-1])
                 plans.append(plan)
-            if not runnable(t, postgres) or any(p.prompt == t.prompt for p in plan.prompts):
+            if not runnable(t, postgres) or any(p.prompt == t.prompt for p in plan.prompts) or (
+                    unique_prompts and t.prompt in seen):
                 dropped[t.session_id] = dropped.get(t.session_id, 0) + 1
                 continue
             plan.prompts.append(t)
+            seen.add(t.prompt)
         plans = [p for p in plans[:-1] if p.prompts]  # the last session may be cut short by n
         if len(plans) >= n_sessions:
             break
@@ -497,7 +502,11 @@ def check_trace(trace: dict, teacher: Trace, cwd: Optional[str] = None) -> list[
     if not trace.get("complete"):
         problems.append("incomplete")
     if not (trace.get("quality") or {}).get("accepted"):
-        problems.append(f"not accepted: {(trace.get('quality') or {}).get('reasons')}")
+        quality = trace.get("quality") or {}
+        if quality.get("duplicate_of"):  # the store's rule: same prompt and workflow as an earlier trace
+            problems.append(f"duplicate of {quality['duplicate_of']}")
+        else:
+            problems.append(f"not accepted: {quality.get('reasons')}")
     if trace.get("capture_losses"):
         problems.append(f"capture losses: {trace['capture_losses']}")
     got = [(c["name"], c["input"]) for c in trace.get("tool_calls", []) if not c.get("agent_id")]
@@ -515,14 +524,14 @@ def check_trace(trace: dict, teacher: Trace, cwd: Optional[str] = None) -> list[
 
 def run_corpus(n_sessions: int = 300, *, out: Path, seed: int = 0, workers: int = 3, workdir: Optional[Path] = None,
                keep: bool = False, kinds: Optional[list[str]] = None, progress=print,
-               postgres: Optional[bool] = None) -> dict[str, Any]:
+               postgres: Optional[bool] = None, unique_prompts: bool = False) -> dict[str, Any]:
     """Play `n_sessions` teacher sessions through the real CLI, capture them, write the traces
     (each with its teacher `kind`) to `out` as JSONL; return the run's stats. `postgres`: run
     the teacher's psql tasks on a throwaway server (default: when Postgres.available())."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     use_pg = Postgres.available() if postgres is None else postgres
-    plans, left_out = plan_sessions(n_sessions, seed, kinds, postgres=use_pg)
+    plans, left_out = plan_sessions(n_sessions, seed, kinds, postgres=use_pg, unique_prompts=unique_prompts)
     use_pg = use_pg and any(_PSQL.match(t.tool_calls[0].input.get("command", "")) for p in plans for t in p.prompts)
     with Postgres() if use_pg else _nothing() as pg:
         return _run_corpus(plans, left_out, pg, out=out, workers=workers, workdir=workdir, keep=keep,
@@ -548,7 +557,7 @@ def _run_corpus(plans: list[SessionPlan], left_out: int, pg: Optional[Postgres],
     write_settings_with_hooks(home)
     n_prompts = sum(len(p.prompts) for p in plans)
     progress(f"{len(plans)} sessions, {n_prompts} prompts ({left_out} teacher prompts left out: "
-             f"{'tox' if pg else 'psql/tox'}), Postgres {'on' if pg else 'off'}, "
+             f"{'tox' if pg else 'psql/tox'}, repeats), Postgres {'on' if pg else 'off'}, "
              f"{workers} at once; work dir {base}")
 
     t0 = time.monotonic()
@@ -582,7 +591,7 @@ def _run_corpus(plans: list[SessionPlan], left_out: int, pg: Optional[Postgres],
 
     # Give each trace its teacher's kind (and the teacher task's index), check it against the teacher.
     teacher_by_key = {(r.session_id, t.prompt): (r.plan, t) for r in results if r.session_id for t in r.plan.prompts}
-    traces, problems = [], {}
+    traces, problems, duplicates = [], {}, {}
     with open(raw, encoding="utf-8") as fh:
         for line in fh:
             trace = json.loads(line)
@@ -591,7 +600,9 @@ def _run_corpus(plans: list[SessionPlan], left_out: int, pg: Optional[Postgres],
                 trace["kind"] = teacher.kind
                 trace["teacher_session"] = plan.index
                 issues = check_trace(trace, teacher)
-                if issues:
+                if len(issues) == 1 and issues[0].startswith("duplicate of "):
+                    duplicates[trace["trace_id"]] = issues[0][len("duplicate of "):]
+                elif issues:
                     problems[trace["trace_id"]] = issues
             traces.append(trace)
     tmp = out.with_suffix(out.suffix + ".tmp")
@@ -608,6 +619,12 @@ def _run_corpus(plans: list[SessionPlan], left_out: int, pg: Optional[Postgres],
         "traces": len(traces), "accepted": sum(1 for t in traces if (t.get("quality") or {}).get("accepted")),
         "sessions": len({t["session_id"] for t in traces}),
         "kinds": {k: sum(1 for t in traces if t.get("kind") == k) for k in KINDS},
+        "accepted_by_kind": {k: sum(1 for t in traces if t.get("kind") == k and (t.get("quality") or {}).get("accepted"))
+                             for k in KINDS},
+        "sessions_with_accepted": len({t["session_id"] for t in traces if (t.get("quality") or {}).get("accepted")}),
+        # Rejected by the daemon's duplicate rule (same prompt and workflow as an earlier trace):
+        # the teacher repeats prompts ("Explain how the cache module works."); otherwise faithful.
+        "duplicates_rejected": len(duplicates),
         "traces_with_problems": problems,
         "quarantined": status.get("spool", {}).get("quarantined"),
         "postgres": pg is not None, "wall_seconds": round(wall, 1), "workers": workers,
@@ -628,13 +645,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workdir", type=Path, help="temp HOME, UNDERSTUDY_HOME and sandboxes (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep each session's sandbox project")
     parser.add_argument("--kinds", nargs="*", choices=KINDS)
+    parser.add_argument("--unique-prompts", action="store_true",
+                        help="leave out a teacher prompt an earlier session already asked (else the store rejects "
+                             "it as a duplicate)")
     parser.add_argument("--no-postgres", action="store_true",
                         help="leave the teacher's psql tasks out instead of running a throwaway Postgres server")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop as Ctrl-C does: daemon and Postgres stopped
     stats = run_corpus(args.sessions, out=args.out, seed=args.seed, workers=args.workers, workdir=args.workdir,
                        keep=args.keep, kinds=args.kinds, progress=lambda s: print(s, flush=True),
-                       postgres=False if args.no_postgres else None)
+                       postgres=False if args.no_postgres else None, unique_prompts=args.unique_prompts)
     shown = dict(stats, traces_with_problems=len(stats["traces_with_problems"]))
     print(json.dumps(shown, indent=2))
     return 0 if stats["sessions_ok"] == stats["sessions_planned"] and not stats["traces_with_problems"] else 1
