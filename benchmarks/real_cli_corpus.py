@@ -21,6 +21,19 @@ always for `investigate` of `tox -e py311` (no tox here), the task is left out a
     .venv/bin/trainer run --traces /tmp/realcorpus/traces.jsonl ...
 
 As a module: plan_sessions(), build_sandbox(), scripts_for(), run_corpus(), check_trace().
+
+Measured (2 shared, busy CPU cores, 3 sessions at once, seed 0): 300 sessions, 526 prompts in
+20 min (4.0 s a session of wall time; one session alone 5-30 s, median 9.2 s); every session ran,
+no event lost, 450 traces accepted. The other 76 are exact repeats of an earlier teacher prompt
+("Explain how the cache module works.") that the store rejects as duplicates (same prompt and
+workflow); `--unique-prompts` leaves those out of the plan instead.
+
+What the real CLI makes of the teacher's calls (the traces differ from the synthetic corpus's
+here): file paths are absolute under the session's cwd (DIR/dev/PROJECT), Edit gains
+`replace_all: false`, Read numbers lines as `1\t` (not `     1\t`) with a last empty line, Edit
+and Write answer with the absolute path and "(file state is current in your context ...)", a
+failed Bash call keeps `Exit code N` and the real output in both `output` and `error`, and
+`tools_offered` holds the CLI's 14 tools with full schemas.
 """
 
 from __future__ import annotations
