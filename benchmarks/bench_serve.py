@@ -20,8 +20,9 @@ Numbers:
     tokens/s   (output tokens - 1) / (end of stream - first token)
 Goals (issue 13): TTFT ≤ 1.2× llama.cpp's, tokens/s ≥ 0.9× llama.cpp's. Each round times one
 request per arm, in alternating order, each on a connection just checked alive (llama.cpp's
-server closes idle ones after 5 s, and a new connection costs it far more than the request), so
-drift in machine load hits both alike; the ratios are per round (paired), reported as median
+server closes idle ones, and a new connection costs it far more than the request) and after a
+pause (--gap: llama.cpp is still busy for a while after a stream ends, which otherwise fell on
+whichever arm came next), so drift in machine load hits both alike; the ratios are per round (paired), reported as median
 and quartiles. Each request's user text is new (a counter, a different one per arm), so the
 prompt cache covers only the shared system-and-tools prefix, alike for both. On a machine
 shared with other work, `--threads 1` avoids llama.cpp's threads waiting on each other while
@@ -99,6 +100,21 @@ def _timed_stream(client, url: str, body: dict, token_event) -> dict:
         # tool call, so its deltas come in bursts.
         "tokens_per_s": (tokens - 1) / (end - first) if tokens > 1 and end > first else None,
     }
+
+
+def warm(client, base_url: str) -> None:
+    """A live keep-alive connection for the timed request (untimed): llama.cpp's server closes
+    idle ones and ends one after so many requests, and a new connection costs it far more
+    than the request itself."""
+    import httpx
+
+    for _ in range(4):
+        try:
+            r = client.get(base_url + "/health")
+        except httpx.TransportError:
+            continue  # closed under us: the next try opens a new one
+        if r.headers.get("connection", "").lower() != "close":
+            return
 
 
 def measure_serve(client, base_url: str, body: dict) -> dict:
@@ -197,6 +213,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=5, help="timed rounds (after --warmup rounds)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    ap.add_argument("--gap", type=float, default=0.1, help="seconds between one timed request and the next")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--model", help="HF model dir (default: a tiny random LLaMA built here)")
     ap.add_argument("--gguf", help="GGUF file (default: q8_0 exported from --model)")
@@ -254,7 +271,10 @@ def main() -> int:
             names = list(urls) if i % 2 == 0 else list(reversed(urls))
             timed = {}
             for name in names:
-                clients[name].get(urls[name] + "/health")  # the connection, alive (untimed)
+                warm(clients[name], urls[name])
+                # llama.cpp still works after a stream has ended (slot release, prompt cache):
+                # without a pause the arm that follows llama.cpp's own request paid for it.
+                time.sleep(args.gap)
                 if name == "llama.cpp server":
                     timed[name] = measure_llamacpp(clients[name], urls[name], prompt, args.max_tokens)
                 else:
