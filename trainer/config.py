@@ -68,6 +68,10 @@ class RunConfig:
     demo_layers: int = 2
     demo_heads: int = 4
     demo_vocab: int = 1500
+    # One matrix for input and output embeddings. Copying a name from the prompt into a call is
+    # then "attend to it and pass it through" (the output row is the input row), which a random
+    # tiny model learns far sooner than two unrelated matrices; untied is Llama-3-8B's layout.
+    demo_tied_embeddings: bool = False
     seed: int = 0
 
 

@@ -248,7 +248,8 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     from trainer.tiny_model import make_tiny_base
 
     r = cfg.run
-    sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads}
+    sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads,
+             "tie_word_embeddings": r.demo_tied_embeddings}
     stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, file_digest(traces_path), r.seed), log)
     if stage.up_to_date():
         return out

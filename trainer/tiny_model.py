@@ -25,6 +25,7 @@ def build_tiny_model(
     intermediate: int | None = None,
     max_position_embeddings: int = 4096,
     seed: int = 0,
+    tie_word_embeddings: bool = False,
 ) -> Path:
     """Write a random LlamaForCausalLM sized to `tokenizer`, and the tokenizer, to `out_dir`."""
     import torch
@@ -45,9 +46,10 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
-        # Separate input and output embeddings, like the Llama 3 8B checkpoints: LoRA's
-        # modules_to_save then trains them independently, and GGUF export sees both tensors.
-        tie_word_embeddings=False,
+        # Separate input and output embeddings by default, like the Llama 3 8B checkpoints (LoRA's
+        # modules_to_save trains them independently, GGUF export sees both tensors); tied like
+        # Llama 3.2 1B/3B and SmolLM2 when asked (run.demo_tied_embeddings).
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
