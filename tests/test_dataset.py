@@ -70,6 +70,18 @@ def test_example_layout_parallel_calls_and_errors():
     assert "$schema" not in ex["tools"]
 
 
+def test_system_turn_names_the_working_directory():
+    # Claude Code's file tools take absolute paths: the student must be told where the session is.
+    trace = make_trace(cwd="/home/dev/billing-api",
+                       tool_calls=[ToolCall(tool_use_id="c1", name="Read",
+                                            input={"file_path": "/home/dev/billing-api/a.py"}, output="A")])
+    system = trace_to_example(trace, DatasetConfig())["messages"][0]
+    assert system == {"role": "system", "content": DatasetConfig().system_prompt + "\n\nWorking directory: /home/dev/billing-api"}
+    assert trace_to_example(trace, DatasetConfig(working_directory=False))["messages"][0]["content"] == DatasetConfig().system_prompt
+    # A trace without a cwd (imported from a transcript that lacks it) keeps the bare prompt.
+    assert trace_to_example(make_trace(cwd=None), DatasetConfig())["messages"][0]["content"] == DatasetConfig().system_prompt
+
+
 def test_subagent_calls_only_when_asked():
     sub = ToolCall(tool_use_id="s1", name="Grep", input={"pattern": "x"}, output="hit", agent_id="agent-1")
     calls = make_trace().tool_calls

@@ -7,7 +7,8 @@
     splits = load_splits(Path("ds"))          # a datasets.DatasetDict
 
 One example per trace:
-    system     the configured compact system prompt (the tool list is rendered by the template)
+    system     the configured compact system prompt and "Working directory: {cwd}" (the tool
+               list is rendered by the template)
     user       the prompt
     assistant  narration + the calls of one parallel group   } repeated per group of calls
     tool       one message per call (the error text for a failed call) }
@@ -53,6 +54,11 @@ SFT_COLUMNS = ["messages", "tools"]
 class DatasetConfig:
     output_dir: Path = Path("dataset")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # The system turn also names the session's working directory (the trace's cwd), as Claude
+    # Code's own context does. Its file tools take absolute paths (the CLI makes every path
+    # absolute before a hook sees it), which a student can only write if it knows where it is;
+    # `trainer serve` reads the same line from the request (trainer/serve.py).
+    working_directory: bool = True
     # Tool results longer than this are cut around a visible "[... trimmed N tokens ...]" marker.
     max_tool_result_tokens: int = 512
     # Tool and parameter descriptions in the schemas are cut to this many characters.
@@ -166,6 +172,13 @@ def _groups(calls: list[tuple[int, ToolCall]]) -> list[list[tuple[int, ToolCall]
     return groups
 
 
+def system_turn(config: DatasetConfig, cwd: Optional[str]) -> str:
+    """The student's system turn: the compact system prompt, and where the session works."""
+    if config.working_directory and cwd:
+        return f"{config.system_prompt}\n\nWorking directory: {cwd}"
+    return config.system_prompt
+
+
 def trace_tools(trace: Trace, config: DatasetConfig, fallback: Optional[list[dict]] = None) -> list[dict]:
     return tools_for(trace.tools_offered or fallback or [], config)
 
@@ -206,7 +219,7 @@ def trace_to_example(
             trailing.append(text)
 
     messages: list[dict] = [
-        {"role": "system", "content": config.system_prompt},
+        {"role": "system", "content": system_turn(config, trace.cwd)},
         {"role": "user", "content": trace.prompt},
     ]
     trimmed_results = 0
