@@ -140,3 +140,25 @@ def test_traces_from_the_capture_store(tmp_path, understudy_home):
     path = stage_traces(cfg, tmp_path, lambda _: None)
     ids = [json.loads(line)["trace_id"] for line in path.read_text().splitlines()]
     assert sorted(ids) == sorted(t.trace_id for t in traces[1:])
+
+
+def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
+    """sft.base_model = "tiny" on a traces file (not the demo): the tiny LLaMA and its tokenizer are
+    built on those traces, sized by run.demo_*, tied when asked."""
+    pytest.importorskip("torch")
+    from trainer.teacher_corpus import write_corpus_jsonl
+
+    traces = write_corpus_jsonl(tmp_path / "captured.jsonl", 24, seed=3)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "run", "--out", str(out), "-o", f"run.traces={traces}", "-o", "sft.base_model=tiny", "-o", "sft.method=full",
+        "-o", "run.demo_hidden=32", "-o", "run.demo_layers=1", "-o", "run.demo_heads=2", "-o", "run.demo_vocab=400",
+        "-o", "run.demo_tied_embeddings=true", "-o", "sft.max_steps=1", "-o", "sft.max_length=4096",
+        "-o", "eval.max_examples=1", "-o", "eval.max_new_tokens=8", "-o", "eval.baselines=[]",
+    ])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "base model  a tiny random LLaMA built on the corpus (hidden 32, 1 layers, vocab 400, tied embeddings)" in result.output
+    config = json.loads((out / "base" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_hidden_layers"], config["tie_word_embeddings"]) == (32, 1, True)
+    assert json.loads((out / "understudy_config.json").read_text())["config"]["sft"]["base_model"] == str(out / "base")
+    assert (out / "sft" / "final" / "config.json").exists()

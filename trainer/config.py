@@ -77,7 +77,9 @@ class RunConfig:
 
 @dataclass
 class SFTSection:
-    # A Hugging Face id or a local directory (anything `from_pretrained` accepts).
+    # A Hugging Face id or a local directory (anything `from_pretrained` accepts), a .gguf file,
+    # "smollm2-135m" (offline, trainer/bases.py), or "tiny" (`trainer run` builds a random tiny
+    # LLaMA and tokenizer on the run's traces, sized by run.demo_*).
     base_model: str = DEFAULT_BASE_MODEL
     # qlora: 4-bit NF4 base + LoRA (CUDA); lora: plain LoRA; full: every weight trains.
     # qlora falls back to lora on a machine without CUDA unless force_4bit is set.

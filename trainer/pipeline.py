@@ -98,6 +98,10 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     "sft.logging_steps": 5,
     "eval.batch_size": 16,
 }
+# sft.base_model = "tiny": a random tiny LLaMA and a BPE tokenizer trained on the run's own traces
+# (run.demo_hidden, demo_layers, demo_heads, demo_vocab, demo_tied_embeddings size it).
+TINY_BASE = "tiny"
+
 PRESETS = {"demo": DEMO_PRESET, "smollm2-demo": SMOLLM2_DEMO_PRESET}
 
 # Config keys that don't change a stage's result: changing them doesn't make it stale.
@@ -344,8 +348,9 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     cfg.save(out)  # the full record, every value with its source; written again at the end
     t0 = time.monotonic()
     traces_path = stage_traces(cfg, out, log)
-    # The demo's tiny random base, unless a base was chosen (by the file, a flag or a preset such as smollm2-demo).
-    if cfg.run.traces == "demo" and cfg.source("sft.base_model") == "default":
+    # The demo's tiny random base, unless a base was chosen (by the file, a flag or a preset such as
+    # smollm2-demo); sft.base_model = "tiny" asks for one built on any traces (a captured corpus).
+    if cfg.sft.base_model == TINY_BASE or (cfg.run.traces == "demo" and cfg.source("sft.base_model") == "default"):
         base = stage_demo_base(cfg, traces_path, out / "base", log)
         cfg.sft.base_model = str(base)
         cfg.sources["sft.base_model"] = "preset"
@@ -374,8 +379,10 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         traces = "store: the capture store's " + ("accepted traces" if cfg.dataset.only_accepted else "traces")
     else:
         traces = r.traces
-    if r.traces == "demo" and cfg.source("sft.base_model") == "default":
-        base = f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, vocab {r.demo_vocab})"
+    if s.base_model == TINY_BASE or (r.traces == "demo" and cfg.source("sft.base_model") == "default"):
+        tied = ", tied embeddings" if r.demo_tied_embeddings else ""
+        base = (f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, "
+                f"vocab {r.demo_vocab}{tied})")
     else:
         base = s.base_model
     method = {"full": "full fine-tuning", "lora": f"LoRA r {s.lora_r}",
