@@ -135,11 +135,15 @@ class PrefixCounter:
                     self._known.move_to_end(keys[i])
                     break
         counted = {}
+        exact = True
         for i in range(k + 1, len(turns) - 1):
             total += count_bounded(self._count, turns[i], None if limit is None else max(0, limit - total))
             if limit is not None and total > limit:
                 return total  # too long already (a lower bound): the rest need not be counted
-            counted[keys[i]] = total
+            # Without a limit a long turn is the sum of its chunks (count_tokens): not kept.
+            exact = exact and (limit is not None or len(turns[i]) <= COUNT_CHUNK_CHARS)
+            if exact:
+                counted[keys[i]] = total
         if counted:
             with self._lock:
                 self._known.update(counted)
