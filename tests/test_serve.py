@@ -364,7 +364,9 @@ def test_request_maps_to_the_dataset_context():
     messages, tools, prefill = to_chat(claude_code_like_request(), settings)
     assert prefill == ""
     assert messages == [
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+        # The working directory Claude Code states (here in its environment system message), as
+        # the dataset names a trace's cwd.
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT + "\n\nWorking directory: /tmp/x"},
         {"role": "user", "content": "read a.py"},
         {"role": "assistant", "content": "Reading it.", "tool_calls": [
             {"id": "toolu_1", "type": "function", "function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}]},
@@ -379,6 +381,26 @@ def test_request_maps_to_the_dataset_context():
     assert tools == tools_for(claude_code_like_request()["tools"], DatasetConfig())
     assert len(tools[0]["function"]["description"]) <= DatasetConfig().tool_description_chars + 1
     assert "$schema" not in json.dumps(tools)
+
+
+def test_working_directory_is_read_where_each_claude_code_version_states_it():
+    from trainer.serve import working_directory_of
+
+    env_2_1 = {"type": "text", "text": "# Environment\nYou have been invoked in the following environment: \n"
+                                      " - Primary working directory: /home/dev/my project\n - Is a git repository: false"}
+    assert working_directory_of(request(messages=[{"role": "user", "content": "hi"},
+                                                   {"role": "system", "content": [env_2_1]}])) == "/home/dev/my project"
+    older = request(messages=[{"role": "user", "content": "hi"}])
+    older["system"] = "You are Claude Code.\n<env>\nWorking directory: /srv/app\nPlatform: linux\n</env>"
+    assert working_directory_of(older) == "/srv/app"
+    reminder = request(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "<system-reminder>\n - Primary working directory: /w\n</system-reminder>"},
+        {"type": "text", "text": "hi"}]}])
+    assert working_directory_of(reminder) == "/w"
+    assert working_directory_of(request(messages=[{"role": "user", "content": "where am I?"}])) is None
+    # Without one, the system turn is the bare compact prompt, as for a trace without a cwd.
+    messages, _, _ = to_chat(request(messages=[{"role": "user", "content": "hi"}]), ContextSettings())
+    assert messages[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
 
 
 def test_prompt_is_the_training_template_and_is_configurable():

@@ -25,7 +25,8 @@ while tokens stream, stops costing anything (trainer/serve_backends.py).
 What the student sees. Claude Code sends a long system prompt, every tool's full schema and
 `<system-reminder>` blocks on each request; the student was trained on a compact context
 (trainer/dataset.py). With `serve.context = "compact"` (the default) the request is mapped to
-that same context: the system prompt becomes `dataset.system_prompt`, the tool schemas are
+that same context: the system prompt becomes `dataset.system_prompt` plus the working directory
+the request names (as the dataset names the trace's cwd), the tool schemas are
 compacted by trainer/tool_context.py (`dataset.tool_schema`, `dataset.tools`), system reminders and
 mid-conversation system messages are dropped, and tool results become `tool` messages exactly
 as the dataset builder writes them (errors prefixed "Error: ", long results trimmed to
@@ -75,7 +76,7 @@ from trainer.chat_template import (
     render,
 )
 from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
-from trainer.dataset import DatasetConfig
+from trainer.dataset import DatasetConfig, system_turn
 from trainer.tool_context import tools_for
 from trainer import serve_backends
 from trainer.serve_backends import GenParams, GenResult, load_backend
@@ -115,6 +116,28 @@ def _text_of(content: Any) -> str:
 
 def strip_reminders(text: str) -> str:
     return _REMINDER_RE.sub("", text).strip()
+
+
+# Where Claude Code says the session works: "Working directory: /x" in the system prompt's <env>
+# (older versions), " - Primary working directory: /x" in a system message after the first user
+# turn (2.1.328), or the same in a user turn's reminder.
+_WORKING_DIRECTORY_RE = re.compile(r"^[ \t]*(?:-[ \t]*)?(?:Primary working directory|Working directory):[ \t]*(\S[^\n]*?)[ \t]*$",
+                                   re.MULTILINE)
+
+
+def working_directory_of(body: dict) -> Optional[str]:
+    """The session's working directory as the request states it (the dataset's system turn names it)."""
+    texts = [_text_of(body.get("system") or "")]
+    for m in body.get("messages") or []:
+        if m.get("role") in ("user", "system"):
+            content = m.get("content")
+            texts.append(_text_of([b for b in content if isinstance(b, dict) and b.get("type") == "text"])
+                         if isinstance(content, list) else _text_of(content))
+    for text in texts:
+        found = _WORKING_DIRECTORY_RE.search(text)
+        if found:
+            return found.group(1)
+    return None
 
 
 @dataclass
@@ -163,7 +186,7 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None) -> tuple[list
     """(chat messages, compact tools, assistant prefill) for a validated request."""
     compact = settings.context == "compact"
     if compact:
-        system = settings.dataset.system_prompt
+        system = system_turn(settings.dataset, working_directory_of(body))
     else:
         system = _text_of(body.get("system") or "")
     offered = [t for t in body.get("tools") or [] if isinstance(t.get("name"), str)]
