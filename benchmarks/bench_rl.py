@@ -49,18 +49,22 @@ COMMON = [
 ALGORITHMS = {
     "grpo": [("rl.algorithm", "grpo"), ("rl.max_steps", 24), ("rl.learning_rate", 5e-5), ("rl.num_generations", 8),
              ("rl.per_device_train_batch_size", 32), ("rl.max_completion_length", 160)],
-    "student_centred": [("rl.algorithm", "student_centred"), ("rl.max_steps", 40), ("rl.sc_learning_rate", 1e-3),
+    "student_centred": [("rl.algorithm", "student_centred"), ("rl.max_steps", 40), ("rl.sc_learning_rate", 1e-4),
                         ("rl.sc_batch_size", 8), ("rl.sc_teacher_share", 0.5)],
 }
+# The control for student_centred: the same number of examples, steps and learning rate, all of them
+# teacher examples (teacher prefix -> teacher turn): is it the student's own states that help, or
+# just more SFT?
+ALGORITHMS["teacher_sft"] = ALGORITHMS["student_centred"]
 
 
-def _mean_sd(values: list[float]) -> str:
+def _mean_sd(values: list[float], digits: int = 3, sign: bool = False) -> str:
     import statistics
 
     if not values:
         return "—"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    return f"{statistics.mean(values):{'+' if sign else ''}.{digits}f} ± {sd:.{digits}f}"
 
 
 def _parse_override(text: str):
@@ -91,6 +95,16 @@ def compare(args) -> None:
         return measured[key]
 
     rl_mod.held_out_reward = cached
+    import random
+
+    import trainer.student_centred as sc_mod
+
+    build_examples = sc_mod.build_examples
+
+    def teacher_only(divergences, rows, teacher_share, seed=0):
+        n = len(build_examples(divergences, rows, teacher_share, seed))
+        pool = sc_mod.teacher_examples(rows)
+        return random.Random(seed).sample(pool, min(n, len(pool)))
     extra = [_parse_override(o) for o in args.override]
     runs = []
     for algorithm in args.algorithms:
@@ -99,17 +113,18 @@ def compare(args) -> None:
             cfg = load_config(overrides=[
                 ("run.out", str(out)), ("rl.model", str(world.sft_model)), ("rl.data_dir", str(world.data_dir)),
                 ("rl.output_dir", str(out / "rl")), ("rl.seed", seed), *COMMON, *ALGORITHMS[algorithm], *extra])
+            sc_mod.build_examples = teacher_only if algorithm == "teacher_sft" else build_examples
             t0 = time.perf_counter()
             summary = rl_mod.train_rl(cfg, log=print if args.verbose else (lambda s: None))
             wall = time.perf_counter() - t0
             run = {"algorithm": algorithm, "seed": seed, "wall_s": round(wall, 1), "train_runtime_s": summary["train_runtime_s"],
                    "global_step": summary["global_step"],
-                   "before": {"greedy": summary["before"]["similarity"], "sampled": summary["before"]["sampled"]["similarity"]},
-                   "after": {"greedy": summary["after"]["similarity"], "sampled": summary["after"]["sampled"]["similarity"],
+                   "before": {"greedy": summary["before"]["similarity"], "sampled": summary["before"].get("sampled", {}).get("similarity")},
+                   "after": {"greedy": summary["after"]["similarity"], "sampled": summary["after"].get("sampled", {}).get("similarity"),
                              "terms": summary["after"]["terms"]},
                    "rounds": summary.get("rounds"), "overrides": [list(o) for o in [*ALGORITHMS[algorithm], *extra]]}
             print(f"{algorithm} seed {seed}: greedy {run['before']['greedy']:.3f} → {run['after']['greedy']:.3f}, "
-                  f"sampled {run['before']['sampled']:.3f} → {run['after']['sampled']:.3f} ({wall:.0f}s)", flush=True)
+                  f"sampled {run['before']['sampled']} → {run['after']['sampled']} ({wall:.0f}s)", flush=True)
             runs.append(run)
             if args.out:
                 Path(args.out).write_text(json.dumps({"runs": runs, "world": world.timings}, indent=2) + "\n")
@@ -118,17 +133,17 @@ def compare(args) -> None:
 
 def comparison_table(runs: list[dict]) -> str:
     """Markdown: the SFT student and each algorithm, greedy and sampled held-out reward, mean ± sd over seeds."""
-    lines = ["| student | seeds | greedy held-out reward | sampled (T=0.5, 4 draws) | Δ greedy vs SFT | RL wall time (s) |",
+    lines = ["| student | seeds | greedy held-out reward | sampled (T=0.5, 4 draws) | Δ greedy vs SFT | training time (s) |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     if runs:
         b = runs[0]["before"]
-        lines.append(f"| after SFT | — | {b['greedy']:.3f} | {b['sampled']:.3f} | — | — |")
+        lines.append(f"| after SFT | — | {b['greedy']:.3f} | {_mean_sd([b['sampled']] if b['sampled'] is not None else [])} | — | — |")
     for algorithm in dict.fromkeys(r["algorithm"] for r in runs):
         rs = [r for r in runs if r["algorithm"] == algorithm]
         lines.append(
             f"| after {algorithm} | {', '.join(str(r['seed']) for r in rs)} | {_mean_sd([r['after']['greedy'] for r in rs])} | "
-            f"{_mean_sd([r['after']['sampled'] for r in rs])} | "
-            f"{_mean_sd([r['after']['greedy'] - r['before']['greedy'] for r in rs])} | {_mean_sd([r['wall_s'] for r in rs]).replace('.000', '')} |")
+            f"{_mean_sd([r['after']['sampled'] for r in rs if r['after']['sampled'] is not None])} | "
+            f"{_mean_sd([r['after']['greedy'] - r['before']['greedy'] for r in rs], sign=True)} | {_mean_sd([r['train_runtime_s'] for r in rs], 0)} |")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""`trainer rl`: GRPO after SFT raises the held-out behavioural reward; prompts, reward, PPO message."""
+"""`trainer rl`: GRPO and student-centred SFT after SFT, measured on the held-out behavioural reward;
+prompts, reward, PPO message."""
 
 from __future__ import annotations
 
@@ -156,6 +157,53 @@ def test_rl_after_sft_raises_held_out_reward(student_world, tmp_path):
             f"{after['similarity']:.3f}). Measured on this tiny world (trainer/rl.py docstring): the training reward "
             "rises (0.56 → 0.74 over 40 steps at T=0.5) but held-out moves by about its noise"
         )
+
+
+# The student-centred settings measured in docs/rl.md (benchmarks/bench_rl.py --compare): of the learning
+# rates tried (1e-3, 3e-4, 1e-4) the one that hurt least.
+STUDENT_CENTRED = [
+    ("rl.algorithm", "student_centred"), ("rl.max_steps", 40), ("rl.sc_learning_rate", 1e-4),
+    ("rl.sc_batch_size", 8), ("rl.sc_teacher_share", 0.5),
+]
+
+
+@pytest.mark.slow
+def test_student_centred_after_sft_on_the_greedy_held_out_reward(student_world, tmp_path):
+    """SFT on the student's own train rollouts up to their first divergence from the teacher (the
+    teacher's turn there as the target), then the greedy held-out reward (the one `trainer serve`
+    gives) against the SFT student's. Everything about the stage is asserted; the improvement is not
+    robust on this world (docs/rl.md: 1e-4 gives +0.015 ± 0.038 over seeds, seed 0 -0.008) and is
+    reported as an xfail when it does not happen."""
+    from trainer.rl import train_rl
+
+    out = tmp_path / "rl"
+    cfg = load_config(overrides=[
+        ("run.out", str(tmp_path)), ("rl.model", str(student_world.sft_model)),
+        ("rl.data_dir", str(student_world.data_dir)), ("rl.output_dir", str(out)), *STUDENT_CENTRED,
+        ("rl.eval_examples", 32), ("rl.eval_split", "test"), ("rl.eval_samples", 0),
+        ("rl.save_steps", 10_000), ("rl.logging_steps", 10),
+        ("reward.max_new_tokens", 160), ("reward.max_turns", 6), ("reward.discriminator_weight", 0.0),
+    ])
+    lines: list[str] = []
+    summary = train_rl(cfg, log=lambda s: (lines.append(s), print(s)))
+    before, after = summary["before"], summary["after"]
+    print(f"\nheld-out greedy reward ({before['n']} test prompts): after SFT {before['similarity']:.3f} → "
+          f"after student-centred {after['similarity']:.3f} ({after['similarity'] - before['similarity']:+.3f})")
+    assert summary["algorithm"] == "student_centred" and summary["global_step"] == 40
+    (round1,) = summary["rounds"]
+    assert 0 < round1["diverged"] <= round1["rollouts"] == len(rows(student_world, "train"))
+    examples = [json.loads(line) for line in (out / "sc_examples.jsonl").read_text().splitlines()]
+    own = [e for e in examples if e["source"] == "student"]
+    assert len(own) == round1["diverged"] and len(examples) == 2 * len(own)
+    assert all(e["completion"][0]["role"] == "assistant" and e["prompt"][-1]["role"] != "assistant" for e in own)
+    saved = json.loads((out / "rl_summary.json").read_text())
+    assert saved["after"]["similarity"] == after["similarity"] and saved["algorithm"] == "student_centred"
+    assert (out / "final" / "config.json").exists() and (out / "loss.png").exists()
+    assert any("diverge from the teacher" in line for line in lines)
+    b, a = before["similarity"], after["similarity"]
+    if a <= b:
+        pytest.xfail(f"student-centred SFT did not raise the greedy held-out reward ({b:.3f} → {a:.3f}); on this "
+                     "world no setting measured does so robustly over seeds (docs/rl.md)")
 
 
 def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world, tmp_path):

@@ -72,6 +72,9 @@ class RunConfig:
     # then "attend to it and pass it through" (the output row is the input row), which a random
     # tiny model learns far sooner than two unrelated matrices; untied is Llama-3-8B's layout.
     demo_tied_embeddings: bool = False
+    # Steps of copying repeated spans before SFT (trainer/copy_warmup.py): a random model learns
+    # the copy circuit a pretrained base already has, so SFT can spend its steps on the workflow.
+    demo_copy_warmup_steps: int = 0
     seed: int = 0
 
 
@@ -265,7 +268,9 @@ class RLSection:
     sc_samples: int = 0
     # Roll out, collect, train; > 1 rolls the new student out again and adds its divergences (DAgger).
     sc_rounds: int = 1
-    sc_learning_rate: float = 1e-4
+    # Full fine-tuning of the student, as GRPO does: 1e-5 suits a 1B model (like rl.learning_rate); the
+    # tiny test-world model was measured at 1e-3 (docs/rl.md).
+    sc_learning_rate: float = 1e-5
     sc_batch_size: int = 8
 
 
