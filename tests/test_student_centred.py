@@ -125,3 +125,22 @@ def test_dataset_rows_render_with_the_loss_on_the_target_turn_only():
     whole = render(ex["prompt"] + ex["completion"], tools)
     assert prompt.endswith(GENERATION_PROMPT) and whole.startswith(prompt)
     assert json.loads(ex["completion"][0]["tool_calls"][0]["function"]["arguments"]) is not None
+
+
+def test_bench_compare_table_puts_sft_and_each_algorithm_side_by_side():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_rl", Path(__file__).parent.parent / "benchmarks" / "bench_rl.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    run = lambda algorithm, seed, greedy, sampled: {  # noqa: E731
+        "algorithm": algorithm, "seed": seed, "train_runtime_s": 10.0 + seed,
+        "before": {"greedy": 0.6, "sampled": 0.5}, "after": {"greedy": greedy, "sampled": sampled}}
+    table = bench.comparison_table([run("student_centred", 0, 0.62, 0.5), run("student_centred", 1, 0.64, None),
+                                    run("grpo", 0, 0.58, 0.45)])
+    lines = table.splitlines()
+    assert lines[2] == "| after SFT | — | 0.600 | 0.500 ± 0.000 | — | — |"
+    assert lines[3] == "| after student_centred | 0, 1 | 0.630 ± 0.014 | 0.500 ± 0.000 | +0.030 ± 0.014 | 10 ± 1 |"
+    assert lines[4].startswith("| after grpo | 0 | 0.580 ± 0.000 | 0.450 ± 0.000 | -0.020 ± 0.000 |")
+    assert set(bench.ALGORITHMS) == {"grpo", "student_centred", "teacher_sft"}
