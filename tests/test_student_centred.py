@@ -144,3 +144,34 @@ def test_bench_compare_table_puts_sft_and_each_algorithm_side_by_side():
     assert lines[3] == "| after student_centred | 0, 1 | 0.630 ± 0.014 | 0.500 ± 0.000 | +0.030 ± 0.014 | 10 ± 1 |"
     assert lines[4].startswith("| after grpo | 0 | 0.580 ± 0.000 | 0.450 ± 0.000 | -0.020 ± 0.000 |")
     assert set(bench.ALGORITHMS) == {"grpo", "student_centred", "teacher_sft"}
+
+
+def test_trainer_run_takes_the_student_centred_stage(tmp_path):
+    """trainer/post_sft.py with rl.algorithm = "student_centred", on a 30-trace world SFT'd for 4 steps:
+    the rl stage runs it, records it in stage.json, and is up to date the second time."""
+    import shutil
+
+    from tests.student_world import build_world
+    from trainer.config import load_config
+    from trainer.post_sft import run_after_eval
+
+    world = build_world(tmp_path / "world", n_traces=30, sft_steps=4)
+    out = tmp_path / "run"
+    shutil.copytree(world.data_dir, out / "dataset")
+    overrides = [
+        ("run.out", str(out)), ("rl.enabled", True), ("rl.algorithm", "student_centred"),
+        ("reward.discriminator_examples", 4), ("reward.discriminator_max_steps", 2),
+        ("reward.max_new_tokens", 24), ("reward.max_turns", 2), ("rl.max_steps", 2), ("rl.eval_examples", 2),
+        ("rl.eval_samples", 0), ("rl.sc_batch_size", 2), ("rl.save_steps", 2), ("rl.logging_steps", 1),
+    ]
+    lines: list[str] = []
+    student = run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, lines.append)
+    assert student == out / "rl" / "final" and (student / "config.json").exists()
+    stage = json.loads((out / "rl" / "stage.json").read_text())
+    assert stage["status"] == "done" and stage["algorithm"] == "student_centred" and stage["global_step"] == 2
+    summary = json.loads((out / "rl" / "rl_summary.json").read_text())
+    assert summary["algorithm"] == "student_centred" and "before" in summary and "after" in summary
+    assert any("diverge from the teacher" in line for line in lines)
+    again: list[str] = []
+    run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, again.append)
+    assert any("[rl] up to date" in line for line in again)
