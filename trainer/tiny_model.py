@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 def build_tiny_model(
@@ -69,10 +69,27 @@ def make_tiny_base(
     out_dir: str | os.PathLike,
     corpus_texts: Iterable[str],
     vocab_size: int = 2000,
+    copy_warmup_steps: int = 0,
+    log: Callable[[str], None] = lambda _: None,
     **model_kwargs,
 ) -> Path:
-    """Train a tokenizer on `corpus_texts` and save it with a random tiny LLaMA in `out_dir`."""
+    """Train a tokenizer on `corpus_texts` and save it with a random tiny LLaMA in `out_dir`.
+
+    With `copy_warmup_steps`, the model first learns to copy repeated spans (trainer/copy_warmup.py),
+    what pretraining gives a real base."""
     from trainer.tokenizer_tools import train_tiny_tokenizer
 
-    tokenizer = train_tiny_tokenizer(list(corpus_texts), vocab_size=vocab_size)
-    return build_tiny_model(tokenizer, out_dir, **model_kwargs)
+    texts = list(corpus_texts)
+    tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
+    out = build_tiny_model(tokenizer, out_dir, **model_kwargs)
+    if copy_warmup_steps > 0:
+        from transformers import LlamaForCausalLM
+
+        from trainer.copy_warmup import copy_warmup
+
+        model = LlamaForCausalLM.from_pretrained(out)
+        report = copy_warmup(model, tokenizer, texts, copy_warmup_steps, seed=model_kwargs.get("seed", 0), log=log)
+        model.save_pretrained(out)
+        log(f"  copy warm-up: {report.steps} steps, loss {report.first_loss:.2f} → {report.last_loss:.3f}, "
+            f"{report.seconds:.0f}s")
+    return out
