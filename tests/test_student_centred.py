@@ -147,8 +147,8 @@ def test_bench_compare_table_puts_sft_and_each_algorithm_side_by_side():
 
 
 def test_trainer_run_takes_the_student_centred_stage(tmp_path):
-    """trainer/post_sft.py with rl.algorithm = "student_centred", on a 30-trace world SFT'd for 4 steps:
-    the rl stage runs it, records it in stage.json, and is up to date the second time."""
+    """trainer/post_sft.py with rl.algorithm = "student_centred" (two DAgger rounds), on a 30-trace world
+    SFT'd for 4 steps: the rl stage runs it, records it in stage.json, and is up to date the second time."""
     import shutil
 
     from tests.student_world import build_world
@@ -163,6 +163,7 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
         ("reward.discriminator_examples", 4), ("reward.discriminator_max_steps", 2),
         ("reward.max_new_tokens", 24), ("reward.max_turns", 2), ("rl.max_steps", 2), ("rl.eval_examples", 2),
         ("rl.eval_samples", 0), ("rl.sc_batch_size", 2), ("rl.save_steps", 2), ("rl.logging_steps", 1),
+        ("rl.sc_rounds", 2),  # DAgger: one step a round, the second round rolls out the first one's student
     ]
     lines: list[str] = []
     student = run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, lines.append)
@@ -171,6 +172,10 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     assert stage["status"] == "done" and stage["algorithm"] == "student_centred" and stage["global_step"] == 2
     summary = json.loads((out / "rl" / "rl_summary.json").read_text())
     assert summary["algorithm"] == "student_centred" and "before" in summary and "after" in summary
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and all(r["global_step"] == 1 for r in summary["rounds"])
+    assert (out / "rl" / "round-2" / "divergences.jsonl").exists()
+    # Round 2 trains on both rounds' divergences (aggregated), so it has at least round 1's examples.
+    assert summary["rounds"][1]["examples"] >= summary["rounds"][0]["examples"]
     assert any("diverge from the teacher" in line for line in lines)
     again: list[str] = []
     run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, again.append)
