@@ -42,8 +42,11 @@ def free_port() -> int:
 def start_trainer_serve(model: Path, port: int, env: dict, log: Path, extra: tuple = ()) -> subprocess.Popen:
     argv = [
         sys.executable, "-m", "trainer.cli", "serve", "--model", str(model), "--port", str(port),
-        # The student was taught with Claude Code's Bash tool only, and greedy decoding.
-        "-o", "serve.tools=Bash", "-o", "serve.temperature=0", "-o", "serve.max_new_tokens=64", *extra,
+        # The student was taught with Claude Code's Bash tool only, and greedy decoding, on a
+        # context without the working-directory line (tests/student.py trains one fixed
+        # conversation; the CLI here runs in a fresh temp dir): serve maps requests the same way.
+        "-o", "serve.tools=Bash", "-o", "serve.temperature=0", "-o", "serve.max_new_tokens=64",
+        "-o", "dataset.working_directory=false", *extra,
     ]
     proc = subprocess.Popen(argv, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
