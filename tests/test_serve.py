@@ -871,3 +871,32 @@ def test_queue_hands_the_turn_over_without_a_spurious_529():
         assert (await q.acquire()) is not None
 
     asyncio.run(scenario())
+
+
+def test_serve_maps_requests_with_the_dataset_settings_the_student_was_trained_with(tmp_path):
+    """A student trained with non-default dataset settings is served with them (read from the run
+    that trained it), unless this command sets them itself."""
+    from trainer.config import load_config
+    from trainer.serve import adopt_trained_context
+
+    run = tmp_path / "run"
+    trained = load_config(None, [("dataset.working_directory", False), ("dataset.tool_schema", "required"),
+                                 ("dataset.system_prompt", "Be terse.")])
+    trained.save(run / "sft")
+    (run / "sft" / "final").mkdir(parents=True)
+
+    lines: list[str] = []
+    cfg = load_config(None, [("dataset.tool_schema", "full")])  # set by this command: it wins
+    taken = adopt_trained_context(cfg, str(run / "sft" / "final"), lines.append)
+    assert sorted(taken) == ["system_prompt", "working_directory"]
+    assert (cfg.dataset.working_directory, cfg.dataset.system_prompt, cfg.dataset.tool_schema) == (False, "Be terse.", "full")
+    assert cfg.source("dataset.working_directory") == "trained"
+    assert len(lines) == 1 and "dataset.working_directory" in lines[0]
+    messages, _, _ = to_chat(claude_code_like_request(), ContextSettings.from_config(cfg))
+    assert messages[0] == {"role": "system", "content": "Be terse."}
+
+    # No run folder next to the model (a bare checkpoint): nothing changes. An unreadable one: one line.
+    assert adopt_trained_context(load_config(None), str(tmp_path / "elsewhere" / "model"), lines.append) == []
+    (run / "sft" / "understudy_config.json").write_text("{not json")
+    assert adopt_trained_context(load_config(None), str(run / "sft" / "final"), lines.append) == []
+    assert "unreadable" in lines[-1]

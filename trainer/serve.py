@@ -875,6 +875,46 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
+# The dataset settings that decide what the student sees: serve must map a request the way the
+# student's training examples were built.
+TRAINED_CONTEXT_KEYS = ("system_prompt", "working_directory", "max_tool_result_tokens", "tool_description_chars",
+                        "tool_schema", "tools")
+
+
+def trained_config_path(model: Path) -> Optional[Path]:
+    """understudy_config.json of the run that trained `model` (sft/final → sft/, or the run folder)."""
+    from trainer.config import CONFIG_FILE_NAME
+
+    for folder in (model, model.parent, model.parent.parent):
+        if (folder / CONFIG_FILE_NAME).is_file():
+            return folder / CONFIG_FILE_NAME
+    return None
+
+
+def adopt_trained_context(cfg: UnderstudyConfig, model: str, log: Callable[[str], None]) -> list[str]:
+    """Take the student's training-time dataset settings for those this command left at their
+    defaults (a value set by a file or a flag wins); returns the keys taken."""
+    path = trained_config_path(Path(model))
+    if path is None:
+        return []
+    try:
+        trained = json.loads(path.read_text())["config"]["dataset"]
+        assert isinstance(trained, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        log(f"Note: {path} is unreadable; the request context uses this command's dataset settings.")
+        return []
+    taken = []
+    for key in TRAINED_CONTEXT_KEYS:
+        dotted = f"dataset.{key}"
+        if key in trained and cfg.source(dotted) == "default" and trained[key] != getattr(cfg.dataset, key):
+            setattr(cfg.dataset, key, trained[key])
+            cfg.sources[dotted] = "trained"
+            taken.append(key)
+    if taken:
+        log(f"Context as the student was trained ({path}): {', '.join(f'dataset.{k}' for k in taken)}.")
+    return taken
+
+
 def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -> None:
     try:
         importlib.import_module("fastapi")
@@ -887,6 +927,7 @@ def serve_forever(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo
 
     s = cfg.serve
     model = s.model or str(Path(cfg.sft.output_dir or Path(cfg.run.out) / "sft") / "final")
+    adopt_trained_context(cfg, model, log)
     try:
         settings = ServerSettings.from_config(cfg)
         backend_name = s.backend if cfg.source("serve.backend") != "default" else ""
