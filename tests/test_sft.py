@@ -28,20 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     """A small teacher corpus → dataset, and a tiny random base model saved like a real one."""
-    from trainer.chat_template import render
-    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
-    from trainer.teacher_corpus import generate_corpus
-    from trainer.tiny_model import make_tiny_base
+    from tests.tiny_sft_world import build_tiny_sft_world
 
     root = tmp_path_factory.mktemp("sft_world")
-    traces = generate_corpus(n=30, seed=1)
-    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
-    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in traces)]
-    base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
-    from transformers import AutoTokenizer
-
-    build_dataset(traces, dcfg, AutoTokenizer.from_pretrained(base))
-    return root, base, root / "dataset"
+    base, data = build_tiny_sft_world(root, traces=30, seed=1)
+    return root, base, data
 
 
 def _cfg(base: Path, **sft):

@@ -35,20 +35,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from transformers import AutoTokenizer
+    from tests.tiny_sft_world import build_tiny_sft_world
 
-    from trainer.chat_template import render
-    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
-    from trainer.teacher_corpus import generate_corpus
-    from trainer.tiny_model import make_tiny_base
-
-    root = tmp_path_factory.mktemp("mp_world")
-    traces = generate_corpus(n=30, seed=1)
-    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
-    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in traces)]
-    base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
-    build_dataset(traces, dcfg, AutoTokenizer.from_pretrained(base))
-    return base, root / "dataset"
+    return build_tiny_sft_world(tmp_path_factory.mktemp("mp_world"), traces=30, seed=1)
 
 
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate CLI is not installed in this venv")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
 
@@ -37,20 +36,11 @@ def assert_one_line_error(result, *needles: str) -> str:
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
     """A tiny base and a dataset built from the scripted-teacher corpus with the project's code."""
-    from transformers import AutoTokenizer
-
-    from trainer.chat_template import render
-    from trainer.dataset import DatasetConfig, build_dataset, trace_to_example
-    from trainer.teacher_corpus import generate_corpus
-    from trainer.tiny_model import make_tiny_base
+    from tests.tiny_sft_world import build_tiny_sft_world
 
     root = tmp_path_factory.mktemp("user_world")
-    traces = generate_corpus(n=24, seed=2)
-    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
-    texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in traces)]
-    base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
-    build_dataset(traces, dcfg, AutoTokenizer.from_pretrained(base))
-    return root, base, root / "dataset"
+    base, data = build_tiny_sft_world(root, traces=24, seed=2)
+    return root, base, data
 
 
 def test_run_prints_the_settings_that_matter_then_one_line_when_every_example_exceeds_max_length(tmp_path):
