@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from trainer.teacher_corpus import KINDS, PROMPTS, generate_corpus, write_corpus_jsonl
+from trainer.teacher_corpus import KINDS, NAME_POOLS, PROMPTS, NamePools, generate_corpus, write_corpus_jsonl
 
 EXPECTED_SEQUENCES = {
     "compare": ["Read", "Grep", "Bash", "Bash"],
@@ -19,9 +19,15 @@ EXPECTED_SEQUENCES = {
 }
 
 
+@pytest.fixture(scope="module", params=NAME_POOLS)
+def names(request):
+    """Every property of the teacher holds with either set of names."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def corpus():
-    return generate_corpus(300, seed=0)
+def corpus(names):
+    return generate_corpus(300, seed=0, names=names)
 
 
 def test_deterministic_by_seed():
@@ -30,8 +36,8 @@ def test_deterministic_by_seed():
     assert a != [t.model_dump_json() for t in generate_corpus(40, seed=5)]
 
 
-def test_phrasing_twin_changes_only_the_narration(corpus):
-    twin = generate_corpus(300, seed=0, phrasing_seed=1)
+def test_phrasing_twin_changes_only_the_narration(corpus, names):
+    twin = generate_corpus(300, seed=0, phrasing_seed=1, names=names)
     for a, b in zip(corpus, twin):
         assert (a.trace_id, a.prompt, a.final_response) == (b.trace_id, b.prompt, b.final_response)
         assert [(c.name, c.input, c.output) for c in a.tool_calls] == [(c.name, c.input, c.output) for c in b.tool_calls]
@@ -129,3 +135,33 @@ def test_write_corpus_jsonl(tmp_path):
     lines = path.read_text().splitlines()
     assert len(lines) == 10
     assert Trace.model_validate_json(lines[0]).model_dump() == generate_corpus(10, seed=0)[0].model_dump()
+
+
+def _named_targets(traces) -> list[str]:
+    """What each task is about: the file a fix reads, the database a count queries, the package explored."""
+    out = []
+    for t in traces:
+        first = t.tool_calls[0].input
+        if t.kind in ("compare", "fix_bug", "write_file"):
+            out.append(first["file_path"])
+        elif t.kind in ("explore", "db_question"):
+            out.append(first.get("pattern") or first["command"])
+    return out
+
+
+def test_varied_names_make_held_out_targets_new():
+    """With `varied` names a later prompt almost never names what an earlier one did, so copying
+    from the prompt is the only way to the right arguments; with `fixed` names most repeat."""
+    def repeated(names: str) -> float:
+        targets = _named_targets(generate_corpus(600, seed=0, names=names))
+        train, test = targets[: len(targets) * 4 // 5], targets[len(targets) * 4 // 5:]
+        return sum(t in set(train) for t in test) / len(test)
+
+    assert repeated("fixed") > 0.5
+    assert repeated("varied") < 0.1
+
+
+def test_fixed_names_are_the_default_and_unknown_names_fail():
+    assert generate_corpus(20, seed=3)[5].prompt == generate_corpus(20, seed=3, names="fixed")[5].prompt
+    with pytest.raises(ValueError, match="Unknown names 'exotic'"):
+        NamePools("exotic")

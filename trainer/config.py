@@ -64,6 +64,10 @@ class RunConfig:
     # Demo corpus size when traces = "demo", and the size of the tiny random LLaMA the demo trains
     # (used only when sft.base_model is left at its default).
     demo_traces: int = 300
+    # The demo corpus's names (trainer/teacher_corpus.py NamePools): "fixed", a handful of modules,
+    # tables and databases; "varied", hundreds of each, so held-out prompts name things training
+    # rarely saw and only copying them from the prompt gets the arguments right.
+    demo_names: Literal["fixed", "varied"] = "fixed"
     demo_hidden: int = 128
     demo_layers: int = 2
     demo_heads: int = 4
@@ -103,6 +107,10 @@ class SFTSection:
     gradient_accumulation_steps: int = 4
     max_length: int = 4096
     gradient_checkpointing: bool = True
+    # "auto": bf16 mixed precision on a CUDA GPU that supports it, float32 elsewhere. "bf16" also
+    # on a CPU (torch.autocast): about 2x faster SmolLM2 steps on a CPU with AVX512-BF16 or AMX,
+    # measured in docs/learning.md; slower where the CPU lacks them. "fp32": never.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -626,7 +634,13 @@ def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str
     if not (0 <= sft.lora_dropout < 1):
         raise ConfigError(f"sft.lora_dropout must be in [0, 1), got {sft.lora_dropout}")
     if sft.method == "qlora" and not cuda and not sft.force_4bit:
-        notes.append("No CUDA GPU: training plain LoRA in float32 on CPU (QLoRA needs CUDA).")
+        precision = "bf16 mixed precision" if sft.precision == "bf16" else "float32"
+        notes.append(f"No CUDA GPU: training plain LoRA in {precision} on CPU (QLoRA needs CUDA).")
+    if cuda and sft.precision == "bf16":
+        import torch
+
+        if not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU has no bf16: set sft.precision = \"auto\" (float32 here)")
     if not cuda and sft.gradient_checkpointing and cfg.source("sft.gradient_checkpointing") != "default":
         raise ConfigError("gradient checkpointing is not used on CPU here: set sft.gradient_checkpointing = false")
     if ev.max_new_tokens < 1:

@@ -219,7 +219,7 @@ def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -
     if source == "demo":
         from trainer.teacher_corpus import generate_corpus
 
-        traces = generate_corpus(n=cfg.run.demo_traces, seed=cfg.run.seed)
+        traces = generate_corpus(n=cfg.run.demo_traces, seed=cfg.run.seed, names=cfg.run.demo_names)
     else:
         from capture_daemon import paths
         from capture_daemon.store import TraceStore

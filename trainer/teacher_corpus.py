@@ -74,7 +74,57 @@ TABLES = ["users", "orders", "invoices", "payments", "events", "sessions", "prod
           "subscriptions", "refunds", "shipments", "reviews", "coupons", "carts"]
 SQLITE_DBS = ["data/app.db", "analytics.db", "db/dev.sqlite3", "var/shop.db", "instance/site.db"]
 PG_DBS = ["shop", "analytics", "crm", "warehouse", "billing"]
+SCRIPT_FOLDERS = ["scripts", "tools", "bin", "scripts/maintenance"]
 SCHEMAS = ["db/schema.sql", "schema.sql", "migrations/001_init.sql", "sql/tables.sql", "docs/schema.sql"]
+
+
+class NamePools:
+    """The names a teacher's tasks are made of: modules, files, functions, tables, databases.
+
+    `fixed` is the small hand-written set above (a few values each; the tests' worlds are built on
+    it). `varied` composes a few hundred of each from common software nouns, so a held-out prompt
+    almost always names something the training set used rarely or never: a student can only get
+    the arguments right by copying them from the prompt and earlier results, not by recalling the
+    corpus's favourite names (docs/learning.md §2c).
+    """
+
+    def __init__(self, kind: str = "fixed"):
+        if kind not in NAME_POOLS:
+            raise ValueError(f"Unknown names {kind!r}; choose from {list(NAME_POOLS)}")
+        self.kind = kind
+        if kind == "fixed":
+            self.modules, self.stems, self.funcs, self.args = MODULES, STEMS, FUNCS, ARGS
+            self.tables, self.sqlite_dbs, self.pg_dbs, self.schemas = TABLES, SQLITE_DBS, PG_DBS, SCHEMAS
+            self.script_folders = SCRIPT_FOLDERS
+            return
+        plural = [f"{w}s" for w in _NOUNS]
+        self.modules = _NOUNS + [f"{w}_{s}" for w in _NOUNS for s in ("api", "core", "sync")]
+        self.stems = STEMS + _NOUNS + [f"{w}_{s}" for w in _NOUNS[::5] for s in ("utils", "store", "views")]
+        self.funcs = [f"{v}_{w}" for v in _VERBS for w in _NOUNS]
+        self.args = ARGS + plural
+        self.tables = plural + [f"{a}_{b}s" for a, b in zip(_NOUNS[::3], _NOUNS[1::3])]
+        self.sqlite_dbs = [f"{d}{w}.{ext}" for d in ("", "data/", "db/", "var/", "instance/", "storage/")
+                           for w in _NOUNS for ext in ("db", "sqlite3")]
+        self.script_folders = SCRIPT_FOLDERS + [f"{d}/{w}" for d in ("scripts", "tools", "ops") for w in _NOUNS]
+        self.pg_dbs = _NOUNS + [f"{w}_prod" for w in _NOUNS[::4]]
+        self.schemas = ["schema.sql"] + [f"{d}/{w}.sql" for d in ("db", "sql", "migrations", "docs", "schema")
+                                         for w in ("schema", "tables", "init", "001_init", "ddl") + tuple(_NOUNS)]
+
+
+# Common software nouns and verbs for `varied` names (each noun's plural is the noun + "s").
+_NOUNS = ("account address alert archive asset audit badge batch bucket budget card channel chart checkout claim "
+          "client cluster comment contact contract coupon credit cursor device digest discount domain draft email "
+          "entry feed filter folder form grade group guest image inbox invite issue item job journal label ledger "
+          "lead license link listing member message meter note offer order owner page panel parcel partner patient "
+          "payment payout permit photo plan player policy post price profile project quota quote rating receipt "
+          "record region reminder report request review role route rule sale schedule score seat segment sensor "
+          "shift signal slot stock store survey tag task team tenant ticket token topic track trade trip unit "
+          "upload user vendor visit voucher wallet widget zone").split()
+_VERBS = ("parse load save build merge split check apply resolve compute format normalize validate refresh "
+          "expire sync fetch update render count").split()
+NAME_POOLS = ("fixed", "varied")
+
+
 SCRIPT_TASKS = [
     ("dedupe_emails", "removes duplicate email addresses from a CSV file", "rows"),
     ("rotate_logs", "compresses log files older than seven days", "paths"),
@@ -216,8 +266,9 @@ NARRATION: dict[str, list[list[str]]] = {
 
 
 class _Teacher:
-    def __init__(self, rng: random.Random, phrasing: Optional[random.Random] = None):
+    def __init__(self, rng: random.Random, phrasing: Optional[random.Random] = None, names: str = "fixed"):
         self.rng = rng
+        self.names = NamePools(names)
         # A second teacher: same tasks, tools and answers, its own choice among equivalent phrasings.
         self.phrasing = phrasing
 
@@ -247,10 +298,10 @@ class _Teacher:
     # final answer, reasoning signals); a group is a list of calls issued together.
 
     def compare(self):
-        a, b = self.rng.sample(TABLES, 2)
-        db, schema = self.pick(SQLITE_DBS), self.pick(SCHEMAS)
+        a, b = self.rng.sample(self.names.tables, 2)
+        db, schema = self.pick(self.names.sqlite_dbs), self.pick(self.names.schemas)
         na, nb = self.rng.randint(20, 50000), self.rng.randint(20, 50000)
-        stem, mod = self.pick(STEMS), self.pick(MODULES)
+        stem, mod = self.pick(self.names.stems), self.pick(self.names.modules)
         v = dict(a=a, b=b, db=db, schema=schema)
         schema_text = self.numbered([
             f"CREATE TABLE {a} (", "    id INTEGER PRIMARY KEY,", "    created_at TEXT NOT NULL,", f"    {b[:-1]}_id INTEGER", ");",
@@ -275,7 +326,7 @@ class _Teacher:
         return v, groups, final, dict(pattern="linear", used_database=True, files_read=[schema])
 
     def fix_bug(self):
-        mod, stem, func, arg = self.pick(MODULES), self.pick(STEMS), self.pick(FUNCS), self.pick(ARGS)
+        mod, stem, func, arg = self.pick(self.names.modules), self.pick(self.names.stems), self.pick(self.names.funcs), self.pick(self.names.args)
         path = f"src/{mod}/{stem}.py"
         symptom, body, old, new, why = self.pick(BUGS)
         body, old, new = [line.format(arg=arg) for line in body], old.format(arg=arg), new.format(arg=arg)
@@ -298,7 +349,7 @@ class _Teacher:
         return v, groups, final, dict(pattern="linear", files_read=[path], files_changed=[path])
 
     def investigate(self):
-        mod, stem, func, arg, table = self.pick(MODULES), self.pick(STEMS), self.pick(FUNCS), self.pick(ARGS), self.pick(TABLES)
+        mod, stem, func, arg, table = self.pick(self.names.modules), self.pick(self.names.stems), self.pick(self.names.funcs), self.pick(self.names.args), self.pick(self.names.tables)
         cmd = self.pick(FAIL_COMMANDS).format(stem=stem, mod=mod)
         err_t, pattern_t, why_t = self.pick(FAILURES)
         f = dict(func=func, mod=mod, stem=stem, table=table, arg=arg)
@@ -324,11 +375,11 @@ class _Teacher:
             pattern="exploratory", error_recovery=True, files_read=[found])
 
     def explore(self):
-        mod = self.pick(MODULES)
-        stems = self.rng.sample(STEMS, self.rng.randint(3, 6))
+        mod = self.pick(self.names.modules)
+        stems = self.rng.sample(self.names.stems, self.rng.randint(3, 6))
         files = [f"src/{mod}/__init__.py"] + [f"src/{mod}/{s}.py" for s in stems]
         first, second = files[1], files[2]
-        funcs = self.rng.sample(FUNCS, 2)
+        funcs = self.rng.sample(self.names.funcs, 2)
         groups = [
             [self.call("Glob", {"pattern": f"src/{mod}/**/*.py"}, "\n".join(files))],
             [self.call("Read", {"file_path": first}, self.numbered(self.code(funcs[0], "items", ["    return list(items)"]))),
@@ -344,13 +395,13 @@ class _Teacher:
         return dict(mod=mod), groups, final, dict(pattern="parallel", files_read=[first, second])
 
     def db_question(self):
-        table = self.pick(TABLES)
+        table = self.pick(self.names.tables)
         n = self.rng.randint(0, 250000)
         if self.rng.random() < 0.5:
-            db = self.pick(SQLITE_DBS)
+            db = self.pick(self.names.sqlite_dbs)
             command, where = f'sqlite3 {db} "SELECT COUNT(*) FROM {table};"', db
         else:
-            name = self.pick(PG_DBS)
+            name = self.pick(self.names.pg_dbs)
             db = f"the {name} Postgres database"
             command, where = f'psql -d {name} -At -c "SELECT COUNT(*) FROM {table};"', f"the {name} database"
         groups = [[self.call("Bash", {"command": command, "description": f"Count {table}"}, str(n))]]
@@ -364,7 +415,7 @@ class _Teacher:
 
     def write_file(self):
         name, task, noun = self.pick(SCRIPT_TASKS)
-        folder = self.pick(["scripts", "tools", "bin", "scripts/maintenance"])
+        folder = self.pick(self.names.script_folders)
         path = f"{folder}/{name}.py"
         content = "\n".join([
             '"""' + task[0].upper() + task[1:] + '."""', "", "import argparse", "", "",
@@ -458,7 +509,7 @@ def make_trace(teacher: _Teacher, kind: str, session_id: str, prompt_index: int,
 
 
 def generate_corpus(n: int = 300, seed: int = 0, kinds: Optional[list[str]] = None,
-                    phrasing_seed: Optional[int] = None) -> list[Trace]:
+                    phrasing_seed: Optional[int] = None, names: str = "fixed") -> list[Trace]:
     """`n` traces, deterministic for a seed; kinds cycle in a shuffled order so they stay balanced.
 
     Sessions hold 1 to 3 prompts (same project), each with a unique session id.
@@ -469,7 +520,7 @@ def generate_corpus(n: int = 300, seed: int = 0, kinds: Optional[list[str]] = No
     would write. The indistinguishability tests use it as the "can't tell" reference.
     """
     rng = random.Random(seed)
-    teacher = _Teacher(rng, random.Random(phrasing_seed) if phrasing_seed is not None else None)
+    teacher = _Teacher(rng, random.Random(phrasing_seed) if phrasing_seed is not None else None, names)
     kinds = list(kinds or KINDS)
     unknown = set(kinds) - set(KINDS)
     if unknown:
