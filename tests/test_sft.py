@@ -7,6 +7,7 @@ save_pretrained, and loaded back through the same code path a hub model takes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -286,3 +287,23 @@ def test_latest_checkpoint_skips_one_a_kill_left_half_written(tmp_path):
     (tmp_path / "checkpoint-6" / "trainer_state.json").write_text("")
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_bf16_precision_on_cpu_trains_under_autocast(tiny_world, tmp_path):
+    """sft.precision = "bf16" on a CPU: the Trainer runs bf16 autocast, weights stay float32."""
+    _, base, data = tiny_world
+    setup = build_trainer(_cfg(base, method="lora", precision="bf16"), data, tmp_path / "out", log=lambda _: None)
+    assert setup.trainer.args.bf16
+    setup.trainer.train()
+    losses = [h["loss"] for h in setup.trainer.state.log_history if "loss" in h]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert {p.dtype for p in setup.trainer.model.parameters() if p.requires_grad} == {torch.float32}
+
+
+@pytest.mark.parametrize("precision,cuda,expected", [
+    ("auto", False, False), ("fp32", False, False), ("bf16", False, True), ("fp32", True, False),
+])
+def test_precision_setting(precision, cuda, expected):
+    from trainer.sft import uses_bf16
+
+    assert uses_bf16(precision, cuda) is expected

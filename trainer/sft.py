@@ -88,6 +88,17 @@ def effective_method(cfg: UnderstudyConfig, cuda: bool) -> str:
     return method
 
 
+def uses_bf16(precision: str, cuda: bool) -> bool:
+    """Whether SFT trains in bf16 mixed precision (sft.precision)."""
+    import torch
+
+    if precision == "fp32":
+        return False
+    if precision == "bf16":
+        return not cuda or torch.cuda.is_bf16_supported()
+    return cuda and torch.cuda.is_bf16_supported()
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint. A run killed while saving leaves a checkpoint folder
     with half its files (an empty trainer_state.json): the config written beside each one
@@ -493,7 +504,7 @@ def build_trainer(
         packing=False,
         activation_checkpointing=cuda and s.gradient_checkpointing,
         use_cpu=not cuda,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=uses_bf16(s.precision, cuda),
         save_strategy="steps",
         save_steps=s.save_steps,
         save_total_limit=s.save_total_limit,
