@@ -279,6 +279,18 @@ def test_huge_prompt_is_refused_without_tokenizing_it_whole(server, student, mon
     assert time.monotonic() - t0 < 30
 
 
+def test_counting_matches_the_tokenizer(student):
+    """Prompts are counted through the Rust tokenizer directly (trainer.serve_backends.token_counter),
+    exactly as the transformers call counts them."""
+    backend, _ = student
+    tokenizer = backend.tokenizer if isinstance(backend, TransformersBackend) else backend._tokenizer
+    texts = ["", "plain words", "<|start_header_id|>user<|end_header_id|>\n\nÜnïcödé 🙂\t tabs<|eot_id|>",
+             '<tool_call>{"name": "Bash", "arguments": {"command": "ls -la"}}</tool_call>',
+             build_prompt({"messages": [{"role": "user", "content": "list the files"}]}, ContextSettings())[0]]
+    for text in texts:
+        assert backend._count(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
+
+
 def test_max_tokens_up_to_what_the_context_leaves(client, tools):
     short = client.messages.with_raw_response.create(**dict(first_turn(tools=tools), max_tokens=5))
     msg = short.parse()

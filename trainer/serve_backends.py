@@ -74,6 +74,31 @@ def count_bounded(count: Callable[[str], int], text: str, limit: Optional[int], 
     return count(text) if limit is not None else total
 
 
+def token_counter(tokenizer) -> Callable[[str], int]:
+    """len(tokenizer(text, add_special_tokens=False)["input_ids"]), through the Rust tokenizer
+    itself when the tokenizer has one: the call through transformers' batch encoding cost
+    ~0.4 ms of each request's time to first token on a busy machine, the direct one ~0.05 ms.
+    The two are compared once on a probe with the template's tokens; any difference keeps the
+    transformers call."""
+
+    def slow(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "split_special_tokens", False):
+        return slow
+
+    def fast(text: str) -> int:
+        return len(backend.encode(text, add_special_tokens=False))
+
+    probe = f"{BEGIN_OF_TEXT}{START_HEADER}user<|end_header_id|>\n\n  Ünïcödé 🙂 {TOOL_CALL_OPEN}{{\"a\": 1}}{END_OF_TURN}"
+    try:
+        same = fast(probe) == slow(probe) and fast("") == slow("")
+    except Exception:
+        same = False
+    return fast if same else slow
+
+
 class PrefixCounter:
     """count(prompt, limit) that remembers the counts of the prompt's leading turns.
 
@@ -93,6 +118,8 @@ class PrefixCounter:
         self._count = count
         self.max_entries = max_entries
         self._known: OrderedDict[int, int] = OrderedDict()
+        # Counts of short last turns (the generation prompt, mostly the same few strings).
+        self._last: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
         self.additive: Optional[bool] = None  # decided on first use
 
@@ -149,7 +176,20 @@ class PrefixCounter:
                 self._known.update(counted)
                 while len(self._known) > self.max_entries:
                     self._known.popitem(last=False)
-        return total + self._count(turns[-1])
+        return total + self._count_last(turns[-1])
+
+    def _count_last(self, turn: str) -> int:
+        if len(turn) > 256:
+            return self._count(turn)
+        with self._lock:
+            n = self._last.get(turn)
+        if n is None:
+            n = self._count(turn)
+            with self._lock:
+                self._last[turn] = n
+                while len(self._last) > 64:
+                    self._last.popitem(last=False)
+        return n
 
 
 class TransformersBackend:
@@ -181,10 +221,8 @@ class TransformersBackend:
         # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.lock = threading.Lock()
+        self._count = token_counter(self.tokenizer)
         self._counter = PrefixCounter(lambda text: self._count(text))
-
-    def _count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count(self, prompt: str, limit: Optional[int] = None) -> int:
         return self._counter(prompt, limit)
@@ -305,11 +343,13 @@ class LlamaCppBackend:
         # `trainer export` writes the same tokenizer beside its GGUFs (hf/); counting with it in
         # process saves the HTTP round trip to llama.cpp's /tokenize on every request.
         self._tokenizer = None
+        self._count_text: Optional[Callable[[str], int]] = None
         hf = Path(gguf_path).parent / "hf"
         if (hf / "tokenizer.json").exists():
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(hf)
+            self._count_text = token_counter(self._tokenizer)
         self._counter = PrefixCounter(lambda text: self._count(text))
 
     @staticmethod
@@ -318,8 +358,8 @@ class LlamaCppBackend:
         return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
 
     def _count(self, text: str) -> int:
-        if self._tokenizer is not None:
-            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        if self._count_text is not None:
+            return self._count_text(text)
         # llama.cpp's own tokenizer, through its loopback HTTP endpoint: no lock, no prompt processing.
         import httpx
 
