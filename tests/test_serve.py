@@ -730,6 +730,37 @@ def test_prefix_counter_tokenizes_only_the_new_turns():
     assert counter(long, limit=1000) > 1000
 
 
+def test_prompt_cache_renders_every_request_as_without_it():
+    """serve keeps the compact tools and the rendered system turn between requests
+    (trainer.serve.PromptCache): every prompt must come out byte for byte as rendered whole."""
+    from trainer.serve import PromptCache
+
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "<system-reminder>x</system-reminder>"},
+                                     {"type": "text", "text": "read a.py"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Reading."},
+                                          {"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "a.py"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "print('hi')"}]},
+    ]
+    bodies = [
+        request(),
+        request(tools=None),
+        request(tools=[BASH_TOOL]),
+        request(messages=history),
+        request(messages=history + [{"role": "assistant", "content": "The file"}]),  # prefill
+        request(system="Working directory: /srv/app\nYou are Claude Code."),
+        request(system=[{"type": "text", "text": "You are Claude Code."}],
+                messages=[{"role": "system", "content": "mid-conversation note"}] + history),
+    ]
+    for settings in (ContextSettings(), ContextSettings(context="full"), ContextSettings(tools=["Bash"]),
+                     ContextSettings(dataset=DatasetConfig(system_prompt=""))):
+        cache = PromptCache()
+        for _ in range(2):  # the first fills the cache, the second reads it
+            for body in bodies:
+                assert build_prompt(body, settings, cache=cache) == build_prompt(body, settings)
+        assert cache.splits
+
+
 def test_prefix_counter_counts_whole_when_turns_do_not_add_up():
     """A tokenizer that adds a token to every text it is given (a SentencePiece prefix space,
     say) does not count a prompt as the sum of its turns: every prompt is counted whole."""
