@@ -62,6 +62,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -514,9 +515,15 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
     settings = settings or ServerSettings()
     from contextlib import asynccontextmanager
 
+    _EventStream = _event_stream_class()
+
+    # Generation's own threads: never queued behind other work sent to threads (count_tokens).
+    generators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="serve-generate")
+
     @asynccontextmanager
     async def lifespan(app):
         yield
+        generators.shutdown(wait=False)
         if app.state.http is not None:
             await app.state.http.aclose()
         if app.state.arm_log is not None:
@@ -544,7 +551,10 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
     async def _not_allowed(request, exc):
         return error_response(APIError(405, f"Method not allowed: {request.method} {request.url.path}", "invalid_request_error"))
 
-    app.add_middleware(_Edge, token=settings.token)
+    # Handlers _Edge calls straight for POST to their path (filled in below): the same handler
+    # as the route, without FastAPI's routing and dependency solving on the way to the first token.
+    direct: dict[str, Callable] = {}
+    app.add_middleware(_Edge, token=settings.token, direct=direct)
 
     async def read_json(request: Request) -> tuple[bytes, Any]:
         declared = request.headers.get("content-length")
@@ -689,14 +699,21 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                     cancel.set()  # before the backend chooses another token: usage stays exact
                 loop.call_soon_threadsafe(put, ("text", piece))
 
+            started = threading.Event()
+
             def work():
+                started.set()
                 try:
                     result = backend.generate(prompt, params, cancel, emit)
                     loop.call_soon_threadsafe(put, ("done", result))
                 except Exception as exc:  # reported to the client, never a hung stream
                     loop.call_soon_threadsafe(put, ("error", f"{type(exc).__name__}: {exc}"))
 
-            self.future = loop.run_in_executor(None, work)
+            self.future = loop.run_in_executor(generators, work)
+            # Hand the GIL to the worker now: it runs on to the backend, which releases the GIL
+            # while llama.cpp works, before this thread sends the response head. Otherwise the
+            # worker waited for the event loop to go idle: llama.cpp started ~0.7 ms later.
+            started.wait(0.005)
 
         async def __aiter__(self):
             pending = None
@@ -848,7 +865,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             await generation.close()
             slot.release()
 
-        return StreamingResponse(
+        return _EventStream(
             events(),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", **headers},
@@ -863,6 +880,17 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             return await proxy(request, raw)
         validate_request(body, max_tokens_limit=settings.max_tokens_limit)
         return await student_message(request, body, len(raw))
+
+    async def messages_direct(scope, receive, send):
+        """POST /v1/messages as the route serves it (its exception handler for APIError
+        included), called by _Edge without FastAPI's router and dependency solving."""
+        try:
+            response = await messages(Request(scope, receive))
+        except APIError as exc:
+            response = error_response(exc)
+        await response(scope, receive, send)
+
+    direct["/v1/messages"] = messages_direct
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens(request: Request):
@@ -880,9 +908,10 @@ class _Edge:
     """Pure ASGI middleware (no per-chunk cost on streams): a `request-id` header on every
     response, as the API sends, and the token check on /v1/ in constant time."""
 
-    def __init__(self, app, token: str = ""):
+    def __init__(self, app, token: str = "", direct: Optional[dict] = None):
         self.app = app
         self.token = token.encode()
+        self.direct = direct if direct is not None else {}
 
     def _authorized(self, scope) -> bool:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
@@ -913,7 +942,43 @@ class _Edge:
                                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send_with_id({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send_with_id)
+        handler = self.direct.get(scope["path"]) if scope["method"] == "POST" and not scope.get("root_path") else None
+        await (handler or self.app)(scope, receive, send_with_id)
+
+
+def _event_stream_class():
+    from starlette.responses import StreamingResponse
+
+    class EventStream(StreamingResponse):
+        """Starlette's StreamingResponse less its anyio task group, the costliest step between
+        the handler and the first token: the body streams in the request's own task, and a
+        client that disconnects cancels it, as the task group did."""
+
+        async def __call__(self, scope, receive, send) -> None:
+            task = asyncio.current_task()
+            state = {"streaming": True, "disconnected": False}
+
+            async def listen() -> None:
+                await self.listen_for_disconnect(receive)
+                if state["streaming"]:  # after the last body message, receive() reports a disconnect too
+                    state["disconnected"] = True
+                    task.cancel()
+
+            listener = asyncio.ensure_future(listen())
+            try:
+                await self.stream_response(send)
+            except asyncio.CancelledError:
+                if not state["disconnected"]:
+                    raise
+                if hasattr(task, "uncancel"):  # Python 3.11+: the cancellation was ours, and is handled
+                    task.uncancel()
+            finally:
+                state["streaming"] = False
+                listener.cancel()
+            if self.background is not None:
+                await self.background()
+
+    return EventStream
 
 
 async def _once(data: bytes):
