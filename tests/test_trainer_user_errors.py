@@ -50,12 +50,20 @@ def test_run_prints_the_settings_that_matter_then_one_line_when_every_example_ex
     assert "num_samples" not in line
     head = result.output.splitlines()[:5]
     assert head[0].startswith(f"trainer run → {out}") and "understudy_config.json" in head[0], head
-    assert "demo: 20 built-in scripted-teacher traces" in head[1]
+    assert "demo: 20 built-in scripted-teacher traces (fixed names)" in head[1]
     assert "tiny random LLaMA" in head[2] and "full fine-tuning" in head[3]
     assert "600 steps × batch 4" in head[4] and "lr 0.002" in head[4] and "max_length 40 tokens" in head[4]
     assert "Resolved config" not in result.output  # the full record is a file, or --show-config
     record = json.loads((out / "understudy_config.json").read_text())
     assert json.dumps(record).count("40") >= 1
+
+
+def test_run_names_varied_corpus_and_non_default_precision_in_its_settings(tmp_path):
+    result = _invoke(["run", "--demo", "--out", str(tmp_path / "run"), "--run.demo_traces", "20",
+                      "--run.demo_names", "varied", "--sft.precision", "fp32", "--sft.max_length", "40",
+                      "--run.demo_copy_warmup_steps", "0"])
+    head = result.output.splitlines()[:5]
+    assert "(varied names)" in head[1] and "full fine-tuning, fp32" in head[3], head
 
 
 def test_run_show_config_prints_every_value_with_its_source(tmp_path):

@@ -386,7 +386,7 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
     {run.out}/understudy_config.json (`--show-config` prints it with each value's source)."""
     r, s = cfg.run, cfg.sft
     if r.traces == "demo":
-        traces = f"demo: {r.demo_traces:,} built-in scripted-teacher traces"
+        traces = f"demo: {r.demo_traces:,} built-in scripted-teacher traces ({r.demo_names} names)"
     elif r.traces == "store":
         traces = "store: the capture store's " + ("accepted traces" if cfg.dataset.only_accepted else "traces")
     else:
@@ -400,6 +400,8 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         base = s.base_model
     method = {"full": "full fine-tuning", "lora": f"LoRA r {s.lora_r}",
               "qlora": f"QLoRA r {s.lora_r} (plain LoRA without CUDA)"}[s.method]
+    if s.precision != "auto":
+        method += f", {s.precision}"
     length = f"{s.max_steps} steps" if s.max_steps > 0 else f"{s.num_train_epochs:g} epochs"
     batch = s.per_device_train_batch_size * s.gradient_accumulation_steps
     lines = [
