@@ -313,6 +313,21 @@ def test_client_disconnect_mid_stream_stops_generation(serve):
     assert http.post(url + "/v1/messages", json=request()).json()["content"][0]["text"] == "fine"
 
 
+def test_client_leaving_before_the_first_token_stops_generation(serve):
+    """The stream is served without Starlette's task group (trainer.serve._event_stream_class): a
+    client that leaves while the first token is still being worked on cancels it all the same."""
+    backend = ScriptedBackend(["word "] * 50, delay=0.2)
+    url = serve(backend)
+    with httpx.Client(timeout=10) as client:
+        with client.stream("POST", url + "/v1/messages", json=request(stream=True)) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: message_start"):
+                    break  # gone before any text
+    assert backend.cancelled.wait(5), "generation kept running after the client left"
+    backend.pieces, backend.delay = ["fine"], 0.0
+    assert http.post(url + "/v1/messages", json=request()).json()["content"][0]["text"] == "fine"
+
+
 def test_backend_error_is_reported_not_hung(serve):
     class Broken(ScriptedBackend):
         def generate(self, prompt, params, cancel, emit):
