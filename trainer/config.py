@@ -76,9 +76,12 @@ class RunConfig:
     # then "attend to it and pass it through" (the output row is the input row), which a random
     # tiny model learns far sooner than two unrelated matrices; untied is Llama-3-8B's layout.
     demo_tied_embeddings: bool = False
-    # Steps of copying repeated spans before SFT (trainer/copy_warmup.py): a random model learns
-    # the copy circuit a pretrained base already has, so SFT can spend its steps on the workflow.
+    # Steps of copying before SFT (trainer/copy_warmup.py): a random model learns the copy circuit
+    # a pretrained base already has, so SFT can spend its steps on the workflow. Form "span": a
+    # span and its repeat (the output half of copying); "recall": sub-spans of random windows,
+    # which grows induction heads and stops once it has (demo_copy_warmup_steps is then a ceiling).
     demo_copy_warmup_steps: int = 0
+    demo_copy_warmup_form: Literal["span", "recall"] = "span"
     seed: int = 0
 
 

@@ -2,26 +2,27 @@
 
 A workflow student mostly copies: the path named in the prompt is the path it reads, the table in
 the question is the table it counts, the file a search found is the file it opens next. A
-pretrained base does that from the start (its induction heads: attend to where the current
-token appeared before and write what followed it). A random tiny model does not, and fine-tuning
-on a few thousand workflow examples teaches it the tool *choice* long before it learns to copy:
-it writes the corpus's most frequent path instead of the prompt's (docs/learning.md).
+pretrained base does that from the start (induction heads: attend to where the current token
+appeared before and write what followed it). A random tiny model does not, and fine-tuning on a
+few thousand workflow examples teaches it the tool *choice* long before it learns to copy: it
+writes the corpus's most frequent path instead of the prompt's (docs/learning.md). Two forms
+(`run.demo_copy_warmup_form`), both on rows the workflow is not in:
 
-So `trainer run`'s tiny base first learns to copy, on rows made of a span and its repeat, with the
-loss on the repeat only (predicting it is impossible without copying). Half the spans are cut from
-the run's own training texts, half are uniformly random tokens, so copying is the only way to
-predict them, whatever the token. The repeat always starts one span length later: what this
-teaches is the copy circuit's *output* half (whatever a head attends to is passed through to the
-next-token logits), not where to look. Rows with a random distance between the two copies would
-also teach where to look (an induction head), but that circuit forms much later: 400 steps left
-the loss at 3.4 of 6.0 on a 64-wide model (tests/test_copy_warmup.py measures the fixed form).
-SFT then learns where to look for each argument. Measured on the demo corpus (docs/learning.md):
-300 SFT steps from a warmed-up tiny base reach argument match 0.46 where the same 300 steps from a
-random base reach 0.07. Nothing of the workflow is taught here: no span is aligned with a prompt
-or a call.
+- `span` (the demo's): a 48-token span and its repeat, loss on the repeat, half the spans cut
+  from the run's own training texts, half random tokens. The repeat is always one span length
+  later, so this teaches the copy circuit's output half (whatever a head attends to is passed
+  through to the next-token logits), not where to look; SFT learns where to look for each
+  argument. Measured: 300 SFT steps from it reach argument match 0.46 where a random base
+  reaches 0.07, on names the corpus repeats; on `varied` names it does not help (§2c).
+- `recall`: a window of random tokens, then a sub-span of it from a random place, loss on the
+  sub-span after its first token. Only an induction head predicts that, and one forms abruptly:
+  recall accuracy sits near chance for ~900 steps, then jumps to ~0.97 within fifty (hidden 128
+  or 64, 2 layers). The warm-up checks recall on a fixed probe every `CHECK_EVERY` steps and stops
+  once learned. Measured once on the demo, SFT from this base learned *less* in 600 steps than
+  from the `span` base (docs/learning.md §2c), so it is not the default.
 
     from trainer.copy_warmup import copy_warmup
-    report = copy_warmup(model, tokenizer, texts, steps=600)
+    report = copy_warmup(model, tokenizer, texts, steps=600, form="span")
 """
 
 from __future__ import annotations
@@ -29,27 +30,43 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
-# Rows of 1 + 2 x 48 tokens, 32 to a batch: cheap steps on a CPU.
-SPAN_TOKENS = 48
-BATCH = 32
-LEARNING_RATE = 2e-3
+FORMS = ("span", "recall")
 WARMUP_STEPS = 30
+CHECK_EVERY = 50
+
+# span: rows of 1 + 2 x 48 tokens, 32 to a batch.
+SPAN_TOKENS = 48
+SPAN_BATCH = 32
+SPAN_LEARNING_RATE = 2e-3
+
+# recall: rows of 1 + 48 + 16 tokens, 64 to a batch, lr 3e-3: the setting the induction head was
+# seen to form in (~950 steps at hidden 128, ~850 at hidden 64; 2 layers, 4 heads).
+WINDOW_TOKENS = 48
+RECALL_TOKENS = 16
+RECALL_BATCH = 64
+RECALL_LEARNING_RATE = 3e-3
+# Recall accuracy on the probe at which the circuit counts as learned (chance is 1 / vocabulary).
+DONE_ACCURACY = 0.95
 
 
 @dataclass
 class WarmupReport:
+    form: str
     steps: int
     first_loss: float
     last_loss: float
     seconds: float
+    # recall only: greedy accuracy on the probe before and after.
+    recall_before: Optional[float] = None
+    recall_after: Optional[float] = None
 
 
 def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -> list[list[int]]:
     """A batch of span + span rows, half cut from the corpus stream, half random tokens."""
     rows = []
-    for b in range(BATCH):
+    for b in range(SPAN_BATCH):
         if b % 2 == 0 and len(stream) > SPAN_TOKENS:
             start = rng.randrange(0, len(stream) - SPAN_TOKENS)
             span = list(stream[start:start + SPAN_TOKENS])
@@ -59,40 +76,87 @@ def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -
     return rows
 
 
-def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 0,
-                log: Callable[[str], None] = lambda _: None) -> WarmupReport:
-    """Train `model` in place to copy repeated spans; returns the loss before and after."""
+def recall_batch(vocab: Sequence[int], bos: int, rng: random.Random, rows: int = RECALL_BATCH):
+    """(input ids, labels): random windows, each followed by a sub-span of itself; labels on the
+    sub-span after its first token (which no model can predict)."""
     import torch
 
+    ids, labels = [], []
+    for _ in range(rows):
+        window = [rng.choice(vocab) for _ in range(WINDOW_TOKENS)]
+        start = rng.randrange(0, WINDOW_TOKENS - RECALL_TOKENS)
+        recall = window[start:start + RECALL_TOKENS]
+        ids.append([bos] + window + recall)
+        labels.append([-100] * (2 + WINDOW_TOKENS) + recall[1:])
+    return torch.tensor(ids), torch.tensor(labels)
+
+
+def recall_accuracy(model, ids, labels) -> float:
+    """Greedy accuracy on the labelled positions."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        predicted = model(input_ids=ids).logits[:, :-1].argmax(-1)
+    model.train(was_training)
+    target = labels[:, 1:]
+    scored = target != -100
+    return ((predicted == target) & scored).sum().item() / scored.sum().item()
+
+
+def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 0, form: str = "span",
+                log: Callable[[str], None] = lambda _: None) -> WarmupReport:
+    """Train `model` in place to copy, for `steps` steps (`recall`: at most, it stops once learned)."""
+    import torch
+
+    if form not in FORMS:
+        raise ValueError(f"Unknown copy warm-up form {form!r}; choose from {list(FORMS)}")
     torch.manual_seed(seed)
-    stream: list[int] = []
-    for text in texts:
-        stream += tokenizer(text, add_special_tokens=False)["input_ids"]
     # Random tokens come from the ordinary vocabulary: neither control tokens nor the tool tags.
     special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
     vocab = [i for i in range(len(tokenizer)) if i not in special]
     bos = tokenizer.bos_token_id
+    stream: list[int] = []
+    if form == "span":
+        for text in texts:
+            stream += tokenizer(text, add_special_tokens=False)["input_ids"]
+    probe = recall_batch(vocab, bos, random.Random(seed + 1)) if form == "recall" else None
+    before = accuracy = recall_accuracy(model, *probe) if probe else None
 
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+    lr = SPAN_LEARNING_RATE if form == "span" else RECALL_LEARNING_RATE
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / WARMUP_STEPS))
     rng = random.Random(seed)
     t0 = time.monotonic()
     first = last = float("nan")
-    for step in range(steps):
-        ids = torch.tensor([[bos] + row for row in copy_rows(stream, vocab, rng)])
-        labels = ids.clone()
-        labels[:, : SPAN_TOKENS + 1] = -100  # the first copy cannot be predicted: no loss there
+    step = 0
+    while step < steps:
+        if form == "span":
+            ids = torch.tensor([[bos] + row for row in copy_rows(stream, vocab, rng)])
+            labels = ids.clone()
+            labels[:, : SPAN_TOKENS + 1] = -100  # the first copy cannot be predicted: no loss there
+        else:
+            ids, labels = recall_batch(vocab, bos, rng)
         loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        step += 1
         last = loss.item()
-        if step == 0:
+        if step == 1:
             first = last
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            log(f"  copy warm-up step {step + 1}/{steps} · loss {last:.3f} · {time.monotonic() - t0:.0f}s")
+        if probe and (step % CHECK_EVERY == 0 or step == steps):
+            accuracy = recall_accuracy(model, *probe)
+            log(f"  copy warm-up step {step}/{steps} · loss {last:.3f} · recall {accuracy:.2f} · "
+                f"{time.monotonic() - t0:.0f}s")
+            if accuracy >= DONE_ACCURACY:
+                break
+        elif not probe and (step % 100 == 0 or step == steps):
+            log(f"  copy warm-up step {step}/{steps} · loss {last:.3f} · {time.monotonic() - t0:.0f}s")
     model.eval()
-    return WarmupReport(steps=steps, first_loss=first, last_loss=last, seconds=time.monotonic() - t0)
+    return WarmupReport(form=form, steps=step, first_loss=first, last_loss=last, seconds=time.monotonic() - t0,
+                        recall_before=before, recall_after=accuracy)

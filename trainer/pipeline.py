@@ -264,13 +264,15 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     r = cfg.run
     sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads,
              "tie_word_embeddings": r.demo_tied_embeddings}
-    stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, r.demo_copy_warmup_steps,
-                                           file_digest(traces_path), r.seed), log)
+    warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form)
+    stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, *warmup, file_digest(traces_path), r.seed),
+                  log)
     if stage.up_to_date():
         return out
     stage.start()
     make_tiny_base(out, _training_texts(traces_path, cfg), vocab_size=r.demo_vocab, seed=r.seed,
-                   copy_warmup_steps=r.demo_copy_warmup_steps, log=log, **sizes)
+                   copy_warmup_steps=r.demo_copy_warmup_steps, copy_warmup_form=r.demo_copy_warmup_form,
+                   log=log, **sizes)
     stage.done()
     log(f"[base] tiny random LLaMA {sizes}, vocab {r.demo_vocab} → {out}")
     return out
@@ -393,7 +395,8 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         traces = r.traces
     if s.base_model == TINY_BASE or (r.traces == "demo" and cfg.source("sft.base_model") == "default"):
         tied = ", tied embeddings" if r.demo_tied_embeddings else ""
-        warm = f", {r.demo_copy_warmup_steps}-step copy warm-up" if r.demo_copy_warmup_steps else ""
+        form = "" if r.demo_copy_warmup_form == "span" else f" ({r.demo_copy_warmup_form})"
+        warm = f", {r.demo_copy_warmup_steps}-step copy warm-up{form}" if r.demo_copy_warmup_steps else ""
         base = (f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, "
                 f"vocab {r.demo_vocab}{tied}{warm})")
     else:

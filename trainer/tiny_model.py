@@ -70,13 +70,14 @@ def make_tiny_base(
     corpus_texts: Iterable[str],
     vocab_size: int = 2000,
     copy_warmup_steps: int = 0,
+    copy_warmup_form: str = "span",
     log: Callable[[str], None] = lambda _: None,
     **model_kwargs,
 ) -> Path:
     """Train a tokenizer on `corpus_texts` and save it with a random tiny LLaMA in `out_dir`.
 
-    With `copy_warmup_steps`, the model first learns to copy repeated spans (trainer/copy_warmup.py),
-    what pretraining gives a real base."""
+    With `copy_warmup_steps`, the model first learns to copy (trainer/copy_warmup.py, in
+    `copy_warmup_form`): what pretraining gives a real base."""
     from trainer.tokenizer_tools import train_tiny_tokenizer
 
     texts = list(corpus_texts)
@@ -88,8 +89,14 @@ def make_tiny_base(
         from trainer.copy_warmup import copy_warmup
 
         model = LlamaForCausalLM.from_pretrained(out)
-        report = copy_warmup(model, tokenizer, texts, copy_warmup_steps, seed=model_kwargs.get("seed", 0), log=log)
+        report = copy_warmup(model, tokenizer, texts, copy_warmup_steps, seed=model_kwargs.get("seed", 0),
+                             form=copy_warmup_form, log=log)
         model.save_pretrained(out)
-        log(f"  copy warm-up: {report.steps} steps, loss {report.first_loss:.2f} → {report.last_loss:.3f}, "
-            f"{report.seconds:.0f}s")
+        recall = (f", recall {report.recall_before:.2f} → {report.recall_after:.2f}"
+                  if report.recall_after is not None else "")
+        log(f"  copy warm-up ({report.form}): {report.steps} steps, loss {report.first_loss:.2f} → "
+            f"{report.last_loss:.3f}{recall}, {report.seconds:.0f}s")
+        if report.recall_after is not None and report.recall_after < 0.5:
+            log(f"  note: the copy warm-up ended before the model learned to recall (accuracy "
+                f"{report.recall_after:.2f}); raise run.demo_copy_warmup_steps")
     return out
