@@ -1,0 +1,134 @@
+"""Ablations of the tiny demo recipe over seeds: which setting moves held-out accuracy, with spread.
+
+Each arm is `trainer run --demo` with a few overrides; each seed changes the corpus (the scripted
+teacher's draw), the tokenizer, the model's initial weights and the data order. Every run's held-out
+summary (eval/eval.json) is collected into a table of mean ± sd per arm and metric, written as
+Markdown, and drawn as a plot (mean with each seed's point), so one run of this script is one
+ablation row of docs/learning.md.
+
+    .venv/bin/python benchmarks/ablate_tiny.py --out /tmp/ablate --seeds 0 1 2 \\
+        --arm "no warm-up" run.demo_copy_warmup_steps=0 --arm "span warm-up" \\
+        -- -o sft.max_steps=300 -o eval.max_examples=60
+
+Arms and the shared overrides (after `--`) are `trainer run` overrides. Runs are resumable: a run
+whose stages are up to date is skipped by `trainer run` itself. Run with OMP_NUM_THREADS=1 on a
+busy machine (docs/learning.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+METRICS = ["first_tool_accuracy", "exact_sequence_match", "argument_match", "valid_call_rate"]
+TRAINER = str(Path(sys.executable).with_name("trainer"))
+
+
+def parse(argv: list[str]):
+    shared: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, shared = argv[:cut], argv[cut + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arm", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                   help="an arm: its name, then trainer run overrides (repeatable)")
+    p.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    args = p.parse_args(argv)
+    return args, shared
+
+
+def run_dir(out: Path, arm: str, seed: int) -> Path:
+    return out / f"{arm.replace(' ', '_')}-seed{seed}"
+
+
+def command(out: Path, arm: list[str], seed: int, shared: list[str]) -> list[str]:
+    name, overrides = arm[0], arm[1:]
+    cmd = [TRAINER, "run", "--demo", "--out", str(run_dir(out, name, seed)), "-o", f"run.seed={seed}",
+           "-o", f"sft.seed={seed}"]
+    for o in overrides:
+        cmd += ["-o", o]
+    return cmd + shared
+
+
+def summary(out: Path, arm: str, seed: int) -> dict:
+    return json.loads((run_dir(out, arm, seed) / "eval" / "eval.json").read_text())["summary"]
+
+
+def table(out: Path, arms: list[list[str]], seeds: list[int]) -> tuple[str, dict]:
+    rows, stats = [], {}
+    head = "| arm | " + " | ".join(METRICS) + " |"
+    rows += [head, "| --- |" + " ---: |" * len(METRICS)]
+    for arm in arms:
+        name = arm[0]
+        per_metric = {}
+        for m in METRICS:
+            values = [v for v in (summary(out, name, s)["student"].get(m) for s in seeds) if v is not None]
+            per_metric[m] = values
+        stats[name] = per_metric
+        cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}" if v else "—"
+                 for v in per_metric.values()]
+        rows.append(f"| {name} (n={len(seeds)}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n", stats
+
+
+def plot(stats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.2), sharey=True)
+    for ax, m in zip(axes, METRICS):
+        for i, (name, per_metric) in enumerate(stats.items()):
+            values = per_metric[m]
+            if not values:
+                continue
+            ax.bar(i, statistics.mean(values), color="#9db4d8")
+            ax.scatter([i] * len(values), values, color="#1f3b73", zorder=3, s=14)
+        ax.set_xticks(range(len(stats)), list(stats), rotation=20, ha="right", fontsize=8)
+        ax.set_title(m.replace("_", " "), fontsize=9)
+        ax.set_ylim(0, 1.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> int:
+    args, shared = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arm]
+    running: list[tuple[subprocess.Popen, str]] = []
+    failed: list[str] = []
+
+    def finish_one() -> None:
+        proc, label = running.pop(0)
+        if proc.wait() != 0:
+            failed.append(label)
+
+    for arm, seed in jobs:
+        while len(running) >= args.parallel:
+            finish_one()
+        log = open(run_dir(args.out, arm[0], seed).with_suffix(".log"), "w")
+        label = f"{arm[0]} seed {seed}"
+        print(f"running {label}", flush=True)
+        running.append((subprocess.Popen(command(args.out, arm, seed, shared), stdout=log, stderr=subprocess.STDOUT),
+                        label))
+    while running:
+        finish_one()
+    if failed:
+        print(f"failed: {', '.join(failed)}: see their logs in {args.out}", file=sys.stderr)
+        return 1
+    text, stats = table(args.out, args.arm, args.seeds)
+    (args.out / "ablation.md").write_text(text)
+    plot(stats, args.out / "ablation.png")
+    print(text + f"\n→ {args.out / 'ablation.md'}, {args.out / 'ablation.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
