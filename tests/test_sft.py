@@ -307,3 +307,15 @@ def test_precision_setting(precision, cuda, expected):
     from trainer.sft import uses_bf16
 
     assert uses_bf16(precision, cuda) is expected
+
+
+def test_bf16_on_a_cpu_without_native_bf16_says_so(monkeypatch):
+    from trainer.config import check_config
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    notes = check_config(load_config(overrides=[("sft.precision", "bf16"), ("sft.method", "lora")]), cuda=False)
+    assert any("no native bf16" in n and 'sft.precision = "fp32"' in n for n in notes), notes
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    notes = check_config(load_config(overrides=[("sft.precision", "bf16"), ("sft.method", "lora")]), cuda=False)
+    assert not any("native bf16" in n for n in notes)

@@ -644,6 +644,12 @@ def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str
 
         if not torch.cuda.is_bf16_supported():
             raise ConfigError("this GPU has no bf16: set sft.precision = \"auto\" (float32 here)")
+    if not cuda and sft.precision == "bf16":
+        from trainer.sft import cpu_bf16_is_native
+
+        if not cpu_bf16_is_native():
+            notes.append("This CPU has no native bf16 (AVX512-BF16 or AMX): bf16 autocast may be slower than "
+                         "float32 here; set sft.precision = \"fp32\" if it is.")
     if not cuda and sft.gradient_checkpointing and cfg.source("sft.gradient_checkpointing") != "default":
         raise ConfigError("gradient checkpointing is not used on CPU here: set sft.gradient_checkpointing = false")
     if ev.max_new_tokens < 1:

@@ -99,6 +99,14 @@ def uses_bf16(precision: str, cuda: bool) -> bool:
     return cuda and torch.cuda.is_bf16_supported()
 
 
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast fast."""
+    import torch
+
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     """The newest complete checkpoint. A run killed while saving leaves a checkpoint folder
     with half its files (an empty trainer_state.json): the config written beside each one
