@@ -15,6 +15,7 @@ instead of a preexec_fn, which is unsafe in a process with threads (the test's s
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import select
@@ -43,36 +44,73 @@ class ProtocolError(RuntimeError):
     pass
 
 
+def _dup_above(fd: int, lowest: int) -> int:
+    """A copy of `fd` numbered `lowest` or higher; the original is closed."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD, lowest)
+    os.close(fd)
+    return high
+
+
 class Chromium:
-    def __init__(self, binary: Optional[str] = None, timeout: float = 30.0):
+    def __init__(self, binary: Optional[str] = None, timeout: float = 30.0, startup_timeout: float = 60.0):
         self.binary = binary or find_chromium()
         if not self.binary:
             raise FileNotFoundError("no Chromium on PATH (Debian: apt-get install chromium)")
         self.timeout = timeout
-        self._next_id = 0
-        self._buffer = b""
-        self._events: list[dict] = []
+        self.startup_timeout = startup_timeout
 
     def __enter__(self) -> "Chromium":
+        # A first launch on a fresh machine can stall (font caches, a profile being made); one
+        # relaunch with a fresh profile is cheaper than a red CI run, and a second stall is real.
+        for attempt in (1, 2):
+            self._launch()
+            try:
+                self.send("Browser.getVersion", timeout=self.startup_timeout)
+                return self
+            except (TimeoutError, ProtocolError) as error:
+                log = self._stderr_tail()
+                self._close(kill=True)
+                if attempt == 2:
+                    raise type(error)(f"{error} after {self.startup_timeout:.0f} s, twice; Chromium's stderr:\n{log}") from None
+        raise AssertionError("unreachable")
+
+    def _launch(self) -> None:
+        self._next_id, self._buffer, self._events = 0, b"", []
         self.user_dir = tempfile.mkdtemp(prefix="understudy-chromium-")
         to_child_r, self._write_fd = os.pipe()
         self._read_fd, from_child_w = os.pipe()
+        # The child's ends move to 3 and 4 below; kept at 10 or above they cannot be 3 or 4
+        # themselves, which would make `3<&4 4>&M 4<&-` close the very pipe it just set up.
+        to_child_r, from_child_w = (_dup_above(fd, 10) for fd in (to_child_r, from_child_w))
         script = f'exec "$0" "$@" 3<&{to_child_r} 4>&{from_child_w} {to_child_r}<&- {from_child_w}>&-'
+        self._stderr = open(os.path.join(self.user_dir, "stderr.log"), "wb")
         self.proc = subprocess.Popen(
             ["bash", "-c", script, self.binary, *FLAGS, f"--user-data-dir={self.user_dir}", "about:blank"],
             pass_fds=(to_child_r, from_child_w),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
         )
         os.close(to_child_r)
         os.close(from_child_w)
-        self.send("Browser.getVersion")  # fails fast if the pipe isn't up
-        return self
+
+    def _stderr_tail(self, lines: int = 15) -> str:
+        """Chromium's last words, without the D-Bus complaints every container prints."""
+        try:
+            with open(os.path.join(self.user_dir, "stderr.log"), errors="replace") as f:
+                kept = [line.rstrip() for line in f if "dbus" not in line]
+        except OSError:
+            return "(no stderr log)"
+        return "\n".join(kept[-lines:]) or "(empty)"
 
     def __exit__(self, *exc) -> None:
         try:
             self.send("Browser.close", timeout=5)
         except Exception:
             pass
+        self._close()
+
+    def _close(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -83,6 +121,7 @@ class Chromium:
                 os.close(fd)
             except OSError:
                 pass
+        self._stderr.close()
         shutil.rmtree(self.user_dir, ignore_errors=True)
 
     # -- protocol ------------------------------------------------------------------------------
