@@ -46,5 +46,15 @@ main.add_command(mine.command)
 main.add_command(abtest.command)
 
 
-if __name__ == "__main__":  # `python -m trainer.cli`, and `accelerate launch -m trainer.cli sft ...`
+def entry() -> None:
+    """The `trainer` console command: the stages that train re-execute once with malloc tuned for them."""
+    import sys
+
+    from trainer.allocator import reexec_with_retained_memory
+
+    reexec_with_retained_memory(sys.argv)
     main()
+
+
+if __name__ == "__main__":  # `python -m trainer.cli`, and `accelerate launch -m trainer.cli sft ...`
+    entry()
