@@ -17,6 +17,7 @@ dependencies (torch, transformers) inside functions, so `trainer --help` stays f
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -32,6 +33,9 @@ def main():
     # progress bars would bury them. Set these to 0 to bring the bars back.
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # bitsandbytes warns on every CPU with AVX512-BF16 that an optional 4-bit CPU kernel from the
+    # hub is missing; CPU training here doesn't use 4-bit, and the hub is never asked.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 main.add_command(pipeline.build_dataset_command)
