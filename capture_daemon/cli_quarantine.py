@@ -77,11 +77,13 @@ def retry(names: tuple[str, ...], every: bool) -> None:
     directory, spool = paths.quarantine_dir(), paths.ensure(paths.spool_dir())
     moved = 0
     for name in _chosen(names, every):
+        # The old reason goes first: once the event is back in the spool the daemon may quarantine
+        # it again at once, and the reason it writes then must not be the one deleted here.
+        _unlink(directory / (name + REASON_SUFFIX))
         try:
             os.replace(directory / name, spool / name)
         except FileNotFoundError:
             continue
-        _unlink(directory / (name + REASON_SUFFIX))
         moved += 1
     click.echo(f"{moved} events back in the spool; the running daemon reads them within seconds "
                "(`capture-daemon status` shows any that are quarantined again)")

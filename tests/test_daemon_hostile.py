@@ -351,3 +351,29 @@ def test_a_payload_the_hook_could_not_keep_is_recorded_as_lost_on_its_trace(unde
     assert [c["name"] for c in trace["tool_calls"]] == ["Bash"]
     assert not trace["quality"]["accepted"]
     assert "PostToolUse" in (uhome / "logs" / "hook-errors.log").read_text()
+
+
+def test_retry_keeps_the_reason_of_an_event_the_daemon_quarantines_again_at_once(understudy_home, monkeypatch):
+    """The daemon can read a retried event and set it aside again before `retry` returns: the new
+    reason must survive (it once deleted the old reason after the move, and so the new one)."""
+    from click.testing import CliRunner
+
+    from capture_daemon import cli_quarantine, paths
+    from capture_daemon.spool import REASON_SUFFIX
+
+    quarantine_dir, spool = paths.ensure(paths.quarantine_dir()), paths.ensure(paths.spool_dir())
+    name = "00000000000000000001-0000001-Stop.event"
+    (quarantine_dir / name).write_bytes(b'{"event": "Stop"}')
+    (quarantine_dir / (name + REASON_SUFFIX)).write_text("old reason")
+    real_replace = os.replace
+
+    def replace_then_daemon_requarantines(src, dst):
+        real_replace(src, dst)
+        real_replace(dst, quarantine_dir / name)  # the daemon, fast: straight back, with its reason
+        (quarantine_dir / (name + REASON_SUFFIX)).write_text("new reason")
+
+    monkeypatch.setattr(cli_quarantine.os, "replace", replace_then_daemon_requarantines)
+    result = CliRunner().invoke(cli_quarantine.quarantine, ["retry", "--all"])
+    assert result.exit_code == 0, result.output
+    assert (quarantine_dir / (name + REASON_SUFFIX)).read_text() == "new reason"
+    assert not (spool / name).exists()
