@@ -29,9 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from trainer.allocator import TUNABLES  # noqa: E402  (after the path insert)
+
 ARMS = {
     "default": None,
-    "retain": "TRAINER_TUNABLES",  # filled in from trainer/allocator.py below
+    "retain": TUNABLES,
     "hugetlb": "glibc.malloc.hugetlb=1",
 }
 
@@ -88,8 +90,6 @@ def run_arm(tunables, args) -> dict:
 
 
 def main() -> None:
-    from trainer.allocator import TUNABLES
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=30, help="SmolLM2-135M has 30")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per arm and round (after one warm-up)")
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--arms", default="default,retain,hugetlb")
     args = parser.parse_args()
 
-    arms = {name: (TUNABLES if ARMS[name] == "TRAINER_TUNABLES" else ARMS[name]) for name in args.arms.split(",")}
+    arms = {name: ARMS[name] for name in args.arms.split(",")}
     results: dict[str, list[dict]] = {name: [] for name in arms}
     for round_ in range(args.rounds):
         order = list(arms) if round_ % 2 == 0 else list(reversed(arms))
