@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import click
 
@@ -36,6 +37,9 @@ def main():
     # bitsandbytes warns on every CPU with AVX512-BF16 that an optional 4-bit CPU kernel from the
     # hub is missing; CPU training here doesn't use 4-bit, and the hub is never asked.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # PEFT and TRL still read transformers' old `is_gradient_checkpointing` name; the deprecation
+    # is theirs to act on, and it printed two lines into every LoRA run.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 main.add_command(pipeline.build_dataset_command)

@@ -163,9 +163,10 @@ def load_base_model(base_model: str, four_bit: bool, cuda: bool, tokenizer=None)
         base_model, local_files_only=Path(base_model).expanduser().exists(), **kwargs
     )
     if tokenizer is not None and model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
         # The template's new tokens (<tool_call>, <|eot_id|>, ...) start where the base already
-        # means their text, not at an arbitrary row: see init_added_token_rows.
+        # means their text, not at an arbitrary row: see init_added_token_rows, which sets every
+        # new row (so transformers' mean-and-covariance start, and its note about it, are skipped).
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         base_tokenizer = AutoTokenizer.from_pretrained(base_model, local_files_only=Path(base_model).expanduser().exists())
         init_added_token_rows(model, tokenizer, base_tokenizer)
     if tokenizer is not None:
