@@ -75,6 +75,29 @@ def test_the_tunables_stop_the_page_faults_of_a_training_like_loop():
 
 
 @glibc_only
+def test_release_free_memory_hands_what_the_tunables_kept_back_to_the_kernel():
+    """Under the tunables a freed 256 MB tensor stays in the process; release_free_memory, which
+    `trainer run` calls between stages, returns it, so evaluation does not start on top of it."""
+    code = (
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from trainer.allocator import release_free_memory\n"
+        "def rss():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) // 1024\n"
+        "x = torch.ones(64 * 1024 * 1024)\n"  # 256 MB, every page touched
+        "del x\n"
+        "kept = rss()\n"
+        "assert release_free_memory()\n"
+        "print(kept, rss())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={"PATH": "/usr/bin", "GLIBC_TUNABLES": allocator.TUNABLES},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kept, after = map(int, out.stdout.split())
+    assert kept - after > 200, (kept, after)
+
+
+@glibc_only
 def test_bench_allocator_prints_each_arm_against_the_default():
     """benchmarks/bench_allocator.py runs its arms in fresh processes and prints the table (no speed asserted)."""
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_allocator.py"

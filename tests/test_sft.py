@@ -78,6 +78,26 @@ def test_lora_trains_the_adapter_and_leaves_the_base(tiny_world, tmp_path):
     assert any(line.startswith("  step 2/2 · loss ") for line in lines)
 
 
+@pytest.mark.parametrize("multiple", [0, 64])
+def test_batches_are_padded_to_a_multiple_of_sft_pad_to_multiple_of(tiny_world, tmp_path, multiple):
+    """A few recurring batch shapes (trainer/allocator.py: kept memory is then reused whole);
+    0 pads to the batch's longest example only. Padding is masked out of attention and loss."""
+    _, base, data = tiny_world
+    setup = build_trainer(_cfg(base, method="full", pad_to_multiple_of=multiple), data, tmp_path / "out",
+                          log=lambda _: None)
+    widths = set()
+    for batch in setup.trainer.get_train_dataloader():
+        width = batch["input_ids"].shape[1]
+        longest = int(batch["attention_mask"].sum(1).max())
+        widths.add(width)
+        if multiple:
+            assert width % multiple == 0 and longest <= width < longest + multiple
+        else:
+            assert width == longest
+        assert bool((batch["labels"][batch["attention_mask"] == 0] == -100).all())
+    assert len(widths) > 1 or multiple  # unpadded, the tiny world's batches differ in length
+
+
 def test_qlora_path_loads_nf4_on_cpu_and_trains(tiny_world, tmp_path):
     """sft.force_4bit: the QLoRA path (bitsandbytes NF4 + prepare_model_for_kbit_training) on CPU."""
     import bitsandbytes as bnb

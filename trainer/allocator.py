@@ -11,8 +11,12 @@ peak memory 8.6 GB against 8.2 GB. benchmarks/bench_allocator.py repeats the com
 
 The thresholds can only be set before the process starts (GLIBC_TUNABLES is read by the dynamic
 loader), so the `trainer` command re-executes itself once with them for the stages that train or
-generate. The price is that the process keeps its peak memory until it exits, which for a batch job
-is what it would reach anyway. Nothing changes when the C library is not glibc, when the user has
+generate. The price is memory: freed blocks stay in the process, and blocks of a new size each step
+fragment them, so a run's memory climbs (SmolLM2's preset reached 17 GB and was killed for memory
+on a 23 GB machine). Two things keep it bounded: SFT pads each batch to a multiple of
+`sft.pad_to_multiple_of` tokens, so a few shapes recur and their blocks are reused whole, and
+`trainer run` hands the free memory back between stages (release_free_memory), so evaluation does
+not start on top of what training kept. Nothing changes when the C library is not glibc, when the user has
 set GLIBC_TUNABLES themselves, or with UNDERSTUDY_SYSTEM_MALLOC=1.
 """
 
@@ -55,3 +59,19 @@ def reexec_with_retained_memory(argv: Sequence[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, "-m", "trainer.cli", *argv[1:]], environ)
+
+
+def release_free_memory() -> bool:
+    """Return malloc's free memory to the kernel now (glibc's malloc_trim); False where there is
+    no glibc. Called between stages: the retained blocks fit the stage that made them, not the next."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+    import gc
+
+    gc.collect()  # tensors held only by reference cycles (a finished Trainer) are freed first
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import click
 
+from trainer.allocator import release_free_memory
 from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, check_config, resolve_cli_config
 
 STAGE_FILE = "stage.json"
@@ -378,8 +379,10 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     sft_dir = _dir(cfg, "sft.output_dir", out / "sft")
     cfg.sft.data_dir, cfg.sft.output_dir = str(data_dir), str(sft_dir)
     model_dir, sft_fp = stage_sft(cfg, data_dir, data_fp, sft_dir, log)
+    release_free_memory()  # what training kept between its steps, before evaluation loads the model
     eval_dir = _dir(cfg, "eval.output_dir", out / "eval")
     report = stage_eval(cfg, model_dir, data_dir, sft_fp, eval_dir, log)
+    release_free_memory()
     # Past SFT, when enabled: discriminator → mine → rl → ab-test (trainer/post_sft.py).
     from trainer.post_sft import run_after_eval
 

@@ -509,6 +509,7 @@ def build_trainer(
         per_device_eval_batch_size=s.per_device_train_batch_size,
         gradient_accumulation_steps=s.gradient_accumulation_steps,
         max_length=s.max_length,
+        pad_to_multiple_of=s.pad_to_multiple_of or None,
         assistant_only_loss=True,
         packing=False,
         activation_checkpointing=cuda and s.gradient_checkpointing,
