@@ -40,6 +40,9 @@ def main():
     # PEFT and TRL still read transformers' old `is_gradient_checkpointing` name; the deprecation
     # is theirs to act on, and it printed two lines into every LoRA run.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # PEFT saving the resized embeddings with the adapter is what the template's new tokens need;
+    # it said so on every checkpoint.
+    warnings.filterwarnings("ignore", message=".*save_embedding_layers.*", category=UserWarning)
 
 
 main.add_command(pipeline.build_dataset_command)

@@ -119,6 +119,7 @@ def train_discriminator(
     learning_rate: float = 1e-4,
     batch_size: int = 8,
     max_length: int = 1024,
+    pad_to_multiple_of: int = 128,
     method: str = "full",
     seed: int = 0,
     log: Callable[[str], None] = click.echo,
@@ -148,6 +149,8 @@ def train_discriminator(
         learning_rate=learning_rate,
         per_device_train_batch_size=batch_size,
         max_length=max_length,
+        # A few recurring batch shapes keep the memory trainer retains reusable (trainer/allocator.py).
+        pad_to_multiple_of=pad_to_multiple_of or None,
         use_cpu=not cuda,
         # Recomputing activations saves GPU memory; on CPU it only costs time (TRL defaults it on).
         activation_checkpointing=cuda,
@@ -224,5 +227,6 @@ def train_discriminator_for(cfg: UnderstudyConfig, student_model: str, data_dir:
         teacher_texts, student_texts, resolve_init(cfg, student_model), out_dir,
         max_steps=r.discriminator_max_steps, learning_rate=r.discriminator_learning_rate,
         batch_size=r.discriminator_batch_size, max_length=r.discriminator_max_length,
+        pad_to_multiple_of=cfg.sft.pad_to_multiple_of,
         method=r.discriminator_method, seed=cfg.run.seed, log=log, extra_info={"student": str(student_model)},
     )

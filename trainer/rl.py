@@ -365,6 +365,7 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         gradient_accumulation_steps=rl.gradient_accumulation_steps,
         num_generations=rl.num_generations,
         max_completion_length=rl.max_completion_length,
+        pad_to_multiple_of=cfg.sft.pad_to_multiple_of or None,  # recurring shapes: trainer/allocator.py
         temperature=rl.temperature,
         beta=rl.beta,
         use_cpu=not cuda,

@@ -225,6 +225,7 @@ def continue_sft(cfg: UnderstudyConfig, model_path: Path, examples: list[dict[st
         per_device_train_batch_size=rl.sc_batch_size,
         gradient_accumulation_steps=1,
         max_length=cfg.sft.max_length,
+        pad_to_multiple_of=cfg.sft.pad_to_multiple_of or None,  # recurring shapes: trainer/allocator.py
         completion_only_loss=True,
         assistant_only_loss=False,
         packing=False,
