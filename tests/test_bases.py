@@ -45,6 +45,17 @@ def test_smollm2_is_converted_once_and_loads_as_llama(smollm2):
     assert resolve_base(SMOLLM2_135M, cache, again.append) == str(path) and again == []  # cached
 
 
+def test_smollm2_prompts_end_on_the_tokens_training_saw(smollm2):
+    """SmolLM2's GPT-2-style pre-tokenizer is the one that split "\\n\\n" differently at a prompt's
+    end than inside training text (trainer/chat_template.py)."""
+    from transformers import AutoTokenizer
+
+    from tests.test_chat_template import assert_prompts_end_on_training_tokens
+
+    path, _, _ = smollm2
+    assert_prompts_end_on_training_tokens(AutoTokenizer.from_pretrained(path))
+
+
 @pytest.mark.timeout(900)
 def test_sft_trains_lora_on_smollm2_through_the_project_template(smollm2, tmp_path):
     from trainer.chat_template import END_OF_TURN, TOOL_CALL_OPEN

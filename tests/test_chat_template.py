@@ -25,7 +25,7 @@ from trainer.dataset import DatasetConfig, trace_to_example
 from trainer.teacher_corpus import TOOLS_OFFERED, generate_corpus
 from trainer.tokenizer_tools import train_tiny_tokenizer
 
-ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n\n"
+ASSISTANT_HEADER = "<|start_header_id|>assistant<|end_header_id|>\n"
 TOOLS = compact_tools(TOOLS_OFFERED)
 
 
@@ -93,6 +93,29 @@ def test_renders_tools_parallel_calls_and_tool_results():
     assert "<|start_header_id|>tool<|end_header_id|>\n\nError: file is locked<|eot_id|>" in text
     assert text.endswith("Ünïcode stays as is.<|eot_id|>")
     assert render(MESSAGES, TOOLS, add_generation_prompt=True) == render(MESSAGES, TOOLS) + GENERATION_PROMPT
+
+
+def assert_prompts_end_on_training_tokens(tokenizer) -> None:
+    """The student's prompt must end on the very tokens training put there: each assistant turn's
+    generation prompt, tokenized alone, is a prefix of the conversation tokenized with that turn.
+    (With a "\n\n" header a GPT-2-style tokenizer ended prompts on one token "\n\n" but split
+    training's "\n\nLet" as "\n", "\n", "Let": SmolLM2's first tool fell from 0.938 to 0.375.)"""
+    apply_chat_template(tokenizer)
+    turns = [i for i, m in enumerate(MESSAGES) if m["role"] == "assistant"]
+    openings = ["Let me look.", " leading space", "1. a list", "`code` first", "Ünïcode", "", "\tTab"]
+    for i in turns:
+        for opening in openings:
+            turn = dict(MESSAGES[i], content=opening)
+            prompt = render(MESSAGES[:i], TOOLS, add_generation_prompt=True)
+            whole = render(MESSAGES[:i] + [turn], TOOLS)
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            whole_ids = tokenizer(whole, add_special_tokens=False)["input_ids"]
+            assert whole_ids[: len(ids)] == ids, (opening, tokenizer.convert_ids_to_tokens(ids[-3:]),
+                                                  tokenizer.convert_ids_to_tokens(whole_ids[len(ids) - 3 : len(ids) + 2]))
+
+
+def test_prompts_end_on_the_tokens_training_saw(tiny_tokenizer):
+    assert_prompts_end_on_training_tokens(tiny_tokenizer)
 
 
 def test_render_without_tools_or_system():

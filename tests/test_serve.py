@@ -446,7 +446,7 @@ def test_long_tool_results_are_trimmed_like_the_dataset():
 def test_prefill_continues_the_assistant_turn():
     body = request(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure,"}])
     prompt, _ = build_prompt(body, ContextSettings())
-    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\n\nSure,")
+    assert prompt.endswith("<|start_header_id|>assistant<|end_header_id|>\nSure,")
 
 
 def test_assembler_streams_only_safe_narration():

@@ -16,12 +16,10 @@ What a conversation looks like (LLaMA-3 special tokens):
     {"name": "Read", "description": "...", "parameters": {...}}<|eot_id|><|start_header_id|>user<|end_header_id|>
 
     {prompt}<|eot_id|><|start_header_id|>assistant<|end_header_id|>
-
     First I'll read the schema.
     <tool_call>{"name": "Read", "arguments": {"file_path": "db/schema.sql"}}</tool_call><|eot_id|><|start_header_id|>tool<|end_header_id|>
 
     {result}<|eot_id|><|start_header_id|>assistant<|end_header_id|>
-
     {final answer}<|eot_id|>
 
 Portability rules the template keeps, so llama.cpp's Jinja engine renders it exactly as
@@ -30,6 +28,13 @@ trim_blocks/lstrip_blocks), the only filter is `tojson`, and tool-call arguments
 JSON string and printed verbatim (a dict, as some callers send, goes through `tojson`). Assistant
 content plus its closing `<|eot_id|>` sit inside `{% generation %}` so the loss mask teaches the
 model to stop; the assistant header is outside, because at inference the prompt supplies it.
+
+The assistant header ends in one newline, not Llama 3's two, so that the prompt the student is
+given ends on the same token it saw there in training. A GPT-2-style pre-tokenizer (SmolLM2's)
+splits "\n\nLet" as "\n", "\n", "Let", but a prompt ending in "\n\n" as the one token "\n\n",
+which no training example had before an assistant turn: the same SmolLM2 student scored first tool
+0.375 prompted that way and 0.938 prompted with the tokens of training (docs/learning.md §3). One
+newline is one token whatever follows it, with every tokenizer here (test_chat_template.py).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "files and run commands, explain briefly what you are doing, then answer the user."
 )
 
-CHAT_TEMPLATE = r"""{#- understudy chat template v1: see trainer/chat_template.py -#}
+CHAT_TEMPLATE = r"""{#- understudy chat template v2: see trainer/chat_template.py -#}
 {{- '<|begin_of_text|>' -}}
 {%- if messages and messages[0].role == 'system' -%}
   {%- set system_message = messages[0].content if messages[0].content is string else '' -%}
@@ -93,7 +98,7 @@ CHAT_TEMPLATE = r"""{#- understudy chat template v1: see trainer/chat_template.p
 {%- for message in loop_messages -%}
   {%- set content = message.content if message.content is string else '' -%}
   {%- if message.role == 'assistant' -%}
-    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n' -}}
     {%- generation -%}
       {{- content -}}
       {%- if message.tool_calls -%}
@@ -118,11 +123,11 @@ CHAT_TEMPLATE = r"""{#- understudy chat template v1: see trainer/chat_template.p
   {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}
-  {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+  {{- '<|start_header_id|>assistant<|end_header_id|>\n' -}}
 {%- endif -%}
 """
 
-GENERATION_PROMPT = f"{START_HEADER}assistant{END_HEADER}\n\n"
+GENERATION_PROMPT = f"{START_HEADER}assistant{END_HEADER}\n"
 
 
 def dump_arguments(arguments: Any) -> str:

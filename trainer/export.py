@@ -336,7 +336,7 @@ def ollama_template() -> str:
         "{{- range $i, $m := .Messages }}",
         '{{- if eq $m.Role "system" }}',
         '{{- else if eq $m.Role "assistant" }}',
-        '{{- "<|start_header_id|>assistant<|end_header_id|>\\n\\n" }}{{- $m.Content }}',
+        '{{- "<|start_header_id|>assistant<|end_header_id|>\\n" }}{{- $m.Content }}',
         "{{- range $j, $c := $m.ToolCalls }}",
         '{{- if or $m.Content $j }}{{- "\\n" }}{{- end }}',
         '{{- "<tool_call>{\\"name\\": " }}{{- json $c.Function.Name }}'
@@ -347,7 +347,7 @@ def ollama_template() -> str:
         '{{- "<|start_header_id|>" }}{{- $m.Role }}{{- "<|end_header_id|>\\n\\n" }}{{- $m.Content }}{{- "<|eot_id|>" }}',
         "{{- end }}",
         "{{- end }}",
-        '{{- "<|start_header_id|>assistant<|end_header_id|>\\n\\n" }}',
+        '{{- "<|start_header_id|>assistant<|end_header_id|>\\n" }}',
     ]
     return "\n".join(lines)
 
