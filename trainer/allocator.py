@@ -37,12 +37,16 @@ HEAVY_COMMANDS = frozenset({"run", "sft", "rl", "eval", "mine", "reward", "ab-te
 OPT_OUT = "UNDERSTUDY_SYSTEM_MALLOC"
 
 
+def _is_glibc() -> bool:
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
 def retained_memory_env(argv: Sequence[str], environ: Optional[dict] = None) -> Optional[dict]:
     """The environment to re-execute `argv` with, or None when this process should run as it is."""
     environ = dict(os.environ if environ is None else environ)
     if environ.get(OPT_OUT) or "GLIBC_TUNABLES" in environ:
         return None  # opted out, the user's own tunables, or already re-executed
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return None
     command = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
     if command not in HEAVY_COMMANDS:
@@ -64,7 +68,7 @@ def reexec_with_retained_memory(argv: Sequence[str]) -> None:
 def release_free_memory() -> bool:
     """Return malloc's free memory to the kernel now (glibc's malloc_trim); False where there is
     no glibc. Called between stages: the retained blocks fit the stage that made them, not the next."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+    if not _is_glibc():
         return False
     import ctypes
     import gc
