@@ -25,6 +25,7 @@ from trainer.evaluate import (
     tool_schemas,
 )
 from trainer.teacher_corpus import generate_corpus
+from tests.student_world import student_world  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,27 @@ def test_eval_cli_without_a_dataset_says_what_to_run(tmp_path):
     assert result.exit_code == 1
     assert f"no test split at {tmp_path / 'nothing' / 'test.jsonl'}: run `trainer build-dataset`" in result.output
     assert "Traceback" not in result.output
+
+
+def test_turns_cut_at_max_new_tokens_are_counted_and_reported(student_world, tmp_path):
+    """A call cut at eval.max_new_tokens scores as invalid; the report must say the cap did it."""
+    from trainer.config import load_config
+    from trainer.evaluate import evaluate
+
+    def run(max_new_tokens):
+        cfg = load_config(overrides=[
+            ("eval.max_new_tokens", max_new_tokens), ("eval.max_examples", 4), ("eval.baselines", []),
+            ("eval.max_turns", 2),
+        ])
+        lines: list[str] = []
+        report = evaluate(cfg, student_world.sft_model, student_world.data_dir, tmp_path / str(max_new_tokens),
+                          log=lines.append, print_table=False)
+        students = [e["student"] for e in report["examples"]]
+        return sum(s["cut_turns"] for s in students), sum(s["turns"] for s in students), lines
+
+    cut, turns, lines = run(3)  # every turn the student writes is longer than three tokens
+    assert turns >= 4 and cut == turns
+    assert any(f"{cut} of the student's {turns} turns ran into eval.max_new_tokens = 3" in line for line in lines)
+    cut, turns, lines = run(256)
+    assert cut < turns
+    assert any("ran into eval.max_new_tokens" in line for line in lines) == (cut > 0)

@@ -193,6 +193,8 @@ class Episode:
     calls_per_step: list[list[dict[str, Any]]] = field(default_factory=list)
     answer: Optional[str] = None
     raw: list[str] = field(default_factory=list)
+    # Turns that ran into max_new_tokens before their end-of-turn token: a call cut there is invalid.
+    cut_turns: int = 0
 
     @property
     def sequence(self) -> list[str]:
@@ -232,6 +234,8 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
         self.temperature = temperature
+        # Which of the last generate() call's turns stopped at max_new_tokens, not at a stop token.
+        self.last_cut: list[bool] = []
 
     def generate(self, conversations: list[tuple[list[dict[str, Any]], Any]]) -> list[str]:
         """One assistant turn for each (messages, tools), generated as one left-padded batch."""
@@ -259,6 +263,8 @@ class ModelPolicy:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new = out[:, batch["input_ids"].shape[1] :]
+        stops = torch.tensor(self.stop_ids, device=new.device)
+        self.last_cut = [not bool(torch.isin(ids, stops).any()) and ids.shape[0] >= self.max_new_tokens for ids in new]
         return [self.tokenizer.decode(ids, skip_special_tokens=False).split(self.end)[0] for ids in new]
 
     def run_batch(self, rows: list[dict[str, Any]]) -> list[Episode]:
@@ -273,9 +279,12 @@ class ModelPolicy:
         while active and t < self.max_turns:
             texts = self.generate([(histories[i], rows[i].get("tools")) for i in active])
             still = []
-            for i, text in zip(active, texts):
+            cut = getattr(self, "last_cut", [])
+            cut = cut if len(cut) == len(texts) else [False] * len(texts)
+            for i, text, was_cut in zip(active, texts, cut):
                 ep = episodes[i]
                 ep.raw.append(text)
+                ep.cut_turns += was_cut
                 parsed = parse_assistant_output(text)
                 calls = [
                     {"name": call_name(c), "arguments": c.arguments if isinstance(c.arguments, dict) else {}, "valid_json": c.valid_json}
@@ -352,6 +361,8 @@ def score_episode(ep: Episode, row: dict[str, Any]) -> dict[str, Any]:
     if ep.raw:  # a system that generated text: did it answer, and how close to the teacher?
         result["answer_similarity"] = answer_similarity(ep.answer or "", teacher_answer(row["messages"]))
         result["answered_rate"] = float(ep.answer is not None)
+        result["turns"] = len(ep.raw)
+        result["cut_turns"] = ep.cut_turns
     return result
 
 
@@ -452,6 +463,11 @@ def evaluate(
                 scored[name].append(s)
                 per_example[start + j][name] = {**s, "answer": ep.answer, "raw": ep.raw}
         log(f"  {name}: {len(rows)} examples done")
+        cut = sum(s.get("cut_turns", 0) for s in scored[name])
+        if cut and name == "student":
+            turns = sum(s.get("turns", 0) for s in scored[name])
+            log(f"  warning: {cut} of the student's {turns} turns ran into eval.max_new_tokens = {ev.max_new_tokens} "
+                "(a call cut there counts as invalid): raise eval.max_new_tokens")
     summary = {name: aggregate(vals) for name, vals in scored.items()}
     report = {
         "model": str(model_path),

@@ -115,7 +115,9 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     "sft.logging_steps": 10,
     "eval.batch_size": 16,
     "eval.max_examples": 32,
-    "eval.max_new_tokens": 192,
+    # The teacher's longest turns (Write calls) come to ~210 SmolLM2 tokens: 192 cut them mid-call,
+    # and a cut call counts as invalid (tests/test_bases.py checks the preset's corpus fits).
+    "eval.max_new_tokens": 256,
 }
 # sft.base_model = "tiny": a random tiny LLaMA and a BPE tokenizer trained on the run's own traces
 # (run.demo_hidden, demo_layers, demo_heads, demo_vocab, demo_tied_embeddings size it).
