@@ -110,8 +110,12 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     # ~880 SmolLM2 tokens per example; bf16 autocast steps ran ~2x faster than float32 on this CPU
     # (AVX512-BF16; `trainer run` says so when the CPU lacks it).
     "sft.precision": "bf16",
-    "sft.max_steps": 90,
-    "sft.per_device_train_batch_size": 2,
+    # 150 steps (1.3 epochs): seed 0's held-out exact sequence 0.688 at 90 steps, 1.000 at 150
+    # (docs/learning.md §3). One example per forward, two accumulated: the same batch of 2 with
+    # ~9% fewer padding tokens computed (examples run 710-1,360 tokens).
+    "sft.max_steps": 150,
+    "sft.per_device_train_batch_size": 1,
+    "sft.gradient_accumulation_steps": 2,
     "sft.logging_steps": 10,
     "eval.batch_size": 16,
     "eval.max_examples": 32,
