@@ -97,13 +97,15 @@ def test_smollm2_preset_names_the_offline_base():
     assert cfg.source("sft.base_model") == "preset"
 
 
-def test_smollm2_preset_evaluates_with_room_for_the_teachers_longest_turn(smollm2):
-    """eval.max_new_tokens cuts a turn off mid-call, and a cut call scores as invalid: the preset's
-    cap must hold every turn its own corpus's teacher wrote, in SmolLM2's tokens (192 did not: the
-    Write turns reach 211, and seed 1's held-out Write calls all scored invalid)."""
+def test_smollm2_preset_shows_whole_reads_and_evaluates_with_room_for_the_longest_turn(smollm2):
+    """In SmolLM2's tokens, over the preset's own corpus (two seeds):
+    - dataset.max_tool_result_tokens keeps every tool result whole: 96 cut the middle out of Reads,
+      among them the line the next Edit copies, which the student then could only guess;
+    - eval.max_new_tokens holds every turn the teacher wrote: a turn cut mid-call scores as invalid
+      (192 did not: the Write turns reach 211, and seed 1's held-out Write calls all scored invalid)."""
     from transformers import AutoTokenizer
 
-    from trainer.chat_template import apply_chat_template, render
+    from trainer.chat_template import apply_chat_template, count_tokens, render
     from trainer.dataset import DatasetConfig, trace_to_example
     from trainer.pipeline import PRESETS
     from trainer.teacher_corpus import generate_corpus
@@ -111,15 +113,17 @@ def test_smollm2_preset_evaluates_with_room_for_the_teachers_longest_turn(smollm
     cfg = load_config(preset=PRESETS["smollm2-demo"])
     tok = AutoTokenizer.from_pretrained(smollm2[0])
     apply_chat_template(tok)
-    longest = 0
+    longest = longest_result = 0
     for seed in (0, 1):
         for trace in generate_corpus(cfg.run.demo_traces, seed=seed, names=cfg.run.demo_names):
-            ex = trace_to_example(trace, DatasetConfig())
+            ex = trace_to_example(trace, DatasetConfig(max_tool_result_tokens=0))
             msgs = ex["messages"]
             for i, m in enumerate(msgs):
+                if m["role"] == "tool":
+                    longest_result = max(longest_result, count_tokens(m["content"], tok))
                 if m["role"] == "assistant":
                     prompt = len(tok(render(msgs[:i], ex["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
                     whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
                     longest = max(longest, whole - prompt)
-    assert longest > 192
-    assert cfg.eval.max_new_tokens >= longest
+    assert longest_result > 96 and cfg.dataset.max_tool_result_tokens >= longest_result
+    assert longest > 192 and cfg.eval.max_new_tokens >= longest
