@@ -207,6 +207,10 @@ class ModelPolicy:
     Greedy by default; with `temperature` > 0 each turn is sampled (seed torch for repeatable draws).
     """
 
+    # Which of the last generate() call's turns stopped at max_new_tokens, not at a stop token
+    # (reassigned by each call; a generate() that does not set it reports no cut turns).
+    last_cut: list[bool] = []
+
     def __init__(self, model_path: str, max_new_tokens: int = 256, max_turns: int = 16, base: bool = False,
                  temperature: float = 0.0):
         import torch
@@ -234,8 +238,6 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
         self.temperature = temperature
-        # Which of the last generate() call's turns stopped at max_new_tokens, not at a stop token.
-        self.last_cut: list[bool] = []
 
     def generate(self, conversations: list[tuple[list[dict[str, Any]], Any]]) -> list[str]:
         """One assistant turn for each (messages, tools), generated as one left-padded batch."""
@@ -279,8 +281,7 @@ class ModelPolicy:
         while active and t < self.max_turns:
             texts = self.generate([(histories[i], rows[i].get("tools")) for i in active])
             still = []
-            cut = getattr(self, "last_cut", [])
-            cut = cut if len(cut) == len(texts) else [False] * len(texts)
+            cut = self.last_cut if len(self.last_cut) == len(texts) else [False] * len(texts)
             for i, text, was_cut in zip(active, texts, cut):
                 ep = episodes[i]
                 ep.raw.append(text)
