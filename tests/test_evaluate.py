@@ -180,3 +180,33 @@ def test_turns_cut_at_max_new_tokens_are_counted_and_reported(student_world, tmp
     cut, turns, lines = run(256)
     assert cut < turns
     assert any("ran into eval.max_new_tokens" in line for line in lines) == (cut > 0)
+
+
+def test_the_shared_prefix_changes_no_step_of_the_students_workflows(student_world):
+    """trainer eval prefills each project's system turn and tools once (trainer/shared_prefix.py):
+    every turn the student writes must be what plain left-padded batches gave, word for word."""
+    rows = [json.loads(line) for line in (student_world.data_dir / "test.jsonl").read_text().splitlines()[:8]]
+    shared = ModelPolicy(str(student_world.sft_model), max_new_tokens=96, max_turns=4)
+    plain = ModelPolicy(str(student_world.sft_model), max_new_tokens=96, max_turns=4)
+    plain.generator.min_prefix = 10**9  # nothing cached: all padding in front, as before
+
+    ours, theirs = shared.run_batch(rows), plain.run_batch(rows)
+    projects = {r["messages"][0]["content"] for r in rows}
+    assert shared.generator.prefills == len(projects) and plain.generator.prefills == 0
+    assert [e.raw for e in ours] == [e.raw for e in theirs]
+    assert sum(len(e.raw) for e in ours) > len(rows), "several turns per workflow were compared"
+
+
+def test_a_sampled_twin_shares_the_loaded_student_and_leaves_the_greedy_one_greedy(student_world):
+    import torch
+
+    greedy = ModelPolicy(str(student_world.sft_model), max_new_tokens=24, max_turns=1)
+    sampled = greedy.sampling(1.0)
+    assert sampled.model is greedy.model and sampled.generator is greedy.generator and greedy.temperature == 0.0
+    rows = [json.loads(line) for line in (student_world.data_dir / "test.jsonl").read_text().splitlines()[:4]]
+    conversations = [(r["messages"][:2], r["tools"]) for r in rows]
+    first = greedy.generate(conversations)
+    torch.manual_seed(0)
+    draws = [sampled.generate(conversations) for _ in range(3)]
+    assert greedy.generate(conversations) == first
+    assert any(d != first for d in draws), "three draws at temperature 1 all equal to greedy: not sampled"

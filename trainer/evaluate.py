@@ -30,6 +30,7 @@ Writes eval.json (summary and per-example detail) and eval.md (the table printed
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -42,6 +43,7 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config
+from trainer.shared_prefix import SharedPrefixGenerator
 from trainer.tool_context import is_signature, signature_to_schema
 
 METRICS = [
@@ -238,36 +240,63 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
         self.temperature = temperature
+        # The system turn and tools, the same for every turn of a project's workflows, are prefilled once.
+        self.generator = SharedPrefixGenerator(self.model, self.tokenizer.pad_token_id)
+        self._system_ids: dict[str, list[int]] = {}
+
+    def sampling(self, temperature: float) -> "ModelPolicy":
+        """The same student, sampled at `temperature`: model, tokenizer and prefix cache shared, not loaded again."""
+        other = copy.copy(self)
+        other.temperature = temperature
+        return other
 
     def generate(self, conversations: list[tuple[list[dict[str, Any]], Any]]) -> list[str]:
-        """One assistant turn for each (messages, tools), generated as one left-padded batch."""
+        """One assistant turn for each (messages, tools), generated as one batch whose system turns
+        and tool lists come from a cache (trainer/shared_prefix.py)."""
         import torch
 
-        prompts = [
-            self.tokenizer.apply_chat_template(
-                messages,
-                tools=(json.loads(tools) if isinstance(tools, str) else tools) or None,
-                add_generation_prompt=True,
-                tokenize=False,
-            )
-            for messages, tools in conversations
-        ]
-        self.tokenizer.padding_side = "left"
-        batch = self.tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(self.device)
+        rows, prefix_lengths = [], []
+        for messages, tools in conversations:
+            tools = (json.loads(tools) if isinstance(tools, str) else tools) or None
+            row = self._token_ids(messages, tools, add_generation_prompt=True)
+            rows.append(row)
+            prefix_lengths.append(self._system_length(messages, tools, row))
         sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} if self.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
-        with torch.no_grad():
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=self.max_new_tokens,
-                **sampling,
-                eos_token_id=self.stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        new = out[:, batch["input_ids"].shape[1] :]
+        out, width = self.generator.generate(
+            rows,
+            prefix_lengths,
+            max_new_tokens=self.max_new_tokens,
+            **sampling,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, width:]
         stops = torch.tensor(self.stop_ids, device=new.device)
         self.last_cut = [not bool(torch.isin(ids, stops).any()) and ids.shape[0] >= self.max_new_tokens for ids in new]
         return [self.tokenizer.decode(ids, skip_special_tokens=False).split(self.end)[0] for ids in new]
+
+    def _token_ids(self, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                                  tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _system_length(self, messages: list[dict[str, Any]], tools: Any, row: list[int]) -> int:
+        """How many of `row`'s first tokens are its system turn and tool list (rendered alone, once
+        per distinct pair): the part every turn of a workflow, and every workflow of a project, shares."""
+        system = [m for m in messages[:1] if m.get("role") == "system"]
+        key = json.dumps([system, tools], sort_keys=True, default=str)
+        ids = self._system_ids.get(key)
+        if ids is None:
+            try:
+                ids = self._token_ids(system, tools, add_generation_prompt=False) if system or tools else []
+            except Exception:  # a template that refuses a conversation without a user turn: nothing cached
+                ids = []
+            self._system_ids[key] = ids
+        n = 0
+        while n < min(len(ids), len(row)) and ids[n] == row[n]:
+            n += 1
+        return n
 
     def run_batch(self, rows: list[dict[str, Any]]) -> list[Episode]:
         """Step all examples together: turn t of every example still working is one batch."""

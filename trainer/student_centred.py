@@ -285,8 +285,7 @@ def train_student_centred(cfg: UnderstudyConfig, model_path: Path, train_rows: l
         greedy = ModelPolicy(str(student), r.max_new_tokens, r.max_turns)
         found += divergence_rollouts(greedy, train_rows, r.batch_size, rl.sc_answer_similarity)
         if rl.sc_samples:
-            sampled = ModelPolicy(str(student), r.max_new_tokens, r.max_turns, temperature=rl.temperature)
-            sampled.model, sampled.tokenizer = greedy.model, greedy.tokenizer
+            sampled = greedy.sampling(rl.temperature)
             torch.manual_seed(rl.seed + k)
             repeated = [row for row in train_rows for _ in range(rl.sc_samples)]
             found += divergence_rollouts(sampled, repeated, r.batch_size, rl.sc_answer_similarity)

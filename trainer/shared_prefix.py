@@ -1,0 +1,124 @@
+"""Batched generation that reuses the key/value cache of prompt prefixes it has seen before.
+
+Every prompt `trainer eval` (and the RL stages' rollouts) sends to a student begins with the system
+turn and the tool list: on the compact context, 396 of a first turn's 429 tokens for SmolLM2. They
+are the same for every turn of every workflow from one project; only the working directory, in the
+system turn, differs between projects. So each row says how many of its leading tokens are such a
+prefix; each distinct prefix is run through the model once and its cache kept (the least recently
+used dropped past `max_prefixes`), and a batch starts from its rows' cached prefixes and runs only
+the rows' own tokens:
+
+    row i   [prefix i][.. to the longest prefix][pad ... pad][own tokens]
+    mask     1 ... 1   0 ...                  0   0 ...   0   1 ...    1
+
+Masked positions are skipped by attention and by the position ids (`generate` derives them from the
+mask's running sum), so each token sits at the position it has in its own unpadded prompt and every
+row computes what it would alone, up to floating-point rounding: as left padding does, with the
+padding in the middle.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
+
+# Below this many tokens a prefix is not worth a cache entry and the copies it costs.
+MIN_PREFIX_TOKENS = 32
+# Distinct prefixes kept: one per project in a corpus (the scripted teacher has 9). A SmolLM2 prefix of
+# ~400 tokens holds 18 MB of keys and values in float32.
+MAX_PREFIXES = 16
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Tokens at the start of every row, leaving each row at least one token of its own (the
+    model must run on something to produce the next token's logits)."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows[1:]):
+        n += 1
+    return max(n, 0)
+
+
+class SharedPrefixGenerator:
+    """`model.generate` over rows of token ids, each starting from the cache of its prefix."""
+
+    def __init__(self, model, pad_token_id: int, min_prefix: int = MIN_PREFIX_TOKENS,
+                 max_prefixes: int = MAX_PREFIXES):
+        self.model = model
+        self.pad_token_id = pad_token_id
+        self.min_prefix = min_prefix
+        self.max_prefixes = max_prefixes
+        self.prefills = 0  # prefix forwards run: what the cache saved is visible to tests and benchmarks
+        self._caches: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        forward = inspect.signature(model.forward).parameters
+        # transformers 5.x renamed generate's `past_key_values` to `cache` (the old name warns).
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        # The prefix's forward needs no logits: skip the vocabulary projection for all but one token.
+        self._logits_to_keep = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list[tuple[Any, Any]]:
+        """Per layer (keys, values) of `prefix`, each shaped (1, kv heads, len(prefix), head dim)."""
+        import torch
+
+        kv = self._caches.get(prefix)
+        if kv is None:
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True,
+                                 **self._logits_to_keep)
+            cache = getattr(out, "cache", None)
+            cache = cache if cache is not None else out.past_key_values
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self.prefills += 1
+            self._caches[prefix] = kv
+            while len(self._caches) > self.max_prefixes:
+                self._caches.popitem(last=False)
+        self._caches.move_to_end(prefix)
+        return kv
+
+    def _batch_cache(self, prefixes: list[tuple[int, ...]], width: int):
+        """A DynamicCache of `width` positions: row i holds its prefix's keys and values, zeros after."""
+        import torch
+        from transformers import DynamicCache
+
+        per_row = [self._prefix_kv(p) if p else None for p in prefixes]
+        template = next(kv for kv in per_row if kv is not None)
+        layers = []
+        for layer, (k0, v0) in enumerate(template):
+            keys, values = [], []
+            for kv in per_row:
+                k, v = kv[layer] if kv is not None else (k0[:, :, :0], v0[:, :, :0])
+                pad = width - k.shape[2]
+                keys.append(torch.nn.functional.pad(k, (0, 0, 0, pad)))
+                values.append(torch.nn.functional.pad(v, (0, 0, 0, pad)))
+            layers.append((torch.cat(keys), torch.cat(values)))
+        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+
+    def generate(self, rows: Sequence[Sequence[int]], prefix_lengths: Optional[Sequence[int]] = None,
+                 **generate_kwargs: Any):
+        """model.generate over `rows` (lists of token ids). Row i's first `prefix_lengths[i]` tokens
+        are a prefix worth caching (default: the rows' common prefix). Returns (output ids, prompt
+        width): each output row's new tokens start at column `prompt width`."""
+        import torch
+
+        if prefix_lengths is None:
+            prefix_lengths = [shared_prefix_length(rows)] * len(rows)
+        lengths = [min(p, len(r) - 1) for r, p in zip(rows, prefix_lengths)]
+        lengths = [p if p >= self.min_prefix else 0 for p in lengths]
+        cached = max(lengths, default=0)
+        width = max(len(r) - p for r, p in zip(rows, lengths))
+        ids, mask = [], []
+        for r, p in zip(rows, lengths):
+            own = list(r[p:])
+            gap = cached - p + width - len(own)
+            ids.append(list(r[:p]) + [self.pad_token_id] * gap + own)
+            mask.append([1] * p + [0] * gap + [1] * len(own))
+        if cached:
+            generate_kwargs[self._cache_argument] = self._batch_cache([tuple(r[:p]) for r, p in zip(rows, lengths)], cached)
+        with torch.no_grad():
+            out = self.model.generate(input_ids=torch.tensor(ids, device=self.model.device),
+                                      attention_mask=torch.tensor(mask, device=self.model.device), **generate_kwargs)
+        return out, cached + width
