@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional, Sequence
 import click
 
 from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config
-from trainer.shared_prefix import SharedPrefixGenerator
+from trainer.shared_prefix import SharedPrefixGenerator, common_prefix_length
 from trainer.tool_context import is_signature, signature_to_schema
 
 METRICS = [
@@ -293,10 +293,7 @@ class ModelPolicy:
             except Exception:  # a template that refuses a conversation without a user turn: nothing cached
                 ids = []
             self._system_ids[key] = ids
-        n = 0
-        while n < min(len(ids), len(row)) and ids[n] == row[n]:
-            n += 1
-        return n
+        return common_prefix_length(ids, row)
 
     def run_batch(self, rows: list[dict[str, Any]]) -> list[Episode]:
         """Step all examples together: turn t of every example still working is one batch."""

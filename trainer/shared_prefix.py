@@ -30,6 +30,14 @@ MIN_PREFIX_TOKENS = 32
 MAX_PREFIXES = 16
 
 
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     """Tokens at the start of every row, leaving each row at least one token of its own (the
     model must run on something to produce the next token's logits)."""
