@@ -7,7 +7,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from trainer.teacher_corpus import KINDS, NAME_POOLS, PROMPTS, NamePools, generate_corpus, write_corpus_jsonl
+from trainer.teacher_corpus import (BUGS, FAILURES, KINDS, NAME_POOLS, PROMPTS, SCRIPT_TASKS, NamePools, generate_corpus,
+                                    write_corpus_jsonl)
 
 EXPECTED_SEQUENCES = {
     "compare": ["Read", "Grep", "Bash", "Bash"],
@@ -60,6 +61,21 @@ def test_size_kinds_and_policies(corpus):
         assert len(trace.assistant_text) == len({c.parallel_group for c in trace.tool_calls})
         assert {t["name"] for t in trace.tools_offered} == {"Bash", "Read", "Edit", "Write", "Grep", "Glob"}
     assert len({tuple(s) for s in EXPECTED_SEQUENCES.values()}) == len(EXPECTED_SEQUENCES)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_bug_failure_and_script_comes_up_equally_often(seed):
+    """A variant the corpus rarely shows is one the student cannot learn: drawn independently, one bug
+    kind came up 4 times in 50 fixes, and the student's invalid held-out calls were its Edits."""
+    corpus = generate_corpus(300, seed=seed, names="varied")
+    calls = lambda kind, name: [c.input for t in corpus if t.kind == kind for c in t.tool_calls if c.name == name]
+    bugs = Counter(edit["old_string"].strip().split("(")[0] for edit in calls("fix_bug", "Edit"))
+    errors = Counter(t.tool_calls[0].error.splitlines()[-1].split(":")[0]
+                     for t in corpus if t.kind == "investigate")
+    scripts = Counter(w["file_path"].rsplit("/", 1)[1] for w in calls("write_file", "Write"))
+    for counts, variants in ((bugs, BUGS), (errors, FAILURES), (scripts, SCRIPT_TASKS)):
+        assert len(counts) == len(variants), counts
+        assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
 def test_parallel_reads_and_error_recovery(corpus):
