@@ -30,14 +30,16 @@ def corpus(tmp_path_factory):
     claude_bin()
     root = tmp_path_factory.mktemp("realcorpus")
     stats = run_corpus(SESSIONS, out=root / "traces.jsonl", seed=SEED, workers=3, workdir=root / "work",
-                       progress=lambda _: None, postgres=POSTGRES)
+                       progress=lambda _: None, postgres=POSTGRES, unique_prompts=True)
     traces = [json.loads(line) for line in (root / "traces.jsonl").read_text().splitlines()]
-    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES)
+    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES, unique_prompts=True)
     return stats, traces, plans, root / "work" / "dev"
 
 
 def test_plan_covers_every_kind_and_multi_prompt_sessions():
-    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES)
+    plans, _ = plan_sessions(SESSIONS, SEED, postgres=POSTGRES, unique_prompts=True)
+    prompts = [t.prompt for p in plans for t in p.prompts]
+    assert len(set(prompts)) == len(prompts)  # the checks below find a trace's teacher task by its prompt
     assert {t.kind for p in plans for t in p.prompts} == set(KINDS)
     assert max(len(p.prompts) for p in plans) >= 2
 
