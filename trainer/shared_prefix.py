@@ -43,11 +43,9 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     model must run on something to produce the next token's logits)."""
     if not rows:
         return 0
-    limit = min(len(r) for r in rows) - 1
-    first = rows[0]
-    n = 0
-    while n < limit and all(r[n] == first[n] for r in rows[1:]):
-        n += 1
+    n = min(len(r) for r in rows) - 1
+    for row in rows[1:]:
+        n = min(n, common_prefix_length(rows[0], row))
     return max(n, 0)
 
 
