@@ -299,6 +299,66 @@ def test_llama3_rope_scaling_and_gqa_match(tmp_path):
     assert max_diff(server, model, tokenizer, [text, text[:80]]) < 1e-4
 
 
+def test_smollm2_tokenizer_splits_in_llama_cpp_as_in_training(tmp_path):
+    """A student on SmolLM2's tokenizer, exported, tokenizes in llama.cpp exactly as in training.
+
+    Exported under Llama 3's pre-tokenizer (as export once did for every model) llama.cpp split
+    "\\n" and the indentation after it into other tokens: every Read result differed.
+    """
+    import httpx
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from trainer.bases import SMOLLM2_135M, gguf_path
+    from trainer.chat_template import apply_chat_template
+    from trainer.export import write_gguf
+
+    source = gguf_path(SMOLLM2_135M)
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    apply_chat_template(tokenizer)  # as SFT does: the project's template and its special tokens
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    hf_dir = tmp_path / "hf"
+    LlamaForCausalLM(config).save_pretrained(hf_dir)
+    tokenizer.save_pretrained(hf_dir)
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    path = write_gguf(LlamaForCausalLM.from_pretrained(hf_dir), tokenizer, hf_dir, tmp_path / "m.gguf", "f32")
+    assert gguf.GGUFReader(path).fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+
+    read_result = "     1\timport logging\n     2\t\n    12\tdef refresh_token(rows, rate=1.0):\n        if key is name:\n"
+    texts = [
+        render(target_conversation(), None, add_generation_prompt=True),
+        read_result,
+        'sqlite3 analytics.db "SELECT COUNT(*) FROM carts;"  -> 31751 rows (2024-01-15, 12.5%)',
+        "I'm new here: what's in src/config/?  Don't  guess\r\n\n\n  tabs\t\tand   spaces  ",
+        "Ünïcödé naïve café – 東京 🦙 ok",
+    ]
+    server = llama_server(path)
+    with httpx.Client(base_url=server.listening_address, timeout=30) as client:
+        for text in texts:
+            got = client.post("/tokenize", json={"content": text, "add_special": False, "parse_special": True}).json()
+            assert got["tokens"] == tokenizer(text, add_special_tokens=False)["input_ids"], text
+
+
+def test_a_tokenizer_export_cannot_name_for_llama_cpp_is_refused_in_one_line():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from trainer.gguf_pre_tokenizer import llama_cpp_pre_tokenizer
+    from trainer.tokenizer_tools import train_tiny_tokenizer
+
+    assert llama_cpp_pre_tokenizer(train_tiny_tokenizer(["a b c"] * 20, vocab_size=300)) == "llama-bpe"
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(ConfigError, match="pre-tokenizer .* convert_hf_to_gguf.py") as err:
+        llama_cpp_pre_tokenizer(PreTrainedTokenizerFast(tokenizer_object=raw))
+    assert "\n" not in str(err.value)
+
+
 def test_permutation_matches_llama_cpp_layout():
     """permute_qk is convert_hf_to_gguf's `permute`: rows of each head interleave its two halves."""
     import numpy as np

@@ -17,8 +17,10 @@ Output directory:
 The GGUF is written the way llama.cpp's own `convert_hf_to_gguf.py` writes a Llama: the `gguf`
 package's LLaMA tensor-name map, Q and K projections permuted from Hugging Face's rotate-half
 RoPE layout to llama.cpp's interleaved one, `rope_freqs` for Llama 3 RoPE scaling, and a BPE
-tokenizer (`tokenizer.ggml.model = gpt2`, pre-tokenizer `llama-bpe`, merges, token types with
-added special tokens as CONTROL and the `<tool_call>` tags as USER_DEFINED) carrying
+tokenizer (`tokenizer.ggml.model = gpt2`; the pre-tokenizer that splits text as the student's own
+tokenizer does, `llama-bpe` for Llama 3 and the tiny one, `gpt-2` for SmolLM2, see
+trainer/gguf_pre_tokenizer.py; merges; token types with added special tokens as CONTROL and the
+`<tool_call>` tags as USER_DEFINED) carrying
 understudy's chat template. llama.cpp (`llama-server --jinja`) renders that template itself, so
 the GGUF path sees exactly the training prompt. The test suite checks next-token log-probs
 against transformers on the same tokens (tests/test_export.py).
@@ -55,6 +57,7 @@ from trainer.chat_template import (
     apply_chat_template,
 )
 from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config
+from trainer.gguf_pre_tokenizer import llama_cpp_pre_tokenizer
 
 # Written by this module with the gguf package; everything else goes through llama-quantize.
 NATIVE_QUANTS = ("f32", "f16", "q8_0")
@@ -63,7 +66,6 @@ LLAMA_QUANTIZE_TYPES = (
     "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m",
     "q5_k_s", "q5_k_m", "q6_k", "iq4_nl", "iq4_xs", "bf16",
 )
-LLAMA_PRE_TOKENIZER = "llama-bpe"
 GGUF_STEM = "student"
 
 
@@ -237,10 +239,10 @@ def write_gguf(model, tokenizer, hf_dir: Path, out_path: Path, qtype: str, name:
     elif rope_type not in ("default", "llama3"):
         raise ConfigError(f"RoPE scaling '{rope_type}' is not supported by export; use llama.cpp's converter on hf/")
 
-    # Tokenizer: byte-level BPE as llama.cpp's "gpt2" model with Llama 3's pre-tokenizer.
+    # Tokenizer: byte-level BPE as llama.cpp's "gpt2" model, split by the pre-tokenizer training used.
     tokens, types = _vocab(tokenizer, vocab_size)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(LLAMA_PRE_TOKENIZER)
+    writer.add_tokenizer_pre(llama_cpp_pre_tokenizer(tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     # SpecialVocab warns about the pair template's second BOS, which llama.cpp never uses.
