@@ -133,7 +133,7 @@ def test_gguf_metadata_and_tensor_types(exported):
         return f.contents()
 
     assert field("general.architecture") == "llama"
-    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "llama-bpe"
+    assert field("tokenizer.ggml.model") == "gpt2" and field("tokenizer.ggml.pre") == "smollm"
     assert field("tokenizer.chat_template") == CHAT_TEMPLATE
     tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
     assert types[tokens.index("<|eot_id|>")] == gguf.TokenType.CONTROL
@@ -345,13 +345,19 @@ def test_smollm2_tokenizer_splits_in_llama_cpp_as_in_training(tmp_path):
 
 
 def test_a_tokenizer_export_cannot_name_for_llama_cpp_is_refused_in_one_line():
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from trainer.gguf_pre_tokenizer import llama_cpp_pre_tokenizer
+    from trainer.gguf_pre_tokenizer import LLAMA3_SPLIT_REGEX, llama_cpp_pre_tokenizer
     from trainer.tokenizer_tools import train_tiny_tokenizer
 
-    assert llama_cpp_pre_tokenizer(train_tiny_tokenizer(["a b c"] * 20, vocab_size=300)) == "llama-bpe"
+    assert llama_cpp_pre_tokenizer(train_tiny_tokenizer(["a b c"] * 20, vocab_size=300)) == "smollm"
+    llama3 = Tokenizer(models.BPE())
+    llama3.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    assert llama_cpp_pre_tokenizer(PreTrainedTokenizerFast(tokenizer_object=llama3)) == "llama-bpe"
     raw = Tokenizer(models.BPE())
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     with pytest.raises(ConfigError, match="pre-tokenizer .* convert_hf_to_gguf.py") as err:

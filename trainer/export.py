@@ -18,7 +18,7 @@ The GGUF is written the way llama.cpp's own `convert_hf_to_gguf.py` writes a Lla
 package's LLaMA tensor-name map, Q and K projections permuted from Hugging Face's rotate-half
 RoPE layout to llama.cpp's interleaved one, `rope_freqs` for Llama 3 RoPE scaling, and a BPE
 tokenizer (`tokenizer.ggml.model = gpt2`; the pre-tokenizer that splits text as the student's own
-tokenizer does, `llama-bpe` for Llama 3 and the tiny one, `gpt-2` for SmolLM2, see
+tokenizer does, `llama-bpe` for Llama 3, `gpt-2` for SmolLM2, `smollm` for the tiny one, see
 trainer/gguf_pre_tokenizer.py; merges; token types with added special tokens as CONTROL and the
 `<tool_call>` tags as USER_DEFINED) carrying
 understudy's chat template. llama.cpp (`llama-server --jinja`) renders that template itself, so

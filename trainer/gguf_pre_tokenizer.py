@@ -16,16 +16,21 @@ import json
 from typing import Any
 
 from trainer.config import ConfigError
-from trainer.tokenizer_tools import LLAMA3_SPLIT_REGEX
+
+# Llama 3's pre-tokenizer split (tokenizer.json of meta-llama/Llama-3.2-1B).
+LLAMA3_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 # The steps of a tokenizer.json pre_tokenizer that decide where text splits, as llama.cpp's
 # llama-vocab.cpp spells the same regexes per type.
 _KNOWN: dict[tuple, str] = {
-    # Llama 3 (and understudy's tiny tokenizer): the Llama 3 regex, then bytes.
+    # Llama 3: the Llama 3 regex, then bytes.
     (("split", LLAMA3_SPLIT_REGEX), ("byte_level", False)): "llama-bpe",
     # GPT-2's regex inside ByteLevel: SmolLM2 as transformers converts it from its GGUF.
     (("byte_level", True),): "gpt-2",
-    # Every digit on its own, then GPT-2's regex: SmolLM's tokenizer.json, and llama.cpp's `smollm`.
+    # Every digit on its own, then GPT-2's regex: SmolLM's tokenizer.json and understudy's tiny one.
     (("digits", True), ("byte_level", True)): "smollm",
 }
 
