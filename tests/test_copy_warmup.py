@@ -41,17 +41,57 @@ def _tiny(hidden: int = 64):
     return model, tokenizer, texts, vocab
 
 
-def test_span_warmup_teaches_a_random_tiny_llama_to_copy():
+@pytest.fixture(scope="module")
+def span_warmed():
+    """A tiny model before and after 300 steps of the span form: (model, tokenizer, texts, vocab, before, report)."""
     from trainer.copy_warmup import copy_warmup
 
     model, tokenizer, texts, vocab = _tiny()
     before = span_copy_accuracy(model, vocab, tokenizer.bos_token_id)
     report = copy_warmup(model, tokenizer, texts, steps=300, seed=0, form="span")
+    return model, tokenizer, texts, vocab, before, report
+
+
+def test_span_warmup_teaches_a_random_tiny_llama_to_copy(span_warmed):
+    model, tokenizer, _, vocab, before, report = span_warmed
     after = span_copy_accuracy(model, vocab, tokenizer.bos_token_id)
     assert before < 0.05
     # Random tokens can only be predicted by copying them from the first half.
     assert after > 0.5, (before, after, report)
     assert report.last_loss < report.first_loss / 2 and report.steps == 300
+
+
+def respell_accuracy(model, tokenizer, words: list[str], rows: int = 16) -> float:
+    """Greedy accuracy on the respelled names of fresh respell rows (rows the warm-up never drew)."""
+    from trainer.copy_warmup import SPAN_TOKENS, respelled_row
+
+    rng = random.Random(321)
+    made = [respelled_row(words, tokenizer, rng, 2 * SPAN_TOKENS) for _ in range(rows)]
+    bos = tokenizer.bos_token_id
+    ids = torch.tensor([[bos] + row for row, _ in made])
+    labels = torch.tensor([[-100] + lab for _, lab in made])
+    with torch.no_grad():
+        predicted = model(input_ids=ids).logits[:, :-1].argmax(-1)
+    target = labels[:, 1:]
+    scored = target != -100
+    return ((predicted == target) & scored).sum().item() / scored.sum().item()
+
+
+def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does_not(span_warmed):
+    """" carts and orders =>carts|orders": after the respell form the tiny model writes the second
+    spelling of names it is shown; the span form, same steps, copies tokens but not spellings."""
+    from trainer.copy_warmup import copy_warmup, corpus_words
+
+    span_model, tokenizer, texts, vocab, _, _ = span_warmed
+    model, tokenizer, texts, vocab = _tiny()
+    copy_warmup(model, tokenizer, texts, steps=300, seed=0, form="respell")
+    words = corpus_words(texts)
+    span = respell_accuracy(span_model, tokenizer, words)
+    respell = respell_accuracy(model, tokenizer, words)
+    still_copies = span_copy_accuracy(model, vocab, tokenizer.bos_token_id)
+    print(f"respelled names right: span form {span:.3f}, respell form {respell:.3f}; span copy {still_copies:.3f}")
+    assert respell > span + 0.2, (span, respell)
+    assert still_copies > 0.5, still_copies  # and it still copies random spans
 
 
 def test_unknown_form_is_refused():
@@ -73,6 +113,36 @@ def test_recall_rows_label_only_what_copying_can_predict():
         # The first recalled token is a free choice: no loss on it, nor on the window.
         assert lab[:2 + WINDOW_TOKENS] == [-100] * (2 + WINDOW_TOKENS)
         assert lab[2 + WINDOW_TOKENS:] == recall[1:]
+
+
+def test_respelled_rows_label_the_respelling_of_the_names_before_it():
+    """Each line is names, " =>", the same names respelled (prose ↔ joined): loss on exactly the
+    respelled tokens, so the row teaches " carts and orders" → "carts|orders", not the corpus."""
+    from trainer.copy_warmup import SEPARATORS, corpus_words, respelled_row
+
+    _, tokenizer, texts, _ = _tiny(hidden=16)
+    words = corpus_words(texts)
+    assert len(set(words)) > 50
+    for seed in range(5):
+        ids, labels = respelled_row(words, tokenizer, random.Random(seed), 96)
+        assert len(ids) == len(labels) == 96
+        text = tokenizer.decode(ids)
+        lines = text.split("\n")[:-1]  # the last line may be cut
+        assert lines and all(" =>" in line for line in lines)
+        for line in lines:
+            source, target = line.split(" =>", 1)
+            names = source.split() if source.startswith(" ") else [w for w in _split(source, SEPARATORS)]
+            respelled = target.split() if target.startswith(" ") else [w for w in _split(target, SEPARATORS)]
+            assert names == respelled, line
+        labelled = tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
+        targets = "".join(line.split(" =>", 1)[1] for line in lines)
+        assert labelled.startswith(targets), (labelled, targets)
+
+
+def _split(joined: str, separators) -> list[str]:
+    for sep in separators:
+        joined = joined.replace(sep, " ")
+    return joined.split()
 
 
 def test_copy_warmup_grows_an_induction_head_in_a_random_tiny_llama():

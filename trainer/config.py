@@ -78,10 +78,12 @@ class RunConfig:
     demo_tied_embeddings: bool = False
     # Steps of copying before SFT (trainer/copy_warmup.py): a random model learns the copy circuit
     # a pretrained base already has, so SFT can spend its steps on the workflow. Form "span": a
-    # span and its repeat (the output half of copying); "recall": sub-spans of random windows,
-    # which grows induction heads and stops once it has (demo_copy_warmup_steps is then a ceiling).
+    # span and its repeat (the output half of copying); "respell": span rows plus the corpus's names
+    # written as prose and again as code joins them (" carts and orders" -> "carts|orders");
+    # "recall": sub-spans of random windows, which grows induction heads and stops once it has
+    # (demo_copy_warmup_steps is then a ceiling).
     demo_copy_warmup_steps: int = 0
-    demo_copy_warmup_form: Literal["span", "recall"] = "span"
+    demo_copy_warmup_form: Literal["span", "recall", "respell"] = "span"
     seed: int = 0
 
 

@@ -5,8 +5,8 @@ the question is the table it counts, the file a search found is the file it open
 pretrained base does that from the start (induction heads: attend to where the current token
 appeared before and write what followed it). A random tiny model does not, and fine-tuning on a
 few thousand workflow examples teaches it the tool *choice* long before it learns to copy: it
-writes the corpus's most frequent path instead of the prompt's (docs/learning.md). Two forms
-(`run.demo_copy_warmup_form`), both on rows the workflow is not in:
+writes the corpus's most frequent path instead of the prompt's (docs/learning.md). Three forms
+(`run.demo_copy_warmup_form`), all on rows the workflow is not in:
 
 - `span` (the demo's): a 48-token span and its repeat, loss on the repeat, half the spans cut
   from the run's own training texts, half random tokens. The repeat is always one span length
@@ -14,6 +14,14 @@ writes the corpus's most frequent path instead of the prompt's (docs/learning.md
   through to the next-token logits), not where to look; SFT learns where to look for each
   argument. Measured: 300 SFT steps from it reach argument match 0.46 where a random base
   reaches 0.07, on names the corpus repeats; on `varied` names it does not help (§2c).
+- `respell` (the demo's since it was measured): the span rows, with a quarter of each batch
+  replaced by lines of the corpus's own words written once as prose and once joined the way code
+  joins names (" carts and orders =>carts|orders", "src/config => src config"), loss on the
+  second spelling. A byte-level BPE gives " carts" and "carts" different ids, so a name the user
+  wrote in a sentence is not a token the call can copy; a pretrained base has seen both
+  spellings of every word side by side, a random one has not. Nothing of the workflow is in these
+  rows either: no prompt, no call, no tool. Measured on the demo (docs/learning.md §2b):
+  argument match 0.83 → 0.97 after the same SFT.
 - `recall`: a window of random tokens, then a sub-span of it from a random place, loss on the
   sub-span after its first token. Only an induction head predicts that, and one forms abruptly:
   recall accuracy sits near chance for ~900 steps, then jumps to ~0.97 within fifty (hidden 128
@@ -28,11 +36,14 @@ writes the corpus's most frequent path instead of the prompt's (docs/learning.md
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-FORMS = ("span", "recall")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+FORMS = ("span", "recall", "respell")
 WARMUP_STEPS = 30
 CHECK_EVERY = 50
 
@@ -40,6 +51,11 @@ CHECK_EVERY = 50
 SPAN_TOKENS = 48
 SPAN_BATCH = 32
 SPAN_LEARNING_RATE = 2e-3
+
+# respell: a quarter of each span batch is names from the corpus written once as prose (" carts and
+# orders") and again joined as code writes them ("carts|orders", "src/config"), or the other way.
+SEPARATORS = ("/", "|", "_", ".", "-", ", ")
+RESPELL_EVERY = 4
 
 # recall: rows of 1 + 48 + 16 tokens, 64 to a batch, lr 3e-3: the setting the induction head was
 # seen to form in (~950 steps at hidden 128, ~850 at hidden 64; 2 layers, 4 heads).
@@ -74,6 +90,42 @@ def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -
             span = [rng.choice(vocab) for _ in range(SPAN_TOKENS)]
         rows.append(span + span)
     return rows
+
+
+def corpus_words(texts: Sequence[str]) -> list[str]:
+    """The corpus's words and identifiers, in order (neighbours stay neighbours, as names in a prompt)."""
+    return [w for text in texts for w in _WORD.findall(text)]
+
+
+def respelled_row(words: Sequence[str], tokenizer, rng: random.Random, length: int) -> tuple[list[int], list[int]]:
+    """(ids, labels) of `length` tokens: "<names> => <the same names respelled>" lines, loss on the respelling.
+
+    In a byte-level BPE " carts" (prose) and "carts" (after "|" or "/") are different tokens, so
+    copying a prompt's names into a pattern or a path is not the plain token copy the span rows
+    teach. These rows teach the correspondence on the corpus's own names.
+    """
+    text, targets = "", []
+    while len(text) < 16 * length:  # far more characters than `length` tokens need
+        n = rng.randint(1, 4)
+        start = rng.randrange(0, max(1, len(words) - n))
+        chosen = list(words[start:start + n])
+        joined = rng.choice(SEPARATORS).join(chosen)
+        prose = " " + " ".join(chosen)
+        source, target = (prose, joined) if rng.random() < 0.5 else (joined, prose)
+        text += source + " =>"
+        targets.append((len(text), len(text) + len(target)))
+        text += target + "\n"
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"][:length]
+    labels = [-100] * len(ids)
+    spans = iter(targets)
+    span = next(spans)
+    for i, (start, end) in enumerate(encoded["offset_mapping"][:length]):
+        while span and start >= span[1]:
+            span = next(spans, None)
+        if span and start >= span[0] and end <= span[1]:
+            labels[i] = ids[i]
+    return ids, labels
 
 
 def recall_batch(vocab: Sequence[int], bos: int, rng: random.Random, rows: int = RECALL_BATCH):
@@ -118,14 +170,15 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
     vocab = [i for i in range(len(tokenizer)) if i not in special]
     bos = tokenizer.bos_token_id
     stream: list[int] = []
-    if form == "span":
+    if form in ("span", "respell"):
         for text in texts:
             stream += tokenizer(text, add_special_tokens=False)["input_ids"]
+    words = corpus_words(texts) if form == "respell" else []
     probe = recall_batch(vocab, bos, random.Random(seed + 1)) if form == "recall" else None
     before = accuracy = recall_accuracy(model, *probe) if probe else None
 
     model.train()
-    lr = SPAN_LEARNING_RATE if form == "span" else RECALL_LEARNING_RATE
+    lr = RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / WARMUP_STEPS))
     rng = random.Random(seed)
@@ -133,10 +186,15 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
     first = last = float("nan")
     step = 0
     while step < steps:
-        if form == "span":
+        if form in ("span", "respell"):
             ids = torch.tensor([[bos] + row for row in copy_rows(stream, vocab, rng)])
             labels = ids.clone()
             labels[:, : SPAN_TOKENS + 1] = -100  # the first copy cannot be predicted: no loss there
+            if words:
+                for b in range(0, SPAN_BATCH, RESPELL_EVERY):
+                    row, row_labels = respelled_row(words, tokenizer, rng, 2 * SPAN_TOKENS)
+                    ids[b, 1:] = torch.tensor(row)
+                    labels[b] = torch.tensor([-100] + row_labels)
         else:
             ids, labels = recall_batch(vocab, bos, rng)
         loss = model(input_ids=ids, labels=labels).loss
