@@ -99,11 +99,18 @@ def pair_accuracy(disc: Discriminator, teacher_texts: list[str], student_texts: 
 def _load_init(init: str, method: str):
     import torch
     from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     from trainer.sft import load_tokenizer
 
     tokenizer, _ = load_tokenizer(init)
-    model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1, dtype=torch.float32)
+    # The score head is new by design; transformers' "score.weight MISSING" load report is not news.
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(init, num_labels=1, dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(level)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
