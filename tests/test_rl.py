@@ -214,7 +214,7 @@ def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world
 
     out = tmp_path / "run"
     shutil.copytree(student_world.data_dir, out / "dataset")
-    cfg = load_config(overrides=[
+    settings = [
         ("run.out", str(out)),
         ("rl.enabled", True), ("mine.enabled", True), ("abtest.enabled", True),
         ("reward.discriminator_examples", 8), ("reward.discriminator_max_steps", 4),
@@ -223,9 +223,10 @@ def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world
         ("rl.max_steps", 2), ("rl.eval_examples", 0), ("rl.per_device_train_batch_size", 4),
         ("rl.max_completion_length", 48), ("rl.save_steps", 2), ("rl.logging_steps", 1),
         ("abtest.max_pairs", 4),
-    ])
+    ]
     lines: list[str] = []
-    student = run_after_eval(cfg, student_world.sft_model, out / "dataset", "sft-fp", out, lines.append)
+    student = run_after_eval(load_config(overrides=settings), student_world.sft_model, out / "dataset", "sft-fp", out,
+                             lines.append)
     assert student == out / "rl" / "final" and (student / "config.json").exists()
     for stage in ("discriminator", "mine", "rl", "discriminator-rl", "abtest"):
         assert json.loads((out / stage / "stage.json").read_text())["status"] == "done", stage
@@ -235,12 +236,16 @@ def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world
     assert report["pairs"]["student"] == 4 and "discriminator" in report["judges"]
 
     again: list[str] = []
-    cfg2 = load_config(overrides=[(k, v) for k, v in [
-        ("run.out", str(out)), ("rl.enabled", True), ("mine.enabled", True), ("abtest.enabled", True),
-        ("reward.discriminator_examples", 8), ("reward.discriminator_max_steps", 4),
-        ("reward.max_new_tokens", 64), ("reward.max_turns", 4), ("mine.max_examples", 8), ("mine.top_fraction", 0.25),
-        ("rl.max_steps", 2), ("rl.eval_examples", 0), ("rl.per_device_train_batch_size", 4),
-        ("rl.max_completion_length", 48), ("rl.save_steps", 2), ("rl.logging_steps", 1), ("abtest.max_pairs", 4),
-    ]])
-    run_after_eval(cfg2, student_world.sft_model, out / "dataset", "sft-fp", out, again.append)
+    run_after_eval(load_config(overrides=settings), student_world.sft_model, out / "dataset", "sft-fp", out, again.append)
     assert sum("up to date, skipping" in line for line in again) == 5, again
+
+    # The A/B test rolls the student out with the reward settings and judges with the retrained
+    # discriminator: changing them reruns it, also for the SFT student (whose own fingerprint does
+    # not change); it once stayed "up to date" on a stale report.
+    sft_only = settings + [("rl.enabled", False), ("mine.enabled", False)]
+    run_after_eval(load_config(overrides=sft_only), student_world.sft_model, out / "dataset", "sft-fp", out,
+                   lambda line: None)
+    changed: list[str] = []
+    run_after_eval(load_config(overrides=sft_only + [("reward.max_new_tokens", 48)]), student_world.sft_model,
+                   out / "dataset", "sft-fp", out, changed.append)
+    assert not any("up to date, skipping" in line for line in changed), changed

@@ -102,7 +102,7 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
         # A judge the student was not trained against: retrain on the RL student's rollouts.
         disc_dir = out / "discriminator-rl"
         cfg.reward.discriminator_dir = str(disc_dir)
-        _stage_discriminator(cfg, student, student_fp, data_dir, disc_dir, log)
+        disc_fp = _stage_discriminator(cfg, student, student_fp, data_dir, disc_dir, log)
 
     if cfg.abtest.enabled:
         from trainer.abtest import run_abtest
@@ -110,7 +110,8 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
         ab_dir = _dir(cfg, "abtest.output_dir", out / "abtest")
         cfg.abtest.output_dir = str(ab_dir)
         cfg.abtest.model = cfg.abtest.model or str(student)
-        fp = fingerprint("abtest", student_fp, cfg.reward.discriminator_dir, cfg.abtest)
+        # The student is rolled out with the reward settings and judged by that discriminator.
+        fp = fingerprint("abtest", student_fp, disc_fp, cfg.reward, cfg.abtest)
         stage = Stage("ab-test", ab_dir, fp, log)
         if stage.up_to_date():
             log((ab_dir / "report.md").read_text() if (ab_dir / "report.md").exists() else "")
