@@ -81,7 +81,9 @@ DEMO_PRESET: dict[str, Any] = {
     "eval.max_turns": 8,
     "eval.batch_size": 32,
     # Used when RL, mining or the A/B test are enabled (--rl.enabled true, ...): tiny-model values.
-    "reward.max_new_tokens": 96,
+    # 256 as eval's: at 96 the A/B test cut the student's Write calls and long final answers
+    # mid-sentence, and those cut transcripts were among the ones the discriminator spotted surely.
+    "reward.max_new_tokens": 256,
     "reward.max_turns": 8,
     "reward.batch_size": 32,
     "reward.discriminator_learning_rate": 1e-3,
