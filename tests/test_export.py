@@ -345,7 +345,7 @@ def test_smollm2_tokenizer_splits_in_llama_cpp_as_in_training(tmp_path):
 
 
 def test_a_tokenizer_export_cannot_name_for_llama_cpp_is_refused_in_one_line():
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from trainer.gguf_pre_tokenizer import LLAMA3_SPLIT_REGEX, llama_cpp_pre_tokenizer
@@ -363,6 +363,10 @@ def test_a_tokenizer_export_cannot_name_for_llama_cpp_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="pre-tokenizer .* convert_hf_to_gguf.py") as err:
         llama_cpp_pre_tokenizer(PreTrainedTokenizerFast(tokenizer_object=raw))
     assert "\n" not in str(err.value)
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.Lowercase()
+    with pytest.raises(ConfigError, match="not WordPiece with a normalizer; use llama.cpp's convert_hf_to_gguf.py"):
+        llama_cpp_pre_tokenizer(PreTrainedTokenizerFast(tokenizer_object=wordpiece))
 
 
 def test_permutation_matches_llama_cpp_layout():

@@ -58,13 +58,15 @@ def split_signature(tokenizer) -> tuple:
 def llama_cpp_pre_tokenizer(tokenizer) -> str:
     """The `tokenizer.ggml.pre` value under which llama.cpp tokenizes exactly as `tokenizer` does."""
     if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("export needs a fast (tokenizer.json) tokenizer to write a GGUF; use llama.cpp's convert_hf_to_gguf.py on hf/")
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
-    model = spec.get("model") or {}
-    if model.get("type") != "BPE" or spec.get("normalizer") is not None:
         raise ConfigError(
-            "export writes byte-level BPE tokenizers (Llama 3, SmolLM2, understudy's tiny one); this one is "
-            f"{model.get('type')} with a normalizer={spec.get('normalizer') is not None}: "
+            "export needs a fast (tokenizer.json) tokenizer to write a GGUF; use llama.cpp's convert_hf_to_gguf.py on hf/"
+        )
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    kind = (spec.get("model") or {}).get("type")
+    if kind != "BPE" or spec.get("normalizer") is not None:
+        what = f"{kind} with a normalizer" if spec.get("normalizer") is not None else str(kind)
+        raise ConfigError(
+            f"export writes byte-level BPE tokenizers (Llama 3, SmolLM2, understudy's tiny one), not {what}; "
             "use llama.cpp's convert_hf_to_gguf.py on hf/"
         )
     signature = split_signature(tokenizer)
