@@ -82,8 +82,8 @@ def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does
     spelling of names it is shown; the span form, same steps, copies tokens but not spellings."""
     from trainer.copy_warmup import copy_warmup, corpus_words
 
-    span_model, tokenizer, texts, vocab, _, _ = span_warmed
-    model, tokenizer, texts, vocab = _tiny()
+    span_model = span_warmed[0]
+    model, tokenizer, texts, vocab = _tiny()  # the same tokenizer and texts, a fresh model
     copy_warmup(model, tokenizer, texts, steps=300, seed=0, form="respell")
     words = corpus_words(texts)
     span = respell_accuracy(span_model, tokenizer, words)
@@ -131,8 +131,8 @@ def test_respelled_rows_label_the_respelling_of_the_names_before_it():
         assert lines and all(" =>" in line for line in lines)
         for line in lines:
             source, target = line.split(" =>", 1)
-            names = source.split() if source.startswith(" ") else [w for w in _split(source, SEPARATORS)]
-            respelled = target.split() if target.startswith(" ") else [w for w in _split(target, SEPARATORS)]
+            names = source.split() if source.startswith(" ") else _split(source, SEPARATORS)
+            respelled = target.split() if target.startswith(" ") else _split(target, SEPARATORS)
             assert names == respelled, line
         labelled = tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
         targets = "".join(line.split(" =>", 1)[1] for line in lines)
