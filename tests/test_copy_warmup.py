@@ -94,6 +94,24 @@ def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does
     assert still_copies > 0.5, still_copies  # and it still copies random spans
 
 
+def test_respell_warmup_stops_once_its_probe_says_learned(monkeypatch):
+    """`steps` is a ceiling for respell: the warm-up checks a fixed probe of respell rows it never
+    trains on and stops at the first check that reaches the form's accuracy (lowered here so a
+    64-wide model gets there within the test's budget)."""
+    import trainer.copy_warmup as cw
+
+    monkeypatch.setitem(cw.DONE_AT, "respell", 0.3)
+    model, tokenizer, texts, _ = _tiny()
+    lines: list[str] = []
+    report = cw.copy_warmup(model, tokenizer, texts, steps=600, seed=0, form="respell", log=lines.append)
+    assert report.probe_before < 0.05, report
+    assert report.probe_after >= 0.3 and report.steps < 600 and report.steps % cw.CHECK_EVERY == 0, report
+    assert f"respell {report.probe_after:.2f}" in lines[-1]
+    # The probe measured the skill, not its own rows: fresh rows from another draw agree.
+    fresh = respell_accuracy(model, tokenizer, cw.corpus_words(texts))
+    assert fresh > 0.2, fresh
+
+
 def test_unknown_form_is_refused():
     from trainer.copy_warmup import copy_warmup
 
@@ -139,6 +157,18 @@ def test_respelled_rows_label_the_respelling_of_the_names_before_it():
         assert labelled.startswith(targets), (labelled, targets)
 
 
+def test_respell_words_come_from_distinct_lines_so_boilerplate_does_not_crowd_out_names():
+    """Every rendered example repeats its system prompt and tool list; the respell rows draw from
+    each distinct line once, in first-seen order, so the prompts' names are most of what they respell."""
+    from trainer.copy_warmup import corpus_words
+
+    boilerplate = "You are a coding agent.\nTools: Bash Read Edit"
+    texts = [f"{boilerplate}\nCount the carts in var/shop.db", f"{boilerplate}\nFix parse_date in src/auth/core.py"]
+    assert corpus_words(texts) == ["You", "are", "a", "coding", "agent", "Tools", "Bash", "Read", "Edit",
+                                   "Count", "the", "carts", "in", "var", "shop", "db",
+                                   "Fix", "parse", "date", "in", "src", "auth", "core", "py"]
+
+
 def _split(joined: str, separators) -> list[str]:
     for sep in separators:
         joined = joined.replace(sep, " ")
@@ -149,14 +179,14 @@ def test_copy_warmup_grows_an_induction_head_in_a_random_tiny_llama():
     """Recall of random spans at a distance that changes from row to row: only an induction head
     (find the previous token earlier on, copy what followed) predicts them. The accuracy sits near
     chance for several hundred steps, then jumps to ~1 within about fifty; the warm-up stops there."""
-    from trainer.copy_warmup import DONE_ACCURACY, copy_warmup, recall_accuracy, recall_batch
+    from trainer.copy_warmup import DONE_ACCURACY, copy_warmup, probe_accuracy, recall_batch
 
     model, tokenizer, texts, vocab = _tiny()
     ceiling = 1500
     report = copy_warmup(model, tokenizer, texts, steps=ceiling, seed=0, form="recall")
-    assert report.recall_before < 0.05, report
-    assert report.recall_after >= DONE_ACCURACY and report.steps < ceiling, report
+    assert report.probe_before < 0.05, report
+    assert report.probe_after >= DONE_ACCURACY and report.steps < ceiling, report
 
     # On rows it never trained on, drawn from another seed: the circuit, not the probe, was learned.
     fresh = recall_batch(vocab, tokenizer.bos_token_id, random.Random(999))
-    assert recall_accuracy(model, *fresh) > 0.9
+    assert probe_accuracy(model, *fresh) > 0.9

@@ -21,7 +21,13 @@ writes the corpus's most frequent path instead of the prompt's (docs/learning.md
   wrote in a sentence is not a token the call can copy; a pretrained base has seen both
   spellings of every word side by side, a random one has not. Nothing of the workflow is in these
   rows either: no prompt, no call, no tool. Measured on the demo (docs/learning.md §2b):
-  argument match 0.83 → 0.97 after the same SFT.
+  argument match 0.83 → 0.97 after the same SFT. The words come from the corpus's distinct
+  lines (every rendered example repeats the same system prompt and tool list, two thirds of its
+  words), and the warm-up checks respell accuracy on a fixed probe every `CHECK_EVERY` steps and
+  stops once it reaches `RESPELL_DONE_ACCURACY` (`steps` is a ceiling, as for `recall`): with a
+  fixed 600 steps over every example's words, one seed's warm-up learned the spellings far less
+  than another's and its student recited the corpus's names instead of copying the prompt's
+  (argument match 0.66 against 0.92; 0.98 with both changes, docs/learning.md §2b).
 - `recall`: a window of random tokens, then a sub-span of it from a random place, loss on the
   sub-span after its first token. Only an induction head predicts that, and one forms abruptly:
   recall accuracy sits near chance for ~900 steps, then jumps to ~0.97 within fifty (hidden 128
@@ -57,6 +63,12 @@ SPAN_LEARNING_RATE = 2e-3
 SEPARATORS = ("/", "|", "_", ".", "-", ", ")
 RESPELL_EVERY = 4
 
+# Respell accuracy on the probe at which the warm-up stops: reached in 850-1,000 steps on the demo,
+# where it levels off at 0.90-0.91. Not 1: where a prose name becomes a joined one, which separator
+# joins it is a free draw.
+RESPELL_DONE_ACCURACY = 0.88
+RESPELL_PROBE_ROWS = 32
+
 # recall: rows of 1 + 48 + 16 tokens, 64 to a batch, lr 3e-3: the setting the induction head was
 # seen to form in (~950 steps at hidden 128, ~850 at hidden 64; 2 layers, 4 heads).
 WINDOW_TOKENS = 48
@@ -65,6 +77,8 @@ RECALL_BATCH = 64
 RECALL_LEARNING_RATE = 3e-3
 # Recall accuracy on the probe at which the circuit counts as learned (chance is 1 / vocabulary).
 DONE_ACCURACY = 0.95
+# The accuracy at which each checked form stops (span has no probe: it runs every step it is given).
+DONE_AT = {"recall": DONE_ACCURACY, "respell": RESPELL_DONE_ACCURACY}
 
 
 @dataclass
@@ -74,9 +88,9 @@ class WarmupReport:
     first_loss: float
     last_loss: float
     seconds: float
-    # recall only: greedy accuracy on the probe before and after.
-    recall_before: Optional[float] = None
-    recall_after: Optional[float] = None
+    # recall and respell: greedy accuracy on the form's probe before and after.
+    probe_before: Optional[float] = None
+    probe_after: Optional[float] = None
 
 
 def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -> list[list[int]]:
@@ -93,8 +107,11 @@ def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -
 
 
 def corpus_words(texts: Sequence[str]) -> list[str]:
-    """The corpus's words and identifiers, in order (neighbours stay neighbours, as names in a prompt)."""
-    return [w for text in texts for w in _WORD.findall(text)]
+    """The words and identifiers of the corpus's distinct lines, in order (neighbours stay
+    neighbours, as names in a prompt). Distinct: every rendered example repeats the same system
+    prompt and tool list, which would otherwise be half of what the respell rows respell."""
+    lines = dict.fromkeys(line for text in texts for line in text.splitlines())
+    return [w for line in lines for w in _WORD.findall(line)]
 
 
 def respelled_row(words: Sequence[str], tokenizer, rng: random.Random, length: int) -> tuple[list[int], list[int]]:
@@ -143,7 +160,15 @@ def recall_batch(vocab: Sequence[int], bos: int, rng: random.Random, rows: int =
     return torch.tensor(ids), torch.tensor(labels)
 
 
-def recall_accuracy(model, ids, labels) -> float:
+def respell_batch(words: Sequence[str], tokenizer, bos: int, rng: random.Random, rows: int = RESPELL_PROBE_ROWS):
+    """(input ids, labels) of `rows` respell rows as the warm-up trains on them."""
+    import torch
+
+    made = [respelled_row(words, tokenizer, rng, 2 * SPAN_TOKENS) for _ in range(rows)]
+    return torch.tensor([[bos] + row for row, _ in made]), torch.tensor([[-100] + lab for _, lab in made])
+
+
+def probe_accuracy(model, ids, labels) -> float:
     """Greedy accuracy on the labelled positions."""
     import torch
 
@@ -159,7 +184,8 @@ def recall_accuracy(model, ids, labels) -> float:
 
 def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 0, form: str = "span",
                 log: Callable[[str], None] = lambda _: None) -> WarmupReport:
-    """Train `model` in place to copy, for `steps` steps (`recall`: at most, it stops once learned)."""
+    """Train `model` in place to copy, for `steps` steps (`recall` and `respell`: at most, they stop
+    once the probe says the form is learned)."""
     import torch
 
     if form not in FORMS:
@@ -174,8 +200,13 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
         for text in texts:
             stream += tokenizer(text, add_special_tokens=False)["input_ids"]
     words = corpus_words(texts) if form == "respell" else []
-    probe = recall_batch(vocab, bos, random.Random(seed + 1)) if form == "recall" else None
-    before = accuracy = recall_accuracy(model, *probe) if probe else None
+    # The probe: rows of the form drawn once from their own generator, never trained on.
+    probe = None
+    if form == "recall":
+        probe = recall_batch(vocab, bos, random.Random(seed + 1))
+    elif form == "respell":
+        probe = respell_batch(words, tokenizer, bos, random.Random(seed + 1))
+    before = accuracy = probe_accuracy(model, *probe) if probe else None
 
     model.train()
     lr = RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
@@ -208,13 +239,14 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
         if step == 1:
             first = last
         if probe and (step % CHECK_EVERY == 0 or step == steps):
-            accuracy = recall_accuracy(model, *probe)
-            log(f"  copy warm-up step {step}/{steps} · loss {last:.3f} · recall {accuracy:.2f} · "
-                f"{time.monotonic() - t0:.0f}s")
-            if accuracy >= DONE_ACCURACY:
+            accuracy = probe_accuracy(model, *probe)
+            if step % 100 == 0 or step == steps or accuracy >= DONE_AT[form]:
+                log(f"  copy warm-up step {step}/{steps} · loss {last:.3f} · {form} {accuracy:.2f} · "
+                    f"{time.monotonic() - t0:.0f}s")
+            if accuracy >= DONE_AT[form]:
                 break
         elif not probe and (step % 100 == 0 or step == steps):
             log(f"  copy warm-up step {step}/{steps} · loss {last:.3f} · {time.monotonic() - t0:.0f}s")
     model.eval()
     return WarmupReport(form=form, steps=step, first_loss=first, last_loss=last, seconds=time.monotonic() - t0,
-                        recall_before=before, recall_after=accuracy)
+                        probe_before=before, probe_after=accuracy)

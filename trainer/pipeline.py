@@ -54,11 +54,13 @@ DEMO_PRESET: dict[str, Any] = {
     # (docs/learning.md), 300 SFT steps on the same data: argument match 0.07 from a random base,
     # 0.46 from a warmed-up one (first tool 0.75 → 1.00).
     "run.demo_tied_embeddings": True,
-    "run.demo_copy_warmup_steps": 600,
     # Span rows plus the corpus's names respelled (prose ↔ joined as in a pattern or a path): a name
     # the prompt writes in a sentence becomes one the call can copy. Measured (docs/learning.md
     # §2b), same SFT, seeds 0-2: argument match 0.793 ± 0.076 → 0.916 ± 0.058, higher on each seed.
     "run.demo_copy_warmup_form": "respell",
+    # A ceiling: respell stops once its probe says the spellings are learned, 850-1,000 steps on
+    # seeds 0-2 (a fixed 600 left one seed's student reciting the corpus's names, §2b).
+    "run.demo_copy_warmup_steps": 1200,
     # Four layers, not two: in the same 600 steps the deeper model copies the prompt's names into its
     # calls about twice as often. Measured (docs/learning.md §2b), idle 2 cores: argument match 0.346
     # → 0.751 (seed 0; 0.835 on seed 1), whole run 292 → 527 s (506 s), within the 10-minute goal.
@@ -290,12 +292,14 @@ def _training_texts(traces_path: Path, cfg: UnderstudyConfig) -> list[str]:
 
 def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> Path:
     """The demo's base model: a tokenizer trained on the corpus and a random tiny LLaMA."""
+    from trainer.copy_warmup import DONE_AT
     from trainer.tiny_model import make_tiny_base
 
     r = cfg.run
     sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads,
              "tie_word_embeddings": r.demo_tied_embeddings}
-    warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form)
+    # The accuracy a checked form stops at is part of what the warm-up produces.
+    warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form))
     stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, *warmup, file_digest(traces_path), r.seed),
                   log)
     if stage.up_to_date():

@@ -86,17 +86,17 @@ def make_tiny_base(
     if copy_warmup_steps > 0:
         from transformers import LlamaForCausalLM
 
-        from trainer.copy_warmup import copy_warmup
+        from trainer.copy_warmup import DONE_AT, copy_warmup
 
         model = LlamaForCausalLM.from_pretrained(out)
         report = copy_warmup(model, tokenizer, texts, copy_warmup_steps, seed=model_kwargs.get("seed", 0),
                              form=copy_warmup_form, log=log)
         model.save_pretrained(out)
-        recall = (f", recall {report.recall_before:.2f} → {report.recall_after:.2f}"
-                  if report.recall_after is not None else "")
+        probe = (f", {report.form} accuracy {report.probe_before:.2f} → {report.probe_after:.2f}"
+                 if report.probe_after is not None else "")
         log(f"  copy warm-up ({report.form}): {report.steps} steps, loss {report.first_loss:.2f} → "
-            f"{report.last_loss:.3f}{recall}, {report.seconds:.0f}s")
-        if report.recall_after is not None and report.recall_after < 0.5:
-            log(f"  note: the copy warm-up ended before the model learned to recall (accuracy "
-                f"{report.recall_after:.2f}); raise run.demo_copy_warmup_steps")
+            f"{report.last_loss:.3f}{probe}, {report.seconds:.0f}s")
+        if report.probe_after is not None and report.probe_after < DONE_AT[report.form]:
+            log(f"  note: the copy warm-up ended before the model learned its form ({report.form} accuracy "
+                f"{report.probe_after:.2f} < {DONE_AT[report.form]}); raise run.demo_copy_warmup_steps")
     return out
