@@ -80,8 +80,8 @@ class RunConfig:
     # a pretrained base already has, so SFT can spend its steps on the workflow. Form "span": a
     # span and its repeat (the output half of copying); "respell": span rows plus the corpus's names
     # written as prose and again as code joins them (" carts and orders" -> "carts|orders");
-    # "recall": sub-spans of random windows, which grows induction heads and stops once it has
-    # (demo_copy_warmup_steps is then a ceiling).
+    # "recall": sub-spans of random windows, which grows induction heads. Respell and recall stop
+    # once a probe says they are learned (demo_copy_warmup_steps is then a ceiling).
     demo_copy_warmup_steps: int = 0
     demo_copy_warmup_form: Literal["span", "recall", "respell"] = "span"
     seed: int = 0

@@ -63,7 +63,7 @@ SPAN_LEARNING_RATE = 2e-3
 SEPARATORS = ("/", "|", "_", ".", "-", ", ")
 RESPELL_EVERY = 4
 
-# Respell accuracy on the probe at which the warm-up stops: reached in 850-1,000 steps on the demo,
+# Respell accuracy on the probe at which the warm-up stops: reached in 700-1,000 steps on the demo,
 # where it levels off at 0.90-0.91. Not 1: where a prose name becomes a joined one, which separator
 # joins it is a free draw.
 RESPELL_DONE_ACCURACY = 0.88
@@ -109,7 +109,7 @@ def copy_rows(stream: Sequence[int], vocab: Sequence[int], rng: random.Random) -
 def corpus_words(texts: Sequence[str]) -> list[str]:
     """The words and identifiers of the corpus's distinct lines, in order (neighbours stay
     neighbours, as names in a prompt). Distinct: every rendered example repeats the same system
-    prompt and tool list, which would otherwise be half of what the respell rows respell."""
+    prompt and tool list, which would otherwise be two thirds of what the respell rows respell."""
     lines = dict.fromkeys(line for text in texts for line in text.splitlines())
     return [w for line in lines for w in _WORD.findall(line)]
 
