@@ -63,18 +63,9 @@ def test_span_warmup_teaches_a_random_tiny_llama_to_copy(span_warmed):
 
 def respell_accuracy(model, tokenizer, words: list[str], rows: int = 16) -> float:
     """Greedy accuracy on the respelled names of fresh respell rows (rows the warm-up never drew)."""
-    from trainer.copy_warmup import SPAN_TOKENS, respelled_row
+    from trainer.copy_warmup import probe_accuracy, respell_batch
 
-    rng = random.Random(321)
-    made = [respelled_row(words, tokenizer, rng, 2 * SPAN_TOKENS) for _ in range(rows)]
-    bos = tokenizer.bos_token_id
-    ids = torch.tensor([[bos] + row for row, _ in made])
-    labels = torch.tensor([[-100] + lab for _, lab in made])
-    with torch.no_grad():
-        predicted = model(input_ids=ids).logits[:, :-1].argmax(-1)
-    target = labels[:, 1:]
-    scored = target != -100
-    return ((predicted == target) & scored).sum().item() / scored.sum().item()
+    return probe_accuracy(model, *respell_batch(words, tokenizer, tokenizer.bos_token_id, random.Random(321), rows))
 
 
 def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does_not(span_warmed):

@@ -432,11 +432,11 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         traces = r.traces
     if s.base_model == TINY_BASE or (r.traces == "demo" and cfg.source("sft.base_model") == "default"):
         tied = ", tied embeddings" if r.demo_tied_embeddings else ""
-        if r.demo_copy_warmup_form == "span":
+        warm = ""
+        if r.demo_copy_warmup_steps and r.demo_copy_warmup_form == "span":
             warm = f", {r.demo_copy_warmup_steps}-step copy warm-up"
-        else:  # recall and respell stop once learned
+        elif r.demo_copy_warmup_steps:  # recall and respell stop once learned
             warm = f", copy warm-up ({r.demo_copy_warmup_form}) of up to {r.demo_copy_warmup_steps} steps"
-        warm = warm if r.demo_copy_warmup_steps else ""
         base = (f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, "
                 f"vocab {r.demo_vocab}{tied}{warm})")
     else:
