@@ -68,20 +68,26 @@ def respell_accuracy(model, tokenizer, words: list[str], rows: int = 16) -> floa
     return probe_accuracy(model, *respell_batch(words, tokenizer, tokenizer.bos_token_id, random.Random(321), rows))
 
 
-def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does_not(span_warmed):
-    """" carts and orders =>carts|orders": after the respell form the tiny model writes the second
-    spelling of names it is shown; the span form, same steps, copies tokens but not spellings."""
-    from trainer.copy_warmup import copy_warmup, corpus_words
+def test_respell_warmup_teaches_both_spellings_of_a_name_where_span_copying_does_not(span_warmed, monkeypatch):
+    """" carts and orders =>carts|orders" and "carts 40055 => 40,055": after the respell form the
+    tiny model writes the second spelling of names and numbers it is shown; the span form, same
+    steps, copies tokens but not spellings."""
+    import trainer.copy_warmup as cw
 
     span_model = span_warmed[0]
     model, tokenizer, texts, vocab = _tiny()  # the same tokenizer and texts, a fresh model
-    copy_warmup(model, tokenizer, texts, steps=300, seed=0, form="respell")
-    words = corpus_words(texts)
+    cw.copy_warmup(model, tokenizer, texts, steps=300, seed=0, form="respell")
+    words = cw.corpus_words(texts)
     span = respell_accuracy(span_model, tokenizer, words)
     respell = respell_accuracy(model, tokenizer, words)
     still_copies = span_copy_accuracy(model, vocab, tokenizer.bos_token_id)
-    print(f"respelled names right: span form {span:.3f}, respell form {respell:.3f}; span copy {still_copies:.3f}")
+    monkeypatch.setattr(cw, "NUMBER_SHARE", 1.0)  # probe rows of numbers only
+    span_numbers = respell_accuracy(span_model, tokenizer, words)
+    respell_numbers = respell_accuracy(model, tokenizer, words)
+    print(f"respelled right: span form {span:.3f} (numbers {span_numbers:.3f}), respell form {respell:.3f} "
+          f"(numbers {respell_numbers:.3f}); span copy {still_copies:.3f}")
     assert respell > span + 0.2, (span, respell)
+    assert respell_numbers > span_numbers + 0.2, (span_numbers, respell_numbers)
     assert still_copies > 0.5, still_copies  # and it still copies random spans
 
 
@@ -125,13 +131,15 @@ def test_recall_rows_label_only_what_copying_can_predict():
 
 
 def test_respelled_rows_label_the_respelling_of_the_names_before_it():
-    """Each line is names, " =>", the same names respelled (prose ↔ joined): loss on exactly the
-    respelled tokens, so the row teaches " carts and orders" → "carts|orders", not the corpus."""
+    """Each line is names, " =>", the same names respelled (prose ↔ joined), or a number among
+    words as a tool prints it and as an answer writes it ("carts 40055 => 40,055"): loss on exactly
+    the respelled tokens, so the row teaches " carts and orders" → "carts|orders", not the corpus."""
     from trainer.copy_warmup import SEPARATORS, corpus_words, respelled_row
 
     _, tokenizer, texts, _ = _tiny(hidden=16)
     words = corpus_words(texts)
     assert len(set(words)) > 50
+    numbers = 0
     for seed in range(5):
         ids, labels = respelled_row(words, tokenizer, random.Random(seed), 96)
         assert len(ids) == len(labels) == 96
@@ -140,12 +148,18 @@ def test_respelled_rows_label_the_respelling_of_the_names_before_it():
         assert lines and all(" =>" in line for line in lines)
         for line in lines:
             source, target = line.split(" =>", 1)
+            digits = [w for w in source.split() if w.isdigit()]
+            if digits:  # a number among corpus words (which start with a letter)
+                assert len(digits) == 1 and target == f" {int(digits[0]):,}", line
+                numbers += 1
+                continue
             names = source.split() if source.startswith(" ") else _split(source, SEPARATORS)
             respelled = target.split() if target.startswith(" ") else _split(target, SEPARATORS)
             assert names == respelled, line
         labelled = tokenizer.decode([i for i, lab in zip(ids, labels) if lab != -100])
         targets = "".join(line.split(" =>", 1)[1] for line in lines)
         assert labelled.startswith(targets), (labelled, targets)
+    assert numbers >= 3  # about a quarter of the lines
 
 
 def test_respell_words_come_from_distinct_lines_so_boilerplate_does_not_crowd_out_names():

@@ -19,9 +19,10 @@ writes the corpus's most frequent path instead of the prompt's (docs/learning.md
   joins names (" carts and orders =>carts|orders", "src/config => src config"), loss on the
   second spelling. A byte-level BPE gives " carts" and "carts" different ids, so a name the user
   wrote in a sentence is not a token the call can copy; a pretrained base has seen both
-  spellings of every word side by side, a random one has not. Nothing of the workflow is in these
-  rows either: no prompt, no call, no tool. Measured on the demo (docs/learning.md §2b):
-  argument match 0.83 → 0.97 after the same SFT. The words come from the corpus's distinct
+  spellings of every word side by side, a random one has not. A quarter of the lines are numbers
+  among words, as a tool prints them and as an answer writes them ("carts 40055 => 40,055").
+  Nothing of the workflow is in these rows either: no prompt, no call, no tool. Measured on the
+  demo (docs/learning.md §2b): argument match 0.83 → 0.97 after the same SFT. The words come from the corpus's distinct
   lines (every rendered example repeats the same system prompt and tool list, two thirds of its
   words), and the warm-up checks respell accuracy on a fixed probe every `CHECK_EVERY` steps and
   stops once it reaches `RESPELL_DONE_ACCURACY` (`steps` is a ceiling, as for `recall`): with a
@@ -62,6 +63,16 @@ SPAN_LEARNING_RATE = 2e-3
 # orders") and again joined as code writes them ("carts|orders", "src/config"), or the other way.
 SEPARATORS = ("/", "|", "_", ".", "-", ", ")
 RESPELL_EVERY = 4
+# A share of the respell lines are numbers: among 0-4 corpus words as a tool prints it, then as an
+# answer writes it ("carts 40055 orders => 40,055"). Digits are single tokens in both spellings,
+# but where a comma goes depends on how many digits are left, which a random model has never had
+# to count, and the words around it make the rows teach finding the number, not just its place
+# before " =>". Without these lines the demo student wrote none of the counts its queries returned
+# into an answer (0 of 27 on seed 0; 17 of 27 with them, and also more of the line numbers a
+# search found; docs/learning.md §2b).
+NUMBER_SHARE = 0.25
+NUMBER_DIGITS = (1, 7)  # lengths drawn evenly, so short and long numbers are as common
+NUMBER_CONTEXT_WORDS = (0, 4)
 
 # Respell accuracy on the probe at which the warm-up stops: reached in 700-1,000 steps on the demo,
 # where it levels off at 0.90-0.91. Not 1: where a prose name becomes a joined one, which separator
@@ -114,21 +125,39 @@ def corpus_words(texts: Sequence[str]) -> list[str]:
     return [w for line in lines for w in _WORD.findall(line)]
 
 
+def respelled_number(words: Sequence[str], rng: random.Random) -> tuple[str, str]:
+    """A number as a tool prints it, somewhere among neighbouring corpus words, and as an answer
+    writes it: ("carts 40055 orders", " 40,055")."""
+    digits = rng.randint(*NUMBER_DIGITS)
+    number = rng.randrange(10 ** (digits - 1) if digits > 1 else 0, 10 ** digits)
+    k = rng.randint(*NUMBER_CONTEXT_WORDS)
+    start = rng.randrange(0, max(1, len(words) - k))
+    around = list(words[start:start + k])
+    around.insert(rng.randint(0, len(around)), str(number))
+    return " ".join(around), f" {number:,}"
+
+
+def respelled_names(words: Sequence[str], rng: random.Random) -> tuple[str, str]:
+    """1-4 neighbouring corpus words, once as prose and once joined as code joins them, either way round."""
+    n = rng.randint(1, 4)
+    start = rng.randrange(0, max(1, len(words) - n))
+    chosen = list(words[start:start + n])
+    joined = rng.choice(SEPARATORS).join(chosen)
+    prose = " " + " ".join(chosen)
+    return (prose, joined) if rng.random() < 0.5 else (joined, prose)
+
+
 def respelled_row(words: Sequence[str], tokenizer, rng: random.Random, length: int) -> tuple[list[int], list[int]]:
-    """(ids, labels) of `length` tokens: "<names> => <the same names respelled>" lines, loss on the respelling.
+    """(ids, labels) of `length` tokens: "<source> =><the same respelled>" lines, loss on the respelling.
 
     In a byte-level BPE " carts" (prose) and "carts" (after "|" or "/") are different tokens, so
     copying a prompt's names into a pattern or a path is not the plain token copy the span rows
-    teach. These rows teach the correspondence on the corpus's own names.
+    teach. These rows teach the correspondence on the corpus's own names, and on numbers
+    (`respelled_number`).
     """
     text, targets = "", []
     while len(text) < 16 * length:  # far more characters than `length` tokens need
-        n = rng.randint(1, 4)
-        start = rng.randrange(0, max(1, len(words) - n))
-        chosen = list(words[start:start + n])
-        joined = rng.choice(SEPARATORS).join(chosen)
-        prose = " " + " ".join(chosen)
-        source, target = (prose, joined) if rng.random() < 0.5 else (joined, prose)
+        source, target = respelled_number(words, rng) if rng.random() < NUMBER_SHARE else respelled_names(words, rng)
         text += source + " =>"
         targets.append((len(text), len(text) + len(target)))
         text += target + "\n"

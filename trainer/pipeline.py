@@ -292,14 +292,15 @@ def _training_texts(traces_path: Path, cfg: UnderstudyConfig) -> list[str]:
 
 def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> Path:
     """The demo's base model: a tokenizer trained on the corpus and a random tiny LLaMA."""
-    from trainer.copy_warmup import DONE_AT
+    from trainer.copy_warmup import DONE_AT, NUMBER_SHARE
     from trainer.tiny_model import make_tiny_base
 
     r = cfg.run
     sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads,
              "tie_word_embeddings": r.demo_tied_embeddings}
-    # The accuracy a checked form stops at is part of what the warm-up produces.
-    warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form))
+    # The accuracy a checked form stops at, and respell's share of numbers, are part of what the warm-up produces.
+    warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form),
+              NUMBER_SHARE if r.demo_copy_warmup_form == "respell" else None)
     stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, *warmup, file_digest(traces_path), r.seed),
                   log)
     if stage.up_to_date():
