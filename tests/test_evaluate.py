@@ -13,6 +13,7 @@ from trainer.evaluate import (
     MajorityPolicy,
     ModelPolicy,
     aggregate,
+    answer_facts,
     argument_match,
     call_is_valid,
     levenshtein,
@@ -49,6 +50,30 @@ def test_argument_match_counts_the_teachers_keys():
     assert argument_match({"file_path": "a.py"}, teacher) == 0.5
     assert argument_match({}, teacher) == 0.0
     assert argument_match({}, {}) == 1.0
+
+
+def test_answer_facts_are_the_names_and_numbers_the_answer_took_from_tool_results():
+    results = "40055\nsrc/metrics/queries.py:112:    refresh_token\nfor the given items"
+    prompt = "Compare carts and orders in analytics.db; see src/metrics/rules.py"
+    teacher = ("carts has 40,055 rows in analytics.db; refresh_token is in src/metrics/queries.py, "
+               "line 112. Per src/metrics/rules.py the given items are fine.")
+    # Numbers lose their thousands separators; names the prompt gave and plain words are not facts.
+    assert answer_facts(teacher, results, prompt) == {"40055", "refresh_token", "src/metrics/queries.py", "112"}
+
+
+def test_answer_fact_recall_pools_the_facts_the_students_answer_states(rows):
+    row = next(r for r in rows if answer_facts(teacher_answer(r["messages"]),
+                                               "\n".join(m["content"] for m in r["messages"] if m["role"] == "tool"),
+                                               r["messages"][1]["content"]))
+    wrong = Episode(calls_per_step=[], answer="I could not tell.", raw=["x"])
+    right = Episode(calls_per_step=[], answer=teacher_answer(row["messages"]), raw=["x"])
+    facts = score_episode(wrong, row)["answer_facts"]
+    assert facts and all(f == 0.0 for f in facts)
+    assert all(f == 1.0 for f in score_episode(right, row)["answer_facts"])
+    pooled = aggregate([score_episode(right, row), score_episode(wrong, row)])["answer_fact_recall"]
+    assert pooled == pytest.approx(0.5)
+    # A system that only picks tools (the majority baseline) has no answer to score.
+    assert aggregate([score_episode(Episode(calls_per_step=[], answer=None, raw=[]), row)])["answer_fact_recall"] is None
 
 
 def test_valid_call_needs_json_known_tool_and_schema(rows):

@@ -20,6 +20,10 @@ name even from a call whose JSON is broken (which tool it chose); valid_call_rat
     valid_call_rate        calls that parse as JSON, name an offered tool and validate against its
                            JSON schema (jsonschema)
     answer_similarity      difflib ratio between the final answers
+    answer_fact_recall     of the names and numbers the teacher's answer took from tool results
+                           (a count a query returned, a path a search found; not ones the prompt
+                           already had), the fraction the student's answer states too, numbers
+                           compared without their thousands separators
     answered_rate          examples where the system ended with an answer (it learned to stop)
 
 Baselines: "base", the untrained base model through the same code path, and "majority", always
@@ -53,6 +57,7 @@ METRICS = [
     "argument_match",
     "valid_call_rate",
     "answer_similarity",
+    "answer_fact_recall",
     "answered_rate",
 ]
 
@@ -87,6 +92,39 @@ def argument_match(student_args: dict[str, Any], teacher_args: dict[str, Any]) -
 
 def answer_similarity(student: str, teacher: str) -> float:
     return difflib.SequenceMatcher(None, (student or "").strip(), (teacher or "").strip()).ratio()
+
+
+# Names and numbers: tokens with a digit, "_", "/", "." or an inner capital (parse_date,
+# src/auth/core.py, 40,055, AttributeError). Plain words are left out: "the" in a docstring and
+# in the answer is no evidence that the answer reports what the tool returned.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./,-]*[A-Za-z0-9_]|[A-Za-z0-9_]")
+_FACT_SHAPE = re.compile(r"[0-9_/.]|[a-z][A-Z]")
+
+
+def _text(content: Any) -> str:
+    """A message's text, whether its content is a string or a list of blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(_text(b.get("text") if isinstance(b, dict) else b) for b in content)
+    return ""
+
+
+def _fact_tokens(text: str) -> set[str]:
+    """The name- and number-shaped tokens of `text`, numbers without thousands separators."""
+    out = set()
+    for token in _TOKEN_RE.findall(text or ""):
+        token = token.rstrip(".,")
+        if re.fullmatch(r"\d{1,3}(,\d{3})+", token):
+            token = token.replace(",", "")
+        if len(token) > 1 and _FACT_SHAPE.search(token) and "," not in token:
+            out.add(token)
+    return out
+
+
+def answer_facts(teacher_answer: str, results: str, prompt: str) -> set[str]:
+    """The names and numbers of the teacher's answer that came from tool results, not the prompt."""
+    return (_fact_tokens(teacher_answer) & _fact_tokens(results)) - _fact_tokens(prompt)
 
 
 def tool_schemas(tools: Any) -> dict[str, dict[str, Any]]:
@@ -386,7 +424,12 @@ def score_episode(ep: Episode, row: dict[str, Any]) -> dict[str, Any]:
                     matches.append(argument_match(c["arguments"] or {}, unused.pop(j)[1]))
         result["argument_matches"] = matches
     if ep.raw:  # a system that generated text: did it answer, and how close to the teacher?
-        result["answer_similarity"] = answer_similarity(ep.answer or "", teacher_answer(row["messages"]))
+        teacher = teacher_answer(row["messages"])
+        result["answer_similarity"] = answer_similarity(ep.answer or "", teacher)
+        results = "\n".join(_text(m.get("content")) for m in row["messages"] if m["role"] == "tool")
+        prompt = "\n".join(_text(m.get("content")) for m in row["messages"] if m["role"] in ("system", "user"))
+        stated = _fact_tokens(ep.answer or "")
+        result["answer_facts"] = [float(f in stated) for f in sorted(answer_facts(teacher, results, prompt))]
         result["answered_rate"] = float(ep.answer is not None)
         result["turns"] = len(ep.raw)
         result["cut_turns"] = ep.cut_turns
@@ -398,6 +441,8 @@ def aggregate(scored: list[dict[str, Any]]) -> dict[str, Optional[float]]:
     for m in METRICS:
         if m == "argument_match":
             vals = [v for s in scored for v in s.get("argument_matches", [])]
+        elif m == "answer_fact_recall":  # pooled over facts, as argument_match over calls
+            vals = [v for s in scored for v in s.get("answer_facts", [])]
         else:
             vals = [s[m] for s in scored if m in s]
         out[m] = sum(vals) / len(vals) if vals else None
