@@ -74,8 +74,8 @@ NUMBER_SHARE = 0.25
 NUMBER_DIGITS = (1, 7)  # lengths drawn evenly, so short and long numbers are as common
 NUMBER_CONTEXT_WORDS = (0, 4)
 
-# Respell accuracy on the probe at which the warm-up stops: reached in 700-1,000 steps on the demo,
-# where it levels off at 0.90-0.91. Not 1: where a prose name becomes a joined one, which separator
+# Respell accuracy on the probe at which the warm-up stops: reached in 1,100-1,200 steps on the demo
+# (700-1,000 before the number lines), where it levels off at 0.90-0.91. Not 1: where a prose name becomes a joined one, which separator
 # joins it is a free draw.
 RESPELL_DONE_ACCURACY = 0.88
 RESPELL_PROBE_ROWS = 32

@@ -58,8 +58,9 @@ DEMO_PRESET: dict[str, Any] = {
     # the prompt writes in a sentence becomes one the call can copy. Measured (docs/learning.md
     # §2b), same SFT, seeds 0-2: argument match 0.793 ± 0.076 → 0.916 ± 0.058, higher on each seed.
     "run.demo_copy_warmup_form": "respell",
-    # A ceiling: respell stops once its probe says the spellings are learned, 700-1,000 steps on
-    # seeds 0-2 (a fixed 600 left one seed's student reciting the corpus's names, §2b).
+    # A ceiling: respell stops once its probe says the spellings are learned, 1,100-1,200 steps on
+    # seeds 0-2 with its number lines (a fixed 600 left one seed's student reciting the corpus's
+    # names, §2b; seed 2 reached 0.879 at the ceiling).
     "run.demo_copy_warmup_steps": 1200,
     # Four layers, not two: in the same 600 steps the deeper model copies the prompt's names into its
     # calls about twice as often. Measured (docs/learning.md §2b), idle 2 cores: argument match 0.346

@@ -98,5 +98,5 @@ def make_tiny_base(
             f"{report.last_loss:.3f}{probe}, {report.seconds:.0f}s")
         if report.probe_after is not None and report.probe_after < DONE_AT[report.form]:
             log(f"  note: the copy warm-up ended before the model learned its form ({report.form} accuracy "
-                f"{report.probe_after:.2f} < {DONE_AT[report.form]}); raise run.demo_copy_warmup_steps")
+                f"{report.probe_after:.3f} < {DONE_AT[report.form]}); raise run.demo_copy_warmup_steps")
     return out
