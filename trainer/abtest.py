@@ -329,7 +329,7 @@ def write_report(directory: Path, cfg: UnderstudyConfig, log: Callable[[str], No
 def run_abtest(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, rebuild: bool = False, discriminator=None) -> dict[str, Any]:
     """Build the pairs (unless built), run the configured automatic judges, write the report."""
     from trainer.discriminator import Discriminator, discriminator_dir
-    from trainer.reward import _read_rows, rollouts
+    from trainer.reward import _read_rows, judged_rollouts
 
     ab = cfg.abtest
     for j in ab.judges:
@@ -350,8 +350,7 @@ def run_abtest(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, r
             raise ConfigError(f"no student at {paths['model']}: run `trainer sft` or set abtest.model")
         rows = _read_rows(split_file, ab.max_pairs)
         log(f"[ab-test] rolling out {paths['model']} on {len(rows)} {ab.split} prompts …")
-        r = cfg.reward
-        student = rollouts(str(paths["model"]), rows, r.max_new_tokens, r.max_turns, r.batch_size)
+        student = judged_rollouts(cfg, str(paths["model"]), rows)
         pool = list(rows)
         for extra in ("validation", "train"):  # control partners of the same family, if the split has none
             f = paths["data"] / f"{extra}.jsonl"

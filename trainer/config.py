@@ -238,6 +238,13 @@ class RewardSection:
     discriminator_max_length: int = 1024
     # Training prompts the discriminator sees (student rollouts are generated for each); 0: all.
     discriminator_examples: int = 0
+    # How the judged student is decoded, in the rollouts the discriminator learns from and in
+    # `trainer ab-test`: 0 is greedy (as `trainer serve` answers a request that names no
+    # temperature); above 0 its words are sampled at this temperature within prose_top_p while
+    # every tool call stays the likeliest one (trainer/decoding.py). A greedy student writes its
+    # likeliest narration every time, which is how the discriminator tells it from a sampled teacher.
+    prose_temperature: float = 0.0
+    prose_top_p: float = 1.0
 
 
 @dataclass

@@ -218,7 +218,7 @@ def resolve_init(cfg: UnderstudyConfig, student_model: str) -> str:
 def train_discriminator_for(cfg: UnderstudyConfig, student_model: str, data_dir: Path, out_dir: Path,
                             log: Callable[[str], None] = click.echo, rows: Optional[list[dict]] = None) -> Discriminator:
     """(Re)train on the student's rollouts for the train split's prompts; report held-out pair accuracy."""
-    from trainer.reward import _read_rows, rollouts, teacher_workflow, workflow_text
+    from trainer.reward import _read_rows, judged_rollouts, teacher_workflow, workflow_text
 
     r = cfg.reward
     if rows is None:
@@ -226,8 +226,9 @@ def train_discriminator_for(cfg: UnderstudyConfig, student_model: str, data_dir:
         if not train_file.exists():
             raise ConfigError(f"no train split at {train_file}: run `trainer build-dataset`")
         rows = _read_rows(train_file, r.discriminator_examples)
-    log(f"[discriminator] rolling out {student_model} on {len(rows)} training prompts …")
-    student = rollouts(student_model, rows, r.max_new_tokens, r.max_turns, r.batch_size)
+    decoding = f" (prose sampled at temperature {r.prose_temperature:g})" if r.prose_temperature > 0 else ""
+    log(f"[discriminator] rolling out {student_model} on {len(rows)} training prompts{decoding} …")
+    student = judged_rollouts(cfg, student_model, rows)
     teacher_texts = [workflow_text(row, teacher_workflow(row)) for row in rows]
     student_texts = [workflow_text(row, wf) for row, wf in zip(rows, student)]
     return train_discriminator(

@@ -244,15 +244,19 @@ class Episode:
 class ModelPolicy:
     """A causal LM answering turn by turn through the tokenizer's chat template (the training one).
 
-    Greedy by default; with `temperature` > 0 each turn is sampled (seed torch for repeatable draws).
+    Greedy by default; with `temperature` > 0 each turn is sampled (seed torch for repeatable draws),
+    within the `top_p` nucleus, and with `greedy_calls` only the words around the tool calls are:
+    each call is the likeliest one (trainer/decoding.py).
     """
 
     # Which of the last generate() call's turns stopped at max_new_tokens, not at a stop token
     # (reassigned by each call; a generate() that does not set it reports no cut turns).
     last_cut: list[bool] = []
+    # The token ids of the last generate() call's turns (what was decoded, before any re-tokenizing).
+    last_ids: list[list[int]] = []
 
     def __init__(self, model_path: str, max_new_tokens: int = 256, max_turns: int = 16, base: bool = False,
-                 temperature: float = 0.0):
+                 temperature: float = 0.0, top_p: float = 1.0, greedy_calls: bool = False):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -278,6 +282,8 @@ class ModelPolicy:
         self.max_new_tokens = max_new_tokens
         self.max_turns = max_turns
         self.temperature = temperature
+        self.top_p = top_p
+        self.greedy_calls = greedy_calls
         # The system turn and tools, the same for every turn of a project's workflows, are prefilled once.
         self.generator = SharedPrefixGenerator(self.model, self.tokenizer.pad_token_id)
         self._system_ids: dict[str, list[int]] = {}
@@ -299,8 +305,16 @@ class ModelPolicy:
             row = self._token_ids(messages, tools, add_generation_prompt=True)
             rows.append(row)
             prefix_lengths.append(self._system_length(messages, tools, row))
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": 1.0} if self.temperature > 0 else {
+        sampling = {"do_sample": True, "temperature": self.temperature, "top_k": 0, "top_p": self.top_p} if self.temperature > 0 else {
             "do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+        if self.temperature > 0 and self.greedy_calls:
+            from transformers import LogitsProcessorList
+
+            from trainer.chat_template import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+            from trainer.decoding import GreedyToolCalls
+
+            call_ids = self.tokenizer.convert_tokens_to_ids([TOOL_CALL_OPEN, TOOL_CALL_CLOSE])
+            sampling["logits_processor"] = LogitsProcessorList([GreedyToolCalls(*call_ids)])
         out, width = self.generator.generate(
             rows,
             prefix_lengths,
@@ -312,6 +326,7 @@ class ModelPolicy:
         new = out[:, width:]
         stops = torch.tensor(self.stop_ids, device=new.device)
         self.last_cut = [not bool(torch.isin(ids, stops).any()) and ids.shape[0] >= self.max_new_tokens for ids in new]
+        self.last_ids = [ids.tolist() for ids in new]
         return [self.tokenizer.decode(ids, skip_special_tokens=False).split(self.end)[0] for ids in new]
 
     def _token_ids(self, messages: list[dict[str, Any]], tools: Any, add_generation_prompt: bool) -> list[int]:

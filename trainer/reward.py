@@ -368,13 +368,30 @@ def combine(sim: float, p_teacher: Optional[float], discriminator_weight: float)
 # Rollouts and scoring a student
 
 
+def judged_rollouts(cfg, model_path: str, rows: list[dict[str, Any]]) -> list[Workflow]:
+    """The student's workflows decoded as it is judged (reward.prose_temperature, prose_top_p):
+    the rollouts the discriminator learns from and the ones `trainer ab-test` shows."""
+    import torch
+
+    r = cfg.reward
+    if r.prose_temperature < 0 or not 0 < r.prose_top_p <= 1:
+        raise ConfigError(f"reward.prose_temperature must be >= 0 and reward.prose_top_p in (0, 1]; got "
+                          f"{r.prose_temperature} and {r.prose_top_p}")
+    if r.prose_temperature > 0:
+        torch.manual_seed(cfg.run.seed)  # the same draws on a rerun
+    return rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size, temperature=r.prose_temperature,
+                    top_p=r.prose_top_p, greedy_calls=True)
+
+
 def rollouts(model_path: str, rows: list[dict[str, Any]], max_new_tokens: int = 256, max_turns: int = 16,
-             batch_size: int = 16, policy=None, temperature: float = 0.0) -> list[Workflow]:
+             batch_size: int = 16, policy=None, temperature: float = 0.0, top_p: float = 1.0,
+             greedy_calls: bool = False) -> list[Workflow]:
     """The student's workflow on each row: trainer/evaluate.py's step-by-step replay rollouts
-    (greedy, or sampled at `temperature`)."""
+    (greedy, or sampled at `temperature` within `top_p`; with `greedy_calls` the calls stay greedy)."""
     from trainer.evaluate import ModelPolicy
 
-    policy = policy or ModelPolicy(str(model_path), max_new_tokens, max_turns, temperature=temperature)
+    policy = policy or ModelPolicy(str(model_path), max_new_tokens, max_turns, temperature=temperature, top_p=top_p,
+                                   greedy_calls=greedy_calls)
     out: list[Workflow] = []
     for start in range(0, len(rows), batch_size):
         out.extend(episode_workflow(ep) for ep in policy.run_batch(rows[start:start + batch_size]))
