@@ -516,3 +516,25 @@ def test_an_untrained_base_is_served(student, tmp_path, tools):
         with anthropic.Anthropic(base_url=srv.base_url, api_key="test", max_retries=0) as c:
             msg = c.messages.create(**first_turn(tools=tools, max_tokens=8))
     assert msg.type == "message" and msg.usage.output_tokens > 0
+
+
+def test_a_sampled_forced_call_is_the_greedy_call_when_calls_stay_greedy(tmp_path_factory):
+    """serve.greedy_tool_calls: at a temperature that scrambles what is sampled, a call the
+    request forces (tool_choice tool: the whole turn is the call) comes out as the greedy one."""
+    import torch
+
+    model_dir, tools = shared_student(tmp_path_factory)
+    backend = TransformersBackend(str(model_dir), n_ctx=N_CTX)
+    prompt, _ = build_prompt(first_turn(tools=tools), ContextSettings(tools=list(STUDENT_TOOLS)))
+    forced = Constraint("tool", ["Bash"], parallel=False)
+
+    def write(**params) -> str:
+        pieces: list[str] = []
+        backend.generate(prompt, GenParams(48, constraint=forced, **params), threading.Event(), pieces.append)
+        return "".join(pieces)
+
+    greedy = write()
+    torch.manual_seed(0)
+    assert write(temperature=5.0, greedy_calls=True) == greedy
+    torch.manual_seed(0)
+    assert write(temperature=5.0) != greedy  # what the setting prevents

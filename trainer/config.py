@@ -198,6 +198,10 @@ class ServeSection:
     max_queue: int = 16
     # Sampling temperature; unset means the request's (greedy when the request has none).
     temperature: Optional[float] = None
+    # When sampling, every token of a tool call is the likeliest one and only the words around the
+    # calls are sampled (trainer/decoding.py; as reward.prose_temperature judges the student).
+    # The transformers backend; the llama.cpp backend samples a call like the rest.
+    greedy_tool_calls: bool = True
     max_body_mb: float = 32.0
     # A/B rollout, e.g. "upstream=https://api.anthropic.com,student=0.1"; empty: every session to the student.
     ab: str = ""

@@ -461,6 +461,8 @@ class ServerSettings:
     # Output cap on top of the context: 0 means up to what the context leaves after the prompt.
     max_new_tokens: int = 0
     temperature: Optional[float] = None
+    # When sampling, tool calls stay greedy (transformers backend; see GenParams.greedy_calls).
+    greedy_tool_calls: bool = True
     max_body_bytes: int = 32 * 2**20
     # Requests that may wait while one generates; one more is a 529 overloaded_error.
     max_queue: int = 16
@@ -487,6 +489,7 @@ class ServerSettings:
             token=s.token or os.environ.get("UNDERSTUDY_SERVE_TOKEN", ""),
             max_new_tokens=s.max_new_tokens,
             temperature=s.temperature,
+            greedy_tool_calls=s.greedy_tool_calls,
             max_body_bytes=int(s.max_body_mb * 2**20),
             max_queue=s.max_queue,
             n_ctx=s.n_ctx,
@@ -665,6 +668,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             top_p=body.get("top_p"),
             top_k=body.get("top_k"),
             constraint=constraint,
+            greedy_calls=settings.greedy_tool_calls,
         )
 
     def stop_watch(body: dict, constraint: Constraint) -> Callable[[str], bool]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, START_HEADER, TOOL_CALL_OPEN, render
+from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, START_HEADER, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, render
 from trainer.config import ConfigError
 from trainer.serve_constrain import Constraint, TokenFilter, gbnf
 
@@ -48,6 +48,9 @@ class GenParams:
     top_p: Optional[float] = None
     top_k: Optional[int] = None
     constraint: Constraint = field(default_factory=Constraint)
+    # When sampling: every token of a tool call the likeliest one, only the words around it sampled
+    # (trainer/decoding.py). The transformers backend; llama.cpp samples a call like the rest.
+    greedy_calls: bool = False
 
 
 @dataclass
@@ -218,6 +221,7 @@ class TransformersBackend:
         vocab = self.tokenizer.get_vocab()
         self.stop_ids = [vocab[t] for t in (END_OF_TURN, END_OF_TEXT) if t in vocab]
         self.tool_open_id = vocab.get(TOOL_CALL_OPEN)
+        self.tool_close_id = vocab.get(TOOL_CALL_CLOSE)
         # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.lock = threading.Lock()
@@ -272,6 +276,10 @@ class TransformersBackend:
             processors.append(TokenFilter(tokenizer, constraint, self.stop_ids, n_prompt))
 
         sample = params.temperature > 0
+        if sample and params.greedy_calls and None not in (self.tool_open_id, self.tool_close_id):
+            from trainer.decoding import GreedyToolCalls
+
+            processors.append(GreedyToolCalls(self.tool_open_id, self.tool_close_id))
         kwargs: dict[str, Any] = dict(
             max_new_tokens=params.max_new_tokens,
             do_sample=sample,
