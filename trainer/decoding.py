@@ -1,10 +1,10 @@
 """Sampled prose, greedy tool calls: how a student is decoded to be judged against its teacher.
 
 The teacher's traces are samples: the Messages API samples at temperature 1 unless asked
-otherwise, and the scripted teacher draws each narration from several phrasings. A greedy student writes the single likeliest
-phrasing every time, and a discriminator learns exactly that: of 86 held-out pairs whose calls
-and final answer were the teacher's to the character, it told the greedy student apart in 67,
-by its narration alone (docs/learning.md §2b). Sampling everything would cost the calls (one
+otherwise, and the scripted teacher draws each narration from several phrasings. A greedy
+student writes the single likeliest phrasing every time, and a discriminator learns exactly
+that: of 199 held-out pairs whose calls and final answer were the teacher's to the character,
+it told the greedy student apart in 151, by its narration alone (docs/learning.md §5b). Sampling everything would cost the calls (one
 unlikely digit in a path is a wrong call), so `GreedyToolCalls` keeps every token between
 `<tool_call>` and `</tool_call>` the likeliest one while the words around the calls are sampled.
 
