@@ -4,9 +4,10 @@ The teacher's traces are samples: the Messages API samples at temperature 1 unle
 otherwise, and the scripted teacher draws each narration from several phrasings. A greedy
 student writes the single likeliest phrasing every time, and a discriminator learns exactly
 that: of 199 held-out pairs whose calls and final answer were the teacher's to the character,
-it told the greedy student apart in 151, by its narration alone (docs/learning.md §5b). Sampling everything would cost the calls (one
-unlikely digit in a path is a wrong call), so `GreedyToolCalls` keeps every token between
-`<tool_call>` and `</tool_call>` the likeliest one while the words around the calls are sampled.
+it told the greedy student apart in 151, by its narration alone (docs/learning.md §5b).
+Sampling everything would cost the calls (one unlikely digit in a path is a wrong call), so
+`GreedyToolCalls` keeps every token between `<tool_call>` and `</tool_call>` the likeliest one
+while the words around the calls are sampled.
 
     from trainer.decoding import GreedyToolCalls
     model.generate(..., do_sample=True, temperature=1.0, logits_processor=[GreedyToolCalls(open_id, close_id)])
