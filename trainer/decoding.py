@@ -15,33 +15,29 @@ while the words around the calls are sampled.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from transformers import LogitsProcessor
 
 
 class GreedyToolCalls(LogitsProcessor):
     """A transformers logits processor: inside an open tool call only the likeliest token remains.
 
-    One instance per `generate` call: it follows each row from the first step on (the prompt ends
-    outside any call), updating from the token each step appended.
+    One instance per `generate` call (generate calls it once per step): it follows each row from
+    the first step on (the prompt ends outside any call), updating from the token each step appended.
     """
 
     def __init__(self, open_id: int, close_id: int):
         self.open_id = open_id
         self.close_id = close_id
         self.inside = None
-        self.length: Optional[int] = None
 
     def __call__(self, input_ids, scores):
         import torch
 
         if self.inside is None:  # the first step: nothing generated yet
             self.inside = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        elif input_ids.shape[1] != self.length:
+        else:
             last = input_ids[:, -1]
             self.inside = (self.inside | (last == self.open_id)) & (last != self.close_id)
-        self.length = input_ids.shape[1]
         if self.inside.any():
             best = scores.argmax(dim=-1, keepdim=True)
             only_best = torch.full_like(scores, float("-inf")).scatter(1, best, scores.gather(1, best))

@@ -99,15 +99,7 @@ def answer_similarity(student: str, teacher: str) -> float:
 # in the answer is no evidence that the answer reports what the tool returned.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./,-]*[A-Za-z0-9_]|[A-Za-z0-9_]")
 _FACT_SHAPE = re.compile(r"[0-9_/.]|[a-z][A-Z]")
-
-
-def _text(content: Any) -> str:
-    """A message's text, whether its content is a string or a list of blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(_text(b.get("text") if isinstance(b, dict) else b) for b in content)
-    return ""
+_GROUPED_NUMBER = re.compile(r"\d{1,3}(,\d{3})+")  # 40,055
 
 
 def _fact_tokens(text: str) -> set[str]:
@@ -115,7 +107,7 @@ def _fact_tokens(text: str) -> set[str]:
     out = set()
     for token in _TOKEN_RE.findall(text or ""):
         token = token.rstrip(".,")
-        if re.fullmatch(r"\d{1,3}(,\d{3})+", token):
+        if _GROUPED_NUMBER.fullmatch(token):
             token = token.replace(",", "")
         if len(token) > 1 and _FACT_SHAPE.search(token) and "," not in token:
             out.add(token)
@@ -441,8 +433,9 @@ def score_episode(ep: Episode, row: dict[str, Any]) -> dict[str, Any]:
     if ep.raw:  # a system that generated text: did it answer, and how close to the teacher?
         teacher = teacher_answer(row["messages"])
         result["answer_similarity"] = answer_similarity(ep.answer or "", teacher)
-        results = "\n".join(_text(m.get("content")) for m in row["messages"] if m["role"] == "tool")
-        prompt = "\n".join(_text(m.get("content")) for m in row["messages"] if m["role"] in ("system", "user"))
+        # Dataset rows hold every content as a string (trainer/dataset.py), as teacher_steps reads them.
+        results = "\n".join(m.get("content") or "" for m in row["messages"] if m["role"] == "tool")
+        prompt = "\n".join(m.get("content") or "" for m in row["messages"] if m["role"] in ("system", "user"))
         stated = _fact_tokens(ep.answer or "")
         result["answer_facts"] = [float(f in stated) for f in sorted(answer_facts(teacher, results, prompt))]
         result["answered_rate"] = float(ep.answer is not None)
