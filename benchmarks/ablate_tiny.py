@@ -11,14 +11,17 @@ ablation row of docs/learning.md.
         -- -o sft.max_steps=300 -o eval.max_examples=60
 
 Arms and the shared overrides (after `--`) are `trainer run` overrides. Runs are resumable: a run
-whose stages are up to date is skipped by `trainer run` itself. Run with OMP_NUM_THREADS=1 on a
-busy machine (docs/learning.md).
+whose stages are up to date is skipped by `trainer run` itself. A seed's later arms start from a copy
+of its first arm's corpus, base and dataset, so an arm that only changes SFT (steps, learning rate,
+LoRA) does not build the same warmed-up base again; `trainer run` rebuilds any copied stage whose
+inputs the arm does change. Run with OMP_NUM_THREADS=1 on a busy machine (docs/learning.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +48,22 @@ def parse(argv: list[str]):
 
 def run_dir(out: Path, arm: str, seed: int) -> Path:
     return out / f"{arm.replace(' ', '_')}-seed{seed}"
+
+
+SHAREABLE = ("traces.jsonl", "base", "dataset")  # stages an SFT-only arm has in common with its seed's first
+
+
+def share_stages(donor: Path, run: Path) -> None:
+    """Copy the donor run's early stages into a run not started yet (stage.json travels with them)."""
+    if run.exists():
+        return
+    run.mkdir(parents=True)
+    for name in SHAREABLE:
+        src = donor / name
+        if src.is_dir():
+            shutil.copytree(src, run / name)
+        elif src.exists():
+            shutil.copy2(src, run / name)
 
 
 def command(out: Path, arm: list[str], seed: int, shared: list[str]) -> list[str]:
@@ -113,6 +132,9 @@ def main(argv: list[str]) -> int:
     for arm, seed in jobs:
         while len(running) >= args.parallel:
             finish_one()
+        first = args.arm[0][0]
+        if arm[0] != first and args.parallel == 1 and (run_dir(args.out, first, seed) / "eval" / "eval.json").exists():
+            share_stages(run_dir(args.out, first, seed), run_dir(args.out, arm[0], seed))
         log = open(run_dir(args.out, arm[0], seed).with_suffix(".log"), "w")
         label = f"{arm[0]} seed {seed}"
         print(f"running {label}", flush=True)

@@ -150,15 +150,22 @@ def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
 
     traces = write_corpus_jsonl(tmp_path / "captured.jsonl", 24, seed=3)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, [
+    args = [
         "run", "--out", str(out), "-o", f"run.traces={traces}", "-o", "sft.base_model=tiny", "-o", "sft.method=full",
         "-o", "run.demo_hidden=32", "-o", "run.demo_layers=1", "-o", "run.demo_heads=2", "-o", "run.demo_vocab=400",
         "-o", "run.demo_tied_embeddings=true", "-o", "sft.max_steps=1", "-o", "sft.max_length=4096",
         "-o", "eval.max_examples=1", "-o", "eval.max_new_tokens=8", "-o", "eval.baselines=[]",
-    ])
+    ]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output[-3000:]
     assert "base model  a tiny random LLaMA built on the corpus (hidden 32, 1 layers, vocab 400, tied embeddings)" in result.output
     config = json.loads((out / "base" / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["tie_word_embeddings"]) == (32, 1, True)
     assert json.loads((out / "understudy_config.json").read_text())["config"]["sft"]["base_model"] == str(out / "base")
     assert (out / "sft" / "final" / "config.json").exists()
+
+    # The tokenizer learned from the texts as rendered: rendered otherwise, the base is built again.
+    assert "[base] up to date, skipping" in CliRunner().invoke(main, args).output
+    rerendered = CliRunner().invoke(main, [*args, "-o", "dataset.tool_schema=full"])
+    assert rerendered.exit_code == 0, rerendered.output[-3000:]
+    assert "[base] running" in rerendered.output

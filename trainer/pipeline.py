@@ -309,12 +309,15 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     # The accuracy a checked form stops at, and respell's share of numbers, are part of what the warm-up produces.
     warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form),
               NUMBER_SHARE if r.demo_copy_warmup_form == "respell" else None)
-    stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, *warmup, file_digest(traces_path), r.seed),
-                  log)
+    # The tokenizer and the warm-up learn from the rendered training texts, so how the dataset renders
+    # them (dataset.tool_schema, ...) is an input as much as the traces are.
+    texts = _training_texts(traces_path, cfg)
+    texts_digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()[:16]
+    stage = Stage("base", out, fingerprint("tiny-base", sizes, r.demo_vocab, *warmup, texts_digest, r.seed), log)
     if stage.up_to_date():
         return out
     stage.start()
-    make_tiny_base(out, _training_texts(traces_path, cfg), vocab_size=r.demo_vocab, seed=r.seed,
+    make_tiny_base(out, texts, vocab_size=r.demo_vocab, seed=r.seed,
                    copy_warmup_steps=r.demo_copy_warmup_steps, copy_warmup_form=r.demo_copy_warmup_form,
                    log=log, **sizes)
     stage.done()
