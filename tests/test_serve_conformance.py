@@ -538,3 +538,46 @@ def test_a_sampled_forced_call_is_the_greedy_call_when_calls_stay_greedy(tmp_pat
     assert write(temperature=5.0, greedy_calls=True) == greedy
     torch.manual_seed(0)
     assert write(temperature=5.0) != greedy  # what the setting prevents
+
+
+def test_llamacpp_keeps_a_sampled_turns_calls_greedy(student):
+    """serve.greedy_tool_calls under llama.cpp: the words of a sampled turn are sampled, and every
+    call in it is what greedy decoding writes after the text before it; a forced call is the
+    greedy call whole. Without the setting, sampled calls come out otherwise."""
+    backend, tools = student
+    if not isinstance(backend, LlamaCppBackend):
+        pytest.skip("llama.cpp's phases (the transformers backend: the test above)")
+    prompt, _ = build_prompt(first_turn(tools=tools), ContextSettings(tools=list(STUDENT_TOOLS)))
+
+    def write(prefix: str = "", **params) -> str:
+        pieces: list[str] = []
+        backend.generate(prompt + prefix, GenParams(64, **params), threading.Event(), pieces.append)
+        return "".join(pieces)
+
+    def greedy_call(before: str) -> str:
+        """What greedy decoding writes after `before` (ending in <tool_call>), to its </tool_call>."""
+        out = write(before)
+        return out[: out.index("</tool_call>") + len("</tool_call>")] if "</tool_call>" in out else out
+
+    def calls_off_greedy(text: str) -> tuple[int, int]:
+        """(calls in text, how many of them are not the greedy continuation of the text before)."""
+        starts = [i + len("<tool_call>") for i in range(len(text)) if text.startswith("<tool_call>", i)]
+        off = 0
+        for start in starts:
+            rest = text[start:]
+            call = rest[: rest.index("</tool_call>") + len("</tool_call>")] if "</tool_call>" in rest else rest
+            off += call != greedy_call(text[:start])
+        return len(starts), off
+
+    greedy = write()
+    sampled = [write(temperature=3.0, greedy_calls=True) for _ in range(8)]
+    assert any(s != greedy for s in sampled), "the words around the calls are sampled"
+    counted = [calls_off_greedy(s) for s in sampled]
+    assert sum(n for n, _ in counted) > 0 and sum(off for _, off in counted) == 0, counted
+    unguarded = [calls_off_greedy(write(temperature=3.0)) for _ in range(16)]
+    assert sum(off for _, off in unguarded) > 0, unguarded  # what the setting prevents
+
+    forced = Constraint("tool", ["Bash"], parallel=False)
+    forced_greedy = write(constraint=forced)
+    assert write(temperature=5.0, greedy_calls=True, constraint=forced) == forced_greedy
+    assert any(write(temperature=5.0, constraint=forced) != forced_greedy for _ in range(4))

@@ -200,7 +200,7 @@ class ServeSection:
     temperature: Optional[float] = None
     # When sampling, every token of a tool call is the likeliest one and only the words around the
     # calls are sampled (trainer/decoding.py; as reward.prose_temperature judges the student).
-    # The transformers backend; the llama.cpp backend samples a call like the rest.
+    # Both backends (llama.cpp writes such a turn in phases: trainer/serve_backends.py).
     greedy_tool_calls: bool = True
     max_body_mb: float = 32.0
     # A/B rollout, e.g. "upstream=https://api.anthropic.com,student=0.1"; empty: every session to the student.

@@ -461,7 +461,7 @@ class ServerSettings:
     # Output cap on top of the context: 0 means up to what the context leaves after the prompt.
     max_new_tokens: int = 0
     temperature: Optional[float] = None
-    # When sampling, tool calls stay greedy (transformers backend; see GenParams.greedy_calls).
+    # When sampling, tool calls stay greedy (see GenParams.greedy_calls).
     greedy_tool_calls: bool = True
     max_body_bytes: int = 32 * 2**20
     # Requests that may wait while one generates; one more is a 529 overloaded_error.

@@ -49,7 +49,7 @@ class GenParams:
     top_k: Optional[int] = None
     constraint: Constraint = field(default_factory=Constraint)
     # When sampling: every token of a tool call the likeliest one, only the words around it sampled
-    # (trainer/decoding.py). The transformers backend; llama.cpp samples a call like the rest.
+    # (trainer/decoding.py's logits processor under transformers; phases of requests under llama.cpp).
     greedy_calls: bool = False
 
 
@@ -382,11 +382,37 @@ class LlamaCppBackend:
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         prompt = self._prompt(prompt)
+        sample = params.temperature > 0
+        if not (sample and params.greedy_calls) or params.constraint.kind == "none":
+            return self._complete(prompt, params, params.temperature, cancel, emit)[0]
+        if params.constraint.forced:  # the whole turn is a call: all of it greedy
+            return self._complete(prompt, params, 0.0, cancel, emit)[0]
+        # llama.cpp samples a request with one sampler throughout, so the turn is written in phases:
+        # sampled words up to a `<tool_call>`, then the call greedy up to its `</tool_call>`, then
+        # sampled again. Each phase is a request continuing the text so far; the prompt cache keeps
+        # the keys and values of everything already written, so a phase costs only its own tokens.
+        written, tokens, greedy = "", 0, False
+        while True:
+            budget = params.max_new_tokens - tokens
+            if budget <= 0:
+                return GenResult(finish="length", output_tokens=tokens)
+            phase = GenParams(budget, params.temperature, params.top_p, params.top_k, params.constraint)
+            result, text = self._complete(prompt + written, phase, 0.0 if greedy else params.temperature, cancel, emit,
+                                          until=TOOL_CALL_CLOSE if greedy else TOOL_CALL_OPEN)
+            written, tokens = written + text, tokens + result.output_tokens
+            if result.finish != "until":
+                return GenResult(finish=result.finish, output_tokens=tokens)
+            greedy = not greedy
+
+    def _complete(self, prompt: str, params: GenParams, temperature: float, cancel: threading.Event,
+                  emit: Callable[[str], None], until: Optional[str] = None) -> tuple[GenResult, str]:
+        """One llama.cpp completion, streamed through `emit`: (result, the text it wrote). With
+        `until`, it stops right after writing that text, with finish "until"."""
         request: dict[str, Any] = {
             "prompt": prompt,
             "n_predict": params.max_new_tokens,
             "stream": True,
-            "temperature": params.temperature,
+            "temperature": temperature,
             "cache_prompt": True,
             # A chunk when prompt processing starts and after each batch of it: the points where
             # on_chunk can stop a request whose client left, before its first token.
@@ -396,11 +422,16 @@ class LlamaCppBackend:
             request["top_p"] = params.top_p
         if params.top_k is not None:
             request["top_k"] = params.top_k
+        # llama.cpp's own min_p (0.05) would drop every token under a twentieth of the likeliest
+        # one before the temperature applies: a confident student then samples like a greedy one at
+        # any temperature. The request's temperature, top_p and top_k are what shape the sampling
+        # here, as under the transformers backend.
+        request["min_p"] = 0.0
         if params.constraint.kind == "none":
             request["logit_bias"] = [[TOOL_CALL_OPEN, False]]
         elif params.constraint.forced:
             request["grammar"] = gbnf(params.constraint)
-        state = {"finish": "stop", "tokens": 0, "error": None}
+        state: dict[str, Any] = {"finish": "stop", "tokens": 0, "error": None, "text": []}
 
         def on_chunk(chunk):
             if isinstance(chunk, str):
@@ -414,7 +445,11 @@ class LlamaCppBackend:
                 text = choice.get("text") or choice.get("content") or ""
                 if text:
                     state["tokens"] += 1
+                    state["text"].append(text)
                     emit(text)
+                    if until is not None and until in text:  # a tag is one token, so one chunk
+                        state["finish"] = "until"
+                        return True
                 reason = choice.get("finish_reason") or choice.get("stop_type")
                 if reason:
                     state["finish"] = "length" if reason in ("length", "limit") else "stop"
@@ -426,13 +461,13 @@ class LlamaCppBackend:
 
         with self.lock:
             if cancel.is_set():
-                return GenResult(finish="cancelled", output_tokens=0)
+                return GenResult(finish="cancelled", output_tokens=0), ""
             result = self.server.handle_completions(request, on_chunk)
         error = state["error"] or (result.get("error") if isinstance(result, dict) else None)
         if error and not cancel.is_set():  # a client that left is owed no error
             raise RuntimeError(error.get("message", str(error)) if isinstance(error, dict) else str(error))
         finish = "cancelled" if cancel.is_set() else state["finish"]
-        return GenResult(finish=finish, output_tokens=state["tokens"])
+        return GenResult(finish=finish, output_tokens=state["tokens"]), "".join(state["text"])
 
 
 def load_backend(model: str, backend: str = "", n_ctx: int = 4096):
