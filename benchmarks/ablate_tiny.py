@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-METRICS = ["first_tool_accuracy", "exact_sequence_match", "argument_match", "valid_call_rate"]
+METRICS = ["first_tool_accuracy", "exact_sequence_match", "argument_match", "valid_call_rate", "answer_fact_recall"]
 TRAINER = str(Path(sys.executable).with_name("trainer"))
 
 
