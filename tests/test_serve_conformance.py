@@ -581,3 +581,29 @@ def test_llamacpp_keeps_a_sampled_turns_calls_greedy(student):
     forced_greedy = write(constraint=forced)
     assert write(temperature=5.0, greedy_calls=True, constraint=forced) == forced_greedy
     assert any(write(temperature=5.0, constraint=forced) != forced_greedy for _ in range(4))
+
+
+def test_llamacpp_phases_switch_on_a_tag_split_over_chunks():
+    """A GGUF whose tokenizer does not keep `<tool_call>` whole streams it in pieces: the sampled
+    phase still ends at the tag and the call is asked for greedy, continuing the text so far."""
+    requests: list[dict] = []
+    scripts = [["Listing ", "<tool", "_call>", " never sent"], ['{"name": "Bash"}</tool_', "call>"], ["Done."]]
+
+    class FakeServer:
+        def handle_completions(self, request, callback):
+            requests.append(request)
+            for piece in scripts[len(requests) - 1]:
+                if callback({"choices": [{"text": piece, "finish_reason": None}]}):
+                    return None
+            callback({"choices": [{"text": "", "finish_reason": "stop"}]})
+            return None
+
+    backend = object.__new__(LlamaCppBackend)
+    backend.server, backend.lock = FakeServer(), threading.Lock()
+    pieces: list[str] = []
+    result = backend.generate("PROMPT", GenParams(64, temperature=0.7, greedy_calls=True), threading.Event(), pieces.append)
+    assert "".join(pieces) == 'Listing <tool_call>{"name": "Bash"}</tool_call>Done.'
+    assert [r["temperature"] for r in requests] == [0.7, 0.0, 0.7]
+    assert [r["prompt"] for r in requests] == ["PROMPT", "PROMPT" + "Listing <tool_call>",
+                                               "PROMPT" + 'Listing <tool_call>{"name": "Bash"}</tool_call>']
+    assert result.finish == "stop" and result.output_tokens == 6

@@ -431,7 +431,7 @@ class LlamaCppBackend:
             request["logit_bias"] = [[TOOL_CALL_OPEN, False]]
         elif params.constraint.forced:
             request["grammar"] = gbnf(params.constraint)
-        state: dict[str, Any] = {"finish": "stop", "tokens": 0, "error": None, "text": []}
+        state: dict[str, Any] = {"finish": "stop", "tokens": 0, "error": None, "text": [], "tail": ""}
 
         def on_chunk(chunk):
             if isinstance(chunk, str):
@@ -447,9 +447,13 @@ class LlamaCppBackend:
                     state["tokens"] += 1
                     state["text"].append(text)
                     emit(text)
-                    if until is not None and until in text:  # a tag is one token, so one chunk
-                        state["finish"] = "until"
-                        return True
+                    if until is not None:
+                        # A tag the tokenizer does not keep whole arrives over several chunks.
+                        seen = state["tail"] + text
+                        if until in seen:
+                            state["finish"] = "until"
+                            return True
+                        state["tail"] = seen[-len(until):]
                 reason = choice.get("finish_reason") or choice.get("stop_type")
                 if reason:
                     state["finish"] = "length" if reason in ("length", "limit") else "stop"
