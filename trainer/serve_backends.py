@@ -27,7 +27,7 @@ import inspect
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -382,11 +382,10 @@ class LlamaCppBackend:
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         prompt = self._prompt(prompt)
-        sample = params.temperature > 0
-        if not (sample and params.greedy_calls) or params.constraint.kind == "none":
-            return self._complete(prompt, params, params.temperature, cancel, emit)[0]
+        if not (params.temperature > 0 and params.greedy_calls) or params.constraint.kind == "none":
+            return self._complete(prompt, params, cancel, emit)[0]
         if params.constraint.forced:  # the whole turn is a call: all of it greedy
-            return self._complete(prompt, params, 0.0, cancel, emit)[0]
+            return self._complete(prompt, replace(params, temperature=0.0), cancel, emit)[0]
         # llama.cpp samples a request with one sampler throughout, so the turn is written in phases:
         # sampled words up to a `<tool_call>`, then the call greedy up to its `</tool_call>`, then
         # sampled again. Each phase is a request continuing the text so far; the prompt cache keeps
@@ -396,23 +395,23 @@ class LlamaCppBackend:
             budget = params.max_new_tokens - tokens
             if budget <= 0:
                 return GenResult(finish="length", output_tokens=tokens)
-            phase = GenParams(budget, params.temperature, params.top_p, params.top_k, params.constraint)
-            result, text = self._complete(prompt + written, phase, 0.0 if greedy else params.temperature, cancel, emit,
+            phase = replace(params, max_new_tokens=budget, temperature=0.0 if greedy else params.temperature)
+            result, text = self._complete(prompt + written, phase, cancel, emit,
                                           until=TOOL_CALL_CLOSE if greedy else TOOL_CALL_OPEN)
             written, tokens = written + text, tokens + result.output_tokens
             if result.finish != "until":
                 return GenResult(finish=result.finish, output_tokens=tokens)
             greedy = not greedy
 
-    def _complete(self, prompt: str, params: GenParams, temperature: float, cancel: threading.Event,
-                  emit: Callable[[str], None], until: Optional[str] = None) -> tuple[GenResult, str]:
+    def _complete(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None],
+                  until: Optional[str] = None) -> tuple[GenResult, str]:
         """One llama.cpp completion, streamed through `emit`: (result, the text it wrote). With
         `until`, it stops right after writing that text, with finish "until"."""
         request: dict[str, Any] = {
             "prompt": prompt,
             "n_predict": params.max_new_tokens,
             "stream": True,
-            "temperature": temperature,
+            "temperature": params.temperature,
             "cache_prompt": True,
             # A chunk when prompt processing starts and after each batch of it: the points where
             # on_chunk can stop a request whose client left, before its first token.
