@@ -109,6 +109,20 @@ def test_respell_warmup_stops_once_its_probe_says_learned(monkeypatch):
     assert fresh > 0.2, fresh
 
 
+def test_the_learning_rate_given_is_the_one_the_warmup_steps_with():
+    """run.demo_copy_warmup_learning_rate reaches the optimizer: at a rate of ~0 three steps leave
+    the weights where they were, at the form's own they move."""
+    from trainer.copy_warmup import copy_warmup
+
+    moved = {}
+    for lr in (1e-12, None):
+        model, tokenizer, texts, _ = _tiny(hidden=16)
+        before = [p.detach().clone() for p in model.parameters()]
+        copy_warmup(model, tokenizer, texts, steps=3, form="span", learning_rate=lr)
+        moved[lr] = max((p.detach() - b).abs().max().item() for p, b in zip(model.parameters(), before))
+    assert moved[1e-12] < 1e-8 < 1e-4 < moved[None], moved
+
+
 def test_unknown_form_is_refused():
     from trainer.copy_warmup import copy_warmup
 

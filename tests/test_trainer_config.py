@@ -98,6 +98,8 @@ def test_combination_checks_say_which_field_to_change():
         check_config(load_config(overrides=["sft.max_steps=0", "sft.num_train_epochs=0"]), cuda=False)
     with pytest.raises(ConfigError, match="set sft.gradient_checkpointing = false"):
         check_config(load_config(overrides=["sft.gradient_checkpointing=true"]), cuda=False)
+    with pytest.raises(ConfigError, match=r"run.demo_copy_warmup_learning_rate must be > 0 \(or unset"):
+        check_config(load_config(overrides=["sft.method=full", "run.demo_copy_warmup_learning_rate=0"]), cuda=False)
 
 
 def test_qlora_without_cuda_says_so_in_one_line():

@@ -169,3 +169,7 @@ def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
     rerendered = CliRunner().invoke(main, [*args, "-o", "dataset.tool_schema=full"])
     assert rerendered.exit_code == 0, rerendered.output[-3000:]
     assert "[base] running" in rerendered.output
+    # So is the warm-up's learning rate (a base warmed up at another rate is another base).
+    relearned = CliRunner().invoke(main, [*args, "-o", "dataset.tool_schema=full", "-o", "run.demo_copy_warmup_learning_rate=1e-3"])
+    assert relearned.exit_code == 0, relearned.output[-3000:]
+    assert "[base] running" in relearned.output

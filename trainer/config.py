@@ -84,6 +84,8 @@ class RunConfig:
     # once a probe says they are learned (demo_copy_warmup_steps is then a ceiling).
     demo_copy_warmup_steps: int = 0
     demo_copy_warmup_form: Literal["span", "recall", "respell"] = "span"
+    # The warm-up's AdamW learning rate; unset: the form's own (trainer/copy_warmup.py).
+    demo_copy_warmup_learning_rate: Optional[float] = None
     seed: int = 0
 
 
@@ -636,6 +638,9 @@ def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str
         raise ConfigError("sft.max_steps and sft.num_train_epochs are both <= 0: set one of them > 0")
     if sft.learning_rate <= 0:
         raise ConfigError(f"sft.learning_rate must be > 0, got {sft.learning_rate}")
+    warmup_lr = cfg.run.demo_copy_warmup_learning_rate
+    if warmup_lr is not None and warmup_lr <= 0:
+        raise ConfigError(f"run.demo_copy_warmup_learning_rate must be > 0 (or unset: the form's own), got {warmup_lr}")
     if sft.per_device_train_batch_size < 1 or sft.gradient_accumulation_steps < 1:
         raise ConfigError("sft.per_device_train_batch_size and sft.gradient_accumulation_steps must be >= 1")
     if sft.save_steps < 1:

@@ -213,9 +213,10 @@ def probe_accuracy(model, ids, labels) -> float:
 
 
 def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 0, form: str = "span",
+                learning_rate: Optional[float] = None,
                 log: Callable[[str], None] = lambda _: None) -> WarmupReport:
     """Train `model` in place to copy, for `steps` steps (`recall` and `respell`: at most, they stop
-    once the probe says the form is learned)."""
+    once the probe says the form is learned), at `learning_rate` (default: the form's own)."""
     import torch
 
     if form not in FORMS:
@@ -239,7 +240,7 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
     before = accuracy = probe_accuracy(model, *probe) if probe else None
 
     model.train()
-    lr = RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
+    lr = learning_rate if learning_rate is not None else RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / WARMUP_STEPS))
     rng = random.Random(seed)

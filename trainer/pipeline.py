@@ -309,6 +309,8 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     # The accuracy a checked form stops at, and respell's share of numbers, are part of what the warm-up produces.
     warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form),
               NUMBER_SHARE if r.demo_copy_warmup_form == "respell" else None)
+    if r.demo_copy_warmup_learning_rate is not None:  # unset, a base built before the setting existed stays valid
+        warmup += (r.demo_copy_warmup_learning_rate,)
     # The tokenizer and the warm-up learn from the rendered training texts, so how the dataset renders
     # them (dataset.tool_schema, ...) is an input as much as the traces are.
     texts = _training_texts(traces_path, cfg)
@@ -319,6 +321,7 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     stage.start()
     make_tiny_base(out, texts, vocab_size=r.demo_vocab, seed=r.seed,
                    copy_warmup_steps=r.demo_copy_warmup_steps, copy_warmup_form=r.demo_copy_warmup_form,
+                   copy_warmup_learning_rate=r.demo_copy_warmup_learning_rate,
                    log=log, **sizes)
     stage.done()
     log(f"[base] tiny random LLaMA {sizes}, vocab {r.demo_vocab} → {out}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 
 def build_tiny_model(
@@ -71,6 +71,7 @@ def make_tiny_base(
     vocab_size: int = 2000,
     copy_warmup_steps: int = 0,
     copy_warmup_form: str = "span",
+    copy_warmup_learning_rate: Optional[float] = None,
     log: Callable[[str], None] = lambda _: None,
     **model_kwargs,
 ) -> Path:
@@ -90,7 +91,7 @@ def make_tiny_base(
 
         model = LlamaForCausalLM.from_pretrained(out)
         report = copy_warmup(model, tokenizer, texts, copy_warmup_steps, seed=model_kwargs.get("seed", 0),
-                             form=copy_warmup_form, log=log)
+                             form=copy_warmup_form, learning_rate=copy_warmup_learning_rate, log=log)
         model.save_pretrained(out)
         probe = (f", {report.form} accuracy {report.probe_before:.2f} → {report.probe_after:.2f}"
                  if report.probe_after is not None else "")
