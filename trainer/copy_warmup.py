@@ -58,6 +58,10 @@ CHECK_EVERY = 50
 # span: rows of 1 + 2 x 48 tokens, 32 to a batch.
 SPAN_TOKENS = 48
 SPAN_BATCH = 32
+# Also respell's (run.demo_copy_warmup_learning_rate overrides it). Measured on the demo, seeds 0-2
+# (docs/learning.md §2e): at 1e-3 the respell probe is reached in 750-850 steps instead of
+# 1,100-1,200 (at 4e-3 not within 1,200), the whole run ~45 s shorter, argument match the same,
+# but one seed's answers kept fewer of their facts (0.663 against 0.813); too few seeds to switch.
 SPAN_LEARNING_RATE = 2e-3
 
 # respell: a quarter of each span batch is names from the corpus written once as prose (" carts and
