@@ -131,3 +131,13 @@ def test_cli_reports_unknown_key_without_traceback(tmp_path):
     result = CliRunner().invoke(main, ["run", "--sft.max_stepz", "3"])
     assert result.exit_code == 1
     assert "unknown key 'max_stepz' in [sft]; did you mean 'max_steps'?" in result.output
+
+
+def test_run_header_names_a_warmup_learning_rate_only_when_one_is_set():
+    from trainer.pipeline import DEMO_PRESET, settings_summary
+
+    preset = ["run.traces=demo", *(f"{k}={v}" for k, v in DEMO_PRESET.items() if k.startswith("run.demo_"))]
+    default = settings_summary(load_config(overrides=preset))
+    assert "copy warm-up (respell) of up to 1200 steps)" in default
+    chosen = settings_summary(load_config(overrides=[*preset, "run.demo_copy_warmup_learning_rate=1e-3"]))
+    assert "copy warm-up (respell) of up to 1200 steps at lr 0.001)" in chosen

@@ -452,6 +452,8 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
             warm = f", {r.demo_copy_warmup_steps}-step copy warm-up"
         elif r.demo_copy_warmup_steps:  # recall and respell stop once learned
             warm = f", copy warm-up ({r.demo_copy_warmup_form}) of up to {r.demo_copy_warmup_steps} steps"
+        if warm and r.demo_copy_warmup_learning_rate is not None:
+            warm += f" at lr {r.demo_copy_warmup_learning_rate:g}"
         base = (f"a tiny random LLaMA built on the corpus (hidden {r.demo_hidden}, {r.demo_layers} layers, "
                 f"vocab {r.demo_vocab}{tied}{warm})")
     else:
