@@ -157,6 +157,12 @@ def captured(tmp_path_factory):
         _wait_for(lambda: list((uhome / "spool").glob("*PostToolUse.event")) and any(
             b"before-kill" in p.read_bytes() and b"PostToolUse" in p.name.encode() for p in (uhome / "spool").glob("*.event")),
             60, "the killed session's first tool call")
+        # And its transcript has the call's result: the import tests below rebuild this trace from
+        # it. Claude Code writes the transcript on its own schedule, after the hook; killed first
+        # (seen on a loaded machine), the session left no transcript at all, only the live trace.
+        _wait_for(lambda: any(b'"tool_use_id":"toolu_kill_1"' in p.read_bytes()
+                              for p in (home / ".claude" / "projects").rglob("*.jsonl")),
+                  60, "the killed session's transcript to hold its first tool result")
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
 
