@@ -440,6 +440,30 @@ def test_llamacpp_cancels_between_prompt_batches(student, monkeypatch):
     assert progress[1]["processed"] < progress[1]["total"]  # stopped with the rest unprocessed
 
 
+def test_llamacpp_asks_for_prompt_progress_only_when_the_prompt_spans_batches(student, monkeypatch):
+    """Progress chunks exist to cancel between prompt batches; a prompt of one batch has no such
+    point, and each chunk is a call into Python before the first token. Uncounted: asked for."""
+    import trainer.serve_backends as sb
+
+    backend, _ = student
+    if not isinstance(backend, LlamaCppBackend):
+        pytest.skip("llama.cpp's requests")
+    asked = []
+    real = backend.server.handle_completions
+
+    class Spy:
+        def handle_completions(self, request, *rest):
+            asked.append(request["return_progress"])
+            return real(request, *rest)
+
+    monkeypatch.setattr(backend, "server", Spy())
+    prompt, _ = build_prompt({"model": MODEL, "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+                             ContextSettings())
+    for tokens in (sb.PREFILL_CHUNK_TOKENS, sb.PREFILL_CHUNK_TOKENS + 1, None):
+        backend.generate(prompt, GenParams(2, prompt_tokens=tokens), threading.Event(), lambda piece: None)
+    assert asked == [False, True, True]
+
+
 def test_client_leaving_during_prefill_frees_the_student(student, tools, monkeypatch):
     """The F6 case: a client disconnects while its prompt is processed; the next is served at once."""
     import trainer.serve_backends as sb

@@ -669,6 +669,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             top_k=body.get("top_k"),
             constraint=constraint,
             greedy_calls=settings.greedy_tool_calls,
+            prompt_tokens=input_tokens,
         )
 
     def stop_watch(body: dict, constraint: Constraint) -> Callable[[str], bool]:

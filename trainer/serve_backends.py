@@ -51,6 +51,9 @@ class GenParams:
     # When sampling: every token of a tool call the likeliest one, only the words around it sampled
     # (trainer/decoding.py's logits processor under transformers; phases of requests under llama.cpp).
     greedy_calls: bool = False
+    # The prompt's length in tokens when the caller has counted it (serve has): a prompt of one
+    # prefill batch gets no prompt-progress chunks from llama.cpp (see _complete).
+    prompt_tokens: Optional[int] = None
 
 
 @dataclass
@@ -414,8 +417,10 @@ class LlamaCppBackend:
             "temperature": params.temperature,
             "cache_prompt": True,
             # A chunk when prompt processing starts and after each batch of it: the points where
-            # on_chunk can stop a request whose client left, before its first token.
-            "return_progress": True,
+            # on_chunk can stop a request whose client left, before its first token. A prompt of
+            # one batch has no point between batches, and each chunk is a call into Python
+            # before the first token (time to first token).
+            "return_progress": params.prompt_tokens is None or params.prompt_tokens > PREFILL_CHUNK_TOKENS,
         }
         if params.top_p is not None:
             request["top_p"] = params.top_p
