@@ -244,8 +244,9 @@ def copy_warmup(model, tokenizer, texts: Sequence[str], steps: int, seed: int = 
     before = accuracy = probe_accuracy(model, *probe) if probe else None
 
     model.train()
-    lr = learning_rate if learning_rate is not None else RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    if learning_rate is None:
+        learning_rate = RECALL_LEARNING_RATE if form == "recall" else SPAN_LEARNING_RATE
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / WARMUP_STEPS))
     rng = random.Random(seed)
     t0 = time.monotonic()
