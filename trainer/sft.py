@@ -460,6 +460,7 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     from trainer.dataset import SFT_COLUMNS, load_splits
+    from trainer.sft_speed import causal_mask_for_right_padding, score_labelled_positions_only
 
     cuda = torch.cuda.is_available()
     for note in check_config(cfg, cuda=cuda):
@@ -532,6 +533,7 @@ def build_trainer(
         # extra autograd traversal that looks for unused ones is pure cost.
         ddp_find_unused_parameters=False,
     )
+    score_labelled_positions_only()
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -540,6 +542,7 @@ def build_trainer(
         processing_class=tokenizer,
         callbacks=_callbacks(cfg, log),
     )
+    causal_mask_for_right_padding(trainer.model)
     _check_examples_fit(trainer, len(train_ds), s.max_length, data_dir, log)
     # One concise line per log step (ProgressLine) instead of the raw dict transformers prints.
     from transformers.trainer_callback import PrinterCallback
