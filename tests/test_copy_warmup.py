@@ -209,3 +209,27 @@ def test_copy_warmup_grows_an_induction_head_in_a_random_tiny_llama():
     # On rows it never trained on, drawn from another seed: the circuit, not the probe, was learned.
     fresh = recall_batch(vocab, tokenizer.bos_token_id, random.Random(999))
     assert probe_accuracy(model, *fresh) > 0.9
+
+
+def test_the_warmup_loss_at_labelled_positions_is_the_models_own_loss():
+    """labelled_loss skips the LM head where no label is: the same loss and the same gradients as
+    the model's own forward over every position."""
+    from trainer.copy_warmup import labelled_loss
+
+    model, _, _, vocab = _tiny()
+    rng = random.Random(5)
+    ids = torch.tensor([[rng.choice(vocab) for _ in range(40)] for _ in range(3)])
+    labels = ids.clone()
+    labels[:, :20] = -100
+    labels[1, 30:] = -100  # rows label different spans, as span and respell rows do
+
+    own = model(input_ids=ids, labels=labels).loss
+    own.backward()
+    own_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ours = labelled_loss(model, ids, labels)
+    ours.backward()
+
+    assert ours.item() == pytest.approx(own.item(), rel=1e-5)
+    for theirs, mine in zip(own_grads, (p.grad for p in model.parameters())):
+        assert torch.allclose(theirs, mine, atol=1e-6, rtol=1e-4)
