@@ -236,7 +236,9 @@ class TransformersBackend:
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         import torch
-        from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        from trainer.kv_cache import growing_cache
 
         tokenizer = self.tokenizer
         ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -302,7 +304,7 @@ class TransformersBackend:
         with self.lock, torch.no_grad():
             # Prefill all but the last prompt token in chunks, checking `cancel` between them;
             # generate() then continues from the cache.
-            cache = {self.cache_arg: DynamicCache(config=self.model.config)}
+            cache = {self.cache_arg: growing_cache(self.model.config)}
             for start in range(0, n_prompt - 1, PREFILL_CHUNK_TOKENS):
                 if cancel.is_set():
                     return GenResult(finish="cancelled", output_tokens=0)

@@ -86,9 +86,10 @@ class SharedPrefixGenerator:
         return kv
 
     def _batch_cache(self, prefixes: list[tuple[int, ...]], width: int):
-        """A DynamicCache of `width` positions: row i holds its prefix's keys and values, zeros after."""
+        """A cache of `width` positions: row i holds its prefix's keys and values, zeros after."""
         import torch
-        from transformers import DynamicCache
+
+        from trainer.kv_cache import growing_cache
 
         per_row = [self._prefix_kv(p) if p else None for p in prefixes]
         template = next(kv for kv in per_row if kv is not None)
@@ -101,7 +102,7 @@ class SharedPrefixGenerator:
                 keys.append(torch.nn.functional.pad(k, (0, 0, 0, pad)))
                 values.append(torch.nn.functional.pad(v, (0, 0, 0, pad)))
             layers.append((torch.cat(keys), torch.cat(values)))
-        return DynamicCache(ddp_cache_data=layers, config=self.model.config)
+        return growing_cache(self.model.config, layers)
 
     def generate(self, rows: Sequence[Sequence[int]], prefix_lengths: Optional[Sequence[int]] = None,
                  **generate_kwargs: Any):
@@ -124,6 +125,10 @@ class SharedPrefixGenerator:
             mask.append([1] * p + [0] * gap + [1] * len(own))
         if cached:
             generate_kwargs[self._cache_argument] = self._batch_cache([tuple(r[:p]) for r, p in zip(rows, lengths)], cached)
+        else:
+            from trainer.kv_cache import growing_cache
+
+            generate_kwargs.setdefault(self._cache_argument, growing_cache(self.model.config))
         with torch.no_grad():
             out = self.model.generate(input_ids=torch.tensor(ids, device=self.model.device),
                                       attention_mask=torch.tensor(mask, device=self.model.device), **generate_kwargs)
