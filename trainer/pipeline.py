@@ -144,6 +144,8 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     # padding one example to the other's length (examples run 710-1,360 tokens); 200 against 194
     # tokens/s, peak memory 6.4 against 10.4 GB.
     "sft.max_steps": 150,
+    # Not the tiny demo's 32: a 135M model's freed blocks are reused only if shapes recur (docs/learning.md §6).
+    "sft.pad_to_multiple_of": 128,
     "sft.per_device_train_batch_size": 1,
     "sft.gradient_accumulation_steps": 2,
     "sft.logging_steps": 10,
