@@ -8,17 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from tests.random_llama import random_llama  # noqa: E402
 from trainer.kv_cache import GrowingLayer, growing_cache  # noqa: E402
 
 
 def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return LlamaForCausalLM(config).eval()
+    return random_llama(vocab_size=200, kv_heads=2).eval()
 
 
 def _cache_kwarg(model) -> str:

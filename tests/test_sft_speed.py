@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import tempfile
 
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
+from tests.random_llama import random_llama  # noqa: E402
 from trainer.sft_speed import causal_mask_for_right_padding, is_right_padded, score_labelled_positions_only  # noqa: E402
 
 
 def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=128,
-                         pad_token_id=0, attn_implementation="sdpa")
-    return LlamaForCausalLM(config)
+    return random_llama(max_positions=128)
 
 
 def _right_padded_batch():
