@@ -123,12 +123,12 @@ class SharedPrefixGenerator:
             gap = cached - p + width - len(own)
             ids.append(list(r[:p]) + [self.pad_token_id] * gap + own)
             mask.append([1] * p + [0] * gap + [1] * len(own))
-        if cached:
-            generate_kwargs[self._cache_argument] = self._batch_cache([tuple(r[:p]) for r, p in zip(rows, lengths)], cached)
-        else:
-            from trainer.kv_cache import growing_cache
+        from trainer.kv_cache import growing_cache  # transformers: imported when first generating
 
-            generate_kwargs.setdefault(self._cache_argument, growing_cache(self.model.config))
+        generate_kwargs[self._cache_argument] = (
+            self._batch_cache([tuple(r[:p]) for r, p in zip(rows, lengths)], cached) if cached
+            else growing_cache(self.model.config)
+        )
         with torch.no_grad():
             out = self.model.generate(input_ids=torch.tensor(ids, device=self.model.device),
                                       attention_mask=torch.tensor(mask, device=self.model.device), **generate_kwargs)
