@@ -235,3 +235,23 @@ def test_a_sampled_twin_shares_the_loaded_student_and_leaves_the_greedy_one_gree
     draws = [sampled.generate(conversations) for _ in range(3)]
     assert greedy.generate(conversations) == first
     assert any(d != first for d in draws), "three draws at temperature 1 all equal to greedy: not sampled"
+
+
+def test_the_untrained_base_can_be_scored_on_the_first_examples_only(student_world, tmp_path):
+    """eval.base_max_examples: the base sees the first N held-out examples, the student all, and the tables say so."""
+    from trainer.config import load_config
+    from trainer.evaluate import evaluate
+
+    cfg = load_config(overrides=[
+        ("eval.max_examples", 5), ("eval.base_max_examples", 2), ("eval.baselines", ["majority", "base"]),
+        ("eval.base_model", str(student_world.base_model)), ("eval.max_new_tokens", 8), ("eval.max_turns", 1),
+    ])
+    lines: list[str] = []
+    report = evaluate(cfg, student_world.sft_model, student_world.data_dir, tmp_path, log=lines.append,
+                      print_table=False)
+    assert report["n_examples_per_system"] == {"student": 5, "majority": 5, "base": 2}
+    assert ["base" in e for e in report["examples"]] == [True, True, False, False, False]
+    assert all("student" in e and "majority" in e for e in report["examples"])
+    assert "  base: 2 examples done" in lines
+    header = (tmp_path / "eval.md").read_text().splitlines()[2]
+    assert header == "| metric | student | majority | base (first 2) |"

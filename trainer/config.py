@@ -151,6 +151,10 @@ class EvalSection:
     output_dir: str = ""
     split: str = "test"
     max_examples: int = 0  # 0: all
+    # The untrained base is scored on the first N of those examples only (0: all of them). Its
+    # numbers sit near zero and it rarely stops before max_new_tokens, so on the --demo it cost
+    # more time than the student it is there to compare against.
+    base_max_examples: int = 0
     max_new_tokens: int = 256
     # Examples generated together (left-padded); lower it if memory is short.
     batch_size: int = 16
@@ -684,6 +688,8 @@ def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str
         raise ConfigError(f"eval.batch_size must be >= 1, got {ev.batch_size}")
     if ev.max_turns < 1:
         raise ConfigError(f"eval.max_turns must be >= 1, got {ev.max_turns}")
+    if ev.base_max_examples < 0:
+        raise ConfigError(f"eval.base_max_examples must be >= 0 (0: every example), got {ev.base_max_examples}")
     for b in ev.baselines:
         if b not in ("majority", "base"):
             raise ConfigError(f"eval.baselines: unknown baseline '{b}'; use 'majority' and/or 'base'")

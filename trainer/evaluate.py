@@ -461,24 +461,30 @@ def aggregate(scored: list[dict[str, Any]]) -> dict[str, Optional[float]]:
 # Report
 
 
-def format_table(summary: dict[str, dict[str, Optional[float]]], n: int):
+def _column_names(summary: dict[str, Any], n: int, counts: Optional[dict[str, int]]) -> list[str]:
+    """Each system's column header, with its example count where it saw fewer than all n."""
+    counts = counts or {}
+    return [f"{s} (first {counts[s]})" if counts.get(s, n) < n else s for s in summary]
+
+
+def format_table(summary: dict[str, dict[str, Optional[float]]], n: int, counts: Optional[dict[str, int]] = None):
     from rich.table import Table
 
     table = Table(title=f"Held-out workflow evaluation ({n} examples)")
     table.add_column("metric")
-    for system in summary:
-        table.add_column(system, justify="right")
+    for column in _column_names(summary, n, counts):
+        table.add_column(column, justify="right")
     for m in METRICS:
         table.add_row(m, *("—" if summary[s].get(m) is None else f"{summary[s][m]:.3f}" for s in summary))
     return table
 
 
-def markdown_table(summary: dict[str, dict[str, Optional[float]]], n: int) -> str:
+def markdown_table(summary: dict[str, dict[str, Optional[float]]], n: int, counts: Optional[dict[str, int]] = None) -> str:
     systems = list(summary)
     lines = [
         f"# Held-out workflow evaluation ({n} examples)",
         "",
-        "| metric | " + " | ".join(systems) + " |",
+        "| metric | " + " | ".join(_column_names(summary, n, counts)) + " |",
         "| --- |" + " ---: |" * len(systems),
     ]
     for m in METRICS:
@@ -535,14 +541,17 @@ def evaluate(
         {"trace_id": row.get("trace_id"), "prompt": row.get("prompt")} for row in rows
     ]
     scored: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    counts = {name: len(rows) for name in systems}
+    if "base" in counts and ev.base_max_examples:
+        counts["base"] = min(ev.base_max_examples, len(rows))
     for name, policy in systems.items():
-        for start in range(0, len(rows), ev.batch_size):
-            chunk = rows[start : start + ev.batch_size]
+        for start in range(0, counts[name], ev.batch_size):
+            chunk = rows[start : min(start + ev.batch_size, counts[name])]
             for j, (row, ep) in enumerate(zip(chunk, policy.run_batch(chunk))):
                 s = score_episode(ep, row)
                 scored[name].append(s)
                 per_example[start + j][name] = {**s, "answer": ep.answer, "raw": ep.raw}
-        log(f"  {name}: {len(rows)} examples done")
+        log(f"  {name}: {counts[name]} examples done")
         cut = sum(s.get("cut_turns", 0) for s in scored[name])
         if cut and name == "student":
             turns = sum(s.get("turns", 0) for s in scored[name])
@@ -554,16 +563,17 @@ def evaluate(
         "data_dir": str(data_dir),
         "split": ev.split,
         "n_examples": len(rows),
+        "n_examples_per_system": counts,
         "summary": summary,
         "majority_sequence": getattr(systems.get("majority"), "sequence", None),
         "examples": per_example,
     }
     (output_dir / "eval.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (output_dir / "eval.md").write_text(markdown_table(summary, len(rows)))
+    (output_dir / "eval.md").write_text(markdown_table(summary, len(rows), counts))
     if print_table:
         from rich.console import Console
 
-        Console().print(format_table(summary, len(rows)))
+        Console().print(format_table(summary, len(rows), counts))
     # The model card beside the student gets the evaluation, when the student came from `trainer sft`.
     card_dir = model_path.resolve().parent if model_path.name in ("final", "model") else None
     if card_dir is not None and (card_dir / "train_summary.json").exists():
