@@ -87,6 +87,10 @@ DEMO_PRESET: dict[str, Any] = {
     "eval.max_new_tokens": 256,
     "eval.max_turns": 8,
     "eval.batch_size": 32,
+    # The random base rarely stops before the 256-token cap, so every one of its batches runs the cap
+    # out; its first 32 held-out prompts (one batch instead of six) say what all 168 do: 0 on every
+    # workflow metric.
+    "eval.base_max_examples": 32,
     # Used when RL, mining or the A/B test are enabled (--rl.enabled true, ...): tiny-model values.
     # 256 as eval's: at 96 the A/B test cut the student's Write calls and long final answers
     # mid-sentence, and those cut transcripts were among the ones the discriminator spotted surely.
@@ -139,11 +143,12 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     # ~880 SmolLM2 tokens per example; bf16 autocast steps ran ~2x faster than float32 on this CPU
     # (AVX512-BF16; `trainer run` says so when the CPU lacks it).
     "sft.precision": "bf16",
-    # 150 steps (1.3 epochs): seed 0's held-out exact sequence 0.688 at 90 steps, 1.000 at 150
-    # (docs/learning.md §3). One example per forward, two accumulated: the same batch of 2 without
-    # padding one example to the other's length (examples run 710-1,360 tokens); 200 against 194
-    # tokens/s, peak memory 6.4 against 10.4 GB.
-    "sft.max_steps": 150,
+    # 200 steps (1.65 epochs): seed 0's held-out exact sequence 0.688 at 90 steps, 1.000 at 150; with
+    # the SFT speed-ups (same loss, rounded differently) 150 left seed 2 two wrong first tools of 32,
+    # 200 none (docs/learning.md §3). One example per forward, two accumulated: the same batch of 2
+    # without padding one example to the other's length (examples run 710-1,360 tokens); 200 against
+    # 194 tokens/s, peak memory 6.4 against 10.4 GB.
+    "sft.max_steps": 200,
     # Not the tiny demo's 32: a 135M model's freed blocks are reused only if shapes recur (docs/learning.md §6).
     "sft.pad_to_multiple_of": 128,
     "sft.per_device_train_batch_size": 1,
@@ -401,7 +406,7 @@ def stage_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_fp: s
         from trainer.evaluate import format_table
 
         report = json.loads((out / "eval.json").read_text())
-        Console().print(format_table(report["summary"], report["n_examples"]))
+        Console().print(format_table(report["summary"], report["n_examples"], report.get("n_examples_per_system")))
         return report
     stage.start()
     report = evaluate(cfg, model_path=model_dir, data_dir=data_dir, output_dir=out, log=log)
@@ -489,7 +494,7 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
 @click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
-              help="demo: tiny random LLaMA, ~10 CPU minutes; smollm2-demo: SmolLM2-135M-Instruct (offline), ~30 CPU minutes.")
+              help="demo: tiny random LLaMA, 6-12 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), ~45 (~25 with AMX).")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
 @click.pass_context
