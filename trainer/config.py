@@ -152,8 +152,8 @@ class EvalSection:
     split: str = "test"
     max_examples: int = 0  # 0: all
     # The untrained base is scored on the first N of those examples only (0: all of them). Its
-    # numbers sit near zero and it rarely stops before max_new_tokens, so on the --demo it cost
-    # more time than the student it is there to compare against.
+    # numbers sit near zero, and a random base rarely stops before max_new_tokens, so every one of
+    # its batches runs the cap out (the --demo sets 32 of its 168).
     base_max_examples: int = 0
     max_new_tokens: int = 256
     # Examples generated together (left-padded); lower it if memory is short.
