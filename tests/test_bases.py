@@ -127,3 +127,37 @@ def test_smollm2_preset_shows_whole_reads_and_evaluates_with_room_for_the_longes
                     longest = max(longest, whole - prompt)
     assert longest_result > 96 and cfg.dataset.max_tool_result_tokens >= longest_result
     assert longest > 192 and cfg.eval.max_new_tokens >= longest
+
+
+def test_the_chatml_arm_of_the_template_ablation_is_smollm2s_own_format(smollm2):
+    """benchmarks/template_ablation.py's `chatml` arm (docs/learning.md §3) writes what SmolLM2's own
+    chat template writes, adds no token, keeps the assistant-only loss mask, and undoes itself."""
+    import sys
+
+    from transformers import AutoTokenizer
+
+    import trainer.chat_template as ct
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from template_ablation import chatml_format
+
+    path, _, _ = smollm2
+    own = AutoTokenizer.from_pretrained(path)  # the converted base keeps SmolLM2's ChatML template
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count rows in t."},
+            {"role": "assistant", "content": "There are 3."}, {"role": "user", "content": "And in u?"}]
+    smollm2_writes = own.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    understudy_template = ct.CHAT_TEMPLATE
+    with chatml_format():
+        from trainer.sft import load_tokenizer
+
+        assert ct.render(chat, add_generation_prompt=True) == smollm2_writes
+        tok, added = load_tokenizer(str(path))
+        assert added == 0 and tok.pad_token == "<|endoftext|>" and tok.pad_token_id != tok.convert_tokens_to_ids("<|im_end|>")
+        call = {"type": "function", "function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}
+        turn = [*chat[:2], {"role": "assistant", "content": "Reading.", "tool_calls": [call]}]
+        out = tok.apply_chat_template(turn, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+        trained = tok.decode([i for i, m in zip(out["input_ids"], out["assistant_masks"]) if m])
+        assert trained == 'Reading.\n<tool_call>{"name": "Read", "arguments": {"file_path": "a.py"}}</tool_call><|im_end|>'
+        parsed = ct.parse_assistant_output(trained)
+        assert parsed.narration == "Reading." and parsed.tool_calls[0].arguments == {"file_path": "a.py"}
+    assert ct.CHAT_TEMPLATE == understudy_template and ct.END_OF_TURN == "<|eot_id|>"
