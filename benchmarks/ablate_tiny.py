@@ -80,20 +80,22 @@ def summary(out: Path, arm: str, seed: int) -> dict:
 
 
 def table(out: Path, arms: list[list[str]], seeds: list[int]) -> tuple[str, dict]:
-    rows, stats = [], {}
-    head = "| arm | " + " | ".join(METRICS) + " |"
-    rows += [head, "| --- |" + " ---: |" * len(METRICS)]
-    for arm in arms:
-        name = arm[0]
-        per_metric = {}
-        for m in METRICS:
-            values = [v for v in (summary(out, name, s)["student"].get(m) for s in seeds) if v is not None]
-            per_metric[m] = values
-        stats[name] = per_metric
+    stats = {arm[0]: {m: [v for v in (summary(out, arm[0], s)["student"].get(m) for s in seeds) if v is not None]
+                      for m in METRICS} for arm in arms}
+    return markdown_table(stats), stats
+
+
+def markdown_table(stats: dict) -> str:
+    """One row per arm: each metric's mean ± sd over the arm's runs (`stats[arm][metric]` = values,
+    every arm with the same metrics in the same order)."""
+    metrics = list(next(iter(stats.values()), {})) or METRICS
+    rows = ["| arm | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    for name, per_metric in stats.items():
+        n = max((len(v) for v in per_metric.values()), default=0)
         cells = [f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}" if v else "—"
                  for v in per_metric.values()]
-        rows.append(f"| {name} (n={len(seeds)}) | " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n", stats
+        rows.append(f"| {name} (n={n}) | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def plot(stats: dict, path: Path) -> None:
@@ -102,8 +104,9 @@ def plot(stats: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.2), sharey=True)
-    for ax, m in zip(axes, METRICS):
+    metrics = list(next(iter(stats.values()), {})) or METRICS  # the metrics stats holds, in its order
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), sharey=True)
+    for ax, m in zip(axes, metrics):
         for i, (name, per_metric) in enumerate(stats.items()):
             values = per_metric[m]
             if not values:

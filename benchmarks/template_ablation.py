@@ -16,16 +16,25 @@ then runs `trainer run` in it; serving and export know one template and are not 
     .venv/bin/python benchmarks/template_ablation.py --template chatml -- \\
         --preset smollm2-demo -o run.out=/tmp/chatml-s0 -o run.seed=0 -o sft.seed=0
 
-`--template understudy` runs the pipeline unpatched (the control). Compare eval/eval.json between
-arms of the same seed; docs/learning.md §3 has the table.
+`--template understudy` runs the pipeline unpatched (the control). Then the table (mean ± sd per
+arm) and ablate_tiny's plot, from the finished runs:
+
+    .venv/bin/python benchmarks/template_ablation.py --report docs/ablation-template.png \\
+        --arm understudy /tmp/u-s0 /tmp/u-s1 /tmp/u-s2 --arm chatml /tmp/chatml-s0 /tmp/chatml-s1 /tmp/chatml-s2
+
+docs/learning.md §3 has the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablate_tiny, beside this file
 
 CHATML_START = "<|im_start|>"
 CHATML_END = "<|im_end|>"
@@ -100,11 +109,30 @@ def chatml_format():
             setattr(ct, name, value)
 
 
+def report(arms: dict[str, list[Path]], png: Path) -> str:
+    """The arms' held-out student metrics as mean ± sd over their runs, and ablate_tiny's plot."""
+    from ablate_tiny import METRICS, markdown_table, plot
+
+    summaries = {name: [json.loads((run / "eval" / "eval.json").read_text())["summary"]["student"] for run in runs]
+                 for name, runs in arms.items()}
+    metrics = [*METRICS, "answer_similarity"]  # the final answer's prose, where the formats differed
+    stats = {name: {m: [s[m] for s in runs if s.get(m) is not None] for m in metrics} for name, runs in summaries.items()}
+    plot(stats, png)
+    return markdown_table(stats)
+
+
 def main(argv: list[str]) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--template", choices=["understudy", "chatml"], required=True)
+    p.add_argument("--template", choices=["understudy", "chatml"], help="run `trainer run` (its arguments after --) in this format")
+    p.add_argument("--report", type=Path, metavar="PNG", help="tabulate finished runs (--arm) and plot them to PNG")
+    p.add_argument("--arm", nargs="+", action="append", metavar=("NAME", "RUN_DIR"), help="with --report: an arm's name and run folders")
     args = p.parse_args(argv[:cut])
+    if args.report:
+        print(report({arm[0]: [Path(d) for d in arm[1:]] for arm in args.arm or []}, args.report), end="")
+        return 0
+    if not args.template:
+        p.error("give --template (to run) or --report (to tabulate)")
     from trainer.pipeline import run_command
 
     with chatml_format() if args.template == "chatml" else nullcontext():
