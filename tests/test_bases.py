@@ -129,16 +129,14 @@ def test_smollm2_preset_shows_whole_reads_and_evaluates_with_room_for_the_longes
     assert longest > 192 and cfg.eval.max_new_tokens >= longest
 
 
-def test_the_chatml_arm_of_the_template_ablation_is_smollm2s_own_format(smollm2):
+def test_the_chatml_arm_of_the_template_ablation_is_smollm2s_own_format(smollm2, monkeypatch):
     """benchmarks/template_ablation.py's `chatml` arm (docs/learning.md §3) writes what SmolLM2's own
     chat template writes, adds no token, keeps the assistant-only loss mask, and undoes itself."""
-    import sys
-
     from transformers import AutoTokenizer
 
     import trainer.chat_template as ct
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from template_ablation import chatml_format
 
     path, _, _ = smollm2
