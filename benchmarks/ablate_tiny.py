@@ -85,10 +85,15 @@ def table(out: Path, arms: list[list[str]], seeds: list[int]) -> tuple[str, dict
     return markdown_table(stats), stats
 
 
+def metrics_of(stats: dict) -> list[str]:
+    """The metrics `stats` holds, in its order (every arm has the same ones)."""
+    return list(next(iter(stats.values()), {})) or METRICS
+
+
 def markdown_table(stats: dict) -> str:
     """One row per arm: each metric's mean ± sd over the arm's runs (`stats[arm][metric]` = values,
     every arm with the same metrics in the same order)."""
-    metrics = list(next(iter(stats.values()), {})) or METRICS
+    metrics = metrics_of(stats)
     rows = ["| arm | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
     for name, per_metric in stats.items():
         n = max((len(v) for v in per_metric.values()), default=0)
@@ -104,7 +109,7 @@ def plot(stats: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = list(next(iter(stats.values()), {})) or METRICS  # the metrics stats holds, in its order
+    metrics = metrics_of(stats)
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), sharey=True)
     for ax, m in zip(axes, metrics):
         for i, (name, per_metric) in enumerate(stats.items()):

