@@ -365,11 +365,9 @@ def salvage_lost_payload(body: bytes, header: dict[str, Any]) -> dict[str, Any]:
 def quarantine(path: Path, reason: str, quarantine_dir: Path, name: str | None = None) -> Path | None:
     """Move a bad file aside with its reason; returns the new path (None if it vanished).
 
-    A regular file is rewritten redacted (as text: it may not even be JSON), so what waits
-    in quarantine holds no secret; anything else (a FIFO) is moved as it is, unread.
+    A regular file is rewritten redacted (`_redacted_copy`), so what waits in quarantine
+    holds no secret; anything else (a FIFO) is moved as it is, unread.
     """
-    from capture_daemon.redact import redact_text  # the hook-facing reader stays light
-
     quarantine_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = name or path.name
     target = quarantine_dir / name
@@ -385,13 +383,35 @@ def quarantine(path: Path, reason: str, quarantine_dir: Path, name: str | None =
         except FileNotFoundError:
             return None
     else:
-        _write_private(target, redact_text(data.decode("utf-8", "replace")).encode("utf-8", "replace"))
+        _write_private(target, _redacted_copy(data))
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
     _write_private(quarantine_dir / (name + REASON_SUFFIX), (reason + "\n").encode())
     return target
+
+
+def _redacted_copy(data: bytes) -> bytes:
+    """A spool file's bytes with its secrets replaced, as ingest would replace them.
+
+    A payload that parses is redacted field by field (`redact_value`), as `_take` redacts it:
+    read as one text, JSON's escaped quotes and newlines (`echo \\"pw\\" | sudo -S`, `\\nENV
+    API_TOKEN x`) and Claude Code's compact layout (`"command":"sshpass -p pw`) hide what the
+    rules key on. Anything else (not JSON, cut short, nested too deep to walk or write back) is
+    redacted as text, the best that can be done with it.
+    """
+    from capture_daemon.redact import redact_text, redact_value  # the hook-facing reader stays light
+
+    text = data.decode("utf-8", "replace")
+    head, sep, body = text.partition("\n")
+    if sep:
+        try:
+            payload = redact_value(parse_json(body.encode("utf-8")))
+            return redact_text(head).encode("utf-8", "replace") + b"\n" + orjson.dumps(payload)
+        except Exception:  # noqa: BLE001 - whatever fails here, the text pass below still applies
+            pass
+    return redact_text(text).encode("utf-8", "replace")
 
 
 def _write_private(path: Path, data: bytes) -> None:

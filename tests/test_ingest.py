@@ -310,3 +310,31 @@ def test_a_bad_event_of_an_excluded_project_is_dropped_not_quarantined(understud
         assert ingestor.excluded_count == 1
     assert not paths.quarantine_dir().exists() or not list(paths.quarantine_dir().iterdir())
     assert not list(paths.spool_dir().glob("*.event"))  # no stand-in either
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "spaced"])
+def test_a_quarantined_event_keeps_no_secret_that_its_trace_would_not(understudy_home, compact):
+    """An event set aside whole (here: one field of the wrong type) is redacted field by field,
+    as ingest redacts it. Read as one text, JSON's escapes (`\\"`, `\\n`) and Claude Code's compact
+    layout hid a password piped to `sudo -S`, a Dockerfile's `ENV API_TOKEN x`, a k8s env entry."""
+    from tests.secret_corpus import SECRET_CASES
+
+    separators = (",", ":") if compact else (", ", ": ")
+    header = json.dumps({"v": 1, "event": "PostToolUse", "received_ns": 1, "bytes": 1}).encode()
+    spool = paths.ensure(paths.spool_dir())
+    for n, case in enumerate(SECRET_CASES):
+        payload = {"session_id": "s", "prompt_id": "p", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+                   "tool_input": {"command": case.text}, "tool_response": {"stdout": case.text, "stderr": ""},
+                   "duration_ms": "soon"}
+        body = json.dumps(payload, separators=separators, ensure_ascii=False).encode()
+        (spool / f"{n + 1:020d}-0000001-PostToolUse.event").write_bytes(header + b"\n" + body)
+    with TraceStore.open() as store:
+        _ingestor(store).scan()
+    quarantined = {p.name: p.read_text() for p in paths.quarantine_dir().glob("*.event")}
+    assert len(quarantined) == len(SECRET_CASES)
+    leaked = [case.id for n, case in enumerate(SECRET_CASES)
+              if any(s in quarantined[f"{n + 1:020d}-0000001-PostToolUse.event"] for s in case.secrets)]
+    assert leaked == []
+    # Still a spool file: `quarantine retry` reads it as the event it was.
+    first = quarantined[f"{1:020d}-0000001-PostToolUse.event"]
+    assert json.loads(first.partition("\n")[2])["tool_name"] == "Bash"
