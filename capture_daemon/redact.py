@@ -842,6 +842,9 @@ _FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
 _SHORT_FLAG_GATE = r"(?<=[ \t]-)(?=-?[A-Za-z])"
 _SHORT_FLAG = re.compile(rf"-(?<=[ \t]-)(?P<word>-?[A-Za-z]{_FLAG_ARG}*)(?:[ \t]+(?![-|;&])(?P<arg>{_FLAG_ARG}+))?")
 _COMMAND_BREAK = re.compile(r".*(?:\|\||&&|[|;&`(]|\$\()")
+# What may open a command glued to the word before it: a quote or a bracket (not `=`:
+# `docker run --name=mysql -p3306:3306` names a container, it does not run mysql).
+_PROGRAM_OPENERS = re.compile(r"[\"'`(\[{,]")
 _CLI_MARK = marker("cli-flag")
 
 
@@ -852,8 +855,10 @@ def _program_flags(text: str, pos: int) -> _FlagSpec:
     cut = _COMMAND_BREAK.match(line)
     words = (line[cut.end() :] if cut else line).split()
     for i in range(len(words) - 1, -1, -1):
-        # (Quotes and brackets around it: `{"cmd": "curl -u ...`, `subprocess.run(["mysql", ...`.)
-        prog = words[i].strip("\"'`([{,").rsplit("/", 1)[-1].removesuffix(".exe")
+        # (Quotes and brackets around it: `{"cmd": "curl -u ...`, `subprocess.run(["mysql", ...`;
+        # the command may open a quoted value glued to what precedes it: `MYSQL="mysql -p...`,
+        # `alias db='redis-cli -a ...`, `{"command":"sshpass -p ...`, `f"curl -u ...`.)
+        prog = _PROGRAM_OPENERS.split(words[i].rstrip("\"'`([{,"))[-1].rsplit("/", 1)[-1].removesuffix(".exe")
         if prog in _FLAG_SECRETS:
             return _FLAG_SECRETS[prog] + _ANY_PROGRAM_FLAGS
         if prog in _FLAG_SUBCOMMANDS:

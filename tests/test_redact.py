@@ -643,6 +643,12 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ("curl -u bob:s3cret https://h", "curl -u bob:[REDACTED:cli-flag] https://h"),
         ('curl -u "$USER:$TOKEN" https://h', 'curl -u "$USER:$TOKEN" https://h'),
         ("openssl rsa -passin pass:pw9 -passout env:PW", "openssl rsa -passin pass:[REDACTED:cli-flag] -passout env:PW"),
+        # ... also where the command is a quoted value: a shell variable, an alias, compact JSON, an f-string.
+        ('MYSQL="mysql -u root -phunter2 shop"', 'MYSQL="mysql -u root -p[REDACTED:cli-flag] shop"'),
+        ("alias db='redis-cli -a hunter2'", "alias db='redis-cli -a [REDACTED:cli-flag]'"),
+        ('{"command":"sshpass -p hunter2 ssh h"}', '{"command":"sshpass -p [REDACTED:cli-flag] ssh h"}'),
+        ('cmd = f"curl -u bob:s3cret {url}"', 'cmd = f"curl -u bob:[REDACTED:cli-flag] {url}"'),
+        ('MKDIR="mkdir -p build"; SSH="ssh -p 2222"', 'MKDIR="mkdir -p build"; SSH="ssh -p 2222"'),
         # Code constants and lists of names.
         ("redis-cli --pass hunter2 ping", "redis-cli --pass [REDACTED:cli-flag] ping"),
         ("az storage blob list --account-key abcDEF123== -n x", "az storage blob list --account-key [REDACTED:cli-flag] -n x"),
