@@ -888,7 +888,22 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
     return quote + keep + _CLI_MARK + quote
 
 
+def _within_string(text: str, m: "re.Match[str]") -> Optional["re.Match[str]"]:
+    """The flag's match cut at the `"` that closes the string its command sits in (a JSON value,
+    `MYSQL="mysql -pPW"`), or None when it needs no cut. A shell word may hold quotes
+    (`-p"my pw"`), so the match runs on through `", "next": "` in JSON and took the rest of the
+    document for the password."""
+    if _line_prefix(text, m.start()).count('"') % 2 == 0:
+        return None
+    cut = text.find('"', m.start(), m.end())
+    return _SHORT_FLAG.match(text, m.start(), cut) if cut >= 0 else None
+
+
 def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    inner = _within_string(text, m)
+    if inner is not None:
+        new = _replace_short_flag(text, inner)
+        return None if new is None else new + text[inner.end() : m.end()]
     word, arg = m.group("word"), m.group("arg")
     for flag, how, form in _program_flags(text, m.start()):
         if flag.startswith("-") and word.startswith(flag + "="):  # --user=bob:pw

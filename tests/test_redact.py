@@ -649,6 +649,11 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ('{"command":"sshpass -p hunter2 ssh h"}', '{"command":"sshpass -p [REDACTED:cli-flag] ssh h"}'),
         ('cmd = f"curl -u bob:s3cret {url}"', 'cmd = f"curl -u bob:[REDACTED:cli-flag] {url}"'),
         ('MKDIR="mkdir -p build"; SSH="ssh -p 2222"', 'MKDIR="mkdir -p build"; SSH="ssh -p 2222"'),
+        # A command in a "..." string: its value ends where the string does, the JSON after it stays.
+        ('{"db": "mysql -u root -phunter2", "test": "jest"}', '{"db": "mysql -u root -p[REDACTED:cli-flag]", "test": "jest"}'),
+        ('{"db":"mysql -phunter2","test":"jest --ci"}', '{"db":"mysql -p[REDACTED:cli-flag]","test":"jest --ci"}'),
+        ('{"a":"keytool -storepass hunter2","b":"ls"}', '{"a":"keytool -storepass [REDACTED:cli-flag]","b":"ls"}'),
+        ('mysql -p"my pw" db', 'mysql -p"[REDACTED:cli-flag]" db'),
         # Code constants and lists of names.
         ("redis-cli --pass hunter2 ping", "redis-cli --pass [REDACTED:cli-flag] ping"),
         ("az storage blob list --account-key abcDEF123== -n x", "az storage blob list --account-key [REDACTED:cli-flag] -n x"),
