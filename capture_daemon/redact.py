@@ -655,7 +655,7 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if name_start > 0 and text[name_start - 1] == ":" and not _COLON_NAME_PREFIX.search(text[max(0, name_start - 6) : name_start]):
         return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
     name = text[name_start:i]
-    kind = _name_kind(name)
+    kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
     if kind is None:
         return None
     group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
@@ -678,6 +678,16 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     elif not quoted_name and _inside_string_literal(text, name_start):
         return None  # getpass("Password: ")
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
+def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start: int) -> Optional[str]:
+    """_CHOSEN for `Pwd=` after a `;`: a connection string's password (ODBC, ADO.NET, MySQL
+    Connector: `Server=db;Uid=sa;Pwd=x`). Elsewhere PWD is the shell's working directory, and
+    so is a value that is a path (`cd /srv; PWD=/srv make`)."""
+    if _normalize_name(name) != "pwd" or not text[max(0, name_start - 8) : name_start].rstrip(" \t").endswith(";"):
+        return None
+    value = m.group(next(g for g in _VALUE_GROUPS if m.start(g) >= 0))
+    return None if value.startswith(("/", "~")) else _CHOSEN
 
 
 # A colon before a name ends a path (`arn:...:secret:x`), except the two that end a prefix:

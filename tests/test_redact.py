@@ -665,6 +665,11 @@ def test_planted_secrets_inside_a_json_payload_are_gone() -> None:
         ("__slots__ = ('user', 'password', 'host', 'port')", "__slots__ = ('user', 'password', 'host', 'port')"),
         ("lowering_pass: PassType | None = None", "lowering_pass: PassType | None = None"),
         ("define('DB_PASSWORD', 'hunter2');", "define('DB_PASSWORD', '[REDACTED:assignment]');"),
+        # A connection string's Pwd (ODBC, ADO.NET, MySQL Connector) is a password; the shell's PWD is not.
+        ("Server=db;Database=app;Uid=sa;Pwd=hunter2;", "Server=db;Database=app;Uid=sa;Pwd=[REDACTED:assignment];"),
+        ('"Default": "DRIVER={ODBC Driver 18};SERVER=db;UID=sa; PWD=hunter2"',
+         '"Default": "DRIVER={ODBC Driver 18};SERVER=db;UID=sa; PWD=[REDACTED:assignment]"'),
+        ("cd /srv/app; PWD=/srv/app make", "cd /srv/app; PWD=/srv/app make"),
     ],
 )
 def test_names_flags_and_shapes(text: str, expected: str) -> None:
