@@ -125,6 +125,7 @@ planted secret gone and every benign case unchanged.
 from __future__ import annotations
 
 import binascii
+import difflib
 import functools
 import json
 import re
@@ -1493,6 +1494,8 @@ _MAX_JSON_VIEW = 2_000_000
 
 def _redact_string(text: str) -> tuple[str, int]:
     """`_redact`, and for a JSON document whose strings hold escapes, its strings redacted too.
+    A file numbered line by line (the Read tool's result, `cat -n`) is read without its numbers
+    (`_redact_numbered`).
 
     Inside a JSON string a command's quotes are `\\"` and its lines end in `\\n`
     (`{"stdout": "echo \\"pw\\" | sudo -S ...\\nENV API_TOKEN x"}`, an MCP tool's result holding
@@ -1506,7 +1509,7 @@ def _redact_string(text: str) -> tuple[str, int]:
     short = len(text) <= _CLEAN_MAX_LEN
     if short and text in _CLEAN:
         return text, 0
-    red, n = _redact(text)
+    red, n = _redact_numbered(text) if _LINE_NUMBER.match(text) else _redact(text)
     if short and not n:
         if len(_CLEAN) >= _CLEAN_MAX:
             _CLEAN.clear()
@@ -1529,6 +1532,36 @@ def _redact_string(text: str) -> tuple[str, int]:
 
 
 _ESCAPED_IN_JSON = re.compile(r"[\"\\\n\r\t]")
+
+# Claude Code's Read tool numbers each line of a file (`     1→text` in 2.0, `1\ttext` in 2.1), as
+# `cat -n` does: the number is no part of the line's text.
+_LINE_NUMBER = re.compile(r" *[0-9]+(?:→|\t)")
+_LINE_NUMBERS = re.compile(r"(?m)^ *[0-9]+(?:→|\t)")
+
+
+def _redact_numbered(text: str) -> tuple[str, int]:
+    """`_redact` over a numbered file's lines without their numbers, then the numbers put back.
+
+    The rules read line starts (a `.pgpass` row, a CSV header, `login` on the line after
+    `machine`), the program before a flag (`3→mysql -pPW`) and the lines of a key block, which a
+    number in front of each line hides. A line without a number (a note after the file) is read
+    as it is.
+    """
+    red, n = _redact(_LINE_NUMBERS.sub("", text))
+    if not n:
+        return text, 0
+    lines = text.split("\n")
+    prefixes = [m.group(0) if m else "" for m in map(_LINE_NUMBER.match, lines)]
+    bare = [line[len(prefix) :] for line, prefix in zip(lines, prefixes)]
+    out = red.split("\n")
+    if len(out) == len(bare):
+        return "\n".join(prefix + line for prefix, line in zip(prefixes, out)), n
+    # A secret of several lines (a key block) became one marker: the lines around it keep their
+    # numbers, and the marker takes the number of the first line it stands for.
+    rebuilt = []
+    for _, i1, i2, j1, j2 in difflib.SequenceMatcher(None, bare, out, autojunk=False).get_opcodes():
+        rebuilt.extend((prefixes[i1 + k] if i1 + k < i2 else "") + out[j1 + k] for k in range(j2 - j1))
+    return "\n".join(rebuilt), n
 
 
 def _json_view(value: Any) -> tuple[Any, int]:

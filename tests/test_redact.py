@@ -717,3 +717,32 @@ def test_planted_secret_is_gone_from_json_inside_json(case: SecretCase) -> None:
 def test_a_json_document_keeps_its_layout_when_the_text_pass_suffices() -> None:
     account = json.dumps({"private_key": RSA_KEY + "\n", "n": 1}, indent=2)
     assert redact_text(account).startswith('{\n  "private_key": "-----BEGIN RSA PRIVATE KEY-----\\n[REDACTED:private-key]')
+
+
+# Claude Code's Read tool numbers each line of the file it returns (`     1→text` in 2.0, `1\ttext`
+# in 2.1), and so does `cat -n`; the trace keeps the tool result as the model saw it.
+READ_STYLES = {"arrow": lambda i, line: f"{i:>6}→{line}", "tab": lambda i, line: f"{i}\t{line}",
+               "cat-n": lambda i, line: f"{i:>6}\t{line}"}
+
+
+def _numbered(text: str, style: str) -> str:
+    return "\n".join(READ_STYLES[style](i, line) for i, line in enumerate(text.split("\n"), 1))
+
+
+@pytest.mark.parametrize("style", READ_STYLES)
+def test_planted_secrets_are_gone_from_a_file_read_with_line_numbers(style: str) -> None:
+    leaked = [c.id for c in SECRET_CASES if any(s in redact_text(_numbered(c.text, style)) for s in c.secrets)]
+    assert leaked == []
+    # What is not a secret stays, line numbers included.
+    assert [c for c, text in BENIGN_CASES if redact_text(_numbered(text, style)) != _numbered(text, style)] == []
+
+
+def test_a_numbered_file_keeps_each_line_number_on_its_line() -> None:
+    key = "\n".join(["-----BEGIN RSA PRIVATE KEY-----", *[fake(64)] * 3, "-----END RSA PRIVATE KEY-----"])
+    text = _numbered(f"host: db\n{key}\npassword: hunter2\nport: 5432", "arrow") + "\n\n<system-reminder>x</system-reminder>"
+    out = redact_text(text)
+    assert fake(64) not in out and "hunter2" not in out
+    lines = out.split("\n")
+    assert lines[0] == "     1→host: db" and lines[1] == "     2→-----BEGIN RSA PRIVATE KEY-----"
+    assert "     6→-----END RSA PRIVATE KEY-----" in lines
+    assert lines[-4:] == ["     7→password: [REDACTED:assignment]", "     8→port: 5432", "", "<system-reminder>x</system-reminder>"]
