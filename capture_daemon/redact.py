@@ -1494,8 +1494,8 @@ _MAX_JSON_VIEW = 2_000_000
 
 def _redact_string(text: str) -> tuple[str, int]:
     """`_redact`, and for a JSON document whose strings hold escapes, its strings redacted too.
-    A file numbered line by line (the Read tool's result, `cat -n`) is read without its numbers
-    (`_redact_numbered`).
+    A file numbered line by line (the Read tool's result, `cat -n`) is read without its numbers,
+    and search results (grep -rn) without their file names and numbers too (`_redact_prefixed`).
 
     Inside a JSON string a command's quotes are `\\"` and its lines end in `\\n`
     (`{"stdout": "echo \\"pw\\" | sudo -S ...\\nENV API_TOKEN x"}`, an MCP tool's result holding
@@ -1509,7 +1509,12 @@ def _redact_string(text: str) -> tuple[str, int]:
     short = len(text) <= _CLEAN_MAX_LEN
     if short and text in _CLEAN:
         return text, 0
-    red, n = _redact_numbered(text) if _LINE_NUMBER.match(text) else _redact(text)
+    red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
+    if _SEARCH_HITS.match(red):
+        # Search results: read again without their prefixes, over what the text pass left (a
+        # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
+        red, more = _redact_prefixed(red, _SEARCH_HITS)
+        n += more
     if short and not n:
         if len(_CLEAN) >= _CLEAN_MAX:
             _CLEAN.clear()
@@ -1535,29 +1540,32 @@ _ESCAPED_IN_JSON = re.compile(r"[\"\\\n\r\t]")
 
 # Claude Code's Read tool numbers each line of a file (`     1→text` in 2.0, `1\ttext` in 2.1), as
 # `cat -n` does: the number is no part of the line's text.
-_LINE_NUMBER = re.compile(r" *[0-9]+(?:→|\t)")
 _LINE_NUMBERS = re.compile(r"(?m)^ *[0-9]+(?:→|\t)")
+# grep -rn, ripgrep and the Grep tool put the file, the line number or both before each hit
+# (`./app.sh:12:mysql -pPW`, `12:...`, `/src/settings.py:SECRET_KEY = ...`). A file without a
+# number must hold a `/`, so that `arn:aws:...` and `key: value` are not read as one.
+_SEARCH_HITS = re.compile(r"(?m)^(?:(?:[^\s:]+:)?[0-9]+:|[^\s:]*/[^\s:]*:)")
 
 
-def _redact_numbered(text: str) -> tuple[str, int]:
-    """`_redact` over a numbered file's lines without their numbers, then the numbers put back.
+def _redact_prefixed(text: str, prefix: "re.Pattern[str]") -> tuple[str, int]:
+    """`_redact` over `text`'s lines without what `prefix` puts before them, then that put back.
 
     The rules read line starts (a `.pgpass` row, a CSV header, `login` on the line after
-    `machine`), the program before a flag (`3→mysql -pPW`) and the lines of a key block, which a
-    number in front of each line hides. A line without a number (a note after the file) is read
-    as it is.
+    `machine`), the name before `=` (`app.sh:3:SECRET_KEY=` is no colon path), the program
+    before a flag (`3→mysql -pPW`) and the lines of a key block, which a line number or a file
+    name in front of each line hides. A line without one (a note after the file) is read as it is.
     """
-    red, n = _redact(_LINE_NUMBERS.sub("", text))
+    red, n = _redact(prefix.sub("", text))
     if not n:
         return text, 0
     lines = text.split("\n")
-    prefixes = [m.group(0) if m else "" for m in map(_LINE_NUMBER.match, lines)]
-    bare = [line[len(prefix) :] for line, prefix in zip(lines, prefixes)]
+    prefixes = [m.group(0) if m else "" for m in map(prefix.match, lines)]
+    bare = [line[len(p) :] for line, p in zip(lines, prefixes)]
     out = red.split("\n")
     if len(out) == len(bare):
-        return "\n".join(prefix + line for prefix, line in zip(prefixes, out)), n
+        return "\n".join(p + line for p, line in zip(prefixes, out)), n
     # A secret of several lines (a key block) became one marker: the lines around it keep their
-    # numbers, and the marker takes the number of the first line it stands for.
+    # prefixes, and the marker takes the prefix of the first line it stands for.
     rebuilt = []
     for _, i1, i2, j1, j2 in difflib.SequenceMatcher(None, bare, out, autojunk=False).get_opcodes():
         rebuilt.extend((prefixes[i1 + k] if i1 + k < i2 else "") + out[j1 + k] for k in range(j2 - j1))

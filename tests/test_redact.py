@@ -746,3 +746,21 @@ def test_a_numbered_file_keeps_each_line_number_on_its_line() -> None:
     assert lines[0] == "     1→host: db" and lines[1] == "     2→-----BEGIN RSA PRIVATE KEY-----"
     assert "     6→-----END RSA PRIVATE KEY-----" in lines
     assert lines[-4:] == ["     7→password: [REDACTED:assignment]", "     8→port: 5432", "", "<system-reminder>x</system-reminder>"]
+
+
+# What grep -rn, ripgrep and Claude Code's Grep tool print for each matching line: the file, the line
+# number, or both, before the line. Searching a project for its secrets is what people ask for.
+GREP_STYLES = {"path-number": lambda i, line: f"./deploy/app.sh:{i}:{line}", "number": lambda i, line: f"{i}:{line}",
+               "path": lambda i, line: f"/home/dev/app/settings.py:{line}"}
+
+
+@pytest.mark.parametrize("style", GREP_STYLES)
+def test_planted_secrets_are_gone_from_search_results(style: str) -> None:
+    def hits(text: str) -> str:
+        return "\n".join(GREP_STYLES[style](i, line) for i, line in enumerate(text.split("\n"), 1))
+
+    one_line = [c for c in SECRET_CASES if "\n" not in c.text.strip()]  # grep prints lines, not files
+    assert [c.id for c in one_line if any(s in redact_text(hits(c.text)) for s in c.secrets)] == []
+    assert [c for c, text in BENIGN_CASES if redact_text(hits(text)) != hits(text)] == []
+    assert redact_text(hits("SECRET_KEY = 'x9!kq-Zm2@pw7'\nDEBUG = True")) == \
+        hits("SECRET_KEY = '[REDACTED:assignment]'\nDEBUG = True")
