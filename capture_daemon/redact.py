@@ -1525,15 +1525,21 @@ def _redact_string(text: str) -> tuple[str, int]:
     if not (body[:1] in "{[" and body[-1:] in "}]"):
         return red, n
     try:
-        parsed = json.loads(body)
-    except ValueError:  # (not JSON after all; its message is not kept)
-        return red, n
-    out, m = _json_view(parsed)
-    if m <= n:
+        # The view reads the document the text pass left, so what it finds comes on top of what
+        # the text pass found: it redacts only strings with escapes, and read from `text` it put
+        # back the secrets the text pass had found in the others.
+        out, more = _json_view(json.loads(red.strip()))
+    except ValueError:  # (not JSON after all, or a replacement broke it; its message is not kept)
+        try:
+            out, total = _redact_value(json.loads(body))  # every string, as the text it stands for
+        except ValueError:
+            return red, n
+        more = total - n
+    if more <= 0:
         return red, n  # the text pass found as much (and keeps the text's own layout)
     indent = 2 if "\n " in body else None
     dumped = json.dumps(out, ensure_ascii=False, indent=indent)
-    return text[: len(text) - len(text.lstrip())] + dumped + text[len(text.rstrip()) :], m
+    return red[: len(red) - len(red.lstrip())] + dumped + red[len(red.rstrip()) :], n + more
 
 
 _ESCAPED_IN_JSON = re.compile(r"[\"\\\n\r\t]")

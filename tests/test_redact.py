@@ -410,6 +410,18 @@ def test_json_dump_of_many_secrets_stays_parseable() -> None:
     assert out["env"].endswith("PWD=/srv") and out["nested"][0]["n"] == 3
 
 
+def test_the_json_view_keeps_what_the_text_pass_found() -> None:
+    # The view redacts only strings with escapes; when it found more than the text pass, its
+    # document replaced the text pass's, and the token in a string without escapes came back.
+    doc = json.dumps({"remote": f"https://{GHP}@github.com/a/b.git",
+                      "build": f"FROM python\nENV API_TOKEN {fake(24)}\nRUN make",
+                      "deploy": f"FROM node\nENV NPM_TOKEN {fake(20)}\nRUN npm ci"})
+    out = redact_text(doc)
+    assert GHP not in out and fake(24) not in out and fake(20) not in out
+    assert json.loads(out)["remote"] == "https://[REDACTED:github-token]@github.com/a/b.git"
+    assert redact_text_with_count(doc)[1] == 3
+
+
 def test_redact_value_walks_nested_tool_calls() -> None:
     trace = {
         "prompt": f"deploy with {GHP} please",
