@@ -1493,6 +1493,24 @@ _MAX_JSON_VIEW = 2_000_000
 
 
 def _redact_string(text: str) -> tuple[str, int]:
+    """`_redact_string_once`, skipped for a short string already seen to hold nothing.
+
+    Only the whole pass's verdict may fill the cache: a JSON document whose text pass finds
+    nothing can still have a secret in an escaped string, and cached after the text pass alone,
+    the same tool output a second time (the hook payload, then the transcript) came back in clear.
+    """
+    short = len(text) <= _CLEAN_MAX_LEN
+    if short and text in _CLEAN:
+        return text, 0
+    red, n = _redact_string_once(text)
+    if short and not n:
+        if len(_CLEAN) >= _CLEAN_MAX:
+            _CLEAN.clear()
+        _CLEAN.add(text)
+    return red, n
+
+
+def _redact_string_once(text: str) -> tuple[str, int]:
     """`_redact`, and for a JSON document whose strings hold escapes, its strings redacted too.
     A file numbered line by line (the Read tool's result, `cat -n`) is read without its numbers,
     and search results (grep -rn) without their file names and numbers too (`_redact_prefixed`).
@@ -1506,19 +1524,12 @@ def _redact_string(text: str) -> tuple[str, int]:
     document without a backslash is left to the text pass: parsing every JSON tool output would
     cost as much again.)
     """
-    short = len(text) <= _CLEAN_MAX_LEN
-    if short and text in _CLEAN:
-        return text, 0
     red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
     if _SEARCH_HITS.match(red):
         # Search results: read again without their prefixes, over what the text pass left (a
         # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
         red, more = _redact_prefixed(red, _SEARCH_HITS)
         n += more
-    if short and not n:
-        if len(_CLEAN) >= _CLEAN_MAX:
-            _CLEAN.clear()
-        _CLEAN.add(text)
     if "\\" not in text or len(text) > _MAX_JSON_VIEW:
         return red, n
     body = text.strip()

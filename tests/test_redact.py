@@ -422,6 +422,16 @@ def test_the_json_view_keeps_what_the_text_pass_found() -> None:
     assert redact_text_with_count(doc)[1] == 3
 
 
+def test_a_secret_only_the_json_view_finds_is_not_cached_as_clean() -> None:
+    # The same tool output reaches redaction twice (the hook payload, then the transcript). A short
+    # JSON document whose secret only the JSON view finds was cached as clean by the text pass and
+    # came back in clear the second time.
+    doc = json.dumps({"stdout": 'echo "hunter2pass" | sudo -S apt update\nENV API_TOKEN abcdefgh12345678'})
+    for _ in range(2):
+        out = redact_text(doc)
+        assert "hunter2pass" not in out and "abcdefgh12345678" not in out
+
+
 def test_redact_value_walks_nested_tool_calls() -> None:
     trace = {
         "prompt": f"deploy with {GHP} please",
