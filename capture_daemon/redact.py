@@ -1511,18 +1511,18 @@ def _redact_string(text: str) -> tuple[str, int]:
 
 
 def _redact_string_once(text: str) -> tuple[str, int]:
-    """`_redact`, and for a JSON document whose strings hold escapes, its strings redacted too.
+    """`_redact`, and for a JSON document, its strings redacted too, each as the text it stands for.
     A file numbered line by line (the Read tool's result, `cat -n`) is read without its numbers,
     and search results (grep -rn) without their file names and numbers too (`_redact_prefixed`).
 
     Inside a JSON string a command's quotes are `\\"` and its lines end in `\\n`
     (`{"stdout": "echo \\"pw\\" | sudo -S ...\\nENV API_TOKEN x"}`, an MCP tool's result holding
-    JSON text): rules that read quotes, line starts or flags see them askew. Such a document is
-    parsed and each of its strings redacted as the text it stands for (keys too, and strings
-    that are JSON documents in turn); if that finds secrets the text pass missed, the document is
-    written back out (same content, JSON's own spacing), else the text pass stands. (A JSON
-    document without a backslash is left to the text pass: parsing every JSON tool output would
-    cost as much again.)
+    JSON text): rules that read quotes, line starts or flags see them askew. Without escapes too:
+    the quote that opens a JSON string reads as a string literal's (`{"out": "SECRET_KEY =
+    'x'"}`), or ends an assignment's name (`"API_KEY   =   x"`). So such a document is parsed
+    and each of its strings redacted as the text it stands for (keys too, and strings that are
+    JSON documents in turn); if that finds secrets the text pass missed, the document is written
+    back out (same content, JSON's own spacing), else the text pass stands.
     """
     red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
     if _SEARCH_HITS.match(red):
@@ -1530,16 +1530,16 @@ def _redact_string_once(text: str) -> tuple[str, int]:
         # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
         red, more = _redact_prefixed(red, _SEARCH_HITS)
         n += more
-    if "\\" not in text or len(text) > _MAX_JSON_VIEW:
+    if len(text) > _MAX_JSON_VIEW:
         return red, n
     body = text.strip()
     if not (body[:1] in "{[" and body[-1:] in "}]"):
         return red, n
     try:
         # The view reads the document the text pass left, so what it finds comes on top of what
-        # the text pass found: it redacts only strings with escapes, and read from `text` it put
-        # back the secrets the text pass had found in the others.
-        out, more = _json_view(json.loads(red.strip()))
+        # the text pass found (read from `text`, a secret the view cannot see alone, such as a
+        # name and its value in two strings, came back in clear).
+        out, more = _redact_value(json.loads(red.strip()))
     except ValueError:  # (not JSON after all, or a replacement broke it; its message is not kept)
         try:
             out, total = _redact_value(json.loads(body))  # every string, as the text it stands for
@@ -1552,8 +1552,6 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     dumped = json.dumps(out, ensure_ascii=False, indent=indent)
     return red[: len(red) - len(red.lstrip())] + dumped + red[len(red.rstrip()) :], n + more
 
-
-_ESCAPED_IN_JSON = re.compile(r"[\"\\\n\r\t]")
 
 # Claude Code's Read tool numbers each line of a file (`     1→text` in 2.0, `1\ttext` in 2.1), as
 # `cat -n` does: the number is no part of the line's text.
@@ -1587,33 +1585,6 @@ def _redact_prefixed(text: str, prefix: "re.Pattern[str]") -> tuple[str, int]:
     for _, i1, i2, j1, j2 in difflib.SequenceMatcher(None, bare, out, autojunk=False).get_opcodes():
         rebuilt.extend((prefixes[i1 + k] if i1 + k < i2 else "") + out[j1 + k] for k in range(j2 - j1))
     return "\n".join(rebuilt), n
-
-
-def _json_view(value: Any) -> tuple[Any, int]:
-    """`_redact_value` over a parsed JSON document, but only its strings that JSON had to escape:
-    the others stood in the text as they are, and the text pass has seen them already. Returns
-    the document with those redacted and how many secrets were found in all (a key or string
-    without escapes counts as found by the text pass: 0 here)."""
-    if isinstance(value, str):
-        return _redact_string(value) if _ESCAPED_IN_JSON.search(value) else (value, 0)
-    if isinstance(value, dict):
-        out, total = {}, 0
-        for key, item in value.items():
-            new_key, n = _json_view(key)
-            red, k = _json_view(item)
-            while new_key in out:
-                new_key += "#2"
-            out[new_key] = red
-            total += n + k
-        return out, total
-    if isinstance(value, list):
-        items, total = [], 0
-        for item in value:
-            red, k = _json_view(item)
-            items.append(red)
-            total += k
-        return items, total
-    return value, 0
 
 
 def redact_text_with_count(text: str) -> tuple[str, int]:
