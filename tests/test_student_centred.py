@@ -160,7 +160,6 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     shutil.copytree(world.data_dir, out / "dataset")
     overrides = [
         ("run.out", str(out)), ("rl.enabled", True), ("rl.algorithm", "student_centred"),
-        ("reward.discriminator_examples", 4), ("reward.discriminator_max_steps", 2),
         ("reward.max_new_tokens", 24), ("reward.max_turns", 2), ("rl.max_steps", 2), ("rl.eval_examples", 2),
         ("rl.eval_samples", 0), ("rl.sc_batch_size", 2), ("rl.save_steps", 2), ("rl.logging_steps", 1),
         ("rl.sc_rounds", 2),  # DAgger: one step a round, the second round rolls out the first one's student
@@ -177,6 +176,10 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     # Round 2 trains on both rounds' divergences (aggregated), so it has at least round 1's examples.
     assert summary["rounds"][1]["examples"] >= summary["rounds"][0]["examples"]
     assert any("diverge from the teacher" in line for line in lines)
+    # Nothing here reads a discriminator (no discriminator reward, mining or A/B test): none is trained,
+    # which would roll the student out over the whole train split.
+    assert not (out / "discriminator").exists() and not (out / "discriminator-rl").exists()
+    assert not any(line.startswith("[discriminator]") for line in lines)
     again: list[str] = []
     run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, again.append)
     assert any("[rl] up to date" in line for line in again)

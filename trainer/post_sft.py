@@ -7,16 +7,17 @@ Each is a pipeline stage like dataset/sft/eval (trainer/pipeline.py's Stage: a f
 inputs in stage.json, written last; unchanged inputs skip it, an interrupted RL stage resumes from
 its latest checkpoint):
 
-    discriminator   trained on the SFT student's rollouts over the train split (when the reward
-                    mixes it in, reward.discriminator_weight > 0, or mining/ab-test use it)
+    discriminator   trained on the SFT student's rollouts over the train split, only when a stage
+                    reads it: GRPO's reward mixes it in (reward.discriminator_weight > 0), mining
+                    scores with it, or the A/B test judges with it (without RL)
     mine            ranks the train prompts by how clearly the SFT student differs; its weights.json
                     makes the RL stage over-sample them, its dataset/ is the next SFT round's data
     rl              from the SFT student, by `rl.algorithm`: GRPO with the combined reward, over-sampling
                     mined prompts, or "student_centred" SFT on the student's own train rollouts up to
                     their first divergence from the teacher (trainer/student_centred.py); either way
                     rl_summary.json has the held-out reward before and after, greedy and sampled
-    discriminator   retrained on the RL student (discriminator-rl/), so the A/B judge is not the one
-                    RL was trained against
+    discriminator   retrained on the RL student (discriminator-rl/) for the A/B test, so its judge
+                    is not the one RL was trained against
     ab-test         blind pairs on the held-out split, judged by that discriminator (and the LLM
                     judge when configured); people judge later with `trainer ab-test --serve`
 """
@@ -28,6 +29,15 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.config import UnderstudyConfig
+
+
+def _discriminator_read_before_rl(cfg: UnderstudyConfig) -> bool:
+    """Whether a stage reads the SFT student's discriminator: GRPO's reward mixes it in (student-centred
+    SFT has no reward), mining scores with it, or the A/B test judges with it (only without RL: after
+    RL it gets one trained on the RL student)."""
+    return ((cfg.rl.enabled and cfg.rl.algorithm == "grpo" and cfg.reward.discriminator_weight > 0)
+            or cfg.mine.enabled
+            or (cfg.abtest.enabled and not cfg.rl.enabled))
 
 
 def _stage_discriminator(cfg: UnderstudyConfig, student: Path, student_fp: str, data_dir: Path, out: Path, log) -> str:
@@ -56,7 +66,10 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
 
     disc_dir = _dir(cfg, "reward.discriminator_dir", out / "discriminator")
     cfg.reward.discriminator_dir = str(disc_dir)
-    disc_fp = _stage_discriminator(cfg, model_dir, sft_fp, data_dir, disc_dir, log)
+    # Training one rolls the student out over the whole train split: skipped when nothing reads it.
+    disc_fp = "none"
+    if _discriminator_read_before_rl(cfg):
+        disc_fp = _stage_discriminator(cfg, model_dir, sft_fp, data_dir, disc_dir, log)
 
     mine_fp = "none"
     if cfg.mine.enabled:
@@ -99,10 +112,11 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
             if "before" in summary and "after" in summary:
                 log(f"[rl] held-out mean similarity {summary['before']['similarity']:.3f} → {summary['after']['similarity']:.3f}")
         student, student_fp = rl_dir / "final", rl_fp
-        # A judge the student was not trained against: retrain on the RL student's rollouts.
-        disc_dir = out / "discriminator-rl"
-        cfg.reward.discriminator_dir = str(disc_dir)
-        disc_fp = _stage_discriminator(cfg, student, student_fp, data_dir, disc_dir, log)
+        if cfg.abtest.enabled:
+            # A judge the student was not trained against: retrain on the RL student's rollouts.
+            disc_dir = out / "discriminator-rl"
+            cfg.reward.discriminator_dir = str(disc_dir)
+            disc_fp = _stage_discriminator(cfg, student, student_fp, data_dir, disc_dir, log)
 
     if cfg.abtest.enabled:
         from trainer.abtest import run_abtest
