@@ -51,6 +51,9 @@ What is detected (the marker's kind in brackets):
   [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
   ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")`` [auth-pair]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password]
+- cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
+  ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict) and of ``curl -b|--cookie 'a=1; b=2'``; cookie
+  names and Set-Cookie's attributes (``Path``, ``Expires``, ``SameSite``...) stay [cookie]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
   ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
@@ -118,7 +121,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 139 planted formats and 36 benign look-alikes; the tests require every
+tests/secret_corpus.py, 140 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -728,6 +731,34 @@ def _replace_basic(text: str, m: "re.Match[str]") -> Optional[str]:
 _AUTHORIZATION_MARK = marker("authorization")
 _AUTH_SCHEME = re.compile(r"[ \t]*(?i:bearer|basic|token|digest|negotiate|ntlm|ssws|apikey)[ \t]+")
 
+# `Cookie:` and `Set-Cookie:` headers (curl -v, HTTP dumps, `-H "Cookie: ..."`, `{"Cookie": "..."}`):
+# a session cookie logs its holder in as well as a password does. The header's value runs to the
+# end of its line or string; in it, every `name=value` pair at its start or after a `;` loses its
+# value, except Set-Cookie's attributes (`Path=/`, `Expires=...`), which say how, not what.
+# (The first pair must be there: "the Set-Cookie: header" in prose has none.)
+_COOKIE = re.compile(rf":{_after(('cookie',), ':')}[ \t]*\\*[\"']?[ \t]*(?P<s>[^\s;=,\"'\\<>]+=[^\r\n\"'\\]*)")
+_COOKIE_PAIR = re.compile(r"(?:^|(?<=;))[ \t]*(?P<name>[^\s;=,]+)[ \t]*=(?P<value>[^;\s]*)")
+_COOKIE_ATTRIBUTES = frozenset("path domain expires max-age samesite secure httponly priority partitioned version comment".split())
+_COOKIE_MARK = marker("cookie")
+
+
+def _mark_cookies(cookies: str) -> Optional[str]:
+    """`cookies` (`a=1; b=2`, or Set-Cookie's `a=1; Path=/`) with each cookie's value marked, or
+    None when it holds no cookie value (a file name after `curl -b`, a placeholder)."""
+    parts, copied = [], 0
+    for p in _COOKIE_PAIR.finditer(cookies):
+        if p.group("name").lower() in _COOKIE_ATTRIBUTES or _is_placeholder(p.group("value")):
+            continue
+        parts += [cookies[copied : p.start("value")], _COOKIE_MARK]
+        copied = p.end("value")
+    return "".join(parts) + cookies[copied:] if parts else None
+
+
+def _replace_cookie(text: str, m: "re.Match[str]") -> Optional[str]:
+    marked = _mark_cookies(m.group("s"))
+    return None if marked is None else text[m.start() : m.start("s")] + marked
+
+
 # scheme://user:password@host. The user part may be empty (redis://:pw@host).
 # Neither part may hold `[` or `]`, so a marker already in the URL (`https://[REDACTED:x]@host`)
 # is not read as user `[REDACTED` with password `x]`.
@@ -809,7 +840,8 @@ def _replace_csv(text: str, m: "re.Match[str]") -> Optional[str]:
 # secret: (flag, how, form). `how`: "g" glued (-pSECRET: mysql takes `-p SECRET` as "prompt, then
 # a database name"), "s" spaced, "gs" either. `form`: "" the whole value, ":" after the first
 # colon (user:password), "%" after the first % (smbclient's user%password), "pass:" only a
-# `pass:` value (openssl's -passin pass:x; env:VAR and file:path name no secret).
+# `pass:` value (openssl's -passin pass:x; env:VAR and file:path name no secret), "cookie" each
+# value of a cookie list (curl -b 'a=1; b=2'; without a `=` it names a cookie jar file).
 _FlagSpec = tuple[tuple[str, str, str], ...]
 _MYSQL_FLAGS: _FlagSpec = (("p", "g", ""),)
 _MONGO_FLAGS: _FlagSpec = (("p", "gs", ""),)
@@ -834,7 +866,7 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     "ssh-keygen": (("N", "s", ""), ("P", "s", "")),
     "psexec": (("p", "s", ""),),
     "psexec.py": (("p", "s", ""),),
-    "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":")),
+    "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
     **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
     **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
     "keytool": tuple((f, "s", "") for f in ("storepass", "keypass", "srcstorepass", "deststorepass", "srckeypass", "destkeypass")),
@@ -885,6 +917,9 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
     quote = token[0] if len(token) >= 2 and token[0] in "\"'" and token[-1] == token[0] else ""
     inner = token[1:-1] if quote else token
     keep = ""
+    if form == "cookie":
+        marked = _mark_cookies(inner)
+        return None if marked is None else quote + marked + quote
     if form in (":", "%"):
         if form not in inner:
             return None  # curl -u user: prompts for the password
@@ -1241,6 +1276,7 @@ _RULES: tuple[_Rule, ...] = (
         (("=", _after(("authorization",), "=")), (":", _after(("authorization",), ":"))),
         anchored=True,
     ),
+    _Rule("cookie", _COOKIE, _replace_cookie, ((":", _after(("cookie",), ":")),), anchored=True),
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
@@ -1257,7 +1293,7 @@ def _sep_guard(sep: str, others: str) -> str:
     """A one-character test that every `=`/`:` gate implies: the character before `sep` ends a
     secret word (`_after`'s quick test, any case), is a gap character (a quote, a space, a
     backslash, a `]`), or is one of `others`."""
-    ends = {w[-1] for w in (*_SECRET_WORDS, "authorization")}
+    ends = {w[-1] for w in (*_SECRET_WORDS, "authorization", "cookie")}
     chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t\\]"
     return f"(?<=[{chars}]{re.escape(sep)})"
 
@@ -1654,6 +1690,9 @@ def _redact_value(value: Any) -> tuple[Any, int]:
                     # over the value alone sees it; the scheme stays, the credentials go.
                     scheme = _AUTH_SCHEME.match(item)
                     out[new_key] = (scheme.group(0) if scheme else "") + _AUTHORIZATION_MARK
+                    total += 1
+                elif isinstance(key, str) and key.lower().endswith("cookie") and (cookies := _mark_cookies(item)) is not None:
+                    out[new_key] = cookies  # {"Cookie": "sid=..."}: as the Authorization header's
                     total += 1
                 else:
                     out[new_key], n = _redact_string(item)

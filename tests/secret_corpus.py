@@ -400,6 +400,11 @@ def _cases() -> list[SecretCase]:
     add("db-pass-env", f"SMTP_HOST=smtp.acme.io\nSMTP_PASS={pw}", pw)
     s = rand(40, HEX)
     add("cli-flag-token", f"terraform login --token {s}", s)
+
+    # --- cookies, argv lists, program positionals, HTML forms (found missing by an audit) ---
+    s, t = rand(32), rand(43, URLSAFE)
+    add("cookie-curl-verbose", f"> GET /account HTTP/2\n> host: shop.acme.io\n> cookie: _session_id={s}; cart={t}\n>\n< HTTP/2 200\n"
+        f"< set-cookie: _session_id={s}; path=/; secure; HttpOnly; SameSite=Lax", s, t)
     return cases
 
 
@@ -461,6 +466,8 @@ def _benign() -> list[tuple[str, str]]:
          '- name: LOG_LEVEL\n  value: debug\n{"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"key": "token"}}}\n'
          "cache[key] = value\nos.environ['API_KEY'] = api_key"),
         ("csv-prose", "Download the .csv: it has the Access key ID, Secret access key and console link.\nKeep it safe, then delete it."),
+        ("cookie-lookalikes", "The browser sends the Cookie header; Set-Cookie has Path, Expires and HttpOnly attributes.\n"
+         'document.cookie = "theme=dark; path=/";\nWe use cookies: accept all cookies?\ncurl -b cookies.txt -c cookies.txt https://acme.io'),
         ("k8s-meta", f"metadata:\n  uid: {uuid()}\n  resourceVersion: \"{rand(8, DIGITS)}\"\n  generation: 3"),
     ]
 

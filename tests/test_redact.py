@@ -220,6 +220,33 @@ POSITIVE = [
     ("cli-password", "mysql --password hunter2 -u root", "mysql --password [REDACTED:cli-flag] -u root"),
     ("cli-token-quoted", 'tool --auth-token "abc 123"', 'tool --auth-token "[REDACTED:cli-flag]"'),
     ("cli-api-key", "client --api-key abc123 --verbose", "client --api-key [REDACTED:cli-flag] --verbose"),
+    # --- cookies: the values go, the names and Set-Cookie's attributes stay ---
+    (
+        "cookie-curl-verbose",
+        "> GET / HTTP/1.1\n> Host: x\n> Cookie: session=abc123def456; csrftoken=Xy9kLm2Pq\n>",
+        "> GET / HTTP/1.1\n> Host: x\n> Cookie: session=[REDACTED:cookie]; csrftoken=[REDACTED:cookie]\n>",
+    ),
+    (
+        "set-cookie-attributes",
+        "< Set-Cookie: sessionid=8f7a6b5c4d3e2f1a; Path=/; HttpOnly; Secure; SameSite=Lax; Expires=Wed, 21 Oct 2026 07:28:00 GMT\n< Vary: *",
+        "< Set-Cookie: sessionid=[REDACTED:cookie]; Path=/; HttpOnly; Secure; SameSite=Lax; Expires=Wed, 21 Oct 2026 07:28:00 GMT\n< Vary: *",
+    ),
+    (
+        "cookie-header-flag",
+        'curl -H "Cookie: session=eyJhbGciOi123abc; theme=dark" https://x',
+        'curl -H "Cookie: session=[REDACTED:cookie]; theme=[REDACTED:cookie]" https://x',
+    ),
+    ("cookie-dict", 'headers = {"Cookie": "sid=s%3Aabc123.def456"}', 'headers = {"Cookie": "sid=[REDACTED:cookie]"}'),
+    (
+        "set-cookie-json-escaped",
+        '{"stdout": "< set-cookie: sid=abc123; path=/\\n< x: y"}',
+        '{"stdout": "< set-cookie: sid=[REDACTED:cookie]; path=/\\n< x: y"}',
+    ),
+    (
+        "curl-cookie-flag",
+        "curl -b 'sid=abc123; lang=en' https://x && curl --cookie \"sid=abc123\" https://x",
+        "curl -b 'sid=[REDACTED:cookie]; lang=[REDACTED:cookie]' https://x && curl --cookie \"sid=[REDACTED:cookie]\" https://x",
+    ),
     # --- private keys ---
     (
         "rsa-key-newlines",
@@ -336,6 +363,11 @@ NEGATIVE = [
     ("generic-words", "https://user:pass@host.example.org/ and https://username:password@host.com:80/"),
     ("masked-and-colors", 'password = ":****"\nToken: \'#ffffff\','),
     ("cli-prose", "log in with the --username and --password options of the CLI"),
+    ("cookie-prose", "The server sends a Set-Cookie header and the browser stores the cookie; see the Cookie: header."),
+    ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
+    ("set-cookie-no-value", "res.setHeader('Set-Cookie', cookie)\nSet-Cookie: <cookie-name>=<cookie-value>"),
+    ("cookie-consent", "Cookie consent: we use cookies to improve your experience. Accept all cookies?"),
+    ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),
 ]
 
 
@@ -542,6 +574,14 @@ def test_authorization_values_go_whatever_their_key_says() -> None:
             "authorization": "Bearer ${T}",
         }
     }
+
+
+def test_cookie_values_go_under_a_cookie_key() -> None:
+    # A header dict parsed from JSON: the key names the header, so no rule over the value alone sees it.
+    out = redact_value({"headers": {"Cookie": "sid=abc123; theme=dark", "Set-Cookie": "sid=abc123; Path=/; HttpOnly"}})
+    assert out == {"headers": {"Cookie": "sid=[REDACTED:cookie]; theme=[REDACTED:cookie]",
+                               "Set-Cookie": "sid=[REDACTED:cookie]; Path=/; HttpOnly"}}
+    assert redact_value({"cookie_policy": "strict", "cookie": "cookies.txt"}) == {"cookie_policy": "strict", "cookie": "cookies.txt"}
 
 
 def test_auth_values_go_only_as_base64_credentials() -> None:
