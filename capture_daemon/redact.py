@@ -74,9 +74,12 @@ What is detected (the marker's kind in brackets):
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW``, ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
-  ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``gh secret set NAME --body V``, openssl's
-  ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped to a program that reads it
-  from stdin (``echo PW | sudo -S``, ``| docker login --password-stdin``, ``| chpasswd``)
+  ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``redis-server --requirepass PW``, ``gh secret
+  set NAME --body V``, openssl's ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped
+  to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
+  --password-stdin``, ``| chpasswd``); the same flags in an argv list in code, each word a
+  quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
+  "PW")``, ``spawn('psql', ['--password', 'PW'])``)
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -121,7 +124,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 140 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 141 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -768,10 +771,11 @@ _URL_PASSWORD = re.compile(
 
 # `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
-_CLI_FLAG_NAME = (
-    r"-(?<![\w-]-)-[\w-]*?(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
-    r"|account-key|private-key|auth-key|(?<=-)pass)[ \t]+"
+_CLI_FLAG_WORDS = (
+    r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
+    r"|account-key|private-key|auth-key|(?<=-)pass)"
 )
+_CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
     rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
 )
@@ -857,6 +861,7 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldappasswd", "ldapwhoami"), _LDAP_FLAGS),
     "sshpass": (("p", "gs", ""),),
     "redis-cli": (("a", "gs", ""),),
+    "redis-server": (("-requirepass", "s", ""), ("-masterauth", "s", "")),
     "sqlcmd": (("P", "gs", ""),),
     "bcp": (("P", "gs", ""),),
     "zip": (("P", "s", ""),),
@@ -896,7 +901,12 @@ def _program_flags(text: str, pos: int) -> _FlagSpec:
     known program before it in its command (after the last `|`, `;`, `&&` on its line)."""
     line = _line_prefix(text, pos)
     cut = _COMMAND_BREAK.match(line)
-    words = (line[cut.end() :] if cut else line).split()
+    return _command_flags((line[cut.end() :] if cut else line).split())
+
+
+def _command_flags(words: list[str]) -> _FlagSpec:
+    """The password-taking flags of the nearest known program among `words`, a command's words
+    up to the flag."""
     for i in range(len(words) - 1, -1, -1):
         # (Quotes and brackets around it: `{"cmd": "curl -u ...`, `subprocess.run(["mysql", ...`;
         # the command may open a quoted value glued to what precedes it: `MYSQL="mysql -p...`,
@@ -950,8 +960,14 @@ def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
     if inner is not None:
         new = _replace_short_flag(text, inner)
         return None if new is None else new + text[inner.end() : m.end()]
+    return _replace_flag(text, m, _program_flags(text, m.start()))
+
+
+def _replace_flag(text: str, m: "re.Match[str]", flags: _FlagSpec) -> Optional[str]:
+    """The flag that `m` matched (groups `word`, the flag less its first `-`, and `arg`, the word
+    after it) with its secret marked, if `flags`, its program's, say it takes one."""
     word, arg = m.group("word"), m.group("arg")
-    for flag, how, form in _program_flags(text, m.start()):
+    for flag, how, form in flags:
         if flag.startswith("-") and word.startswith(flag + "="):  # --user=bob:pw
             new = _mark_arg(word[len(flag) + 1 :], form)
             if new is not None:
@@ -967,6 +983,43 @@ def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
             if new is not None:
                 return "-" + word + text[m.end("word") : m.start("arg")] + new
     return None
+
+
+# --- the same flags in an argv list, each word a quoted item: `subprocess.run(["sshpass", "-p",
+# "PW", ...])`, `exec.Command("redis-cli", "-a", "PW")`, `spawn('psql', ['--password', 'PW'])`.
+# The flag's value is the next item, if it is a literal (a variable, `password`, is code). The
+# program is the nearest known one among the items before the flag, over line breaks too (a list
+# of one item a line), found by `_argv_before`; long flags that say secret (`--password`) take a
+# value whatever the program, as in a shell command.
+_ARGV_FLAG = re.compile(
+    r"-(?<=(?P<q>[\"'])-)(?P<word>-?[A-Za-z][^\"'\\\r\n]*)(?P=q)"
+    r"(?:[ \t]*,\s*(?P<arg>\"(?!-)[^\"\\\r\n]*\"|'(?!-)[^'\\\r\n]*'))?"
+)
+_ARGV_GATE = r"(?<=[\"']-)(?=-?[A-Za-z])"
+_LONG_SECRET_FLAG = re.compile(rf"-[\w-]*?{_CLI_FLAG_WORDS}")
+# Read backwards from a flag's opening quote (on the text reversed): separators, then a quoted
+# item or a bare name (a variable, `["mysql", "-u", user, "-pPW"]`, or the call, `exec.Command(`).
+_ARGV_ITEM_REVERSED = re.compile(r"[\s,\[(]*(?:([\"'])([^\"'\\\r\n]*)\1|([\w.]+))")
+_ARGV_LOOKBACK = 500
+
+
+def _argv_before(text: str, end: int) -> list[str]:
+    """The items of the argv list or call that ends at `end`, in order, unquoted; it starts
+    where something other than items and separators comes (`cmd = [`, `)` of a previous call)."""
+    rev = text[max(0, end - _ARGV_LOOKBACK) : end][::-1]
+    words, i = [], 0
+    while m := _ARGV_ITEM_REVERSED.match(rev, i):
+        words.append((m.group(2) if m.group(1) else m.group(3))[::-1])
+        i = m.end()
+    return words[::-1]
+
+
+def _replace_argv_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group("arg") is not None and _LONG_SECRET_FLAG.fullmatch(m.group("word")):
+        new = _mark_arg(m.group("arg"), "")
+        if new is not None:
+            return text[m.start() : m.start("arg")] + new
+    return _replace_flag(text, m, _command_flags(_argv_before(text, m.start() - 1)))
 
 
 # --- NAME VALUE settings without `=`: Dockerfile `ENV NAME value`, csh `setenv NAME value`,
@@ -1282,6 +1335,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
     _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),
+    _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
@@ -1318,10 +1372,10 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # GOCSPX- pypi- glpat- glrt- gldt- xox[abposr]- xapp-) and have 10 or more token characters
     # after it.
     # New prefixes end in U K T x l y Y s e too (xoxe- as well) (HRKU- PMAK- CFPAT- pplx- pul- tskey- key- access-);
-    # `--user` and ` -p` are flags (cli-short-flag); `<32 hex>-us9` is a Mailchimp key.
+    # `--user`, ` -p` and `"-p"` are flags (cli-short-flag, argv-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
-        (r"(?<=[ \t]-)", frozenset({"cli-short-flag"})),
+        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
         (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
     ),

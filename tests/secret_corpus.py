@@ -405,6 +405,9 @@ def _cases() -> list[SecretCase]:
     s, t = rand(32), rand(43, URLSAFE)
     add("cookie-curl-verbose", f"> GET /account HTTP/2\n> host: shop.acme.io\n> cookie: _session_id={s}; cart={t}\n>\n< HTTP/2 200\n"
         f"< set-cookie: _session_id={s}; path=/; secure; HttpOnly; SameSite=Lax", s, t)
+    pw, pw2 = password(), password()
+    add("argv-list", f'subprocess.run(["sshpass", "-p", "{pw}", "ssh", "deploy@host"], check=True)\n'
+        f'cmd := exec.Command("mysql", "-u", "root", "-p{pw2}", "shop")', pw, pw2)
     return cases
 
 

@@ -220,6 +220,41 @@ POSITIVE = [
     ("cli-password", "mysql --password hunter2 -u root", "mysql --password [REDACTED:cli-flag] -u root"),
     ("cli-token-quoted", 'tool --auth-token "abc 123"', 'tool --auth-token "[REDACTED:cli-flag]"'),
     ("cli-api-key", "client --api-key abc123 --verbose", "client --api-key [REDACTED:cli-flag] --verbose"),
+    # --- the same flags as argv lists in code: each word a quoted item ---
+    (
+        "argv-sshpass",
+        'subprocess.run(["sshpass", "-p", "hunter2", "ssh", "host"])',
+        'subprocess.run(["sshpass", "-p", "[REDACTED:cli-flag]", "ssh", "host"])',
+    ),
+    (
+        "argv-mysql-glued",
+        'subprocess.run(["mysql", "-u", "root", "-phunter2", "db"])',
+        'subprocess.run(["mysql", "-u", "root", "-p[REDACTED:cli-flag]", "db"])',
+    ),
+    ("argv-go", 'cmd := exec.Command("redis-cli", "-a", "hunter2", "ping")', 'cmd := exec.Command("redis-cli", "-a", "[REDACTED:cli-flag]", "ping")'),
+    ("argv-node-long-flag", "spawn('psql', ['--password', 'hunter2'])", "spawn('psql', ['--password', '[REDACTED:cli-flag]'])"),
+    (
+        "argv-node-program-before-list",
+        "execFile('mysql', ['-u', user, '-phunter2'])",
+        "execFile('mysql', ['-u', user, '-p[REDACTED:cli-flag]'])",
+    ),
+    (
+        "argv-one-item-a-line",
+        'cmd = [\n    "sshpass",\n    "-p",\n    "hunter2",\n    "ssh",\n]',
+        'cmd = [\n    "sshpass",\n    "-p",\n    "[REDACTED:cli-flag]",\n    "ssh",\n]',
+    ),
+    (
+        "argv-subcommand",
+        'run(["docker", "login", "-u", "bob", "-p", "hunter2", registry])',
+        'run(["docker", "login", "-u", "bob", "-p", "[REDACTED:cli-flag]", registry])',
+    ),
+    ("argv-curl-user", 'subprocess.run(["curl", "-u", "bob:s3cret", url])', 'subprocess.run(["curl", "-u", "bob:[REDACTED:cli-flag]", url])'),
+    ("argv-keytool", 'cmd = ["keytool", "-storepass", "hunter2"]', 'cmd = ["keytool", "-storepass", "[REDACTED:cli-flag]"]'),
+    (
+        "argv-redis-server",
+        'command: ["redis-server", "--requirepass", "hunter2"]\ncommand: redis-server --requirepass hunter2',
+        'command: ["redis-server", "--requirepass", "[REDACTED:cli-flag]"]\ncommand: redis-server --requirepass [REDACTED:cli-flag]',
+    ),
     # --- cookies: the values go, the names and Set-Cookie's attributes stay ---
     (
         "cookie-curl-verbose",
@@ -363,6 +398,21 @@ NEGATIVE = [
     ("generic-words", "https://user:pass@host.example.org/ and https://username:password@host.com:80/"),
     ("masked-and-colors", 'password = ":****"\nToken: \'#ffffff\','),
     ("cli-prose", "log in with the --username and --password options of the CLI"),
+    (
+        "argv-others-short-flags",
+        'subprocess.run(["mkdir", "-p", "build"])\nsubprocess.run(["ssh", "-p", "2222", "host"])\n'
+        '["docker", "run", "-p", "8080:80", "img"]\n["mysql", "-u", "root", "-p", "shop"]\n["curl", "-u", "bob", url]',
+    ),
+    (
+        "argv-parser-aliases",
+        'parser.add_argument("--password", "-p", help="db password")\n@click.option("--token", "-t", envvar="TOKEN")\n'
+        'flags = ["--password", "--user"]',
+    ),
+    (
+        "argv-references",
+        'subprocess.run(["sshpass", "-p", password, "ssh", host])\n["mysql", f"-p{pw}"]\n["tool", "--token", "$TOKEN"]\n'
+        '["redis-cli", "-a", os.environ["REDIS_PW"]]',
+    ),
     ("cookie-prose", "The server sends a Set-Cookie header and the browser stores the cookie; see the Cookie: header."),
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
     ("set-cookie-no-value", "res.setHeader('Set-Cookie', cookie)\nSet-Cookie: <cookie-name>=<cookie-value>"),
