@@ -58,8 +58,10 @@ What is detected (the marker's kind in brackets):
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
   ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
   ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
-  ECS ``{"name": "NAME", "value": "v"}``, .NET ``<add key="NAME" value="v"/>``) and XML
-  elements (``<password>v</password>``),
+  ECS ``{"name": "NAME", "value": "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring
+  ``<property name="password" value="v"/>``), XML elements (``<password>v</password>``) and
+  attributes (Tomcat's ``<user password="v"/>``), HTML password fields (``<input
+  type="password" value="v">``),
   where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
@@ -124,7 +126,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 141 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 142 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -1200,14 +1202,34 @@ def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# An HTML password field with its value filled in: `<input type="password" name="pw" value="x">`,
+# attributes in any order, quoted or not. Other inputs' values are form data, and a field's name
+# (`pw`, `login`) need not say password: its type does.
+_INPUT_TAG = re.compile(r"<(?:input|INPUT)(?=[\s/])[^<>]{0,2000}>")
+_HTML_ATTRIBUTE = re.compile(r"(?P<name>[\w:-]+)[ \t]*=[ \t]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^\s\"'>]+))")
+
+
+def _replace_password_input(text: str, m: "re.Match[str]") -> Optional[str]:
+    attributes = {a.group("name").lower(): a for a in _HTML_ATTRIBUTE.finditer(m.group(0))}
+    kind, value = attributes.get("type"), attributes.get("value")
+    if kind is None or value is None or kind.group(kind.lastgroup).lower() != "password":
+        return None
+    group = value.lastgroup
+    if _is_placeholder(value.group(group)):
+        return None  # value="", value={password}, value="{{ form.pw }}"
+    tag = m.group(0)
+    return tag[: value.start(group)] + _ASSIGNMENT_MARK + tag[value.end(group) :]
+
+
 # A name/value pair naming a secret: Kubernetes and ECS environment entries,
 # `- name: DB_PASSWORD` / `value: x`, `{"name": "API_TOKEN", "value": "x"}`, Terraform's
-# `name = "X"` / `value = "x"`, .NET's `<add key="ApiKey" value="x" />`. The value must follow
-# the name, on its line or the next.
+# `name = "X"` / `value = "x"`, .NET's `<add key="ApiKey" value="x" />`, Spring's `<property
+# name="password" value="x"/>`, a form field in JSON (`{"name": "password", "value": "x"}`). The
+# value must follow the name, on its line or the next.
 _NAMED_VALUE_WORDS = r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base)"
 # After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
 _NAMED_VALUE_REST = (
-    rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>[A-Za-z_][\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"
+    rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"
     r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t]*|[ \t]+)[\"']?value[\"']?[ \t]*[:=][ \t]*"
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s,}\]\"']+))"
 )
@@ -1240,6 +1262,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
     _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
+    _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""), ("<INPUT", ""))),
     _Rule(
         "named-value",
         _NAMED_VALUE,

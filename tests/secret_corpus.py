@@ -408,6 +408,9 @@ def _cases() -> list[SecretCase]:
     pw, pw2 = password(), password()
     add("argv-list", f'subprocess.run(["sshpass", "-p", "{pw}", "ssh", "deploy@host"], check=True)\n'
         f'cmd := exec.Command("mysql", "-u", "root", "-p{pw2}", "shop")', pw, pw2)
+    pw, pw2 = password(), password()
+    add("html-and-spring-xml", f'<form method="post">\n  <input type="password" name="pw" value="{pw}">\n</form>\n'
+        f'<bean id="ds" class="com.zaxxer.hikari.HikariDataSource">\n  <property name="password" value="{pw2}"/>\n</bean>', pw, pw2)
     return cases
 
 

@@ -282,6 +282,25 @@ POSITIVE = [
         "curl -b 'sid=abc123; lang=en' https://x && curl --cookie \"sid=abc123\" https://x",
         "curl -b 'sid=[REDACTED:cookie]; lang=[REDACTED:cookie]' https://x && curl --cookie \"sid=[REDACTED:cookie]\" https://x",
     ),
+    # --- HTML forms and XML config ---
+    ("html-password-input", '<input type="password" name="pw" value="hunter2">', '<input type="password" name="pw" value="[REDACTED:assignment]">'),
+    ("html-password-input-any-order", "<INPUT value=hunter2 TYPE=Password name=pw>", "<INPUT value=[REDACTED:assignment] TYPE=Password name=pw>"),
+    (
+        "maven-settings-server",
+        "<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>hunter2</password>\n</server>",
+        "<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>[REDACTED:assignment]</password>\n</server>",
+    ),
+    (
+        "tomcat-users",
+        '<user username="admin" password="hunter2" roles="manager-gui"/>',
+        '<user username="admin" password="[REDACTED:assignment]" roles="manager-gui"/>',
+    ),
+    (
+        "name-value-exact-name",
+        '<property name="password" value="hunter2"/>\n{"name": "password", "value": "hunter2"}\n- name: PASSWORD\n  value: hunter2',
+        '<property name="password" value="[REDACTED:assignment]"/>\n{"name": "password", "value": "[REDACTED:assignment]"}\n'
+        "- name: PASSWORD\n  value: [REDACTED:assignment]",
+    ),
     # --- private keys ---
     (
         "rsa-key-newlines",
@@ -412,6 +431,17 @@ NEGATIVE = [
         "argv-references",
         'subprocess.run(["sshpass", "-p", password, "ssh", host])\n["mysql", f"-p{pw}"]\n["tool", "--token", "$TOKEN"]\n'
         '["redis-cli", "-a", os.environ["REDIS_PW"]]',
+    ),
+    (
+        "html-inputs",
+        '<input type="password" name="pw" placeholder="Password">\n<input type="text" name="user" value="bob">\n'
+        '<input type="password" value="">\n<input type="password" value={password} onChange={setPw} />\n'
+        '<input type="password" value="{{ form.pw }}">\n<input type="hidden" name="next" value="/home">',
+    ),
+    (
+        "password-markup-prose",
+        '<label for="pw">Password</label>\n{"name": "password", "type": "string"}\n'
+        '<property name="passwordEncoder" ref="bcrypt"/>',
     ),
     ("cookie-prose", "The server sends a Set-Cookie header and the browser stores the cookie; see the Cookie: header."),
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
@@ -673,7 +703,8 @@ def test_is_secret_name(name: str, secret: bool) -> None:
 def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
     """Random mixes of the cases above, one per line: each secret gone, each safe line intact."""
     rng = random.Random(7)
-    safe_lines = [c[1] for c in NEGATIVE if "\n" not in c[1]]
+    # (Not a line of base64 characters alone, `pw=x`: after a key block cut short it reads as the key's next line.)
+    safe_lines = [c[1] for c in NEGATIVE if "\n" not in c[1] and not re.fullmatch(r"[A-Za-z0-9+/=]+", c[1])]
     for _ in range(60):
         picks = rng.sample(POSITIVE, 3)
         lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]
