@@ -81,7 +81,9 @@ What is detected (the marker's kind in brackets):
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
   --password-stdin``, ``| chpasswd``); the same flags in an argv list in code, each word a
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
-  "PW")``, ``spawn('psql', ['--password', 'PW'])``)
+  "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
+  positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
+  ``net use \\\\srv\\share PW``
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -126,7 +128,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 142 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 143 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -1061,6 +1063,35 @@ _OPENSSL_PASS_AFTER = r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-
 _OPENSSL_PASS = re.compile(rf"pass:{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':][^\s\"']*)")
 
 
+# --- passwords that a program takes as a positional argument, not as a flag's value ---
+# `htpasswd -b FILE USER PW`, `-bc`, `-nb USER PW` (no file with -n): -b says the password is on
+# the command line; without it htpasswd prompts. (-C and -r take a number of their own.)
+# (A backslash only where it escapes no newline or quote: in a JSON string `\n` ends the line.)
+_SHELL_WORD = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|(?:[^\s\"'`;|&<>()\\]|\\(?![nrt\"'\\]))+)"
+_HTPASSWD = re.compile(
+    r"htpasswd(?P<flags>(?:[ \t]+-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?)+)"
+    rf"[ \t]+(?P<a>{_SHELL_WORD})[ \t]+(?P<b>{_SHELL_WORD})(?:[ \t]+(?P<c>{_SHELL_WORD}))?"
+)
+_FLAG_LETTERS = re.compile(r"-([A-Za-z]+)")
+
+
+def _replace_htpasswd(text: str, m: "re.Match[str]") -> Optional[str]:
+    letters = "".join(_FLAG_LETTERS.findall(m.group("flags")))
+    if "b" not in letters:
+        return None
+    group = "b" if "n" in letters else "c"
+    new = _mark_arg(m.group(group), "") if m.group(group) is not None else None
+    if new is None:
+        return None
+    return text[m.start() : m.start(group)] + new + text[m.end(group) : m.end()]
+
+
+# Oracle's `sqlplus USER/PW[@DB]` (`sqlplus / as sysdba` and `sqlplus /nolog` name no user).
+_SQLPLUS = re.compile(r"sqlplus(?:[ \t]+-[A-Za-z]+)*[ \t]+[\"']?[\w$#.]+/(?P<s>\"[^\"\r\n]+\"|[^\s@\"'/;|&\\]+)")
+# Windows' `net use [X:] \\server\share PW [/user:NAME]` (a `*` prompts, a `/` starts an option).
+_NET_USE = re.compile(r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)")
+
+
 def _replace_base64_pem(text: str, m: "re.Match[str]") -> Optional[str]:
     """A base64-encoded PEM block (kubeconfig `client-key-data`, a Kubernetes TLS secret's
     `tls.key`): a private key goes, a certificate stays."""
@@ -1363,6 +1394,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
+    _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("htpasswd", ""),)),
+    _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
+    _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
 )
 
 

@@ -411,6 +411,9 @@ def _cases() -> list[SecretCase]:
     pw, pw2 = password(), password()
     add("html-and-spring-xml", f'<form method="post">\n  <input type="password" name="pw" value="{pw}">\n</form>\n'
         f'<bean id="ds" class="com.zaxxer.hikari.HikariDataSource">\n  <property name="password" value="{pw2}"/>\n</bean>', pw, pw2)
+    pw, pw2, pw3 = password(), password(), password()
+    add("positional-passwords", f"htpasswd -bc /etc/nginx/.htpasswd admin {pw}\nsqlplus app/{pw2}@//db.acme.io:1521/ORCL @migrate.sql\n"
+        f"net use Z: \\\\files\\build {pw3} /user:ACME\\ci /persistent:no", pw, pw2, pw3)
     return cases
 
 

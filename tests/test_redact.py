@@ -255,6 +255,12 @@ POSITIVE = [
         'command: ["redis-server", "--requirepass", "hunter2"]\ncommand: redis-server --requirepass hunter2',
         'command: ["redis-server", "--requirepass", "[REDACTED:cli-flag]"]\ncommand: redis-server --requirepass [REDACTED:cli-flag]',
     ),
+    # --- passwords as a program's positional argument ---
+    ("htpasswd-b", "htpasswd -b /etc/nginx/.htpasswd admin hunter2", "htpasswd -b /etc/nginx/.htpasswd admin [REDACTED:cli-flag]"),
+    ("htpasswd-bc-cost", "sudo htpasswd -bcB -C 12 .htpasswd admin 'pw 9!'", "sudo htpasswd -bcB -C 12 .htpasswd admin '[REDACTED:cli-flag]'"),
+    ("htpasswd-nb", "htpasswd -nb admin hunter2 >> users", "htpasswd -nb admin [REDACTED:cli-flag] >> users"),
+    ("sqlplus", "sqlplus scott/tiger@orcl @run.sql\nsqlplus -s system/hunter2", "sqlplus scott/[REDACTED:cli-flag]@orcl @run.sql\nsqlplus -s system/[REDACTED:cli-flag]"),
+    ("net-use", "net use Z: \\\\srv\\share hunter2 /user:CORP\\bob", "net use Z: \\\\srv\\share [REDACTED:cli-flag] /user:CORP\\bob"),
     # --- cookies: the values go, the names and Set-Cookie's attributes stay ---
     (
         "cookie-curl-verbose",
@@ -442,6 +448,11 @@ NEGATIVE = [
         "password-markup-prose",
         '<label for="pw">Password</label>\n{"name": "password", "type": "string"}\n'
         '<property name="passwordEncoder" ref="bcrypt"/>',
+    ),
+    (
+        "positional-password-lookalikes",
+        "htpasswd -c .htpasswd admin\nhtpasswd -D .htpasswd admin\nsqlplus / as sysdba\nsqlplus /nolog\nsqlplus scott@orcl\n"
+        "net use Z: \\\\srv\\share /user:bob\nnet use \\\\srv\\share * /user:bob\nnet use Z: /delete",
     ),
     ("cookie-prose", "The server sends a Set-Cookie header and the browser stores the cookie; see the Cookie: header."),
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
