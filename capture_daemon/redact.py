@@ -1019,6 +1019,8 @@ def _argv_before(text: str, end: int) -> list[str]:
 
 
 def _replace_argv_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group("arg") is None and len(m.group("word")) < 2:
+        return None  # "-v": no value of its own, none after it
     if m.group("arg") is not None and _LONG_SECRET_FLAG.fullmatch(m.group("word")):
         new = _mark_arg(m.group("arg"), "")
         if new is not None:
@@ -1065,11 +1067,12 @@ _OPENSSL_PASS = re.compile(rf"pass:{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':][^\s\"']*
 
 # --- passwords that a program takes as a positional argument, not as a flag's value ---
 # `htpasswd -b FILE USER PW`, `-bc`, `-nb USER PW` (no file with -n): -b says the password is on
-# the command line; without it htpasswd prompts. (-C and -r take a number of their own.)
+# the command line; without it htpasswd prompts. (-C and -r take a number of their own.) Gated at
+# the `-` of its first flag, right after the name: a substring test for `htpasswd` cost every text a scan.
 # (A backslash only where it escapes no newline or quote: in a JSON string `\n` ends the line.)
 _SHELL_WORD = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|(?:[^\s\"'`;|&<>()\\]|\\(?![nrt\"'\\]))+)"
 _HTPASSWD = re.compile(
-    r"htpasswd(?P<flags>(?:[ \t]+-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?)+)"
+    r"htpasswd[ \t](?P<flags>-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?(?:[ \t]+-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?)*)"
     rf"[ \t]+(?P<a>{_SHELL_WORD})[ \t]+(?P<b>{_SHELL_WORD})(?:[ \t]+(?P<c>{_SHELL_WORD}))?"
 )
 _FLAG_LETTERS = re.compile(r"-([A-Za-z]+)")
@@ -1236,7 +1239,8 @@ def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
 # An HTML password field with its value filled in: `<input type="password" name="pw" value="x">`,
 # attributes in any order, quoted or not. Other inputs' values are form data, and a field's name
 # (`pw`, `login`) need not say password: its type does.
-_INPUT_TAG = re.compile(r"<(?:input|INPUT)(?=[\s/])[^<>]{0,2000}>")
+# (Lower-case `<input` only: each anchor of several characters costs every text a substring scan.)
+_INPUT_TAG = re.compile(r"<input(?=[\s/])[^<>]{0,2000}>")
 _HTML_ATTRIBUTE = re.compile(r"(?P<name>[\w:-]+)[ \t]*=[ \t]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^\s\"'>]+))")
 
 
@@ -1293,7 +1297,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
     _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
-    _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""), ("<INPUT", ""))),
+    _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""),)),
     _Rule(
         "named-value",
         _NAMED_VALUE,
@@ -1394,7 +1398,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
-    _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("htpasswd", ""),)),
+    _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
     _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
 )
@@ -1432,7 +1436,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # `--user`, ` -p` and `"-p"` are flags (cli-short-flag, argv-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
-        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag"})),
+        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
         (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
     ),

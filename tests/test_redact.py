@@ -290,7 +290,7 @@ POSITIVE = [
     ),
     # --- HTML forms and XML config ---
     ("html-password-input", '<input type="password" name="pw" value="hunter2">', '<input type="password" name="pw" value="[REDACTED:assignment]">'),
-    ("html-password-input-any-order", "<INPUT value=hunter2 TYPE=Password name=pw>", "<INPUT value=[REDACTED:assignment] TYPE=Password name=pw>"),
+    ("html-password-input-any-order", "<input value=hunter2 TYPE=Password name=pw>", "<input value=[REDACTED:assignment] TYPE=Password name=pw>"),
     (
         "maven-settings-server",
         "<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>hunter2</password>\n</server>",
