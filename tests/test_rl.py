@@ -227,7 +227,11 @@ def test_trainer_run_continues_past_sft_into_rl_mining_and_ab_test(student_world
     lines: list[str] = []
     student = run_after_eval(load_config(overrides=settings), student_world.sft_model, out / "dataset", "sft-fp", out,
                              lines.append)
-    assert student == out / "rl" / "final" and (student / "config.json").exists()
+    assert (out / "rl" / "final" / "config.json").exists()
+    # The RL student goes on (to the A/B test) only if it beat the SFT one on the validation split.
+    summary = json.loads((out / "rl" / "rl_summary.json").read_text())
+    won = summary["selection"]["after"] > summary["selection"]["before"]
+    assert student == (out / "rl" / "final" if won else student_world.sft_model) and summary["student"] == str(student)
     for stage in ("discriminator", "mine", "rl", "discriminator-rl", "abtest"):
         assert json.loads((out / stage / "stage.json").read_text())["status"] == "done", stage
     # RL over-sampled what mining found (2 of 8 prompts, ×3).

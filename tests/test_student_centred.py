@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from tests.student_world import student_world  # noqa: F401  (a fixture)
 from trainer.config import ConfigError
 
 
@@ -146,6 +148,36 @@ def test_bench_compare_table_puts_sft_and_each_algorithm_side_by_side():
     assert set(bench.ALGORITHMS) == {"grpo", "student_centred", "teacher_sft"}
 
 
+def test_trainer_run_goes_on_with_the_sft_student_when_rl_made_it_worse(student_world, tmp_path):
+    """rl.select_split: an RL stage that wrecks the student (learning rate 1.0) is measured on the
+    validation split and the SFT student goes on; rl/final stays for inspection."""
+    import shutil
+
+    from trainer.config import load_config
+    from trainer.post_sft import run_after_eval
+
+    world = student_world
+    out = tmp_path / "run"
+    shutil.copytree(world.data_dir, out / "dataset")
+    overrides = [
+        ("run.out", str(out)), ("rl.enabled", True), ("rl.algorithm", "student_centred"),
+        ("reward.max_new_tokens", 64), ("reward.max_turns", 3), ("rl.max_steps", 3), ("rl.eval_examples", 0),
+        ("rl.sc_batch_size", 4), ("rl.sc_learning_rate", 1.0), ("rl.save_steps", 3), ("rl.logging_steps", 1),
+        ("rl.select_examples", 6),
+    ]
+    lines: list[str] = []
+    student = run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, lines.append)
+    summary = json.loads((out / "rl" / "rl_summary.json").read_text())
+    assert summary["selection"]["after"] < summary["selection"]["before"], summary["selection"]
+    assert summary["kept"] == "start" and student == Path(world.sft_model)
+    assert (out / "rl" / "final" / "config.json").exists()
+    assert any("going on with the student RL started from" in line for line in lines)
+    again: list[str] = []
+    assert run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out,
+                          again.append) == Path(world.sft_model)
+    assert any("did not beat it on validation" in line for line in again)
+
+
 def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     """trainer/post_sft.py with rl.algorithm = "student_centred" (two DAgger rounds), on a 30-trace world
     SFT'd for 4 steps: the rl stage runs it, records it in stage.json, and is up to date the second time."""
@@ -166,10 +198,15 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     ]
     lines: list[str] = []
     student = run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, lines.append)
-    assert student == out / "rl" / "final" and (student / "config.json").exists()
     stage = json.loads((out / "rl" / "stage.json").read_text())
     assert stage["status"] == "done" and stage["algorithm"] == "student_centred" and stage["global_step"] == 2
     summary = json.loads((out / "rl" / "rl_summary.json").read_text())
+    assert (out / "rl" / "final" / "config.json").exists()
+    # The student that goes on is the RL one only if it beat the SFT one on the validation split.
+    chosen = summary["selection"]
+    assert chosen["split"] == "validation" and chosen["examples"] > 0
+    assert student == (out / "rl" / "final" if chosen["after"] > chosen["before"] else Path(world.sft_model))
+    assert summary["student"] == str(student) and stage["kept"] == summary["kept"]
     assert summary["algorithm"] == "student_centred" and "before" in summary and "after" in summary
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and all(r["global_step"] == 1 for r in summary["rounds"])
     assert (out / "rl" / "round-2" / "divergences.jsonl").exists()

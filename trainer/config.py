@@ -292,6 +292,12 @@ class RLSection:
     eval_examples: int = 32
     eval_split: str = "test"
     eval_samples: int = 4
+    # Which student `trainer run` carries on with (the A/B test, the one it names at the end): the
+    # RL student only when its greedy reward on select_examples of select_split is above the SFT
+    # student's, else the SFT one. Not the test split, which reports the result; "" keeps the RL
+    # student whatever it scores. No setting raises the greedy reward on every seed (docs/rl.md).
+    select_split: str = "validation"
+    select_examples: int = 64
     # Per-prompt sampling weights from `trainer mine` ({trace_id: weight}); empty: {run.out}/mine/weights.json if present.
     mined_weights: str = ""
     report_to: str = "none"

@@ -15,7 +15,9 @@ its latest checkpoint):
     rl              from the SFT student, by `rl.algorithm`: GRPO with the combined reward, over-sampling
                     mined prompts, or "student_centred" SFT on the student's own train rollouts up to
                     their first divergence from the teacher (trainer/student_centred.py); either way
-                    rl_summary.json has the held-out reward before and after, greedy and sampled
+                    rl_summary.json has the held-out reward before and after, greedy and sampled,
+                    and the student that goes on: the RL one only if its greedy reward on
+                    rl.select_split (validation) is above the SFT student's
     discriminator   retrained on the RL student (discriminator-rl/) for the A/B test, so its judge
                     is not the one RL was trained against
     ab-test         blind pairs on the held-out split, judged by that discriminator (and the LLM
@@ -55,7 +57,8 @@ def _stage_discriminator(cfg: UnderstudyConfig, student: Path, student_fp: str, 
 
 def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_fp: str, out: Path,
                    log: Callable[[str], None]) -> Path:
-    """Run the enabled stages after eval; returns the latest student (rl/final when RL ran)."""
+    """Run the enabled stages after eval; returns the student that goes on (rl/final when RL ran and
+    beat the SFT student on rl.select_split)."""
     from trainer.pipeline import Stage, _dir, fingerprint
 
     if not (cfg.rl.enabled or cfg.mine.enabled or cfg.abtest.enabled):
@@ -105,13 +108,16 @@ def run_after_eval(cfg: UnderstudyConfig, model_dir: Path, data_dir: Path, sft_f
             summary = train_rl(cfg, log=log)
             keys = ("global_step", "train_loss_first", "train_loss_last") if cfg.rl.algorithm == "student_centred" else (
                 "global_step", "train_reward_first", "train_reward_last")
-            stage.done(algorithm=cfg.rl.algorithm, **{k: summary.get(k) for k in keys},
+            stage.done(algorithm=cfg.rl.algorithm, **{k: summary.get(k) for k in keys}, kept=summary.get("kept"),
                        before=summary.get("before", {}).get("similarity"), after=summary.get("after", {}).get("similarity"))
         else:
             summary = json.loads((rl_dir / "rl_summary.json").read_text())
             if "before" in summary and "after" in summary:
                 log(f"[rl] held-out mean similarity {summary['before']['similarity']:.3f} → {summary['after']['similarity']:.3f}")
-        student, student_fp = rl_dir / "final", rl_fp
+            if summary.get("kept") == "start":
+                log(f"[rl] going on with {summary['student']}: the RL student did not beat it on {cfg.rl.select_split}")
+        # The RL student only when it beat the SFT one on rl.select_split (trainer/rl.py select_student).
+        student, student_fp = Path(summary.get("student", rl_dir / "final")), rl_fp
         if cfg.abtest.enabled:
             # A judge the student was not trained against: retrain on the RL student's rollouts.
             disc_dir = out / "discriminator-rl"

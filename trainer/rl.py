@@ -59,7 +59,8 @@ Output directory:
     checkpoints/checkpoint-N/   GRPO checkpoints (rl.save_steps), each with understudy_config.json
     final/                      the RL'd student (model + tokenizer), loadable with from_pretrained
     reward.png                  the mean training reward per logging step
-    rl_summary.json             steps, timings, the held-out reward before and after
+    rl_summary.json             steps, timings, the held-out reward before and after, and which
+                                student goes on ("student", "kept": "rl" or "start"; rl.select_split)
 
 Cluster scale: GRPOTrainer runs under accelerate, which owns the distribution; nothing here is
 home-made. Generation is the bottleneck at scale: TRL's vLLM integration (`use_vllm` in GRPOConfig,
@@ -430,12 +431,47 @@ def _train_student_centred(cfg: UnderstudyConfig, paths: dict[str, Path], train_
     return result
 
 
+def greedy_reward(cfg: UnderstudyConfig, model_path: str, rows: list[dict[str, Any]]) -> float:
+    """The mean behavioural reward of greedy multi-step replay rollouts on `rows`."""
+    from trainer.reward import rollouts, score_workflows
+
+    r = cfg.reward
+    wfs = rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size)
+    return score_workflows(rows, wfs, r.weights)["summary"]["similarity"]
+
+
+def select_student(cfg: UnderstudyConfig, start: Path, final: Path, data_dir: Path, log) -> dict[str, Any]:
+    """Which student goes on, decided on rl.select_split (never the split the result is reported on):
+    the RL one only when its greedy reward there is above the starting student's."""
+    from trainer.reward import _read_rows
+
+    rl = cfg.rl
+    split_file = data_dir / f"{rl.select_split}.jsonl"
+    if not rl.select_split:
+        return {"student": str(final), "kept": "rl"}
+    if not split_file.exists():
+        log(f"[rl] no {split_file} to choose between the students on: going on with the RL student")
+        return {"student": str(final), "kept": "rl"}
+    rows = _read_rows(split_file, rl.select_examples)
+    if not rows:
+        log(f"[rl] {split_file} is empty, nothing to choose between the students on: going on with the RL student")
+        return {"student": str(final), "kept": "rl"}
+    before, after = greedy_reward(cfg, str(start), rows), greedy_reward(cfg, str(final), rows)
+    kept = "rl" if after > before else "start"
+    log(f"[rl] greedy reward on {len(rows)} {rl.select_split} examples: {before:.3f} before RL, {after:.3f} after → "
+        + ("going on with the RL student" if kept == "rl" else f"going on with the student RL started from ({start})"))
+    return {"student": str(final if kept == "rl" else start), "kept": kept,
+            "selection": {"split": rl.select_split, "examples": len(rows), "before": before, "after": after}}
+
+
 def _finish(cfg: UnderstudyConfig, summary: dict[str, Any], eval_rows: list[dict[str, Any]], out: Path, log,
             update: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """The held-out reward after, the change, and rl_summary.json."""
+    """The held-out reward after, the change, which student goes on, and rl_summary.json."""
     summary.update(update or {})
     summary.setdefault("algorithm", cfg.rl.algorithm)
     final = Path(summary["final"])
+    paths = _paths(cfg)
+    summary.update(select_student(cfg, paths["model"], final, paths["data"], log))
     if eval_rows:
         summary["after"] = held_out_reward(cfg, str(final), eval_rows)
         b, a = summary["before"], summary["after"]
