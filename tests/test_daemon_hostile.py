@@ -31,10 +31,14 @@ def _nested(depth: int) -> dict:
 
 
 def _raw_spool_file(uhome: Path, name: str, data: bytes) -> Path:
+    """`data` as a spool file, appearing whole as the hook's files do (written aside, then renamed):
+    written in place, a running daemon could read it half-written ("no header line", a loaded CI run)."""
     spool = uhome / "spool"
     spool.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = spool / name
-    path.write_bytes(data)
+    aside = uhome / f"{name}.part"
+    aside.write_bytes(data)
+    os.replace(aside, path)
     return path
 
 
