@@ -269,7 +269,7 @@ def held_out_reward(cfg: UnderstudyConfig, model_path: str, rows: list[dict[str,
     from trainer.reward import rollouts, score_workflows
 
     r, rl = cfg.reward, cfg.rl
-    greedy = score_workflows(rows, rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size), r.weights)["summary"]
+    greedy = greedy_summary(cfg, model_path, rows)
     if rl.eval_samples > 0:
         repeated = [row for row in rows for _ in range(rl.eval_samples)]
         torch.manual_seed(rl.seed)
@@ -431,13 +431,12 @@ def _train_student_centred(cfg: UnderstudyConfig, paths: dict[str, Path], train_
     return result
 
 
-def greedy_reward(cfg: UnderstudyConfig, model_path: str, rows: list[dict[str, Any]]) -> float:
-    """The mean behavioural reward of greedy multi-step replay rollouts on `rows`."""
+def greedy_summary(cfg: UnderstudyConfig, model_path: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean behavioural reward (and its terms) of greedy multi-step replay rollouts on `rows`."""
     from trainer.reward import rollouts, score_workflows
 
     r = cfg.reward
-    wfs = rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size)
-    return score_workflows(rows, wfs, r.weights)["summary"]["similarity"]
+    return score_workflows(rows, rollouts(model_path, rows, r.max_new_tokens, r.max_turns, r.batch_size), r.weights)["summary"]
 
 
 def select_student(cfg: UnderstudyConfig, start: Path, final: Path, data_dir: Path, log) -> dict[str, Any]:
@@ -446,9 +445,9 @@ def select_student(cfg: UnderstudyConfig, start: Path, final: Path, data_dir: Pa
     from trainer.reward import _read_rows
 
     rl = cfg.rl
-    split_file = data_dir / f"{rl.select_split}.jsonl"
     if not rl.select_split:
         return {"student": str(final), "kept": "rl"}
+    split_file = data_dir / f"{rl.select_split}.jsonl"
     if not split_file.exists():
         log(f"[rl] no {split_file} to choose between the students on: going on with the RL student")
         return {"student": str(final), "kept": "rl"}
@@ -456,7 +455,7 @@ def select_student(cfg: UnderstudyConfig, start: Path, final: Path, data_dir: Pa
     if not rows:
         log(f"[rl] {split_file} is empty, nothing to choose between the students on: going on with the RL student")
         return {"student": str(final), "kept": "rl"}
-    before, after = greedy_reward(cfg, str(start), rows), greedy_reward(cfg, str(final), rows)
+    before, after = (greedy_summary(cfg, str(m), rows)["similarity"] for m in (start, final))
     kept = "rl" if after > before else "start"
     log(f"[rl] greedy reward on {len(rows)} {rl.select_split} examples: {before:.3f} before RL, {after:.3f} after → "
         + ("going on with the RL student" if kept == "rl" else f"going on with the student RL started from ({start})"))
