@@ -681,7 +681,7 @@ def test_prompt_too_long_and_max_tokens_cap(serve):
 
 
 def test_count_bounded_tokenizes_only_what_decides():
-    from trainer.serve_backends import count_bounded
+    from trainer.serve_tokens import count_bounded
 
     seen = []
 
@@ -710,22 +710,33 @@ def _words_and_specials(text: str) -> list[str]:
     return out
 
 
-def test_prefix_counter_tokenizes_only_the_new_turns():
-    from trainer.serve_backends import PrefixCounter
+_STAND_IN_VOCAB: dict[str, int] = {}
+
+
+def _stand_in_ids(text: str) -> list[int]:
+    """_words_and_specials as token ids (a vocabulary that grows as it meets new pieces)."""
+    return [_STAND_IN_VOCAB.setdefault(piece, len(_STAND_IN_VOCAB)) for piece in _words_and_specials(text)]
+
+
+def test_prefix_tokenizer_tokenizes_only_the_new_turns():
+    from trainer.serve_tokens import PrefixTokenizer
 
     seen = []
 
-    def count(text):
+    def encode(text):
         seen.append(text)
+        return _stand_in_ids(text)
+
+    def count(text):
         return len(_words_and_specials(text))
 
-    counter = PrefixCounter(count)
+    counter = PrefixTokenizer(encode)
     settings = ContextSettings()
     history = [{"role": "user", "content": "read a.py please"}]
     first = build_prompt(request(messages=history), settings)[0]
     assert counter(first) == count(first)
     assert counter.additive
-    system_turn = PrefixCounter.turns(first)[1]
+    system_turn = PrefixTokenizer.turns(first)[1]
     # A new conversation: the system prompt and tools are not tokenized again.
     other = build_prompt(request(messages=[{"role": "user", "content": "list the tests"}]), settings)[0]
     seen.clear()
@@ -740,9 +751,31 @@ def test_prefix_counter_tokenizes_only_the_new_turns():
     seen.clear()
     assert counter(second) == len(_words_and_specials(second))
     assert "read a.py please" not in "".join(seen) and "print('hi')" in "".join(seen)
+    # Generation reads the ids of the prompt just counted: nothing is tokenized again.
+    seen.clear()
+    assert counter.ids(second) == _stand_in_ids(second) and not seen
     # Over a limit: a lower bound past it, found without counting the rest.
     long = build_prompt(request(messages=[{"role": "user", "content": "word " * 5000}]), settings)[0]
     assert counter(long, limit=1000) > 1000
+
+
+def test_prefix_tokenizer_ids_are_the_whole_prompts_tokens_whatever_it_kept():
+    """ids() is the prompt tokenized whole, whether its turns were kept, half evicted (a bound
+    on the ids kept), or never counted; the counts stay exact as the cache turns over."""
+    from trainer.serve_tokens import PrefixTokenizer
+
+    settings = ContextSettings()
+    prompts = [build_prompt(request(messages=[{"role": "user", "content": f"read mod{i}.py " + "and more words " * i}]), settings)[0]
+               for i in range(30)]
+    for bound in (1 << 20, 400, 0):  # everything kept, a few turns kept, nothing kept
+        counter = PrefixTokenizer(_stand_in_ids, max_tokens=bound)
+        for n, prompt in enumerate(prompts):
+            whole = _stand_in_ids(prompt)
+            if n % 3:  # a third are never counted before generation
+                assert counter(prompt, limit=4096) == len(whole)
+            assert counter.ids(prompt) == whole
+            assert counter(prompt) == len(whole)
+        assert counter._kept <= bound
 
 
 def test_prompt_cache_renders_every_request_as_without_it():
@@ -776,18 +809,20 @@ def test_prompt_cache_renders_every_request_as_without_it():
         assert cache.splits
 
 
-def test_prefix_counter_counts_whole_when_turns_do_not_add_up():
+def test_prefix_tokenizer_tokenizes_whole_when_turns_do_not_add_up():
     """A tokenizer that adds a token to every text it is given (a SentencePiece prefix space,
-    say) does not count a prompt as the sum of its turns: every prompt is counted whole."""
-    from trainer.serve_backends import PrefixCounter
+    say) does not tokenize a prompt as its turns' tokens end to end: every prompt is counted
+    whole, and its ids are left to the backend (None)."""
+    from trainer.serve_tokens import PrefixTokenizer
 
-    def count(text):
-        return 1 + len(_words_and_specials(text))
+    def encode(text):
+        return [-1] + _stand_in_ids(text)
 
-    counter = PrefixCounter(count)
+    counter = PrefixTokenizer(encode)
     prompt = build_prompt(request(), ContextSettings())[0]
-    assert counter(prompt) == count(prompt) and counter(prompt) == count(prompt)
+    assert counter(prompt) == len(encode(prompt)) and counter(prompt) == len(encode(prompt))
     assert counter.additive is False
+    assert counter.ids(prompt) is None
 
 
 def test_generation_starts_before_the_stream_does(serve, monkeypatch):

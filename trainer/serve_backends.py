@@ -13,9 +13,8 @@ A backend has `name`, `n_ctx` (the most tokens prompt and output may take togeth
         of the prompt (prefill), so a client that left stops costing time within one chunk
         (PREFILL_CHUNK_TOKENS: a forward pass here, a llama.cpp batch there).
 
-Counting is on every request's path before its first token, and Claude Code resends the whole
-conversation each turn: `PrefixCounter` tokenizes only what follows the longest part of the
-prompt already counted (turn boundaries), so a turn costs its new messages, not the history.
+The prompt is tokenized once, turn by turn with what earlier requests already tokenized kept
+(trainer/serve_tokens.py): counting reads the count, generation the same token ids.
 
 `params.constraint` (trainer/serve_constrain.py) carries tool_choice: a banned `<tool_call>` token
 or a forced call, as a token filter (transformers) or a GBNF grammar (llama.cpp).
@@ -26,17 +25,15 @@ from __future__ import annotations
 import inspect
 import json
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
-from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, START_HEADER, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, render
+from trainer.chat_template import BEGIN_OF_TEXT, END_OF_TEXT, END_OF_TURN, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from trainer.config import ConfigError
 from trainer.serve_constrain import Constraint, TokenFilter, gbnf
+from trainer.serve_tokens import PrefixTokenizer, probe_prompt, token_encoder
 
-# Prompts longer than this many characters are counted a piece at a time (see count_bounded).
-COUNT_CHUNK_CHARS = 32_768
 # Prompt tokens processed per forward pass before `cancel` is checked again.
 PREFILL_CHUNK_TOKENS = 512
 
@@ -60,142 +57,6 @@ class GenParams:
 class GenResult:
     finish: str  # "stop" (end of turn), "length", "cancelled"
     output_tokens: int
-
-
-def count_bounded(count: Callable[[str], int], text: str, limit: Optional[int], chunk: int = COUNT_CHUNK_CHARS) -> int:
-    """Tokens in `text`, tokenizing at most about `limit` tokens' worth when it is longer.
-
-    Chunk seams can add a token or two each (a word cut in half), so a prompt is called too long
-    only past a margin of 16 per chunk; below that the whole prompt is counted exactly. Without a
-    limit (count_tokens), a long text's count is the sum of its chunks: memory stays bounded and
-    the count is within the seams' few tokens.
-    """
-    if len(text) <= chunk:
-        return count(text)
-    total = 0
-    for k, start in enumerate(range(0, len(text), chunk), 1):
-        total += count(text[start : start + chunk])
-        if limit is not None and total > limit + 16 * k:
-            return total
-    return count(text) if limit is not None else total
-
-
-def token_counter(tokenizer) -> Callable[[str], int]:
-    """len(tokenizer(text, add_special_tokens=False)["input_ids"]), through the Rust tokenizer
-    itself when the tokenizer has one: the call through transformers' batch encoding cost
-    ~0.4 ms of each request's time to first token on a busy machine, the direct one ~0.05 ms.
-    The two are compared once on a probe with the template's tokens; any difference keeps the
-    transformers call."""
-
-    def slow(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None or getattr(tokenizer, "split_special_tokens", False):
-        return slow
-
-    def fast(text: str) -> int:
-        return len(backend.encode(text, add_special_tokens=False))
-
-    probe = f"{BEGIN_OF_TEXT}{START_HEADER}user<|end_header_id|>\n\n  Ünïcödé 🙂 {TOOL_CALL_OPEN}{{\"a\": 1}}{END_OF_TURN}"
-    try:
-        same = fast(probe) == slow(probe) and fast("") == slow("")
-    except Exception:
-        same = False
-    return fast if same else slow
-
-
-class PrefixCounter:
-    """count(prompt, limit) that remembers the counts of the prompt's leading turns.
-
-    A rendered prompt is a run of turns, each starting with `<|start_header_id|>`; the last is
-    the generation prompt (with any assistant prefill). The count of every turn-boundary prefix
-    of a prompt is kept (keyed by a hash chain over the turns, so a lookup costs one pass over
-    the text), and the next prompt only tokenizes what follows the longest prefix already known:
-    the compact system prompt and tools are the same on every request, and each Claude Code
-    turn is the previous conversation plus a few messages.
-
-    Exact only where a tokenizer splits special tokens out before tokenizing the text between
-    them (true of the byte-level BPE and SentencePiece vocabularies here). That is checked once
-    on a probe conversation; a tokenizer that fails it has every prompt counted whole.
-    """
-
-    def __init__(self, count: Callable[[str], int], max_entries: int = 4096):
-        self._count = count
-        self.max_entries = max_entries
-        self._known: OrderedDict[int, int] = OrderedDict()
-        # Counts of short last turns (the generation prompt, mostly the same few strings).
-        self._last: OrderedDict[str, int] = OrderedDict()
-        self._lock = threading.Lock()
-        self.additive: Optional[bool] = None  # decided on first use
-
-    @staticmethod
-    def turns(prompt: str) -> list[str]:
-        parts = prompt.split(START_HEADER)
-        out = [parts[0]] if parts[0] else []
-        return out + [START_HEADER + p for p in parts[1:]]
-
-    def _check(self) -> bool:
-        probe = render(
-            [
-                {"role": "system", "content": "You are a probe. Ünïcödé, tabs\t and  spaces."},
-                {"role": "user", "content": "List the files, then read setup.py"},
-                {"role": "assistant", "content": "I'll list them.", "tool_calls": [
-                    {"id": "t1", "type": "function", "function": {"name": "Bash", "arguments": '{"command": "ls -la"}'}}]},
-                {"role": "tool", "tool_call_id": "t1", "content": "setup.py\nREADME.md\n"},
-                {"role": "user", "content": "  thanks 🙂\n\n"},
-            ],
-            add_generation_prompt=True,
-        )
-        probe = probe[len(BEGIN_OF_TEXT):] if probe.startswith(BEGIN_OF_TEXT) else probe
-        return sum(self._count(t) for t in self.turns(probe)) == self._count(probe)
-
-    def __call__(self, prompt: str, limit: Optional[int] = None) -> int:
-        if self.additive is None:
-            self.additive = self._check()
-        if not self.additive:
-            return count_bounded(self._count, prompt, limit)
-        turns = self.turns(prompt)
-        keys, key = [], 0
-        for turn in turns:
-            key = hash((key, turn))
-            keys.append(key)
-        k, total = -1, 0
-        with self._lock:
-            for i in range(len(keys) - 2, -1, -1):  # the last turn (the generation prompt) is counted anew
-                if keys[i] in self._known:
-                    k, total = i, self._known[keys[i]]
-                    self._known.move_to_end(keys[i])
-                    break
-        counted = {}
-        exact = True
-        for i in range(k + 1, len(turns) - 1):
-            total += count_bounded(self._count, turns[i], None if limit is None else max(0, limit - total))
-            if limit is not None and total > limit:
-                return total  # too long already (a lower bound): the rest need not be counted
-            # Without a limit a long turn is the sum of its chunks (count_tokens): not kept.
-            exact = exact and (limit is not None or len(turns[i]) <= COUNT_CHUNK_CHARS)
-            if exact:
-                counted[keys[i]] = total
-        if counted:
-            with self._lock:
-                self._known.update(counted)
-                while len(self._known) > self.max_entries:
-                    self._known.popitem(last=False)
-        return total + self._count_last(turns[-1])
-
-    def _count_last(self, turn: str) -> int:
-        if len(turn) > 256:
-            return self._count(turn)
-        with self._lock:
-            n = self._last.get(turn)
-        if n is None:
-            n = self._count(turn)
-            with self._lock:
-                self._last[turn] = n
-                while len(self._last) > 64:
-                    self._last.popitem(last=False)
-        return n
 
 
 class TransformersBackend:
@@ -228,11 +89,13 @@ class TransformersBackend:
         # transformers >= 5.2x calls the KV cache argument `cache` (`past_key_values` before).
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.lock = threading.Lock()
-        self._count = token_counter(self.tokenizer)
-        self._counter = PrefixCounter(lambda text: self._count(text))
+        self._tokens = PrefixTokenizer(token_encoder(self.tokenizer))
+
+    def _count(self, text: str) -> int:
+        return self._tokens.count_text(text)
 
     def count(self, prompt: str, limit: Optional[int] = None) -> int:
-        return self._counter(prompt, limit)
+        return self._tokens(prompt, limit)
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
         import torch
@@ -241,7 +104,11 @@ class TransformersBackend:
         from trainer.kv_cache import growing_cache
 
         tokenizer = self.tokenizer
-        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        known = self._tokens.ids(prompt)  # the turns counted before generation: not tokenized again
+        if known is not None:
+            ids = torch.tensor([known], dtype=torch.long)
+        else:
+            ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
         n_prompt = ids.shape[1]
 
         class EmitThenCheck(StoppingCriteria):
@@ -353,44 +220,68 @@ class LlamaCppBackend:
         self.n_ctx = n_ctx
         self.lock = threading.Lock()
         self._http = None
-        # `trainer export` writes the same tokenizer beside its GGUFs (hf/); counting with it in
+        # `trainer export` writes the same tokenizer beside its GGUFs (hf/); tokenizing with it in
         # process saves the HTTP round trip to llama.cpp's /tokenize on every request.
         self._tokenizer = None
-        self._count_text: Optional[Callable[[str], int]] = None
+        encode: Callable[[str], Sequence[int]] = self._llama_tokenize
         hf = Path(gguf_path).parent / "hf"
         if (hf / "tokenizer.json").exists():
             from transformers import AutoTokenizer
 
             self._tokenizer = AutoTokenizer.from_pretrained(hf)
-            self._count_text = token_counter(self._tokenizer)
-        self._counter = PrefixCounter(lambda text: self._count(text))
+            encode = token_encoder(self._tokenizer)
+        self._tokens = PrefixTokenizer(encode)
+        self._lead = self._ids_lead(encode)
 
     @staticmethod
     def _prompt(prompt: str) -> str:
         # llama.cpp adds BOS itself when it tokenizes a text prompt.
         return prompt[len(BEGIN_OF_TEXT):] if prompt.startswith(BEGIN_OF_TEXT) else prompt
 
-    def _count(self, text: str) -> int:
-        if self._count_text is not None:
-            return self._count_text(text)
-        # llama.cpp's own tokenizer, through its loopback HTTP endpoint: no lock, no prompt processing.
+    def _llama_tokenize(self, text: str, add_special: bool = False) -> list[int]:
+        """llama.cpp's own tokenizer, through its loopback HTTP endpoint: no lock, no prompt processing."""
         import httpx
 
         if self._http is None:
             self._http = httpx.Client(base_url=self.server.listening_address, timeout=60)
-        r = self._http.post("/tokenize", json={"content": text, "add_special": False, "parse_special": True})
+        r = self._http.post("/tokenize", json={"content": text, "add_special": add_special, "parse_special": True})
         r.raise_for_status()
-        return len(r.json()["tokens"])
+        return r.json()["tokens"]
+
+    def _ids_lead(self, encode) -> Optional[list[int]]:
+        """What llama.cpp puts before a text prompt's tokens (BOS, or nothing) when `encode` gives
+        the very tokens llama.cpp would for the rest (checked on a probe conversation); None when
+        it does not, and prompts then go to llama.cpp as text, for it to tokenize."""
+        probe = self._prompt(probe_prompt())
+        try:
+            theirs, ours = self._llama_tokenize(probe, add_special=True), list(encode(probe))
+        except Exception:
+            return None
+        lead = theirs[: len(theirs) - len(ours)]
+        return lead if len(lead) <= 1 and theirs[len(lead):] == ours else None
+
+    def _count(self, text: str) -> int:
+        return self._tokens.count_text(text)
 
     def count(self, prompt: str, limit: Optional[int] = None) -> int:
-        return self._counter(self._prompt(prompt), limit)
+        return self._tokens(self._prompt(prompt), limit)
+
+    def _prompt_tokens(self, text: str) -> Union[str, list[int]]:
+        """The prompt as token ids when they are llama.cpp's own (the turns `count` tokenized are
+        kept: nothing is tokenized twice), else as text. llama.cpp tokenizing the text itself cost
+        ~1.4 ms of a ~10 ms time to first token on the tiny student (2 CPU cores)."""
+        if self._lead is None:
+            return text
+        ids = self._tokens.ids(text)
+        return text if ids is None else self._lead + ids
 
     def generate(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None]) -> GenResult:
-        prompt = self._prompt(prompt)
+        text = self._prompt(prompt)
+        first = self._prompt_tokens(text)
         if not (params.temperature > 0 and params.greedy_calls) or params.constraint.kind == "none":
-            return self._complete(prompt, params, cancel, emit)[0]
+            return self._complete(first, params, cancel, emit)[0]
         if params.constraint.forced:  # the whole turn is a call: all of it greedy
-            return self._complete(prompt, replace(params, temperature=0.0), cancel, emit)[0]
+            return self._complete(first, replace(params, temperature=0.0), cancel, emit)[0]
         # llama.cpp samples a request with one sampler throughout, so the turn is written in phases:
         # sampled words up to a `<tool_call>`, then the call greedy up to its `</tool_call>`, then
         # sampled again. Each phase is a request continuing the text so far; the prompt cache keeps
@@ -401,17 +292,17 @@ class LlamaCppBackend:
             if budget <= 0:
                 return GenResult(finish="length", output_tokens=tokens)
             phase = replace(params, max_new_tokens=budget, temperature=0.0 if greedy else params.temperature)
-            result, text = self._complete(prompt + written, phase, cancel, emit,
-                                          until=TOOL_CALL_CLOSE if greedy else TOOL_CALL_OPEN)
-            written, tokens = written + text, tokens + result.output_tokens
+            result, piece = self._complete(text + written if written else first, phase, cancel, emit,
+                                           until=TOOL_CALL_CLOSE if greedy else TOOL_CALL_OPEN)
+            written, tokens = written + piece, tokens + result.output_tokens
             if result.finish != "until":
                 return GenResult(finish=result.finish, output_tokens=tokens)
             greedy = not greedy
 
-    def _complete(self, prompt: str, params: GenParams, cancel: threading.Event, emit: Callable[[str], None],
-                  until: Optional[str] = None) -> tuple[GenResult, str]:
-        """One llama.cpp completion, streamed through `emit`: (result, the text it wrote). With
-        `until`, it stops right after writing that text, with finish "until"."""
+    def _complete(self, prompt: Union[str, list[int]], params: GenParams, cancel: threading.Event,
+                  emit: Callable[[str], None], until: Optional[str] = None) -> tuple[GenResult, str]:
+        """One llama.cpp completion of a text or token-id prompt, streamed through `emit`: (result,
+        the text it wrote). With `until`, it stops right after writing that text, with finish "until"."""
         request: dict[str, Any] = {
             "prompt": prompt,
             "n_predict": params.max_new_tokens,
