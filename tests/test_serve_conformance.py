@@ -280,7 +280,7 @@ def test_huge_prompt_is_refused_without_tokenizing_it_whole(server, student, mon
 
 
 def test_counting_matches_the_tokenizer(student):
-    """Prompts are counted through the Rust tokenizer directly (trainer.serve_backends.token_counter),
+    """Prompts are counted through the Rust tokenizer directly (trainer.serve_tokens.token_encoder),
     exactly as the transformers call counts them."""
     backend, _ = student
     tokenizer = backend.tokenizer if isinstance(backend, TransformersBackend) else backend._tokenizer
