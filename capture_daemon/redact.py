@@ -743,8 +743,14 @@ _AUTH_SCHEME = re.compile(r"[ \t]*(?i:bearer|basic|token|digest|negotiate|ntlm|s
 # end of its line or string; in it, every `name=value` pair at its start or after a `;` loses its
 # value, except Set-Cookie's attributes (`Path=/`, `Expires=...`), which say how, not what.
 # (The first pair must be there: "the Set-Cookie: header" in prose has none.)
-_COOKIE = re.compile(rf":{_after(('cookie',), ':')}[ \t]*\\*[\"']?[ \t]*(?P<s>[^\s;=,\"'\\<>]+=[^\r\n\"'\\]*)")
-_COOKIE_PAIR = re.compile(r"(?:^|(?<=;))[ \t]*(?P<name>[^\s;=,]+)[ \t]*=(?P<value>[^;\s]*)")
+# A value may be quoted (`sid="abc"`, RFC 6265): the quotes are part of it, so a header inside a
+# quoted string (`-H "Cookie: a=b"`) still ends at that string's closing quote.
+_COOKIE_QUOTED = r'=\"[^\"\s,;\\]*\"'
+_COOKIE = re.compile(
+    rf":{_after(('cookie',), ':')}[ \t]*\\*[\"']?[ \t]*"
+    rf"(?P<s>[^\s;=,\"'\\<>]+(?:{_COOKIE_QUOTED}|=)(?:{_COOKIE_QUOTED}|[^\r\n\"'\\])*)"
+)
+_COOKIE_PAIR = re.compile(r'(?:^|(?<=;))[ \t]*(?P<name>[^\s;=,]+)[ \t]*=(?:"(?P<quoted>[^"]*)"|(?P<value>[^;\s]*))')
 _COOKIE_ATTRIBUTES = frozenset("path domain expires max-age samesite secure httponly priority partitioned version comment".split())
 _COOKIE_MARK = marker("cookie")
 
@@ -754,10 +760,11 @@ def _mark_cookies(cookies: str) -> Optional[str]:
     None when it holds no cookie value (a file name after `curl -b`, a placeholder)."""
     parts, copied = [], 0
     for p in _COOKIE_PAIR.finditer(cookies):
-        if p.group("name").lower() in _COOKIE_ATTRIBUTES or _is_placeholder(p.group("value")):
+        value = "quoted" if p.start("quoted") >= 0 else "value"
+        if p.group("name").lower() in _COOKIE_ATTRIBUTES or _is_placeholder(p.group(value)):
             continue
-        parts += [cookies[copied : p.start("value")], _COOKIE_MARK]
-        copied = p.end("value")
+        parts += [cookies[copied : p.start(value)], _COOKIE_MARK]
+        copied = p.end(value)
     return "".join(parts) + cookies[copied:] if parts else None
 
 
@@ -1224,9 +1231,15 @@ def _replace_auth_pair(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     return _replace_group(text, m, "s", _AUTH_PAIR_MARK)
 
-# XML elements named like a secret: Maven's settings.xml `<password>x</password>`, `<apiKey>x</apiKey>`.
-_XML_ELEMENT = re.compile(r"<(?P<name>[A-Za-z_][\w.:-]{0,60})>(?P<s>[^<>\r\n]{1,300})</(?P=name)>")
-_XML_GATE = r"(?<=</)(?=[\w.:-]*?(?i:password|passwd|pwd|secret|token|key|pass|psk|auth)>)"
+# XML elements named like a secret: Maven's settings.xml `<password>x</password>`, `<apiKey>x</apiKey>`,
+# with attributes too (`<password encrypted="false">x</password>`).
+# (The name's ending is in the pattern as well as in the gate: an element with attributes
+# (`<label for="pw">Password</label>`) is no match unless its name says secret.)
+_XML_NAME_END = r"(?i:password|passwd|pwd|secret|token|key|pass|psk|auth)"
+_XML_ELEMENT = re.compile(
+    rf"<(?P<name>(?=[A-Za-z_])[\w.:-]{{0,60}}?{_XML_NAME_END})(?:\s[^<>]{{0,300}})?>(?P<s>[^<>\r\n]{{1,300}})</(?P=name)>"
+)
+_XML_GATE = rf"(?<=</)(?=[\w.:-]*?{_XML_NAME_END}>)"
 
 
 def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1239,8 +1252,9 @@ def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
 # An HTML password field with its value filled in: `<input type="password" name="pw" value="x">`,
 # attributes in any order, quoted or not. Other inputs' values are form data, and a field's name
 # (`pw`, `login`) need not say password: its type does.
-# (Lower-case `<input` only: each anchor of several characters costs every text a substring scan.)
-_INPUT_TAG = re.compile(r"<input(?=[\s/])[^<>]{0,2000}>")
+# (`<input`, `<INPUT` and `<Input` only: each anchor of several characters costs every text a
+# substring scan.)
+_INPUT_TAG = re.compile(r"<(?:input|INPUT|Input)(?=[\s/])[^<>]{0,2000}>")
 _HTML_ATTRIBUTE = re.compile(r"(?P<name>[\w:-]+)[ \t]*=[ \t]*(?:\"(?P<dq>[^\"]*)\"|'(?P<sq>[^']*)'|(?P<uq>[^\s\"'>]+))")
 
 
@@ -1261,7 +1275,7 @@ def _replace_password_input(text: str, m: "re.Match[str]") -> Optional[str]:
 # `name = "X"` / `value = "x"`, .NET's `<add key="ApiKey" value="x" />`, Spring's `<property
 # name="password" value="x"/>`, a form field in JSON (`{"name": "password", "value": "x"}`). The
 # value must follow the name, on its line or the next.
-_NAMED_VALUE_WORDS = r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base)"
+_NAMED_VALUE_WORDS = r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base|cookie|authorization)"
 # After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
 _NAMED_VALUE_REST = (
     rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"
@@ -1273,11 +1287,14 @@ _NAMED_VALUE_LOOK = re.sub(r"\(\?P<\w+>|\(\?P=q\)", lambda g: "(?:" if g.group(0
 
 
 def _replace_named_value(text: str, m: "re.Match[str]") -> Optional[str]:
-    kind = _name_kind(m.group("name"))
-    if kind is None:
-        return None
     group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
-    if not _plausible_secret(kind, m.group(group)):
+    name, value = m.group("name"), m.group(group)
+    if name.lower().endswith(("cookie", "authorization")):
+        # A HAR header ({"name": "Cookie", "value": "sid=x"}): as the header itself is redacted.
+        mark = _named_mark(name, value)
+        return None if mark is None else _replace_group(text, m, group, mark)
+    kind = _name_kind(name)
+    if kind is None or not _plausible_secret(kind, value):
         return None
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
@@ -1297,7 +1314,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
     _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
-    _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""),)),
+    _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""), ("<INPUT", ""), ("<Input", ""))),
     _Rule(
         "named-value",
         _NAMED_VALUE,
@@ -1775,12 +1792,57 @@ def _redact_key(key: str) -> tuple[str, int]:
     return _redact_string(key)
 
 
-def _redact_value(value: Any) -> tuple[Any, int]:
+def _named_mark(name: str, value: str) -> Optional[str]:
+    """What replaces `value` when `name` names it (a dict key, or the name of a name/value pair),
+    or None when the name says nothing: {"api_key": "abc"} loses the value whatever it looks like;
+    {"Authorization": "Basic dXNl..."} keeps its scheme; {"Cookie": "sid=..."} its cookie names.
+    No rule over the value alone can see these: the name that makes it a secret is elsewhere."""
+    if _named_value_is_secret(_name_kind(name), value):
+        return _ASSIGNMENT_MARK
+    lowered = name.lower()
+    if lowered.endswith("authorization") and not _is_placeholder(value):
+        scheme = _AUTH_SCHEME.match(value)
+        return (scheme.group(0) if scheme else "") + _AUTHORIZATION_MARK
+    if lowered.endswith("cookie"):
+        return _mark_cookies(value)
+    return None
+
+
+# A name/value pair as an object of its own: Kubernetes and ECS environment entries
+# ({"name": "DB_PASSWORD", "value": "x"}), HAR headers ({"name": "Cookie", "value": "sid=x"}),
+# tags ({"Key": "api_token", "Value": "x"}). HAR's `cookies` lists hold nothing but cookies, so
+# there every value goes, whatever the cookie is named.
+_PAIR_NAMES = ("name", "Name", "key", "Key")
+_PAIR_VALUES = ("value", "Value")
+
+
+def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
+    """(the value's key, what replaces it) when `pair` is a name/value pair whose value is a
+    secret; None otherwise."""
+    # (Plain lookups, the value's key first: this runs for every dict of every payload, and
+    # most have no `value`.)
+    value_key = "value" if "value" in pair else "Value" if "Value" in pair else None
+    if value_key is None or not isinstance(value := pair[value_key], str):
+        return None
+    for name in map(pair.get, _PAIR_NAMES):
+        if isinstance(name, str):
+            break
+    else:
+        return None
+    if in_cookies:
+        return None if _is_placeholder(value) else (value_key, _COOKIE_MARK)
+    mark = _named_mark(name, value)
+    return None if mark is None else (value_key, mark)
+
+
+def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
+    """`value` redacted, and how many secrets went; `in_cookies`: an item of a `cookies` list."""
     if isinstance(value, str):
         return _redact_string(value)
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         total = 0
+        pair = _pair_mark(value, in_cookies) if len(value) >= 2 else None
         for key, item in value.items():
             if isinstance(key, str):
                 new_key, n = _redact_key(key)
@@ -1797,23 +1859,16 @@ def _redact_value(value: Any) -> tuple[Any, int]:
             # (Strings and scalars are handled here rather than by a call per item: hook
             # payloads are many small dicts.)
             if isinstance(item, str):
-                if _named_value_is_secret(_name_kind(key) if isinstance(key, str) else None, item):
-                    out[new_key] = _ASSIGNMENT_MARK
-                    total += 1
-                elif isinstance(key, str) and key.lower().endswith("authorization") and not _is_placeholder(item):
-                    # {"Authorization": "Basic dXNl..."}: the header's name is the key, so no rule
-                    # over the value alone sees it; the scheme stays, the credentials go.
-                    scheme = _AUTH_SCHEME.match(item)
-                    out[new_key] = (scheme.group(0) if scheme else "") + _AUTHORIZATION_MARK
-                    total += 1
-                elif isinstance(key, str) and key.lower().endswith("cookie") and (cookies := _mark_cookies(item)) is not None:
-                    out[new_key] = cookies  # {"Cookie": "sid=..."}: as the Authorization header's
+                mark = pair[1] if pair is not None and key == pair[0] else _named_mark(key, item) if isinstance(key, str) else None
+                if mark is not None:
+                    out[new_key] = mark
                     total += 1
                 else:
                     out[new_key], n = _redact_string(item)
                     total += n
             elif isinstance(item, (dict, list, tuple)):
-                out[new_key], n = _redact_value(item)
+                cookies = isinstance(key, str) and key.lower().endswith("cookies") and isinstance(item, (list, tuple))
+                out[new_key], n = _redact_value(item, cookies)
                 total += n
             else:
                 out[new_key] = item
@@ -1822,7 +1877,7 @@ def _redact_value(value: Any) -> tuple[Any, int]:
         items = []
         total = 0
         for item in value:
-            red, n = _redact_value(item)
+            red, n = _redact_value(item, in_cookies and isinstance(item, dict))
             items.append(red)
             total += n
         return (items if isinstance(value, list) else tuple(items)), total

@@ -288,9 +288,30 @@ POSITIVE = [
         "curl -b 'sid=abc123; lang=en' https://x && curl --cookie \"sid=abc123\" https://x",
         "curl -b 'sid=[REDACTED:cookie]; lang=[REDACTED:cookie]' https://x && curl --cookie \"sid=[REDACTED:cookie]\" https://x",
     ),
+    (
+        "cookie-quoted-values",
+        '> Cookie: sid="abc123def456"; theme=dark\n< Set-Cookie: token="Xy9kLm2Pq7"; Path=/; HttpOnly',
+        '> Cookie: sid="[REDACTED:cookie]"; theme=[REDACTED:cookie]\n< Set-Cookie: token="[REDACTED:cookie]"; Path=/; HttpOnly',
+    ),
+    (
+        "har-cookie-header",
+        '{"headers": [{"name": "Cookie", "value": "sid=abc123def456"}, {"name": "Accept", "value": "text/html"}]}',
+        '{"headers": [{"name": "Cookie", "value": "sid=[REDACTED:cookie]"}, {"name": "Accept", "value": "text/html"}]}',
+    ),
+    (
+        "har-authorization-header",
+        '{"name": "Authorization", "value": "Basic dXNlcjpodW50ZXIy"}',
+        '{"name": "Authorization", "value": "Basic [REDACTED:authorization]"}',
+    ),
     # --- HTML forms and XML config ---
     ("html-password-input", '<input type="password" name="pw" value="hunter2">', '<input type="password" name="pw" value="[REDACTED:assignment]">'),
     ("html-password-input-any-order", "<input value=hunter2 TYPE=Password name=pw>", "<input value=[REDACTED:assignment] TYPE=Password name=pw>"),
+    ("html-password-input-upper-case", '<INPUT TYPE="PASSWORD" NAME="pw" VALUE="hunter2">', '<INPUT TYPE="PASSWORD" NAME="pw" VALUE="[REDACTED:assignment]">'),
+    (
+        "xml-element-with-attributes",
+        '<server><id>nexus</id><password encrypted="false">hunter2</password></server>',
+        '<server><id>nexus</id><password encrypted="false">[REDACTED:assignment]</password></server>',
+    ),
     (
         "maven-settings-server",
         "<server>\n  <id>nexus</id>\n  <username>deploy</username>\n  <password>hunter2</password>\n</server>",
@@ -673,6 +694,34 @@ def test_cookie_values_go_under_a_cookie_key() -> None:
     assert out == {"headers": {"Cookie": "sid=[REDACTED:cookie]; theme=[REDACTED:cookie]",
                                "Set-Cookie": "sid=[REDACTED:cookie]; Path=/; HttpOnly"}}
     assert redact_value({"cookie_policy": "strict", "cookie": "cookies.txt"}) == {"cookie_policy": "strict", "cookie": "cookies.txt"}
+
+
+def test_name_value_pairs_lose_the_values_their_names_make_secret() -> None:
+    """{"name": X, "value": Y} objects (Kubernetes env entries, HAR headers and cookie lists, AWS
+    tags) as parsed values: the name that makes Y a secret is another string than Y."""
+    value = {
+        "env": [{"name": "DB_PASSWORD", "value": "hunter2xyz"}, {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "token"}}}],
+        "request": {"headers": [{"name": "Authorization", "value": "Bearer " + fake(24)}, {"name": "Cookie", "value": "sid=abc123; theme=dark"},
+                                {"name": "Accept", "value": "*/*"}],
+                    "cookies": [{"name": "sid", "value": "abc123", "path": "/"}, {"name": "csrftoken", "value": ""}]},
+        "Tags": [{"Key": "api_token", "Value": "abcdef123456"}, {"Key": "team", "Value": "infra"}],
+    }
+    assert redact_value(value) == {
+        "env": [{"name": "DB_PASSWORD", "value": "[REDACTED:assignment]"}, {"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "t", "key": "token"}}}],
+        "request": {"headers": [{"name": "Authorization", "value": "Bearer [REDACTED:authorization]"},
+                                {"name": "Cookie", "value": "sid=[REDACTED:cookie]; theme=[REDACTED:cookie]"},
+                                {"name": "Accept", "value": "*/*"}],
+                    "cookies": [{"name": "sid", "value": "[REDACTED:cookie]", "path": "/"}, {"name": "csrftoken", "value": ""}]},
+        "Tags": [{"Key": "api_token", "Value": "[REDACTED:assignment]"}, {"Key": "team", "Value": "infra"}],
+    }
+    # A HAR document as text: its cookie list is known as one only as JSON (the JSON view).
+    har = '{"log": {"entries": [{"request": {"cookies": [{"name": "sessionid", "value": "8f7a6b5c4d3e2f1a", "path": "/"}]}}]}}'
+    assert redact_text(har) == har.replace("8f7a6b5c4d3e2f1a", "[REDACTED:cookie]")
+    # Not pairs: a value beside an unrelated name, and names that say nothing.
+    plain = {"name": "release", "value": "v1.2.3", "cookies_enabled": [{"name": "a", "value": "b"}][:0], "items": [{"name": "x", "value": "y"}]}
+    assert redact_value(plain) == plain
 
 
 def test_auth_values_go_only_as_base64_credentials() -> None:
