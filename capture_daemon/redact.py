@@ -52,16 +52,18 @@ What is detected (the marker's kind in brackets):
   ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")`` [auth-pair]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password]
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
-  ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict) and of ``curl -b|--cookie 'a=1; b=2'``; cookie
-  names and Set-Cookie's attributes (``Path``, ``Expires``, ``SameSite``...) stay [cookie]
+  ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict, a HAR ``{"name": "Cookie", "value": ...}``
+  header), quoted ones (``sid="v"``) too, of ``curl -b|--cookie 'a=1; b=2'``, and every value of a
+  HAR ``cookies`` list (as JSON); cookie names and Set-Cookie's attributes (``Path``,
+  ``Expires``, ``SameSite``...) stay [cookie]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
   ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
   ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
-  ECS ``{"name": "NAME", "value": "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring
-  ``<property name="password" value="v"/>``), XML elements (``<password>v</password>``) and
-  attributes (Tomcat's ``<user password="v"/>``), HTML password fields (``<input
-  type="password" value="v">``),
+  ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
+  "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring ``<property name="password" value="v"/>``),
+  XML elements (``<password>v</password>``, with attributes too) and attributes (Tomcat's ``<user
+  password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
