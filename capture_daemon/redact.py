@@ -57,7 +57,10 @@ What is detected (the marker's kind in brackets):
   HAR ``cookies`` list (as JSON); cookie names and Set-Cookie's attributes (``Path``,
   ``Expires``, ``SameSite``...) stay [cookie]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
-  ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, PowerShell
+  ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, a type
+  annotation between (``const apiKey: string = "v"``, ``val password: String = "v"``,
+  ``api_key: str = "v"``), Ruby symbols (``:password => 'v'``, ``:rubygems_api_key: v``), SQL's
+  ``PASSWORD = N'v'``, MongoDB's ``pwd: "v"`` (not a path), PowerShell
   ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
   ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
   ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
@@ -486,7 +489,8 @@ def _after(words: tuple[str, ...], sep: str) -> str:
 # taken to run on into the code after it.
 _VALUE = (
     # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
-    r"(?:[rRbBuUfF]{1,2}(?=[\"']))?"
+    # (SQL's national strings too: `WITH PASSWORD = N'x'`.)
+    r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?='))?"
     r"(?:"
     r"\"(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
     r"|'(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
@@ -502,8 +506,15 @@ _VALUE = (
 _COMMA_LOOK = "(?<=[\"'],)(?i:" + "|".join(
     f"(?<=(?:{'|'.join(w for w in _SECRET_WORDS if len(w) == n)})[\"'],)" for n in sorted({len(w) for w in _SECRET_WORDS})
 ) + ")"
+# A type annotation between the name and its `=`: TypeScript's `const apiKey: string = "x"`,
+# Kotlin's and Swift's `val apiKey: String = "x"`, Python's `api_key: str = "x"`, Rust's `const
+# API_KEY: &str = "x"`. Without it the value read was the type (a code word), and the literal after
+# the `=` went out in clear. A space must come before that `=`, as every style guide writes it,
+# so that base64 padding (`token: dXNlcj=`) is never read as a type and its `=`; a type with
+# brackets or a union (`Optional[str] = None`, `str | None = None`) is not read as one either.
+_TYPE_ANNOTATION = r"[ \t]*(?P<type>&?(?:'static[ \t]+)?[A-Za-z_][\w.]*\??)[ \t]+=(?![=>])"
 _ASSIGNMENT = re.compile(
-    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})=?"
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?:{_TYPE_ANNOTATION}|=)?"
     rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
@@ -665,7 +676,12 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     while i > 0 and text[i - 1] in "\"'\\":
         i -= 1
     name_start = _name_start(text, i)
-    if name_start > 0 and text[name_start - 1] == ":" and not _COLON_NAME_PREFIX.search(text[max(0, name_start - 6) : name_start]):
+    if (
+        name_start > 0
+        and text[name_start - 1] == ":"
+        and not _COLON_NAME_PREFIX.search(text[max(0, name_start - 6) : name_start])
+        and not (name_start == 1 or text[name_start - 2] in _SYMBOL_OPENERS)
+    ):
         return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
     name = text[name_start:i]
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
@@ -673,6 +689,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     value = m.group(group)
+    if m.start("type") >= 0 and group == "uq" and not _looks_random(value):
+        return None  # api_key: str = default_key, password: String = pw: after a type, a bare word is code
     if m.start("comma_sep") >= 0 and not (
         quoted_name
         and "." not in name  # WeightRenaming("a.cls_token", "b.token"): paths, not a setting
@@ -695,17 +713,28 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
 
 def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start: int) -> Optional[str]:
     """_CHOSEN for `Pwd=` after a `;`: a connection string's password (ODBC, ADO.NET, MySQL
-    Connector: `Server=db;Uid=sa;Pwd=x`). Elsewhere PWD is the shell's working directory, and
-    so is a value that is a path (`cd /srv; PWD=/srv make`)."""
-    if _normalize_name(name) != "pwd" or not text[max(0, name_start - 8) : name_start].rstrip(" \t").endswith(";"):
+    Connector: `Server=db;Uid=sa;Pwd=x`), and for a lower-case `pwd:` with a quoted value:
+    MongoDB's `db.createUser({user: "bob", pwd: "x", roles: []})` (mongo-init.js). Elsewhere PWD
+    is the shell's working directory, and so is a value that is a path (`cd /srv; PWD=/srv
+    make`, `{"pwd": "/home/dev"}`)."""
+    if _normalize_name(name) != "pwd":
         return None
-    value = m.group(next(g for g in _VALUE_GROUPS if m.start(g) >= 0))
-    return None if value.startswith(("/", "~")) else _CHOSEN
+    group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
+    value = m.group(group)
+    if value.startswith(("/", "~")):
+        return None
+    if text[max(0, name_start - 8) : name_start].rstrip(" \t").endswith(";"):
+        return _CHOSEN
+    quoted_after_colon = name == "pwd" and m.start("colon_sep") >= 0 and group in ("dq", "sq")
+    return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
 
 # A colon before a name ends a path (`arn:...:secret:x`), except the two that end a prefix:
-# .npmrc's `//registry.npmjs.org/:_auth=` and PowerShell's `$env:DB_PASSWORD = `.
+# .npmrc's `//registry.npmjs.org/:_auth=` and PowerShell's `$env:DB_PASSWORD = `, and a colon
+# that opens a Ruby symbol, after a space, a bracket, a comma or at a line's start: `{ :password
+# => 'x' }`, RubyGems' ~/.gem/credentials `:rubygems_api_key: x`, Sidekiq's `:password: x`.
 _COLON_NAME_PREFIX = re.compile(r"(?:/|\$(?i:env)):\Z")
+_SYMBOL_OPENERS = frozenset(" \t\r\n{([,")
 # ("NAME", "value"): a call or tuple of exactly these two, `(` before the name's opening quote
 # and `)` after the value; a longer list of names ('user', 'password', 'host') is not a pair.
 _PAIR_OPENER = re.compile(r"\([ \t]*[\"']\Z")

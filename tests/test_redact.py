@@ -216,6 +216,20 @@ POSITIVE = [
         '"stdout": "DEBUG=1\\nSTRIPE_KEY=abc123\\nPWD=/srv\\n"',
         '"stdout": "DEBUG=1\\nSTRIPE_KEY=[REDACTED:assignment]\\nPWD=/srv\\n"',
     ),
+    # --- a type annotation between the name and its `=` ---
+    ("typescript-typed", 'const apiKey: string = "abc123def456";', 'const apiKey: string = "[REDACTED:assignment]";'),
+    ("kotlin-typed", 'val password: String = "hunter2"', 'val password: String = "[REDACTED:assignment]"'),
+    ("python-typed", '    api_key: str = "abc123def456"', '    api_key: str = "[REDACTED:assignment]"'),
+    ("rust-typed", 'const API_TOKEN: &str = "abc123def456";', 'const API_TOKEN: &str = "[REDACTED:assignment]";'),
+    # --- Ruby symbols, SQL national strings, MongoDB's pwd ---
+    ("ruby-hash-rocket", "{ :password => 'hunter2' }", "{ :password => '[REDACTED:assignment]' }"),
+    ("gem-credentials", "---\n:rubygems_api_key: 4f5e6d7c8b9a0f1e", "---\n:rubygems_api_key: [REDACTED:assignment]"),
+    ("sql-national-string", "CREATE LOGIN bob WITH PASSWORD = N'hunter2';", "CREATE LOGIN bob WITH PASSWORD = N'[REDACTED:assignment]';"),
+    (
+        "mongo-create-user",
+        'db.createUser({user: "bob", pwd: "hunter2", roles: ["readWrite"]})',
+        'db.createUser({user: "bob", pwd: "[REDACTED:assignment]", roles: ["readWrite"]})',
+    ),
     # --- command-line flags ---
     ("cli-password", "mysql --password hunter2 -u root", "mysql --password [REDACTED:cli-flag] -u root"),
     ("cli-token-quoted", 'tool --auth-token "abc 123"', 'tool --auth-token "[REDACTED:cli-flag]"'),
@@ -479,6 +493,13 @@ NEGATIVE = [
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
     ("set-cookie-no-value", "res.setHeader('Set-Cookie', cookie)\nSet-Cookie: <cookie-name>=<cookie-value>"),
     ("cookie-consent", "Cookie consent: we use cookies to improve your experience. Accept all cookies?"),
+    (
+        "typed-references",
+        'password: str = Field(..., min_length=8)\napi_key: str = settings.api_key\npassword: String = pw\n'
+        'const token: string = await getToken();\ndef f(token: str = None, password: str = DEFAULT_PASSWORD): ...',
+    ),
+    ("ruby-symbols-as-code", 'validates :password, presence: true\n{ :token => token, :api_key => ENV["API_KEY"] }\nitems[:token_count]'),
+    ("pwd-paths", 'volumes: { pwd: "/data/db" }\n{"pwd": "/home/dev/project"}'),
     ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),
 ]
 
