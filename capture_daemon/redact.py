@@ -75,7 +75,11 @@ What is detected (the marker's kind in brackets):
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
-  ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]
+  ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
+  'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
+  value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
+  its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
+  ``Signature=`` [url-signature]
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
   ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
@@ -1133,6 +1137,72 @@ _SQLPLUS = re.compile(r"sqlplus(?:[ \t]+-[A-Za-z]+)*[ \t]+[\"']?[\w$#.]+/(?P<s>\
 _NET_USE = re.compile(r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)")
 
 
+# SQL that sets a password: PostgreSQL's `CREATE USER bob WITH PASSWORD 'x'`, `ALTER ROLE bob
+# ENCRYPTED PASSWORD 'x'`; MySQL's, MariaDB's and Oracle's `IDENTIFIED BY 'x'` (`IDENTIFIED WITH
+# mysql_native_password BY 'x'`, Oracle's "x" and bare `IDENTIFIED BY tiger`). Setup scripts,
+# migrations and `docker-entrypoint-initdb.d` files hold these. (A bare word only after upper-case
+# IDENTIFIED BY: prose says "the bug identified by the tests".)
+_SQL_PASSWORD = re.compile(
+    r"(?:(?:PASSWORD|password)[ \t]+N?'(?P<sq>(?:[^'\\\r\n]|'')+)'"
+    r"|(?:IDENTIFIED(?P<upper>)|identified)(?:[ \t]+(?:WITH|with)[ \t]+[\w\"'`]+)?[ \t]+(?:BY|by)[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?"
+    r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
+)
+_SQL_PASSWORD_MARK = marker("sql-password")
+
+
+def _replace_sql_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    group = next((g for g in ("sq", "bq", "dq", "uq") if m.start(g) >= 0), None)
+    if group is None or _is_placeholder(m.group(group)) or m.group(group) in ("VALUES", "PASSWORD"):
+        return None
+    return _replace_group(text, m, group, _SQL_PASSWORD_MARK)
+
+
+# A Kubernetes Secret as YAML (`kubectl get secret x -o yaml`, a manifest): every value under
+# `data:` (base64) and `stringData:` (plain text) is a secret whatever its key is called
+# (`DATABASE_URL`, `config.json`, `.env`), and base64 hides it from every other rule. The keys
+# stay, the values go, and a block scalar's lines (`config.yaml: |`) go as one. The document
+# must say `kind: Secret`, before the block (a manifest) or after it (kubectl sorts `data`
+# before `kind`), with no `---` and no other `kind:` between; a ConfigMap's data stays.
+_K8S_NOT_BETWEEN = r"(?!---|[ \t-]*kind:)"
+_K8S_KIND = r"[ \t-]*kind:[ \t]*[\"']?Secret[\"']?[ \t]*\r?"
+_K8S_SECRET = re.compile(
+    rf"(?m)(?P<kind>^{_K8S_KIND}\n(?:{_K8S_NOT_BETWEEN}[^\n]*\n){{0,40}}?)?"
+    r"^(?P<indent>[ \t-]*)(?:data|stringData):[ \t]*\r?\n"
+    r"(?P<body>(?:(?P=indent)[ \t]+[^\s][^\n]*(?:\n|\Z))+)"
+    rf"(?(kind)|(?=(?:{_K8S_NOT_BETWEEN}[^\n]*\n){{0,40}}?{_K8S_KIND}$))"
+)
+_K8S_ENTRY = re.compile(r"(?P<key>[^\s:#][^:]*:)(?P<gap>[ \t]*)(?P<value>[^\r\n]*)")
+_K8S_MARK = marker("kubernetes-secret")
+
+
+def _replace_k8s_secret(text: str, m: "re.Match[str]") -> Optional[str]:
+    lines = m.group("body").splitlines(keepends=True)
+    key_indent = len(lines[0]) - len(lines[0].lstrip(" \t"))
+    out, marked, in_block = [], 0, False
+    for line in lines:
+        content = line.lstrip(" \t")
+        indent = line[: len(line) - len(content)]
+        bare = content.rstrip("\r\n")
+        ending = content[len(bare) :]
+        if len(indent) > key_indent:  # a block scalar's line: the file it holds goes, once
+            if not in_block:
+                out.append(indent + _K8S_MARK + ending)
+                marked += 1
+            in_block = True
+            continue
+        in_block = False
+        entry = _K8S_ENTRY.match(bare)
+        value = entry.group("value").strip() if entry else ""
+        if entry is None or not value or value in ("|", ">", "|-", ">-", "|+", ">+") or _is_placeholder(value.strip("\"'")):
+            out.append(line)
+            continue
+        out.append(indent + entry.group("key") + entry.group("gap") + _K8S_MARK + ending)
+        marked += 1
+    if not marked:
+        return None
+    return text[m.start() : m.start("body")] + "".join(out)
+
+
 def _replace_base64_pem(text: str, m: "re.Match[str]") -> Optional[str]:
     """A base64-encoded PEM block (kubeconfig `client-key-data`, a Kubernetes TLS secret's
     `tls.key`): a private key goes, a certificate stays."""
@@ -1365,6 +1435,8 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     ),
 )
 
+_URL_SIGNATURE_AFTER = "|".join(f"(?<=[?&]{name}=)" for name in ("Signature", "signature", "X-Amz-Signature", "X-Goog-Signature"))
+
 _RULES: tuple[_Rule, ...] = (
     _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
     _token("anthropic-key", "sk-ant-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
@@ -1400,6 +1472,17 @@ _RULES: tuple[_Rule, ...] = (
         re.compile(r"sig=(?<=[?&]sig=)(?P<s>[A-Za-z0-9%+/=]{16,})"),
         _group("azure-sas"),
         (("=", "(?<=[?&]sig=)"),),
+    ),
+    # Signed URLs: S3's presigned `X-Amz-Signature=`, Google Cloud Storage's `X-Goog-Signature=`
+    # (and its older `Signature=`), CloudFront's `Signature=`: whoever holds the URL can fetch (or
+    # upload) the object until it expires. (The key id in `X-Amz-Credential` goes as an AWS key id,
+    # `X-Amz-Security-Token` under its name.)
+    _Rule(
+        "url-signature",
+        re.compile(rf"=(?:{_URL_SIGNATURE_AFTER})(?P<s>[A-Za-z0-9%+/=_~.-]{{16,}})"),
+        _group("url-signature"),
+        (("=", _URL_SIGNATURE_AFTER),),
+        anchored=True,
     ),
     _token("github-token", r"gh[pousr]_", r"[A-Za-z0-9]{36,}", ("_", "(?<=gh[pousr]_)")),
     _token("github-token", "github_pat_", r"[A-Za-z0-9]{10}[A-Za-z0-9_]{12,}", ("_", "(?<=github_pat_)")),
@@ -1449,6 +1532,18 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
     _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
+    _Rule(
+        "sql-password",
+        _SQL_PASSWORD,
+        _replace_sql_password,
+        (
+            ("PASSWORD", r"(?=[ \t]+N?')"),
+            ("password", r"(?=[ \t]+N?')"),
+            ("IDENTIFIED", r"(?=[ \t])"),
+            ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
+        ),
+    ),
+    _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),
 )
 
 
@@ -1874,6 +1969,8 @@ def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
         out: dict[Any, Any] = {}
         total = 0
         pair = _pair_mark(value, in_cookies) if len(value) >= 2 else None
+        # A Kubernetes Secret as JSON (`kubectl get secret x -o json`): as for its YAML (_K8S_SECRET).
+        k8s_secret = value.get("kind") == "Secret"
         for key, item in value.items():
             if isinstance(key, str):
                 new_key, n = _redact_key(key)
@@ -1897,6 +1994,9 @@ def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
                 else:
                     out[new_key], n = _redact_string(item)
                     total += n
+            elif k8s_secret and key in ("data", "stringData") and isinstance(item, dict):
+                out[new_key], n = _k8s_secret_values(item)
+                total += n
             elif isinstance(item, (dict, list, tuple)):
                 cookies = isinstance(key, str) and key.lower().endswith("cookies") and isinstance(item, (list, tuple))
                 out[new_key], n = _redact_value(item, cookies)
@@ -1913,6 +2013,23 @@ def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
             total += n
         return (items if isinstance(value, list) else tuple(items)), total
     return value, 0
+
+
+def _k8s_secret_values(data: dict) -> tuple[dict, int]:
+    """A Kubernetes Secret's `data` or `stringData`: every string value goes, the keys stay
+    (redacted like any key)."""
+    out: dict[Any, Any] = {}
+    total = 0
+    for key, item in data.items():
+        new_key, n = _redact_key(key) if isinstance(key, str) else (key, 0)
+        total += n
+        if isinstance(item, str) and not _is_placeholder(item):
+            out[new_key] = _K8S_MARK
+            total += 1
+        else:
+            out[new_key], n = _redact_value(item)
+            total += n
+    return out, total
 
 
 def redact_value_with_count(value: Any) -> tuple[Any, int]:

@@ -230,6 +230,49 @@ POSITIVE = [
         'db.createUser({user: "bob", pwd: "hunter2", roles: ["readWrite"]})',
         'db.createUser({user: "bob", pwd: "[REDACTED:assignment]", roles: ["readWrite"]})',
     ),
+    # --- SQL that sets a password ---
+    ("sql-create-user", "CREATE USER app WITH PASSWORD 'hunter2';", "CREATE USER app WITH PASSWORD '[REDACTED:sql-password]';"),
+    ("sql-alter-role-lower", "alter role app login encrypted password 'hunter2';", "alter role app login encrypted password '[REDACTED:sql-password]';"),
+    (
+        "sql-identified-by",
+        "CREATE USER 'bob'@'%' IDENTIFIED BY 'hunter2';\nALTER USER 'root'@'localhost' IDENTIFIED WITH mysql_native_password BY 'hunter2';",
+        "CREATE USER 'bob'@'%' IDENTIFIED BY '[REDACTED:sql-password]';\n"
+        "ALTER USER 'root'@'localhost' IDENTIFIED WITH mysql_native_password BY '[REDACTED:sql-password]';",
+    ),
+    ("sql-oracle-bare", "CREATE USER scott IDENTIFIED BY tiger;", "CREATE USER scott IDENTIFIED BY [REDACTED:sql-password];"),
+    (
+        "sql-in-psql-command",
+        "psql -U postgres -c \"ALTER USER postgres PASSWORD 'it''s9'\"",
+        "psql -U postgres -c \"ALTER USER postgres PASSWORD '[REDACTED:sql-password]'\"",
+    ),
+    # --- Kubernetes Secrets: every value under data/stringData, whatever its key ---
+    (
+        "k8s-secret-kubectl-yaml",
+        "apiVersion: v1\ndata:\n  DATABASE_URL: cG9zdGdyZXM6Ly9ib2I6aHVudGVyMkBkYi9hcHA=\n  username: Ym9i\nkind: Secret\n"
+        "metadata:\n  name: db\ntype: Opaque\n",
+        "apiVersion: v1\ndata:\n  DATABASE_URL: [REDACTED:kubernetes-secret]\n  username: [REDACTED:kubernetes-secret]\nkind: Secret\n"
+        "metadata:\n  name: db\ntype: Opaque\n",
+    ),
+    (
+        "k8s-secret-manifest-string-data",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ntype: Opaque\nstringData:\n  SMTP_LOGIN: bob@x.org:hunter2\n"
+        "  settings.ini: |\n    [smtp]\n    user = bob\n  region: eu\n",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ntype: Opaque\nstringData:\n  SMTP_LOGIN: [REDACTED:kubernetes-secret]\n"
+        "  settings.ini: |\n    [REDACTED:kubernetes-secret]\n  region: [REDACTED:kubernetes-secret]\n",
+    ),
+    # --- signed URLs ---
+    (
+        "s3-presigned-url",
+        "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature=" + fake(64, HEX),
+        "https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=3600&X-Amz-Signature=[REDACTED:url-signature]",
+    ),
+    (
+        "gcs-signed-url",
+        "https://storage.googleapis.com/b/o?X-Goog-Date=20240101T000000Z&X-Goog-Signature=" + fake(64, HEX) + "\n"
+        "https://d1.cloudfront.net/v.mp4?Expires=1700000000&Signature=" + fake(40) + "~&Key-Pair-Id=K2ABC",
+        "https://storage.googleapis.com/b/o?X-Goog-Date=20240101T000000Z&X-Goog-Signature=[REDACTED:url-signature]\n"
+        "https://d1.cloudfront.net/v.mp4?Expires=1700000000&Signature=[REDACTED:url-signature]&Key-Pair-Id=K2ABC",
+    ),
     # --- command-line flags ---
     ("cli-password", "mysql --password hunter2 -u root", "mysql --password [REDACTED:cli-flag] -u root"),
     ("cli-token-quoted", 'tool --auth-token "abc 123"', 'tool --auth-token "[REDACTED:cli-flag]"'),
@@ -500,6 +543,13 @@ NEGATIVE = [
     ),
     ("ruby-symbols-as-code", 'validates :password, presence: true\n{ :token => token, :api_key => ENV["API_KEY"] }\nitems[:token_count]'),
     ("pwd-paths", 'volumes: { pwd: "/data/db" }\n{"pwd": "/home/dev/project"}'),
+    ("sql-prose", "The regression identified by the nightly run is in the password reset flow.\nIDENTIFIED BY VALUES"),
+    (
+        "k8s-configmap-data",
+        "apiVersion: v1\ndata:\n  LOG_LEVEL: info\nkind: ConfigMap\n---\napiVersion: v1\ndata:\n  retries: '3'\nkind: ConfigMap\n"
+        "---\nkind: Secret\ntype: Opaque",
+    ),
+    ("signature-words", "?signature=abc&sig=1 inspect.signature(fn) def f(signature=None): X-Amz-SignedHeaders=host"),
     ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),
 ]
 
@@ -624,6 +674,16 @@ def test_a_secret_only_the_json_view_finds_is_not_cached_as_clean() -> None:
     for _ in range(2):
         out = redact_text(doc)
         assert "hunter2pass" not in out and "abcdefgh12345678" not in out
+
+
+def test_a_kubernetes_secret_as_json_loses_every_value() -> None:
+    secret = {"apiVersion": "v1", "data": {"DATABASE_URL": "cG9zdGdyZXM6Ly9ib2I6aHVudGVyMkBkYi9hcHA=", "empty": ""},
+              "kind": "Secret", "metadata": {"name": "db"}}
+    config = {"apiVersion": "v1", "data": {"LOG_LEVEL": "info"}, "kind": "ConfigMap"}
+    out = json.loads(redact_text(json.dumps({"apiVersion": "v1", "items": [secret, config], "kind": "List"})))
+    assert out["items"][0]["data"] == {"DATABASE_URL": "[REDACTED:kubernetes-secret]", "empty": ""}
+    assert out["items"][0]["metadata"] == {"name": "db"} and out["items"][1] == config
+    assert redact_value(secret)["data"]["DATABASE_URL"] == "[REDACTED:kubernetes-secret]"
 
 
 def test_redact_value_walks_nested_tool_calls() -> None:
