@@ -8,7 +8,7 @@ What is detected (the marker's kind in brackets):
 
 - private key blocks, PEM/OpenSSH/PGP, with real newlines or JSON-escaped ``\\n``
   (``-----BEGIN RSA PRIVATE KEY-----`` ... ``-----END RSA PRIVATE KEY-----``); the BEGIN/END
-  lines stay, the key material goes [private-key]; also PuTTY ``.ppk`` files (the lines after
+  lines stay, the key material goes [private-key]; also OpenVPN's ``Static key V1``, PuTTY ``.ppk`` files (the lines after
   ``Private-Lines:``) and base64-encoded PEM private keys (kubeconfig ``client-key-data``, a
   Kubernetes TLS secret's ``tls.key``) [private-key]; age ``AGE-SECRET-KEY-1`` [age-secret-key]
 - AI providers: Anthropic ``sk-ant-`` [anthropic-key], OpenAI ``sk-proj-``/``sk-svcacct-``/
@@ -45,7 +45,7 @@ What is detected (the marker's kind in brackets):
   [discord-webhook] and bot tokens [discord-bot-token], Microsoft Teams webhooks
   [teams-webhook], Telegram bot tokens ``123456789:AA...`` [telegram-bot-token]
 - JWTs ``eyJ...eyJ...sig`` [jwt]; a base64 docker config (``.dockerconfigjson: eyJhdXRocyI6...``)
-  [docker-auth]
+  [docker-auth]; ``aws ecr get-login-password``'s ``eyJwYXlsb2FkIjoi...`` [aws-ecr-token]
 - ``Authorization: Bearer|Basic|Token <value>`` headers, also as a dict key or a
   ``headers["Authorization"] = ...`` subscript [authorization], a bare ``Bearer <token>``
   [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
@@ -85,10 +85,14 @@ What is detected (the marker's kind in brackets):
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW``, ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
+  ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
+  PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, PowerShell-style ``-Password``/``-ApiKey`` (any program),
   ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``redis-server --requirepass PW``, ``gh secret
   set NAME --body V``, openssl's ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
-  --password-stdin``, ``| chpasswd``); the same flags in an argv list in code, each word a
+  --password-stdin``, ``| chpasswd``, ``| gpg --passphrase-fd 0``, ``| gh secret set``, ``|
+  wrangler secret put``, ``| vercel env add``), or handed to it in a here-string (``<<< PW``) or a
+  one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText``; the same flags in an argv list in code, each word a
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
@@ -420,7 +424,8 @@ def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str =
 # hold `(`, `)`, `;`, `{`, `}` or `[`, and must hold a base64 run, so PEM-parsing code that names
 # both the BEGIN and END lines is not taken for a key. If the END line is missing (output cut
 # short), the base64 lines after BEGIN go.
-_PK_LABEL = r"[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?"
+# (OpenVPN's tls-auth/tls-crypt key, `-----BEGIN OpenVPN Static key V1-----`, is hex, and as secret.)
+_PK_LABEL = r"(?:[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?|OpenVPN Static key V1)"
 _PK_NEWLINE = r"(?:\r?\n|(?:\\+r)?\\+n)"
 # A 4096-bit RSA key is about 3,300 characters, a PGP key block with subkeys under 10,000. The
 # body stops at the next `-----` and at this bound, so a BEGIN line with no END scans little.
@@ -917,6 +922,10 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     "ssh-keygen": (("N", "s", ""), ("P", "s", "")),
     "psexec": (("p", "s", ""),),
     "psexec.py": (("p", "s", ""),),
+    # Remote-login tools: evil-winrm, CrackMapExec/NetExec and rdesktop `-p PW`; PuTTY's `-pw PW`.
+    **dict.fromkeys(("evil-winrm", "crackmapexec", "cme", "nxc", "netexec", "rdesktop"), (("p", "s", ""),)),
+    **dict.fromkeys(("plink", "pscp", "psftp"), (("pw", "s", ""),)),
+    "twine": (("p", "s", ""),),  # twine upload -u __token__ -p pypi-...
     "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
     **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
     **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
@@ -926,10 +935,12 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
 # These only after a subcommand: `docker login -p`, `az login -p`, `gh secret set NAME -b`.
 _FLAG_SUBCOMMANDS: dict[str, tuple[str, _FlagSpec]] = {
     **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az")},
-    "gh": ("secret", (("b", "s", ""), ("-body", "s", ""))),
+    "gh": ("secret", (("b", "gs", ""), ("-body", "s", ""))),
+    "dotnet": ("nuget", (("p", "s", ""), ("k", "s", ""))),  # add source -p PW, push -k KEY
 }
-# Any program: single-dash long flags that say password (`influx -password pw`).
-_ANY_PROGRAM_FLAGS: _FlagSpec = (("password", "s", ""), ("passwd", "s", ""))
+# Any program: single-dash long flags that say password (`influx -password pw`), and PowerShell's
+# and nuget's (`-Password pw`, `nuget push -ApiKey key`, `Publish-Module -NuGetApiKey key`).
+_ANY_PROGRAM_FLAGS: _FlagSpec = tuple((f, "s", "") for f in ("password", "passwd", "Password", "ApiKey", "NuGetApiKey"))
 # A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
 _OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
 _FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
@@ -1093,18 +1104,22 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
-# A `login` must come first: prose says "machine translation password reset" too.
+# A `login` must come before the password or right after it: prose says "machine translation
+# password reset" too.
 _NETRC = re.compile(
-    r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+login[ \t]+\S+"
-    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+password[ \t]+(?P<s>[^\s\"'\\]+)"
+    r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
+    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`.
 # (A value stops at a quote or backslash: inside a JSON string those close it.)
 _REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#\"'\\]+)")
-# openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`.
+# openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`, xfreerdp's `/p:PW`.
 # (Only after a flag that takes it: prose ends sentences with "the forward pass:".)
-_OPENSSL_PASS_AFTER = r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:))"
-_OPENSSL_PASS = re.compile(rf"pass:{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':][^\s\"']*)")
+_OPENSSL_PASS_AFTER = (
+    r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:)|(?<=[ \t]/p:))"
+)
+# (A value stops at a backslash too: inside a JSON string, `\n` ends its line.)
+_OPENSSL_PASS = re.compile(rf"(?:pass|/p):{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':\\][^\s\"'\\]*)")
 
 
 # --- passwords that a program takes as a positional argument, not as a flag's value ---
@@ -1245,7 +1260,8 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
            ("~", r"(?<=[0-9]Q~)")),
     _token("databricks-token", "dapi", r"[a-f0-9]{32}(?:-[0-9]+)?(?![A-Za-z0-9])", ("dapi", "(?=[a-f0-9]{32})")),
     _shape("vault-token", r"(?<![A-Za-z0-9_.-])hv[sbr]\.[A-Za-z0-9_-]{24,}", (".", r"(?<=hv[sbr]\.)")),
-    _token("doppler-token", r"dp\.", r"(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}", (".", r"(?<=dp\.)(?=pt|st|sa|ct|scim|audit)")),
+    # (A service token names its config: `dp.st.dev.xxxx`, `dp.st.prd_eu.xxxx`.)
+    _token("doppler-token", r"dp\.", r"(?:pt|st|sa|ct|scim|audit)\.(?:[a-z0-9_-]{1,40}\.)?[A-Za-z0-9]{40,44}", (".", r"(?<=dp\.)(?=pt|st|sa|ct|scim|audit)")),
     _shape("linear-key", r"(?<![A-Za-z0-9_-])lin_(?:api|oauth)_[A-Za-z0-9]{40}", ("_", "(?:(?<=lin_api_)|(?<=lin_oauth_))")),
     _token("postman-key", "PMAK-", r"[0-9a-f]{24}-[0-9a-f]{34}", ("-", "(?<=PMAK-)")),
     _token("atlassian-token", r"AT[AC]TT3", r"[A-Za-z0-9_=-]{40,}", ("A", "(?=T[AC]TT3)")),
@@ -1301,11 +1317,55 @@ _PGPASS = re.compile(
 _PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:[^:\s]+:[^:\s]+\r?(?:\n|\Z))"
 
 # A password piped to a program that reads it from stdin: `echo pw | sudo -S cmd`,
-# `echo pw | docker login -u bob --password-stdin`, `echo 'bob:pw' | chpasswd`.
+# `echo pw | docker login -u bob --password-stdin`, `echo 'bob:pw' | chpasswd`, `echo pw | gpg
+# --passphrase-fd 0`, and secret stores' setters (`| gh secret set NAME`, `| wrangler secret put
+# NAME`, `| vercel env add NAME`, `| docker secret create NAME -`, `| fly secrets import`).
 _PIPED_PASSWORD = re.compile(
     r"(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|(?P<tail>[^\n|;&]*)"
 )
-_STDIN_READER = re.compile(r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|\bpasswd\b.*--stdin")
+_STDIN_READER = re.compile(
+    r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|\bpasswd\b.*--stdin|--passphrase-fd[ \t]+0\b"
+    r"|\bsecrets?[ \t:]+(?:set|put|create|add|import)\b|\benv[ \t]+add\b"
+)
+_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add)"
+# The same program fed by a here-string or a one-line here-document: `docker login -u bob
+# --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
+_HERE_STRING = re.compile(
+    r"(?m)(?:^|(?<=[|;&(]))(?P<tail>[^\n|;&<]*)<<(?:<[ \t]*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"'<>()]+))"
+    r"|-?[ \t]*(?P<q>[\"']?)(?P<tag>\w+)(?P=q)[ \t]*\r?\n(?P<line>[^\r\n]+)\r?\n[ \t]*(?P=tag)[ \t]*$)"
+)
+_HERE_STRING_GATE = r"(?=<|-?[ \t]*[\"']?\w+[\"']?[ \t]*\r?\n)"
+
+
+def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _STDIN_READER.search(m.group("tail")):
+        return None
+    if m.start("line") >= 0:
+        return None if _is_placeholder(m.group("line")) else _replace_group(text, m, "line", _CLI_MARK)
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    new = _mark_arg(m.group(group), "")
+    if new is None:
+        return None
+    return text[m.start() : m.start(group)] + new + text[m.end(group) : m.end()]
+
+
+# PowerShell's `ConvertTo-SecureString 'pw' -AsPlainText -Force` (`-String "pw"`): with
+# -AsPlainText on its line the string is the password in clear. (Two spellings, as anchors are
+# case-sensitive.)
+_SECURE_STRING = re.compile(
+    r"(?:ConvertTo-SecureString|convertto-securestring)(?P<flags>(?:[ \t]+-(?i:String|AsPlainText|Force)\b)*)[ \t]+"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)')"
+)
+_AS_PLAIN_TEXT = re.compile(r"(?i)-AsPlainText\b")
+
+
+def _replace_secure_string(text: str, m: "re.Match[str]") -> Optional[str]:
+    line_end = text.find("\n", m.end())
+    rest = text[m.end() : line_end if line_end >= 0 else len(text)]
+    if not (_AS_PLAIN_TEXT.search(m.group("flags")) or _AS_PLAIN_TEXT.search(rest)):
+        return None
+    group = "dq" if m.start("dq") >= 0 else "sq"
+    return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _CLI_MARK)
 
 
 def _replace_piped(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1413,6 +1473,8 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("base64-pem", re.compile(r"LS0tLS1CRUdJTi[A-Za-z0-9+/]*={0,2}"), _replace_base64_pem, (("LS0tLS1CRUdJTi", ""),)),
     # base64 of '{"auths":': a docker config, registry passwords and all.
     _Rule("docker-config", re.compile(r"eyJhdXRocyI6[A-Za-z0-9+/]*={0,2}"), _replace_docker_config, (("eyJhdXRocyI6", ""),)),
+    # base64 of '{"payload":"': `aws ecr get-login-password`'s output, a registry password for 12 hours.
+    _Rule("aws-ecr-token", re.compile(r"eyJwYXlsb2FkIjoi[A-Za-z0-9+/]*={0,2}"), _whole("aws-ecr-token"), (("eyJwYXlsb2FkIjoi", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
     _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
     _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""), ("<INPUT", ""), ("<Input", ""))),
@@ -1424,7 +1486,9 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
         anchored=True,
     ),
     _Rule("pgpass", _PGPASS, _group("pgpass-password"), ((":", _PGPASS_GATE),)),
-    _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", r"(?=[^\n|;&]{0,200}?(?:sudo|stdin|chpasswd))"),)),
+    _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),
+    _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),)),
+    _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""), ("securestring", ""))),
     _Rule("auth-pair", _AUTH_PAIR, _replace_auth_pair, ((",", _AUTH_PAIR_GATE),), anchored=True),
     # Microsoft Teams incoming webhooks.
     _Rule(
@@ -1600,7 +1664,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # one guard for all of these, so that a plain colon fails two branches, not five.
     ":": (
         (
-            "(?:(?=//|A[AP])|(?<=[0-9*]:)|(?<=pass:))",
+            "(?:(?=//|A[AP])|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
             frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass"}),
         ),
         (_sep_guard(":", ""), None),

@@ -115,6 +115,8 @@ TOKENS += [
     ("circleci-token", "CCI" + "PAT_" + fake(22) + "_" + fake(40, HEX)),
     ("shippo-token", "shippo" + "_live_" + fake(40, HEX)),
     ("onepassword-token", "ops" + "_eyJ" + fake(60)),
+    ("doppler-token", "dp" + ".st.dev_eu." + fake(43)),
+    ("aws-ecr-token", "eyJwYXlsb2FkIjoi" + fake(60) + "=="),
 ]
 # The same at the shortest length each rule takes: the guards' length tests sit at these bounds.
 TOKENS += [
