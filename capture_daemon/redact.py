@@ -1330,15 +1330,18 @@ _STDIN_READER = re.compile(
 _STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
+# Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
 _HERE_STRING = re.compile(
-    r"(?m)(?:^|(?<=[|;&(]))(?P<tail>[^\n|;&<]*)<<(?:<[ \t]*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"'<>()]+))"
-    r"|-?[ \t]*(?P<q>[\"']?)(?P<tag>\w+)(?P=q)[ \t]*\r?\n(?P<line>[^\r\n]+)\r?\n[ \t]*(?P=tag)[ \t]*$)"
+    r"<<(?:<[ \t]*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"'<>()\\]+))"
+    r"|-?[ \t]*(?P<q>[\"']?)(?P<tag>\w+)(?P=q)[ \t]*\r?\n(?P<line>[^\r\n]+)\r?\n[ \t]*(?P=tag)[ \t]*(?=\r?\n|\Z))"
 )
 _HERE_STRING_GATE = r"(?=<|-?[ \t]*[\"']?\w+[\"']?[ \t]*\r?\n)"
 
 
 def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
-    if not _STDIN_READER.search(m.group("tail")):
+    command = _line_prefix(text, m.start())
+    cut = _COMMAND_BREAK.match(command)
+    if not _STDIN_READER.search(command[cut.end() :] if cut else command):
         return None
     if m.start("line") >= 0:
         return None if _is_placeholder(m.group("line")) else _replace_group(text, m, "line", _CLI_MARK)
@@ -1350,10 +1353,10 @@ def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 # PowerShell's `ConvertTo-SecureString 'pw' -AsPlainText -Force` (`-String "pw"`): with
-# -AsPlainText on its line the string is the password in clear. (Two spellings, as anchors are
-# case-sensitive.)
+# -AsPlainText on its line the string is the password in clear. (As completion spells it: an
+# anchor is case-sensitive, and each costs every text a substring test.)
 _SECURE_STRING = re.compile(
-    r"(?:ConvertTo-SecureString|convertto-securestring)(?P<flags>(?:[ \t]+-(?i:String|AsPlainText|Force)\b)*)[ \t]+"
+    r"ConvertTo-SecureString(?P<flags>(?:[ \t]+-(?i:String|AsPlainText|Force)\b)*)[ \t]+"
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)')"
 )
 _AS_PLAIN_TEXT = re.compile(r"(?i)-AsPlainText\b")
@@ -1487,8 +1490,8 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     ),
     _Rule("pgpass", _PGPASS, _group("pgpass-password"), ((":", _PGPASS_GATE),)),
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),
-    _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),)),
-    _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""), ("securestring", ""))),
+    _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),), anchored=True),
+    _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""),)),
     _Rule("auth-pair", _AUTH_PAIR, _replace_auth_pair, ((",", _AUTH_PAIR_GATE),), anchored=True),
     # Microsoft Teams incoming webhooks.
     _Rule(
