@@ -79,7 +79,8 @@ What is detected (the marker's kind in brackets):
   'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
-  ``Signature=`` [url-signature]
+  ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
+  /etc/shadow ``$6$``/``$y$``, argon2), the scheme kept [password-hash]
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
   ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
@@ -1504,6 +1505,19 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
 
 _URL_SIGNATURE_AFTER = "|".join(f"(?<=[?&]{name}=)" for name in ("Signature", "signature", "X-Amz-Signature", "X-Goog-Signature"))
 
+# Password hashes in crypt(3) form: .htpasswd's `bob:$apr1$salt$hash` and `$2y$05$...`, /etc/shadow's
+# `root:$6$salt$hash:...`, `useradd -p '$6$...'`, Ansible's `password: "$6$..."`, yescrypt and
+# argon2. A hash is not the password, but a weak password falls to a dictionary run over it.
+# The scheme stays (`$6$`, `$2y$`), so that what was there can still be told. (A `$` starts a
+# shell variable too, so the shapes are exact: `awk '{print $1$2}'` is no hash.)
+_CRYPT_HASH = re.compile(
+    r"\$(?<![\w$]\$)(?P<scheme>(?:1|5|6|apr1|md5|sha1)\$(?:rounds=[0-9]+\$)?(?=[./A-Za-z0-9]{1,16}\$[./A-Za-z0-9]{22})"
+    r"|2[abxy]?\$[0-9]{2}\$(?=[./A-Za-z0-9]{53})|y\$(?=[./A-Za-z0-9]+\$[./A-Za-z0-9]+\$[./A-Za-z0-9]{43})"
+    r"|argon2(?:id|i|d)\$(?=v=[0-9]+\$m=[0-9]+,t=[0-9]+,p=[0-9]+\$[A-Za-z0-9+/]{8,}\$[A-Za-z0-9+/]{16}))"
+    r"(?P<s>[./A-Za-z0-9$=,+]+)"
+)
+_CRYPT_HASH_GATE = r"(?=(?:1|2[abxy]?|5|6|y|apr1|md5|sha1|argon2)\$|argon2)"
+
 _RULES: tuple[_Rule, ...] = (
     _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
     _token("anthropic-key", "sk-ant-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
@@ -1610,6 +1624,7 @@ _RULES: tuple[_Rule, ...] = (
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
     ),
+    _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
     _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),
 )
 

@@ -367,6 +367,27 @@ POSITIVE = [
         "<tls-auth>\n-----BEGIN OpenVPN Static key V1-----\n" + "\n".join([fake(32, HEX)] * 4) + "\n-----END OpenVPN Static key V1-----\n</tls-auth>",
         "<tls-auth>\n-----BEGIN OpenVPN Static key V1-----\n[REDACTED:private-key]\n-----END OpenVPN Static key V1-----\n</tls-auth>",
     ),
+    # --- password hashes (crypt form): the scheme stays ---
+    (
+        "htpasswd-file",
+        "$ cat .htpasswd\nbob:$apr1$r31.ab.x$" + fake(22) + "\nalice:$2y$05$" + fake(53),
+        "$ cat .htpasswd\nbob:$apr1$[REDACTED:password-hash]\nalice:$2y$05$[REDACTED:password-hash]",
+    ),
+    (
+        "shadow-line",
+        "root:$6$saltsalt$" + fake(86) + ":19000:0:99999:7:::",
+        "root:$6$[REDACTED:password-hash]:19000:0:99999:7:::",
+    ),
+    (
+        "ansible-user-password-hash",
+        '    password: "$6$rounds=656000$saltsalt$' + fake(86) + '"\nuseradd -m -p \'$6$salt$' + fake(43) + "' bob",
+        '    password: "$6$rounds=656000$[REDACTED:password-hash]"\nuseradd -m -p \'$6$[REDACTED:password-hash]\' bob',
+    ),
+    (
+        "argon2-hash",
+        "ADMIN_PASSWORD_HASH='$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$" + fake(43) + "'",
+        "ADMIN_PASSWORD_HASH='$argon2id$[REDACTED:password-hash]'",
+    ),
     # --- cookies: the values go, the names and Set-Cookie's attributes stay ---
     (
         "cookie-curl-verbose",
@@ -609,6 +630,7 @@ NEGATIVE = [
         '$s = ConvertTo-SecureString $encrypted\n$t = ConvertTo-SecureString "01000000d08c9ddf" -Key $key\n'
         "New-LocalUser -Name bob -Password $pw\nplink -P 22 bob@host\ndotnet run -p src/App\nxfreerdp /v:host /p:$PW",
     ),
+    ("dollar-lookalikes", "awk '{print $1$2$3$4$5$6}' file\necho $1$HOME costs $5$ 10\nPS1='$6$USER'"),
     ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),
 ]
 

@@ -117,6 +117,8 @@ TOKENS += [
     ("onepassword-token", "ops" + "_eyJ" + fake(60)),
     ("doppler-token", "dp" + ".st.dev_eu." + fake(43)),
     ("aws-ecr-token", "eyJwYXlsb2FkIjoi" + fake(60) + "=="),
+    ("password-hash", "$6$" + fake(8) + "$" + fake(86)),
+    ("password-hash", "$2b$12$" + fake(53)),
 ]
 # The same at the shortest length each rule takes: the guards' length tests sit at these bounds.
 TOKENS += [
