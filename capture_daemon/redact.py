@@ -153,6 +153,7 @@ import difflib
 import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -954,30 +955,80 @@ _PROGRAM_OPENERS = re.compile(r"[\"'`(\[{,]")
 _CLI_MARK = marker("cli-flag")
 
 
-def _program_flags(text: str, pos: int) -> _FlagSpec:
-    """The password-taking flags of the program that the flag at `pos` belongs to: the nearest
-    known program before it in its command (after the last `|`, `;`, `&&` on its line)."""
-    line = _line_prefix(text, pos)
-    cut = _COMMAND_BREAK.match(line)
-    return _command_flags((line[cut.end() :] if cut else line).split())
+def _program_of(word: str) -> str:
+    """The program a command word names: quotes and brackets around it cut off (`{"cmd": "curl`,
+    `subprocess.run(["mysql"`; the command may open a quoted value glued to what precedes it:
+    `MYSQL="mysql`, `alias db='redis-cli`, `{"command":"sshpass`, `f"curl`), its directory and
+    `.exe` too."""
+    return _PROGRAM_OPENERS.split(word.rstrip("\"'`([{,"))[-1].rsplit("/", 1)[-1].removesuffix(".exe")
+
+
+class _CommandState:
+    """The nearest known program among a command's words so far (None: none, or one that runs
+    another, whose flags are its own), and for a program with a subcommand whether it came."""
+
+    __slots__ = ("prog", "sub_seen")
+
+    def __init__(self) -> None:
+        self.prog: Optional[str] = None
+        self.sub_seen = False
+
+    def add(self, word: str) -> None:
+        if not word or word[0] == "-":  # a flag: never a program (most words of a long command)
+            return
+        prog = _program_of(word)
+        if prog in _FLAG_SECRETS or prog in _FLAG_SUBCOMMANDS:
+            self.prog, self.sub_seen = prog, False
+        elif prog in _OTHER_PROGRAMS:
+            self.prog = None
+        elif self.prog in _FLAG_SUBCOMMANDS and word == _FLAG_SUBCOMMANDS[self.prog][0]:
+            self.sub_seen = True
+
+    def flags(self) -> _FlagSpec:
+        if self.prog in _FLAG_SECRETS:
+            return _FLAG_SECRETS[self.prog] + _ANY_PROGRAM_FLAGS
+        if self.prog in _FLAG_SUBCOMMANDS:
+            return (_FLAG_SUBCOMMANDS[self.prog][1] if self.sub_seen else ()) + _ANY_PROGRAM_FLAGS
+        return _ANY_PROGRAM_FLAGS
 
 
 def _command_flags(words: list[str]) -> _FlagSpec:
     """The password-taking flags of the nearest known program among `words`, a command's words
-    up to the flag."""
-    for i in range(len(words) - 1, -1, -1):
-        # (Quotes and brackets around it: `{"cmd": "curl -u ...`, `subprocess.run(["mysql", ...`;
-        # the command may open a quoted value glued to what precedes it: `MYSQL="mysql -p...`,
-        # `alias db='redis-cli -a ...`, `{"command":"sshpass -p ...`, `f"curl -u ...`.)
-        prog = _PROGRAM_OPENERS.split(words[i].rstrip("\"'`([{,"))[-1].rsplit("/", 1)[-1].removesuffix(".exe")
-        if prog in _FLAG_SECRETS:
-            return _FLAG_SECRETS[prog] + _ANY_PROGRAM_FLAGS
-        if prog in _FLAG_SUBCOMMANDS:
-            sub, flags = _FLAG_SUBCOMMANDS[prog]
-            return (flags if sub in words[i + 1 :] else ()) + _ANY_PROGRAM_FLAGS
-        if prog in _OTHER_PROGRAMS:
-            break
-    return _ANY_PROGRAM_FLAGS
+    (or an argv list's items) up to the flag, in order."""
+    state = _CommandState()
+    for word in words:
+        state.add(word)
+    return state.flags()
+
+
+# Where a command ends: a line's end (a JSON-escaped `\n` too), `|`, `;`, `&`, a backtick or `(`
+# (`||`, `&&` and `$(` hold one of these).
+_COMMAND_END = re.compile(r"\n|\\n|[|;&`(]")
+# The last text whose flags were looked up, the offset looked up, and the command's state there
+# (per thread): the flags of one text are looked up in order, and each lookup reads on from
+# the last one. Reading each flag's whole line cost a line of a thousand flags (a compiler's, in
+# `make VERBOSE=1` output) a million words: 93 s for 10 MB.
+_SCAN = threading.local()
+
+
+def _program_flags(text: str, pos: int) -> _FlagSpec:
+    """The password-taking flags of the program that the flag at `pos` belongs to: the nearest
+    known program before it in its command (after the last `|`, `;`, `&&` on its line)."""
+    last = getattr(_SCAN, "last", None)
+    if last is not None and last[0] is text and last[1] <= pos:
+        start, state = last[1], last[2]
+    else:
+        escaped = text.rfind("\\n", 0, pos)
+        start, state = max(text.rfind("\n", 0, pos) + 1, escaped + 2 if escaped >= 0 else 0), _CommandState()
+    end = None
+    for end in _COMMAND_END.finditer(text, start, pos):
+        pass
+    if end is not None:
+        start, state = end.end(), _CommandState()
+    for word in text[start:pos].split():
+        state.add(word)
+    _SCAN.last = (text, pos, state)
+    return state.flags()
 
 
 def _mark_arg(token: str, form: str) -> Optional[str]:
@@ -1833,12 +1884,15 @@ def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
         return text, 0
     starts = _gate_starts(text)
     total = 0
-    for i in sorted(starts):
-        rule = _RULES[i]
-        # Gate offsets hold until a replacement shifts the text; after that, search it all.
-        at = sorted(starts[i]) if rule.anchored and not total else None
-        text, n = _apply(rule, text, at)
-        total += n
+    try:
+        for i in sorted(starts):
+            rule = _RULES[i]
+            # Gate offsets hold until a replacement shifts the text; after that, search it all.
+            at = sorted(starts[i]) if rule.anchored and not total else None
+            text, n = _apply(rule, text, at)
+            total += n
+    finally:
+        _SCAN.last = None  # (it holds a text)
     return text, total
 
 

@@ -966,8 +966,11 @@ def test_non_ascii_text_is_handled() -> None:
         "key=" * 50000,  # every `=` gated, none a secret
         "sort_key=lambda " * 20000,
         '\\"' * 100_000 + "password",
+        "-x " * 30_000,  # a flag's program was looked for over its whole line, for every flag
+        ("c++ " + "-I/usr/include/x -DFOO=1 -O2 -Wall " * 2_000 + "-c x.cpp\n") * 5,  # make VERBOSE=1
     ],
-    ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes"],
+    ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
+         "flags-run", "compile-lines"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
