@@ -1064,7 +1064,27 @@ def _within_string(text: str, m: "re.Match[str]") -> Optional["re.Match[str]"]:
     return _SHORT_FLAG.match(text, m.start(), cut) if cut >= 0 else None
 
 
+# Every flag that some program here takes a secret with: a first look turns most flags away
+# before their program is looked for (a compiler's line is thousands of flags, none of these).
+_SECRET_FLAGS = frozenset(
+    flag for spec in (*_FLAG_SECRETS.values(), *(flags for _, flags in _FLAG_SUBCOMMANDS.values()), _ANY_PROGRAM_FLAGS)
+    for flag, _, _ in spec
+)
+_SECRET_FLAG_START = re.compile("|".join(sorted(map(re.escape, _SECRET_FLAGS), key=len, reverse=True)))
+_SECRET_FLAG_LETTERS = frozenset(flag for flag in _SECRET_FLAGS if len(flag) == 1)
+
+
+def _may_take_secret(word: str) -> bool:
+    """Whether _replace_flag could find a secret flag in `word` for any program: it starts with
+    one (`-p`, `-pPW`, `--user=x`), or is a cluster of letters ending in a one-letter one (`-sSfu`).
+    (Up to a quote: a flag inside a JSON string is cut there, see _within_string.)"""
+    word = word.partition('"')[0]
+    return _SECRET_FLAG_START.match(word) is not None or (word.isalpha() and word[-1] in _SECRET_FLAG_LETTERS)
+
+
 def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _may_take_secret(m.group("word")):
+        return None
     inner = _within_string(text, m)
     if inner is not None:
         new = _replace_short_flag(text, inner)
