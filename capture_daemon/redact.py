@@ -97,7 +97,14 @@ What is detected (the marker's kind in brackets):
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
-  ``net use \\\\srv\\share PW``
+  ``net use \\\\srv\\share PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
+  ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
+  add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
+  TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``,
+  ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays)
+- ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
+  or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
+  XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -135,8 +142,10 @@ from the text costs one substring test, and a guard of a character or two after 
 (``_ANCHOR_GUARDS``) turns away most of the dashes, dots and colons of ordinary output before
 any look-behind runs. See ``_build_gates``; ``benchmarks/bench_redact.py`` measures it against
 running every rule, and tests check that both give the same result. Prefixes with no such
-character of their own (``machine``, ``requirepass``, ``Private-Lines:``, ``dapi``) are anchors
-of several characters: a substring test each, so they are kept few.
+character of their own (``machine``, ``requirepass``, ``Private-Lines:``, ``dapi``, ``login``,
+``rabbitmqctl``) are anchors of several characters: a substring test each (about 1% of the time
+each), so they are kept few; a rule that can, gates on an anchor that is scanned for already
+(``bw unlock`` at ``b``, ``http-basic.`` at ``-``, ``AUTH`` at ``A``).
 
 Failures: a bug in here raises ``RedactionError`` naming the function and the exception type,
 never the text (builtin exceptions can quote their input, and messages reach logs).
@@ -842,7 +851,19 @@ def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
         return None  # "set it with the --password option and ..."
+    if m.group(0).startswith("--secret") and m.group(0)[8] in " \t" and _pulumi_config_set(text, m.start()):
+        return None  # a switch there: `pulumi config set --secret NAME VALUE` (VALUE: _POSITIONAL_SECRETS)
     return _replace_group(text, m, group, _CLI_FLAG_MARK)
+
+
+def _pulumi_config_set(text: str, pos: int) -> bool:
+    """Whether `pos` is in a `pulumi config set` command (not `set-all`, whose `--secret` takes K=V)."""
+    words = _command_before(text, pos)
+    at = next((i for i, w in enumerate(words) if _program_of(w) == "pulumi"), None)
+    if at is None:
+        return False
+    after = words[at + 1 :]
+    return [after[i] for i in _positional_args("pulumi", after)][:2] == ["config", "set"]
 
 
 # --- AWS: the key id, and the secret key when it follows the id (credentials CSV, `id secret`) ---
@@ -1222,6 +1243,194 @@ def _replace_htpasswd(text: str, m: "re.Match[str]") -> Optional[str]:
 _SQLPLUS = re.compile(r"sqlplus(?:[ \t]+-[A-Za-z]+)*[ \t]+[\"']?[\w$#.]+/(?P<s>\"[^\"\r\n]+\"|[^\s@\"'/;|&\\]+)")
 # Windows' `net use [X:] \\server\share PW [/user:NAME]` (a `*` prompts, a `/` starts an option).
 _NET_USE = re.compile(r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)")
+
+
+# --- secrets that a program takes as a positional argument after a subcommand: one table ---
+# `cargo login TOKEN`, `vault login TOKEN`, `bw unlock PW`, `bw login EMAIL PW`, `rabbitmqctl
+# add_user USER PW`, `poetry config http-basic.REPO USER PW`, `nmcli dev wifi connect SSID password
+# PW`, `pulumi config set --secret NAME VALUE`, `mc alias set ALIAS URL KEY SECRET`.
+# Each entry: (program, the words that must come between it and the key word, in order (None: any
+# words, nmcli's `device wifi connect SSID`), the key word (a regex), which positional word after
+# the key word is the secret (0: the first), a flag the command must hold ("": none)). Flags may
+# come anywhere; the ones in _POSITIONAL_VALUE_FLAGS take the next word as their value (`cargo
+# login --registry NAME TOKEN`, `vault login -method github`), every other is taken for a switch.
+#
+# The rule is tried only at the key word, found through anchors the gates already scan for (`_`
+# of `add_user`, `-` of `http-basic.`, `password`, `set`) or two of its own (`login`, `unlock`:
+# a substring test each); the program is read back on the key word's line (_command_before).
+_POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str], ...] = (
+    ("cargo", (), "login", 0, ""),
+    ("vault", (), "login", 0, ""),  # (`-method=userpass username=bob`: K=V words, no token)
+    ("bw", (), "unlock", 0, ""),
+    ("bw", (), "login", 1, ""),
+    ("rabbitmqctl", (), "add_user|change_password|authenticate_user", 1, ""),
+    ("poetry", ("config",), r"http-basic\.[^\s=]+", 1, ""),
+    ("poetry", ("config",), r"pypi-token\.[^\s=]+", 0, ""),
+    ("nmcli", None, "password|802-1x\\.password", 0, ""),
+    ("nmcli", None, r"(?:wifi-sec|802-11-wireless-security)\.(?:psk|wep-key[0-3]|leap-password)", 0, ""),
+    ("pulumi", ("config",), "set", 1, "--secret"),
+    ("mc", ("alias",), "set", 3, ""),  # MinIO: mc alias set ALIAS URL ACCESS_KEY SECRET_KEY
+)
+_POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
+    "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
+    # (Go flags: `-method` or `--method`, both looked up without their dashes.)
+    "vault": frozenset({"method", "path", "address", "namespace", "ns", "format", "field", "ca-cert", "ca-path", "client-cert",
+                        "client-key", "tls-server-name", "wrap-ttl", "mfa", "header", "policy-override", "agent-address"}),
+    "bw": frozenset({"--method", "--code", "--passwordenv", "--passwordfile", "--session"}),
+    "rabbitmqctl": frozenset({"-n", "--node", "-t", "--timeout", "-p", "--vhost"}),
+    "poetry": frozenset({"-C", "--directory", "-P", "--project"}),
+    "nmcli": frozenset({"-f", "--fields", "-m", "--mode", "-c", "--colors", "-e", "--escape", "-w", "--wait", "-g", "--get-values"}),
+    "pulumi": frozenset({"-s", "--stack", "-C", "--cwd", "--config-file"}),
+    "mc": frozenset({"--config-dir", "-C"}),
+}
+_POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
+_POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
+# Where the rule starts: at the anchor that its gate found in the key word (a literal first, so
+# that a search of the whole text, once an earlier rule has changed it, scans for that literal),
+# and the gate: (anchor, where the rule starts, look). The rest of the command follows: up to a
+# line break (a JSON-escaped one too), `|`, `;`, `&`, a backtick, a bracket or a redirection. (A
+# JSON string's closing quote: see _replace_positional.)
+_POSITIONAL_REST = r"(?=[ \t])(?P<rest>(?:[^\r\n|;&`()<>\\]|\\(?![nr]))*)"
+_POSITIONAL_GATES = (
+    ("login", r"login(?<![\w.-]login)", r"(?<![\w.-]login)(?=[ \t])"),
+    # (`bw unlock` at the `b` that the bearer and basic gates scan for: an `unlock` anchor cost 1%.)
+    ("b", r"bw(?<![\w.-]bw)[ \t]+(?:-[\w-]+[ \t]+){0,4}(?P<key>unlock)", r"(?<![\w.-]b)(?=w[ \t]+(?:-[\w-]+[ \t]+){0,4}unlock[ \t])"),
+    # (At the program: a branch for `add_user` at the `_` gate cost every `_` of snake_case more
+    # than this long needle's substring test.)
+    (
+        "rabbitmqctl",
+        r"rabbitmqctl(?:\.bat)?[ \t]+(?:-[\w-]+[ \t]+(?:[^\s-]\S*[ \t]+)??){0,6}?(?P<key>add_user|change_password|authenticate_user)",
+        r"(?=(?:\.bat)?[ \t])",
+    ),
+    (
+        "-",
+        r"-(?<=http-|pypi-|wifi-|less-)(?:basic|token|sec|security)\.[\w.-]*",
+        r"(?<=http-|pypi-|wifi-|less-)(?=(?:basic|token|sec|security)\.[\w.-]*[ \t])",
+    ),
+    ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
+    # (`pulumi config set`, `mc alias set`: prose and code say " set " all the time.)
+    ("set", r"set(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))", r"(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))(?=[ \t])"),
+)
+# One shell word of it: quoted (`\"...\"` inside a JSON string), or bare, or both glued.
+_ARG_WORD = re.compile(r"(?:\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"[^\"]*\"|'[^']*'|[^\s\"'\\]+|\\(?![nrt\"]))+")
+_STRING_CLOSE = re.compile(r'\\*"(?=[ \t]*(?:[,}\]:]|\Z))')
+_KEY_HEAD = re.compile(r"[^\s\"'`]*\Z")
+_PROSE_WORDS = re.compile(r"[A-Za-z][a-z]*(?:[ \t]+[A-Za-z][a-z]*){2}")
+
+
+def _command_before(text: str, pos: int) -> list[str]:
+    """The words of the command that `pos` sits in, before `pos` (after the last `|`, `;`, `&&`,
+    `(` or backtick on its line)."""
+    prefix = _line_prefix(text, pos)
+    cut = _COMMAND_BREAK.match(prefix)
+    return (prefix[cut.end() :] if cut else prefix).split()
+
+
+def _positional_args(program: str, words: list[str]) -> list[int]:
+    """The indexes of the positional words among `words`, a command's words after its program:
+    the flags and their values left out."""
+    value_flags = _POSITIONAL_VALUE_FLAGS.get(program, frozenset())
+    go = program == "vault"
+    out, i, flags_over = [], 0, False
+    while i < len(words):
+        word = words[i].strip("\"'")
+        if not flags_over and word == "--":
+            flags_over = True
+        elif not flags_over and word.startswith("-") and len(word) > 1:
+            if "=" not in word and (word.lstrip("-") if go else word) in value_flags:
+                i += 1  # its value
+        elif not (program == "cargo" and word.startswith("+")):  # cargo +nightly login
+            out.append(i)
+        i += 1
+    return out
+
+
+def _replace_positional(text: str, m: "re.Match[str]") -> Optional[str]:
+    if "key" in m.re.groupindex:  # the match starts at the program (`bw unlock`)
+        before, key_start, key = _line_prefix(text, m.start()), m.start("key"), m.group("key")
+    else:  # at the key word or inside it (`add_user`: at its `_`)
+        before = _line_prefix(text, m.start())
+        head = _KEY_HEAD.search(before).group()
+        key_start = m.start() - len(head)
+        key = head + text[m.start() : m.start("rest")]
+    entries = [entry for pattern, entry in _POSITIONAL_KEYS if pattern.fullmatch(key)]
+    if not entries:
+        return None
+    command = _command_before(text, key_start)
+    # A string that closes (`{"command": "bw unlock pw", ...}`, `\\", \\"next\\"` a level down) ends the command.
+    close = _STRING_CLOSE.search(text, m.start("rest"), m.end())
+    rest_end = close.start() if close else m.end()
+    rest = [(w.group(), w.start(), w.end()) for w in _ARG_WORD.finditer(text, m.start("rest"), rest_end)]
+    for program, path, _, index, needs in entries:
+        at = next((i for i in range(len(command) - 1, -1, -1)
+                   if _program_of(command[i]).removesuffix(".bat").removesuffix(".cmd") == program), None)
+        if at is None:
+            continue
+        between = [command[at + 1 + j] for j in _positional_args(program, command[at + 1 :])]
+        if path is not None and between != list(path):
+            continue
+        if needs and not any(w.strip("\"'") == needs for w in command[at + 1 :] + [w for w, _, _ in rest]):
+            continue
+        positional = _positional_args(program, [w for w, _, _ in rest])
+        if index >= len(positional):
+            continue
+        word, start, end = rest[positional[index]]
+        if program == "vault" and "=" in word:
+            continue
+        if _PROSE_WORDS.match(" ".join(rest[j][0] for j in positional)):
+            continue  # "cargo login is how you log in", "rabbitmqctl add_user creates a user"
+        escaped = word.startswith('\\"') and word.endswith('\\"') and len(word) > 4  # `\\"my pw\\"` in a JSON string
+        if escaped:
+            new = None if _is_placeholder(word[2:-2]) else '\\"' + _CLI_MARK + '\\"'
+        else:
+            new = _mark_arg(word, "")
+        if new is None:
+            continue
+        return text[m.start() : start] + new + text[end : m.end()]
+    return None
+
+
+# --- `AUTH` commands: Redis's `AUTH [USER] PW` typed at redis-cli's prompt (`127.0.0.1:6379> auth
+# pw`, any case there) or sent by a script (`echo "AUTH pw" | redis-cli`, `redis-cli AUTH pw`), and
+# SASL in SMTP transcripts (`openssl s_client -starttls smtp`, smtplib's debug output): `AUTH PLAIN
+# <base64 of \0user\0pw>`, `AUTH XOAUTH2 <base64 holding a bearer token>`, and after `AUTH LOGIN`
+# (or a bare `AUTH PLAIN`) the line that answers the server's `334 UGFzc3dvcmQ6` ("Password:" in
+# base64; `334 ` with nothing for PLAIN). The user name (`AUTH default pw`, LOGIN's first line) stays.
+# Upper-case `AUTH` only where a command starts (a line, a prompt's `>`, a quote, `redis-cli`'s
+# words, a transcript's `C:`), with at most two words after it: prose says "the AUTH command
+# takes a password", and a server's `250-AUTH PLAIN LOGIN` lists mechanisms.
+_NL = r"(?:\r?\n|\\r\\n|\\n)"
+_LINE_CHAR = r"(?:[^\r\n\\]|\\(?![rn]))"
+_AUTH_ARG = r"[^\s\"'`;|&\\]+"
+# (After `AUTH` at a command's start, or `auth` in any case after a prompt's `host:6379>`.)
+_AUTH_ARGS = (
+    r"[ \t]+(?:"
+    rf"(?P<mech>LOGIN|PLAIN|login|plain)(?:[ \t]+{_AUTH_ARG})?[ \t]*{_NL}(?:{_LINE_CHAR}*{_NL}){{0,6}}?{_LINE_CHAR}*?"
+    rf"334(?:[ \t]+[Uc]GFzc3dvcmQ6|[ \t]*(?={_NL})){_LINE_CHAR}*{_NL}(?:{_LINE_CHAR}*GFzc3dvcmQ6{_LINE_CHAR}*{_NL})?"
+    r"[ \t]*(?:(?:C:|send:)[ \t]*b?[\"']?)?(?P<pw>[A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])"
+    rf"|(?P<a>{_AUTH_ARG})(?:[ \t]+(?P<b>{_AUTH_ARG}))?[ \t]*(?=[\r\n\"'`;|&)]|\\[rn]|\Z))"
+)
+_AUTH_AT = re.compile(r"(?:^|[>\"'`(;|&]|(?:^|[\s/\"'])redis-cli(?:\.exe)?[ \t].*|^[ \t]*C:)[ \t]*\Z")
+# SASL mechanisms whose first message holds the secret; the others' (LOGIN: the user name;
+# CRAM-MD5, SCRAM: a challenge's answer) do not.
+_SASL_SECRET_FIRST = frozenset({"PLAIN", "XOAUTH2", "OAUTHBEARER"})
+_SASL_OTHERS = frozenset({"LOGIN", "CRAM-MD5", "DIGEST-MD5", "GSSAPI", "NTLM", "EXTERNAL", "ANONYMOUS"})
+_SASL_MARK, _REDIS_MARK = marker("sasl-credentials"), marker("redis-password")
+
+
+def _replace_auth_command(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group(0)[0] == "A" and not _AUTH_AT.search(_line_prefix(text, m.start())):
+        return None
+    if m.group("pw") is not None:
+        return None if _is_placeholder(m.group("pw")) else _replace_group(text, m, "pw", _SASL_MARK)
+    a, b = m.group("a"), m.group("b")
+    mech = a.upper()
+    if mech in _SASL_SECRET_FIRST or mech in _SASL_OTHERS or mech.startswith("SCRAM-"):
+        if mech not in _SASL_SECRET_FIRST or b is None or _is_placeholder(b):
+            return None
+        return _replace_group(text, m, "b", _SASL_MARK)
+    group = "a" if b is None else "b"
+    return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _REDIS_MARK)
 
 
 # SQL that sets a password: PostgreSQL's `CREATE USER bob WITH PASSWORD 'x'`, `ALTER ROLE bob
@@ -1684,6 +1893,19 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
     _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
+    # One table, _POSITIONAL_SECRETS; a rule per anchor of its key words.
+    *(
+        _Rule("positional-secret", re.compile(start + _POSITIONAL_REST), _replace_positional, ((anchor, look),), anchored=True)
+        for anchor, start, look in _POSITIONAL_GATES
+    ),
+    _Rule("auth-command", re.compile("AUTH(?<![\\w-]AUTH)" + _AUTH_ARGS), _replace_auth_command, (("A", r"(?<![\w-]A)(?=UTH[ \t])"),), anchored=True),
+    _Rule(
+        "auth-command",
+        re.compile(r":[0-9]+(?:\[[0-9]+\])?>[ \t]*(?i:auth)" + _AUTH_ARGS),
+        _replace_auth_command,
+        ((":", r"(?=[0-9]+(?:\[[0-9]+\])?>[ \t]*(?i:auth)[ \t])"),),
+        anchored=True,
+    ),
     _Rule(
         "sql-password",
         _SQL_PASSWORD,
@@ -1734,6 +1956,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
         (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
+        # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`
+        (r"(?<=[ips]-)(?=[bst])", frozenset({"positional-secret"})),
         (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
@@ -1753,8 +1977,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # one guard for all of these, so that a plain colon fails two branches, not five.
     ":": (
         (
-            "(?:(?=//|A[AP])|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
-            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass"}),
+            r"(?:(?=//|A[AP]|[0-9]+(?:\[[0-9]+\])?>)|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
+            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command"}),
         ),
         (_sep_guard(":", ""), None),
     ),

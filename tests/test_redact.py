@@ -318,6 +318,55 @@ POSITIVE = [
     ("htpasswd-nb", "htpasswd -nb admin hunter2 >> users", "htpasswd -nb admin [REDACTED:cli-flag] >> users"),
     ("sqlplus", "sqlplus scott/tiger@orcl @run.sql\nsqlplus -s system/hunter2", "sqlplus scott/[REDACTED:cli-flag]@orcl @run.sql\nsqlplus -s system/[REDACTED:cli-flag]"),
     ("net-use", "net use Z: \\\\srv\\share hunter2 /user:CORP\\bob", "net use Z: \\\\srv\\share [REDACTED:cli-flag] /user:CORP\\bob"),
+    # ... after a subcommand (one table: program, subcommand, which word after it)
+    ("cargo-login", "cargo login cio1234567890abcdefABCDEF", "cargo login [REDACTED:cli-flag]"),
+    ("cargo-login-registry", "cargo +nightly login --registry my-reg cio98765abc", "cargo +nightly login --registry my-reg [REDACTED:cli-flag]"),
+    ("vault-login-legacy", "vault login s.Abc123def456GHI789jkl", "vault login [REDACTED:cli-flag]"),
+    ("vault-login-switch", "vault login -no-print s.Abc123def456GHI789jkl", "vault login -no-print [REDACTED:cli-flag]"),
+    ("bw-unlock", "bw unlock hunter2pass\nbw unlock --raw 'my pw'", "bw unlock [REDACTED:cli-flag]\nbw unlock --raw '[REDACTED:cli-flag]'"),
+    ("bw-login", "bw login bob@example.com hunter2", "bw login bob@example.com [REDACTED:cli-flag]"),
+    ("rabbitmqctl-add-user", "rabbitmqctl add_user admin hunter2", "rabbitmqctl add_user admin [REDACTED:cli-flag]"),
+    (
+        "rabbitmqctl-change-password",
+        "docker exec rmq rabbitmqctl -n rabbit@h change_password admin 's3 cr3t' && rabbitmqctl set_user_tags admin administrator",
+        "docker exec rmq rabbitmqctl -n rabbit@h change_password admin '[REDACTED:cli-flag]' && rabbitmqctl set_user_tags admin administrator",
+    ),
+    ("poetry-http-basic", "poetry config http-basic.myrepo alice hunter2", "poetry config http-basic.myrepo alice [REDACTED:cli-flag]"),
+    ("poetry-pypi-token", "poetry config --local pypi-token.testpypi abc123def456", "poetry config --local pypi-token.testpypi [REDACTED:cli-flag]"),
+    (
+        "nmcli-wifi-connect",
+        'nmcli device wifi connect MyNet password "my wifi pw" ifname wlan0',
+        'nmcli device wifi connect MyNet password "[REDACTED:cli-flag]" ifname wlan0',
+    ),
+    (
+        "nmcli-psk",
+        "nmcli con modify home wifi-sec.psk hunter2\nnmcli c add type wifi 802-11-wireless-security.psk hunter2",
+        "nmcli con modify home wifi-sec.psk [REDACTED:cli-flag]\nnmcli c add type wifi 802-11-wireless-security.psk [REDACTED:cli-flag]",
+    ),
+    ("mc-alias-set", "mc alias set local http://localhost:9000 minioadmin s3cr3tKey99", "mc alias set local http://localhost:9000 minioadmin [REDACTED:cli-flag]"),
+    ("positional-in-json", '{"command": "bw unlock hunter2", "description": "Unlock"}', '{"command": "bw unlock [REDACTED:cli-flag]", "description": "Unlock"}'),
+    ("heroku-config-set", "heroku config:set API_KEY=abc123def456ghi789 -a app", "heroku config:set API_KEY=[REDACTED:assignment] -a app"),
+    # pulumi's --secret is a switch: the value goes, the name stays, whatever it is called
+    ("pulumi-secret-flag-first", "pulumi config set --secret myThing abc123 -s dev", "pulumi config set --secret myThing [REDACTED:cli-flag] -s dev"),
+    ("pulumi-secret-flag-last", "pulumi --cwd infra config set myThing abc123 --secret", "pulumi --cwd infra config set myThing [REDACTED:cli-flag] --secret"),
+    ("pulumi-secret-name", "pulumi config set --secret dbPassword hunter2", "pulumi config set --secret dbPassword [REDACTED:assignment]"),
+    # --- AUTH commands: Redis at its prompt or in a script, SMTP SASL transcripts ---
+    ("redis-auth-prompt", "127.0.0.1:6379> AUTH hunter2\nOK", "127.0.0.1:6379> AUTH [REDACTED:redis-password]\nOK"),
+    ("redis-auth-user", "127.0.0.1:6379> AUTH default hunter2", "127.0.0.1:6379> AUTH default [REDACTED:redis-password]"),
+    ("redis-auth-lower", "localhost:6379[2]> auth hunter2", "localhost:6379[2]> auth [REDACTED:redis-password]"),
+    (
+        "redis-auth-script",
+        'send "AUTH hunter2\\r"\nredis-cli -h cache AUTH hunter2',
+        'send "AUTH [REDACTED:redis-password]\\r"\nredis-cli -h cache AUTH [REDACTED:redis-password]',
+    ),
+    ("smtp-auth-plain", "AUTH PLAIN AGFsaWNlAGh1bnRlcjI=\n235 2.7.0 Authentication successful", "AUTH PLAIN [REDACTED:sasl-credentials]\n235 2.7.0 Authentication successful"),
+    ("smtplib-auth-plain", "send: 'AUTH PLAIN AGFsaWNlAGh1bnRlcjI=\\r\\n'", "send: 'AUTH PLAIN [REDACTED:sasl-credentials]\\r\\n'"),
+    (
+        "smtp-auth-login",
+        "AUTH LOGIN\n334 VXNlcm5hbWU6\nYWxpY2U=\n334 UGFzc3dvcmQ6\naHVudGVyMg==\n235 2.7.0 Accepted",
+        "AUTH LOGIN\n334 VXNlcm5hbWU6\nYWxpY2U=\n334 UGFzc3dvcmQ6\n[REDACTED:sasl-credentials]\n235 2.7.0 Accepted",
+    ),
+    ("smtp-auth-plain-prompted", "AUTH PLAIN\n334 \nAGFsaWNlAGh1bnRlcjI=\n235 ok", "AUTH PLAIN\n334 \n[REDACTED:sasl-credentials]\n235 ok"),
     # --- passwords fed to a program's stdin, PowerShell's plain-text SecureString ---
     (
         "here-string-password-stdin",
@@ -601,6 +650,19 @@ NEGATIVE = [
         "positional-password-lookalikes",
         "htpasswd -c .htpasswd admin\nhtpasswd -D .htpasswd admin\nsqlplus / as sysdba\nsqlplus /nolog\nsqlplus scott@orcl\n"
         "net use Z: \\\\srv\\share /user:bob\nnet use \\\\srv\\share * /user:bob\nnet use Z: /delete",
+    ),
+    (
+        "positional-lookalikes",
+        "cargo login is how you log in\nvault login -method=github\nvault login -method github\nbw unlock --check\n"
+        "bw unlock --passwordenv BW_PW\nrabbitmqctl list_users\nrabbitmqctl add_user creates a user\n"
+        "poetry config http-basic.foo alice\ncargo login $CARGO_TOKEN\nbw unlock ${PW}\ncargo login <token>\n"
+        "pulumi config set --secret dbConnection\npulumi config set region us-east-1\ngit config set user.name bob\n"
+        '{"command": "rabbitmqctl add_user bob", "description": "Add user bob"}',
+    ),
+    (
+        "auth-lookalikes",
+        "AUTHORS\nAuthentication failed for user bob\nthe AUTH command takes a password\n250-AUTH PLAIN LOGIN\n"
+        "250 AUTH LOGIN PLAIN\nAUTH LOGIN YWxpY2U=\n127.0.0.1:6379> AUTH $REDIS_PASSWORD\n(error) NOAUTH Authentication required.",
     ),
     ("cookie-prose", "The server sends a Set-Cookie header and the browser stores the cookie; see the Cookie: header."),
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
@@ -968,9 +1030,12 @@ def test_non_ascii_text_is_handled() -> None:
         '\\"' * 100_000 + "password",
         "-x " * 30_000,  # a flag's program was looked for over its whole line, for every flag
         ("c++ " + "-I/usr/include/x -DFOO=1 -O2 -Wall " * 2_000 + "-c x.cpp\n") * 5,  # make VERBOSE=1
+        "rabbitmqctl -n " * 30_000,  # a program's flags before its subcommand, tried from each program
+        "AUTH LOGIN\n" * 50_000,  # each looks a few lines ahead for the password prompt
+        "cargo login " + "a " * 100_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
-         "flags-run", "compile-lines"],
+         "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
