@@ -1318,12 +1318,17 @@ _KEY_HEAD = re.compile(r"[^\s\"'`]*\Z")
 _PROSE_WORDS = re.compile(r"[A-Za-z][a-z]*(?:[ \t]+[A-Za-z][a-z]*){2}")
 
 
-def _command_before(text: str, pos: int) -> list[str]:
-    """The words of the command that `pos` sits in, before `pos` (after the last `|`, `;`, `&&`,
-    `(` or backtick on its line)."""
+def _command_text(text: str, pos: int) -> str:
+    """The command that `pos` sits in, up to `pos` (after the last `|`, `;`, `&&`, `(` or
+    backtick on its line)."""
     prefix = _line_prefix(text, pos)
     cut = _COMMAND_BREAK.match(prefix)
-    return (prefix[cut.end() :] if cut else prefix).split()
+    return prefix[cut.end() :] if cut else prefix
+
+
+def _command_before(text: str, pos: int) -> list[str]:
+    """The words of the command that `pos` sits in, before `pos`."""
+    return _command_text(text, pos).split()
 
 
 def _positional_args(program: str, words: list[str]) -> list[int]:
@@ -1620,9 +1625,7 @@ _HERE_STRING_GATE = r"(?=<|-?[ \t]*[\"']?\w+[\"']?[ \t]*\r?\n)"
 
 
 def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
-    command = _line_prefix(text, m.start())
-    cut = _COMMAND_BREAK.match(command)
-    if not _STDIN_READER.search(command[cut.end() :] if cut else command):
+    if not _STDIN_READER.search(_command_text(text, m.start())):
         return None
     if m.start("line") >= 0:
         return None if _is_placeholder(m.group("line")) else _replace_group(text, m, "line", _CLI_MARK)
