@@ -330,6 +330,22 @@ def test_precision_setting(precision, cuda, expected):
     assert uses_bf16(precision, cuda) is expected
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_native_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch, native):
+    """sft.precision = "native" (the presets'): bf16 autocast on a CPU with AVX512-BF16 or AMX,
+    float32 on one without (where bf16 is emulated and slower), and the run's settings say which."""
+    from trainer.pipeline import settings_summary
+    from trainer.sft import uses_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert uses_bf16("native", cuda=False) is native
+    summary = settings_summary(load_config(overrides=[("sft.precision", "native"), ("sft.method", "full")]))
+    method_line = next(line for line in summary.splitlines() if line.lstrip().startswith("method"))
+    assert method_line.endswith(", bf16" if native else ", float32 (no native bf16 here)"), method_line
+
+
 def test_bf16_on_a_cpu_without_native_bf16_says_so(monkeypatch):
     from trainer.config import check_config
 

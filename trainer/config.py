@@ -122,8 +122,10 @@ class SFTSection:
     gradient_checkpointing: bool = True
     # "auto": bf16 mixed precision on a CUDA GPU that supports it, float32 elsewhere. "bf16" also
     # on a CPU (torch.autocast): about 2x faster SmolLM2 steps on a CPU with AVX512-BF16 or AMX,
-    # measured in docs/learning.md; slower where the CPU lacks them. "fp32": never.
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # measured in docs/learning.md; slower where the CPU lacks them. "native": bf16 wherever the
+    # hardware computes it natively (such a GPU, or such a CPU), float32 elsewhere (the presets').
+    # "fp32": never.
+    precision: Literal["auto", "native", "bf16", "fp32"] = "auto"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -673,7 +675,9 @@ def check_config(cfg: UnderstudyConfig, cuda: Optional[bool] = None) -> list[str
     if not (0 <= sft.lora_dropout < 1):
         raise ConfigError(f"sft.lora_dropout must be in [0, 1), got {sft.lora_dropout}")
     if sft.method == "qlora" and not cuda and not sft.force_4bit:
-        precision = "bf16 mixed precision" if sft.precision == "bf16" else "float32"
+        from trainer.sft import uses_bf16
+
+        precision = "bf16 mixed precision" if uses_bf16(sft.precision, cuda=False) else "float32"
         notes.append(f"No CUDA GPU: training plain LoRA in {precision} on CPU (QLoRA needs CUDA).")
     if cuda and sft.precision == "bf16":
         import torch

@@ -96,6 +96,8 @@ def uses_bf16(precision: str, cuda: bool) -> bool:
         return False
     if precision == "bf16":
         return not cuda or torch.cuda.is_bf16_supported()
+    if precision == "native" and not cuda:
+        return cpu_bf16_is_native()
     return cuda and torch.cuda.is_bf16_supported()
 
 
