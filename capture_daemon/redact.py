@@ -105,6 +105,18 @@ What is detected (the marker's kind in brackets):
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
+- mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``
+  [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``
+  and ``olcRootPW:`` [ldap-password]
+- secrets handed to code by position, as string literals: ``smtp.login(user, "PW")`` (imaplib,
+  poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
+  ``createHmac(alg, "KEY")``, ``OpenSSL::HMAC.hexdigest(alg, "KEY", d)``, ``hmac.new(b"KEY")``,
+  ``hmac.New(h, []byte("KEY"))``, ``new SecretKeySpec("KEY".getBytes(), ...)`` [code-literal]
+- Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
+  true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
+- output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
+  and the lines it printed) or a ``!``-mode turn's ``<bash-stdout>`` [command-output]; the same
+  for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -165,6 +177,8 @@ import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
+
+from capture_daemon.secret_output import MARKER_PATTERN, redact_pasted_sessions
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -230,7 +244,8 @@ def _is_placeholder(value: str) -> bool:
 
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd", "psk")
+# (LDAP's `bindpw`/`rootpw`/`olcRootPW`; AWS Secrets Manager's `SecretString`, whatever it holds.)
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd", "psk", "bindpw", "rootpw", "secretstring")
 # ... and `pass`/`pw` as the last word of a longer name, never as the end of another word
 # (bypass, compass, BYPASS) nor alone (`pw = getpass()`). Upper case (DB_PASS, SMTP_PW, .env
 # style) is a password; in other cases code has compiler passes (`lowering_pass: PassType`), so
@@ -704,10 +719,12 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     ):
         return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
     name = text[name_start:i]
+    group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
+    if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
+        kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
     if kind is None:
         return None
-    group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     value = m.group(group)
     if m.start("type") >= 0 and group == "uq" and not _looks_random(value):
         return None  # api_key: str = default_key, password: String = pw: after a type, a bare word is code
@@ -1203,9 +1220,30 @@ _NETRC = re.compile(
     r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
     r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
 )
-# redis.conf: `requirepass PW`, `masterauth PW`.
+# redis.conf: `requirepass PW`, `masterauth PW`; LDAP clients' `bindpw PW` (ldap.conf, nslcd.conf,
+# pam_ldap), slapd.conf's `rootpw PW`, a kickstart's `rootpw --plaintext PW`: those two as a
+# line's directive only (a comment says "# bindpw is read from ...").
 # (A value stops at a quote or backslash: inside a JSON string those close it.)
-_REDIS_CONF = re.compile(r"(?:requirepass|masterauth)[ \t]+(?P<s>[^\s#\"'\\]+)")
+_REDIS_CONF = re.compile(
+    r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?P<s>[^\s#\"'\\-][^\s#\"'\\]*)"
+)
+_LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
+
+
+def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    if _is_placeholder(m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
+
+
+# LDIF and cn=config: `userPassword: {SSHA}...`, `userPassword:: <base64>`, `olcRootPW: ...`,
+# Samba's NT and LM hashes, AD's `unicodePwd::`. A `{SCHEME}` value is a hash, and as guessable as
+# a crypt(3) one; the scheme stays.
+_LDIF_PASSWORD = re.compile(
+    rf"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>(?i:userPassword|olcRootPW|olcDbRootPW|sambaNTPassword|sambaLMPassword|unicodePwd))::?[ \t]*(?P<scheme>\{{[\w-]+\}})?(?P<s>[^\s\\\"']+)"
+)
+
+
 # openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`, xfreerdp's `/p:PW`.
 # (Only after a flag that takes it: prose ends sentences with "the forward pass:".)
 _OPENSSL_PASS_AFTER = (
@@ -1747,6 +1785,98 @@ def _replace_named_value(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
+# --- Mail logins typed or logged in the clear: IMAP's `tag LOGIN user password` (`openssl
+# s_client -crlf -connect imap.example.com:993`, imaplib's debug output `> b'a001 LOGIN alice pw'`)
+# and POP3's `USER alice` then `PASS pw`. IMAP needs a tag (`a001`, `A1`, `.`: `vault login
+# -method github` is no IMAP) and exactly two arguments; POP3's PASS
+# must come within two lines after a USER line, since test runners print `PASS name` lines too.
+_LINE_START = r"(?:^|(?<=\n)|(?<=\\n))"
+_MAIL_PREFIX = r"[ \t]*(?:C:[ \t]*|>+[ \t]*b?[\"']|[\d:.]+[ \t]+>[ \t]+)?"
+_IMAP_LOGIN = re.compile(
+    rf"{_LINE_START}{_MAIL_PREFIX}(?:[A-Za-z]{{0,4}}[0-9]{{1,6}}|\.)[ \t]+(?:LOGIN|login)[ \t]+(?:\"[^\"\r\n\\]*\"|[^\s\"'\\-][^\s\"'\\]*)[ \t]+"
+    r"(?:\"(?P<dq>[^\"\r\n\\]+)\"|(?P<uq>[^\s\"'\\]+))[ \t]*(?=\r?\n|\\r|\\n|[\"']?\Z|[\"'](?:\\r|\\n|\r?\n))"
+)
+_POP3_PASS = re.compile(
+    rf"{_LINE_START}{_MAIL_PREFIX}(?:USER|user)[ \t]+[^\s\\]+[ \t]*[\"']?(?:\r?\n|\\r\\n|\\n)"
+    rf"(?:[^\r\n\\]*(?:\r?\n|\\r\\n|\\n)){{0,2}}?{_MAIL_PREFIX}(?:PASS|pass)[ \t]+(?P<uq>[^\r\n\\\"']+?)[ \t]*(?=[\"']?(?:\r?\n|\\r|\\n|\Z))"
+)
+_MAIL_MARK = marker("mail-password")
+# Right after `LOGIN`: a tag's last character and a space before it, two arguments after it.
+_IMAP_GATE = r"(?<=[0-9.][ \t](?:LOGIN|login))(?=[ \t]+\S+[ \t]+\S)"
+# Right after `PASS`: one argument, then the line ends (Python's `pass` ends its line at once).
+_POP3_GATE = r"(?=[ \t]+[^\s\\\"']+[ \t]*[\"']?(?:\r?\n|\\r|\\n|\Z))"
+
+
+def _replace_mail_login(text: str, m: "re.Match[str]") -> Optional[str]:
+    group = "dq" if "dq" in m.re.groupindex and m.start("dq") >= 0 else "uq"
+    return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _MAIL_MARK)
+
+
+# --- Secrets handed to code by position, where the parameter's name (not in the text) is what
+# says secret: `smtp.login("me@x.com", "app password")` (imaplib, poplib, ftplib alike), ldap's
+# `simple_bind_s("cn=admin,dc=x", "pw")`, `jwt.sign(payload, 'key')`, `jwt.encode(payload, "key",
+# algorithm="HS256")`, `jwt.decode(token, "key")`, `jwt.verify(token, 'key')`, Node's
+# `crypto.createHmac('sha256', 'key')`, Ruby's `OpenSSL::HMAC.hexdigest('SHA256', 'key', data)`
+# (the second argument), Python's `hmac.new(b'key', msg)`, Java's `new SecretKeySpec("key".getBytes(),
+# ...)` (the first), Go's `hmac.New(sha256.New, []byte("key"))`. Only a string literal goes: a
+# variable there is code.
+_CALL_ARG = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|\{[^{}]*\}|[\w.\[\]$]+(?:\([^()\r\n]*\))?)"
+_LITERAL_ARG = r"(?:[bB]|\[\]byte\()?(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.)+)(?P=q)"
+# Each call's alternative starts with its gate's anchor (the rule is tried only there).
+_SECOND_ARG_CALLS = (
+    r"(?<=\.)login\(|(?<=\.)simple_bind(?:_s)?\(|(?<=\.)bind_s\("
+    r"|(?<![\w.])(?:jwt|jws|JWT|Jwts?)\.(?:sign|encode|decode|verify)\("
+    r"|createHmac\(|HMAC\.(?:hexdigest|digest|base64digest)\(|hmac\.New\("
+)
+_FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\("
+_POSITIONAL_LITERAL = re.compile(
+    rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,|(?:{_FIRST_ARG_CALLS}))[ \t]*{_LITERAL_ARG}"
+)
+_POSITIONAL_LITERAL_GATES = (
+    ("login(", ""),
+    ("simple_bind", r"(?=_s\(|\()"),
+    ("bind_s(", ""),
+    ("jwt.", r"(?=(?:sign|encode|decode|verify)\()"),
+    ("jws.", r"(?=(?:sign|encode|decode|verify)\()"),
+    ("JWT.", r"(?=(?:sign|encode|decode|verify)\()"),
+    ("Jwt", r"(?=s?\.(?:sign|encode|decode|verify)\()"),
+    ("createHmac(", ""),
+    ("HMAC.", r"(?=(?:hexdigest|digest|base64digest|new)\()"),
+    ("hmac.", r"(?=[Nn]ew\()"),
+    ("SecretKeySpec(", ""),
+    ("Hmac", r"(?=\w*::new_from_slice\()"),
+)
+_POSITIONAL_LITERAL_MARK = marker("code-literal")
+
+
+def _replace_positional_literal(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if _is_placeholder(value) or len(value) < 4 or _DOTTED_REF.fullmatch(value) and not _looks_random(value):
+        return None  # jwt.sign(payload, 'secret'): a tutorial's word, not a key
+    if value.upper() in ("SHA256", "SHA1", "SHA512", "SHA384", "MD5", "HS256", "HS512"):
+        return None  # createHmac(alg, ...) read one argument early
+    return _replace_group(text, m, "s", _POSITIONAL_LITERAL_MARK)
+
+
+# --- Terraform: `variable "db_password" { default = "v" }`, and any variable marked
+# `sensitive = true`. The name is the block's label and the value its `default`, lines apart.
+_TF_VARIABLE = re.compile(r'variable[ \t]+"(?P<name>[\w-]+)"[ \t]*\{(?P<body>(?:[^{}]|\{[^{}]*\}){0,2000}?)\}')
+_TF_DEFAULT = re.compile(r'(?m)^[ \t]*default[ \t]*=[ \t]*"(?P<s>(?:[^"\\\r\n]|\\.)+)"')
+_TF_SENSITIVE = re.compile(r"(?m)^[ \t]*sensitive[ \t]*=[ \t]*true\b")
+
+
+def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
+    body = m.group("body")
+    default = _TF_DEFAULT.search(body)
+    if default is None or _is_placeholder(default.group("s")):
+        return None
+    if _name_kind(m.group("name")) is None and not _TF_SENSITIVE.search(body):
+        return None
+    start, end = m.start("body") - m.start() + default.start("s"), m.start("body") - m.start() + default.end("s")
+    whole = m.group(0)
+    return whole[:start] + _ASSIGNMENT_MARK + whole[end:]
+
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -1891,7 +2021,12 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
-    _Rule("redis-conf", _REDIS_CONF, _group("redis-password"), (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"))),
+    _Rule(
+        "redis-conf",
+        _REDIS_CONF,
+        _replace_conf_password,
+        tuple((word, "(?=[ \t])") for word in ("requirepass", "masterauth", "bindpw", "rootpw")),
+    ),
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
     _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
@@ -1922,6 +2057,16 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
     _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),
+    _Rule(
+        "ldif-password",
+        _LDIF_PASSWORD,
+        _group("ldap-password"),
+        tuple((word, "(?=:)") for word in ("Password", "password", "RootPW", "rootPW", "Pwd", "pwd")),
+    ),
+    _Rule("imap-login", _IMAP_LOGIN, _replace_mail_login, (("LOGIN", _IMAP_GATE), ("login", _IMAP_GATE))),
+    _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("PASS", _POP3_GATE), ("pass", _POP3_GATE))),
+    _Rule("code-literal", _POSITIONAL_LITERAL, _replace_positional_literal, _POSITIONAL_LITERAL_GATES, anchored=True),
+    _Rule("terraform-variable", _TF_VARIABLE, _replace_tf_variable, (("variable", r'(?=[ \t]+"[\w-]+"[ \t]*\{)'),)),
 )
 
 
@@ -2114,6 +2259,10 @@ def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[
     return "".join(parts), len(parts) // 2
 
 
+# How far from a marker a gate it opened can reach: the longest anchor and look, with room.
+_REOPEN_REACH = 64
+
+
 def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
     """Run the rules in order; with `precheck`, only those whose gate matched.
 
@@ -2138,6 +2287,16 @@ def _redact(text: str, precheck: bool = True) -> tuple[str, int]:
             at = sorted(starts[i]) if rule.anchored and not total else None
             text, n = _apply(rule, text, at)
             total += n
+        if total:
+            # A marker can open a gate its secret kept shut: `<token>ENV API_TOKEN x` has no `ENV`
+            # at a word start until the token before it is `[REDACTED:...]`. The gates are read
+            # again around each marker; a rule whose gate only now matches runs over the whole text.
+            opened: set[int] = set()
+            for m in MARKER_PATTERN.finditer(text):
+                opened.update(_gate_starts(text[max(0, m.start() - _REOPEN_REACH) : m.end() + _REOPEN_REACH]))
+            for i in sorted(opened - set(starts)):
+                text, n = _apply(_RULES[i], text)
+                total += n
     finally:
         _SCAN.last = None  # (it holds a text)
     return text, total
@@ -2202,6 +2361,9 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     back out (same content, JSON's own spacing), else the text pass stands.
     """
     red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
+    # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
+    red, printed = redact_pasted_sessions(red)
+    n += printed
     if _SEARCH_HITS.match(red):
         # Search results: read again without their prefixes, over what the text pass left (a
         # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
@@ -2306,7 +2468,7 @@ def _named_mark(name: str, value: str) -> Optional[str]:
     or None when the name says nothing: {"api_key": "abc"} loses the value whatever it looks like;
     {"Authorization": "Basic dXNl..."} keeps its scheme; {"Cookie": "sid=..."} its cookie names.
     No rule over the value alone can see these: the name that makes it a secret is elsewhere."""
-    if _named_value_is_secret(_name_kind(name), value):
+    if _named_value_is_secret(_name_kind(name) or (_CHOSEN if name == "pass" else None), value):
         return _ASSIGNMENT_MARK
     lowered = name.lower()
     if lowered.endswith("authorization") and not _is_placeholder(value):
@@ -2322,6 +2484,7 @@ def _named_mark(name: str, value: str) -> Optional[str]:
 # tags ({"Key": "api_token", "Value": "x"}). HAR's `cookies` lists hold nothing but cookies, so
 # there every value goes, whatever the cookie is named.
 _PAIR_NAMES = ("name", "Name", "key", "Key")
+_AZURE_KEY_MARK = marker("azure-key")
 _PAIR_VALUES = ("value", "Value")
 
 
@@ -2333,6 +2496,9 @@ def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
     value_key = "value" if "value" in pair else "Value" if "Value" in pair else None
     if value_key is None or not isinstance(value := pair[value_key], str):
         return None
+    if "keyName" in pair or "KeyName" in pair:
+        # `az storage account keys list` and its kin: [{"keyName": "key1", "value": "<the key>"}]
+        return None if len(value) < 16 or _is_placeholder(value) else (value_key, _AZURE_KEY_MARK)
     for name in map(pair.get, _PAIR_NAMES):
         if isinstance(name, str):
             break

@@ -16,6 +16,7 @@ import orjson
 
 from capture_daemon.redact import redact_value
 from capture_daemon.schema import Trace
+from capture_daemon.secret_output import MARK as SECRET_OUTPUT_MARK, mark_response, output_is_secret
 from capture_daemon.transcript import PromptTurns
 
 # Identifiers and flags Claude Code generates, never user text.
@@ -26,6 +27,8 @@ _tools_cache: dict[bytes, list] = {}
 
 def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A hook payload with every field that can hold user text redacted."""
+    if "tool_response" in payload and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
+        payload = {**payload, "tool_response": mark_response(payload["tool_response"])}  # `pass show x` printed a password
     kept, text = {}, {}
     for key, value in payload.items():
         if key in _ID_FIELDS and (not isinstance(value, str) or len(value) <= 64):
@@ -52,6 +55,8 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
         return turns
     turns.prompt = redact_value(turns.prompt)
     for block in turns.blocks:
+        if block.kind == "tool_use" and block.tool_use_id in turns.results and output_is_secret(block.name, block.input):
+            turns.results[block.tool_use_id].text = SECRET_OUTPUT_MARK  # `pass show x` printed a password
         block.text = redact_value(block.text)
         block.input = redact_value(block.input)
     for result in turns.results.values():
@@ -64,6 +69,10 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
 
 def scrub_trace(trace: Trace) -> Trace:
     """Every string of a finished trace redacted (for traces not built from scrubbed parts)."""
-    data = redact_value(trace.model_dump(mode="json", exclude={"tools_offered"}))
+    data = trace.model_dump(mode="json", exclude={"tools_offered"})
+    for call in data.get("tool_calls", []):
+        if call.get("output") and output_is_secret(call.get("name"), call.get("input")):
+            call["output"] = SECRET_OUTPUT_MARK  # `pass show x` printed a password
+    data = redact_value(data)
     data["tools_offered"] = scrub_tools(trace.tools_offered)
     return Trace.model_validate(data)

@@ -402,12 +402,16 @@ def _redacted_copy(data: bytes) -> bytes:
     redacted as text, the best that can be done with it.
     """
     from capture_daemon.redact import redact_text, redact_value  # the hook-facing reader stays light
+    from capture_daemon.secret_output import mark_response, output_is_secret
 
     text = data.decode("utf-8", "replace")
     head, sep, body = text.partition("\n")
     if sep:
         try:
-            payload = redact_value(parse_json(body.encode("utf-8")))
+            payload = parse_json(body.encode("utf-8"))
+            if isinstance(payload, dict) and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
+                payload["tool_response"] = mark_response(payload.get("tool_response"))  # as scrub_payload does
+            payload = redact_value(payload)
             return redact_text(head).encode("utf-8", "replace") + b"\n" + orjson.dumps(payload)
         except Exception:  # noqa: BLE001 - whatever fails here, the text pass below still applies
             pass

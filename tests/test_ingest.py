@@ -338,3 +338,21 @@ def test_a_quarantined_event_keeps_no_secret_that_its_trace_would_not(understudy
     # Still a spool file: `quarantine retry` reads it as the event it was.
     first = quarantined[f"{1:020d}-0000001-PostToolUse.event"]
     assert json.loads(first.partition("\n")[2])["tool_name"] == "Bash"
+
+
+def test_a_quarantined_event_loses_what_a_secret_printer_printed(understudy_home):
+    """`pass show` printed a bare password: the command, not the text, says it is one, and the
+    quarantined copy of a bad event must drop it as its trace would (secret_output.py)."""
+    password = "Qm7-horse-Battery-staple"
+    header = json.dumps({"v": 1, "event": "PostToolUse", "received_ns": 1, "bytes": 1}).encode()
+    payload = {"session_id": "s", "prompt_id": "p", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+               "tool_input": {"command": "pass show deploy/db"}, "tool_response": {"stdout": password, "stderr": ""},
+               "duration_ms": "soon"}
+    spool = paths.ensure(paths.spool_dir())
+    (spool / f"{1:020d}-0000001-PostToolUse.event").write_bytes(header + b"\n" + json.dumps(payload).encode())
+    with TraceStore.open() as store:
+        _ingestor(store).scan()
+    [copy] = paths.quarantine_dir().glob("*.event")
+    text = copy.read_text()
+    assert password not in text
+    assert json.loads(text.partition("\n")[2])["tool_response"]["stdout"] == "[REDACTED:command-output]"

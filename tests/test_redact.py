@@ -560,7 +560,57 @@ POSITIVE = [
         + KEY_BODY_LINES[0]
         + '\\n"\n    "-----END RSA PRIVATE KEY-----"\n)',
         'KEY = (\n    "-----BEGIN RSA PRIVATE KEY-----\\n"\n    "[REDACTED:private-key]\\n"\n    "-----END RSA PRIVATE KEY-----"\n)',
+    ),    # --- mail logins in the clear ---
+    (
+        "imap-login",
+        "openssl s_client -crlf -connect imap.example.com:993\na001 LOGIN alice Tr0ub4dor3xq\r\na001 OK LOGIN completed",
+        "openssl s_client -crlf -connect imap.example.com:993\na001 LOGIN alice [REDACTED:mail-password]\r\na001 OK LOGIN completed",
     ),
+    ("imap-login-quoted", 'A1 login "alice@example.com" "correct horse"', 'A1 login "alice@example.com" "[REDACTED:mail-password]"'),
+    ("pop3-pass", "+OK POP3 ready\nUSER alice\n+OK\nPASS Tr0ub4dor3xq\n+OK logged in", "+OK POP3 ready\nUSER alice\n+OK\nPASS [REDACTED:mail-password]\n+OK logged in"),
+    # --- secrets handed to code by position ---
+    (
+        "smtp-login",
+        'server = smtplib.SMTP_SSL("smtp.gmail.com")\nserver.login("me@gmail.com", "abcd efgh ijkl mnop")',
+        'server = smtplib.SMTP_SSL("smtp.gmail.com")\nserver.login("me@gmail.com", "[REDACTED:code-literal]")',
+    ),
+    ("imap-login-code", "M.login(user, 'Tr0ub4dor3xq')", "M.login(user, '[REDACTED:code-literal]')"),
+    ("ldap-bind-code", 'conn.simple_bind_s("cn=admin,dc=example,dc=com", "Tr0ub4dor3xq")', 'conn.simple_bind_s("cn=admin,dc=example,dc=com", "[REDACTED:code-literal]")'),
+    ("jwt-sign", "const t = jwt.sign({ sub: user.id }, 'k3y-f0r-prod!', { expiresIn: '1h' })", "const t = jwt.sign({ sub: user.id }, '[REDACTED:code-literal]', { expiresIn: '1h' })"),
+    ("jwt-encode", 'tok = jwt.encode(payload, "k3y-f0r-prod!", algorithm="HS256")', 'tok = jwt.encode(payload, "[REDACTED:code-literal]", algorithm="HS256")'),
+    ("jwt-decode", 'jwt.decode(tok, "k3y-f0r-prod!", algorithms=["HS256"])', 'jwt.decode(tok, "[REDACTED:code-literal]", algorithms=["HS256"])'),
+    ("hmac-new", "sig = hmac.new(b'k3y-f0r-prod!', body, hashlib.sha256)", "sig = hmac.new(b'[REDACTED:code-literal]', body, hashlib.sha256)"),
+    ("node-hmac", "crypto.createHmac('sha256', 'k3y-f0r-prod!').update(body)", "crypto.createHmac('sha256', '[REDACTED:code-literal]').update(body)"),
+    ("go-hmac", 'mac := hmac.New(sha256.New, []byte("k3y-f0r-prod!"))', 'mac := hmac.New(sha256.New, []byte("[REDACTED:code-literal]"))'),
+    ("java-key-spec", 'new SecretKeySpec("k3y-f0r-prod!".getBytes(), "HmacSHA256")', 'new SecretKeySpec("[REDACTED:code-literal]".getBytes(), "HmacSHA256")'),
+    ("nodemailer-pass", "auth: { user: 'me@x.com', pass: 'Tr0ub4dor3xq' }", "auth: { user: 'me@x.com', pass: '[REDACTED:assignment]' }"),
+    # --- configuration ---
+    (
+        "terraform-default",
+        'variable "db_password" {\n  type    = string\n  default = "Tr0ub4dor3xq"\n}',
+        'variable "db_password" {\n  type    = string\n  default = "[REDACTED:assignment]"\n}',
+    ),
+    (
+        "terraform-sensitive",
+        'variable "admin" {\n  default   = "Tr0ub4dor3xq"\n  sensitive = true\n}',
+        'variable "admin" {\n  default   = "[REDACTED:assignment]"\n  sensitive = true\n}',
+    ),
+    ("ldap-bindpw", "binddn cn=admin,dc=example,dc=com\nbindpw Tr0ub4dor3xq", "binddn cn=admin,dc=example,dc=com\nbindpw [REDACTED:ldap-password]"),
+    ("slapd-rootpw", 'rootdn "cn=Manager,dc=example"\nrootpw Tr0ub4dor3xq', 'rootdn "cn=Manager,dc=example"\nrootpw [REDACTED:ldap-password]'),
+    ("kickstart-rootpw", "rootpw --plaintext Tr0ub4dor3xq", "rootpw --plaintext [REDACTED:ldap-password]"),
+    (
+        "ldif-password",
+        "dn: uid=alice,ou=people\nuserPassword: {SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nolcRootPW: Tr0ub4dor3xq",
+        "dn: uid=alice,ou=people\nuserPassword: {SSHA}[REDACTED:ldap-password]\nolcRootPW: [REDACTED:assignment]",
+    ),
+    # --- what a secret-printing command printed, in a pasted terminal session or a `!` turn ---
+    ("pasted-pass-show", "$ pass show email/gmail\nTr0ub4dor3xq\n$ ls\nREADME.md", "$ pass show email/gmail\n[REDACTED:command-output]\n$ ls\nREADME.md"),
+    (
+        "bash-mode-op-read",
+        "<bash-input>op read op://dev/db/password</bash-input><bash-stdout>Tr0ub4dor3xq</bash-stdout><bash-stderr></bash-stderr>",
+        "<bash-input>op read op://dev/db/password</bash-input><bash-stdout>[REDACTED:command-output]</bash-stdout><bash-stderr></bash-stderr>",
+    ),
+    ("pasted-printenv", "dev@box:~/app$ printenv STRIPE_SECRET\nTr0ub4dor3xq", "dev@box:~/app$ printenv STRIPE_SECRET\n[REDACTED:command-output]"),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -693,7 +743,29 @@ NEGATIVE = [
         "New-LocalUser -Name bob -Password $pw\nplink -P 22 bob@host\ndotnet run -p src/App\nxfreerdp /v:host /p:$PW",
     ),
     ("dollar-lookalikes", "awk '{print $1$2$3$4$5$6}' file\necho $1$HOME costs $5$ 10\nPS1='$6$USER'"),
-    ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),
+    ("cookie-jar-file", "curl -b cookies.txt -c cookies.txt https://x\nSet-Cookie: sid=${SID}; Path=/"),    (
+        "mail-lookalikes",
+        "vault login -method github\nnpm login --registry x\n--- PASS: TestLogin (0.00s)\nPASS src/app.test.js\n"
+        "PASS tests/test_auth.py::test_login\nuser = User(name)\npass\nheroku login -i",
+    ),
+    (
+        "code-literal-lookalikes",
+        'jwt.sign(payload, secret)\njwt.sign(payload, process.env.JWT_SECRET)\njwt.decode(tok, options={"verify_signature": False})\n'
+        "jwt.sign(payload, 'secret')\nhmac.new(key, msg, hashlib.sha256)\ncrypto.createHmac('sha256', key)\n"
+        "client.login(username, password)\nself.login('alice', pw)\nfn.bind(this, 'click')\n"
+        "s.encode('utf-8')\nbody.decode(\"utf-8\")\njson.decode(data, 'strict')",
+    ),
+    (
+        "terraform-lookalikes",
+        'variable "region" {\n  default = "us-east-1"\n}\nvariable "db_password" {\n  type = string\n}\n'
+        'variable "api_token" {\n  default = ""\n}',
+    ),
+    ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "terminal-lookalikes",
+        "$ pass ls\nPassword Store\n└── email\n$ echo $HOME\n/home/dev\n$ pass show x | wc -c\n13\n"
+        "# pass the token through\nrun(token)\n<bash-input>ls</bash-input><bash-stdout>a.txt</bash-stdout>",
+    ),
 ]
 
 
@@ -990,7 +1062,8 @@ def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
     # (Not a line of base64 characters alone, `pw=x`: after a key block cut short it reads as the key's next line.)
     safe_lines = [c[1] for c in NEGATIVE if "\n" not in c[1] and not re.fullmatch(r"[A-Za-z0-9+/=]+", c[1])]
     # (Nor a key block cut short: the line after it, `passwd=letmein`, reads as the key's next line.)
-    cases = [c for c in POSITIVE if not c[0].startswith("key-cut-short")]
+    # Nor a terminal session: every line after `$ pass show x` up to the next prompt is its output.
+    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-"))]
     for _ in range(60):
         picks = rng.sample(cases, 3)
         lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]

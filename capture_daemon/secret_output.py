@@ -1,0 +1,265 @@
+"""Commands whose output is itself a secret, and that output removed.
+
+`pass show email/gmail` prints a bare password; `op read op://vault/db/password`,
+`gcloud secrets versions access latest --secret=db`, `kubectl get secret db -o
+jsonpath='{.data.password}' | base64 -d`, `security find-generic-password -s x -w` do the same.
+Nothing in such output says "secret" (no name, no prefix, no shape), so no rule over the text
+alone can find it: the command that printed it is what says so. Both places a command and its
+output meet are covered:
+
+- a Bash tool call: its input's `command` and its result (`scrub.py` calls `output_is_secret`
+  for each call, in hook payloads and transcripts alike);
+- a terminal session in one text (a pasted `$ pass show x` and the line after it, Claude Code's
+  `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`):
+  `redact_pasted_sessions`, which `redact_text` runs.
+
+What counts (`_SECRET_PRINTERS`): password managers and secret stores read back (pass, gopass,
+op, security, secret-tool, keyring, vault, gcloud/aws/az/doppler/heroku/pulumi/terraform secret
+reads), decrypting reads (sops -d, gpg -d, ansible-vault view), tokens minted for the caller
+(`gh auth token`, `gcloud auth print-access-token`, `kubectl create token`,
+`aws ecr get-login-password`), keys generated on the spot (`openssl rand`, `wg genkey`,
+`pwgen`), and a secret-named variable echoed (`printenv API_KEY`, `echo $DB_PASSWORD`). A
+pipeline counts when its first command does, unless its output goes to a file (`> key.txt`)
+or is only counted (`| wc -c`).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Optional
+
+MARK = "[REDACTED:command-output]"
+
+# pass(1)'s and gopass's commands that print no entry (`pass ls`, `pass git push`); an entry
+# alone (`pass email/gmail`) or after `show` is printed.
+_PASS_OTHER_COMMANDS = (
+    r"(?:ls|list|find|search|grep|insert|add|edit|rm|remove|delete|mv|rename|cp|copy|git|init|help|version"
+    r"|sync|mounts|config|setup|recipients|audit|fsck)"
+)
+# (program, a regex over the words after it). The words are shlex's, flags included; the regex
+# runs with `search` over them joined by single spaces.
+_SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
+    # (`generate` prints the new password.)
+    ("pass", rf"^(?:show|otp|generate)\b|^(?!{_PASS_OTHER_COMMANDS}$)[^\s-]\S*$"),
+    ("gopass", rf"^(?:show|otp|generate|cat)\b|^(?!{_PASS_OTHER_COMMANDS}$)[^\s-]\S*$"),
+    ("op", r"^(?:read\b|inject\b|item get\b.*(?:--fields?|--reveal|--otp)|signin\b.*--raw)"),
+    ("security", r"^find-(?:generic|internet)-password\b.*(?:^|\s)-[wg]\b"),
+    ("secret-tool", r"^lookup\b"),
+    ("keyring", r"^get\b"),
+    ("vault", r"^(?:kv get|read|kv-get|print token|token create|write .*(?:-field|-format)|login\b.*-field)\b"),
+    ("gcloud", r"^(?:secrets versions access|auth (?:application-default )?print-(?:access|identity)-token)\b"),
+    ("aws", r"^(?:secretsmanager get-secret-value|ecr get-login-password|ecr-public get-login-password|ssm get-parameters?(?:-by-path)?\b.*--with-decryption|configure get \S*(?:secret|token|key)|sts get-session-token|codeartifact get-authorization-token|iam create-access-key)\b"),
+    ("az", r"^(?:keyvault secret show|keyvault secret download.*--file -|.*\bkeys? list\b|.*\blist-keys\b|acr credential show|account get-access-token|storage account show-connection-string|.*\bshow-connection-string\b|.*\bcredential list\b|ad sp create-for-rbac|ad app credential reset)"),
+    ("doppler", r"^(?:secrets get\b|secrets download\b.*--no-file)"),
+    ("heroku", r"^(?:auth:token|config:get\b|authorizations:create)"),
+    ("pulumi", r"^(?:config get\b|stack output\b.*--show-secrets)"),
+    ("terraform", r"^output\b.*(?:-raw|-json)"),
+    ("sops", r"(?:^|\s)(?:-d|--decrypt)\b"),
+    ("gpg", r"(?:^|\s)(?:-d|--decrypt)\b"),
+    ("ansible-vault", r"^(?:view\b|decrypt\b.*--output[ =]-)"),
+    ("gh", r"^auth token\b"),
+    ("glab", r"^auth token\b|^config get token\b"),
+    ("kubectl", r"^(?:get secrets?\b.*(?:-o|--output)[ =]?(?:jsonpath|go-template|template)|create token\b|view-secret\b)"),
+    ("docker-credential-", r"^get\b"),
+    ("openssl", r"^rand\b"),
+    ("wg", r"^(?:genkey|genpsk)\b|^show\b.*private-key"),
+    ("pwgen", r""),
+    ("apg", r""),
+)
+# docker-credential-desktop, -osxkeychain, -pass, -secretservice, -ecr-login...
+_PROGRAM_PREFIXES = ("docker-credential-",)
+# Output counted or hashed, not shown: `pass show x | wc -c`, `| sha256sum`, `| md5sum`.
+_OUTPUT_HIDDEN_BY = re.compile(r"^(?:wc|sha\d*sum|md5sum|shasum|cksum|b2sum|true|false)$")
+_ENV_READERS = frozenset({"printenv", "echo", "printf"})
+_WRAPPERS = frozenset({"sudo", "env", "command", "exec", "time", "nice", "nohup", "doas"})
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+def _pipelines(command: str) -> list[list[list[str]]]:
+    """`command`'s pipelines, each a list of stages, each a list of words: shell quoting
+    respected (`python -c "a; b"` is one command), control operators and pipes split on,
+    redirections kept as words of their own (`>`, `>>`)."""
+    pipelines: list[list[list[str]]] = []
+    for line in command.splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|<>")
+        lexer.whitespace_split = True
+        try:
+            tokens = list(lexer)
+        except ValueError:  # an unclosed quote: word by word, as near as can be told
+            tokens = line.split()
+        stages: list[list[str]] = [[]]
+        for token in tokens:
+            if token in (";", "&&", "||", "&"):
+                pipelines.append(stages)
+                stages = [[]]
+            elif token in ("|", "|&"):
+                stages.append([])
+            else:
+                stages[-1].append(token)
+        pipelines.append(stages)
+    return [[stage for stage in p if stage] for p in pipelines if any(p)]
+
+
+# sudo's flags that take a value (`sudo -u app printenv X`).
+_WRAPPER_FLAGS_WITH_VALUE = frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-U", "-r", "-t", "-n"})
+
+
+def _program(words: list[str]) -> tuple[str, list[str]]:
+    """The program a command runs (past `sudo -u x`, `env X=1`, `X=1`, a path) and the words after it."""
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word in _WRAPPERS:
+            i += 1
+            while i < len(words) and words[i].startswith("-"):
+                i += 2 if words[i] in _WRAPPER_FLAGS_WITH_VALUE and word != "nice" else 1
+        elif "=" in word and not word.startswith("-") and re.match(r"^[A-Za-z_]\w*=", word):
+            i += 1  # FOO=1 cmd
+        else:
+            break
+    if i >= len(words):
+        return "", []
+    return words[i].rsplit("/", 1)[-1], words[i + 1 :]
+
+
+def _prints_secret(program: str, args: list[str]) -> bool:
+    joined = " ".join(args)
+    for name, pattern in _SECRET_PRINTERS:
+        matches_program = program.startswith(name) if name in _PROGRAM_PREFIXES else program == name
+        if matches_program and re.search(pattern, joined):
+            return True
+    if program in _ENV_READERS:
+        from capture_daemon.redact import is_secret_name  # (redact imports this module)
+
+        names = args if program == "printenv" else [v for a in args for v in _VARIABLE.findall(a)]
+        return any(is_secret_name(n) for n in names)
+    if program in ("python", "python3", "node", "ruby") and re.search(r"secrets\.token_|token_urlsafe|token_hex|randomBytes\(|SecureRandom\.", joined):
+        return True  # python -c "import secrets; print(secrets.token_urlsafe(32))"
+    return False
+
+
+def _stdout_redirected(words: list[str]) -> bool:
+    """`pass show x > f`, `>> f`, `&> f`: printed into a file. (`2> f` moves stderr alone.)"""
+    for i, word in enumerate(words):
+        if word in (">", ">>", ">|", "&>", "&>>") and not (i > 0 and words[i - 1] == "2" and word != "&>"):
+            return True
+    return False
+
+
+def _pipeline_prints_secret(stages: list[list[str]]) -> bool:
+    if _stdout_redirected(stages[0]):
+        return False
+    program, args = _program(stages[0])
+    if not program or not _prints_secret(program, args):
+        return False
+    for stage in stages[1:]:
+        later, _ = _program(stage)
+        if _OUTPUT_HIDDEN_BY.match(later) or _stdout_redirected(stage):
+            return False
+    return True
+
+
+def command_prints_secret(command: str) -> bool:
+    """Whether `command` (a shell command line, maybe several) shows a secret on its output."""
+    if not isinstance(command, str) or not command.strip():
+        return False
+    return any(_pipeline_prints_secret(stages) for stages in _pipelines(command))
+
+
+def output_is_secret(tool_name: object, tool_input: object) -> bool:
+    """Whether a tool call's output is a secret because of the command it ran."""
+    if tool_name not in ("Bash", "PowerShell") or not isinstance(tool_input, dict):
+        return False
+    return command_prints_secret(tool_input.get("command", ""))
+
+
+def mark_response(response: object) -> object:
+    """A Bash tool call's result with what it printed replaced: stdout (text or a hook's
+    structured response); stderr, exit status and flags stay, as they say how the call went."""
+    if isinstance(response, str):
+        return MARK if response.strip() else response
+    if isinstance(response, dict):
+        out = dict(response)
+        for key in ("stdout", "output", "content"):
+            if isinstance(out.get(key), str) and out[key].strip():
+                out[key] = MARK
+        return out
+    if isinstance(response, list):  # content blocks [{"type": "text", "text": ...}]
+        return [
+            {**item, "text": MARK} if isinstance(item, dict) and isinstance(item.get("text"), str) and item["text"].strip() else item
+            for item in response
+        ]
+    return response
+
+
+# --- A terminal session inside one text: a prompt line running a secret printer, and what it
+# printed, up to the next prompt or a blank line. Prompts: `$ `, `% `, `❯ `, `user@host:~/dir$ `,
+# PowerShell's `PS C:\> ` (not `# ` or `> `: comments and quotes start so); also Claude Code's `!` turns.
+_PROMPT = r"[ \t]*(?:[\w.-]+@[\w.-]+(?::[^\s$#%>]*)?[ \t]*[$#%]|PS [^\r\n>]*>|[$%❯])[ \t]+"
+# (Matched at a line's start, found from a `_PROMPTED_PRINTER` hit on it.)
+_PROMPT_LINE = re.compile(
+    rf"(?P<prompt>{_PROMPT})(?P<cmd>[^\r\n]+)\r?\n(?P<out>(?:(?!{_PROMPT})[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
+)
+_BASH_MODE = re.compile(
+    r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>\s*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
+)
+# Cheap test before either regex runs: a prompt's last character, then a printer's name.
+_PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | _ENV_READERS | {"python", "python3"}, key=len, reverse=True)
+_PROMPTED_PRINTER = re.compile(
+    r"[$%❯#>][ \t]+(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/-]*/)?(?:"
+    + "|".join(re.escape(name) for name in _PROGRAM_NAMES)
+    + r")"
+)
+
+
+# Any rule's marker, `[REDACTED:kind]` (this module sits below redact.py, which imports it).
+MARKER_PATTERN = re.compile(r"\[REDACTED:[\w-]+\]")
+
+
+def _already_marked(output: str) -> bool:
+    """Nothing printed, or nothing but what a rule over the text replaced already (the token
+    `aws ecr get-login-password` printed is an [aws-ecr-token] by its shape)."""
+    return not MARKER_PATTERN.sub("", output).strip()
+
+
+def redact_pasted_sessions(text: str) -> tuple[str, int]:
+    """`text` with the output of each secret printer in a terminal session replaced."""
+    bash_mode_turn = "<bash-stdout>" in text
+    if not bash_mode_turn and ("\n" not in text or not _PROMPTED_PRINTER.search(text)):
+        return text, 0
+    count = 0
+
+    def bash_mode(m: "re.Match[str]") -> str:
+        nonlocal count
+        if _already_marked(m.group("out")) or not command_prints_secret(m.group("cmd")):
+            return m.group(0)
+        count += 1
+        return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{MARK}</bash-stdout>"
+
+    if bash_mode_turn:
+        text = _BASH_MODE.sub(bash_mode, text)
+    if "\n" in text:
+        text, more = _redact_prompted_output(text)
+        count += more
+    return text, count
+
+
+def _redact_prompted_output(text: str) -> tuple[str, int]:
+    """Each prompt line whose command prints a secret keeps its command; its output goes. Only
+    lines where `_PROMPTED_PRINTER` hits are read as prompts (most texts have none)."""
+    parts, copied, count = [], 0, 0
+    for hit in _PROMPTED_PRINTER.finditer(text):
+        line_start = text.rfind("\n", 0, hit.start()) + 1
+        if line_start < copied:
+            continue  # inside the output just replaced
+        m = _PROMPT_LINE.match(text, line_start)
+        if m is None or _already_marked(m.group("out")) or not command_prints_secret(m.group("cmd")):
+            continue
+        ending = "\n" if m.group("out").endswith("\n") else ""
+        parts += [text[copied : m.start()], f"{m.group('prompt')}{m.group('cmd')}\n{MARK}{ending}"]
+        copied = m.end()
+        count += 1
+    if not count:
+        return text, 0
+    return "".join(parts) + text[copied:], count

@@ -1,0 +1,157 @@
+"""Commands whose output is a secret: which they are, and their output gone wherever it is stored."""
+
+from __future__ import annotations
+
+import pytest
+
+from capture_daemon.redact import redact_text, redact_value
+from capture_daemon.schema import ToolCall, Trace
+from capture_daemon.scrub import scrub_payload, scrub_trace, scrub_turns
+from capture_daemon.secret_output import MARK, command_prints_secret, redact_pasted_sessions
+from capture_daemon.transcript import Block, PromptTurns, ToolResult
+
+PASSWORD = "Qm7-horse-Battery-staple"  # no shape any rule over the text alone could know
+
+PRINTS_SECRET = [
+    "pass show email/gmail",
+    "pass email/gmail",
+    "gopass show -o db/prod",
+    "op read op://dev/db/password",
+    "op item get db --fields label=password",
+    "security find-generic-password -s github -w",
+    "secret-tool lookup service smtp",
+    "vault kv get -field=password secret/db",
+    "vault kv get secret/db",
+    "gcloud secrets versions access latest --secret=db",
+    "gcloud auth print-access-token",
+    "aws secretsmanager get-secret-value --secret-id prod/db --query SecretString --output text",
+    "aws ssm get-parameter --name /prod/db --with-decryption",
+    "aws ecr get-login-password --region eu-west-1",
+    "az keyvault secret show --vault-name v --name db --query value -o tsv",
+    "az storage account keys list -n acct -o table",
+    "az acr credential show -n registry",
+    "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d",
+    "kubectl create token deployer",
+    "heroku config:get SECRET_KEY_BASE",
+    "doppler secrets get DB_PASSWORD --plain",
+    "gh auth token",
+    "terraform output -raw db_password",
+    "cd infra && terraform output -json",
+    "sops -d secrets.enc.yaml",
+    "gpg --decrypt notes.txt.gpg",
+    "ansible-vault view group_vars/all/vault.yml",
+    "openssl rand -base64 32",
+    "wg genkey",
+    "pwgen -s 24 1",
+    'python3 -c "import secrets; print(secrets.token_urlsafe(32))"',
+    "printenv OPENAI_API_KEY",
+    "echo $DB_PASSWORD",
+    'echo "${GITHUB_TOKEN}"',
+    "sudo -u deploy printenv API_TOKEN",
+    "FOO=1 /usr/bin/pass show x",
+    "docker-credential-desktop get",
+    "ls && pass show x",
+    "./bin/pass show deploy/db",
+]
+
+PRINTS_NO_SECRET = [
+    "pass ls",
+    "pass insert email/gmail",
+    "pass git push",
+    "pass show x | wc -c",
+    "pass show x > /tmp/pw",
+    "pass show x 2>/dev/null | sha256sum",
+    "op item list",
+    "vault status",
+    "kubectl get secrets",
+    "kubectl get pods -o jsonpath='{.items[*].metadata.name}'",
+    "gh pr list",
+    "terraform plan",
+    "sops -e secrets.yaml",
+    "gpg --encrypt -r bob notes.txt",
+    "echo $HOME",
+    "echo 'set API_KEY in .env'",
+    "printenv",
+    "printenv PATH",
+    "git commit -m 'pass show'",
+    "grep -rn 'pass show' docs/",
+    "pytest -k pass",
+    'python3 -c "print(1)"',
+    "",
+]
+
+
+@pytest.mark.parametrize("command", PRINTS_SECRET)
+def test_commands_that_print_a_secret(command: str) -> None:
+    assert command_prints_secret(command)
+
+
+@pytest.mark.parametrize("command", PRINTS_NO_SECRET)
+def test_commands_that_print_none(command: str) -> None:
+    assert not command_prints_secret(command)
+
+
+def test_unclosed_quotes_and_odd_input_do_not_raise() -> None:
+    for command in ["pass show 'x", 'echo "$API_KEY', "|||", ";;", "&& pass show x", None, 3]:
+        command_prints_secret(command)  # type: ignore[arg-type]
+    assert command_prints_secret("pass show 'db") is True
+
+
+def test_hook_payload_loses_stdout_keeps_stderr_and_status() -> None:
+    payload = {
+        "hook_event_name": "PostToolUse",
+        "session_id": "s1",
+        "tool_name": "Bash",
+        "tool_input": {"command": "pass show deploy/db", "description": "Read it"},
+        "tool_response": {"stdout": PASSWORD + "\n", "stderr": "gpg: decrypted with 1 key", "interrupted": False},
+    }
+    out = scrub_payload(payload)
+    assert out["tool_response"] == {"stdout": MARK, "stderr": "gpg: decrypted with 1 key", "interrupted": False}
+    assert out["tool_input"]["command"] == "pass show deploy/db"
+    assert payload["tool_response"]["stdout"] == PASSWORD + "\n"  # the caller's dict is not changed
+
+
+def test_hook_payload_of_an_ordinary_command_is_kept() -> None:
+    payload = {"tool_name": "Bash", "tool_input": {"command": "ls"}, "tool_response": {"stdout": PASSWORD, "stderr": ""}}
+    assert scrub_payload(payload)["tool_response"]["stdout"] == PASSWORD
+
+
+def test_transcript_result_of_a_secret_printer_is_replaced() -> None:
+    turns = PromptTurns(prompt_id="p1", prompt="what is the db password")
+    turns.blocks = [
+        Block(kind="tool_use", message_id="m1", tool_use_id="t1", name="Bash", input={"command": "op read op://dev/db/password"}),
+        Block(kind="tool_use", message_id="m1", tool_use_id="t2", name="Bash", input={"command": "cat notes.txt"}),
+    ]
+    turns.results = {"t1": ToolResult(text=PASSWORD, is_error=False), "t2": ToolResult(text="notes", is_error=False)}
+    scrub_turns(turns)
+    assert turns.results["t1"].text == MARK and turns.results["t2"].text == "notes"
+
+
+def test_imported_trace_loses_the_output_too() -> None:
+    trace = Trace(
+        trace_id="t",
+        session_id="s",
+        prompt_id="p",
+        prompt="token please",
+        tool_calls=[ToolCall(tool_use_id="t1", name="Bash", input={"command": "gh auth token"}, output=PASSWORD)],
+    )
+    assert scrub_trace(trace).tool_calls[0].output == MARK
+
+
+def test_pasted_terminal_sessions() -> None:
+    text = f"$ pass show db\n{PASSWORD}\n$ ls\nREADME.md\n"
+    assert redact_text(text) == f"$ pass show db\n{MARK}\n$ ls\nREADME.md\n"
+    out, n = redact_pasted_sessions(f"<bash-input>gh auth token</bash-input><bash-stdout>{PASSWORD}</bash-stdout>")
+    assert n == 1 and PASSWORD not in out and "<bash-input>gh auth token</bash-input>" in out
+    # Inside a JSON document (a hook payload's prompt), too.
+    assert PASSWORD not in str(redact_value({"prompt": f"look:\nuser@box:~$ printenv DB_PASSWORD\n{PASSWORD}\n"}))
+
+
+def test_secret_named_values_in_structured_output() -> None:
+    # `aws secretsmanager get-secret-value` and `az storage account keys list` as JSON.
+    out = redact_value({"Name": "prod/db", "SecretString": PASSWORD, "VersionStages": ["AWSCURRENT"]})
+    assert out["SecretString"] == "[REDACTED:assignment]" and out["VersionStages"] == ["AWSCURRENT"]
+    key = "Q29udG9zbzEyMw" + "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4" + "=="
+    keys = redact_value([{"keyName": "key1", "permissions": "FULL", "value": key}])
+    assert keys == [{"keyName": "key1", "permissions": "FULL", "value": "[REDACTED:azure-key]"}]
+    assert PASSWORD not in redact_text('[{"keyName": "key1", "value": "' + PASSWORD + '"}]')
