@@ -111,7 +111,20 @@ What is detected (the marker's kind in brackets):
 - secrets handed to code by position, as string literals: ``smtp.login(user, "PW")`` (imaplib,
   poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
   ``createHmac(alg, "KEY")``, ``OpenSSL::HMAC.hexdigest(alg, "KEY", d)``, ``hmac.new(b"KEY")``,
-  ``hmac.New(h, []byte("KEY"))``, ``new SecretKeySpec("KEY".getBytes(), ...)`` [code-literal]
+  ``hmac.New(h, []byte("KEY"))``, ``new SecretKeySpec("KEY".getBytes(), ...)``,
+  ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes,
+  ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
+  "PW")``, ``pymysql.connect(h, "u", "PW")``, ``FTP(h, "u", "PW")`` [code-literal]; setters and
+  builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
+  ``.password("PW")`` [assignment]
+- terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
+  Vault's ``Key  Value`` tables (a row whose key names a secret: ``password``, ``secret_id``,
+  ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
+  ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
+  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]
+- prose that hands one over: "the password is PW", "my github token is T", "Here is my API
+  key: K", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
+  (never a word: "the password is stored in Vault") [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
 - output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
@@ -268,9 +281,12 @@ _MADE_TAILS = (
     "accountkey",
     "sharedkey",  # WireGuard PresharedKey
     "secretkeybase",  # Rails SECRET_KEY_BASE
+    "secretid",  # Vault AppRole's secret_id, Consul's and Nomad's SecretID
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
+# Whole names that hold a password but end in no telling word: sshpass's and redis-cli's variables.
+_CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth"})
 _NAME_SEPARATORS = str.maketrans("", "", "_-.")
 
 _CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
@@ -291,6 +307,8 @@ def _name_kind(name: str) -> Optional[str]:
     norm = _normalize_name(name)
     if norm in _NOT_SECRET_NAMES or "public" in norm:
         return None
+    if norm in _CHOSEN_NAMES:
+        return _CHOSEN
     bare = name.strip("\"'\\ ")
     if norm.endswith(_CHOSEN_TAILS) or _PASS_TAIL_UPPER.search(bare):
         return _CHOSEN
@@ -1236,11 +1254,11 @@ def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
 
 
-# LDIF and cn=config: `userPassword: {SSHA}...`, `userPassword:: <base64>`, `olcRootPW: ...`,
-# Samba's NT and LM hashes, AD's `unicodePwd::`. A `{SCHEME}` value is a hash, and as guessable as
+# LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes.
+# (cn=config's `olcRootPW: pw` is the assignment rule's: its name ends in `rootpw`.) A `{SCHEME}` value is a hash, and as guessable as
 # a crypt(3) one; the scheme stays.
 _LDIF_PASSWORD = re.compile(
-    rf"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>(?i:userPassword|olcRootPW|olcDbRootPW|sambaNTPassword|sambaLMPassword|unicodePwd))::?[ \t]*(?P<scheme>\{{[\w-]+\}})?(?P<s>[^\s\\\"']+)"
+    rf"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>userPassword|sambaNTPassword|sambaLMPassword)::?[ \t]*(?P<scheme>\{{[\w-]+\}})?(?P<s>[^\s\\\"']+)"
 )
 
 
@@ -1308,6 +1326,8 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("nmcli", None, r"(?:wifi-sec|802-11-wireless-security)\.(?:psk|wep-key[0-3]|leap-password)", 0, ""),
     ("pulumi", ("config",), "set", 1, "--secret"),
     ("mc", ("alias",), "set", 3, ""),  # MinIO: mc alias set ALIAS URL ACCESS_KEY SECRET_KEY
+    ("ngrok", ("config",), "add-authtoken", 0, ""),
+    ("ngrok", (), "authtoken", 0, ""),
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
@@ -1320,6 +1340,7 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "nmcli": frozenset({"-f", "--fields", "-m", "--mode", "-c", "--colors", "-e", "--escape", "-w", "--wait", "-g", "--get-values"}),
     "pulumi": frozenset({"-s", "--stack", "-C", "--cwd", "--config-file"}),
     "mc": frozenset({"--config-dir", "-C"}),
+    "ngrok": frozenset({"--config", "--log", "--log-level", "--log-format"}),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -1346,6 +1367,7 @@ _POSITIONAL_GATES = (
         r"(?<=http-|pypi-|wifi-|less-)(?=(?:basic|token|sec|security)\.[\w.-]*[ \t])",
     ),
     ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
+    ("token", r"token(?<=[\s-]authtoken)", r"(?<=[\s-]authtoken)(?=[ \t])"),
     # (`pulumi config set`, `mc alias set`: prose and code say " set " all the time.)
     ("set", r"set(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))", r"(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))(?=[ \t])"),
 )
@@ -1814,7 +1836,9 @@ def _replace_mail_login(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # --- Secrets handed to code by position, where the parameter's name (not in the text) is what
 # says secret: `smtp.login("me@x.com", "app password")` (imaplib, poplib, ftplib alike), ldap's
-# `simple_bind_s("cn=admin,dc=x", "pw")`, `jwt.sign(payload, 'key')`, `jwt.encode(payload, "key",
+# `simple_bind_s("cn=admin,dc=x", "pw")`, `new NetworkCredential("bob", "pw")`, `new PDO($dsn,
+# 'root', 'pw')`, `mysqli_connect('db', 'root', 'pw')`, `pymysql.connect('db', 'root', 'pw')`,
+# `jwt.sign(payload, 'key')`, `jwt.encode(payload, "key",
 # algorithm="HS256")`, `jwt.decode(token, "key")`, `jwt.verify(token, 'key')`, Node's
 # `crypto.createHmac('sha256', 'key')`, Ruby's `OpenSSL::HMAC.hexdigest('SHA256', 'key', data)`
 # (the second argument), Python's `hmac.new(b'key', msg)`, Java's `new SecretKeySpec("key".getBytes(),
@@ -1822,37 +1846,55 @@ def _replace_mail_login(text: str, m: "re.Match[str]") -> Optional[str]:
 # variable there is code.
 _CALL_ARG = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|\{[^{}]*\}|[\w.\[\]$]+(?:\([^()\r\n]*\))?)"
 _LITERAL_ARG = r"(?:[bB]|\[\]byte\()?(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.)+)(?P=q)"
-# Each call's alternative starts with its gate's anchor (the rule is tried only there).
+# (Each alternative starts with a literal and looks back after it, so that the search over a
+# whole text scans for those literals' first letters instead of trying every offset.)
 _SECOND_ARG_CALLS = (
-    r"(?<=\.)login\(|(?<=\.)simple_bind(?:_s)?\(|(?<=\.)bind_s\("
-    r"|(?<![\w.])(?:jwt|jws|JWT|Jwts?)\.(?:sign|encode|decode|verify)\("
+    r"login(?<=\.login)\(|simple_bind(?<=\.simple_bind)(?:_s)?\(|bind_s(?<=\.bind_s)\("
+    r"|jwt(?<![\w.]jwt)\.(?:sign|encode|decode|verify)\(|JWT(?<![\w.]JWT)\.(?:sign|encode|decode|verify)\("
     r"|createHmac\(|HMAC\.(?:hexdigest|digest|base64digest)\(|hmac\.New\("
+    # (user, password): .NET, Java, Apache HttpClient, Spring Security, the AWS SDK, requests.
+    r"|NetworkCredential\(|PasswordAuthentication\(|UsernamePasswordCredentials\(|UsernamePasswordAuthenticationToken\("
+    r"|BasicAWSCredentials\(|HTTPDigestAuth\("
+)
+# (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
+_THIRD_ARG_CALLS = (
+    r"PDO(?<![\w.$]PDO)\(|mysqli_connect\(|mysqli(?<![\w.$]mysqli)\(|mysql_connect\(|getConnection\("
+    r"|pymysql\.connect\(|MySQLdb\.connect\(|FTP(?<![\w.]FTP)(?:_TLS)?\("
 )
 _FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\("
-_POSITIONAL_LITERAL = re.compile(
-    rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,|(?:{_FIRST_ARG_CALLS}))[ \t]*{_LITERAL_ARG}"
+# A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
+# after a comma), the call found by reading back from there; a first argument is read from its
+# call, found at `hmac`, `Hmac`, `HMAC` or `SecretKeySpec`. (Each anchor of its own would cost
+# a pass over every text.)
+_LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*{_LITERAL_ARG}")
+_CALL_LOOKBACK = 300
+_CALL_BEFORE_COMMA = re.compile(
+    rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*)\Z"
 )
-_POSITIONAL_LITERAL_GATES = (
-    ("login(", ""),
-    ("simple_bind", r"(?=_s\(|\()"),
-    ("bind_s(", ""),
-    ("jwt.", r"(?=(?:sign|encode|decode|verify)\()"),
-    ("jws.", r"(?=(?:sign|encode|decode|verify)\()"),
-    ("JWT.", r"(?=(?:sign|encode|decode|verify)\()"),
-    ("Jwt", r"(?=s?\.(?:sign|encode|decode|verify)\()"),
-    ("createHmac(", ""),
-    ("HMAC.", r"(?=(?:hexdigest|digest|base64digest|new)\()"),
-    ("hmac.", r"(?=[Nn]ew\()"),
-    ("SecretKeySpec(", ""),
-    ("Hmac", r"(?=\w*::new_from_slice\()"),
+# Some call's name in the text before the comma: a quick test before the regex above.
+_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|Connection|FTP")
+_FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
+_FIRST_LITERAL_GATES = (
+    ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
+    ("A", r"(?<=HM)(?=C\.new\()"),
+    ("Key", r"(?=Spec\()"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
 
+def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]:
+    before = text[max(0, m.start() - _CALL_LOOKBACK) : m.start()]
+    if not _CALL_NAMES.search(before) or not _CALL_BEFORE_COMMA.search(before):
+        return None  # print("a", "b"): no call that takes a secret there
+    return _replace_positional_literal(text, m)
+
+
 def _replace_positional_literal(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s")
-    if _is_placeholder(value) or len(value) < 4 or _DOTTED_REF.fullmatch(value) and not _looks_random(value):
+    if _is_placeholder(value) or len(value) < 4 or value.startswith(_MARKER_OPEN):
         return None  # jwt.sign(payload, 'secret'): a tutorial's word, not a key
+    if _DOTTED_REF.fullmatch(value) and not _looks_random(value):
+        return None
     if value.upper() in ("SHA256", "SHA1", "SHA512", "SHA384", "MD5", "HS256", "HS512"):
         return None  # createHmac(alg, ...) read one argument early
     return _replace_group(text, m, "s", _POSITIONAL_LITERAL_MARK)
@@ -1875,6 +1917,105 @@ def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
     start, end = m.start("body") - m.start() + default.start("s"), m.start("body") - m.start() + default.end("s")
     whole = m.group(0)
     return whole[:start] + _ASSIGNMENT_MARK + whole[end:]
+
+
+# --- A secret given to a setter or builder as a literal: Java's `ds.setPassword("pw")`,
+# `config.setApiKey("k")`, a builder's `.password("pw")` / `.withApiKey("k")`. After `set` or
+# `with`, any secret name; alone, the bare secret words only (`.token("if")` parses).
+_SETTER_WORDS = r"(?:Password|Secret|Token|ApiKey|AccessKey|SecretKey|ClientSecret|AccessToken|AuthToken|PrivateKey)"
+_SETTER = re.compile(
+    rf"\.(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|secret|apiKey|api_key|clientSecret"
+    rf"|client_secret|accessToken|access_token|authToken|auth_token|secretKey|secret_key)\([ \t]*{_LITERAL_ARG}[ \t]*\)"
+)
+# (Every name above ends in one of these words, right before its `(` and a quote.)
+_SETTER_GATES = tuple(
+    (word, r"(?=\([ \t]*[bB]?[\"'])")
+    for word in ("Password", "password", "Secret", "secret", "Token", "token", "Key", "key")
+)
+
+
+def _replace_setter(text: str, m: "re.Match[str]") -> Optional[str]:
+    name = re.sub(r"^(?:set|with)(?=[A-Z])", "", m.group("name"))
+    kind = _name_kind(name)
+    value = m.group("s")
+    if kind is None or value.startswith(_MARKER_OPEN) or not _plausible_secret(kind, value):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# --- `aws configure` asked and answered on the terminal: `AWS Secret Access Key [None]: ...`
+# (its key id is an AKIA id, found by its shape).
+_AWS_CONFIGURE = re.compile(r"AWS (?:Secret Access Key|Session Token) \[[^\]\r\n]*\]:[ \t]*(?P<s>[^\s\"'\\]+)")
+
+# --- Vault's `Key  Value` tables (`vault kv get`, `vault write auth/approle/.../secret-id`,
+# `vault token create`): a row's value goes when its key names a secret (`password`, `secret_id`,
+# `token`); `lease_duration`, `policies` stay.
+_VAULT_TABLE = re.compile(r"Key[ \t]+Value[ \t]*\r?\n-{3}[ \t]+-{5}[ \t]*\r?\n(?P<rows>(?:[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)")
+_VAULT_ROW = re.compile(r"(?m)^(?P<name>[\w.-]+)[ \t]{2,}(?P<value>\S[^\r\n]*?)[ \t]*\r?$")
+
+
+def _replace_vault_table(text: str, m: "re.Match[str]") -> Optional[str]:
+    rows = m.group("rows")
+    marked = 0
+
+    def row(r: "re.Match[str]") -> str:
+        nonlocal marked
+        kind, value = _name_kind(r.group("name")), r.group("value")
+        if kind is None or value.startswith(_MARKER_OPEN) or not _plausible_secret(kind, value):
+            return r.group(0)
+        marked += 1
+        return r.group(0)[: r.start("value") - r.start()] + _ASSIGNMENT_MARK + r.group(0)[r.end("value") - r.start() :]
+
+    new_rows = _VAULT_ROW.sub(row, rows)
+    return None if not marked else m.group(0)[: m.start("rows") - m.start()] + new_rows
+
+
+# --- Vault AppRole's `secret_id`, Consul's and Nomad's `SecretID:` (`consul acl token create`):
+# a UUID or token under a name ending in "id", which the assignment rule's gate does not read.
+_SECRET_ID = re.compile(r"(?P<name>SecretID|SecretId|secretId|secret_id|SECRET_ID|secret-id)[\"']?[ \t]*[:=][ \t]*[\"']?(?P<s>[A-Za-z0-9._-]{16,})")
+
+# --- expect scripts: `expect "*password:*"` then `send "pw\r"`.
+_EXPECT_SEND = re.compile(
+    r"expect[ \t]+[^\r\n]*(?:password|Password|passphrase)[^\r\n]*\r?\n[ \t]*send[ \t]+(?:--[ \t]+)?"
+    r"\"(?P<s>(?:[^\"\\\r\n]|\\(?![rn]).)+?)(?:\\r|\\n)?\""
+)
+
+# --- Prose that hands over a secret: "the password is Tr0ub4dor&3", "my github token is x",
+# "Here is my API key: x", "[sudo] password for bob: x". The value must look made or chosen
+# (letters and digits mixed, or symbols), never a word: "the password is stored in Vault".
+_PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "token", "Token", "secret", "Secret")
+_PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
+# "API key", "secret key", "access key": matched from their `key`, the word before looked back
+# at. (Each alternative starts with a literal word, so that a search of a whole text, once an
+# earlier rule has changed it, scans for those words' letters rather than trying every offset.)
+_PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key))"
+_PROSE_SECRET = re.compile(
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|[ \t]+for[ \t]+[\w@.-]+:[ \t]+)"
+    rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
+)
+_PROSE_AFTER_NAME = r"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+:[ \t])"
+_PROSE_SECRET_GATES = (
+    *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
+    ("pass", "(?=wd|phrase)" + _PROSE_AFTER_NAME.replace("(?=", "(?:wd|phrase)(?=", 1)),
+    ("key", _PROSE_AFTER_NAME),
+    ("Key", _PROSE_AFTER_NAME),
+)
+# Letters with a digit or a symbol that words do not hold (a hyphen, a dot, an apostrophe they do:
+# "re-processing", "defined.").
+_MIXED = re.compile(r"(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=~|<>?])")
+
+
+def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s").rstrip(".,;:!?)")
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
+        return None
+    if not (_MIXED.match(value) or _looks_random(value)) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
+    start = m.start("s")  # (a sentence's closing stop stays)
+    return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
+
+
+_PROSE_MARK = marker("prose-secret")
 
 
 # Secrets with a shape rather than a prefix.
@@ -2025,7 +2166,7 @@ _RULES: tuple[_Rule, ...] = (
         "redis-conf",
         _REDIS_CONF,
         _replace_conf_password,
-        tuple((word, "(?=[ \t])") for word in ("requirepass", "masterauth", "bindpw", "rootpw")),
+        (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"), ("pw", r"(?<=bindpw|rootpw)(?=[ \t])")),
     ),
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
     _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
@@ -2061,12 +2202,24 @@ _RULES: tuple[_Rule, ...] = (
         "ldif-password",
         _LDIF_PASSWORD,
         _group("ldap-password"),
-        tuple((word, "(?=:)") for word in ("Password", "password", "RootPW", "rootPW", "Pwd", "pwd")),
+        (("Password", "(?=:)"), ("password", "(?=:)")),
     ),
     _Rule("imap-login", _IMAP_LOGIN, _replace_mail_login, (("LOGIN", _IMAP_GATE), ("login", _IMAP_GATE))),
-    _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("PASS", _POP3_GATE), ("pass", _POP3_GATE))),
-    _Rule("code-literal", _POSITIONAL_LITERAL, _replace_positional_literal, _POSITIONAL_LITERAL_GATES, anchored=True),
+    _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("S", "(?<=PASS)" + _POP3_GATE), ("pass", _POP3_GATE))),
+    _Rule("code-literal", _LITERAL_AFTER_COMMA, _replace_literal_after_comma, ((",", ""),), anchored=True),
+    _Rule("code-literal-first", _FIRST_LITERAL, _replace_positional_literal, _FIRST_LITERAL_GATES),
     _Rule("terraform-variable", _TF_VARIABLE, _replace_tf_variable, (("variable", r'(?=[ \t]+"[\w-]+"[ \t]*\{)'),)),
+    _Rule("setter", _SETTER, _replace_setter, _SETTER_GATES),
+    _Rule("aws-configure", _AWS_CONFIGURE, _group("aws-secret-key"), (("A", r"(?=WS S(?:ecret Access Key|ession Token) \[)"),)),
+    _Rule("vault-table", _VAULT_TABLE, _replace_vault_table, (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"),)),
+    _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
+    _Rule(
+        "expect-send",
+        _EXPECT_SEND,
+        _group("expect-password"),
+        tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
+    ),
+    _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
 )
 
 
@@ -2131,7 +2284,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         (_sep_guard(":", ""), None),
     ),
     # `,`: ("NAME", "value") pairs and auth=("user", "pw"): a quote before the comma.
-    ",": ((r"(?<=[\"'],)", None),),
+    # Also a literal after a comma: an argument that code-literal reads (`login(user, "pw")`).
+    ",": ((r"(?=[ \t]*(?:[bB]|\[\]byte\()?[\"'])", frozenset({"code-literal"})), (r"(?<=[\"'],)", None)),
 }
 
 

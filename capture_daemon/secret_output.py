@@ -223,10 +223,18 @@ def _already_marked(output: str) -> bool:
     return not MARKER_PATTERN.sub("", output).strip()
 
 
+def _may_hold_a_prompt(text: str) -> bool:
+    """A quick test before any regex: a line break and a prompt's characters (`# ` only counts
+    with a `user@host` before it, `> ` only with PowerShell's `PS `)."""
+    return "\n" in text and (
+        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or ("PS " in text and "> " in text)
+    )
+
+
 def redact_pasted_sessions(text: str) -> tuple[str, int]:
     """`text` with the output of each secret printer in a terminal session replaced."""
     bash_mode_turn = "<bash-stdout>" in text
-    if not bash_mode_turn and ("\n" not in text or not _PROMPTED_PRINTER.search(text)):
+    if not bash_mode_turn and not (_may_hold_a_prompt(text) and _PROMPTED_PRINTER.search(text)):
         return text, 0
     count = 0
 
@@ -239,7 +247,7 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
 
     if bash_mode_turn:
         text = _BASH_MODE.sub(bash_mode, text)
-    if "\n" in text:
+    if _may_hold_a_prompt(text):
         text, more = _redact_prompted_output(text)
         count += more
     return text, count

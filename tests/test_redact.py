@@ -603,6 +603,32 @@ POSITIVE = [
         "dn: uid=alice,ou=people\nuserPassword: {SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nolcRootPW: Tr0ub4dor3xq",
         "dn: uid=alice,ou=people\nuserPassword: {SSHA}[REDACTED:ldap-password]\nolcRootPW: [REDACTED:assignment]",
     ),
+    ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
+    ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
+    ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
+    ("jdbc-connection", 'DriverManager.getConnection(url, "app", "Tr0ub4dor3xq")', 'DriverManager.getConnection(url, "app", "[REDACTED:code-literal]")'),
+    ("java-setter", 'ds.setPassword("Tr0ub4dor3xq");\ncfg.setApiKey("a81f9c2e7b4d6053");', 'ds.setPassword("[REDACTED:assignment]");\ncfg.setApiKey("[REDACTED:assignment]");'),
+    ("builder", 'Client.builder().withClientSecret("a81f9c2e7b4d6053").password("Tr0ub4dor3xq").build()', 'Client.builder().withClientSecret("[REDACTED:assignment]").password("[REDACTED:assignment]").build()'),
+    (
+        "aws-configure-prompts",
+        "AWS Secret Access Key [None]: wJalrXUtnFEMIK7MDENGbPxRfiCYz3q9K2mLp0Ab\nDefault region name [None]: eu-west-1",
+        "AWS Secret Access Key [None]: [REDACTED:aws-secret-key]\nDefault region name [None]: eu-west-1",
+    ),
+    (
+        "vault-table",
+        "Key                   Value\n---                   -----\nsecret_id             3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c\n"
+        "secret_id_ttl         0s\npassword              Tr0ub4dor3xq\nusername              app",
+        "Key                   Value\n---                   -----\nsecret_id             [REDACTED:assignment]\n"
+        "secret_id_ttl         0s\npassword              [REDACTED:assignment]\nusername              app",
+    ),
+    ("consul-secret-id", "AccessorID:   8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecretID:     3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c", "AccessorID:   8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecretID:     [REDACTED:assignment]"),
+    ("ngrok-authtoken", "ngrok config add-authtoken 2abcDEFghiJKLmnoPQRstuVWX_3yzABCdefGHIjklMNO", "ngrok config add-authtoken [REDACTED:cli-flag]"),
+    ("sshpass-env", "SSHPASS=Tr0ub4dor3xq sshpass -e ssh deploy@host", "SSHPASS=[REDACTED:assignment] sshpass -e ssh deploy@host"),
+    ("expect-send", 'spawn ssh bob@host\nexpect "*password:*"\nsend "Tr0ub4dor3xq\\r"', 'spawn ssh bob@host\nexpect "*password:*"\nsend "[REDACTED:expect-password]\\r"'),
+    ("prose-password", "the password is Tr0ub4dor&3, please rotate it", "the password is [REDACTED:prose-secret], please rotate it"),
+    ("prose-token", "my github token is a81f9c2e7b4d6053.", "my github token is [REDACTED:prose-secret]."),
+    ("prose-api-key", "Here is my API key: a81f-9c2e-7b4d", "Here is my API key: [REDACTED:prose-secret]"),
+    ("sudo-echo", "[sudo] password for bob: Tr0ub4dor3xq", "[sudo] password for bob: [REDACTED:prose-secret]"),
     # --- what a secret-printing command printed, in a pasted terminal session or a `!` turn ---
     ("pasted-pass-show", "$ pass show email/gmail\nTr0ub4dor3xq\n$ ls\nREADME.md", "$ pass show email/gmail\n[REDACTED:command-output]\n$ ls\nREADME.md"),
     (
@@ -761,6 +787,23 @@ NEGATIVE = [
         'variable "api_token" {\n  default = ""\n}',
     ),
     ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "setter-lookalikes",
+        "ds.setPassword(password);\ncfg.setToken(System.getenv(\"TOKEN\"));\nlexer.token(\"if\")\n"
+        "b.withSecret(secretRef)\nuser.getPassword()\nform.password(\"\")",
+    ),
+    (
+        "prose-lookalikes",
+        "if token is None:\nthe password is stored in Vault\nThe API key is read from .env at start-up.\n"
+        "password is required (min 8 chars)\ntoken is tokenizer.eos_token\nThe token is then passed to the client.\n"
+        "password was reset for bob@x.com\nthe secret is in config/secrets.yml\ntoken: Optional[str] = None\n"
+        'raise ValueError("no padding token is defined.")\n# the next token is re-processing it',
+    ),
+    (
+        "credential-call-lookalikes",
+        "new PDO($dsn, $user, $pass)\nmysqli_connect($host, $user, $pw, $db)\nNetworkCredential(user, pw)\n"
+        "DriverManager.getConnection(url, props)\nftp = FTP(host)\nFTP('ftp.example.com', 'anonymous', '')",
+    ),
     (
         "terminal-lookalikes",
         "$ pass ls\nPassword Store\n└── email\n$ echo $HOME\n/home/dev\n$ pass show x | wc -c\n13\n"
