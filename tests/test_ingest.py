@@ -356,3 +356,49 @@ def test_a_quarantined_event_loses_what_a_secret_printer_printed(understudy_home
     text = copy.read_text()
     assert password not in text
     assert json.loads(text.partition("\n")[2])["tool_response"]["stdout"] == "[REDACTED:command-output]"
+
+
+@pytest.mark.parametrize("compact", [True, False], ids=["compact", "spaced"])
+def test_a_payload_cut_short_keeps_no_secret_its_structure_shows(understudy_home, compact):
+    """A hook killed mid-write leaves JSON cut short: not parseable, so it was redacted as text
+    alone, and a Kubernetes env entry's name and value, a Python keyword in an escaped command,
+    a pgpass row... came through (17 of the corpus's cases). It is now closed, parsed and
+    redacted field by field, each changed string replaced where it stands, the cut kept."""
+    from tests.secret_corpus import SECRET_CASES
+
+    separators = (",", ":") if compact else (", ", ": ")
+    header = json.dumps({"v": 1, "event": "PostToolUse", "received_ns": 1, "bytes": 1}).encode()
+    spool = paths.ensure(paths.spool_dir())
+    for n, case in enumerate(SECRET_CASES):
+        payload = {"session_id": "s", "prompt_id": "p", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+                   "tool_input": {"command": case.text}, "tool_response": {"stdout": case.text, "stderr": "", "interrupted": False}}
+        body = json.dumps(payload, separators=separators, ensure_ascii=False).encode()
+        # Cut inside the last value (`"interrupted": fa`): nothing of any secret is cut.
+        (spool / f"{n + 1:020d}-0000001-PostToolUse.event").write_bytes(header + b"\n" + body[:-4])
+    with TraceStore.open() as store:
+        _ingestor(store).scan()
+    quarantined = {p.name: p.read_bytes() for p in paths.quarantine_dir().glob("*.event")}
+    assert len(quarantined) == len(SECRET_CASES)
+    leaked = [case.id for n, case in enumerate(SECRET_CASES)
+              if any(s.encode() in quarantined[f"{n + 1:020d}-0000001-PostToolUse.event"] for s in case.secrets)]
+    assert leaked == []
+    first = quarantined[f"{1:020d}-0000001-PostToolUse.event"].partition(b"\n")[2]
+    with pytest.raises(ValueError):
+        json.loads(first)  # still the payload cut short it was, not a repaired one
+
+
+def test_a_secret_found_whole_in_one_field_goes_from_the_field_the_cut_ran_through(understudy_home):
+    header = json.dumps({"v": 1, "event": "PostToolUse", "received_ns": 1, "bytes": 1}).encode()
+    command = "echo 'Qm7-horse-Battery-staple9' | sudo -S systemctl restart nginx"
+    payload = {"session_id": "s", "hook_event_name": "PostToolUse", "tool_name": "Bash",
+               "tool_input": {"command": command}, "tool_response": {"stdout": command, "stderr": ""}}
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    cut = body[: body.rindex(b"| sudo") + 4]  # the output's copy loses `sudo -S`, which made it a secret
+    spool = paths.ensure(paths.spool_dir())
+    (spool / f"{1:020d}-0000001-PostToolUse.event").write_bytes(header + b"\n" + cut)
+    with TraceStore.open() as store:
+        _ingestor(store).scan()
+    [copy] = paths.quarantine_dir().glob("*.event")
+    data = copy.read_bytes()
+    assert b"Qm7-horse-Battery-staple9" not in data
+    assert data.rstrip().endswith(b"| su")  # still cut where it was cut
