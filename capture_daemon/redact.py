@@ -1254,11 +1254,11 @@ def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
 
 
-# LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes.
-# (cn=config's `olcRootPW: pw` is the assignment rule's: its name ends in `rootpw`.) A `{SCHEME}` value is a hash, and as guessable as
-# a crypt(3) one; the scheme stays.
+# LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes. A
+# `{SCHEME}` value is a hash, and as guessable as a crypt(3) one; the scheme stays. (cn=config's
+# `olcRootPW: pw` is the assignment rule's: its name ends in `rootpw`.)
 _LDIF_PASSWORD = re.compile(
-    rf"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>userPassword|sambaNTPassword|sambaLMPassword)::?[ \t]*(?P<scheme>\{{[\w-]+\}})?(?P<s>[^\s\\\"']+)"
+    r"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>userPassword|sambaNTPassword|sambaLMPassword)::?[ \t]*(?P<scheme>\{[\w-]+\})?(?P<s>[^\s\\\"']+)"
 )
 
 

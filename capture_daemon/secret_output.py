@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Optional
 
 MARK = "[REDACTED:command-output]"
 
