@@ -16,7 +16,7 @@ What is detected (the marker's kind in brackets):
   dashed words is CSS: ``sk-circle-2x-animation-delay`` stays), OpenRouter ``sk-or-v1-``
   [openrouter-key], Hugging Face ``hf_`` [huggingface-token], Groq ``gsk_``, xAI ``xai-``,
   Perplexity ``pplx-``, Replicate ``r8_``, LangSmith ``lsv2_``, ElevenLabs ``sk_`` + 48 hex
-- provider keys by their prefix: Google ``AIza`` [google-api-key], Google OAuth ``ya29.``/``GOCSPX-``
+- provider keys by their prefix: Google ``AIza`` [google-api-key], Google OAuth ``ya29.``/``GOCSPX-``/``1//0``
   [google-oauth], Stripe ``sk_live_``/``rk_live_``/``whsec_`` [stripe-key], SendGrid ``SG.x.y``
   [sendgrid-key], Twilio ``SK`` + 32 hex [twilio-key], npm ``npm_`` [npm-token], PyPI
   ``pypi-Ag...`` [pypi-token], RubyGems ``rubygems_``, Docker Hub ``dckr_pat_``, DigitalOcean
@@ -1327,6 +1327,7 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("pulumi", ("config",), "set", 1, "--secret"),
     ("mc", ("alias",), "set", 3, ""),  # MinIO: mc alias set ALIAS URL ACCESS_KEY SECRET_KEY
     ("ngrok", ("config",), "add-authtoken", 0, ""),
+    ("wandb", (), "login", 0, ""),  # wandb login <40 hex>
     ("ngrok", (), "authtoken", 0, ""),
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
@@ -1341,6 +1342,7 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "pulumi": frozenset({"-s", "--stack", "-C", "--cwd", "--config-file"}),
     "mc": frozenset({"--config-dir", "-C"}),
     "ngrok": frozenset({"--config", "--log", "--log-level", "--log-format"}),
+    "wandb": frozenset({"--host", "--cloud"}),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -1970,9 +1972,10 @@ def _replace_vault_table(text: str, m: "re.Match[str]") -> Optional[str]:
     return None if not marked else m.group(0)[: m.start("rows") - m.start()] + new_rows
 
 
-# --- Vault AppRole's `secret_id`, Consul's and Nomad's `SecretID:` (`consul acl token create`):
+# --- Vault AppRole's `secret_id`, Consul's `SecretID:` (`consul acl token create`), Nomad's
+# `Secret ID   = ...` (`nomad acl bootstrap`):
 # a UUID or token under a name ending in "id", which the assignment rule's gate does not read.
-_SECRET_ID = re.compile(r"(?P<name>SecretID|SecretId|secretId|secret_id|SECRET_ID|secret-id)[\"']?[ \t]*[:=][ \t]*[\"']?(?P<s>[A-Za-z0-9._-]{16,})")
+_SECRET_ID = re.compile(r"(?P<name>SecretID|SecretId|secretId|secret_id|SECRET_ID|secret-id|Secret ID)[\"']?[ \t]*[:=][ \t]*[\"']?(?P<s>[A-Za-z0-9._-]{16,})")
 
 # --- expect scripts: `expect "*password:*"` then `send "pw\r"`.
 _EXPECT_SEND = re.compile(
@@ -2085,6 +2088,8 @@ _RULES: tuple[_Rule, ...] = (
     _token("google-api-key", "AIza", r"[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", ("A", "(?=Iza)")),
     _token("google-oauth", r"ya29\.", r"[0-9A-Za-z_-]{20,}", (".", r"(?<=ya29\.)")),
     _token("google-oauth", "GOCSPX-", r"[0-9A-Za-z_-]{20,}", ("-", "(?<=GOCSPX-)")),
+    # Google OAuth refresh tokens (`firebase login:ci`, `gcloud auth` credential files).
+    _token("google-oauth", "1//0", r"[0-9A-Za-z_-]{40,}", ("1//0", "")),
     _token("huggingface-token", "hf_", r"[A-Za-z0-9]{30,}(?![A-Za-z0-9_])", ("_", "(?<=hf_)")),
     _token("stripe-key", "sk_(?:live|test)_", r"[A-Za-z0-9]{10,}", ("_", "(?<=sk_live_|sk_test_)")),
     _token("stripe-key", "rk_(?:live|test)_", r"[A-Za-z0-9]{10,}", ("_", "(?<=rk_live_|rk_test_)")),
@@ -2212,7 +2217,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("setter", _SETTER, _replace_setter, _SETTER_GATES),
     _Rule("aws-configure", _AWS_CONFIGURE, _group("aws-secret-key"), (("A", r"(?=WS S(?:ecret Access Key|ession Token) \[)"),)),
     _Rule("vault-table", _VAULT_TABLE, _replace_vault_table, (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"),)),
-    _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
+    _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(
         "expect-send",
         _EXPECT_SEND,

@@ -621,6 +621,9 @@ POSITIVE = [
         "Key                   Value\n---                   -----\nsecret_id             [REDACTED:assignment]\n"
         "secret_id_ttl         0s\npassword              [REDACTED:assignment]\nusername              app",
     ),
+    ("nomad-secret-id", "Accessor ID = 8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecret ID   = 3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c", "Accessor ID = 8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecret ID   = [REDACTED:assignment]"),
+    ("wandb-login", "wandb login 3f4a5b6c1d2e4f3a8b9c0d1e2f3a4b5c6d7e8f90", "wandb login [REDACTED:cli-flag]"),
+    ("google-refresh-token", "firebase login:ci\n1//0gAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_aBcDeFgHiJkLmNoP", "firebase login:ci\n[REDACTED:google-oauth]"),
     ("consul-secret-id", "AccessorID:   8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecretID:     3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c", "AccessorID:   8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecretID:     [REDACTED:assignment]"),
     ("ngrok-authtoken", "ngrok config add-authtoken 2abcDEFghiJKLmnoPQRstuVWX_3yzABCdefGHIjklMNO", "ngrok config add-authtoken [REDACTED:cli-flag]"),
     ("sshpass-env", "SSHPASS=Tr0ub4dor3xq sshpass -e ssh deploy@host", "SSHPASS=[REDACTED:assignment] sshpass -e ssh deploy@host"),

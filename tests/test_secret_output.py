@@ -52,6 +52,11 @@ PRINTS_SECRET = [
     "docker-credential-desktop get",
     "ls && pass show x",
     "./bin/pass show deploy/db",
+    "fly auth token",
+    "firebase login:ci",
+    "netlify env:get STRIPE_KEY",
+    "railway variables",
+    "doppler secrets",
 ]
 
 PRINTS_NO_SECRET = [
@@ -77,6 +82,8 @@ PRINTS_NO_SECRET = [
     "grep -rn 'pass show' docs/",
     "pytest -k pass",
     'python3 -c "print(1)"',
+    "doppler secrets set API_KEY",
+    "railway variables set X=1",
     "",
 ]
 
