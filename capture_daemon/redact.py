@@ -121,7 +121,11 @@ What is detected (the marker's kind in brackets):
   Vault's ``Key  Value`` tables (a row whose key names a secret: ``password``, ``secret_id``,
   ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
-  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]
+  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
+  ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
+- a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
+  key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
+  --value PW`` with a secret-named ``--name`` or ``--type SecureString``) [assignment, cli-flag]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault") [prose-secret]
@@ -870,7 +874,7 @@ _URL_PASSWORD = re.compile(
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
 _CLI_FLAG_WORDS = (
     r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
-    r"|account-key|private-key|auth-key|(?<=-)pass)"
+    r"|account-key|private-key|auth-key|bearer|(?<=-)pass)"
 )
 _CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
@@ -952,7 +956,8 @@ def _replace_csv(text: str, m: "re.Match[str]") -> Optional[str]:
 # so the rule reads the command the flag belongs to, and a table says which of its flags take a
 # secret: (flag, how, form). `how`: "g" glued (-pSECRET: mysql takes `-p SECRET` as "prompt, then
 # a database name"), "s" spaced, "gs" either. `form`: "" the whole value, ":" after the first
-# colon (user:password), "%" after the first % (smbclient's user%password), "pass:" only a
+# colon (user:password), "%" after the first % (smbclient's user%password), "," after the first
+# comma (lftp's user,password), "pass:" only a
 # `pass:` value (openssl's -passin pass:x; env:VAR and file:path name no secret), "cookie" each
 # value of a cookie list (curl -b 'a=1; b=2'; without a `=` it names a cookie jar file).
 _FlagSpec = tuple[tuple[str, str, str], ...]
@@ -984,6 +989,8 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     **dict.fromkeys(("evil-winrm", "crackmapexec", "cme", "nxc", "netexec", "rdesktop"), (("p", "s", ""),)),
     **dict.fromkeys(("plink", "pscp", "psftp"), (("pw", "s", ""),)),
     "twine": (("p", "s", ""),),  # twine upload -u __token__ -p pypi-...
+    **dict.fromkeys(("mosquitto_pub", "mosquitto_sub", "mosquitto_rr"), (("P", "s", ""), ("-pw", "s", ""))),
+    "lftp": (("u", "s", ","),),  # lftp -u user,PW host
     "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
     **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
     **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
@@ -1095,7 +1102,7 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
     if form == "cookie":
         marked = _mark_cookies(inner)
         return None if marked is None else quote + marked + quote
-    if form in (":", "%"):
+    if form in (":", "%", ","):
         if form not in inner:
             return None  # curl -u user: prompts for the password
         user, inner = inner.split(form, 1)
@@ -1265,7 +1272,7 @@ _LDIF_PASSWORD = re.compile(
 # openssl's -passin/-passout/-pass `pass:PW`, cmdkey's `/pass:PW`, xfreerdp's `/p:PW`.
 # (Only after a flag that takes it: prose ends sentences with "the forward pass:".)
 _OPENSSL_PASS_AFTER = (
-    r"(?:(?<=/pass:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:)|(?<=[ \t]/p:))"
+    r"(?:(?<=/pass:)|(?<=/password:)|(?<=-pass pass:)|(?<=-passin pass:)|(?<=-passout pass:)|(?<=-password pass:)|(?<=[ \t]/p:))"
 )
 # (A value stops at a backslash too: inside a JSON string, `\n` ends its line.)
 _OPENSSL_PASS = re.compile(rf"(?:pass|/p):{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':\\][^\s\"'\\]*)")
@@ -1328,6 +1335,7 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("mc", ("alias",), "set", 3, ""),  # MinIO: mc alias set ALIAS URL ACCESS_KEY SECRET_KEY
     ("ngrok", ("config",), "add-authtoken", 0, ""),
     ("wandb", (), "login", 0, ""),  # wandb login <40 hex>
+    ("net", (), "user", 1, ""),  # Windows: net user NAME PW /add
     ("ngrok", (), "authtoken", 0, ""),
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
@@ -1343,6 +1351,7 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "mc": frozenset({"--config-dir", "-C"}),
     "ngrok": frozenset({"--config", "--log", "--log-level", "--log-format"}),
     "wandb": frozenset({"--host", "--cloud"}),
+    "net": frozenset(),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -1354,6 +1363,8 @@ _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_
 _POSITIONAL_REST = r"(?=[ \t])(?P<rest>(?:[^\r\n|;&`()<>\\]|\\(?![nr]))*)"
 _POSITIONAL_GATES = (
     ("login", r"login(?<![\w.-]login)", r"(?<![\w.-]login)(?=[ \t])"),
+    # (`net user` at the `net use` anchor of the net-use rule: no anchor of its own.)
+    ("net use", r"net(?<![\w.-]net)[ \t](?P<key>user)", r"(?<![\w.-]net use)(?=r[ \t])"),
     # (`bw unlock` at the `b` that the bearer and basic gates scan for: an `unlock` anchor cost 1%.)
     ("b", r"bw(?<![\w.-]bw)[ \t]+(?:-[\w-]+[ \t]+){0,4}(?P<key>unlock)", r"(?<![\w.-]b)(?=w[ \t]+(?:-[\w-]+[ \t]+){0,4}unlock[ \t])"),
     # (At the program: a branch for `add_user` at the `_` gate cost every `_` of snake_case more
@@ -1406,6 +1417,8 @@ def _positional_args(program: str, words: list[str]) -> list[int]:
         elif not flags_over and word.startswith("-") and len(word) > 1:
             if "=" not in word and (word.lstrip("-") if go else word) in value_flags:
                 i += 1  # its value
+        elif program == "net" and word.startswith("/"):
+            pass  # Windows switches: net user bob /add
         elif not (program == "cargo" and word.startswith("+")):  # cargo +nightly login
             out.append(i)
         i += 1
@@ -2021,6 +2034,57 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
 _PROSE_MARK = marker("prose-secret")
 
 
+# --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
+# (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
+_YAML_BLOCK = re.compile(
+    rf"(?m)^(?P<indent>[ \t]*)(?:-[ \t]+)?(?P<name>[\w.-]+):{_after(_SECRET_WORDS, ':')}[ \t]*[|>][-+0-9]*[ \t]*(?:#[^\r\n]*)?\r?\n"
+    r"(?P<body>(?:(?P=indent)[ \t]+\S[^\r\n]*(?:\r?\n|\Z))+)"
+)
+_YAML_BLOCK_LOOK = r"(?=[ \t]*[|>][-+0-9]*[ \t]*(?:#[^\r\n]*)?\r?\n)"
+
+
+def _replace_yaml_block(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name"))
+    body = m.group("body")
+    if kind is None or kind == _WEAK and not _looks_made(body.strip()) or _is_placeholder(body.strip()):
+        return None
+    first = body[: len(body) - len(body.lstrip(" \t"))]
+    ending = "\n" if body.endswith("\n") else ""
+    return m.group(0)[: m.start("body") - m.start()] + first + _ASSIGNMENT_MARK + ending
+
+
+# --- Writes to a key store whose key names a secret: `consul kv put app/db/password PW`, and
+# `aws ssm put-parameter --name /db/password --value PW` (any name with `--type SecureString`).
+_CONSUL_PUT = re.compile(r"kv[ \t]+put(?:[ \t]+-\S+)*[ \t]+(?P<name>[^\s=\"']+)[ \t]+(?P<s>[^\s\"'|;&@-][^\s\"'|;&]*)")
+_SSM_PUT = re.compile(r"put-parameter(?P<rest>[^\r\n|;&]*)")
+_SSM_VALUE = re.compile(r"--value(?:[ \t]+|=)(?P<s>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"']+)")
+_SSM_NAME = re.compile(r"--name(?:[ \t]+|=)[\"']?(?P<name>[^\s\"']+)")
+
+
+def _replace_consul_put(text: str, m: "re.Match[str]") -> Optional[str]:
+    leaf = re.split(r"[/:]", m.group("name"))[-1]
+    if _name_kind(leaf) is None or _is_placeholder(m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+def _replace_ssm_put(text: str, m: "re.Match[str]") -> Optional[str]:
+    rest = m.group("rest")
+    value = _SSM_VALUE.search(rest)
+    if value is None:
+        return None
+    name = _SSM_NAME.search(rest)
+    leaf = name.group("name").rsplit("/", 1)[-1] if name else ""
+    if "SecureString" not in rest and _name_kind(leaf) is None:
+        return None
+    token = value.group("s")
+    new = _mark_arg(token, "")
+    if new is None:
+        return None
+    start = m.start("rest") - m.start() + value.start("s")
+    return m.group(0)[:start] + new + m.group(0)[start + len(token) :]
+
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -2225,6 +2289,9 @@ _RULES: tuple[_Rule, ...] = (
         tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
+    _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
+    _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
+    _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""),)),
 )
 
 

@@ -621,6 +621,18 @@ POSITIVE = [
         "Key                   Value\n---                   -----\nsecret_id             [REDACTED:assignment]\n"
         "secret_id_ttl         0s\npassword              [REDACTED:assignment]\nusername              app",
     ),
+    ("net-user", "net user bob Tr0ub4dor3xqZ9 /add", "net user bob [REDACTED:cli-flag] /add"),
+    ("mosquitto", "mosquitto_pub -h broker -u bob -P Tr0ub4dor3xqZ9 -t x -m y", "mosquitto_pub -h broker -u bob -P [REDACTED:cli-flag] -t x -m y"),
+    ("lftp", "lftp -u bob,Tr0ub4dor3xqZ9 ftp.example.com", "lftp -u bob,[REDACTED:cli-flag] ftp.example.com"),
+    ("curl-oauth2-bearer", "curl --oauth2-bearer Tr0ub4dor3xqZ9 https://api.example.org", "curl --oauth2-bearer [REDACTED:cli-flag] https://api.example.org"),
+    ("wmic-password", "wmic /node:srv /user:bob /password:Tr0ub4dor3xqZ9 os get", "wmic /node:srv /user:bob /password:[REDACTED:assignment] os get"),
+    ("yaml-block-scalar", "db:\n  password: >-\n    Tr0ub4dor3xqZ9\n  host: x", "db:\n  password: >-\n    [REDACTED:assignment]\n  host: x"),
+    ("consul-kv-put", "consul kv put secret/db/password Tr0ub4dor3xqZ9", "consul kv put secret/db/password [REDACTED:assignment]"),
+    (
+        "ssm-put-parameter",
+        "aws ssm put-parameter --name /app/x --value Tr0ub4dor3xqZ9 --type SecureString",
+        "aws ssm put-parameter --name /app/x --value [REDACTED:cli-flag] --type SecureString",
+    ),
     ("nomad-secret-id", "Accessor ID = 8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecret ID   = 3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5c", "Accessor ID = 8a1b2c3d-0000-4e5f-9a8b-7c6d5e4f3a2b\nSecret ID   = [REDACTED:assignment]"),
     ("wandb-login", "wandb login 3f4a5b6c1d2e4f3a8b9c0d1e2f3a4b5c6d7e8f90", "wandb login [REDACTED:cli-flag]"),
     ("google-refresh-token", "firebase login:ci\n1//0gAbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_aBcDeFgHiJkLmNoP", "firebase login:ci\n[REDACTED:google-oauth]"),
@@ -790,6 +802,11 @@ NEGATIVE = [
         'variable "api_token" {\n  default = ""\n}',
     ),
     ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "store-and-block-lookalikes",
+        "description: |\n  some text\n  more\nconsul kv put app/config/region eu\n"
+        "aws ssm put-parameter --name /app/region --value eu-west-1\nnet user bob /add\nnet user",
+    ),
     (
         "setter-lookalikes",
         "ds.setPassword(password);\ncfg.setToken(System.getenv(\"TOKEN\"));\nlexer.token(\"if\")\n"
