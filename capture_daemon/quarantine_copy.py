@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 import orjson
 
 from capture_daemon.redact import redact_text, redact_value
-from capture_daemon.secret_output import MARKER_PATTERN, mark_response, output_is_secret
+from capture_daemon.secret_output import MARKER_PATTERN, mark_secret_output
 from capture_daemon.spool import parse_json
 
 
@@ -33,10 +33,7 @@ def redacted_copy(data: bytes) -> bytes:
     head, sep, body = text.partition("\n")
     if sep:
         try:
-            payload = parse_json(body.encode("utf-8"))
-            if isinstance(payload, dict) and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
-                payload["tool_response"] = mark_response(payload.get("tool_response"))  # as scrub_payload does
-            payload = redact_value(payload)
+            payload = redact_value(mark_secret_output(parse_json(body.encode("utf-8"))))  # as scrub_payload does
             return redact_text(head).encode("utf-8", "replace") + b"\n" + orjson.dumps(payload)
         except Exception:  # noqa: BLE001 - whatever fails here, the passes below still apply
             pass
@@ -61,10 +58,7 @@ def _redact_cut_json(body: str) -> str:
     if closed is None:
         return body
     payload = orjson.loads(closed)
-    redacted = payload
-    if isinstance(payload, dict) and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
-        redacted = {**payload, "tool_response": mark_response(payload.get("tool_response"))}
-    redacted = redact_value(redacted)
+    redacted = redact_value(mark_secret_output(payload))
     changed = list(_changed_strings(payload, redacted))
     for before, after in changed:
         for encode in (lambda v: json.dumps(v, ensure_ascii=False), lambda v: json.dumps(v)):

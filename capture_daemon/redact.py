@@ -107,7 +107,7 @@ What is detected (the marker's kind in brackets):
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
 - mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``
   [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``
-  and ``olcRootPW:`` [ldap-password]
+  [ldap-password] (``olcRootPW: PW`` is an assignment)
 - secrets handed to code by position, as string literals: ``smtp.login(user, "PW")`` (imaplib,
   poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
   ``createHmac(alg, "KEY")``, ``OpenSSL::HMAC.hexdigest(alg, "KEY", d)``, ``hmac.new(b"KEY")``,
@@ -1334,9 +1334,9 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("pulumi", ("config",), "set", 1, "--secret"),
     ("mc", ("alias",), "set", 3, ""),  # MinIO: mc alias set ALIAS URL ACCESS_KEY SECRET_KEY
     ("ngrok", ("config",), "add-authtoken", 0, ""),
+    ("ngrok", (), "authtoken", 0, ""),
     ("wandb", (), "login", 0, ""),  # wandb login <40 hex>
     ("net", (), "user", 1, ""),  # Windows: net user NAME PW /add
-    ("ngrok", (), "authtoken", 0, ""),
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
@@ -1835,7 +1835,7 @@ _IMAP_LOGIN = re.compile(
 )
 _POP3_PASS = re.compile(
     rf"{_LINE_START}{_MAIL_PREFIX}(?:USER|user)[ \t]+[^\s\\]+[ \t]*[\"']?(?:\r?\n|\\r\\n|\\n)"
-    rf"(?:[^\r\n\\]*(?:\r?\n|\\r\\n|\\n)){{0,2}}?{_MAIL_PREFIX}(?:PASS|pass)[ \t]+(?P<uq>[^\r\n\\\"']+?)[ \t]*(?=[\"']?(?:\r?\n|\\r|\\n|\Z))"
+    rf"(?:[^\r\n\\]*(?:\r?\n|\\r\\n|\\n)){{0,2}}?{_MAIL_PREFIX}(?:PASS|pass)[ \t]+(?P<uq>[^\s\\\"']+)[ \t]*(?=[\"']?(?:\r?\n|\\r|\\n|\Z))"
 )
 _MAIL_MARK = marker("mail-password")
 # Right after `LOGIN`: a tag's last character and a space before it, two arguments after it.
@@ -1845,7 +1845,7 @@ _POP3_GATE = r"(?=[ \t]+[^\s\\\"']+[ \t]*[\"']?(?:\r?\n|\\r|\\n|\Z))"
 
 
 def _replace_mail_login(text: str, m: "re.Match[str]") -> Optional[str]:
-    group = "dq" if "dq" in m.re.groupindex and m.start("dq") >= 0 else "uq"
+    group = "dq" if m.groupdict().get("dq") is not None else "uq"
     return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _MAIL_MARK)
 
 
@@ -1929,9 +1929,9 @@ def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if _name_kind(m.group("name")) is None and not _TF_SENSITIVE.search(body):
         return None
-    start, end = m.start("body") - m.start() + default.start("s"), m.start("body") - m.start() + default.end("s")
+    at = m.start("body") - m.start()
     whole = m.group(0)
-    return whole[:start] + _ASSIGNMENT_MARK + whole[end:]
+    return whole[: at + default.start("s")] + _ASSIGNMENT_MARK + whole[at + default.end("s") :]
 
 
 # --- A secret given to a setter or builder as a literal: Java's `ds.setPassword("pw")`,
@@ -1949,8 +1949,11 @@ _SETTER_GATES = tuple(
 )
 
 
+_SETTER_VERB = re.compile(r"^(?:set|with)(?=[A-Z])")
+
+
 def _replace_setter(text: str, m: "re.Match[str]") -> Optional[str]:
-    name = re.sub(r"^(?:set|with)(?=[A-Z])", "", m.group("name"))
+    name = _SETTER_VERB.sub("", m.group("name"))
     kind = _name_kind(name)
     value = m.group("s")
     if kind is None or value.startswith(_MARKER_OPEN) or not _plausible_secret(kind, value):
@@ -2012,7 +2015,7 @@ _PROSE_SECRET = re.compile(
 _PROSE_AFTER_NAME = r"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+:[ \t])"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
-    ("pass", "(?=wd|phrase)" + _PROSE_AFTER_NAME.replace("(?=", "(?:wd|phrase)(?=", 1)),
+    ("pass", "(?:wd|phrase)" + _PROSE_AFTER_NAME),
     ("key", _PROSE_AFTER_NAME),
     ("Key", _PROSE_AFTER_NAME),
 )

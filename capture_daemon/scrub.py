@@ -16,7 +16,7 @@ import orjson
 
 from capture_daemon.redact import redact_value
 from capture_daemon.schema import Trace
-from capture_daemon.secret_output import MARK as SECRET_OUTPUT_MARK, mark_response, output_is_secret
+from capture_daemon.secret_output import MARK as SECRET_OUTPUT_MARK, mark_secret_output, output_is_secret
 from capture_daemon.transcript import PromptTurns
 
 # Identifiers and flags Claude Code generates, never user text.
@@ -27,8 +27,7 @@ _tools_cache: dict[bytes, list] = {}
 
 def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A hook payload with every field that can hold user text redacted."""
-    if "tool_response" in payload and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
-        payload = {**payload, "tool_response": mark_response(payload["tool_response"])}  # `pass show x` printed a password
+    payload = mark_secret_output(payload)  # `pass show x` printed a password
     kept, text = {}, {}
     for key, value in payload.items():
         if key in _ID_FIELDS and (not isinstance(value, str) or len(value) <= 64):

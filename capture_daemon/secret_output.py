@@ -72,6 +72,7 @@ _SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
     ("pwgen", r""),
     ("apg", r""),
 )
+_PRINTERS = tuple((name, re.compile(pattern)) for name, pattern in _SECRET_PRINTERS)
 # docker-credential-desktop, -osxkeychain, -pass, -secretservice, -ecr-login...
 _PROGRAM_PREFIXES = ("docker-credential-",)
 # Output counted or hashed, not shown: `pass show x | wc -c`, `| sha256sum`, `| md5sum`.
@@ -130,9 +131,9 @@ def _program(words: list[str]) -> tuple[str, list[str]]:
 
 def _prints_secret(program: str, args: list[str]) -> bool:
     joined = " ".join(args)
-    for name, pattern in _SECRET_PRINTERS:
+    for name, pattern in _PRINTERS:
         matches_program = program.startswith(name) if name in _PROGRAM_PREFIXES else program == name
-        if matches_program and re.search(pattern, joined):
+        if matches_program and pattern.search(joined):
             return True
     if program in _ENV_READERS:
         from capture_daemon.redact import is_secret_name  # (redact imports this module)
@@ -177,6 +178,14 @@ def output_is_secret(tool_name: object, tool_input: object) -> bool:
     if tool_name not in ("Bash", "PowerShell") or not isinstance(tool_input, dict):
         return False
     return command_prints_secret(tool_input.get("command", ""))
+
+
+def mark_secret_output(payload: object) -> object:
+    """A PostToolUse payload with its `tool_response` marked when its command prints a secret;
+    anything else as it is (the caller's dict is not changed)."""
+    if isinstance(payload, dict) and "tool_response" in payload and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
+        return {**payload, "tool_response": mark_response(payload["tool_response"])}
+    return payload
 
 
 def mark_response(response: object) -> object:
@@ -238,24 +247,27 @@ def _may_hold_a_prompt(text: str) -> bool:
 
 def redact_pasted_sessions(text: str) -> tuple[str, int]:
     """`text` with the output of each secret printer in a terminal session replaced."""
-    bash_mode_turn = "<bash-stdout>" in text
-    if not bash_mode_turn and not (_may_hold_a_prompt(text) and _PROMPTED_PRINTER.search(text)):
-        return text, 0
+    count = 0
+    if "<bash-stdout>" in text:
+        text, count = _redact_bash_mode(text)
+    if _may_hold_a_prompt(text):
+        text, more = _redact_prompted_output(text)
+        count += more
+    return text, count
+
+
+def _redact_bash_mode(text: str) -> tuple[str, int]:
+    """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`."""
     count = 0
 
-    def bash_mode(m: "re.Match[str]") -> str:
+    def turn(m: "re.Match[str]") -> str:
         nonlocal count
         if _already_marked(m.group("out")) or not command_prints_secret(m.group("cmd")):
             return m.group(0)
         count += 1
         return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{MARK}</bash-stdout>"
 
-    if bash_mode_turn:
-        text = _BASH_MODE.sub(bash_mode, text)
-    if _may_hold_a_prompt(text):
-        text, more = _redact_prompted_output(text)
-        count += more
-    return text, count
+    return _BASH_MODE.sub(turn, text), count
 
 
 def _redact_prompted_output(text: str) -> tuple[str, int]:
