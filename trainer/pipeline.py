@@ -58,9 +58,9 @@ DEMO_PRESET: dict[str, Any] = {
     # the prompt writes in a sentence becomes one the call can copy. Measured (docs/learning.md
     # §2b), same SFT, seeds 0-2: argument match 0.793 ± 0.076 → 0.916 ± 0.058, higher on each seed.
     "run.demo_copy_warmup_form": "respell",
-    # A ceiling: respell stops once its probe says the spellings are learned, 1,100-1,200 steps on
-    # seeds 0-2 with its number lines (a fixed 600 left one seed's student reciting the corpus's
-    # names, §2b; seed 2 reached 0.879 at the ceiling).
+    # A ceiling: respell stops once its probe says the spellings are learned, 1,000-1,050 steps of
+    # its 16-row batches on seeds 0-2 (~120 s on a 2-core Xeon; a fixed 600 left one seed's student
+    # reciting the corpus's names, §2b).
     "run.demo_copy_warmup_steps": 1200,
     # Four layers, not two: in the same 600 steps the deeper model copies the prompt's names into its
     # calls about twice as often. Measured (docs/learning.md §2b), idle 2 cores: argument match 0.346
@@ -317,15 +317,18 @@ def _training_texts(traces_path: Path, cfg: UnderstudyConfig) -> list[str]:
 
 def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> Path:
     """The demo's base model: a tokenizer trained on the corpus and a random tiny LLaMA."""
-    from trainer.copy_warmup import DONE_AT, NUMBER_SHARE
+    from trainer.copy_warmup import DONE_AT, NUMBER_SHARE, RESPELL_BATCH
     from trainer.tiny_model import make_tiny_base
 
     r = cfg.run
     sizes = {"hidden": r.demo_hidden, "layers": r.demo_layers, "heads": r.demo_heads,
              "tie_word_embeddings": r.demo_tied_embeddings}
-    # The accuracy a checked form stops at, and respell's share of numbers, are part of what the warm-up produces.
+    # The accuracy a checked form stops at, and respell's share of numbers and its batch, are part of
+    # what the warm-up produces.
     warmup = (r.demo_copy_warmup_steps, r.demo_copy_warmup_form, DONE_AT.get(r.demo_copy_warmup_form),
               NUMBER_SHARE if r.demo_copy_warmup_form == "respell" else None)
+    if r.demo_copy_warmup_form == "respell":
+        warmup += (f"batch {RESPELL_BATCH}",)
     if r.demo_copy_warmup_learning_rate is not None:  # unset, a base built before the setting existed stays valid
         warmup += (r.demo_copy_warmup_learning_rate,)
     # The tokenizer and the warm-up learn from the rendered training texts, so how the dataset renders
@@ -506,7 +509,7 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
 @click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
-              help="demo: tiny random LLaMA, 6-12 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), ~45 (~25 with AMX).")
+              help="demo: tiny random LLaMA, 5-10 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), ~45 (~25 with AMX).")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
 @click.pass_context
