@@ -62,6 +62,33 @@ def _changed(before, model):
     return {n for n, v in before.items() if not torch.equal(v, params[n].detach().float())}
 
 
+def test_batches_are_drawn_from_one_system_turn_and_it_is_computed_once(tiny_world, tmp_path):
+    """sft.shared_prefix_batches (trainer/prefix_batches.py): each whole batch is one project's
+    examples, so its rows share the system turn; training runs with it; off, batches are random."""
+    from collections import Counter
+
+    from trainer.prefix_batches import PrefixGroupedSampler, shared_prefix_length, system_turn_key
+
+    _, base, data = tiny_world
+    setup = build_trainer(_cfg(base, method="full"), data, tmp_path / "out", log=lambda _: None)
+    trainer = setup.trainer
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, PrefixGroupedSampler)
+    dataset = trainer.train_dataset
+    keys = [system_turn_key(m, t) for m, t in zip(dataset["messages"], dataset["tools"])]
+    assert Counter(sampler.keys) == Counter(keys) and len(set(keys)) > 1
+    batches = [(b["input_ids"], b["attention_mask"]) for b in trainer.get_train_dataloader()]
+    one_project = [ids for ids, _ in batches if len(ids) == 2 and shared_prefix_length(ids) > 100]
+    assert len(one_project) >= len(batches) - len(set(keys))  # only the projects' remainders mix
+    assert getattr(trainer.model.get_decoder(), "understudy_shared_prefix", False)
+    trainer.train()
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+    plain = build_trainer(_cfg(base, method="full", shared_prefix_batches=False), data, tmp_path / "plain",
+                          log=lambda _: None)
+    assert not isinstance(plain.trainer._get_train_sampler(), PrefixGroupedSampler)
+
+
 def test_lora_trains_the_adapter_and_leaves_the_base(tiny_world, tmp_path):
     _, base, data = tiny_world
     lines = []
@@ -83,8 +110,8 @@ def test_batches_are_padded_to_a_multiple_of_sft_pad_to_multiple_of(tiny_world, 
     """A few recurring batch shapes (trainer/allocator.py: kept memory is then reused whole);
     0 pads to the batch's longest example only. Padding is masked out of attention and loss."""
     _, base, data = tiny_world
-    setup = build_trainer(_cfg(base, method="full", pad_to_multiple_of=multiple), data, tmp_path / "out",
-                          log=lambda _: None)
+    setup = build_trainer(_cfg(base, method="full", pad_to_multiple_of=multiple, shared_prefix_batches=False),
+                          data, tmp_path / "out", log=lambda _: None)  # random batches: widths differ
     widths = set()
     for batch in setup.trainer.get_train_dataloader():
         width = batch["input_ids"].shape[1]

@@ -119,6 +119,13 @@ class SFTSection:
     # SmolLM2's shape over 30 steps of 580-1,090 tokens, peak memory 5.2 GB against 9.2 GB and
     # still climbing unpadded, at the same speed (docs/learning.md §6).
     pad_to_multiple_of: int = 128
+    # Draw each batch from examples with one system turn (one project's system prompt, working
+    # directory and tool list) and compute that turn once per batch (trainer/prefix_batches.py):
+    # the same loss on the same positions, each example still seen once an epoch, only which
+    # examples share a batch changes. A `--demo` example is 43% system turn, a real Claude Code
+    # capture's mostly (docs/learning.md §6). Needs batches of 2 or more per device, and is off
+    # under gradient checkpointing (CUDA's default), whose layers drop the cache the rows read.
+    shared_prefix_batches: bool = True
     gradient_checkpointing: bool = True
     # "auto": bf16 mixed precision on a CUDA GPU that supports it, float32 elsewhere. "bf16" also
     # on a CPU (torch.autocast): about 2x faster SmolLM2 steps on a CPU with AVX512-BF16 or AMX,

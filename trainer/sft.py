@@ -462,6 +462,7 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     from trainer.dataset import SFT_COLUMNS, load_splits
+    from trainer.prefix_batches import prefix_grouped, share_prefix_in_training
     from trainer.sft_speed import causal_mask_for_right_padding, score_labelled_positions_only
 
     cuda = torch.cuda.is_available()
@@ -536,7 +537,12 @@ def build_trainer(
         ddp_find_unused_parameters=False,
     )
     score_labelled_positions_only()
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer
+    # Under gradient checkpointing (CUDA's default) the layers drop the cache the rows would read:
+    # grouping would change the batches and save nothing.
+    if s.shared_prefix_batches and s.per_device_train_batch_size > 1 and not args.activation_checkpointing:
+        trainer_class = prefix_grouped(SFTTrainer)
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -545,6 +551,8 @@ def build_trainer(
         callbacks=_callbacks(cfg, log),
     )
     causal_mask_for_right_padding(trainer.model)
+    if trainer_class is not SFTTrainer:
+        share_prefix_in_training(trainer.model)
     _check_examples_fit(trainer, len(train_ds), s.max_length, data_dir, log)
     # One concise line per log step (ProgressLine) instead of the raw dict transformers prints.
     from transformers.trainer_callback import PrinterCallback
