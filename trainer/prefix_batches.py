@@ -127,7 +127,7 @@ def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool
             return original(**plain)
         kwargs = {k: v for k, v in kwargs.items() if k not in (cache_argument, "past_key_values")}  # None, above
         head = original(input_ids=input_ids[:1, :shared], use_cache=True, **kwargs)
-        cache = getattr(head, "cache", None) or getattr(head, "past_key_values", None)
+        cache = head.cache if getattr(head, "cache", None) is not None else head.past_key_values
         cache.batch_repeat_interleave(rows)
         tail = original(input_ids=input_ids[:, shared:], use_cache=True, **{cache_argument: cache}, **kwargs)
         hidden = head.last_hidden_state.expand(rows, -1, -1)
@@ -136,7 +136,6 @@ def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool
     backbone.forward = forward
     backbone.understudy_shared_prefix = True
     return True
-
 
 
 def prefix_grouped(trainer_class):
