@@ -18,9 +18,11 @@ op, security, secret-tool, keyring, vault, gcloud/aws/az/doppler/heroku/pulumi/t
 reads), decrypting reads (sops -d, gpg -d, ansible-vault view), tokens minted for the caller
 (`gh auth token`, `gcloud auth print-access-token`, `kubectl create token`,
 `aws ecr get-login-password`), keys generated on the spot (`openssl rand`, `wg genkey`,
-`pwgen`), and a secret-named variable echoed (`printenv API_KEY`, `echo $DB_PASSWORD`). A
-pipeline counts when its first command does, unless its output goes to a file (`> key.txt`)
-or is only counted (`| wc -c`).
+`pwgen`), a secret-named variable echoed (`printenv API_KEY`, `echo $DB_PASSWORD`), and a file
+that holds a secret and nothing else printed (`cat /run/secrets/db_password`, `head -c 32
+config/master.key`; `file_holds_secret`). A pipeline counts when its first command does, unless
+its output goes to a file (`> key.txt`) or is only counted (`| wc -c`). Claude Code's Read tool
+on such a file counts the same way: its result's content goes, its path and line counts stay.
 """
 
 from __future__ import annotations
@@ -129,7 +131,51 @@ def _program(words: list[str]) -> tuple[str, list[str]]:
     return words[i].rsplit("/", 1)[-1], words[i + 1 :]
 
 
+# --- Files whose whole content is a secret: reading one prints it bare, with no name beside it.
+# Docker and Kubernetes mount secrets as files (`/run/secrets/db_password`, a service account's
+# `token`); Rails keeps its master key as 32 hex characters in `config/master.key`; Vault's CLI
+# its token in `~/.vault-token`; Ansible its vault password in a file named so.
+_SECRET_MOUNT = re.compile(r"(?:^|/)(?:var/)?run/secrets/")
+_PUBLIC_IN_SECRET_MOUNTS = frozenset({"ca.crt", "namespace", "service-ca.crt"})
+_SECRET_FILE_NAMES = frozenset({".vault-token"})
+# Named like a secret, but no secret at all (/etc/passwd), or lines the text rules already redact
+# field by field, keeping the rest (htpasswd's `user:hash`).
+_NOT_BARE_SECRETS = frozenset({"passwd", "htpasswd"})
+# A secret's name with one of these (or none) is a file holding just that secret: `db_password`,
+# `api-token.txt`, `.vault_pass`. `password.py` or `token_test.go` is code about one.
+_BARE_SECRET_SUFFIXES = frozenset({"", ".txt", ".secret", ".token", ".pass", ".pw", ".b64"})
+# Programs that print a file named among their arguments (PowerShell's names lower-cased).
+_FILE_PRINTERS = frozenset({
+    "cat", "head", "tail", "tac", "nl", "less", "more", "bat", "batcat", "xxd", "od", "hexdump", "strings",
+    "base64", "sed", "awk", "cut", "get-content", "gc", "type",
+})
+
+
+def file_holds_secret(path: object) -> bool:
+    """Whether the file at `path` is, by its name or place, a secret and nothing else."""
+    if not isinstance(path, str) or not path.strip():
+        return False
+    path = path.strip().replace("\\", "/")
+    name = path.rsplit("/", 1)[-1].lower()
+    if not name:
+        return False
+    if _SECRET_MOUNT.search(path.lower()):
+        return name not in _PUBLIC_IN_SECRET_MOUNTS
+    if name in _SECRET_FILE_NAMES or (name.endswith(".key") and "pub" not in name):
+        return True  # (.key: a TLS private key, a Rails master or credentials key)
+    stem, dot, suffix = name.lstrip(".").rpartition(".")
+    if not dot:
+        stem, suffix = name.lstrip("."), ""
+    else:
+        suffix = "." + suffix
+    from capture_daemon.redact import is_secret_name  # (redact imports this module)
+
+    return suffix in _BARE_SECRET_SUFFIXES and stem not in _NOT_BARE_SECRETS and is_secret_name(stem)
+
+
 def _prints_secret(program: str, args: list[str]) -> bool:
+    if program.lower() in _FILE_PRINTERS and any(file_holds_secret(a) for a in args if not a.startswith("-")):
+        return True  # cat /run/secrets/db_password, head -c 32 config/master.key
     joined = " ".join(args)
     for name, pattern in _PRINTERS:
         matches_program = program.startswith(name) if name in _PROGRAM_PREFIXES else program == name
@@ -174,8 +220,12 @@ def command_prints_secret(command: str) -> bool:
 
 
 def output_is_secret(tool_name: object, tool_input: object) -> bool:
-    """Whether a tool call's output is a secret because of the command it ran."""
-    if tool_name not in ("Bash", "PowerShell") or not isinstance(tool_input, dict):
+    """Whether a tool call's output is a secret because of the command it ran or the file it read."""
+    if not isinstance(tool_input, dict):
+        return False
+    if tool_name == "Read":
+        return file_holds_secret(tool_input.get("file_path"))
+    if tool_name not in ("Bash", "PowerShell"):
         return False
     return command_prints_secret(tool_input.get("command", ""))
 
@@ -198,6 +248,9 @@ def mark_response(response: object) -> object:
         for key in ("stdout", "output", "content"):
             if isinstance(out.get(key), str) and out[key].strip():
                 out[key] = MARK
+        read = out.get("file")  # Read's {"type": "text", "file": {"filePath", "content", ...}}
+        if isinstance(read, dict) and isinstance(read.get("content"), str) and read["content"].strip():
+            out["file"] = {**read, "content": MARK}
         return out
     if isinstance(response, list):  # content blocks [{"type": "text", "text": ...}]
         return [
@@ -219,7 +272,8 @@ _BASH_MODE = re.compile(
     r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>\s*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
 )
 # Cheap test before either regex runs: a prompt's last character, then a printer's name.
-_PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | _ENV_READERS | {"python", "python3"}, key=len, reverse=True)
+_PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | _ENV_READERS | {"python", "python3"}
+                        | (_FILE_PRINTERS - {"gc", "type", "get-content"}) | {"Get-Content"}, key=len, reverse=True)
 _PROMPTED_PRINTER = re.compile(
     r"[$%❯#>][ \t]+(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/-]*/)?(?:"
     + "|".join(re.escape(name) for name in _PROGRAM_NAMES)

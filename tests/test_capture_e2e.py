@@ -30,6 +30,8 @@ GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 OPENAI_KEY = "sk-proj-" + "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2Rr1Qq0Pp9Oo8Nn7Mm6"
 # What a password manager prints: no name, no prefix, no shape; only the command says "secret".
 STORED_PASSWORD = "Qm7-horse-Battery-staple"
+# What a Rails master key file holds: 32 hex characters; only the file's name says "secret".
+MASTER_KEY = "9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7"
 LONG_ANSWER = ("Transformer 1 steps down to 11kV for the local distribution feeders, while transformer 2 "
                "runs at 33kV on the sub-transmission side. They differ in voltage class, in the feeders they "
                "serve and in the protection settings each needs, so their maintenance windows and the crews "
@@ -88,6 +90,7 @@ def _scripts(project: Path) -> list[Script]:
         Script("show me the deploy settings", [
             [tool("Bash", {"command": "cat deploy.env", "description": "Show settings"}, id="toolu_sec_1")],
             [tool("Bash", {"command": "./bin/pass show deploy/db", "description": "Read the db password"}, id="toolu_sec_2")],
+            [tool("Read", {"file_path": str(project / "config" / "master.key")}, id="toolu_sec_3")],
             [text("The deploy settings hold a GitHub token and an OpenAI key; rotate them.")],
         ]),
         Script("how many equipment rows are in grid.db", [
@@ -134,6 +137,8 @@ def captured(tmp_path_factory):
     (project / "bin").mkdir()
     (project / "bin" / "pass").write_text(f"#!/bin/sh\necho '{STORED_PASSWORD}'\n")  # a stand-in for pass(1)
     (project / "bin" / "pass").chmod(0o755)
+    (project / "config").mkdir()
+    (project / "config" / "master.key").write_text(MASTER_KEY + "\n")
     uhome.mkdir(mode=0o700)
     (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
     write_settings_with_hooks(home)
@@ -293,11 +298,14 @@ def test_secrets_never_reach_the_store_or_export(captured):
     # `pass show` printed a bare password: the command is what makes its output a secret.
     assert t["tool_calls"][1]["output"].strip() == "[REDACTED:command-output]"
     assert STORED_PASSWORD not in captured["raw"].decode()
+    # Read of config/master.key: the file's name is what makes its content a secret.
+    assert t["tool_calls"][2]["name"] == "Read" and t["tool_calls"][2]["output"].strip() == "[REDACTED:command-output]"
+    assert MASTER_KEY not in captured["raw"].decode()
     db = (captured["uhome"] / "traces.db").read_bytes()
     for path in captured["uhome"].glob("traces.db*"):
         data = path.read_bytes()
         assert GITHUB_TOKEN.encode() not in data and OPENAI_KEY.encode() not in data, path
-        assert STORED_PASSWORD.encode() not in data, path
+        assert STORED_PASSWORD.encode() not in data and MASTER_KEY.encode() not in data, path
     assert db
 
 

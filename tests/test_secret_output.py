@@ -57,6 +57,16 @@ PRINTS_SECRET = [
     "netlify env:get STRIPE_KEY",
     "railway variables",
     "doppler secrets",
+    # A file that holds a secret and nothing else, printed.
+    "cat /run/secrets/db_password",
+    "sudo cat /var/run/secrets/kubernetes.io/serviceaccount/token",
+    "cat config/master.key",
+    "xxd config/credentials/production.key",
+    "head -1 ~/.vault-token",
+    "cat secrets/api_token.txt",
+    "base64 < server.key",
+    "cat .vault_pass | xclip",
+    "Get-Content .\\db-password.txt",
 ]
 
 PRINTS_NO_SECRET = [
@@ -84,6 +94,19 @@ PRINTS_NO_SECRET = [
     'python3 -c "print(1)"',
     "doppler secrets set API_KEY",
     "railway variables set X=1",
+    "cat README.md",
+    "cat src/auth/password.py",
+    "cat tokenizer.json",
+    "head -n 5 tokens.txt",
+    "cat /var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+    "cat public.key",
+    "cat ~/.ssh/id_rsa.pub",
+    "cat /etc/passwd",
+    "cat .htpasswd",  # user:hash lines: the text rules redact the hashes and keep the users
+    "tail -f logs/password_reset.log",
+    "cat > db_password",
+    "cat db_password > /tmp/copy",
+    "cat db_password | wc -c",
     "",
 ]
 
@@ -162,3 +185,45 @@ def test_secret_named_values_in_structured_output() -> None:
     keys = redact_value([{"keyName": "key1", "permissions": "FULL", "value": key}])
     assert keys == [{"keyName": "key1", "permissions": "FULL", "value": "[REDACTED:azure-key]"}]
     assert PASSWORD not in redact_text('[{"keyName": "key1", "value": "' + PASSWORD + '"}]')
+
+
+def test_a_read_of_a_secret_file_loses_its_content_keeps_the_rest() -> None:
+    """Claude Code's Read tool: `config/master.key` is 32 hex characters, no name, no known shape."""
+    key = "9f2c4e1b7a3d5f60c8e2b4a6d1f3e5c7"
+    payload = {
+        "hook_event_name": "PostToolUse",
+        "tool_name": "Read",
+        "tool_input": {"file_path": "/app/config/master.key"},
+        "tool_response": {"type": "text", "file": {"filePath": "/app/config/master.key", "content": key + "\n",
+                                                   "numLines": 2, "startLine": 1, "totalLines": 2}},
+    }
+    out = scrub_payload(payload)
+    assert out["tool_response"]["file"] == {"filePath": "/app/config/master.key", "content": MARK,
+                                            "numLines": 2, "startLine": 1, "totalLines": 2}
+    assert key not in str(out)
+    ordinary = {**payload, "tool_input": {"file_path": "/app/README.md"}}
+    assert scrub_payload(ordinary)["tool_response"]["file"]["content"] == key + "\n"
+
+    turns = PromptTurns(prompt_id="p1", prompt="why does rails not boot")
+    turns.blocks = [Block(kind="tool_use", message_id="m1", tool_use_id="t1", name="Read",
+                          input={"file_path": "/run/secrets/db_password"})]
+    turns.results = {"t1": ToolResult(text="     1\t" + PASSWORD, is_error=False)}
+    scrub_turns(turns)
+    assert turns.results["t1"].text == MARK
+
+
+def test_which_files_hold_a_secret_by_name_or_place() -> None:
+    from capture_daemon.secret_output import file_holds_secret
+
+    for path in ["/run/secrets/anything", "C:\\app\\config\\master.key", ".vault-token", "deploy/db-password",
+                 "api_token.txt", "ansible/.vault_pass"]:
+        assert file_holds_secret(path), path
+    for path in ["password.py", "token_test.go", "docs/secrets.md", "src/keys.ts", "id_ed25519.pub", "", None,
+                 "/run/secrets/ca.crt", "tests/"]:
+        assert not file_holds_secret(path), path
+
+
+def test_pasted_sessions_that_print_a_secret_file() -> None:
+    text = f"$ cat /run/secrets/db_password\n{PASSWORD}\n\nThen the app starts."
+    assert redact_text(text) == f"$ cat /run/secrets/db_password\n{MARK}\n\nThen the app starts."
+    assert PASSWORD not in redact_text(f"<bash-input>cat config/master.key</bash-input><bash-stdout>{PASSWORD}</bash-stdout>")
