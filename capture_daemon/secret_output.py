@@ -27,6 +27,7 @@ on such a file counts the same way: its result's content goes, its path and line
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
@@ -163,11 +164,8 @@ def file_holds_secret(path: object) -> bool:
         return name not in _PUBLIC_IN_SECRET_MOUNTS
     if name in _SECRET_FILE_NAMES or (name.endswith(".key") and "pub" not in name):
         return True  # (.key: a TLS private key, a Rails master or credentials key)
-    stem, dot, suffix = name.lstrip(".").rpartition(".")
-    if not dot:
-        stem, suffix = name.lstrip("."), ""
-    else:
-        suffix = "." + suffix
+    stem, suffix = posixpath.splitext(name)  # ".vault_pass" → (".vault_pass", "")
+    stem = stem.lstrip(".")
     from capture_daemon.redact import is_secret_name  # (redact imports this module)
 
     return suffix in _BARE_SECRET_SUFFIXES and stem not in _NOT_BARE_SECRETS and is_secret_name(stem)
