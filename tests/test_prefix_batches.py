@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.random_llama import random_llama  # noqa: E402
-from trainer.prefix_batches import share_prefix_in_training, shared_prefix_length  # noqa: E402
+from trainer.prefix_batches import share_prefix_in_training  # noqa: E402
 
 
 def _example(project: str, prompt: str):
@@ -86,12 +86,6 @@ def _loss_and_grads(model, ids, labels):
     loss = model(input_ids=ids, labels=labels).loss
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def test_shared_prefix_length():
-    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 9, 8], [5, 6, 7, 1]])
-    assert shared_prefix_length(ids) == 2
-    assert shared_prefix_length(ids[:1]) == 4
 
 
 def test_a_shared_prefix_run_once_trains_exactly_as_the_full_batch():

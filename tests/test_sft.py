@@ -67,7 +67,8 @@ def test_batches_are_drawn_from_one_system_turn_and_it_is_computed_once(tiny_wor
     examples, so its rows share the system turn; training runs with it; off, batches are random."""
     from collections import Counter
 
-    from trainer.prefix_batches import PrefixGroupedSampler, shared_prefix_length, system_turn_key
+    from trainer.prefix_batches import PrefixGroupedSampler, system_turn_key
+    from trainer.shared_prefix import shared_prefix_length
 
     _, base, data = tiny_world
     setup = build_trainer(_cfg(base, method="full"), data, tmp_path / "out", log=lambda _: None)
@@ -78,7 +79,7 @@ def test_batches_are_drawn_from_one_system_turn_and_it_is_computed_once(tiny_wor
     keys = [system_turn_key(m, t) for m, t in zip(dataset["messages"], dataset["tools"])]
     assert Counter(sampler.keys) == Counter(keys) and len(set(keys)) > 1
     batches = [(b["input_ids"], b["attention_mask"]) for b in trainer.get_train_dataloader()]
-    one_project = [ids for ids, _ in batches if len(ids) == 2 and shared_prefix_length(ids) > 100]
+    one_project = [ids for ids, _ in batches if len(ids) == 2 and shared_prefix_length(ids.tolist()) > 100]
     assert len(one_project) >= len(batches) - len(set(keys))  # only the projects' remainders mix
     assert getattr(trainer.model.get_decoder(), "understudy_shared_prefix", False)
     trainer.train()

@@ -32,6 +32,8 @@ from typing import Any, Hashable, Iterator, Sequence
 
 import orjson
 
+from trainer.shared_prefix import shared_prefix_length
+
 # Below this many shared tokens the second forward costs more than the prefix it saves.
 MIN_SHARED_TOKENS = 64
 
@@ -87,12 +89,6 @@ class PrefixGroupedSampler:
         return iter([i for batch in batches for i in batch])
 
 
-def shared_prefix_length(input_ids) -> int:
-    """Leading positions at which every row of a (batch, length) tensor holds the same token."""
-    same = (input_ids == input_ids[:1]).all(dim=0)
-    return int(same.int().cumprod(dim=0).sum())
-
-
 def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool:
     """Patch `model`'s backbone (the decoder under the LM head, under PEFT's wrapper too) so a training
     batch's shared leading tokens run once. Returns False, changing nothing, for a model whose
@@ -121,8 +117,8 @@ def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool
                 or kwargs.get(cache_argument) is not None or kwargs.get("past_key_values") is not None
                 or any(getattr(m, "gradient_checkpointing", False) for m in backbone.modules())):
             return original(**plain)
-        rows, length = input_ids.shape
-        shared = min(shared_prefix_length(input_ids), length - 1)  # each row keeps a token of its own
+        rows = input_ids.shape[0]
+        shared = shared_prefix_length(input_ids.tolist())  # each row keeps a token of its own
         if shared < min_shared:
             return original(**plain)
         kwargs = {k: v for k, v in kwargs.items() if k not in (cache_argument, "past_key_values")}  # None, above
