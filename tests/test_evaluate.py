@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -255,3 +256,30 @@ def test_the_untrained_base_can_be_scored_on_the_first_examples_only(student_wor
     assert "  base: 2 examples done" in lines
     header = (tmp_path / "eval.md").read_text().splitlines()[2]
     assert header == "| metric | student | majority | base (first 2) |"
+
+
+def test_the_untrained_baseline_is_the_base_the_student_was_trained_from(student_world, tmp_path):
+    """With eval.base_model and sft.base_model unset, `trainer eval --model RUN/sft/final` scores the
+    base RUN trained from (its understudy_config.json), not the default hub model, which a user
+    evaluating an offline run may not have (offline, asking the hub for it waits ~50 s, then fails)."""
+    from trainer.config import DEFAULT_BASE_MODEL, load_config
+    from trainer.evaluate import evaluate, untrained_base
+
+    cfg = load_config(overrides=[("eval.max_examples", 2), ("eval.base_max_examples", 1), ("eval.max_new_tokens", 4),
+                                 ("eval.max_turns", 1), ("eval.baselines", ["base"])])
+    assert cfg.sft.base_model == DEFAULT_BASE_MODEL
+    recorded = json.loads((student_world.sft_dir / "understudy_config.json").read_text())["config"]["sft"]["base_model"]
+    assert Path(recorded).resolve() == Path(student_world.base_model).resolve()
+    base, setting, _ = untrained_base(cfg, Path(student_world.sft_model))
+    assert base == recorded and "understudy_config.json" in setting
+    lines: list[str] = []
+    report = evaluate(cfg, student_world.sft_model, student_world.data_dir, tmp_path, log=lines.append, print_table=False)
+    assert report["n_examples_per_system"] == {"student": 2, "base": 1}
+    assert any(line.startswith(f"  untrained baseline: {recorded} (the base the student was trained from") for line in lines)
+    # A base the user names wins over the record: eval.base_model, or sft.base_model set by them.
+    named = load_config(overrides=[("sft.base_model", "some/other-base")])
+    assert untrained_base(named, Path(student_world.sft_model))[:2] == ("some/other-base", "sft.base_model")
+    named = load_config(overrides=[("eval.base_model", "my/base")])
+    assert untrained_base(named, Path(student_world.sft_model))[:2] == ("my/base", "eval.base_model")
+    # A student with no run record beside it: sft.base_model, as before.
+    assert untrained_base(load_config(None), tmp_path / "loose-model")[0] == DEFAULT_BASE_MODEL

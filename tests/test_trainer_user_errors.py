@@ -158,3 +158,13 @@ def test_build_dataset_with_local_bases_never_asks_the_network(tiny_world, tmp_p
     result = _invoke([*common, "--output", str(tmp_path / "ds3"), "--sft.base_model", str(tmp_path / "m.Q8_0.gguf")])
     assert_one_line_error(result, "no GGUF file at", "fix sft.base_model")
     assert lookups == []
+
+
+def test_eval_with_a_base_that_cannot_load_is_one_line(tiny_world, tmp_path):
+    """The untrained baseline's base, like training's, fails as one line: what to set, or how to skip it."""
+    _, base, data = tiny_world
+    (tmp_path / "empty").mkdir()
+    result = _invoke(["eval", "--model", str(base), "--data", str(data), "--out", str(tmp_path / "e"),
+                      "--max-examples", "1", "-o", f"eval.base_model={tmp_path / 'empty'}"])
+    assert_one_line_error(result, f"eval.base_model = '{tmp_path / 'empty'}' cannot be loaded",
+                          "set eval.base_model to", 'leave "base" out of eval.baselines')

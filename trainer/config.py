@@ -54,6 +54,14 @@ class ConfigError(ValueError):
     """A config problem the user fixes by editing one named field."""
 
 
+def trained_config_path(model: Path) -> Optional[Path]:
+    """understudy_config.json of the run that trained `model` (sft/final → sft/, or the run folder)."""
+    for folder in (model, model.parent, model.parent.parent):
+        if (folder / CONFIG_FILE_NAME).is_file():
+            return folder / CONFIG_FILE_NAME
+    return None
+
+
 @dataclass
 class RunConfig:
     # Where every stage writes: {out}/dataset, {out}/sft, {out}/eval.
@@ -154,7 +162,8 @@ class SFTSection:
 class EvalSection:
     # The student to evaluate; empty means {sft.output_dir}/final.
     model: str = ""
-    # The untrained baseline; empty means sft.base_model.
+    # The untrained baseline; empty means the base the student was trained from (its run's
+    # understudy_config.json records it), else sft.base_model.
     base_model: str = ""
     data_dir: str = ""
     output_dir: str = ""

@@ -46,7 +46,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config
+from trainer.config import STAGE_CONTEXT, ConfigError, UnderstudyConfig, resolve_cli_config, trained_config_path
 from trainer.shared_prefix import SharedPrefixGenerator, common_prefix_length
 from trainer.tool_context import is_signature, signature_to_schema
 
@@ -532,10 +532,7 @@ def evaluate(
         train_file = data_dir / "train.jsonl"
         systems["majority"] = MajorityPolicy(_read_rows(train_file) if train_file.exists() else [])
     if "base" in ev.baselines:
-        from trainer.bases import resolve_base
-
-        base = resolve_base(ev.base_model or cfg.sft.base_model, Path(cfg.run.out), log)
-        systems["base"] = ModelPolicy(base, ev.max_new_tokens, ev.max_turns, base=True)
+        systems["base"] = _untrained_baseline(cfg, model_path, log)
 
     per_example: list[dict[str, Any]] = [
         {"trace_id": row.get("trace_id"), "prompt": row.get("prompt")} for row in rows
@@ -581,6 +578,41 @@ def evaluate(
 
         write_model_card(card_dir, summary)
     return report
+
+
+def untrained_base(cfg: UnderstudyConfig, model_path: Path) -> tuple[str, str, Path]:
+    """The base the "base" baseline loads, the setting that names it, and where a GGUF base's
+    conversion is cached: eval.base_model when set; else the base the student was trained from, as
+    its run recorded it (so `trainer eval --model runs/x/sft/final` scores run x's own base, not the
+    default 1B model the user may not have); else sft.base_model."""
+    if cfg.eval.base_model:
+        return cfg.eval.base_model, "eval.base_model", Path(cfg.run.out)
+    record = trained_config_path(model_path)
+    if cfg.source("sft.base_model") == "default" and record is not None:
+        try:
+            trained = json.loads(record.read_text())["config"]
+            base, run_out = trained["sft"]["base_model"], trained["run"]["out"]
+            if isinstance(base, str) and base and isinstance(run_out, str):
+                return base, f"the base the student was trained from, as {record} records it", Path(run_out)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # an unreadable record: fall back to this command's own setting
+    return cfg.sft.base_model, "sft.base_model", Path(cfg.run.out)
+
+
+def _untrained_baseline(cfg: UnderstudyConfig, model_path: Path, log: Callable[[str], None]) -> "ModelPolicy":
+    from trainer.bases import resolve_base
+    from trainer.sft import base_load_error
+
+    base, setting, cache_dir = untrained_base(cfg, model_path)
+    log(f"  untrained baseline: {base} ({setting})")
+    try:
+        return ModelPolicy(resolve_base(base, cache_dir, log), cfg.eval.max_new_tokens, cfg.eval.max_turns, base=True)
+    except (OSError, ValueError, KeyError) as e:  # a name the hub does not know (or no network), a folder without a model
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(base_load_error(
+            base, e, setting="eval.base_model", otherwise=', or leave "base" out of eval.baselines'
+        )) from None
 
 
 @click.command("eval", context_settings=STAGE_CONTEXT)

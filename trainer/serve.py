@@ -79,7 +79,14 @@ from trainer.chat_template import (
     parse_assistant_output,
     render,
 )
-from trainer.config import ConfigError, UnderstudyConfig, default_config_path, load_config, parse_overrides
+from trainer.config import (
+    ConfigError,
+    UnderstudyConfig,
+    default_config_path,
+    load_config,
+    parse_overrides,
+    trained_config_path,
+)
 from trainer.dataset import DatasetConfig, system_turn
 from trainer.tool_context import tools_for
 from trainer import serve_backends
@@ -1053,16 +1060,6 @@ def is_loopback(host: str) -> bool:
 # student's training examples were built.
 TRAINED_CONTEXT_KEYS = ("system_prompt", "working_directory", "max_tool_result_tokens", "tool_description_chars",
                         "tool_schema", "tools")
-
-
-def trained_config_path(model: Path) -> Optional[Path]:
-    """understudy_config.json of the run that trained `model` (sft/final → sft/, or the run folder)."""
-    from trainer.config import CONFIG_FILE_NAME
-
-    for folder in (model, model.parent, model.parent.parent):
-        if (folder / CONFIG_FILE_NAME).is_file():
-            return folder / CONFIG_FILE_NAME
-    return None
 
 
 def adopt_trained_context(cfg: UnderstudyConfig, model: str, log: Callable[[str], None]) -> list[str]:

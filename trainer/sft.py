@@ -380,8 +380,8 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     return final
 
 
-def base_load_error(base_model: str, error: Exception) -> str:
-    """One line for a base that does not load: what was asked, why, and what to change."""
+def base_load_error(base_model: str, error: Exception, setting: str = "sft.base_model", otherwise: str = "") -> str:
+    """One line for a base that does not load: what was asked (by `setting`), why, and what to change."""
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     if len(first) > 200:
         first = first[:200] + "…"
@@ -390,8 +390,8 @@ def base_load_error(base_model: str, error: Exception) -> str:
     if Path(base_model).expanduser().is_file():
         where = "a file, neither a model folder nor a .gguf file"
     return (
-        f"sft.base_model = {base_model!r} cannot be loaded ({where}; {type(error).__name__}: {first}): "
-        "set sft.base_model to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'"
+        f"{setting} = {base_model!r} cannot be loaded ({where}; {type(error).__name__}: {first}): "
+        f"set {setting} to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'{otherwise}"
     )
 
 
