@@ -240,11 +240,25 @@ _MASK_CHARS = frozenset("*•.?#-_ ")
 _DOTTED_REF = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
 
 
+# An LDAP/Dovecot password scheme before a hash or a password: `{SSHA}W6ph5Mm5...`,
+# `{CRYPT}$6$...`, `{PBKDF2-SHA512}10000$...`, `{PLAIN}pw`. Its braces are no template (`{token}`):
+# what follows is the value, as guessable as a crypt(3) hash (olcRootPW, slapd.conf's rootpw, an
+# OpenLDAP chart's `adminPassword: "{SSHA}..."`).
+_HASH_SCHEME = re.compile(
+    r"\{(?i:S?SHA(?:256|384|512)?|S?MD5|CRYPT|BLF-CRYPT|(?:SHA256|SHA512|MD5|DES)-CRYPT|BCRYPT|ARGON2I?D?"
+    r"|PBKDF2(?:-SHA(?:1|256|512))?|PLAIN|CLEARTEXT|CLEAR|NTLM|LANMAN|CRAM-MD5)\}(?P<rest>[^\s{}]{4,})"
+)
+
+
 def _is_placeholder(value: str) -> bool:
     """True for values that hold no secret: empty, masked, templated or already redacted."""
     v = value.strip()
     if not v or _MARKER_OPEN in v:
         return True
+    scheme = _HASH_SCHEME.fullmatch(v)
+    if scheme:  # {SSHA}<hash>: a value, unless what follows the scheme is a mask or a word for one
+        rest = scheme.group("rest").lower()
+        return set(rest) <= _MASK_CHARS or "***" in rest or any(w in rest for w in _PLACEHOLDER_WORDS)
     first, last = v[0], v[-1]
     # $VAR ${VAR} $(cmd) %VAR% %(name)s {{ var }} <token> [PAD] {token} f"{user}-{suffix}"
     if first in "$%{" or ("{" in v and "}" in v):
@@ -554,7 +568,8 @@ _VALUE = (
     r"|`(?P<bq>[^`\r\n]*)`"
     # An escaped quote (a JSON dump inside a string): the value ends at the next backslash.
     r"|\\+[\"'](?P<eq>[^\\\"'\r\n]*)\\+[\"']"
-    r"|(?P<uq>(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
+    # (An LDAP scheme may open it, `{SSHA}...`, `{CRYPT}$6$...`: see _HASH_SCHEME.)
+    r"|(?P<uq>(?:\{[A-Z][A-Z0-9-]{1,14}\}(?=[^\s{}]))?(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
     r")"
 )
 # A quoted name, a comma and a quoted value: PHP's define('DB_PASSWORD', 'x'), Python's
@@ -767,7 +782,17 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
             return None
     elif not quoted_name and _inside_string_literal(text, name_start):
         return None  # getpass("Password: ")
+    scheme = _HASH_SCHEME.fullmatch(value)
+    if scheme:
+        if _normalize_name(name) in _LDIF_ATTRIBUTES:
+            return None  # LDIF's own rule marks it an [ldap-password]
+        # {SSHA}<hash>: the scheme stays, as a crypt hash's does.
+        start = m.start(group) + scheme.start("rest")
+        return text[m.start() : start] + _ASSIGNMENT_MARK + text[m.end(group) : m.end()]
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
+_LDIF_ATTRIBUTES = frozenset({"userpassword", "olcrootpw", "sambantpassword", "sambalmpassword"})
 
 
 def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start: int) -> Optional[str]:
@@ -972,7 +997,10 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
         _MYSQL_FLAGS,
     ),
     **dict.fromkeys(("mongo", "mongosh", "mongodump", "mongorestore", "mongoexport", "mongoimport"), _MONGO_FLAGS),
-    **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldappasswd", "ldapwhoami"), _LDAP_FLAGS),
+    **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldapwhoami", "ldapcompare", "ldapmodrdn"), _LDAP_FLAGS),
+    # ldappasswd: -w the bind password, -s the new one, -a the old one; slappasswd -s PW hashes PW.
+    "ldappasswd": (("w", "s", ""), ("s", "s", ""), ("a", "s", "")),
+    "slappasswd": (("s", "s", ""),),
     "sshpass": (("p", "gs", ""),),
     "redis-cli": (("a", "gs", ""),),
     "redis-server": (("-requirepass", "s", ""), ("-masterauth", "s", "")),
@@ -1250,7 +1278,8 @@ _NETRC = re.compile(
 # line's directive only (a comment says "# bindpw is read from ...").
 # (A value stops at a quote or backslash: inside a JSON string those close it.)
 _REDIS_CONF = re.compile(
-    r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?P<s>[^\s#\"'\\-][^\s#\"'\\]*)"
+    r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?:\{[\w-]+\}(?=[^\s#\"'\\]))?"
+    r"(?P<s>[^\s#\"'\\-][^\s#\"'\\]*)"
 )
 _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
 
@@ -1261,11 +1290,13 @@ def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
 
 
-# LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes. A
-# `{SCHEME}` value is a hash, and as guessable as a crypt(3) one; the scheme stays. (cn=config's
-# `olcRootPW: pw` is the assignment rule's: its name ends in `rootpw`.)
+# LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes, and
+# cn=config's `olcRootPW: {SSHA}...` / `olcRootPW:: <base64>` (`::` is LDIF's base64 of the
+# value: the password or its hash, encoded). A `{SCHEME}` value is a hash, and as guessable as a
+# crypt(3) one; the scheme stays. (A plain `olcRootPW: pw` goes to the assignment rule first:
+# its name ends in `rootpw`.)
 _LDIF_PASSWORD = re.compile(
-    r"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>userPassword|sambaNTPassword|sambaLMPassword)::?[ \t]*(?P<scheme>\{[\w-]+\})?(?P<s>[^\s\\\"']+)"
+    r"(?m)(?:^|(?<=\\n))[ \t]*(?P<attr>userPassword|sambaNTPassword|sambaLMPassword|(?i:olcRootPW))::?[ \t]*(?P<scheme>\{[\w-]+\})?(?P<s>[^\s\\\"']+)"
 )
 
 
@@ -1870,12 +1901,18 @@ _SECOND_ARG_CALLS = (
     # (user, password): .NET, Java, Apache HttpClient, Spring Security, the AWS SDK, requests.
     r"|NetworkCredential\(|PasswordAuthentication\(|UsernamePasswordCredentials\(|UsernamePasswordAuthenticationToken\("
     r"|BasicAWSCredentials\(|HTTPDigestAuth\("
+    # RabbitMQ's pika.PlainCredentials('user', 'pw'); Oracle's cx_Oracle/oracledb.connect('user', 'pw', dsn).
+    r"|PlainCredentials\(|cx_Oracle\.connect\(|oracledb\.connect\("
 )
 # (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
 _THIRD_ARG_CALLS = (
     r"PDO(?<![\w.$]PDO)\(|mysqli_connect\(|mysqli(?<![\w.$]mysqli)\(|mysql_connect\(|getConnection\("
-    r"|pymysql\.connect\(|MySQLdb\.connect\(|FTP(?<![\w.]FTP)(?:_TLS)?\("
+    r"|pymysql\.connect\(|MySQLdb\.connect\(|pymssql\.connect\(|FTP(?<![\w.]FTP)(?:_TLS)?\("
 )
+# ldap3's `Connection(server, 'cn=admin,dc=x', 'pw')` and kombu's `Connection('host', 'guest', 'pw')`:
+# (server, user, password). Many libraries have a `Connection` class, so only where the user is a
+# string literal too (fabric's `Connection('host', 'user', 22)` has a number third).
+_CONNECTION_CALL = r"Connection\([ \t]*{arg}[ \t]*,[ \t]*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
 _FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\("
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
@@ -1884,10 +1921,11 @@ _FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_s
 _LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*{_LITERAL_ARG}")
 _CALL_LOOKBACK = 300
 _CALL_BEFORE_COMMA = re.compile(
-    rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*)\Z"
+    rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*"
+    rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
-_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|Connection|FTP")
+_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|connect|FTP")
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
@@ -2274,7 +2312,8 @@ _RULES: tuple[_Rule, ...] = (
         "ldif-password",
         _LDIF_PASSWORD,
         _group("ldap-password"),
-        (("Password", "(?=:)"), ("password", "(?=:)")),
+        # (olcRootPW at the `:` that the assignment gate scans for already: its `W` passes that guard.)
+        (("Password", "(?=:)"), ("password", "(?=:)"), (":", r"(?i:(?<=olcRootPW:))")),
     ),
     _Rule("imap-login", _IMAP_LOGIN, _replace_mail_login, (("LOGIN", _IMAP_GATE), ("login", _IMAP_GATE))),
     _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("S", "(?<=PASS)" + _POP3_GATE), ("pass", _POP3_GATE))),

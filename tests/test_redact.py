@@ -603,6 +603,36 @@ POSITIVE = [
         "dn: uid=alice,ou=people\nuserPassword: {SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nolcRootPW: Tr0ub4dor3xq",
         "dn: uid=alice,ou=people\nuserPassword: {SSHA}[REDACTED:ldap-password]\nolcRootPW: [REDACTED:assignment]",
     ),
+    (
+        "olcrootpw-hash",
+        "replace: olcRootPW\nolcRootPW: {SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nolcRootPW:: e1NTSEF9VzZwaDVNbTVQejhHZw==",
+        "replace: olcRootPW\nolcRootPW: {SSHA}[REDACTED:ldap-password]\nolcRootPW:: [REDACTED:ldap-password]",
+    ),
+    ("slapd-rootpw-hash", "rootpw {SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "rootpw {SSHA}[REDACTED:ldap-password]"),
+    (
+        "hash-scheme-under-a-name",
+        'adminPassword: "{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="\nLDAP_ROOT_PW={CRYPT}Tr0ub4dor3xq',
+        'adminPassword: "{SSHA}[REDACTED:assignment]"\nLDAP_ROOT_PW={CRYPT}[REDACTED:assignment]',
+    ),
+    (
+        "ldappasswd-slappasswd",
+        "ldappasswd -x -D cn=admin,dc=x -w Tr0ub4dor3xq -a 0ld-Passw0rd -s N3w-Passw0rd uid=bob,dc=x\nslappasswd -s Tr0ub4dor3xq",
+        "ldappasswd -x -D cn=admin,dc=x -w [REDACTED:cli-flag] -a [REDACTED:cli-flag] -s [REDACTED:cli-flag] uid=bob,dc=x\n"
+        "slappasswd -s [REDACTED:cli-flag]",
+    ),
+    ("slappasswd-output", "$ slappasswd -s Tr0ub4dor3xq\n{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", "$ slappasswd -s [REDACTED:cli-flag]\n[REDACTED:command-output]\n"),
+    (
+        "ldap3-connection-positional",
+        "conn = Connection(server, 'cn=admin,dc=example,dc=org', 'Tr0ub4dor3xq', auto_bind=True)",
+        "conn = Connection(server, 'cn=admin,dc=example,dc=org', '[REDACTED:code-literal]', auto_bind=True)",
+    ),
+    (
+        "credential-calls-more",
+        "c = pika.PlainCredentials('guest', 'Tr0ub4dor3xq')\ndb = cx_Oracle.connect(\"scott\", \"Tr0ub4dor3xq\", \"db/orcl\")\n"
+        "ms = pymssql.connect(\"srv\", \"sa\", \"Tr0ub4dor3xq\", \"db\")",
+        "c = pika.PlainCredentials('guest', '[REDACTED:code-literal]')\ndb = cx_Oracle.connect(\"scott\", \"[REDACTED:code-literal]\", \"db/orcl\")\n"
+        "ms = pymssql.connect(\"srv\", \"sa\", \"[REDACTED:code-literal]\", \"db\")",
+    ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -802,6 +832,11 @@ NEGATIVE = [
         'variable "api_token" {\n  default = ""\n}',
     ),
     ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "connection-and-scheme-lookalikes",
+        "c = Connection('web1', 'deploy', 22)\nconn = sqlite3.Connection(\"file.db\")\nc = Connection(host, user, port)\n"
+        'adminPassword: "{password}"\nolcRootPW: {SSHA}\nprint(f"{SSHA}{digest}")\ntemplate = "{PLAIN}"',
+    ),
     (
         "store-and-block-lookalikes",
         "description: |\n  some text\n  more\nconsul kv put app/config/region eu\n"
