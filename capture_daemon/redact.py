@@ -85,7 +85,8 @@ What is detected (the marker's kind in brackets):
   ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
-  user%PW``, ``ldapsearch -w PW``, ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
+  user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
+  ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
   PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, PowerShell-style ``-Password``/``-ApiKey`` (any program),
   ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``redis-server --requirepass PW``, ``gh secret
@@ -106,15 +107,19 @@ What is detected (the marker's kind in brackets):
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
 - mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``
-  [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``
-  [ldap-password] (``olcRootPW: PW`` is an assignment)
+  [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
+  cn=config's ``olcRootPW: {SSHA}HASH`` and ``olcRootPW:: BASE64`` [ldap-password] (a plain
+  ``olcRootPW: PW`` is an assignment); a ``{SSHA}``/``{CRYPT}``/``{PBKDF2}``... scheme before a
+  value under any secret name is no template: the value goes, the scheme stays
 - secrets handed to code by position, as string literals: ``smtp.login(user, "PW")`` (imaplib,
   poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
   ``createHmac(alg, "KEY")``, ``OpenSSL::HMAC.hexdigest(alg, "KEY", d)``, ``hmac.new(b"KEY")``,
   ``hmac.New(h, []byte("KEY"))``, ``new SecretKeySpec("KEY".getBytes(), ...)``,
   ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes,
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
-  "PW")``, ``pymysql.connect(h, "u", "PW")``, ``FTP(h, "u", "PW")`` [code-literal]; setters and
+  "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
+  "PW")``, ``pika.PlainCredentials("u", "PW")``, ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
+  and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
   ``.password("PW")`` [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
