@@ -102,7 +102,10 @@ What is detected (the marker's kind in brackets):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
   TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``,
-  ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays)
+  ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
+  rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
+  values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
+  [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
@@ -765,6 +768,11 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
         kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
+    elif kind is None and name == "pass" and group == "uq":
+        # A config file's `pass = x` line: rclone.conf's (obscured, and reversible: `rclone
+        # reveal`), an INI's or a YAML mapping's. `pass` opening a line is a password there;
+        # indented (`  pass: x`, or code's `  pass = x`) only with a made-looking value.
+        kind = _CHOSEN if _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)) else _WEAK
     if kind is None:
         return None
     value = m.group(group)
@@ -2131,6 +2139,65 @@ def _replace_ssm_put(text: str, m: "re.Match[str]") -> Optional[str]:
     return m.group(0)[:start] + new + m.group(0)[start + len(token) :]
 
 
+# --- rclone: `rclone config create NAME TYPE KEY VALUE ...` (or `KEY=VALUE`), `rclone config
+# update NAME KEY VALUE ...`, `rclone config password NAME KEY VALUE`: a remote's settings as
+# words, its password (`pass`), keys and tokens among them; and `rclone obscure PW`. (A flag's
+# form, `--sftp-pass PW`, is the long-flag rule's; rclone.conf's `pass = x` the assignment's.)
+_RCLONE = re.compile(
+    r"rclone(?<![\w.-]rclone)(?:\.exe)?(?:[ \t]+--?[\w-]+(?:=\S*)?)*[ \t]+"
+    r"(?P<sub>config[ \t]+(?:create|update|password)|obscure)(?=[ \t])(?P<rest>(?:[^\r\n|;&`()<>\\]|\\(?![nr]))*)"
+)
+# Keys that name a secret without saying so to is_secret_name: rclone's `pass`, `password2`
+# (crypt's salt), Azure's and Swift's `key`, `sas_url`, a service account's JSON.
+_RCLONE_SECRET_KEYS = frozenset({"pass", "password2", "key", "sas_url", "service_account_credentials"})
+# Its config flags that take a value (`--state`, `--result`: the interactive protocol's).
+_RCLONE_VALUE_FLAGS = frozenset({"--state", "--result", "--config"})
+
+
+def _replace_rclone(text: str, m: "re.Match[str]") -> Optional[str]:
+    close = _STRING_CLOSE.search(text, m.start("rest"), m.end())
+    rest_end = close.start() if close else m.end()
+    words, skip = [], False
+    for w in _ARG_WORD.finditer(text, m.start("rest"), rest_end):
+        if skip:
+            skip = False
+        elif w.group().startswith("-"):
+            skip = "=" not in w.group() and w.group() in _RCLONE_VALUE_FLAGS
+        else:
+            words.append(w)
+    sub = m.group("sub").split()[-1]
+    if sub == "obscure":
+        secrets = words[:1]
+    else:
+        secrets, i = [], 2 if sub == "create" else 1  # past NAME (and TYPE)
+        while i < len(words):
+            word = words[i].group().strip("\"'")
+            key, eq, _ = word.partition("=")
+            secret = key.lower() in _RCLONE_SECRET_KEYS or is_secret_name(key)
+            if eq:
+                if secret:
+                    secrets.append((words[i], len(key) + 1 + (words[i].group()[0] in "\"'")))
+                i += 1
+            else:
+                if secret and i + 1 < len(words):
+                    secrets.append(words[i + 1])
+                i += 2
+    out, copied = [], m.start()
+    for item in secrets:
+        w, offset = item if isinstance(item, tuple) else (item, 0)
+        token = w.group()[offset:]
+        if offset and token.endswith(("\"", "'")) and w.group()[0] in "\"'":
+            token = token[:-1]
+        new = _mark_arg(token, "")
+        if new is None:
+            continue
+        out += [text[copied : w.start() + offset], new]
+        copied = w.start() + offset + len(token)
+    if not out:
+        return None
+    return "".join(out) + text[copied : m.end()]
+
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -2339,6 +2406,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""),)),
+    _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
 )
 
 

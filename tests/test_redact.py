@@ -620,7 +620,7 @@ POSITIVE = [
         "ldappasswd -x -D cn=admin,dc=x -w [REDACTED:cli-flag] -a [REDACTED:cli-flag] -s [REDACTED:cli-flag] uid=bob,dc=x\n"
         "slappasswd -s [REDACTED:cli-flag]",
     ),
-    ("slappasswd-output", "$ slappasswd -s Tr0ub4dor3xq\n{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", "$ slappasswd -s [REDACTED:cli-flag]\n[REDACTED:command-output]\n"),
+    ("pasted-slappasswd-output", "$ slappasswd -s Tr0ub4dor3xq\n{SSHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n", "$ slappasswd -s [REDACTED:cli-flag]\n[REDACTED:command-output]\n"),
     (
         "ldap3-connection-positional",
         "conn = Connection(server, 'cn=admin,dc=example,dc=org', 'Tr0ub4dor3xq', auto_bind=True)",
@@ -632,6 +632,19 @@ POSITIVE = [
         "ms = pymssql.connect(\"srv\", \"sa\", \"Tr0ub4dor3xq\", \"db\")",
         "c = pika.PlainCredentials('guest', '[REDACTED:code-literal]')\ndb = cx_Oracle.connect(\"scott\", \"[REDACTED:code-literal]\", \"db/orcl\")\n"
         "ms = pymssql.connect(\"srv\", \"sa\", \"[REDACTED:code-literal]\", \"db\")",
+    ),
+    (
+        "rclone-config-create",
+        "rclone config create mysftp sftp host example.com user bob pass Tr0ub4dor3xq --obscure\n"
+        "rclone config update gd client_secret GOCSPXa81f9c2e7b4d scope drive\nrclone config create nc webdav url=https://x pass=Tr0ub4dor3xq",
+        "rclone config create mysftp sftp host example.com user bob pass [REDACTED:cli-flag] --obscure\n"
+        "rclone config update gd client_secret [REDACTED:cli-flag] scope drive\nrclone config create nc webdav url=https://x pass=[REDACTED:assignment]",
+    ),
+    ("pasted-rclone-obscure", "$ rclone obscure Tr0ub4dor3xq\nq7nnZqm3n2sH1y-H9w4ZX3xKZ3d\n", "$ rclone obscure [REDACTED:cli-flag]\n[REDACTED:command-output]\n"),
+    (
+        "rclone-conf",
+        "[mysftp]\ntype = sftp\nhost = example.com\nuser = bob\npass = q7nnZqm3n2sH1y-H9w4ZX3xKZ3d\n\n[mega]\ntype = mega\npass = hunter",
+        "[mysftp]\ntype = sftp\nhost = example.com\nuser = bob\npass = [REDACTED:assignment]\n\n[mega]\ntype = mega\npass = [REDACTED:assignment]",
     ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
@@ -832,6 +845,12 @@ NEGATIVE = [
         'variable "api_token" {\n  default = ""\n}',
     ),
     ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "rclone-and-pass-lookalikes",
+        "rclone config create mysftp sftp host example.com user bob\nrclone config show\nrclone copy src remote:dst --progress\n"
+        "rclone config create s3 s3 provider AWS env_auth true\npass = pass + 1\npass = getPass()\n  pass: compile\npass = true\n"
+        "    pass = lowering",
+    ),
     (
         "connection-and-scheme-lookalikes",
         "c = Connection('web1', 'deploy', 22)\nconn = sqlite3.Connection(\"file.db\")\nc = Connection(host, user, port)\n"
