@@ -126,8 +126,8 @@ What is detected (the marker's kind in brackets):
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
   ``.password("PW")`` [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
-  Vault's ``Key  Value`` tables (a row whose key names a secret: ``password``, ``secret_id``,
-  ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
+  Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
+  row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
   ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
   ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
@@ -140,7 +140,8 @@ What is detected (the marker's kind in brackets):
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
 - output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
-  and the lines it printed) or a ``!``-mode turn's ``<bash-stdout>`` [command-output]; the same
+  and the lines it printed; PowerShell's ``PS C:\\> $env:DB_PASSWORD``, ``PS> ``, cmd.exe's
+  ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>`` [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
@@ -786,6 +787,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         and _PAIR_CLOSER.match(text, m.end())
     ):
         return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
+    if m.start("comma_sep") >= 0 and value in ("User", "Machine", "Process"):
+        return None  # [Environment]::GetEnvironmentVariable("DB_PASSWORD", "User"): a scope
     if not _plausible_secret(kind, value):
         return None
     if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
@@ -2019,7 +2022,11 @@ _AWS_CONFIGURE = re.compile(r"AWS (?:Secret Access Key|Session Token) \[[^\]\r\n
 # --- Vault's `Key  Value` tables (`vault kv get`, `vault write auth/approle/.../secret-id`,
 # `vault token create`): a row's value goes when its key names a secret (`password`, `secret_id`,
 # `token`); `lease_duration`, `policies` stay.
-_VAULT_TABLE = re.compile(r"Key[ \t]+Value[ \t]*\r?\n-{3}[ \t]+-{5}[ \t]*\r?\n(?P<rows>(?:[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)")
+# PowerShell prints `Get-ChildItem env:` (`dir env:`, `gci env:X`) in the same shape: `Name  Value`
+# over `----  -----`.
+_VAULT_TABLE = re.compile(
+    r"(?:Key[ \t]+Value[ \t]*\r?\n-{3}|Name[ \t]+Value[ \t]*\r?\n-{4})[ \t]+-{5}[ \t]*\r?\n(?P<rows>(?:[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
+)
 _VAULT_ROW = re.compile(r"(?m)^(?P<name>[\w.-]+)[ \t]{2,}(?P<value>\S[^\r\n]*?)[ \t]*\r?$")
 
 
@@ -2394,7 +2401,12 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("terraform-variable", _TF_VARIABLE, _replace_tf_variable, (("variable", r'(?=[ \t]+"[\w-]+"[ \t]*\{)'),)),
     _Rule("setter", _SETTER, _replace_setter, _SETTER_GATES),
     _Rule("aws-configure", _AWS_CONFIGURE, _group("aws-secret-key"), (("A", r"(?=WS S(?:ecret Access Key|ession Token) \[)"),)),
-    _Rule("vault-table", _VAULT_TABLE, _replace_vault_table, (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"),)),
+    _Rule(
+        "vault-table",
+        _VAULT_TABLE,
+        _replace_vault_table,
+        (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"), ("Name", r"(?=[ \t]+Value[ \t]*\r?\n----)")),
+    ),
     _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(
         "expect-send",

@@ -18,7 +18,9 @@ op, security, secret-tool, keyring, vault, gcloud/aws/az/doppler/heroku/pulumi/t
 reads), decrypting reads (sops -d, gpg -d, ansible-vault view), tokens minted for the caller
 (`gh auth token`, `gcloud auth print-access-token`, `kubectl create token`,
 `aws ecr get-login-password`), keys generated on the spot (`openssl rand`, `wg genkey`,
-`pwgen`), a secret-named variable echoed (`printenv API_KEY`, `echo $DB_PASSWORD`), and a file
+`pwgen`), a secret-named variable echoed (`printenv API_KEY`, `echo $DB_PASSWORD`; PowerShell's
+`$env:DB_PASSWORD`, `[Environment]::GetEnvironmentVariable("API_TOKEN")`, `$cred.Password`,
+`Get-Secret -AsPlainText`; cmd.exe's `echo %DB_PASSWORD%`), and a file
 that holds a secret and nothing else printed (`cat /run/secrets/db_password`, `head -c 32
 config/master.key`; `file_holds_secret`). A pipeline counts when its first command does, unless
 its output goes to a file (`> key.txt`) or is only counted (`| wc -c`). Claude Code's Read tool
@@ -82,9 +84,17 @@ _PRINTERS = tuple((name, re.compile(pattern)) for name, pattern in _SECRET_PRINT
 _PROGRAM_PREFIXES = ("docker-credential-",)
 # Output counted or hashed, not shown: `pass show x | wc -c`, `| sha256sum`, `| md5sum`.
 _OUTPUT_HIDDEN_BY = re.compile(r"^(?:wc|sha\d*sum|md5sum|shasum|cksum|b2sum|true|false)$")
-_ENV_READERS = frozenset({"printenv", "echo", "printf"})
+_ENV_READERS = frozenset({"printenv", "echo", "printf", "write-output", "write-host"})
 _WRAPPERS = frozenset({"sudo", "env", "command", "exec", "time", "nice", "nohup", "doas"})
-_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+# `$NAME`, `${NAME}`, PowerShell's `$env:NAME` and `${env:NAME}`, cmd.exe's `%NAME%`.
+_VARIABLE = re.compile(r"\$\{?(?:(?i:env):)?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
+# PowerShell: `$env:DB_PASSWORD` typed alone prints it; so do
+# `[Environment]::GetEnvironmentVariable("API_TOKEN")` and a secret-named property read at the
+# prompt (`$cred.GetNetworkCredential().Password`, `$secret.SecretValueText`).
+_PS_ENV_READ = re.compile(r"(?i)^\$\{?env:([A-Za-z_]\w*)\}?$|^\[(?:System\.)?Environment\]::GetEnvironmentVariable\(\s*([A-Za-z_]\w*)")
+_PS_PROPERTY = re.compile(r"^[$(][^\s]*\.([A-Za-z_]\w*)$")
+# PowerShell cmdlets that print a secret in the clear when told to (`-AsPlainText`).
+_PS_PLAIN_TEXT_READERS = frozenset({"get-secret", "get-azkeyvaultsecret", "convertfrom-securestring"})
 
 
 def _pipelines(command: str) -> list[list[list[str]]]:
@@ -181,11 +191,16 @@ def _prints_secret(program: str, args: list[str]) -> bool:
         matches_program = program.startswith(name) if name in _PROGRAM_PREFIXES else program == name
         if matches_program and pattern.search(joined):
             return True
-    if program in _ENV_READERS:
-        from capture_daemon.redact import is_secret_name  # (redact imports this module)
+    from capture_daemon.redact import is_secret_name  # (redact imports this module)
 
-        names = args if program == "printenv" else [v for a in args for v in _VARIABLE.findall(a)]
+    if program.lower() in _ENV_READERS:
+        names = args if program == "printenv" else [v for a in args for g in _VARIABLE.findall(a) for v in g if v]
         return any(is_secret_name(n) for n in names)
+    ps = _PS_ENV_READ.match(program) or _PS_PROPERTY.match(program)
+    if ps and any(is_secret_name(n) for n in ps.groups() if n):
+        return True  # $env:DB_PASSWORD, [Environment]::GetEnvironmentVariable("API_TOKEN"), $c.Password
+    if program.lower() in _PS_PLAIN_TEXT_READERS and any(a.lower() == "-asplaintext" for a in args):
+        return True  # Get-Secret -Name db -AsPlainText
     if program in ("python", "python3", "node", "ruby") and re.search(r"secrets\.token_|token_urlsafe|token_hex|randomBytes\(|SecureRandom\.", joined):
         return True  # python -c "import secrets; print(secrets.token_urlsafe(32))"
     return False
@@ -262,8 +277,9 @@ def mark_response(response: object) -> object:
 
 # --- A terminal session inside one text: a prompt line running a secret printer, and what it
 # printed, up to the next prompt or a blank line. Prompts: `$ `, `% `, `❯ `, `user@host:~/dir$ `,
-# PowerShell's `PS C:\> ` (not `# ` or `> `: comments and quotes start so); also Claude Code's `!` turns.
-_PROMPT = r"[ \t]*(?:[\w.-]+@[\w.-]+(?::[^\s$#%>]*)?[ \t]*[$#%]|PS [^\r\n>]*>|[$%❯])[ \t]+"
+# PowerShell's `PS C:\> `, `PS /home/me> ` and `PS> `, cmd.exe's `C:\Users\me>` (a space after
+# it or none) (not `# ` or `> `: comments and quotes start so); also Claude Code's `!` turns.
+_PROMPT = r"[ \t]*(?:(?:[\w.-]+@[\w.-]+(?::[^\s$#%>]*)?[ \t]*[$#%]|PS(?: [^\r\n>]*)?>|[$%❯])[ \t]+|[A-Za-z]:\\[^\r\n<>|\"*?]*>[ \t]*)"
 # (Matched at a line's start, found from a `_PROMPTED_PRINTER` hit on it.)
 _PROMPT_LINE = re.compile(
     rf"(?P<prompt>{_PROMPT})(?P<cmd>[^\r\n]+)\r?\n(?P<out>(?:(?!{_PROMPT})[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
@@ -272,12 +288,16 @@ _BASH_MODE = re.compile(
     r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>\s*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
 )
 # Cheap test before either regex runs: a prompt's last character, then a printer's name.
-_PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | _ENV_READERS | {"python", "python3"}
-                        | (_FILE_PRINTERS - {"gc", "type", "get-content"}) | {"Get-Content"}, key=len, reverse=True)
+# (PowerShell's cmdlets in the case people type them; `$env:`, `[Environment]` and `$x.Password`
+# start with `$` or `[`.)
+_PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | (_ENV_READERS - {"write-output", "write-host"})
+                        | {"python", "python3"} | (_FILE_PRINTERS - {"get-content"})
+                        | {"Get-Content", "Write-Output", "Write-Host", "Get-Secret", "Get-AzKeyVaultSecret", "ConvertFrom-SecureString"},
+                        key=len, reverse=True)
 _PROMPTED_PRINTER = re.compile(
-    r"[$%❯#>][ \t]+(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/-]*/)?(?:"
+    r"(?:[$%❯#>][ \t]+|>)(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/\\:-]*[/\\])?(?:"
     + "|".join(re.escape(name) for name in _PROGRAM_NAMES)
-    + r")"
+    + r"|\$\{?(?i:env):|\[(?:System\.)?Environment\]::|\$[\w.()]+\.[A-Za-z_]\w*[ \t]*\r?\n)"
 )
 
 
@@ -293,9 +313,10 @@ def _already_marked(output: str) -> bool:
 
 def _may_hold_a_prompt(text: str) -> bool:
     """A quick test before any regex: a line break and a prompt's characters (`# ` only counts
-    with a `user@host` before it, `> ` only with PowerShell's `PS `)."""
+    with a `user@host` before it, `> ` only with PowerShell's `PS`, `>` with a drive's `:\\`)."""
     return "\n" in text and (
-        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or ("PS " in text and "> " in text)
+        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or ("PS" in text and "> " in text)
+        or (":\\" in text and ">" in text)
     )
 
 

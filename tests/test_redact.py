@@ -646,6 +646,18 @@ POSITIVE = [
         "[mysftp]\ntype = sftp\nhost = example.com\nuser = bob\npass = q7nnZqm3n2sH1y-H9w4ZX3xKZ3d\n\n[mega]\ntype = mega\npass = hunter",
         "[mysftp]\ntype = sftp\nhost = example.com\nuser = bob\npass = [REDACTED:assignment]\n\n[mega]\ntype = mega\npass = [REDACTED:assignment]",
     ),
+    (
+        "pasted-powershell-session",
+        "PS> Get-Content .\\db_password.txt\nTr0ub4dor3xq\nPS C:\\Users\\me> [Environment]::GetEnvironmentVariable(\"API_TOKEN\")\n"
+        "a81f9c2e7b4d6053\nC:\\Users\\me>echo %DB_PASSWORD%\nTr0ub4dor3xq\n",
+        "PS> Get-Content .\\db_password.txt\n[REDACTED:command-output]\nPS C:\\Users\\me> [Environment]::GetEnvironmentVariable(\"API_TOKEN\")\n"
+        "[REDACTED:command-output]\nC:\\Users\\me>echo %DB_PASSWORD%\n[REDACTED:command-output]\n",
+    ),
+    (
+        "powershell-env-table",
+        "Name                           Value\n----                           -----\nDB_PASSWORD                    Tr0ub4dor3xq\nHOME                           C:\\Users\\me",
+        "Name                           Value\n----                           -----\nDB_PASSWORD                    [REDACTED:assignment]\nHOME                           C:\\Users\\me",
+    ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -845,6 +857,11 @@ NEGATIVE = [
         'variable "api_token" {\n  default = ""\n}',
     ),
     ("ldap-lookalikes", "# bindpw is read from /etc/ldap.secret\nrootpw {SSHA}\nuserPassword: <hash>"),
+    (
+        "powershell-lookalikes",
+        "[System.Environment]::GetEnvironmentVariable('DB_PASSWORD', 'User')\nPS C:\\> $env:PATH\nC:\\Windows\n"
+        "C:\\src>type README.md\n# Title\nName  Value\n----  -----\nPath  C:\\x",
+    ),
     (
         "rclone-and-pass-lookalikes",
         "rclone config create mysftp sftp host example.com user bob\nrclone config show\nrclone copy src remote:dst --progress\n"

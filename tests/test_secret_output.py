@@ -67,6 +67,17 @@ PRINTS_SECRET = [
     "base64 < server.key",
     "cat .vault_pass | xclip",
     "Get-Content .\\db-password.txt",
+    # PowerShell and cmd.exe: an environment variable or a property named like a secret.
+    "$env:DB_PASSWORD",
+    "echo $env:API_TOKEN",
+    "Write-Output ${env:DB_PASSWORD}",
+    '[Environment]::GetEnvironmentVariable("API_TOKEN")',
+    "[System.Environment]::GetEnvironmentVariable('DB_PASSWORD', 'User')",
+    "$cred.GetNetworkCredential().Password",
+    "Get-Secret -Name db -AsPlainText",
+    "echo %DB_PASSWORD%",
+    "slappasswd -s x",
+    "rclone obscure x",
 ]
 
 PRINTS_NO_SECRET = [
@@ -107,6 +118,14 @@ PRINTS_NO_SECRET = [
     "cat > db_password",
     "cat db_password > /tmp/copy",
     "cat db_password | wc -c",
+    "$env:PATH",
+    "echo $env:USERNAME",
+    "[Environment]::GetEnvironmentVariable('PATH')",
+    "$list.Count",
+    "$cred.UserName",
+    "Get-Secret -Name db",
+    "echo %PATH%",
+    "rclone ls remote:",
     "",
 ]
 
@@ -227,3 +246,24 @@ def test_pasted_sessions_that_print_a_secret_file() -> None:
     text = f"$ cat /run/secrets/db_password\n{PASSWORD}\n\nThen the app starts."
     assert redact_text(text) == f"$ cat /run/secrets/db_password\n{MARK}\n\nThen the app starts."
     assert PASSWORD not in redact_text(f"<bash-input>cat config/master.key</bash-input><bash-stdout>{PASSWORD}</bash-stdout>")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["PS C:\\Users\\me> ", "PS C:\\> ", "PS /home/me> ", "PS> ", "C:\\Users\\me>", "C:\\Users\\me> "],
+)
+def test_pasted_powershell_and_cmd_sessions(prompt: str) -> None:
+    for command in ("Get-Content .\\secrets\\db-password.txt", "type secrets\\db_password.txt", "$env:DB_PASSWORD", "echo %API_TOKEN%"):
+        text = f"{prompt}{command}\n{PASSWORD}\n{prompt}dir\n"
+        assert redact_text(text) == f"{prompt}{command}\n{MARK}\n{prompt}dir\n", (prompt, command)
+    kept = f"{prompt}Get-Content .\\README.md\n# Title\n{prompt}$env:PATH\nC:\\Windows\n{prompt}$x.Count\n3\n"
+    assert redact_text(kept) == kept
+
+
+def test_powershell_env_listing_loses_secret_values() -> None:
+    text = (
+        "PS C:\\> Get-ChildItem env:\n\nName                           Value\n----                           -----\n"
+        f"API_TOKEN                      {PASSWORD}\nPATH                           C:\\Windows\n"
+    )
+    out = redact_text(text)
+    assert PASSWORD not in out and "PATH                           C:\\Windows" in out and "API_TOKEN " in out
