@@ -134,6 +134,10 @@ What is detected (the marker's kind in brackets):
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
   --value PW`` with a secret-named ``--name`` or ``--type SecureString``) [assignment, cli-flag]
+- prose that names a secret printer and quotes what it printed: "I ran op read op://dev/db/password
+  and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW" (a command that
+  ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
+  symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault") [prose-secret]
@@ -204,7 +208,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from capture_daemon.secret_output import MARKER_PATTERN, redact_pasted_sessions
+from capture_daemon.secret_output import MARKER_PATTERN, command_prints_secret, redact_pasted_sessions
 
 __all__ = [
     "MIN_SECRET_CHARS",
@@ -772,8 +776,12 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     elif kind is None and name == "pass" and group == "uq":
         # A config file's `pass = x` line: rclone.conf's (obscured, and reversible: `rclone
         # reveal`), an INI's or a YAML mapping's. `pass` opening a line is a password there;
-        # indented (`  pass: x`, or code's `  pass = x`) only with a made-looking value.
-        kind = _CHOSEN if _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)) else _WEAK
+        # indented (`  pass: x`, or code's `  pass = x`) only with a made-looking value; after
+        # other words on its line never ("# First pass: mask==0").
+        line = _line_prefix(text, name_start)
+        kind = _CHOSEN if _CONFIG_LINE_START.fullmatch(line) else _WEAK if not line.strip() else None
+        if kind is None:
+            return None
     if kind is None:
         return None
     value = m.group(group)
@@ -2095,6 +2103,73 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
 _PROSE_MARK = marker("prose-secret")
 
 
+# --- Prose that names a secret printer and quotes what it printed: "I ran op read
+# op://dev/db/password and got Tr0ub4dor3xq", "`pass show email/gmail` prints x", "echo
+# $DB_PASSWORD gives me x", "vault kv get -field=password secret/db returned:\n x". The command
+# must be one that `command_prints_secret` knows (the same table as a pasted `$ op read ...`
+# session), a verb of printing must follow it, and the value must look made or chosen, as for
+# prose-secret above: "and got an error", "returns 403", "prints nothing" stay.
+# The command is read from its program up to that verb (200 characters at most).
+_PROSE_PRINTERS = r"(?:op|pass|gopass|vault|gcloud|aws|az|printenv|echo|gh|glab|security|secret-tool|kubectl|doppler|heroku)"
+# (`get` only after a subject or `and`: `vault kv get` is the command's own word; a verb is a
+# whole word: `print-access-token` is too.)
+_PROSE_PRINT_VERB = (
+    r"(?<![^\s,`'\"])(?:(?:(?:and|but|which|it|that|I|then|just|only|always|still)[ \t]+)*"
+    r"(?:got|returns?|returned|prints?|printed|gives?|gave|outputs?|output|shows?|showed|says|said|yields?)"
+    r"|(?:(?:and|but|then|I|we|you)[ \t]+)+(?:just[ \t]+)?gets?)"
+    r"(?=[ \t:\r\n])(?:[ \t]+(?:me|back|out|just|only))*[ \t]*:?"
+)
+# The match starts at what the gates below find (the pattern may match only where a gate holds):
+# `pass show`, `op://`, `kv get`... and runs to the verb; the program (`op read`, `vault`) is
+# then read back on the line, at most _PROSE_COMMAND_REACH characters, so that no text pays for a
+# pattern that tries every word as a command's start.
+_PROSE_COMMAND_HEADS = (
+    r"(?:pass[ \t]+(?:show|otp)[ \t]|op://|kv(?<![\w-]kv)[ \t]+get[ \t]"
+    r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])"
+    r"|keyvault secret(?=[ \t]+show)|get-secret(?=-value)|gcloud secret(?=s[ \t]+versions)"
+    r"|echo \$|find-generic-password|printenv(?=[ \t]))"
+)
+_PROSE_COMMAND_OUTPUT = re.compile(
+    # (The rest of the command word by word, at most 12 more and none a program's: the verb is
+    # tried at a word's start only, not at every character, and a run of commands with no verb,
+    # `printenv printenv ...`, costs each of them one word.)
+    rf"{_PROSE_COMMAND_HEADS}(?P<rest>(?:[^\s`'\"]+)?(?:[ \t]+(?!{_PROSE_PRINTERS}[ \t])[^\s`'\"]+){{0,12}}?)[`'\"]?[ \t]*,?[ \t]*"
+    rf"(?:{_PROSE_PRINT_VERB}|(?<=[`'\"])[ \t]*:|->|→|=>)[ \t]*(?:\r?\n[ \t]*)?{_PROSE_VALUE}"
+)
+_PROSE_PROGRAM = re.compile(rf"(?<![\w$-]){_PROSE_PRINTERS}[ \t]")
+_PROSE_COMMAND_REACH = 160
+_PROSE_COMMAND_GATES = (
+    ("pass", r"(?=[ \t]+(?:show|otp)[ \t])"),
+    (":", r"(?<=op:)(?=//)"),  # op read op://vault/item/field
+    ("kv", r"(?<![\w-]kv)(?=[ \t]+get[ \t])"),
+    ("token", r"(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token))(?=[ \t`'\",])"),
+    ("secret", r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions))"),
+    ("$", r"(?<=echo \$)"),
+    ("password", r"(?<=find-generic-password)"),
+    ("printenv", r"(?=[ \t])"),
+)
+_COMMAND_OUTPUT_MARK = marker("command-output")
+
+
+def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s").rstrip(".,;:!?)")
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "<", "{", "(", "[")) or _is_placeholder(value):
+        return None
+    if not (_MIXED.match(value) or _looks_random(value)) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+        return None  # "and got permission denied", "returns 403", "prints DB_PASSWORD"
+    line = _line_prefix(text, m.start())[-_PROSE_COMMAND_REACH:]
+    command = line + text[m.start() : m.end("rest")]
+    program = None
+    for found in _PROSE_PROGRAM.finditer(command):
+        if found.start() > len(line):
+            break
+        program = found  # the last program that starts at or before the head (`pass` of `pass show`)
+    if program is None or not command_prints_secret(command[program.start() :]):
+        return None  # "pass the token through and get a new one"
+    start = m.start("s")
+    return text[m.start() : start] + _COMMAND_OUTPUT_MARK + text[start + len(value) : m.end()]
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -2415,6 +2490,7 @@ _RULES: tuple[_Rule, ...] = (
         tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
+    _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""),)),
@@ -2478,7 +2554,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     ":": (
         (
             r"(?:(?=//|A[AP]|[0-9]+(?:\[[0-9]+\])?>)|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
-            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command"}),
+            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command", "prose-command-output"}),
         ),
         (_sep_guard(":", ""), None),
     ),

@@ -638,7 +638,7 @@ POSITIVE = [
         "rclone config create mysftp sftp host example.com user bob pass Tr0ub4dor3xq --obscure\n"
         "rclone config update gd client_secret GOCSPXa81f9c2e7b4d scope drive\nrclone config create nc webdav url=https://x pass=Tr0ub4dor3xq",
         "rclone config create mysftp sftp host example.com user bob pass [REDACTED:cli-flag] --obscure\n"
-        "rclone config update gd client_secret [REDACTED:cli-flag] scope drive\nrclone config create nc webdav url=https://x pass=[REDACTED:assignment]",
+        "rclone config update gd client_secret [REDACTED:cli-flag] scope drive\nrclone config create nc webdav url=https://x pass=[REDACTED:cli-flag]",
     ),
     ("pasted-rclone-obscure", "$ rclone obscure Tr0ub4dor3xq\nq7nnZqm3n2sH1y-H9w4ZX3xKZ3d\n", "$ rclone obscure [REDACTED:cli-flag]\n[REDACTED:command-output]\n"),
     (
@@ -657,6 +657,15 @@ POSITIVE = [
         "powershell-env-table",
         "Name                           Value\n----                           -----\nDB_PASSWORD                    Tr0ub4dor3xq\nHOME                           C:\\Users\\me",
         "Name                           Value\n----                           -----\nDB_PASSWORD                    [REDACTED:assignment]\nHOME                           C:\\Users\\me",
+    ),
+    (
+        "prose-command-output",
+        "I ran op read op://dev/db/password and got Tr0ub4dor3xq, why does login fail?\n"
+        "`pass show email/gmail` prints `Tr0ub4dor3xq` but\nvault kv get -field=password secret/db returned:\n  Tr0ub4dor3xq\n"
+        "echo $DB_PASSWORD gives me Tr0ub4dor3xq\ngh auth token -> a81f9c2e7b4d6053",
+        "I ran op read op://dev/db/password and got [REDACTED:command-output], why does login fail?\n"
+        "`pass show email/gmail` prints `[REDACTED:command-output]` but\nvault kv get -field=password secret/db returned:\n  [REDACTED:command-output]\n"
+        "echo $DB_PASSWORD gives me [REDACTED:command-output]\ngh auth token -> [REDACTED:command-output]",
     ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
@@ -832,6 +841,13 @@ NEGATIVE = [
         "stdin-lookalikes",
         'cat <<EOF > notes.txt\nhello\nEOF\ndocker login -u bob --password-stdin <<< "$PW"\necho hunter2 | grep secret\n'
         'mysql -u root -p <<EOF\nSHOW DATABASES;\nEOF\nstd::cout << "token" << std::endl;',
+    ),
+    (
+        "prose-command-output-lookalikes",
+        "I ran op read op://dev/db/password and got an error: item not found\nop read op://dev/db/password returns nothing\n"
+        "pass show email/gmail gave gpg: decryption failed\nvault kv get -field=password secret/db returns 403 Forbidden\n"
+        "echo $HOME gives me /home/bob\nprintenv PATH outputs /usr/bin:/bin\npass the token through and get a new one\n"
+        "gcloud auth print-access-token returns a short-lived token\necho hello prints x86_64",
     ),
     (
         "powershell-lookalikes",
