@@ -50,7 +50,8 @@ What is detected (the marker's kind in brackets):
   ``headers["Authorization"] = ...`` subscript [authorization], a bare ``Bearer <token>``
   [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
   ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")`` [auth-pair]
-- passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password]
+- passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password], and in
+  Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
   ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict, a HAR ``{"name": "Cookie", "value": ...}``
   header), quoted ones (``sid="v"``) too, of ``curl -b|--cookie 'a=1; b=2'``, and every value of a
@@ -76,7 +77,7 @@ What is detected (the marker's kind in brackets):
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
-  'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
+  'PW'``, MySQL's ``PASSWORD('PW')``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -89,11 +90,13 @@ What is detected (the marker's kind in brackets):
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
   PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, PowerShell-style ``-Password``/``-ApiKey`` (any program),
-  ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``redis-server --requirepass PW``, ``gh secret
+  ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``useradd|usermod|hydra -p PW``,
+  ``--secret-string PW`` (``aws secretsmanager``), SecretManagement's ``Set-Secret -Secret PW``, ``redis-server --requirepass PW``, ``gh secret
   set NAME --body V``, openssl's ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
   --password-stdin``, ``| chpasswd``, ``| gpg --passphrase-fd 0``, ``| gh secret set``, ``|
-  wrangler secret put``, ``| vercel env add``), or handed to it in a here-string (``<<< PW``) or a
+  wrangler secret put``, ``| vercel env add``, ``| gcloud secrets versions add``, ``pass insert``,
+  ``secret-tool store``, ``keyring set``), or handed to it in a here-string (``<<< PW``) or a
   one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText``; the same flags in an argv list in code, each word a
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
@@ -124,7 +127,7 @@ What is detected (the marker's kind in brackets):
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
-  ``.password("PW")`` [assignment]
+  ``.password("PW")``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
   Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
   row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
@@ -133,7 +136,8 @@ What is detected (the marker's kind in brackets):
   ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
-  --value PW`` with a secret-named ``--name`` or ``--type SecureString``) [assignment, cli-flag]
+  --value PW`` with a secret-named ``--name`` or ``--type SecureString``, ``az keyvault secret set
+  --value PW``) [assignment, cli-flag]
 - prose that names a secret printer and quotes what it printed: "I ran op read op://dev/db/password
   and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW" (a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
@@ -923,7 +927,7 @@ _URL_PASSWORD = re.compile(
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
 _CLI_FLAG_WORDS = (
     r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
-    r"|account-key|private-key|auth-key|bearer|(?<=-)pass)"
+    r"|account-key|private-key|auth-key|bearer|(?<=-)pass|secret-string)"
 )
 _CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
@@ -1041,6 +1045,9 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     **dict.fromkeys(("evil-winrm", "crackmapexec", "cme", "nxc", "netexec", "rdesktop"), (("p", "s", ""),)),
     **dict.fromkeys(("plink", "pscp", "psftp"), (("pw", "s", ""),)),
     "twine": (("p", "s", ""),),  # twine upload -u __token__ -p pypi-...
+    # useradd/usermod -p take a crypt hash, and people hand them the password itself; hydra -p
+    # the password it tries.
+    **dict.fromkeys(("useradd", "usermod", "hydra"), (("p", "s", ""),)),
     **dict.fromkeys(("mosquitto_pub", "mosquitto_sub", "mosquitto_rr"), (("P", "s", ""), ("-pw", "s", ""))),
     "lftp": (("u", "s", ","),),  # lftp -u user,PW host
     "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
@@ -1057,7 +1064,8 @@ _FLAG_SUBCOMMANDS: dict[str, tuple[str, _FlagSpec]] = {
 }
 # Any program: single-dash long flags that say password (`influx -password pw`), and PowerShell's
 # and nuget's (`-Password pw`, `nuget push -ApiKey key`, `Publish-Module -NuGetApiKey key`).
-_ANY_PROGRAM_FLAGS: _FlagSpec = tuple((f, "s", "") for f in ("password", "passwd", "Password", "ApiKey", "NuGetApiKey"))
+# (SecretManagement's `Set-Secret -Name db -Secret pw`.)
+_ANY_PROGRAM_FLAGS: _FlagSpec = tuple((f, "s", "") for f in ("password", "passwd", "Password", "ApiKey", "NuGetApiKey", "Secret"))
 # A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
 _OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
 _FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
@@ -1574,7 +1582,9 @@ def _replace_auth_command(text: str, m: "re.Match[str]") -> Optional[str]:
 # migrations and `docker-entrypoint-initdb.d` files hold these. (A bare word only after upper-case
 # IDENTIFIED BY: prose says "the bug identified by the tests".)
 _SQL_PASSWORD = re.compile(
-    r"(?:(?:PASSWORD|password)[ \t]+N?'(?P<sq>(?:[^'\\\r\n]|'')+)'"
+    # (MySQL's `SET PASSWORD FOR 'bob'@'%' = PASSWORD('pw')`, `SELECT PASSWORD('pw')`: the function's argument.)
+    # (Not a method's: `keyring.get_password('service', 'user')` names no password.)
+    r"(?:(?:PASSWORD|password)(?:[ \t]+N?|\((?<![\w.]PASSWORD\()(?<![\w.]password\()(?=[^)\r\n]*\)))'(?P<sq>(?:[^'\\\r\n]|'')+)'"
     r"|(?:IDENTIFIED(?P<upper>)|identified)(?:[ \t]+(?:WITH|with)[ \t]+[\w\"'`]+)?[ \t]+(?:BY|by)[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?"
     r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
 )
@@ -1741,9 +1751,12 @@ _PIPED_PASSWORD = re.compile(
 )
 _STDIN_READER = re.compile(
     r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|\bpasswd\b.*--stdin|--passphrase-fd[ \t]+0\b"
-    r"|\bsecrets?[ \t:]+(?:set|put|create|add|import)\b|\benv[ \t]+add\b"
+    r"|\bsecrets?[ \t:]+(?:versions[ \t]+)?(?:set|put|create|add|import)\b|\benv[ \t]+add\b"
+    # Password stores fed on stdin: `pass insert -e x <<< pw`, `secret-tool store ... <<< pw`,
+    # `keyring set svc user <<< pw` (gcloud's `secrets versions add --data-file=-` above).
+    r"|\b(?:go)?pass[ \t]+(?:insert|add)\b|\bsecret-tool[ \t]+store\b|\bkeyring[ \t]+set\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add)"
+_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -2002,7 +2015,9 @@ def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
 _SETTER_WORDS = r"(?:Password|Secret|Token|ApiKey|AccessKey|SecretKey|ClientSecret|AccessToken|AuthToken|PrivateKey)"
 _SETTER = re.compile(
     rf"\.(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|secret|apiKey|api_key|clientSecret"
-    rf"|client_secret|accessToken|access_token|authToken|auth_token|secretKey|secret_key)\([ \t]*{_LITERAL_ARG}[ \t]*\)"
+    # (Django's `user.set_password('pw')`, `user.check_password('pw')`, as tests write them.)
+    rf"|client_secret|accessToken|access_token|authToken|auth_token|secretKey|secret_key|set_password|check_password)"
+    rf"\([ \t]*{_LITERAL_ARG}[ \t]*\)"
 )
 # (Every name above ends in one of these words, right before its `(` and a quote.)
 _SETTER_GATES = tuple(
@@ -2192,8 +2207,10 @@ def _replace_yaml_block(text: str, m: "re.Match[str]") -> Optional[str]:
 # --- Writes to a key store whose key names a secret: `consul kv put app/db/password PW`, and
 # `aws ssm put-parameter --name /db/password --value PW` (any name with `--type SecureString`).
 _CONSUL_PUT = re.compile(r"kv[ \t]+put(?:[ \t]+-\S+)*[ \t]+(?P<name>[^\s=\"']+)[ \t]+(?P<s>[^\s\"'|;&@-][^\s\"'|;&]*)")
-_SSM_PUT = re.compile(r"put-parameter(?P<rest>[^\r\n|;&]*)")
-_SSM_VALUE = re.compile(r"--value(?:[ \t]+|=)(?P<s>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"']+)")
+# (Azure's `az keyvault secret set --name db --value pw`: a Key Vault secret's value, whatever its name.)
+_SSM_PUT = re.compile(r"(?:put-parameter|(?P<keyvault>keyvault secret[ \t]+set)(?=[ \t]))(?P<rest>[^\r\n|;&]*)")
+# (A bare value stops at a backslash: in a JSON string `\n` ends its line.)
+_SSM_VALUE = re.compile(r"--value(?:[ \t]+|=)(?P<s>\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'\\]+)")
 _SSM_NAME = re.compile(r"--name(?:[ \t]+|=)[\"']?(?P<name>[^\s\"']+)")
 
 
@@ -2211,7 +2228,7 @@ def _replace_ssm_put(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     name = _SSM_NAME.search(rest)
     leaf = name.group("name").rsplit("/", 1)[-1] if name else ""
-    if "SecureString" not in rest and _name_kind(leaf) is None:
+    if "SecureString" not in rest and _name_kind(leaf) is None and m.group("keyvault") is None:
         return None
     token = value.group("s")
     new = _mark_arg(token, "")
@@ -2279,6 +2296,10 @@ def _replace_rclone(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     return "".join(out) + text[copied : m.end()]
 
+
+# Go's MySQL driver DSN, `user:pw@tcp(host:3306)/db` (`@unix(/path)`, `@tcp6(...)`): no scheme,
+# so the URL rule's `://` never sees it. The user stays.
+_GO_MYSQL_DSN = re.compile(r"(?<![\w.\[-])[\w.$-]+:(?P<s>[^\s@\\\"'`/:\[\]]+)@(?:tcp6?|unix)\(")
 
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
@@ -2454,8 +2475,8 @@ _RULES: tuple[_Rule, ...] = (
         _SQL_PASSWORD,
         _replace_sql_password,
         (
-            ("PASSWORD", r"(?=[ \t]+N?')"),
-            ("password", r"(?=[ \t]+N?')"),
+            ("PASSWORD", r"(?=[ \t]+N?')|(?<![\w.]PASSWORD)(?=\(')"),
+            ("password", r"(?=[ \t]+N?')|(?<![\w.]password)(?=\(')"),
             ("IDENTIFIED", r"(?=[ \t])"),
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
@@ -2493,7 +2514,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
-    _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""),)),
+    _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@tcp", r"(?=6?\()"), ("@unix(", ""))),
+    _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
 )
 

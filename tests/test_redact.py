@@ -667,6 +667,32 @@ POSITIVE = [
         "`pass show email/gmail` prints `[REDACTED:command-output]` but\nvault kv get -field=password secret/db returned:\n  [REDACTED:command-output]\n"
         "echo $DB_PASSWORD gives me [REDACTED:command-output]\ngh auth token -> [REDACTED:command-output]",
     ),
+    (
+        "go-mysql-dsn",
+        'db, err := sql.Open("mysql", "root:Tr0ub4dor3xq@tcp(127.0.0.1:3306)/app")\ndsn := "app:Tr0ub4dor3xq@unix(/run/mysqld.sock)/app"',
+        'db, err := sql.Open("mysql", "root:[REDACTED:url-password]@tcp(127.0.0.1:3306)/app")\ndsn := "app:[REDACTED:url-password]@unix(/run/mysqld.sock)/app"',
+    ),
+    (
+        "secret-store-writes",
+        "az keyvault secret set --vault-name kv --name db --value Tr0ub4dor3xq\n"
+        "aws secretsmanager create-secret --name db --secret-string Tr0ub4dor3xq\nSet-Secret -Name db -Secret \"Tr0ub4dor3xq\"",
+        "az keyvault secret set --vault-name kv --name db --value [REDACTED:cli-flag]\n"
+        "aws secretsmanager create-secret --name db --secret-string [REDACTED:cli-flag]\nSet-Secret -Name db -Secret \"[REDACTED:cli-flag]\"",
+    ),
+    (
+        "secret-stores-fed-on-stdin",
+        "echo -n Tr0ub4dor3xq | gcloud secrets versions add db --data-file=-\npass insert -m db <<< Tr0ub4dor3xq\n"
+        "secret-tool store --label=db service db <<< Tr0ub4dor3xq\nkeyring set system bob <<< Tr0ub4dor3xq",
+        "echo -n [REDACTED:cli-flag] | gcloud secrets versions add db --data-file=-\npass insert -m db <<< [REDACTED:cli-flag]\n"
+        "secret-tool store --label=db service db <<< [REDACTED:cli-flag]\nkeyring set system bob <<< [REDACTED:cli-flag]",
+    ),
+    ("useradd-hydra", "useradd -m -p Tr0ub4dor3xq bob\nhydra -l admin -p Tr0ub4dor3xq ssh://host", "useradd -m -p [REDACTED:cli-flag] bob\nhydra -l admin -p [REDACTED:cli-flag] ssh://host"),
+    ("mysql-password-function", "SET PASSWORD FOR 'bob'@'%' = PASSWORD('Tr0ub4dor3xq');", "SET PASSWORD FOR 'bob'@'%' = PASSWORD('[REDACTED:sql-password]');"),
+    (
+        "django-set-password",
+        "user.set_password('Tr0ub4dor3xq')\nassert user.check_password('Tr0ub4dor3xq')",
+        "user.set_password('[REDACTED:assignment]')\nassert user.check_password('[REDACTED:assignment]')",
+    ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -848,6 +874,11 @@ NEGATIVE = [
         "pass show email/gmail gave gpg: decryption failed\nvault kv get -field=password secret/db returns 403 Forbidden\n"
         "echo $HOME gives me /home/bob\nprintenv PATH outputs /usr/bin:/bin\npass the token through and get a new one\n"
         "gcloud auth print-access-token returns a short-lived token\necho hello prints x86_64",
+    ),
+    (
+        "store-and-dsn-lookalikes",
+        "keyring.get_password('service', 'user')\nuser.set_password(raw)\naz keyvault secret show --name db\n"
+        "mkdir -p build\nuseradd -m bob\nlog.info(\"%s@tcp(%s)\", user, host)\npass insert db\nSELECT password FROM users",
     ),
     (
         "powershell-lookalikes",
