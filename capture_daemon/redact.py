@@ -66,7 +66,8 @@ What is detected (the marker's kind in brackets):
   ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
   ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
   "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring ``<property name="password" value="v"/>``),
-  XML elements (``<password>v</password>``, with attributes too) and attributes (Tomcat's ``<user
+  XML elements (``<password>v</password>``, ``<passphrase>``, with attributes too; a key's path, Maven's
+  ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays) and attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
@@ -112,8 +113,8 @@ What is detected (the marker's kind in brackets):
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
-- mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``
-  [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
+- mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``,
+  msmtprc's ``password PW`` line (the value mixing letters with digits or symbols) [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
   cn=config's ``olcRootPW: {SSHA}HASH`` and ``olcRootPW:: BASE64`` [ldap-password] (a plain
   ``olcRootPW: PW`` is an assignment); a ``{SSHA}``/``{CRYPT}``/``{PBKDF2}``... scheme before a
   value under any secret name is no template: the value goes, the scheme stays
@@ -143,7 +144,7 @@ What is detected (the marker's kind in brackets):
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
-  key: K", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
+  key: K", "my password PW doesn't work", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault") [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
@@ -1314,6 +1315,19 @@ _REDIS_CONF = re.compile(
     r"(?P<s>[^\s#\"'\\-][^\s#\"'\\]*)"
 )
 _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
+# msmtprc's (and other mail clients' rc files') `password PW` directive: `password` opening a
+# line and one word after it, to the line's end. Prose opens lines with "password" too ("password
+# reset", "password required"), so the word must look made or chosen, as prose-secret's must
+# (letters with digits or symbols).
+_PASSWORD_DIRECTIVE = re.compile(r"(?m)^[ \t]*password[ \t]+(?P<s>[^\s\"'\\#]+)[ \t]*\r?$")
+_PASSWORD_DIRECTIVE_GATE = r"(?=[ \t]+[^\s\"'\\#]+[ \t]*\r?(?:\n|\Z))"
+
+
+def _replace_password_directive(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if _is_placeholder(value) or not (_MIXED.match(value) or _looks_random(value)) or value.startswith(("/", "~", "$")):
+        return None
+    return _replace_group(text, m, "s", _MAIL_MARK)
 
 
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1826,7 +1840,7 @@ def _replace_auth_pair(text: str, m: "re.Match[str]") -> Optional[str]:
 # with attributes too (`<password encrypted="false">x</password>`).
 # (The name's ending is in the pattern as well as in the gate: an element with attributes
 # (`<label for="pw">Password</label>`) is no match unless its name says secret.)
-_XML_NAME_END = r"(?i:password|passwd|pwd|secret|token|key|pass|psk|auth)"
+_XML_NAME_END = r"(?i:password|passwd|passphrase|pwd|secret|token|key|pass|psk|auth)"
 _XML_ELEMENT = re.compile(
     rf"<(?P<name>(?=[A-Za-z_])[\w.:-]{{0,60}}?{_XML_NAME_END})(?:\s[^<>]{{0,300}})?>(?P<s>[^<>\r\n]{{1,300}})</(?P=name)>"
 )
@@ -1835,8 +1849,11 @@ _XML_GATE = rf"(?<=</)(?=[\w.:-]*?{_XML_NAME_END}>)"
 
 def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
     kind = _name_kind(m.group("name"))
-    if kind is None or not _plausible_secret(kind, m.group("s").strip()):
+    value = m.group("s").strip()
+    if kind is None or not _plausible_secret(kind, value):
         return None
+    if kind != _CHOSEN and value.startswith(("~/", "/", "./", "${")):
+        return None  # Maven's <privateKey>~/.ssh/id_rsa</privateKey>: where the key is, not the key
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
@@ -2089,11 +2106,14 @@ _PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
 _PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key))"
+# ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected": a password
+# named by its owner and given right after, no "is" between.)
+_PROSE_OWNED = r"(?<=(?:my|My|ur|he) password)"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|[ \t]+for[ \t]+[\w@.-]+:[ \t]+)"
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|[ \t]+for[ \t]+[\w@.-]+:[ \t]+|{_PROSE_OWNED}[ \t]+)"
     rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = r"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+:[ \t])"
+_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+:[ \t])|{_PROSE_OWNED}(?=[ \t]+\S)"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
     ("pass", "(?:wd|phrase)" + _PROSE_AFTER_NAME),
@@ -2503,6 +2523,8 @@ _RULES: tuple[_Rule, ...] = (
         _replace_vault_table,
         (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"), ("Name", r"(?=[ \t]+Value[ \t]*\r?\n----)")),
     ),
+    # (After the Vault table: its `password   pw` rows are the table's.)
+    _Rule("password-directive", _PASSWORD_DIRECTIVE, _replace_password_directive, (("password", _PASSWORD_DIRECTIVE_GATE),)),
     _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(
         "expect-send",

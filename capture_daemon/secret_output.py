@@ -59,6 +59,8 @@ _SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
     ("doppler", r"^(?:secrets get\b|secrets download\b.*--no-file|secrets(?:\s+--?\S+(?:\s+[^-\s]\S*)?)*\s*$)"),
     ("heroku", r"^(?:auth:token|config:get\b|authorizations:create)"),
     ("pulumi", r"^(?:config get\b|stack output\b.*--show-secrets)"),
+    # (`terraform output NAME` prints a sensitive output's value too; all outputs at once show
+    # `<sensitive>`. A secret-named one is checked in _prints_secret.)
     ("terraform", r"^output\b.*(?:-raw|-json)"),
     ("sops", r"(?:^|\s)(?:-d|--decrypt)\b"),
     ("gpg", r"(?:^|\s)(?:-d|--decrypt)\b"),
@@ -201,6 +203,8 @@ def _prints_secret(program: str, args: list[str]) -> bool:
         return True  # $env:DB_PASSWORD, [Environment]::GetEnvironmentVariable("API_TOKEN"), $c.Password
     if program.lower() in _PS_PLAIN_TEXT_READERS and any(a.lower() == "-asplaintext" for a in args):
         return True  # Get-Secret -Name db -AsPlainText
+    if program == "terraform" and args[:1] == ["output"] and any(is_secret_name(a) for a in args[1:] if not a.startswith("-")):
+        return True  # terraform output db_password
     if program in ("python", "python3", "node", "ruby") and re.search(r"secrets\.token_|token_urlsafe|token_hex|randomBytes\(|SecureRandom\.", joined):
         return True  # python -c "import secrets; print(secrets.token_urlsafe(32))"
     return False

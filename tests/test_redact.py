@@ -693,6 +693,22 @@ POSITIVE = [
         "user.set_password('Tr0ub4dor3xq')\nassert user.check_password('Tr0ub4dor3xq')",
         "user.set_password('[REDACTED:assignment]')\nassert user.check_password('[REDACTED:assignment]')",
     ),
+    (
+        "maven-passphrase",
+        "<server><id>x</id><privateKey>~/.ssh/id_rsa</privateKey><passphrase>Tr0ub4dor3xq</passphrase></server>",
+        "<server><id>x</id><privateKey>~/.ssh/id_rsa</privateKey><passphrase>[REDACTED:assignment]</passphrase></server>",
+    ),
+    (
+        "msmtprc-password",
+        "account default\nhost smtp.example.com\nuser bob\npassword Tr0ub4dor3xq\n",
+        "account default\nhost smtp.example.com\nuser bob\npassword [REDACTED:mail-password]\n",
+    ),
+    (
+        "prose-owned-password",
+        "my password Tr0ub4dor3xq doesn't work\nthe password abc123! is rejected",
+        "my password [REDACTED:prose-secret] doesn't work\nthe password [REDACTED:prose-secret]! is rejected",
+    ),
+    ("pasted-terraform-output", "$ terraform output db_password\n\"Tr0ub4dor3xq\"\n", "$ terraform output db_password\n[REDACTED:command-output]\n"),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -879,6 +895,12 @@ NEGATIVE = [
         "store-and-dsn-lookalikes",
         "keyring.get_password('service', 'user')\nuser.set_password(raw)\naz keyvault secret show --name db\n"
         "mkdir -p build\nuseradd -m bob\nlog.info(\"%s@tcp(%s)\", user, host)\npass insert db\nSELECT password FROM users",
+    ),
+    (
+        "directive-and-owned-lookalikes",
+        "password required\npassword\npassword /etc/msmtp.pw\npassword hunter\nthe password field is required\n"
+        "Your password must be 8 chars\nthe password reset_token expired\nenter the password 2 times\n"
+        "$ terraform output instance_ip\n10.0.0.1",
     ),
     (
         "powershell-lookalikes",

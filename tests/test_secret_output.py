@@ -78,6 +78,7 @@ PRINTS_SECRET = [
     "echo %DB_PASSWORD%",
     "slappasswd -s x",
     "rclone obscure x",
+    "terraform output db_password",
 ]
 
 PRINTS_NO_SECRET = [
@@ -126,6 +127,8 @@ PRINTS_NO_SECRET = [
     "Get-Secret -Name db",
     "echo %PATH%",
     "rclone ls remote:",
+    "terraform output",
+    "terraform output instance_ip",
     "",
 ]
 
