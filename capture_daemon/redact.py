@@ -49,7 +49,11 @@ What is detected (the marker's kind in brackets):
 - ``Authorization: Bearer|Basic|Token <value>`` headers, also as a dict key or a
   ``headers["Authorization"] = ...`` subscript [authorization], a bare ``Bearer <token>``
   [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
-  ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")`` [auth-pair]
+  ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")``, ``basic_auth=``/``http_auth=("user", "pw")``, ``.basicAuth("user", "pw")``,
+  ``.credentials("user", "pw")``, ``.auth("user", "pw")``, reqwest's ``.basic_auth("user", Some("pw"))``
+  [auth-pair]; a ``user:pw`` literal encoded for a Basic header (``btoa('u:pw')``,
+  ``b64encode(b"u:pw")``, ``Buffer.from('u:pw')``, ``EncodeToString([]byte("u:pw"))``, PHP's
+  ``CURLOPT_USERPWD, "u:pw"``) [authorization]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password], and in
   Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
@@ -69,7 +73,7 @@ What is detected (the marker's kind in brackets):
   XML elements (``<password>v</password>``, ``<passphrase>``, with attributes too; a key's path, Maven's
   ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays) and attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
-  where the name ends in password, passwd, passphrase, pwd, psk, secret, token, api_key,
+  where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
   ``_SALT``, ``_PASS`` or ``_PW``; ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
@@ -125,15 +129,16 @@ What is detected (the marker's kind in brackets):
   ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes,
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
-  "PW")``, ``pika.PlainCredentials("u", "PW")``, ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
+  "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
+  Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
-  ``.password("PW")``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
+  ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
   Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
   row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
-  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
+  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]; Ansible's ``{{ 'PW' | password_hash(...) }}`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
   ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
@@ -294,7 +299,7 @@ def _is_placeholder(value: str) -> bool:
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
 # (LDAP's `bindpw`/`rootpw`/`olcRootPW`; AWS Secrets Manager's `SecretString`, whatever it holds.)
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "pwd", "psk", "bindpw", "rootpw", "secretstring")
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring")
 # ... and `pass`/`pw` as the last word of a longer name, never as the end of another word
 # (bypass, compass, BYPASS) nor alone (`pw = getpass()`). Upper case (DB_PASS, SMTP_PW, .env
 # style) is a password; in other cases code has compiler passes (`lowering_pass: PassType`), so
@@ -547,7 +552,7 @@ _GAP_CHARS = r"[\\\"' \t\]]"
 _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
-_SECRET_WORDS = ("password", "passwd", "passphrase", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt")
+_SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
@@ -1825,9 +1830,14 @@ def _replace_piped(text: str, m: "re.Match[str]") -> Optional[str]:
 # A user and password pair handed to an HTTP client: requests' `auth=("user", "pw")`,
 # `HTTPBasicAuth("user", "pw")`, aiohttp's `BasicAuth("user", "pw")`.
 # Matched from the comma (where its gate is), the call before it checked by `_replace_auth_pair`.
-_AUTH_PAIR = re.compile(r",(?<=[\"'],)[ \t]*(?P<q>[\"'])(?P<s>[^\"'\n]+)(?P=q)[ \t]*\)")
-_AUTH_PAIR_GATE = r"(?<=[\"'],)(?=[ \t]*[\"'][^\"'\n]+[\"'][ \t]*\))"
-_AUTH_PAIR_CALL = re.compile(r"(?:\bauth[ \t]*=[ \t]*|(?:Basic|Digest)Auth)\([ \t]*([\"'])[^\"'\n]*\1\Z")
+# Also Elasticsearch's `basic_auth=("u", "pw")` / `http_auth=`, and builder methods: OkHttp's and
+# Ktor's `.basicAuth("u", "pw")`, Spring's `.credentials("u", "pw")`, superagent's `.auth("u",
+# "pw")`, reqwest's `.basic_auth("u", Some("pw"))`.
+_AUTH_PAIR = re.compile(r",(?<=[\"'],)[ \t]*(?:Some\([ \t]*)?(?P<q>[\"'])(?P<s>[^\"'\n]+)(?P=q)[ \t]*\)")
+_AUTH_PAIR_GATE = r"(?<=[\"'],)(?=[ \t]*(?:Some\([ \t]*)?[\"'][^\"'\n]+[\"'][ \t]*\))"
+_AUTH_PAIR_CALL = re.compile(
+    r"(?:\b(?:basic_|http_)?auth[ \t]*=[ \t]*|(?:Basic|Digest)Auth|\.(?:basicAuth|basic_auth|credentials|auth))\([ \t]*([\"'])[^\"'\n]*\1\Z"
+)
 _AUTH_PAIR_MARK = marker("auth-pair")
 
 
@@ -1962,12 +1972,16 @@ _SECOND_ARG_CALLS = (
 _THIRD_ARG_CALLS = (
     r"PDO(?<![\w.$]PDO)\(|mysqli_connect\(|mysqli(?<![\w.$]mysqli)\(|mysql_connect\(|getConnection\("
     r"|pymysql\.connect\(|MySQLdb\.connect\(|pymssql\.connect\(|FTP(?<![\w.]FTP)(?:_TLS)?\("
+    # Sequelize's `new Sequelize('db', 'user', 'pw', {...})`, Ruby's `Net::FTP.new(h, u, pw)`,
+    # Go's `smtp.PlainAuth("", user, pw, host)` (identity, user, password).
+    r"|Sequelize\(|FTP\.new\(|PlainAuth\("
 )
 # ldap3's `Connection(server, 'cn=admin,dc=x', 'pw')` and kombu's `Connection('host', 'guest', 'pw')`:
 # (server, user, password). Many libraries have a `Connection` class, so only where the user is a
 # string literal too (fabric's `Connection('host', 'user', 22)` has a number third).
 _CONNECTION_CALL = r"Connection\([ \t]*{arg}[ \t]*,[ \t]*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
-_FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\("
+# (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key.)
+_FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
 # call, found at `hmac`, `Hmac`, `HMAC` or `SecretKeySpec`. (Each anchor of its own would cost
@@ -1979,12 +1993,13 @@ _CALL_BEFORE_COMMA = re.compile(
     rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
-_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|connect|FTP")
+_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|connect|FTP|Sequelize|PlainAuth")
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
     ("A", r"(?<=HM)(?=C\.new\()"),
     ("Key", r"(?=Spec\()"),
+    ("S", r"(?=ignedString\(\[\]byte\()"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
@@ -2030,8 +2045,9 @@ def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
 # `config.setApiKey("k")`, a builder's `.password("pw")` / `.withApiKey("k")`. After `set` or
 # `with`, any secret name; alone, the bare secret words only (`.token("if")` parses).
 _SETTER_WORDS = r"(?:Password|Secret|Token|ApiKey|AccessKey|SecretKey|ClientSecret|AccessToken|AuthToken|PrivateKey)"
+# (Go's `ssh.Password("pw")`; Redis clients' one-argument `.auth("pw")`, PHP's `$redis->auth('pw')`.)
 _SETTER = re.compile(
-    rf"\.(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|secret|apiKey|api_key|clientSecret"
+    rf"(?:\.|->)(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|Password|secret|auth|apiKey|api_key|clientSecret"
     # (Django's `user.set_password('pw')`, `user.check_password('pw')`, as tests write them.)
     rf"|client_secret|accessToken|access_token|authToken|auth_token|secretKey|secret_key|set_password|check_password)"
     rf"\([ \t]*{_LITERAL_ARG}[ \t]*\)"
@@ -2040,7 +2056,7 @@ _SETTER = re.compile(
 _SETTER_GATES = tuple(
     (word, r"(?=\([ \t]*[bB]?[\"'])")
     for word in ("Password", "password", "Secret", "secret", "Token", "token", "Key", "key")
-)
+) + (("auth", r"(?:(?<=\.auth)|(?<=->auth))(?=\([ \t]*[\"'][^\"'\r\n]*[\"'][ \t]*\))"),)
 
 
 _SETTER_VERB = re.compile(r"^(?:set|with)(?=[A-Z])")
@@ -2048,7 +2064,9 @@ _SETTER_VERB = re.compile(r"^(?:set|with)(?=[A-Z])")
 
 def _replace_setter(text: str, m: "re.Match[str]") -> Optional[str]:
     name = _SETTER_VERB.sub("", m.group("name"))
-    kind = _name_kind(name)
+    kind = _CHOSEN if name == "auth" else _name_kind(name)  # redis.auth("pw"): one argument, the password
+    if name == "auth" and not (_MIXED.match(m.group("s")) or _looks_made(m.group("s"))):
+        return None  # router.auth("basic"), passport-style strategy names: words
     value = m.group("s")
     if kind is None or value.startswith(_MARKER_OPEN) or not _plausible_secret(kind, value):
         return None
@@ -2321,6 +2339,26 @@ def _replace_rclone(text: str, m: "re.Match[str]") -> Optional[str]:
 # so the URL rule's `://` never sees it. The user stays.
 _GO_MYSQL_DSN = re.compile(r"(?<![\w.\[-])[\w.$-]+:(?P<s>[^\s@\\\"'`/:\[\]]+)@(?:tcp6?|unix)\(")
 
+# A `user:password` literal encoded for a Basic Authorization header in code: JS's
+# `btoa('bob:pw')`, Node's `Buffer.from('bob:pw').toString('base64')`, Python's
+# `base64.b64encode(b"bob:pw")`, Go's and Java's `...EncodeToString([]byte("bob:pw"))`; and PHP's
+# `curl_setopt($ch, CURLOPT_USERPWD, "bob:pw")`. The user stays.
+_ENCODED_CREDENTIALS = re.compile(
+    r"(?:(?:btoa|b64encode|Buffer\.from|[Ee]ncodeToString)\([ \t]*(?:[bB]|\[\]byte\()?|USERPWD,[ \t]*)"
+    # (Not a URI: `Buffer.from('data:image/png;base64,...')`, `btoa('https://x')`.)
+    r"(?P<q>[\"'])(?!(?i:data|https?|mailto|urn|file|blob):)[\w.@+-]+:(?!//)(?P<s>[^\"'\s\\]+)(?P=q)"
+)
+_ENCODED_CREDENTIALS_GATES = (
+    ("btoa(", ""),
+    ("b64encode(", ""),
+    ("Buffer.from(", ""),
+    ("ncodeToString(", r"(?<=[Ee]ncodeToString\()"),
+    ("USERPWD", r"(?=,)"),
+)
+# Ansible's `password: "{{ 'pw' | password_hash('sha512') }}"`: a literal hashed at run time
+# (inside the braces that otherwise mark a template).
+_ANSIBLE_PASSWORD_HASH = re.compile(r"\{\{[ \t]*(?P<q>[\"'])(?P<s>[^\"'\r\n]+)(?P=q)[ \t]*\|[ \t]*password_hash\(")
+
 # Secrets with a shape rather than a prefix.
 _MORE_SHAPES: tuple[_Rule, ...] = (
     # PuTTY .ppk: the lines after `Private-Lines: N` are the key.
@@ -2536,6 +2574,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
+    _Rule("encoded-credentials", _ENCODED_CREDENTIALS, _group("authorization"), _ENCODED_CREDENTIALS_GATES),
+    _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@tcp", r"(?=6?\()"), ("@unix(", ""))),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),

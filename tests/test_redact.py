@@ -709,6 +709,37 @@ POSITIVE = [
         "my password [REDACTED:prose-secret] doesn't work\nthe password [REDACTED:prose-secret]! is rejected",
     ),
     ("pasted-terraform-output", "$ terraform output db_password\n\"Tr0ub4dor3xq\"\n", "$ terraform output db_password\n[REDACTED:command-output]\n"),
+    (
+        "auth-pair-builders",
+        'es = Elasticsearch(hosts, basic_auth=("elastic", "Tr0ub4dor3xq"))\n.basicAuth("bob", "Tr0ub4dor3xq")\n'
+        "request.auth('bob', 'Tr0ub4dor3xq')\n.basic_auth(\"bob\", Some(\"Tr0ub4dor3xq\"))",
+        'es = Elasticsearch(hosts, basic_auth=("elastic", "[REDACTED:auth-pair]"))\n.basicAuth("bob", "[REDACTED:auth-pair]")\n'
+        "request.auth('bob', '[REDACTED:auth-pair]')\n.basic_auth(\"bob\", Some(\"[REDACTED:auth-pair]\"))",
+    ),
+    (
+        "redis-auth-and-go-ssh-password",
+        "$redis->auth('Tr0ub4dor3xq');\njedis.auth(\"Tr0ub4dor3xq\");\nAuth: []ssh.AuthMethod{ssh.Password(\"Tr0ub4dor3xq\")}",
+        "$redis->auth('[REDACTED:assignment]');\njedis.auth(\"[REDACTED:assignment]\");\nAuth: []ssh.AuthMethod{ssh.Password(\"[REDACTED:assignment]\")}",
+    ),
+    (
+        "positional-calls-more",
+        "new Sequelize('db', 'app', 'Tr0ub4dor3xq', {dialect: 'mysql'})\nNet::FTP.new('host', 'bob', 'Tr0ub4dor3xq')\n"
+        'auth := smtp.PlainAuth("", "bob@x.com", "Tr0ub4dor3xq", "smtp.x.com")\ns, err := t.SignedString([]byte("Tr0ub4dor3xq"))',
+        "new Sequelize('db', 'app', '[REDACTED:code-literal]', {dialect: 'mysql'})\nNet::FTP.new('host', 'bob', '[REDACTED:code-literal]')\n"
+        'auth := smtp.PlainAuth("", "bob@x.com", "[REDACTED:code-literal]", "smtp.x.com")\ns, err := t.SignedString([]byte("[REDACTED:code-literal]"))',
+    ),
+    (
+        "encoded-credentials",
+        "headers: {Authorization: 'Basic ' + btoa('bob:Tr0ub4dor3xq')}\nbase64.b64encode(b\"bob:Tr0ub4dor3xq\")\n"
+        'curl_setopt($ch, CURLOPT_USERPWD, "bob:Tr0ub4dor3xq");',
+        "headers: {Authorization: 'Basic ' + btoa('bob:[REDACTED:authorization]')}\nbase64.b64encode(b\"bob:[REDACTED:authorization]\")\n"
+        'curl_setopt($ch, CURLOPT_USERPWD, "bob:[REDACTED:authorization]");',
+    ),
+    (
+        "ansible-password-hash",
+        "password: \"{{ 'Tr0ub4dor3xq' | password_hash('sha512') }}\"\npasscode: Tr0ub4dor3xq",
+        "password: \"{{ '[REDACTED:assignment]' | password_hash('sha512') }}\"\npasscode: [REDACTED:assignment]",
+    ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -901,6 +932,11 @@ NEGATIVE = [
         "password required\npassword\npassword /etc/msmtp.pw\npassword hunter\nthe password field is required\n"
         "Your password must be 8 chars\nthe password reset_token expired\nenter the password 2 times\n"
         "$ terraform output instance_ip\n10.0.0.1",
+    ),
+    (
+        "auth-call-lookalikes",
+        "router.auth(\"basic\")\nBuffer.from('data:image/png;base64,iVBORw0KGgo=')\nbtoa('https://example.com/x')\n"
+        "Buffer.from(str, 'base64')\nx.credentials(\"include\")\npassword: \"{{ user_password | password_hash('sha512') }}\"",
     ),
     (
         "powershell-lookalikes",
