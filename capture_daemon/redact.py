@@ -278,7 +278,8 @@ def _is_placeholder(value: str) -> bool:
     v = value.strip()
     if not v or _MARKER_OPEN in v:
         return True
-    scheme = _HASH_SCHEME.fullmatch(v)
+    first = v[0]
+    scheme = _HASH_SCHEME.fullmatch(v) if first == "{" else None
     if scheme:  # {SSHA}<hash>: a value, unless what follows the scheme is a mask or a word for one
         rest = scheme.group("rest").lower()
         return set(rest) <= _MASK_CHARS or "***" in rest or any(w in rest for w in _PLACEHOLDER_WORDS)

@@ -299,7 +299,7 @@ _PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | (_ENV_READERS -
                         | {"Get-Content", "Write-Output", "Write-Host", "Get-Secret", "Get-AzKeyVaultSecret", "ConvertFrom-SecureString"},
                         key=len, reverse=True)
 _PROMPTED_PRINTER = re.compile(
-    r"(?:[$%❯#>][ \t]+|>)(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/\\:-]*[/\\])?(?:"
+    r"[$%❯#>](?:[ \t]+|(?<=[\w.~)]>))(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/\\:-]*[/\\])?(?:"
     + "|".join(re.escape(name) for name in _PROGRAM_NAMES)
     + r"|\$\{?(?i:env):|\[(?:System\.)?Environment\]::|\$[\w.()]+\.[A-Za-z_]\w*[ \t]*\r?\n)"
 )
@@ -319,7 +319,7 @@ def _may_hold_a_prompt(text: str) -> bool:
     """A quick test before any regex: a line break and a prompt's characters (`# ` only counts
     with a `user@host` before it, `> ` only with PowerShell's `PS`, `>` with a drive's `:\\`)."""
     return "\n" in text and (
-        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or ("PS" in text and "> " in text)
+        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or (("PS " in text or "PS>" in text) and ">" in text)
         or (":\\" in text and ">" in text)
     )
 
