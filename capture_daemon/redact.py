@@ -90,7 +90,7 @@ What is detected (the marker's kind in brackets):
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
   ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
-  ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm login -p PW``, ``smbclient -U
+  ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm|cf|oc login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
@@ -109,7 +109,8 @@ What is detected (the marker's kind in brackets):
   ``net use \\\\srv\\share PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
-  TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``,
+  TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``, ``openssl passwd [-6] PW``, ``composer config
+  http-basic.REPO USER PW`` / ``github-oauth.HOST TOKEN``, ``mosquitto_passwd -b FILE USER PW``,
   ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
   rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
@@ -130,7 +131,9 @@ What is detected (the marker's kind in brackets):
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
-  Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
+  Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, password hashing handed the password (``bcrypt.hashpw(b"PW")``,
+  ``bcrypt.hash|compare('PW', ...)``, ``make_password('PW')``, ``generate_password_hash('PW')``,
+  ``argon2.hash("PW")``), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
@@ -1065,7 +1068,7 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
 }
 # These only after a subcommand: `docker login -p`, `az login -p`, `gh secret set NAME -b`.
 _FLAG_SUBCOMMANDS: dict[str, tuple[str, _FlagSpec]] = {
-    **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az")},
+    **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az", "cf", "oc")},
     "gh": ("secret", (("b", "gs", ""), ("-body", "s", ""))),
     "dotnet": ("nuget", (("p", "s", ""), ("k", "s", ""))),  # add source -p PW, push -k KEY
 }
@@ -1368,7 +1371,7 @@ _OPENSSL_PASS = re.compile(rf"(?:pass|/p):{_OPENSSL_PASS_AFTER}(?P<s>[^\s\"':\\]
 # (A backslash only where it escapes no newline or quote: in a JSON string `\n` ends the line.)
 _SHELL_WORD = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|(?:[^\s\"'`;|&<>()\\]|\\(?![nrt\"'\\]))+)"
 _HTPASSWD = re.compile(
-    r"htpasswd[ \t](?P<flags>-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?(?:[ \t]+-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?)*)"
+    r"(?:htpasswd|mosquitto_passwd)[ \t](?P<flags>-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?(?:[ \t]+-[A-Za-z]+(?:(?<=[Cr])[ \t]+[0-9]+)?)*)"
     rf"[ \t]+(?P<a>{_SHELL_WORD})[ \t]+(?P<b>{_SHELL_WORD})(?:[ \t]+(?P<c>{_SHELL_WORD}))?"
 )
 _FLAG_LETTERS = re.compile(r"-([A-Za-z]+)")
@@ -1419,6 +1422,9 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("ngrok", ("config",), "add-authtoken", 0, ""),
     ("ngrok", (), "authtoken", 0, ""),
     ("wandb", (), "login", 0, ""),  # wandb login <40 hex>
+    ("openssl", (), "passwd", 0, ""),  # openssl passwd -6 PW: hashes the password it is given
+    ("composer", ("config",), r"http-basic\.[^\s=]+", 1, ""),  # composer config http-basic.REPO USER PW
+    ("composer", ("config",), r"(?:github-oauth|gitlab-token)\.[^\s=]+", 0, ""),
     ("net", (), "user", 1, ""),  # Windows: net user NAME PW /add
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
@@ -1434,6 +1440,8 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "mc": frozenset({"--config-dir", "-C"}),
     "ngrok": frozenset({"--config", "--log", "--log-level", "--log-format"}),
     "wandb": frozenset({"--host", "--cloud"}),
+    "openssl": frozenset({"-salt", "-in", "-table"}),
+    "composer": frozenset({"-d", "--working-dir"}),
     "net": frozenset(),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
@@ -1459,9 +1467,10 @@ _POSITIONAL_GATES = (
     ),
     (
         "-",
-        r"-(?<=http-|pypi-|wifi-|less-)(?:basic|token|sec|security)\.[\w.-]*",
-        r"(?<=http-|pypi-|wifi-|less-)(?=(?:basic|token|sec|security)\.[\w.-]*[ \t])",
+        r"-(?:(?<=http-|pypi-|wifi-|less-)|(?<=ithub-|itlab-))(?:basic|token|sec|security|oauth)\.[\w.-]*",
+        r"(?:(?<=http-|pypi-|wifi-|less-)|(?<=ithub-|itlab-))(?=(?:basic|token|sec|security|oauth)\.[\w.-]*[ \t])",
     ),
+    ("passwd", r"passwd(?<=[ \t]passwd)", r"(?<=[ \t]passwd)(?=[ \t])"),
     ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
     ("token", r"token(?<=[\s-]authtoken)", r"(?<=[\s-]authtoken)(?=[ \t])"),
     # (`pulumi config set`, `mc alias set`: prose and code say " set " all the time.)
@@ -1775,8 +1784,10 @@ _STDIN_READER = re.compile(
     # Password stores fed on stdin: `pass insert -e x <<< pw`, `secret-tool store ... <<< pw`,
     # `keyring set svc user <<< pw` (gcloud's `secrets versions add --data-file=-` above).
     r"|\b(?:go)?pass[ \t]+(?:insert|add)\b|\bsecret-tool[ \t]+store\b|\bkeyring[ \t]+set\b"
+    # (cryptsetup reads a LUKS passphrase, vncpasswd -f a VNC password.)
+    r"|\bcryptsetup\b|\bvncpasswd\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set)"
+_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|vncpasswd)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -1981,8 +1992,14 @@ _THIRD_ARG_CALLS = (
 # (server, user, password). Many libraries have a `Connection` class, so only where the user is a
 # string literal too (fabric's `Connection('host', 'user', 22)` has a number third).
 _CONNECTION_CALL = r"Connection\([ \t]*{arg}[ \t]*,[ \t]*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
-# (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key.)
-_FIRST_ARG_CALLS = r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
+# (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key. Password hashing handed the
+# password itself: `bcrypt.hashpw(b"pw", ...)`, `bcrypt.hash('pw', 10)`, `bcrypt.compare('pw', h)`,
+# Werkzeug's `generate_password_hash('pw')`, Django's `make_password('pw')`, `argon2.hash("pw")`.)
+_FIRST_ARG_CALLS = (
+    r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
+    r"|crypt(?<=bcrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\(|password(?<=generate_password)_hash\("
+    r"|password(?<=make_password)\(|argon2\.hash\("
+)
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
 # call, found at `hmac`, `Hmac`, `HMAC` or `SecretKeySpec`. (Each anchor of its own would cost
@@ -2001,6 +2018,9 @@ _FIRST_LITERAL_GATES = (
     ("A", r"(?<=HM)(?=C\.new\()"),
     ("Key", r"(?=Spec\()"),
     ("S", r"(?=ignedString\(\[\]byte\()"),
+    ("crypt", r"(?<=bcrypt)(?=\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\()"),
+    ("password", r"(?<=generate_password)(?=_hash\()|(?<=make_password)(?=\()"),
+    ("argon2", r"(?=\.hash\()"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
@@ -2513,7 +2533,7 @@ _RULES: tuple[_Rule, ...] = (
         (("requirepass", "(?=[ \t])"), ("masterauth", "(?=[ \t])"), ("pw", r"(?<=bindpw|rootpw)(?=[ \t])")),
     ),
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
-    _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)"),)),
+    _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)|(?<=mosquitto_passwd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
     _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
     # One table, _POSITIONAL_SECRETS; a rule per anchor of its key words.
@@ -2617,8 +2637,9 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ("(?=-)", frozenset({"private-key", "cli-flag"})),
         (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
-        # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`
-        (r"(?<=[ips]-)(?=[bst])", frozenset({"positional-secret"})),
+        # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,
+        # composer's `github-oauth.` and `gitlab-token.`
+        (r"(?<=[ipsb]-)(?=[bsto])", frozenset({"positional-secret"})),
         (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.

@@ -740,6 +740,23 @@ POSITIVE = [
         "password: \"{{ 'Tr0ub4dor3xq' | password_hash('sha512') }}\"\npasscode: Tr0ub4dor3xq",
         "password: \"{{ '[REDACTED:assignment]' | password_hash('sha512') }}\"\npasscode: [REDACTED:assignment]",
     ),
+    (
+        "password-hashing-inputs",
+        'bcrypt.hashpw("Tr0ub4dor3xq".encode(), bcrypt.gensalt())\nawait bcrypt.compare(\'Tr0ub4dor3xq\', hash)\n'
+        "u.password = make_password('Tr0ub4dor3xq')\nh = generate_password_hash('Tr0ub4dor3xq')\nopenssl passwd -6 -salt abc Tr0ub4dor3xq",
+        'bcrypt.hashpw("[REDACTED:code-literal]".encode(), bcrypt.gensalt())\nawait bcrypt.compare(\'[REDACTED:code-literal]\', hash)\n'
+        "u.password = make_password('[REDACTED:code-literal]')\nh = generate_password_hash('[REDACTED:code-literal]')\n"
+        "openssl passwd -6 -salt abc [REDACTED:cli-flag]",
+    ),
+    (
+        "more-login-tools",
+        "cf login -a api.x -u bob -p Tr0ub4dor3xq\noc login -u admin -p Tr0ub4dor3xq https://api.x:6443\n"
+        "mosquitto_passwd -b passwd bob Tr0ub4dor3xq\ncomposer config http-basic.repo.example.com bob Tr0ub4dor3xq\n"
+        "composer config --global github-oauth.github.com a81f9c2e7b4d6053aa\ncryptsetup luksOpen /dev/sdb1 x <<< Tr0ub4dor3xq",
+        "cf login -a api.x -u bob -p [REDACTED:cli-flag]\noc login -u admin -p [REDACTED:cli-flag] https://api.x:6443\n"
+        "mosquitto_passwd -b passwd bob [REDACTED:cli-flag]\ncomposer config http-basic.repo.example.com bob [REDACTED:cli-flag]\n"
+        "composer config --global github-oauth.github.com [REDACTED:cli-flag]\ncryptsetup luksOpen /dev/sdb1 x <<< [REDACTED:cli-flag]",
+    ),
     ("net-credential", 'var c = new NetworkCredential("bob", "Tr0ub4dor3xq");', 'var c = new NetworkCredential("bob", "[REDACTED:code-literal]");'),
     ("php-pdo", "$db = new PDO($dsn, 'root', 'Tr0ub4dor3xq');", "$db = new PDO($dsn, 'root', '[REDACTED:code-literal]');"),
     ("php-mysqli", "$c = mysqli_connect('localhost', 'root', 'Tr0ub4dor3xq', 'shop');", "$c = mysqli_connect('localhost', 'root', '[REDACTED:code-literal]', 'shop');"),
@@ -937,6 +954,11 @@ NEGATIVE = [
         "auth-call-lookalikes",
         "router.auth(\"basic\")\nBuffer.from('data:image/png;base64,iVBORw0KGgo=')\nbtoa('https://example.com/x')\n"
         "Buffer.from(str, 'base64')\nx.credentials(\"include\")\npassword: \"{{ user_password | password_hash('sha512') }}\"",
+    ),
+    (
+        "hashing-and-passwd-lookalikes",
+        "bcrypt.hash(password, 10)\nsudo passwd bob\nopenssl passwd -stdin\nthe passwd file\nman passwd 5\n"
+        "oc get pods -p x\ncf push app -p ./build\nmosquitto_passwd -U passwd",
     ),
     (
         "powershell-lookalikes",
