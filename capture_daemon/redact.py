@@ -52,7 +52,7 @@ What is detected (the marker's kind in brackets):
   ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")``, ``basic_auth=``/``http_auth=("user", "pw")``, ``.basicAuth("user", "pw")``,
   ``.credentials("user", "pw")``, ``.auth("user", "pw")``, reqwest's ``.basic_auth("user", Some("pw"))``
   [auth-pair]; a ``user:pw`` literal encoded for a Basic header (``btoa('u:pw')``,
-  ``b64encode(b"u:pw")``, ``Buffer.from('u:pw')``, ``EncodeToString([]byte("u:pw"))``, PHP's
+  ``b64encode(b"u:pw")``, ``Buffer.from('u:pw')``, PHP's
   ``CURLOPT_USERPWD, "u:pw"``) [authorization]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password], and in
   Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]
@@ -133,7 +133,7 @@ What is detected (the marker's kind in brackets):
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
   Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, password hashing handed the password (``bcrypt.hashpw(b"PW")``,
   ``bcrypt.hash|compare('PW', ...)``, ``make_password('PW')``, ``generate_password_hash('PW')``,
-  ``argon2.hash("PW")``), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
+  ...), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
@@ -148,7 +148,8 @@ What is detected (the marker's kind in brackets):
   --value PW`` with a secret-named ``--name`` or ``--type SecureString``, ``az keyvault secret set
   --value PW``) [assignment, cli-flag]
 - prose that names a secret printer and quotes what it printed: "I ran op read op://dev/db/password
-  and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW" (a command that
+  and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW", or the command on a line
+  of its own and a one-token line after it (a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
@@ -1994,11 +1995,11 @@ _THIRD_ARG_CALLS = (
 _CONNECTION_CALL = r"Connection\([ \t]*{arg}[ \t]*,[ \t]*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
 # (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key. Password hashing handed the
 # password itself: `bcrypt.hashpw(b"pw", ...)`, `bcrypt.hash('pw', 10)`, `bcrypt.compare('pw', h)`,
-# Werkzeug's `generate_password_hash('pw')`, Django's `make_password('pw')`, `argon2.hash("pw")`.)
+# Werkzeug's `generate_password_hash('pw')`, Django's `make_password('pw')`.)
 _FIRST_ARG_CALLS = (
     r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
     r"|crypt(?<=bcrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\(|password(?<=generate_password)_hash\("
-    r"|password(?<=make_password)\(|argon2\.hash\("
+    r"|password(?<=make_password)\("
 )
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
@@ -2011,16 +2012,15 @@ _CALL_BEFORE_COMMA = re.compile(
     rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
-_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|connect|FTP|Sequelize|PlainAuth")
+_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP|Sequelize|PlainAuth")
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
     ("A", r"(?<=HM)(?=C\.new\()"),
     ("Key", r"(?=Spec\()"),
     ("S", r"(?=ignedString\(\[\]byte\()"),
-    ("crypt", r"(?<=bcrypt)(?=\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\()"),
+    ("bcrypt.", r"(?=(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\()"),
     ("password", r"(?<=generate_password)(?=_hash\()|(?<=make_password)(?=\()"),
-    ("argon2", r"(?=\.hash\()"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
@@ -2201,7 +2201,7 @@ _PROSE_COMMAND_HEADS = (
     r"(?:pass[ \t]+(?:show|otp)[ \t]|op://|kv(?<![\w-]kv)[ \t]+get[ \t]"
     r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])"
     r"|keyvault secret(?=[ \t]+show)|get-secret(?=-value)|gcloud secret(?=s[ \t]+versions)"
-    r"|echo \$|find-generic-password|printenv(?=[ \t]))"
+    r"|echo \$|find-generic-password)"
 )
 _PROSE_COMMAND_OUTPUT = re.compile(
     # (The rest of the command word by word, at most 12 more and none a program's: the verb is
@@ -2220,9 +2220,25 @@ _PROSE_COMMAND_GATES = (
     ("secret", r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions))"),
     ("$", r"(?<=echo \$)"),
     ("password", r"(?<=find-generic-password)"),
-    ("printenv", r"(?=[ \t])"),
 )
 _COMMAND_OUTPUT_MARK = marker("command-output")
+
+# The same without a verb or a prompt: the command pasted on a line of its own and what it
+# printed on the next ("I ran:\nop read op://dev/db/password\nTr0ub4dor3xq\nwhy does it fail?").
+# A script's next line is a command, words with spaces (`echo done`), or a keyword (`fi`); a
+# secret printed is one token, and it must mix letters with digits or symbols. (Found through the
+# gates above: the command holds one of their heads.)
+_BARE_COMMAND_OUTPUT = re.compile(
+    rf"(?m)^[ \t]*(?P<cmd>(?={_PROSE_PRINTERS}[ \t])[^\r\n`]*?{_PROSE_COMMAND_HEADS}[^\r\n`]*?)[ \t]*\r?\n"
+    r"[ \t]*(?P<s>[^\s`'\"$#/\\\[-][^\s`'\"]{5,})[ \t]*\r?$"
+)
+
+
+def _replace_bare_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if _is_placeholder(value) or not (_MIXED.match(value) or _looks_random(value)) or not command_prints_secret(m.group("cmd")):
+        return None
+    return _replace_group(text, m, "s", _COMMAND_OUTPUT_MARK)
 
 
 def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2362,10 +2378,10 @@ _GO_MYSQL_DSN = re.compile(r"(?<![\w.\[-])[\w.$-]+:(?P<s>[^\s@\\\"'`/:\[\]]+)@(?
 
 # A `user:password` literal encoded for a Basic Authorization header in code: JS's
 # `btoa('bob:pw')`, Node's `Buffer.from('bob:pw').toString('base64')`, Python's
-# `base64.b64encode(b"bob:pw")`, Go's and Java's `...EncodeToString([]byte("bob:pw"))`; and PHP's
+# `base64.b64encode(b"bob:pw")`; and PHP's
 # `curl_setopt($ch, CURLOPT_USERPWD, "bob:pw")`. The user stays.
 _ENCODED_CREDENTIALS = re.compile(
-    r"(?:(?:btoa|b64encode|Buffer\.from|[Ee]ncodeToString)\([ \t]*(?:[bB]|\[\]byte\()?|USERPWD,[ \t]*)"
+    r"(?:(?:btoa|b64encode|Buffer\.from)\([ \t]*[bB]?|USERPWD,[ \t]*)"
     # (Not a URI: `Buffer.from('data:image/png;base64,...')`, `btoa('https://x')`.)
     r"(?P<q>[\"'])(?!(?i:data|https?|mailto|urn|file|blob):)[\w.@+-]+:(?!//)(?P<s>[^\"'\s\\]+)(?P=q)"
 )
@@ -2373,7 +2389,6 @@ _ENCODED_CREDENTIALS_GATES = (
     ("btoa(", ""),
     ("b64encode(", ""),
     ("Buffer.from(", ""),
-    ("ncodeToString(", r"(?<=[Ee]ncodeToString\()"),
     ("USERPWD", r"(?=,)"),
 )
 # Ansible's `password: "{{ 'pw' | password_hash('sha512') }}"`: a literal hashed at run time
@@ -2567,7 +2582,7 @@ _RULES: tuple[_Rule, ...] = (
         _LDIF_PASSWORD,
         _group("ldap-password"),
         # (olcRootPW at the `:` that the assignment gate scans for already: its `W` passes that guard.)
-        (("Password", "(?=:)"), ("password", "(?=:)"), (":", r"(?i:(?<=olcRootPW:))")),
+        (("Password", "(?=:)"), ("password", "(?=:)"), (":", r"(?<=olcRootPW:)")),
     ),
     _Rule("imap-login", _IMAP_LOGIN, _replace_mail_login, (("LOGIN", _IMAP_GATE), ("login", _IMAP_GATE))),
     _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("S", "(?<=PASS)" + _POP3_GATE), ("pass", _POP3_GATE))),
@@ -2580,7 +2595,9 @@ _RULES: tuple[_Rule, ...] = (
         "vault-table",
         _VAULT_TABLE,
         _replace_vault_table,
-        (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"), ("Name", r"(?=[ \t]+Value[ \t]*\r?\n----)")),
+        # (PowerShell's at the `-` of its `----` line, a character scanned for already: a `Name`
+        # anchor cost every text of code a pass.)
+        (("Key", r"(?=[ \t]+Value[ \t]*\r?\n---)"), ("-", r"(?<=\n-)(?=---[ \t]+-----)")),
     ),
     # (After the Vault table: its `password   pw` rows are the table's.)
     _Rule("password-directive", _PASSWORD_DIRECTIVE, _replace_password_directive, (("password", _PASSWORD_DIRECTIVE_GATE),)),
@@ -2593,11 +2610,13 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES),
+    _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _PROSE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("encoded-credentials", _ENCODED_CREDENTIALS, _group("authorization"), _ENCODED_CREDENTIALS_GATES),
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
-    _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@tcp", r"(?=6?\()"), ("@unix(", ""))),
+    # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
+    _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
 )
@@ -2634,7 +2653,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # New prefixes end in U K T x l y Y s e too (xoxe- as well) (HRKU- PMAK- CFPAT- pplx- pul- tskey- key- access-);
     # `--user`, ` -p` and `"-p"` are flags (cli-short-flag, argv-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
-        ("(?=-)", frozenset({"private-key", "cli-flag"})),
+        ("(?=-)", frozenset({"private-key", "cli-flag", "vault-table"})),
         (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
         # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,

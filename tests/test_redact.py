@@ -741,6 +741,11 @@ POSITIVE = [
         "password: \"{{ '[REDACTED:assignment]' | password_hash('sha512') }}\"\npasscode: [REDACTED:assignment]",
     ),
     (
+        "bare-command-output",
+        "I ran:\nop read op://dev/db/password\nTr0ub4dor3xq\nwhy does login fail?",
+        "I ran:\nop read op://dev/db/password\n[REDACTED:command-output]\nwhy does login fail?",
+    ),
+    (
         "password-hashing-inputs",
         'bcrypt.hashpw("Tr0ub4dor3xq".encode(), bcrypt.gensalt())\nawait bcrypt.compare(\'Tr0ub4dor3xq\', hash)\n'
         "u.password = make_password('Tr0ub4dor3xq')\nh = generate_password_hash('Tr0ub4dor3xq')\nopenssl passwd -6 -salt abc Tr0ub4dor3xq",
@@ -954,6 +959,11 @@ NEGATIVE = [
         "auth-call-lookalikes",
         "router.auth(\"basic\")\nBuffer.from('data:image/png;base64,iVBORw0KGgo=')\nbtoa('https://example.com/x')\n"
         "Buffer.from(str, 'base64')\nx.credentials(\"include\")\npassword: \"{{ user_password | password_hash('sha512') }}\"",
+    ),
+    (
+        "bare-command-output-lookalikes",
+        "op read op://dev/db/password\necho done\npass show email/gmail\nfi\nop read op://dev/db/password > /tmp/pw\nchmod600\n"
+        "echo hello\nabc123def",
     ),
     (
         "hashing-and-passwd-lookalikes",
