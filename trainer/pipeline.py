@@ -114,7 +114,8 @@ DEMO_PRESET: dict[str, Any] = {
     # reward on average (docs/rl.md: 0.608 → 0.632 ± 0.029 over six seeds of the test world's weak
     # student, 4/6 above SFT; GRPO lowered it). From this preset's own student it lowers it slightly
     # on each of three seeds (-0.0016 ± 0.0009, docs/rl.md "On the demo student"; rl.select_split
-    # then keeps the SFT student), so the demo leaves rl.enabled off.
+    # then keeps the SFT student), and from the current one (16-row warm-up) -0.007 ± 0.009 with
+    # the arguments term down on each seed (docs/rl.md), so the demo leaves rl.enabled off.
     "rl.algorithm": "student_centred",
     "rl.sc_learning_rate": 1e-4,
     "rl.sc_batch_size": 8,
