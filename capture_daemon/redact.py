@@ -148,7 +148,8 @@ What is detected (the marker's kind in brackets):
   --value PW`` with a secret-named ``--name`` or ``--type SecureString``, ``az keyvault secret set
   --value PW``) [assignment, cli-flag]
 - prose that names a secret printer and quotes what it printed: "I ran op read op://dev/db/password
-  and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW", or the command on a line
+  and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW", "aws configure get
+  aws_secret_access_key printed PW", "kubectl get secret ... | base64 -d gives me PW", or the command on a line
   of its own and a one-token line after it (a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
@@ -2201,7 +2202,7 @@ _PROSE_COMMAND_HEADS = (
     r"(?:pass[ \t]+(?:show|otp)[ \t]|op://|kv(?<![\w-]kv)[ \t]+get[ \t]"
     r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])"
     r"|keyvault secret(?=[ \t]+show)|get-secret(?=-value)|gcloud secret(?=s[ \t]+versions)"
-    r"|echo \$|find-generic-password)"
+    r"|echo \$|find-generic-password|configure[ \t]+get[ \t]|base64[ \t]+(?:-d|--decode|-D)(?![\w-]))"
 )
 _PROSE_COMMAND_OUTPUT = re.compile(
     # (The rest of the command word by word, at most 12 more and none a program's: the verb is
@@ -2220,6 +2221,10 @@ _PROSE_COMMAND_GATES = (
     ("secret", r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions))"),
     ("$", r"(?<=echo \$)"),
     ("password", r"(?<=find-generic-password)"),
+    # `aws configure get aws_secret_access_key`; `kubectl get secret db -o jsonpath=... | base64 -d`
+    # (command_prints_secret then decides: `base64 -d` of anything else is no secret printer).
+    ("configure", r"(?=[ \t]+get[ \t])"),
+    ("base64", r"(?=[ \t]+(?:-d|--decode|-D)(?![\w-]))"),
 )
 _COMMAND_OUTPUT_MARK = marker("command-output")
 

@@ -668,6 +668,13 @@ POSITIVE = [
         "echo $DB_PASSWORD gives me [REDACTED:command-output]\ngh auth token -> [REDACTED:command-output]",
     ),
     (
+        "prose-command-output-aws-kubectl",
+        "I ran `aws configure get aws_secret_access_key` and it printed Xk3/9fQ2mZ8pL0aR7tY1uV5wB6nC4dE2gH8jK0lM\n"
+        "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d gives me Tr0ub4dor3xq",
+        "I ran `aws configure get aws_secret_access_key` and it printed [REDACTED:command-output]\n"
+        "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d gives me [REDACTED:command-output]",
+    ),
+    (
         "go-mysql-dsn",
         'db, err := sql.Open("mysql", "root:Tr0ub4dor3xq@tcp(127.0.0.1:3306)/app")\ndsn := "app:Tr0ub4dor3xq@unix(/run/mysqld.sock)/app"',
         'db, err := sql.Open("mysql", "root:[REDACTED:url-password]@tcp(127.0.0.1:3306)/app")\ndsn := "app:[REDACTED:url-password]@unix(/run/mysqld.sock)/app"',
@@ -942,7 +949,9 @@ NEGATIVE = [
         "I ran op read op://dev/db/password and got an error: item not found\nop read op://dev/db/password returns nothing\n"
         "pass show email/gmail gave gpg: decryption failed\nvault kv get -field=password secret/db returns 403 Forbidden\n"
         "echo $HOME gives me /home/bob\nprintenv PATH outputs /usr/bin:/bin\npass the token through and get a new one\n"
-        "gcloud auth print-access-token returns a short-lived token\necho hello prints x86_64",
+        "gcloud auth print-access-token returns a short-lived token\necho hello prints x86_64\n"
+        "aws configure get region returns eu-west-1\nbase64 -d blob.txt gives me hello123\n"
+        "kubectl get pods | base64 --decode returns garbage like x9f2",
     ),
     (
         "store-and-dsn-lookalikes",
