@@ -76,7 +76,8 @@ What is detected (the marker's kind in brackets):
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
-  ``_SALT``, ``_PASS`` or ``_PW``; ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
+  ``_SALT``, ``_PASS`` or ``_PW``, each also with a variant after it (``DB_PASSWORD_PROD``,
+  ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password``; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
@@ -335,6 +336,14 @@ _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
 # Whole names that hold a password but end in no telling word: sshpass's and redis-cli's variables.
 _CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth"})
 _NAME_SEPARATORS = str.maketrans("", "", "_-.")
+# What may follow a secret's name and leave it one: a number or version, a stage, a rotation, a
+# form's confirmation field (each needs the name before it to be a secret's on its own).
+_VARIANTS = ("prod", "production", "dev", "development", "test", "testing", "staging", "stage", "qa", "uat",
+             "old", "new", "prev", "previous", "next", "backup", "bak", "primary", "secondary", "current",
+             "live", "local", "alt")
+_VARIANT_SUFFIX = re.compile(
+    rf"(?i:[_.-]?(?:\d{{1,3}}|v\d{{1,2}})|[_.-](?:{'|'.join(_VARIANTS)})|[_.-]?confirm(?:ation)?)$"
+)
 
 _CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
 
@@ -369,6 +378,11 @@ def _name_kind(name: str) -> Optional[str]:
     # WordPress's AUTH_SALT and friends likewise (a lower-case `salt = "v2-config"` is a constant).
     if (bare.endswith(("_KEY", "_SALT")) and bare.isupper()) or _PASS_TAIL.search(bare):
         return _WEAK
+    # A secret's name with a variant after it, as .env files and forms number and stage them:
+    # DB_PASSWORD_PROD, API_KEY_2, STRIPE_SECRET_KEY_TEST, password2, password_confirmation.
+    variant = _VARIANT_SUFFIX.search(bare)
+    if variant and variant.start() > 0:
+        return _name_kind(bare[: variant.start()])
     return None
 
 
@@ -620,6 +634,27 @@ _ASSIGNMENT = re.compile(
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
 _VALUE_GROUPS = ("dq", "sq", "bq", "eq", "uq")
+# The same from the separator on, with no look at the name: the suffixed-name rule below has
+# read the name already. (`comma_sep` never matches: a ("NAME_2", "v") pair is left to the pair rules.)
+_SEPARATOR_AND_VALUE = (
+    rf"(?:=(?P<eq_sep>)>?|:(?P<colon_sep>)(?:{_TYPE_ANNOTATION}|=)?|,(?P<comma_sep>(?!)))(?![=>:])[ \t]*{_VALUE}"
+)
+_ASSIGNMENT_AT_SEPARATOR = re.compile(_SEPARATOR_AND_VALUE)
+# NAME VARIANT SEP VALUE: `DB_PASSWORD_PROD=x`, `API_KEY_2: x`, `password2 = "x"`. The assignment
+# rule's look-behind reads the word right before the separator, so these names went unread. Found
+# at the secret word (lower or capitalised, or PASSWORD) with the variant after it, or at the `_`
+# between an upper-case secret word and its variant; `_name_kind` then reads the whole name.
+_VARIANT_WORDS = r"(?:\d{1,3}|[vV]\d{1,2}|" + "|".join(_VARIANTS) + "|" + "|".join(v.upper() for v in _VARIANTS) + ")"
+_SUFFIXED_WORD_LOOK = rf"(?=(?:[_.-]?{_VARIANT_WORDS}|[_.-]?confirm(?:ation)?)(?![\w-])[\"']?[ \t]*[=:])"
+_SUFFIXED_UNDERSCORE_LOOK = (
+    r"(?:(?<=TOKEN_)|(?<=SECRET_)|(?<=PASSWORD_)|(?<=PASSWD_)|(?<=PASS_)|(?<=KEY_))"
+    rf"(?=(?:\d{{1,3}}|V\d{{1,2}}|{'|'.join(v.upper() for v in _VARIANTS)})(?![\w-])[\"']?[ \t]*[=:])"
+)
+_SUFFIXED_ANCHORS = ("password", "Password", "PASSWORD", "passwd", "pass", "secret", "Secret", "token", "Token", "key", "Key")
+_SUFFIXED_ASSIGNMENT = re.compile(
+    rf"(?:(?:{'|'.join(_SUFFIXED_ANCHORS)}){_SUFFIXED_WORD_LOOK}|_{_SUFFIXED_UNDERSCORE_LOOK})"
+    rf"[\w.-]*?(?P<gap>[\"']?[ \t]*)(?=[=:]){_SEPARATOR_AND_VALUE}"
+)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 # After an unquoted value, these mean it was an expression: a call, an index, a generic, a block.
 _CODE_FOLLOWERS = frozenset("([{<")
@@ -863,6 +898,18 @@ _SYMBOL_OPENERS = frozenset(" \t\r\n{([,")
 # and `)` after the value; a longer list of names ('user', 'password', 'host') is not a pair.
 _PAIR_OPENER = re.compile(r"\([ \t]*[\"']\Z")
 _PAIR_CLOSER = re.compile(r"[ \t]*\)")
+
+
+def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
+    at_separator = _ASSIGNMENT_AT_SEPARATOR.match(text, m.end("gap"))
+    if at_separator is None or at_separator.end() != m.end():
+        return None
+    out = _replace_assignment(text, at_separator)
+    return None if out is None else text[m.start() : m.end("gap")] + out
+
+
+def _suffixed_assignment_gates() -> tuple[tuple[str, str], ...]:
+    return tuple((word, _SUFFIXED_WORD_LOOK) for word in _SUFFIXED_ANCHORS) + (("_", _SUFFIXED_UNDERSCORE_LOOK),)
 
 
 def _assignment_gates() -> tuple[tuple[str, str], ...]:
@@ -2541,6 +2588,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
+    _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
     _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),
     _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
@@ -2650,6 +2698,9 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
             "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",
             frozenset({"grafana-cloud-token", "fly-token", "figma-token", "dockerhub-token", "circleci-token", "sentry-token"}),
         ),
+        # ... and the `_` between an upper-case secret word (TOKEN SECRET PASSWORD PASSWD PASS KEY)
+        # and its variant (`API_KEY_2=`, `DB_PASSWORD_PROD=`).
+        (r"(?<=[NTDSY]_)(?=[0-9A-Z]{1,11}[\"']?[ \t]*[=:])", frozenset({"suffixed-assignment"})),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),
     # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-

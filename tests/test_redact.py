@@ -668,6 +668,17 @@ POSITIVE = [
         "echo $DB_PASSWORD gives me [REDACTED:command-output]\ngh auth token -> [REDACTED:command-output]",
     ),
     (
+        "suffixed-secret-names",
+        "DB_PASSWORD2=Tr0ub4dor3xq\nAPI_KEY_2=a81f9c2e7b4d6053e1\nSECRET_KEY_V2: a81f9c2e7b4d6053e1\n"
+        "export DATABASE_PASSWORD_PROD='Tr0ub4dor3xq'\nSTRIPE_SECRET_KEY_TEST=a81f9c2e7b4d6053e1\n"
+        "JWT_SECRET_DEV=Tr0ub4dor3xq\npassword1 = 'Tr0ub4dor3xq'\ndbPassword2 = \"Tr0ub4dor3xq\"\n"
+        "password_confirmation: Tr0ub4dor3xq\ntoken2: a81f9c2e7b4d6053e1",
+        "DB_PASSWORD2=[REDACTED:assignment]\nAPI_KEY_2=[REDACTED:assignment]\nSECRET_KEY_V2: [REDACTED:assignment]\n"
+        "export DATABASE_PASSWORD_PROD='[REDACTED:assignment]'\nSTRIPE_SECRET_KEY_TEST=[REDACTED:assignment]\n"
+        "JWT_SECRET_DEV=[REDACTED:assignment]\npassword1 = '[REDACTED:assignment]'\ndbPassword2 = \"[REDACTED:assignment]\"\n"
+        "password_confirmation: [REDACTED:assignment]\ntoken2: [REDACTED:assignment]",
+    ),
+    (
         "prose-command-output-aws-kubectl",
         "I ran `aws configure get aws_secret_access_key` and it printed Xk3/9fQ2mZ8pL0aR7tY1uV5wB6nC4dE2gH8jK0lM\n"
         "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d gives me Tr0ub4dor3xq",
@@ -943,6 +954,12 @@ NEGATIVE = [
         "stdin-lookalikes",
         'cat <<EOF > notes.txt\nhello\nEOF\ndocker login -u bob --password-stdin <<< "$PW"\necho hunter2 | grep secret\n'
         'mysql -u root -p <<EOF\nSHOW DATABASES;\nEOF\nstd::cout << "token" << std::endl;',
+    ),
+    (
+        "suffixed-name-lookalikes",
+        "key1 = 'value1'\ntoken_2 = tokens[1]\nTOKEN_URL_2=https://example.com\npass2 = compile(tree)\nPASSWORD_2_HINT=x\n"
+        "max_tokens_2 = 512\nsort_key_2: name\nCACHE_KEY_V2 = 'users'\npassword2 = forms.CharField(label='Confirm')\n"
+        "SECRET_1: ${SECRET}\nKey1: Value1\nkey_new = old_key\nmonkey2 = 5\nbypass_2 = True\nAPI_KEY_PROD=your-api-key-here",
     ),
     (
         "prose-command-output-lookalikes",
