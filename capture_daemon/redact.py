@@ -1954,7 +1954,11 @@ def _replace_password_input(text: str, m: "re.Match[str]") -> Optional[str]:
 # `name = "X"` / `value = "x"`, .NET's `<add key="ApiKey" value="x" />`, Spring's `<property
 # name="password" value="x"/>`, a form field in JSON (`{"name": "password", "value": "x"}`). The
 # value must follow the name, on its line or the next.
-_NAMED_VALUE_WORDS = r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base|cookie|authorization)"
+_NAMED_VALUE_WORDS = (
+    r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base|cookie|authorization)"
+    # (a variant after it, `DB_PASSWORD_PROD`, `API_KEY_2`: see _VARIANT_SUFFIX)
+    rf"(?:[_.-]?(?:\d{{1,3}}|[vV]\d{{1,2}})|[_.-](?i:{'|'.join(_VARIANTS)}))?"
+)
 # After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
 _NAMED_VALUE_REST = (
     rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"

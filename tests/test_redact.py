@@ -672,11 +672,11 @@ POSITIVE = [
         "DB_PASSWORD2=Tr0ub4dor3xq\nAPI_KEY_2=a81f9c2e7b4d6053e1\nSECRET_KEY_V2: a81f9c2e7b4d6053e1\n"
         "export DATABASE_PASSWORD_PROD='Tr0ub4dor3xq'\nSTRIPE_SECRET_KEY_TEST=a81f9c2e7b4d6053e1\n"
         "JWT_SECRET_DEV=Tr0ub4dor3xq\npassword1 = 'Tr0ub4dor3xq'\ndbPassword2 = \"Tr0ub4dor3xq\"\n"
-        "password_confirmation: Tr0ub4dor3xq\ntoken2: a81f9c2e7b4d6053e1",
+        "password_confirmation: Tr0ub4dor3xq\ntoken2: a81f9c2e7b4d6053e1\n- name: DB_PASSWORD_PROD\n  value: Tr0ub4dor3xq",
         "DB_PASSWORD2=[REDACTED:assignment]\nAPI_KEY_2=[REDACTED:assignment]\nSECRET_KEY_V2: [REDACTED:assignment]\n"
         "export DATABASE_PASSWORD_PROD='[REDACTED:assignment]'\nSTRIPE_SECRET_KEY_TEST=[REDACTED:assignment]\n"
         "JWT_SECRET_DEV=[REDACTED:assignment]\npassword1 = '[REDACTED:assignment]'\ndbPassword2 = \"[REDACTED:assignment]\"\n"
-        "password_confirmation: [REDACTED:assignment]\ntoken2: [REDACTED:assignment]",
+        "password_confirmation: [REDACTED:assignment]\ntoken2: [REDACTED:assignment]\n- name: DB_PASSWORD_PROD\n  value: [REDACTED:assignment]",
     ),
     (
         "prose-command-output-aws-kubectl",
@@ -959,7 +959,8 @@ NEGATIVE = [
         "suffixed-name-lookalikes",
         "key1 = 'value1'\ntoken_2 = tokens[1]\nTOKEN_URL_2=https://example.com\npass2 = compile(tree)\nPASSWORD_2_HINT=x\n"
         "max_tokens_2 = 512\nsort_key_2: name\nCACHE_KEY_V2 = 'users'\npassword2 = forms.CharField(label='Confirm')\n"
-        "SECRET_1: ${SECRET}\nKey1: Value1\nkey_new = old_key\nmonkey2 = 5\nbypass_2 = True\nAPI_KEY_PROD=your-api-key-here",
+        "SECRET_1: ${SECRET}\nKey1: Value1\nkey_new = old_key\nmonkey2 = 5\nbypass_2 = True\nAPI_KEY_PROD=your-api-key-here\n"
+        "- name: CACHE_KEY_2\n  value: users",
     ),
     (
         "prose-command-output-lookalikes",
