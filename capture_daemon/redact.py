@@ -341,9 +341,12 @@ _NAME_SEPARATORS = str.maketrans("", "", "_-.")
 _VARIANTS = ("prod", "production", "dev", "development", "test", "testing", "staging", "stage", "qa", "uat",
              "old", "new", "prev", "previous", "next", "backup", "bak", "primary", "secondary", "current",
              "live", "local", "alt")
-_VARIANT_SUFFIX = re.compile(
-    rf"(?i:[_.-]?(?:\d{{1,3}}|v\d{{1,2}})|[_.-](?:{'|'.join(_VARIANTS)})|[_.-]?confirm(?:ation)?)$"
-)
+# (One pattern for every rule that reads a name: _name_kind, the suffixed-assignment and
+# named-value rules.)
+_VARIANT = rf"(?i:[_.-]?(?:\d{{1,3}}|v\d{{1,2}}|confirm(?:ation)?)|[_.-](?:{'|'.join(_VARIANTS)}))"
+# (The same after its `_`, upper case: `API_KEY_2`, `DB_PASSWORD_PROD`.)
+_UPPER_VARIANT = rf"(?:\d{{1,3}}|V\d{{1,2}}|CONFIRM(?:ATION)?|{'|'.join(v.upper() for v in _VARIANTS)})"
+_VARIANT_SUFFIX = re.compile(rf"{_VARIANT}$")
 
 _CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
 
@@ -644,11 +647,10 @@ _ASSIGNMENT_AT_SEPARATOR = re.compile(_SEPARATOR_AND_VALUE)
 # rule's look-behind reads the word right before the separator, so these names went unread. Found
 # at the secret word (lower or capitalised, or PASSWORD) with the variant after it, or at the `_`
 # between an upper-case secret word and its variant; `_name_kind` then reads the whole name.
-_VARIANT_WORDS = r"(?:\d{1,3}|[vV]\d{1,2}|" + "|".join(_VARIANTS) + "|" + "|".join(v.upper() for v in _VARIANTS) + ")"
-_SUFFIXED_WORD_LOOK = rf"(?=(?:[_.-]?{_VARIANT_WORDS}|[_.-]?confirm(?:ation)?)(?![\w-])[\"']?[ \t]*[=:])"
+_SUFFIXED_WORD_LOOK = rf"(?={_VARIANT}(?![\w-])[\"']?[ \t]*[=:])"
 _SUFFIXED_UNDERSCORE_LOOK = (
     r"(?:(?<=TOKEN_)|(?<=SECRET_)|(?<=PASSWORD_)|(?<=PASSWD_)|(?<=PASS_)|(?<=KEY_))"
-    rf"(?=(?:\d{{1,3}}|V\d{{1,2}}|{'|'.join(v.upper() for v in _VARIANTS)})(?![\w-])[\"']?[ \t]*[=:])"
+    rf"(?={_UPPER_VARIANT}(?![\w-])[\"']?[ \t]*[=:])"
 )
 _SUFFIXED_ANCHORS = ("password", "Password", "PASSWORD", "passwd", "pass", "secret", "Secret", "token", "Token", "key", "Key")
 _SUFFIXED_ASSIGNMENT = re.compile(
@@ -1956,8 +1958,7 @@ def _replace_password_input(text: str, m: "re.Match[str]") -> Optional[str]:
 # value must follow the name, on its line or the next.
 _NAMED_VALUE_WORDS = (
     r"(?i:password|passwd|pwd|secret|token|key|pass|pw|psk|auth|salt|base|cookie|authorization)"
-    # (a variant after it, `DB_PASSWORD_PROD`, `API_KEY_2`: see _VARIANT_SUFFIX)
-    rf"(?:[_.-]?(?:\d{{1,3}}|[vV]\d{{1,2}})|[_.-](?i:{'|'.join(_VARIANTS)}))?"
+    rf"{_VARIANT}?"  # (a variant after it, `DB_PASSWORD_PROD`, `API_KEY_2`)
 )
 # After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
 _NAMED_VALUE_REST = (
@@ -2290,18 +2291,25 @@ _BARE_COMMAND_OUTPUT = re.compile(
 )
 
 
+def _printed_secret(value: str) -> bool:
+    """Whether a word a secret printer printed, as quoted, looks like the secret and not like
+    what else it prints ("permission denied", "403", a path, a variable's name, a placeholder)."""
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "<", "{", "(", "[")) or _is_placeholder(value):
+        return False
+    return bool(_MIXED.match(value) or _looks_random(value)) and not (
+        _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value)
+    )
+
+
 def _replace_bare_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
-    value = m.group("s")
-    if _is_placeholder(value) or not (_MIXED.match(value) or _looks_random(value)) or not command_prints_secret(m.group("cmd")):
+    if not _printed_secret(m.group("s")) or not command_prints_secret(m.group("cmd")):
         return None
     return _replace_group(text, m, "s", _COMMAND_OUTPUT_MARK)
 
 
 def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(".,;:!?)")
-    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "<", "{", "(", "[")) or _is_placeholder(value):
-        return None
-    if not (_MIXED.match(value) or _looks_random(value)) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+    if not _printed_secret(value):
         return None  # "and got permission denied", "returns 403", "prints DB_PASSWORD"
     line = _line_prefix(text, m.start())[-_PROSE_COMMAND_REACH:]
     command = line + text[m.start() : m.end("rest")]
@@ -2704,7 +2712,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ),
         # ... and the `_` between an upper-case secret word (TOKEN SECRET PASSWORD PASSWD PASS KEY)
         # and its variant (`API_KEY_2=`, `DB_PASSWORD_PROD=`).
-        (r"(?<=[NTDSY]_)(?=[0-9A-Z]{1,11}[\"']?[ \t]*[=:])", frozenset({"suffixed-assignment"})),
+        (r"(?<=[NTDSY]_)(?=[0-9A-Z]{1,12}[\"']?[ \t]*[=:])", frozenset({"suffixed-assignment"})),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),
     # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-

@@ -77,8 +77,8 @@ _SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
     ("openssl", r"^rand\b"),
     ("wg", r"^(?:genkey|genpsk)\b|^show\b.*private-key"),
     ("pwgen", r""),
-    ("slappasswd", r""),
-    ("rclone", r"^(?:obscure|reveal)\b"),  # a password obscured (reversibly) or revealed  # an LDAP {SSHA} hash of the password it was given or asked for
+    ("slappasswd", r""),  # an LDAP {SSHA} hash of the password it was given or asked for
+    ("rclone", r"^(?:obscure|reveal)\b"),  # a password obscured (reversibly) or revealed
     ("apg", r""),
 )
 _PRINTERS = tuple((name, re.compile(pattern)) for name, pattern in _SECRET_PRINTERS)
