@@ -203,7 +203,9 @@ running every rule, and tests check that both give the same result. Prefixes wit
 character of their own (``machine``, ``requirepass``, ``Private-Lines:``, ``dapi``, ``login``,
 ``rabbitmqctl``) are anchors of several characters: a substring test each (about 1% of the time
 each), so they are kept few; a rule that can, gates on an anchor that is scanned for already
-(``bw unlock`` at ``b``, ``http-basic.`` at ``-``, ``AUTH`` at ``A``).
+(``bw unlock`` at ``b``, ``http-basic.`` at ``-``, ``AUTH`` at ``A``). Anchors sharing a
+lower-case word (``password``, ``PASSWORD``, ``passwd``, ``requirepass`` share ``pass``) are
+tested as a family first: one test of the word in the lower-cased text rules them all out.
 
 Failures: a bug in here raises ``RedactionError`` naming the function and the exception type,
 never the text (builtin exceptions can quote their input, and messages reach logs).
@@ -2768,9 +2770,19 @@ class _Gate:
     looks: tuple["re.Pattern[str]", ...]
     # guards[j]: the anchor and the guard that group g{j} sits behind.
     guards: tuple["re.Pattern[str]", ...]
+    # later[j]: the looks after g{j} as one alternation (groups g{j+1}, ...), tried right after
+    # the anchor; "" after the last. Where g{j} held, the next look that holds too is one call
+    # in C away, not one Python call per look (the `-` gate has 33). Compiled when first
+    # needed (`_compiled`): compiling them all would add a third to the import time.
+    later: tuple[str, ...]
     # The anchor's rarest character: for an anchor of several characters, one character's test
     # (memchr) rules most texts out before the slower substring test runs.
     key: str
+    # For an anchor of several characters that shares a lower-case word with others (`pass`
+    # for `password`, `PASSWORD`, `passwd`, `requirepass`, ...): that word. One test of it in
+    # the lower-cased text rules the whole family out, where each member's own test costs as
+    # much; "" where the anchor has no such family.
+    family: str
 
 
 # Lower-case letters from most to least frequent in English and code; every other character
@@ -2780,6 +2792,22 @@ _LETTER_FREQUENCY = "etaoinsrhldcumfpgwybvkxjqz"
 
 def _rarest(anchor: str) -> str:
     return max(anchor, key=lambda c: _LETTER_FREQUENCY.find(c) if c in _LETTER_FREQUENCY else len(_LETTER_FREQUENCY))
+
+
+def _families(anchors: list[str]) -> dict[str, str]:
+    """Each anchor of several characters whose lower-cased form holds the lower-cased form of
+    another (or is one of several case spellings): the shortest such word of 3 or more
+    characters. Since every anchor is ASCII, an anchor in a text is in `text.lower()` lower-cased."""
+    words = {a.lower() for a in anchors if len(a) >= 3}
+    family = {}
+    for anchor in anchors:
+        holds = [w for w in words if w in anchor.lower()]
+        if holds:
+            family[anchor] = min(holds, key=len)
+    counts: dict[str, int] = {}
+    for word in family.values():
+        counts[word] = counts.get(word, 0) + 1
+    return {a: w for a, w in family.items() if counts[w] > 1}
 
 
 def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
@@ -2798,6 +2826,7 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
         for anchor, look in rule.gates:
             by_anchor.setdefault(anchor, []).append((look, i))
     gates = []
+    families = _families([a for a in by_anchor if len(a) > 1])
     for anchor, looks in by_anchor.items():
         branches = _ANCHOR_GUARDS.get(anchor, (("", None),))
         members: list[list[tuple[str, int]]] = [[] for _ in branches]
@@ -2820,10 +2849,23 @@ def _build_gates(rules: tuple[_Rule, ...]) -> tuple[_Gate, ...]:
                 tuple(i for _, i, _ in placed),
                 tuple(re.compile(look) for look, _, _ in placed),
                 tuple(re.compile(re.escape(anchor) + guard) for _, _, guard in placed),
+                _later_looks([look for look, _, _ in placed]),
                 _rarest(anchor),
+                families.get(anchor, ""),
             )
         )
     return tuple(gates)
+
+
+def _later_looks(looks: list[str]) -> tuple[str, ...]:
+    """For each look, the looks after it as one alternation whose group names are their
+    indices (see `_Gate.later`)."""
+    return tuple("|".join(f"(?P<g{j}>(?={looks[j]}))" for j in range(i + 1, len(looks))) for i in range(len(looks)))
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> "re.Pattern[str]":
+    return re.compile(pattern)
 
 
 _GATES = _build_gates(_RULES)
@@ -2839,18 +2881,31 @@ def _gate_starts(text: str) -> dict[int, list[int]]:
     reported are tried on their own there, so every rule that can match is found.
     """
     starts: dict[int, list[int]] = {}
+    lowered = ""
+    family_in: dict[str, bool] = {}
     for gate in _GATES:
-        if gate.key not in text or (len(gate.anchor) > 1 and gate.anchor not in text):
-            continue  # the gate starts with its anchor: a substring test in C saves the regex pass
-        rules, looks = gate.rules, gate.looks
+        if gate.key not in text:
+            continue  # the gate starts with its anchor: a test in C saves the regex pass
+        if gate.family:
+            if gate.family not in family_in:
+                lowered = lowered or text.lower()
+                family_in[gate.family] = gate.family in lowered
+            if not family_in[gate.family]:
+                continue
+        if len(gate.anchor) > 1 and gate.anchor not in text:
+            continue
+        rules, later = gate.rules, gate.later
         after = len(gate.anchor)
         for m in gate.pattern.finditer(text):
             pos = m.start()
-            first = int(m.lastgroup[1:])
-            starts.setdefault(rules[first], []).append(pos)
-            for j in range(first + 1, len(rules)):
-                if looks[j].match(text, pos + after):
-                    starts.setdefault(rules[j], []).append(pos)
+            j = int(m.lastgroup[1:])
+            while True:
+                starts.setdefault(rules[j], []).append(pos)
+                rest = later[j]
+                held = _compiled(rest).match(text, pos + after) if rest else None
+                if held is None:
+                    break
+                j = int(held.lastgroup[1:])
     return starts
 
 

@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from capture_daemon.redact import _GATES, _RULES, _gate_starts, _redact, redact_text
+from capture_daemon.redact import _GATES, _RULES, _families, _gate_starts, _redact, redact_text
 from tests.secret_corpus import BENIGN_CASES, SECRET_CASES
 from tests.test_redact import HEX, NEGATIVE, POSITIVE, fake
 
@@ -200,6 +200,23 @@ def _assert_every_look_is_reported(text: str) -> None:
             for m in guard.finditer(text):
                 if look.match(text, m.start() + len(gate.anchor)):
                     assert m.start() in starts.get(rule, []), (_RULES[rule].kind, gate.anchor, m.start(), text)
+
+
+def test_anchor_families_share_a_lower_case_word() -> None:
+    # One test of the family word in the lower-cased text stands for each member's own test, so
+    # the word must be in every member, whatever its case; a word of one member is no family.
+    assert _families(["password", "PASSWORD", "pass", "rclone", "Token", "token"]) == {
+        "password": "pass", "PASSWORD": "pass", "pass": "pass", "Token": "token", "token": "token"}
+    for gate in _GATES:
+        if gate.family:
+            assert gate.family in gate.anchor.lower() and gate.family == gate.family.lower(), gate.anchor
+
+
+@pytest.mark.parametrize("text", ["GRANT ALL TO app IDENTIFIED BY 'Xk9mPq2vL7'", "export MY_PASSWORD='Xk9mPq2vL7'",
+                                  "<INPUT type=password value=Xk9mPq2vL7>", "a001 LOGIN admin Xk9mPq2vL7\n"])
+def test_an_anchor_in_upper_case_passes_its_family_test(text: str) -> None:
+    _assert_gates_cover(text)
+    assert "Xk9mPq2vL7" not in redact_text(text)
 
 
 def test_every_rule_has_an_example_here_or_in_test_redact() -> None:
