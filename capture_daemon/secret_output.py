@@ -284,25 +284,28 @@ def mark_response(response: object) -> object:
 # PowerShell's `PS C:\> `, `PS /home/me> ` and `PS> `, cmd.exe's `C:\Users\me>` (a space after
 # it or none) (not `# ` or `> `: comments and quotes start so); also Claude Code's `!` turns.
 _PROMPT = r"[ \t]*(?:(?:[\w.-]+@[\w.-]+(?::[^\s$#%>]*)?[ \t]*[$#%]|PS(?: [^\r\n>]*)?>|[$%❯])[ \t]+|[A-Za-z]:\\[^\r\n<>|\"*?]*>[ \t]*)"
-# (Matched at a line's start, found from a `_PROMPTED_PRINTER` hit on it.)
+# (Matched at a line's start, found from a `_PROMPTED_PRINTERS` hit on it.)
 _PROMPT_LINE = re.compile(
     rf"(?P<prompt>{_PROMPT})(?P<cmd>[^\r\n]+)\r?\n(?P<out>(?:(?!{_PROMPT})[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
 )
 _BASH_MODE = re.compile(
     r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>\s*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
 )
-# Cheap test before either regex runs: a prompt's last character, then a printer's name.
+# Where a prompt line may start, found before `_PROMPT_LINE` runs: a prompt's last character, then a printer's name.
 # (PowerShell's cmdlets in the case people type them; `$env:`, `[Environment]` and `$x.Password`
 # start with `$` or `[`.)
 _PROGRAM_NAMES = sorted({name for name, _ in _SECRET_PRINTERS} | (_ENV_READERS - {"write-output", "write-host"})
                         | {"python", "python3"} | (_FILE_PRINTERS - {"get-content"})
                         | {"Get-Content", "Write-Output", "Write-Host", "Get-Secret", "Get-AzKeyVaultSecret", "ConvertFrom-SecureString"},
                         key=len, reverse=True)
-_PROMPTED_PRINTER = re.compile(
-    r"[$%❯#>](?:[ \t]+|(?<=[\w.~)]>))(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/\\:-]*[/\\])?(?:"
+_AFTER_PROMPT = (
+    r"(?:[ \t]+|(?<=[\w.~)]>))(?:[A-Za-z_]\w*=\S*[ \t]+|(?:sudo|env)[ \t]+(?:-\S+[ \t]+)*)*(?:[\w.~/\\:-]*[/\\])?(?:"
     + "|".join(re.escape(name) for name in _PROGRAM_NAMES)
     + r"|\$\{?(?i:env):|\[(?:System\.)?Environment\]::|\$[\w.()]+\.[A-Za-z_]\w*[ \t]*\r?\n)"
 )
+# One regex per prompt character, each starting with it as a literal: the engine scans for a
+# literal several times faster than for a character set (`[$%❯#>]` ran at ~100 MB/s).
+_PROMPTED_PRINTERS = tuple((c, re.compile(re.escape(c) + _AFTER_PROMPT)) for c in "$%❯#>")
 
 
 # Any rule's marker, `[REDACTED:kind]` (this module sits below redact.py, which imports it).
@@ -315,21 +318,14 @@ def _already_marked(output: str) -> bool:
     return not MARKER_PATTERN.sub("", output).strip()
 
 
-def _may_hold_a_prompt(text: str) -> bool:
-    """A quick test before any regex: a line break and a prompt's characters (`# ` only counts
-    with a `user@host` before it, `> ` only with PowerShell's `PS`, `>` with a drive's `:\\`)."""
-    return "\n" in text and (
-        "$ " in text or "% " in text or "❯ " in text or ("# " in text and "@" in text) or (("PS " in text or "PS>" in text) and ">" in text)
-        or (":\\" in text and ">" in text)
-    )
-
-
 def redact_pasted_sessions(text: str) -> tuple[str, int]:
     """`text` with the output of each secret printer in a terminal session replaced."""
     count = 0
     if "<bash-stdout>" in text:
         text, count = _redact_bash_mode(text)
-    if _may_hold_a_prompt(text):
+    # (No quicker test first: the prompt regexes scan for their literal first characters in C,
+    # faster than the substring tests that used to pick texts for them.)
+    if "\n" in text:
         text, more = _redact_prompted_output(text)
         count += more
     return text, count
@@ -351,10 +347,11 @@ def _redact_bash_mode(text: str) -> tuple[str, int]:
 
 def _redact_prompted_output(text: str) -> tuple[str, int]:
     """Each prompt line whose command prints a secret keeps its command; its output goes. Only
-    lines where `_PROMPTED_PRINTER` hits are read as prompts (most texts have none)."""
+    lines where one of `_PROMPTED_PRINTERS` hits are read as prompts (most texts have none)."""
     parts, copied, count = [], 0, 0
-    for hit in _PROMPTED_PRINTER.finditer(text):
-        line_start = text.rfind("\n", 0, hit.start()) + 1
+    hits = sorted(m.start() for c, printer in _PROMPTED_PRINTERS if c in text for m in printer.finditer(text))
+    for hit in hits:
+        line_start = text.rfind("\n", 0, hit) + 1
         if line_start < copied:
             continue  # inside the output just replaced
         m = _PROMPT_LINE.match(text, line_start)
