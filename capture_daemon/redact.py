@@ -150,7 +150,10 @@ What is detected (the marker's kind in brackets):
   --value PW``) [assignment, cli-flag]
 - prose that names a secret printer and quotes what it printed: "I ran op read op://dev/db/password
   and got PW", "`pass show x` prints PW", "echo $DB_PASSWORD gives me PW", "aws configure get
-  aws_secret_access_key printed PW", "kubectl get secret ... | base64 -d gives me PW", or the command on a line
+  aws_secret_access_key printed PW", "kubectl get secret ... | base64 -d gives me PW", "printenv
+  DB_PASSWORD outputs PW", "sops -d x.yaml shows PW", "`$env:API_KEY` is PW" (any printer of
+  ``secret_output``'s table, found by its own words or by a secret's name as the command's last
+  word; prints, outputs, shows, returns, gives, says, yields, displays, dumps, spits out...), or the command on a line
   of its own and a one-token line after it (a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
@@ -2234,49 +2237,108 @@ _PROSE_MARK = marker("prose-secret")
 
 # --- Prose that names a secret printer and quotes what it printed: "I ran op read
 # op://dev/db/password and got Tr0ub4dor3xq", "`pass show email/gmail` prints x", "echo
-# $DB_PASSWORD gives me x", "vault kv get -field=password secret/db returned:\n x". The command
-# must be one that `command_prints_secret` knows (the same table as a pasted `$ op read ...`
-# session), a verb of printing must follow it, and the value must look made or chosen, as for
-# prose-secret above: "and got an error", "returns 403", "prints nothing" stay.
-# The command is read from its program up to that verb (200 characters at most).
-_PROSE_PRINTERS = r"(?:op|pass|gopass|vault|gcloud|aws|az|printenv|echo|gh|glab|security|secret-tool|kubectl|doppler|heroku)"
+# $DB_PASSWORD gives me x", "vault kv get -field=password secret/db returned:\n x",
+# "printenv DB_PASSWORD outputs x", "sops -d secrets.yaml shows x". The command must be one that
+# `command_prints_secret` knows (the same table as a pasted `$ op read ...` session), a verb of
+# printing must follow it, and the value must look made or chosen, as for prose-secret above:
+# "and got an error", "returns 403", "prints nothing" stay.
+# The command is read from its program up to that verb (200 characters at most). The programs:
+# every secret printer of secret_output.py that prose names, and the file printers (`cat
+# /run/secrets/db_password prints x`); `base64` is no program here, only a head (below).
+_PROSE_PRINTERS = (
+    r"(?:op|pass|gopass|vault|gcloud|aws|az|printenv|echo|printf|gh|glab|fly|flyctl|security|secret-tool|keyring"
+    r"|kubectl|doppler|heroku|pulumi|terraform|sops|gpg|ansible-vault|openssl|pwgen|wg|rclone|netlify|railway"
+    r"|cat|head|tail|less|more|bat|type|get-content)"
+)
 # (`get` only after a subject or `and`: `vault kv get` is the command's own word; a verb is a
-# whole word: `print-access-token` is too.)
+# whole word: `print-access-token` is too. After a quoted command, `is` too: "`printenv X` is x".)
 _PROSE_PRINT_VERB = (
     r"(?<![^\s,`'\"])(?:(?:(?:and|but|which|it|that|I|then|just|only|always|still)[ \t]+)*"
-    r"(?:got|returns?|returned|prints?|printed|gives?|gave|outputs?|output|shows?|showed|says|said|yields?)"
+    r"(?:got|returns?|returned|prints?|printed|gives?|gave|outputs?|output|shows?|showed|says|said|yields?|yielded"
+    r"|displays?|displayed|dumps?|dumped|spits?(?=[ \t]+out)|spat(?=[ \t]+out))"
     r"|(?:(?:and|but|then|I|we|you)[ \t]+)+(?:just[ \t]+)?gets?)"
     r"(?=[ \t:\r\n])(?:[ \t]+(?:me|back|out|just|only))*[ \t]*:?"
 )
-# The match starts at what the gates below find (the pattern may match only where a gate holds):
-# `pass show`, `op://`, `kv get`... and runs to the verb; the program (`op read`, `vault`) is
-# then read back on the line, at most _PROSE_COMMAND_REACH characters, so that no text pays for a
-# pattern that tries every word as a command's start.
-_PROSE_COMMAND_HEADS = (
+_PROSE_PRINT_SEP = rf"(?:{_PROSE_PRINT_VERB}|(?<=[`'\"])[ \t]*:|(?<=[`'\"])[ \t]+(?:is|was)[ \t]|->|→|=>)"
+# What may close a command before its verb: a quote, a comma ("`pass show x`, which prints y").
+_PROSE_CLOSE = r"[`'\"]?[ \t]*,?[ \t]*"
+# Where the command is found (each head starts at the anchor its gate names, so the rule runs at
+# those offsets alone): a program's own words that say it prints a secret (`pass show`, `op://`,
+# `kv get`, `auth token`, `keyring get`, `secret-tool lookup`, `sops -d`, `openssl rand -hex`...),
+# or the command's last word before the verb, when it names a secret (`printenv DB_PASSWORD
+# outputs`, `cat /run/secrets/db_password prints`, `terraform output -raw db_password gives`):
+# the secret words and the `_` of an upper-case name, anchors scanned for already, each with a
+# look that the verb comes right after the word.
+# (The word's rest is bounded and must end where the look says, so that `key=key=...` or a long
+# run of name characters costs each anchor a few steps, not a scan to the end of the text.)
+_PROSE_WORD_CHARS = r"[\w./:@%+~-]"
+_PROSE_LAST_WORD_LOOK = rf"(?={_PROSE_WORD_CHARS}{{0,80}}(?!{_PROSE_WORD_CHARS}){_PROSE_CLOSE}{_PROSE_PRINT_SEP})"
+_PROSE_UPPER_NAME_LOOK = rf"(?=[A-Z0-9_]{{1,40}}(?!{_PROSE_WORD_CHARS}){_PROSE_CLOSE}{_PROSE_PRINT_SEP})"
+_PROSE_LAST_WORD_ANCHORS = ("password", "Password", "PASSWORD", "passwd", "pass", "secret", "Secret", "token", "Token", "key", "Key", "pw")
+_PROSE_COMMAND_STARTS: tuple[tuple[str, str, str], ...] = (  # (anchor, head from the anchor on, gate look)
+    ("pass", r"pass[ \t]+(?:show|otp|generate)(?=[ \t])", r"(?=[ \t]+(?:show|otp|generate)[ \t])"),
+    (":", r":(?<=op:)//", r"(?<=op:)(?=//)"),  # op read op://vault/item/field
+    ("kv", r"kv(?<![\w-]kv)[ \t]+get(?=[ \t])", r"(?<![\w-]kv)(?=[ \t]+get[ \t])"),
+    (
+        "token",
+        r"token(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token)|(?<=print token))(?=[ \t`'\",])",
+        r"(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token)|(?<=print token))(?=[ \t`'\",])",
+    ),
+    # (`show` is the command's: "az keyvault secret show --name db" must not read it as the verb.)
+    (
+        "secret",
+        r"secret(?:(?<=keyvault secret)[ \t]+show|(?<=get-secret)-value|(?<=gcloud secret)s[ \t]+versions"
+        r"|(?<=doppler secret)s|-tool[ \t]+lookup)(?=[ \t])",
+        r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions)"
+        r"|(?<=doppler secret)(?=s[ \t])|(?=-tool[ \t]+lookup[ \t]))",
+    ),
+    ("key", r"key(?<![\w-]key)ring[ \t]+get(?=[ \t])", r"(?<![\w-]key)(?=ring[ \t]+get[ \t])"),
+    ("$", r"\$(?:(?<=echo \$)|(?=\{?(?i:env):))", r"(?<=echo \$)|(?=\{?(?i:env):)"),  # PowerShell's `$env:DB_PASSWORD`
+    ("password", r"password(?:(?<=find-generic-password)|(?<=find-internet-password))", r"(?<=find-generic-password)|(?<=find-internet-password)"),
+    ("pw", r"pw(?<![\w-]pw)gen(?=[ \t])", r"(?<![\w-]pw)(?=gen[ \t])"),
+    # `aws configure get aws_secret_access_key`; `kubectl get secret db -o jsonpath=... | base64 -d`
+    # (command_prints_secret then decides: `base64 -d` of anything else is no secret printer).
+    ("configure", r"configure[ \t]+get(?=[ \t])", r"(?=[ \t]+get[ \t])"),
+    ("base64", r"base64[ \t]+(?:-d|--decode|-D)(?![\w-])", r"(?=[ \t]+(?:-d|--decode|-D)(?![\w-]))"),
+    ("rclone", r"rclone(?<![\w.-]rclone)[ \t]+(?:obscure|reveal)(?=[ \t])", r"(?<![\w.-]rclone)(?=[ \t]+(?:obscure|reveal)[ \t])"),
+    # (A flag after a space, at the `-` that the short-flag rules scan for: `sops -d`, `gpg
+    # --decrypt`, `aws ssm get-parameter ... --with-decryption`, `op item get x --reveal`,
+    # `openssl rand -hex 32`.)
+    (
+        "-",
+        r"-(?:(?<=[ \t]-)(?:d|-decrypt|-with-decryption|-reveal)|(?<=rand[ \t]-)(?:hex|base64))(?=[ \t])",
+        r"(?:(?<=[ \t]-)(?=d[ \t]|-decrypt[ \t]|-with-decryption[ \t]|-reveal[ \t])|(?<=rand[ \t]-)(?=hex[ \t]|base64[ \t]))",
+    ),
+    *((word, word + _PROSE_LAST_WORD_LOOK, _PROSE_LAST_WORD_LOOK) for word in _PROSE_LAST_WORD_ANCHORS),
+    # (`DB_PASSWORD`, `GITHUB_TOKEN`, `API_KEY`: at the `_` inside an upper-case name that ends
+    # the word, which the `_` gate's guard for such names lets through.)
+    ("_", r"_(?<=[A-Z0-9]_)" + _PROSE_UPPER_NAME_LOOK, r"(?<=[A-Z0-9]_)" + _PROSE_UPPER_NAME_LOOK),
+)
+_PROSE_COMMAND_OUTPUT = re.compile(
+    # (The rest of the command word by word, at most 12 more: the verb is tried at a word's start
+    # only, not at every character.)
+    rf"(?:{'|'.join(head for _, head, _ in _PROSE_COMMAND_STARTS)})"
+    rf"(?P<rest>(?:[^\s`'\"]{{1,200}}(?![^\s`'\"]))?(?:[ \t]+[^\s`'\"]{{1,200}}(?![^\s`'\"])){{0,12}}?){_PROSE_CLOSE}"
+    rf"{_PROSE_PRINT_SEP}[ \t]*(?:\r?\n[ \t]*)?{_PROSE_VALUE}"
+)
+_PROSE_PROGRAM = re.compile(rf"(?<![\w$-])(?:{_PROSE_PRINTERS}[ \t]|\$\{{?(?i:env):)")
+_PROSE_COMMAND_REACH = 160
+_PROSE_COMMAND_GATES = tuple((anchor, look) for anchor, _, look in _PROSE_COMMAND_STARTS)
+# The command pasted on a line of its own (below) is found through the program's own words only.
+_BARE_COMMAND_HEADS = (
     r"(?:pass[ \t]+(?:show|otp)[ \t]|op://|kv(?<![\w-]kv)[ \t]+get[ \t]"
     r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])"
     r"|keyvault secret(?=[ \t]+show)|get-secret(?=-value)|gcloud secret(?=s[ \t]+versions)"
     r"|echo \$|find-generic-password|configure[ \t]+get[ \t]|base64[ \t]+(?:-d|--decode|-D)(?![\w-]))"
 )
-_PROSE_COMMAND_OUTPUT = re.compile(
-    # (The rest of the command word by word, at most 12 more and none a program's: the verb is
-    # tried at a word's start only, not at every character, and a run of commands with no verb,
-    # `printenv printenv ...`, costs each of them one word.)
-    rf"{_PROSE_COMMAND_HEADS}(?P<rest>(?:[^\s`'\"]+)?(?:[ \t]+(?!{_PROSE_PRINTERS}[ \t])[^\s`'\"]+){{0,12}}?)[`'\"]?[ \t]*,?[ \t]*"
-    rf"(?:{_PROSE_PRINT_VERB}|(?<=[`'\"])[ \t]*:|->|→|=>)[ \t]*(?:\r?\n[ \t]*)?{_PROSE_VALUE}"
-)
-_PROSE_PROGRAM = re.compile(rf"(?<![\w$-]){_PROSE_PRINTERS}[ \t]")
-_PROSE_COMMAND_REACH = 160
-_PROSE_COMMAND_GATES = (
+_BARE_COMMAND_GATES = (
     ("pass", r"(?=[ \t]+(?:show|otp)[ \t])"),
-    (":", r"(?<=op:)(?=//)"),  # op read op://vault/item/field
+    (":", r"(?<=op:)(?=//)"),
     ("kv", r"(?<![\w-]kv)(?=[ \t]+get[ \t])"),
     ("token", r"(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token))(?=[ \t`'\",])"),
     ("secret", r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions))"),
     ("$", r"(?<=echo \$)"),
     ("password", r"(?<=find-generic-password)"),
-    # `aws configure get aws_secret_access_key`; `kubectl get secret db -o jsonpath=... | base64 -d`
-    # (command_prints_secret then decides: `base64 -d` of anything else is no secret printer).
     ("configure", r"(?=[ \t]+get[ \t])"),
     ("base64", r"(?=[ \t]+(?:-d|--decode|-D)(?![\w-]))"),
 )
@@ -2288,7 +2350,7 @@ _COMMAND_OUTPUT_MARK = marker("command-output")
 # secret printed is one token, and it must mix letters with digits or symbols. (Found through the
 # gates above: the command holds one of their heads.)
 _BARE_COMMAND_OUTPUT = re.compile(
-    rf"(?m)^[ \t]*(?P<cmd>(?={_PROSE_PRINTERS}[ \t])[^\r\n`]*?{_PROSE_COMMAND_HEADS}[^\r\n`]*?)[ \t]*\r?\n"
+    rf"(?m)^[ \t]*(?P<cmd>(?={_PROSE_PRINTERS}[ \t])[^\r\n`]*?{_BARE_COMMAND_HEADS}[^\r\n`]*?)[ \t]*\r?\n"
     r"[ \t]*(?P<s>[^\s`'\"$#/\\\[-][^\s`'\"]{5,})[ \t]*\r?$"
 )
 
@@ -2676,8 +2738,8 @@ _RULES: tuple[_Rule, ...] = (
         tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
-    _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES),
-    _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _PROSE_COMMAND_GATES),
+    _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
+    _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("encoded-credentials", _ENCODED_CREDENTIALS, _group("authorization"), _ENCODED_CREDENTIALS_GATES),
@@ -2713,8 +2775,13 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
             frozenset({"grafana-cloud-token", "fly-token", "figma-token", "dockerhub-token", "circleci-token", "sentry-token"}),
         ),
         # ... and the `_` between an upper-case secret word (TOKEN SECRET PASSWORD PASSWD PASS KEY)
-        # and its variant (`API_KEY_2=`, `DB_PASSWORD_PROD=`).
-        (r"(?<=[NTDSY]_)(?=[0-9A-Z]{1,12}[\"']?[ \t]*[=:])", frozenset({"suffixed-assignment"})),
+        # and its variant (`API_KEY_2=`, `DB_PASSWORD_PROD=`), and the `_` in an upper-case name
+        # that prose quotes a command's output after (`printenv API_KEY prints x`): an upper-case
+        # name, then a separator or a word. (One branch for both: snake_case fails it at once.)
+        (
+            r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192-])",
+            frozenset({"suffixed-assignment", "prose-command-output"}),
+        ),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),
     # `-`: `--password`, `-----BEGIN` have another `-` next; the rest end a token prefix (sk-
@@ -2724,7 +2791,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # `--user`, ` -p` and `"-p"` are flags (cli-short-flag, argv-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag", "vault-table"})),
-        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd"})),
+        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd", "prose-command-output"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
         # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,
         # composer's `github-oauth.` and `gitlab-token.`

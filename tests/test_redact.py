@@ -686,6 +686,33 @@ POSITIVE = [
         "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d gives me [REDACTED:command-output]",
     ),
     (
+        # Every secret printer, every verb of printing, the command's last word a secret's name or
+        # the program's own words (`security ... -s gh -w`: `gh` is an argument there, not a program).
+        "prose-command-output-printers-and-verbs",
+        "security find-generic-password -s gh -w prints Xk9#mPq2vL\nprintenv DB_PASSWORD outputs Xk9#mPq2vL\n"
+        "running `vault read -field=password secret/db` shows Xk9#mPq2vL\nprintenv GITHUB_TOKEN spits out a81f9c2e7b4d6053\n"
+        "echo $API_KEY yields a81f9c2e7b4d6053\nsecret-tool lookup service gh says Xk9#mPq2vL\n"
+        "keyring get system bob returned Xk9#mPq2vL\nsops -d creds.enc.yaml displays Xk9#mPq2vL\n"
+        "gpg --decrypt pw.gpg gave me Xk9#mPq2vL\ncat /run/secrets/db_password printed Xk9#mPq2vL\n"
+        "az keyvault secret show --vault-name v --name db --query value -o tsv returns Xk9#mPq2vL\n"
+        "openssl rand -hex 16 gave 3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c\npwgen -s 16 1 printed Xk9mPq2vLaaa\n"
+        "doppler secrets get DB_PASSWORD --plain outputs Xk9#mPq2vL\nheroku config:get DATABASE_PASSWORD, which gives Xk9#mPq2vL\n"
+        "terraform output -raw db_password prints Xk9#mPq2vL\npulumi config get dbPassword dumps Xk9#mPq2vL\n"
+        "the output of `printenv DB_PASSWORD` is Xk9#mPq2vL\n`$env:DB_PASSWORD` shows Xk9#mPq2vL\n"
+        "aws ssm get-parameter --name /prod/db --with-decryption returned Xk9#mPq2vL\nrclone reveal x9Yz shows Xk9#mPq2vL",
+        "security find-generic-password -s gh -w prints [REDACTED:command-output]\nprintenv DB_PASSWORD outputs [REDACTED:command-output]\n"
+        "running `vault read -field=password secret/db` shows [REDACTED:command-output]\nprintenv GITHUB_TOKEN spits out [REDACTED:command-output]\n"
+        "echo $API_KEY yields [REDACTED:command-output]\nsecret-tool lookup service gh says [REDACTED:command-output]\n"
+        "keyring get system bob returned [REDACTED:command-output]\nsops -d creds.enc.yaml displays [REDACTED:command-output]\n"
+        "gpg --decrypt pw.gpg gave me [REDACTED:command-output]\ncat /run/secrets/db_password printed [REDACTED:command-output]\n"
+        "az keyvault secret show --vault-name v --name db --query value -o tsv returns [REDACTED:command-output]\n"
+        "openssl rand -hex 16 gave [REDACTED:command-output]\npwgen -s 16 1 printed [REDACTED:command-output]\n"
+        "doppler secrets get DB_PASSWORD --plain outputs [REDACTED:command-output]\nheroku config:get DATABASE_PASSWORD, which gives [REDACTED:command-output]\n"
+        "terraform output -raw db_password prints [REDACTED:command-output]\npulumi config get dbPassword dumps [REDACTED:command-output]\n"
+        "the output of `printenv DB_PASSWORD` is [REDACTED:command-output]\n`$env:DB_PASSWORD` shows [REDACTED:command-output]\n"
+        "aws ssm get-parameter --name /prod/db --with-decryption returned [REDACTED:command-output]\nrclone reveal x9Yz shows [REDACTED:command-output]",
+    ),
+    (
         "go-mysql-dsn",
         'db, err := sql.Open("mysql", "root:Tr0ub4dor3xq@tcp(127.0.0.1:3306)/app")\ndsn := "app:Tr0ub4dor3xq@unix(/run/mysqld.sock)/app"',
         'db, err := sql.Open("mysql", "root:[REDACTED:url-password]@tcp(127.0.0.1:3306)/app")\ndsn := "app:[REDACTED:url-password]@unix(/run/mysqld.sock)/app"',
@@ -969,7 +996,11 @@ NEGATIVE = [
         "echo $HOME gives me /home/bob\nprintenv PATH outputs /usr/bin:/bin\npass the token through and get a new one\n"
         "gcloud auth print-access-token returns a short-lived token\necho hello prints x86_64\n"
         "aws configure get region returns eu-west-1\nbase64 -d blob.txt gives me hello123\n"
-        "kubectl get pods | base64 --decode returns garbage like x9f2",
+        "kubectl get pods | base64 --decode returns garbage like x9f2\n"
+        "printenv DB_HOST prints db01x.internal\ncat README.md prints hello123 then exits\ngit branch -d feature and got error42x\n"
+        "sops -d secrets.yaml shows the decrypted file\nopenssl rand -hex 16 | wc -c returns 33\nthe cache key returns v2_cache_x1\n"
+        "dict.get(key) returns val123x\nprintenv API_KEY outputs nothing\nMAX_TOKENS prints 4096abc\nSOME_VALUE -> x1y2z3\n"
+        "az keyvault secret show --name db shows the JSON\nkey=key=key prints abc123",
     ),
     (
         "store-and-dsn-lookalikes",
