@@ -158,8 +158,10 @@ What is detected (the marker's kind in brackets):
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
-  key: K", "my password PW doesn't work", ``[sudo] password for bob: PW``, when the value mixes letters with digits or symbols
-  (never a word: "the password is stored in Vault") [prose-secret]
+  key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
+  ``[sudo] password for bob: PW``, "login with admin / PW", when the value mixes letters with digits or symbols
+  (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
+  "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
 - output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
@@ -2197,26 +2199,55 @@ _EXPECT_SEND = re.compile(
 # --- Prose that hands over a secret: "the password is Tr0ub4dor&3", "my github token is x",
 # "Here is my API key: x", "[sudo] password for bob: x". The value must look made or chosen
 # (letters and digits mixed, or symbols), never a word: "the password is stored in Vault".
-_PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "token", "Token", "secret", "Secret")
+_PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "pw", "token", "Token", "secret", "Secret")
 _PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
 _PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key))"
-# ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected": a password
-# named by its owner and given right after, no "is" between.)
-_PROSE_OWNED = r"(?<=(?:my|My|ur|he) password)"
+# ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected", "use pw
+# Xk9mPq2vL to log in", "try passphrase x": a password named by its owner or handed over to
+# use, and given right after, no "is" between. One fixed-width look-behind per length.)
+_PROSE_OWNERS = (("my", "My", "ur", "he"), ("use", "Use", "try", "Try"), ("with",))
+_PROSE_OWNED = "(?:" + "|".join(
+    rf"(?<=(?:{'|'.join(owners)}) {word})" for word in ("password", "passphrase", "pw") for owners in _PROSE_OWNERS
+) + ")"
+# ("[sudo] password for bob: x", "the password for admin is x".)
+_PROSE_FOR = r"[ \t]+for[ \t]+[\w@.-]+(?::|[ \t]+(?:is|was))[ \t]+"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|[ \t]+for[ \t]+[\w@.-]+:[ \t]+|{_PROSE_OWNED}[ \t]+)"
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+)"
     rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+:[ \t])|{_PROSE_OWNED}(?=[ \t]+\S)"
+_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+(?::|[ \t]+(?:is|was))[ \t])|{_PROSE_OWNED}(?=[ \t]+\S)"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
-    ("pass", "(?:wd|phrase)" + _PROSE_AFTER_NAME),
+    ("pass", "(?:wd|phrase)(?:" + _PROSE_AFTER_NAME + ")"),
     ("key", _PROSE_AFTER_NAME),
     ("Key", _PROSE_AFTER_NAME),
 )
+# --- "login with admin / S3cr3t!pass", "Login: root/Tr0ub4dor3": a user and its password after
+# `login`, a slash between; the password must mix letters with digits or symbols (a path, `login
+# as user/pass`, stays). Found at the `login` and `LOGIN` anchors and at `Login:`'s colon.
+_LOGIN_PAIR_REST = r"(?:[ \t]+(?:with|is|as|using)|[ \t]*:)?[ \t]+[\w@.+-]{1,64}[ \t]*/[ \t]*"
+_LOGIN_PAIR = re.compile(
+    rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)){_LOGIN_PAIR_REST}"
+    r"[`'\"]?(?P<s>[^\s/`'\"]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z))"
+)
+_LOGIN_PAIR_GATES = (
+    ("login", rf"(?<![\w.-]login)(?={_LOGIN_PAIR_REST})"),
+    ("LOGIN", rf"(?<![\w.-]LOGIN)(?={_LOGIN_PAIR_REST})"),
+    (":", rf"(?<=Login:)(?={_LOGIN_PAIR_REST})"),
+)
+
+
+def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s").rstrip(".,;:!?)")
+    if not _printed_secret(value):
+        return None  # "login as user/pass", "login with bob/alice"
+    start = m.start("s")
+    return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
+
+
 # Letters with a digit or a symbol that words do not hold (a hyphen, a dot, an apostrophe they do:
 # "re-processing", "defined.").
 _MIXED = re.compile(r"(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=~|<>?])")
@@ -2226,9 +2257,15 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(".,;:!?)")
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
         return None
-    if not (_MIXED.match(value) or _looks_random(value)) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
-        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
     start = m.start("s")  # (a sentence's closing stop stays)
+    # A word in quotes is a value handed over ('the password is "swordfish"'); a bare one is
+    # prose ("the password is incorrect"): letters-only passwords stated bare are a known limit.
+    quote = text[start - 1] if start > m.start() else ""
+    quoted = quote in ("\"", "'", "`") and text[start + len(value) : start + len(value) + 1] == quote
+    if not (_MIXED.match(value) or _looks_random(value) or quoted and value.isalpha()):
+        return None
+    if _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
 
@@ -2738,6 +2775,7 @@ _RULES: tuple[_Rule, ...] = (
         tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
+    _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),

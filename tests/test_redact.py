@@ -848,6 +848,18 @@ POSITIVE = [
     ("prose-token", "my github token is a81f9c2e7b4d6053.", "my github token is [REDACTED:prose-secret]."),
     ("prose-api-key", "Here is my API key: a81f-9c2e-7b4d", "Here is my API key: [REDACTED:prose-secret]"),
     ("sudo-echo", "[sudo] password for bob: Tr0ub4dor3xq", "[sudo] password for bob: [REDACTED:prose-secret]"),
+    (
+        # A password stated in prose without a printer: for whom, handed over to use, quoted,
+        # or a user/password pair after `login`.
+        "prose-password-wordings",
+        "password for admin is hunter2x9\nthe password for root: hunter2x9\nuse pw Xk9mPq2vL to log in\n"
+        "with password Xk9mPq2vL2 it works\ntry passphrase Xk9#mPq2vL\nthe pw is Xk9mPq2vL\n"
+        "the password is \"swordfish\"\nlogin with admin / S3cr3t!pass\nLogin: root/Tr0ub4dor3\nyou can login as bob/Xk9mPq2vL.",
+        "password for admin is [REDACTED:prose-secret]\nthe password for root: [REDACTED:prose-secret]\nuse pw [REDACTED:prose-secret] to log in\n"
+        "with password [REDACTED:prose-secret] it works\ntry passphrase [REDACTED:prose-secret]\nthe pw is [REDACTED:prose-secret]\n"
+        "the password is \"[REDACTED:prose-secret]\"\nlogin with admin / [REDACTED:prose-secret]\nLogin: root/[REDACTED:prose-secret]\n"
+        "you can login as bob/[REDACTED:prose-secret].",
+    ),
     # --- what a secret-printing command printed, in a pasted terminal session or a `!` turn ---
     ("pasted-pass-show", "$ pass show email/gmail\nTr0ub4dor3xq\n$ ls\nREADME.md", "$ pass show email/gmail\n[REDACTED:command-output]\n$ ls\nREADME.md"),
     (
@@ -1083,7 +1095,11 @@ NEGATIVE = [
         "if token is None:\nthe password is stored in Vault\nThe API key is read from .env at start-up.\n"
         "password is required (min 8 chars)\ntoken is tokenizer.eos_token\nThe token is then passed to the client.\n"
         "password was reset for bob@x.com\nthe secret is in config/secrets.yml\ntoken: Optional[str] = None\n"
-        'raise ValueError("no padding token is defined.")\n# the next token is re-processing it',
+        'raise ValueError("no padding token is defined.")\n# the next token is re-processing it\n'
+        # (A bare word is prose, or a letters-only password: a known limit; quoted, it goes.)
+        "the password is swordfish\nthe password is too short\npassword is incorrect\npassword for user is incorrect\n"
+        'the password is "required"\nuse password reset to recover\nlogin as user/pass\nlogin with bob/alice\n'
+        "login to src/app1 now\nsee login/logout flow\nlogin: admin / ${ADMIN_PW}\nthe pw is stored in 1Password",
     ),
     (
         "credential-call-lookalikes",
