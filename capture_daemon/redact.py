@@ -120,7 +120,9 @@ What is detected (the marker's kind in brackets):
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
 - mail logins in the clear: IMAP's ``a001 LOGIN user PW``, POP3's ``PASS PW`` after ``USER``,
-  msmtprc's ``password PW`` line (the value mixing letters with digits or symbols) [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
+  msmtprc's ``password PW`` line (the value mixing letters with digits or symbols), mbsync's ``Pass PW``
+  in an ``IMAPAccount``/``IMAPStore`` block, a ``PassCmd``/msmtp ``passwordeval`` that only echoes
+  a literal (``"echo PW"``; one that runs a command stays), offlineimap's ``remotepass = PW`` [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
   cn=config's ``olcRootPW: {SSHA}HASH`` and ``olcRootPW:: BASE64`` [ldap-password] (a plain
   ``olcRootPW: PW`` is an assignment); a ``{SSHA}``/``{CRYPT}``/``{PBKDF2}``... scheme before a
   value under any secret name is no template: the value goes, the scheme stays
@@ -341,7 +343,8 @@ _MADE_TAILS = (
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
 # Whole names that hold a password but end in no telling word: sshpass's and redis-cli's variables.
-_CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth"})
+# (offlineimap's `remotepass`; its `remotepassfile` is a path and `remotepasseval` code: neither.)
+_CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth", "remotepass"})
 _NAME_SEPARATORS = str.maketrans("", "", "_-.")
 # What may follow a secret's name and leave it one: a number or version, a stage, a rotation, a
 # form's confirmation field (each needs the name before it to be a secret's on its own).
@@ -1395,6 +1398,43 @@ def _replace_password_directive(text: str, m: "re.Match[str]") -> Optional[str]:
     if _is_placeholder(value) or not (_MIXED.match(value) or _looks_random(value)) or value.startswith(("/", "~", "$")):
         return None
     return _replace_group(text, m, "s", _MAIL_MARK)
+
+
+# --- Mail sync configs. mbsync/isync's .mbsyncrc: an `IMAPAccount` (or an old-style `IMAPStore`)
+# block's `Pass PW` line; its `PassCmd` is a command that fetches the password (`pass show
+# mail`, `gpg -d ...`), left alone, unless it only echoes one (`PassCmd "echo PW"`). msmtp's
+# `passwordeval` likewise (an `echo PW` goes). (offlineimap's `remotepass = PW` is an
+# assignment: see _CHOSEN_NAMES.) Found at the `A`/`S` of `IMAPAccount`/`IMAPStore` and at
+# `password` of `passwordeval`, anchors scanned for already.
+_MBSYNC_BLOCK = re.compile(r"IMAP(?:Account|Store)[ \t]+[^\r\n]*(?P<body>(?:\r?\n[ \t]*[^\s#][^\r\n]*|\r?\n[ \t]*#[^\r\n]*){1,40})")
+_MBSYNC_PASS = re.compile(r"(?im)^([ \t]*Pass[ \t]+)(?:\"(?P<dq>[^\"\r\n]+)\"|(?P<uq>[^\s\"][^\r\n]*?))[ \t]*\r?$")
+# An echo of a literal: `echo PW`, `echo -n 'PW'`, `printf %s PW`, the command in quotes or not.
+_ECHO_LITERAL = r"[\"']?(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+|%s[ \t]+|[\"']%s[\"'][ \t]+)?[\"']?(?P<s>[^\s\"'$`;|&]{4,})[\"']?[\"']?[ \t]*\r?$"
+_MBSYNC_PASSCMD = re.compile(rf"(?im)^[ \t]*PassCmd[ \t]+{_ECHO_LITERAL}")
+_PASSWORDEVAL = re.compile(rf"(?m)passwordeval[ \t]+{_ECHO_LITERAL}")
+_MAIL_SYNC_MARK = marker("mail-password")
+
+
+def _replace_mbsync_block(text: str, m: "re.Match[str]") -> Optional[str]:
+    body = m.group("body")
+
+    def pass_line(p: "re.Match[str]") -> str:
+        group = "dq" if p.group("dq") is not None else "uq"
+        if _is_placeholder(p.group(group)):
+            return p.group(0)
+        return p.group(0)[: p.start(group) - p.start()] + _MAIL_SYNC_MARK + p.group(0)[p.end(group) - p.start() :]
+
+    def passcmd_line(p: "re.Match[str]") -> str:
+        if _is_placeholder(p.group("s")):
+            return p.group(0)
+        return p.group(0)[: p.start("s") - p.start()] + _MAIL_SYNC_MARK + p.group(0)[p.end("s") - p.start() :]
+
+    new_body = _MBSYNC_PASSCMD.sub(passcmd_line, _MBSYNC_PASS.sub(pass_line, body))
+    return None if new_body == body else m.group(0)[: m.start("body") - m.start()] + new_body
+
+
+def _replace_passwordeval(text: str, m: "re.Match[str]") -> Optional[str]:
+    return None if _is_placeholder(m.group("s")) else _replace_group(text, m, "s", _MAIL_SYNC_MARK)
 
 
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2767,6 +2807,8 @@ _RULES: tuple[_Rule, ...] = (
     ),
     # (After the Vault table: its `password   pw` rows are the table's.)
     _Rule("password-directive", _PASSWORD_DIRECTIVE, _replace_password_directive, (("password", _PASSWORD_DIRECTIVE_GATE),)),
+    _Rule("mbsync", _MBSYNC_BLOCK, _replace_mbsync_block, (("A", r"(?<=IMAPA)(?=ccount[ \t])"), ("S", r"(?<=IMAPS)(?=tore[ \t])"))),
+    _Rule("passwordeval", _PASSWORDEVAL, _replace_passwordeval, (("password", r"(?=eval[ \t]+[\"']?(?:echo|printf)[ \t])"),)),
     _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(
         "expect-send",

@@ -749,6 +749,17 @@ POSITIVE = [
         "account default\nhost smtp.example.com\nuser bob\npassword [REDACTED:mail-password]\n",
     ),
     (
+        # mbsync's Pass (quoted or not, in an IMAPAccount or an old IMAPStore block), a PassCmd or
+        # msmtp passwordeval that only echoes a literal, offlineimap's remotepass.
+        "mail-sync-passwords",
+        "IMAPAccount gmail\nHost imap.gmail.com\nUser me@gmail.com\nPass Tr0ub4dor3xq\nSSLType IMAPS\n\n"
+        "IMAPStore old\nHost x\nPass \"hunter2 with space\"\n\nIMAPAccount work\nPassCmd \"echo Tr0ub4dor3xq\"\n\n"
+        "passwordeval echo -n Tr0ub4dor3xq\n[Repository remote]\nremoteuser = me\nremotepass = Tr0ub4dor3xq",
+        "IMAPAccount gmail\nHost imap.gmail.com\nUser me@gmail.com\nPass [REDACTED:mail-password]\nSSLType IMAPS\n\n"
+        "IMAPStore old\nHost x\nPass \"[REDACTED:mail-password]\"\n\nIMAPAccount work\nPassCmd \"echo [REDACTED:mail-password]\"\n\n"
+        "passwordeval echo -n [REDACTED:mail-password]\n[Repository remote]\nremoteuser = me\nremotepass = [REDACTED:assignment]",
+    ),
+    (
         "prose-owned-password",
         "my password Tr0ub4dor3xq doesn't work\nthe password abc123! is rejected",
         "my password [REDACTED:prose-secret] doesn't work\nthe password [REDACTED:prose-secret]! is rejected",
@@ -1021,6 +1032,10 @@ NEGATIVE = [
     ),
     (
         "directive-and-owned-lookalikes",
+        # (A PassCmd or passwordeval that runs a command is no secret; nor a Pass that is a variable.)
+        "IMAPAccount gmail\nUser me@gmail.com\nPassCmd \"pass show mail/gmail\"\n\nIMAPAccount x\nPass ${MAIL_PASSWORD}\n"
+        "passwordeval \"gpg -q -d ~/.msmtp.gpg\"\nThe IMAPAccount section holds the Pass and PassCmd options.\n"
+        "remotepassfile = ~/.offlineimap/pass\nremotepasseval = get_pass(\"work\")\n"
         "password required\npassword\npassword /etc/msmtp.pw\npassword hunter\nthe password field is required\n"
         "Your password must be 8 chars\nthe password reset_token expired\nenter the password 2 times\n"
         "$ terraform output instance_ip\n10.0.0.1",
