@@ -107,7 +107,8 @@ What is detected (the marker's kind in brackets):
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
-  ``net use \\\\srv\\share PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
+  ``net use \\\\srv\\share PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
+  ``mkpasswd [-m M] PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
   TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``, ``openssl passwd [-6] PW``, ``composer config
@@ -1437,6 +1438,28 @@ def _replace_passwordeval(text: str, m: "re.Match[str]") -> Optional[str]:
     return None if _is_placeholder(m.group("s")) else _replace_group(text, m, "s", _MAIL_SYNC_MARK)
 
 
+# --- PDF and hashing tools that take a password as a plain word: pdftk's `user_pw PW owner_pw PW`
+# (`PROMPT` asks for it), qpdf's old `--encrypt USER OWNER 40|128|256` (the new syntax's
+# `--user-password=PW` is an assignment), mkpasswd's `mkpasswd [-m METHOD] PW [SALT]` (`-s`
+# reads stdin). At the `pw`, `-` and `passwd` anchors.
+_PDFTK_PW = re.compile(r"(?:user|owner)_pw(?<![\w.-]user_pw)(?<![\w.-]owner_pw)[ \t]+(?P<s>[^\s\"'|;&\\]+)")
+_QPDF_ENCRYPT = re.compile(r"-(?<=[ \t]-)-encrypt[ \t]+[\"']?(?P<u>[^\s\"'|;&\\]*)[\"']?[ \t]+[\"']?(?P<o>[^\s\"'|;&\\]*)[\"']?[ \t]+(?:40|128|256)(?![\w-])")
+_MKPASSWD = re.compile(
+    r"passwd(?<=mkpasswd)(?<![\w.-]mkpasswd)(?:[ \t]+(?:-[mSRP][ \t]*[^\s-]\S*|--(?:method|salt|rounds)[= \t][^\s-]\S*|-(?![mSRP])[a-zA-Z]+(?<!-s)))*"
+    r"[ \t]+(?P<s>[^\s\"'|;&<>-][^\s\"'|;&<>\\]*)"
+)
+_PW_WORD_MARK = marker("cli-flag")
+
+
+def _replace_pw_words(text: str, m: "re.Match[str]") -> Optional[str]:
+    out = m.group(0)
+    for name in ("o", "u", "s"):  # (from the right, so that offsets hold)
+        if name in m.re.groupindex and m.group(name) is not None and not _is_placeholder(m.group(name)) and m.group(name) != "PROMPT":
+            a, b = m.start(name) - m.start(), m.end(name) - m.start()
+            out = out[:a] + _PW_WORD_MARK + out[b:]
+    return None if out == m.group(0) else out
+
+
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
     if _is_placeholder(m.group("s")):
         return None
@@ -1882,10 +1905,11 @@ _STDIN_READER = re.compile(
     # Password stores fed on stdin: `pass insert -e x <<< pw`, `secret-tool store ... <<< pw`,
     # `keyring set svc user <<< pw` (gcloud's `secrets versions add --data-file=-` above).
     r"|\b(?:go)?pass[ \t]+(?:insert|add)\b|\bsecret-tool[ \t]+store\b|\bkeyring[ \t]+set\b"
-    # (cryptsetup reads a LUKS passphrase, vncpasswd -f a VNC password.)
-    r"|\bcryptsetup\b|\bvncpasswd\b"
+    # (cryptsetup reads a LUKS passphrase, vncpasswd -f a VNC password; mkpasswd -s and the
+    # argon2 CLI, `echo -n pw | argon2 SALT -id`, hash the password they read.)
+    r"|\bcryptsetup\b|\bvncpasswd\b|\bmkpasswd\b.*[ \t](?:-s|--stdin)\b|\bargon2\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|vncpasswd)"
+_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|vncpasswd|mkpasswd|argon2)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -2808,6 +2832,9 @@ _RULES: tuple[_Rule, ...] = (
     # (After the Vault table: its `password   pw` rows are the table's.)
     _Rule("password-directive", _PASSWORD_DIRECTIVE, _replace_password_directive, (("password", _PASSWORD_DIRECTIVE_GATE),)),
     _Rule("mbsync", _MBSYNC_BLOCK, _replace_mbsync_block, (("A", r"(?<=IMAPA)(?=ccount[ \t])"), ("S", r"(?<=IMAPS)(?=tore[ \t])"))),
+    _Rule("pdftk-pw", _PDFTK_PW, _replace_pw_words, (("pw", r"(?:(?<=user_pw)|(?<=owner_pw))(?=[ \t]+\S)"),)),
+    _Rule("cli-flag", _QPDF_ENCRYPT, _replace_pw_words, (("-", r"(?<=[ \t]-)(?=-encrypt[ \t])"),)),
+    _Rule("mkpasswd", _MKPASSWD, _replace_pw_words, (("passwd", r"(?<=mkpasswd)(?=[ \t])"),)),
     _Rule("passwordeval", _PASSWORDEVAL, _replace_passwordeval, (("password", r"(?=eval[ \t]+[\"']?(?:echo|printf)[ \t])"),)),
     _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(

@@ -749,6 +749,15 @@ POSITIVE = [
         "account default\nhost smtp.example.com\nuser bob\npassword [REDACTED:mail-password]\n",
     ),
     (
+        "pdf-and-mkpasswd-words",
+        "pdftk in.pdf output out.pdf user_pw Tr0ub4dor3xq owner_pw Ow9nerPw2x\nqpdf --encrypt Tr0ub4dor3xq Ow9nerPw2x 256 -- in.pdf out.pdf\n"
+        "qpdf --encrypt \"\" Ow9nerPw2x 128 -- a.pdf b.pdf\nmkpasswd -m sha-512 -S saltsalt Tr0ub4dor3xq\nmkpasswd --method=yescrypt hunter2\n"
+        "echo Tr0ub4dor3xq | mkpasswd -m sha-512 -s\necho -n Tr0ub4dor3xq | argon2 somesalt -id -t 3",
+        "pdftk in.pdf output out.pdf user_pw [REDACTED:cli-flag] owner_pw [REDACTED:cli-flag]\nqpdf --encrypt [REDACTED:cli-flag] [REDACTED:cli-flag] 256 -- in.pdf out.pdf\n"
+        "qpdf --encrypt \"\" [REDACTED:cli-flag] 128 -- a.pdf b.pdf\nmkpasswd -m sha-512 -S saltsalt [REDACTED:cli-flag]\nmkpasswd --method=yescrypt [REDACTED:cli-flag]\n"
+        "echo [REDACTED:cli-flag] | mkpasswd -m sha-512 -s\necho -n [REDACTED:cli-flag] | argon2 somesalt -id -t 3",
+    ),
+    (
         # mbsync's Pass (quoted or not, in an IMAPAccount or an old IMAPStore block), a PassCmd or
         # msmtp passwordeval that only echoes a literal, offlineimap's remotepass.
         "mail-sync-passwords",
@@ -1032,6 +1041,7 @@ NEGATIVE = [
     ),
     (
         "directive-and-owned-lookalikes",
+        "pdftk in.pdf output out.pdf user_pw PROMPT\nmkpasswd -s\nmkpasswd -m sha-512 -s < pw.txt\nqpdf --decrypt in.pdf out.pdf\n"
         # (A PassCmd or passwordeval that runs a command is no secret; nor a Pass that is a variable.)
         "IMAPAccount gmail\nUser me@gmail.com\nPassCmd \"pass show mail/gmail\"\n\nIMAPAccount x\nPass ${MAIL_PASSWORD}\n"
         "passwordeval \"gpg -q -d ~/.msmtp.gpg\"\nThe IMAPAccount section holds the Pass and PassCmd options.\n"
