@@ -2255,8 +2255,11 @@ def _replace_vault_table(text: str, m: "re.Match[str]") -> Optional[str]:
 _SECRET_ID = re.compile(r"(?P<name>SecretID|SecretId|secretId|secret_id|SECRET_ID|secret-id|Secret ID)[\"']?[ \t]*[:=][ \t]*[\"']?(?P<s>[A-Za-z0-9._-]{16,})")
 
 # --- expect scripts: `expect "*password:*"` then `send "pw\r"`.
+# (An expect line is short: read at most _EXPECT_REACH characters of it, so that a long line with a
+# `password` every few words costs each one that much, not a scan to the line's end.)
+_EXPECT_REACH = 300
 _EXPECT_SEND = re.compile(
-    r"expect[ \t]+[^\r\n]*(?:password|Password|passphrase)[^\r\n]*\r?\n[ \t]*send[ \t]+(?:--[ \t]+)?"
+    rf"expect[ \t]+[^\r\n]{{0,{_EXPECT_REACH}}}?(?:password|Password|passphrase)[^\r\n]{{0,{_EXPECT_REACH}}}\r?\n[ \t]*send[ \t]+(?:--[ \t]+)?"
     r"\"(?P<s>(?:[^\"\\\r\n]|\\(?![rn]).)+?)(?:\\r|\\n)?\""
 )
 
@@ -2450,8 +2453,13 @@ _COMMAND_OUTPUT_MARK = marker("command-output")
 # A script's next line is a command, words with spaces (`echo done`), or a keyword (`fi`); a
 # secret printed is one token, and it must mix letters with digits or symbols. (Found through the
 # gates above: the command holds one of their heads.)
+# (The command line is read _BARE_COMMAND_REACH characters at most on each side of its head: a
+# long line holding a head every few words, `pass show pass show ...`, was read to its end from
+# each of them.)
+_BARE_COMMAND_REACH = 300
 _BARE_COMMAND_OUTPUT = re.compile(
-    rf"(?m)^[ \t]*(?P<cmd>(?={_PROSE_PRINTERS}[ \t])[^\r\n`]*?{_BARE_COMMAND_HEADS}[^\r\n`]*?)[ \t]*\r?\n"
+    rf"(?m)^[ \t]*(?P<cmd>(?={_PROSE_PRINTERS}[ \t])[^\r\n`]{{0,{_BARE_COMMAND_REACH}}}?{_BARE_COMMAND_HEADS}"
+    rf"[^\r\n`]{{0,{_BARE_COMMAND_REACH}}}?)[ \t]*\r?\n"
     r"[ \t]*(?P<s>[^\s`'\"$#/\\\[-][^\s`'\"]{5,})[ \t]*\r?$"
 )
 
@@ -2841,7 +2849,7 @@ _RULES: tuple[_Rule, ...] = (
         "expect-send",
         _EXPECT_SEND,
         _group("expect-password"),
-        tuple((word, r"(?=[^\r\n]*\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
+        tuple((word, rf"(?=[^\r\n]{{0,{_EXPECT_REACH}}}\r?\n[ \t]*send[ \t])") for word in ("password", "Password", "passphrase")),
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
     _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
@@ -3248,8 +3256,10 @@ def _redact_string_once(text: str) -> tuple[str, int]:
 _LINE_NUMBERS = re.compile(r"(?m)^ *[0-9]+(?:→|\t)")
 # grep -rn, ripgrep and the Grep tool put the file, the line number or both before each hit
 # (`./app.sh:12:mysql -pPW`, `12:...`, `/src/settings.py:SECRET_KEY = ...`). A file without a
-# number must hold a `/`, so that `arn:aws:...` and `key: value` are not read as one.
-_SEARCH_HITS = re.compile(r"(?m)^(?:(?:[^\s:]+:)?[0-9]+:|[^\s:]*/[^\s:]*:)")
+# number must hold a `/`, so that `arn:aws:...` and `key: value` are not read as one. (Up to its
+# first `/`: tried from every `/` of a long word without a colon, the rest was read to the end
+# from each, `1//0=1//0=...` in seconds.)
+_SEARCH_HITS = re.compile(r"(?m)^(?:(?:[^\s:]+:)?[0-9]+:|[^\s:/]*/[^\s:]*:)")
 
 
 def _redact_prefixed(text: str, prefix: "re.Pattern[str]") -> tuple[str, int]:

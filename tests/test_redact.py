@@ -15,6 +15,7 @@ import time
 import pytest
 
 from capture_daemon.redact import (
+    _GATES,
     _redact,
     is_secret_name,
     redact_text,
@@ -1476,15 +1477,30 @@ def test_non_ascii_text_is_handled() -> None:
         "rabbitmqctl -n " * 30_000,  # a program's flags before its subcommand, tried from each program
         "AUTH LOGIN\n" * 50_000,  # each looks a few lines ahead for the password prompt
         "cargo login " + "a " * 100_000,
+        "password " * 50_000,  # each read its line to the end for an expect script's `send`
+        "pass show " * 10_000,  # each read the command line to its end for its output's line
+        "1//0=" * 40_000,  # a search hit's file was tried from every `/` of one long word
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
-         "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words"],
+         "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
     start = time.perf_counter()
     redact_text(text)
     assert time.perf_counter() - start < 3.0
+
+
+@pytest.mark.parametrize("anchor", sorted({gate.anchor for gate in _GATES}))
+def test_a_line_of_one_anchor_repeated_finishes_quickly(anchor: str) -> None:
+    # The class behind the cases above: every rule is tried at its gate's anchor, so an anchor
+    # repeated along one line is where a rule or look that reads "to the end of the line" from
+    # each of them turns quadratic (minutes at this size); linear work is well under a second.
+    for separator in (" ", "=", "/", "."):
+        text = (anchor + separator) * (100_000 // (len(anchor) + 1))
+        start = time.perf_counter()
+        redact_text(text)
+        assert time.perf_counter() - start < 3.0, (anchor, separator)
 
 
 # --- the planted corpus (tests/secret_corpus.py): every format, every secret value gone ---
