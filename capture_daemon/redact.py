@@ -2032,8 +2032,10 @@ _NAMED_VALUE_WORDS = (
     rf"{_VARIANT}?"  # (a variant after it, `DB_PASSWORD_PROD`, `API_KEY_2`)
 )
 # After `name`/`key`: the pattern's own rest is the gate's look, so that both hold at the same places.
+# (The name is read 100 characters at most: unbounded, `name:name:name:...` read on to the end
+# of the text from every `name`, minutes for 40 KB.)
 _NAMED_VALUE_REST = (
-    rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]*?{_NAMED_VALUE_WORDS})(?P=q)"
+    rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]{{0,100}}?{_NAMED_VALUE_WORDS})(?P=q)"
     r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t]*|[ \t]+)[\"']?value[\"']?[ \t]*[:=][ \t]*"
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s,}\]\"']+))"
 )
