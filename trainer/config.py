@@ -139,7 +139,7 @@ class SFTSection:
     # on a CPU (torch.autocast): about 2x faster SmolLM2 steps on a CPU with AVX512-BF16 or AMX,
     # measured in docs/learning.md; slower where the CPU lacks them. "native": bf16 wherever the
     # hardware computes it natively (such a GPU, or such a CPU), float32 elsewhere (the presets').
-    # "fp32": never.
+    # "fp32": never. Under CPU autocast attention runs in float32 (trainer/cpu_attention.py).
     precision: Literal["auto", "native", "bf16", "fp32"] = "auto"
     lora_r: int = 16
     lora_alpha: int = 32

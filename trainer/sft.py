@@ -495,6 +495,10 @@ def build_trainer(
     if added:
         log(f"The chat template added {added} token(s); embeddings resized.")
     model = prepare_model(cfg, method, cuda, tokenizer, added)
+    if not cuda and uses_bf16(cfg.sft.precision, cuda):
+        from trainer.cpu_attention import float32_attention_under_cpu_autocast
+
+        float32_attention_under_cpu_autocast()  # bf16 attention is the slow part of a CPU step
     if method != "full":
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
