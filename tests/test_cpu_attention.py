@@ -98,3 +98,13 @@ def test_a_tiny_llama_trains_the_same_in_bf16_with_float32_attention(wrapped_sdp
                                                    torch.cat([g.flatten() for g in grads32]), dim=0)
     assert cosine > 0.99
 
+
+
+@pytest.mark.parametrize(("asked", "precision", "cuda", "used"), [
+    (True, "bf16", False, True), (False, "bf16", False, False), (True, "fp32", False, False), (True, "bf16", True, False)])
+def test_sft_uses_it_only_when_asked_and_training_in_bf16_on_a_cpu(asked, precision, cuda, used) -> None:
+    from trainer.config import load_config
+    from trainer.sft import uses_float32_attention
+
+    cfg = load_config(overrides=[("sft.float32_attention", str(asked).lower()), ("sft.precision", precision)])
+    assert uses_float32_attention(cfg, cuda=cuda) is used

@@ -7,9 +7,9 @@ values to bf16. Measured with torch 2.13 on a 2-core Xeon with AMX, one thread: 
 batches the attention backward took 3.65 s of 12 steps' 8.35 s in bf16 and 1.62 s of 6.02 s in
 float32, and a copy warm-up step (16 rows of 97 tokens) 107 ms with float32 attention against
 150-184 ms all in float32 and 158-172 ms all in bf16 (docs/learning.md §6). `trainer sft` uses it
-wherever it trains in bf16 on a CPU. The demo's copy warm-up stays float32: in bf16 with this
-attention it took half the time, but one seed's student of three then missed the argument-match
-goal (0.886 against 0.960 from a float32 warm-up; §6).
+with `sft.float32_attention = true` when it trains in bf16 on a CPU: off by default, since the
+demo's students trained so differ by rounding and one seed's of three missed the argument-match
+goal (0.843; 0.921 without). The demo's copy warm-up stays float32 for the same reason.
 
 `float32_attention_under_cpu_autocast()` has the "sdpa" attention run its inputs in float32 with
 autocast off, whenever CPU autocast is on; everywhere else (CUDA, inference, float32 training) the

@@ -101,6 +101,11 @@ def uses_bf16(precision: str, cuda: bool) -> bool:
     return cuda and torch.cuda.is_bf16_supported()
 
 
+def uses_float32_attention(cfg: UnderstudyConfig, cuda: bool) -> bool:
+    """Whether SFT runs attention in float32 inside bf16 autocast (sft.float32_attention, CPU only)."""
+    return cfg.sft.float32_attention and not cuda and uses_bf16(cfg.sft.precision, cuda)
+
+
 def cpu_bf16_is_native() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): only then is bf16 autocast fast."""
     import torch
@@ -495,7 +500,7 @@ def build_trainer(
     if added:
         log(f"The chat template added {added} token(s); embeddings resized.")
     model = prepare_model(cfg, method, cuda, tokenizer, added)
-    if not cuda and uses_bf16(cfg.sft.precision, cuda):
+    if uses_float32_attention(cfg, cuda):
         from trainer.cpu_attention import float32_attention_under_cpu_autocast
 
         float32_attention_under_cpu_autocast()  # bf16 attention is the slow part of a CPU step
