@@ -2322,6 +2322,16 @@ def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
 _MIXED = re.compile(r"(?=[^\s]*[A-Za-z])(?=[^\s]*[0-9!@#$%^&*+=~|<>?])")
 
 
+# What an error message says a secret is, in quotes as often as not: 'the password is "invalid"',
+# 'the token is "expired"'. A quoted word of these is a state, not the value.
+_STATUS_WORDS = frozenset(
+    """
+    invalid incorrect expired revoked missing empty wrong correct valid unset changed hidden masked
+    blank unknown rejected accepted disabled enabled locked weak strong mismatched malformed
+    """.split()
+)
+
+
 def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(".,;:!?)")
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
@@ -2331,7 +2341,8 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     # prose ("the password is incorrect"): letters-only passwords stated bare are a known limit.
     quote = text[start - 1] if start > m.start() else ""
     quoted = quote in ("\"", "'", "`") and text[start + len(value) : start + len(value) + 1] == quote
-    if not (_MIXED.match(value) or _looks_random(value) or quoted and value.isalpha()):
+    quoted_word = quoted and value.isalpha() and value.lower() not in _STATUS_WORDS
+    if not (_MIXED.match(value) or _looks_random(value) or quoted_word):
         return None
     if _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
         return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"

@@ -1125,6 +1125,7 @@ NEGATIVE = [
         # (A bare word is prose, or a letters-only password: a known limit; quoted, it goes.)
         "the password is swordfish\nthe password is too short\npassword is incorrect\npassword for user is incorrect\n"
         'the password is "required"\nuse password reset to recover\nlogin as user/pass\nlogin with bob/alice\n'
+        'Error: the password is "invalid"\nthe token is "expired"\nthe secret is \'missing\'\n'
         "login to src/app1 now\nsee login/logout flow\nlogin: admin / ${ADMIN_PW}\nthe pw is stored in 1Password",
     ),
     (
