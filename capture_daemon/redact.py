@@ -2119,6 +2119,14 @@ _THIRD_ARG_CALLS = (
 # (server, user, password). Many libraries have a `Connection` class, so only where the user is a
 # string literal too (fabric's `Connection('host', 'user', 22)` has a number third).
 _CONNECTION_CALL = r"Connection\([ \t]*{arg}[ \t]*,[ \t]*(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
+# paramiko's `client.connect('host', 22, 'user', 'pw')` (host, port, user, password), only where
+# the port is a number or a name saying port and the user a string literal (`.connect` names many
+# calls: `pymysql.connect(h, u, pw, 'db')` must keep its database). (ADO's `conn.Open(dsn, "sa",
+# "pw")` is left: `.Open(name, mode, encoding)` is far more common.)
+_USER_LITERAL_CALLS = (
+    r"connect(?<=\.connect)\([ \t]*{arg}[ \t]*,[ \t]*(?:[0-9]{{1,5}}|[\w.]*(?i:port)[\w.]*)[ \t]*,[ \t]*"
+    r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
+)
 # (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key. Password hashing handed the
 # password itself: `bcrypt.hashpw(b"pw", ...)`, `bcrypt.hash('pw', 10)`, `bcrypt.compare('pw', h)`,
 # Werkzeug's `generate_password_hash('pw')`, Django's `make_password('pw')`.)
@@ -2135,10 +2143,10 @@ _LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*{_LITERAL_ARG}")
 _CALL_LOOKBACK = 300
 _CALL_BEFORE_COMMA = re.compile(
     rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*"
-    rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)})\Z"
+    rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)}|{_USER_LITERAL_CALLS.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
-_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP|Sequelize|PlainAuth")
+_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP|Sequelize|PlainAuth|\.connect")
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),

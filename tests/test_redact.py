@@ -635,6 +635,11 @@ POSITIVE = [
         "ms = pymssql.connect(\"srv\", \"sa\", \"[REDACTED:code-literal]\", \"db\")",
     ),
     (
+        "paramiko-connect-positional",
+        "client.connect(\"db.example.com\", 22, \"deploy\", \"Tr0ub4dor3xq\")\nssh.connect(host, cfg.port, 'root', 'S3cr3t!pass')",
+        "client.connect(\"db.example.com\", 22, \"deploy\", \"[REDACTED:code-literal]\")\nssh.connect(host, cfg.port, 'root', '[REDACTED:code-literal]')",
+    ),
+    (
         "rclone-config-create",
         "rclone config create mysftp sftp host example.com user bob pass Tr0ub4dor3xq --obscure\n"
         "rclone config update gd client_secret GOCSPXa81f9c2e7b4d scope drive\nrclone config create nc webdav url=https://x pass=Tr0ub4dor3xq",
@@ -1131,7 +1136,9 @@ NEGATIVE = [
     (
         "credential-call-lookalikes",
         "new PDO($dsn, $user, $pass)\nmysqli_connect($host, $user, $pw, $db)\nNetworkCredential(user, pw)\n"
-        "DriverManager.getConnection(url, props)\nftp = FTP(host)\nFTP('ftp.example.com', 'anonymous', '')",
+        "DriverManager.getConnection(url, props)\nftp = FTP(host)\nFTP('ftp.example.com', 'anonymous', '')\n"
+        "pymysql.connect(host, user, pw, 'inventory')\nsqlite3.connect('x.db', 5.0, 'DEFERRED', 'check')\n"
+        "client.connect(host, port, user, password)\nf.Open('report.txt', 'r', 'utf-8')",
     ),
     (
         "terminal-lookalikes",
