@@ -108,12 +108,12 @@ What is detected (the marker's kind in brackets):
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
   ``net use \\\\srv\\share PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
-  ``mkpasswd [-m M] PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
+  ``mkpasswd [-m M] PW``, ``wpa_passphrase SSID PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
   TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``, ``openssl passwd [-6] PW``, ``composer config
   http-basic.REPO USER PW`` / ``github-oauth.HOST TOKEN``, ``mosquitto_passwd -b FILE USER PW``,
-  ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
+  ``mysqladmin ... password PW``, ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
   rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
   [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
@@ -135,9 +135,16 @@ What is detected (the marker's kind in brackets):
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
-  Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, password hashing handed the password (``bcrypt.hashpw(b"PW")``,
-  ``bcrypt.hash|compare('PW', ...)``, ``make_password('PW')``, ``generate_password_hash('PW')``,
-  ...), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
+  Go's ``smtp.PlainAuth("", "u", "PW", h)`` and jwt-go's ``SignedString([]byte("KEY"))``, password
+  hashing, checking and key derivation handed the password (``bcrypt.hashpw(b"PW")``,
+  ``bcrypt.hash|compare('PW', ...)``, jBCrypt's ``BCrypt.hashpw("PW", s)``, Go's
+  ``bcrypt.GenerateFromPassword([]byte("PW"), c)`` / ``CompareHashAndPassword(h, []byte("PW"))``,
+  ``BCrypt::Password.create('PW')``, ``argon2.hash|verify``, argon2-cffi's ``PasswordHasher().hash("PW")``
+  / ``ph.verify(h, "PW")``, passlib's ``pbkdf2_sha256.hash("PW")``, Spring's ``passwordEncoder.encode("PW")``,
+  PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
+  ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
+  Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
+  cipher's key (``Fernet(b"K")``, ``AESGCM(b"K")``, ``AES.new(b"K", mode)``), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
@@ -145,7 +152,7 @@ What is detected (the marker's kind in brackets):
   Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
   row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
-  ``SSHPASS=``, ``REDISCLI_AUTH=`` [assignment]; Ansible's ``{{ 'PW' | password_hash(...) }}`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
+  ``SSHPASS=``, ``REDISCLI_AUTH=``, ``pass``/``pw`` right after a user's field (``user: bob, pass: PW``) [assignment]; Ansible's ``{{ 'PW' | password_hash(...) }}`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
   ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
@@ -162,7 +169,7 @@ What is detected (the marker's kind in brackets):
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
-  ``[sudo] password for bob: PW``, "login with admin / PW", when the value mixes letters with digits or symbols
+  ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -340,6 +347,12 @@ _MADE_TAILS = (
     "sharedkey",  # WireGuard PresharedKey
     "secretkeybase",  # Rails SECRET_KEY_BASE
     "secretid",  # Vault AppRole's secret_id, Consul's and Nomad's SecretID
+    # Keys named by what they sign or encrypt with: jwtKey, JWT_KEY, hmac_key, aesKey.
+    "jwtkey",
+    "hmackey",
+    "aeskey",
+    "cipherkey",
+    "cryptokey",
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
@@ -618,7 +631,8 @@ def _after(words: tuple[str, ...], sep: str) -> str:
 _VALUE = (
     # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
     # (SQL's national strings too: `WITH PASSWORD = N'x'`.)
-    r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?='))?"
+    # (Go's `[]byte("...")` is a conversion: `jwtKey := []byte("k")`.)
+    r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?=')|\[\]byte\((?=[\"`]))?"
     r"(?:"
     r"\"(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
     r"|'(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
@@ -1449,6 +1463,16 @@ _MKPASSWD = re.compile(
     r"[ \t]+(?P<s>[^\s\"'|;&<>-][^\s\"'|;&<>\\]*)"
 )
 _PW_WORD_MARK = marker("cli-flag")
+# wpa_passphrase's `wpa_passphrase SSID PASSPHRASE` (without the second word it reads stdin).
+_WPA_PASSPHRASE = re.compile(
+    r"passphrase(?<=wpa_passphrase)(?<![\w.-]wpa_passphrase)[ \t]+(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'|;&<>\\]+)"
+    r"[ \t]+(?P<w>\"[^\"\r\n]+\"|'[^'\r\n]+'|[^\s\"'|;&<>\\]+)"
+)
+
+
+def _replace_wpa_passphrase(text: str, m: "re.Match[str]") -> Optional[str]:
+    marked = _mark_arg(m.group("w"), "")
+    return None if marked is None else _replace_group(text, m, "w", marked)
 
 
 def _replace_pw_words(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1547,6 +1571,7 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("composer", ("config",), r"http-basic\.[^\s=]+", 1, ""),  # composer config http-basic.REPO USER PW
     ("composer", ("config",), r"(?:github-oauth|gitlab-token)\.[^\s=]+", 0, ""),
     ("net", (), "user", 1, ""),  # Windows: net user NAME PW /add
+    ("mysqladmin", None, "password", 0, ""),  # mysqladmin -u root password NEW_PW
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
@@ -1564,6 +1589,8 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "openssl": frozenset({"-salt", "-in", "-table"}),
     "composer": frozenset({"-d", "--working-dir"}),
     "net": frozenset(),
+    "mysqladmin": frozenset({"-u", "--user", "-h", "--host", "-P", "--port", "-S", "--socket", "-c", "--count", "-i", "--sleep",
+                             "-O", "--defaults-file", "--defaults-extra-file"}),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -2095,6 +2122,13 @@ def _replace_mail_login(text: str, m: "re.Match[str]") -> Optional[str]:
 # variable there is code.
 _CALL_ARG = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|\{[^{}]*\}|[\w.\[\]$]+(?:\([^()\r\n]*\))?)"
 _LITERAL_ARG = r"(?:[bB]|\[\]byte\()?(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.)+)(?P=q)"
+# What hashes passwords, named by library or by argon2-cffi's docs' `ph`: node-argon2 and
+# passlib's `argon2`, py-scrypt's `scrypt`, passlib's `pbkdf2_sha256` and `bcrypt_sha256`,
+# argon2-cffi's `PasswordHasher()` (its arguments too), passlib's `.using(rounds=...)` after any.
+_PASSWORD_HASHER = (
+    r"(?:argon2|Argon2|scrypt(?<![\w.]scrypt)|ph(?<![\w.]ph)|pbkdf2_sha(?:1|256|512)|bcrypt_sha256|PasswordHasher\([^()\r\n]*\))"
+    r"(?:\.using\([^()\r\n]*\))?"
+)
 # (Each alternative starts with a literal and looks back after it, so that the search over a
 # whole text scans for those literals' first letters instead of trying every offset.)
 _SECOND_ARG_CALLS = (
@@ -2106,6 +2140,9 @@ _SECOND_ARG_CALLS = (
     r"|BasicAWSCredentials\(|HTTPDigestAuth\("
     # RabbitMQ's pika.PlainCredentials('user', 'pw'); Oracle's cx_Oracle/oracledb.connect('user', 'pw', dsn).
     r"|PlainCredentials\(|cx_Oracle\.connect\(|oracledb\.connect\("
+    # (hash, password): argon2-cffi's `ph.verify(h, 'pw')`, node-argon2's `argon2.verify(h, 'pw')`, Go's
+    # `bcrypt.CompareHashAndPassword(h, []byte("pw"))`; (algorithm, password): `hashlib.pbkdf2_hmac('sha256', b'pw', ...)`.
+    rf"|{_PASSWORD_HASHER}\.verify\(|CompareHashAndPassword\(|pbkdf2_hmac\("
 )
 # (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
 _THIRD_ARG_CALLS = (
@@ -2127,13 +2164,28 @@ _USER_LITERAL_CALLS = (
     r"connect(?<=\.connect)\([ \t]*{arg}[ \t]*,[ \t]*(?:[0-9]{{1,5}}|[\w.]*(?i:port)[\w.]*)[ \t]*,[ \t]*"
     r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*"
 )
-# (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key. Password hashing handed the
-# password itself: `bcrypt.hashpw(b"pw", ...)`, `bcrypt.hash('pw', 10)`, `bcrypt.compare('pw', h)`,
-# Werkzeug's `generate_password_hash('pw')`, Django's `make_password('pw')`.)
+# (jwt-go's `token.SignedString([]byte("key"))`: an HMAC key. Password hashing, checking and key
+# derivation handed the password itself, as their docs' first lines show it: `bcrypt.hashpw(b"pw",
+# ...)`, `bcrypt.hash('pw', 10)`, `bcrypt.compare('pw', h)`, jBCrypt's `BCrypt.hashpw("pw", salt)`,
+# Go's `bcrypt.GenerateFromPassword([]byte("pw"), cost)`, Ruby's `BCrypt::Password.create('pw')`,
+# node-argon2's `argon2.hash('pw')`, argon2-cffi's `PasswordHasher().hash("pw")` and `ph.hash("pw")`,
+# passlib's `pbkdf2_sha256.hash("pw")` and `.verify("pw", h)` (any `*_crypt` scheme too), Spring's
+# `passwordEncoder.encode("pw")` / `.matches("pw", h)`, PHP's `password_hash('pw', ...)` and
+# `password_verify('pw', $h)`, Werkzeug's `generate_password_hash('pw')`, Django's
+# `make_password('pw')`, `hashlib.scrypt(b"pw", ...)`, Node's `crypto.pbkdf2Sync('pw', ...)` and
+# `crypto.scryptSync('pw', ...)`, .NET's `new Rfc2898DeriveBytes("pw", salt, n)` and
+# `KeyDerivation.Pbkdf2("pw", ...)`. And a cipher's key: `Fernet(b"key")`, `AESGCM(b"key")`,
+# `ChaCha20Poly1305(b"key")`, PyCryptodome's `AES.new(b"key", mode)`.)
 _FIRST_ARG_CALLS = (
     r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
-    r"|crypt(?<=bcrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\(|password(?<=generate_password)_hash\("
-    r"|password(?<=make_password)\("
+    r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
+    r"|rypt(?<=BCrypt)::Password\.create\("
+    rf"|{_PASSWORD_HASHER}\.(?:hash|verify|encrypt)\(|crypt(?<=_crypt)\.(?:hash|verify|encrypt)\("
+    r"|Encoder(?<=passwordEncoder|PasswordEncoder)(?:\([^()\r\n]*\))?\.(?:encode|matches)\("
+    r"|password(?<=generate_password)_hash\(|password(?<![\w.$>]password)_(?:hash|verify)\(|password(?<=make_password)\("
+    r"|scrypt(?:(?<=hashlib\.scrypt)|(?<=crypto\.scrypt))(?:Sync)?\(|pbkdf2(?<=crypto\.pbkdf2)(?:Sync)?\("
+    r"|Rfc2898DeriveBytes(?:\.Pbkdf2)?\(|Pbkdf2(?<=KeyDerivation\.Pbkdf2)\("
+    r"|Fernet\(|AESGCM\(|ChaCha20Poly1305\(|AES(?<![\w.]AES)\.new\("
 )
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
@@ -2146,15 +2198,29 @@ _CALL_BEFORE_COMMA = re.compile(
     rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)}|{_USER_LITERAL_CALLS.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
-_CALL_NAMES = re.compile(r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP|Sequelize|PlainAuth|\.connect")
+_CALL_NAMES = re.compile(
+    r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
+    r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2"
+)
+_OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
     ("A", r"(?<=HM)(?=C\.new\()"),
     ("Key", r"(?=Spec\()"),
     ("S", r"(?=ignedString\(\[\]byte\()"),
-    ("bcrypt.", r"(?=(?:hashpw|hashSync|hash|compareSync|compare|checkpw)\()"),
-    ("password", r"(?<=generate_password)(?=_hash\()|(?<=make_password)(?=\()"),
+    ("A", r"(?<![\w.]A)(?=ES\.new\(|ESGCM\()"),
+    # (BCrypt, bcrypt, _crypt, scrypt: one anchor; a literal must open the call.)
+    ("rypt", rf"(?=(?:\.\w+|::Password\.create|Sync)?\({_OPENS_LITERAL})"),
+    ("rgon2", rf"(?=(?:\.using\([^()\r\n]*\))?\.(?:hash|verify)\({_OPENS_LITERAL})"),
+    ("hash(", rf"(?={_OPENS_LITERAL})"),
+    ("verify(", rf"(?={_OPENS_LITERAL})"),
+    ("Encoder", rf"(?=(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
+    ("password", r"(?<=make_password)(?=\()"),
+    ("bkdf2", rf"(?=(?:Sync)?\({_OPENS_LITERAL})"),
+    ("DeriveBytes", ""),
+    ("Fernet(", ""),
+    ("20Poly1305(", ""),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
@@ -2166,14 +2232,19 @@ def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]
     return _replace_positional_literal(text, m)
 
 
+_ALGORITHM_NAMES = frozenset(
+    ("SHA256", "SHA1", "SHA512", "SHA384", "MD5", "HS256", "HS512", "BLOWFISH", "BCRYPT", "SHA256_CRYPT", "SHA512_CRYPT", "MD5_CRYPT")
+)
+
+
 def _replace_positional_literal(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s")
     if _is_placeholder(value) or len(value) < 4 or value.startswith(_MARKER_OPEN):
         return None  # jwt.sign(payload, 'secret'): a tutorial's word, not a key
     if _DOTTED_REF.fullmatch(value) and not _looks_random(value):
         return None
-    if value.upper() in ("SHA256", "SHA1", "SHA512", "SHA384", "MD5", "HS256", "HS512"):
-        return None  # createHmac(alg, ...) read one argument early
+    if value.upper() in _ALGORITHM_NAMES:
+        return None  # createHmac(alg, ...) read one argument early; Ansible's password_hash('sha512')
     return _replace_group(text, m, "s", _POSITIONAL_LITERAL_MARK)
 
 
@@ -2302,19 +2373,41 @@ _PROSE_SECRET_GATES = (
     ("key", _PROSE_AFTER_NAME),
     ("Key", _PROSE_AFTER_NAME),
 )
-# --- "login with admin / S3cr3t!pass", "Login: root/Tr0ub4dor3": a user and its password after
-# `login`, a slash between; the password must mix letters with digits or symbols (a path, `login
-# as user/pass`, stays). Found at the `login` and `LOGIN` anchors and at `Login:`'s colon.
-_LOGIN_PAIR_REST = r"(?:[ \t]+(?:with|is|as|using)|[ \t]*:)?[ \t]+[\w@.+-]{1,64}[ \t]*/[ \t]*"
+# --- "login with admin / S3cr3t!pass", "Login: root/Tr0ub4dor3", "the creds are admin/Tr0ub4dor3":
+# a user and its password after `login` or `creds`/`credentials`, a slash between; the password
+# must mix letters with digits or symbols (a path, `login as user/pass`, stays). Found at the
+# `login`, `LOGIN`, `creds` and `redentials` anchors and at `Login:`'s colon.
+_LOGIN_PAIR_REST = r"(?:[ \t]+(?:with|is|are|as|using)|[ \t]*:)?[ \t]+[\w@.+-]{1,64}[ \t]*/[ \t]*"
 _LOGIN_PAIR = re.compile(
-    rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)){_LOGIN_PAIR_REST}"
-    r"[`'\"]?(?P<s>[^\s/`'\"]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z))"
+    rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)|creds(?<![\w.-]creds)|Creds(?<![\w.-]Creds)"
+    rf"|redentials(?<![\w.-][cC]redentials)){_LOGIN_PAIR_REST}"
+    # (A JSON string's escaped line break ends the password too.)
+    r"[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
 )
 _LOGIN_PAIR_GATES = (
     ("login", rf"(?<![\w.-]login)(?={_LOGIN_PAIR_REST})"),
     ("LOGIN", rf"(?<![\w.-]LOGIN)(?={_LOGIN_PAIR_REST})"),
     (":", rf"(?<=Login:)(?={_LOGIN_PAIR_REST})"),
+    ("creds", rf"(?<![\w.-]creds)(?={_LOGIN_PAIR_REST})"),
+    ("Creds", rf"(?<![\w.-]Creds)(?={_LOGIN_PAIR_REST})"),
+    ("redentials", rf"(?<![\w.-][cC]redentials)(?={_LOGIN_PAIR_REST})"),
 )
+# --- "user: admin, pass: S3cr3t", "username=bob pw=hunter22": `pass` or `pw` alone names a
+# password where a user's field comes right before it on the line (alone, `pass:` is a compiler's
+# or a test's pass: "# First pass:", "pass: 12"). The user stays.
+_USER_PASS = re.compile(
+    r"(?:user|User|USER|login|Login|LOGIN)(?:name|Name|NAME)?[ \t]*[:=][ \t]*[\"']?[\w@.+-]{1,64}[\"']?[ \t]*[,;|]?[ \t]+"
+    r"(?:pass|Pass|PASS|pw|Pw|PW)[ \t]*[:=][ \t]*[\"']?(?P<s>[^\s\"',;|\\]+)"
+)
+_USER_PASS_LOOK = r"(?<![\w.-]{word})(?=[ \t]*[:=][ \t]*[\"']?[^\s\"',;|\\])"
+_USER_PASS_GATES = tuple((word, _USER_PASS_LOOK.format(word=word)) for word in ("pass", "Pass", "PASS", "pw", "Pw", "PW"))
+
+
+def _replace_user_pass(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if not _plausible_secret(_CHOSEN, value) or value.lower() in ("true", "false", "none", "null", "yes", "no"):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2636,10 +2729,13 @@ _GO_MYSQL_DSN = re.compile(r"(?<![\w.\[-])[\w.$-]+:(?P<s>[^\s@\\\"'`/:\[\]]+)@(?
 
 # A `user:password` literal encoded for a Basic Authorization header in code: JS's
 # `btoa('bob:pw')`, Node's `Buffer.from('bob:pw').toString('base64')`, Python's
-# `base64.b64encode(b"bob:pw")`; and PHP's
-# `curl_setopt($ch, CURLOPT_USERPWD, "bob:pw")`. The user stays.
+# `base64.b64encode(b"bob:pw")`, Go's `base64.StdEncoding.EncodeToString([]byte("bob:pw"))`,
+# Java's `Base64.getEncoder().encodeToString("bob:pw".getBytes())`, C#'s
+# `Convert.ToBase64String(Encoding.UTF8.GetBytes("bob:pw"))`, Ruby's `Base64.strict_encode64("bob:pw")`,
+# PHP's `base64_encode("bob:pw")`; and PHP's `curl_setopt($ch, CURLOPT_USERPWD, "bob:pw")`. The user stays.
 _ENCODED_CREDENTIALS = re.compile(
-    r"(?:(?:btoa|b64encode|Buffer\.from)\([ \t]*[bB]?|USERPWD,[ \t]*)"
+    r"(?:(?:btoa|b64encode|Buffer\.from|EncodeToString|encodeToString|encode64|base64_encode|ToBase64String)\([ \t]*"
+    r"(?:[bB]|\[\]byte\([ \t]*|[\w.]*GetBytes\([ \t]*)?|USERPWD,[ \t]*)"
     # (Not a URI: `Buffer.from('data:image/png;base64,...')`, `btoa('https://x')`.)
     r"(?P<q>[\"'])(?!(?i:data|https?|mailto|urn|file|blob):)[\w.@+-]+:(?!//)(?P<s>[^\"'\s\\]+)(?P=q)"
 )
@@ -2647,6 +2743,10 @@ _ENCODED_CREDENTIALS_GATES = (
     ("btoa(", ""),
     ("b64encode(", ""),
     ("Buffer.from(", ""),
+    ("ncodeToString(", ""),
+    ("ToBase64String(", ""),
+    ("encode64(", ""),
+    ("base64_encode(", ""),
     ("USERPWD", r"(?=,)"),
 )
 # Ansible's `password: "{{ 'pw' | password_hash('sha512') }}"`: a literal hashed at run time
@@ -2864,6 +2964,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("pdftk-pw", _PDFTK_PW, _replace_pw_words, (("pw", r"(?:(?<=user_pw)|(?<=owner_pw))(?=[ \t]+\S)"),)),
     _Rule("cli-flag", _QPDF_ENCRYPT, _replace_pw_words, (("-", r"(?<=[ \t]-)(?=-encrypt[ \t])"),)),
     _Rule("mkpasswd", _MKPASSWD, _replace_pw_words, (("passwd", r"(?<=mkpasswd)(?=[ \t])"),)),
+    _Rule("wpa-passphrase", _WPA_PASSPHRASE, _replace_wpa_passphrase, (("passphrase", r"(?<=wpa_passphrase)(?=[ \t])"),)),
     _Rule("passwordeval", _PASSWORDEVAL, _replace_passwordeval, (("password", r"(?=eval[ \t]+[\"']?(?:echo|printf)[ \t])"),)),
     _Rule("secret-id", _SECRET_ID, _group("assignment"), (("Secret", "(?=I[Dd]| ID[ \t]*[:=])"), ("secret", "(?=Id|_id|-id)"), ("S", "(?=ECRET_ID)"))),
     _Rule(
@@ -2874,6 +2975,7 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
     _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
+    _Rule("user-pass", _USER_PASS, _replace_user_pass, _USER_PASS_GATES),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),

@@ -825,6 +825,65 @@ POSITIVE = [
         "openssl passwd -6 -salt abc [REDACTED:cli-flag]",
     ),
     (
+        # Password hashing, checking and key derivation handed the password as a literal, in the
+        # libraries' own words; and a cipher's key.
+        "password-hashing-more-libraries",
+        'h = await argon2.hash("Tr0ub4dor3xq")\nok = await argon2.verify(stored, "Tr0ub4dor3xq")\n'
+        'h = PasswordHasher().hash("Tr0ub4dor3xq")\nph.verify(h, "Tr0ub4dor3xq")\nh = pbkdf2_sha256.using(rounds=9).hash("Tr0ub4dor3xq")\n'
+        'sha512_crypt.verify("Tr0ub4dor3xq", h)\nString h = BCrypt.hashpw("Tr0ub4dor3xq", BCrypt.gensalt());\n'
+        "BCrypt::Password.create('Tr0ub4dor3xq')\n"
+        'h, _ := bcrypt.GenerateFromPassword([]byte("Tr0ub4dor3xq"), 10)\nerr := bcrypt.CompareHashAndPassword(h, []byte("Tr0ub4dor3xq"))\n'
+        'passwordEncoder.encode("Tr0ub4dor3xq")\nnew BCryptPasswordEncoder().matches("Tr0ub4dor3xq", h)\n'
+        "$h = password_hash('Tr0ub4dor3xq', PASSWORD_DEFAULT);\npassword_verify('Tr0ub4dor3xq', $h)\n"
+        'dk = hashlib.pbkdf2_hmac("sha256", b"Tr0ub4dor3xq", salt, 100000)\nk = hashlib.scrypt(b"Tr0ub4dor3xq", salt=s, n=2)\n'
+        'crypto.pbkdf2Sync("Tr0ub4dor3xq", salt, 1000, 64, "sha512")\ncrypto.scryptSync("Tr0ub4dor3xq", "salt", 64)\n'
+        'new Rfc2898DeriveBytes("Tr0ub4dor3xq", salt, 10000)\nKeyDerivation.Pbkdf2("Tr0ub4dor3xq", salt, prf, 1000, 32)\n'
+        'f = Fernet(b"Tr0ub4dor3xqTr0ub4dor3xqTr0ub4dor3xq0123456=")\nc = AES.new(b"Tr0ub4dor3xq1234", AES.MODE_GCM)\nAESGCM(b"Tr0ub4dor3xq1234")',
+        'h = await argon2.hash("[REDACTED:code-literal]")\nok = await argon2.verify(stored, "[REDACTED:code-literal]")\n'
+        'h = PasswordHasher().hash("[REDACTED:code-literal]")\nph.verify(h, "[REDACTED:code-literal]")\n'
+        'h = pbkdf2_sha256.using(rounds=9).hash("[REDACTED:code-literal]")\n'
+        'sha512_crypt.verify("[REDACTED:code-literal]", h)\nString h = BCrypt.hashpw("[REDACTED:code-literal]", BCrypt.gensalt());\n'
+        "BCrypt::Password.create('[REDACTED:code-literal]')\n"
+        'h, _ := bcrypt.GenerateFromPassword([]byte("[REDACTED:code-literal]"), 10)\n'
+        'err := bcrypt.CompareHashAndPassword(h, []byte("[REDACTED:code-literal]"))\n'
+        'passwordEncoder.encode("[REDACTED:code-literal]")\nnew BCryptPasswordEncoder().matches("[REDACTED:code-literal]", h)\n'
+        "$h = password_hash('[REDACTED:code-literal]', PASSWORD_DEFAULT);\npassword_verify('[REDACTED:code-literal]', $h)\n"
+        'dk = hashlib.pbkdf2_hmac("sha256", b"[REDACTED:code-literal]", salt, 100000)\nk = hashlib.scrypt(b"[REDACTED:code-literal]", salt=s, n=2)\n'
+        'crypto.pbkdf2Sync("[REDACTED:code-literal]", salt, 1000, 64, "sha512")\ncrypto.scryptSync("[REDACTED:code-literal]", "salt", 64)\n'
+        'new Rfc2898DeriveBytes("[REDACTED:code-literal]", salt, 10000)\nKeyDerivation.Pbkdf2("[REDACTED:code-literal]", salt, prf, 1000, 32)\n'
+        'f = Fernet(b"[REDACTED:code-literal]")\nc = AES.new(b"[REDACTED:code-literal]", AES.MODE_GCM)\nAESGCM(b"[REDACTED:code-literal]")',
+    ),
+    (
+        "encoded-credentials-more-languages",
+        'base64.StdEncoding.EncodeToString([]byte("bob:Tr0ub4dor3xq"))\nBase64.getEncoder().encodeToString("bob:Tr0ub4dor3xq".getBytes())\n'
+        'Convert.ToBase64String(Encoding.UTF8.GetBytes("bob:Tr0ub4dor3xq"))\nBase64.strict_encode64("bob:Tr0ub4dor3xq")\n'
+        "base64_encode('bob:Tr0ub4dor3xq')",
+        'base64.StdEncoding.EncodeToString([]byte("bob:[REDACTED:authorization]"))\n'
+        'Base64.getEncoder().encodeToString("bob:[REDACTED:authorization]".getBytes())\n'
+        'Convert.ToBase64String(Encoding.UTF8.GetBytes("bob:[REDACTED:authorization]"))\nBase64.strict_encode64("bob:[REDACTED:authorization]")\n'
+        "base64_encode('bob:[REDACTED:authorization]')",
+    ),
+    (
+        # Go's []byte conversion around a key's literal; keys named by what they sign with.
+        "go-byte-keys-and-signing-key-names",
+        'var jwtKey = []byte("Tr0ub4dor3xq")\njwtSecret := []byte("Tr0ub4dor3xq")\nhmac_key = "Tr0ub4dor3xq"\nAES_KEY=Tr0ub4dor3xq',
+        'var jwtKey = []byte("[REDACTED:assignment]")\njwtSecret := []byte("[REDACTED:assignment]")\nhmac_key = "[REDACTED:assignment]"\n'
+        "AES_KEY=[REDACTED:assignment]",
+    ),
+    (
+        "wifi-and-mysqladmin-passwords",
+        'wpa_passphrase MyNet Tr0ub4dor3xq\nwpa_passphrase "Home Net" "my pass phrase"\nmysqladmin -u root password Tr0ub4dor3xq\n'
+        "mysqladmin -uroot -h db password 'new pw here'",
+        'wpa_passphrase MyNet [REDACTED:cli-flag]\nwpa_passphrase "Home Net" "[REDACTED:cli-flag]"\nmysqladmin -u root password [REDACTED:cli-flag]\n'
+        "mysqladmin -uroot -h db password '[REDACTED:cli-flag]'",
+    ),
+    (
+        "user-and-pass-fields-in-prose",
+        "user: admin, pass: swordfish\nusername=bob pw=hunter22\nthe creds are admin/Tr0ub4dor3xq\nCredentials: root / S3cr3t-pass",
+        "user: admin, pass: [REDACTED:assignment]\nusername=bob pw=[REDACTED:assignment]\nthe creds are admin/[REDACTED:prose-secret]\n"
+        "Credentials: root / [REDACTED:prose-secret]",
+    ),
+    (
         "more-login-tools",
         "cf login -a api.x -u bob -p Tr0ub4dor3xq\noc login -u admin -p Tr0ub4dor3xq https://api.x:6443\n"
         "mosquitto_passwd -b passwd bob Tr0ub4dor3xq\ncomposer config http-basic.repo.example.com bob Tr0ub4dor3xq\n"
@@ -1065,6 +1124,15 @@ NEGATIVE = [
         "bare-command-output-lookalikes",
         "op read op://dev/db/password\necho done\npass show email/gmail\nfi\nop read op://dev/db/password > /tmp/pw\nchmod600\n"
         "echo hello\nabc123def",
+    ),
+    (
+        "hashing-key-and-pass-lookalikes",
+        "ph.hash(password)\nh = argon2.hash(req.body.password)\ngraph.hash(\"node-1\")\nc = AES.new(key, AES.MODE_GCM)\n"
+        "f = Fernet(Fernet.generate_key())\nnew TextEncoder().encode(\"hello\")\nhashlib.sha256(b\"hello\")\ncrypto.createHash(\"sha256\")\n"
+        "EncodeToString([]byte(\"user:\" + pw))\nbase64_encode(\"hello world\")\nwpa_passphrase MyNet\nwpa_passphrase MyNet < pw.txt\n"
+        "mysqladmin -u root -p password\nUse mysqladmin password to change it\nUSER=bob PASS=true\nuser: 3, pass: 12, fail: 0\n"
+        "the credentials are stored in /etc/creds\nCredentials are read from ~/.aws/credentials\nkey := []byte(name)\n"
+        "sort_key = []byte(\"name\")",
     ),
     (
         "hashing-and-passwd-lookalikes",
