@@ -47,7 +47,8 @@ What is detected (the marker's kind in brackets):
 - JWTs ``eyJ...eyJ...sig`` [jwt]; a base64 docker config (``.dockerconfigjson: eyJhdXRocyI6...``)
   [docker-auth]; ``aws ecr get-login-password``'s ``eyJwYXlsb2FkIjoi...`` [aws-ecr-token]
 - ``Authorization: Bearer|Basic|Token <value>`` headers, also as a dict key or a
-  ``headers["Authorization"] = ...`` subscript [authorization], a bare ``Bearer <token>``
+  ``headers["Authorization"] = ...`` subscript, and under any other scheme or none when the value
+  looks machine-made (``SSWS``, ``Splunk``, ``Bot``, ``GenieKey``, ``SharedKey``) [authorization], a bare ``Bearer <token>``
   [bearer-token], a bare ``Basic <base64 user:password>`` [authorization]; requests'
   ``auth=("user", "pw")`` and ``BasicAuth("user", "pw")``, ``basic_auth=``/``http_auth=("user", "pw")``, ``.basicAuth("user", "pw")``,
   ``.credentials("user", "pw")``, ``.auth("user", "pw")``, reqwest's ``.basic_auth("user", Some("pw"))``
@@ -76,7 +77,8 @@ What is detected (the marker's kind in brackets):
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
-  ``_SALT``, ``_PASS`` or ``_PW``, each also with a variant after it (``DB_PASSWORD_PROD``,
+  ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
+  ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password``; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
@@ -96,12 +98,18 @@ What is detected (the marker's kind in brackets):
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
   PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, PowerShell-style ``-Password``/``-ApiKey`` (any program),
-  ``ssh-keygen -N PW``, ``keytool -storepass PW``, ``useradd|usermod|hydra -p PW``,
+  ``ssh-keygen -N PW``, ``keytool|jarsigner -storepass PW``, ``useradd|usermod|hydra -p PW``,
+  ``cqlsh|cypher-shell|rabbitmqadmin|certutil -p PW``, ``influx|doctl|codecov -t TOKEN``, ``consul|nomad
+  -secret|-token T``, ``etcdctl --user root:PW``, ``crane|regctl ... login -p PW``; any program's
+  ``--creds``/``--src-creds``/``--dest-creds``/``--basic-auth``/``--proxy-user``/``--proxyauth``/``--auth-cred``/``--auth``
+  ``USER:PW`` (after the colon); ``-p PW`` after ``-u USER`` in a command no table knows (``snowsql -u me -p PW``;
+  not a port, pid, path, file or sudo's prompt),
   ``--secret-string PW`` (``aws secretsmanager``), SecretManagement's ``Set-Secret -Secret PW``, ``redis-server --requirepass PW``, ``gh secret
   set NAME --body V``, openssl's ``-passin pass:PW`` and cmdkey's ``/pass:PW``; a password piped
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
   --password-stdin``, ``| chpasswd``, ``| gpg --passphrase-fd 0``, ``| gh secret set``, ``|
   wrangler secret put``, ``| vercel env add``, ``| gcloud secrets versions add``, ``pass insert``,
+  ``gh auth login --with-token``, ``-o password_stdin``, ``--token-stdin``, ``--from-file=k=/dev/stdin``,
   ``secret-tool store``, ``keyring set``), or handed to it in a here-string (``<<< PW``) or a
   one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText``; the same flags in an argv list in code, each word a
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
@@ -353,6 +361,15 @@ _MADE_TAILS = (
     "aeskey",
     "cipherkey",
     "cryptokey",
+    # Keys named by whom they let in: an app's, a subscription's, a licence's (New Relic's
+    # `license_key` is its ingest key), an ingest endpoint's: DD_APP_KEY, applicationKey,
+    # Ocp-Apim-Subscription-Key, NEW_RELIC_LICENSE_KEY, ingest_key.
+    "appkey",
+    "applicationkey",
+    "subscriptionkey",
+    "licensekey",
+    "ingestkey",
+    "adminkey",
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
@@ -373,6 +390,7 @@ _UPPER_VARIANT = rf"(?:\d{{1,3}}|V\d{{1,2}}|CONFIRM(?:ATION)?|{'|'.join(v.upper(
 _VARIANT_SUFFIX = re.compile(rf"{_VARIANT}$")
 
 _CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
+_HEADER_KEY = re.compile(r"(?:[A-Z][A-Za-z0-9]*-)+Key|(?:[A-Z][A-Z0-9]*-)+KEY")
 
 
 def _normalize_name(name: str) -> str:
@@ -404,6 +422,11 @@ def _name_kind(name: str) -> Optional[str]:
     # value; lower-case `sort_key`, `cache_key`, `primary_key` never count.
     # WordPress's AUTH_SALT and friends likewise (a lower-case `salt = "v2-config"` is a constant).
     if (bare.endswith(("_KEY", "_SALT")) and bare.isupper()) or _PASS_TAIL.search(bare):
+        return _WEAK
+    # An HTTP header's name in its own case, ending in Key: `DD-APPLICATION-KEY: x`,
+    # `X-Client-Key: x`, `X-Shopify-Key`. (Lower-case `cache-key:` is a CI setting; a WebSocket
+    # handshake's and an idempotency key are nonces, no secrets.)
+    if _HEADER_KEY.fullmatch(bare) and not norm.startswith(("secwebsocket", "idempotency")):
         return _WEAK
     # A secret's name with a variant after it, as .env files and forms number and stage them:
     # DB_PASSWORD_PROD, API_KEY_2, STRIPE_SECRET_KEY_TEST, password2, password_confirmation.
@@ -943,10 +966,16 @@ def _assignment_gates() -> tuple[tuple[str, str], ...]:
     return (("=", _after(_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")), (",", _COMMA_LOOK))
 
 
-# `Authorization: Bearer x`, `"Authorization": "Basic x"`, `-H 'authorization: token x'`.
+# `Authorization: Bearer x`, `"Authorization": "Basic x"`, `-H 'authorization: token x'`; and
+# any other scheme, or none: Okta's `SSWS x`, Splunk's `Splunk x`, Discord's `Bot x`, OpsGenie's
+# `GenieKey x`, Klaviyo's `Klaviyo-API-Key x`, Azure Storage's `SharedKey acct:sig`, a bare
+# `Authorization: x` (the JSON view marks these whatever the scheme; the text view let them go).
+# Under a scheme it does not know, or none, the value must look machine-made (a digit, or random
+# case): `authorization: enabled` (mongod.conf) and "Authorization: see below" are words.
 _AUTHORIZATION = re.compile(
     rf"(?:=(?P<eq_sep>{_after(('authorization',), '=')})|:(?P<colon_sep>{_after(('authorization',), ':')}))"
-    r"[ \t]*\\*[\"']?[ \t]*(?i:bearer|basic|token|digest)[ \t]+(?P<s>[A-Za-z0-9._~+/=-]{8,})"
+    r"[ \t]*\\*[\"']?[ \t]*(?:(?i:bearer|basic|token|digest)[ \t]+(?P<s>[A-Za-z0-9._~+/=-]{8,})"
+    r"|(?:[A-Za-z][\w-]{1,30}[ \t]+)?(?P<other>[A-Za-z0-9._~+/=:-]{8,500})(?![^\s\"'\\,;]))"
 )
 # A bare `Bearer x` outside a header. Prose says "Bearer authentication", so the token must
 # contain a digit and be long enough to be random.
@@ -965,6 +994,15 @@ def _replace_basic(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 _AUTHORIZATION_MARK = marker("authorization")
+
+
+def _replace_authorization(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.start("s") >= 0:
+        return None if _is_placeholder(m.group("s")) else _replace_group(text, m, "s", _AUTHORIZATION_MARK)
+    value = m.group("other")
+    if _is_placeholder(value) or not _looks_made(value.replace(":", "")) or _HEX_COLOR.fullmatch(value):
+        return None
+    return _replace_group(text, m, "other", _AUTHORIZATION_MARK)
 _AUTH_SCHEME = re.compile(r"[ \t]*(?i:bearer|basic|token|digest|negotiate|ntlm|ssws|apikey)[ \t]+")
 
 # `Cookie:` and `Set-Cookie:` headers (curl -v, HTTP dumps, `-H "Cookie: ..."`, `{"Cookie": "..."}`):
@@ -1139,19 +1177,50 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
     **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
     **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
-    "keytool": tuple((f, "s", "") for f in ("storepass", "keypass", "srcstorepass", "deststorepass", "srckeypass", "destkeypass")),
+    **dict.fromkeys(
+        ("keytool", "jarsigner"),
+        tuple((f, "s", "") for f in ("storepass", "keypass", "srcstorepass", "deststorepass", "srckeypass", "destkeypass")),
+    ),
+    # Database shells that take `-u USER -p PW` (Cassandra, Neo4j, RabbitMQ's management CLI),
+    # and Windows' certutil (`certutil -importpfx -p PW cert.pfx`).
+    **dict.fromkeys(("cqlsh", "cypher-shell", "rabbitmqadmin", "certutil"), (("p", "s", ""),)),
+    # CLIs that take an API token as `-t TOKEN`: InfluxDB 2's, DigitalOcean's (`doctl auth init
+    # -t`), Codecov's uploader.
+    **dict.fromkeys(("influx", "doctl", "codecov", "codecovcli"), (("t", "s", ""),)),
+    "etcdctl": (("-user", "s", ":"),),  # etcdctl --user root:PW
+    # Go-style single-dash flags: `consul acl token create -secret S`, `consul members -token T`, `nomad -token T`.
+    **dict.fromkeys(("consul", "nomad"), (("secret", "s", ""), ("token", "s", ""))),
     "openssl": (("k", "s", ""), ("pass", "s", "pass:"), ("passin", "s", "pass:"), ("passout", "s", "pass:"), ("password", "s", "pass:")),
 }
 # These only after a subcommand: `docker login -p`, `az login -p`, `gh secret set NAME -b`.
 _FLAG_SUBCOMMANDS: dict[str, tuple[str, _FlagSpec]] = {
-    **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az", "cf", "oc")},
+    **{prog: ("login", _LOGIN_FLAGS) for prog in ("docker", "podman", "buildah", "skopeo", "nerdctl", "helm", "oras", "az", "cf", "oc",
+                                                  "crane", "regctl")},
     "gh": ("secret", (("b", "gs", ""), ("-body", "s", ""))),
     "dotnet": ("nuget", (("p", "s", ""), ("k", "s", ""))),  # add source -p PW, push -k KEY
 }
 # Any program: single-dash long flags that say password (`influx -password pw`), and PowerShell's
 # and nuget's (`-Password pw`, `nuget push -ApiKey key`, `Publish-Module -NuGetApiKey key`).
 # (SecretManagement's `Set-Secret -Name db -Secret pw`.)
-_ANY_PROGRAM_FLAGS: _FlagSpec = tuple((f, "s", "") for f in ("password", "passwd", "Password", "ApiKey", "NuGetApiKey", "Secret"))
+_ANY_PROGRAM_FLAGS: _FlagSpec = tuple((f, "s", "") for f in ("password", "passwd", "Password", "ApiKey", "NuGetApiKey", "Secret")) + (
+    # And long flags that take `USER:PW`, whatever the program: container tools' `--creds`,
+    # `--src-creds`, `--dest-creds` (skopeo, podman, buildah), `--basic-auth`, `--proxy-user`,
+    # mitmproxy's `--proxyauth`, sqlmap's `--auth-cred`. Only the part after the colon goes; with
+    # no colon there is no password (`--creds bob` prompts).
+    tuple((f, "s", ":") for f in ("-creds", "-src-creds", "-dest-creds", "-basic-auth", "-basicauth", "-proxy-user", "-proxyauth",
+                                  "-proxy-auth", "-auth-cred", "-auth"))
+)
+# A program that no table knows, with a user named before it (`-u admin` or `--user admin`): its
+# `-p` is the user's password, the idiom of CLIs beyond count (`snowsql -a acct -u me -p PW`,
+# `mongostat -u u -p PW`, `java -jar tool.jar -u admin -p PW`). Not when the value reads as
+# something else that `-p` takes: a port or pid (`-p 8080:80`, `-p 1234,5678`), a path or a file
+# (`gunicorn -u www -p /run/app.pid`, `vim -u vimrc -p a.txt`), a format with `%`.
+_USER_FLAGS = frozenset({"-u", "-U", "--user", "--username", "-user", "-username"})
+_USER_NAME = re.compile(r"[\w@$.-]+(?<!\.[A-Za-z])(?<!\.[A-Za-z]{2})(?<!\.[A-Za-z]{3})")
+_USER_THEN_PASSWORD: _FlagSpec = (("p", "s", "guess"),)
+_NOT_A_PASSWORD = re.compile(r"[\d,:.-]+|.*[/\\%].*|.*\.[A-Za-z][A-Za-z0-9]{0,4}")
+# (sudo's and doas's `-p` is a prompt: `sudo -u postgres -p 'pw for %u: ' psql`.)
+_PROMPT_P_PROGRAMS = frozenset({"sudo", "doas"})
 # A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
 _OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
 _FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
@@ -1169,27 +1238,45 @@ def _program_of(word: str) -> str:
     `subprocess.run(["mysql"`; the command may open a quoted value glued to what precedes it:
     `MYSQL="mysql`, `alias db='redis-cli`, `{"command":"sshpass`, `f"curl`), its directory and
     `.exe` too."""
-    return _PROGRAM_OPENERS.split(word.rstrip("\"'`([{,"))[-1].rsplit("/", 1)[-1].removesuffix(".exe")
+    prog = _PROGRAM_OPENERS.split(word.rstrip("\"'`([{,"))[-1].rsplit("/", 1)[-1].removesuffix(".exe")
+    if ":" in prog:  # a search result's line: `deploy/app.sh:7:mysql -u root -p shop`
+        tail = prog.rsplit(":", 1)[1]
+        if tail in _FLAG_SECRETS or tail in _FLAG_SUBCOMMANDS or tail in _OTHER_PROGRAMS or tail in _PROMPT_P_PROGRAMS:
+            return tail
+    return prog
 
 
 class _CommandState:
     """The nearest known program among a command's words so far (None: none, or one that runs
-    another, whose flags are its own), and for a program with a subcommand whether it came."""
+    another, whose flags are its own), and for a program with a subcommand whether it came; and
+    whether a user was named (`-u bob`) in a command of no known program."""
 
-    __slots__ = ("prog", "sub_seen")
+    __slots__ = ("prog", "sub_seen", "user", "user_next", "no_guess")
 
     def __init__(self) -> None:
         self.prog: Optional[str] = None
         self.sub_seen = False
+        self.user = False  # `-u NAME` came (a name, not a file: `python -u app.py`)
+        self.user_next = False
+        self.no_guess = False  # `sudo -u bob -p 'prompt: '`: -p is sudo's prompt there
 
     def add(self, word: str) -> None:
-        if not word or word[0] == "-":  # a flag: never a program (most words of a long command)
+        if not word:
             return
+        if word[0] == "-":  # a flag: never a program (most words of a long command)
+            self.user_next = word in _USER_FLAGS
+            if word.startswith(("--user=", "--username=")):
+                self.user = True
+            return
+        if self.user_next:
+            self.user_next = False
+            self.user = self.user or _USER_NAME.fullmatch(word) is not None
         prog = _program_of(word)
         if prog in _FLAG_SECRETS or prog in _FLAG_SUBCOMMANDS:
-            self.prog, self.sub_seen = prog, False
-        elif prog in _OTHER_PROGRAMS:
+            self.prog, self.sub_seen, self.user = prog, False, False
+        elif prog in _OTHER_PROGRAMS or prog in _PROMPT_P_PROGRAMS:
             self.prog = None
+            self.no_guess = self.no_guess or prog in _PROMPT_P_PROGRAMS
         elif self.prog in _FLAG_SUBCOMMANDS and word == _FLAG_SUBCOMMANDS[self.prog][0]:
             self.sub_seen = True
 
@@ -1198,6 +1285,8 @@ class _CommandState:
             return _FLAG_SECRETS[self.prog] + _ANY_PROGRAM_FLAGS
         if self.prog in _FLAG_SUBCOMMANDS:
             return (_FLAG_SUBCOMMANDS[self.prog][1] if self.sub_seen else ()) + _ANY_PROGRAM_FLAGS
+        if self.user and not self.no_guess:
+            return _ANY_PROGRAM_FLAGS + _USER_THEN_PASSWORD
         return _ANY_PROGRAM_FLAGS
 
 
@@ -1253,6 +1342,8 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
             return None  # curl -u user: prompts for the password
         user, inner = inner.split(form, 1)
         keep = user + form
+    elif form == "guess" and _NOT_A_PASSWORD.fullmatch(inner):
+        return None
     elif form == "pass:":
         if not inner.startswith("pass:"):
             return None
@@ -1932,6 +2023,10 @@ _STDIN_READER = re.compile(
     # Password stores fed on stdin: `pass insert -e x <<< pw`, `secret-tool store ... <<< pw`,
     # `keyring set svc user <<< pw` (gcloud's `secrets versions add --data-file=-` above).
     r"|\b(?:go)?pass[ \t]+(?:insert|add)\b|\bsecret-tool[ \t]+store\b|\bkeyring[ \t]+set\b"
+    # Any flag or option that says it reads its secret from stdin: `gh auth login --with-token`,
+    # `sshfs -o password_stdin`, `--token-stdin`, `--secret-stdin`; and `kubectl create secret
+    # ... --from-file=password=/dev/stdin`.
+    r"|--with-token\b|(?:password|passphrase|token|secret|key)[-_]stdin\b|\bsecret\b.*/dev/stdin\b"
     # (cryptsetup reads a LUKS passphrase, vncpasswd -f a VNC password; mkpasswd -s and the
     # argon2 CLI, `echo -n pw | argon2 SALT -id`, hash the password they read.)
     r"|\bcryptsetup\b|\bvncpasswd\b|\bmkpasswd\b.*[ \t](?:-s|--stdin)\b|\bargon2\b"
@@ -1979,7 +2074,8 @@ def _replace_secure_string(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_piped(text: str, m: "re.Match[str]") -> Optional[str]:
-    if not _STDIN_READER.search(m.group("tail")):
+    # (The command ends at a JSON-escaped line break too: `echo hi | cat\\ngh auth login --with-token`.)
+    if not _STDIN_READER.search(m.group("tail").split("\\n", 1)[0]):
         return None
     group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
     new = _mark_arg(m.group(group), "")
@@ -2886,7 +2982,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule(
         "authorization",
         _AUTHORIZATION,
-        _group("authorization"),
+        _replace_authorization,
         (("=", _after(("authorization",), "=")), (":", _after(("authorization",), ":"))),
         anchored=True,
     ),

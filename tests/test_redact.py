@@ -953,6 +953,36 @@ POSITIVE = [
         "<bash-input>op read op://dev/db/password</bash-input><bash-stdout>[REDACTED:command-output]</bash-stdout><bash-stderr></bash-stderr>",
     ),
     ("pasted-printenv", "dev@box:~/app$ printenv STRIPE_SECRET\nTr0ub4dor3xq", "dev@box:~/app$ printenv STRIPE_SECRET\n[REDACTED:command-output]"),
+    (
+        'authorization-any-scheme',
+        'curl -H "Authorization: SSWS 00QCjAl4MlV-WPXM5sUsNp0bEOAqHFRo1Jj3ew9Zh8"\nAuthorization: Splunk 8f2c1e4b-77aa-4c1d-9e2f-0b5d3c7a9e11\n-H \'Authorization: Bot MTA5NzQ4OTk4Nzc1.GxYz12.abcDEF456ghi\'\nAuthorization: GenieKey 3c1f9e2d7b4a6058\n-H "Authorization: Klaviyo-API-Key pk_4f8e2a9c1d7b3e6f"\nAuthorization: SharedKey myaccount:c2lnbmF0dXJlMTIzNDU2\nauthorization: Zq8vLm2pXw41',
+        'curl -H "Authorization: SSWS [REDACTED:authorization]"\nAuthorization: Splunk [REDACTED:authorization]\n-H \'Authorization: Bot [REDACTED:authorization]\'\nAuthorization: GenieKey [REDACTED:authorization]\n-H "Authorization: Klaviyo-API-Key [REDACTED:authorization]"\nAuthorization: SharedKey [REDACTED:authorization]\nauthorization: [REDACTED:authorization]',
+    ),
+    (
+        'header-key-names',
+        'curl -H "DD-APPLICATION-KEY: 4f8e2a9c1d7b3e6f0a5c" -H "X-Tenant-Key: Zq8vLm2pXw41"\nNEW_RELIC_LICENSE_KEY=eu01xx4f8e2a9c1d7b3e6f0a5cNRAL\nlicense_key: 4f8e2a9c1d7b3e6f0a5c\nconst applicationKey = "Zq8vLm2pXw41";\nsubscription_key = "4f8e2a9c1d7b3e6f0a5c"',
+        'curl -H "DD-APPLICATION-KEY: [REDACTED:assignment]" -H "X-Tenant-Key: [REDACTED:assignment]"\nNEW_RELIC_LICENSE_KEY=[REDACTED:assignment]\nlicense_key: [REDACTED:assignment]\nconst applicationKey = "[REDACTED:assignment]";\nsubscription_key = "[REDACTED:assignment]"',
+    ),
+    (
+        'cli-flags-more-programs',
+        'cqlsh -u cassandra -p Zq8vLm2pXw host\ncypher-shell -u neo4j -p Zq8vLm2pXw\nrabbitmqadmin -u admin -p Zq8vLm2pXw list queues\ncertutil -importpfx -p Zq8vLm2pXw cert.pfx\ninflux config create -n prod -u http://localhost:8086 -o org -t Zq8vLm2pXw\ndoctl auth init -t Zq8vLm2pXw\ncodecov -t Zq8vLm2pXw\njarsigner -storepass Zq8vLm2pXw app.jar alias\nconsul acl token create -secret Zq8vLm2pXw\nnomad status -token Zq8vLm2pXw\netcdctl --user root:Zq8vLm2pXw get /x\ncrane auth login ghcr.io -u bob -p Zq8vLm2pXw',
+        'cqlsh -u cassandra -p [REDACTED:cli-flag] host\ncypher-shell -u neo4j -p [REDACTED:cli-flag]\nrabbitmqadmin -u admin -p [REDACTED:cli-flag] list queues\ncertutil -importpfx -p [REDACTED:cli-flag] cert.pfx\ninflux config create -n prod -u http://localhost:8086 -o org -t [REDACTED:cli-flag]\ndoctl auth init -t [REDACTED:cli-flag]\ncodecov -t [REDACTED:cli-flag]\njarsigner -storepass [REDACTED:cli-flag] app.jar alias\nconsul acl token create -secret [REDACTED:cli-flag]\nnomad status -token [REDACTED:cli-flag]\netcdctl --user root:[REDACTED:cli-flag] get /x\ncrane auth login ghcr.io -u bob -p [REDACTED:cli-flag]',
+    ),
+    (
+        'cli-creds-flags',
+        'skopeo copy --src-creds bob:Zq8vLm2pXw docker://a docker://b\npodman pull --creds=bob:Zq8vLm2pXw quay.io/x\nwget --proxy-user bob:Zq8vLm2pXw https://x\nsqlmap -u http://x --auth-type basic --auth-cred "admin:Zq8vLm2pXw"\nmitmproxy --proxyauth bob:Zq8vLm2pXw\nhey --basic-auth bob:Zq8vLm2pXw http://x',
+        'skopeo copy --src-creds bob:[REDACTED:cli-flag] docker://a docker://b\npodman pull --creds=bob:[REDACTED:cli-flag] quay.io/x\nwget --proxy-user bob:[REDACTED:cli-flag] https://x\nsqlmap -u http://x --auth-type basic --auth-cred "admin:[REDACTED:cli-flag]"\nmitmproxy --proxyauth bob:[REDACTED:cli-flag]\nhey --basic-auth bob:[REDACTED:cli-flag] http://x',
+    ),
+    (
+        'cli-user-then-p',
+        "snowsql -a acct -u me -p Zq8vLm2pXw\nmongostat -u admin -p Zq8vLm2pXw\njava -jar tool.jar --user admin -p 'Zq8 vLm2'\n./deploy.sh --username=ops -p hunter2",
+        "snowsql -a acct -u me -p [REDACTED:cli-flag]\nmongostat -u admin -p [REDACTED:cli-flag]\njava -jar tool.jar --user admin -p '[REDACTED:cli-flag]'\n./deploy.sh --username=ops -p [REDACTED:cli-flag]",
+    ),
+    (
+        'stdin-readers-more',
+        'gh auth login --with-token <<< Zq8vLm2pXw\nsshfs -o password_stdin bob@host:/ /mnt <<< Zq8vLm2pXw\necho -n Zq8vLm2pXw | kubectl create secret generic db --from-file=pw=/dev/stdin',
+        'gh auth login --with-token <<< [REDACTED:cli-flag]\nsshfs -o password_stdin bob@host:/ /mnt <<< [REDACTED:cli-flag]\necho -n [REDACTED:cli-flag] | kubectl create secret generic db --from-file=pw=/dev/stdin',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1212,6 +1242,18 @@ NEGATIVE = [
         "terminal-lookalikes",
         "$ pass ls\nPassword Store\n└── email\n$ echo $HOME\n/home/dev\n$ pass show x | wc -c\n13\n"
         "# pass the token through\nrun(token)\n<bash-input>ls</bash-input><bash-stdout>a.txt</bash-stdout>",
+    ),
+    (
+        'authorization-words',
+        'security:\n  authorization: enabled\nAuthorization: see the docs below\n"Authorization": "Bearer " + token\nAuthorization: Bearer ${TOKEN}\nauthorization: {type: oauth2}\nX-Authorization: required-header-name\nthe Authorization: header is required',
+    ),
+    (
+        'header-key-lookalikes',
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\nIdempotency-Key: 8e03978e-40d5-43e8-bc93-6894a57f9324\ncache-key: v1-deps-abc123\nPrimary-Key: user_id\nForeign-Key: fk_123',
+    ),
+    (
+        'cli-user-then-p-lookalikes',
+        "docker run -u root -p 8080:80 nginx\nps -u bob -p 1234,5678\ngunicorn -u www -p /run/app.pid app:app\nvim -u vimrc -p a.txt b.txt\npython -u app.py -p prod\nsudo -u postgres -p 'pw for %u: ' psql\nlsof -u bob -p 123\nab -u put.json -p post.json http://x\npsql -U postgres -p 5432\niperf3 -c h -u -p 5201\nrsync -u -p src dst\ntool -u admin -p $PASSWORD\npodman pull --creds bob quay.io/x\ninflux query -t $TOKEN\necho hi | cat /dev/stdin\ngh auth login --with-token < token.txt",
     ),
 ]
 
@@ -1510,7 +1552,8 @@ def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
     safe_lines = [c[1] for c in NEGATIVE if "\n" not in c[1] and not re.fullmatch(r"[A-Za-z0-9+/=]+", c[1])]
     # (Nor a key block cut short: the line after it, `passwd=letmein`, reads as the key's next line.)
     # Nor a terminal session: every line after `$ pass show x` up to the next prompt is its output.
-    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-"))]
+    # (Whatever its name says: `$ aws ecr get-login-password` and its output is one.)
+    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-")) and not c[1].startswith("$ ")]
     for _ in range(60):
         picks = rng.sample(cases, 3)
         lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]
