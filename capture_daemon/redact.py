@@ -68,7 +68,13 @@ What is detected (the marker's kind in brackets):
   ``api_key: str = "v"``), Ruby symbols (``:password => 'v'``, ``:rubygems_api_key: v``), SQL's
   ``PASSWORD = N'v'``, MongoDB's ``pwd: "v"`` (not a path), PowerShell
   ``$env:NAME = v``, ``os.environ['NAME'] = v``, ``("NAME", "v")`` pairs such as PHP's
-  ``define('DB_PASSWORD', 'v')``, name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
+  ``define('DB_PASSWORD', 'v')`` (a dotted property's name too, ``System.setProperty("a.b.password",
+  "v")``, configparser's ``.set('db', 'password', 'v')``, ``setenv("PW", "v", 1)``), a literal
+  in a wrapper (``String::from("v")``, ``SecretStr("v")``, ``Some("v".into())``, ``new String("v")``),
+  a type or form between (Go's ``var password string = "v"``, VB's ``Dim k As String = "v"``, C's
+  ``char password[] = "v"``, ``#define WIFI_PASSWORD "v"``), a literal fallback (``JWT_SECRET =
+  process.env.JWT_SECRET || "v"``, ``or "v"``, ``?? "v"``, ``?: "v"``), a variable's default
+  (``${DB_PASSWORD:-v}``, Spring's ``${db.password:v}``, Helm's ``{{ .Values.password | default "v" }}``), name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
   ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
   "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring ``<property name="password" value="v"/>``),
   XML elements (``<password>v</password>``, ``<passphrase>``, with attributes too; a key's path, Maven's
@@ -655,7 +661,11 @@ _VALUE = (
     # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
     # (SQL's national strings too: `WITH PASSWORD = N'x'`.)
     # (Go's `[]byte("...")` is a conversion: `jwtKey := []byte("k")`.)
-    r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?=')|\[\]byte\((?=[\"`]))?"
+    # (So are a wrapper's or an owned string's: Rust's `password: String::from("pw")`,
+    # `Some("pw".into())`, `SecretString::new("pw")`, pydantic's `SecretStr("pw")`, Java's
+    # `new String("pw")`, C++'s `std::string("pw")`.)
+    r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?=')|\[\]byte\((?=[\"`])"
+    r"|(?:(?:String::from|Some|Secret(?:Str|String|Box)?(?:::new)?|Zeroizing::new|new[ \t]+String|std::string)\([ \t]*){1,2}(?=[\"']))?"
     r"(?:"
     r"\"(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
     r"|'(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
@@ -870,6 +880,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     ):
         return None  # the tail of a colon path: arn:aws:secretsmanager:...:secret:name, "AWS::X::Secret"
     name = text[name_start:i]
+    if text[max(0, name_start - 2) : name_start] == "${":
+        return None  # `${DB_PASSWORD:?must be set}`: a reference; its default is _VAR_DEFAULT's
     group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
@@ -890,9 +902,12 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # api_key: str = default_key, password: String = pw: after a type, a bare word is code
     if m.start("comma_sep") >= 0 and not (
         quoted_name
-        and "." not in name  # WeightRenaming("a.cls_token", "b.token"): paths, not a setting
+        # WeightRenaming("a.cls_token", "b.token"): paths, not a setting; but a dotted property's
+        # name with a literal is one: System.setProperty("javax.net.ssl.keyStorePassword", "x"),
+        # props.setProperty("mail.smtp.password", "x"), viper.Set("db.password", "x").
+        and ("." not in name or "." not in value or _looks_random(value))
         and group in ("dq", "sq")
-        and _PAIR_OPENER.search(text[max(0, name_start - 16) : name_start])
+        and _PAIR_OPENER.search(text[max(0, name_start - _PAIR_LOOKBACK) : name_start])
         and _PAIR_CLOSER.match(text, m.end())
     ):
         return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
@@ -946,8 +961,14 @@ _COLON_NAME_PREFIX = re.compile(r"(?:/|\$(?i:env)):\Z")
 _SYMBOL_OPENERS = frozenset(" \t\r\n{([,")
 # ("NAME", "value"): a call or tuple of exactly these two, `(` before the name's opening quote
 # and `)` after the value; a longer list of names ('user', 'password', 'host') is not a pair.
-_PAIR_OPENER = re.compile(r"\([ \t]*[\"']\Z")
-_PAIR_CLOSER = re.compile(r"[ \t]*\)")
+# Setters' extra arguments count as none: configparser's section before the name
+# (`config.set('db', 'password', 'x')`), C's overwrite flag and .NET's scope after the value
+# (`setenv("DB_PASSWORD", "x", 1)`, `SetEnvironmentVariable("API_KEY", "x", "User")`).
+_PAIR_OPENER = re.compile(r"(?:\(|\.set\([ \t]*[\"'][^\"'\r\n]{1,40}[\"'][ \t]*,)[ \t]*[\"']\Z")
+_PAIR_CLOSER = re.compile(
+    r"[ \t]*(?:,[ \t]*(?:\d{1,2}|true|false|True|False|TRUE|FALSE|[\"'](?:User|Machine|Process)[\"']|EnvironmentVariableTarget\.\w+)[ \t]*)?\)"
+)
+_PAIR_LOOKBACK = 64
 
 
 def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2707,6 +2728,92 @@ def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str
     return text[m.start() : start] + _COMMAND_OUTPUT_MARK + text[start + len(value) : m.end()]
 
 
+# --- Defaults: a literal that stands in for a secret when its variable is unset ---
+# A shell or Compose default (`${POSTGRES_PASSWORD:-hunter2}`, `${API_TOKEN-x}`, `${PW:=x}`), a
+# Spring placeholder's (`${db.password:hunter2}`), a Helm or Jinja template's (`{{ .Values.db.password
+# | default "hunter2" }}`, `{{ api_key | default('x') }}`): the literal is the secret whenever the
+# variable is missing, and it is written down in the file. (`${PW:?unset}` is an error message,
+# `${PW:+--password=$PW}` an alternative, neither a value.)
+_VAR_DEFAULT = re.compile(r"\$\{(?P<name>[A-Za-z_][\w.-]{0,80}?)(?::-|:=|-|=|:(?![-=?+]))(?P<s>[^\s{}$\"'`\\]{1,200})\}")
+_VAR_DEFAULT_GATE = r"(?=\{[\w.-]{0,60}(?i:pass|pw|secret|token|key|auth|salt|cred)[\w.-]{0,30}(?::-|:=|-|=|:(?![-=?+]))[^\s}])"
+_TEMPLATE_DEFAULT = re.compile(r"\|[ \t]*default[ \t]*(?:\([ \t]*)?(?P<q>[\"'])(?P<s>[^\"'\r\n]{1,200})(?P=q)")
+_TEMPLATE_DEFAULT_GATE = r"(?=[ \t]*default[ \t]*\(?[ \t]*[\"'])"
+_TEMPLATE_NAME_BEFORE = re.compile(r"(?:\{\{-?|\{%-?)[^{}\r\n]{0,200}?(?P<name>[A-Za-z_][\w-]*)[\"'\]]?[ \t]*\Z")
+
+
+def _replace_var_default(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name").rsplit(".", 1)[-1]) or _name_kind(m.group("name"))
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+def _replace_template_default(text: str, m: "re.Match[str]") -> Optional[str]:
+    before = _TEMPLATE_NAME_BEFORE.search(text, max(0, m.start() - 240), m.start())
+    if before is None:
+        return None
+    kind = _name_kind(before.group("name"))
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# A literal fallback in code, after `or`, `||`, `??` or `?:`: `JWT_SECRET = process.env.JWT_SECRET
+# || "supersecret123"`, `SECRET_KEY = os.getenv("SECRET_KEY") or "django-insecure-x"`, `$pw =
+# getenv("PW") ?: "x"`, `token = ENV["TOKEN"] || "x"`. The assignment rule reads the expression
+# before it as code and stops there. Found at the secret word of the name (or the `_` before an
+# upper-case one), the name read back from there; the expression must read as code, not prose
+# ("token: a string or 'none'").
+_FALLBACK_REST = (
+    r"(?P<tail>[\w.-]{0,30}?)[\"'\]]{0,2}[ \t]*(?::=|=(?![=>])|:(?![:=]))(?P<expr>[^\r\n]{1,200}?)"
+    r"(?:[ \t]or|\|\||\?\?|\?:)[ \t]*(?P<q>[\"'])(?P<s>[^\"'\r\n\\]{1,200})(?P=q)"
+)
+_FALLBACK = re.compile(r"(?:_(?=[A-Z]))?(?i:password|passwd|secret|token|key|pass|pw)" + _FALLBACK_REST)
+_FALLBACK_LOOK = (
+    r"(?=[\w.-]{0,30}[\"'\]]{0,2}[ \t]*(?::=|=(?![=>])|:(?![:=]))[^\r\n]{1,200}?(?:[ \t]or|\|\||\?\?|\?:)[ \t]*[\"'])"
+)
+_FALLBACK_GATES = tuple((w, _FALLBACK_LOOK) for w in ("password", "Password", "PASSWORD", "secret", "Secret", "token", "Token", "key", "Key")) + (
+    ("_", r"(?=(?:KEY|TOKEN|SECRET|PASS|PW)" + _FALLBACK_LOOK[3:]),
+)
+
+
+def _replace_fallback(text: str, m: "re.Match[str]") -> Optional[str]:
+    name = text[_name_start(text, m.start()) : m.end("tail")].rstrip(".-")
+    kind = _name_kind(name)
+    value = m.group("s")
+    if kind is None or _PROSE_WORDS.search(m.group("expr")) or not _plausible_secret(kind, value):
+        return None
+    if _normalize_name(value) == _normalize_name(name):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# A declaration whose type or form stands between a secret's name and its literal: Go's `var
+# password string = "pw"`, Visual Basic's `Dim apiKey As String = "k"`, C's `char password[] =
+# "pw"` (`char pass[64] = "pw"`, an Arduino sketch's Wi-Fi password), and the C preprocessor's
+# `#define WIFI_PASSWORD "pw"`. (The assignment rule reads the word before `=`: `string`, `]`.)
+_DECLARED = re.compile(
+    r"(?:_(?=[A-Z]))?(?i:password|passwd|secret|token|key|pass|pw|psk)(?P<tail>\w{0,30}?)"
+    r"(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|(?P<define>[ \t]+))[ \t]*\"(?P<s>(?:[^\"\\\r\n]|\\.){1,300})\""
+)
+_DECLARED_LOOK = r"(?=\w{0,30}?(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|[ \t]+(?=\"))[ \t]*\")"
+_DECLARED_GATES = tuple((w, _DECLARED_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "token", "Token", "key", "Key", "pass", "Pass", "PASS", "PW")) + (
+    ("_", r"(?=(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)" + _DECLARED_LOOK[3:]),
+)
+_DEFINE_BEFORE = re.compile(r"[ \t]*#[ \t]*define[ \t]+\Z")
+
+
+def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
+    name_start = _name_start(text, m.start())
+    name = text[name_start : m.end("tail")]
+    if m.start("define") >= 0 and not _DEFINE_BEFORE.fullmatch(_line_prefix(text, name_start)):
+        return None  # `token "x"` in prose or a DSL: not a definition
+    kind = _name_kind(name)
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -3075,6 +3182,10 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
+    _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
+    _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
+    _Rule("declared-literal", _DECLARED, _replace_declared, _DECLARED_GATES, anchored=True),
+    _Rule("template-default", _TEMPLATE_DEFAULT, _replace_template_default, (("|", _TEMPLATE_DEFAULT_GATE),), anchored=True),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("encoded-credentials", _ENCODED_CREDENTIALS, _group("authorization"), _ENCODED_CREDENTIALS_GATES),
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
@@ -3110,11 +3221,12 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ),
         # ... and the `_` between an upper-case secret word (TOKEN SECRET PASSWORD PASSWD PASS KEY)
         # and its variant (`API_KEY_2=`, `DB_PASSWORD_PROD=`), and the `_` in an upper-case name
-        # that prose quotes a command's output after (`printenv API_KEY prints x`): an upper-case
-        # name, then a separator or a word. (One branch for both: snake_case fails it at once.)
+        # that prose quotes a command's output after (`printenv API_KEY prints x`), and the one
+        # before a name's secret word that a fallback follows (`JWT_SECRET = x || "lit"`): an
+        # upper-case name, then a separator or a word. (One branch for all: snake_case fails it at once.)
         (
-            r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192-])",
-            frozenset({"suffixed-assignment", "prose-command-output"}),
+            r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192\"\[-])",
+            frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal"}),
         ),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),

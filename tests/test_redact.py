@@ -983,6 +983,31 @@ POSITIVE = [
         'gh auth login --with-token <<< Zq8vLm2pXw\nsshfs -o password_stdin bob@host:/ /mnt <<< Zq8vLm2pXw\necho -n Zq8vLm2pXw | kubectl create secret generic db --from-file=pw=/dev/stdin',
         'gh auth login --with-token <<< [REDACTED:cli-flag]\nsshfs -o password_stdin bob@host:/ /mnt <<< [REDACTED:cli-flag]\necho -n [REDACTED:cli-flag] | kubectl create secret generic db --from-file=pw=/dev/stdin',
     ),
+    (
+        'pair-setters',
+        'System.setProperty("javax.net.ssl.keyStorePassword", "Zq8vLm2pXw");\nprops.setProperty("mail.smtp.password", "Zq8vLm2pXw");\nviper.Set("db.password", "Zq8vLm2pXw")\nsetenv("DB_PASSWORD", "Zq8vLm2pXw", 1);\n[Environment]::SetEnvironmentVariable("API_KEY", "Zq8vLm2pXw", "User")\nconfig.set(\'database\', \'password\', \'Zq8vLm2pXw\')',
+        'System.setProperty("javax.net.ssl.keyStorePassword", "[REDACTED:assignment]");\nprops.setProperty("mail.smtp.password", "[REDACTED:assignment]");\nviper.Set("db.password", "[REDACTED:assignment]")\nsetenv("DB_PASSWORD", "[REDACTED:assignment]", 1);\n[Environment]::SetEnvironmentVariable("API_KEY", "[REDACTED:assignment]", "User")\nconfig.set(\'database\', \'password\', \'[REDACTED:assignment]\')',
+    ),
+    (
+        'variable-defaults',
+        'POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-Zq8vLm2pXw}\nspring.datasource.password=${DB_PASSWORD:Zq8vLm2pXw}\nexport TOKEN=${API_TOKEN-abc123def456}\npassword: {{ .Values.db.password | default "Zq8vLm2pXw" }}\napi_key: {{ api_key | default(\'Zq8vLm2pXw\') }}',
+        'POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-[REDACTED:assignment]}\nspring.datasource.password=${DB_PASSWORD:[REDACTED:assignment]}\nexport TOKEN=${API_TOKEN-[REDACTED:assignment]}\npassword: {{ .Values.db.password | default "[REDACTED:assignment]" }}\napi_key: {{ api_key | default(\'[REDACTED:assignment]\') }}',
+    ),
+    (
+        'fallback-literals',
+        'const JWT_SECRET = process.env.JWT_SECRET || "supersecret123";\nSECRET_KEY = os.getenv("SECRET_KEY") or "django-insecure-9x8y7z"\n$password = getenv("DB_PW") ?: "Zq8vLm2pXw";\ntoken = ENV["TOKEN"] || "Zq8vLm2pXw"\nconst apiKey = config.apiKey ?? "Zq8vLm2pXw";',
+        'const JWT_SECRET = process.env.JWT_SECRET || "[REDACTED:assignment]";\nSECRET_KEY = os.getenv("SECRET_KEY") or "[REDACTED:assignment]"\n$password = getenv("DB_PW") ?: "[REDACTED:assignment]";\ntoken = ENV["TOKEN"] || "[REDACTED:assignment]"\nconst apiKey = config.apiKey ?? "[REDACTED:assignment]";',
+    ),
+    (
+        'wrapped-literals',
+        'let cfg = Config { password: String::from("Zq8vLm2pXw"), port: 5432 };\napi_key = SecretStr("Zq8vLm2pXw")\npassword: Some(String::from("Zq8vLm2pXw")),\ntoken: SecretString::new("Zq8vLm2pXw".into()),\nString password = new String("Zq8vLm2pXw");',
+        'let cfg = Config { password: String::from("[REDACTED:assignment]"), port: 5432 };\napi_key = SecretStr("[REDACTED:assignment]")\npassword: Some(String::from("[REDACTED:assignment]")),\ntoken: SecretString::new("[REDACTED:assignment]".into()),\nString password = new String("[REDACTED:assignment]");',
+    ),
+    (
+        'declared-literals',
+        'var password string = "Zq8vLm2pXw"\nDim apiKey As String = "Zq8vLm2pXw"\nchar password[] = "Zq8vLm2pXw";\n#define WIFI_PASSWORD "Zq8vLm2pXw"\n#define API_KEY "Zq8vLm2pXw"',
+        'var password string = "[REDACTED:assignment]"\nDim apiKey As String = "[REDACTED:assignment]"\nchar password[] = "[REDACTED:assignment]";\n#define WIFI_PASSWORD "[REDACTED:assignment]"\n#define API_KEY "[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1254,6 +1279,10 @@ NEGATIVE = [
     (
         'cli-user-then-p-lookalikes',
         "docker run -u root -p 8080:80 nginx\nps -u bob -p 1234,5678\ngunicorn -u www -p /run/app.pid app:app\nvim -u vimrc -p a.txt b.txt\npython -u app.py -p prod\nsudo -u postgres -p 'pw for %u: ' psql\nlsof -u bob -p 123\nab -u put.json -p post.json http://x\npsql -U postgres -p 5432\niperf3 -c h -u -p 5201\nrsync -u -p src dst\ntool -u admin -p $PASSWORD\npodman pull --creds bob quay.io/x\ninflux query -t $TOKEN\necho hi | cat /dev/stdin\ngh auth login --with-token < token.txt",
+    ),
+    (
+        'code-secret-lookalikes-more',
+        'WeightRenaming("a.cls_token", "b.token")\nrename("model.embed.password", "model.x.pw")\n("user", "password", "host")\n${DB_PASSWORD:?must be set}\n${PW:+--password=$PW}\n${DB_PASSWORD:-}\n${TOKEN_FILE:-/run/secrets/token}\n${SORT_KEY:-name}\n${API_KEY:-your-api-key}\n{{ .Values.image.tag | default "latest" }}\n{{ .Values.auth.existingSecret | default "" }}\n${PASSWORD_MIN_LENGTH:-8}\ntoken = token or "anonymous"\npassword = password or ""\nif token == "x" or "y":\ntoken: a string or "none"\nkey = key || "id"\napi_key = os.getenv("API_KEY") or "YOUR_API_KEY"\nconst secret = opts.secret || "";\npassword_field = form.password or "password"\ntokenizer = tok or "gpt2"\npassword: String::from("")\n#define PASSWORD_PROMPT "Password: "\n#define TOKEN_HEADER "X-Token"\nvar token string = ""\n#define API_KEY_ENV "API_KEY"\nchar key[] = "name";\n#define MAX_PASSWORD_LEN 64\nDim token As String = GetToken()',
     ),
 ]
 
