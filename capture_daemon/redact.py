@@ -168,6 +168,11 @@ What is detected (the marker's kind in brackets):
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
   ``SSHPASS=``, ``REDISCLI_AUTH=``, ``pass``/``pw`` right after a user's field (``user: bob, pass: PW``) [assignment]; Ansible's ``{{ 'PW' | password_hash(...) }}`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
   ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
+- a literal typed into a password field by browser-automation code (Playwright's ``page.fill("#password",
+  "PW")``/``getByLabel("Password").fill("PW")``, Cypress's ``cy.get('#password').type('PW')``, Selenium's
+  ``send_keys``, Capybara's ``fill_in "Password", with: "PW"``) [assignment]; a literal written to a file
+  whose name says secret (``echo PW > ~/.vault_pass``, ``printf '%s' PW > /run/secrets/db_password``,
+  ``| sudo tee /etc/app/api_key``) [assignment]
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
   --value PW`` with a secret-named ``--name`` or ``--type SecureString``, ``az keyvault secret set
@@ -2814,6 +2819,55 @@ def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# A literal typed into a password field by browser-automation code (end-to-end tests, scrapers):
+# Playwright's `page.fill("#password", "pw")` / `page.getByLabel("Password").fill("pw")`,
+# Puppeteer's `page.type('#password', 'pw')`, Cypress's `cy.get('#password').type('pw{enter}')`,
+# Selenium's `find_element(By.ID, "password").send_keys("pw")`, WebdriverIO's `setValue`,
+# TestCafe's `typeText`, Codeception's `$I->fillField('password', 'pw')`, Capybara's `fill_in
+# "Password", with: "pw"`, Testing Library's `userEvent.type(passwordInput, 'pw')`. Found at the
+# field's secret word: a chained typing call after it, or (the field an argument) a literal after
+# the next comma, when a typing call opens before it on its line. (`{enter}`-style keys after the
+# text are keys, not the password.)
+_TYPING_VERBS = r"(?:fill|type|send_keys|sendKeys|setValue|typeText|pressSequentially|fillField)"
+_TYPED_LITERAL = r"(?P<q>[\"'`])(?P<s>[^\"'`\\\r\n{]{1,200})(?:\{\w+\})*(?P=q)"
+_TYPED_INTO_FIELD = re.compile(
+    r"(?i:password|passwd|passcode)(?:(?P<arg>[^\r\n;,{}]{0,80}?,[ \t]*(?:with:[ \t]*)?)"
+    rf"|[^\r\n;{{}}]{{0,80}}?\.{_TYPING_VERBS}\([ \t]*){_TYPED_LITERAL}"
+)
+_TYPED_LOOK = rf"(?=[^\r\n;{{}}]{{0,80}}?(?:,[ \t]*(?:with:[ \t]*)?|\.{_TYPING_VERBS}\([ \t]*)[\"'`])"
+_TYPING_CALL_BEFORE = re.compile(rf"(?:[.>]{_TYPING_VERBS}|(?<![\w.])fill_in)[ \t]*\(?[^\r\n;]{{0,80}}\Z")
+
+
+def _replace_typed_into_field(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.start("arg") >= 0 and not _TYPING_CALL_BEFORE.search(text, max(0, m.start() - 120), m.start()):
+        return None  # hash_password(user, "sha256"), f("password", "x"): no typing call
+    if _is_placeholder(m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# A literal written to a file whose name says secret: `echo 'pw' > ~/.vault_pass`, `printf '%s'
+# 'pw' > /run/secrets/db_password`, `echo ghp_x > ~/.github_token`, `echo -n k | sudo tee
+# /etc/app/api_key`. The file's name (less its directory, leading dots and a .txt/.key/.secret
+# ending) is read as a variable's would be.
+_ECHO_TO_FILE = re.compile(
+    r"(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+)*(?:(?:\"%s(?:\\n)?\"|'%s(?:\\n)?')[ \t]+)?"
+    r"(?:\"(?P<dq>[^\"\r\n$`\\]+)\"|'(?P<sq>[^'\r\n]+)'|(?P<uq>[^\s\"'$`|;&<>\\]+))"
+    r"[ \t]*(?:>{1,2}|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-a)?)[ \t]*(?P<path>[^\s;&|\"'<>\\]{1,200})"
+)
+_ECHO_TO_FILE_LOOK = r"(?<=[/._~> -]{word})(?=[\w.-]{{0,30}}(?:[ \t]*(?:\r?\n|\\n|[;&|)\"']|\Z)))"
+_FILE_NAME_ENDINGS = re.compile(r"(?:\.(?:txt|key|secret|pass|pwd|token))+\Z")
+
+
+def _replace_echo_to_file(text: str, m: "re.Match[str]") -> Optional[str]:
+    name = _FILE_NAME_ENDINGS.sub("", m.group("path").rsplit("/", 1)[-1].lstrip(".")) or m.group("path").rsplit("/", 1)[-1]
+    kind = _name_kind(name) or _name_kind(m.group("path").rsplit("/", 1)[-1].lstrip("."))
+    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    if kind is None or not _plausible_secret(kind, m.group(group)):
+        return None
+    return _replace_group(text, m, group, _ASSIGNMENT_MARK)
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -3185,6 +3239,19 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
     _Rule("declared-literal", _DECLARED, _replace_declared, _DECLARED_GATES, anchored=True),
+    _Rule(
+        "echo-to-file",
+        _ECHO_TO_FILE,
+        _replace_echo_to_file,
+        tuple((w, _ECHO_TO_FILE_LOOK.format(word=w)) for w in ("password", "passwd", "pass", "secret", "token", "key", "Token", "Secret", "Password")),
+    ),
+    _Rule(
+        "typed-into-field",
+        _TYPED_INTO_FIELD,
+        _replace_typed_into_field,
+        tuple((w, _TYPED_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "passcode")),
+        anchored=True,
+    ),
     _Rule("template-default", _TEMPLATE_DEFAULT, _replace_template_default, (("|", _TEMPLATE_DEFAULT_GATE),), anchored=True),
     _Rule("consul-put", _CONSUL_PUT, _replace_consul_put, (("kv", r"(?<![\w-]kv)(?=[ \t]+put[ \t])"),)),
     _Rule("encoded-credentials", _ENCODED_CREDENTIALS, _group("authorization"), _ENCODED_CREDENTIALS_GATES),

@@ -1008,6 +1008,16 @@ POSITIVE = [
         'var password string = "Zq8vLm2pXw"\nDim apiKey As String = "Zq8vLm2pXw"\nchar password[] = "Zq8vLm2pXw";\n#define WIFI_PASSWORD "Zq8vLm2pXw"\n#define API_KEY "Zq8vLm2pXw"',
         'var password string = "[REDACTED:assignment]"\nDim apiKey As String = "[REDACTED:assignment]"\nchar password[] = "[REDACTED:assignment]";\n#define WIFI_PASSWORD "[REDACTED:assignment]"\n#define API_KEY "[REDACTED:assignment]"',
     ),
+    (
+        'typed-into-password-field',
+        'await page.fill("#password", "Zq8vLm2pXw");\nawait page.getByLabel("Password").fill("Zq8vLm2pXw");\nawait page.type(\'input[name="password"]\', \'Zq8vLm2pXw\');\ncy.get(\'#password\').type(\'Zq8vLm2pXw{enter}\')\ndriver.find_element(By.ID, "password").send_keys("Zq8vLm2pXw")\n$I->fillField("password", "Zq8vLm2pXw");\nfill_in "Password", with: "Zq8vLm2pXw"\nawait userEvent.type(screen.getByLabelText(/password/i), "Zq8vLm2pXw")',
+        'await page.fill("#password", "[REDACTED:assignment]");\nawait page.getByLabel("Password").fill("[REDACTED:assignment]");\nawait page.type(\'input[name="password"]\', \'[REDACTED:assignment]\');\ncy.get(\'#password\').type(\'[REDACTED:assignment]{enter}\')\ndriver.find_element(By.ID, "password").send_keys("[REDACTED:assignment]")\n$I->fillField("password", "[REDACTED:assignment]");\nfill_in "Password", with: "[REDACTED:assignment]"\nawait userEvent.type(screen.getByLabelText(/password/i), "[REDACTED:assignment]")',
+    ),
+    (
+        'echo-into-secret-file',
+        "echo 'Zq8vLm2pXw' > ~/.vault_pass\nprintf '%s' 'Zq8vLm2pXw' > /run/secrets/db_password\necho -n Zq8vLm2pXw | sudo tee /etc/app/api_key\necho Zq8vLm2pXw > secret.txt",
+        "echo '[REDACTED:assignment]' > ~/.vault_pass\nprintf '%s' '[REDACTED:assignment]' > /run/secrets/db_password\necho -n [REDACTED:assignment] | sudo tee /etc/app/api_key\necho [REDACTED:assignment] > secret.txt",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1283,6 +1293,10 @@ NEGATIVE = [
     (
         'code-secret-lookalikes-more',
         'WeightRenaming("a.cls_token", "b.token")\nrename("model.embed.password", "model.x.pw")\n("user", "password", "host")\n${DB_PASSWORD:?must be set}\n${PW:+--password=$PW}\n${DB_PASSWORD:-}\n${TOKEN_FILE:-/run/secrets/token}\n${SORT_KEY:-name}\n${API_KEY:-your-api-key}\n{{ .Values.image.tag | default "latest" }}\n{{ .Values.auth.existingSecret | default "" }}\n${PASSWORD_MIN_LENGTH:-8}\ntoken = token or "anonymous"\npassword = password or ""\nif token == "x" or "y":\ntoken: a string or "none"\nkey = key || "id"\napi_key = os.getenv("API_KEY") or "YOUR_API_KEY"\nconst secret = opts.secret || "";\npassword_field = form.password or "password"\ntokenizer = tok or "gpt2"\npassword: String::from("")\n#define PASSWORD_PROMPT "Password: "\n#define TOKEN_HEADER "X-Token"\nvar token string = ""\n#define API_KEY_ENV "API_KEY"\nchar key[] = "name";\n#define MAX_PASSWORD_LEN 64\nDim token As String = GetToken()',
+    ),
+    (
+        'typing-and-echo-lookalikes',
+        'await page.fill("#password", password)\nhash_password(user, "sha256")\nexpect(page.locator("#password")).toHaveValue(user.pw)\ncy.get("#password").type("{enter}")\npage.fill("#password", process.env.PW)\npassword.type("text")\necho $TOKEN > token\necho "" > token\necho "building" > build.token\necho done > password_reset.log\necho hello > key.txt\necho 5 > /sys/class/x/pass\necho Zq8vLm2pXw > keys/public_key',
     ),
 ]
 
