@@ -56,7 +56,8 @@ What is detected (the marker's kind in brackets):
   ``b64encode(b"u:pw")``, ``Buffer.from('u:pw')``, PHP's
   ``CURLOPT_USERPWD, "u:pw"``) [authorization]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password], and in
-  Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]
+  Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]; a random
+  token as a URL's whole user part (``https://<40 hex>@github.com/org/repo.git``, a Sentry DSN's key) [url-password]
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
   ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict, a HAR ``{"name": "Cookie", "value": ...}``
   header), quoted ones (``sid="v"``) too, of ``curl -b|--cookie 'a=1; b=2'``, and every value of a
@@ -80,6 +81,9 @@ What is detected (the marker's kind in brackets):
   XML elements (``<password>v</password>``, ``<passphrase>``, with attributes too; a key's path, Maven's
   ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays) and attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
+  ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
+  the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
+  other quote inside a string (Kafka's ``'... password="pw";'``, escaped ``\\"pw\\"`` in JSON),
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
@@ -663,6 +667,9 @@ def _after(words: tuple[str, ...], sep: str) -> str:
 # backwards and decides. A quoted value must close on its line, so an unclosed quote is never
 # taken to run on into the code after it.
 _VALUE = (
+    # A YAML tag belongs to the document: `api_key: !!str 0123` (the tag was taken for the value,
+    # and the value after it went out in clear).
+    r"(?:!!(?:str|binary)[ \t]+)?"
     # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
     # (SQL's national strings too: `WITH PASSWORD = N'x'`.)
     # (Go's `[]byte("...")` is a conversion: `jwtKey := []byte("k")`.)
@@ -677,6 +684,9 @@ _VALUE = (
     r"|`(?P<bq>[^`\r\n]*)`"
     # An escaped quote (a JSON dump inside a string): the value ends at the next backslash.
     r"|\\+[\"'](?P<eq>[^\\\"'\r\n]*)\\+[\"']"
+    # ODBC's braces, which quote a value that may hold `;`: `Pwd={p;w0rd}` (judged in
+    # _replace_assignment: `{password}` is a template, `password={password}` a JSX prop).
+    r"|\{(?P<br>[^{}\r\n\"'\\]{1,200})\}(?=[ \t]*(?:[;\"']|\r?\n|\\n|\Z))"
     # (An LDAP scheme may open it, `{SSHA}...`, `{CRYPT}$6$...`: see _HASH_SCHEME.)
     r"|(?P<uq>(?:\{[A-Z][A-Z0-9-]{1,14}\}(?=[^\s{}]))?(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
     r")"
@@ -699,7 +709,10 @@ _ASSIGNMENT = re.compile(
     rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
-_VALUE_GROUPS = ("dq", "sq", "bq", "eq", "uq")
+_VALUE_GROUPS = ("dq", "sq", "bq", "eq", "br", "uq")
+# A YAML local tag before the value: Ansible's `!vault |`, CloudFormation's `!Ref`/`!GetAtt`/`!Sub`,
+# Home Assistant's `!secret NAME`. What follows names or encrypts the secret: it is not one.
+_YAML_LOCAL_TAG = re.compile(r"![A-Za-z][\w.:-]*[ \t]+\S")
 # The same from the separator on, with no look at the name: the suffixed-name rule below has
 # read the name already. (`comma_sep` never matches: a ("NAME_2", "v") pair is left to the pair rules.)
 _SEPARATOR_AND_VALUE = (
@@ -753,6 +766,19 @@ def _name_start(text: str, end: int) -> int:
     if i < end - 1 and i > 0 and text[i - 1] == "\\" and text[i] in "nrt":
         i += 1
     return i
+
+
+def _nested_literal(text: str, pos: int, group: str) -> bool:
+    """Whether a quoted value inside a string literal is a literal of its own: quoted with the
+    other quote (`'... password="pw";'`, Kafka's JAAS line in a YAML string, a libpq string in
+    Python) or an escaped one (`\\"pw\\"` in a JSON string), so it cannot be the quote that closes
+    the string around it (`getpass("Password: ")`)."""
+    if group == "eq":
+        return True
+    floor = max(0, pos - _QUOTE_LOOKBACK)
+    before = text[max(text.rfind("\n", floor, pos) + 1, floor) : pos]
+    double_open, single_open = before.count('"') % 2 == 1, before.count("'") % 2 == 1
+    return (group == "dq" and single_open and not double_open) or (group == "sq" and double_open and not single_open)
 
 
 def _inside_string_literal(text: str, pos: int) -> bool:
@@ -903,6 +929,10 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if kind is None:
         return None
     value = m.group(group)
+    if group == "uq" and (_YAML_LOCAL_TAG.match(text, m.start(group)) or value.startswith("!!")):
+        return None  # `password: !vault |`, `MasterUserPassword: !Ref DbPassword`, `!secret wifi_pw`: a tag and a reference
+    if group == "br" and not _looks_random(value) and (_CODE_NAME.fullmatch(value) or _IDENTIFIER.fullmatch(value) or _DOTTED_REF.fullmatch(value) or any(c in value for c in "()[]:!")):
+        return None  # f"PWD={password}", {db.password}, {pw!r}, {x:>8}: a template or code; `Pwd={p;w0rd}` is ODBC's quoting
     if m.start("type") >= 0 and group == "uq" and not _looks_random(value):
         return None  # api_key: str = default_key, password: String = pw: after a type, a bare word is code
     if m.start("comma_sep") >= 0 and not (
@@ -925,7 +955,7 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if group == "uq":
         if _unquoted_reads_as_code(text, m, name, name_start, kind, spaced):
             return None
-    elif not quoted_name and _inside_string_literal(text, name_start):
+    elif not quoted_name and _inside_string_literal(text, name_start) and not _nested_literal(text, name_start, group):
         return None  # getpass("Password: ")
     scheme = _HASH_SCHEME.fullmatch(value)
     if scheme:
@@ -1072,6 +1102,20 @@ def _replace_cookie(text: str, m: "re.Match[str]") -> Optional[str]:
 _URL_PASSWORD = re.compile(
     r"://(?<=[A-Za-z0-9]://)[^\s:/?#@'\"<>\\\[\]]*:(?P<s>[^\s@/?#'\"<>\\\[\]]+)@(?=[^\s@])"
 )
+
+# scheme://TOKEN@host: a token as the whole user part, with no password after it: `git clone
+# https://<40 hex>@github.com/org/repo.git` (a personal access token), a Sentry DSN's key
+# (`https://<32 hex>@o1.ingest.sentry.io/1`). Only a user that looks random (see _looks_random):
+# `ssh://git@host`, `https://jane-doe@bitbucket.org` are names.
+_URL_TOKEN_USER = re.compile(r"://(?<=[A-Za-z0-9]://)(?P<s>[A-Za-z0-9_-]{20,200})@(?=[A-Za-z0-9])")
+
+
+def _replace_url_token_user(text: str, m: "re.Match[str]") -> Optional[str]:
+    token = m.group("s")
+    if not _looks_random(token) or _is_placeholder(token):
+        return None
+    return _replace_group(text, m, "s", marker("url-password"))
+
 
 # `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
@@ -3140,6 +3184,7 @@ _RULES: tuple[_Rule, ...] = (
     *_MORE_TOKENS,
     *_MORE_SHAPES,
     _Rule("url-password", _URL_PASSWORD, _group("url-password"), ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
+    _Rule("url-token-user", _URL_TOKEN_USER, _replace_url_token_user, ((":", r"(?<=[A-Za-z0-9]:)(?=//[A-Za-z0-9_-]{20,200}@)"),)),
     _Rule(
         "authorization",
         _AUTHORIZATION,

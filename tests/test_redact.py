@@ -1018,6 +1018,26 @@ POSITIVE = [
         "echo 'Zq8vLm2pXw' > ~/.vault_pass\nprintf '%s' 'Zq8vLm2pXw' > /run/secrets/db_password\necho -n Zq8vLm2pXw | sudo tee /etc/app/api_key\necho Zq8vLm2pXw > secret.txt",
         "echo '[REDACTED:assignment]' > ~/.vault_pass\nprintf '%s' '[REDACTED:assignment]' > /run/secrets/db_password\necho -n [REDACTED:assignment] | sudo tee /etc/app/api_key\necho [REDACTED:assignment] > secret.txt",
     ),
+    (
+        'odbc-braced-password',
+        'Driver={ODBC Driver 17 for SQL Server};Server=tcp:db.example.net,1433;Uid=sa;Pwd={Zq8vLm2pXw};\nDRIVER={FreeTDS};UID=sa;PWD={p@ss;w0rd};',
+        'Driver={ODBC Driver 17 for SQL Server};Server=tcp:db.example.net,1433;Uid=sa;Pwd={[REDACTED:assignment]};\nDRIVER={FreeTDS};UID=sa;PWD={[REDACTED:assignment]};',
+    ),
+    (
+        'yaml-str-tag',
+        'api_key: !!str Zq8vLm2pXw\npassword: !!str "0123"',
+        'api_key: !!str [REDACTED:assignment]\npassword: !!str "[REDACTED:assignment]"',
+    ),
+    (
+        'nested-quoted-values',
+        'KAFKA_SASL_JAAS_CONFIG: \'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="Zq8vLm2pXw";\'\nconn_str = \'host=db password="Zq8vLm2pXw"\'\n"sasl.jaas.config": "PlainLoginModule required username=\\"u\\" password=\\"Zq8vLm2pXw\\";"',
+        'KAFKA_SASL_JAAS_CONFIG: \'org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="[REDACTED:assignment]";\'\nconn_str = \'host=db password="[REDACTED:assignment]"\'\n"sasl.jaas.config": "PlainLoginModule required username=\\"u\\" password=\\"[REDACTED:assignment]\\";"',
+    ),
+    (
+        'url-token-user',
+        'git clone https://0123456789abcdef0123456789abcdef01234567@github.com/org/repo.git\nSENTRY_DSN=https://abcdef0123456789abcdef0123456789@o123.ingest.sentry.io/456',
+        'git clone https://[REDACTED:url-password]@github.com/org/repo.git\nSENTRY_DSN=https://[REDACTED:url-password]@o123.ingest.sentry.io/456',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1297,6 +1317,10 @@ NEGATIVE = [
     (
         'typing-and-echo-lookalikes',
         'await page.fill("#password", password)\nhash_password(user, "sha256")\nexpect(page.locator("#password")).toHaveValue(user.pw)\ncy.get("#password").type("{enter}")\npage.fill("#password", process.env.PW)\npassword.type("text")\necho $TOKEN > token\necho "" > token\necho "building" > build.token\necho done > password_reset.log\necho hello > key.txt\necho 5 > /sys/class/x/pass\necho Zq8vLm2pXw > keys/public_key',
+    ),
+    (
+        'braces-tags-quotes-lookalikes',
+        'conn = f"DRIVER={{ODBC}};UID={user};PWD={password}"\nconn = f"DRIVER={{ODBC}};UID={user};PWD={db_password};"\n<Input password={password} />\n<Input apiKey={process.env.KEY} />\npassword={pw!r}\ntoken={tok:>8}\npassword: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  66383439383437366338\nMasterUserPassword: !Ref DbPassword\nApiKey: !GetAtt Key.Value\nwifi_password: !secret wifi_password\ngetpass("Password: ")\nmsg = \'Enter password: "\'\nlog(\'token="%s"\' % tok)\nssh://git@github.com/x\nhttps://jane-doe-from-accounting@bitbucket.org/x\nhttps://deploy-bot-account-2024@host/x',
     ),
 ]
 
