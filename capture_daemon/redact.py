@@ -79,7 +79,10 @@ What is detected (the marker's kind in brackets):
   ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
   "v"}``, .NET ``<add key="NAME" value="v"/>``, Spring ``<property name="password" value="v"/>``),
   XML elements (``<password>v</password>``, ``<passphrase>``, with attributes too; a key's path, Maven's
-  ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays) and attributes (Tomcat's ``<user
+  ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays), elements a ``name``/``key`` attribute names
+  (``<property name="hibernate.connection.password">v</property>``, ``<entry key="db.password">v</entry>``,
+  Android's ``<string name="api_key">k</string>`` when machine-made, ``android:name``/``android:value``), a
+  plist's ``<key>APIKey</key><string>v</string>`` and attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
   the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
@@ -149,7 +152,10 @@ What is detected (the marker's kind in brackets):
   poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
   ``createHmac(alg, "KEY")``, ``OpenSSL::HMAC.hexdigest(alg, "KEY", d)``, ``hmac.new(b"KEY")``,
   ``hmac.New(h, []byte("KEY"))``, ``new SecretKeySpec("KEY".getBytes(), ...)``,
-  ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes,
+  ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes, OkHttp's
+  ``Credentials.basic("u", "PW")``, Azure's ``ClientSecretCredential(t, c, "S")``, tweepy's
+  ``OAuthHandler(k, "S")``, ``algoliasearch(id, "K")``, a cipher's or MAC's key (``createCipheriv(alg, "K", iv)``,
+  CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")``),
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
@@ -192,6 +198,8 @@ What is detected (the marker's kind in brackets):
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
+  "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
+  "user `admin`, password `PW`" (a value in backticks right after the name),
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
@@ -2194,6 +2202,33 @@ def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# An element that a `name` or `key` attribute names, its text the value: Hibernate's and Ant's
+# `<property name="hibernate.connection.password">pw</property>`, Java's XML properties `<entry
+# key="db.password">pw</entry>`, Android's `<string name="api_key">k</string>`; and a plist's
+# `<key>APIKey</key>` with the `<string>k</string>` after it (Info.plist, GoogleService-Info.plist).
+_NAMED_ELEMENT = re.compile(
+    r"(?:name(?<=[\s:]name)|key(?<=\skey))=(?P<q>[\"'])(?P<name>[^\"'<>\r\n]{1,100})(?P=q)[^<>]{0,200}(?<!/)>"
+    r"(?P<s>[^<>\r\n]{1,300})</[\w.:-]{1,60}>"
+)
+_NAMED_ELEMENT_LOOK = (
+    r"(?==[\"'][^\"'<>\r\n]{0,100}?(?i:password|passwd|passphrase|pwd|secret|token|key|pass|psk|auth|salt)[\"'][^<>]{0,200}>[^<>\r\n]{1,300}</)"
+)
+_PLIST_ENTRY = re.compile(r"<key>(?P<name>[^<>\r\n]{1,100})</key>\s{0,200}<string>(?P<s>[^<>\r\n]{1,300})</string>")
+
+
+def _replace_named_element(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name"))
+    value = m.group("s").strip()
+    if kind is None or not _plausible_secret(kind, value):
+        return None
+    if kind != _CHOSEN and value.startswith(("~/", "/", "./", "${")):
+        return None  # a key's path, not the key
+    if text.startswith("<string", max(0, text.rfind("<", max(0, m.start() - 200), m.start()))) and m.re is _NAMED_ELEMENT:
+        if " " in value or not _looks_made(value):
+            return None  # Android's UI text: <string name="password">Passwort</string>, a label in any language
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # An HTML password field with its value filled in: `<input type="password" name="pw" value="x">`,
 # attributes in any order, quoted or not. Other inputs' values are form data, and a field's name
 # (`pw`, `login`) need not say password: its type does.
@@ -2229,7 +2264,8 @@ _NAMED_VALUE_WORDS = (
 # of the text from every `name`, minutes for 40 KB.)
 _NAMED_VALUE_REST = (
     rf"[\"']?[ \t]*[:=][ \t]*(?P<q>[\"']?)(?P<name>(?=[A-Za-z_])[\w.:-]{{0,100}}?{_NAMED_VALUE_WORDS})(?P=q)"
-    r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t]*|[ \t]+)[\"']?value[\"']?[ \t]*[:=][ \t]*"
+    # (Android's `<meta-data android:name="io.sentry.auth-token" android:value="x"/>` too.)
+    r"(?:[ \t]*,[ \t]*|[ \t]*\r?\n[ \t]*|[ \t]+)[\"']?(?:android:)?value[\"']?[ \t]*[:=][ \t]*"
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s,}\]\"']+))"
 )
 _NAMED_VALUE = re.compile(rf"(?:name(?<![\w-]name)|key(?<![\w-]key)){_NAMED_VALUE_REST}")
@@ -2309,6 +2345,12 @@ _SECOND_ARG_CALLS = (
     # (hash, password): argon2-cffi's `ph.verify(h, 'pw')`, node-argon2's `argon2.verify(h, 'pw')`, Go's
     # `bcrypt.CompareHashAndPassword(h, []byte("pw"))`; (algorithm, password): `hashlib.pbkdf2_hmac('sha256', b'pw', ...)`.
     rf"|{_PASSWORD_HASHER}\.verify\(|CompareHashAndPassword\(|pbkdf2_hmac\("
+    # (user, password): OkHttp's `Credentials.basic("u", "pw")`, Jakarta's `PasswordCredential`;
+    # (consumer key, secret): tweepy's `OAuthHandler`; (app id, admin key): `algoliasearch`;
+    # (algorithm, key): Node's `createCipheriv('aes-256-cbc', 'key', iv)`, jjwt's `signWith(alg,
+    # "key")`; (data, key): CryptoJS's `AES.encrypt(data, 'key')`, `HmacSHA256(msg, 'key')`.
+    r"|Credentials\.basic\(|PasswordCredential\(|OAuthHandler\(|algoliasearch\(|createCipheriv\(|createDecipheriv\("
+    r"|signWith\(|AES(?<![\w]AES)\.(?:encrypt|decrypt)\(|Hmac(?:SHA\d*|MD5)\("
 )
 # (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
 _THIRD_ARG_CALLS = (
@@ -2317,6 +2359,8 @@ _THIRD_ARG_CALLS = (
     # Sequelize's `new Sequelize('db', 'user', 'pw', {...})`, Ruby's `Net::FTP.new(h, u, pw)`,
     # Go's `smtp.PlainAuth("", user, pw, host)` (identity, user, password).
     r"|Sequelize\(|FTP\.new\(|PlainAuth\("
+    # Azure's `ClientSecretCredential("tenant", "client", "secret")`.
+    r"|ClientSecretCredential\("
 )
 # ldap3's `Connection(server, 'cn=admin,dc=x', 'pw')` and kombu's `Connection('host', 'guest', 'pw')`:
 # (server, user, password). Many libraries have a `Connection` class, so only where the user is a
@@ -2366,7 +2410,7 @@ _CALL_BEFORE_COMMA = re.compile(
 # Some call's name in the text before the comma: a quick test before the regex above.
 _CALL_NAMES = re.compile(
     r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
-    r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2"
+    r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac"
 )
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2526,13 +2570,17 @@ _PROSE_OWNERS = (("my", "My", "ur", "he"), ("use", "Use", "try", "Try"), ("with"
 _PROSE_OWNED = "(?:" + "|".join(
     rf"(?<=(?:{'|'.join(owners)}) {word})" for word in ("password", "passphrase", "pw") for owners in _PROSE_OWNERS
 ) + ")"
-# ("[sudo] password for bob: x", "the password for admin is x".)
-_PROSE_FOR = r"[ \t]+for[ \t]+[\w@.-]+(?::|[ \t]+(?:is|was))[ \t]+"
+# ("[sudo] password for bob: x", "the password for admin is x", "the password for the staging DB
+# is x", git's prompt "Password for 'https://bob@github.com': x".)
+_PROSE_FOR = r"[ \t]+for[ \t]+(?:'[^'\s]{1,200}'|(?:the[ \t]+)?[\w@.-]+(?:[ \t]+[\w@.-]+){0,2}?)(?::|[ \t]+(?:is|was))[ \t]+"
+# ("password `x`", "user `admin`, password `x`", "the token `x`": a secret's name and a value in
+# backticks right after it, as a chat writes a literal down.)
+_PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+)"
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED})"
     rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|[ \t]+for[ \t]+[\w@.-]+(?::|[ \t]+(?:is|was))[ \t])|{_PROSE_OWNED}(?=[ \t]+\S)"
+_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED})|{_PROSE_OWNED}(?=[ \t]+\S)"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
     ("pass", "(?:wd|phrase)(?:" + _PROSE_AFTER_NAME + ")"),
@@ -3071,6 +3119,8 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("aws-ecr-token", re.compile(r"eyJwYXlsb2FkIjoi[A-Za-z0-9+/]*={0,2}"), _whole("aws-ecr-token"), (("eyJwYXlsb2FkIjoi", ""),)),
     _Rule("aws-csv", _CSV_HEADER, _replace_csv, (("Secret access key", ""),)),
     _Rule("xml-element", _XML_ELEMENT, _replace_xml_element, (("</", _XML_GATE),)),
+    _Rule("named-element", _NAMED_ELEMENT, _replace_named_element, (("name", _NAMED_ELEMENT_LOOK), ("key", _NAMED_ELEMENT_LOOK)), anchored=True),
+    _Rule("plist-entry", _PLIST_ENTRY, _replace_named_element, (("</", r"(?<=</)(?=key>\s{0,200}<string>)"),)),
     _Rule("password-input", _INPUT_TAG, _replace_password_input, (("<input", ""), ("<INPUT", ""), ("<Input", ""))),
     _Rule(
         "named-value",

@@ -1038,6 +1038,21 @@ POSITIVE = [
         'git clone https://0123456789abcdef0123456789abcdef01234567@github.com/org/repo.git\nSENTRY_DSN=https://abcdef0123456789abcdef0123456789@o123.ingest.sentry.io/456',
         'git clone https://[REDACTED:url-password]@github.com/org/repo.git\nSENTRY_DSN=https://[REDACTED:url-password]@o123.ingest.sentry.io/456',
     ),
+    (
+        'code-literal-more-calls',
+        'Credentials.basic("bob", "Zq8vLm2pXw")\nnew PasswordCredential("bob", "Zq8vLm2pXw".toCharArray())\nClientSecretCredential("tenant-id", "client-id", "Zq8vLm2pXw")\ntweepy.OAuthHandler("ckey", "Zq8vLm2pXw")\nalgoliasearch(\'APPID\', \'Zq8vLm2pXw\')\ncrypto.createCipheriv(\'aes-256-cbc\', \'Zq8vLm2pXw\', iv)\nCryptoJS.AES.encrypt(data, \'Zq8vLm2pXw\')\nCryptoJS.HmacSHA256(msg, \'Zq8vLm2pXw\')\nJwts.builder().signWith(SignatureAlgorithm.HS256, "Zq8vLm2pXw")',
+        'Credentials.basic("bob", "[REDACTED:code-literal]")\nnew PasswordCredential("bob", "[REDACTED:code-literal]".toCharArray())\nClientSecretCredential("tenant-id", "client-id", "[REDACTED:code-literal]")\ntweepy.OAuthHandler("ckey", "[REDACTED:code-literal]")\nalgoliasearch(\'APPID\', \'[REDACTED:code-literal]\')\ncrypto.createCipheriv(\'aes-256-cbc\', \'[REDACTED:code-literal]\', iv)\nCryptoJS.AES.encrypt(data, \'[REDACTED:code-literal]\')\nCryptoJS.HmacSHA256(msg, \'[REDACTED:code-literal]\')\nJwts.builder().signWith(SignatureAlgorithm.HS256, "[REDACTED:code-literal]")',
+    ),
+    (
+        'xml-named-elements',
+        '<property name="hibernate.connection.password">Zq8vLm2pXw</property>\n<entry key="db.password">Zq8vLm2pXw</entry>\n<string name="api_key">Zq8vLm2pXw</string>\n<key>APIKey</key>\n\t<string>Zq8vLm2pXw</string>\n<meta-data android:name="io.sentry.auth-token" android:value="Zq8vLm2pXw"/>',
+        '<property name="hibernate.connection.password">[REDACTED:assignment]</property>\n<entry key="db.password">[REDACTED:assignment]</entry>\n<string name="api_key">[REDACTED:assignment]</string>\n<key>APIKey</key>\n\t<string>[REDACTED:assignment]</string>\n<meta-data android:name="io.sentry.auth-token" android:value="[REDACTED:assignment]"/>',
+    ),
+    (
+        'prose-backticks-and-for',
+        "Use these creds: user `admin`, password `Zq8vLm2pXw`\nThe password for the staging DB is `Zq8vLm2pXw`.\nPassword for 'https://bob@github.com': Zq8vLm2pXw\nRotate the token `ghx1234567abcdef` now",
+        "Use these creds: user `admin`, password `[REDACTED:prose-secret]`\nThe password for the staging DB is `[REDACTED:prose-secret]`.\nPassword for 'https://bob@github.com': [REDACTED:prose-secret]\nRotate the token `[REDACTED:prose-secret]` now",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1321,6 +1336,10 @@ NEGATIVE = [
     (
         'braces-tags-quotes-lookalikes',
         'conn = f"DRIVER={{ODBC}};UID={user};PWD={password}"\nconn = f"DRIVER={{ODBC}};UID={user};PWD={db_password};"\n<Input password={password} />\n<Input apiKey={process.env.KEY} />\npassword={pw!r}\ntoken={tok:>8}\npassword: !vault |\n  $ANSIBLE_VAULT;1.1;AES256\n  66383439383437366338\nMasterUserPassword: !Ref DbPassword\nApiKey: !GetAtt Key.Value\nwifi_password: !secret wifi_password\ngetpass("Password: ")\nmsg = \'Enter password: "\'\nlog(\'token="%s"\' % tok)\nssh://git@github.com/x\nhttps://jane-doe-from-accounting@bitbucket.org/x\nhttps://deploy-bot-account-2024@host/x',
+    ),
+    (
+        'xml-and-prose-lookalikes-more',
+        '<string name="password">Passwort</string>\n<string name="password">Mot de passe</string>\n<string name="token_expired">Your session expired</string>\n<property name="hibernate.connection.password">${db.pw}</property>\n<key>NSFaceIDUsageDescription</key><string>x</string>\n<key>API_KEY</key>\n<string>$(API_KEY)</string>\n<string name="api_key">google_maps_key</string>\ncrypto.createCipheriv("aes-256-gcm", key, iv)\nCryptoJS.AES.encrypt("hello", key)\nthe password for user is incorrect\nthe password for the admin account is stored in vault\nset the password `password_hash` field\nthe token `access_token` is returned\nthe password `${DB_PASSWORD}`\nthe token field `expires_in`\npassword `********`',
     ),
 ]
 
