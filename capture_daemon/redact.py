@@ -2206,12 +2206,12 @@ def _replace_xml_element(text: str, m: "re.Match[str]") -> Optional[str]:
 # `<property name="hibernate.connection.password">pw</property>`, Java's XML properties `<entry
 # key="db.password">pw</entry>`, Android's `<string name="api_key">k</string>`; and a plist's
 # `<key>APIKey</key>` with the `<string>k</string>` after it (Info.plist, GoogleService-Info.plist).
-_NAMED_ELEMENT = re.compile(
-    r"(?:name(?<=[\s:]name)|key(?<=\skey))=(?P<q>[\"'])(?P<name>[^\"'<>\r\n]{1,100})(?P=q)[^<>]{0,200}(?<!/)>"
-    r"(?P<s>[^<>\r\n]{1,300})</[\w.:-]{1,60}>"
-)
 _NAMED_ELEMENT_LOOK = (
     r"(?==[\"'][^\"'<>\r\n]{0,100}?(?i:password|passwd|passphrase|pwd|secret|token|key|pass|psk|auth|salt)[\"'][^<>]{0,200}>[^<>\r\n]{1,300}</)"
+)
+_NAMED_ELEMENT = re.compile(
+    r"(?:name(?<=[\s:]name)|key(?<=\skey))" + _NAMED_ELEMENT_LOOK
+    + r"=(?P<q>[\"'])(?P<name>[^\"'<>\r\n]{1,100})(?P=q)[^<>]{0,200}(?<!/)>(?P<s>[^<>\r\n]{1,300})</[\w.:-]{1,60}>"
 )
 _PLIST_ENTRY = re.compile(r"<key>(?P<name>[^<>\r\n]{1,100})</key>\s{0,200}<string>(?P<s>[^<>\r\n]{1,300})</string>")
 
@@ -2831,8 +2831,10 @@ def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str
 # | default "hunter2" }}`, `{{ api_key | default('x') }}`): the literal is the secret whenever the
 # variable is missing, and it is written down in the file. (`${PW:?unset}` is an error message,
 # `${PW:+--password=$PW}` an alternative, neither a value.)
-_VAR_DEFAULT = re.compile(r"\$\{(?P<name>[A-Za-z_][\w.-]{0,80}?)(?::-|:=|-|=|:(?![-=?+]))(?P<s>[^\s{}$\"'`\\]{1,200})\}")
 _VAR_DEFAULT_GATE = r"(?=\{[\w.-]{0,60}(?i:pass|pw|secret|token|key|auth|salt|cred)[\w.-]{0,30}(?::-|:=|-|=|:(?![-=?+]))[^\s}])"
+_VAR_DEFAULT = re.compile(
+    rf"\${_VAR_DEFAULT_GATE}\{{(?P<name>[A-Za-z_][\w.-]{{0,80}}?)(?::-|:=|-|=|:(?![-=?+]))(?P<s>[^\s{{}}$\"'`\\]{{1,200}})\}}"
+)
 _TEMPLATE_DEFAULT = re.compile(r"\|[ \t]*default[ \t]*(?:\([ \t]*)?(?P<q>[\"'])(?P<s>[^\"'\r\n]{1,200})(?P=q)")
 _TEMPLATE_DEFAULT_GATE = r"(?=[ \t]*default[ \t]*\(?[ \t]*[\"'])"
 _TEMPLATE_NAME_BEFORE = re.compile(r"(?:\{\{-?|\{%-?)[^{}\r\n]{0,200}?(?P<name>[A-Za-z_][\w-]*)[\"'\]]?[ \t]*\Z")
@@ -2865,7 +2867,10 @@ _FALLBACK_REST = (
     r"(?P<tail>[\w.-]{0,30}?)[\"'\]]{0,2}[ \t]*(?::=|=(?![=>])|:(?![:=]))(?P<expr>[^\r\n]{1,200}?)"
     r"(?:[ \t]or|\|\||\?\?|\?:)[ \t]*(?P<q>[\"'])(?P<s>[^\"'\r\n\\]{1,200})(?P=q)"
 )
-_FALLBACK = re.compile(r"(?:_(?=[A-Z]))?(?i:password|passwd|secret|token|key|pass|pw)" + _FALLBACK_REST)
+_FALLBACK = re.compile(
+    r"(?:_(?<=[0-9A-Z]_)(?:KEY|TOKEN|SECRET|PASS|PW)(?P<utail>[0-9A-Z_]{0,30}?)|password|Password|PASSWORD|secret|Secret|token|Token|key|Key)"
+    + _FALLBACK_REST
+)
 _FALLBACK_LOOK = (
     r"(?=[\w.-]{0,30}[\"'\]]{0,2}[ \t]*(?::=|=(?![=>])|:(?![:=]))[^\r\n]{1,200}?(?:[ \t]or|\|\||\?\?|\?:)[ \t]*[\"'])"
 )
@@ -2875,6 +2880,8 @@ _FALLBACK_GATES = tuple((w, _FALLBACK_LOOK) for w in ("password", "Password", "P
 
 
 def _replace_fallback(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.start("utail") >= 0 and m.group("tail"):
+        return None  # `API_KEY.value = ...`: the `_` gate's guard reads an upper-case name only
     name = text[_name_start(text, m.start()) : m.end("tail")].rstrip(".-")
     kind = _name_kind(name)
     value = m.group("s")
@@ -2890,7 +2897,8 @@ def _replace_fallback(text: str, m: "re.Match[str]") -> Optional[str]:
 # "pw"` (`char pass[64] = "pw"`, an Arduino sketch's Wi-Fi password), and the C preprocessor's
 # `#define WIFI_PASSWORD "pw"`. (The assignment rule reads the word before `=`: `string`, `]`.)
 _DECLARED = re.compile(
-    r"(?:_(?=[A-Z]))?(?i:password|passwd|secret|token|key|pass|pw|psk)(?P<tail>\w{0,30}?)"
+    r"(?:_(?<=[0-9A-Z]_)(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)|password|Password|PASSWORD|passwd|secret|Secret|token|Token"
+    r"|key|Key|pass|Pass|PASS|PW)(?P<tail>\w{0,30}?)"
     r"(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|(?P<define>[ \t]+))[ \t]*\"(?P<s>(?:[^\"\\\r\n]|\\.){1,300})\""
 )
 _DECLARED_LOOK = r"(?=\w{0,30}?(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|[ \t]+(?=\"))[ \t]*\")"
@@ -2923,7 +2931,7 @@ def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
 _TYPING_VERBS = r"(?:fill|type|send_keys|sendKeys|setValue|typeText|pressSequentially|fillField)"
 _TYPED_LITERAL = r"(?P<q>[\"'`])(?P<s>[^\"'`\\\r\n{]{1,200})(?:\{\w+\})*(?P=q)"
 _TYPED_INTO_FIELD = re.compile(
-    r"(?i:password|passwd|passcode)(?:(?P<arg>[^\r\n;,{}]{0,80}?,[ \t]*(?:with:[ \t]*)?)"
+    r"(?:password|Password|PASSWORD|passwd|passcode)(?:(?P<arg>[^\r\n;,{}]{0,80}?,[ \t]*(?:with:[ \t]*)?)"
     rf"|[^\r\n;{{}}]{{0,80}}?\.{_TYPING_VERBS}\([ \t]*){_TYPED_LITERAL}"
 )
 _TYPED_LOOK = rf"(?=[^\r\n;{{}}]{{0,80}}?(?:,[ \t]*(?:with:[ \t]*)?|\.{_TYPING_VERBS}\([ \t]*)[\"'`])"
@@ -2945,7 +2953,9 @@ def _replace_typed_into_field(text: str, m: "re.Match[str]") -> Optional[str]:
 _ECHO_TO_FILE = re.compile(
     r"(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+)*(?:(?:\"%s(?:\\n)?\"|'%s(?:\\n)?')[ \t]+)?"
     r"(?:\"(?P<dq>[^\"\r\n$`\\]+)\"|'(?P<sq>[^'\r\n]+)'|(?P<uq>[^\s\"'$`|;&<>\\]+))"
-    r"[ \t]*(?:>{1,2}|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-a)?)[ \t]*(?P<path>[^\s;&|\"'<>\\]{1,200})"
+    r"[ \t]*(?:>{1,2}|\|[ \t]*(?:sudo[ \t]+)?tee(?:[ \t]+-a)?)[ \t]*"
+    r"(?P<path>(?:[^\s;&|\"'<>\\]{0,170}?[/._~-])?(?:password|passwd|pass|secret|token|key|Token|Secret|Password)[\w.-]{0,30})"
+    r"(?=[ \t]*(?:\r?\n|\\n|[;&|)\"']|\Z))"
 )
 _ECHO_TO_FILE_LOOK = r"(?<=[/._~> -]{word})(?=[\w.-]{{0,30}}(?:[ \t]*(?:\r?\n|\\n|[;&|)\"']|\Z)))"
 _FILE_NAME_ENDINGS = re.compile(r"(?:\.(?:txt|key|secret|pass|pwd|token))+\Z")
@@ -3387,7 +3397,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # before a name's secret word that a fallback follows (`JWT_SECRET = x || "lit"`): an
         # upper-case name, then a separator or a word. (One branch for all: snake_case fails it at once.)
         (
-            r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192\"\[-])",
+            r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192\"\[\]-])",
             frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal"}),
         ),
         (r"(?=[A-Za-z0-9]{10})", None),
@@ -3424,7 +3434,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     ":": (
         (
             r"(?:(?=//|A[AP]|[0-9]+(?:\[[0-9]+\])?>)|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
-            frozenset({"url-password", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command", "prose-command-output"}),
+            frozenset({"url-password", "url-token-user", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command",
+                       "prose-command-output"}),
         ),
         (_sep_guard(":", ""), None),
     ),
