@@ -1362,7 +1362,10 @@ class _CommandState:
         if self.prog in _FLAG_SECRETS:
             return _FLAG_SECRETS[self.prog] + _ANY_PROGRAM_FLAGS
         if self.prog in _FLAG_SUBCOMMANDS:
-            return (_FLAG_SUBCOMMANDS[self.prog][1] if self.sub_seen else ()) + _ANY_PROGRAM_FLAGS
+            if self.sub_seen:
+                return _FLAG_SUBCOMMANDS[self.prog][1] + _ANY_PROGRAM_FLAGS
+            # (Its other subcommands are commands no table knows: `az sql server create -u admin -p PW`.)
+            return _ANY_PROGRAM_FLAGS + (_USER_THEN_PASSWORD if self.user and not self.no_guess else ())
         if self.user and not self.no_guess:
             return _ANY_PROGRAM_FLAGS + _USER_THEN_PASSWORD
         return _ANY_PROGRAM_FLAGS
@@ -1540,6 +1543,9 @@ _SPACED_SETTING = re.compile(
 )
 
 
+_LINKING_WORDS = frozenset({"for", "to", "as", "is", "of", "on", "in", "with", "from", "and", "or"})
+
+
 def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
     kind = _name_kind(m.group("name").strip("\"'"))
     if kind is None:
@@ -1550,6 +1556,8 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
         return None  # "set the API_KEY variable to ..."
+    if group == "uq" and value.lower() in _LINKING_WORDS:
+        return None  # SQL's `set password for 'bob'@'%' = 'pw'` (the SQL rule's), "set password to x"
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
@@ -1930,7 +1938,9 @@ def _replace_auth_command(text: str, m: "re.Match[str]") -> Optional[str]:
 _SQL_PASSWORD = re.compile(
     # (MySQL's `SET PASSWORD FOR 'bob'@'%' = PASSWORD('pw')`, `SELECT PASSWORD('pw')`: the function's argument.)
     # (Not a method's: `keyring.get_password('service', 'user')` names no password.)
-    r"(?:(?:PASSWORD|password)(?:[ \t]+N?|\((?<![\w.]PASSWORD\()(?<![\w.]password\()(?=[^)\r\n]*\)))'(?P<sq>(?:[^'\\\r\n]|'')+)'"
+    # (MySQL 5.7's `SET PASSWORD FOR 'bob'@'%' = 'pw'` too: the literal after the account and `=`.)
+    r"(?:(?:PASSWORD|password)(?:[ \t]+N?|\((?<![\w.]PASSWORD\()(?<![\w.]password\()(?=[^)\r\n]*\))"
+    r"|[ \t]+(?:FOR|for)[ \t]+[^=\r\n;]{1,100}?=[ \t]*)'(?P<sq>(?:[^'\\\r\n]|'')+)'"
     r"|(?:IDENTIFIED(?P<upper>)|identified)(?:[ \t]+(?:WITH|with)[ \t]+[\w\"'`]+)?[ \t]+(?:BY|by)[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?"
     r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
 )
@@ -2351,6 +2361,8 @@ _SECOND_ARG_CALLS = (
     # "key")`; (data, key): CryptoJS's `AES.encrypt(data, 'key')`, `HmacSHA256(msg, 'key')`.
     r"|Credentials\.basic\(|PasswordCredential\(|OAuthHandler\(|algoliasearch\(|createCipheriv\(|createDecipheriv\("
     r"|signWith\(|AES(?<![\w]AES)\.(?:encrypt|decrypt)\(|Hmac(?:SHA\d*|MD5)\("
+    # MongoDB's `db.changeUserPassword("admin", "pw")` (its `createUser` is a `pwd:` field).
+    r"|changeUserPassword\("
 )
 # (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
 _THIRD_ARG_CALLS = (
@@ -2410,7 +2422,7 @@ _CALL_BEFORE_COMMA = re.compile(
 # Some call's name in the text before the comma: a quick test before the regex above.
 _CALL_NAMES = re.compile(
     r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
-    r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac"
+    r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac|UserPassword"
 )
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2573,14 +2585,15 @@ _PROSE_OWNED = "(?:" + "|".join(
 # ("[sudo] password for bob: x", "the password for admin is x", "the password for the staging DB
 # is x", git's prompt "Password for 'https://bob@github.com': x".)
 _PROSE_FOR = r"[ \t]+for[ \t]+(?:'[^'\s]{1,200}'|(?:the[ \t]+)?[\w@.-]+(?:[ \t]+[\w@.-]+){0,2}?)(?::|[ \t]+(?:is|was))[ \t]+"
+# ("set the password to x": `to` as `is`.)
 # ("password `x`", "user `admin`, password `x`", "the token `x`": a secret's name and a value in
 # backticks right after it, as a chat writes a literal down.)
 _PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED})"
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED})"
     rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED})|{_PROSE_OWNED}(?=[ \t]+\S)"
+_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED})|{_PROSE_OWNED}(?=[ \t]+\S)"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
     ("pass", "(?:wd|phrase)(?:" + _PROSE_AFTER_NAME + ")"),
@@ -2647,7 +2660,12 @@ _STATUS_WORDS = frozenset(
 )
 
 
+_SET_TO_VERB = re.compile(r"(?i:\b(?:set|sets|setting|change[sd]?|changing|reset|resets|resetting|update[sd]?|updating|rotated?)(?:[ \t]+\w+){0,2}[ \t]+)\Z")
+
+
 def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
+    if " to " in text[m.start() : m.start("s")] and not _SET_TO_VERB.search(text, max(0, m.start() - 40), m.start()):
+        return None  # "convert the token to base64": only setting one says what it is now
     value = m.group("s").rstrip(".,;:!?)")
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
         return None
@@ -3290,8 +3308,8 @@ _RULES: tuple[_Rule, ...] = (
         _SQL_PASSWORD,
         _replace_sql_password,
         (
-            ("PASSWORD", r"(?=[ \t]+N?')|(?<![\w.]PASSWORD)(?=\(')"),
-            ("password", r"(?=[ \t]+N?')|(?<![\w.]password)(?=\(')"),
+            ("PASSWORD", r"(?=[ \t]+N?')|(?<![\w.]PASSWORD)(?=\(')|(?=[ \t]+FOR[ \t]+[^=\r\n;]{1,100}?=[ \t]*')"),
+            ("password", r"(?=[ \t]+N?')|(?<![\w.]password)(?=\(')|(?=[ \t]+for[ \t]+[^=\r\n;]{1,100}?=[ \t]*')"),
             ("IDENTIFIED", r"(?=[ \t])"),
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
@@ -3853,6 +3871,17 @@ _AZURE_KEY_MARK = marker("azure-key")
 _PAIR_VALUES = ("value", "Value")
 
 
+_SECRET_TYPES = frozenset({"CONCEALED", "SecureString", "secret", "SECRET", "password", "PASSWORD"})
+
+
+def _marked_secret(pair: dict) -> bool:
+    """Whether a record's own fields say its value is secret (see _pair_mark)."""
+    if pair.get("sensitive") is True:
+        return True
+    kind = pair.get("type", pair.get("Type"))
+    return isinstance(kind, str) and kind in _SECRET_TYPES or pair.get("purpose") == "PASSWORD"
+
+
 def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
     """(the value's key, what replaces it) when `pair` is a name/value pair whose value is a
     secret; None otherwise."""
@@ -3864,6 +3893,11 @@ def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
     if "keyName" in pair or "KeyName" in pair:
         # `az storage account keys list` and its kin: [{"keyName": "key1", "value": "<the key>"}]
         return None if len(value) < 16 or _is_placeholder(value) else (value_key, _AZURE_KEY_MARK)
+    if _marked_secret(pair):
+        # A record that says its value is secret, whatever it is named: `terraform output -json`'s
+        # {"sensitive": true, "type": "string", "value": "pw"}, 1Password's CLI's {"type":
+        # "CONCEALED", "label": "api key", "value": "k"}, SSM's {"Type": "SecureString", "Value": "pw"}.
+        return None if _is_placeholder(value) else (value_key, _ASSIGNMENT_MARK)
     for name in map(pair.get, _PAIR_NAMES):
         if isinstance(name, str):
             break

@@ -1053,6 +1053,21 @@ POSITIVE = [
         "Use these creds: user `admin`, password `Zq8vLm2pXw`\nThe password for the staging DB is `Zq8vLm2pXw`.\nPassword for 'https://bob@github.com': Zq8vLm2pXw\nRotate the token `ghx1234567abcdef` now",
         "Use these creds: user `admin`, password `[REDACTED:prose-secret]`\nThe password for the staging DB is `[REDACTED:prose-secret]`.\nPassword for 'https://bob@github.com': [REDACTED:prose-secret]\nRotate the token `[REDACTED:prose-secret]` now",
     ),
+    (
+        'sql-set-password-for',
+        'SET PASSWORD FOR \'bob\'@\'localhost\' = \'Zq8vLm2pXw\';\nset password for \'app\'@\'%\' = \'Zq8vLm2pXw\';\ndb.changeUserPassword("admin", "Zq8vLm2pXw")',
+        'SET PASSWORD FOR \'bob\'@\'localhost\' = \'[REDACTED:sql-password]\';\nset password for \'app\'@\'%\' = \'[REDACTED:sql-password]\';\ndb.changeUserPassword("admin", "[REDACTED:code-literal]")',
+    ),
+    (
+        'cli-user-then-p-subcommands',
+        'az sql server create -n db1 -g rg -u sqladmin -p Zq8vLm2pXw',
+        'az sql server create -n db1 -g rg -u sqladmin -p [REDACTED:cli-flag]',
+    ),
+    (
+        'prose-set-password-to',
+        'set the root password to Zq8vLm2pXw.\nI changed the password to "swordfish"\nreset my password to Tr0ub4dor3',
+        'set the root password to [REDACTED:prose-secret].\nI changed the password to "[REDACTED:prose-secret]"\nreset my password to [REDACTED:prose-secret]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1341,6 +1356,10 @@ NEGATIVE = [
         'xml-and-prose-lookalikes-more',
         '<string name="password">Passwort</string>\n<string name="password">Mot de passe</string>\n<string name="token_expired">Your session expired</string>\n<property name="hibernate.connection.password">${db.pw}</property>\n<key>NSFaceIDUsageDescription</key><string>x</string>\n<key>API_KEY</key>\n<string>$(API_KEY)</string>\n<string name="api_key">google_maps_key</string>\ncrypto.createCipheriv("aes-256-gcm", key, iv)\nCryptoJS.AES.encrypt("hello", key)\nthe password for user is incorrect\nthe password for the admin account is stored in vault\nset the password `password_hash` field\nthe token `access_token` is returned\nthe password `${DB_PASSWORD}`\nthe token field `expires_in`\npassword `********`',
     ),
+    (
+        'prose-to-lookalikes',
+        'the token to use\npassword to access the db\npass the token to getUser()\nconvert the token to base64url\nhash the password to sha256x\nthe secret to success is hard work\ndocker run -u root -p 8080:80 nginx',
+    ),
 ]
 
 
@@ -1593,6 +1612,25 @@ def test_name_value_pairs_lose_the_values_their_names_make_secret() -> None:
     # Not pairs: a value beside an unrelated name, and names that say nothing.
     plain = {"name": "release", "value": "v1.2.3", "cookies_enabled": [{"name": "a", "value": "b"}][:0], "items": [{"name": "x", "value": "y"}]}
     assert redact_value(plain) == plain
+
+
+def test_records_that_say_their_value_is_secret_lose_it() -> None:
+    """A record whose own fields say its value is secret, whatever it is named: `terraform output
+    -json`'s sensitive outputs, 1Password's concealed fields, SSM's SecureString parameters, a
+    form's password input. The same records saying nothing of the kind keep their values."""
+    outputs = {"db_password": {"sensitive": True, "type": "string", "value": "Zq8vLm2pXw"},
+               "url": {"sensitive": False, "type": "string", "value": "https://app.example.com"}}
+    item = {"fields": [{"id": "x1", "type": "CONCEALED", "label": "api key", "value": "Zq8vLm2pXw"},
+                       {"id": "username", "type": "STRING", "label": "username", "value": "bob"}]}
+    ssm = {"Parameter": {"Name": "/prod/db/conn", "Type": "SecureString", "Value": "Zq8vLm2pXw"}}
+    form = [{"type": "password", "name": "pw", "value": "Zq8vLm2pXw"}, {"type": "text", "name": "q", "value": "hello"}]
+    for doc in (outputs, item, ssm, form):
+        out = redact_value(doc)
+        assert "Zq8vLm2pXw" not in json.dumps(out)
+        assert "Zq8vLm2pXw" not in redact_text(json.dumps(doc, indent=2))
+    assert redact_value(outputs)["url"]["value"] == "https://app.example.com"
+    assert redact_value(item)["fields"][1]["value"] == "bob"
+    assert redact_value(form)[1]["value"] == "hello"
 
 
 def test_auth_values_go_only_as_base64_credentials() -> None:
