@@ -98,7 +98,7 @@ What is detected (the marker's kind in brackets):
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
-  'PW'``, MySQL's ``PASSWORD('PW')``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
+  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -199,12 +199,15 @@ What is detected (the marker's kind in brackets):
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
+  "set the root password to PW" (after a verb of setting),
   "user `admin`, password `PW`" (a value in backticks right after the name),
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
-  true`` [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
+  true`` [assignment]; a JSON record that says its value is secret (``terraform output -json``'s
+  ``{"sensitive": true, "value": V}``, 1Password's ``{"type": "CONCEALED", "value": V}``, SSM's
+  ``{"Type": "SecureString", "Value": V}``, a form's ``{"type": "password", "value": V}``) [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
 - output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
   and the lines it printed; PowerShell's ``PS C:\\> $env:DB_PASSWORD``, ``PS> ``, cmd.exe's
   ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>`` [command-output]; the same
