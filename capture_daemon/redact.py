@@ -1114,6 +1114,20 @@ _URL_PASSWORD = re.compile(
     r"://(?<=[A-Za-z0-9]://)[^\s:/?#@'\"<>\\\[\]]*:(?P<s>[^\s@/?#'\"<>\\\[\]]+)@(?=[^\s@])"
 )
 
+_URL_PASSWORD_MARK = marker("url-password")
+# GitHub's `https://TOKEN:x-oauth-basic@github.com/...` (and `x-oauth-token`): the password is a
+# fixed word and the user the token.
+_OAUTH_WORDS = frozenset({"x-oauth-basic", "x-oauth-token"})
+
+
+def _replace_url_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    secret = m.group("s")
+    if secret in _OAUTH_WORDS:
+        user = m.group(0)[3 : m.start("s") - m.start() - 1]
+        return None if not user or _is_placeholder(user) else "://" + _URL_PASSWORD_MARK + m.group(0)[3 + len(user) :]
+    return None if _is_placeholder(secret) else _replace_group(text, m, "s", _URL_PASSWORD_MARK)
+
+
 # scheme://TOKEN@host: a token as the whole user part, with no password after it: `git clone
 # https://<40 hex>@github.com/org/repo.git` (a personal access token), a Sentry DSN's key
 # (`https://<32 hex>@o1.ingest.sentry.io/1`). Only a user that looks random (see _looks_random):
@@ -1238,6 +1252,9 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     "redis-cli": (("a", "gs", ""),),
     "redis-server": (("-requirepass", "s", ""), ("-masterauth", "s", "")),
     "sqlcmd": (("P", "gs", ""),),
+    # FreeTDS's tsql and the old osql as sqlcmd; Vertica's vsql -w as ldapsearch.
+    **dict.fromkeys(("tsql", "osql", "isql-fb"), (("P", "gs", ""),)),
+    "vsql": (("w", "s", ""),),
     "bcp": (("P", "gs", ""),),
     "zip": (("P", "s", ""),),
     "unzip": (("P", "s", ""),),
@@ -1715,6 +1732,11 @@ def _replace_htpasswd(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # Oracle's `sqlplus USER/PW[@DB]` (`sqlplus / as sysdba` and `sqlplus /nolog` name no user).
 _SQLPLUS = re.compile(r"sqlplus(?:[ \t]+-[A-Za-z]+)*[ \t]+[\"']?[\w$#.]+/(?P<s>\"[^\"\r\n]+\"|[^\s@\"'/;|&\\]+)")
+# The same `user/password@db` in Oracle's JDBC thin URLs (`jdbc:oracle:thin:scott/pw@//host:1521/svc`)
+# and in the `userid=` of its loaders and Data Pump (`sqlldr userid=scott/pw`, `expdp userid=system/pw@db`).
+_ORACLE_LOGON = re.compile(
+    r"(?::(?<=oracle:thin:)|=(?<![\w.-]userid=)(?<=userid=))[\"']?[\w$#.]+/(?P<s>\"[^\"\r\n]+\"|[^\s@\"'/;|&\\]+)"
+)
 # Windows' `net use [X:] \\server\share PW [/user:NAME]` (a `*` prompts, a `/` starts an option).
 _NET_USE = re.compile(r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)")
 
@@ -2153,6 +2175,11 @@ _SECURE_STRING = re.compile(
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)')"
 )
 _AS_PLAIN_TEXT = re.compile(r"(?i)-AsPlainText\b")
+# ... and piped into it: `"pw" | ConvertTo-SecureString -AsPlainText -Force`.
+_PIPED_SECURE_STRING = re.compile(
+    # (In a JSON string the quotes are `\\"`: the backslash is no part of the password.)
+    r"(?:\\?\"(?P<dq>[^\"\\\r\n]*)\\?\"|'(?P<sq>[^'\\\r\n]*)')[ \t]*\|[ \t]*ConvertTo-SecureString(?=[^\r\n|;]{0,80}-AsPlainText)"
+)
 
 
 def _replace_secure_string(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2160,6 +2187,11 @@ def _replace_secure_string(text: str, m: "re.Match[str]") -> Optional[str]:
     rest = text[m.end() : line_end if line_end >= 0 else len(text)]
     if not (_AS_PLAIN_TEXT.search(m.group("flags")) or _AS_PLAIN_TEXT.search(rest)):
         return None
+    group = "dq" if m.start("dq") >= 0 else "sq"
+    return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _CLI_MARK)
+
+
+def _replace_piped_secure_string(text: str, m: "re.Match[str]") -> Optional[str]:
     group = "dq" if m.start("dq") >= 0 else "sq"
     return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _CLI_MARK)
 
@@ -3164,6 +3196,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),
     _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),), anchored=True),
     _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""),)),
+    _Rule("secure-string", _PIPED_SECURE_STRING, _replace_piped_secure_string, (("SecureString", ""),)),
     _Rule("auth-pair", _AUTH_PAIR, _replace_auth_pair, ((",", _AUTH_PAIR_GATE),), anchored=True),
     # Microsoft Teams incoming webhooks.
     _Rule(
@@ -3264,7 +3297,7 @@ _RULES: tuple[_Rule, ...] = (
     ),
     *_MORE_TOKENS,
     *_MORE_SHAPES,
-    _Rule("url-password", _URL_PASSWORD, _group("url-password"), ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
+    _Rule("url-password", _URL_PASSWORD, _replace_url_password, ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
     _Rule("url-token-user", _URL_TOKEN_USER, _replace_url_token_user, ((":", r"(?<=[A-Za-z0-9]:)(?=//[A-Za-z0-9_-]{20,200}@)"),)),
     _Rule(
         "authorization",
@@ -3292,6 +3325,13 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("openssl-pass", _OPENSSL_PASS, _group("cli-flag"), ((":", _OPENSSL_PASS_AFTER),)),
     _Rule("htpasswd", _HTPASSWD, _replace_htpasswd, (("-", r"(?<=htpasswd[ \t]-)|(?<=mosquitto_passwd[ \t]-)"),)),
     _Rule("sqlplus", _SQLPLUS, _group("cli-flag"), (("sqlplus", ""),)),
+    _Rule(
+        "oracle-logon",
+        _ORACLE_LOGON,
+        _group("url-password"),
+        ((":", r"(?<=oracle:thin:)(?=[\"']?[\w$#.]+/)"), ("=", r"(?<![\w.-]userid=)(?<=userid=)(?=[\"']?[\w$#.]+/)")),
+        anchored=True,
+    ),
     _Rule("net-use", _NET_USE, _group("cli-flag"), (("net use", ""),)),
     # One table, _POSITIONAL_SECRETS; a rule per anchor of its key words.
     *(

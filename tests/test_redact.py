@@ -1068,6 +1068,11 @@ POSITIVE = [
         'set the root password to Zq8vLm2pXw.\nI changed the password to "swordfish"\nreset my password to Tr0ub4dor3',
         'set the root password to [REDACTED:prose-secret].\nI changed the password to "[REDACTED:prose-secret]"\nreset my password to [REDACTED:prose-secret]',
     ),
+    (
+        'oracle-powershell-oauth-dbclis',
+        'jdbc:oracle:thin:scott/Zq8vLm2pXw@//dbhost:1521/ORCL\nsqlldr userid=scott/Zq8vLm2pXw control=x.ctl\n$pw = "Zq8vLm2pXw" | ConvertTo-SecureString -AsPlainText -Force\nnpm install git+https://0123456789abcdef0123456789abcdef01234567:x-oauth-basic@github.com/org/repo.git\ntsql -S srv -U sa -P Zq8vLm2pXw\nvsql -U dbadmin -w Zq8vLm2pXw',
+        'jdbc:oracle:thin:scott/[REDACTED:url-password]@//dbhost:1521/ORCL\nsqlldr userid=scott/[REDACTED:url-password] control=x.ctl\n$pw = "[REDACTED:cli-flag]" | ConvertTo-SecureString -AsPlainText -Force\nnpm install git+https://[REDACTED:url-password]:x-oauth-basic@github.com/org/repo.git\ntsql -S srv -U sa -P [REDACTED:cli-flag]\nvsql -U dbadmin -w [REDACTED:cli-flag]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1359,6 +1364,10 @@ NEGATIVE = [
     (
         'prose-to-lookalikes',
         'the token to use\npassword to access the db\npass the token to getUser()\nconvert the token to base64url\nhash the password to sha256x\nthe secret to success is hard work\ndocker run -u root -p 8080:80 nginx',
+    ),
+    (
+        'oracle-and-oauth-lookalikes',
+        'jdbc:oracle:thin:@//host:1521/svc\nuserid=/ as sysdba\nuserid=scott/$PW\n"x" | ConvertTo-SecureString\nhttps://${TOKEN}:x-oauth-basic@github.com',
     ),
 ]
 
