@@ -57,7 +57,8 @@ What is detected (the marker's kind in brackets):
   ``CURLOPT_USERPWD, "u:pw"``) [authorization]
 - passwords in URLs: ``scheme://user:PASSWORD@host`` keeps user and host [url-password], and in
   Go's MySQL DSNs, ``user:PASSWORD@tcp(host:3306)/db`` (``@unix(...)``) [url-password]; a random
-  token as a URL's whole user part (``https://<40 hex>@github.com/org/repo.git``, a Sentry DSN's key) [url-password]
+  token as a URL's whole user part (``https://<40 hex>@github.com/org/repo.git``, a Sentry DSN's key), and
+  the user of GitHub's ``https://TOKEN:x-oauth-basic@github.com`` [url-password]
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
   ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict, a HAR ``{"name": "Cookie", "value": ...}``
   header), quoted ones (``sid="v"``) too, of ``curl -b|--cookie 'a=1; b=2'``, and every value of a
@@ -124,10 +125,11 @@ What is detected (the marker's kind in brackets):
   wrangler secret put``, ``| vercel env add``, ``| gcloud secrets versions add``, ``pass insert``,
   ``gh auth login --with-token``, ``-o password_stdin``, ``--token-stdin``, ``--from-file=k=/dev/stdin``,
   ``secret-tool store``, ``keyring set``), or handed to it in a here-string (``<<< PW``) or a
-  one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText``; the same flags in an argv list in code, each word a
+  one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText`` (``"PW" | ConvertTo-SecureString`` too); the same flags in an argv list in code, each word a
   quoted item (``subprocess.run(["sshpass", "-p", "PW"])``, ``exec.Command("redis-cli", "-a",
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
-  positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB``,
+  positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB`` (Oracle's JDBC
+  ``jdbc:oracle:thin:USER/PW@...`` and ``userid=USER/PW`` too [url-password]), ``tsql|osql -P PW``, ``vsql -w PW``,
   ``net use \\\\srv\\share PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
   ``mkpasswd [-m M] PW``, ``wpa_passphrase SSID PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
