@@ -31,7 +31,10 @@ What is detected (the marker's kind in brackets):
   Alibaba ``LTAI``, Tencent ``AKID``, Firebase Cloud Messaging ``:APA91b``, Mapbox ``sk.eyJ``,
   OpenShift ``sha256~``, Tailscale ``tskey-``, Plaid ``access-production-``, Braintree
   ``access_token$production$``, Render ``rnd_``, Netlify ``nfp_``, Fly.io ``fm2_``/``fo1_``,
-  Buildkite ``bkua_``, CircleCI ``CCIPAT_``, Shippo ``shippo_live_``, 1Password ``ops_eyJ``
+  Buildkite ``bkua_``, CircleCI ``CCIPAT_``, Shippo ``shippo_live_``, 1Password ``ops_eyJ``, PlanetScale
+  ``pscale_pw_``/``pscale_tkn_``, Supabase ``sb_secret_``, Resend ``re_``, Neon ``napi_``, PostHog ``phx_``,
+  SonarQube ``squ_``/``sqp_``/``sqa_``, Prefect ``pnu_``, Honeycomb ``hcaik_``, Fireworks ``fw_``, JFrog
+  ``AKCp``, Bitbucket ``ATBB``, Langfuse ``sk-lf-``
   (each marked with its provider's name, e.g. [groq-key], [vault-token])
 - cloud credentials: AWS ``AKIA``/``ASIA`` key ids [aws-access-key-id], and the secret access key
   after its id on a line (``AKIA...,wJalr...``) or in the console's credentials CSV (every column
@@ -40,7 +43,7 @@ What is detected (the marker's kind in brackets):
   [azure-key], SAS ``sig=`` [azure-sas] and AD client secrets ``xxx8Q~...``
   [azure-ad-client-secret]; GCP service-account JSON through its ``private_key`` block
 - GitHub ``ghp_ gho_ ghu_ ghs_ ghr_ github_pat_`` [github-token], GitLab ``glpat- gldt- glrt-
-  glptt- glsoat- glcbt- glimt- GR1348941`` [gitlab-token], Slack ``xoxb- xoxp- xapp-``
+  glptt- glsoat- glcbt- glimt- GR1348941`` [gitlab-token], Slack ``xoxb- xoxp- xoxc- xoxd- xapp-``
   [slack-token] and ``hooks.slack.com`` webhook paths [slack-webhook], Discord webhook paths
   [discord-webhook] and bot tokens [discord-bot-token], Microsoft Teams webhooks
   [teams-webhook], Telegram bot tokens ``123456789:AA...`` [telegram-bot-token]
@@ -2116,6 +2119,22 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
     _token("circleci-token", "CCIPAT_", r"[A-Za-z0-9_]{40,}", ("_", "(?<=CCIPAT_)")),
     _token("shippo-token", "shippo_(?:live|test)_", r"[a-f0-9]{40}", ("_", "(?:(?<=shippo_live_)|(?<=shippo_test_))")),
     _token("onepassword-token", "ops_eyJ", r"[A-Za-z0-9+/=_-]{40,}", ("_", "(?<=ops_)(?=eyJ)")),
+    # PlanetScale's passwords and service tokens, Supabase's new secret keys, Resend's
+    # `re_<8>_<24>`, Neon's `napi_`, PostHog's personal `phx_` (its `phc_` project keys are public),
+    # SonarQube's `squ_`/`sqp_`/`sqa_`, Prefect's `pnu_`, Honeycomb's ingest `hcaik_`, Fireworks' `fw_`,
+    # JFrog's `AKCp` API keys, Bitbucket's `ATBB` app passwords, Langfuse's `sk-lf-<uuid>`.
+    *(_token("planetscale-token", f"pscale_{kind}_", r"[A-Za-z0-9_-]{32,}", ("_", f"(?<=pscale_{kind}_)")) for kind in ("pw", "tkn", "oauth")),
+    _token("supabase-token", "sb_secret_", r"[A-Za-z0-9_-]{20,}", ("_", "(?<=sb_secret_)")),
+    _token("resend-key", "re_[A-Za-z0-9]{8}_", r"[A-Za-z0-9]{24,}(?![A-Za-z0-9_-])", ("_", r"(?<=re_[A-Za-z0-9]{8}_)")),
+    _token("neon-key", "napi_", r"[a-z0-9]{64}(?![A-Za-z0-9])", ("_", "(?<=napi_)")),
+    _token("posthog-key", "phx_", r"[A-Za-z0-9]{40,}", ("_", "(?<=phx_)")),
+    _token("sonarqube-token", "sq[upa]_", r"[a-f0-9]{40}(?![A-Za-z0-9])", ("_", "(?<=sq[upa]_)")),
+    _token("prefect-key", "pnu_", r"[A-Za-z0-9]{36}(?![A-Za-z0-9])", ("_", "(?<=pnu_)")),
+    _token("honeycomb-key", "hcaik_", r"[A-Za-z0-9]{50,}", ("_", "(?<=hcaik_)")),
+    _token("fireworks-key", "fw_", r"(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{20,}(?![A-Za-z0-9])", ("_", "(?<=fw_)")),
+    _token("jfrog-key", "AKCp", r"[A-Za-z0-9]{60,}(?![A-Za-z0-9])", ("A", "(?<![A-Za-z0-9]A)(?=KCp[A-Za-z0-9]{60})")),
+    _token("bitbucket-token", "ATBB", r"[A-Za-z0-9]{28,}(?![A-Za-z0-9])", ("A", "(?<![A-Za-z0-9]A)(?=TBB[A-Za-z0-9]{28})")),
+    _token("langfuse-key", "sk-lf-", r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", ("-", "(?<=sk-)(?=lf-)")),
 )
 
 # ~/.pgpass: `host:port:database:user:password`, one per line; the port is digits or `*`, the
@@ -3277,7 +3296,8 @@ _RULES: tuple[_Rule, ...] = (
     _token("github-token", "github_pat_", r"[A-Za-z0-9]{10}[A-Za-z0-9_]{12,}", ("_", "(?<=github_pat_)")),
     _token("gitlab-token", "glpat-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=glpat-)")),
     _token("gitlab-token", r"gl[rd]t-", r"[A-Za-z0-9_-]{20,}", ("-", "(?<=gl[rd]t-)")),
-    _token("slack-token", r"xox[abposre]-", r"[A-Za-z0-9-]{10,}", ("-", "(?<=xox[abposre]-)")),
+    # (xoxc- and xoxd-: a browser session's client token and cookie, as slackdump and scrapers use.)
+    _token("slack-token", r"xox[abposrecd]-", r"[A-Za-z0-9%-]{10,}", ("-", "(?<=xox[abposrecd]-)")),
     _token("slack-token", "xapp-", r"[0-9]-[A-Za-z0-9-]{10,}", ("-", "(?<=xapp-)")),
     _Rule(
         "slack-webhook",
@@ -3477,7 +3497,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,
         # composer's `github-oauth.` and `gitlab-token.`
         (r"(?<=[ipsb]-)(?=[bsto])", frozenset({"positional-secret"})),
-        (r"(?<=[kXitabposrUKTxlyYse]-)(?=[A-Za-z0-9_-]{10})", None),
+        (r"(?<=[kXitabposrUKTxlyYsecd]-)(?=[A-Za-z0-9_%-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
     # Also hvs. hvb. hvr. sl. dt0c01. (s b r l 1), sk.eyJ (Mapbox), a Discord bot token's first

@@ -1073,6 +1073,11 @@ POSITIVE = [
         'jdbc:oracle:thin:scott/Zq8vLm2pXw@//dbhost:1521/ORCL\nsqlldr userid=scott/Zq8vLm2pXw control=x.ctl\n$pw = "Zq8vLm2pXw" | ConvertTo-SecureString -AsPlainText -Force\nnpm install git+https://0123456789abcdef0123456789abcdef01234567:x-oauth-basic@github.com/org/repo.git\ntsql -S srv -U sa -P Zq8vLm2pXw\nvsql -U dbadmin -w Zq8vLm2pXw',
         'jdbc:oracle:thin:scott/[REDACTED:url-password]@//dbhost:1521/ORCL\nsqlldr userid=scott/[REDACTED:url-password] control=x.ctl\n$pw = "[REDACTED:cli-flag]" | ConvertTo-SecureString -AsPlainText -Force\nnpm install git+https://[REDACTED:url-password]:x-oauth-basic@github.com/org/repo.git\ntsql -S srv -U sa -P [REDACTED:cli-flag]\nvsql -U dbadmin -w [REDACTED:cli-flag]',
     ),
+    (
+        'provider-prefixes-more',
+        'pscale_pw_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF sb_secret_N7UND0UgjKTVKUodkm0Hg_xSvEMPvz re_c1tpEyD8_NKFusih9vKVQknRAQfmFcWCv phx_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg squ_0123456789abcdef0123456789abcdef01234567 pnu_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 ATBB0123456789abcdefABCDEFghijklmnopqr sk-lf-01234567-89ab-cdef-0123-456789abcdef xoxc-0123456789-0123456789-0123456789-abcdef0123456789',
+        '[REDACTED:planetscale-token] [REDACTED:supabase-token] [REDACTED:resend-key] [REDACTED:posthog-key] [REDACTED:sonarqube-token] [REDACTED:prefect-key] [REDACTED:bitbucket-token] [REDACTED:langfuse-key] [REDACTED:slack-token]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1368,6 +1373,10 @@ NEGATIVE = [
     (
         'oracle-and-oauth-lookalikes',
         'jdbc:oracle:thin:@//host:1521/svc\nuserid=/ as sysdba\nuserid=scott/$PW\n"x" | ConvertTo-SecureString\nhttps://${TOKEN}:x-oauth-basic@github.com',
+    ),
+    (
+        'provider-prefix-lookalikes',
+        'fw_version_string_abcdefghijklmnop re_compile_patterns_x sq_u ATBBQ web-xoxd-test phc_public',
     ),
 ]
 
