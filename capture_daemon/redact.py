@@ -97,7 +97,7 @@ What is detected (the marker's kind in brackets):
   ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
   ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
-  base64 of ``user:password``; the name stays, the value goes [assignment]. The same without
+  base64 of ``user:password``; ``key`` beside a ``username`` (kaggle.json); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
@@ -931,6 +931,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # `${DB_PASSWORD:?must be set}`: a reference; its default is _VAR_DEFAULT's
     group = next(g for g in _VALUE_GROUPS if m.start(g) >= 0)
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
+    if kind is None and name == "key" and _USER_BESIDE.search(text[max(0, name_start - 120) : name_start]):
+        kind = _MADE  # kaggle.json's {"username": "bob", "key": "<32 hex>"}: a user's API key
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
         kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
     elif kind is None and name == "pass" and group == "uq":
@@ -1002,6 +1004,10 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
         return _CHOSEN
     quoted_after_colon = name == "pwd" and m.start("colon_sep") >= 0 and group in ("dq", "sq")
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
+
+
+# `"username": "x", "key"` in one object: the key is the user's (kaggle.json, API client configs).
+_USER_BESIDE = re.compile(r"[\"']?user(?:name)?[\"']?[ \t]*[:=][ \t]*[\"']?[\w.@+-]{1,64}[\"']?[ \t]*[,;\r\n][^{}\[\]]{0,40}\Z")
 
 
 # A colon before a name ends a path (`arn:...:secret:x`), except the two that end a prefix:
@@ -3953,7 +3959,13 @@ def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
     # (Plain lookups, the value's key first: this runs for every dict of every payload, and
     # most have no `value`.)
     value_key = "value" if "value" in pair else "Value" if "Value" in pair else None
-    if value_key is None or not isinstance(value := pair[value_key], str):
+    if value_key is None:
+        # kaggle.json's {"username": "bob", "key": "<32 hex>"}: a user's API key (as _USER_BESIDE reads it in text).
+        key = pair.get("key")
+        if isinstance(key, str) and ("username" in pair or "user" in pair) and _plausible_secret(_MADE, key):
+            return "key", _ASSIGNMENT_MARK
+        return None
+    if not isinstance(value := pair[value_key], str):
         return None
     if "keyName" in pair or "KeyName" in pair:
         # `az storage account keys list` and its kin: [{"keyName": "key1", "value": "<the key>"}]

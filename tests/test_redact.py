@@ -1078,6 +1078,11 @@ POSITIVE = [
         'pscale_pw_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF sb_secret_N7UND0UgjKTVKUodkm0Hg_xSvEMPvz re_c1tpEyD8_NKFusih9vKVQknRAQfmFcWCv phx_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg squ_0123456789abcdef0123456789abcdef01234567 pnu_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789 ATBB0123456789abcdefABCDEFghijklmnopqr sk-lf-01234567-89ab-cdef-0123-456789abcdef xoxc-0123456789-0123456789-0123456789-abcdef0123456789',
         '[REDACTED:planetscale-token] [REDACTED:supabase-token] [REDACTED:resend-key] [REDACTED:posthog-key] [REDACTED:sonarqube-token] [REDACTED:prefect-key] [REDACTED:bitbucket-token] [REDACTED:langfuse-key] [REDACTED:slack-token]',
     ),
+    (
+        'user-and-key',
+        '{"username":"bobsmith","key":"0123456789abcdef0123456789abcdef"}\nusername: bob\nkey: 0123456789abcdef0123456789abcdef',
+        '{"username":"bobsmith","key":"[REDACTED:assignment]"}\nusername: bob\nkey: [REDACTED:assignment]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1377,6 +1382,10 @@ NEGATIVE = [
     (
         'provider-prefix-lookalikes',
         'fw_version_string_abcdefghijklmnop re_compile_patterns_x sq_u ATBBQ web-xoxd-test phc_public',
+    ),
+    (
+        'user-and-key-lookalikes',
+        '{"key": "value", "username": "x"}\n{"username": "bob", "key": "name"}\n{"user": "bob", "key": "sort_order"}',
     ),
 ]
 
