@@ -23,7 +23,14 @@ reads), decrypting reads (sops -d, gpg -d, ansible-vault view), tokens minted fo
 `Get-Secret -AsPlainText`; cmd.exe's `echo %DB_PASSWORD%`), and a file
 that holds a secret and nothing else printed (`cat /run/secrets/db_password`, `head -c 32
 config/master.key`; `file_holds_secret`). A pipeline counts when its first command does, unless
-its output goes to a file (`> key.txt`) or is only counted (`| wc -c`). Claude Code's Read tool
+its output goes to a file (`> key.txt`) or is only counted (`| wc -c`). So does one run
+elsewhere (`docker exec db printenv POSTGRES_PASSWORD`, `kubectl exec pod -- cat
+/run/secrets/x`, `ssh host 'pass show x'`) or in a project's environment (`bundle exec rake
+secret`, `poetry run ...`); and more stores (Bitwarden's `bw get password`, `bws secret get`,
+`lpass show`, `keepassxc-cli show -s`, chamber, Infisical, Akeyless, berglas), app secrets made on
+the spot (`rails secret`, `rails credentials:show`, `mix phx.gen.secret`, `php artisan
+key:generate --show`, `head -c 32 /dev/urandom | base64`), and reads of a secret-named key
+(`consul kv get app/db/password`, `etcdctl get /app/api_token`, `git config --get github.token`). Claude Code's Read tool
 on such a file counts the same way: its result's content goes, its path and line counts stay.
 """
 
@@ -32,6 +39,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from typing import Optional
 
 MARK = "[REDACTED:command-output]"
 
@@ -80,6 +88,24 @@ _SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
     ("slappasswd", r""),  # an LDAP {SSHA} hash of the password it was given or asked for
     ("rclone", r"^(?:obscure|reveal)\b"),  # a password obscured (reversibly) or revealed
     ("apg", r""),
+    # More password managers and secret stores read back: Bitwarden's CLI (`bw get password x`,
+    # `bw get item x` with its login), Bitwarden Secrets Manager's `bws secret get`, LastPass's
+    # `lpass show`, KeePassXC's `show -s` (protected attributes shown), Segment's chamber,
+    # Infisical, Akeyless, berglas.
+    ("bw", r"^get\s+(?:password|item|notes|totp|username)\b"),
+    ("bws", r"^secret\s+(?:get|list)\b"),
+    ("lpass", r"^show\b"),
+    ("keepassxc-cli", r"^show\b.*(?:^|\s)(?:-s|--show-protected|-a\s+[Pp]assword|--attributes[ =][Pp]assword)\b"),
+    ("chamber", r"^(?:read|export|env)\b"),
+    ("infisical", r"^(?:secrets\s+get\b|export\b|secrets\s*$|secrets\s+--)"),
+    ("akeyless", r"^get-(?:secret|rotated-secret|dynamic-secret)-value\b"),
+    ("berglas", r"^access\b"),
+    # Secrets generated on the spot for an app: Rails's `secret` and `credentials:show` (every
+    # credential in clear), Rake's `secret`, Phoenix's `phx.gen.secret`, Laravel's `key:generate --show`.
+    ("rails", r"^(?:secret|credentials:show)\b"),
+    ("rake", r"^secret\b"),
+    ("mix", r"^phx\.gen\.secret\b"),
+    ("php", r"^artisan\s+key:generate\b.*--show"),
 )
 _PRINTERS = tuple((name, re.compile(pattern)) for name, pattern in _SECRET_PRINTERS)
 # docker-credential-desktop, -osxkeychain, -pass, -secretservice, -ecr-login...
@@ -88,6 +114,9 @@ _PROGRAM_PREFIXES = ("docker-credential-",)
 _OUTPUT_HIDDEN_BY = re.compile(r"^(?:wc|sha\d*sum|md5sum|shasum|cksum|b2sum|true|false)$")
 _ENV_READERS = frozenset({"printenv", "echo", "printf", "write-output", "write-host"})
 _WRAPPERS = frozenset({"sudo", "env", "command", "exec", "time", "nice", "nohup", "doas"})
+# Two words that run the next as it is, in a project's environment.
+_RUNNERS = frozenset({("bundle", "exec"), ("poetry", "run"), ("uv", "run"), ("pipenv", "run"), ("pdm", "run"), ("pnpm", "exec"),
+                      ("yarn", "exec"), ("npm", "exec"), ("hatch", "run"), ("rye", "run")})
 # `$NAME`, `${NAME}`, PowerShell's `$env:NAME` and `${env:NAME}`, cmd.exe's `%NAME%`.
 _VARIABLE = re.compile(r"\$\{?(?:(?i:env):)?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
 # PowerShell: `$env:DB_PASSWORD` typed alone prints it; so do
@@ -139,6 +168,8 @@ def _program(words: list[str]) -> tuple[str, list[str]]:
                 i += 2 if words[i] in _WRAPPER_FLAGS_WITH_VALUE and word != "nice" else 1
         elif "=" in word and not word.startswith("-") and re.match(r"^[A-Za-z_]\w*=", word):
             i += 1  # FOO=1 cmd
+        elif i + 1 < len(words) and (word, words[i + 1]) in _RUNNERS:
+            i += 2  # bundle exec rake secret, poetry run python -c ...
         else:
             break
     if i >= len(words):
@@ -207,6 +238,17 @@ def _prints_secret(program: str, args: list[str]) -> bool:
         return True  # terraform output db_password
     if program in ("python", "python3", "node", "ruby") and re.search(r"secrets\.token_|token_urlsafe|token_hex|randomBytes\(|SecureRandom\.", joined):
         return True  # python -c "import secrets; print(secrets.token_urlsafe(32))"
+    if program.lower() in _FILE_PRINTERS and any(a in ("/dev/urandom", "/dev/random") for a in args):
+        return True  # head -c 32 /dev/urandom | base64: a key made on the spot, as `openssl rand`'s
+    if program == "tr" and "/dev/urandom" in args:
+        return True  # tr -dc 'A-Za-z0-9' < /dev/urandom | head -c 24
+    # A key-value store's or git's config read of a secret-named key: `consul kv get app/db/password`,
+    # `etcdctl get /app/api_token --print-value-only`, `git config --get github.token`.
+    if (program == "consul" and args[:2] == ["kv", "get"]) or (program == "etcdctl" and args[:1] == ["get"]) or (
+        program == "git" and args[:1] == ["config"]
+    ):
+        keys = [a for a in args[1:] if not a.startswith("-") and a not in ("get", "kv")]
+        return bool(keys) and len(keys) <= (1 if program != "git" else 1) and is_secret_name(re.split(r"[/.]", keys[0].rstrip("/"))[-1])
     return False
 
 
@@ -218,10 +260,44 @@ def _stdout_redirected(words: list[str]) -> bool:
     return False
 
 
+# Commands that run another one somewhere else, and the flags of theirs that take a value:
+# `docker exec db printenv POSTGRES_PASSWORD`, `kubectl exec pod -- cat /run/secrets/x`, `ssh host
+# 'pass show x'`. What the inner command prints is printed here.
+_EXEC_VALUE_FLAGS = frozenset({"-u", "--user", "-e", "--env", "-w", "--workdir", "--env-file", "--detach-keys", "--index"})
+_SSH_VALUE_FLAGS = frozenset({"-p", "-i", "-l", "-o", "-J", "-F", "-L", "-R", "-D", "-c", "-m", "-b", "-E", "-e", "-S", "-W", "-w",
+                              "-Q", "-O", "-B", "-I"})
+
+
+def _remote_command(program: str, args: list[str]) -> Optional[list[str]]:
+    """The words of the command that `program args` runs elsewhere, or None."""
+    if program == "kubectl" and args[:1] == ["exec"] and "--" in args:
+        return args[args.index("--") + 1 :]
+    rest = None
+    if program in ("docker", "podman", "nerdctl") and args[:1] == ["exec"]:
+        rest = args[1:]
+    elif program in ("docker", "podman") and args[:2] == ["compose", "exec"] or program == "docker-compose" and args[:1] == ["exec"]:
+        rest = args[2:] if program != "docker-compose" else args[1:]
+    if rest is not None:
+        i = 0
+        while i < len(rest) and rest[i].startswith("-"):
+            i += 2 if rest[i] in _EXEC_VALUE_FLAGS else 1
+        return rest[i + 1 :]  # past the container or service
+    if program == "ssh":
+        i = 0
+        while i < len(args) and args[i].startswith("-"):
+            i += 2 if args[i] in _SSH_VALUE_FLAGS else 1
+        inner = args[i + 1 :]
+        return inner[0].split() + inner[1:] if len(inner) == 1 else inner  # ssh host 'cat /x': one word
+    return None
+
+
 def _pipeline_prints_secret(stages: list[list[str]]) -> bool:
     if _stdout_redirected(stages[0]):
         return False
     program, args = _program(stages[0])
+    inner = _remote_command(program, args)
+    if inner:
+        program, args = _program(inner)
     if not program or not _prints_secret(program, args):
         return False
     for stage in stages[1:]:

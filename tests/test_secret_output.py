@@ -79,6 +79,29 @@ PRINTS_SECRET = [
     "slappasswd -s x",
     "rclone obscure x",
     "terraform output db_password",
+    # More password managers and secret stores, app secrets made on the spot, key-value reads
+    # of secret-named keys, and any of these run elsewhere (docker exec, kubectl exec, ssh).
+    "bw get password github",
+    "bws secret get 0b6c",
+    "lpass show --password github",
+    "keepassxc-cli show -s db.kdbx github",
+    "chamber read app db_password",
+    "infisical secrets get DB_PASSWORD --plain",
+    "akeyless get-secret-value -n /prod/db",
+    "berglas access sm://proj/db",
+    "bin/rails credentials:show",
+    "bundle exec rake secret",
+    "mix phx.gen.secret",
+    "php artisan key:generate --show",
+    "head -c 32 /dev/urandom | base64",
+    "tr -dc 'A-Za-z0-9' < /dev/urandom | head -c 24",
+    "git config --get github.token",
+    "consul kv get app/db/password",
+    "etcdctl get /app/api_token --print-value-only",
+    "docker exec -it -u postgres db printenv POSTGRES_PASSWORD",
+    "docker compose exec db printenv POSTGRES_PASSWORD",
+    "kubectl exec -it pod -n prod -- cat /run/secrets/db_password",
+    "ssh -p 2222 bob@host 'pass show email'",
 ]
 
 PRINTS_NO_SECRET = [
@@ -130,6 +153,24 @@ PRINTS_NO_SECRET = [
     "terraform output",
     "terraform output instance_ip",
     "",
+    # (More stores, runners and remote commands that print nothing secret.)
+    "bw list items",
+    "bw sync",
+    "lpass ls",
+    "keepassxc-cli show db.kdbx github",
+    "chamber list app",
+    "rails server",
+    "php artisan migrate",
+    "bundle exec rails server",
+    "docker exec db ls",
+    "docker exec db psql -U postgres",
+    "kubectl exec pod -- ls",
+    "ssh host uptime",
+    "ssh host",
+    "git config --get user.email",
+    "git config --global github.token x",
+    "consul kv get app/db/host",
+    "head -c 32 /dev/urandom > key.bin",
 ]
 
 
