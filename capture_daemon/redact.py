@@ -91,6 +91,8 @@ What is detected (the marker's kind in brackets):
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
   the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
   other quote inside a string (Kafka's ``'... password="pw";'``, escaped ``\\"pw\\"`` in JSON),
+  a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``) and private key (``PRIVATE_KEY=0x<64 hex>``,
+  and 0x + 64 hex handed to ``new Wallet(...)``, ``privateKeyToAccount(...)``, ``from_key(...)``, Hardhat's ``accounts: [...]``),
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
@@ -362,7 +364,9 @@ def _is_placeholder(value: str) -> bool:
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
 # (LDAP's `bindpw`/`rootpw`/`olcRootPW`; AWS Secrets Manager's `SecretString`, whatever it holds.)
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring")
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring",
+                 # A wallet's seed words: `MNEMONIC="abandon ability ..."`, `seed_phrase`, `recoveryPhrase`.
+                 "mnemonic", "seedphrase", "recoveryphrase")
 # ... and `pass`/`pw` as the last word of a longer name, never as the end of another word
 # (bypass, compass, BYPASS) nor alone (`pw = getpass()`). Upper case (DB_PASS, SMTP_PW, .env
 # style) is a password; in other cases code has compiler passes (`lowering_pass: PassType`), so
@@ -377,6 +381,7 @@ _MADE_TAILS = (
     "accesskey",
     "secretkey",
     "privatekey",
+    "privkey",
     "signingkey",
     "encryptionkey",
     "masterkey",
@@ -653,7 +658,8 @@ _GAP_CHARS = r"[\\\"' \t\]]"
 _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
-_SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt")
+_SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt",
+                 "mnemonic", "phrase")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
@@ -823,8 +829,8 @@ def _plausible_secret(kind: str, value: str) -> bool:
     """Whether a value under a secret name can be a secret at all, whatever surrounds it."""
     if _is_placeholder(value) or _HEX_COLOR.fullmatch(value):
         return False
-    if kind != _CHOSEN and _HEX_LITERAL.fullmatch(value):
-        return False  # SEED_SALT = 0x9E3779B1: a constant in code
+    if kind != _CHOSEN and _HEX_LITERAL.fullmatch(value) and len(value) <= 20:
+        return False  # SEED_SALT = 0x9E3779B1: a constant in code (an Ethereum key, 0x + 64 hex, is no constant)
     if kind == _BASIC:
         return _decodes_to_credentials(value)  # "auth": "required" is a setting
     if kind == _WEAK and not _looks_made(value):
@@ -3050,6 +3056,22 @@ def _replace_echo_to_file(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
+# An Ethereum-style private key (0x and 64 hex) handed to a wallet: ethers' `new Wallet("0x..")`,
+# viem's `privateKeyToAccount("0x..")`, web3.py's `Account.from_key("0x..")`, Hardhat's `accounts:
+# ["0x.."]`. The same shape is every transaction's and block's hash, so only there.
+_WALLET_KEY = re.compile(r"0x(?<![\w]0x)(?P<s>[0-9a-fA-F]{64})(?![0-9a-fA-F])")
+_WALLET_BEFORE = re.compile(
+    r"(?:Wallet|from_key|privateKeyToAccount|fromPrivateKey|PrivateKey|privateKey|private_key|signer|Signer)[ \t]*\([ \t]*[\"'`]\Z"
+    r"|accounts[\"']?[ \t]*[:=][ \t]*\[[ \t]*[\"'`]\Z"
+)
+
+
+def _replace_wallet_key(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _WALLET_BEFORE.search(text, max(0, m.start() - 80), m.start()):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -3432,6 +3454,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
+    _Rule("wallet-key", _WALLET_KEY, _replace_wallet_key, (("0x", r"(?<![\w]0x)(?=[0-9a-fA-F]{64}(?![0-9a-fA-F]))"),), anchored=True),
     _Rule("declared-literal", _DECLARED, _replace_declared, _DECLARED_GATES, anchored=True),
     _Rule(
         "echo-to-file",

@@ -1083,6 +1083,11 @@ POSITIVE = [
         '{"username":"bobsmith","key":"0123456789abcdef0123456789abcdef"}\nusername: bob\nkey: 0123456789abcdef0123456789abcdef',
         '{"username":"bobsmith","key":"[REDACTED:assignment]"}\nusername: bob\nkey: [REDACTED:assignment]',
     ),
+    (
+        'wallet-keys',
+        'PRIVATE_KEY=0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318\nMNEMONIC="abandon ability able about above absent absorb abstract absurd abuse access accident"\nseed_phrase: "abandon ability able about above absent absorb abstract absurd abuse access accident"\nconst wallet = new ethers.Wallet("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318");\naccounts: ["0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"]',
+        'PRIVATE_KEY=[REDACTED:assignment]\nMNEMONIC="[REDACTED:assignment]"\nseed_phrase: "[REDACTED:assignment]"\nconst wallet = new ethers.Wallet("0x[REDACTED:assignment]");\naccounts: ["0x[REDACTED:assignment]"]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1386,6 +1391,10 @@ NEGATIVE = [
     (
         'user-and-key-lookalikes',
         '{"key": "value", "username": "x"}\n{"username": "bob", "key": "name"}\n{"user": "bob", "key": "sort_order"}',
+    ),
+    (
+        'wallet-lookalikes',
+        'tx hash: 0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318\n"blockHash": "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"\nkeccak256("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")\nSEED_SALT = 0x9E3779B1\nphrase = "hello world"\nkey_words = ["a", "b"]',
     ),
 ]
 
