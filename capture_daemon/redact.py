@@ -654,7 +654,8 @@ def _replace_private_key(text: str, m: "re.Match[str]") -> Optional[str]:
 # --- names followed by a separator: assignments and Authorization headers ---
 # Between a name and its `=` or `:` there may be a closing quote, escaped in a JSON dump, the
 # `]` of a subscript (`os.environ['API_KEY'] = ...`), and spaces: up to three of these characters.
-_GAP_CHARS = r"[\\\"' \t\]]"
+# (And `?`/`|` of Make's `?=`, Ruby's `||=` and JavaScript's `??=`: `API_KEY ?= x`, `@token ||= "x"`.)
+_GAP_CHARS = r"[\\\"' \t\]?|]"
 _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
@@ -916,6 +917,8 @@ _CONFIG_LINE_START = re.compile(r"(?:[$#>%*;/-]+[ \t]*)?(?:(?:export|set|setx|se
 def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     # Back over the gap to the end of the name: spaces, then the quote closing a quoted name.
     i = m.start()
+    while i > 0 and text[i - 1] in "?|" and m.start() - i < 2:
+        i -= 1  # Make's `API_KEY ?= x`, Ruby's `@token ||= "x"`, JavaScript's `token ??= "x"`
     spaced = i > 0 and text[i - 1] in " \t"
     while i > 0 and text[i - 1] in " \t":
         i -= 1
@@ -1269,6 +1272,11 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     "redis-cli": (("a", "gs", ""),),
     "redis-server": (("-requirepass", "s", ""), ("-masterauth", "s", "")),
     "sqlcmd": (("P", "gs", ""),),
+    # SNMPv3's auth and privacy passphrases; IPMI's password; Transmission's `-n user:pw`.
+    **dict.fromkeys(("snmpwalk", "snmpget", "snmpset", "snmpbulkwalk", "snmpbulkget", "snmptable", "snmptrap", "snmpgetnext"),
+                    (("A", "s", ""), ("X", "s", ""))),
+    "ipmitool": (("P", "s", ""),),
+    "transmission-remote": (("n", "s", ":"),),
     # FreeTDS's tsql and the old osql as sqlcmd; Vertica's vsql -w as ldapsearch.
     **dict.fromkeys(("tsql", "osql", "isql-fb"), (("P", "gs", ""),)),
     "vsql": (("w", "s", ""),),
@@ -1620,6 +1628,30 @@ _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
 # (letters with digits or symbols).
 _PASSWORD_DIRECTIVE = re.compile(r"(?m)^[ \t]*password[ \t]+(?P<s>[^\s\"'\\#]+)[ \t]*\r?$")
 _PASSWORD_DIRECTIVE_GATE = r"(?=[ \t]+[^\s\"'\\#]+[ \t]*\r?(?:\n|\Z))"
+
+
+# Network devices' and proxies' config lines: Cisco IOS's `username admin privilege 15 password 0
+# pw` and `enable secret 0 pw` (type 0 is the password in clear, type 7 a reversible encoding;
+# 5, 8, 9 are hashes, `$1$...` ones the crypt rule reads), HAProxy's `user admin insecure-password
+# pw`; and fetchmail's and the like `user "bob" password "pw"` (a quoted password after a user on
+# its line).
+_DEVICE_PASSWORD = re.compile(
+    r"(?:password(?<=[ \t]password)|secret(?<=[ \t]secret))[ \t]+[07][ \t]+(?P<s>[^\s\"'\\]+)[ \t]*(?=\r?\n|\Z)"
+    r"|password(?<=insecure-password)[ \t]+(?P<h>[^\s\"'\\]+)"
+    r"|password(?<=[ \t]password)[ \t]+\"(?P<q>[^\"\r\n\\]+)\"(?<=[\w\"])"
+)
+_DEVICE_PASSWORD_LOOK = r"(?:(?<=insecure-password)(?=[ \t]+\S)|(?=[ \t]+(?:[07][ \t]+[^\s\"'\\]+[ \t]*(?:\r?\n|\Z)|\"[^\"\r\n\\]+\")))"
+_CISCO_LINE = re.compile(r"[ \t]*(?:username[ \t]+\S+(?:[ \t]+privilege[ \t]+\d+)?|enable|line[ \t][^\r\n]*)[ \t]+\Z")
+_USER_ON_LINE = re.compile(r"(?:^|[\s;])user(?:name)?[ \t]+[\"']?[^\s\"']+[\"']?(?:[ \t]+\S+){0,3}[ \t]+\Z")
+
+
+def _replace_device_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    group = next(g for g in ("s", "h", "q") if m.start(g) >= 0)
+    if group == "q" and not _USER_ON_LINE.search(_line_prefix(text, m.start())):
+        return None  # `password "x"` alone: a DSL's or prose's, not a login line
+    if group == "s" and not _CISCO_LINE.fullmatch(_line_prefix(text, m.start())):
+        return None  # "reset the password 0 times": no device's config line
+    return None if _is_placeholder(m.group(group)) else _replace_group(text, m, group, _CLI_MARK)
 
 
 def _replace_password_directive(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2161,10 +2193,12 @@ _PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:[^:\s]+:[^:\s]+\r?(?:\n|\Z))"
 # --passphrase-fd 0`, and secret stores' setters (`| gh secret set NAME`, `| wrangler secret put
 # NAME`, `| vercel env add NAME`, `| docker secret create NAME -`, `| fly secrets import`).
 _PIPED_PASSWORD = re.compile(
-    r"(?:echo|printf)[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|(?P<tail>[^\n|;&]*)"
+    r"(?:echo|printf|yes(?<![\w.-]yes))[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|(?P<tail>[^\n|;&]*)"
 )
 _STDIN_READER = re.compile(
-    r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|\bpasswd\b.*--stdin|--passphrase-fd[ \t]+0\b"
+    # (`passwd` reads the new password twice from a pipe: `printf 'pw\npw\n' | passwd bob`;
+    # Samba's `smbpasswd -s` likewise.)
+    r"\bsudo\b.*[ \t]-[A-Za-z]*S\b|--password-stdin|\bchpasswd\b|^[ \t]*(?:sudo[ \t]+)?passwd(?![\w.-])|\bsmbpasswd\b.*[ \t]-[A-Za-z]*s\b|--passphrase-fd[ \t]+0\b"
     r"|\bsecrets?[ \t:]+(?:versions[ \t]+)?(?:set|put|create|add|import)\b|\benv[ \t]+add\b"
     # Password stores fed on stdin: `pass insert -e x <<< pw`, `secret-tool store ... <<< pw`,
     # `keyring set svc user <<< pw` (gcloud's `secrets versions add --data-file=-` above).
@@ -2177,7 +2211,7 @@ _STDIN_READER = re.compile(
     # argon2 CLI, `echo -n pw | argon2 SALT -id`, hash the password they read.)
     r"|\bcryptsetup\b|\bvncpasswd\b|\bmkpasswd\b.*[ \t](?:-s|--stdin)\b|\bargon2\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|chpasswd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|vncpasswd|mkpasswd|argon2)"
+_STDIN_READER_WORDS = "(?:sudo|stdin|passwd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|with-token|argon2)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -3433,6 +3467,8 @@ _RULES: tuple[_Rule, ...] = (
     ),
     # (After the Vault table: its `password   pw` rows are the table's.)
     _Rule("password-directive", _PASSWORD_DIRECTIVE, _replace_password_directive, (("password", _PASSWORD_DIRECTIVE_GATE),)),
+    _Rule("device-password", _DEVICE_PASSWORD, _replace_device_password, (("password", _DEVICE_PASSWORD_LOOK), ("secret", _DEVICE_PASSWORD_LOOK)),
+          anchored=True),
     _Rule("mbsync", _MBSYNC_BLOCK, _replace_mbsync_block, (("A", r"(?<=IMAPA)(?=ccount[ \t])"), ("S", r"(?<=IMAPS)(?=tore[ \t])"))),
     _Rule("pdftk-pw", _PDFTK_PW, _replace_pw_words, (("pw", r"(?:(?<=user_pw)|(?<=owner_pw))(?=[ \t]+\S)"),)),
     _Rule("cli-flag", _QPDF_ENCRYPT, _replace_pw_words, (("-", r"(?<=[ \t]-)(?=-encrypt[ \t])"),)),
@@ -3485,7 +3521,7 @@ def _sep_guard(sep: str, others: str) -> str:
     secret word (`_after`'s quick test, any case), is a gap character (a quote, a space, a
     backslash, a `]`), or is one of `others`."""
     ends = {w[-1] for w in (*_SECRET_WORDS, "authorization", "cookie")}
-    chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t\\]"
+    chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t\\]?|"
     return f"(?<=[{chars}]{re.escape(sep)})"
 
 

@@ -1088,6 +1088,21 @@ POSITIVE = [
         'PRIVATE_KEY=0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318\nMNEMONIC="abandon ability able about above absent absorb abstract absurd abuse access accident"\nseed_phrase: "abandon ability able about above absent absorb abstract absurd abuse access accident"\nconst wallet = new ethers.Wallet("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318");\naccounts: ["0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"]',
         'PRIVATE_KEY=[REDACTED:assignment]\nMNEMONIC="[REDACTED:assignment]"\nseed_phrase: "[REDACTED:assignment]"\nconst wallet = new ethers.Wallet("0x[REDACTED:assignment]");\naccounts: ["0x[REDACTED:assignment]"]',
     ),
+    (
+        'conditional-assignments',
+        'API_KEY ?= Zq8vLm2pXw\nexport DB_PASSWORD ?= Zq8vLm2pXw\n@token ||= "Zq8vLm2pXw"\ntoken ??= "Zq8vLm2pXw"',
+        'API_KEY ?= [REDACTED:assignment]\nexport DB_PASSWORD ?= [REDACTED:assignment]\n@token ||= "[REDACTED:assignment]"\ntoken ??= "[REDACTED:assignment]"',
+    ),
+    (
+        'piped-to-passwd',
+        "printf 'Zq8vLm2pXw\\nZq8vLm2pXw\\n' | passwd bob\nyes Zq8vLm2pXw | sudo passwd bob\necho Zq8vLm2pXw | smbpasswd -s -a bob",
+        "printf '[REDACTED:cli-flag]' | passwd bob\nyes [REDACTED:cli-flag] | sudo passwd bob\necho [REDACTED:cli-flag] | smbpasswd -s -a bob",
+    ),
+    (
+        'device-config-passwords',
+        'username admin privilege 15 password 0 Zq8vLm2pXw\nenable secret 0 Zq8vLm2pXw\n    user admin insecure-password Zq8vLm2pXw\npoll imap.example.com protocol IMAP user "bob" password "Zq8vLm2pXw"\nsnmpwalk -v3 -u bob -l authPriv -a SHA -A Zq8vLm2pXw -x AES -X Zq8vLm2pXw host\nipmitool -I lanplus -H 10.0.0.5 -U admin -P Zq8vLm2pXw power status\ntransmission-remote -n bob:Zq8vLm2pXw -l',
+        'username admin privilege 15 password 0 [REDACTED:cli-flag]\nenable secret 0 [REDACTED:cli-flag]\n    user admin insecure-password [REDACTED:cli-flag]\npoll imap.example.com protocol IMAP user "bob" password "[REDACTED:cli-flag]"\nsnmpwalk -v3 -u bob -l authPriv -a SHA -A [REDACTED:cli-flag] -x AES -X [REDACTED:cli-flag] host\nipmitool -I lanplus -H 10.0.0.5 -U admin -P [REDACTED:cli-flag] power status\ntransmission-remote -n bob:[REDACTED:cli-flag] -l',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1395,6 +1410,10 @@ NEGATIVE = [
     (
         'wallet-lookalikes',
         'tx hash: 0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318\n"blockHash": "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"\nkeccak256("0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")\nSEED_SALT = 0x9E3779B1\nphrase = "hello world"\nkey_words = ["a", "b"]',
+    ),
+    (
+        'device-and-pipe-lookalikes',
+        'echo hi | grep passwd\nyes | apt install x\necho done | tee passwd.log\necho y | cat /etc/passwd\nset the password "required"\npassword 0 errors\nthe secret 7 times\nreset password 0 times\nuser bob password "${PW}"\nfield password "string"\nx = a || token=5',
     ),
 ]
 
