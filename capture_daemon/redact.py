@@ -68,7 +68,8 @@ What is detected (the marker's kind in brackets):
   HAR ``cookies`` list (as JSON); cookie names and Set-Cookie's attributes (``Path``,
   ``Expires``, ``SameSite``...) stay [cookie]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
-  ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line, a type
+  ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line (Make's ``NAME ?= v``,
+  Ruby's ``||=``, JavaScript's ``??=`` too), a type
   annotation between (``const apiKey: string = "v"``, ``val password: String = "v"``,
   ``api_key: str = "v"``), Ruby symbols (``:password => 'v'``, ``:rubygems_api_key: v``), SQL's
   ``PASSWORD = N'v'``, MongoDB's ``pwd: "v"`` (not a path), PowerShell
@@ -128,6 +129,7 @@ What is detected (the marker's kind in brackets):
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
   --password-stdin``, ``| chpasswd``, ``| gpg --passphrase-fd 0``, ``| gh secret set``, ``|
   wrangler secret put``, ``| vercel env add``, ``| gcloud secrets versions add``, ``pass insert``,
+  ``| passwd``, ``| smbpasswd -s`` (``yes PW |`` too),
   ``gh auth login --with-token``, ``-o password_stdin``, ``--token-stdin``, ``--from-file=k=/dev/stdin``,
   ``secret-tool store``, ``keyring set``), or handed to it in a here-string (``<<< PW``) or a
   one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText`` (``"PW" | ConvertTo-SecureString`` too); the same flags in an argv list in code, each word a
@@ -184,7 +186,10 @@ What is detected (the marker's kind in brackets):
   row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
   ``expect "*password:*"`` [expect-password]; ``ngrok config add-authtoken T`` [cli-flag];
   ``SSHPASS=``, ``REDISCLI_AUTH=``, ``pass``/``pw`` right after a user's field (``user: bob, pass: PW``) [assignment]; Ansible's ``{{ 'PW' | password_hash(...) }}`` [assignment]; ``net user NAME PW``, ``mosquitto_pub -P PW``,
-  ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment]
+  ``lftp -u user,PW``, ``curl --oauth2-bearer T``, ``wmic /password:PW`` [cli-flag or assignment];
+  ``snmpwalk -A PW -X PW``, ``ipmitool -P PW``, ``transmission-remote -n user:PW``; device configs: Cisco's
+  ``username u password 0 PW``/``enable secret 0 PW`` (type 7 too), HAProxy's ``insecure-password PW``,
+  fetchmail's ``user "u" password "PW"`` [cli-flag]
 - a literal typed into a password field by browser-automation code (Playwright's ``page.fill("#password",
   "PW")``/``getByLabel("Password").fill("PW")``, Cypress's ``cy.get('#password').type('PW')``, Selenium's
   ``send_keys``, Capybara's ``fill_in "Password", with: "PW"``) [assignment]; a literal written to a file
