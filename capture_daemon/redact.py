@@ -117,7 +117,7 @@ What is detected (the marker's kind in brackets):
   user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
-  PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, PowerShell-style ``-Password``/``-ApiKey`` (any program),
+  PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, (any of these in a diff's ``+``/``-`` line too: ``+curl -u bob:PW``), PowerShell-style ``-Password``/``-ApiKey`` (any program),
   ``ssh-keygen -N PW``, ``keytool|jarsigner -storepass PW``, ``useradd|usermod|hydra -p PW``,
   ``cqlsh|cypher-shell|rabbitmqadmin|certutil -p PW``, ``influx|doctl|codecov -t TOKEN``, ``consul|nomad
   -secret|-token T``, ``etcdctl --user root:PW``, ``crane|regctl ... login -p PW``; any program's
@@ -1440,6 +1440,12 @@ _COMMAND_END = re.compile(r"\n|\\n|[|;&`(]")
 _SCAN = threading.local()
 
 
+def _diff_marker(text: str, start: int) -> int:
+    """1 when the line at `start` opens with a unified diff's `+` or `-` glued to a word (`git
+    diff`'s `+curl -u bob:pw ...`, `-mysql -pPW`), else 0: the command starts after it."""
+    return 1 if text[start : start + 1] in ("+", "-") and text[start + 1 : start + 2].isalpha() else 0
+
+
 def _program_flags(text: str, pos: int) -> _FlagSpec:
     """The password-taking flags of the program that the flag at `pos` belongs to: the nearest
     known program before it in its command (after the last `|`, `;`, `&&` on its line)."""
@@ -1449,11 +1455,14 @@ def _program_flags(text: str, pos: int) -> _FlagSpec:
     else:
         escaped = text.rfind("\\n", 0, pos)
         start, state = max(text.rfind("\n", 0, pos) + 1, escaped + 2 if escaped >= 0 else 0), _CommandState()
+        start += _diff_marker(text, start)
     end = None
     for end in _COMMAND_END.finditer(text, start, pos):
         pass
     if end is not None:
         start, state = end.end(), _CommandState()
+        if end.group() in ("\n", "\\n"):
+            start += _diff_marker(text, start)
     for word in text[start:pos].split():
         state.add(word)
     _SCAN.last = (text, pos, state)
@@ -1889,8 +1898,9 @@ _PROSE_WORDS = re.compile(r"[A-Za-z][a-z]*(?:[ \t]+[A-Za-z][a-z]*){2}")
 
 def _command_text(text: str, pos: int) -> str:
     """The command that `pos` sits in, up to `pos` (after the last `|`, `;`, `&&`, `(` or
-    backtick on its line)."""
+    backtick on its line, and a diff's `+`/`-` opening it)."""
     prefix = _line_prefix(text, pos)
+    prefix = prefix[_diff_marker(prefix, 0) :]
     cut = _COMMAND_BREAK.match(prefix)
     return prefix[cut.end() :] if cut else prefix
 
@@ -3030,7 +3040,7 @@ _DECLARED_LOOK = r"(?=\w{0,30}?(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\
 _DECLARED_GATES = tuple((w, _DECLARED_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "token", "Token", "key", "Key", "pass", "Pass", "PASS", "PW")) + (
     ("_", r"(?=(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)" + _DECLARED_LOOK[3:]),
 )
-_DEFINE_BEFORE = re.compile(r"[ \t]*#[ \t]*define[ \t]+\Z")
+_DEFINE_BEFORE = re.compile(r"[+-]?[ \t]*#[ \t]*define[ \t]+\Z")
 
 
 def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:

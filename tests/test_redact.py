@@ -1103,6 +1103,11 @@ POSITIVE = [
         'username admin privilege 15 password 0 Zq8vLm2pXw\nenable secret 0 Zq8vLm2pXw\n    user admin insecure-password Zq8vLm2pXw\npoll imap.example.com protocol IMAP user "bob" password "Zq8vLm2pXw"\nsnmpwalk -v3 -u bob -l authPriv -a SHA -A Zq8vLm2pXw -x AES -X Zq8vLm2pXw host\nipmitool -I lanplus -H 10.0.0.5 -U admin -P Zq8vLm2pXw power status\ntransmission-remote -n bob:Zq8vLm2pXw -l',
         'username admin privilege 15 password 0 [REDACTED:cli-flag]\nenable secret 0 [REDACTED:cli-flag]\n    user admin insecure-password [REDACTED:cli-flag]\npoll imap.example.com protocol IMAP user "bob" password "[REDACTED:cli-flag]"\nsnmpwalk -v3 -u bob -l authPriv -a SHA -A [REDACTED:cli-flag] -x AES -X [REDACTED:cli-flag] host\nipmitool -I lanplus -H 10.0.0.5 -U admin -P [REDACTED:cli-flag] power status\ntransmission-remote -n bob:[REDACTED:cli-flag] -l',
     ),
+    (
+        'diff-lines-commands',
+        '--- a/deploy.sh\n+++ b/deploy.sh\n@@ -1,3 +1,3 @@\n-mysql -u root -pZq8vLm2pXw app\n+curl -u bob:Zq8vLm2pXw https://x\n+sshpass -p Zq8vLm2pXw ssh host\n+cargo login Zq8vLm2pXw\n+#define WIFI_PASSWORD "Zq8vLm2pXw"',
+        '--- a/deploy.sh\n+++ b/deploy.sh\n@@ -1,3 +1,3 @@\n-mysql -u root -p[REDACTED:cli-flag] app\n+curl -u bob:[REDACTED:cli-flag] https://x\n+sshpass -p [REDACTED:cli-flag] ssh host\n+cargo login [REDACTED:cli-flag]\n+#define WIFI_PASSWORD "[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1414,6 +1419,10 @@ NEGATIVE = [
     (
         'device-and-pipe-lookalikes',
         'echo hi | grep passwd\nyes | apt install x\necho done | tee passwd.log\necho y | cat /etc/passwd\nset the password "required"\npassword 0 errors\nthe secret 7 times\nreset password 0 times\nuser bob password "${PW}"\nfield password "string"\nx = a || token=5',
+    ),
+    (
+        'diff-line-lookalikes',
+        '-e mysql -p db\n-p 8080:80 \\\n  -u root\n+mkdir -p build/out',
     ),
 ]
 
