@@ -195,6 +195,10 @@ What is detected (the marker's kind in brackets):
   ``send_keys``, Capybara's ``fill_in "Password", with: "PW"``) [assignment]; a literal written to a file
   whose name says secret (``echo PW > ~/.vault_pass``, ``printf '%s' PW > /run/secrets/db_password``,
   ``| sudo tee /etc/app/api_key``) [assignment]
+- a change under a secret's name shown old -> new (Terraform's plan ``~ admin_password = "a" -> "b"``: both go),
+  PHP's var_dump (``["api_key"]=>`` / ``string(10) "v"``), a two-column table's row whose key names a
+  secret (Markdown's ``| API_KEY | v |``, psql's expanded ``password | v``; a cell with spaces is prose)
+  [assignment]
 - a YAML block scalar under a secret's name (``password: |`` and its indented lines); writes to a
   key store under a secret's name (``consul kv put app/db/password PW``, ``aws ssm put-parameter
   --value PW`` with a secret-named ``--name`` or ``--type SecureString``, ``az keyvault secret set
@@ -2687,7 +2691,8 @@ _EXPECT_SEND = re.compile(
 # "Here is my API key: x", "[sudo] password for bob: x". The value must look made or chosen
 # (letters and digits mixed, or symbols), never a word: "the password is stored in Vault".
 _PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "pw", "token", "Token", "secret", "Secret")
-_PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z))"
+# (A JSON string may close right after it: Ansible's `{"msg": "db password is x"}`.)
+_PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z|(?<=\")[}\]]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -3121,6 +3126,52 @@ def _replace_wallet_key(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# A change shown old -> new under a secret's name: Terraform's plan `~ admin_password = "a" ->
+# "b"`. The assignment rule takes the old value; the new one is after the arrow.
+_CHANGE_ARROW = re.compile(r"-(?<=[ \t]-)>[ \t]*\"(?P<s>[^\"\r\n\\]+)\"")
+_CHANGE_BEFORE = re.compile(r"(?P<name>[\w.-]+)[\"']?[ \t]*[=:][ \t]*\"[^\"\r\n]*\"[ \t]+\Z")
+
+
+def _replace_change_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
+    before = _CHANGE_BEFORE.search(_line_prefix(text, m.start()))
+    kind = _name_kind(before.group("name")) if before else None
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# PHP's var_dump: `["password"]=>` and, on the next line, `string(10) "pw"`.
+_VAR_DUMP = re.compile(r"=(?<=\]=)>\s{0,40}string\(\d{1,6}\)[ \t]*\"(?P<s>[^\"\r\n]*)\"")
+_VAR_DUMP_NAME = re.compile(r"\[\"(?P<name>[^\"\r\n]{1,100})\"\]\Z")
+
+
+def _replace_var_dump(text: str, m: "re.Match[str]") -> Optional[str]:
+    name = _VAR_DUMP_NAME.search(text, max(0, m.start() - 110), m.start())
+    kind = _name_kind(name.group("name")) if name else None
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+# A two-column table's row whose key names a secret: Markdown's `| API_KEY | sk-... |`, psql's
+# expanded display (`\x`: `password | pw`), a CLI's `KEY | VALUE` listing. A cell with spaces is
+# prose (`| PASSWORD | The database password |`); under a password's name the value must mix
+# letters with digits or symbols, as in prose (`| password | yes |` is a column of answers).
+_TABLE_ROW = re.compile(r"\|(?:(?<=[\w. \t-][ \t]\|)|(?<=[\w.-]\|))[ \t]*(?P<s>[^|\s]{4,300})[ \t]*\|?[ \t]*(?=\r?\n|\Z)")
+_TABLE_NAME = re.compile(r"[ \t]*\|?[ \t]*(?P<name>[\w.-]{1,80})[ \t]*\Z")
+
+
+def _replace_table_row(text: str, m: "re.Match[str]") -> Optional[str]:
+    name = _TABLE_NAME.fullmatch(_line_prefix(text, m.start()))
+    kind = _name_kind(name.group("name")) if name else None
+    value = m.group("s")
+    if kind is None or not _plausible_secret(kind, value):
+        return None
+    if kind == _CHOSEN and not (_MIXED.match(value) or _looks_random(value)):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -3505,6 +3556,10 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
+    _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
+    _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
+    _Rule("table-row", _TABLE_ROW, _replace_table_row,
+          (("|", r"(?:(?<=[\w. \t-][ \t]\|)|(?<=[\w.-]\|))(?=[ \t]*[^|\s]{4,300}[ \t]*\|?[ \t]*(?:\r?\n|\Z))"),), anchored=True),
     _Rule("wallet-key", _WALLET_KEY, _replace_wallet_key, (("0x", r"(?<![\w]0x)(?=[0-9a-fA-F]{64}(?![0-9a-fA-F]))"),), anchored=True),
     _Rule("declared-literal", _DECLARED, _replace_declared, _DECLARED_GATES, anchored=True),
     _Rule(
@@ -3572,7 +3627,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # `--user`, ` -p` and `"-p"` are flags (cli-short-flag, argv-flag); `<32 hex>-us9` is a Mailchimp key.
     "-": (
         ("(?=-)", frozenset({"private-key", "cli-flag", "vault-table"})),
-        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd", "prose-command-output"})),
+        (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd", "prose-command-output", "change-arrow"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
         # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,
         # composer's `github-oauth.` and `gitlab-token.`

@@ -1108,6 +1108,11 @@ POSITIVE = [
         '--- a/deploy.sh\n+++ b/deploy.sh\n@@ -1,3 +1,3 @@\n-mysql -u root -pZq8vLm2pXw app\n+curl -u bob:Zq8vLm2pXw https://x\n+sshpass -p Zq8vLm2pXw ssh host\n+cargo login Zq8vLm2pXw\n+#define WIFI_PASSWORD "Zq8vLm2pXw"',
         '--- a/deploy.sh\n+++ b/deploy.sh\n@@ -1,3 +1,3 @@\n-mysql -u root -p[REDACTED:cli-flag] app\n+curl -u bob:[REDACTED:cli-flag] https://x\n+sshpass -p [REDACTED:cli-flag] ssh host\n+cargo login [REDACTED:cli-flag]\n+#define WIFI_PASSWORD "[REDACTED:assignment]"',
     ),
+    (
+        'arrows-dumps-tables',
+        '      ~ admin_password = "Zq8vLm2pXwOLD" -> "Zq8vLm2pXw"\narray(1) {\n  ["api_key"]=>\n  string(10) "Zq8vLm2pXw"\n}\n| API_KEY     | Zq8vLm2pXw |\n-[ RECORD 1 ]--\nid       | 1\npassword | Zq8vLm2pXw\nok: [web1] => {"msg": "db password is Zq8vLm2pXw"}',
+        '      ~ admin_password = "[REDACTED:assignment]" -> "[REDACTED:assignment]"\narray(1) {\n  ["api_key"]=>\n  string(10) "[REDACTED:assignment]"\n}\n| API_KEY     | [REDACTED:assignment] |\n-[ RECORD 1 ]--\nid       | 1\npassword | [REDACTED:assignment]\nok: [web1] => {"msg": "db password is [REDACTED:prose-secret]"}',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1423,6 +1428,10 @@ NEGATIVE = [
     (
         'diff-line-lookalikes',
         '-e mysql -p db\n-p 8080:80 \\\n  -u root\n+mkdir -p build/out',
+    ),
+    (
+        'arrows-dumps-tables-lookalikes',
+        '  ~ name = "a" -> "b"\nx -> "y"\n| PASSWORD | The database password |\n| password | yes |\n| col | foo |\n| API_KEY | `your-key` |\n| secret_key | ${SECRET} |\necho hi | grep token\ncat x | head -n 5\nls | password_filter\narray(1) {\n  ["name"]=>\n  string(3) "bob"\n}',
     ),
 ]
 
