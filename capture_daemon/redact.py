@@ -100,7 +100,7 @@ What is detected (the marker's kind in brackets):
   ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
   ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
-  base64 of ``user:password``; ``key`` beside a ``username`` (kaggle.json); the name stays, the value goes [assignment]. The same without
+  base64 of ``user:password``; ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
@@ -951,6 +951,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     kind = _name_kind(name) or _connection_string_pwd(text, m, name, name_start)
     if kind is None and name == "key" and _USER_BESIDE.search(text[max(0, name_start - 120) : name_start]):
         kind = _MADE  # kaggle.json's {"username": "bob", "key": "<32 hex>"}: a user's API key
+    if kind in (None, _BASIC) and name in ("key", "auth", "sig") and m.start("eq_sep") >= 0 and text[name_start - 1 : name_start] in ("?", "&"):
+        kind = _MADE  # a URL's query: `https://api.example.com/v1/x?key=<api key>`, `?auth=<token>`
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
         kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
     elif kind is None and name == "pass" and group == "uq":

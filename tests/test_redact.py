@@ -1113,6 +1113,11 @@ POSITIVE = [
         '      ~ admin_password = "Zq8vLm2pXwOLD" -> "Zq8vLm2pXw"\narray(1) {\n  ["api_key"]=>\n  string(10) "Zq8vLm2pXw"\n}\n| API_KEY     | Zq8vLm2pXw |\n-[ RECORD 1 ]--\nid       | 1\npassword | Zq8vLm2pXw\nok: [web1] => {"msg": "db password is Zq8vLm2pXw"}',
         '      ~ admin_password = "[REDACTED:assignment]" -> "[REDACTED:assignment]"\narray(1) {\n  ["api_key"]=>\n  string(10) "[REDACTED:assignment]"\n}\n| API_KEY     | [REDACTED:assignment] |\n-[ RECORD 1 ]--\nid       | 1\npassword | [REDACTED:assignment]\nok: [web1] => {"msg": "db password is [REDACTED:prose-secret]"}',
     ),
+    (
+        'url-query-key-auth',
+        "curl 'https://api.example.com/v1/x?key=4f8e2a9c1d7b3e6f0a5c&q=1'\nhttps://x.firebaseio.com/a.json?auth=Zq8vLm2pXwQ4rT7yU1iO",
+        "curl 'https://api.example.com/v1/x?key=[REDACTED:assignment]&q=1'\nhttps://x.firebaseio.com/a.json?auth=[REDACTED:assignment]",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1432,6 +1437,10 @@ NEGATIVE = [
     (
         'arrows-dumps-tables-lookalikes',
         '  ~ name = "a" -> "b"\nx -> "y"\n| PASSWORD | The database password |\n| password | yes |\n| col | foo |\n| API_KEY | `your-key` |\n| secret_key | ${SECRET} |\necho hi | grep token\ncat x | head -n 5\nls | password_filter\narray(1) {\n  ["name"]=>\n  string(3) "bob"\n}',
+    ),
+    (
+        'url-query-lookalikes',
+        'https://x/?sort=asc&key=name\nhttps://x/?key=value\nhttps://x/?key=id_123\na?auth=basic',
     ),
 ]
 
