@@ -251,7 +251,7 @@ values that are code (``token = self.token``, ``key = os.environ["X"]``, ``f(pas
 ``cache_token = current_token``, ``getpass("Password: ")``, ``f"{token:02x}"``), values that name
 things rather than hold secrets (``"input_token": "next_token"``, ``CACHE_KEY = "user"``, small
 numbers), prose (``a token: see RFC 6750``), and placeholders (``YOUR_API_KEY``, ``<token>``,
-``${TOKEN}``, ``$TOKEN``, ``***``, ``xxxx``, values containing ``example``, empty values). People
+``${TOKEN}``, ``$TOKEN`` (not ``$uperS3cret!``: no reference reads on from its ``$``), ``***``, ``xxxx``, values containing ``example``, empty values). People
 choose passwords, so under a password name almost any literal value goes; under token and key
 names the value must look machine-made (see ``_plausible_secret``). These rules were tuned by
 running the module over this interpreter's site-packages and reading what it changed.
@@ -346,6 +346,10 @@ _HASH_SCHEME = re.compile(
 )
 
 
+# References and what may join them into a value: `$HOME/.ssh/key`, `${A}:${B}`, `$(cat f)`, `$1`.
+_REFERENCES_ONLY = re.compile(r"(?:\$\{[^{}]*\}|\$\([^()]*\)|\$[A-Za-z_]\w*|\$[0-9@*#?$!-]|[\w./:@+,=~-])*")
+
+
 def _is_placeholder(value: str) -> bool:
     """True for values that hold no secret: empty, masked, templated or already redacted."""
     v = value.strip()
@@ -358,7 +362,8 @@ def _is_placeholder(value: str) -> bool:
         return set(rest) <= _MASK_CHARS or "***" in rest or any(w in rest for w in _PLACEHOLDER_WORDS)
     first, last = v[0], v[-1]
     # $VAR ${VAR} $(cmd) %VAR% %(name)s {{ var }} <token> [PAD] {token} f"{user}-{suffix}"
-    if first in "$%{" or ("{" in v and "}" in v):
+    # (Not a `$` that no reference reads on from: `$uperS3cret!`, `$ecr3t#1` are passwords.)
+    if first in "%{" or ("{" in v and "}" in v) or (first == "$" and _REFERENCES_ONLY.fullmatch(v)):
         return True
     if (first, last) in (("<", ">"), ("[", "]")):
         return True

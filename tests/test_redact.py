@@ -1118,6 +1118,11 @@ POSITIVE = [
         "curl 'https://api.example.com/v1/x?key=4f8e2a9c1d7b3e6f0a5c&q=1'\nhttps://x.firebaseio.com/a.json?auth=Zq8vLm2pXwQ4rT7yU1iO",
         "curl 'https://api.example.com/v1/x?key=[REDACTED:assignment]&q=1'\nhttps://x.firebaseio.com/a.json?auth=[REDACTED:assignment]",
     ),
+    (
+        'dollar-leading-passwords',
+        'DB_PASSWORD=\'$uperS3cret!\'\npassword: "$ecr3t#1"',
+        'DB_PASSWORD=\'[REDACTED:assignment]\'\npassword: "[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1441,6 +1446,10 @@ NEGATIVE = [
     (
         'url-query-lookalikes',
         'https://x/?sort=asc&key=name\nhttps://x/?key=value\nhttps://x/?key=id_123\na?auth=basic',
+    ),
+    (
+        'dollar-references',
+        'PASSWORD=$HOME/.pw\npassword: ${DB_PASSWORD}\npassword=$(cat /run/secrets/pw)\ntoken: $TOKEN\npw=$1\npassword = $password;\n$password = $_POST["password"];',
     ),
 ]
 
