@@ -347,7 +347,9 @@ _HASH_SCHEME = re.compile(
 
 
 # References and what may join them into a value: `$HOME/.ssh/key`, `${A}:${B}`, `$(cat f)`, `$1`.
-_REFERENCES_ONLY = re.compile(r"(?:\$\{[^{}]*\}|\$\([^()]*\)|\$[A-Za-z_]\w*|\$[0-9@*#?$!-]|[\w./:@+,=~-])*")
+# (`$` and one character: the name's rest is read as the joining characters, one way only, so that
+# a long `$aaa...!` fails at once rather than trying every split of its name.)
+_REFERENCES_ONLY = re.compile(r"(?:\$\{[^{}]*\}|\$\([^()]*\)|\$[A-Za-z_0-9@*#?$!-]|[\w./:@+,=~-])*")
 
 
 def _is_placeholder(value: str) -> bool:

@@ -1814,9 +1814,14 @@ def test_non_ascii_text_is_handled() -> None:
         "password " * 50_000,  # each read its line to the end for an expect script's `send`
         "pass show " * 10_000,  # each read the command line to its end for its output's line
         "1//0=" * 40_000,  # a search hit's file was tried from every `/` of one long word
+        "password: $" + "a" * 100_000 + "!",  # a `$` value is read as references: every split of a name
+        "| " * 100_000 + "token | x",  # a table cell tried from every `|`
+        "page.fill('#password', " * 20_000,  # a typed field's literal looked for after every password
+        "${PASSWORD" * 30_000,  # a default looked for after every `${`
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
-         "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes"],
+         "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
