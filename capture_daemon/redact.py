@@ -3111,8 +3111,8 @@ _FILE_NAME_ENDINGS = re.compile(r"(?:\.(?:txt|key|secret|pass|pwd|token))+\Z")
 
 
 def _replace_echo_to_file(text: str, m: "re.Match[str]") -> Optional[str]:
-    name = _FILE_NAME_ENDINGS.sub("", m.group("path").rsplit("/", 1)[-1].lstrip(".")) or m.group("path").rsplit("/", 1)[-1]
-    kind = _name_kind(name) or _name_kind(m.group("path").rsplit("/", 1)[-1].lstrip("."))
+    file_name = m.group("path").rsplit("/", 1)[-1].lstrip(".")  # ~/.vault_pass: vault_pass
+    kind = _name_kind(_FILE_NAME_ENDINGS.sub("", file_name) or file_name) or _name_kind(file_name)
     group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
     if kind is None or not _plausible_secret(kind, m.group(group)):
         return None
