@@ -216,7 +216,9 @@ What is detected (the marker's kind in brackets):
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting),
-  "user `admin`, password `PW`" (a value in backticks right after the name),
+  "user `admin`, password `PW`" (a value in backticks right after the name), a Markdown list's
+  "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
+  variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
@@ -2709,10 +2711,14 @@ _PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret 
 # ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected", "use pw
 # Xk9mPq2vL to log in", "try passphrase x": a password named by its owner or handed over to
 # use, and given right after, no "is" between. One fixed-width look-behind per length.)
-_PROSE_OWNERS = (("my", "My", "ur", "he"), ("use", "Use", "try", "Try"), ("with",))
+# ("using token x for auth", "with token x": a token handed over to use, as a password is.)
+_PROSE_OWNERS = (("my", "My", "ur", "he"), ("use", "Use", "try", "Try"), ("with",), ("using", "Using"))
 _PROSE_OWNED = "(?:" + "|".join(
-    rf"(?<=(?:{'|'.join(owners)}) {word})" for word in ("password", "passphrase", "pw") for owners in _PROSE_OWNERS
+    rf"(?<=(?:{'|'.join(owners)}) {word})" for word in ("password", "passphrase", "pw", "token") for owners in _PROSE_OWNERS
 ) + ")"
+# ("- **Password**: `x`", "**API Key:** x": a chat's list of credentials in Markdown. An arrow
+# after the word is the printer's: "gh auth token -> x" is command output.)
+_PROSE_LABEL = r"(?:\*{1,2}[ \t]*:\*{0,2}|:\*{1,2})[ \t]+"
 # ("[sudo] password for bob: x", "the password for admin is x", "the password for the staging DB
 # is x", git's prompt "Password for 'https://bob@github.com': x".)
 _PROSE_FOR = r"[ \t]+for[ \t]+(?:'[^'\s]{1,200}'|(?:the[ \t]+)?[\w@.-]+(?:[ \t]+[\w@.-]+){0,2}?)(?::|[ \t]+(?:is|was))[ \t]+"
@@ -2721,10 +2727,10 @@ _PROSE_FOR = r"[ \t]+for[ \t]+(?:'[^'\s]{1,200}'|(?:the[ \t]+)?[\w@.-]+(?:[ \t]+
 # backticks right after it, as a chat writes a literal down.)
 _PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED})"
-    rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+)){_PROSE_VALUE}"
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
+    rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED})|{_PROSE_OWNED}(?=[ \t]+\S)"
+_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL})|{_PROSE_OWNED}(?=[ \t]+\S)"
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
     ("pass", "(?:wd|phrase)(?:" + _PROSE_AFTER_NAME + ")"),
@@ -2814,6 +2820,40 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 _PROSE_MARK = marker("prose-secret")
+
+# A chat that names a variable and says what it holds now: "I've set `DB_PASSWORD` to `x` in
+# .env", "Updated `API_KEY` to `x`", "The `SECRET_KEY` is now `x`", "set DB_PASSWORD to x". The
+# name is code's (an upper-case or snake/camel name, or one in backticks) and a secret's; the
+# value mixes letters with digits or symbols, or is a word in backticks; `to` only after a verb
+# of setting ("pass `token` to `fetchUser`" hands a variable over).
+_NAMED_IN_PROSE = re.compile(
+    r"(?:_(?<=[0-9A-Z]_)(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW)|password|Password|PASSWORD|token|Token|secret|Secret|key|Key)"
+    r"(?P<tail>[\w.-]{0,40}?)(?P<tick>`?)[ \t]+(?P<verb>to|is[ \t]+now|is|was|now)[ \t]+"
+    r"(?P<open>`?)(?P<s>[^\s`\"'\\]{6,200}?)(?P=open)(?=[.,;:!?)]*(?:\s|\Z))"
+)
+_NAMED_IN_PROSE_LOOK = r"(?=[\w.-]{0,40}`?[ \t]+(?:to|is(?:[ \t]+now)?|was|now)[ \t]+`?[^\s`\"'\\]{6})"
+_NAMED_IN_PROSE_GATES = tuple((w, _NAMED_IN_PROSE_LOOK) for w in ("password", "Password", "PASSWORD", "token", "Token", "secret", "Secret", "key", "Key")) + (
+    ("_", r"(?=(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW)" + _NAMED_IN_PROSE_LOOK[3:]),
+)
+
+
+def _replace_named_in_prose(text: str, m: "re.Match[str]") -> Optional[str]:
+    name_start = _name_start(text, m.start())
+    name = text[name_start : m.end("tail")]
+    ticked = m.group("tick") == "`" and text[name_start - 1 : name_start] == "`"
+    if not (ticked or "_" in name or _LOWER_UPPER.search(name)):
+        return None  # "the token is x" is the prose rule's; a bare word is no variable
+    if _name_kind(name) is None:
+        return None
+    if m.group("verb") == "to" and not _SET_TO_VERB.search(text, max(0, name_start - 40), name_start - (1 if ticked else 0)):
+        return None
+    value = m.group("s")
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
+        return None
+    quoted_word = m.group("open") == "`" and value.isalpha() and value.lower() not in _STATUS_WORDS
+    if not (_MIXED.match(value) or _looks_random(value) or quoted_word) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+        return None
+    return _replace_group(text, m, "s", _PROSE_MARK)
 
 
 # --- Prose that names a secret printer and quotes what it printed: "I ran op read
@@ -3562,6 +3602,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("user-pass", _USER_PASS, _replace_user_pass, _USER_PASS_GATES),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
+    # (After the printers' rules: "the output of `printenv DB_PASSWORD` is x" is command output.)
+    _Rule("named-in-prose", _NAMED_IN_PROSE, _replace_named_in_prose, _NAMED_IN_PROSE_GATES, anchored=True),
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
@@ -3625,7 +3667,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # upper-case name, then a separator or a word. (One branch for all: snake_case fails it at once.)
         (
             r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192\"\[\]-])",
-            frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal"}),
+            frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal", "named-in-prose"}),
         ),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),

@@ -1123,6 +1123,11 @@ POSITIVE = [
         'DB_PASSWORD=\'$uperS3cret!\'\npassword: "$ecr3t#1"',
         'DB_PASSWORD=\'[REDACTED:assignment]\'\npassword: "[REDACTED:assignment]"',
     ),
+    (
+        'narration-secrets',
+        "I've set `DB_PASSWORD` to `Zq8vLm2pXw` in .env.\nI set DB_PASSWORD to Zq8vLm2pXw in your .env file.\nThe `SECRET_KEY` is now `Zq8vLm2pXw`.\n- **Password**: `Zq8vLm2pXw`\n**API Key:** Zq8vLm2pXw\nUsing token Zq8vLm2pXw for authentication.",
+        "I've set `DB_PASSWORD` to `[REDACTED:prose-secret]` in .env.\nI set DB_PASSWORD to [REDACTED:prose-secret] in your .env file.\nThe `SECRET_KEY` is now `[REDACTED:prose-secret]`.\n- **Password**: `[REDACTED:prose-secret]`\n**API Key:** [REDACTED:prose-secret]\nUsing token [REDACTED:prose-secret] for authentication.",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1450,6 +1455,10 @@ NEGATIVE = [
     (
         'dollar-references',
         'PASSWORD=$HOME/.pw\npassword: ${DB_PASSWORD}\npassword=$(cat /run/secrets/pw)\ntoken: $TOKEN\npw=$1\npassword = $password;\n$password = $_POST["password"];',
+    ),
+    (
+        'narration-lookalikes',
+        'Pass `token` to `fetchUser`\nAdd `API_KEY` to `.env`\nAdd API_KEY to config.py\n`API_KEY` is required\n`DB_PASSWORD` is now set\nset `DB_PASSWORD` to `${PW}`\n`SECRET_KEY` was rotated\nThe apiKey is now stored\nSet API_KEY to your key\n- **Password**: required\n**Token:** see below\ntoken -> user_id\nusing token auth\nwith token expiry of 5m',
     ),
 ]
 
