@@ -87,7 +87,7 @@ What is detected (the marker's kind in brackets):
   ``<privateKey>~/.ssh/id_rsa</privateKey>``, stays), elements a ``name``/``key`` attribute names
   (``<property name="hibernate.connection.password">v</property>``, ``<entry key="db.password">v</entry>``,
   Android's ``<string name="api_key">k</string>`` when machine-made, ``android:name``/``android:value``), a
-  plist's ``<key>APIKey</key><string>v</string>`` and attributes (Tomcat's ``<user
+  plist's ``<key>APIKey</key><string>v</string>``, and XML attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
   the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
@@ -117,7 +117,7 @@ What is detected (the marker's kind in brackets):
   user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
-  PuTTY's ``-pw PW``, xfreerdp's ``/p:PW``, (any of these in a diff's ``+``/``-`` line too: ``+curl -u bob:PW``), PowerShell-style ``-Password``/``-ApiKey`` (any program),
+  PuTTY's ``-pw PW``, xfreerdp's ``/p:PW`` (these in a diff's ``+``/``-`` lines too: ``+curl -u bob:PW``), PowerShell-style ``-Password``/``-ApiKey`` (any program),
   ``ssh-keygen -N PW``, ``keytool|jarsigner -storepass PW``, ``useradd|usermod|hydra -p PW``,
   ``cqlsh|cypher-shell|rabbitmqadmin|certutil -p PW``, ``influx|doctl|codecov -t TOKEN``, ``consul|nomad
   -secret|-token T``, ``etcdctl --user root:PW``, ``crane|regctl ... login -p PW``; any program's
