@@ -41,7 +41,8 @@ What is detected (the marker's kind in brackets):
   under ``Password`` or ``Secret access key``) [aws-secret-key], or under its name
   (``aws_secret_access_key = ...``) [assignment]; Azure ``AccountKey=``/``SharedAccessKey=``
   [azure-key], SAS ``sig=`` [azure-sas] and AD client secrets ``xxx8Q~...``
-  [azure-ad-client-secret]; GCP service-account JSON through its ``private_key`` block
+  [azure-ad-client-secret]; GCP service-account JSON through its ``private_key`` block; Composer's
+  auth.json tokens per host (``{"github-oauth": {"github.com": T}}``, parsed) [assignment]
 - GitHub ``ghp_ gho_ ghu_ ghs_ ghr_ github_pat_`` [github-token], GitLab ``glpat- gldt- glrt-
   glptt- glsoat- glcbt- glimt- GR1348941`` [gitlab-token], Slack ``xoxb- xoxp- xoxc- xoxd- xapp-``
   [slack-token] and ``hooks.slack.com`` webhook paths [slack-webhook], Discord webhook paths
@@ -113,7 +114,7 @@ What is detected (the marker's kind in brackets):
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
   ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
-  ``--user user:PW``, ``redis-cli -a PW``, ``docker|podman|helm|cf|oc login -p PW``, ``smbclient -U
+  ``--user user:PW`` (``-u KEY:``, a key as the user, too), ``redis-cli -a PW``, ``docker|podman|helm|cf|oc login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
   ``slappasswd -s PW``), ``mongo -p PW``, ``sqlcmd -P PW``, ``zip -P PW``, ``7z -pPW``,
   ``evil-winrm``/``crackmapexec``/``nxc``/``rdesktop``/``twine -p PW``, ``dotnet nuget ... -p PW``,
@@ -1493,9 +1494,12 @@ def _mark_arg(token: str, form: str) -> Optional[str]:
         marked = _mark_cookies(inner)
         return None if marked is None else quote + marked + quote
     if form in (":", "%", ","):
-        if form not in inner:
+        if form not in inner or _MARKER_OPEN in inner:
+            # (A marker's own colon: `-u [REDACTED:cli-flag]:` is done.)
             return None  # curl -u user: prompts for the password
         user, inner = inner.split(form, 1)
+        if form == ":" and not inner and len(user) >= 16 and _looks_random(user) and not _is_placeholder(user):
+            return quote + _CLI_MARK + ":" + quote  # `curl -u KEY:`: an API key as the user, no password (Stripe's, Chargebee's)
         keep = user + form
     elif form == "guess" and _NOT_A_PASSWORD.fullmatch(inner):
         return None
@@ -4166,6 +4170,9 @@ def _pair_mark(pair: dict, in_cookies: bool) -> Optional[tuple[str, str]]:
     return None if mark is None else (value_key, mark)
 
 
+_TOKENS_BY_HOST = frozenset({"github-oauth", "gitlab-token", "gitlab-oauth", "bitbucket-oauth", "bearer"})
+
+
 def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
     """`value` redacted, and how many secrets went; `in_cookies`: an item of a `cookies` list."""
     if isinstance(value, str):
@@ -4199,6 +4206,12 @@ def _redact_value(value: Any, in_cookies: bool = False) -> tuple[Any, int]:
                 else:
                     out[new_key], n = _redact_string(item)
                     total += n
+            elif isinstance(key, str) and key in _TOKENS_BY_HOST and isinstance(item, dict):
+                # Composer's auth.json: {"github-oauth": {"github.com": "<token>"}}, a token per host.
+                # (Under `bearer` too, only machine-made values: an OpenAPI scheme's {"bearer": {"type": "http"}} is no token.)
+                marked = {k for k, v in item.items() if isinstance(v, str) and _plausible_secret(_MADE, v)}
+                out[new_key] = {k: _ASSIGNMENT_MARK if k in marked else v for k, v in item.items()}
+                total += len(marked)
             elif k8s_secret and key in ("data", "stringData") and isinstance(item, dict):
                 out[new_key], n = _k8s_secret_values(item)
                 total += n

@@ -1128,6 +1128,16 @@ POSITIVE = [
         "I've set `DB_PASSWORD` to `Zq8vLm2pXw` in .env.\nI set DB_PASSWORD to Zq8vLm2pXw in your .env file.\nThe `SECRET_KEY` is now `Zq8vLm2pXw`.\n- **Password**: `Zq8vLm2pXw`\n**API Key:** Zq8vLm2pXw\nUsing token Zq8vLm2pXw for authentication.",
         "I've set `DB_PASSWORD` to `[REDACTED:prose-secret]` in .env.\nI set DB_PASSWORD to [REDACTED:prose-secret] in your .env file.\nThe `SECRET_KEY` is now `[REDACTED:prose-secret]`.\n- **Password**: `[REDACTED:prose-secret]`\n**API Key:** [REDACTED:prose-secret]\nUsing token [REDACTED:prose-secret] for authentication.",
     ),
+    (
+        'curl-key-as-user',
+        'curl -u Zq8vLm2pXwQ4rT7yU1iO: https://api.example.com/v1/charges\ncurl --user "Zq8vLm2pXwQ4rT7yU1iO:" https://x',
+        'curl -u [REDACTED:cli-flag]: https://api.example.com/v1/charges\ncurl --user "[REDACTED:cli-flag]:" https://x',
+    ),
+    (
+        'composer-auth-json',
+        '{"github-oauth": {"github.com": "Zq8vLm2pXwQ4rT7yU1iO"}, "gitlab-token": {"gitlab.example.com": "Zq8vLm2pXwQ4rT7"}}',
+        '{"github-oauth": {"github.com": "[REDACTED:assignment]"}, "gitlab-token": {"gitlab.example.com": "[REDACTED:assignment]"}}',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1459,6 +1469,10 @@ NEGATIVE = [
     (
         'narration-lookalikes',
         'Pass `token` to `fetchUser`\nAdd `API_KEY` to `.env`\nAdd API_KEY to config.py\n`API_KEY` is required\n`DB_PASSWORD` is now set\nset `DB_PASSWORD` to `${PW}`\n`SECRET_KEY` was rotated\nThe apiKey is now stored\nSet API_KEY to your key\n- **Password**: required\n**Token:** see below\ntoken -> user_id\nusing token auth\nwith token expiry of 5m',
+    ),
+    (
+        'curl-user-lookalikes',
+        'curl -u bob: https://x\ncurl -u admin: https://x',
     ),
 ]
 
