@@ -101,7 +101,8 @@ What is detected (the marker's kind in brackets):
   ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
   ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
-  base64 of ``user:password``; ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; the name stays, the value goes [assignment]. The same without
+  base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
+  ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
@@ -445,6 +446,9 @@ _UPPER_VARIANT = rf"(?:\d{{1,3}}|V\d{{1,2}}|CONFIRM(?:ATION)?|{'|'.join(v.upper(
 _VARIANT_SUFFIX = re.compile(rf"{_VARIANT}$")
 
 _CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
+# Names whose value is `user:password`, plain or in base64: `basic_auth: "bob:pw"`, Yarn's
+# `npmAuthIdent: "bob:pw"`, `http_auth`, `proxy_auth`, `userpass`.
+_BASIC_TAILS = ("basicauth", "authident", "httpauth", "proxyauth", "userpass")
 _HEADER_KEY = re.compile(r"(?:[A-Z][A-Za-z0-9]*-)+Key|(?:[A-Z][A-Z0-9]*-)+KEY")
 
 
@@ -470,7 +474,7 @@ def _name_kind(name: str) -> Optional[str]:
         return _CHOSEN
     if norm.endswith(_MADE_TAILS):
         return _MADE
-    if norm == "auth":
+    if norm == "auth" or norm.endswith(_BASIC_TAILS):
         return _BASIC
     # Environment-variable style: an UPPER_CASE name ending in _KEY (STRIPE_KEY, SSH_KEY). Code
     # has many such constants too (CACHE_KEY = "user"), so these count only with a random-looking
@@ -516,6 +520,7 @@ def _decodes_to_credentials(value: str) -> bool:
 
 
 _BASE64_VALUE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_PLAIN_CREDENTIALS = re.compile(r"[\w.@+-]{1,64}:(?![0-9]+\Z)[^\s:/\\]{4,200}")
 _ALNUM_RUN = re.compile(r"[A-Za-z0-9]+")
 _LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
 _LOWER_UPPER = re.compile(r"[a-z](?=[A-Z])")
@@ -679,7 +684,7 @@ _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
 _SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt",
-                 "mnemonic", "phrase")
+                 "mnemonic", "phrase", "ident")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
@@ -852,7 +857,9 @@ def _plausible_secret(kind: str, value: str) -> bool:
     if kind != _CHOSEN and _HEX_LITERAL.fullmatch(value) and len(value) <= 20:
         return False  # SEED_SALT = 0x9E3779B1: a constant in code (an Ethereum key, 0x + 64 hex, is no constant)
     if kind == _BASIC:
-        return _decodes_to_credentials(value)  # "auth": "required" is a setting
+        # "auth": "required" is a setting; `bob:pw` in clear is the pair itself (not a path, a URL,
+        # a host and port).
+        return _decodes_to_credentials(value) or bool(_PLAIN_CREDENTIALS.fullmatch(value))
     if kind == _WEAK and not _looks_made(value):
         return False  # CACHE_KEY = "user", CONTEXT_KEY = "RemoveImportsVisitor"
     if kind != _CHOSEN and len(value) < 4:

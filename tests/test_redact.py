@@ -1138,6 +1138,11 @@ POSITIVE = [
         '{"github-oauth": {"github.com": "Zq8vLm2pXwQ4rT7yU1iO"}, "gitlab-token": {"gitlab.example.com": "Zq8vLm2pXwQ4rT7"}}',
         '{"github-oauth": {"github.com": "[REDACTED:assignment]"}, "gitlab-token": {"gitlab.example.com": "[REDACTED:assignment]"}}',
     ),
+    (
+        'plain-credential-pairs',
+        'auth: bob:Zq8vLm2pXw\nbasic_auth: "bob:Zq8vLm2pXw"\nnpmRegistries:\n  "https://npm.corp":\n    npmAuthIdent: "bob:Zq8vLm2pXw"\nhttp_auth = "elastic:Zq8vLm2pXw"',
+        'auth: [REDACTED:assignment]\nbasic_auth: "[REDACTED:assignment]"\nnpmRegistries:\n  "https://npm.corp":\n    npmAuthIdent: "[REDACTED:assignment]"\nhttp_auth = "[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1473,6 +1478,10 @@ NEGATIVE = [
     (
         'curl-user-lookalikes',
         'curl -u bob: https://x\ncurl -u admin: https://x',
+    ),
+    (
+        'plain-credential-lookalikes',
+        'auth: required\nauth: host:8080\nauth: "oauth2"\nauth: bob:${PW}\nbasic_auth: true\nident: x',
     ),
 ]
 
