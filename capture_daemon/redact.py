@@ -107,7 +107,7 @@ What is detected (the marker's kind in brackets):
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
-  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too) [sql-password]; every
+  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -2060,6 +2060,11 @@ _SQL_PASSWORD = re.compile(
     r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
 )
 _SQL_PASSWORD_MARK = marker("sql-password")
+# Cloud credentials in SQL, a keyword and a literal with no `=`: Redshift's `COPY ... ACCESS_KEY_ID
+# 'AKIA...' SECRET_ACCESS_KEY 'k' SESSION_TOKEN 't'`, DuckDB's `CREATE SECRET (TYPE S3, KEY_ID 'x',
+# SECRET 'k')`.
+# (After DROP, CREATE or ALTER the quoted word names a secret: `DROP SECRET 'name'`.)
+_SQL_SECRET = re.compile(r"S(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?:ECRET(?:_ACCESS_KEY)?|ESSION_TOKEN)[ \t]+'(?P<s>(?:[^'\\\r\n]|''){4,})'")
 
 
 def _replace_sql_password(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -3567,6 +3572,7 @@ _RULES: tuple[_Rule, ...] = (
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
     ),
+    _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
     _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),
     _Rule(

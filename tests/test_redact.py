@@ -1143,6 +1143,11 @@ POSITIVE = [
         'auth: bob:Zq8vLm2pXw\nbasic_auth: "bob:Zq8vLm2pXw"\nnpmRegistries:\n  "https://npm.corp":\n    npmAuthIdent: "bob:Zq8vLm2pXw"\nhttp_auth = "elastic:Zq8vLm2pXw"',
         'auth: [REDACTED:assignment]\nbasic_auth: "[REDACTED:assignment]"\nnpmRegistries:\n  "https://npm.corp":\n    npmAuthIdent: "[REDACTED:assignment]"\nhttp_auth = "[REDACTED:assignment]"',
     ),
+    (
+        'sql-cloud-secrets',
+        "COPY t FROM 's3://b/x' ACCESS_KEY_ID 'AKIAIOSFODNN7EXAMPL' SECRET_ACCESS_KEY 'Zq8vLm2pXw' SESSION_TOKEN 'Zq8vLm2pXwQ4';\nCREATE SECRET (TYPE S3, KEY_ID 'AKIAIOSFODNN7EXAMPL', SECRET 'Zq8vLm2pXw', REGION 'us-east-1');",
+        "COPY t FROM 's3://b/x' ACCESS_KEY_ID 'AKIAIOSFODNN7EXAMPL' SECRET_ACCESS_KEY '[REDACTED:sql-password]' SESSION_TOKEN '[REDACTED:sql-password]';\nCREATE SECRET (TYPE S3, KEY_ID 'AKIAIOSFODNN7EXAMPL', SECRET '[REDACTED:sql-password]', REGION 'us-east-1');",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1482,6 +1487,10 @@ NEGATIVE = [
     (
         'plain-credential-lookalikes',
         'auth: required\nauth: host:8080\nauth: "oauth2"\nauth: bob:${PW}\nbasic_auth: true\nident: x',
+    ),
+    (
+        'sql-secret-lookalikes',
+        "DROP SECRET 'name'\nCREATE SECRET my_secret\nSECRET 'x'",
     ),
 ]
 
