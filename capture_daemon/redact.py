@@ -145,7 +145,7 @@ What is detected (the marker's kind in brackets):
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
   TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``, ``openssl passwd [-6] PW``, ``composer config
   http-basic.REPO USER PW`` / ``github-oauth.HOST TOKEN``, ``mosquitto_passwd -b FILE USER PW``,
-  ``mysqladmin ... password PW``, ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
+  ``mysqladmin ... password PW``, ``snyk auth TOKEN``, ``nuget setapikey KEY``, ``neo4j-admin set-initial-password PW``, ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
   rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
   [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
@@ -1863,6 +1863,9 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("composer", ("config",), r"(?:github-oauth|gitlab-token)\.[^\s=]+", 0, ""),
     ("net", (), "user", 1, ""),  # Windows: net user NAME PW /add
     ("mysqladmin", None, "password", 0, ""),  # mysqladmin -u root password NEW_PW
+    ("snyk", (), "auth", 0, ""),  # snyk auth TOKEN
+    ("nuget", (), "setapikey", 0, ""),  # nuget setapikey KEY -Source URL
+    ("neo4j-admin", None, "set-initial-password", 0, ""),  # neo4j-admin [dbms] set-initial-password PW
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
@@ -1882,6 +1885,9 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "net": frozenset(),
     "mysqladmin": frozenset({"-u", "--user", "-h", "--host", "-P", "--port", "-S", "--socket", "-c", "--count", "-i", "--sleep",
                              "-O", "--defaults-file", "--defaults-extra-file"}),
+    "snyk": frozenset(),
+    "nuget": frozenset({"-Source", "-source", "-ConfigFile", "-configfile"}),
+    "neo4j-admin": frozenset({"--expand-commands", "--verbose"}),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -1912,6 +1918,10 @@ _POSITIONAL_GATES = (
     ("passwd", r"passwd(?<=[ \t]passwd)", r"(?<=[ \t]passwd)(?=[ \t])"),
     ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
     ("token", r"token(?<=[\s-]authtoken)", r"(?<=[\s-]authtoken)(?=[ \t])"),
+    # (`snyk auth`, `nuget setapikey`, `neo4j-admin set-initial-password`: at anchors scanned for already.)
+    ("auth", r"auth(?<=[ \t]auth)", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
+    ("key", r"key(?<=[ \t]setapikey)", r"(?<=[ \t]setapikey)(?=[ \t])"),
+    ("password", r"password(?<=[ \t]set-initial-password)", r"(?<=[ \t]set-initial-password)(?=[ \t])"),
     # (`pulumi config set`, `mc alias set`: prose and code say " set " all the time.)
     ("set", r"set(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))", r"(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))(?=[ \t])"),
 )

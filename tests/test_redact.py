@@ -1148,6 +1148,11 @@ POSITIVE = [
         "COPY t FROM 's3://b/x' ACCESS_KEY_ID 'AKIAIOSFODNN7EXAMPL' SECRET_ACCESS_KEY 'Zq8vLm2pXw' SESSION_TOKEN 'Zq8vLm2pXwQ4';\nCREATE SECRET (TYPE S3, KEY_ID 'AKIAIOSFODNN7EXAMPL', SECRET 'Zq8vLm2pXw', REGION 'us-east-1');",
         "COPY t FROM 's3://b/x' ACCESS_KEY_ID 'AKIAIOSFODNN7EXAMPL' SECRET_ACCESS_KEY '[REDACTED:sql-password]' SESSION_TOKEN '[REDACTED:sql-password]';\nCREATE SECRET (TYPE S3, KEY_ID 'AKIAIOSFODNN7EXAMPL', SECRET '[REDACTED:sql-password]', REGION 'us-east-1');",
     ),
+    (
+        'positional-more-programs',
+        'snyk auth Zq8vLm2pXwQ4rT7y\nnuget setapikey Zq8vLm2pXw -Source https://x\nneo4j-admin dbms set-initial-password Zq8vLm2pXw',
+        'snyk auth [REDACTED:cli-flag]\nnuget setapikey [REDACTED:cli-flag] -Source https://x\nneo4j-admin dbms set-initial-password [REDACTED:cli-flag]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1491,6 +1496,10 @@ NEGATIVE = [
     (
         'sql-secret-lookalikes',
         "DROP SECRET 'name'\nCREATE SECRET my_secret\nSECRET 'x'",
+    ),
+    (
+        'positional-more-lookalikes',
+        'gh auth login\nsnyk auth\nthe auth module is here',
     ),
 ]
 
