@@ -113,7 +113,8 @@ What is detected (the marker's kind in brackets):
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
   /etc/shadow ``$6$``/``$y$``, argon2), the scheme kept [password-hash]
 - command-line flags [cli-flag]: ``--password VALUE`` style long flags (also ``--pass``,
-  ``--account-key``, ``--private-key``, ``--auth-key``); and per program, short
+  ``--account-key``, ``--private-key``, ``--auth-key``, ``--authkey``, ``--license-key``, ``--master-key``,
+  ``--signing-key``...; a key flag's file path, ``--private-key ~/.ssh/id_ed25519``, stays); and per program, short
   ones: ``mysql -pPW`` (glued; ``-p db`` prompts), ``sshpass -p PW``, ``curl -u user:PW`` /
   ``--user user:PW`` (``-u KEY:``, a key as the user, too), ``redis-cli -a PW``, ``docker|podman|helm|cf|oc login -p PW``, ``smbclient -U
   user%PW``, ``ldapsearch -w PW`` (``ldappasswd -s NEW -a OLD``,
@@ -1194,13 +1195,17 @@ def _replace_url_token_user(text: str, m: "re.Match[str]") -> Optional[str]:
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
 _CLI_FLAG_WORDS = (
     r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
-    r"|account-key|private-key|auth-key|bearer|(?<=-)pass|secret-string)"
+    r"|account-key|private-key|auth-key|bearer|(?<=-)pass|secret-string"
+    # (Tailscale's `--authkey`, and keys named by whom they let in or what they guard.)
+    r"|authkey|license-key|master-key|encryption-key|signing-key|admin-key|app-key|subscription-key)"
 )
 _CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
     rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
 )
 _CLI_FLAG_MARK = marker("cli-flag")
+_KEY_FLAG = re.compile(r"key[ \t]")
+_KEY_FILE = re.compile(r"(?:~|\.{1,2})?/\S*|\S+\.(?:pem|key|json|p12|pfx|jks|asc|gpg|der|crt|pub)")
 
 
 def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1212,6 +1217,8 @@ def _replace_cli_flag(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # "set it with the --password option and ..."
     if m.group(0).startswith("--secret") and m.group(0)[8] in " \t" and _pulumi_config_set(text, m.start()):
         return None  # a switch there: `pulumi config set --secret NAME VALUE` (VALUE: _POSITIONAL_SECRETS)
+    if _KEY_FLAG.search(m.group(0)) and _KEY_FILE.fullmatch(value):
+        return None  # `--signing-key ./keys/release.pem`, `--private-key ~/.ssh/id_ed25519`: where the key is
     return _replace_group(text, m, group, _CLI_FLAG_MARK)
 
 

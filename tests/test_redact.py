@@ -1153,6 +1153,11 @@ POSITIVE = [
         'snyk auth Zq8vLm2pXwQ4rT7y\nnuget setapikey Zq8vLm2pXw -Source https://x\nneo4j-admin dbms set-initial-password Zq8vLm2pXw',
         'snyk auth [REDACTED:cli-flag]\nnuget setapikey [REDACTED:cli-flag] -Source https://x\nneo4j-admin dbms set-initial-password [REDACTED:cli-flag]',
     ),
+    (
+        'cli-key-flags-more',
+        'tailscale up --authkey Zq8vLm2pXwQ4\nnewrelic-install --license-key Zq8vLm2pXw\ntool --master-key Zq8vLm2pXw',
+        'tailscale up --authkey [REDACTED:cli-flag]\nnewrelic-install --license-key [REDACTED:cli-flag]\ntool --master-key [REDACTED:cli-flag]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1500,6 +1505,10 @@ NEGATIVE = [
     (
         'positional-more-lookalikes',
         'gh auth login\nsnyk auth\nthe auth module is here',
+    ),
+    (
+        'cli-key-file-flags',
+        'cosign sign --signing-key ./keys/release.pem img\nssh-x --private-key ~/.ssh/id_ed25519\nx --encryption-key key.json',
     ),
 ]
 
