@@ -150,6 +150,8 @@ What is detected (the marker's kind in brackets):
   rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
   [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
+- a pentest tool's hit: NetExec's/CrackMapExec's ``[+] corp.local\\admin:PW (Pwn3d!)``, Metasploit's
+  ``[+] ... Success: 'CORP\\admin:PW'`` (the ``[+]`` anchor) [cli-flag]
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
@@ -3254,6 +3256,11 @@ def _replace_table_row(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
+# `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
+_TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
+
+
 # --- A YAML block scalar under a secret's name: `password: |` and the indented lines after it.
 # (The name must end in a secret word, as the assignment rule's `:` gate reads it.)
 _YAML_BLOCK = re.compile(
@@ -3641,6 +3648,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
+    _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
     _Rule("table-row", _TABLE_ROW, _replace_table_row,

@@ -1158,6 +1158,11 @@ POSITIVE = [
         'tailscale up --authkey Zq8vLm2pXwQ4\nnewrelic-install --license-key Zq8vLm2pXw\ntool --master-key Zq8vLm2pXw',
         'tailscale up --authkey [REDACTED:cli-flag]\nnewrelic-install --license-key [REDACTED:cli-flag]\ntool --master-key [REDACTED:cli-flag]',
     ),
+    (
+        'pentest-tool-hits',
+        "SMB         10.0.0.5        445    DC01             [+] corp.local\\admin:Zq8vLm2pXw (Pwn3d!)\n[+] 10.0.0.5:445 - Success: 'CORP\\admin:Zq8vLm2pXw'",
+        "SMB         10.0.0.5        445    DC01             [+] corp.local\\admin:[REDACTED:cli-flag] (Pwn3d!)\n[+] 10.0.0.5:445 - Success: 'CORP\\admin:[REDACTED:cli-flag]'",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1509,6 +1514,10 @@ NEGATIVE = [
     (
         'cli-key-file-flags',
         'cosign sign --signing-key ./keys/release.pem img\nssh-x --private-key ~/.ssh/id_ed25519\nx --encryption-key key.json',
+    ),
+    (
+        'pentest-lookalikes',
+        '[+] Done\n[+] C:\\Users\\x: ok\n[+] Building wheel for x: finished',
     ),
 ]
 
