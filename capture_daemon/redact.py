@@ -102,7 +102,7 @@ What is detected (the marker's kind in brackets):
   ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
-  ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; the name stays, the value goes [assignment]. The same without
+  ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
@@ -3256,6 +3256,13 @@ def _replace_table_row(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# Bundler's credentials for a gem host, by environment: `BUNDLE_GEMS__CONTRIBSYS__COM=user:pw`
+# (Sidekiq Pro's), `BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:ghp_x"`: the host's dots as `__`.
+_BUNDLE_HOST = re.compile(
+    r"_(?<=BUNDLE_)(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*[\"']?[^\s:\"'$]{1,64}:(?P<s>[^\s\"']{4,200})"
+)
+
+
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
 # `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
 _TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
@@ -3648,6 +3655,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("yaml-block", _YAML_BLOCK, _replace_yaml_block, ((":", _YAML_BLOCK_LOOK),)),
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
+    _Rule("bundle-host", _BUNDLE_HOST, _group("assignment"),
+          (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*[\"']?[^\s:\"'$]{1,64}:[^\s\"']{4})"),), anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
@@ -3709,7 +3718,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # upper-case name, then a separator or a word. (One branch for all: snake_case fails it at once.)
         (
             r"(?<=[0-9A-Z]_)(?=[0-9A-Z_]{1,40}[`\"']?[ \t]*[=:,a-zI\u2192\"\[\]-])",
-            frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal", "named-in-prose"}),
+            frozenset({"suffixed-assignment", "prose-command-output", "fallback-literal", "declared-literal", "named-in-prose", "bundle-host"}),
         ),
         (r"(?=[A-Za-z0-9]{10})", None),
     ),

@@ -1163,6 +1163,11 @@ POSITIVE = [
         "SMB         10.0.0.5        445    DC01             [+] corp.local\\admin:Zq8vLm2pXw (Pwn3d!)\n[+] 10.0.0.5:445 - Success: 'CORP\\admin:Zq8vLm2pXw'",
         "SMB         10.0.0.5        445    DC01             [+] corp.local\\admin:[REDACTED:cli-flag] (Pwn3d!)\n[+] 10.0.0.5:445 - Success: 'CORP\\admin:[REDACTED:cli-flag]'",
     ),
+    (
+        'bundler-host-credentials',
+        'BUNDLE_GEMS__CONTRIBSYS__COM=abcd1234:Zq8vLm2pXw\nexport BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:Zq8vLm2pXw"',
+        'BUNDLE_GEMS__CONTRIBSYS__COM=abcd1234:[REDACTED:assignment]\nexport BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1518,6 +1523,10 @@ NEGATIVE = [
     (
         'pentest-lookalikes',
         '[+] Done\n[+] C:\\Users\\x: ok\n[+] Building wheel for x: finished',
+    ),
+    (
+        'bundler-settings',
+        'BUNDLE_PATH=vendor/bundle\nBUNDLE_BUILD__NOKOGIRI=--use-system-libraries\nBUNDLE_GEMS__CONTRIBSYS__COM=${SIDEKIQ_CREDS}',
     ),
 ]
 
