@@ -3259,7 +3259,7 @@ def _replace_table_row(text: str, m: "re.Match[str]") -> Optional[str]:
 # Bundler's credentials for a gem host, by environment: `BUNDLE_GEMS__CONTRIBSYS__COM=user:pw`
 # (Sidekiq Pro's), `BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:ghp_x"`: the host's dots as `__`.
 _BUNDLE_HOST = re.compile(
-    r"_(?<=BUNDLE_)(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*[\"']?[^\s:\"'$]{1,64}:(?P<s>[^\s\"']{4,200})"
+    r"_(?<=BUNDLE_)(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*\\?[\"']?[^\s:\"'$\\]{1,64}:(?P<s>[^\s\"'\\]{4,200})"
 )
 
 
@@ -3656,7 +3656,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("var-default", _VAR_DEFAULT, _replace_var_default, (("$", _VAR_DEFAULT_GATE),), anchored=True),
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
     _Rule("bundle-host", _BUNDLE_HOST, _group("assignment"),
-          (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*[\"']?[^\s:\"'$]{1,64}:[^\s\"']{4})"),), anchored=True),
+          (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*\\?[\"']?[^\s:\"'$\\]{1,64}:[^\s\"'\\]{4})"),), anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
