@@ -1168,6 +1168,11 @@ POSITIVE = [
         'BUNDLE_GEMS__CONTRIBSYS__COM=abcd1234:Zq8vLm2pXw\nexport BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:Zq8vLm2pXw"',
         'BUNDLE_GEMS__CONTRIBSYS__COM=abcd1234:[REDACTED:assignment]\nexport BUNDLE_RUBYGEMS__PKG__GITHUB__COM="bob:[REDACTED:assignment]"',
     ),
+    (
+        'provider-prefixes-more-2',
+        'pscale_tkn_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF pscale_oauth_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF napi_abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01 hcaik_01hxyzabcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmn fw_AbCdEfGhIjKlMnOpQrStUv0123 AKCp8AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefghijklmnopqrstuvwxyz01234',
+        '[REDACTED:planetscale-token] [REDACTED:planetscale-token] [REDACTED:neon-key] [REDACTED:honeycomb-key] [REDACTED:fireworks-key] [REDACTED:jfrog-key]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
