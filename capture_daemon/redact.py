@@ -1183,7 +1183,8 @@ def _replace_url_password(text: str, m: "re.Match[str]") -> Optional[str]:
 # https://<40 hex>@github.com/org/repo.git` (a personal access token), a Sentry DSN's key
 # (`https://<32 hex>@o1.ingest.sentry.io/1`). Only a user that looks random (see _looks_random):
 # `ssh://git@host`, `https://jane-doe@bitbucket.org` are names.
-_URL_TOKEN_USER = re.compile(r"://(?<=[A-Za-z0-9]://)(?P<s>[A-Za-z0-9_-]{20,200})@(?=[A-Za-z0-9])")
+# (Over HTTP only: `ssh://<24 hex>@ssh.hf.jobs` names a job, and SSH logs in with a key.)
+_URL_TOKEN_USER = re.compile(r"://(?:(?<=http://)|(?<=https://)|(?<=wss://))(?P<s>[A-Za-z0-9_-]{20,200})@(?=[A-Za-z0-9])")
 
 
 def _replace_url_token_user(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2748,8 +2749,10 @@ _PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret 
 # use, and given right after, no "is" between. One fixed-width look-behind per length.)
 # ("using token x for auth", "with token x": a token handed over to use, as a password is.)
 _PROSE_OWNERS = (("my", "My", "ur", "he"), ("use", "Use", "try", "Try"), ("with",), ("using", "Using"))
+# (A token only when handed over: "the token *must* be read" is a parser's, "my token" no owner's.)
 _PROSE_OWNED = "(?:" + "|".join(
     rf"(?<=(?:{'|'.join(owners)}) {word})" for word in ("password", "passphrase", "pw", "token") for owners in _PROSE_OWNERS
+    if word != "token" or owners[0] != "my"
 ) + ")"
 # ("- **Password**: `x`", "**API Key:** x": a chat's list of credentials in Markdown. An arrow
 # after the word is the printer's: "gh auth token -> x" is command output.)
@@ -2841,6 +2844,8 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(".,;:!?)")
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
         return None
+    if len(value) > 2 and value[0] == value[-1] and value[0] in "*_":
+        return None  # Markdown's emphasis: "the token *must* be read"
     start = m.start("s")  # (a sentence's closing stop stays)
     # A word in quotes is a value handed over ('the password is "swordfish"'); a bare one is
     # prose ("the password is incorrect"): letters-only passwords stated bare are a known limit.
@@ -3544,7 +3549,7 @@ _RULES: tuple[_Rule, ...] = (
     *_MORE_TOKENS,
     *_MORE_SHAPES,
     _Rule("url-password", _URL_PASSWORD, _replace_url_password, ((":", r"(?<=[A-Za-z0-9]:)(?=//)"),)),
-    _Rule("url-token-user", _URL_TOKEN_USER, _replace_url_token_user, ((":", r"(?<=[A-Za-z0-9]:)(?=//[A-Za-z0-9_-]{20,200}@)"),)),
+    _Rule("url-token-user", _URL_TOKEN_USER, _replace_url_token_user, ((":", r"(?:(?<=http:)|(?<=https:)|(?<=wss:))(?=//[A-Za-z0-9_-]{20,200}@)"),)),
     _Rule(
         "authorization",
         _AUTHORIZATION,

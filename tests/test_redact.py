@@ -1533,6 +1533,10 @@ NEGATIVE = [
         'bundler-settings',
         'BUNDLE_PATH=vendor/bundle\nBUNDLE_BUILD__NOKOGIRI=--use-system-libraries\nBUNDLE_GEMS__CONTRIBSYS__COM=${SIDEKIQ_CREDS}',
     ),
+    (
+        'fp-diff-finds',
+        'SSH endpoint of the Job, e.g. `"ssh://687fb701029421ae5549d998@ssh.hf.jobs"`.\nBy default, if the check succeeds, the token *must* be read before\nthe token _must_ match',
+    ),
 ]
 
 
