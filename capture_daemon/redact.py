@@ -93,7 +93,7 @@ What is detected (the marker's kind in brackets):
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
   the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
   other quote inside a string (Kafka's ``'... password="pw";'``, escaped ``\\"pw\\"`` in JSON),
-  a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``) and private key (``PRIVATE_KEY=0x<64 hex>``,
+  a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``: twelve words or more) and private key (``PRIVATE_KEY=0x<64 hex>``,
   and 0x + 64 hex handed to ``new Wallet(...)``, ``privateKeyToAccount(...)``, ``from_key(...)``, Hardhat's ``accounts: [...]``),
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
@@ -387,9 +387,10 @@ def _is_placeholder(value: str) -> bool:
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
 # (LDAP's `bindpw`/`rootpw`/`olcRootPW`; AWS Secrets Manager's `SecretString`, whatever it holds.)
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring",
-                 # A wallet's seed words: `MNEMONIC="abandon ability ..."`, `seed_phrase`, `recoveryPhrase`.
-                 "mnemonic", "seedphrase", "recoveryphrase")
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring")
+# A wallet's seed words: `MNEMONIC="abandon ability ..."`, `seed_phrase`, `recoveryPhrase`: twelve
+# words or more (an assembler's `mnemonic = "PUSH"` names an instruction).
+_SEED_TAILS = ("mnemonic", "seedphrase", "recoveryphrase")
 # ... and `pass`/`pw` as the last word of a longer name, never as the end of another word
 # (bypass, compass, BYPASS) nor alone (`pw = getpass()`). Upper case (DB_PASS, SMTP_PW, .env
 # style) is a password; in other cases code has compiler passes (`lowering_pass: PassType`), so
@@ -448,7 +449,7 @@ _VARIANT = rf"(?i:[_.-]?(?:\d{{1,3}}|v\d{{1,2}}|confirm(?:ation)?)|[_.-](?:{'|'.
 _UPPER_VARIANT = rf"(?:\d{{1,3}}|V\d{{1,2}}|CONFIRM(?:ATION)?|{'|'.join(v.upper() for v in _VARIANTS)})"
 _VARIANT_SUFFIX = re.compile(rf"{_VARIANT}$")
 
-_CHOSEN, _MADE, _WEAK, _BASIC = "chosen", "made", "weak", "basic"
+_CHOSEN, _MADE, _WEAK, _BASIC, _SEED = "chosen", "made", "weak", "basic", "seed"
 # Names whose value is `user:password`, plain or in base64: `basic_auth: "bob:pw"`, Yarn's
 # `npmAuthIdent: "bob:pw"`, `http_auth`, `proxy_auth`, `userpass`.
 _BASIC_TAILS = ("basicauth", "authident", "httpauth", "proxyauth", "userpass")
@@ -475,6 +476,8 @@ def _name_kind(name: str) -> Optional[str]:
     bare = name.strip("\"'\\ ")
     if norm.endswith(_CHOSEN_TAILS) or _PASS_TAIL_UPPER.search(bare):
         return _CHOSEN
+    if norm.endswith(_SEED_TAILS):
+        return _SEED
     if norm.endswith(_MADE_TAILS):
         return _MADE
     if norm == "auth" or norm.endswith(_BASIC_TAILS):
@@ -857,6 +860,8 @@ def _plausible_secret(kind: str, value: str) -> bool:
     """Whether a value under a secret name can be a secret at all, whatever surrounds it."""
     if _is_placeholder(value) or _HEX_COLOR.fullmatch(value):
         return False
+    if kind == _SEED:
+        return len(value.split()) >= 12
     if kind != _CHOSEN and _HEX_LITERAL.fullmatch(value) and len(value) <= 20:
         return False  # SEED_SALT = 0x9E3779B1: a constant in code (an Ethereum key, 0x + 64 hex, is no constant)
     if kind == _BASIC:

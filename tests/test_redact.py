@@ -1537,6 +1537,10 @@ NEGATIVE = [
         'fp-diff-finds',
         'SSH endpoint of the Job, e.g. `"ssh://687fb701029421ae5549d998@ssh.hf.jobs"`.\nBy default, if the check succeeds, the token *must* be read before\nthe token _must_ match',
     ),
+    (
+        'assembler-mnemonics',
+        'mnemonic = "PUSH"\nmnemonic: mov\ninstr.mnemonic = "JMP"',
+    ),
 ]
 
 
