@@ -140,7 +140,7 @@ What is detected (the marker's kind in brackets):
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB`` (Oracle's JDBC
   ``jdbc:oracle:thin:USER/PW@...`` and ``userid=USER/PW`` too [url-password]), ``tsql|osql -P PW``, ``vsql -w PW``,
-  ``net use \\\\srv\\share PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
+  ``net use \\\\srv\\share [/user:U] PW``, ``ansible-vault encrypt_string PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
   ``mkpasswd [-m M] PW``, ``wpa_passphrase SSID PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
@@ -1842,7 +1842,10 @@ _ORACLE_LOGON = re.compile(
     r"(?::(?<=oracle:thin:)|=(?<![\w.-]userid=)(?<=userid=))[\"']?[\w$#.]+/(?P<s>\"[^\"\r\n]+\"|[^\s@\"'/;|&\\]+)"
 )
 # Windows' `net use [X:] \\server\share PW [/user:NAME]` (a `*` prompts, a `/` starts an option).
-_NET_USE = re.compile(r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)")
+# (The user may come first: `net use Z: \\\\srv\\share /user:CORP\\bob PW`.)
+_NET_USE = re.compile(
+    r"net use(?:[ \t]+(?:[A-Za-z]:|\*))?[ \t]+\\\\[^\s\"']+(?:[ \t]+/[Uu](?:[Ss][Ee][Rr])?:(?:[^\s\"'\\]|\\(?![nrt]))+)?[ \t]+(?P<s>[^\s/*\"'\\][^\s\"'\\]*)"
+)
 
 
 # --- secrets that a program takes as a positional argument after a subcommand: one table ---
@@ -3273,6 +3276,39 @@ _BUNDLE_HOST = re.compile(
 )
 
 
+# Ansible's `ansible-vault encrypt_string 'pw' --name 'db_password'`: the string it encrypts, in
+# clear on the command line (its first word that is no flag or a flag's value).
+_ENCRYPT_STRING = re.compile(
+    r"_(?<=encrypt_)string(?P<rest>(?:[ \t]+(?:\\\"(?:[^\"\\\r\n]|\\[^\"])*\\\"|\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'|;&<>\\]+)){1,12})"
+)
+_VAULT_VALUE_FLAGS = frozenset({"--vault-id", "--vault-password-file", "--vault-pass-file", "--name", "-n", "--stdin-name",
+                                "--encrypt-vault-id", "--output", "-J"})
+_ARG = re.compile(r"\\\"(?:[^\"\\\r\n]|\\[^\"])*\\\"|\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\s\"'|;&<>\\]+")
+
+
+def _replace_encrypt_string(text: str, m: "re.Match[str]") -> Optional[str]:
+    if "ansible-vault" not in _line_prefix(text, m.start()):
+        return None
+    skip = False
+    for arg in _ARG.finditer(m.group("rest")):
+        word = arg.group()
+        if skip:
+            skip = False
+        elif word.startswith("-"):
+            skip = word in _VAULT_VALUE_FLAGS
+        else:
+            if word.startswith('\\"'):  # `\\"pw\\"` in a JSON string
+                new = None if len(word) < 5 or _is_placeholder(word[2:-2]) else '\\"' + _CLI_MARK + '\\"'
+            else:
+                new = _mark_arg(word, "")
+            if new is None:
+                return None
+            at = m.start("rest") + arg.start() - m.start()
+            whole = m.group(0)
+            return whole[:at] + new + whole[at + len(word) :]
+    return None
+
+
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
 # `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
 _TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
@@ -3667,6 +3703,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("fallback-literal", _FALLBACK, _replace_fallback, _FALLBACK_GATES, anchored=True),
     _Rule("bundle-host", _BUNDLE_HOST, _group("assignment"),
           (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*\\?[\"']?[^\s:\"'$\\]{1,64}:[^\s\"'\\]{4})"),), anchored=True),
+    _Rule("ansible-encrypt-string", _ENCRYPT_STRING, _replace_encrypt_string, (("_", r"(?=string[ \t])"),), anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
@@ -3716,6 +3753,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
     # token has at least 10 letters and digits after it; snake_case code mostly does not.
     "_": (
+        # (Ansible's `ansible-vault encrypt_string PW`.)
+        (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
         # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
         (
             "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",

@@ -1173,6 +1173,11 @@ POSITIVE = [
         'pscale_tkn_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF pscale_oauth_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdEF napi_abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01 hcaik_01hxyzabcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmn fw_AbCdEfGhIjKlMnOpQrStUv0123 AKCp8AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefghijklmnopqrstuvwxyz01234',
         '[REDACTED:planetscale-token] [REDACTED:planetscale-token] [REDACTED:neon-key] [REDACTED:honeycomb-key] [REDACTED:fireworks-key] [REDACTED:jfrog-key]',
     ),
+    (
+        'net-use-and-encrypt-string',
+        "net use Z: \\\\srv\\share /user:admin Zq8vLm2pXw\nansible-vault encrypt_string 'Zq8vLm2pXw' --name 'db_password'\nansible-vault encrypt_string --vault-id prod@prompt --name db_pw 'Zq8vLm2pXw'",
+        "net use Z: \\\\srv\\share /user:admin [REDACTED:cli-flag]\nansible-vault encrypt_string '[REDACTED:cli-flag]' --name 'db_password'\nansible-vault encrypt_string --vault-id prod@prompt --name db_pw '[REDACTED:cli-flag]'",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1540,6 +1545,10 @@ NEGATIVE = [
     (
         'assembler-mnemonics',
         'mnemonic = "PUSH"\nmnemonic: mov\ninstr.mnemonic = "JMP"',
+    ),
+    (
+        'net-use-and-encrypt-lookalikes',
+        'net use Z: \\\\srv\\share /user:admin *\nansible-vault encrypt_string --stdin-name db_pw\nencrypt_string foo\nansible-vault encrypt_string "$PW" --name x',
     ),
 ]
 
