@@ -105,7 +105,8 @@ What is detected (the marker's kind in brackets):
   ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
-  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` [redis-password];
+  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
+  Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
@@ -220,7 +221,8 @@ What is detected (the marker's kind in brackets):
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
-  "set the root password to PW" (after a verb of setting),
+  "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
+  (PW) works", MySQL's log "A temporary password is generated for root@localhost: PW",
   "user `admin`, password `PW`" (a value in backticks right after the name), a Markdown list's
   "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
@@ -1674,7 +1676,8 @@ _NETRC = re.compile(
 # (A value stops at a quote or backslash: inside a JSON string those close it.)
 _REDIS_CONF = re.compile(
     r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?:\{[\w-]+\}(?=[^\s#\"'\\]))?"
-    r"(?P<s>[^\s#\"'\\-][^\s#\"'\\]*)"
+    # (Quoted too: `CONFIG SET requirepass "pw"`, redis.conf's `requirepass "pw"`.)
+    r"(?:(?P<q>[\"'])(?P<qs>[^\"'\\\r\n]+)(?P=q)|(?P<s>[^\s#\"'\\-][^\s#\"'\\]*))"
 )
 _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
 # msmtprc's (and other mail clients' rc files') `password PW` directive: `password` opening a
@@ -1786,9 +1789,10 @@ def _replace_pw_words(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
-    if _is_placeholder(m.group("s")):
+    group = "s" if m.start("s") >= 0 else "qs"
+    if _is_placeholder(m.group(group)):
         return None
-    return _replace_group(text, m, "s", _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
+    return _replace_group(text, m, group, _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
 
 
 # LDIF: `userPassword: {SSHA}...`, `userPassword:: <base64>`, Samba's NT and LM hashes, and
@@ -2768,15 +2772,23 @@ _PROSE_LABEL = r"(?:\*{1,2}[ \t]*:\*{0,2}|:\*{1,2})[ \t]+"
 # ("[sudo] password for bob: x", "the password for admin is x", "the password for the staging DB
 # is x", git's prompt "Password for 'https://bob@github.com': x".)
 _PROSE_FOR = r"[ \t]+for[ \t]+(?:'[^'\s]{1,200}'|(?:the[ \t]+)?[\w@.-]+(?:[ \t]+[\w@.-]+){0,2}?)(?::|[ \t]+(?:is|was))[ \t]+"
-# ("set the password to x": `to` as `is`.)
+# ("set the password to x": `to` as `is`; "Admin password set to x", "the password was changed to x";
+# MySQL's log "A temporary password is generated for root@localhost: x"; "the password (x) works".)
+_PROSE_SET_TO = r"[ \t]+(?:(?:is|was|has[ \t]+been)[ \t]+)?(?:set|changed|reset|updated)[ \t]+to[ \t]+"
+_PROSE_GENERATED = r"[ \t]+is[ \t]+generated[ \t]+for[ \t]+[\w@.%'-]+:[ \t]+"
+_PROSE_PAREN = r"[ \t]+\((?=`?[^\s()`]{6,}`?\))"
 # ("password `x`", "user `admin`, password `x`", "the token `x`": a secret's name and a value in
 # backticks right after it, as a chat writes a literal down.)
 _PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
-    rf"|{_PROSE_KEY}(?:[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
+    # (The longer wordings first: the first alternative that matches is the one judged.)
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}"
+    rf"|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
+    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
 )
-_PROSE_AFTER_NAME = rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL})|{_PROSE_OWNED}(?=[ \t]+\S)"
+_PROSE_AFTER_NAME = (
+    rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
+)
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
     ("pass", "(?:wd|phrase)(?:" + _PROSE_AFTER_NAME + ")"),
@@ -2846,8 +2858,12 @@ _STATUS_WORDS = frozenset(
 _SET_TO_VERB = re.compile(r"(?i:\b(?:set|sets|setting|change[sd]?|changing|reset|resets|resetting|update[sd]?|updating|rotated?)(?:[ \t]+\w+){0,2}[ \t]+)\Z")
 
 
+_SET_IN_SPAN = re.compile(r"[ \t](?:set|changed|reset|updated)[ \t]+to[ \t]")
+
+
 def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
-    if " to " in text[m.start() : m.start("s")] and not _SET_TO_VERB.search(text, max(0, m.start() - 40), m.start()):
+    span = text[m.start() : m.start("s")]
+    if " to " in span and not _SET_IN_SPAN.search(span) and not _SET_TO_VERB.search(text, max(0, m.start() - 40), m.start()):
         return None  # "convert the token to base64": only setting one says what it is now
     value = m.group("s").rstrip(".,;:!?)")
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
@@ -3309,6 +3325,10 @@ def _replace_encrypt_string(text: str, m: "re.Match[str]") -> Optional[str]:
     return None
 
 
+# Elasticsearch's `elasticsearch-setup-passwords auto` output: `PASSWORD elastic = pw`, one a user.
+_ES_PASSWORD = re.compile(r"PASSWORD(?<![\w.-]PASSWORD)[ \t]+[\w.-]{1,64}[ \t]+=[ \t]+(?P<s>[^\s\"'\\]{4,200})")
+
+
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
 # `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
 _TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
@@ -3704,6 +3724,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("bundle-host", _BUNDLE_HOST, _group("assignment"),
           (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*\\?[\"']?[^\s:\"'$\\]{1,64}:[^\s\"'\\]{4})"),), anchored=True),
     _Rule("ansible-encrypt-string", _ENCRYPT_STRING, _replace_encrypt_string, (("_", r"(?=string[ \t])"),), anchored=True),
+    _Rule("es-password", _ES_PASSWORD, _group("cli-flag"), (("PASSWORD", r"(?<![\w.-]PASSWORD)(?=[ \t]+[\w.-]{1,64}[ \t]+=[ \t]+[^\s\"'\\]{4})"),),
+          anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),

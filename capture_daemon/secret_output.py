@@ -29,7 +29,8 @@ elsewhere (`docker exec db printenv POSTGRES_PASSWORD`, `kubectl exec pod -- cat
 secret`, `poetry run ...`); and more stores (Bitwarden's `bw get password`, `bws secret get`,
 `lpass show`, `keepassxc-cli show -s`, chamber, Infisical, Akeyless, berglas), app secrets made on
 the spot (`rails secret`, `rails credentials:show`, `mix phx.gen.secret`, `php artisan
-key:generate --show`, `head -c 32 /dev/urandom | base64`), and reads of a secret-named key
+key:generate --show`, `head -c 32 /dev/urandom | base64`), initial admin passwords read back
+(`argocd admin initial-password`, `elasticsearch-reset-password`), and reads of a secret-named key
 (`consul kv get app/db/password`, `etcdctl get /app/api_token`, `git config --get github.token`). Claude Code's Read tool
 on such a file counts the same way: its result's content goes, its path and line counts stay.
 """
@@ -106,6 +107,9 @@ _SECRET_PRINTERS: tuple[tuple[str, str], ...] = (
     ("rake", r"^secret\b"),
     ("mix", r"^phx\.gen\.secret\b"),
     ("php", r"^artisan\s+key:generate\b.*--show"),
+    # Initial admin passwords read back or reset: Argo CD's, Elasticsearch's (`New value: pw`).
+    ("argocd", r"^admin\s+initial-password\b"),
+    ("elasticsearch-reset-password", r""),
 )
 _PRINTERS = tuple((name, re.compile(pattern)) for name, pattern in _SECRET_PRINTERS)
 # docker-credential-desktop, -osxkeychain, -pass, -secretservice, -ecr-login...

@@ -1178,6 +1178,11 @@ POSITIVE = [
         "net use Z: \\\\srv\\share /user:admin Zq8vLm2pXw\nansible-vault encrypt_string 'Zq8vLm2pXw' --name 'db_password'\nansible-vault encrypt_string --vault-id prod@prompt --name db_pw 'Zq8vLm2pXw'",
         "net use Z: \\\\srv\\share /user:admin [REDACTED:cli-flag]\nansible-vault encrypt_string '[REDACTED:cli-flag]' --name 'db_password'\nansible-vault encrypt_string --vault-id prod@prompt --name db_pw '[REDACTED:cli-flag]'",
     ),
+    (
+        'server-setup-passwords',
+        '2024-01-01T00:00:00.000000Z 6 [Note] [MY-010454] [Server] A temporary password is generated for root@localhost: Zq8vLm2pXw\nChanged password for user elastic\nPASSWORD elastic = Zq8vLm2pXw\nredis-cli CONFIG SET requirepass "Zq8vLm2pXw"\nAdmin password set to Zq8vLm2pXw\nthe password was changed to Zq8vLm2pXw.\nthe password (Zq8vLm2pXw) works\nYour API key (`Zq8vLm2pXw`) has been saved.',
+        '2024-01-01T00:00:00.000000Z 6 [Note] [MY-010454] [Server] A temporary password is generated for root@localhost: [REDACTED:prose-secret]\nChanged password for user elastic\nPASSWORD elastic = [REDACTED:cli-flag]\nredis-cli CONFIG SET requirepass "[REDACTED:redis-password]"\nAdmin password set to [REDACTED:prose-secret]\nthe password was changed to [REDACTED:prose-secret].\nthe password ([REDACTED:prose-secret]) works\nYour API key (`[REDACTED:prose-secret]`) has been saved.',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1549,6 +1554,10 @@ NEGATIVE = [
     (
         'net-use-and-encrypt-lookalikes',
         'net use Z: \\\\srv\\share /user:admin *\nansible-vault encrypt_string --stdin-name db_pw\nencrypt_string foo\nansible-vault encrypt_string "$PW" --name x',
+    ),
+    (
+        'server-setup-lookalikes',
+        'the password (optional) field\nAPI key (see below)\npassword (min 8 chars)\nthe token (access_token) expires\npassword set to expire\nthe password is set to expire\nPASSWORD user = $X',
     ),
 ]
 

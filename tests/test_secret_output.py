@@ -102,6 +102,8 @@ PRINTS_SECRET = [
     "docker compose exec db printenv POSTGRES_PASSWORD",
     "kubectl exec -it pod -n prod -- cat /run/secrets/db_password",
     "ssh -p 2222 bob@host 'pass show email'",
+    "argocd admin initial-password -n argocd",
+    "bin/elasticsearch-reset-password -u elastic",
 ]
 
 PRINTS_NO_SECRET = [
