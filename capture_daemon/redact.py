@@ -106,7 +106,8 @@ What is detected (the marker's kind in brackets):
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
-  Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag];
+  Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
+  Jenkins's first-start banner's initial admin password [cli-flag];
   ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
@@ -3329,6 +3330,23 @@ def _replace_encrypt_string(text: str, m: "re.Match[str]") -> Optional[str]:
 _ES_PASSWORD = re.compile(r"PASSWORD(?<![\w.-]PASSWORD)[ \t]+[\w.-]{1,64}[ \t]+=[ \t]+(?P<s>[^\s\"'\\]{4,200})")
 
 
+# Redis's ACL: `ACL SETUSER alice on >pw ~cache:* +get` adds the password `pw` (`<pw` removes it,
+# and names it in clear all the same).
+_ACL_SETUSER = re.compile(r"(?:S(?<![\w]S)ETUSER|set(?<=[ \t]set)user)[ \t]+[^\s\"'\\]+(?P<rest>(?:[ \t]+[^\s\"'\\]+){1,30})")
+_ACL_PASSWORD = re.compile(r"(?<=[ \t])[<>](?P<s>[^\s\"'\\]+)")
+
+
+def _replace_acl_setuser(text: str, m: "re.Match[str]") -> Optional[str]:
+    rest = m.group("rest")
+    marked = _ACL_PASSWORD.sub(lambda p: p.group(0)[0] + (_REDIS_CONF_MARK if not _is_placeholder(p.group("s")) else p.group("s")), rest)
+    return None if marked == rest else text[m.start() : m.start("rest")] + marked
+
+
+# Jenkins's first start: "Please use the following password to proceed to installation:" and,
+# after a blank line, the initial admin password (32 hex).
+_JENKINS_PASSWORD = re.compile(r"password[ \t]+to[ \t]+proceed[ \t]+to[ \t]+installation:\s{1,10}(?P<s>[0-9a-f]{32})(?![0-9a-f])")
+
+
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
 # `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
 _TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
@@ -3725,6 +3743,10 @@ _RULES: tuple[_Rule, ...] = (
           (("_", r"(?<=BUNDLE_)(?=(?:[A-Z0-9-]+__)+[A-Z0-9]+[\"']?[ \t]*[=:][ \t]*\\?[\"']?[^\s:\"'$\\]{1,64}:[^\s\"'\\]{4})"),), anchored=True),
     _Rule("ansible-encrypt-string", _ENCRYPT_STRING, _replace_encrypt_string, (("_", r"(?=string[ \t])"),), anchored=True),
     _Rule("es-password", _ES_PASSWORD, _group("cli-flag"), (("PASSWORD", r"(?<![\w.-]PASSWORD)(?=[ \t]+[\w.-]{1,64}[ \t]+=[ \t]+[^\s\"'\\]{4})"),),
+          anchored=True),
+    _Rule("redis-acl", _ACL_SETUSER, _replace_acl_setuser,
+          (("S", r"(?<![\w]S)(?=ETUSER[ \t])"), ("set", r"(?<=[ \t]set)(?=user[ \t])")), anchored=True),
+    _Rule("jenkins-password", _JENKINS_PASSWORD, _group("cli-flag"), (("password", r"(?=[ \t]+to[ \t]+proceed[ \t]+to[ \t]+installation:)"),),
           anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),

@@ -1183,6 +1183,11 @@ POSITIVE = [
         '2024-01-01T00:00:00.000000Z 6 [Note] [MY-010454] [Server] A temporary password is generated for root@localhost: Zq8vLm2pXw\nChanged password for user elastic\nPASSWORD elastic = Zq8vLm2pXw\nredis-cli CONFIG SET requirepass "Zq8vLm2pXw"\nAdmin password set to Zq8vLm2pXw\nthe password was changed to Zq8vLm2pXw.\nthe password (Zq8vLm2pXw) works\nYour API key (`Zq8vLm2pXw`) has been saved.',
         '2024-01-01T00:00:00.000000Z 6 [Note] [MY-010454] [Server] A temporary password is generated for root@localhost: [REDACTED:prose-secret]\nChanged password for user elastic\nPASSWORD elastic = [REDACTED:cli-flag]\nredis-cli CONFIG SET requirepass "[REDACTED:redis-password]"\nAdmin password set to [REDACTED:prose-secret]\nthe password was changed to [REDACTED:prose-secret].\nthe password ([REDACTED:prose-secret]) works\nYour API key (`[REDACTED:prose-secret]`) has been saved.',
     ),
+    (
+        'redis-acl-and-jenkins',
+        '127.0.0.1:6379> ACL SETUSER alice on >Zq8vLm2pXw ~cached:* +get\nPlease use the following password to proceed to installation:\n\n0123456789abcdef0123456789abcdef\n\nThis may also be found at: x',
+        '127.0.0.1:6379> ACL SETUSER alice on >[REDACTED:redis-password] ~cached:* +get\nPlease use the following password to proceed to installation:\n\n[REDACTED:cli-flag]\n\nThis may also be found at: x',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1558,6 +1563,10 @@ NEGATIVE = [
     (
         'server-setup-lookalikes',
         'the password (optional) field\nAPI key (see below)\npassword (min 8 chars)\nthe token (access_token) expires\npassword set to expire\nthe password is set to expire\nPASSWORD user = $X',
+    ),
+    (
+        'redis-acl-lookalikes',
+        'ACL SETUSER alice reset\nACL SETUSER bob on ~* +@all',
     ),
 ]
 
