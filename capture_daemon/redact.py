@@ -79,7 +79,8 @@ What is detected (the marker's kind in brackets):
   "v")``, configparser's ``.set('db', 'password', 'v')``, ``setenv("PW", "v", 1)``), a literal
   in a wrapper (``String::from("v")``, ``SecretStr("v")``, ``Some("v".into())``, ``new String("v")``),
   a type or form between (Go's ``var password string = "v"``, VB's ``Dim k As String = "v"``, C's
-  ``char password[] = "v"``, ``#define WIFI_PASSWORD "v"``), a literal fallback (``JWT_SECRET =
+  ``char password[] = "v"``, ``#define WIFI_PASSWORD "v"``, a DSL's ``storePassword "v"`` on a line of its
+  own: Gradle, Chef), Capistrano's ``set :api_token, "v"``, Android's ``buildConfigField "String", "API_KEY", "\\"v\\""``, a literal fallback (``JWT_SECRET =
   process.env.JWT_SECRET || "v"``, ``or "v"``, ``?? "v"``, ``?: "v"``), a variable's default
   (``${DB_PASSWORD:-v}``, Spring's ``${db.password:v}``, Helm's ``{{ .Values.password | default "v" }}``), name/value entries (Kubernetes ``- name: NAME`` / ``value: v``,
   ECS ``{"name": "NAME", "value": "v"}`` as text or parsed, AWS tags ``{"Key": "NAME", "Value":
@@ -1650,7 +1651,8 @@ _LINKING_WORDS = frozenset({"for", "to", "as", "is", "of", "on", "in", "with", "
 
 
 def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
-    kind = _name_kind(m.group("name").strip("\"'"))
+    # (Capistrano's `set :password, "pw"`: a symbol and a comma.)
+    kind = _name_kind(m.group("name").strip("\"'").removeprefix(":").removesuffix(","))
     if kind is None:
         return None
     group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
@@ -3160,13 +3162,17 @@ _DECLARED_GATES = tuple((w, _DECLARED_LOOK) for w in ("password", "Password", "P
     ("_", r"(?=(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)" + _DECLARED_LOOK[3:]),
 )
 _DEFINE_BEFORE = re.compile(r"[+-]?[ \t]*#[ \t]*define[ \t]+\Z")
+_LINE_ENDS = re.compile(r"[ \t]*(?:\r?\n|\Z)")
 
 
 def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
     name_start = _name_start(text, m.start())
     name = text[name_start : m.end("tail")]
     if m.start("define") >= 0 and not _DEFINE_BEFORE.fullmatch(_line_prefix(text, name_start)):
-        return None  # `token "x"` in prose or a DSL: not a definition
+        # A DSL's call on a line of its own is a setting too: Gradle's `storePassword "pw"`, Chef's
+        # `password "pw"`; elsewhere on a line, `token "x"` is prose or a DSL's argument.
+        if _line_prefix(text, name_start).strip(" \t") or not _LINE_ENDS.match(text, m.end()):
+            return None
     kind = _name_kind(name)
     if kind is None or not _plausible_secret(kind, m.group("s")):
         return None
@@ -3345,6 +3351,23 @@ def _replace_acl_setuser(text: str, m: "re.Match[str]") -> Optional[str]:
 # Jenkins's first start: "Please use the following password to proceed to installation:" and,
 # after a blank line, the initial admin password (32 hex).
 _JENKINS_PASSWORD = re.compile(r"password[ \t]+to[ \t]+proceed[ \t]+to[ \t]+installation:\s{1,10}(?P<s>[0-9a-f]{32})(?![0-9a-f])")
+
+
+# Android's Gradle: `buildConfigField "String", "API_KEY", "\\"k\\""` (and `resValue "string",
+# "maps_api_key", "k"`): a type, a name, and the value, in an escaped string for a String field.
+_BUILD_CONFIG_FIELD = re.compile(
+    r",(?<=[\"'],)[ \t]*[\"'](?P<name>[\w.]{1,80})[\"'][ \t]*,[ \t]*[\"'](?P<eq>\\?[\"'])?(?P<s>[^\"'\\\r\n]{4,300})(?(eq)\\?[\"'])[\"']"
+)
+_BUILD_CONFIG_BEFORE = re.compile(r"(?:buildConfigField|resValue)[ \t(]+[\"']\w+[\"']\Z")
+
+
+def _replace_build_config_field(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _BUILD_CONFIG_BEFORE.search(text, max(0, m.start() - 60), m.start()):
+        return None
+    kind = _name_kind(m.group("name"))
+    if kind is None or not _plausible_secret(kind, m.group("s")):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
@@ -3748,6 +3771,8 @@ _RULES: tuple[_Rule, ...] = (
           (("S", r"(?<![\w]S)(?=ETUSER[ \t])"), ("set", r"(?<=[ \t]set)(?=user[ \t])")), anchored=True),
     _Rule("jenkins-password", _JENKINS_PASSWORD, _group("cli-flag"), (("password", r"(?=[ \t]+to[ \t]+proceed[ \t]+to[ \t]+installation:)"),),
           anchored=True),
+    _Rule("build-config-field", _BUILD_CONFIG_FIELD, _replace_build_config_field,
+          ((",", r"(?<=[\"'],)(?=[ \t]*[\"'][\w.]{1,80}[\"'][ \t]*,[ \t]*[\"'](?:\\?[\"'])?[^\"'\\\r\n]{4})"),), anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),

@@ -1188,6 +1188,11 @@ POSITIVE = [
         '127.0.0.1:6379> ACL SETUSER alice on >Zq8vLm2pXw ~cached:* +get\nPlease use the following password to proceed to installation:\n\n0123456789abcdef0123456789abcdef\n\nThis may also be found at: x',
         '127.0.0.1:6379> ACL SETUSER alice on >[REDACTED:redis-password] ~cached:* +get\nPlease use the following password to proceed to installation:\n\n[REDACTED:cli-flag]\n\nThis may also be found at: x',
     ),
+    (
+        'dsl-settings',
+        'signingConfigs {\n    release {\n        storePassword "Zq8vLm2pXw"\n        keyPassword "Zq8vLm2pXw"\n    }\n}\nuser "bob" do\n  password "Zq8vLm2pXw"\nend\nset :api_token, "Zq8vLm2pXw"\nbuildConfigField "String", "API_KEY", "\\"Zq8vLm2pXw\\""',
+        'signingConfigs {\n    release {\n        storePassword "[REDACTED:assignment]"\n        keyPassword "[REDACTED:assignment]"\n    }\n}\nuser "bob" do\n  password "[REDACTED:assignment]"\nend\nset :api_token, "[REDACTED:assignment]"\nbuildConfigField "String", "API_KEY", "\\"[REDACTED:assignment]\\""',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1567,6 +1572,10 @@ NEGATIVE = [
     (
         'redis-acl-lookalikes',
         'ACL SETUSER alice reset\nACL SETUSER bob on ~* +@all',
+    ),
+    (
+        'dsl-lookalikes',
+        'the token "abc123" is\n  token "abc123" if x\nputs password "x"\n  password ""\nbuildConfigField "String", "BASE_URL", "\\"https://x\\""\nbuildConfigField "String", "API_KEY", "\\"${apiKey}\\""\nf("a", "token", "abc")',
     ),
 ]
 
