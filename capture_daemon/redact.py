@@ -143,7 +143,7 @@ What is detected (the marker's kind in brackets):
   "PW")``, ``spawn('psql', ['--password', 'PW'])``); and passwords that a program takes as a
   positional argument: ``htpasswd -b FILE USER PW`` (``-nb USER PW``), ``sqlplus USER/PW@DB`` (Oracle's JDBC
   ``jdbc:oracle:thin:USER/PW@...`` and ``userid=USER/PW`` too [url-password]), ``tsql|osql -P PW``, ``vsql -w PW``,
-  ``net use \\\\srv\\share [/user:U] PW``, ``ansible-vault encrypt_string PW``, pdftk's ``user_pw PW owner_pw PW``, qpdf's ``--encrypt USER OWNER 256``,
+  ``net use \\\\srv\\share [/user:U] PW``, ``ansible-vault encrypt_string PW``, pdftk's ``user_pw PW owner_pw PW`` (``input_pw PW``), qpdf's ``--encrypt USER OWNER 256``,
   ``mkpasswd [-m M] PW``, ``wpa_passphrase SSID PW``, and after a subcommand, from one table (``_POSITIONAL_SECRETS``):
   ``cargo login TOKEN``, ``vault login TOKEN``, ``bw unlock PW``, ``bw login EMAIL PW``, ``rabbitmqctl
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
@@ -1763,7 +1763,8 @@ def _replace_passwordeval(text: str, m: "re.Match[str]") -> Optional[str]:
 # (`PROMPT` asks for it), qpdf's old `--encrypt USER OWNER 40|128|256` (the new syntax's
 # `--user-password=PW` is an assignment), mkpasswd's `mkpasswd [-m METHOD] PW [SALT]` (`-s`
 # reads stdin). At the `pw`, `-` and `passwd` anchors.
-_PDFTK_PW = re.compile(r"(?:user|owner)_pw(?<![\w.-]user_pw)(?<![\w.-]owner_pw)[ \t]+(?P<s>[^\s\"'|;&\\]+)")
+# (And `input_pw PW`, the password that opens an encrypted input.)
+_PDFTK_PW = re.compile(r"(?:user|owner|input)_pw(?<![\w.-]user_pw)(?<![\w.-]owner_pw)(?<![\w.-]input_pw)[ \t]+(?P<s>[^\s\"'|;&\\]+)")
 _QPDF_ENCRYPT = re.compile(r"-(?<=[ \t]-)-encrypt[ \t]+[\"']?(?P<u>[^\s\"'|;&\\]*)[\"']?[ \t]+[\"']?(?P<o>[^\s\"'|;&\\]*)[\"']?[ \t]+(?:40|128|256)(?![\w-])")
 _MKPASSWD = re.compile(
     r"passwd(?<=mkpasswd)(?<![\w.-]mkpasswd)(?:[ \t]+(?:-[mSRP][ \t]*[^\s-]\S*|--(?:method|salt|rounds)[= \t][^\s-]\S*|-(?![mSRP])[a-zA-Z]+(?<!-s)))*"
@@ -3740,7 +3741,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("device-password", _DEVICE_PASSWORD, _replace_device_password, (("password", _DEVICE_PASSWORD_LOOK), ("secret", _DEVICE_PASSWORD_LOOK)),
           anchored=True),
     _Rule("mbsync", _MBSYNC_BLOCK, _replace_mbsync_block, (("A", r"(?<=IMAPA)(?=ccount[ \t])"), ("S", r"(?<=IMAPS)(?=tore[ \t])"))),
-    _Rule("pdftk-pw", _PDFTK_PW, _replace_pw_words, (("pw", r"(?:(?<=user_pw)|(?<=owner_pw))(?=[ \t]+\S)"),)),
+    _Rule("pdftk-pw", _PDFTK_PW, _replace_pw_words, (("pw", r"(?:(?<=user_pw)|(?<=owner_pw)|(?<=input_pw))(?=[ \t]+\S)"),)),
     _Rule("cli-flag", _QPDF_ENCRYPT, _replace_pw_words, (("-", r"(?<=[ \t]-)(?=-encrypt[ \t])"),)),
     _Rule("mkpasswd", _MKPASSWD, _replace_pw_words, (("passwd", r"(?<=mkpasswd)(?=[ \t])"),)),
     _Rule("wpa-passphrase", _WPA_PASSPHRASE, _replace_wpa_passphrase, (("passphrase", r"(?<=wpa_passphrase)(?=[ \t])"),)),

@@ -1193,6 +1193,11 @@ POSITIVE = [
         'signingConfigs {\n    release {\n        storePassword "Zq8vLm2pXw"\n        keyPassword "Zq8vLm2pXw"\n    }\n}\nuser "bob" do\n  password "Zq8vLm2pXw"\nend\nset :api_token, "Zq8vLm2pXw"\nbuildConfigField "String", "API_KEY", "\\"Zq8vLm2pXw\\""',
         'signingConfigs {\n    release {\n        storePassword "[REDACTED:assignment]"\n        keyPassword "[REDACTED:assignment]"\n    }\n}\nuser "bob" do\n  password "[REDACTED:assignment]"\nend\nset :api_token, "[REDACTED:assignment]"\nbuildConfigField "String", "API_KEY", "\\"[REDACTED:assignment]\\""',
     ),
+    (
+        'pdftk-input-pw',
+        'pdftk in.pdf input_pw Zq8vLm2pXw output out.pdf',
+        'pdftk in.pdf input_pw [REDACTED:cli-flag] output out.pdf',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1576,6 +1581,10 @@ NEGATIVE = [
     (
         'dsl-lookalikes',
         'the token "abc123" is\n  token "abc123" if x\nputs password "x"\n  password ""\nbuildConfigField "String", "BASE_URL", "\\"https://x\\""\nbuildConfigField "String", "API_KEY", "\\"${apiKey}\\""\nf("a", "token", "abc")',
+    ),
+    (
+        'pdftk-input-prompt',
+        'pdftk secured.pdf input_pw PROMPT output x.pdf',
     ),
 ]
 
