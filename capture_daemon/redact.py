@@ -225,7 +225,8 @@ What is detected (the marker's kind in brackets):
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
   (PW) works", MySQL's log "A temporary password is generated for root@localhost: PW",
-  "user `admin`, password `PW`" (a value in backticks right after the name), a Markdown list's
+  "user `admin`, password `PW`" (a value in backticks right after the name), "password:" in other
+  languages (``Passwort: PW``, ``contraseña: PW``, ``пароль: PW``, ``密码：PW``, ``パスワード: PW``), a Markdown list's
   "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
@@ -3371,6 +3372,37 @@ def _replace_build_config_field(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
+# "password:" in other languages, as a chat or a label writes it: `Passwort: pw`, `contraseña: pw`,
+# `mot de passe : pw`, `senha: pw`, `пароль: pw`, `密码：pw`, `パスワード: pw`, `비밀번호: pw` (a
+# full-width colon too). As in English prose, the value mixes letters with digits or symbols, or is
+# quoted.
+_FOREIGN_PASSWORD_WORDS = (
+    "passwort", "kennwort", "contraseña", "contrasena", "senha", "mot de passe", "wachtwoord", "lösenord", "passord",
+    "adgangskode", "salasana", "heslo", "hasło", "jelszó", "şifre", "parolă", "пароль", "密码", "密碼", "口令",
+    "パスワード", "비밀번호", "mật khẩu", "kata sandi", "κωδικός", "password",
+)
+_FOREIGN_LABEL = re.compile(rf"(?i:{'|'.join(_FOREIGN_PASSWORD_WORDS)})[ \t]?\Z")
+# (At a colon whose label's last letters are one of these words': most colons fail this at once.)
+_FOREIGN_LOOK = "(?i:" + "|".join(sorted({f"(?<={w[-2:]}{sep}[:\uff1a])" for w in _FOREIGN_PASSWORD_WORDS for sep in ("", " ")})) + ")"
+# (The value is ASCII: in Chinese or Japanese the next word follows with no space, `密码：pw，谢谢`.)
+_FOREIGN_PASSWORD = re.compile(
+    r"[:\uff1a]" + _FOREIGN_LOOK + r"[ \t]*(?P<q>[`\"'\u201c\u300c]?)(?P<s>(?:(?![`\"'\\])[\x21-\x7e]){4,200}?)[`\"'\u201d\u300d]?"
+    r"(?=[.,;!?)]*(?:\s|\Z|[^\x00-\x7f]))"
+)
+
+
+def _replace_foreign_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    label = _FOREIGN_LABEL.search(text, max(0, m.start() - 20), m.start())
+    if label is None or (label.group().rstrip(" \t").lower() == "password" and m.group()[0] == ":"):
+        return None  # (English `password: x` with an ASCII colon is the assignment rule's to judge)
+    value = m.group("s")
+    if _is_placeholder(value) or value.startswith(("/", "http", "$", "<", "[")):
+        return None
+    if not (_MIXED.match(value) or _looks_random(value) or (m.group("q") and value.isalpha())):
+        return None
+    return _replace_group(text, m, "s", _PROSE_MARK)
+
+
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
 # `[+] 10.0.0.5:445 - Success: 'CORP\\admin:Pw'`: a `DOMAIN\\user:password` that worked.
 _TOOL_HIT = re.compile(r"\[\+\][^\r\n]{0,200}?(?<![\w.-])[\w.-]{1,64}\\{1,2}[\w.$-]{1,64}:(?P<s>[^\s'\"()\\]{1,200})")
@@ -3774,6 +3806,7 @@ _RULES: tuple[_Rule, ...] = (
           anchored=True),
     _Rule("build-config-field", _BUILD_CONFIG_FIELD, _replace_build_config_field,
           ((",", r"(?<=[\"'],)(?=[ \t]*[\"'][\w.]{1,80}[\"'][ \t]*,[ \t]*[\"'](?:\\?[\"'])?[^\"'\\\r\n]{4})"),), anchored=True),
+    _Rule("foreign-password", _FOREIGN_PASSWORD, _replace_foreign_password, ((":", _FOREIGN_LOOK), ("\uff1a", _FOREIGN_LOOK)), anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
@@ -3876,6 +3909,9 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
             frozenset({"url-password", "url-token-user", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command",
                        "prose-command-output"}),
         ),
+        # (A label in another language: `Passwort:`, `senha:`, `пароль:`, `密码:`; non-ASCII or one of
+        # their last letters before the colon.)
+        (r"(?:(?<=[^\x00-\x7f]:)|(?<=[^\x00-\x7f] :)|(?<=[rtadloesuiRTADLOESUI]:)|(?<=[rtadloesuiRTADLOESUI] :))", frozenset({"foreign-password"})),
         (_sep_guard(":", ""), None),
     ),
     # `,`: ("NAME", "value") pairs and auth=("user", "pw"): a quote before the comma.

@@ -1198,6 +1198,11 @@ POSITIVE = [
         'pdftk in.pdf input_pw Zq8vLm2pXw output out.pdf',
         'pdftk in.pdf input_pw [REDACTED:cli-flag] output out.pdf',
     ),
+    (
+        'foreign-password-labels',
+        'Passwort: Zq8vLm2pXw\ncontraseña: Zq8vLm2pXw\nmot de passe : Zq8vLm2pXw\nsenha: "segredo"\nпароль: Zq8vLm2pXw\n我的密码：Zq8vLm2pXw，谢谢\nパスワード：「Zq8vLm2pXw」です\n비밀번호: Zq8vLm2pXw\npassword：Zq8vLm2pXw',
+        'Passwort: [REDACTED:prose-secret]\ncontraseña: [REDACTED:prose-secret]\nmot de passe : [REDACTED:prose-secret]\nsenha: "[REDACTED:prose-secret]"\nпароль: [REDACTED:prose-secret]\n我的密码：[REDACTED:prose-secret]，谢谢\nパスワード：「[REDACTED:prose-secret]」です\n비밀번호: [REDACTED:prose-secret]\npassword：[REDACTED:prose-secret]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1585,6 +1590,10 @@ NEGATIVE = [
     (
         'pdftk-input-prompt',
         'pdftk secured.pdf input_pw PROMPT output x.pdf',
+    ),
+    (
+        'foreign-password-lookalikes',
+        'Passwort: vergessen\n密码：请输入\nKennwort: ${PW}\nparola: ciao\nsenha: obrigatória\nпароль: неверный',
     ),
 ]
 
