@@ -172,7 +172,7 @@ What is detected (the marker's kind in brackets):
   ``NetworkCredential("u", "PW")`` and Java's and the AWS SDK's (user, password) classes, OkHttp's
   ``Credentials.basic("u", "PW")``, Azure's ``ClientSecretCredential(t, c, "S")``, tweepy's
   ``OAuthHandler(k, "S")``, ``algoliasearch(id, "K")``, a cipher's or MAC's key (``createCipheriv(alg, "K", iv)``,
-  CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")``),
+  CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")`` and ``Keys.hmacShaKeyFor("K".getBytes())``),
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
@@ -187,7 +187,7 @@ What is detected (the marker's kind in brackets):
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
   cipher's key (``Fernet(b"K")``, ``AESGCM(b"K")``, ``AES.new(b"K", mode)``), ``cx_Oracle.connect("u", "PW", dsn)``, ldap3's
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
-  builders: ``setPassword("PW")``, ``setApiKey("K")``, ``.withClientSecret("S")``,
+  builders: ``setPassword("PW")``, ``setApiKey("K")`` (PHP's static ``Stripe::setApiKey('K')`` too), ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
   Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
@@ -2584,7 +2584,8 @@ _USER_LITERAL_CALLS = (
 # `KeyDerivation.Pbkdf2("pw", ...)`. And a cipher's key: `Fernet(b"key")`, `AESGCM(b"key")`,
 # `ChaCha20Poly1305(b"key")`, PyCryptodome's `AES.new(b"key", mode)`.)
 _FIRST_ARG_CALLS = (
-    r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()"
+    # (jjwt's `Keys.hmacShaKeyFor("k".getBytes())`.)
+    r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()|hmacShaKeyFor\("
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
     r"|rypt(?<=BCrypt)::Password\.create\("
     rf"|{_PASSWORD_HASHER}\.(?:hash|verify|encrypt)\(|crypt(?<=_crypt)\.(?:hash|verify|encrypt)\("
@@ -2612,7 +2613,7 @@ _CALL_NAMES = re.compile(
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
-    ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()"),
+    ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()|(?<=hmac)(?=ShaKeyFor\()"),
     ("A", r"(?<=HM)(?=C\.new\()"),
     ("Key", r"(?=Spec\()"),
     ("S", r"(?=ignedString\(\[\]byte\()"),
@@ -2680,7 +2681,8 @@ def _replace_tf_variable(text: str, m: "re.Match[str]") -> Optional[str]:
 _SETTER_WORDS = r"(?:Password|Secret|Token|ApiKey|AccessKey|SecretKey|ClientSecret|AccessToken|AuthToken|PrivateKey)"
 # (Go's `ssh.Password("pw")`; Redis clients' one-argument `.auth("pw")`, PHP's `$redis->auth('pw')`.)
 _SETTER = re.compile(
-    rf"(?:\.|->)(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|Password|secret|auth|apiKey|api_key|clientSecret"
+    # (PHP's static `Stripe::setApiKey('k')` too.)
+    rf"(?:\.|->|::)(?P<name>(?:set|with)(?=[A-Z])\w*?{_SETTER_WORDS}|password|Password|secret|auth|apiKey|api_key|clientSecret"
     # (Django's `user.set_password('pw')`, `user.check_password('pw')`, as tests write them.)
     rf"|client_secret|accessToken|access_token|authToken|auth_token|secretKey|secret_key|set_password|check_password)"
     rf"\([ \t]*{_LITERAL_ARG}[ \t]*\)"

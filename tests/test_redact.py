@@ -1203,6 +1203,11 @@ POSITIVE = [
         'Passwort: Zq8vLm2pXw\ncontraseña: Zq8vLm2pXw\nmot de passe : Zq8vLm2pXw\nsenha: "segredo"\nпароль: Zq8vLm2pXw\n我的密码：Zq8vLm2pXw，谢谢\nパスワード：「Zq8vLm2pXw」です\n비밀번호: Zq8vLm2pXw\npassword：Zq8vLm2pXw',
         'Passwort: [REDACTED:prose-secret]\ncontraseña: [REDACTED:prose-secret]\nmot de passe : [REDACTED:prose-secret]\nsenha: "[REDACTED:prose-secret]"\nпароль: [REDACTED:prose-secret]\n我的密码：[REDACTED:prose-secret]，谢谢\nパスワード：「[REDACTED:prose-secret]」です\n비밀번호: [REDACTED:prose-secret]\npassword：[REDACTED:prose-secret]',
     ),
+    (
+        'jjwt-key-and-static-setter',
+        'Keys.hmacShaKeyFor("Zq8vLm2pXwQ4rT7yU1iO".getBytes())\nStripe::setApiKey(\'Zq8vLm2pXw\');',
+        'Keys.hmacShaKeyFor("[REDACTED:code-literal]".getBytes())\nStripe::setApiKey(\'[REDACTED:assignment]\');',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1594,6 +1599,10 @@ NEGATIVE = [
     (
         'foreign-password-lookalikes',
         'Passwort: vergessen\n密码：请输入\nKennwort: ${PW}\nparola: ciao\nsenha: obrigatória\nпароль: неверный',
+    ),
+    (
+        'jjwt-and-setter-lookalikes',
+        'Keys.hmacShaKeyFor(secret.getBytes())\nFoo::setPassword($pw)',
     ),
 ]
 
