@@ -2940,7 +2940,7 @@ def _replace_named_in_prose(text: str, m: "re.Match[str]") -> Optional[str]:
 _PROSE_PRINTERS = (
     r"(?:op|pass|gopass|vault|gcloud|aws|az|printenv|echo|printf|gh|glab|fly|flyctl|security|secret-tool|keyring"
     r"|kubectl|doppler|heroku|pulumi|terraform|sops|gpg|ansible-vault|openssl|pwgen|wg|rclone|netlify|railway"
-    r"|cat|head|tail|less|more|bat|type|get-content)"
+    r"|cat|head|tail|less|more|bat|type|get-content|bw)"
 )
 # (`get` only after a subject or `and`: `vault kv get` is the command's own word; a verb is a
 # whole word: `print-access-token` is too. After a quoted command, `is` too: "`printenv X` is x".)
@@ -3019,7 +3019,8 @@ _PROSE_COMMAND_GATES = tuple((anchor, look) for anchor, _, look in _PROSE_COMMAN
 # The command pasted on a line of its own (below) is found through the program's own words only.
 _BARE_COMMAND_HEADS = (
     r"(?:pass[ \t]+(?:show|otp)[ \t]|op://|kv(?<![\w-]kv)[ \t]+get[ \t]"
-    r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])"
+    r"|(?:auth token|-access-token|-identity-token|create token)(?=[ \t`'\",])|auth:token(?=[ \t`'\",\r\n]|\Z)"
+    r"|get[ \t]+password(?<=bw get password)(?=[ \t])"
     r"|keyvault secret(?=[ \t]+show)|get-secret(?=-value)|gcloud secret(?=s[ \t]+versions)"
     r"|echo \$|find-generic-password|configure[ \t]+get[ \t]|base64[ \t]+(?:-d|--decode|-D)(?![\w-]))"
 )
@@ -3027,7 +3028,8 @@ _BARE_COMMAND_GATES = (
     ("pass", r"(?=[ \t]+(?:show|otp)[ \t])"),
     (":", r"(?<=op:)(?=//)"),
     ("kv", r"(?<![\w-]kv)(?=[ \t]+get[ \t])"),
-    ("token", r"(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token))(?=[ \t`'\",])"),
+    ("token", r"(?:(?<=auth token)|(?<=-access-token)|(?<=-identity-token)|(?<=create token))(?=[ \t`'\",])|(?<=auth:token)(?=[ \t`'\",\r\n]|\Z)"),
+    ("password", r"(?<=bw get password)(?=[ \t])"),
     ("secret", r"(?:(?<=keyvault secret)(?=[ \t]+show)|(?<=get-secret)(?=-value)|(?<=gcloud secret)(?=s[ \t]+versions))"),
     ("$", r"(?<=echo \$)"),
     ("password", r"(?<=find-generic-password)"),

@@ -1208,6 +1208,11 @@ POSITIVE = [
         'Keys.hmacShaKeyFor("Zq8vLm2pXwQ4rT7yU1iO".getBytes())\nStripe::setApiKey(\'Zq8vLm2pXw\');',
         'Keys.hmacShaKeyFor("[REDACTED:code-literal]".getBytes())\nStripe::setApiKey(\'[REDACTED:assignment]\');',
     ),
+    (
+        'bare-output-more-printers',
+        'I ran:\nbw get password github\nZq8vLm2pXw\nwhy?\nheroku auth:token\nZq8vLm2pXwQ4rT7y',
+        'I ran:\nbw get password github\n[REDACTED:command-output]\nwhy?\nheroku auth:token\n[REDACTED:command-output]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1603,6 +1608,10 @@ NEGATIVE = [
     (
         'jjwt-and-setter-lookalikes',
         'Keys.hmacShaKeyFor(secret.getBytes())\nFoo::setPassword($pw)',
+    ),
+    (
+        'bare-output-more-lookalikes',
+        'heroku auth:token\nfoo bar\nbw get password github\nNot found.',
     ),
 ]
 
