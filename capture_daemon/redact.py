@@ -217,7 +217,7 @@ What is detected (the marker's kind in brackets):
   DB_PASSWORD outputs PW", "sops -d x.yaml shows PW", "`$env:API_KEY` is PW" (any printer of
   ``secret_output``'s table, found by its own words or by a secret's name as the command's last
   word; prints, outputs, shows, returns, gives, says, yields, displays, dumps, spits out...), or the command on a line
-  of its own and a one-token line after it (a command that
+  of its own and a one-token line after it (``bw get password x``, ``heroku auth:token`` too; a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
