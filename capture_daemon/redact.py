@@ -1582,7 +1582,10 @@ def _replace_flag(text: str, m: "re.Match[str]", flags: _FlagSpec) -> Optional[s
     """The flag that `m` matched (groups `word`, the flag less its first `-`, and `arg`, the word
     after it) with its secret marked, if `flags`, its program's, say it takes one."""
     word, arg = m.group("word"), m.group("arg")
+    cluster = len(word) > 1 and word.isalpha()
     for flag, how, form in flags:
+        if flag[0] != word[0] and not (cluster and len(flag) == 1):
+            continue  # (no way to match: most flags of a long spec, tried for every flag of a command)
         if flag.startswith("-") and word.startswith(flag + "="):  # --user=bob:pw
             new = _mark_arg(word[len(flag) + 1 :], form)
             if new is not None:
@@ -1592,7 +1595,7 @@ def _replace_flag(text: str, m: "re.Match[str]", flags: _FlagSpec) -> Optional[s
             if new is not None:
                 return "-" + flag + new + text[m.end("word") : m.end()]
         # (`curl -sSfu user:pw`: a cluster of one-letter flags ending in this one takes its value.)
-        clustered = len(flag) == 1 and len(word) > 1 and word.isalpha() and word.endswith(flag)
+        clustered = len(flag) == 1 and cluster and word.endswith(flag)
         if "s" in how and (word == flag or clustered) and arg is not None:
             new = _mark_arg(arg, form)
             if new is not None:
