@@ -983,6 +983,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         kind = _MADE  # kaggle.json's {"username": "bob", "key": "<32 hex>"}: a user's API key
     if kind in (None, _BASIC) and name in ("key", "auth", "sig") and m.start("eq_sep") >= 0 and text[name_start - 1 : name_start] in ("?", "&"):
         kind = _MADE  # a URL's query: `https://api.example.com/v1/x?key=<api key>`, `?auth=<token>`
+    if kind is None and name.lower() in ("pass", "pw") and _USER_FIELD_BEFORE.search(_line_prefix(text, name_start)):
+        kind = _CHOSEN  # "user: admin, pass: PW", "username=bob pw=PW": a user's field right before it
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
         kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
     elif kind is None and name == "pass" and group == "uq":
@@ -1056,6 +1058,10 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
 
+# "user: admin, pass: PW", "username=bob pw=PW": `pass` or `pw` alone names a password where a user's
+# field comes right before it on its line (alone, `pass:` is a compiler's or a test's pass: "# First
+# pass:", "pass: 12").
+_USER_FIELD_BEFORE = re.compile(r"(?:\b(?i:user(?:name)?|login))[ \t]*[:=][ \t]*[\"']?[\w@.+-]{1,64}[\"']?[ \t]*[,;|]?[ \t]+\Z")
 # `"username": "x", "key"` in one object: the key is the user's (kaggle.json, API client configs).
 _USER_BESIDE = re.compile(r"[\"']?user(?:name)?[\"']?[ \t]*[:=][ \t]*[\"']?[\w.@+-]{1,64}[\"']?[ \t]*[,;\r\n][^{}\[\]]{0,40}\Z")
 
@@ -2618,17 +2624,16 @@ _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
     ("mac", r"(?:(?<=Hmac)|(?<=hmac))(?=\.new\(|\w*::new_from_slice\()|(?<=hmac)(?=ShaKeyFor\()"),
     ("A", r"(?<=HM)(?=C\.new\()"),
-    ("Key", r"(?=Spec\()"),
+    ("Key", rf"(?=Spec\()|(?=Derivation\.Pbkdf2\({_OPENS_LITERAL})"),
     ("S", r"(?=ignedString\(\[\]byte\()"),
     ("A", r"(?<![\w.]A)(?=ES\.new\(|ESGCM\()"),
-    # (BCrypt, bcrypt, _crypt, scrypt: one anchor; a literal must open the call.)
-    ("rypt", rf"(?=(?:\.\w+|::Password\.create|Sync)?\({_OPENS_LITERAL})"),
-    ("rgon2", rf"(?=(?:\.using\([^()\r\n]*\))?\.(?:hash|verify)\({_OPENS_LITERAL})"),
+    # (BCrypt, bcrypt, _crypt, scrypt, crypto.pbkdf2: one anchor; a literal must open the call.
+    # argon2's and the other hashers' calls, `.using(...)` or not, at `hash(` and `verify(`.)
+    ("rypt", rf"(?=(?:\.\w+|::Password\.create|Sync|o\.pbkdf2(?:Sync)?)?\({_OPENS_LITERAL})"),
     ("hash(", rf"(?={_OPENS_LITERAL})"),
     ("verify(", rf"(?={_OPENS_LITERAL})"),
-    ("Encoder", rf"(?=(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
-    ("password", r"(?<=make_password)(?=\()"),
-    ("bkdf2", rf"(?=(?:Sync)?\({_OPENS_LITERAL})"),
+    ("password", rf"(?<=make_password)(?=\()|(?=Encoder(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
+    ("Password", rf"(?=Encoder(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
     ("DeriveBytes", ""),
     ("Fernet(", ""),
     ("20Poly1305(", ""),
@@ -2824,22 +2829,6 @@ _LOGIN_PAIR_GATES = (
     ("Creds", rf"(?<![\w.-]Creds)(?={_LOGIN_PAIR_REST})"),
     ("redentials", rf"(?<![\w.-][cC]redentials)(?={_LOGIN_PAIR_REST})"),
 )
-# --- "user: admin, pass: S3cr3t", "username=bob pw=hunter22": `pass` or `pw` alone names a
-# password where a user's field comes right before it on the line (alone, `pass:` is a compiler's
-# or a test's pass: "# First pass:", "pass: 12"). The user stays.
-_USER_PASS = re.compile(
-    r"(?:user|User|USER|login|Login|LOGIN)(?:name|Name|NAME)?[ \t]*[:=][ \t]*[\"']?[\w@.+-]{1,64}[\"']?[ \t]*[,;|]?[ \t]+"
-    r"(?:pass|Pass|PASS|pw|Pw|PW)[ \t]*[:=][ \t]*[\"']?(?P<s>[^\s\"',;|\\]+)"
-)
-_USER_PASS_LOOK = r"(?<![\w.-]{word})(?=[ \t]*[:=][ \t]*[\"']?[^\s\"',;|\\])"
-_USER_PASS_GATES = tuple((word, _USER_PASS_LOOK.format(word=word)) for word in ("pass", "Pass", "PASS", "pw", "Pw", "PW"))
-
-
-def _replace_user_pass(text: str, m: "re.Match[str]") -> Optional[str]:
-    value = m.group("s")
-    if not _plausible_secret(_CHOSEN, value) or value.lower() in ("true", "false", "none", "null", "yes", "no"):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
 
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -3226,7 +3215,9 @@ _ECHO_TO_FILE = re.compile(
     r"(?P<path>(?:[^\s;&|\"'<>\\]{0,170}?[/._~-])?(?:password|passwd|pass|secret|token|key|Token|Secret|Password)[\w.-]{0,30})"
     r"(?=[ \t]*(?:\r?\n|\\n|[;&|)\"']|\Z))"
 )
-_ECHO_TO_FILE_LOOK = r"(?<=[/._~> -]{word})(?=[\w.-]{{0,30}}(?:[ \t]*(?:\r?\n|\\n|[;&|)\"']|\Z)))"
+# (At `echo` and `printf`, with a redirection or a tee and a secret's word later on the line: at the
+# secret words themselves, every `api_key)` of code opened the gate.)
+_ECHO_TO_FILE_LOOK = r"(?<![\w.-]{word})(?=[ \t][^\r\n]{{0,300}}?(?:>|\btee\b)[^\r\n]{{0,200}}?(?:password|passwd|pass|secret|token|key|Token|Secret|Password))"
 _FILE_NAME_ENDINGS = re.compile(r"(?:\.(?:txt|key|secret|pass|pwd|token))+\Z")
 
 
@@ -3389,8 +3380,12 @@ _FOREIGN_PASSWORD_WORDS = (
     "パスワード", "비밀번호", "mật khẩu", "kata sandi", "κωδικός", "password",
 )
 _FOREIGN_LABEL = re.compile(rf"(?i:{'|'.join(_FOREIGN_PASSWORD_WORDS)})[ \t]?\Z")
-# (At a colon whose label's last letters are one of these words': most colons fail this at once.)
-_FOREIGN_LOOK = "(?i:" + "|".join(sorted({f"(?<={w[-2:]}{sep}[:\uff1a])" for w in _FOREIGN_PASSWORD_WORDS for sep in ("", " ")})) + ")"
+# (At a colon right after one of these words, a space between or not: one look-behind per length,
+# as `_after` builds them. Their last two letters alone let through `response:`, `code:`, `else:`.)
+_FOREIGN_LOOK = "(?i:" + "|".join(
+    f"(?<=(?:{'|'.join(sorted(w for w in _FOREIGN_PASSWORD_WORDS if len(w) == n))}){sep}[:\uff1a])"
+    for n in sorted({len(w) for w in _FOREIGN_PASSWORD_WORDS}) for sep in ("", " ")
+) + ")"
 # (The value is ASCII: in Chinese or Japanese the next word follows with no space, `密码：pw，谢谢`.)
 _FOREIGN_PASSWORD = re.compile(
     r"[:\uff1a]" + _FOREIGN_LOOK + r"[ \t]*(?P<q>[`\"'\u201c\u300c]?)(?P<s>(?:(?![`\"'\\])[\x21-\x7e]){4,200}?)[`\"'\u201d\u300d]?"
@@ -3794,7 +3789,6 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
     _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
-    _Rule("user-pass", _USER_PASS, _replace_user_pass, _USER_PASS_GATES),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     # (After the printers' rules: "the output of `printenv DB_PASSWORD` is x" is command output.)
@@ -3825,7 +3819,7 @@ _RULES: tuple[_Rule, ...] = (
         "echo-to-file",
         _ECHO_TO_FILE,
         _replace_echo_to_file,
-        tuple((w, _ECHO_TO_FILE_LOOK.format(word=w)) for w in ("password", "passwd", "pass", "secret", "token", "key", "Token", "Secret", "Password")),
+        tuple((w, _ECHO_TO_FILE_LOOK.format(word=w)) for w in ("echo", "printf")),
     ),
     _Rule(
         "typed-into-field",
