@@ -7,8 +7,8 @@ Forward and backward of a random LLaMA of the `--demo`'s shape (hidden 128, 4 la
 vocabulary 1,500) on the two batch shapes the demo trains: the copy warm-up's (16 rows of 97
 tokens, loss on the second half) and SFT's (4 rows of 900 tokens). The three arms run in turn,
 each round, the same batches; the best round of each is printed with its ratio to float32.
-`trainer sft` and the copy warm-up use the third arm where the CPU computes bf16 (AMX or
-AVX512-BF16; trainer/cpu_attention.py says why). On a CPU without them bf16 is emulated and the
+`trainer sft` uses the third arm with `sft.float32_attention = true` where the CPU computes bf16
+(AMX or AVX512-BF16; trainer/cpu_attention.py says why, and why it is off by default). On a CPU without them bf16 is emulated and the
 autocast arms are slow: the script says so and runs anyway.
 Target: the third arm faster than float32 on both shapes where the CPU computes bf16.
 """

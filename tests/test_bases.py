@@ -89,6 +89,26 @@ def test_sft_trains_lora_on_smollm2_through_the_project_template(smollm2, tmp_pa
     assert losses and all(loss == loss for loss in losses)  # logged, finite
 
 
+def test_smollm2_preset_trains_lora_without_dropout_masks(smollm2, tmp_path):
+    # On a CPU, drawing LoRA's dropout masks (7 adapted layers x 30) cost more than the low-rank
+    # products they feed (benchmarks/bench_lora_dropout.py): the preset sets none, and PEFT then
+    # puts no dropout module in the adapted layers at all.
+    from transformers import AutoTokenizer
+
+    from trainer.dataset import DatasetConfig, build_dataset
+    from trainer.pipeline import PRESETS
+    from trainer.sft import build_trainer
+    from trainer.teacher_corpus import generate_corpus
+
+    path, cache, _ = smollm2
+    build_dataset(generate_corpus(n=6, seed=4), DatasetConfig(output_dir=tmp_path / "ds", max_tool_result_tokens=32),
+                  AutoTokenizer.from_pretrained(path))
+    cfg = load_config(preset=PRESETS["smollm2-demo"], overrides=[("run.out", str(cache)), ("sft.max_steps", 1)])
+    model = build_trainer(cfg, tmp_path / "ds", tmp_path / "out", log=lambda _: None).trainer.model
+    dropouts = [m for name, m in model.named_modules() if name.endswith("lora_dropout.default")]
+    assert len(dropouts) == 7 * 30 and all(isinstance(m, torch.nn.Identity) for m in dropouts)
+
+
 def test_smollm2_preset_names_the_offline_base():
     from trainer.pipeline import PRESETS
 

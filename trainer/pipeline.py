@@ -130,7 +130,8 @@ DEMO_PRESET: dict[str, Any] = {
 # prompts name things training never saw). Measured at 200 steps (docs/learning.md §3) over seeds 0 / 1 / 2:
 # first tool 1.000 each, exact sequence 0.964 / 1.000 / 1.000, argument match 0.987 / 0.964 / 0.975 (it
 # copies names it never saw, which the tiny model does not), valid calls 1.000 each; 44-50 minutes for the
-# whole run on two cores without AMX (SFT 36-42), about 24 estimated with AMX (not run at 200 steps).
+# whole run on two cores without AMX (SFT 36-42), with LoRA dropout 0.05. Without it, on an idle 2-core
+# Xeon with AMX: seed 1 in 1,433 s whole (1.000 / 0.968 / 0.979 / 1.000), seed 0 on one thread 1,969 s.
 SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     **DEMO_PRESET,
     "run.out": "runs/smollm2-demo",
@@ -144,6 +145,11 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     "sft.method": "lora",
     "sft.lora_r": 16,
     "sft.lora_alpha": 32,
+    # No LoRA dropout: on a CPU its Bernoulli masks (7 adapted layers x 30) cost more than the
+    # low-rank products they feed; a step 1.39x faster without (benchmarks/bench_lora_dropout.py, one
+    # thread), SFT 25 minutes on one thread where it had taken 32 on two, and seed 0's held-out
+    # argument match 0.979 against 0.954 with 0.05 (docs/learning.md §3).
+    "sft.lora_dropout": 0.0,
     # The runs at 1e-3 predate chat template v2 (their prompts ended on a token training never had
     # there, docs/learning.md §3) and were not repeated; 2e-3 is what was measured since.
     "sft.learning_rate": 2e-3,
@@ -510,7 +516,7 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="understudy.toml or YAML.")
 @click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
-              help="demo: tiny random LLaMA, 5-10 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), ~45 (~25 with AMX).")
+              help="demo: tiny random LLaMA, 5-10 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), ~25 minutes with AMX, longer without.")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
 @click.pass_context
