@@ -3094,11 +3094,17 @@ _TEMPLATE_DEFAULT_GATE = r"(?=[ \t]*default[ \t]*\(?[ \t]*[\"'])"
 _TEMPLATE_NAME_BEFORE = re.compile(r"(?:\{\{-?|\{%-?)[^{}\r\n]{0,200}?(?P<name>[A-Za-z_][\w-]*)[\"'\]]?[ \t]*\Z")
 
 
-def _replace_var_default(text: str, m: "re.Match[str]") -> Optional[str]:
-    kind = _name_kind(m.group("name").rsplit(".", 1)[-1]) or _name_kind(m.group("name"))
+def _mark_secret_value(text: str, m: "re.Match[str]", kind: Optional[str]) -> Optional[str]:
+    """The match with its value (group `s`) marked, when the name read for it was a secret's
+    (`kind`, from `_name_kind`) and the value can be one."""
     if kind is None or not _plausible_secret(kind, m.group("s")):
         return None
     return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+def _replace_var_default(text: str, m: "re.Match[str]") -> Optional[str]:
+    kind = _name_kind(m.group("name").rsplit(".", 1)[-1]) or _name_kind(m.group("name"))
+    return _mark_secret_value(text, m, kind)
 
 
 def _replace_template_default(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -3106,9 +3112,7 @@ def _replace_template_default(text: str, m: "re.Match[str]") -> Optional[str]:
     if before is None:
         return None
     kind = _name_kind(before.group("name"))
-    if kind is None or not _plausible_secret(kind, m.group("s")):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+    return _mark_secret_value(text, m, kind)
 
 
 # A literal fallback in code, after `or`, `||`, `??` or `?:`: `JWT_SECRET = process.env.JWT_SECRET
@@ -3172,9 +3176,7 @@ def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
         if _line_prefix(text, name_start).strip(" \t") or not _LINE_ENDS.match(text, m.end()):
             return None
     kind = _name_kind(name)
-    if kind is None or not _plausible_secret(kind, m.group("s")):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+    return _mark_secret_value(text, m, kind)
 
 
 # A literal typed into a password field by browser-automation code (end-to-end tests, scrapers):
@@ -3255,9 +3257,7 @@ _CHANGE_BEFORE = re.compile(r"(?P<name>[\w.-]+)[\"']?[ \t]*[=:][ \t]*\"[^\"\r\n]
 def _replace_change_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
     before = _CHANGE_BEFORE.search(_line_prefix(text, m.start()))
     kind = _name_kind(before.group("name")) if before else None
-    if kind is None or not _plausible_secret(kind, m.group("s")):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+    return _mark_secret_value(text, m, kind)
 
 
 # PHP's var_dump: `["password"]=>` and, on the next line, `string(10) "pw"`.
@@ -3268,9 +3268,7 @@ _VAR_DUMP_NAME = re.compile(r"\[\"(?P<name>[^\"\r\n]{1,100})\"\]\Z")
 def _replace_var_dump(text: str, m: "re.Match[str]") -> Optional[str]:
     name = _VAR_DUMP_NAME.search(text, max(0, m.start() - 110), m.start())
     kind = _name_kind(name.group("name")) if name else None
-    if kind is None or not _plausible_secret(kind, m.group("s")):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+    return _mark_secret_value(text, m, kind)
 
 
 # A two-column table's row whose key names a secret: Markdown's `| API_KEY | sk-... |`, psql's
@@ -3365,9 +3363,7 @@ def _replace_build_config_field(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _BUILD_CONFIG_BEFORE.search(text, max(0, m.start() - 60), m.start()):
         return None
     kind = _name_kind(m.group("name"))
-    if kind is None or not _plausible_secret(kind, m.group("s")):
-        return None
-    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+    return _mark_secret_value(text, m, kind)
 
 
 # "password:" in other languages, as a chat or a label writes it: `Passwort: pw`, `contraseña: pw`,
