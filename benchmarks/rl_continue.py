@@ -1,0 +1,114 @@
+"""Student-centred SFT again from a finished run's examples, with other settings: is it the data or the dose?
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl_continue.py RUN --out DIR \
+        [--lr 1e-4] [--steps 120] [--warmup 10] [--data student_centred|control] [--bf16]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl_continue.py RUN --out DIR --eval-only MODEL
+
+RUN is a `trainer run` folder whose RL stage ran student-centred (`-o rl.enabled=true`): its
+sft/final student, dataset/ splits and rl/sc_examples.jsonl (the divergence examples and the teacher
+turns mixed in). The rollouts over the train split, most of an RL stage's time, are not repeated:
+the same examples train the same student with the settings given (trainer.student_centred's
+continue_sft, as `trainer rl` runs it; --warmup and --bf16 are set on its SFTConfig, which the
+config does not expose). `--data control` trains instead on as many teacher turns drawn at random
+from the train split (the control of docs/rl.md: the same dose without the student's states).
+
+Then the greedy behavioural reward (trainer.reward: multi-step replay rollouts) on all of the
+validation and test splits, with each example's terms, into DIR/result.json. docs/rl.md ("More
+steps, a control, a weight average") has what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def examples(run: Path, data: str, seed: int) -> list[dict]:
+    mixed = read_jsonl(run / "rl" / "sc_examples.jsonl")
+    if data == "student_centred":
+        return mixed
+    from trainer.student_centred import teacher_examples
+
+    pool = teacher_examples(read_jsonl(run / "dataset" / "train.jsonl"))
+    return random.Random(seed).sample(pool, min(len(mixed), len(pool)))
+
+
+def train(cfg, run: Path, out: Path, args) -> Path:
+    import trl
+
+    from trainer import student_centred
+
+    plain = trl.SFTConfig
+
+    def with_settings(*a, **kw):
+        kw["warmup_steps"] = args.warmup
+        if args.bf16:
+            kw["bf16"] = True
+        return plain(*a, **kw)
+
+    trl.SFTConfig = with_settings  # (continue_sft imports it from trl when it is called)
+    try:
+        t0 = time.monotonic()
+        result = student_centred.continue_sft(cfg, run / "sft" / "final", examples(run, args.data, args.seed),
+                                              out, args.steps, print)
+    finally:
+        trl.SFTConfig = plain
+    print(f"trained {result['global_step']} steps in {time.monotonic() - t0:.0f} s, "
+          f"loss {result['loss_first']:.4f} → {result['loss_last']:.4f}", flush=True)
+    return Path(result["final"])
+
+
+def greedy_reward(cfg, model: Path, rows: list[dict]) -> dict:
+    from trainer.reward import rollouts, score_workflows
+
+    r = cfg.reward
+    scored = score_workflows(rows, rollouts(str(model), rows, r.max_new_tokens, r.max_turns, r.batch_size), r.weights)
+    keep = ("trace_id", "similarity", "terms", "teacher", "student", "notes")
+    return {**scored["summary"], "examples": [{k: e[k] for k in keep} for e in scored["examples"]]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", type=Path, help="a `trainer run` folder whose RL stage ran student-centred")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--warmup", type=int, default=10, help="warm-up steps (continue_sft itself uses 0)")
+    p.add_argument("--data", choices=["student_centred", "control"], default="student_centred")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (continue_sft trains in float32 on a CPU)")
+    p.add_argument("--seed", type=int, help="data order and the control's draw (default: the run's rl.seed)")
+    p.add_argument("--eval-only", type=Path, help="score this model instead of training one")
+    args = p.parse_args()
+
+    from trainer.config import load_config
+
+    cfg = load_config(data=json.loads((args.run / "understudy_config.json").read_text())["config"])
+    cfg.rl.sc_learning_rate = args.lr
+    args.seed = cfg.rl.seed if args.seed is None else args.seed
+    cfg.rl.seed = args.seed
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = args.eval_only or train(cfg, args.run, args.out, args)
+    report = {"model": str(model), "settings": {k: str(v) for k, v in vars(args).items()}}
+    for split in ("validation", "test"):
+        rows = read_jsonl(args.run / "dataset" / f"{split}.jsonl")
+        t0 = time.monotonic()
+        report[split] = greedy_reward(cfg, model, rows)
+        terms = ", ".join(f"{k} {v:.3f}" for k, v in report[split]["terms"].items())
+        print(f"{split} ({len(rows)}): greedy reward {report[split]['similarity']:.4f} ({terms}) "
+              f"{time.monotonic() - t0:.0f} s", flush=True)
+    (args.out / "result.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
