@@ -131,7 +131,8 @@ DEMO_PRESET: dict[str, Any] = {
 # first tool 1.000 each, exact sequence 0.964 / 1.000 / 1.000, argument match 0.987 / 0.964 / 0.975 (it
 # copies names it never saw, which the tiny model does not), valid calls 1.000 each; 44-50 minutes for the
 # whole run on two cores without AMX (SFT 36-42), with LoRA dropout 0.05. Without it, on an idle 2-core
-# Xeon with AMX: seed 1 in 1,433 s whole (1.000 / 0.968 / 0.979 / 1.000), seed 0 on one thread 1,969 s.
+# Xeon with AMX: seed 1 in 1,433 s whole (1.000 / 0.968 / 0.979 / 1.000), seed 0 on one thread 1,969 s;
+# seed 2 on one thread of a shared machine (untimed) 1.000 / 1.000 / 0.972 / 1.000.
 SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     **DEMO_PRESET,
     "run.out": "runs/smollm2-demo",
