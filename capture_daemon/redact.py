@@ -154,7 +154,11 @@ What is detected (the marker's kind in brackets):
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
   [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
 - a pentest tool's hit: NetExec's/CrackMapExec's ``[+] corp.local\\admin:PW (Pwn3d!)``, Metasploit's
-  ``[+] ... Success: 'CORP\\admin:PW'`` (the ``[+]`` anchor) [cli-flag]
+  ``[+] ... Success: 'CORP\\admin:PW'`` (the ``[+]`` anchor) [cli-flag]; Impacket's targets,
+  ``DOMAIN/user:PW@host`` in any command (``secretsdump.py``, ``psexec.py``, ``impacket-wmiexec``; a
+  container image's ``repo/name:tag@sha256:...`` stays) and ``DOMAIN/user:PW`` after its Kerberos
+  scripts (``GetUserSPNs.py``, ``getTGT.py``) [cli-flag]; HTTPie's and xh's ``-a TOKEN`` under
+  ``-A bearer`` (``--auth-type=bearer --auth=T``; ``-a user:PW`` as curl's ``-u``) [cli-flag]
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
@@ -1114,7 +1118,7 @@ _AUTHORIZATION = re.compile(
 # A bare `Bearer x` outside a header. Prose says "Bearer authentication", so the token must
 # contain a digit and be long enough to be random.
 _BEARER = re.compile(
-    r"[Bb](?<![A-Za-z0-9_][Bb])(?i:earer)[ \t]+(?P<s>(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})"
+    r"[Bb](?<![A-Za-z0-9_][Bb])(?i:earer)[ \t]+(?P<s>(?!--)(?=[A-Za-z0-9._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{16,})"
 )
 _BEARER_GATE = r"(?i:earer)[ \t]"
 # A bare `Basic <base64>` (a header split from its name: `("Authorization", "Basic ...")`) goes when
@@ -1351,8 +1355,9 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     **dict.fromkeys(("useradd", "usermod", "hydra"), (("p", "s", ""),)),
     **dict.fromkeys(("mosquitto_pub", "mosquitto_sub", "mosquitto_rr"), (("P", "s", ""), ("-pw", "s", ""))),
     "lftp": (("u", "s", ","),),  # lftp -u user,PW host
-    "curl": (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie")),
-    **dict.fromkeys(("http", "https", "xh"), (("a", "s", ":"), ("-auth", "s", ":"))),  # HTTPie
+    **dict.fromkeys(("curl", "curlie"), (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie"))),
+    # HTTPie and xh: `-a user:PW`; `-a TOKEN` under `-A bearer` (or a value no user name looks like).
+    **dict.fromkeys(("http", "https", "xh", "xhs"), (("a", "s", "auth"), ("-auth", "s", "auth"))),
     **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
     **dict.fromkeys(
         ("keytool", "jarsigner"),
@@ -1584,6 +1589,22 @@ def _replace_short_flag(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_flag(text, m, _program_flags(text, m.start()))
 
 
+# HTTPie's `-A bearer` / `--auth-type=bearer` (or jwt, token, an API-key plugin's scheme): its
+# `-a`/`--auth` takes the token itself, no `user:` before it.
+_HTTPIE_AUTH_TYPE = re.compile(r"(?:[ \t]-A|[ \t]--auth-type)(?:[ \t]+|=)[\"']?(?!basic\b|digest\b)[\w-]+")
+_LINE_REST = re.compile(r"[^\r\n|;&]*")
+
+
+def _auth_form(text: str, pos: int, value: str) -> str:
+    """The form of HTTPie's `-a VALUE` at `pos`: `user:PW` (":"), or a token (""): under an auth
+    type other than basic and digest anywhere in the command, or a value no user name looks like."""
+    inner = value.strip("\"'")
+    if ":" in inner:
+        return ":"
+    command = _command_text(text, pos) + _LINE_REST.match(text, pos).group()
+    return "" if _HTTPIE_AUTH_TYPE.search(command) or _looks_random(inner) else ":"
+
+
 def _replace_flag(text: str, m: "re.Match[str]", flags: _FlagSpec) -> Optional[str]:
     """The flag that `m` matched (groups `word`, the flag less its first `-`, and `arg`, the word
     after it) with its secret marked, if `flags`, its program's, say it takes one."""
@@ -1592,6 +1613,9 @@ def _replace_flag(text: str, m: "re.Match[str]", flags: _FlagSpec) -> Optional[s
     for flag, how, form in flags:
         if flag[0] != word[0] and not (cluster and len(flag) == 1):
             continue  # (no way to match: most flags of a long spec, tried for every flag of a command)
+        if form == "auth":
+            glued = word[len(flag) + 1 :] if word.startswith(flag + "=") else None
+            form = _auth_form(text, m.start(), glued if glued is not None else arg or "")
         if flag.startswith("-") and word.startswith(flag + "="):  # --user=bob:pw
             new = _mark_arg(word[len(flag) + 1 :], form)
             if new is not None:
@@ -3522,6 +3546,43 @@ def _replace_rclone(text: str, m: "re.Match[str]") -> Optional[str]:
 # so the URL rule's `://` never sees it. The user stays.
 _GO_MYSQL_DSN = re.compile(r"(?<![\w.\[-])[\w.$-]+:(?P<s>[^\s@\\\"'`/:\[\]]+)@(?:tcp6?|unix)\(")
 
+# Impacket's targets, `DOMAIN/user:password@host` (secretsdump.py, psexec.py, wmiexec.py,
+# smbexec.py, mssqlclient.py, Kali's `impacket-secretsdump`, and any tool that copies the form):
+# no scheme, so the URL rule never sees it. Found at the `@` (emails open that gate too: the rule
+# starts at the `/`, and wants a domain at a word's start before it). The password runs to the
+# last `@` before the host. A container image's `repo/name:tag@sha256:...` is no target.
+_DOMAIN_TARGET = re.compile(
+    r"/(?<=[\w-]/)[\w.$-]{1,64}:(?P<s>[^\s/'\"`\\]{1,200})@(?=[\w\[])(?!sha\d+:|sha\d+\b)"
+)
+# Impacket's scripts that take `DOMAIN/user:password` with no host (Kerberos ones: the DC comes by
+# `-dc-ip`): GetUserSPNs.py corp.local/alice:PW, getTGT.py, GetNPUsers.py...
+_IMPACKET_NO_HOST = (
+    "GetUserSPNs", "GetNPUsers", "getTGT", "getST", "GetADUsers", "findDelegation", "addcomputer", "rbcd", "dacledit",
+    "owneredit", "getPac", "raiseChild", "ticketer", "changepasswd", "DumpNTLMInfo", "GetLAPSPassword", "Get-GPPPassword",
+)
+_IMPACKET_LOOK = "|".join(f"(?<={name}\\.py)(?<![\\w.-]{name}\\.py)" for name in _IMPACKET_NO_HOST)
+_IMPACKET_TARGET = re.compile(
+    rf"(?:impacket-(?<![\w.-]impacket-)[\w-]+|\.py(?:{_IMPACKET_LOOK}))[ \t]+(?:[^\s\r\n|;&]+[ \t]+){{0,8}}?[\"']?[\w.-]{{1,64}}/[\w.$-]{{1,64}}:(?P<s>[^\s'\"`\\]{{1,200}})"
+)
+_DOMAIN_BEFORE = re.compile(r"(?:^|(?<=[\s\"'`=(,]))[\w.-]{1,64}\Z")
+
+
+def _replace_domain_target(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _DOMAIN_BEFORE.search(text, max(0, m.start() - 65), m.start()):
+        return None  # a path's or a URL's `/x/user:pw@h` (the URL rule's), a word glued to something else
+    value = m.group("s")
+    if value.isdigit() or value.startswith(_MARKER_OPEN):
+        return None
+    return _group("cli-flag")(text, m)
+
+
+def _replace_impacket_target(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if "@" in value or value.startswith(_MARKER_OPEN):
+        return None  # the `@` form is _DOMAIN_TARGET's
+    return _group("cli-flag")(text, m)
+
+
 # A `user:password` literal encoded for a Basic Authorization header in code: JS's
 # `btoa('bob:pw')`, Node's `Buffer.from('bob:pw').toString('base64')`, Python's
 # `base64.b64encode(b"bob:pw")`, Go's `base64.StdEncoding.EncodeToString([]byte("bob:pw"))`,
@@ -3830,6 +3891,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
+    _Rule("domain-target", _DOMAIN_TARGET, _replace_domain_target, (("@", r"(?<=[^\s@/'\"`\\]@)(?=[\w\[])"),)),
+    _Rule("impacket-target", _IMPACKET_TARGET, _replace_impacket_target,
+          ((".py", rf"(?:{_IMPACKET_LOOK})(?=[ \t])"), ("impacket-", r"(?<![\w.-]impacket-)(?=[\w-]+[ \t])"))),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
 )

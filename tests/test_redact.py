@@ -1213,6 +1213,21 @@ POSITIVE = [
         'I ran:\nbw get password github\nZq8vLm2pXw\nwhy?\nheroku auth:token\nZq8vLm2pXwQ4rT7y',
         'I ran:\nbw get password github\n[REDACTED:command-output]\nwhy?\nheroku auth:token\n[REDACTED:command-output]',
     ),
+    (
+        'impacket-targets',
+        "secretsdump.py corp/alice:Zq8vLm2pXw@10.0.0.5\npsexec.py 'corp.local/administrator:Zq8vLm2pXw@dc01.corp.local' cmd.exe\nimpacket-wmiexec -hashes :x CORP/bob:Zq8vLm2pXw@10.0.0.7\nmssqlclient.py -windows-auth corp/sa:Zq8vLm2pXw@10.0.0.9",
+        "secretsdump.py corp/alice:[REDACTED:cli-flag]@10.0.0.5\npsexec.py 'corp.local/administrator:[REDACTED:cli-flag]@dc01.corp.local' cmd.exe\nimpacket-wmiexec -hashes :x CORP/bob:[REDACTED:cli-flag]@10.0.0.7\nmssqlclient.py -windows-auth corp/sa:[REDACTED:cli-flag]@10.0.0.9",
+    ),
+    (
+        'impacket-no-host',
+        'GetUserSPNs.py -request corp.local/alice:Zq8vLm2pXw -dc-ip 10.0.0.1\npython3 examples/getTGT.py corp.local/alice:Zq8vLm2pXw\nimpacket-GetNPUsers corp.local/alice:Zq8vLm2pXw -request',
+        'GetUserSPNs.py -request corp.local/alice:[REDACTED:cli-flag] -dc-ip 10.0.0.1\npython3 examples/getTGT.py corp.local/alice:[REDACTED:cli-flag]\nimpacket-GetNPUsers corp.local/alice:[REDACTED:cli-flag] -request',
+    ),
+    (
+        'httpie-token-auth',
+        'http -A bearer -a Zq8vLm2pXw example.com\nhttp -a Zq8vLm2pXw -A bearer example.com\nhttp --auth-type=bearer --auth=Zq8vLm2pXw example.com\nxh --auth-type bearer --auth Zq8vLm2pXw httpbin.org/get\nhttps -a alice:Zq8vLm2pXw example.com\ncurlie -u alice:Zq8vLm2pXw example.com',
+        'http -A bearer -a [REDACTED:cli-flag] example.com\nhttp -a [REDACTED:cli-flag] -A bearer example.com\nhttp --auth-type=bearer --auth=[REDACTED:cli-flag] example.com\nxh --auth-type bearer --auth [REDACTED:cli-flag] httpbin.org/get\nhttps -a alice:[REDACTED:cli-flag] example.com\ncurlie -u alice:[REDACTED:cli-flag] example.com',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1612,6 +1627,14 @@ NEGATIVE = [
     (
         'bare-output-more-lookalikes',
         'heroku auth:token\nfoo bar\nbw get password github\nNot found.',
+    ),
+    (
+        'impacket-lookalikes',
+        'docker pull library/nginx:1.25@sha256:abcdef0123456789\nghcr.io/org/app:v1.2.3@sha256:0123\ngit show HEAD@{1}\nemail alice@example.com about a/b:c\npython train.py configs/model:large\nGetUserSPNs.py -no-pass corp.local/alice -k\nsee https://host/path/u:p@x',
+    ),
+    (
+        'httpie-prompts',
+        'http -a alice example.com\nhttp -A digest -a alice example.com\nhttp -a alice: example.com\nhttp -a bob pie.dev/basic-auth/bob',
     ),
 ]
 
