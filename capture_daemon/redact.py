@@ -42,7 +42,9 @@ What is detected (the marker's kind in brackets):
   (``aws_secret_access_key = ...``) [assignment]; Azure ``AccountKey=``/``SharedAccessKey=``
   [azure-key], SAS ``sig=`` [azure-sas] and AD client secrets ``xxx8Q~...``
   [azure-ad-client-secret]; GCP service-account JSON through its ``private_key`` block; Composer's
-  auth.json tokens per host (``{"github-oauth": {"github.com": T}}``, parsed) [assignment]
+  auth.json tokens per host (``{"github-oauth": {"github.com": T}}``, parsed, or as text: in
+  ``COMPOSER_AUTH='{...}'`` too; ``gitlab-token``, ``bearer``) [assignment]; a JSON object in a
+  quoted value is judged name by name, whatever name it is under (``X_AUTH='{"password": "PW"}'``)
 - GitHub ``ghp_ gho_ ghu_ ghs_ ghr_ github_pat_`` [github-token], GitLab ``glpat- gldt- glrt-
   glptt- glsoat- glcbt- glimt- GR1348941`` [gitlab-token], Slack ``xoxb- xoxp- xoxc- xoxd- xapp-``
   [slack-token] and ``hooks.slack.com`` webhook paths [slack-webhook], Discord webhook paths
@@ -105,7 +107,13 @@ What is detected (the marker's kind in brackets):
   base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
   ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
-  NAME value``, ``npm config set NAME value`` [assignment]; ``.netrc`` ``machine h login u
+  NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, nginx's
+  ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value`` [assignment]; R's
+  ``api_key <- "v"`` as ``=``; ``GITHUB_PAT``/``GITLAB_PAT`` as token names; an API client's
+  ``auth:`` (``new Octokit({auth: "T"})``, Notion's ``new Client({auth: "T"})``); cookie-signing
+  key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
+  ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
+  ``<auth-user-pass>`` (``<http-proxy-user-pass>``) second line [assignment]; ``.netrc`` ``machine h login u
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
@@ -149,7 +157,8 @@ What is detected (the marker's kind in brackets):
   add_user|change_password USER PW``, ``poetry config http-basic.REPO USER PW`` / ``pypi-token.REPO
   TOKEN``, ``nmcli ... password PW`` / ``wifi-sec.psk PW``, ``mc alias set ALIAS URL KEY SECRET``, ``openssl passwd [-6] PW``, ``composer config
   http-basic.REPO USER PW`` / ``github-oauth.HOST TOKEN``, ``mosquitto_passwd -b FILE USER PW``,
-  ``mysqladmin ... password PW``, ``snyk auth TOKEN``, ``nuget setapikey KEY``, ``neo4j-admin set-initial-password PW``, ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
+  ``mysqladmin ... password PW``, ``git config [--global] github.token T`` (a dotted key ending in
+  token, pass, password, secret: ``hub.oauthtoken``, ``sendemail.smtpPass``; not ``user.signingkey``), ``snyk auth TOKEN``, ``nuget setapikey KEY``, ``neo4j-admin set-initial-password PW``, ``pulumi config set --secret NAME VALUE`` (``--secret`` is a switch there: the name stays);
   rclone's ``config create|update|password NAME [TYPE] KEY VALUE...`` (or ``KEY=VALUE``), the
   values of ``pass``, ``key``, ``client_secret`` and other secret keys, and ``rclone obscure PW``
   [cli-flag]; rclone.conf's ``pass = x`` (any config line opened by ``pass``) [assignment]
@@ -177,6 +186,10 @@ What is detected (the marker's kind in brackets):
   ``Credentials.basic("u", "PW")``, Azure's ``ClientSecretCredential(t, c, "S")``, tweepy's
   ``OAuthHandler(k, "S")``, ``algoliasearch(id, "K")``, a cipher's or MAC's key (``createCipheriv(alg, "K", iv)``,
   CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")`` and ``Keys.hmacShaKeyFor("K".getBytes())``),
+  ADO's ``conn.Open(dsn, "u", "PW")`` (VBScript's ``cn.Open "DSN=x", "u", "PW"``), API clients built
+  with a token (PyGithub's ``Github("T")``/``Github("u", "PW")``/``Auth.Token("T")``, Slack's
+  ``WebClient("T")``, ``new Stripe("T")``, python-gitlab's ``Gitlab(url, "T")``, a Twilio client
+  with a literal account SID, ``Client("AC...", "T")``), express's ``cookieParser("S")``,
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
@@ -185,7 +198,8 @@ What is detected (the marker's kind in brackets):
   ``bcrypt.hash|compare('PW', ...)``, jBCrypt's ``BCrypt.hashpw("PW", s)``, Go's
   ``bcrypt.GenerateFromPassword([]byte("PW"), c)`` / ``CompareHashAndPassword(h, []byte("PW"))``,
   ``BCrypt::Password.create('PW')``, ``argon2.hash|verify``, argon2-cffi's ``PasswordHasher().hash("PW")``
-  / ``ph.verify(h, "PW")``, passlib's ``pbkdf2_sha256.hash("PW")``, Spring's ``passwordEncoder.encode("PW")``,
+  / ``ph.verify(h, "PW")``, passlib's ``pbkdf2_sha256.hash("PW")``, Spring's ``passwordEncoder.encode("PW")`` (any
+  receiver the text declares a ``PasswordEncoder``: ``encoder.matches("PW", h)``; a TextEncoder's stays),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
@@ -233,7 +247,8 @@ What is detected (the marker's kind in brackets):
   languages (``Passwort: PW``, ``contraseña: PW``, ``пароль: PW``, ``密码：PW``, ``パスワード: PW``), a Markdown list's
   "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
-  ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", when the value mixes letters with digits or symbols
+  ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
+  bob:PW", "creds=bob:PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -439,6 +454,14 @@ _MADE_TAILS = (
     "licensekey",
     "ingestkey",
     "adminkey",
+    # A personal access token under its provider's name: R's and usethis's GITHUB_PAT, GITLAB_PAT,
+    # Azure DevOps's AZURE_DEVOPS_EXT_PAT (a bare `_PAT` also ends `URL_PAT`, a regex).
+    "githubpat",
+    "ghpat",
+    "gitlabpat",
+    "devopspat",
+    "devopsextpat",
+    "adopat",
 )
 # The shell keeps the working directory in PWD/OLDPWD: `env` output must survive.
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
@@ -699,7 +722,7 @@ _MAX_GAP = 3
 # The ends of secret names (see `_name_kind`): `base` for SECRET_KEY_BASE, `auth` for docker's
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
 _SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt",
-                 "mnemonic", "phrase", "ident")
+                 "mnemonic", "phrase", "ident", "pat")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
@@ -741,8 +764,11 @@ _VALUE = (
     r"(?:[rRbBuUfF]{1,2}(?=[\"'])|N(?=')|\[\]byte\((?=[\"`])"
     r"|(?:(?:String::from|Some|Secret(?:Str|String|Box)?(?:::new)?|Zeroizing::new|new[ \t]+String|std::string)\([ \t]*){1,2}(?=[\"']))?"
     r"(?:"
-    r"\"(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
-    r"|'(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
+    # (A JSON object in a string is no value but a document: its own names are judged, one by one:
+    # `COMPOSER_AUTH='{"http-basic": {... "password": "x"}}'`. Read whole, it was turned down and
+    # covered the names inside.)
+    r"\"(?!\{[ \t]*\\*[\"'])(?P<dq>(?:[^\"\\\r\n]|\\[^\r\n])*)\""
+    r"|'(?!\{[ \t]*\\*[\"'])(?P<sq>(?:[^'\\\r\n]|\\[^\r\n])*)'"
     r"|`(?P<bq>[^`\r\n]*)`"
     # An escaped quote (a JSON dump inside a string): the value ends at the next backslash.
     r"|\\+[\"'](?P<eq>[^\\\"'\r\n]*)\\+[\"']"
@@ -987,6 +1013,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         kind = _MADE  # kaggle.json's {"username": "bob", "key": "<32 hex>"}: a user's API key
     if kind in (None, _BASIC) and name in ("key", "auth", "sig") and m.start("eq_sep") >= 0 and text[name_start - 1 : name_start] in ("?", "&"):
         kind = _MADE  # a URL's query: `https://api.example.com/v1/x?key=<api key>`, `?auth=<token>`
+    if kind == _BASIC and name == "auth" and _TOKEN_CLIENT_BEFORE.search(text, max(0, name_start - 120), name_start):
+        kind = _MADE  # `new Octokit({ auth: "T" })`, Notion's `new Client({ auth: "T" })`: a client's token
     if kind is None and name.lower() in ("pass", "pw") and _USER_FIELD_BEFORE.search(_line_prefix(text, name_start)):
         kind = _CHOSEN  # "user: admin, pass: PW", "username=bob pw=PW": a user's field right before it
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
@@ -1062,6 +1090,8 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
 
+# An API client's options object, opened right before an `auth:` field: its token.
+_TOKEN_CLIENT_BEFORE = re.compile(r"(?:Octokit|Client|Gitlab|Replicate|Api|API|SDK|Sdk)\([ \t]*\{[^{}()]{0,100}\Z")
 # "user: admin, pass: PW", "username=bob pw=PW": `pass` or `pw` alone names a password where a user's
 # field comes right before it on its line (alone, `pass:` is a compiler's or a test's pass: "# First
 # pass:", "pass: 12").
@@ -1094,6 +1124,22 @@ def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]
         return None
     out = _replace_assignment(text, at_separator)
     return None if out is None else text[m.start() : m.end("gap")] + out
+
+
+# R's assignment arrow: `api_key <- "v"`, `password <<- "v"`. Read as `=` (the arrow's two
+# characters as ` =`), so the assignment rule judges name and value as it does everywhere.
+_R_ARROW = re.compile(rf"-(?<=<-)[ \t]*{_VALUE}")
+
+
+def _replace_r_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
+    at = m.start()
+    arrow = 3 if text[at - 2 : at] == "<<" else 2
+    as_equals = text[: at + 1 - arrow] + " " * (arrow - 1) + "=" + text[at + 1 :]
+    separator = _ASSIGNMENT_AT_SEPARATOR.match(as_equals, at)
+    if separator is None or separator.end() != m.end():
+        return None
+    out = _replace_assignment(as_equals, separator)
+    return None if out is None else "-" + out[1:]
 
 
 def _suffixed_assignment_gates() -> tuple[tuple[str, str], ...]:
@@ -1675,9 +1721,15 @@ def _replace_argv_flag(text: str, m: "re.Match[str]") -> Optional[str]:
 # --- NAME VALUE settings without `=`: Dockerfile `ENV NAME value`, csh `setenv NAME value`,
 # fish `set -gx NAME value`, `aws configure set NAME value`, `npm config set NAME value`,
 # `dotnet user-secrets set "Name" "value"`. The name must be a secret's, as for assignments.
-_SPACED_SETTING = re.compile(
-    r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))[ \t]+(?:-[\w-]+[ \t]+)*(?P<name>[^\s=\"'`]+|\"[^\"\s]+\"|'[^'\s]+')[ \t]+"
+# (Apache's `SetEnv NAME value`; nginx's `fastcgi_param NAME value;` and uwsgi's, scgi's; PHP's
+# `php_value`/`php_admin_value NAME value` in Apache's config, as php-fpm's `env[NAME] = value`.)
+_SPACED_SETTING_REST = (
+    r"[ \t]+(?:-[\w-]+[ \t]+)*(?P<name>[^\s=\"'`]+|\"[^\"\s]+\"|'[^'\s]+')[ \t]+"
     r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+)
+_SPACED_SETTING = re.compile(r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))" + _SPACED_SETTING_REST)
+_SPACED_SETTING_MORE = re.compile(
+    r"(?:SetEnv(?<![\w.-]SetEnv)|(?:fastcgi|uwsgi|scgi)_param|php(?<![\w.-]php)_(?:admin_)?value)" + _SPACED_SETTING_REST
 )
 
 
@@ -1890,6 +1942,9 @@ _NET_USE = re.compile(
 )
 
 
+_GIT_SECRET_KEY = r"(?i:[\w-]+(?:\.[^\s=]+)?\.[\w-]*(?:token|pass|password|passwd|secret))"
+
+
 # --- secrets that a program takes as a positional argument after a subcommand: one table ---
 # `cargo login TOKEN`, `vault login TOKEN`, `bw unlock PW`, `bw login EMAIL PW`, `rabbitmqctl
 # add_user USER PW`, `poetry config http-basic.REPO USER PW`, `nmcli dev wifi connect SSID password
@@ -1926,6 +1981,10 @@ _POSITIONAL_SECRETS: tuple[tuple[str, Optional[tuple[str, ...]], str, int, str],
     ("snyk", (), "auth", 0, ""),  # snyk auth TOKEN
     ("nuget", (), "setapikey", 0, ""),  # nuget setapikey KEY -Source URL
     ("neo4j-admin", None, "set-initial-password", 0, ""),  # neo4j-admin [dbms] set-initial-password PW
+    # git config [--global] github.token T, hub.oauthtoken, sendemail.smtpPass, imap.pass (git 2.46's
+    # `git config set NAME VALUE` too): a dotted key whose last part ends in a secret's word. (Not
+    # `user.signingkey`: a key's id or path.)
+    *(("git", path, _GIT_SECRET_KEY, 0, "") for path in (("config",), ("config", "set"))),
 )
 _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "cargo": frozenset({"--registry", "--index", "--host", "--color", "--config", "-Z", "-C"}),
@@ -1948,6 +2007,8 @@ _POSITIONAL_VALUE_FLAGS: dict[str, frozenset[str]] = {
     "snyk": frozenset(),
     "nuget": frozenset({"-Source", "-source", "-ConfigFile", "-configfile"}),
     "neo4j-admin": frozenset({"--expand-commands", "--verbose"}),
+    "git": frozenset({"-C", "-c", "--file", "-f", "--blob", "--type", "--default", "--git-dir", "--work-tree", "--namespace",
+                      "--comment", "--value"}),
 }
 _POSITIONAL_PROGRAMS = frozenset(entry[0] for entry in _POSITIONAL_SECRETS)
 _POSITIONAL_KEYS = tuple((re.compile(entry[2]), entry) for entry in _POSITIONAL_SECRETS)
@@ -1982,6 +2043,8 @@ _POSITIONAL_GATES = (
     ("auth", r"auth(?<=[ \t]auth)", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
     ("key", r"key(?<=[ \t]setapikey)", r"(?<=[ \t]setapikey)(?=[ \t])"),
     ("password", r"password(?<=[ \t]set-initial-password)", r"(?<=[ \t]set-initial-password)(?=[ \t])"),
+    # (git config's keys: `github.token`, `hub.oauthtoken`, `sendemail.smtpPass`; `x.password` is the gate above's.)
+    *((w, rf"{w}(?<=[.a-z]{w})(?=[ \t]+[^\s-])", rf"(?<=[.a-z]{w})(?=[ \t]+[^\s-])") for w in ("token", "Token", "pass", "Pass", "secret", "Secret", "Password")),
     # (`pulumi config set`, `mc alias set`: prose and code say " set " all the time.)
     ("set", r"set(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))", r"(?:(?<=[ \t]config[ \t]set)|(?<=[ \t]alias[ \t]set))(?=[ \t])"),
 )
@@ -2581,7 +2644,13 @@ _SECOND_ARG_CALLS = (
     r"|signWith\(|AES(?<![\w]AES)\.(?:encrypt|decrypt)\(|Hmac(?:SHA\d*|MD5)\("
     # MongoDB's `db.changeUserPassword("admin", "pw")` (its `createUser` is a `pwd:` field).
     r"|changeUserPassword\("
+    # (user, password): PyGithub's `Github("u", "pw")` and `Auth.Login("u", "pw")`; (url, token):
+    # python-gitlab's `Gitlab(url, "T")`; (account SID, auth token): any Twilio client built with a
+    # literal SID, `Client("AC...", "T")`, `twilio("AC...", "T")`, `Twilio::REST::Client.new("AC...", "T")`.
+    r"|Github(?<![\w.]Github)\(|Login(?<=Auth\.Login)\(|Gitlab(?<![\w]Gitlab)\("
 )
+# (A Twilio client's account SID, a literal right before the comma: see _replace_literal_after_comma.)
+_TWILIO_SID_BEFORE = re.compile(r"\([ \t]*[\"']AC[0-9a-fA-F]{32}[\"'][ \t]*\Z")
 # (host or DSN, user, password): PHP's PDO and mysqli, JDBC, PyMySQL/MySQLdb, ftplib.
 _THIRD_ARG_CALLS = (
     r"PDO(?<![\w.$]PDO)\(|mysqli_connect\(|mysqli(?<![\w.$]mysqli)\(|mysql_connect\(|getConnection\("
@@ -2591,6 +2660,11 @@ _THIRD_ARG_CALLS = (
     r"|Sequelize\(|FTP\.new\(|PlainAuth\("
     # Azure's `ClientSecretCredential("tenant", "client", "secret")`.
     r"|ClientSecretCredential\("
+)
+# ADO's `conn.Open(dsn, "sa", "pw")` and VBScript's `cn.Open "DSN=x", "sa", "pw"`: (connection
+# string, user, password), the user a literal name (a file's `.Open(name, "r", enc)` has a mode there).
+_ADO_OPEN = (
+    r"Open(?<=\.Open)(?:\([ \t]*|[ \t]+){arg}[ \t]*,[ \t]*(?:\"(?![rwabtx+]{{1,3}}\")[\w.@\\-]{{1,64}}\"|'(?![rwabtx+]{{1,3}}')[\w.@\\-]{{1,64}}')[ \t]*"
 )
 # ldap3's `Connection(server, 'cn=admin,dc=x', 'pw')` and kombu's `Connection('host', 'guest', 'pw')`:
 # (server, user, password). Many libraries have a `Connection` class, so only where the user is a
@@ -2627,6 +2701,11 @@ _FIRST_ARG_CALLS = (
     r"|scrypt(?:(?<=hashlib\.scrypt)|(?<=crypto\.scrypt))(?:Sync)?\(|pbkdf2(?<=crypto\.pbkdf2)(?:Sync)?\("
     r"|Rfc2898DeriveBytes(?:\.Pbkdf2)?\(|Pbkdf2(?<=KeyDerivation\.Pbkdf2)\("
     r"|Fernet\(|AESGCM\(|ChaCha20Poly1305\(|AES(?<![\w.]AES)\.new\("
+    # An API client built with its token: PyGithub's `Github("T")` and `Auth.Token("T")`, Slack's
+    # `WebClient("T")`, `new Stripe("sk_...")` (not a browser's publishable `pk_` key); express's
+    # `cookieParser("secret")` (one secret or a list), its cookies' signing key.
+    r"|Github(?<![\w.]Github)\(|Token(?<=Auth\.Token)\(|WebClient(?<![\w.]WebClient)\(|Stripe(?<![\w.]Stripe)\((?![ \t]*[\"']pk_)"
+    r"|cookieParser\("
 )
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
@@ -2636,12 +2715,13 @@ _LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*{_LITERAL_ARG}")
 _CALL_LOOKBACK = 300
 _CALL_BEFORE_COMMA = re.compile(
     rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*"
-    rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)}|{_USER_LITERAL_CALLS.format(arg=_CALL_ARG)})\Z"
+    rf"|{_CONNECTION_CALL.format(arg=_CALL_ARG)}|{_USER_LITERAL_CALLS.format(arg=_CALL_ARG)}|{_ADO_OPEN.format(arg=_CALL_ARG)})\Z"
 )
 # Some call's name in the text before the comma: a quick test before the regex above.
 _CALL_NAMES = re.compile(
     r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
     r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac|UserPassword"
+    r"|Github|Gitlab|Auth\.Login|\.Open"
 )
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2661,12 +2741,19 @@ _FIRST_LITERAL_GATES = (
     ("DeriveBytes", ""),
     ("Fernet(", ""),
     ("20Poly1305(", ""),
+    # (The clients at anchors scanned for already: the `b` of Github and WebClient, `S`, `A`.)
+    ("b", r"(?=\([ \t]*[\"'])(?<=Github)(?<![\w.]Github)|(?=Client\([ \t]*[\"'])(?<=Web)(?<![\w.]Web)"),
+    ("S", r"(?<![\w.]S)(?=tripe\([ \t]*[\"'](?!pk_))"),
+    ("A", r"(?=uth\.Token\([ \t]*[\"'])"),
+    ("cookieParser(", ""),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
 
 def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]:
     before = text[max(0, m.start() - _CALL_LOOKBACK) : m.start()]
+    if "AC" in before[-40:] and _TWILIO_SID_BEFORE.search(before, len(before) - 40):
+        return _replace_positional_literal(text, m)  # Client("AC<sid>", "T"), twilio("AC<sid>", "T")
     if not _CALL_NAMES.search(before) or not _CALL_BEFORE_COMMA.search(before):
         return None  # print("a", "b"): no call that takes a secret there
     return _replace_positional_literal(text, m)
@@ -2838,7 +2925,11 @@ _PROSE_SECRET_GATES = (
 # a user and its password after `login` or `creds`/`credentials`, a slash between; the password
 # must mix letters with digits or symbols (a path, `login as user/pass`, stays). Found at the
 # `login`, `LOGIN`, `creds` and `redentials` anchors and at `Login:`'s colon.
-_LOGIN_PAIR_REST = r"(?:[ \t]+(?:with|is|are|as|using)|[ \t]*:)?[ \t]+[\w@.+-]{1,64}[ \t]*/[ \t]*"
+# (Or `user:password`, the user a name: "credentials: bob:PW", "creds=bob:PW", "the creds are bob:PW".)
+_LOGIN_PAIR_REST = (
+    r"(?:[ \t]+(?:with|is|are|as|using)[ \t]+|[ \t]*[:=][ \t]*|[ \t]+)"
+    r"(?:[\w@.+-]{1,64}[ \t]*/[ \t]*|[A-Za-z_][\w@.+-]{0,63}:(?=[^\s/]))"
+)
 _LOGIN_PAIR = re.compile(
     rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)|creds(?<![\w.-]creds)|Creds(?<![\w.-]Creds)"
     rf"|redentials(?<![\w.-][cC]redentials)){_LOGIN_PAIR_REST}"
@@ -3561,6 +3652,8 @@ _IMPACKET_NO_HOST = (
     "owneredit", "getPac", "raiseChild", "ticketer", "changepasswd", "DumpNTLMInfo", "GetLAPSPassword", "Get-GPPPassword",
 )
 _IMPACKET_LOOK = "|".join(f"(?<={name}\\.py)(?<![\\w.-]{name}\\.py)" for name in _IMPACKET_NO_HOST)
+# (The gate's, right after the dot: `GetUserSPNs.` then `py`.)
+_IMPACKET_DOT_LOOK = "|".join(f"(?<={name}\\.)(?<![\\w.-]{name}\\.)" for name in _IMPACKET_NO_HOST)
 _IMPACKET_TARGET = re.compile(
     rf"(?:impacket-(?<![\w.-]impacket-)[\w-]+|\.py(?:{_IMPACKET_LOOK}))[ \t]+(?:[^\s\r\n|;&]+[ \t]+){{0,8}}?[\"']?[\w.-]{{1,64}}/[\w.$-]{{1,64}}:(?P<s>[^\s'\"`\\]{{1,200}})"
 )
@@ -3581,6 +3674,83 @@ def _replace_impacket_target(text: str, m: "re.Match[str]") -> Optional[str]:
     if "@" in value or value.startswith(_MARKER_OPEN):
         return None  # the `@` form is _DOMAIN_TARGET's
     return _group("cli-flag")(text, m)
+
+
+# OpenVPN's inline credentials in a .ovpn profile: `<auth-user-pass>` (and `<http-proxy-user-pass>`)
+# holds the user on its first line and the password on its second.
+_OVPN_USER_PASS = re.compile(
+    rf"<(?P<tag>auth-user-pass|http-proxy-user-pass)>[ \t]*{_NL}[ \t]*[^\s<\\][^\r\n<\\]*{_NL}[ \t]*(?P<s>[^\s<\\][^\r\n<\\]*?)[ \t]*{_NL}?[ \t]*</(?P=tag)>"
+)
+
+
+# Spring's password encoder under a name of its own (`encoder.matches("pw", hash)`): where the
+# text declares the receiver one (`PasswordEncoder encoder`, `val encoder: PasswordEncoder`,
+# `encoder = new BCryptPasswordEncoder()`). A TextEncoder's `encoder.encode("x")` stays.
+_ENCODER_CALL = re.compile(rf"ncoder\.(?:matches|encode|upgradeEncoding)\([ \t]*{_LITERAL_ARG}")
+_ENCODER_NAME_BEFORE = re.compile(r"[A-Za-z_$][\w$]*\Z")
+_ENCODER_LOOKBACK = 5000
+
+
+def _replace_encoder_call(text: str, m: "re.Match[str]") -> Optional[str]:
+    head = _ENCODER_NAME_BEFORE.search(text, max(0, m.start() - 80), m.start())
+    name = (head.group() if head else "") + "ncoder"  # (this.encoder: the field's name)
+    declared = re.search(
+        rf"PasswordEncoder\w*(?:<[^<>\r\n]*>)?[ \t]+{re.escape(name)}\b"
+        rf"|\b{re.escape(name)}[ \t]*(?::[ \t]*\w*PasswordEncoder|=[ \t]*(?:new[ \t]+)?[\w.]*PasswordEncoder)",
+        text[max(0, m.start() - _ENCODER_LOOKBACK) : m.start()],
+    )
+    return _replace_positional_literal(text, m) if declared else None
+
+
+# Composer's tokens per host in its JSON (auth.json's text, `COMPOSER_AUTH='{...}'`): `"github-oauth":
+# {"github.com": "T"}`, `gitlab-token`, `gitlab-oauth`, `bearer`. The hosts stay, the tokens go.
+_COMPOSER_TOKENS = re.compile(
+    r"(?:-(?:oauth|token)|bearer)(?P<q>\\*\")[ \t]*:[ \t]*\{(?P<body>[^{}\r\n]{1,2000})\}"
+)
+_HOST_TOKEN = re.compile(r"(?P<q>\\*\")[^\"\\\s]{1,200}(?P=q)[ \t]*:[ \t]*(?P=q)(?P<s>[^\"\\\r\n]{1,500})(?P=q)")
+
+
+def _replace_composer_tokens(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group(0).startswith("-") and text[max(0, m.start() - 6) : m.start()] not in ("github", "gitlab") and text[max(0, m.start() - 9) : m.start()] != "bitbucket":
+        return None
+    out, copied = [], m.start("body")
+    for entry in _HOST_TOKEN.finditer(text, m.start("body"), m.end("body")):
+        if _is_placeholder(entry.group("s")):
+            continue
+        out.append(text[copied : entry.start("s")] + _ASSIGNMENT_MARK)
+        copied = entry.end("s")
+    if not out:
+        return None
+    return text[m.start() : m.start("body")] + "".join(out) + text[copied : m.end()]
+
+
+# Cookie-signing keys as a list: Koa's `app.keys = ["k1", "k2"]`, cookie-session's and
+# express-session's `keys: [...]`/`secret: [...]` in `cookieSession({...})`/`session({...})`,
+# `cookieParser(["s1", "s2"])`: every literal in the list goes.
+_KEY_LIST = re.compile(
+    r"(?:keys(?<=app\.keys)[ \t]*=|keys(?<![\w.]keys)[ \t]*:|secret(?<![\w.]secret)[ \t]*:|cookieParser\()"
+    r"[ \t]*\[(?P<body>[^\[\]\r\n]{1,500})\]"
+)
+_SESSION_BEFORE = re.compile(r"[sS]ession\([ \t]*\{[^{}()]{0,300}\Z")
+_LIST_LITERAL = re.compile(r"(?P<q>[\"'`])(?P<s>[^\"'`\\\r\n]{4,300})(?P=q)")
+
+
+def _replace_key_list(text: str, m: "re.Match[str]") -> Optional[str]:
+    word = m.group(0)
+    koa = word.startswith("keys") and text[max(0, m.start() - 4) : m.start()] == "app."
+    if word.startswith(("keys", "secret")) and not koa and not _SESSION_BEFORE.search(text, max(0, m.start() - 300), m.start()):
+        return None  # `keys: ["ctrl", "c"]`: a list of names, no session's keys
+    body_start = m.start("body")
+    out, copied, changed = [], body_start, False
+    for lit in _LIST_LITERAL.finditer(text, body_start, m.end("body")):
+        value = lit.group("s")
+        if _is_placeholder(value) or value.startswith(_MARKER_OPEN):
+            continue
+        out.append(text[copied : lit.start("s")] + _POSITIONAL_LITERAL_MARK)
+        copied, changed = lit.end("s"), True
+    if not changed:
+        return None
+    return text[m.start() : body_start] + "".join(out) + text[copied : m.end()]
 
 
 # A `user:password` literal encoded for a Basic Authorization header in code: JS's
@@ -3756,10 +3926,13 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
+    _Rule("r-assignment", _R_ARROW, _replace_r_arrow, (("-", r"(?=[ \t]*[\"'`\w])"),), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
     _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),
     _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
+    _Rule("spaced-setting", _SPACED_SETTING_MORE, _replace_spaced_setting,
+          (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])"))),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule(
         "redis-conf",
@@ -3891,9 +4064,18 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
+    _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, (("ncoder.", r"(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
+    _Rule("ovpn-user-pass", _OVPN_USER_PASS, _group("assignment"), (("</", r"(?<=</)(?=auth-user-pass>|http-proxy-user-pass>)"),)),
+    _Rule("composer-tokens", _COMPOSER_TOKENS, _replace_composer_tokens,
+          (("-", r"(?:(?<=ithub-)|(?<=itlab-)|(?<=ucket-))(?=(?:oauth|token)\\*\"[ \t]*:[ \t]*\{)"),
+           ("b", r"(?<![\w-]b)(?=earer\\*\"[ \t]*:[ \t]*\{)")), anchored=True),
+    _Rule("key-list", _KEY_LIST, _replace_key_list,
+          (("key", r"(?:(?<![\w.]key)|(?<=app\.key))(?=s[ \t]*[=:][ \t]*\[)"), ("secret", r"(?<![\w.]secret)(?=[ \t]*:[ \t]*\[)"),
+           ("cookieParser(", r"(?=[ \t]*\[)"))),
     _Rule("domain-target", _DOMAIN_TARGET, _replace_domain_target, (("@", r"(?<=[^\s@/'\"`\\]@)(?=[\w\[])"),)),
     _Rule("impacket-target", _IMPACKET_TARGET, _replace_impacket_target,
-          ((".py", rf"(?:{_IMPACKET_LOOK})(?=[ \t])"), ("impacket-", r"(?<![\w.-]impacket-)(?=[\w-]+[ \t])"))),
+          ((".", rf"(?=py[ \t])(?:{_IMPACKET_DOT_LOOK})"),
+           ("-", r"(?<=impacket-)(?<![\w.-]impacket-)(?=[\w-]+[ \t])"))),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
 )
@@ -3919,6 +4101,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     "_": (
         # (Ansible's `ansible-vault encrypt_string PW`.)
         (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
+        # (nginx's `fastcgi_param`, PHP's `php_value`: a spaced setting.)
+        (r"(?<=[ip]_)(?=[pav])", frozenset({"spaced-setting"})),
         # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
         (
             "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",
@@ -3944,9 +4128,11 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ("(?=-)", frozenset({"private-key", "cli-flag", "vault-table"})),
         (r"(?<=[ \t\"']-)", frozenset({"cli-short-flag", "argv-flag", "htpasswd", "prose-command-output", "change-arrow"})),
         (r"(?=us[0-9])", frozenset({"mailchimp-key"})),
+        (r"(?<=impacket-)", frozenset({"impacket-target"})),
+        (r"(?<=<-)", frozenset({"r-assignment"})),  # R's `api_key <- "v"`
         # poetry's `http-basic.` and `pypi-token.`, nmcli's `wifi-sec.` and `wireless-security.`,
         # composer's `github-oauth.` and `gitlab-token.`
-        (r"(?<=[ipsb]-)(?=[bsto])", frozenset({"positional-secret"})),
+        (r"(?<=[ipsb]-)(?=[bsto])", frozenset({"positional-secret", "composer-tokens"})),
         (r"(?<=[kXitabposrUKTxlyYsecd]-)(?=[A-Za-z0-9_%-]{10})", None),
     ),
     # `.`: the `.` before a JWT's `eyJ` payload; the rest end ya29. SG. hooks. discord. discordapp.
@@ -3956,6 +4142,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         ("(?=eyJ)", frozenset({"jwt", "mapbox-token"})),
         (r"(?=[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27})", frozenset({"discord-bot-token"})),
         (r"(?=atlasv1\.|[a-f0-9]{64})", frozenset({"terraform-token", "airtable-token"})),
+        (r"(?=py[ \t])", frozenset({"impacket-target"})),  # Impacket's `GetUserSPNs.py`
         (r"(?<=[9Gsdpbrl1]\.)", None),
     ),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),

@@ -1228,6 +1228,61 @@ POSITIVE = [
         'http -A bearer -a Zq8vLm2pXw example.com\nhttp -a Zq8vLm2pXw -A bearer example.com\nhttp --auth-type=bearer --auth=Zq8vLm2pXw example.com\nxh --auth-type bearer --auth Zq8vLm2pXw httpbin.org/get\nhttps -a alice:Zq8vLm2pXw example.com\ncurlie -u alice:Zq8vLm2pXw example.com',
         'http -A bearer -a [REDACTED:cli-flag] example.com\nhttp -a [REDACTED:cli-flag] -A bearer example.com\nhttp --auth-type=bearer --auth=[REDACTED:cli-flag] example.com\nxh --auth-type bearer --auth [REDACTED:cli-flag] httpbin.org/get\nhttps -a alice:[REDACTED:cli-flag] example.com\ncurlie -u alice:[REDACTED:cli-flag] example.com',
     ),
+    (
+        'git-config-secret-keys',
+        "git config github.token Zq8vLm2pXw\ngit config --global hub.oauthtoken Zq8vLm2pXw\ngit config --global sendemail.smtpPass 'Zq8vLm2pXw'\ngit -C repo config --file .git/config gitlab.token Zq8vLm2pXw\ngit config set --global imap.pass Zq8vLm2pXw",
+        "git config github.token [REDACTED:cli-flag]\ngit config --global hub.oauthtoken [REDACTED:cli-flag]\ngit config --global sendemail.smtpPass '[REDACTED:cli-flag]'\ngit -C repo config --file .git/config gitlab.token [REDACTED:cli-flag]\ngit config set --global imap.pass [REDACTED:assignment]",
+    ),
+    (
+        'r-assignments',
+        'api_key <- "Zq8vLm2pXw"\ndb_password <<- \'Zq8vLm2pXw\'\nSys.setenv(GITHUB_PAT = "Zq8vLm2pXw")\nGITLAB_PAT=Zq8vLm2pXw',
+        'api_key <- "[REDACTED:assignment]"\ndb_password <<- \'[REDACTED:assignment]\'\nSys.setenv(GITHUB_PAT = "[REDACTED:assignment]")\nGITLAB_PAT=[REDACTED:assignment]',
+    ),
+    (
+        'git-config-secret-key-cases',
+        'git config --global lab.authToken Zq8vLm2pXw\ngit config app.secret Zq8vLm2pXw\ngit config app.clientSecret Zq8vLm2pXw\ngit config sendemail.smtpPassword Zq8vLm2pXw',
+        'git config --global lab.authToken [REDACTED:cli-flag]\ngit config app.secret [REDACTED:cli-flag]\ngit config app.clientSecret [REDACTED:cli-flag]\ngit config sendemail.smtpPassword [REDACTED:cli-flag]',
+    ),
+    (
+        'api-clients-with-tokens',
+        'g = Github("Zq8vLm2pXw")\ng = Github(auth=Auth.Token("Zq8vLm2pXw"))\ng = Github(auth=Auth.Login("alice", "Zq8vLm2pXw"))\nconst stripe = new Stripe(\'Zq8vLm2pXw\')\nconst o = new Octokit({auth: "Zq8vLm2pXw"})\nconst notion = new Client({ auth: "Zq8vLm2pXw" })\nclient = Client("AC0123456789abcdef0123456789abcdef", "Zq8vLm2pXw")\nconst tw = twilio("AC0123456789abcdef0123456789abcdef", "Zq8vLm2pXw")\nclient = WebClient("Zq8vLm2pXw")\ngl = gitlab.Gitlab("https://gitlab.com", "Zq8vLm2pXw")',
+        'g = Github("[REDACTED:code-literal]")\ng = Github(auth=Auth.Token("[REDACTED:code-literal]"))\ng = Github(auth=Auth.Login("alice", "[REDACTED:code-literal]"))\nconst stripe = new Stripe(\'[REDACTED:code-literal]\')\nconst o = new Octokit({auth: "[REDACTED:assignment]"})\nconst notion = new Client({ auth: "[REDACTED:assignment]" })\nclient = Client("AC0123456789abcdef0123456789abcdef", "[REDACTED:code-literal]")\nconst tw = twilio("AC0123456789abcdef0123456789abcdef", "[REDACTED:code-literal]")\nclient = WebClient("[REDACTED:code-literal]")\ngl = gitlab.Gitlab("https://gitlab.com", "[REDACTED:code-literal]")',
+    ),
+    (
+        'cookie-signing-secrets',
+        "app.use(cookieParser('Zq8vLm2pXw'))\napp.use(cookieParser(['Zq8vLm2pXw', 'Zq8vLm2pXw']))\napp.keys = ['Zq8vLm2pXw', 'Zq8vLm2pXw']\napp.use(cookieSession({ name: 'session', keys: ['Zq8vLm2pXw'] }))\napp.use(session({ secret: ['Zq8vLm2pXw', 'Zq8vLm2pXw'], resave: false }))",
+        "app.use(cookieParser('[REDACTED:code-literal]'))\napp.use(cookieParser(['[REDACTED:code-literal]', '[REDACTED:code-literal]']))\napp.keys = ['[REDACTED:code-literal]', '[REDACTED:code-literal]']\napp.use(cookieSession({ name: 'session', keys: ['[REDACTED:code-literal]'] }))\napp.use(session({ secret: ['[REDACTED:code-literal]', '[REDACTED:code-literal]'], resave: false }))",
+    ),
+    (
+        'credentials-user-colon-password',
+        'credentials: bob:Zq8vLm2pXw\nThe credentials are bob:Zq8vLm2pXw\ncreds=bob:Zq8vLm2pXw\nCredentials: admin:Zq8vLm2pXw (change them)',
+        'credentials: bob:[REDACTED:prose-secret]\nThe credentials are bob:[REDACTED:prose-secret]\ncreds=bob:[REDACTED:prose-secret]\nCredentials: admin:[REDACTED:prose-secret] (change them)',
+    ),
+    (
+        'composer-auth-in-a-string',
+        'COMPOSER_AUTH=\'{"github-oauth": {"github.com": "Zq8vLm2pXw"}}\' composer install\nexport COMPOSER_AUTH=\'{"http-basic": {"repo.example.com": {"username": "u", "password": "Zq8vLm2pXw"}}}\'\nexport COMPOSER_AUTH="{\\"gitlab-token\\": {\\"gitlab.com\\": \\"Zq8vLm2pXw\\"}}"\n{"bearer": {"repo.example.org": "Zq8vLm2pXw"}}',
+        'COMPOSER_AUTH=\'{"github-oauth": {"github.com": "[REDACTED:assignment]"}}\' composer install\nexport COMPOSER_AUTH=\'{"http-basic": {"repo.example.com": {"username": "u", "password": "[REDACTED:assignment]"}}}\'\nexport COMPOSER_AUTH="{\\"gitlab-token\\": {\\"gitlab.com\\": \\"[REDACTED:assignment]\\"}}"\n{"bearer": {"repo.example.org": "[REDACTED:assignment]"}}',
+    ),
+    (
+        'openvpn-inline-user-pass',
+        'client\nremote vpn.example.com 1194\n<auth-user-pass>\nalice\nZq8vLm2pXw\n</auth-user-pass>\n<http-proxy-user-pass>\r\nbob\r\nZq8vLm2pXw\r\n</http-proxy-user-pass>',
+        'client\nremote vpn.example.com 1194\n<auth-user-pass>\nalice\n[REDACTED:assignment]\n</auth-user-pass>\n<http-proxy-user-pass>\r\nbob\r\n[REDACTED:assignment]\r\n</http-proxy-user-pass>',
+    ),
+    (
+        'server-config-env',
+        'SetEnv DB_PASSWORD Zq8vLm2pXw\n    SetEnv API_KEY "Zq8vLm2pXw"\nfastcgi_param DB_PASSWORD Zq8vLm2pXw;\n  uwsgi_param  APP_SECRET  "Zq8vLm2pXw";\nphp_admin_value mysql.default_password Zq8vLm2pXw\nenv[DB_PASSWORD] = Zq8vLm2pXw',
+        'SetEnv DB_PASSWORD [REDACTED:assignment]\n    SetEnv API_KEY "[REDACTED:assignment]"\nfastcgi_param DB_PASSWORD [REDACTED:assignment];\n  uwsgi_param  APP_SECRET  "[REDACTED:assignment]";\nphp_admin_value mysql.default_password [REDACTED:assignment]\nenv[DB_PASSWORD] = [REDACTED:assignment]',
+    ),
+    (
+        'ado-open',
+        'conn.Open(dsn, "sa", "Zq8vLm2pXw")\ncn.Open "DSN=x", "sa", "Zq8vLm2pXw"\nconn.Open connStr, "sa", "Zq8vLm2pXw"',
+        'conn.Open(dsn, "sa", "[REDACTED:code-literal]")\ncn.Open "DSN=x", "sa", "[REDACTED:code-literal]"\nconn.Open connStr, "sa", "[REDACTED:code-literal]"',
+    ),
+    (
+        'spring-encoder-by-declaration',
+        'PasswordEncoder encoder = new BCryptPasswordEncoder();\nboolean ok = encoder.matches("Zq8vLm2pXw", hash);\nval encoder: PasswordEncoder = BCryptPasswordEncoder()\nencoder.encode("Zq8vLm2pXw")\nencoder = new Argon2PasswordEncoder(16, 32, 1, 4096, 3);\nencoder.matches("Zq8vLm2pXw", h)',
+        'PasswordEncoder encoder = new BCryptPasswordEncoder();\nboolean ok = encoder.matches("[REDACTED:code-literal]", hash);\nval encoder: PasswordEncoder = BCryptPasswordEncoder()\nencoder.encode("[REDACTED:code-literal]")\nencoder = new Argon2PasswordEncoder(16, 32, 1, 4096, 3);\nencoder.matches("[REDACTED:code-literal]", h)',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1635,6 +1690,46 @@ NEGATIVE = [
     (
         'httpie-prompts',
         'http -a alice example.com\nhttp -A digest -a alice example.com\nhttp -a alice: example.com\nhttp -a bob pie.dev/basic-auth/bob',
+    ),
+    (
+        'git-config-lookalikes',
+        'git config --global user.signingkey 3AA5C34371567BD2\ngit config --get github.token\ngit config --unset hub.oauthtoken\ngit config --global credential.helper store\ngit config github.token "$GITHUB_TOKEN"\nthe token is here',
+    ),
+    (
+        'r-assignment-lookalikes',
+        'token <- Sys.getenv("GITHUB_TOKEN")\npassword <- askpass::askpass()\nx <- password\nif (a <-1) b\nURL_PAT = "[a-z]+://\\\\S+"\nkey <- "a"',
+    ),
+    (
+        'api-client-lookalikes',
+        'c = Client("localhost", "x")\nconst o = new Octokit({ auth: "token" })\nconst stripe = Stripe(\'pk_test_abcdef0123456789\')\ng = Github(token)\nclient = WebClient(token=os.environ["SLACK_TOKEN"])\nconst o = new Octokit({ auth: process.env.GH_TOKEN })',
+    ),
+    (
+        'cookie-signing-lookalikes',
+        "app.use(cookieParser())\napp.use(cookieParser(process.env.COOKIE_SECRET))\nshortcut = { keys: ['ctrl', 'shift'] }\nObject.keys(['abcd'])\napp.keys = [process.env.K1]\nconst encoder = new TextEncoder()",
+    ),
+    (
+        'credentials-lookalikes',
+        'credentials: user:password\ncredentials: see https://x\nLast login: Sat Dec  5 21:57:36 2026 from 10.0.0.1\ncredentials: aws:default\nlogin 10:30am\nthe credentials file: ~/.aws/credentials\ncredentials: Optional[Credentials] = None',
+    ),
+    (
+        'composer-auth-lookalikes',
+        'COMPOSER_AUTH: \'{"github-oauth": {"github.com": "${{ secrets.GITHUB_TOKEN }}"}}\'\nSECRET=\'{"a": 1}\'\nx = \'{"github-oauth": {}}\'',
+    ),
+    (
+        'openvpn-lookalikes',
+        'auth-user-pass creds.txt\n<auth-user-pass>\n</auth-user-pass>',
+    ),
+    (
+        'server-config-lookalikes',
+        'php_value session.save_path /tmp\nSetEnv APP_ENV production\nfastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\nfastcgi_param DB_PASSWORD $db_password;\nPassEnv DB_PASSWORD',
+    ),
+    (
+        'ado-open-lookalikes',
+        'f.Open("a.txt", "r", "utf-8")\nxhr.Open "GET", "http://x/y", False\nobjXML.Open("POST", url, False)',
+    ),
+    (
+        'text-encoder-stays',
+        'const encoder = new TextEncoder();\nencoder.encode("hello world")\nnew TextEncoder().encode("hello world 2")',
     ),
 ]
 
