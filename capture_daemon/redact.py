@@ -134,7 +134,9 @@ What is detected (the marker's kind in brackets):
   PuTTY's ``-pw PW``, xfreerdp's ``/p:PW`` (these in a diff's ``+``/``-`` lines too: ``+curl -u bob:PW``), PowerShell-style ``-Password``/``-ApiKey`` (any program),
   ``ssh-keygen -N PW``, ``keytool|jarsigner -storepass PW``, ``useradd|usermod|hydra -p PW``,
   ``cqlsh|cypher-shell|rabbitmqadmin|certutil -p PW``, ``influx|doctl|codecov -t TOKEN``, ``consul|nomad
-  -secret|-token T``, ``etcdctl --user root:PW``, ``crane|regctl ... login -p PW``; any program's
+  -secret|-token T``, ``etcdctl --user root:PW``, ``crane|regctl ... login -p PW``,
+  ``smbmap -p PW``, ``winexe|smbget -U user%PW``, ``ab -A``/``hey -a``/``hurl --user``/``wfuzz --basic``/``nikto -id``
+  ``user:PW``, ``gobuster -P PW``, ``sqsh -P PW``; any program's
   ``--creds``/``--src-creds``/``--dest-creds``/``--basic-auth``/``--proxy-user``/``--proxyauth``/``--auth-cred``/``--auth``
   ``USER:PW`` (after the colon); ``-p PW`` after ``-u USER`` in a command no table knows (``snowsql -u me -p PW``;
   not a port, pid, path, file or sudo's prompt),
@@ -143,7 +145,7 @@ What is detected (the marker's kind in brackets):
   to a program that reads it from stdin (``echo PW | sudo -S``, ``| docker login
   --password-stdin``, ``| chpasswd``, ``| gpg --passphrase-fd 0``, ``| gh secret set``, ``|
   wrangler secret put``, ``| vercel env add``, ``| gcloud secrets versions add``, ``pass insert``,
-  ``| passwd``, ``| smbpasswd -s`` (``yes PW |`` too),
+  ``| passwd``, ``| smbpasswd -s``, ``| kinit`` (``yes PW |`` too),
   ``gh auth login --with-token``, ``-o password_stdin``, ``--token-stdin``, ``--from-file=k=/dev/stdin``,
   ``secret-tool store``, ``keyring set``), or handed to it in a here-string (``<<< PW``) or a
   one-line here-document; PowerShell's ``ConvertTo-SecureString 'PW' -AsPlainText`` (``"PW" | ConvertTo-SecureString`` too); the same flags in an argv list in code, each word a
@@ -176,7 +178,7 @@ What is detected (the marker's kind in brackets):
   in an ``IMAPAccount``/``IMAPStore`` block, a ``PassCmd``/msmtp ``passwordeval`` that only echoes
   a literal (``"echo PW"``; one that runs a command stays), offlineimap's ``remotepass = PW`` [mail-password]; LDAP: ``bindpw PW``, ``rootpw PW`` as a config line, LDIF ``userPassword:``,
   cn=config's ``olcRootPW: {SSHA}HASH`` and ``olcRootPW:: BASE64`` [ldap-password] (a plain
-  ``olcRootPW: PW`` is an assignment); a ``{SSHA}``/``{CRYPT}``/``{PBKDF2}``... scheme before a
+  ``olcRootPW: PW`` is an assignment); a ``{SSHA}``/``{CRYPT}``/``{PBKDF2}``... scheme (Spring's ``{noop}``, ``{bcrypt}`` too) before a
   value under any secret name is no template: the value goes, the scheme stays
 - secrets handed to code by position, as string literals: ``smtp.login(user, "PW")`` (imaplib,
   poplib, ftplib), ``simple_bind_s(dn, "PW")``, ``jwt.sign|encode|decode|verify(x, "KEY")``,
@@ -190,6 +192,8 @@ What is detected (the marker's kind in brackets):
   with a token (PyGithub's ``Github("T")``/``Github("u", "PW")``/``Auth.Token("T")``, Slack's
   ``WebClient("T")``, ``new Stripe("T")``, python-gitlab's ``Gitlab(url, "T")``, a Twilio client
   with a literal account SID, ``Client("AC...", "T")``), express's ``cookieParser("S")``,
+  PHP's ``oci_connect("u", "PW")``, ``odbc_connect|db2_connect|ssh2_auth_password|imap_open|ftp_login(x, "u", "PW")``,
+  ``ldap_bind($ds, $dn, "PW")``, sqlsrv's ``"UID" => "u", "PWD" => "PW"``,
   ``new PDO($dsn, "u", "PW")``, ``mysqli_connect(h, "u", "PW")``, ``getConnection(url, "u",
   "PW")``, ``pymysql.connect(h, "u", "PW")``, ``pymssql.connect(h, "u", "PW")``, ``FTP(h, "u",
   "PW")``, ``pika.PlainCredentials("u", "PW")``, ``new Sequelize(db, "u", "PW")``, ``Net::FTP.new(h, "u", "PW")``,
@@ -373,7 +377,11 @@ _DOTTED_REF = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+")
 # OpenLDAP chart's `adminPassword: "{SSHA}..."`).
 _HASH_SCHEME = re.compile(
     r"\{(?i:S?SHA(?:256|384|512)?|S?MD5|CRYPT|BLF-CRYPT|(?:SHA256|SHA512|MD5|DES)-CRYPT|BCRYPT|ARGON2I?D?"
-    r"|PBKDF2(?:-SHA(?:1|256|512))?|PLAIN|CLEARTEXT|CLEAR|NTLM|LANMAN|CRAM-MD5)\}(?P<rest>[^\s{}]{4,})"
+    r"|PBKDF2(?:-SHA(?:1|256|512))?|PLAIN|CLEARTEXT|CLEAR|NTLM|LANMAN|CRAM-MD5"
+    # (Spring Security's DelegatingPasswordEncoder ids: `{noop}pw` is the password in clear,
+    # `{bcrypt}$2a$...`, `{scrypt}`, `{sha256}` its hashes: `.password("{noop}pw")`,
+    # `spring.security.user.password={noop}pw`.)
+    r"|NOOP|SCRYPT|LDAP|MD4|SHA-1|SHA-256|PBKDF2@SpringSecurity_v5_8|ARGON2@SpringSecurity_v5_8)\}(?P<rest>[^\s{}]{4,})"
 )
 
 
@@ -776,7 +784,7 @@ _VALUE = (
     # _replace_assignment: `{password}` is a template, `password={password}` a JSX prop).
     r"|\{(?P<br>[^{}\r\n\"'\\]{1,200})\}(?=[ \t]*(?:[;\"']|\r?\n|\\n|\Z))"
     # (An LDAP scheme may open it, `{SSHA}...`, `{CRYPT}$6$...`: see _HASH_SCHEME.)
-    r"|(?P<uq>(?:\{[A-Z][A-Z0-9-]{1,14}\}(?=[^\s{}]))?(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
+    r"|(?P<uq>(?:\{[A-Za-z][A-Za-z0-9@_-]{1,30}\}(?=[^\s{}]))?(?:[^\s\"'`,;(){}\[\]<>&|\\]|\\(?![nrt\"'\\]))+)"
     r")"
 )
 # A quoted name, a comma and a quoted value: PHP's define('DB_PASSWORD', 'x'), Python's
@@ -1072,6 +1080,9 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
 _LDIF_ATTRIBUTES = frozenset({"userpassword", "olcrootpw", "sambantpassword", "sambalmpassword"})
 
 
+_UID_BEFORE = re.compile(r"[\"']?(?i:uid|user ?id)[\"']?[ \t]*(?:=>|[:=])[ \t]*[\"']?[\w.@\\-]{1,64}[\"']?[ \t]*[,;]")
+
+
 def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start: int) -> Optional[str]:
     """_CHOSEN for `Pwd=` after a `;`: a connection string's password (ODBC, ADO.NET, MySQL
     Connector: `Server=db;Uid=sa;Pwd=x`), and for a lower-case `pwd:` with a quoted value:
@@ -1086,6 +1097,8 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
         return None
     if text[max(0, name_start - 8) : name_start].rstrip(" \t").endswith(";"):
         return _CHOSEN
+    if _UID_BEFORE.search(text, max(0, name_start - 200), name_start):
+        return _CHOSEN  # PHP's sqlsrv_connect($s, array("UID" => "sa", "PWD" => "x")): a user's field before it
     quoted_after_colon = name == "pwd" and m.start("colon_sep") >= 0 and group in ("dq", "sq")
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
@@ -1404,7 +1417,18 @@ _FLAG_SECRETS: dict[str, _FlagSpec] = {
     **dict.fromkeys(("curl", "curlie"), (("u", "gs", ":"), ("-user", "s", ":"), ("-proxy-user", "s", ":"), ("U", "s", ":"), ("b", "s", "cookie"), ("-cookie", "s", "cookie"))),
     # HTTPie and xh: `-a user:PW`; `-a TOKEN` under `-A bearer` (or a value no user name looks like).
     **dict.fromkeys(("http", "https", "xh", "xhs"), (("a", "s", "auth"), ("-auth", "s", "auth"))),
-    **dict.fromkeys(("smbclient", "rpcclient", "smbmap"), (("U", "gs", "%"),)),
+    # (Samba's tools and winexe take `-U user%PW`; smbmap also `-u user -p PW`.)
+    **dict.fromkeys(("smbclient", "rpcclient", "smbget", "smbcacls", "smbtree", "winexe", "pth-winexe", "net"), (("U", "gs", "%"),)),
+    "smbmap": (("U", "gs", "%"), ("p", "s", "")),
+    # Load testers and scanners that take `user:PW`: ApacheBench's `-A`, hey's `-a`, hurl's `--user`,
+    # wfuzz's `--basic`, nikto's `-id`; gobuster's `-P` after `-U`; sqsh's `-P` (as sqlcmd's).
+    "ab": (("A", "s", ":"),),
+    "hey": (("a", "s", ":"),),
+    "hurl": (("-user", "s", ":"),),
+    "wfuzz": (("-basic", "s", ":"), ("-ntlm", "s", ":"), ("-digest", "s", ":")),
+    "nikto": (("id", "s", ":"),),
+    "gobuster": (("P", "s", ""), ("-password", "s", "")),
+    "sqsh": (("P", "gs", ""),),
     **dict.fromkeys(
         ("keytool", "jarsigner"),
         tuple((f, "s", "") for f in ("storepass", "keypass", "srcstorepass", "deststorepass", "srckeypass", "destkeypass")),
@@ -2389,8 +2413,10 @@ _STDIN_READER = re.compile(
     # (cryptsetup reads a LUKS passphrase, vncpasswd -f a VNC password; mkpasswd -s and the
     # argon2 CLI, `echo -n pw | argon2 SALT -id`, hash the password they read.)
     r"|\bcryptsetup\b|\bvncpasswd\b|\bmkpasswd\b.*[ \t](?:-s|--stdin)\b|\bargon2\b"
+    # (Kerberos's kinit reads the password from a pipe: `echo pw | kinit alice@REALM`.)
+    r"|\bkinit\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|passwd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|with-token|argon2)"
+_STDIN_READER_WORDS = "(?:sudo|stdin|passwd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|with-token|argon2|kinit)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -2648,6 +2674,8 @@ _SECOND_ARG_CALLS = (
     # python-gitlab's `Gitlab(url, "T")`; (account SID, auth token): any Twilio client built with a
     # literal SID, `Client("AC...", "T")`, `twilio("AC...", "T")`, `Twilio::REST::Client.new("AC...", "T")`.
     r"|Github(?<![\w.]Github)\(|Login(?<=Auth\.Login)\(|Gitlab(?<![\w]Gitlab)\("
+    # PHP's Oracle: `oci_connect('scott', 'pw', 'db')`, `oci_pconnect`, `oci_new_connect`.
+    r"|oci_connect\(|oci_pconnect\(|oci_new_connect\("
 )
 # (A Twilio client's account SID, a literal right before the comma: see _replace_literal_after_comma.)
 _TWILIO_SID_BEFORE = re.compile(r"\([ \t]*[\"']AC[0-9a-fA-F]{32}[\"'][ \t]*\Z")
@@ -2660,6 +2688,10 @@ _THIRD_ARG_CALLS = (
     r"|Sequelize\(|FTP\.new\(|PlainAuth\("
     # Azure's `ClientSecretCredential("tenant", "client", "secret")`.
     r"|ClientSecretCredential\("
+    # PHP's (resource or DSN, user, password): odbc_connect, db2_connect, ibase_connect, mssql_connect,
+    # ssh2_auth_password, imap_open, ftp_login; (link, dn, password): ldap_bind.
+    r"|odbc_connect\(|mssql_connect\(|ibase_connect\(|db2_connect\(|odbc_pconnect\(|db2_pconnect\("
+    r"|ssh2_auth_password\(|imap_open\(|ftp_login\(|ldap_bind\("
 )
 # ADO's `conn.Open(dsn, "sa", "pw")` and VBScript's `cn.Open "DSN=x", "sa", "pw"`: (connection
 # string, user, password), the user a literal name (a file's `.Open(name, "r", enc)` has a mode there).
@@ -2696,7 +2728,7 @@ _FIRST_ARG_CALLS = (
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
     r"|rypt(?<=BCrypt)::Password\.create\("
     rf"|{_PASSWORD_HASHER}\.(?:hash|verify|encrypt)\(|crypt(?<=_crypt)\.(?:hash|verify|encrypt)\("
-    r"|Encoder(?<=passwordEncoder|PasswordEncoder)(?:\([^()\r\n]*\))?\.(?:encode|matches)\("
+    r"|Encoder(?<=passwordEncoder|PasswordEncoder)(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\("
     r"|password(?<=generate_password)_hash\(|password(?<![\w.$>]password)_(?:hash|verify)\(|password(?<=make_password)\("
     r"|scrypt(?:(?<=hashlib\.scrypt)|(?<=crypto\.scrypt))(?:Sync)?\(|pbkdf2(?<=crypto\.pbkdf2)(?:Sync)?\("
     r"|Rfc2898DeriveBytes(?:\.Pbkdf2)?\(|Pbkdf2(?<=KeyDerivation\.Pbkdf2)\("
@@ -2721,7 +2753,7 @@ _CALL_BEFORE_COMMA = re.compile(
 _CALL_NAMES = re.compile(
     r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
     r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac|UserPassword"
-    r"|Github|Gitlab|Auth\.Login|\.Open"
+    r"|Github|Gitlab|Auth\.Login|\.Open|_connect|_pconnect|ssh2_auth|imap_open|ftp_login|ldap_bind"
 )
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2736,8 +2768,8 @@ _FIRST_LITERAL_GATES = (
     ("rypt", rf"(?=(?:\.\w+|::Password\.create|Sync|o\.pbkdf2(?:Sync)?)?\({_OPENS_LITERAL})"),
     ("hash(", rf"(?={_OPENS_LITERAL})"),
     ("verify(", rf"(?={_OPENS_LITERAL})"),
-    ("password", rf"(?<=make_password)(?=\()|(?=Encoder(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
-    ("Password", rf"(?=Encoder(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
+    ("password", rf"(?<=make_password)(?=\()|(?=Encoder(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
+    ("Password", rf"(?=Encoder(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
     ("DeriveBytes", ""),
     ("Fernet(", ""),
     ("20Poly1305(", ""),

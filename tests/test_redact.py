@@ -1283,6 +1283,21 @@ POSITIVE = [
         'PasswordEncoder encoder = new BCryptPasswordEncoder();\nboolean ok = encoder.matches("Zq8vLm2pXw", hash);\nval encoder: PasswordEncoder = BCryptPasswordEncoder()\nencoder.encode("Zq8vLm2pXw")\nencoder = new Argon2PasswordEncoder(16, 32, 1, 4096, 3);\nencoder.matches("Zq8vLm2pXw", h)',
         'PasswordEncoder encoder = new BCryptPasswordEncoder();\nboolean ok = encoder.matches("[REDACTED:code-literal]", hash);\nval encoder: PasswordEncoder = BCryptPasswordEncoder()\nencoder.encode("[REDACTED:code-literal]")\nencoder = new Argon2PasswordEncoder(16, 32, 1, 4096, 3);\nencoder.matches("[REDACTED:code-literal]", h)',
     ),
+    (
+        'cli-user-password-flags-more',
+        "smbmap -H 10.0.0.5 -u alice -p Zq8vLm2pXw\nwinexe -U 'corp/alice%Zq8vLm2pXw' //10.0.0.5 cmd\nsmbget -U alice%Zq8vLm2pXw smb://host/share/f\nab -A alice:Zq8vLm2pXw http://x/\nhey -a alice:Zq8vLm2pXw http://x/\nhurl --user alice:Zq8vLm2pXw t.hurl\nwfuzz --basic alice:Zq8vLm2pXw -u http://x/FUZZ\nnikto -h x -id alice:Zq8vLm2pXw\ngobuster dir -u http://x -U alice -P Zq8vLm2pXw\nsqsh -S srv -U sa -P Zq8vLm2pXw\necho Zq8vLm2pXw | kinit alice@CORP.LOCAL",
+        "smbmap -H 10.0.0.5 -u alice -p [REDACTED:cli-flag]\nwinexe -U 'corp/alice%[REDACTED:cli-flag]' //10.0.0.5 cmd\nsmbget -U alice%[REDACTED:cli-flag] smb://host/share/f\nab -A alice:[REDACTED:cli-flag] http://x/\nhey -a alice:[REDACTED:cli-flag] http://x/\nhurl --user alice:[REDACTED:cli-flag] t.hurl\nwfuzz --basic alice:[REDACTED:cli-flag] -u http://x/FUZZ\nnikto -h x -id alice:[REDACTED:cli-flag]\ngobuster dir -u http://x -U alice -P [REDACTED:cli-flag]\nsqsh -S srv -U sa -P [REDACTED:cli-flag]\necho [REDACTED:cli-flag] | kinit alice@CORP.LOCAL",
+    ),
+    (
+        'php-connect-family',
+        '$conn = sqlsrv_connect($server, array("Database" => "db", "UID" => "sa", "PWD" => "Zq8vLm2pXw"));\n$c = oci_connect(\'scott\', \'Zq8vLm2pXw\', \'db\');\n$c = odbc_connect($dsn, \'sa\', \'Zq8vLm2pXw\');\nldap_bind($ds, $dn, \'Zq8vLm2pXw\');\nssh2_auth_password($conn, \'bob\', \'Zq8vLm2pXw\');\n$mbox = imap_open(\'{imap.x:993/imap/ssl}INBOX\', \'bob\', \'Zq8vLm2pXw\');\nftp_login($conn, \'bob\', \'Zq8vLm2pXw\');',
+        '$conn = sqlsrv_connect($server, array("Database" => "db", "UID" => "sa", "PWD" => "[REDACTED:assignment]"));\n$c = oci_connect(\'scott\', \'[REDACTED:code-literal]\', \'db\');\n$c = odbc_connect($dsn, \'sa\', \'[REDACTED:code-literal]\');\nldap_bind($ds, $dn, \'[REDACTED:code-literal]\');\nssh2_auth_password($conn, \'bob\', \'[REDACTED:code-literal]\');\n$mbox = imap_open(\'{imap.x:993/imap/ssl}INBOX\', \'bob\', \'[REDACTED:code-literal]\');\nftp_login($conn, \'bob\', \'[REDACTED:code-literal]\');',
+    ),
+    (
+        'spring-noop-and-encoder-factories',
+        'User.withUsername("user").password("{noop}Zq8vLm2pXw").roles("USER")\nspring.security.user.password={noop}Zq8vLm2pXw\nArgon2PasswordEncoder.defaultsForSpringSecurity_v5_8().encode("Zq8vLm2pXw")',
+        'User.withUsername("user").password("[REDACTED:assignment]").roles("USER")\nspring.security.user.password={noop}[REDACTED:assignment]\nArgon2PasswordEncoder.defaultsForSpringSecurity_v5_8().encode("[REDACTED:code-literal]")',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1730,6 +1745,18 @@ NEGATIVE = [
     (
         'text-encoder-stays',
         'const encoder = new TextEncoder();\nencoder.encode("hello world")\nnew TextEncoder().encode("hello world 2")',
+    ),
+    (
+        'cli-user-password-lookalikes',
+        'ab -n 100 -c 10 http://x/\nhey -n 200 http://x/\ngobuster dir -u http://x -w words.txt\nkinit alice@CORP.LOCAL\nnet use Z: \\\\srv\\share /persistent:yes',
+    ),
+    (
+        'php-connect-lookalikes',
+        '$c = oci_connect($user, $pass, $db);\nftp_login($conn, $user, $pw);\n$x = array("PWD" => "/home/dev");\nldap_bind($ds);',
+    ),
+    (
+        'spring-scheme-lookalikes',
+        '.password("{bcrypt}")\npassword: "{cipher}"\nspring.security.user.password={noop}${PW}',
     ),
 ]
 
