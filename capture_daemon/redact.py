@@ -108,7 +108,9 @@ What is detected (the marker's kind in brackets):
   ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, nginx's
-  ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value`` [assignment]; R's
+  ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value``, ``proxy_set_header NAME value;``
+  [assignment]; ipsec.secrets' ``: PSK "K"`` (``EAP``, ``XAUTH``, ``0s`` base64), Cisco's ``crypto isakmp key K``,
+  ``pre-shared-key K``, ``tacacs-server|radius-server key K``, Bundler's ``bundle config HOST user:PW`` [cli-flag]; R's
   ``api_key <- "v"`` as ``=``; ``GITHUB_PAT``/``GITLAB_PAT`` as token names; an API client's
   ``auth:`` (``new Octokit({auth: "T"})``, Notion's ``new Client({auth: "T"})``); cookie-signing
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
@@ -1753,7 +1755,7 @@ _SPACED_SETTING_REST = (
 )
 _SPACED_SETTING = re.compile(r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))" + _SPACED_SETTING_REST)
 _SPACED_SETTING_MORE = re.compile(
-    r"(?:SetEnv(?<![\w.-]SetEnv)|(?:fastcgi|uwsgi|scgi)_param|php(?<![\w.-]php)_(?:admin_)?value)" + _SPACED_SETTING_REST
+    r"(?:SetEnv(?<![\w.-]SetEnv)|(?:fastcgi|uwsgi|scgi)_param|php(?<![\w.-]php)_(?:admin_)?value|(?:proxy|grpc)_set_header)" + _SPACED_SETTING_REST
 )
 
 
@@ -3734,6 +3736,29 @@ def _replace_encoder_call(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_positional_literal(text, m) if declared else None
 
 
+# strongSwan's/Libreswan's ipsec.secrets: `: PSK "secret"`, `carol : EAP "pw"`, `: XAUTH "pw"`, quoted or
+# as `0s<base64>`/`0x<hex>`; Cisco's IKE and AAA keys: `crypto isakmp key K address ...`, an ASA
+# tunnel group's `ikev1 pre-shared-key K`, `tacacs-server key K`, `radius-server key 7 K`.
+_IPSEC_SECRET = re.compile(
+    r":[ \t]*(?:PSK|EAP|XAUTH|NTLM)[ \t]+(?:(?P<q>[\"'])(?P<s>[^\"'\r\n]+)(?P=q)|(?P<u>0[sx][A-Za-z0-9+/=]{4,}))"
+)
+_DEVICE_KEY = re.compile(
+    r"(?:crypto[ \t]+isakmp[ \t]+key|pre-shared-key|(?:tacacs|radius)-server[ \t]+key)[ \t]+(?:[067][ \t]+)?(?P<s>[^\s\"'\\]+)"
+)
+
+
+def _replace_ipsec_secret(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _group("cli-flag", "s" if m.group("s") is not None else "u")(text, m)
+
+
+# Bundler's credentials for a gem source: `bundle config [set] [--global|--local] HOST USER:PW`
+# (Sidekiq Pro's `gems.contribsys.com`, GitHub Packages): the password goes, the user stays.
+_BUNDLE_CONFIG = re.compile(
+    r"bundle(?<![\w.-]bundle)[ \t]+config(?:[ \t]+(?:set|--global|--local))*[ \t]+[\"']?[^\s\"'-][^\s\"']*\.[^\s\"']+[\"']?"
+    r"[ \t]+[\"']?[^\s:\"'\\]+:(?P<s>[^\s\"'\\]+)"
+)
+
+
 # Composer's tokens per host in its JSON (auth.json's text, `COMPOSER_AUTH='{...}'`): `"github-oauth":
 # {"github.com": "T"}`, `gitlab-token`, `gitlab-oauth`, `bearer`. The hosts stay, the tokens go.
 _COMPOSER_TOKENS = re.compile(
@@ -3964,7 +3989,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING_MORE, _replace_spaced_setting,
-          (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])"))),
+          (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])|(?<=_set_)(?=header[ \t])"))),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule(
         "redis-conf",
@@ -4097,6 +4122,11 @@ _RULES: tuple[_Rule, ...] = (
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
     _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, (("ncoder.", r"(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
+    _Rule("bundle-config", _BUNDLE_CONFIG, _group("cli-flag"), (("b", r"(?<![\w.-]b)(?=undle[ \t]+config[ \t])"),)),
+    _Rule("ipsec-secret", _IPSEC_SECRET, _replace_ipsec_secret,
+          (("S", r"(?<=PS)(?=K[ \t]+[\"'0])"), ("A", r"(?<=EA)(?=P[ \t]+[\"'0])|(?<=XA)(?=UTH[ \t]+[\"'0])"))),
+    _Rule("device-key", _DEVICE_KEY, _group("cli-flag"),
+          (("key", r"(?:(?<=isakmp key)|(?<=-server key)|(?<=-shared-key))(?=[ \t]+(?:[067][ \t]+)?[^\s\"'])"),)),
     _Rule("ovpn-user-pass", _OVPN_USER_PASS, _group("assignment"), (("</", r"(?<=</)(?=auth-user-pass>|http-proxy-user-pass>)"),)),
     _Rule("composer-tokens", _COMPOSER_TOKENS, _replace_composer_tokens,
           (("-", r"(?:(?<=ithub-)|(?<=itlab-)|(?<=ucket-))(?=(?:oauth|token)\\*\"[ \t]*:[ \t]*\{)"),
@@ -4134,7 +4164,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # (Ansible's `ansible-vault encrypt_string PW`.)
         (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
         # (nginx's `fastcgi_param`, PHP's `php_value`: a spaced setting.)
-        (r"(?<=[ip]_)(?=[pav])", frozenset({"spaced-setting"})),
+        (r"(?<=[ipt]_)(?=[pavh])", frozenset({"spaced-setting"})),
         # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
         (
             "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",

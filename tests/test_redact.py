@@ -1298,6 +1298,16 @@ POSITIVE = [
         'User.withUsername("user").password("{noop}Zq8vLm2pXw").roles("USER")\nspring.security.user.password={noop}Zq8vLm2pXw\nArgon2PasswordEncoder.defaultsForSpringSecurity_v5_8().encode("Zq8vLm2pXw")',
         'User.withUsername("user").password("[REDACTED:assignment]").roles("USER")\nspring.security.user.password={noop}[REDACTED:assignment]\nArgon2PasswordEncoder.defaultsForSpringSecurity_v5_8().encode("[REDACTED:code-literal]")',
     ),
+    (
+        'vpn-and-device-keys',
+        ': PSK "Zq8vLm2pXw"\n%any %any : PSK \'Zq8vLm2pXw\'\ncarol : EAP "Zq8vLm2pXw"\n: XAUTH "Zq8vLm2pXw"\n@home.example.com : PSK 0sZq8vLm2pXwQ4rT7yU1iO\ncrypto isakmp key Zq8vLm2pXw address 0.0.0.0\n ikev1 pre-shared-key Zq8vLm2pXw\ntacacs-server key 7 Zq8vLm2pXw\nradius-server key Zq8vLm2pXw',
+        ': PSK "[REDACTED:cli-flag]"\n%any %any : PSK \'[REDACTED:cli-flag]\'\ncarol : EAP "[REDACTED:cli-flag]"\n: XAUTH "[REDACTED:cli-flag]"\n@home.example.com : PSK [REDACTED:cli-flag]\ncrypto isakmp key [REDACTED:cli-flag] address 0.0.0.0\n ikev1 pre-shared-key [REDACTED:cli-flag]\ntacacs-server key 7 [REDACTED:cli-flag]\nradius-server key [REDACTED:cli-flag]',
+    ),
+    (
+        'proxy-header-and-bundle-config',
+        'proxy_set_header X-Api-Key Zq8vLm2pXw;\ngrpc_set_header X-Auth-Token Zq8vLm2pXw;\nbundle config --local gems.contribsys.com abcd1234:Zq8vLm2pXw\nbundle config set --global enterprise.contribsys.com abcd1234:Zq8vLm2pXw',
+        'proxy_set_header X-Api-Key [REDACTED:assignment];\ngrpc_set_header X-Auth-Token [REDACTED:assignment];\nbundle config --local gems.contribsys.com abcd1234:[REDACTED:cli-flag]\nbundle config set --global enterprise.contribsys.com abcd1234:[REDACTED:cli-flag]',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1757,6 +1767,14 @@ NEGATIVE = [
     (
         'spring-scheme-lookalikes',
         '.password("{bcrypt}")\npassword: "{cipher}"\nspring.security.user.password={noop}${PW}',
+    ),
+    (
+        'vpn-and-device-lookalikes',
+        'the PSK "is a word"\ncrypto isakmp policy 10\npre-shared-key *****\n: PSK "%prompt%"',
+    ),
+    (
+        'proxy-header-and-bundle-lookalikes',
+        'proxy_set_header Host $host;\nproxy_set_header X-Api-Key $api_key;\nbundle config set --local path vendor/bundle\nbundle config gems.contribsys.com $SIDEKIQ_CREDS\nbundle config',
     ),
 ]
 
