@@ -171,7 +171,8 @@ What is detected (the marker's kind in brackets):
   ``DOMAIN/user:PW@host`` in any command (``secretsdump.py``, ``psexec.py``, ``impacket-wmiexec``; a
   container image's ``repo/name:tag@sha256:...`` stays) and ``DOMAIN/user:PW`` after its Kerberos
   scripts (``GetUserSPNs.py``, ``getTGT.py``) [cli-flag]; HTTPie's and xh's ``-a TOKEN`` under
-  ``-A bearer`` (``--auth-type=bearer --auth=T``; ``-a user:PW`` as curl's ``-u``) [cli-flag]
+  ``-A bearer`` (``--auth-type=bearer --auth=T``; ``-a user:PW`` as curl's ``-u``) [cli-flag] and their
+  query parameters under a secret's name (``http x.com api_key==T``) [assignment]
 - ``AUTH`` commands: Redis's ``AUTH [USER] PW`` at redis-cli's prompt (``127.0.0.1:6379> auth PW``)
   or in a script [redis-password]; SASL in SMTP transcripts: ``AUTH PLAIN <base64>``, ``AUTH
   XOAUTH2 <base64>``, and the line answering ``334 UGFzc3dvcmQ6`` after ``AUTH LOGIN`` [sasl-credentials]
@@ -1155,6 +1156,25 @@ def _replace_r_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     out = _replace_assignment(as_equals, separator)
     return None if out is None else "-" + out[1:]
+
+
+# HTTPie's and xh's query parameters, `name==value`: `http api.x.com api_key==T`. In their commands
+# only (elsewhere `token=="x"` compares), read as `name=value`.
+_HTTPIE_PARAM_LOOK = _after(_SECRET_WORDS, "=") + r"(?==[^=\s])"
+_HTTPIE_PARAM = re.compile(rf"={_HTTPIE_PARAM_LOOK}={_VALUE}")
+_HTTPIE_PROGRAMS = frozenset({"http", "https", "xh", "xhs"})
+
+
+def _replace_httpie_param(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not any(_program_of(w) in _HTTPIE_PROGRAMS for w in _command_before(text, m.start())):
+        return None
+    at = m.start()
+    as_quoted = text[:at] + "'" + text[at + 1 :]  # `api_key'=T`: the name ends at the quote
+    separator = _ASSIGNMENT_AT_SEPARATOR.match(as_quoted, at + 1)
+    if separator is None or separator.end() != m.end():
+        return None
+    out = _replace_assignment(as_quoted, separator)
+    return None if out is None else "=" + out
 
 
 def _suffixed_assignment_gates() -> tuple[tuple[str, str], ...]:
@@ -3983,6 +4003,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
+    _Rule("httpie-param", _HTTPIE_PARAM, _replace_httpie_param, (("=", _HTTPIE_PARAM_LOOK),), anchored=True),
     _Rule("r-assignment", _R_ARROW, _replace_r_arrow, (("-", r"(?=[ \t]*[\"'`\w])"),), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),
     _Rule("cli-short-flag", _SHORT_FLAG, _replace_short_flag, (("-", _SHORT_FLAG_GATE),), anchored=True),

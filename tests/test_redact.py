@@ -1308,6 +1308,11 @@ POSITIVE = [
         'proxy_set_header X-Api-Key Zq8vLm2pXw;\ngrpc_set_header X-Auth-Token Zq8vLm2pXw;\nbundle config --local gems.contribsys.com abcd1234:Zq8vLm2pXw\nbundle config set --global enterprise.contribsys.com abcd1234:Zq8vLm2pXw',
         'proxy_set_header X-Api-Key [REDACTED:assignment];\ngrpc_set_header X-Auth-Token [REDACTED:assignment];\nbundle config --local gems.contribsys.com abcd1234:[REDACTED:cli-flag]\nbundle config set --global enterprise.contribsys.com abcd1234:[REDACTED:cli-flag]',
     ),
+    (
+        'httpie-query-params',
+        'http example.com api_key==Zq8vLm2pXw\nhttp GET api.x.com/v1 token==Zq8vLm2pXw page==2\nxh get api.x.com access_token==Zq8vLm2pXw limit==10',
+        'http example.com api_key==[REDACTED:assignment]\nhttp GET api.x.com/v1 token==[REDACTED:assignment] page==2\nxh get api.x.com access_token==[REDACTED:assignment] limit==10',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1775,6 +1780,10 @@ NEGATIVE = [
     (
         'proxy-header-and-bundle-lookalikes',
         'proxy_set_header Host $host;\nproxy_set_header X-Api-Key $api_key;\nbundle config set --local path vendor/bundle\nbundle config gems.contribsys.com $SIDEKIQ_CREDS\nbundle config',
+    ),
+    (
+        'httpie-query-lookalikes',
+        'if token=="abc123def":\nhttp example.com page==2 token==$TOKEN\nhttp example.com q==search',
     ),
 ]
 
