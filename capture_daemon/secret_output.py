@@ -31,7 +31,10 @@ secret`, `poetry run ...`); and more stores (Bitwarden's `bw get password`, `bws
 the spot (`rails secret`, `rails credentials:show`, `mix phx.gen.secret`, `php artisan
 key:generate --show`, `head -c 32 /dev/urandom | base64`), initial admin passwords read back
 (`argocd admin initial-password`, `elasticsearch-reset-password`), and reads of a secret-named key
-(`consul kv get app/db/password`, `etcdctl get /app/api_token`, `git config --get github.token`). Claude Code's Read tool
+(`consul kv get app/db/password`, `etcdctl get /app/api_token`, `git config --get github.token`, any case:
+`sendemail.smtppass`), a package manager's registry token read back (`npm config get
+//registry.npmjs.org/:_authToken`, `yarn config get npmAuthToken`, `composer config
+github-oauth.github.com`, `bundle config get gems.contribsys.com`). Claude Code's Read tool
 on such a file counts the same way: its result's content goes, its path and line counts stay.
 """
 
@@ -252,8 +255,29 @@ def _prints_secret(program: str, args: list[str]) -> bool:
         program == "git" and args[:1] == ["config"]
     ):
         keys = [a for a in args[1:] if not a.startswith("-") and a not in ("get", "kv")]
+        if program == "git" and len(keys) == 1 and _GIT_SECRET_KEY.search(keys[0]):
+            return True  # git config sendemail.smtppass (git's keys are case-blind: smtpPass)
+        if program == "git" and keys and keys[0].lower().endswith(".signingkey"):
+            return False  # user.signingkey: a GPG key's id or an SSH key's path
         return bool(keys) and len(keys) <= (1 if program != "git" else 1) and is_secret_name(re.split(r"[/.]", keys[0].rstrip("/"))[-1])
+    # A package manager's config read of its registry token: `npm config get //registry.npmjs.org/:_authToken`,
+    # `yarn config get npmAuthToken`, `pnpm config get ...`; Composer's `config [--global]
+    # github-oauth.github.com` (a key alone, no value, prints it); Bundler's `bundle config get HOST`.
+    if program in ("npm", "yarn", "pnpm") and (args[:2] == ["config", "get"] or args[:1] == ["get"]):
+        keys = [a for a in args[1:] if not a.startswith("-") and a != "get"]
+        return len(keys) == 1 and is_secret_name(re.split(r"[/.:]", keys[0].rstrip("/"))[-1])
+    if program == "composer" and args[:1] == ["config"]:
+        keys = [a for a in args[1:] if not a.startswith("-")]
+        return len(keys) == 1 and re.match(r"(?:github-oauth|gitlab-oauth|gitlab-token|bitbucket-oauth|http-basic|bearer)\.", keys[0]) is not None
+    if program == "bundle" and args[:2] == ["config", "get"]:
+        keys = [a for a in args[2:] if not a.startswith("-")]
+        return len(keys) == 1 and "." in keys[0]
     return False
+
+
+# A git key whose last part ends in a secret's word, in any case: `github.token`, `hub.oauthtoken`,
+# `sendemail.smtppass`, `imap.pass` (not `user.signingkey`: a key's id).
+_GIT_SECRET_KEY = re.compile(r"\.[\w-]*(?i:token|pass|password|passwd|secret)$")
 
 
 def _stdout_redirected(words: list[str]) -> bool:

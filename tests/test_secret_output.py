@@ -104,6 +104,15 @@ PRINTS_SECRET = [
     "ssh -p 2222 bob@host 'pass show email'",
     "argocd admin initial-password -n argocd",
     "bin/elasticsearch-reset-password -u elastic",
+    # Config reads of a registry's or a mail account's secret.
+    "git config --global --get sendemail.smtppass",
+    "git config get hub.oauthtoken",
+    "npm config get //registry.npmjs.org/:_authToken",
+    "yarn config get npmAuthToken",
+    "pnpm config get //npm.pkg.github.com/:_authToken",
+    "composer config --global github-oauth.github.com",
+    "composer config http-basic.repo.example.com",
+    "bundle config get gems.contribsys.com",
 ]
 
 PRINTS_NO_SECRET = [
@@ -171,6 +180,12 @@ PRINTS_NO_SECRET = [
     "ssh host",
     "git config --get user.email",
     "git config --global github.token x",
+    "git config --get user.signingkey",
+    "npm config get registry",
+    "yarn config get npmRegistryServer",
+    "composer config --global github-oauth.github.com x",
+    "composer config repositories.foo vcs https://x",
+    "bundle config get path",
     "consul kv get app/db/host",
     "head -c 32 /dev/urandom > key.bin",
 ]
