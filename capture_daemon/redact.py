@@ -111,7 +111,9 @@ What is detected (the marker's kind in brackets):
   ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value``, ``proxy_set_header NAME value;``
   [assignment]; ipsec.secrets' ``: PSK "K"`` (``EAP``, ``XAUTH``, ``0s`` base64), Cisco's ``crypto isakmp key K``,
   ``pre-shared-key K``, ``tacacs-server|radius-server key K``, Bundler's ``bundle config HOST user:PW`` [cli-flag]; R's
-  ``api_key <- "v"`` as ``=``; ``GITHUB_PAT``/``GITLAB_PAT`` as token names; an API client's
+  ``api_key <- "v"`` as ``=``; bindings with a space before the literal (Clojure's ``{:password "v"}``,
+  Elixir's ``@api_key "v"``, Lisp's ``(setq gptel-api-key "v")``/``(def api-key "v")``), Vim's ``let
+  g:openai_api_key = "v"``, infix pairs (Kotlin's ``"password" to "v"``, Scala's ``"api_key" -> "v"``); ``GITHUB_PAT``/``GITLAB_PAT`` as token names; an API client's
   ``auth:`` (``new Octokit({auth: "T"})``, Notion's ``new Client({auth: "T"})``); cookie-signing
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
   ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
@@ -954,9 +956,14 @@ def _reads_as_reference(value: str) -> bool:
     return any(c.isupper() or c == "_" for c in value)
 
 
+_VIM_SCOPED = re.compile(r"[abglstvw]:(?:\d{1,2}|[A-Za-z_][\w#]{0,60})")
+
+
 def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
     """Whether an unquoted value is an expression or a reference rather than a literal."""
     value = m.group("uq")
+    if _VIM_SCOPED.fullmatch(value):
+        return True  # Vim script's `let g:netrw_passwd=a:2`: a function's argument, a scoped variable
     # A name that is random text is a literal, wherever it stands: `session_token: eyJx.y.z`,
     # `token = abc123.def456.ghi789`, `echo aws_secret_access_key = AbC...` (see `_looks_random`).
     random = _looks_random(value)
@@ -1120,7 +1127,8 @@ _USER_BESIDE = re.compile(r"[\"']?user(?:name)?[\"']?[ \t]*[:=][ \t]*[\"']?[\w.@
 # .npmrc's `//registry.npmjs.org/:_auth=` and PowerShell's `$env:DB_PASSWORD = `, and a colon
 # that opens a Ruby symbol, after a space, a bracket, a comma or at a line's start: `{ :password
 # => 'x' }`, RubyGems' ~/.gem/credentials `:rubygems_api_key: x`, Sidekiq's `:password: x`.
-_COLON_NAME_PREFIX = re.compile(r"(?:/|\$(?i:env)):\Z")
+# (And Vim script's scopes: `let g:openai_api_key = "k"`, `b:`, `w:`, `t:`, `s:`, `l:`.)
+_COLON_NAME_PREFIX = re.compile(r"(?:/|\$(?i:env)|(?<![\w:#.$-])[gbwtsl]):\Z")
 _SYMBOL_OPENERS = frozenset(" \t\r\n{([,")
 # ("NAME", "value"): a call or tuple of exactly these two, `(` before the name's opening quote
 # and `)` after the value; a longer list of names ('user', 'password', 'host') is not a pair.
@@ -3325,21 +3333,28 @@ def _replace_fallback(text: str, m: "re.Match[str]") -> Optional[str]:
 # `#define WIFI_PASSWORD "pw"`. (The assignment rule reads the word before `=`: `string`, `]`.)
 _DECLARED = re.compile(
     r"(?:_(?<=[0-9A-Z]_)(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)|password|Password|PASSWORD|passwd|secret|Secret|token|Token"
-    r"|key|Key|pass|Pass|PASS|PW)(?P<tail>\w{0,30}?)"
+    r"|key|Key|pass|Pass|PASS|PW)(?P<tail>\w{0,30}?)\*?"
     r"(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|(?P<define>[ \t]+))[ \t]*\"(?P<s>(?:[^\"\\\r\n]|\\.){1,300})\""
 )
-_DECLARED_LOOK = r"(?=\w{0,30}?(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|[ \t]+(?=\"))[ \t]*\")"
+_DECLARED_LOOK = r"(?=\w{0,30}?\*?(?:[ \t]+(?:As[ \t]+)?[Ss]tring[ \t]*=|\[\d{0,4}\][ \t]*=|[ \t]+(?=\"))[ \t]*\")"
 _DECLARED_GATES = tuple((w, _DECLARED_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "token", "Token", "key", "Key", "pass", "Pass", "PASS", "PW")) + (
     ("_", r"(?=(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW|PSK)" + _DECLARED_LOOK[3:]),
 )
 _DEFINE_BEFORE = re.compile(r"[+-]?[ \t]*#[ \t]*define[ \t]+\Z")
+# A name that the language's syntax makes a binding with a space before its literal: Clojure's
+# and EDN's keywords (`{:password "pw"}`), Elixir's module attributes (`@api_key "k"`), Lisp's
+# `(def api-key "k")`, `(setq gptel-api-key "k")`, `(setf *password* "pw")`, Scheme's `(define ...)`.
+_BINDING_BEFORE = re.compile(
+    r"(?:(?:^|(?<=[\s{(\[,])):|(?:^|(?<=[\s]))@|\((?:def|defvar|defconst|defparameter|defcustom|define|setq|setq-default|setf|set!)[ \t]+\*?)\Z"
+)
 _LINE_ENDS = re.compile(r"[ \t]*(?:\r?\n|\Z)")
 
 
 def _replace_declared(text: str, m: "re.Match[str]") -> Optional[str]:
     name_start = _name_start(text, m.start())
     name = text[name_start : m.end("tail")]
-    if m.start("define") >= 0 and not _DEFINE_BEFORE.fullmatch(_line_prefix(text, name_start)):
+    binding = m.start("define") >= 0 and _BINDING_BEFORE.search(text, max(0, name_start - 30), name_start) is not None
+    if m.start("define") >= 0 and not binding and not _DEFINE_BEFORE.fullmatch(_line_prefix(text, name_start)):
         # A DSL's call on a line of its own is a setting too: Gradle's `storePassword "pw"`, Chef's
         # `password "pw"`; elsewhere on a line, `token "x"` is prose or a DSL's argument.
         if _line_prefix(text, name_start).strip(" \t") or not _LINE_ENDS.match(text, m.end()):
@@ -3779,6 +3794,22 @@ _BUNDLE_CONFIG = re.compile(
 )
 
 
+# A pair written with an infix: Kotlin's `mapOf("password" to "pw")`, Scala's `Map("api_key" -> "k")`
+# (and Groovy's, Ruby's `"password" => "pw"`, which the assignment rule reads already).
+_INFIX_PAIR = re.compile(
+    r"(?:password|Password|PASSWORD|passwd|secret|Secret|SECRET|token|Token|TOKEN|key|Key|KEY|pass|Pass|PASS|PW)"
+    r"(?P<tail>\w{0,30}?)(?P<q>[\"'])[ \t]+(?:to|->)[ \t]+(?P<q2>[\"'])(?P<s>(?:(?!(?P=q2))[^\\\r\n]|\\.){1,300})(?P=q2)"
+)
+_INFIX_PAIR_LOOK = r"(?=\w{0,30}?[\"'][ \t]+(?:to|->)[ \t]+[\"'])"
+
+
+def _replace_infix_pair(text: str, m: "re.Match[str]") -> Optional[str]:
+    name_start = _name_start(text, m.start())
+    if text[name_start - 1 : name_start] != m.group("q"):
+        return None  # the name must be a string too: ("password" to "pw")
+    return _mark_secret_value(text, m, _name_kind(text[name_start : m.end("tail")]))
+
+
 # Composer's tokens per host in its JSON (auth.json's text, `COMPOSER_AUTH='{...}'`): `"github-oauth":
 # {"github.com": "T"}`, `gitlab-token`, `gitlab-oauth`, `bearer`. The hosts stay, the tokens go.
 _COMPOSER_TOKENS = re.compile(
@@ -4144,6 +4175,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
     _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, (("ncoder.", r"(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
     _Rule("bundle-config", _BUNDLE_CONFIG, _group("cli-flag"), (("b", r"(?<![\w.-]b)(?=undle[ \t]+config[ \t])"),)),
+    _Rule("infix-pair", _INFIX_PAIR, _replace_infix_pair,
+          tuple((w, _INFIX_PAIR_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "SECRET", "token", "Token",
+                                                "TOKEN", "key", "Key", "KEY", "pass", "Pass", "PASS", "PW")), anchored=True),
     _Rule("ipsec-secret", _IPSEC_SECRET, _replace_ipsec_secret,
           (("S", r"(?<=PS)(?=K[ \t]+[\"'0])"), ("A", r"(?<=EA)(?=P[ \t]+[\"'0])|(?<=XA)(?=UTH[ \t]+[\"'0])"))),
     _Rule("device-key", _DEVICE_KEY, _group("cli-flag"),

@@ -1313,6 +1313,16 @@ POSITIVE = [
         'http example.com api_key==Zq8vLm2pXw\nhttp GET api.x.com/v1 token==Zq8vLm2pXw page==2\nxh get api.x.com access_token==Zq8vLm2pXw limit==10',
         'http example.com api_key==[REDACTED:assignment]\nhttp GET api.x.com/v1 token==[REDACTED:assignment] page==2\nxh get api.x.com access_token==[REDACTED:assignment] limit==10',
     ),
+    (
+        'lisp-clojure-elixir-vim-bindings',
+        '{:db {:user "bob" :password "Zq8vLm2pXw"}}\n(def api-key "Zq8vLm2pXwQ4")\n(setq gptel-api-key "Zq8vLm2pXwQ4")\n(setf *password* "Zq8vLm2pXw")\n  @api_key "Zq8vLm2pXwQ4"\nlet g:openai_api_key = "Zq8vLm2pXwQ4"',
+        '{:db {:user "bob" :password "[REDACTED:assignment]"}}\n(def api-key "[REDACTED:assignment]")\n(setq gptel-api-key "[REDACTED:assignment]")\n(setf *password* "[REDACTED:assignment]")\n  @api_key "[REDACTED:assignment]"\nlet g:openai_api_key = "[REDACTED:assignment]"',
+    ),
+    (
+        'infix-pairs',
+        'mapOf("password" to "Zq8vLm2pXw")\nhashMapOf("api_key" to "Zq8vLm2pXwQ4")\nMap("db_password" -> "Zq8vLm2pXw")',
+        'mapOf("password" to "[REDACTED:assignment]")\nhashMapOf("api_key" to "[REDACTED:assignment]")\nMap("db_password" -> "[REDACTED:assignment]")',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1784,6 +1794,14 @@ NEGATIVE = [
     (
         'httpie-query-lookalikes',
         'if token=="abc123def":\nhttp example.com page==2 token==$TOKEN\nhttp example.com q==search',
+    ),
+    (
+        'binding-lookalikes',
+        '{:password-hash "abc"}\n(def token-count 3)\n(setq api-key (getenv "API_KEY"))\n@token "abc"\nlet g:token_limit = 4\nsee s:token\nlet g:netrw_passwd=a:2\nlet s:password = l:pw',
+    ),
+    (
+        'infix-pair-lookalikes',
+        'mapOf("key" to "value")\nmapOf("token" to token)\nMap("api_key" -> "value")\n"password" to "password"',
     ),
 ]
 
