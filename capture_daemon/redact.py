@@ -102,7 +102,8 @@ What is detected (the marker's kind in brackets):
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
   ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
-  ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too), each also with a variant after it (``DB_PASSWORD_PROD``,
+  ``X-Tenant-Key``; app, application, subscription, license, ingest and admin keys too; an API provider's
+  key in any case, ``openai_key``, ``stripeKey``), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
   ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
@@ -316,7 +317,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 143 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 151 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -495,6 +496,10 @@ _UPPER_VARIANT = rf"(?:\d{{1,3}}|V\d{{1,2}}|CONFIRM(?:ATION)?|{'|'.join(v.upper(
 _VARIANT_SUFFIX = re.compile(rf"{_VARIANT}$")
 
 _CHOSEN, _MADE, _WEAK, _BASIC, _SEED = "chosen", "made", "weak", "basic", "seed"
+_API_PROVIDERS = frozenset(
+    """openai anthropic claude groq mistral cohere gemini deepseek perplexity together fireworks replicate elevenlabs
+    pinecone stripe sendgrid mailgun twilio algolia mapbox datadog newrelic openrouter voyage tavily serpapi""".split()
+)
 # Names whose value is `user:password`, plain or in base64: `basic_auth: "bob:pw"`, Yarn's
 # `npmAuthIdent: "bob:pw"`, `http_auth`, `proxy_auth`, `userpass`.
 _BASIC_TAILS = ("basicauth", "authident", "httpauth", "proxyauth", "userpass")
@@ -533,6 +538,10 @@ def _name_kind(name: str) -> Optional[str]:
     # WordPress's AUTH_SALT and friends likewise (a lower-case `salt = "v2-config"` is a constant).
     if (bare.endswith(("_KEY", "_SALT")) and bare.isupper()) or _PASS_TAIL.search(bare):
         return _WEAK
+    # An API provider's key under its name in any case: `openai_key`, `anthropicKey`, `stripe_key`
+    # (a lower-case `_key` names a sort key or a cache key elsewhere).
+    if norm.endswith("key") and norm[:-3] in _API_PROVIDERS:
+        return _MADE
     # An HTTP header's name in its own case, ending in Key: `DD-APPLICATION-KEY: x`,
     # `X-Client-Key: x`, `X-Shopify-Key`. (Lower-case `cache-key:` is a CI setting; a WebSocket
     # handshake's and an idempotency key are nonces, no secrets.)

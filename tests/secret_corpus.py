@@ -414,6 +414,24 @@ def _cases() -> list[SecretCase]:
     pw, pw2, pw3 = password(), password(), password()
     add("positional-passwords", f"htpasswd -bc /etc/nginx/.htpasswd admin {pw}\nsqlplus app/{pw2}@//db.acme.io:1521/ORCL @migrate.sql\n"
         f"net use Z: \\\\files\\build {pw3} /user:ACME\\ci /persistent:no", pw, pw2, pw3)
+
+    # --- pentest targets, HTTP clients, config commands, other languages' bindings (a review's finds) ---
+    pw = password()
+    add("impacket-target", f"secretsdump.py -just-dc corp.acme.io/administrator:{pw}@10.0.0.5", pw)
+    s = rand(40)
+    add("httpie-bearer", f"http -A bearer -a {s} https://api.acme.io/me", s)
+    s = rand(40)
+    add("git-config-token", f"git config --global github.token {s}", s)
+    s, t = rand(40), rand(32)
+    add("r-assignments", f'Sys.setenv(GITHUB_PAT = "{s}")\nopenai_key <- "{t}"', s, t)
+    s, pw = rand(40), password()
+    add("composer-auth-env", f"""COMPOSER_AUTH='{{"github-oauth": {{"github.com": "{s}"}}, "http-basic": {{"repo.acme.io": {{"username": "ci", "password": "{pw}"}}}}}}' composer install""", s, pw)
+    pw = password()
+    add("openvpn-inline", f"client\nremote vpn.acme.io 1194\n<auth-user-pass>\nalice\n{pw}\n</auth-user-pass>", pw)
+    pw, pw2 = password(), password()
+    add("server-env", f"SetEnv DB_PASSWORD {pw}\nfastcgi_param APP_SECRET {pw2};", pw, pw2)
+    pw, s = password(), rand(32)
+    add("ado-and-cookie-parser", f'conn.Open(dsn, "sa", "{pw}")\napp.use(cookieParser("{s}"))', pw, s)
     return cases
 
 

@@ -1323,6 +1323,11 @@ POSITIVE = [
         'mapOf("password" to "Zq8vLm2pXw")\nhashMapOf("api_key" to "Zq8vLm2pXwQ4")\nMap("db_password" -> "Zq8vLm2pXw")',
         'mapOf("password" to "[REDACTED:assignment]")\nhashMapOf("api_key" to "[REDACTED:assignment]")\nMap("db_password" -> "[REDACTED:assignment]")',
     ),
+    (
+        'provider-named-keys',
+        'openai_key = "sk12Zq8vLm2pXwQ4rT7y"\nstripeKey: "Zq8vLm2pXwQ4"\nanthropic_key <- "Zq8vLm2pXwQ4rT7y"',
+        'openai_key = "[REDACTED:assignment]"\nstripeKey: "[REDACTED:assignment]"\nanthropic_key <- "[REDACTED:assignment]"',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -1802,6 +1807,10 @@ NEGATIVE = [
     (
         'infix-pair-lookalikes',
         'mapOf("key" to "value")\nmapOf("token" to token)\nMap("api_key" -> "value")\n"password" to "password"',
+    ),
+    (
+        'provider-named-key-lookalikes',
+        'sort_key = "name"\nopenai_key = os.environ["OPENAI_API_KEY"]\nopenai_key = None\nstripe_key: str\nopenai_key = "gpt"',
     ),
 ]
 
