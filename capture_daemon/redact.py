@@ -1177,7 +1177,7 @@ def _replace_r_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # HTTPie's and xh's query parameters, `name==value`: `http api.x.com api_key==T`. In their commands
 # only (elsewhere `token=="x"` compares), read as `name=value`.
-_HTTPIE_PARAM_LOOK = _after(_SECRET_WORDS, "=") + r"(?==[^=\s])"
+_HTTPIE_PARAM_LOOK = r"(?==[^=\s])" + _after(_SECRET_WORDS, "=")  # (the second `=` first: most `=` fail at once)
 _HTTPIE_PARAM = re.compile(rf"={_HTTPIE_PARAM_LOOK}={_VALUE}")
 _HTTPIE_PROGRAMS = frozenset({"http", "https", "xh", "xhs"})
 
@@ -2792,8 +2792,11 @@ _CALL_BEFORE_COMMA = re.compile(
 _CALL_NAMES = re.compile(
     r"login|bind|jwt|JWT|mac|MAC|Credential|Authentication|DigestAuth|PDO|mysql|MySQL|mssql|Connection|Oracle|oracledb|FTP"
     r"|Sequelize|PlainAuth|\.connect|\.verify|CompareHash|pbkdf2|OAuthHandler|algoliasearch|ipheriv|signWith|AES\.|Hmac|UserPassword"
-    r"|Github|Gitlab|Auth\.Login|\.Open|_connect|_pconnect|ssh2_auth|imap_open|ftp_login|ldap_bind"
 )
+# (The later calls' names, looked for near the comma only: each alternative more in the regex above
+# cost every literal after a comma a tenth more.)
+_MORE_CALL_NAMES = re.compile(r"Git|\.Open|_p?connect|ssh2_auth|imap_open")
+_MORE_CALL_REACH = 160
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
 _FIRST_LITERAL_GATES = (
@@ -2823,9 +2826,9 @@ _POSITIONAL_LITERAL_MARK = marker("code-literal")
 
 def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]:
     before = text[max(0, m.start() - _CALL_LOOKBACK) : m.start()]
-    if "AC" in before[-40:] and _TWILIO_SID_BEFORE.search(before, len(before) - 40):
+    if before.find("AC", len(before) - 40) >= 0 and _TWILIO_SID_BEFORE.search(before, max(0, len(before) - 40)):
         return _replace_positional_literal(text, m)  # Client("AC<sid>", "T"), twilio("AC<sid>", "T")
-    if not _CALL_NAMES.search(before) or not _CALL_BEFORE_COMMA.search(before):
+    if not (_CALL_NAMES.search(before) or _MORE_CALL_NAMES.search(before, max(0, len(before) - _MORE_CALL_REACH))) or not _CALL_BEFORE_COMMA.search(before):
         return None  # print("a", "b"): no call that takes a secret there
     return _replace_positional_literal(text, m)
 
@@ -3806,7 +3809,7 @@ _BUNDLE_CONFIG = re.compile(
 # A pair written with an infix: Kotlin's `mapOf("password" to "pw")`, Scala's `Map("api_key" -> "k")`
 # (and Groovy's, Ruby's `"password" => "pw"`, which the assignment rule reads already).
 _INFIX_PAIR = re.compile(
-    r"(?:password|Password|PASSWORD|passwd|secret|Secret|SECRET|token|Token|TOKEN|key|Key|KEY|pass|Pass|PASS|PW)"
+    r"(?:password|Password|PASSWORD|passwd|secret|Secret|token|Token|key|Key|pass|Pass|PASS|PW)"
     r"(?P<tail>\w{0,30}?)(?P<q>[\"'])[ \t]+(?:to|->)[ \t]+(?P<q2>[\"'])(?P<s>(?:(?!(?P=q2))[^\\\r\n]|\\.){1,300})(?P=q2)"
 )
 _INFIX_PAIR_LOOK = r"(?=\w{0,30}?[\"'][ \t]+(?:to|->)[ \t]+[\"'])"
@@ -4182,11 +4185,11 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
-    _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, (("ncoder.", r"(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
+    _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, ((".", r"(?<=ncoder\.)(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
     _Rule("bundle-config", _BUNDLE_CONFIG, _group("cli-flag"), (("b", r"(?<![\w.-]b)(?=undle[ \t]+config[ \t])"),)),
     _Rule("infix-pair", _INFIX_PAIR, _replace_infix_pair,
-          tuple((w, _INFIX_PAIR_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "SECRET", "token", "Token",
-                                                "TOKEN", "key", "Key", "KEY", "pass", "Pass", "PASS", "PW")), anchored=True),
+          tuple((w, _INFIX_PAIR_LOOK) for w in ("password", "Password", "PASSWORD", "passwd", "secret", "Secret", "token", "Token",
+                                                "key", "Key", "pass", "Pass", "PASS", "PW")), anchored=True),
     _Rule("ipsec-secret", _IPSEC_SECRET, _replace_ipsec_secret,
           (("S", r"(?<=PS)(?=K[ \t]+[\"'0])"), ("A", r"(?<=EA)(?=P[ \t]+[\"'0])|(?<=XA)(?=UTH[ \t]+[\"'0])"))),
     _Rule("device-key", _DEVICE_KEY, _group("cli-flag"),
@@ -4269,8 +4272,12 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         (r"(?=[A-Za-z0-9_-]{6}\.[A-Za-z0-9_-]{27})", frozenset({"discord-bot-token"})),
         (r"(?=atlasv1\.|[a-f0-9]{64})", frozenset({"terraform-token", "airtable-token"})),
         (r"(?=py[ \t])", frozenset({"impacket-target"})),  # Impacket's `GetUserSPNs.py`
+        (r"(?=[meu])(?<=coder\.)", frozenset({"encoder-call"})),  # `encoder.matches(`
         (r"(?<=[9Gsdpbrl1]\.)", None),
     ),
+    # `b`: the API clients' (`Github(`, `WebClient(`), Bundler's `bundle config` and Composer's
+    # `"bearer": {` behind one character's test; then bearer, basic, `bw unlock`.
+    "b": ((r"(?=[(Ceu])", frozenset({"code-literal-first", "bundle-config", "composer-tokens"})), ("", None)),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),
     # AccountKey= / SharedAccessKey= (y), sig= (g).
     "=": ((_sep_guard("=", "yg"), None),),
