@@ -1164,14 +1164,27 @@ def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]
 _R_ARROW = re.compile(rf"-(?<=<-)[ \t]*{_VALUE}")
 
 
+# How much text on each side of a separator read in another spelling (`<-` as `=`, `==` as `'=`)
+# the assignment rule is shown: copying the whole text at every match made a text full of them
+# quadratic (400 KB of `x <- ` took 4 s).
+_RESPELT_WINDOW = 4096
+
+
+def _assignment_respelt(text: str, start: int, stop: int, respelling: str, separator_at: int, end: int) -> Optional[str]:
+    """The assignment rule's replacement for text[separator_at:end], with text[start:stop] read as
+    `respelling` (of the same length), judged on a window of the text around it."""
+    low, high = max(0, start - _RESPELT_WINDOW), min(len(text), end + _RESPELT_WINDOW)
+    window = text[low:start] + respelling + text[stop:high]
+    separator = _ASSIGNMENT_AT_SEPARATOR.match(window, separator_at - low)
+    if separator is None or separator.end() != end - low:
+        return None
+    return _replace_assignment(window, separator)
+
+
 def _replace_r_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
     at = m.start()
     arrow = 3 if text[at - 2 : at] == "<<" else 2
-    as_equals = text[: at + 1 - arrow] + " " * (arrow - 1) + "=" + text[at + 1 :]
-    separator = _ASSIGNMENT_AT_SEPARATOR.match(as_equals, at)
-    if separator is None or separator.end() != m.end():
-        return None
-    out = _replace_assignment(as_equals, separator)
+    out = _assignment_respelt(text, at + 1 - arrow, at + 1, " " * (arrow - 1) + "=", at, m.end())
     return None if out is None else "-" + out[1:]
 
 
@@ -1179,18 +1192,16 @@ def _replace_r_arrow(text: str, m: "re.Match[str]") -> Optional[str]:
 # only (elsewhere `token=="x"` compares), read as `name=value`.
 _HTTPIE_PARAM_LOOK = r"(?==[^=\s])" + _after(_SECRET_WORDS, "=")  # (the second `=` first: most `=` fail at once)
 _HTTPIE_PARAM = re.compile(rf"={_HTTPIE_PARAM_LOOK}={_VALUE}")
-_HTTPIE_PROGRAMS = frozenset({"http", "https", "xh", "xhs"})
+# The program as a word of the command (`http`, `/usr/bin/xh`, `"https`), found by one regex: the
+# words split and read one by one at every `==` of a long line made that line quadratic.
+_HTTPIE_PROGRAM_WORD = re.compile(r"(?<![^\s/\"'`(\[{,=])(?:https?|xhs?)(?:\.exe)?(?=[\s\"'`]|\Z)")
 
 
 def _replace_httpie_param(text: str, m: "re.Match[str]") -> Optional[str]:
-    if not any(_program_of(w) in _HTTPIE_PROGRAMS for w in _command_before(text, m.start())):
+    if not _HTTPIE_PROGRAM_WORD.search(_command_text(text, m.start())):
         return None
     at = m.start()
-    as_quoted = text[:at] + "'" + text[at + 1 :]  # `api_key'=T`: the name ends at the quote
-    separator = _ASSIGNMENT_AT_SEPARATOR.match(as_quoted, at + 1)
-    if separator is None or separator.end() != m.end():
-        return None
-    out = _replace_assignment(as_quoted, separator)
+    out = _assignment_respelt(text, at, at + 1, "'", at + 1, m.end())  # `api_key'=T`: the name ends at the quote
     return None if out is None else "=" + out
 
 

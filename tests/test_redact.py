@@ -2179,10 +2179,11 @@ def test_non_ascii_text_is_handled() -> None:
         "| " * 100_000 + "token | x",  # a table cell tried from every `|`
         "page.fill('#password', " * 20_000,  # a typed field's literal looked for after every password
         "${PASSWORD" * 30_000,  # a default looked for after every `${`
+        "x <- " * 100_000,  # R's arrow read as `=` in a copy of the whole text, at every arrow
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
-         "dollar-value", "table-pipes", "typed-fields", "var-defaults"],
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
