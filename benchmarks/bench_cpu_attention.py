@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,19 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.random_llama import random_llama  # noqa: E402
+
 SHAPES = {"warm-up (16 x 97)": (16, 97, 48), "SFT (4 x 900)": (4, 900, 400)}
 
 
 def _model():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1500, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+    model = random_llama(vocab_size=1500, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
                          tie_word_embeddings=True)
-    with tempfile.TemporaryDirectory() as tmp:  # loaded as training loads it (attention "sdpa")
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        model = LlamaForCausalLM.from_pretrained(tmp)
     model.train()
     return model
 

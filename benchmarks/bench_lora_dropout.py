@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,20 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.random_llama import random_llama  # noqa: E402
+
 DROPOUTS = (0.05, 0.0)
 
 
 def _smollm2_shaped_model(dropout: float):
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+    model = random_llama(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                          tie_word_embeddings=True)
-    with tempfile.TemporaryDirectory() as tmp:  # loaded as training loads it (attention "sdpa")
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        model = LlamaForCausalLM.from_pretrained(tmp)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout, target_modules="all-linear",
                                              task_type="CAUSAL_LM"))
     model.train()
