@@ -2186,11 +2186,14 @@ def _replace_positional(text: str, m: "re.Match[str]") -> Optional[str]:
         head = _key_head(before)
         key_start = m.start() - len(head)
         key = head + text[m.start() : m.start("rest")]
+    entries = [entry for pattern, entry in _POSITIONAL_KEYS if pattern.fullmatch(key)]
+    if not entries:
+        return None
     command_text = _command_text(text, key_start)
     # (A program word holds its program's name: the entries whose program the command does not
     # even spell are dropped before its words are read one by one, which at every `password` of a
     # long line cost ~0.5 ms: 35 s for a MB of `password <- "`.)
-    entries = [entry for pattern, entry in _POSITIONAL_KEYS if pattern.fullmatch(key) and entry[0] in command_text]
+    entries = [entry for entry in entries if entry[0] in command_text]
     if not entries:
         return None
     command = command_text.split()
