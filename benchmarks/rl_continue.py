@@ -29,18 +29,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from trainer.reward import _read_rows  # noqa: E402
 
 
 def examples(run: Path, data: str, seed: int) -> list[dict]:
-    mixed = read_jsonl(run / "rl" / "sc_examples.jsonl")
+    mixed = _read_rows(run / "rl" / "sc_examples.jsonl")
     if data == "student_centred":
         return mixed
     from trainer.student_centred import teacher_examples
 
-    pool = teacher_examples(read_jsonl(run / "dataset" / "train.jsonl"))
+    pool = teacher_examples(_read_rows(run / "dataset" / "train.jsonl"))
     return random.Random(seed).sample(pool, min(len(mixed), len(pool)))
 
 
@@ -101,7 +99,7 @@ def main() -> None:
     model = args.eval_only or train(cfg, args.run, args.out, args)
     report = {"model": str(model), "settings": {k: str(v) for k, v in vars(args).items()}}
     for split in ("validation", "test"):
-        rows = read_jsonl(args.run / "dataset" / f"{split}.jsonl")
+        rows = _read_rows(args.run / "dataset" / f"{split}.jsonl")
         t0 = time.monotonic()
         report[split] = greedy_reward(cfg, model, rows)
         terms = ", ".join(f"{k} {v:.3f}" for k, v in report[split]["terms"].items())
