@@ -2,15 +2,19 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl_continue.py RUN --out DIR \
         [--lr 1e-4] [--steps 120] [--warmup 10] [--data student_centred|control] [--bf16]
+        [--dagger MODEL]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/rl_continue.py RUN --out DIR --eval-only MODEL
 
 RUN is a `trainer run` folder whose RL stage ran student-centred (`-o rl.enabled=true`): its
 sft/final student, dataset/ splits and rl/sc_examples.jsonl (the divergence examples and the teacher
 turns mixed in). The rollouts over the train split, most of an RL stage's time, are not repeated:
 the same examples train the same student with the settings given (trainer.student_centred's
-continue_sft, as `trainer rl` runs it; --warmup and --bf16 are set on its SFTConfig, which the
-config does not expose). `--data control` trains instead on as many teacher turns drawn at random
+continue_sft, as `trainer rl` runs it; --bf16 is set on its SFTConfig, which the config does not
+expose). `--data control` trains instead on as many teacher turns drawn at random
 from the train split (the control of docs/rl.md: the same dose without the student's states).
+`--dagger MODEL` is DAgger's second round (`rl.sc_rounds = 2`) from a student the first round trained
+(this script's DIR/final): MODEL is rolled out greedily on the train split, its divergences are added
+to the run's, teacher turns are mixed in again at `rl.sc_teacher_share`, and SFT continues from MODEL.
 
 Then the greedy behavioural reward (trainer.reward: multi-step replay rollouts) on all of the
 validation and test splits, with each example's terms, into DIR/result.json. docs/rl.md ("More
@@ -42,6 +46,27 @@ def examples(run: Path, data: str, seed: int) -> list[dict]:
     return random.Random(seed).sample(pool, min(len(mixed), len(pool)))
 
 
+def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int) -> list[dict]:
+    """The first round's divergences plus `student`'s own on the train split, teacher turns mixed in."""
+    from trainer.evaluate import ModelPolicy
+    from trainer.student_centred import build_examples, divergence_rollouts
+
+    r = cfg.reward
+    train_rows = _read_rows(run / "dataset" / "train.jsonl")
+    first = [{"prompt": e["prompt"], "target": e["completion"][0], "tools": e.get("tools"),
+              "trace_id": e.get("trace_id"), "turn": e["turn"]}
+             for e in _read_rows(run / "rl" / "sc_examples.jsonl") if e["source"] == "student"]
+    t0 = time.monotonic()
+    found = divergence_rollouts(ModelPolicy(str(student), r.max_new_tokens, r.max_turns), train_rows,
+                                r.batch_size, cfg.rl.sc_answer_similarity)
+    second = [d for d in found if d["turn"] is not None]
+    (out / "divergences.jsonl").write_text("".join(json.dumps(
+        {k: d.get(k) for k in ("trace_id", "turn", "reason", "raw")}) + "\n" for d in found))
+    print(f"second round: {len(second)} of {len(found)} train rollouts diverge ({time.monotonic() - t0:.0f} s); "
+          f"with the first round's {len(first)}", flush=True)
+    return build_examples(first + second, train_rows, cfg.rl.sc_teacher_share, seed=seed + 1)
+
+
 def train(cfg, run: Path, out: Path, args) -> Path:
     import trl
 
@@ -50,7 +75,6 @@ def train(cfg, run: Path, out: Path, args) -> Path:
     plain = trl.SFTConfig
 
     def with_settings(*a, **kw):
-        kw["warmup_steps"] = args.warmup
         if args.bf16:
             kw["bf16"] = True
         return plain(*a, **kw)
@@ -58,8 +82,11 @@ def train(cfg, run: Path, out: Path, args) -> Path:
     trl.SFTConfig = with_settings  # (continue_sft imports it from trl when it is called)
     try:
         t0 = time.monotonic()
-        result = student_centred.continue_sft(cfg, run / "sft" / "final", examples(run, args.data, args.seed),
-                                              out, args.steps, print)
+        if args.dagger:
+            start, data = args.dagger, dagger_examples(cfg, run, args.dagger, out, args.seed)
+        else:
+            start, data = run / "sft" / "final", examples(run, args.data, args.seed)
+        result = student_centred.continue_sft(cfg, start, data, out, args.steps, print)
     finally:
         trl.SFTConfig = plain
     print(f"trained {result['global_step']} steps in {time.monotonic() - t0:.0f} s, "
@@ -82,10 +109,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--warmup", type=int, default=10, help="warm-up steps (continue_sft itself uses 0)")
+    p.add_argument("--warmup", type=float, default=10, help="warm-up steps (rl.sc_warmup_steps; the config's default is 0)")
     p.add_argument("--data", choices=["student_centred", "control"], default="student_centred")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (continue_sft trains in float32 on a CPU)")
     p.add_argument("--seed", type=int, help="data order and the control's draw (default: the run's rl.seed)")
+    p.add_argument("--dagger", type=Path, help="a student the run's examples trained: DAgger's second round from it")
     p.add_argument("--eval-only", type=Path, help="score this model instead of training one")
     args = p.parse_args()
 
@@ -93,6 +121,7 @@ def main() -> None:
 
     cfg = load_config(data=json.loads((args.run / "understudy_config.json").read_text())["config"])
     cfg.rl.sc_learning_rate = args.lr
+    cfg.rl.sc_warmup_steps = args.warmup
     args.seed = cfg.rl.seed if args.seed is None else args.seed
     cfg.rl.seed = args.seed
     args.out.mkdir(parents=True, exist_ok=True)

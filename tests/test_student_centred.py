@@ -220,3 +220,23 @@ def test_trainer_run_takes_the_student_centred_stage(tmp_path):
     again: list[str] = []
     run_after_eval(load_config(overrides=overrides), world.sft_model, out / "dataset", "sft-fp", out, again.append)
     assert any("[rl] up to date" in line for line in again)
+
+
+def test_each_round_warms_its_learning_rate_up_from_zero(student_world, tmp_path):
+    """rl.sc_warmup_steps: the fresh optimizer of a round starts its learning rate at 0 and climbs to
+    rl.sc_learning_rate over that many steps, then decays; without it the first step is at the peak."""
+    from tests.student_world import rows
+    from trainer.config import load_config
+    from trainer.student_centred import continue_sft, teacher_examples
+
+    examples = teacher_examples(rows(student_world, "train")[:3])[:8]
+
+    def learning_rates(warmup, out):
+        cfg = load_config(overrides=[("rl.sc_learning_rate", 1e-3), ("rl.sc_warmup_steps", warmup), ("rl.sc_batch_size", 2),
+                                     ("rl.logging_steps", 1), ("rl.save_steps", 100)])
+        trained = continue_sft(cfg, Path(student_world.sft_model), examples, out, 4, lambda line: None)
+        return [h["learning_rate"] for h in trained["history"] if "learning_rate" in h]
+
+    warm, cold = learning_rates(2, tmp_path / "warm"), learning_rates(0, tmp_path / "cold")
+    assert warm[0] < warm[1] == pytest.approx(1e-3 / 2) and max(warm) <= 1e-3 and warm[-1] < max(warm), warm
+    assert cold[0] == pytest.approx(1e-3) and cold == sorted(cold, reverse=True), cold

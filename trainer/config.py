@@ -337,6 +337,9 @@ class RLSection:
     # tiny test-world model was measured at 1e-3 (docs/rl.md).
     sc_learning_rate: float = 1e-5
     sc_batch_size: int = 8
+    # Learning-rate warm-up of each round (a fresh AdamW restarting from a student whose schedule
+    # ended at 0); < 1 is a fraction of the round's steps.
+    sc_warmup_steps: float = 0.0
 
 
 @dataclass

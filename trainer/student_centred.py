@@ -221,7 +221,7 @@ def continue_sft(cfg: UnderstudyConfig, model_path: Path, examples: list[dict[st
         max_steps=max_steps,
         learning_rate=rl.sc_learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=0,
+        warmup_steps=rl.sc_warmup_steps,
         per_device_train_batch_size=rl.sc_batch_size,
         gradient_accumulation_steps=1,
         max_length=cfg.sft.max_length,
