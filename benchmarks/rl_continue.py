@@ -46,8 +46,9 @@ def examples(run: Path, data: str, seed: int) -> list[dict]:
     return random.Random(seed).sample(pool, min(len(mixed), len(pool)))
 
 
-def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int) -> list[dict]:
-    """The first round's divergences plus `student`'s own on the train split, teacher turns mixed in."""
+def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int, earlier: Path) -> list[dict]:
+    """The earlier rounds' divergences (the student examples of `earlier`, an sc_examples.jsonl) plus
+    `student`'s own on the train split, teacher turns mixed in."""
     from trainer.evaluate import ModelPolicy
     from trainer.student_centred import build_examples, divergence_rollouts
 
@@ -55,15 +56,15 @@ def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int) -> list
     train_rows = _read_rows(run / "dataset" / "train.jsonl")
     first = [{"prompt": e["prompt"], "target": e["completion"][0], "tools": e.get("tools"),
               "trace_id": e.get("trace_id"), "turn": e["turn"]}
-             for e in _read_rows(run / "rl" / "sc_examples.jsonl") if e["source"] == "student"]
+             for e in _read_rows(earlier) if e["source"] == "student"]
     t0 = time.monotonic()
     found = divergence_rollouts(ModelPolicy(str(student), r.max_new_tokens, r.max_turns), train_rows,
                                 r.batch_size, cfg.rl.sc_answer_similarity)
     second = [d for d in found if d["turn"] is not None]
     (out / "divergences.jsonl").write_text("".join(json.dumps(
         {k: d.get(k) for k in ("trace_id", "turn", "reason", "raw")}) + "\n" for d in found))
-    print(f"second round: {len(second)} of {len(found)} train rollouts diverge ({time.monotonic() - t0:.0f} s); "
-          f"with the first round's {len(first)}", flush=True)
+    print(f"this round: {len(second)} of {len(found)} train rollouts diverge ({time.monotonic() - t0:.0f} s); "
+          f"with the earlier rounds' {len(first)}", flush=True)
     return build_examples(first + second, train_rows, cfg.rl.sc_teacher_share, seed=seed + 1)
 
 
@@ -83,7 +84,8 @@ def train(cfg, run: Path, out: Path, args) -> Path:
     try:
         t0 = time.monotonic()
         if args.dagger:
-            start, data = args.dagger, dagger_examples(cfg, run, args.dagger, out, args.seed)
+            start, data = args.dagger, dagger_examples(cfg, run, args.dagger, out, args.seed,
+                                                                 args.earlier or run / "rl" / "sc_examples.jsonl")
         else:
             start, data = run / "sft" / "final", examples(run, args.data, args.seed)
         result = student_centred.continue_sft(cfg, start, data, out, args.steps, print)
@@ -113,7 +115,9 @@ def main() -> None:
     p.add_argument("--data", choices=["student_centred", "control"], default="student_centred")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (continue_sft trains in float32 on a CPU)")
     p.add_argument("--seed", type=int, help="data order and the control's draw (default: the run's rl.seed)")
-    p.add_argument("--dagger", type=Path, help="a student the run's examples trained: DAgger's second round from it")
+    p.add_argument("--dagger", type=Path, help="a student the run's examples trained: DAgger's next round from it")
+    p.add_argument("--earlier", type=Path, help="with --dagger: the earlier rounds' sc_examples.jsonl "
+                   "(default RUN/rl/sc_examples.jsonl; after `rl.sc_rounds = 2`, RUN/rl/round-2/sc_examples.jsonl)")
     p.add_argument("--eval-only", type=Path, help="score this model instead of training one")
     args = p.parse_args()
 
