@@ -194,7 +194,9 @@ What is detected (the marker's kind in brackets):
   ``Credentials.basic("u", "PW")``, Azure's ``ClientSecretCredential(t, c, "S")``, tweepy's
   ``OAuthHandler(k, "S")``, ``algoliasearch(id, "K")``, a cipher's or MAC's key (``createCipheriv(alg, "K", iv)``,
   CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")`` and ``Keys.hmacShaKeyFor("K".getBytes())``),
-  ADO's ``conn.Open(dsn, "u", "PW")`` (VBScript's ``cn.Open "DSN=x", "u", "PW"``), API clients built
+  ADO's ``conn.Open(dsn, "u", "PW")`` (VBScript's ``cn.Open "DSN=x", "u", "PW"``), XMLHttpRequest's and MSXML's
+  ``.open("GET", url, false, "u", "PW")`` (VBScript's ``.Open "GET", url, False, "u", "PW"``; three arguments stay),
+  WinHTTP's ``.SetCredentials "u", "PW", 0``, API clients built
   with a token (PyGithub's ``Github("T")``/``Github("u", "PW")``/``Auth.Token("T")``, Slack's
   ``WebClient("T")``, ``new Stripe("T")``, python-gitlab's ``Gitlab(url, "T")``, a Twilio client
   with a literal account SID, ``Client("AC...", "T")``), express's ``cookieParser("S")``,
@@ -208,8 +210,11 @@ What is detected (the marker's kind in brackets):
   ``bcrypt.hash|compare('PW', ...)``, jBCrypt's ``BCrypt.hashpw("PW", s)``, Go's
   ``bcrypt.GenerateFromPassword([]byte("PW"), c)`` / ``CompareHashAndPassword(h, []byte("PW"))``,
   ``BCrypt::Password.create('PW')``, ``argon2.hash|verify``, argon2-cffi's ``PasswordHasher().hash("PW")``
-  / ``ph.verify(h, "PW")``, passlib's ``pbkdf2_sha256.hash("PW")``, Spring's ``passwordEncoder.encode("PW")`` (any
-  receiver the text declares a ``PasswordEncoder``: ``encoder.matches("PW", h)``; a TextEncoder's stays),
+  / ``ph.verify(h, "PW")``, passlib's ``pbkdf2_sha256.hash("PW")`` and ``pwd_context.verify("PW", h)``, Spring's ``passwordEncoder.encode("PW")`` (any
+  receiver the text declares a ``PasswordEncoder`` or whose name says so, ``pwEncoder``; any encoder's two-argument
+  ``encoder.matches("PW", h)``; a TextEncoder's ``encode("x")`` stays), Werkzeug's ``check_password_hash(h, "PW")``,
+  Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
+  ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time (``hmac.compare_digest(k, "S")``),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
@@ -2797,7 +2802,11 @@ _FIRST_ARG_CALLS = (
     # (jjwt's `Keys.hmacShaKeyFor("k".getBytes())`.)
     r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()|hmacShaKeyFor\("
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
-    r"|rypt(?<=BCrypt)::Password\.create\("
+    r"|rypt(?<=BCrypt)::Password\.create\(|rypt(?<=bcrypt)::(?:hash|verify)\("
+    # passlib's CryptContext as its docs name it (`pwd_context.verify("pw", h)`), Laravel's
+    # `Hash::check('pw', $h)`/`Hash::make('pw')`, `hmac.compare_digest("lit", x)`.
+    r"|context(?:(?<=pwd_context)|(?<=password_context)|(?<=crypt_context))\.(?:hash|verify)\("
+    r"|Hash::(?:check|make)\(|compare_digest\("
     rf"|{_PASSWORD_HASHER}\.(?:hash|verify|encrypt)\(|crypt(?<=_crypt)\.(?:hash|verify|encrypt)\("
     r"|Encoder(?<=passwordEncoder|PasswordEncoder)(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\("
     r"|password(?<=generate_password)_hash\(|password(?<![\w.$>]password)_(?:hash|verify)\(|password(?<=make_password)\("
@@ -2827,7 +2836,7 @@ _CALL_NAMES = re.compile(
 )
 # (The later calls' names, looked for near the comma only: each alternative more in the regex above
 # cost every literal after a comma a tenth more.)
-_MORE_CALL_NAMES = re.compile(r"Git|\.Open|_p?connect|ssh2_auth|imap_open")
+_MORE_CALL_NAMES = re.compile(r"Git|\.Open|\.open|SetCredentials|_p?connect|ssh2_auth|imap_open|password_hash|HashPassword|HashedPassword|compare_digest")
 _MORE_CALL_REACH = 160
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2839,7 +2848,8 @@ _FIRST_LITERAL_GATES = (
     ("A", r"(?<![\w.]A)(?=ES\.new\(|ESGCM\()"),
     # (BCrypt, bcrypt, _crypt, scrypt, crypto.pbkdf2: one anchor; a literal must open the call.
     # argon2's and the other hashers' calls, `.using(...)` or not, at `hash(` and `verify(`.)
-    ("rypt", rf"(?=(?:\.\w+|::Password\.create|Sync|o\.pbkdf2(?:Sync)?)?\({_OPENS_LITERAL})"),
+    ("rypt", rf"(?=(?:\.\w+|::Password\.create|::\w+|Sync|o\.pbkdf2(?:Sync)?)?\({_OPENS_LITERAL})"),
+    (":", rf"(?<=Hash:)(?=:(?:check|make)\({_OPENS_LITERAL})"),
     ("hash(", rf"(?={_OPENS_LITERAL})"),
     ("verify(", rf"(?={_OPENS_LITERAL})"),
     ("password", rf"(?<=make_password)(?=\()|(?=Encoder(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\({_OPENS_LITERAL})"),
@@ -2852,16 +2862,46 @@ _FIRST_LITERAL_GATES = (
     ("S", r"(?<![\w.]S)(?=tripe\([ \t]*[\"'](?!pk_))"),
     ("A", r"(?=uth\.Token\([ \t]*[\"'])"),
     ("cookieParser(", ""),
+    ("_", rf"(?<=compare_)(?=digest\({_OPENS_LITERAL})"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
+# Calls read apart from _CALL_BEFORE_COMMA, each alternative there costing every literal after a
+# comma: XMLHttpRequest's and MSXML's/WinHTTP's `open(method, url, async, user, password)`
+# (JavaScript's `xhr.open("GET", url, false, "u", "pw")`, VBScript's `http.Open "GET", url, False,
+# "u", "pw"`: the fifth argument; a call with three stays), WinHTTP's `http.SetCredentials "u",
+# "pw", 0`; (hash, password): Werkzeug's `check_password_hash(h, 'pw')`; (user, password): ASP.NET
+# Identity's `hasher.HashPassword(user, "pw")`, (user, hash, password) its `VerifyHashedPassword`;
+# and a literal compared in constant time, whatever its variable is called: `hmac.compare_digest(key, "lit")`.
+_HTTP_METHOD = r"(?i:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|PROPFIND|PROPPATCH|REPORT|MKCOL|COPY|MOVE|LOCK|UNLOCK|SEARCH)"
+_LATE_CALL_BEFORE_COMMA = re.compile(
+    rf"(?:\.[Oo]pen(?:\([ \t]*|[ \t]+)(?P<q>[\"']){_HTTP_METHOD}(?P=q)(?:[ \t]*,[ \t]*{_CALL_ARG}){{3}}"
+    rf"|(?:SetCredentials(?:\([ \t]*|[ \t]+)|check_password_hash\(|HashPassword\(|compare_digest\()[ \t]*{_CALL_ARG}"
+    rf"|VerifyHashedPassword\([ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG})[ \t]*\Z"
+)
+# (Each call's name looked for from the end, its call read from there: a search of the regex
+# above from every offset cost every literal after a comma a microsecond.)
+_LATE_CALL_WORDS = (".open", ".Open", "SetCredentials", "check_password_hash(", "HashPassword(", "VerifyHashedPassword(", "compare_digest(")
+
+
+def _late_call_before(before: str, near: int) -> bool:
+    for word in _LATE_CALL_WORDS:
+        at = before.rfind(word, near)
+        if at >= 0 and _LATE_CALL_BEFORE_COMMA.match(before, at):
+            return True
+    return False
 
 
 def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]:
     before = text[max(0, m.start() - _CALL_LOOKBACK) : m.start()]
     if before.find("AC", len(before) - 40) >= 0 and _TWILIO_SID_BEFORE.search(before, max(0, len(before) - 40)):
         return _replace_positional_literal(text, m)  # Client("AC<sid>", "T"), twilio("AC<sid>", "T")
-    if not (_CALL_NAMES.search(before) or _MORE_CALL_NAMES.search(before, max(0, len(before) - _MORE_CALL_REACH))) or not _CALL_BEFORE_COMMA.search(before):
+    near = max(0, len(before) - _MORE_CALL_REACH)
+    if not (_CALL_NAMES.search(before) or _MORE_CALL_NAMES.search(before, near)):
         return None  # print("a", "b"): no call that takes a secret there
+    if _late_call_before(before, near):
+        return _replace_positional_literal(text, m)  # xhr.open("GET", url, false, "u", "pw"), check_password_hash(h, "pw")
+    if not _CALL_BEFORE_COMMA.search(before):
+        return None
     return _replace_positional_literal(text, m)
 
 
@@ -3798,15 +3838,20 @@ _OVPN_USER_PASS = re.compile(
 
 # Spring's password encoder under a name of its own (`encoder.matches("pw", hash)`): where the
 # text declares the receiver one (`PasswordEncoder encoder`, `val encoder: PasswordEncoder`,
-# `encoder = new BCryptPasswordEncoder()`). A TextEncoder's `encoder.encode("x")` stays.
-_ENCODER_CALL = re.compile(rf"ncoder\.(?:matches|encode|upgradeEncoding)\([ \t]*{_LITERAL_ARG}")
+# `encoder = new BCryptPasswordEncoder()`), where the name says so (`pwEncoder`, `bcryptEncoder`),
+# or where the call is `matches(literal, hash)`: two arguments, as only a PasswordEncoder's
+# `matches` takes on an encoder (a TextEncoder has none). A TextEncoder's `encoder.encode("x")` stays.
+_ENCODER_CALL = re.compile(rf"ncoder\.(?P<method>matches|encode|upgradeEncoding)\([ \t]*{_LITERAL_ARG}(?P<more>[ \t]*,)?")
 _ENCODER_NAME_BEFORE = re.compile(r"[A-Za-z_$][\w$]*\Z")
 _ENCODER_LOOKBACK = 5000
+_PASSWORD_ENCODER_NAME = re.compile(r"(?i:pass|pw|bcrypt|argon|scrypt|pbkdf)")
 
 
 def _replace_encoder_call(text: str, m: "re.Match[str]") -> Optional[str]:
     head = _ENCODER_NAME_BEFORE.search(text, max(0, m.start() - 80), m.start())
     name = (head.group() if head else "") + "ncoder"  # (this.encoder: the field's name)
+    if (m.group("method") == "matches" and m.group("more")) or _PASSWORD_ENCODER_NAME.search(name):
+        return _replace_positional_literal(text, m)  # encoder.matches("pw", hash), pwEncoder.encode("pw")
     declared = re.search(
         rf"PasswordEncoder\w*(?:<[^<>\r\n]*>)?[ \t]+{re.escape(name)}\b"
         rf"|\b{re.escape(name)}[ \t]*(?::[ \t]*\w*PasswordEncoder|=[ \t]*(?:new[ \t]+)?[\w.]*PasswordEncoder)",
@@ -4260,6 +4305,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
     # token has at least 10 letters and digits after it; snake_case code mostly does not.
     "_": (
+        # (`hmac.compare_digest("lit", x)`.)
+        (r"(?<=compare_)(?=digest\()", frozenset({"code-literal-first"})),
         # (Ansible's `ansible-vault encrypt_string PW`.)
         (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
         # (nginx's `fastcgi_param`, PHP's `php_value`: a spaced setting.)

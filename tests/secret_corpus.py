@@ -432,6 +432,10 @@ def _cases() -> list[SecretCase]:
     add("server-env", f"SetEnv DB_PASSWORD {pw}\nfastcgi_param APP_SECRET {pw2};", pw, pw2)
     pw, s = password(), rand(32)
     add("ado-and-cookie-parser", f'conn.Open(dsn, "sa", "{pw}")\napp.use(cookieParser("{s}"))', pw, s)
+    pw, pw2 = password(), password()
+    add("password-check-undeclared", f'if (encoder.matches("{pw}", user.getPasswordHash())) {{\nok = check_password_hash(row.hash, "{pw2}")', pw, pw2)
+    pw, pw2 = password(), password()
+    add("xhr-open-credentials", f'http.Open "GET", "https://intranet.acme.io/api", False, "svc", "{pw}"\nxhr.open("GET", url, false, "bob", "{pw2}");', pw, pw2)
     return cases
 
 

@@ -1284,6 +1284,16 @@ POSITIVE = [
         'PasswordEncoder encoder = new BCryptPasswordEncoder();\nboolean ok = encoder.matches("[REDACTED:code-literal]", hash);\nval encoder: PasswordEncoder = BCryptPasswordEncoder()\nencoder.encode("[REDACTED:code-literal]")\nencoder = new Argon2PasswordEncoder(16, 32, 1, 4096, 3);\nencoder.matches("[REDACTED:code-literal]", h)',
     ),
     (
+        'password-check-without-declaration',
+        'if (encoder.matches("Zq8vLm2pXw", user.getHash())) {\nassert pwEncoder.encode("Zq8vLm2pXw")\ncheck_password_hash(h, "Zq8vLm2pXw")\nok = pwd_context.verify("Zq8vLm2pXw", hashed)\nlet ok = bcrypt::verify("Zq8vLm2pXw", &hash)?;\nHash::check(\'Zq8vLm2pXw\', $user->password)\nhasher.VerifyHashedPassword(user, user.PasswordHash, "Zq8vLm2pXw")',
+        'if (encoder.matches("[REDACTED:code-literal]", user.getHash())) {\nassert pwEncoder.encode("[REDACTED:code-literal]")\ncheck_password_hash(h, "[REDACTED:code-literal]")\nok = pwd_context.verify("[REDACTED:code-literal]", hashed)\nlet ok = bcrypt::verify("[REDACTED:code-literal]", &hash)?;\nHash::check(\'[REDACTED:code-literal]\', $user->password)\nhasher.VerifyHashedPassword(user, user.PasswordHash, "[REDACTED:code-literal]")',
+    ),
+    (
+        'xhr-open-user-password',
+        'http.Open "GET", "https://api.example.org/x", False, "admin", "Zq8vLm2pXw"\nobjHTTP.Open "POST", url, False, "svc_user", "Zq8vLm2pXw"\nxhr.open("GET", url, false, "alice", "Zq8vLm2pXw");\nreq.open(\'PUT\', \'/api\', true, user, \'Zq8vLm2pXw\');\nhttp.SetCredentials "admin", "Zq8vLm2pXw", 0',
+        'http.Open "GET", "https://api.example.org/x", False, "admin", "[REDACTED:code-literal]"\nobjHTTP.Open "POST", url, False, "svc_user", "[REDACTED:code-literal]"\nxhr.open("GET", url, false, "alice", "[REDACTED:code-literal]");\nreq.open(\'PUT\', \'/api\', true, user, \'[REDACTED:code-literal]\');\nhttp.SetCredentials "admin", "[REDACTED:code-literal]", 0',
+    ),
+    (
         'cli-user-password-flags-more',
         "smbmap -H 10.0.0.5 -u alice -p Zq8vLm2pXw\nwinexe -U 'corp/alice%Zq8vLm2pXw' //10.0.0.5 cmd\nsmbget -U alice%Zq8vLm2pXw smb://host/share/f\nab -A alice:Zq8vLm2pXw http://x/\nhey -a alice:Zq8vLm2pXw http://x/\nhurl --user alice:Zq8vLm2pXw t.hurl\nwfuzz --basic alice:Zq8vLm2pXw -u http://x/FUZZ\nnikto -h x -id alice:Zq8vLm2pXw\ngobuster dir -u http://x -U alice -P Zq8vLm2pXw\nsqsh -S srv -U sa -P Zq8vLm2pXw\necho Zq8vLm2pXw | kinit alice@CORP.LOCAL",
         "smbmap -H 10.0.0.5 -u alice -p [REDACTED:cli-flag]\nwinexe -U 'corp/alice%[REDACTED:cli-flag]' //10.0.0.5 cmd\nsmbget -U alice%[REDACTED:cli-flag] smb://host/share/f\nab -A alice:[REDACTED:cli-flag] http://x/\nhey -a alice:[REDACTED:cli-flag] http://x/\nhurl --user alice:[REDACTED:cli-flag] t.hurl\nwfuzz --basic alice:[REDACTED:cli-flag] -u http://x/FUZZ\nnikto -h x -id alice:[REDACTED:cli-flag]\ngobuster dir -u http://x -U alice -P [REDACTED:cli-flag]\nsqsh -S srv -U sa -P [REDACTED:cli-flag]\necho [REDACTED:cli-flag] | kinit alice@CORP.LOCAL",
@@ -1773,6 +1783,14 @@ NEGATIVE = [
         'f.Open("a.txt", "r", "utf-8")\nxhr.Open "GET", "http://x/y", False\nobjXML.Open("POST", url, False)',
     ),
     (
+        'password-check-lookalikes',
+        're.matches("^[a-z]+$", s)\nPattern.matches("^[a-z]+$", input)\nstr.matches("\\\\d+")\nencoder.matches("password", h)\nencoder.matches(raw, stored)\nencoder.encode("hello world")\nHash::check($pw, $h)\nhmac.compare_digest(a, b)\nencoder.matches("<password>", h)',
+    ),
+    (
+        'xhr-open-lookalikes',
+        'xhr.open("GET", url, true);\nxhr.open("GET", url, false, "alice")\nxhr.open("GET", url, false, "alice", pw)\nwindow.open("https://x", "_blank", "noopener")\nf.open("a.txt", "r", "utf-8", "x")\nhttp.SetCredentials user, pw, 0',
+    ),
+    (
         'text-encoder-stays',
         'const encoder = new TextEncoder();\nencoder.encode("hello world")\nnew TextEncoder().encode("hello world 2")',
     ),
@@ -2180,10 +2198,13 @@ def test_non_ascii_text_is_handled() -> None:
         "page.fill('#password', " * 20_000,  # a typed field's literal looked for after every password
         "${PASSWORD" * 30_000,  # a default looked for after every `${`
         "x <- " * 100_000,  # R's arrow read as `=` in a copy of the whole text, at every arrow
+        'encoder.matches("' * 20_000,
+        '.Open "GET", ' * 20_000,
+        'xhr.open("GET", u, false, "u", ' * 10_000,  # each comma's literal reads back for the call
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
-         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows"],
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
