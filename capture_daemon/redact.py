@@ -222,6 +222,9 @@ What is detected (the marker's kind in brackets):
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")`` (PHP's static ``Stripe::setApiKey('K')`` too), ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
+- code comparing a secret-named variable to a literal: ``if secret == "S"``, ``token === 'T'``, ``api_key != "K"``,
+  Java's ``password.equals("PW")`` and ``"PW".equals(password)`` (judged as an assignment to that name
+  would be: ``== ""``, ``== None``, ``token == "EOF"``, a token name's literal under 10 characters stay) [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
   Vault's ``Key  Value`` tables and PowerShell's ``Name  Value`` ones (``Get-ChildItem env:``) (a
   row whose key names a secret: ``password``, ``secret_id``, ``token``), Consul's ``SecretID:`` [assignment]; an expect script's ``send "PW\r"`` after
@@ -3860,6 +3863,60 @@ def _replace_encoder_call(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_positional_literal(text, m) if declared else None
 
 
+# Code that compares a secret-named variable to a literal: `if secret == "lit"`, `token === 'lit'`,
+# `api_key != "lit"`, Java's `password.equals("lit")` and `"lit".equals(password)`. The literal is
+# the secret the code checks against; judged as an assignment to that name would be (`password ==
+# ""`, `token == None`, `token == "EOF"` in a tokenizer, `key == "Enter"` stay).
+_COMPARISON = re.compile(r"=(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?(?P<q>[\"'`])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)")
+_COMPARISON_LOOK = r"(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?[\"'`]"
+_EQUALS_CALL = re.compile(r"\.equals(?:IgnoreCase)?\([ \t]*(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)[ \t]*\)")
+_EQUALS_YODA = re.compile(
+    r"(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)\.equals(?:IgnoreCase)?\([ \t]*(?:[\w$]+\.){0,4}(?P<name>[A-Za-z_$][\w$]{0,80})(?:\(\))?[ \t]*\)"
+)
+_COMPARED_REACH = 80
+# A key or token a code compares to is long; shorter literals under such names are states and
+# versions more often than keys (`if token == "abc123def"`, `token_version == "v2beta1"`).
+_COMPARED_TOKEN_MIN = 10
+
+
+def _compared_name(text: str, end: int) -> str:
+    """The name whose value is compared at `end` (`self.api_key == `, `getPassword() != `)."""
+    i = end
+    floor = max(0, end - _COMPARED_REACH)
+    while i > floor and text[i - 1] in " \t!":
+        i -= 1
+    if text[max(0, i - 2) : i] == "()":
+        i -= 2
+    stop = i
+    while i > floor and (text[i - 1].isalnum() or text[i - 1] in "_$"):
+        i -= 1
+    return text[i:stop]
+
+
+def _replace_compared_literal(text: str, m: "re.Match[str]", name: str) -> Optional[str]:
+    if name.startswith(("get", "Get")) and len(name) > 3:
+        name = name[3:]  # getPassword().equals("x")
+    kind = _name_kind(name.lstrip("$"))
+    value = m.group("s")
+    if value != value.strip() or (kind != _CHOSEN and (len(value) < _COMPARED_TOKEN_MIN or any(c.isspace() for c in value))):
+        return None  # (a token has no spaces and some length; a password may have spaces inside)
+    if kind is None or kind == _SEED or not _plausible_secret(kind, value):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
+def _replace_comparison(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _replace_compared_literal(text, m, _compared_name(text, m.start()))
+
+
+def _replace_equals_call(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _replace_compared_literal(text, m, _compared_name(text, m.start()))
+
+
+def _replace_equals_yoda(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _replace_compared_literal(text, m, m.group("name"))
+
+
 # strongSwan's/Libreswan's ipsec.secrets: `: PSK "secret"`, `carol : EAP "pw"`, `: XAUTH "pw"`, quoted or
 # as `0s<base64>`/`0x<hex>`; Cisco's IKE and AAA keys: `crypto isakmp key K address ...`, an ASA
 # tunnel group's `ikev1 pre-shared-key K`, `tacacs-server key K`, `radius-server key 7 K`.
@@ -4262,6 +4319,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("ansible-password-hash", _ANSIBLE_PASSWORD_HASH, _group("assignment"), (("password", r"(?=_hash\()"),)),
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
+    _Rule("comparison", _COMPARISON, _replace_comparison, (("=", _COMPARISON_LOOK),), anchored=True),
+    _Rule("comparison-equals", _EQUALS_CALL, _replace_equals_call, ((".", r"(?=equals(?:IgnoreCase)?\([ \t]*[\"'])"),), anchored=True),
+    _Rule("comparison-equals-yoda", _EQUALS_YODA, _replace_equals_yoda, ((".", r"(?<=[\"']\.)(?=equals(?:IgnoreCase)?\([ \t]*[\w$])"),)),
     _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, ((".", r"(?<=ncoder\.)(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
     _Rule("bundle-config", _BUNDLE_CONFIG, _group("cli-flag"), (("b", r"(?<![\w.-]b)(?=undle[ \t]+config[ \t])"),)),
     _Rule("infix-pair", _INFIX_PAIR, _replace_infix_pair,
@@ -4352,6 +4412,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         (r"(?=atlasv1\.|[a-f0-9]{64})", frozenset({"terraform-token", "airtable-token"})),
         (r"(?=py[ \t])", frozenset({"impacket-target"})),  # Impacket's `GetUserSPNs.py`
         (r"(?=[meu])(?<=coder\.)", frozenset({"encoder-call"})),  # `encoder.matches(`
+        (r"(?=equals)", frozenset({"comparison-equals", "comparison-equals-yoda"})),  # `password.equals("x")`
         (r"(?<=[9Gsdpbrl1]\.)", None),
     ),
     # `b`: the API clients' (`Github(`, `WebClient(`), Bundler's `bundle config` and Composer's
@@ -4359,7 +4420,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     "b": ((r"(?=[(Ceu])", frozenset({"code-literal-first", "bundle-config", "composer-tokens"})), ("", None)),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),
     # AccountKey= / SharedAccessKey= (y), sig= (g).
-    "=": ((_sep_guard("=", "yg"), None),),
+    # (`x == "lit"`, `x != "lit"`: a comparison, at the first `=`.)
+    "=": ((r"(?:(?==)|(?<=!=))", frozenset({"comparison"})), (_sep_guard("=", "yg"), None)),
     # `:`: `://` of a URL with a password; the rest as for `=`.
     # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl), `port:` (.pgpass):
     # one guard for all of these, so that a plain colon fails two branches, not five.

@@ -1294,6 +1294,11 @@ POSITIVE = [
         'http.Open "GET", "https://api.example.org/x", False, "admin", "[REDACTED:code-literal]"\nobjHTTP.Open "POST", url, False, "svc_user", "[REDACTED:code-literal]"\nxhr.open("GET", url, false, "alice", "[REDACTED:code-literal]");\nreq.open(\'PUT\', \'/api\', true, user, \'[REDACTED:code-literal]\');\nhttp.SetCredentials "admin", "[REDACTED:code-literal]", 0',
     ),
     (
+        'secret-compared-to-literal',
+        'if secret == "Zq8vLm2pXw":\nif (token === \'Zq8vLm2pXw\') {\nif api_key != "Zq8vLm2pXw":\nif (self.password == "Zq8vLm2pXw") return\nif (password.equals("Zq8vLm2pXw")) {\nif ("Zq8vLm2pXw".equals(user.getPassword())) {\nhmac.compare_digest(key, "Zq8vLm2pXw")\nsecrets.compare_digest("Zq8vLm2pXw", token)',
+        'if secret == "[REDACTED:assignment]":\nif (token === \'[REDACTED:assignment]\') {\nif api_key != "[REDACTED:assignment]":\nif (self.password == "[REDACTED:assignment]") return\nif (password.equals("[REDACTED:assignment]")) {\nif ("[REDACTED:assignment]".equals(user.getPassword())) {\nhmac.compare_digest(key, "[REDACTED:code-literal]")\nsecrets.compare_digest("[REDACTED:code-literal]", token)',
+    ),
+    (
         'cli-user-password-flags-more',
         "smbmap -H 10.0.0.5 -u alice -p Zq8vLm2pXw\nwinexe -U 'corp/alice%Zq8vLm2pXw' //10.0.0.5 cmd\nsmbget -U alice%Zq8vLm2pXw smb://host/share/f\nab -A alice:Zq8vLm2pXw http://x/\nhey -a alice:Zq8vLm2pXw http://x/\nhurl --user alice:Zq8vLm2pXw t.hurl\nwfuzz --basic alice:Zq8vLm2pXw -u http://x/FUZZ\nnikto -h x -id alice:Zq8vLm2pXw\ngobuster dir -u http://x -U alice -P Zq8vLm2pXw\nsqsh -S srv -U sa -P Zq8vLm2pXw\necho Zq8vLm2pXw | kinit alice@CORP.LOCAL",
         "smbmap -H 10.0.0.5 -u alice -p [REDACTED:cli-flag]\nwinexe -U 'corp/alice%[REDACTED:cli-flag]' //10.0.0.5 cmd\nsmbget -U alice%[REDACTED:cli-flag] smb://host/share/f\nab -A alice:[REDACTED:cli-flag] http://x/\nhey -a alice:[REDACTED:cli-flag] http://x/\nhurl --user alice:[REDACTED:cli-flag] t.hurl\nwfuzz --basic alice:[REDACTED:cli-flag] -u http://x/FUZZ\nnikto -h x -id alice:[REDACTED:cli-flag]\ngobuster dir -u http://x -U alice -P [REDACTED:cli-flag]\nsqsh -S srv -U sa -P [REDACTED:cli-flag]\necho [REDACTED:cli-flag] | kinit alice@CORP.LOCAL",
@@ -1791,6 +1796,10 @@ NEGATIVE = [
         'xhr.open("GET", url, true);\nxhr.open("GET", url, false, "alice")\nxhr.open("GET", url, false, "alice", pw)\nwindow.open("https://x", "_blank", "noopener")\nf.open("a.txt", "r", "utf-8", "x")\nhttp.SetCredentials user, pw, 0',
     ),
     (
+        'comparison-lookalikes',
+        'if password == "":\nif token == None:\nif token == "EOF":\nif key == "Enter":\nif event.key === "Escape"\nif token_type == "Bearer":\nif password == "password":\nif status == "active":\nif x == "abc123def456ghi789":\nname.equals("x")\n"abc".equals(name)\nif secret == "changeme":\nif len(token) == 40\nif password != "${PASSWORD}":',
+    ),
+    (
         'text-encoder-stays',
         'const encoder = new TextEncoder();\nencoder.encode("hello world")\nnew TextEncoder().encode("hello world 2")',
     ),
@@ -2201,10 +2210,13 @@ def test_non_ascii_text_is_handled() -> None:
         'encoder.matches("' * 20_000,
         '.Open "GET", ' * 20_000,
         'xhr.open("GET", u, false, "u", ' * 10_000,  # each comma's literal reads back for the call
+        'secret == "' * 20_000,
+        'a.equals("' * 20_000,
+        '"x".equals(' * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
-         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens"],
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens", "comparisons", "equals-calls", "yoda-equals"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
