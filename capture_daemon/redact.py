@@ -108,7 +108,8 @@ What is detected (the marker's kind in brackets):
   base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
   ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
-  NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, nginx's
+  NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
+  Passenger's ``passenger_env_var NAME value;``, nginx's
   ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value``, ``proxy_set_header NAME value;``
   [assignment]; ipsec.secrets' ``: PSK "K"`` (``EAP``, ``XAUTH``, ``0s`` base64), Cisco's ``crypto isakmp key K``,
   ``pre-shared-key K``, ``tacacs-server|radius-server key K``, Bundler's ``bundle config HOST user:PW`` [cli-flag]; R's
@@ -1814,7 +1815,15 @@ _SPACED_SETTING_REST = (
 )
 _SPACED_SETTING = re.compile(r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))" + _SPACED_SETTING_REST)
 _SPACED_SETTING_MORE = re.compile(
-    r"(?:SetEnv(?<![\w.-]SetEnv)|(?:fastcgi|uwsgi|scgi)_param|php(?<![\w.-]php)_(?:admin_)?value|(?:proxy|grpc)_set_header)" + _SPACED_SETTING_REST
+    r"(?:SetEnv(?<![\w.-]SetEnv)|(?:fastcgi|uwsgi|scgi)_param|php(?<![\w.-]php)_(?:admin_)?value|(?:proxy|grpc)_set_header"
+    r"|passenger_env_var)" + _SPACED_SETTING_REST
+)
+# Caddy's `env NAME value` directive (a site block's `php_fastcgi { env API_TOKEN x }`): the
+# name an environment variable's, in upper case, no flags before it (`env -u NAME cmd` is a
+# shell's `env`, and what follows the name there is a command).
+_CADDY_ENV = re.compile(
+    r"env(?<![\w.$/-]env)[ \t]+(?P<name>[A-Z][A-Z0-9_]*)[ \t]+"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\{}-][^\s\"'`;|&()<>\\{}]*))"
 )
 
 
@@ -4187,7 +4196,9 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("argv-flag", _ARGV_FLAG, _replace_argv_flag, (("-", _ARGV_GATE),), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING, _replace_spaced_setting, (("set", r"(?<![\w.-]set)(?:env|x)?[ \t]"), ("ENV", r"(?<![\w.-]ENV)[ \t]")), anchored=True),
     _Rule("spaced-setting", _SPACED_SETTING_MORE, _replace_spaced_setting,
-          (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])|(?<=_set_)(?=header[ \t])"))),
+          (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])|(?<=_set_)(?=header[ \t])"
+                r"|(?<=passenger_env_)(?=var[ \t])"))),
+    _Rule("spaced-setting", _CADDY_ENV, _replace_spaced_setting, (("env", r"(?<![\w.$/-]env)(?=[ \t]+[A-Z][A-Z0-9_]*[ \t]+[^\s-])"),), anchored=True),
     _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
     _Rule(
         "redis-conf",
@@ -4370,7 +4381,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # (Ansible's `ansible-vault encrypt_string PW`.)
         (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
         # (nginx's `fastcgi_param`, PHP's `php_value`: a spaced setting.)
-        (r"(?<=[ipt]_)(?=[pavh])", frozenset({"spaced-setting"})),
+        (r"(?<=[iptv]_)(?=[pavh])", frozenset({"spaced-setting"})),
         # ... except these, whose bodies may start with `_`, `-`, `+` or `/`.
         (
             "(?<=[c21dtTsu]_)(?:(?<=glc_)|(?<=fm2_)|(?<=fo1_)|(?<=figd_)|(?<=_pat_)|(?<=CCIPAT_)|(?<=ntrys_)|(?<=ntryu_))",

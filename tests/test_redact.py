@@ -1294,6 +1294,11 @@ POSITIVE = [
         'http.Open "GET", "https://api.example.org/x", False, "admin", "[REDACTED:code-literal]"\nobjHTTP.Open "POST", url, False, "svc_user", "[REDACTED:code-literal]"\nxhr.open("GET", url, false, "alice", "[REDACTED:code-literal]");\nreq.open(\'PUT\', \'/api\', true, user, \'[REDACTED:code-literal]\');\nhttp.SetCredentials "admin", "[REDACTED:code-literal]", 0',
     ),
     (
+        'caddy-env-and-passenger',
+        'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD Zq8vLm2pXw\n\t\tenv APP_SECRET "Zq8vLm2pXw"\n\t}\n}\nenv API_TOKEN Zq8vLm2pXw\npassenger_env_var SECRET_KEY_BASE Zq8vLm2pXw;',
+        'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD [REDACTED:assignment]\n\t\tenv APP_SECRET "[REDACTED:assignment]"\n\t}\n}\nenv API_TOKEN [REDACTED:assignment]\npassenger_env_var SECRET_KEY_BASE [REDACTED:assignment];',
+    ),
+    (
         'secret-compared-to-literal',
         'if secret == "Zq8vLm2pXw":\nif (token === \'Zq8vLm2pXw\') {\nif api_key != "Zq8vLm2pXw":\nif (self.password == "Zq8vLm2pXw") return\nif (password.equals("Zq8vLm2pXw")) {\nif ("Zq8vLm2pXw".equals(user.getPassword())) {\nhmac.compare_digest(key, "Zq8vLm2pXw")\nsecrets.compare_digest("Zq8vLm2pXw", token)',
         'if secret == "[REDACTED:assignment]":\nif (token === \'[REDACTED:assignment]\') {\nif api_key != "[REDACTED:assignment]":\nif (self.password == "[REDACTED:assignment]") return\nif (password.equals("[REDACTED:assignment]")) {\nif ("[REDACTED:assignment]".equals(user.getPassword())) {\nhmac.compare_digest(key, "[REDACTED:code-literal]")\nsecrets.compare_digest("[REDACTED:code-literal]", token)',
@@ -1796,6 +1801,10 @@ NEGATIVE = [
         'xhr.open("GET", url, true);\nxhr.open("GET", url, false, "alice")\nxhr.open("GET", url, false, "alice", pw)\nwindow.open("https://x", "_blank", "noopener")\nf.open("a.txt", "r", "utf-8", "x")\nhttp.SetCredentials user, pw, 0',
     ),
     (
+        'caddy-env-lookalikes',
+        'env PATH /usr/bin\nenv -u API_TOKEN python app.py\nenv API_TOKEN {$API_TOKEN}\nenv DB_PASSWORD $DB_PASSWORD\nprintenv API_TOKEN\npassenger_env_var RAILS_ENV production;\nthe env API_TOKEN is set\nenv API_TOKEN',
+    ),
+    (
         'comparison-lookalikes',
         'if password == "":\nif token == None:\nif token == "EOF":\nif key == "Enter":\nif event.key === "Escape"\nif token_type == "Bearer":\nif password == "password":\nif status == "active":\nif x == "abc123def456ghi789":\nname.equals("x")\n"abc".equals(name)\nif secret == "changeme":\nif len(token) == 40\nif password != "${PASSWORD}":',
     ),
@@ -2210,13 +2219,14 @@ def test_non_ascii_text_is_handled() -> None:
         'encoder.matches("' * 20_000,
         '.Open "GET", ' * 20_000,
         'xhr.open("GET", u, false, "u", ' * 10_000,  # each comma's literal reads back for the call
+        "env API_TOKEN " * 20_000,
         'secret == "' * 20_000,
         'a.equals("' * 20_000,
         '"x".equals(' * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
-         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens", "comparisons", "equals-calls", "yoda-equals"],
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens", "caddy-envs", "comparisons", "equals-calls", "yoda-equals"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
