@@ -267,7 +267,8 @@ What is detected (the marker's kind in brackets):
   "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
-  bob:PW", "creds=bob:PW", when the value mixes letters with digits or symbols
+  bob:PW", "creds=bob:PW", "log in with admin / PW", "sign in as bob:PW", "Use admin:PW to log in",
+  "user/pass: admin/PW", when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -3088,9 +3089,11 @@ _LOGIN_PAIR_REST = (
     r"(?:[ \t]+(?:with|is|are|as|using)[ \t]+|[ \t]*[:=][ \t]*|[ \t]+)"
     r"(?:[\w@.+-]{1,64}[ \t]*/[ \t]*|[A-Za-z_][\w@.+-]{0,63}:(?=[^\s/]))"
 )
+# ("log in with admin / S3cr3t!pass", "sign in as bob:Tr0ub4dor3": the verb in two words.)
+_LOG_IN = r"(?:log|Log|sign|Sign)(?<![\w.-]log)(?<![\w.-]Log)(?<![\w.-]sign)(?<![\w.-]Sign) in"
 _LOGIN_PAIR = re.compile(
     rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)|creds(?<![\w.-]creds)|Creds(?<![\w.-]Creds)"
-    rf"|redentials(?<![\w.-][cC]redentials)){_LOGIN_PAIR_REST}"
+    rf"|redentials(?<![\w.-][cC]redentials)|{_LOG_IN}){_LOGIN_PAIR_REST}"
     # (A JSON string's escaped line break ends the password too.)
     r"[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
 )
@@ -3101,7 +3104,35 @@ _LOGIN_PAIR_GATES = (
     ("creds", rf"(?<![\w.-]creds)(?={_LOGIN_PAIR_REST})"),
     ("Creds", rf"(?<![\w.-]Creds)(?={_LOGIN_PAIR_REST})"),
     ("redentials", rf"(?<![\w.-][cC]redentials)(?={_LOGIN_PAIR_REST})"),
+    # (An anchor for "log in" and "Log in", one for "sign in" and "Sign in": each anchor of several
+    # characters costs every text a substring test; one ` in` anchor cost more, its looks at every ` in`.)
+    ("og in", rf"(?<=[lL]og in)(?<![\w.-][lL]og in)(?={_LOGIN_PAIR_REST})"),
+    ("gn in", rf"(?<=[sS]ign in)(?<![\w.-][sS]ign in)(?={_LOGIN_PAIR_REST})"),
 )
+# "Use admin:S3cr3t!pass to log in", "try bob/Tr0ub4dor3 to sign in": the pair first, the verb after.
+_USE_TO_LOG_IN = re.compile(
+    r"(?:use|Use|try|Try)(?<![\w.-]use)(?<![\w.-]Use)(?<![\w.-]try)(?<![\w.-]Try)[ \t]+[`'\"]?[\w@.+-]{1,64}(?:[ \t]*/[ \t]*|:)"
+    r"(?P<s>[^\s/`'\"\\]{4,64}?)[`'\"]?[ \t]+to (?:log in|sign in|login)\b"
+)
+_USE_TO_LOG_IN_GATES = (("og in", r"(?<=[ \t]to log in)"), ("gn in", r"(?<=[ \t]to sign in)"), ("login", r"(?<=[ \t]to login)"))
+# "user/pass: admin/S3cr3t!pass", "username/password: root:Tr0ub4dor3", "login/pw: bob/x9!k": a
+# label naming both, and the pair after it (at the colon, the label read back).
+_SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):))"
+_SLASH_LABEL_PAIR = re.compile(
+    ":" + _SLASH_LABEL_LOOK + r"[ \t]*[`'\"]?[\w@.+-]{1,64}[`'\"]?[ \t]*[/:][ \t]*[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
+)
+_SLASH_LABEL_BEFORE = re.compile(r"(?<![\w.-])(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
+
+
+def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
+    # (The value runs to the space before `to`: a last `!` or `.` is the password's.)
+    return _replace_group(text, m, "s", _PROSE_MARK) if _printed_secret(m.group("s")) else None
+
+
+def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
+    if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
+        return None  # "file/pass: x", "/etc/pw: y"
+    return _replace_login_pair(text, m)
 
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -4285,6 +4316,8 @@ _RULES: tuple[_Rule, ...] = (
     ),
     _Rule("prose-secret", _PROSE_SECRET, _replace_prose_secret, _PROSE_SECRET_GATES, anchored=True),
     _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
+    _Rule("login-pair", _USE_TO_LOG_IN, _replace_use_to_log_in, _USE_TO_LOG_IN_GATES),
+    _Rule("slash-label-pair", _SLASH_LABEL_PAIR, _replace_slash_label_pair, ((":", _SLASH_LABEL_LOOK),), anchored=True),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     # (After the printers' rules: "the output of `printenv DB_PASSWORD` is x" is command output.)
@@ -4445,6 +4478,8 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
         # (A label in another language: `Passwort:`, `senha:`, `пароль:`, `密码:`; non-ASCII or one of
         # their last letters before the colon.)
         (r"(?:(?<=[^\x00-\x7f]:)|(?<=[^\x00-\x7f] :)|(?<=[rtadloesuiRTADLOESUI]:)|(?<=[rtadloesuiRTADLOESUI] :))", frozenset({"foreign-password"})),
+        # ("user/pass: admin/x": a label's last letter, `s`, `d` or `w`, before the colon.)
+        (r"(?<=[sSdDwW]:)", frozenset({"slash-label-pair"})),
         (_sep_guard(":", ""), None),
     ),
     # `,`: ("NAME", "value") pairs and auth=("user", "pw"): a quote before the comma.

@@ -436,6 +436,8 @@ def _cases() -> list[SecretCase]:
     add("password-check-undeclared", f'if (encoder.matches("{pw}", user.getPasswordHash())) {{\nok = check_password_hash(row.hash, "{pw2}")', pw, pw2)
     pw, pw2 = password(), password()
     add("xhr-open-credentials", f'http.Open "GET", "https://intranet.acme.io/api", False, "svc", "{pw}"\nxhr.open("GET", url, false, "bob", "{pw2}");', pw, pw2)
+    pw, pw2 = password(), password()
+    add("prose-login-pairs", f"Use admin:{pw} to log in, or log in with ops / {pw2}", pw, pw2)
     s, pw = rand(40), password()
     add("caddy-env", f"acme.io {{\n\tphp_fastcgi unix//run/php/fpm.sock {{\n\t\tenv API_TOKEN {s}\n\t\tenv DB_PASSWORD {pw}\n\t}}\n}}", s, pw)
     s, pw = rand(32), password()

@@ -1294,6 +1294,11 @@ POSITIVE = [
         'http.Open "GET", "https://api.example.org/x", False, "admin", "[REDACTED:code-literal]"\nobjHTTP.Open "POST", url, False, "svc_user", "[REDACTED:code-literal]"\nxhr.open("GET", url, false, "alice", "[REDACTED:code-literal]");\nreq.open(\'PUT\', \'/api\', true, user, \'[REDACTED:code-literal]\');\nhttp.SetCredentials "admin", "[REDACTED:code-literal]", 0',
     ),
     (
+        'prose-login-pairs',
+        'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
+        'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: [REDACTED:assignment]',
+    ),
+    (
         'caddy-env-and-passenger',
         'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD Zq8vLm2pXw\n\t\tenv APP_SECRET "Zq8vLm2pXw"\n\t}\n}\nenv API_TOKEN Zq8vLm2pXw\npassenger_env_var SECRET_KEY_BASE Zq8vLm2pXw;',
         'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD [REDACTED:assignment]\n\t\tenv APP_SECRET "[REDACTED:assignment]"\n\t}\n}\nenv API_TOKEN [REDACTED:assignment]\npassenger_env_var SECRET_KEY_BASE [REDACTED:assignment];',
@@ -1801,6 +1806,10 @@ NEGATIVE = [
         'xhr.open("GET", url, true);\nxhr.open("GET", url, false, "alice")\nxhr.open("GET", url, false, "alice", pw)\nwindow.open("https://x", "_blank", "noopener")\nf.open("a.txt", "r", "utf-8", "x")\nhttp.SetCredentials user, pw, 0',
     ),
     (
+        'prose-login-lookalikes',
+        'Connect to localhost:8080 and log in\nUse localhost:8080 to log in\nmeeting at 10:30 tomorrow\nsee file.py:123 for details\nlog in with your username/password\nsign in with Google/GitHub\nlog in to example.com/dashboard\nUse https://example.com:8443 to log in\nuser/pass: see the vault\npath/pass: foo/bar123\nthe key:value pairs\nlog in as admin to continue\nuse ssh:22 to login',
+    ),
+    (
         'caddy-env-lookalikes',
         'env PATH /usr/bin\nenv -u API_TOKEN python app.py\nenv API_TOKEN {$API_TOKEN}\nenv DB_PASSWORD $DB_PASSWORD\nprintenv API_TOKEN\npassenger_env_var RAILS_ENV production;\nthe env API_TOKEN is set\nenv API_TOKEN',
     ),
@@ -2219,6 +2228,9 @@ def test_non_ascii_text_is_handled() -> None:
         'encoder.matches("' * 20_000,
         '.Open "GET", ' * 20_000,
         'xhr.open("GET", u, false, "u", ' * 10_000,  # each comma's literal reads back for the call
+        "user/pass: " * 20_000,
+        "log in with a/" * 20_000,
+        "Use a:b " * 20_000,
         "env API_TOKEN " * 20_000,
         'secret == "' * 20_000,
         'a.equals("' * 20_000,
@@ -2226,7 +2238,8 @@ def test_non_ascii_text_is_handled() -> None:
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
-         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens", "caddy-envs", "comparisons", "equals-calls", "yoda-equals"],
+         "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens",
+         "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
