@@ -16,7 +16,16 @@ import orjson
 
 from capture_daemon.redact import redact_value
 from capture_daemon.schema import Trace
-from capture_daemon.secret_output import MARK as SECRET_OUTPUT_MARK, mark_secret_output, output_is_secret
+from capture_daemon.secret_output import (
+    MARK as SECRET_OUTPUT_MARK,
+    credential_read,
+    mark_credential_lines,
+    mark_secret_output,
+    named_credential_files,
+    output_is_secret,
+    remember_names,
+    strings_in,
+)
 from capture_daemon.transcript import PromptTurns
 
 # Identifiers and flags Claude Code generates, never user text.
@@ -52,10 +61,18 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
     """Redact one prompt's transcript content in place (once: later calls are no-ops)."""
     if getattr(turns, "scrubbed", False):
         return turns
+    # (Files a config or command names as holding a login: `auth-user-pass creds.txt`.)
+    named = remember_names(turns.session_id, named_credential_files(
+        strings_in([turns.prompt, [b.input for b in turns.blocks], [r.text for r in turns.results.values()]])))
     turns.prompt = redact_value(turns.prompt)
     for block in turns.blocks:
         if block.kind == "tool_use" and block.tool_use_id in turns.results and output_is_secret(block.name, block.input):
             turns.results[block.tool_use_id].text = SECRET_OUTPUT_MARK  # `pass show x` printed a password
+        elif block.kind == "tool_use" and block.tool_use_id in turns.results:
+            password_file = credential_read(block.name, block.input, named)
+            if password_file is not None:  # `cat creds.txt`: a user, then its password
+                result = turns.results[block.tool_use_id]
+                result.text = mark_credential_lines(result.text, password_file)
         block.text = redact_value(block.text)
         block.input = redact_value(block.input)
     for result in turns.results.values():
@@ -69,9 +86,14 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
 def scrub_trace(trace: Trace) -> Trace:
     """Every string of a finished trace redacted (for traces not built from scrubbed parts)."""
     data = trace.model_dump(mode="json", exclude={"tools_offered"})
+    named = named_credential_files(strings_in([data.get("prompt"), [[c.get("input"), c.get("output")] for c in data.get("tool_calls", [])]]))
     for call in data.get("tool_calls", []):
         if call.get("output") and output_is_secret(call.get("name"), call.get("input")):
             call["output"] = SECRET_OUTPUT_MARK  # `pass show x` printed a password
+        elif call.get("output"):
+            password_file = credential_read(call.get("name"), call.get("input"), named)
+            if password_file is not None:  # `cat creds.txt`: a user, then its password
+                call["output"] = mark_credential_lines(call["output"], password_file)
     data = redact_value(data)
     data["tools_offered"] = scrub_tools(trace.tools_offered)
     return Trace.model_validate(data)

@@ -36,6 +36,12 @@ key:generate --show`, `head -c 32 /dev/urandom | base64`), initial admin passwor
 //registry.npmjs.org/:_authToken`, `yarn config get npmAuthToken`, `composer config
 github-oauth.github.com`, `bundle config get gems.contribsys.com`). Claude Code's Read tool
 on such a file counts the same way: its result's content goes, its path and line counts stay.
+
+Files that hold a login (`credential_file`, `named_credential_files`): OpenVPN's `auth-user-pass
+creds.txt` file is a user and its password, two lines. A read of one (Read, `cat`, a pasted `$ cat
+creds.txt`) loses the second line, the user kept; a file is one by its name (`creds.txt`,
+`vpn-auth.txt`, `x.pass`) or by a config or command in the same session naming it (`auth-user-pass
+FILE`, `--password-file FILE`, `passwordfile=`, `PGPASSFILE=`, `--password-stdin < FILE`).
 """
 
 from __future__ import annotations
@@ -342,6 +348,147 @@ def command_prints_secret(command: str) -> bool:
     return any(_pipeline_prints_secret(stages) for stages in _pipelines(command))
 
 
+# --- Files that hold a login: a user on the first line, its password on the second, as OpenVPN's
+# `auth-user-pass creds.txt` reads it (and `http-proxy-user-pass`, strongSwan's and many scripts'
+# own). Nothing in `alice\nZq8vLm2pXw` says secret; the file does, by its name (`creds.txt`,
+# `vpn-auth.txt`, `openvpn.pass`) or by a config or command in the same trace naming it
+# (`auth-user-pass /etc/openvpn/client.txt`, `--password-file pw.txt`, `PGPASSFILE=...`). Such a
+# file's content is judged: two lines, a user and one word, lose the second; one word alone in a
+# file named for a password, or named by a password-file option, goes whole. Anything else in it
+# (an INI file, `~/.aws/credentials`) is left to the rules over text.
+_CREDENTIAL_WORDS = frozenset({"creds", "cred", "credential", "credentials", "password", "passwords", "pass", "pw", "pwd", "auth",
+                               "userpass", "login", "logins"})
+_CREDENTIAL_SUFFIXES = frozenset({".pass", ".pw", ".pwd", ".passwd", ".creds", ".cred", ".credentials", ".auth", ".login"})
+_PASSWORD_SUFFIXES = frozenset({".pass", ".pw", ".pwd", ".passwd"})
+_CREDENTIAL_STEM_SUFFIXES = frozenset({"", ".txt", ".conf", ".cfg"})
+_NAME_PARTS = re.compile(r"[._-]+")
+
+
+def _file_name(path: object) -> str:
+    if not isinstance(path, str):
+        return ""
+    return path.strip().strip("\"'").replace("\\", "/").rsplit("/", 1)[-1].lower()
+
+
+def credential_file(path: object) -> bool:
+    """Whether the file at `path` is named as one holding a login (`creds.txt`, `vpn-auth.txt`, `x.pass`)."""
+    name = _file_name(path)
+    stem, suffix = posixpath.splitext(name)
+    if suffix in _CREDENTIAL_SUFFIXES:
+        return True
+    return suffix in _CREDENTIAL_STEM_SUFFIXES and any(w in _CREDENTIAL_WORDS for w in _NAME_PARTS.split(stem.lstrip(".")))
+
+
+# Options and settings that name a file holding a login or a password: OpenVPN's `auth-user-pass
+# FILE` (`--auth-user-pass`, `http-proxy-user-pass`), `--password-file FILE` and its spellings
+# (`--passwordfile`, `--passfile`, `--pass-file`, `--secret-file`, rsync's `--password-file=`),
+# `passwordfile = FILE` in a config, libpq's `PGPASSFILE=FILE`, `docker login --password-stdin < FILE`.
+_NAMING_OPTION = re.compile(
+    r"(?:(?:(?<![\w-])|(?<=--))(?:auth-user-pass|http-proxy-user-pass)[ \t]+"
+    r"|--?(?:password[-_]?file|pass[-_]?file|secret[-_]?file|pw[-_]?file)(?:[ \t]+|=)"
+    r"|(?<![\w-])(?i:password[-_]?file|pgpassfile|passfile)[ \t]*[=:][ \t]*"
+    r"|--password-stdin[ \t]*<[ \t]*)"
+    r"(?:\"(?P<dq>[^\"\r\n]{1,300})\"|'(?P<sq>[^'\r\n]{1,300})'|(?P<file>[^\s\"'<>;|&\\]*[^\s\"'<>;|&\\.,)]))"
+)
+
+
+def named_credential_files(texts: "list[str]") -> set[str]:
+    """The file names (lower-cased, without their directory) that `texts` name as holding a login."""
+    names: set[str] = set()
+    for text in texts:
+        if isinstance(text, str) and ("pass" in text or "PASS" in text or "Pass" in text):
+            for m in _NAMING_OPTION.finditer(text):
+                name = _file_name(m.group("file") or m.group("dq") or m.group("sq"))
+                if name and name not in ("stdin", "-", "/dev/stdin"):
+                    names.add(name)
+    return names
+
+
+# Read's line numbers (`     1\t`, `     1→`) are kept.
+_NUMBERED_LINE = re.compile(r"( *\d+(?:\t|\u2192))?(.*?)(\r?)$")
+_LOGIN_USER = re.compile(r"[\w.@+\\-]{1,128}")
+_LOGIN_WORD = re.compile(r"\S{1,256}")
+
+
+def mark_credential_lines(text: str, password_file: bool = False) -> str:
+    """`text`, a credential file's content, with its password replaced: the second of two lines
+    (a user, then one word), or the one word of a password file (`password_file`). Any other
+    content comes back as it is."""
+    if not isinstance(text, str) or "\n" not in text.strip() and not password_file:
+        return text
+    lines = text.split("\n")
+    filled = [i for i, line in enumerate(lines) if line.strip() and _NUMBERED_LINE.fullmatch(line).group(2).strip()]
+    parts = [_NUMBERED_LINE.fullmatch(lines[i]) for i in filled]
+    if len(parts) == 2 and _LOGIN_USER.fullmatch(parts[0].group(2).strip()) and _LOGIN_WORD.fullmatch(parts[1].group(2).strip()):
+        target, part = filled[1], parts[1]
+    elif len(parts) == 1 and password_file and _LOGIN_WORD.fullmatch(parts[0].group(2).strip()):
+        target, part = filled[0], parts[0]
+    else:
+        return text
+    if MARKER_PATTERN.fullmatch(part.group(2).strip()):
+        return text
+    lines[target] = (part.group(1) or "") + MARK + part.group(3)
+    return "\n".join(lines)
+
+
+def read_file_paths(tool_name: object, tool_input: object) -> list[str]:
+    """The files a tool call prints: Read's `file_path`, or a Bash command's printer's arguments (`cat creds.txt`)."""
+    if not isinstance(tool_input, dict):
+        return []
+    if tool_name == "Read":
+        path = tool_input.get("file_path")
+        return [path] if isinstance(path, str) else []
+    command = tool_input.get("command") if tool_name in ("Bash", "PowerShell") else None
+    return command_read_paths(command) if isinstance(command, str) else []
+
+
+def command_read_paths(command: str) -> list[str]:
+    """The files a shell command prints whole (`cat creds.txt`, `sudo head /etc/openvpn/auth.txt`)."""
+    paths: list[str] = []
+    for stages in _pipelines(command):
+        if len(stages) != 1 or _stdout_redirected(stages[0]):
+            continue  # (piped on, it is no longer the file as it is)
+        program, args = _program(stages[0])
+        if program.lower() in ("cat", "type", "get-content", "gc", "bat", "batcat", "less", "more", "head", "tail"):
+            paths += [a for a in args if not a.startswith("-") and not a.isdigit()]
+    return paths
+
+
+def credential_read(tool_name: object, tool_input: object, named: "set[str]" = frozenset()) -> Optional[bool]:
+    """For a tool call that prints a credential file: whether it is a password file (its one word
+    goes) or a login file (False: the second of two lines goes); None when it prints none."""
+    found: Optional[bool] = None
+    for path in read_file_paths(tool_name, tool_input):
+        name = _file_name(path)
+        if name in named:
+            return True  # (named by `auth-user-pass` or by `--password-file`: either content goes)
+        if credential_file(path):
+            found = posixpath.splitext(name)[1] in _PASSWORD_SUFFIXES
+    return found
+
+
+def mark_credential_output(response: object, password_file: bool) -> object:
+    """A tool's result (text, a hook's structured response, content blocks) with a credential
+    file's password replaced (`mark_credential_lines`)."""
+    if isinstance(response, str):
+        return mark_credential_lines(response, password_file)
+    if isinstance(response, dict):
+        out = dict(response)
+        for key in ("stdout", "output", "content"):
+            if isinstance(out.get(key), str):
+                out[key] = mark_credential_lines(out[key], password_file)
+        read = out.get("file")
+        if isinstance(read, dict) and isinstance(read.get("content"), str):
+            out["file"] = {**read, "content": mark_credential_lines(read["content"], password_file)}
+        return out
+    if isinstance(response, list):
+        return [
+            {**item, "text": mark_credential_lines(item["text"], password_file)} if isinstance(item, dict) and isinstance(item.get("text"), str) else item
+            for item in response
+        ]
+    return response
+
+
 def output_is_secret(tool_name: object, tool_input: object) -> bool:
     """Whether a tool call's output is a secret because of the command it ran or the file it read."""
     if not isinstance(tool_input, dict):
@@ -354,11 +501,63 @@ def output_is_secret(tool_name: object, tool_input: object) -> bool:
 
 
 def mark_secret_output(payload: object) -> object:
-    """A PostToolUse payload with its `tool_response` marked when its command prints a secret;
-    anything else as it is (the caller's dict is not changed)."""
+    """A PostToolUse payload with its `tool_response` marked when its command prints a secret,
+    or with the password gone when it prints a credential file; anything else as it is (the
+    caller's dict is not changed). The credential files it names are remembered for its session."""
+    remember_named_files(payload)
     if isinstance(payload, dict) and "tool_response" in payload and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
         return {**payload, "tool_response": mark_response(payload["tool_response"])}
+    if isinstance(payload, dict) and "tool_response" in payload:
+        password_file = credential_read(payload.get("tool_name"), payload.get("tool_input"), _named_in_session(payload.get("session_id")))
+        if password_file is not None:
+            return {**payload, "tool_response": mark_credential_output(payload["tool_response"], password_file)}
     return payload
+
+
+# Hook payloads come one at a time: the credential files a session's earlier payloads named
+# (`auth-user-pass creds.txt` in a config it read), kept for its later reads. A few sessions, a
+# few names each: a daemon sees one or two sessions at once.
+_SESSION_NAMES: dict[str, set[str]] = {}
+_MAX_SESSIONS, _MAX_NAMES = 64, 64
+
+
+def remember_named_files(payload: object) -> None:
+    """Note the credential files a hook payload names, for its session's later payloads."""
+    if isinstance(payload, dict):
+        remember_names(payload.get("session_id"), named_credential_files(strings_in(
+            [payload.get("tool_input"), payload.get("tool_response"), payload.get("prompt")])))
+
+
+def remember_names(session_id: object, names: "set[str]") -> set[str]:
+    """Add `names` to those a session named before; all of them back."""
+    if not isinstance(session_id, str):
+        return set(names)
+    if names:
+        if session_id not in _SESSION_NAMES and len(_SESSION_NAMES) >= _MAX_SESSIONS:
+            _SESSION_NAMES.pop(next(iter(_SESSION_NAMES)))
+        known = _SESSION_NAMES.setdefault(session_id, set())
+        if len(known) < _MAX_NAMES:
+            known.update(names)
+    return _SESSION_NAMES.get(session_id, set()) | names
+
+
+def _named_in_session(session_id: object) -> set[str]:
+    return _SESSION_NAMES.get(session_id, set()) if isinstance(session_id, str) else set()
+
+
+def strings_in(value: object) -> list[str]:
+    """Every string in a JSON-like value."""
+    return _strings(value)
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 def mark_response(response: object) -> object:
@@ -449,6 +648,15 @@ def _redact_bash_mode(text: str) -> tuple[str, int]:
     return _BASH_MODE.sub(turn, text), count
 
 
+def _credential_session_output(command: str, output: str) -> Optional[str]:
+    """What a pasted `cat creds.txt` printed, with its password gone; None when it prints no credential file."""
+    password_file = credential_read("Bash", {"command": command})
+    if password_file is None:
+        return None
+    marked = mark_credential_lines(output, password_file)
+    return marked if marked != output else None
+
+
 def _redact_prompted_output(text: str) -> tuple[str, int]:
     """Each prompt line whose command prints a secret keeps its command; its output goes. Only
     lines where one of `_PROMPTED_PRINTERS` hits are read as prompts (most texts have none)."""
@@ -459,7 +667,16 @@ def _redact_prompted_output(text: str) -> tuple[str, int]:
         if line_start < copied:
             continue  # inside the output just replaced
         m = _PROMPT_LINE.match(text, line_start)
-        if m is None or _already_marked(m.group("out")) or not command_prints_secret(m.group("cmd")):
+        if m is None or _already_marked(m.group("out")):
+            continue
+        if not command_prints_secret(m.group("cmd")):
+            # `$ cat creds.txt`: a user, then its password
+            marked = _credential_session_output(m.group("cmd"), m.group("out"))
+            if marked is None:
+                continue
+            parts += [text[copied : m.start()], f"{m.group('prompt')}{m.group('cmd')}\n{marked}"]
+            copied = m.end()
+            count += 1
             continue
         ending = "\n" if m.group("out").endswith("\n") else ""
         parts += [text[copied : m.start()], f"{m.group('prompt')}{m.group('cmd')}\n{MARK}{ending}"]

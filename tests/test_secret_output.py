@@ -303,6 +303,74 @@ def test_which_files_hold_a_secret_by_name_or_place() -> None:
         assert not file_holds_secret(path), path
 
 
+def test_a_read_of_a_credential_file_loses_its_password_keeps_its_user() -> None:
+    """OpenVPN's `auth-user-pass creds.txt` file: a user, then its password; nothing in the text
+    says secret, the file's name does."""
+    content = f"alice\n{PASSWORD}\n"
+    payload = {"tool_name": "Read", "tool_input": {"file_path": "/etc/openvpn/creds.txt"},
+               "tool_response": {"type": "text", "file": {"filePath": "/etc/openvpn/creds.txt", "content": content, "numLines": 3}}}
+    assert scrub_payload(payload)["tool_response"]["file"] == {"filePath": "/etc/openvpn/creds.txt", "content": f"alice\n{MARK}\n", "numLines": 3}
+    for command in ("cat vpn-auth.txt", "sudo cat /etc/openvpn/client.creds", "head -n 2 ~/vpn/login.txt"):
+        bash = {"tool_name": "Bash", "tool_input": {"command": command}, "tool_response": {"stdout": content, "stderr": ""}}
+        assert scrub_payload(bash)["tool_response"] == {"stdout": f"alice\n{MARK}\n", "stderr": ""}, command
+    one = {"tool_name": "Read", "tool_input": {"file_path": "/root/openvpn.pass"}, "tool_response": PASSWORD}
+    assert scrub_payload(one)["tool_response"] == MARK  # a `.pass` file's one word
+
+    turns = PromptTurns(prompt_id="p1", prompt="the vpn will not connect")
+    turns.blocks = [Block(kind="tool_use", message_id="m1", tool_use_id="t1", name="Read", input={"file_path": "/etc/openvpn/client-creds.txt"})]
+    turns.results = {"t1": ToolResult(text=f"     1\talice\n     2\t{PASSWORD}\n", is_error=False)}
+    scrub_turns(turns)
+    assert turns.results["t1"].text == f"     1\talice\n     2\t{MARK}\n"
+    trace = Trace(trace_id="t", session_id="s", prompt_id="p", prompt="vpn",
+                  tool_calls=[ToolCall(tool_use_id="t1", name="Bash", input={"command": "cat creds.txt"}, output=f"alice\n{PASSWORD}")])
+    assert scrub_trace(trace).tool_calls[0].output == f"alice\n{MARK}"
+    assert redact_text(f"$ cat creds.txt\nalice\n{PASSWORD}\n$ ls\n") == f"$ cat creds.txt\nalice\n{MARK}\n$ ls\n"
+
+
+def test_a_file_a_config_names_for_a_login_loses_its_password() -> None:
+    """`auth-user-pass /etc/openvpn/up.dat` in a config read earlier names the file whatever its
+    name; so do `--password-file`, `passwordfile=`, `PGPASSFILE=` and `--password-stdin < f`."""
+    config = {"session_id": "s-vpn", "tool_name": "Read", "tool_input": {"file_path": "/etc/openvpn/client.ovpn"},
+              "tool_response": {"type": "text", "file": {"filePath": "/etc/openvpn/client.ovpn", "content": "client\nauth-user-pass /etc/openvpn/up.dat\n"}}}
+    scrub_payload(config)
+    read = {"session_id": "s-vpn", "tool_name": "Bash", "tool_input": {"command": "sudo cat /etc/openvpn/up.dat"},
+            "tool_response": {"stdout": f"alice\n{PASSWORD}\n", "stderr": ""}}
+    assert scrub_payload(read)["tool_response"]["stdout"] == f"alice\n{MARK}\n"
+    assert scrub_payload({**read, "session_id": "another"})["tool_response"]["stdout"] == f"alice\n{PASSWORD}\n"
+
+    turns = PromptTurns(prompt_id="p1", prompt="sync fails")
+    turns.blocks = [
+        Block(kind="tool_use", message_id="m1", tool_use_id="t1", name="Bash", input={"command": "rsync --password-file=/etc/rsync.sec a::b ."}),
+        Block(kind="tool_use", message_id="m1", tool_use_id="t2", name="Read", input={"file_path": "/etc/rsync.sec"}),
+    ]
+    turns.results = {"t1": ToolResult(text="@ERROR: auth failed", is_error=True), "t2": ToolResult(text=f"     1\t{PASSWORD}\n", is_error=False)}
+    scrub_turns(turns)
+    assert turns.results["t2"].text == f"     1\t{MARK}\n"
+
+    from capture_daemon.secret_output import named_credential_files
+
+    assert named_credential_files([
+        "auth-user-pass /etc/openvpn/login.conf", "--auth-user-pass 'vpn creds'", "passwordfile = /opt/app/pw.dat",
+        "PGPASSFILE=/app/.pg_login psql", "docker login -u me --password-stdin < ~/tok.dat", "http-proxy-user-pass proxy.dat",
+    ]) == {"login.conf", "vpn creds", "pw.dat", ".pg_login", "tok.dat", "proxy.dat"}
+
+
+def test_credential_file_lookalikes_are_kept() -> None:
+    from capture_daemon.secret_output import credential_file
+
+    for path in ["creds.txt", "/etc/openvpn/vpn-auth.txt", "openvpn.pass", "credentials", "auth.txt", "x.creds", "login.txt"]:
+        assert credential_file(path), path
+    for path in ["auth.py", "login.html", "password_reset.ts", "README.md", "/etc/passwd", "notes.txt", "authors.txt", "", None]:
+        assert not credential_file(path), path
+    for content in ("[default]\naws_access_key_id = AKIA\n", "a b\nc\n", "one\ntwo\nthree\n", "alice\n"):
+        payload = {"tool_name": "Read", "tool_input": {"file_path": "/home/me/.aws/credentials"}, "tool_response": content}
+        assert scrub_payload(payload)["tool_response"] == content, content
+    two = f"alice\n{PASSWORD}\n"
+    for command in ("cat notes.txt", "cat creds.txt | wc -l", "cat creds.txt > /tmp/x"):
+        bash = {"tool_name": "Bash", "tool_input": {"command": command}, "tool_response": {"stdout": two}}
+        assert scrub_payload(bash)["tool_response"] == {"stdout": two}, command
+
+
 def test_pasted_sessions_that_print_a_secret_file() -> None:
     text = f"$ cat /run/secrets/db_password\n{PASSWORD}\n\nThen the app starts."
     assert redact_text(text) == f"$ cat /run/secrets/db_password\n{MARK}\n\nThen the app starts."
