@@ -2817,9 +2817,9 @@ _FIRST_ARG_CALLS = (
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
     r"|rypt(?<=BCrypt)::Password\.create\(|rypt(?<=bcrypt)::(?:hash|verify)\("
     # passlib's CryptContext as its docs name it (`pwd_context.verify("pw", h)`), Laravel's
-    # `Hash::check('pw', $h)`/`Hash::make('pw')`, `hmac.compare_digest("lit", x)`.
+    # `Hash::check('pw', $h)`/`Hash::make('pw')`.
     r"|context(?:(?<=pwd_context)|(?<=password_context)|(?<=crypt_context))\.(?:hash|verify)\("
-    r"|Hash::(?:check|make)\(|compare_digest\("
+    r"|Hash::(?:check|make)\("
     rf"|{_PASSWORD_HASHER}\.(?:hash|verify|encrypt)\(|crypt(?<=_crypt)\.(?:hash|verify|encrypt)\("
     r"|Encoder(?<=passwordEncoder|PasswordEncoder)(?:\.\w+)?(?:\([^()\r\n]*\))?\.(?:encode|matches)\("
     r"|password(?<=generate_password)_hash\(|password(?<![\w.$>]password)_(?:hash|verify)\(|password(?<=make_password)\("
@@ -2875,7 +2875,6 @@ _FIRST_LITERAL_GATES = (
     ("S", r"(?<![\w.]S)(?=tripe\([ \t]*[\"'](?!pk_))"),
     ("A", r"(?=uth\.Token\([ \t]*[\"'])"),
     ("cookieParser(", ""),
-    ("_", rf"(?<=compare_)(?=digest\({_OPENS_LITERAL})"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 # Calls read apart from _CALL_BEFORE_COMMA, each alternative there costing every literal after a
@@ -3907,8 +3906,17 @@ def _replace_encoder_call(text: str, m: "re.Match[str]") -> Optional[str]:
 # `api_key != "lit"`, Java's `password.equals("lit")` and `"lit".equals(password)`. The literal is
 # the secret the code checks against; judged as an assignment to that name would be (`password ==
 # ""`, `token == None`, `token == "EOF"` in a tokenizer, `key == "Enter"` stay).
-_COMPARISON = re.compile(r"=(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?(?P<q>[\"'`])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)")
-_COMPARISON_LOOK = r"(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?[\"'`]"
+def _comparison_guard() -> str:
+    """At a comparison's first `=`: a character before it that can end a secret's name (a secret
+    word's last letter, a variant's: `_PROD`, `2`, `_dev`; a getter's `)`), a space between or none."""
+    ends = {w[-1] for w in _SECRET_WORDS} | set("vgamn)0123456789")
+    chars = "".join(sorted(ends | {c.upper() for c in ends if c.isalpha()}))
+    # (The next or previous character first: most `=` are assignments, and fail there at once.)
+    return rf"(?:(?==)(?:(?<=[{chars}] =)|(?<=[{chars}]=))|(?<=!=)(?:(?<=[{chars}] !=)|(?<=[{chars}]!=)))"
+
+
+_COMPARISON = re.compile("=" + _comparison_guard() + r"(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?(?P<q>[\"'`])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){4,300})(?P=q)")
+_COMPARISON_LOOK = r"(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[bB]?(?:\"(?:[^\"\\\r\n]|\\.){4}|'(?:[^'\\\r\n]|\\.){4}|`(?:[^`\\\r\n]|\\.){4})"
 _EQUALS_CALL = re.compile(r"\.equals(?:IgnoreCase)?\([ \t]*(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)[ \t]*\)")
 _EQUALS_YODA = re.compile(
     r"(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)\.equals(?:IgnoreCase)?\([ \t]*(?:[\w$]+\.){0,4}(?P<name>[A-Za-z_$][\w$]{0,80})(?:\(\))?[ \t]*\)"
@@ -4409,8 +4417,6 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # Every `_` gate sits on the last `_` of a token prefix (`ghp_`, `sk_live_`), and every such
     # token has at least 10 letters and digits after it; snake_case code mostly does not.
     "_": (
-        # (`hmac.compare_digest("lit", x)`.)
-        (r"(?<=compare_)(?=digest\()", frozenset({"code-literal-first"})),
         # (Ansible's `ansible-vault encrypt_string PW`.)
         (r"(?<=encrypt_)", frozenset({"ansible-encrypt-string"})),
         # (nginx's `fastcgi_param`, PHP's `php_value`: a spaced setting.)
@@ -4464,8 +4470,9 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     "b": ((r"(?=[(Ceu])", frozenset({"code-literal-first", "bundle-config", "composer-tokens"})), ("", None)),
     # `=`: assignments and Authorization (a secret word's last letter or a gap character),
     # AccountKey= / SharedAccessKey= (y), sig= (g).
-    # (`x == "lit"`, `x != "lit"`: a comparison, at the first `=`.)
-    "=": ((r"(?:(?==)|(?<=!=))", frozenset({"comparison"})), (_sep_guard("=", "yg"), None)),
+    # (`x == "lit"`, `x != "lit"`: a comparison, at the first `=`, after a character that can end a
+    # secret's name; its own branch, so that `!=` opens no other look.)
+    "=": ((_comparison_guard(), frozenset({"comparison"})), (_sep_guard("=", "yg"), None)),
     # `:`: `://` of a URL with a password; the rest as for `=`.
     # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl), `port:` (.pgpass):
     # one guard for all of these, so that a plain colon fails two branches, not five.

@@ -1305,8 +1305,8 @@ POSITIVE = [
     ),
     (
         'secret-compared-to-literal',
-        'if secret == "Zq8vLm2pXw":\nif (token === \'Zq8vLm2pXw\') {\nif api_key != "Zq8vLm2pXw":\nif (self.password == "Zq8vLm2pXw") return\nif (password.equals("Zq8vLm2pXw")) {\nif ("Zq8vLm2pXw".equals(user.getPassword())) {\nhmac.compare_digest(key, "Zq8vLm2pXw")\nsecrets.compare_digest("Zq8vLm2pXw", token)',
-        'if secret == "[REDACTED:assignment]":\nif (token === \'[REDACTED:assignment]\') {\nif api_key != "[REDACTED:assignment]":\nif (self.password == "[REDACTED:assignment]") return\nif (password.equals("[REDACTED:assignment]")) {\nif ("[REDACTED:assignment]".equals(user.getPassword())) {\nhmac.compare_digest(key, "[REDACTED:code-literal]")\nsecrets.compare_digest("[REDACTED:code-literal]", token)',
+        'if secret == "Zq8vLm2pXw":\nif (token === \'Zq8vLm2pXw\') {\nif api_key != "Zq8vLm2pXw":\nif (self.password == "Zq8vLm2pXw") return\nif (password.equals("Zq8vLm2pXw")) {\nif ("Zq8vLm2pXw".equals(user.getPassword())) {\nhmac.compare_digest(key, "Zq8vLm2pXw")',
+        'if secret == "[REDACTED:assignment]":\nif (token === \'[REDACTED:assignment]\') {\nif api_key != "[REDACTED:assignment]":\nif (self.password == "[REDACTED:assignment]") return\nif (password.equals("[REDACTED:assignment]")) {\nif ("[REDACTED:assignment]".equals(user.getPassword())) {\nhmac.compare_digest(key, "[REDACTED:code-literal]")',
     ),
     (
         'cli-user-password-flags-more',
