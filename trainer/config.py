@@ -319,6 +319,7 @@ class RLSection:
     # RL student only when its greedy reward on select_examples of select_split is above the SFT
     # student's, else the SFT one. Not the test split, which reports the result; "" keeps the RL
     # student whatever it scores. No setting raises the greedy reward on every seed (docs/rl.md).
+    # select_examples 0: the whole split.
     select_split: str = "validation"
     select_examples: int = 64
     # Per-prompt sampling weights from `trainer mine` ({trace_id: weight}); empty: {run.out}/mine/weights.json if present.
