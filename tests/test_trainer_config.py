@@ -141,3 +141,15 @@ def test_run_header_names_a_warmup_learning_rate_only_when_one_is_set():
     assert "copy warm-up (respell) of up to 1200 steps)" in default
     chosen = settings_summary(load_config(overrides=[*preset, "run.demo_copy_warmup_learning_rate=1e-3"]))
     assert "copy warm-up (respell) of up to 1200 steps at lr 0.001)" in chosen
+
+
+def test_run_header_says_what_rl_will_do_only_when_it_is_on():
+    from trainer.pipeline import DEMO_PRESET, settings_summary
+
+    demo = [f"{k}={v}" for k, v in DEMO_PRESET.items()]
+    assert "after SFT" not in settings_summary(load_config(overrides=demo))
+    header = settings_summary(load_config(overrides=[*demo, "rl.enabled=true"]))
+    assert ("  after SFT   student-centred SFT, 3 DAgger rounds of 120 steps × batch 8, lr 0.0001; the RL student "
+            "goes on only if it beats the SFT one on the whole validation split") in header
+    grpo = settings_summary(load_config(overrides=[*demo, "rl.enabled=true", "rl.algorithm=grpo", "rl.select_examples=64"]))
+    assert "after SFT   GRPO, 360 steps, lr 0.0005; the RL student goes on only if it beats the SFT one on the first 64 validation prompts" in grpo

@@ -515,7 +515,24 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         f"  training    {length} × batch {batch} ({s.per_device_train_batch_size} per device × "
         f"{s.gradient_accumulation_steps} accumulated), lr {s.learning_rate:g}, max_length {s.max_length} tokens",
     ]
+    if cfg.rl.enabled:
+        lines.append(f"  after SFT   {rl_summary_line(cfg)}")
     return "\n".join(lines)
+
+
+def rl_summary_line(cfg: UnderstudyConfig) -> str:
+    """What the RL stage will do, in a line: its algorithm, its steps, and how its student is chosen."""
+    rl = cfg.rl
+    if rl.algorithm == "student_centred":
+        rounds = (f"{rl.sc_rounds} DAgger rounds of {max(1, rl.max_steps // rl.sc_rounds)} steps" if rl.sc_rounds > 1
+                  else f"{rl.max_steps} steps")
+        what = f"student-centred SFT, {rounds} × batch {rl.sc_batch_size}, lr {rl.sc_learning_rate:g}"
+    else:
+        what = f"{rl.algorithm.upper()}, {rl.max_steps} steps, lr {rl.learning_rate:g}"
+    if not rl.select_split:
+        return what + "; the RL student goes on whatever it scores"
+    on = f"the first {rl.select_examples} {rl.select_split} prompts" if rl.select_examples else f"the whole {rl.select_split} split"
+    return what + f"; the RL student goes on only if it beats the SFT one on {on}"
 
 
 # ----------------------------------------------------------------------------------------------
