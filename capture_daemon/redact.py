@@ -223,7 +223,8 @@ What is detected (the marker's kind in brackets):
   and kombu's ``Connection(server, "u", "PW")`` (the user a literal too) [code-literal]; setters and
   builders: ``setPassword("PW")``, ``setApiKey("K")`` (PHP's static ``Stripe::setApiKey('K')`` too), ``.withClientSecret("S")``,
   ``.password("PW")``, Go's ``ssh.Password("PW")``, Redis clients' ``.auth("PW")``/``->auth('PW')``, Django's ``user.set_password("PW")``/``check_password("PW")`` [assignment]
-- code comparing a secret-named variable to a literal: ``if secret == "S"``, ``token === 'T'``, ``api_key != "K"``,
+- code comparing a secret-named variable to a literal, either side first: ``if secret == "S"``, ``token === 'T'``,
+  ``api_key != "K"``, ``"S" == secret``, ``('T' !== token)``,
   Java's ``password.equals("PW")`` and ``"PW".equals(password)`` (judged as an assignment to that name
   would be: ``== ""``, ``== None``, ``token == "EOF"``, a token name's literal under 10 characters stay) [assignment]
 - terminal dialogues: ``aws configure``'s ``AWS Secret Access Key [None]: K`` [aws-secret-key];
@@ -3921,6 +3922,15 @@ _EQUALS_CALL = re.compile(r"\.equals(?:IgnoreCase)?\([ \t]*(?P<q>[\"'])(?P<s>(?:
 _EQUALS_YODA = re.compile(
     r"(?P<q>[\"'])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){1,300})(?P=q)\.equals(?:IgnoreCase)?\([ \t]*(?:[\w$]+\.){0,4}(?P<name>[A-Za-z_$][\w$]{0,80})(?:\(\))?[ \t]*\)"
 )
+# The literal first (`if "lit" == secret`, `'lit' !== token`, `("lit" == self.password)`): the name
+# read after the operator, a whole name (`"x" == token.type` compares `type`, `"x" == tokens[0]` stays).
+_COMPARISON_YODA = re.compile(
+    r"(?P<q>[\"'`])(?P<s>(?:(?!(?P=q))[^\\\r\n]|\\.){4,300})(?P=q)[ \t]*(?:===?|!==?)[ \t]*"
+    r"(?:[\w$]{1,80}\.){0,4}(?P<name>[A-Za-z_$][\w$]{0,80})(?:\(\))?(?![\w$.(\[])"
+)
+# (At its first `=`, a quote before the operator, a space between or none.)
+_COMPARISON_YODA_GUARD = r"(?:(?==)(?:(?<=[\"'`] =)|(?<=[\"'`]=))|(?<=!=)(?:(?<=[\"'`] !=)|(?<=[\"'`]!=)))"
+_COMPARISON_YODA_LOOK = r"(?<!==)(?:(?<=!=)=?|==?)(?!=)[ \t]*[A-Za-z_$]"
 _COMPARED_REACH = 80
 # A key or token a code compares to is long; shorter literals under such names are states and
 # versions more often than keys (`if token == "abc123def"`, `token_version == "v2beta1"`).
@@ -3962,6 +3972,10 @@ def _replace_equals_call(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_equals_yoda(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _replace_compared_literal(text, m, m.group("name"))
+
+
+def _replace_comparison_yoda(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_compared_literal(text, m, m.group("name"))
 
 
@@ -4372,6 +4386,7 @@ _RULES: tuple[_Rule, ...] = (
     # (At the `@`, one character's scan: `@tcp` and `@unix(` anchors cost every text two substring tests.)
     _Rule("go-mysql-dsn", _GO_MYSQL_DSN, _group("url-password"), (("@", r"(?=tcp6?\(|unix\()"),)),
     _Rule("comparison", _COMPARISON, _replace_comparison, (("=", _COMPARISON_LOOK),), anchored=True),
+    _Rule("comparison-yoda", _COMPARISON_YODA, _replace_comparison_yoda, (("=", _COMPARISON_YODA_LOOK),)),
     _Rule("comparison-equals", _EQUALS_CALL, _replace_equals_call, ((".", r"(?=equals(?:IgnoreCase)?\([ \t]*[\"'])"),), anchored=True),
     _Rule("comparison-equals-yoda", _EQUALS_YODA, _replace_equals_yoda, ((".", r"(?<=[\"']\.)(?=equals(?:IgnoreCase)?\([ \t]*[\w$])"),)),
     _Rule("encoder-call", _ENCODER_CALL, _replace_encoder_call, ((".", r"(?<=ncoder\.)(?=(?:matches|encode|upgradeEncoding)\([ \t]*[bB]?[\"'])"),)),
@@ -4472,7 +4487,12 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     # AccountKey= / SharedAccessKey= (y), sig= (g).
     # (`x == "lit"`, `x != "lit"`: a comparison, at the first `=`, after a character that can end a
     # secret's name; its own branch, so that `!=` opens no other look.)
-    "=": ((_comparison_guard(), frozenset({"comparison"})), (_sep_guard("=", "yg"), None)),
+    # (`"lit" == x`: its own branch too, a quote before the operator.)
+    "=": (
+        (_comparison_guard(), frozenset({"comparison"})),
+        (_COMPARISON_YODA_GUARD, frozenset({"comparison-yoda"})),
+        (_sep_guard("=", "yg"), None),
+    ),
     # `:`: `://` of a URL with a password; the rest as for `=`.
     # Also `<digits>:AA` (Telegram), `:APA91b` (Firebase), `pass:` (openssl), `port:` (.pgpass):
     # one guard for all of these, so that a plain colon fails two branches, not five.

@@ -1309,6 +1309,11 @@ POSITIVE = [
         'if secret == "[REDACTED:assignment]":\nif (token === \'[REDACTED:assignment]\') {\nif api_key != "[REDACTED:assignment]":\nif (self.password == "[REDACTED:assignment]") return\nif (password.equals("[REDACTED:assignment]")) {\nif ("[REDACTED:assignment]".equals(user.getPassword())) {\nhmac.compare_digest(key, "[REDACTED:code-literal]")',
     ),
     (
+        'literal-compared-to-secret',
+        '"S3cr3tValue9" == secret\n\'tok_abc123def456\' === token\nif ("Zq8vLm2pXw" == password) {\nif "Zq8vLm2pXw" != self.api_key:\nif (\'Zq8vLm2pXw\' !== user.getPassword()) {',
+        '"[REDACTED:assignment]" == secret\n\'[REDACTED:assignment]\' === token\nif ("[REDACTED:assignment]" == password) {\nif "[REDACTED:assignment]" != self.api_key:\nif (\'[REDACTED:assignment]\' !== user.getPassword()) {',
+    ),
+    (
         'cli-user-password-flags-more',
         "smbmap -H 10.0.0.5 -u alice -p Zq8vLm2pXw\nwinexe -U 'corp/alice%Zq8vLm2pXw' //10.0.0.5 cmd\nsmbget -U alice%Zq8vLm2pXw smb://host/share/f\nab -A alice:Zq8vLm2pXw http://x/\nhey -a alice:Zq8vLm2pXw http://x/\nhurl --user alice:Zq8vLm2pXw t.hurl\nwfuzz --basic alice:Zq8vLm2pXw -u http://x/FUZZ\nnikto -h x -id alice:Zq8vLm2pXw\ngobuster dir -u http://x -U alice -P Zq8vLm2pXw\nsqsh -S srv -U sa -P Zq8vLm2pXw\necho Zq8vLm2pXw | kinit alice@CORP.LOCAL",
         "smbmap -H 10.0.0.5 -u alice -p [REDACTED:cli-flag]\nwinexe -U 'corp/alice%[REDACTED:cli-flag]' //10.0.0.5 cmd\nsmbget -U alice%[REDACTED:cli-flag] smb://host/share/f\nab -A alice:[REDACTED:cli-flag] http://x/\nhey -a alice:[REDACTED:cli-flag] http://x/\nhurl --user alice:[REDACTED:cli-flag] t.hurl\nwfuzz --basic alice:[REDACTED:cli-flag] -u http://x/FUZZ\nnikto -h x -id alice:[REDACTED:cli-flag]\ngobuster dir -u http://x -U alice -P [REDACTED:cli-flag]\nsqsh -S srv -U sa -P [REDACTED:cli-flag]\necho [REDACTED:cli-flag] | kinit alice@CORP.LOCAL",
@@ -1818,6 +1823,10 @@ NEGATIVE = [
         'if password == "":\nif token == None:\nif token == "EOF":\nif key == "Enter":\nif event.key === "Escape"\nif token_type == "Bearer":\nif password == "password":\nif status == "active":\nif x == "abc123def456ghi789":\nname.equals("x")\n"abc".equals(name)\nif secret == "changeme":\nif len(token) == 40\nif password != "${PASSWORD}":',
     ),
     (
+        'literal-first-comparison-lookalikes',
+        'if "" == password:\nif None == token:\nif "EOF" == token:\nif "Enter" == key:\nif "Escape" === event.key\nif "Bearer" == token_type:\nif "password" == password:\nif "active" == status:\nif "abc123def456ghi789" == x:\nif "Zq8vLm2pXw" == username:\nif "changeme" == secret:\nif "abc123def" == token:\nif "${PASSWORD}" != password:\nif "<your-token>" == token:\nif "Zq8vLm2pXw" == tokens[0]:\nif "Content-Type" == key:',
+    ),
+    (
         'text-encoder-stays',
         'const encoder = new TextEncoder();\nencoder.encode("hello world")\nnew TextEncoder().encode("hello world 2")',
     ),
@@ -2235,11 +2244,14 @@ def test_non_ascii_text_is_handled() -> None:
         'secret == "' * 20_000,
         'a.equals("' * 20_000,
         '"x".equals(' * 20_000,
+        '"x" == secret ' * 20_000,
+        '"Zq8vLm2pXw" === token && ' * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
          "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens",
-         "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals"],
+         "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
+         "yoda-comparisons", "yoda-comparison-secrets"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
