@@ -215,7 +215,9 @@ What is detected (the marker's kind in brackets):
   receiver the text declares a ``PasswordEncoder`` or whose name says so, ``pwEncoder``; any encoder's two-argument
   ``encoder.matches("PW", h)``; a TextEncoder's ``encode("x")`` stays), Werkzeug's ``check_password_hash(h, "PW")``,
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
-  ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time (``hmac.compare_digest(k, "S")``),
+  ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
+  ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
+  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
@@ -2832,12 +2834,15 @@ _FIRST_ARG_CALLS = (
     # `cookieParser("secret")` (one secret or a list), its cookies' signing key.
     r"|Github(?<![\w.]Github)\(|Token(?<=Auth\.Token)\(|WebClient(?<![\w.]WebClient)\(|Stripe(?<![\w.]Stripe)\((?![ \t]*[\"']pk_)"
     r"|cookieParser\("
+    # A literal compared in constant time, first: `hmac.compare_digest("lit", key)`, Go's
+    # `subtle.ConstantTimeCompare([]byte("lit"), []byte(t))`, Node's `timingSafeEqual(Buffer.from("lit"), b)`.
+    r"|compare_digest\(|ConstantTimeCompare\((?=\[\]byte\()|timingSafeEqual\([ \t]*Buffer\.from\("
 )
 # A second or third argument is read at its comma (the `,` gate's own guard branch: a literal
 # after a comma), the call found by reading back from there; a first argument is read from its
 # call, found at `hmac`, `Hmac`, `HMAC` or `SecretKeySpec`. (Each anchor of its own would cost
 # a pass over every text.)
-_LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*{_LITERAL_ARG}")
+_LITERAL_AFTER_COMMA = re.compile(rf",[ \t]*(?:Buffer\.from\([ \t]*)?{_LITERAL_ARG}")
 _CALL_LOOKBACK = 300
 _CALL_BEFORE_COMMA = re.compile(
     rf"(?:(?:{_SECOND_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*|(?:{_THIRD_ARG_CALLS})[ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG}[ \t]*"
@@ -2850,7 +2855,9 @@ _CALL_NAMES = re.compile(
 )
 # (The later calls' names, looked for near the comma only: each alternative more in the regex above
 # cost every literal after a comma a tenth more.)
-_MORE_CALL_NAMES = re.compile(r"Git|\.Open|\.open|SetCredentials|_p?connect|ssh2_auth|imap_open|password_hash|HashPassword|HashedPassword|compare_digest")
+_MORE_CALL_NAMES = re.compile(
+    r"Git|\.Open|\.open|SetCredentials|_p?connect|ssh2_auth|imap_open|password_hash|HashPassword|HashedPassword|compare_digest|TimeCompare|timingSafe"
+)
 _MORE_CALL_REACH = 160
 _OPENS_LITERAL = r"[ \t]*(?:[bB]|\[\]byte\()?[\"']"
 _FIRST_LITERAL = re.compile(rf"(?:{_FIRST_ARG_CALLS})[ \t]*{_LITERAL_ARG}")
@@ -2876,6 +2883,9 @@ _FIRST_LITERAL_GATES = (
     ("S", r"(?<![\w.]S)(?=tripe\([ \t]*[\"'](?!pk_))"),
     ("A", r"(?=uth\.Token\([ \t]*[\"'])"),
     ("cookieParser(", ""),
+    ("compare_digest(", rf"(?={_OPENS_LITERAL})"),
+    ("ConstantTimeCompare(", r"(?=[ \t]*\[\]byte\([\"'])"),
+    ("timingSafeEqual(", r"(?=[ \t]*Buffer\.from\([ \t]*[\"'])"),
 )
 _POSITIONAL_LITERAL_MARK = marker("code-literal")
 # Calls read apart from _CALL_BEFORE_COMMA, each alternative there costing every literal after a
@@ -2884,16 +2894,18 @@ _POSITIONAL_LITERAL_MARK = marker("code-literal")
 # "u", "pw"`: the fifth argument; a call with three stays), WinHTTP's `http.SetCredentials "u",
 # "pw", 0`; (hash, password): Werkzeug's `check_password_hash(h, 'pw')`; (user, password): ASP.NET
 # Identity's `hasher.HashPassword(user, "pw")`, (user, hash, password) its `VerifyHashedPassword`;
-# and a literal compared in constant time, whatever its variable is called: `hmac.compare_digest(key, "lit")`.
+# and a literal compared in constant time, whatever its variable is called: `hmac.compare_digest(key, "lit")`,
+# Go's `subtle.ConstantTimeCompare([]byte(t), []byte("lit"))`, Node's `crypto.timingSafeEqual(a, Buffer.from("lit"))`.
 _HTTP_METHOD = r"(?i:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|PROPFIND|PROPPATCH|REPORT|MKCOL|COPY|MOVE|LOCK|UNLOCK|SEARCH)"
 _LATE_CALL_BEFORE_COMMA = re.compile(
     rf"(?:\.[Oo]pen(?:\([ \t]*|[ \t]+)(?P<q>[\"']){_HTTP_METHOD}(?P=q)(?:[ \t]*,[ \t]*{_CALL_ARG}){{3}}"
-    rf"|(?:SetCredentials(?:\([ \t]*|[ \t]+)|check_password_hash\(|HashPassword\(|compare_digest\()[ \t]*{_CALL_ARG}"
+    rf"|(?:SetCredentials(?:\([ \t]*|[ \t]+)|check_password_hash\(|HashPassword\(|compare_digest\(|ConstantTimeCompare\(|timingSafeEqual\()[ \t]*{_CALL_ARG}"
     rf"|VerifyHashedPassword\([ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG})[ \t]*\Z"
 )
 # (Each call's name looked for from the end, its call read from there: a search of the regex
 # above from every offset cost every literal after a comma a microsecond.)
-_LATE_CALL_WORDS = (".open", ".Open", "SetCredentials", "check_password_hash(", "HashPassword(", "VerifyHashedPassword(", "compare_digest(")
+_LATE_CALL_WORDS = (".open", ".Open", "SetCredentials", "check_password_hash(", "HashPassword(", "VerifyHashedPassword(", "compare_digest(",
+                    "ConstantTimeCompare(", "timingSafeEqual(")
 
 
 def _late_call_before(before: str, near: int) -> bool:
@@ -4511,7 +4523,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     ),
     # `,`: ("NAME", "value") pairs and auth=("user", "pw"): a quote before the comma.
     # Also a literal after a comma: an argument that code-literal reads (`login(user, "pw")`).
-    ",": ((r"(?=[ \t]*(?:[bB]|\[\]byte\()?[\"'])", frozenset({"code-literal"})), (r"(?<=[\"'],)", None)),
+    ",": ((r"(?=[ \t]*(?:[bB]|\[\]byte\(|Buffer\.from\([ \t]*)?[\"'])", frozenset({"code-literal"})), (r"(?<=[\"'],)", None)),
 }
 
 

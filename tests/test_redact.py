@@ -1310,8 +1310,8 @@ POSITIVE = [
     ),
     (
         'literal-compared-to-secret',
-        '"S3cr3tValue9" == secret\n\'tok_abc123def456\' === token\nif ("Zq8vLm2pXw" == password) {\nif "Zq8vLm2pXw" != self.api_key:\nif (\'Zq8vLm2pXw\' !== user.getPassword()) {',
-        '"[REDACTED:assignment]" == secret\n\'[REDACTED:assignment]\' === token\nif ("[REDACTED:assignment]" == password) {\nif "[REDACTED:assignment]" != self.api_key:\nif (\'[REDACTED:assignment]\' !== user.getPassword()) {',
+        '"S3cr3tValue9" == secret\n\'tok_abc123def456\' === token\nif ("Zq8vLm2pXw" == password) {\nif "Zq8vLm2pXw" != self.api_key:\nif (\'Zq8vLm2pXw\' !== user.getPassword()) {\nhmac.compare_digest("S3cr3tValue9", key)\nsecrets.compare_digest(b"tok_abc123def456", token)\nsubtle.ConstantTimeCompare([]byte(token), []byte("S3cr3tValue9"))\nsubtle.ConstantTimeCompare([]byte("S3cr3tValue9"), []byte(token))\ncrypto.timingSafeEqual(Buffer.from(secret), Buffer.from("S3cr3tValue9"))\ncrypto.timingSafeEqual(Buffer.from(\'S3cr3tValue9\'), Buffer.from(secret))\ncrypto.createHmac(\'sha256\', Buffer.from(\'S3cr3tValue9\'))',
+        '"[REDACTED:assignment]" == secret\n\'[REDACTED:assignment]\' === token\nif ("[REDACTED:assignment]" == password) {\nif "[REDACTED:assignment]" != self.api_key:\nif (\'[REDACTED:assignment]\' !== user.getPassword()) {\nhmac.compare_digest("[REDACTED:code-literal]", key)\nsecrets.compare_digest(b"[REDACTED:code-literal]", token)\nsubtle.ConstantTimeCompare([]byte(token), []byte("[REDACTED:code-literal]"))\nsubtle.ConstantTimeCompare([]byte("[REDACTED:code-literal]"), []byte(token))\ncrypto.timingSafeEqual(Buffer.from(secret), Buffer.from("[REDACTED:code-literal]"))\ncrypto.timingSafeEqual(Buffer.from(\'[REDACTED:code-literal]\'), Buffer.from(secret))\ncrypto.createHmac(\'sha256\', Buffer.from(\'[REDACTED:code-literal]\'))',
     ),
     (
         'cli-user-password-flags-more',
@@ -1824,7 +1824,7 @@ NEGATIVE = [
     ),
     (
         'literal-first-comparison-lookalikes',
-        'if "" == password:\nif None == token:\nif "EOF" == token:\nif "Enter" == key:\nif "Escape" === event.key\nif "Bearer" == token_type:\nif "password" == password:\nif "active" == status:\nif "abc123def456ghi789" == x:\nif "Zq8vLm2pXw" == username:\nif "changeme" == secret:\nif "abc123def" == token:\nif "${PASSWORD}" != password:\nif "<your-token>" == token:\nif "Zq8vLm2pXw" == tokens[0]:\nif "Content-Type" == key:',
+        'if "" == password:\nif None == token:\nif "EOF" == token:\nif "Enter" == key:\nif "Escape" === event.key\nif "Bearer" == token_type:\nif "password" == password:\nif "active" == status:\nif "abc123def456ghi789" == x:\nif "Zq8vLm2pXw" == username:\nif "changeme" == secret:\nif "abc123def" == token:\nif "${PASSWORD}" != password:\nif "<your-token>" == token:\nif "Zq8vLm2pXw" == tokens[0]:\nif "Content-Type" == key:\nhmac.compare_digest("", key)\nsubtle.ConstantTimeCompare([]byte(a), []byte(b))\ncrypto.timingSafeEqual(Buffer.from(a, "hex"), Buffer.from(b, "hex"))\ncrypto.timingSafeEqual(a, b)',
     ),
     (
         'text-encoder-stays',
@@ -2246,12 +2246,18 @@ def test_non_ascii_text_is_handled() -> None:
         '"x".equals(' * 20_000,
         '"x" == secret ' * 20_000,
         '"Zq8vLm2pXw" === token && ' * 20_000,
+        "subtle.ConstantTimeCompare(" * 20_000,
+        'subtle.ConstantTimeCompare([]byte("' * 20_000,
+        "crypto.timingSafeEqual(" * 20_000,
+        'crypto.timingSafeEqual(Buffer.from("' * 20_000,
+        'hmac.compare_digest("' * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
          "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens",
          "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
-         "yoda-comparisons", "yoda-comparison-secrets"],
+         "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
+         "timing-safe-equal-literals", "compare-digest-literals"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
