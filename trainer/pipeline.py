@@ -115,12 +115,14 @@ DEMO_PRESET: dict[str, Any] = {
     # the earlier rounds' and trains 120 steps of 8 at 1e-4 (10 warm-up steps, a fresh optimizer).
     # One round (40 or 120 steps) did not raise this student's greedy held-out reward (-0.007 ± 0.009
     # at 40 steps, seeds 0-2): it taught copying but left the student looping on copied names in
-    # states only it visits, and the later rounds train on exactly those. Measured over seeds 0 / 1 / 2 (all held-out prompts): validation
-    # +0.016 / +0.019 / +0.003, test +0.017 / +0.010 / -0.002 (+0.008 ± 0.010), the arguments term up
-    # on every seed and split. The RL student goes on only if it beats the SFT one on the whole
-    # validation split (64 prompts chose wrongly on seed 1 of two rounds). Off by default, as the
-    # demo's few minutes would be several times as long (one thread of a shared machine: 40-50
-    # minutes for the three rounds; not timed idle). `-o rl.enabled=true` turns them on.
+    # states only it visits, and the later rounds train on exactly those. These settings through
+    # `trainer run` on seeds 0 / 1 / 2 (all held-out prompts): validation +0.014 / +0.020 / +0.005,
+    # test +0.016 / +0.015 / +0.010 (+0.014 ± 0.003), the arguments term up on every seed and split;
+    # with round 3's examples in another order, test +0.017 / +0.010 / -0.002. The RL student goes
+    # on only if it beats the SFT one on the whole validation split (64 prompts chose wrongly on
+    # seed 1 of two rounds). Off by default, as the demo's few minutes would be several times as
+    # long (the RL stage took 16-27 minutes on one thread of a shared machine; not timed idle).
+    # `-o rl.enabled=true` turns it on.
     "rl.algorithm": "student_centred",
     "rl.sc_learning_rate": 1e-4,
     "rl.sc_batch_size": 8,

@@ -37,8 +37,8 @@ Measured on the tiny test world (docs/rl.md, benchmarks/bench_rl.py --compare), 
 raises the greedy held-out reward on every seed: student-centred at rl.sc_learning_rate 1e-4 raises
 its mean (0.608 → 0.632 ± 0.029 over six seeds, four of six above SFT) and beats a teacher-only
 control with the same steps; GRPO lowers it (0.573). On the `--demo` student, three DAgger rounds
-(the preset's rl settings) raise it on average: +0.008 ± 0.010 on test and +0.013 ± 0.008 on
-validation over seeds 0-2 (docs/rl.md, "Three rounds").
+(the preset's rl settings) raise it: +0.014 ± 0.003 on test and +0.013 ± 0.008 on validation over
+seeds 0-2, each seed above SFT (docs/rl.md, "Three rounds").
 
 PPO: removed from TRL in 1.13 (it lived in `trl.experimental.ppo` from 0.29 to 1.12). With
 `rl.algorithm = "ppo"` this command says whether the installed TRL has it; it does not fall back
