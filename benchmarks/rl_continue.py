@@ -12,9 +12,10 @@ the same examples train the same student with the settings given (trainer.studen
 continue_sft, as `trainer rl` runs it; --bf16 is set on its SFTConfig, which the config does not
 expose). `--data control` trains instead on as many teacher turns drawn at random
 from the train split (the control of docs/rl.md: the same dose without the student's states).
-`--dagger MODEL` is DAgger's second round (`rl.sc_rounds = 2`) from a student the first round trained
-(this script's DIR/final): MODEL is rolled out greedily on the train split, its divergences are added
-to the run's, teacher turns are mixed in again at `rl.sc_teacher_share`, and SFT continues from MODEL.
+`--dagger MODEL` is DAgger's next round from a student an earlier round trained (this script's
+DIR/final): MODEL is rolled out greedily on the train split, its divergences are added to the
+earlier rounds' (the run's, or --earlier's), teacher turns are mixed in again at
+`rl.sc_teacher_share`, and SFT continues from MODEL.
 
 Then the greedy behavioural reward (trainer.reward: multi-step replay rollouts) on all of the
 validation and test splits, with each example's terms, into DIR/result.json. docs/rl.md ("More
@@ -50,7 +51,7 @@ def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int, earlier
     """The earlier rounds' divergences (the student examples of `earlier`, an sc_examples.jsonl) plus
     `student`'s own on the train split, teacher turns mixed in."""
     from trainer.evaluate import ModelPolicy
-    from trainer.student_centred import build_examples, divergence_rollouts
+    from trainer.student_centred import build_examples, divergence_rollouts, write_divergences
 
     r = cfg.reward
     train_rows = _read_rows(run / "dataset" / "train.jsonl")
@@ -61,8 +62,7 @@ def dagger_examples(cfg, run: Path, student: Path, out: Path, seed: int, earlier
     found = divergence_rollouts(ModelPolicy(str(student), r.max_new_tokens, r.max_turns), train_rows,
                                 r.batch_size, cfg.rl.sc_answer_similarity)
     second = [d for d in found if d["turn"] is not None]
-    (out / "divergences.jsonl").write_text("".join(json.dumps(
-        {k: d.get(k) for k in ("trace_id", "turn", "reason", "raw")}) + "\n" for d in found))
+    write_divergences(out / "divergences.jsonl", found)
     print(f"this round: {len(second)} of {len(found)} train rollouts diverge ({time.monotonic() - t0:.0f} s); "
           f"with the earlier rounds' {len(first)}", flush=True)
     return build_examples(first + second, train_rows, cfg.rl.sc_teacher_share, seed=seed + 1)

@@ -157,6 +157,13 @@ def teacher_examples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def write_divergences(path: Path, found: list[dict[str, Any]]) -> None:
+    """One line per rollout: where (`turn`, None when it never diverged) and why it left the teacher,
+    with the student's raw turn there, for reading a round's failures afterwards."""
+    path.write_text("".join(json.dumps({k: d.get(k) for k in ("trace_id", "turn", "reason", "raw")}) + "\n"
+                            for d in found))
+
+
 def build_examples(divergences: list[dict[str, Any]], rows: list[dict[str, Any]], teacher_share: float,
                    seed: int = 0) -> list[dict[str, Any]]:
     """Student-centred examples (one per divergence) plus teacher examples drawn at random so that
@@ -292,8 +299,7 @@ def train_student_centred(cfg: UnderstudyConfig, model_path: Path, train_rows: l
         del greedy
         rollout_s = time.monotonic() - t0
         diverged = [d for d in found if d["turn"] is not None]
-        (rdir / "divergences.jsonl").write_text("".join(json.dumps(
-            {k2: d.get(k2) for k2 in ("trace_id", "turn", "reason", "raw")}) + "\n" for d in found))
+        write_divergences(rdir / "divergences.jsonl", found)
         aggregated += diverged
         examples = build_examples(aggregated, train_rows, rl.sc_teacher_share, seed=rl.seed + k)
         (rdir / "sc_examples.jsonl").write_text("".join(json.dumps(e, default=str) + "\n" for e in examples))
