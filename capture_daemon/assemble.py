@@ -172,7 +172,7 @@ def build_trace(
         tool_calls=tool_calls,
         assistant_text=narration,
         thinking=thinking,
-        subagents=_subagents(events, ordered, agent_turns),
+        subagents=_subagents(events, ordered, main_turns, agent_turns),
         tools_offered=next((t.tools_offered for t in main_turns if t.tools_offered), []),
         usage=usage,
         transcript_path=transcript_path or next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None),
@@ -348,10 +348,17 @@ def _last_text(main_turns: list[PromptTurns]) -> str | None:
     return None
 
 
-def _subagents(events: list[SpoolEvent], ordered: list[_Call], agent_turns: dict[str, PromptTurns]) -> list[SubagentRun]:
+def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[PromptTurns],
+               agent_turns: dict[str, PromptTurns]) -> list[SubagentRun]:
     runs: dict[str, SubagentRun] = {}
+    results = {k: r for t in main_turns for k, r in t.results.items()}
     for call in ordered:
         response = call.response if isinstance(call.response, dict) else {}
+        if not response.get("agentId") and call.tool_use_id in results:
+            # No PostToolUse (an import, or a lost hook): the transcript's structured result
+            # (`toolUseResult`) names the agent the call started.
+            structured = results[call.tool_use_id].structured
+            response = structured if isinstance(structured, dict) else {}
         agent_id = response.get("agentId")
         if call.name in ("Agent", "Task") and agent_id:
             runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=call.input.get("subagent_type"),

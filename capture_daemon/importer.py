@@ -210,10 +210,21 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
         for call in trace.tool_calls:
             if call.agent_id and not call.agent_type:
                 call.agent_type = agent_types.get(call.agent_id)
+        calls = {c.tool_use_id: c for c in trace.tool_calls}
         for run in trace.subagents:
             run.agent_type = run.agent_type or agent_types.get(run.agent_id)
+            spawner = calls.get(agents.get(run.agent_id, (None, {}))[1].get("toolUseId") or "")
+            if run.spawned_by is None and spawner is not None and spawner.name in ("Agent", "Task"):
+                # The agent's .meta.json names the call that started it (its result may not).
+                run.spawned_by = spawner.tool_use_id
+                run.description = run.description or _str(spawner.input.get("description"))
+                run.prompt = run.prompt or _str(spawner.input.get("prompt"))
             run.complete = run.complete or bool(agents.get(run.agent_id, (None, {}))[1].get("finished"))
         yield trace
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 _TIMESTAMP = re.compile(rb'"timestamp":\s?"([^"]{10,40})"')

@@ -184,6 +184,12 @@ def _shape(trace: dict) -> list[tuple]:
             for c in trace["tool_calls"]]
 
 
+def _runs(trace: dict) -> list[tuple]:
+    """The subagent runs: which call started each, with what task."""
+    return sorted((r["spawned_by"] or "", r["description"] or "", r["prompt"] or "", r["agent_type"] or "")
+                  for r in trace["subagents"])
+
+
 def test_live_capture_has_one_trace_per_prompt(version_run):
     live = {t["prompt"]: t for t in version_run["live"]}
     assert sorted(live) == sorted(PROMPTS), version_run["version"]
@@ -222,6 +228,7 @@ def test_import_gives_the_same_traces_as_live_capture(version_run):
         assert [c["output"] for c in i["tool_calls"]] == [c["output"] for c in t["tool_calls"]], t["prompt"]
         assert i["final_response"] == t["final_response"], t["prompt"]
         assert i["complete"] == t["complete"], t["prompt"]
+        assert _runs(i) == _runs(t), t["prompt"]
 
 
 def test_importing_into_the_live_store_adds_nothing(version_run):

@@ -233,6 +233,18 @@ def test_subagents_of_both_layouts_attach_to_their_prompt_and_notifications_neve
 
 
 @pytest.mark.parametrize("layout", ["subagents", "flat"])
+def test_an_imported_subagent_names_the_call_that_spawned_it(tmp_path, layout):
+    """As live capture does (from the PostToolUse's agentId): the call is found by the agentId
+    of its structured result (`toolUseResult`), else by the agent's .meta.json `toolUseId`."""
+    _delegating_session(layout, tmp_path)
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    runs = {r.agent_id: (r.spawned_by, r.description, r.prompt) for r in traces["inspect everything"].subagents}
+    assert runs["a1"] == ("toolu_agent_1", "inspect", "SUBTASK one")
+    # a2's result names no agent; only the subagents/ layout has a .meta.json to name its call.
+    assert runs["a2"] == (("toolu_agent_2", "again", "SUBTASK two") if layout == "subagents" else (None, None, "SUBTASK two"))
+
+
+@pytest.mark.parametrize("layout", ["subagents", "flat"])
 def test_importing_a_subagent_file_imports_its_parent_prompt(tmp_path, layout):
     """D5: the agent's work is stored under the real prompt, which is then not skipped."""
     main, agent_file = _delegating_session(layout, tmp_path)
