@@ -213,7 +213,7 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
         calls = {c.tool_use_id: c for c in trace.tool_calls}
         for run in trace.subagents:
             run.agent_type = run.agent_type or agent_types.get(run.agent_id)
-            spawner = calls.get(agents.get(run.agent_id, (None, {}))[1].get("toolUseId") or "")
+            spawner = calls.get(_str(agents.get(run.agent_id, (None, {}))[1].get("toolUseId")) or "")
             if run.spawned_by is None and spawner is not None and spawner.name in ("Agent", "Task"):
                 # The agent's .meta.json names the call that started it (its result may not).
                 run.spawned_by = spawner.tool_use_id
