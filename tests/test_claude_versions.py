@@ -12,6 +12,12 @@ Versions (installed by test.sh into .tools/claude-code-<version>, the pinned one
           `Task` with run_in_background reports back by `<task-notification>`;
 * pinned  (test.sh's claude_version) `promptId` everywhere, `Agent` tool.
 
+2.1.332 (the newest on npm when checked) is no entry of its own: the same sessions give it the
+same hook events and payload keys as 2.1.328 (it knows one more event, PreSkillShellCommand,
+which understudy does not register), its transcripts only add `rowSource` and `sentAtMs` to user
+rows (and `thread`, `echoWireToolInputs` to `api-request` rows, which are not read), and the
+end-to-end suites pass on it as the pinned arm (UNDERSTUDY_CLAUDE_BIN).
+
 A few sessions per version (sequence, failure, parallel calls, a subagent, a resumed
 session compacted by `/compact` in between: a slash command, never a trace, and a fork of
 that session into a new file), so the whole
