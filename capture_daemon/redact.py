@@ -2908,6 +2908,20 @@ _LATE_CALL_WORDS = (".open", ".Open", "SetCredentials", "check_password_hash(", 
                     "ConstantTimeCompare(", "timingSafeEqual(")
 
 
+# The same calls with a literal of any length before the user: `xhr.open("GET", "<a URL of 500
+# characters>", false, "u", "pw")`, ADO's `conn.Open("<a long DSN>", "sa", "pw")`. Read at the comma,
+# the call's name is out of reach (_MORE_CALL_REACH, _CALL_LOOKBACK): these are read from the call's
+# name on, each literal to its closing quote (from each name, a scan to the next quote of its kind:
+# linear however the names repeat).
+_ANY_LITERAL = r"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|`[^`\r\n]*`)"
+_OPEN_LONG_LITERAL = re.compile(
+    rf"\.(?:[Oo]pen(?:\([ \t]*|[ \t]+)(?P<m>[\"']){_HTTP_METHOD}(?P=m)[ \t]*,[ \t]*{_ANY_LITERAL}(?:[ \t]*,[ \t]*{_CALL_ARG}){{2}}"
+    rf"|Open(?:\([ \t]*|[ \t]+)(?:\"[^\"\r\n]*\"|'[^'\r\n]*')[ \t]*,[ \t]*(?:\"(?![rwabtx+]{{1,3}}\")[\w.@\\-]{{1,64}}\"|'(?![rwabtx+]{{1,3}}')[\w.@\\-]{{1,64}}'))"
+    rf"[ \t]*,[ \t]*{_LITERAL_ARG}"
+)
+_OPEN_LONG_LITERAL_GATES = ((".open", r"(?=(?:\([ \t]*|[ \t]+)[\"'])"), (".Open", r"(?=(?:\([ \t]*|[ \t]+)[\"'])"))
+
+
 def _late_call_before(before: str, near: int) -> bool:
     for word in _LATE_CALL_WORDS:
         at = before.rfind(word, near)
@@ -4320,6 +4334,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("S", "(?<=PASS)" + _POP3_GATE), ("pass", _POP3_GATE))),
     _Rule("code-literal", _LITERAL_AFTER_COMMA, _replace_literal_after_comma, ((",", ""),), anchored=True),
     _Rule("code-literal-first", _FIRST_LITERAL, _replace_positional_literal, _FIRST_LITERAL_GATES),
+    _Rule("code-literal", _OPEN_LONG_LITERAL, _replace_positional_literal, _OPEN_LONG_LITERAL_GATES, anchored=True),
     _Rule("terraform-variable", _TF_VARIABLE, _replace_tf_variable, (("variable", r'(?=[ \t]+"[\w-]+"[ \t]*\{)'),)),
     _Rule("setter", _SETTER, _replace_setter, _SETTER_GATES),
     _Rule("aws-configure", _AWS_CONFIGURE, _group("aws-secret-key"), (("A", r"(?=WS S(?:ecret Access Key|ession Token) \[)"),)),

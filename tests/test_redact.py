@@ -1294,6 +1294,21 @@ POSITIVE = [
         'http.Open "GET", "https://api.example.org/x", False, "admin", "[REDACTED:code-literal]"\nobjHTTP.Open "POST", url, False, "svc_user", "[REDACTED:code-literal]"\nxhr.open("GET", url, false, "alice", "[REDACTED:code-literal]");\nreq.open(\'PUT\', \'/api\', true, user, \'[REDACTED:code-literal]\');\nhttp.SetCredentials "admin", "[REDACTED:code-literal]", 0',
     ),
     (
+        'xhr-open-long-url',  # the call's name 200+ characters before the password
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "Zq8vLm2pXw");\n'
+        "req.open('POST', 'https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13', false, user, 'Zq8vLm2pXw');\n"
+        'http.Open "GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", False, "admin", "Zq8vLm2pXw"\n'
+        'xhr.open("GET", `${base}/https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13`, true, "alice", "Zq8vLm2pXw");\n'
+        'conn.Open("Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "sa", "Zq8vLm2pXw")\n'
+        'cn.Open "Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "sa", "Zq8vLm2pXw"',
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "[REDACTED:code-literal]");\n'
+        "req.open('POST', 'https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13', false, user, '[REDACTED:code-literal]');\n"
+        'http.Open "GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", False, "admin", "[REDACTED:code-literal]"\n'
+        'xhr.open("GET", `${base}/https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13`, true, "alice", "[REDACTED:code-literal]");\n'
+        'conn.Open("Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "sa", "[REDACTED:code-literal]")\n'
+        'cn.Open "Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "sa", "[REDACTED:code-literal]"',
+    ),
+    (
         'prose-login-pairs',
         'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
         'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: [REDACTED:assignment]',
@@ -1811,6 +1826,17 @@ NEGATIVE = [
         'xhr.open("GET", url, true);\nxhr.open("GET", url, false, "alice")\nxhr.open("GET", url, false, "alice", pw)\nwindow.open("https://x", "_blank", "noopener")\nf.open("a.txt", "r", "utf-8", "x")\nhttp.SetCredentials user, pw, 0',
     ),
     (
+        'xhr-open-long-url-lookalikes',  # three or four arguments, a variable fifth, other calls of a long literal
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true);\n'
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", false, "alice")\n'
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", false, "alice", password)\n'
+        'window.open("https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", "_blank", "noopener", "Zq8vLm2pXw")\n'
+        'f.Open("Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "r", "utf-8")\n'
+        'print("https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "Zq8vLm2pXw")\n'
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "pw")\n'
+        'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "${PASSWORD}")',
+    ),
+    (
         'prose-login-lookalikes',
         'Connect to localhost:8080 and log in\nUse localhost:8080 to log in\nmeeting at 10:30 tomorrow\nsee file.py:123 for details\nlog in with your username/password\nsign in with Google/GitHub\nlog in to example.com/dashboard\nUse https://example.com:8443 to log in\nuser/pass: see the vault\npath/pass: foo/bar123\nthe key:value pairs\nlog in as admin to continue\nuse ssh:22 to login',
     ),
@@ -2251,13 +2277,19 @@ def test_non_ascii_text_is_handled() -> None:
         "crypto.timingSafeEqual(" * 20_000,
         'crypto.timingSafeEqual(Buffer.from("' * 20_000,
         'hmac.compare_digest("' * 20_000,
+        'xhr.open("GET", "' + "a" * 300_000 + '", true, "u", "Zq8vLm2pXw")',  # one URL literal as long as the line
+        '.open("GET", `' * 20_000,
+        '.Open "' * 40_000,
+        '.open("GET", "x", {' * 15_000,
+        '.Open("x", "sa", ' * 15_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
          "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens",
          "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
          "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
-         "timing-safe-equal-literals", "compare-digest-literals"],
+         "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
+         "ado-open-users"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
