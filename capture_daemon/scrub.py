@@ -19,6 +19,7 @@ from capture_daemon.schema import Trace
 from capture_daemon.secret_output import (
     MARK as SECRET_OUTPUT_MARK,
     credential_read,
+    mark_bash_mode_credentials,
     mark_credential_lines,
     mark_secret_output,
     named_credential_files,
@@ -64,7 +65,7 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
     # (Files a config or command names as holding a login: `auth-user-pass creds.txt`.)
     named = remember_names(turns.session_id, named_credential_files(
         strings_in([turns.prompt, [b.input for b in turns.blocks], [r.text for r in turns.results.values()]])))
-    turns.prompt = redact_value(turns.prompt)
+    turns.prompt = redact_value(mark_bash_mode_credentials(turns.prompt, named))  # `!cat up.dat`
     for block in turns.blocks:
         if block.kind == "tool_use" and block.tool_use_id in turns.results and output_is_secret(block.name, block.input):
             turns.results[block.tool_use_id].text = SECRET_OUTPUT_MARK  # `pass show x` printed a password
@@ -94,6 +95,8 @@ def scrub_trace(trace: Trace) -> Trace:
             password_file = credential_read(call.get("name"), call.get("input"), named)
             if password_file is not None:  # `cat creds.txt`: a user, then its password
                 call["output"] = mark_credential_lines(call["output"], password_file)
+    if "prompt" in data:
+        data["prompt"] = mark_bash_mode_credentials(data["prompt"], named)  # `!cat up.dat`
     data = redact_value(data)
     data["tools_offered"] = scrub_tools(trace.tools_offered)
     return Trace.model_validate(data)

@@ -39,7 +39,7 @@ on such a file counts the same way: its result's content goes, its path and line
 
 Files that hold a login (`credential_file`, `named_credential_files`): OpenVPN's `auth-user-pass
 creds.txt` file is a user and its password, two lines. A read of one (Read, `cat`, a pasted `$ cat
-creds.txt`) loses the second line, the user kept; a file is one by its name (`creds.txt`,
+creds.txt`, a `!cat creds.txt` turn's `<bash-stdout>`) loses the second line, the user kept; a file is one by its name (`creds.txt`,
 `vpn-auth.txt`, `x.pass`) or by a config or command in the same session naming it (`auth-user-pass
 FILE`, `--password-file FILE`, `passwordfile=`, `PGPASSFILE=`, `--password-stdin < FILE`).
 """
@@ -505,6 +505,9 @@ def mark_secret_output(payload: object) -> object:
     or with the password gone when it prints a credential file; anything else as it is (the
     caller's dict is not changed). The credential files it names are remembered for its session."""
     remember_named_files(payload)
+    if isinstance(payload, dict) and isinstance(payload.get("prompt"), str) and "<bash-stdout>" in payload["prompt"]:
+        # (A prompt's `!cat up.dat` turn: the file a config read earlier named.)
+        payload = {**payload, "prompt": mark_bash_mode_credentials(payload["prompt"], _named_in_session(payload.get("session_id")))}
     if isinstance(payload, dict) and "tool_response" in payload and output_is_secret(payload.get("tool_name"), payload.get("tool_input")):
         return {**payload, "tool_response": mark_response(payload["tool_response"])}
     if isinstance(payload, dict) and "tool_response" in payload:
@@ -625,7 +628,8 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
     """`text` with the output of each secret printer in a terminal session replaced."""
     count = 0
     if "<bash-stdout>" in text:
-        text, count = _redact_bash_mode(text)
+        # (`!cat client.ovpn` printing `auth-user-pass up.dat`, then `!cat up.dat`: a file it names.)
+        text, count = _redact_bash_mode(text, named_credential_files([text]))
     # (No quicker test first: the prompt regexes scan for their literal first characters in C,
     # faster than the substring tests that used to pick texts for them.)
     if "\n" in text:
@@ -634,23 +638,39 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
     return text, count
 
 
-def _redact_bash_mode(text: str) -> tuple[str, int]:
-    """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`."""
+def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, int]:
+    """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`: a
+    secret printer's output goes, and a credential file's password (`!cat creds.txt`: a user, then
+    its password), as for a Bash tool call; `named`, the files the session named as holding a login."""
     count = 0
 
     def turn(m: "re.Match[str]") -> str:
         nonlocal count
-        if _already_marked(m.group("out")) or not command_prints_secret(m.group("cmd")):
+        if _already_marked(m.group("out")):
             return m.group(0)
+        if command_prints_secret(m.group("cmd")):
+            out = MARK
+        else:
+            out = _credential_session_output(m.group("cmd"), m.group("out"), named)
+            if out is None:
+                return m.group(0)
         count += 1
-        return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{MARK}</bash-stdout>"
+        return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{out}</bash-stdout>"
 
     return _BASH_MODE.sub(turn, text), count
 
 
-def _credential_session_output(command: str, output: str) -> Optional[str]:
+def mark_bash_mode_credentials(text: object, named: "set[str]") -> object:
+    """A prompt's `!` turns with the password of each credential file they print gone, the files
+    its session named (`auth-user-pass up.dat`) counted too; `redact_text` sees the usual names only."""
+    if not named or not isinstance(text, str) or "<bash-stdout>" not in text:
+        return text
+    return _redact_bash_mode(text, named)[0]
+
+
+def _credential_session_output(command: str, output: str, named: "set[str]" = frozenset()) -> Optional[str]:
     """What a pasted `cat creds.txt` printed, with its password gone; None when it prints no credential file."""
-    password_file = credential_read("Bash", {"command": command})
+    password_file = credential_read("Bash", {"command": command}, named)
     if password_file is None:
         return None
     marked = mark_credential_lines(output, password_file)

@@ -355,6 +355,48 @@ def test_a_file_a_config_names_for_a_login_loses_its_password() -> None:
     ]) == {"login.conf", "vpn creds", "pw.dat", ".pg_login", "tok.dat", "proxy.dat"}
 
 
+def test_a_bash_mode_read_of_a_credential_file_loses_its_password_keeps_its_user() -> None:
+    """`!cat creds.txt` in Claude Code's `!` mode: the prompt's `<bash-stdout>` is the file, as a
+    Bash tool call's result is; a file a config named (`auth-user-pass up.dat`) counts too."""
+    turn = f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\n{PASSWORD}\n</bash-stdout><bash-stderr></bash-stderr>"
+    assert redact_text(turn) == f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\n{MARK}\n</bash-stdout><bash-stderr></bash-stderr>"
+    out, n = redact_pasted_sessions(f"<bash-input>sudo head -n 2 /etc/openvpn/vpn-auth.txt</bash-input>\n<bash-stdout>alice\n{PASSWORD}</bash-stdout>")
+    assert n == 1 and out == f"<bash-input>sudo head -n 2 /etc/openvpn/vpn-auth.txt</bash-input>\n<bash-stdout>alice\n{MARK}</bash-stdout>"
+    assert redact_text(f"<bash-input>cat /root/openvpn.pass</bash-input><bash-stdout>{PASSWORD}</bash-stdout>") == (
+        f"<bash-input>cat /root/openvpn.pass</bash-input><bash-stdout>{MARK}</bash-stdout>")  # a `.pass` file's one word
+    # A file named in the same text, by a config printed before it.
+    named = (f"<bash-input>cat client.ovpn</bash-input><bash-stdout>client\nauth-user-pass /etc/openvpn/up.dat\n</bash-stdout>\n"
+             f"<bash-input>cat /etc/openvpn/up.dat</bash-input><bash-stdout>alice\n{PASSWORD}\n</bash-stdout>")
+    assert redact_text(named) == named.replace(PASSWORD, MARK)
+
+    # A file the session named earlier: in a transcript's prompt, a finished trace's, a hook payload's.
+    turns = PromptTurns(prompt_id="p1", prompt=f"<bash-input>cat /etc/openvpn/up.dat</bash-input><bash-stdout>alice\n{PASSWORD}\n</bash-stdout>")
+    turns.blocks = [Block(kind="tool_use", message_id="m1", tool_use_id="t1", name="Read", input={"file_path": "/etc/openvpn/client.ovpn"})]
+    turns.results = {"t1": ToolResult(text="client\nauth-user-pass /etc/openvpn/up.dat\n", is_error=False)}
+    scrub_turns(turns)
+    assert turns.prompt == f"<bash-input>cat /etc/openvpn/up.dat</bash-input><bash-stdout>alice\n{MARK}\n</bash-stdout>"
+    trace = Trace(trace_id="t", session_id="s", prompt_id="p", prompt=f"<bash-input>sudo cat up.dat</bash-input><bash-stdout>alice\n{PASSWORD}</bash-stdout>",
+                  tool_calls=[ToolCall(tool_use_id="t1", name="Read", input={"file_path": "/etc/openvpn/client.ovpn"}, output="auth-user-pass up.dat")])
+    assert scrub_trace(trace).prompt == f"<bash-input>sudo cat up.dat</bash-input><bash-stdout>alice\n{MARK}</bash-stdout>"
+    config = {"session_id": "s-bash-mode", "tool_name": "Read", "tool_input": {"file_path": "/etc/openvpn/client.ovpn"},
+              "tool_response": "client\nauth-user-pass /etc/openvpn/up.dat\n"}
+    scrub_payload(config)
+    prompt = {"session_id": "s-bash-mode", "hook_event_name": "UserPromptSubmit",
+              "prompt": f"<bash-input>cat /etc/openvpn/up.dat</bash-input><bash-stdout>alice\n{PASSWORD}</bash-stdout> why does it fail"}
+    assert scrub_payload(prompt)["prompt"] == f"<bash-input>cat /etc/openvpn/up.dat</bash-input><bash-stdout>alice\n{MARK}</bash-stdout> why does it fail"
+    assert scrub_payload({**prompt, "session_id": "another"})["prompt"] == prompt["prompt"]
+
+
+def test_bash_mode_reads_of_other_files_are_kept() -> None:
+    two = f"alice\n{PASSWORD}\n"
+    for command in ("cat notes.txt", "cat creds.txt | wc -l", "cat creds.txt > /tmp/x", "cat up.dat", "cat /etc/passwd"):
+        turn = f"<bash-input>{command}</bash-input><bash-stdout>{two}</bash-stdout>"
+        assert redact_text(turn) == turn, command
+    for content in ("[default]\naws_access_key_id = AKIA\n", "a b\nc\n", "one\ntwo\nthree\n", "alice\n"):
+        turn = f"<bash-input>cat ~/.aws/credentials</bash-input><bash-stdout>{content}</bash-stdout>"
+        assert redact_text(turn) == turn, content
+
+
 def test_credential_file_lookalikes_are_kept() -> None:
     from capture_daemon.secret_output import credential_file
 
