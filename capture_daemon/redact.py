@@ -271,7 +271,8 @@ What is detected (the marker's kind in brackets):
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
   bob:PW", "creds=bob:PW", "log in with admin / PW", "sign in as bob:PW", "Use admin:PW to log in",
-  "user/pass: admin/PW", when the value mixes letters with digits or symbols
+  "user/pass: admin/PW" ("username/password: root/PW": the user stays; after such a label any
+  non-placeholder second half goes), when the value mixes letters with digits or symbols
   (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -1071,6 +1072,10 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if kind is None:
         return None
     value = m.group(group)
+    if "/" in text[max(0, name_start - 3) : name_start] and _SLASH_LABEL_BEFORE.search(text, max(0, name_start - 30), name_start + len(name)):
+        paired = _replace_labelled_pair(text, m, kind, group, name_start + len(name))
+        if paired is not _NOT_A_PAIR:
+            return paired  # "username/password: root/PW": the user stays
     if group == "uq" and (_YAML_LOCAL_TAG.match(text, m.start(group)) or value.startswith("!!")):
         return None  # `password: !vault |`, `MasterUserPassword: !Ref DbPassword`, `!secret wifi_pw`: a tag and a reference
     if group == "br" and not _looks_random(value) and (_CODE_NAME.fullmatch(value) or _IDENTIFIER.fullmatch(value) or _DOTTED_REF.fullmatch(value) or any(c in value for c in "()[]:!")):
@@ -1110,6 +1115,27 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 _LDIF_ATTRIBUTES = frozenset({"userpassword", "olcrootpw", "sambantpassword", "sambalmpassword"})
+# A labelled pair within one value: `root/PW`, `root:PW`; _NOT_A_PAIR, a value that is none.
+_PAIR_VALUE = re.compile(r"[\w@.+-]{1,64}[ \t]*[/:][ \t]*(?P<s>[^\s/`'\"\\][^\s`'\"\\]*)")
+_NOT_A_PAIR = "\0"
+
+
+def _replace_labelled_pair(text: str, m: "re.Match[str]", kind: str, group: str, name_end: int) -> Optional[str]:
+    """`password` after `user/` names a pair's second half: "username/password: root/PW",
+    "login/pw = bob/PW". The slash-label rule, later, takes the colon's pair (keeping the user,
+    and `admin / PW` whole, where this match ends at `admin`); a pair within the value loses its
+    password only; _NOT_A_PAIR for a value that is no pair, read as the assignment it is."""
+    colon = text.find(":", name_end, m.start(group))
+    pair = _SLASH_LABEL_PAIR.match(text, colon) if colon >= 0 else None
+    if pair is not None and _replace_slash_label_pair(text, pair) is not None:
+        return None
+    inner = _PAIR_VALUE.fullmatch(m.group(group))
+    if inner is None:
+        return None if pair is not None else _NOT_A_PAIR  # (`admin / x`: this match ends at the user)
+    if not _plausible_secret(kind, inner.group("s")):
+        return None
+    start = m.start(group) + inner.start("s")
+    return text[m.start() : start] + _ASSIGNMENT_MARK + text[start + len(inner.group("s")) : m.end()]
 
 
 _UID_BEFORE = re.compile(r"[\"']?(?i:uid|user ?id)[\"']?[ \t]*(?:=>|[:=])[ \t]*[\"']?[\w.@\\-]{1,64}[\"']?[ \t]*[,;]")
@@ -3142,12 +3168,14 @@ _USE_TO_LOG_IN = re.compile(
 )
 _USE_TO_LOG_IN_GATES = (("og in", r"(?<=[ \t]to log in)"), ("gn in", r"(?<=[ \t]to sign in)"), ("login", r"(?<=[ \t]to login)"))
 # "user/pass: admin/S3cr3t!pass", "username/password: root:Tr0ub4dor3", "login/pw: bob/x9!k": a
-# label naming both, and the pair after it (at the colon, the label read back).
+# label naming both, and the pair after it (at the colon, the label read back). The label says
+# the second half is the password: a word goes too ("admin/hunter"), a placeholder stays. (The
+# assignment rule, which sees `password: root/PW` first, leaves such a pair to this one.)
 _SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):))"
 _SLASH_LABEL_PAIR = re.compile(
     ":" + _SLASH_LABEL_LOOK + r"[ \t]*[`'\"]?[\w@.+-]{1,64}[`'\"]?[ \t]*[/:][ \t]*[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
 )
-_SLASH_LABEL_BEFORE = re.compile(r"(?<![\w.-])(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
+_SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
 
 
 def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -3158,7 +3186,12 @@ def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
 def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
         return None  # "file/pass: x", "/etc/pw: y"
-    return _replace_login_pair(text, m)
+    value = m.group("s").rstrip(".,;:!?)")
+    if not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
+        return None  # "user/pass: admin/<password>", "admin/changeme"
+    # (The label names the pair's second half a password: a word goes too, "admin/hunter".)
+    start = m.start("s")
+    return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:

@@ -1311,7 +1311,15 @@ POSITIVE = [
     (
         'prose-login-pairs',
         'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
-        'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: [REDACTED:assignment]',
+        'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: root/[REDACTED:prose-secret]',
+    ),
+    (
+        'slash-label-pairs-keep-the-user',  # the label's `password` was read as an assignment of the whole pair (or of its user alone)
+        'Username/Password: admin / Zq8vLm2pXw\nusername/password: root:Tr0ub4dor3\nlogin/password = bob/hunter2x9\nUSER/PASSWORD=root/Zq8vLm2pXw\n'
+        '"username/password": "root/Zq8vLm2pXw"\nUsername/Password: admin / hunter\nuser/pass: admin/hunter\nlogin/pw: bob/Zq8vLm2pXw, then Save',
+        'Username/Password: admin / [REDACTED:prose-secret]\nusername/password: root:[REDACTED:prose-secret]\nlogin/password = bob/[REDACTED:assignment]\n'
+        'USER/PASSWORD=root/[REDACTED:assignment]\n"username/password": "root/[REDACTED:assignment]"\nUsername/Password: admin / [REDACTED:prose-secret]\n'
+        'user/pass: admin/[REDACTED:prose-secret]\nlogin/pw: bob/[REDACTED:prose-secret], then Save',
     ),
     (
         'caddy-env-and-passenger',
@@ -1835,6 +1843,11 @@ NEGATIVE = [
         'print("https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "Zq8vLm2pXw")\n'
         'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "pw")\n'
         'xhr.open("GET", "https://api.example.org/v2/reports/export?field0=value0&field1=value1&field2=value2&field3=value3&field4=value4&field5=value5&field6=value6&field7=value7&field8=value8&field9=value9&field10=value10&field11=value11&field12=value12&field13=value13", true, "alice", "${PASSWORD}")',
+    ),
+    (
+        'slash-label-pair-lookalikes',  # no pair after the label, or a placeholder's
+        'username/password: https://x.example/y\nusername/password: your username / your password\nuser/pass: admin/password\n'
+        'username/password: {user}/{password}\nusername/password: root/<password>\nuser/pass: $USER/$PASS\nusername/password: root/changeme',
     ),
     (
         'prose-login-lookalikes',
