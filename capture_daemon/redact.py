@@ -196,7 +196,8 @@ What is detected (the marker's kind in brackets):
   ``OAuthHandler(k, "S")``, ``algoliasearch(id, "K")``, a cipher's or MAC's key (``createCipheriv(alg, "K", iv)``,
   CryptoJS's ``AES.encrypt(d, "K")``/``HmacSHA256(m, "K")``, jjwt's ``signWith(alg, "K")`` and ``Keys.hmacShaKeyFor("K".getBytes())``),
   ADO's ``conn.Open(dsn, "u", "PW")`` (VBScript's ``cn.Open "DSN=x", "u", "PW"``), XMLHttpRequest's and MSXML's
-  ``.open("GET", url, false, "u", "PW")`` (VBScript's ``.Open "GET", url, False, "u", "PW"``; three arguments stay),
+  ``.open("GET", url, false, "u", "PW")`` (VBScript's ``.Open "GET", url, False, "u", "PW"``; three arguments stay;
+  a URL or a DSN literal of any length),
   WinHTTP's ``.SetCredentials "u", "PW", 0``, API clients built
   with a token (PyGithub's ``Github("T")``/``Github("u", "PW")``/``Auth.Token("T")``, Slack's
   ``WebClient("T")``, ``new Stripe("T")``, python-gitlab's ``Gitlab(url, "T")``, a Twilio client
