@@ -218,7 +218,8 @@ What is detected (the marker's kind in brackets):
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
   ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
   ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
-  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``),
+  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; not a prefix or a format compared,
+  ``compare_digest("sha256=" + mac.hexdigest(), sig)``, nor two literals, a test of the function),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
@@ -2949,6 +2950,35 @@ _OPEN_LONG_LITERAL = re.compile(
 _OPEN_LONG_LITERAL_GATES = ((".open", r"(?=(?:\([ \t]*|[ \t]+)[\"'])"), (".Open", r"(?=(?:\([ \t]*|[ \t]+)[\"'])"))
 
 
+# A literal compared in constant time is the secret, except where it is not what is compared:
+# a prefix or a format (GitHub's `compare_digest("sha256=" + mac.hexdigest(), sig)`, Slack's `"v0="
+# + ...`, `"sha1=%s" % d`, `[]byte("sha256="+mac)`), or where both sides are literals (a test of the
+# function: `compare_digest("abc", "xyz")`, `compare_digest(b"dummy", b"dummy")`, no secret checked).
+_CONSTANT_TIME_WORDS = ("compare_digest(", "ConstantTimeCompare(", "timingSafeEqual(")
+_OPERATOR_AFTER = re.compile(r"[ \t]*[+%*]")
+# (A literal's end to the next argument: Go's `[]byte("x")` and Node's `Buffer.from("x", "utf8")` closed.)
+_LITERAL_ARG_CLOSE = r"(?:[ \t]*,[ \t]*[\"'][\w-]{1,10}[\"'])?[ \t]*\)?[ \t]*"
+_WHOLE_LITERAL = r"(?:[bB]|\[\]byte\(|Buffer\.from\([ \t]*)?(?:\"[^\"\r\n]*\"|'[^'\r\n]*')"
+_SECOND_ALSO_LITERAL = re.compile(rf"{_LITERAL_ARG_CLOSE},[ \t]*{_WHOLE_LITERAL}{_LITERAL_ARG_CLOSE}\)")
+_FIRST_ALSO_LITERAL = re.compile(rf"(?:compare_digest|ConstantTimeCompare|timingSafeEqual)\([ \t]*{_WHOLE_LITERAL}{_LITERAL_ARG_CLOSE}\Z")
+
+
+def _replace_first_literal(text: str, m: "re.Match[str]") -> Optional[str]:
+    if m.group(0).startswith(_CONSTANT_TIME_WORDS) and (_OPERATOR_AFTER.match(text, m.end()) or _SECOND_ALSO_LITERAL.match(text, m.end())):
+        return None  # compare_digest("sha256=" + mac.hexdigest(), sig), compare_digest("abc", "xyz")
+    return _replace_positional_literal(text, m)
+
+
+def _compared_literal_kept(text: str, m: "re.Match[str]", before: str, near: int) -> bool:
+    """For a literal after a comma, in a constant-time compare: whether it is a prefix or a format,
+    or the first argument a literal too (see _OPERATOR_AFTER)."""
+    for word in _CONSTANT_TIME_WORDS:
+        at = before.rfind(word, near)
+        if at >= 0 and _LATE_CALL_BEFORE_COMMA.match(before, at):
+            return bool(_OPERATOR_AFTER.match(text, m.end()) or _FIRST_ALSO_LITERAL.match(before, at))
+    return False
+
+
 def _late_call_before(before: str, near: int) -> bool:
     for word in _LATE_CALL_WORDS:
         at = before.rfind(word, near)
@@ -2965,6 +2995,8 @@ def _replace_literal_after_comma(text: str, m: "re.Match[str]") -> Optional[str]
     if not (_CALL_NAMES.search(before) or _MORE_CALL_NAMES.search(before, near)):
         return None  # print("a", "b"): no call that takes a secret there
     if _late_call_before(before, near):
+        if _compared_literal_kept(text, m, before, near):
+            return None  # compare_digest(sig, "sha256=" + expected), compare_digest("abc", "xyz")
         return _replace_positional_literal(text, m)  # xhr.open("GET", url, false, "u", "pw"), check_password_hash(h, "pw")
     if not _CALL_BEFORE_COMMA.search(before):
         return None
@@ -4367,7 +4399,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("imap-login", _IMAP_LOGIN, _replace_mail_login, (("LOGIN", _IMAP_GATE), ("login", _IMAP_GATE))),
     _Rule("pop3-pass", _POP3_PASS, _replace_mail_login, (("S", "(?<=PASS)" + _POP3_GATE), ("pass", _POP3_GATE))),
     _Rule("code-literal", _LITERAL_AFTER_COMMA, _replace_literal_after_comma, ((",", ""),), anchored=True),
-    _Rule("code-literal-first", _FIRST_LITERAL, _replace_positional_literal, _FIRST_LITERAL_GATES),
+    _Rule("code-literal-first", _FIRST_LITERAL, _replace_first_literal, _FIRST_LITERAL_GATES),
     _Rule("code-literal", _OPEN_LONG_LITERAL, _replace_positional_literal, _OPEN_LONG_LITERAL_GATES, anchored=True),
     _Rule("terraform-variable", _TF_VARIABLE, _replace_tf_variable, (("variable", r'(?=[ \t]+"[\w-]+"[ \t]*\{)'),)),
     _Rule("setter", _SETTER, _replace_setter, _SETTER_GATES),

@@ -1309,6 +1309,13 @@ POSITIVE = [
         'cn.Open "Provider=SQLOLEDB.1;Persist Security Info=False;Data Source=DBSERVER01\\SQLEXPRESS;Initial Catalog=Inventory;Application Name=Reports;Workstation ID=OFFICE-PC-17;Packet Size=4096;Use Encryption for Data=False", "sa", "[REDACTED:code-literal]"',
     ),
     (
+        'constant-time-compare-whole-literal',  # the literal still goes where it is what is compared
+        'hmac.compare_digest("Zq8vLm2pXw".encode(), key)\nhmac.compare_digest(key.encode(), "Zq8vLm2pXw".encode())\n'
+        'hmac.compare_digest("Zq8vLm2pXw", "x" + token)\nhmac.compare_digest("sha256=" + x, sig) or hmac.compare_digest(token, "Zq8vLm2pXw")',
+        'hmac.compare_digest("[REDACTED:code-literal]".encode(), key)\nhmac.compare_digest(key.encode(), "[REDACTED:code-literal]".encode())\n'
+        'hmac.compare_digest("[REDACTED:code-literal]", "x" + token)\nhmac.compare_digest("sha256=" + x, sig) or hmac.compare_digest(token, "[REDACTED:code-literal]")',
+    ),
+    (
         'prose-login-pairs',
         'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
         'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: root/[REDACTED:prose-secret]',
@@ -1850,6 +1857,16 @@ NEGATIVE = [
         'username/password: {user}/{password}\nusername/password: root/<password>\nuser/pass: $USER/$PASS\nusername/password: root/changeme',
     ),
     (
+        'constant-time-compare-lookalikes',  # a prefix or a format compared, not the literal; both sides literals (a test of the function)
+        'return hmac.compare_digest("sha256=" + mac.hexdigest(), signature)\nreturn hmac.compare_digest(\'sha256=\' + expected, sig)\n'
+        'hmac.compare_digest("sha256="+mac,signature)\nhmac.compare_digest(signature, "sha256=" + expected)\nhmac.compare_digest(sig, "sha1=%s" % digest)\n'
+        'subtle.ConstantTimeCompare([]byte("sha256="+mac), []byte(sig))\nsubtle.ConstantTimeCompare([]byte(sig), []byte("sha256="+expected))\n'
+        'crypto.timingSafeEqual(Buffer.from("sha256=" + digest), Buffer.from(sig))\ncrypto.timingSafeEqual(Buffer.from(sig), Buffer.from("sha256=" + digest))\n'
+        'hmac.compare_digest("nevér-issued", "never-issued")\nassert secrets.compare_digest("abcd", "xyzw") == False\nSecureRandom.compare_digest("test", "TEST")\n'
+        'secrets.compare_digest(b"dummy_value_for_timing_attack", b"dummy_value_for_timing_attack")\n'
+        'subtle.ConstantTimeCompare([]byte("abcd"), []byte("abce")) == 1\ncrypto.timingSafeEqual(Buffer.from("abcd", "utf8"), Buffer.from("abce", "utf8"))',
+    ),
+    (
         'prose-login-lookalikes',
         'Connect to localhost:8080 and log in\nUse localhost:8080 to log in\nmeeting at 10:30 tomorrow\nsee file.py:123 for details\nlog in with your username/password\nsign in with Google/GitHub\nlog in to example.com/dashboard\nUse https://example.com:8443 to log in\nuser/pass: see the vault\npath/pass: foo/bar123\nthe key:value pairs\nlog in as admin to continue\nuse ssh:22 to login',
     ),
@@ -2295,6 +2312,8 @@ def test_non_ascii_text_is_handled() -> None:
         '.Open "' * 40_000,
         '.open("GET", "x", {' * 15_000,
         '.Open("x", "sa", ' * 15_000,
+        'hmac.compare_digest("a", "' * 20_000,  # each literal reads on for a second literal
+        'hmac.compare_digest(x, "a" + ' * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2302,7 +2321,7 @@ def test_non_ascii_text_is_handled() -> None:
          "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
          "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
          "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
-         "ado-open-users"],
+         "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
