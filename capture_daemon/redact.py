@@ -1058,7 +1058,7 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         kind = _MADE  # a URL's query: `https://api.example.com/v1/x?key=<api key>`, `?auth=<token>`
     if kind == _BASIC and name == "auth" and _TOKEN_CLIENT_BEFORE.search(text, max(0, name_start - 120), name_start):
         kind = _MADE  # `new Octokit({ auth: "T" })`, Notion's `new Client({ auth: "T" })`: a client's token
-    if kind is None and name.lower() in ("pass", "pw") and _USER_FIELD_BEFORE.search(_line_prefix(text, name_start)):
+    if kind is None and name.lower() in ("pass", "pw") and _user_field_before(text, name_start):
         kind = _CHOSEN  # "user: admin, pass: PW", "username=bob pw=PW": a user's field right before it
     if kind is None and name == "pass" and m.start("colon_sep") >= 0 and group in ("dq", "sq"):
         kind = _CHOSEN  # nodemailer's and ftp clients' `auth: {user: 'x', pass: 'pw'}`
@@ -1169,6 +1169,14 @@ _TOKEN_CLIENT_BEFORE = re.compile(r"(?:Octokit|Client|Gitlab|Replicate|Api|API|S
 # field comes right before it on its line (alone, `pass:` is a compiler's or a test's pass: "# First
 # pass:", "pass: 12").
 _USER_FIELD_BEFORE = re.compile(r"(?:\b(?i:user(?:name)?|login))[ \t]*[:=][ \t]*[\"']?[\w@.+-]{1,64}[\"']?[ \t]*[,;|]?[ \t]+\Z")
+# (The field ends where `pass` starts: only the line's last characters are searched, not all of
+# its 2,000 (_QUOTE_LOOKBACK) from every `pass:` of a line of them: 2.5 s for "user/pass: " * 20,000.)
+_USER_FIELD_REACH = 200
+
+
+def _user_field_before(text: str, name_start: int) -> bool:
+    line = _line_prefix(text, name_start)
+    return _USER_FIELD_BEFORE.search(line, max(0, len(line) - _USER_FIELD_REACH)) is not None
 # `"username": "x", "key"` in one object: the key is the user's (kaggle.json, API client configs).
 _USER_BESIDE = re.compile(r"[\"']?user(?:name)?[\"']?[ \t]*[:=][ \t]*[\"']?[\w.@+-]{1,64}[\"']?[ \t]*[,;\r\n][^{}\[\]]{0,40}\Z")
 
