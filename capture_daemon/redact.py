@@ -3212,9 +3212,11 @@ _USE_TO_LOG_IN_GATES = (("og in", r"(?<=[ \t]to log in)"), ("gn in", r"(?<=[ \t]
 # label naming both, and the pair after it (at the colon, the label read back). The label says
 # the second half is the password: a word goes too ("admin/hunter"), a placeholder stays. (The
 # assignment rule, which sees `password: root/PW` first, leaves such a pair to this one.)
-_SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):))"
+_SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):)|(?<=/ (?i:pass):)|(?<=/ (?i:password):))"
 _SLASH_LABEL_PAIR = re.compile(
-    ":" + _SLASH_LABEL_LOOK + r"[ \t]*[`'\"]?[\w@.+-]{1,64}[`'\"]?[ \t]*[/:][ \t]*[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
+    # (In a JSON string too: its quotes escaped, `\"root\" / \"PW\"`, the string's own quote after.)
+    ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?[ \t]*[/:][ \t]*(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
+    r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
 

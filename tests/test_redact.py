@@ -1323,10 +1323,12 @@ POSITIVE = [
     (
         'slash-label-pairs-keep-the-user',  # the label's `password` was read as an assignment of the whole pair (or of its user alone)
         'Username/Password: admin / Zq8vLm2pXw\nusername/password: root:Tr0ub4dor3\nlogin/password = bob/hunter2x9\nUSER/PASSWORD=root/Zq8vLm2pXw\n'
-        '"username/password": "root/Zq8vLm2pXw"\nUsername/Password: admin / hunter\nuser/pass: admin/hunter\nlogin/pw: bob/Zq8vLm2pXw, then Save',
+        '"username/password": "root/Zq8vLm2pXw"\nUsername/Password: admin / hunter\nuser/pass: admin/hunter\nlogin/pw: bob/Zq8vLm2pXw, then Save\n'
+        'Username / Password: admin / Zq8vLm2pXw\nUser / Pass: admin/Zq8vLm2pXw\nusername/password: "root" / "Zq8vLm2pXw"',
         'Username/Password: admin / [REDACTED:prose-secret]\nusername/password: root:[REDACTED:prose-secret]\nlogin/password = bob/[REDACTED:assignment]\n'
         'USER/PASSWORD=root/[REDACTED:assignment]\n"username/password": "root/[REDACTED:assignment]"\nUsername/Password: admin / [REDACTED:prose-secret]\n'
-        'user/pass: admin/[REDACTED:prose-secret]\nlogin/pw: bob/[REDACTED:prose-secret], then Save',
+        'user/pass: admin/[REDACTED:prose-secret]\nlogin/pw: bob/[REDACTED:prose-secret], then Save\n'
+        'Username / Password: admin / [REDACTED:prose-secret]\nUser / Pass: admin/[REDACTED:prose-secret]\nusername/password: "root" / "[REDACTED:prose-secret]"',
     ),
     (
         'caddy-env-and-passenger',
@@ -1854,7 +1856,8 @@ NEGATIVE = [
     (
         'slash-label-pair-lookalikes',  # no pair after the label, or a placeholder's
         'username/password: https://x.example/y\nusername/password: your username / your password\nuser/pass: admin/password\n'
-        'username/password: {user}/{password}\nusername/password: root/<password>\nuser/pass: $USER/$PASS\nusername/password: root/changeme',
+        'username/password: {user}/{password}\nusername/password: root/<password>\nuser/pass: $USER/$PASS\nusername/password: root/changeme\n'
+        'file / pass: foo/bar123\nthe user / password: see below',
     ),
     (
         'constant-time-compare-lookalikes',  # a prefix or a format compared, not the literal; both sides literals (a test of the function)
