@@ -19,6 +19,7 @@ from trainer.dataset import (
     split_by_session,
     trace_to_example,
 )
+from trainer.chat_template import render
 from trainer.teacher_corpus import TOOLS_OFFERED, generate_corpus, write_corpus_jsonl
 
 
@@ -70,16 +71,31 @@ def test_example_layout_parallel_calls_and_errors():
     assert "$schema" not in ex["tools"]
 
 
-def test_system_turn_names_the_working_directory():
-    # Claude Code's file tools take absolute paths: the student must be told where the session is.
+def test_the_prompt_names_the_working_directory():
+    # Claude Code's file tools take absolute paths: the student must be told where the session is,
+    # right before the prompt (the default), or in the system turn before the tool list.
     trace = make_trace(cwd="/home/dev/billing-api",
                        tool_calls=[ToolCall(tool_use_id="c1", name="Read",
                                             input={"file_path": "/home/dev/billing-api/a.py"}, output="A")])
-    system = trace_to_example(trace, DatasetConfig())["messages"][0]
-    assert system == {"role": "system", "content": DatasetConfig().system_prompt + "\n\nWorking directory: /home/dev/billing-api"}
-    assert trace_to_example(trace, DatasetConfig(working_directory=False))["messages"][0]["content"] == DatasetConfig().system_prompt
+    system, user = trace_to_example(trace, DatasetConfig())["messages"][:2]
+    assert system == {"role": "system", "content": DatasetConfig().system_prompt}
+    assert user == {"role": "user", "content": "Working directory: /home/dev/billing-api\n\n" + trace.prompt}
+    in_system = trace_to_example(trace, DatasetConfig(working_directory_turn="system"))["messages"]
+    assert in_system[0]["content"] == DatasetConfig().system_prompt + "\n\nWorking directory: /home/dev/billing-api"
+    assert in_system[1]["content"] == trace.prompt
+    # Rendered, the line comes after the tool list in the default and before it with "system".
+    tools = json.dumps([{"type": "function", "function": {"name": "Read", "description": "r", "parameters": {}}}])
+    text = render(trace_to_example(trace, DatasetConfig())["messages"], tools)
+    assert text.index("# Tools") < text.index("Working directory") < text.index(trace.prompt)
+    text = render(in_system, tools)
+    assert text.index("Working directory") < text.index("# Tools")
+    off = trace_to_example(trace, DatasetConfig(working_directory=False))["messages"]
+    assert (off[0]["content"], off[1]["content"]) == (DatasetConfig().system_prompt, trace.prompt)
     # A trace without a cwd (imported from a transcript that lacks it) keeps the bare prompt.
-    assert trace_to_example(make_trace(cwd=None), DatasetConfig())["messages"][0]["content"] == DatasetConfig().system_prompt
+    bare = trace_to_example(make_trace(cwd=None), DatasetConfig())["messages"]
+    assert (bare[0]["content"], bare[1]["content"]) == (DatasetConfig().system_prompt, make_trace(cwd=None).prompt)
+    with pytest.raises(ValueError, match="working_directory_turn"):
+        DatasetConfig(working_directory_turn="assistant")
 
 
 def test_subagent_calls_only_when_asked():

@@ -379,10 +379,10 @@ def test_request_maps_to_the_dataset_context():
     messages, tools, prefill = to_chat(claude_code_like_request(), settings)
     assert prefill == ""
     assert messages == [
+        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
         # The working directory Claude Code states (here in its environment system message), as
-        # the dataset names a trace's cwd.
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPT + "\n\nWorking directory: /tmp/x"},
-        {"role": "user", "content": "read a.py"},
+        # the dataset names a trace's cwd: before the conversation's first prompt.
+        {"role": "user", "content": "Working directory: /tmp/x\n\nread a.py"},
         {"role": "assistant", "content": "Reading it.", "tool_calls": [
             {"id": "toolu_1", "type": "function", "function": {"name": "Read", "arguments": '{"file_path": "a.py"}'}}]},
         {"role": "tool", "content": "print(1)", "tool_call_id": "toolu_1", "name": "Read"},
@@ -396,6 +396,16 @@ def test_request_maps_to_the_dataset_context():
     assert tools == tools_for(claude_code_like_request()["tools"], DatasetConfig())
     assert len(tools[0]["function"]["description"]) <= DatasetConfig().tool_description_chars + 1
     assert "$schema" not in json.dumps(tools)
+    # A student trained with the line in its system turn is served that way; later prompts of
+    # the conversation are never prefixed.
+    in_system = ContextSettings(dataset=DatasetConfig(working_directory_turn="system"))
+    messages, _, _ = to_chat(claude_code_like_request(), in_system)
+    assert messages[:2] == [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT + "\n\nWorking directory: /tmp/x"},
+                            {"role": "user", "content": "read a.py"}]
+    follow_up = claude_code_like_request()
+    follow_up["messages"] += [{"role": "assistant", "content": "It failed."}, {"role": "user", "content": "fix it"}]
+    messages, _, _ = to_chat(follow_up, settings)
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["Working directory: /tmp/x\n\nread a.py", "fix it"]
 
 
 def test_working_directory_is_read_where_each_claude_code_version_states_it():
@@ -981,3 +991,13 @@ def test_serve_maps_requests_with_the_dataset_settings_the_student_was_trained_w
     (run / "sft" / "understudy_config.json").write_text("{not json")
     assert adopt_trained_context(load_config(None), str(run / "sft" / "final"), lines.append) == []
     assert "unreadable" in lines[-1]
+
+    # A run recorded before dataset.working_directory_turn existed trained its student with the
+    # line in the system turn: it is served that way, not with today's default.
+    saved = trained.save(run / "sft")
+    recorded = json.loads(saved.read_text())
+    del recorded["config"]["dataset"]["working_directory_turn"]
+    saved.write_text(json.dumps(recorded))
+    cfg = load_config(None)
+    assert "working_directory_turn" in adopt_trained_context(cfg, str(run / "sft" / "final"), lines.append)
+    assert cfg.dataset.working_directory_turn == "system"

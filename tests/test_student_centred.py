@@ -67,9 +67,10 @@ class ScriptedPolicy:
         out = []
         for messages, _tools in conversations:
             self.seen.append(list(messages))
-            prompt = next(m["content"] for m in messages if m["role"] == "user")
+            user = next(m["content"] for m in messages if m["role"] == "user")
             turn = sum(m["role"] == "assistant" for m in messages)
-            out.append(self.script[prompt][turn])
+            # (The user turn is the row's prompt, after the working directory it names.)
+            out.append(next(turns for prompt, turns in self.script.items() if user.endswith(prompt))[turn])
         return out
 
 

@@ -7,9 +7,9 @@
     splits = load_splits(Path("ds"))          # a datasets.DatasetDict
 
 One example per trace:
-    system     the configured compact system prompt and "Working directory: {cwd}" (the tool
-               list is rendered by the template)
-    user       the prompt
+    system     the configured compact system prompt (the tool list is rendered by the template)
+    user       "Working directory: {cwd}", then the prompt (`working_directory_turn = "system"`
+               puts that line in the system turn instead)
     assistant  narration + the calls of one parallel group   } repeated per group of calls
     tool       one message per call (the error text for a failed call) }
     assistant  the final answer
@@ -47,6 +47,7 @@ from trainer.chat_template import (
 from trainer.tool_context import tools_for
 
 SPLITS = ("train", "validation", "test")
+WORKING_DIRECTORY_TURNS = ("user", "system")
 SFT_COLUMNS = ["messages", "tools"]
 
 
@@ -54,11 +55,19 @@ SFT_COLUMNS = ["messages", "tools"]
 class DatasetConfig:
     output_dir: Path = Path("dataset")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    # The system turn also names the session's working directory (the trace's cwd), as Claude
-    # Code's own context does. Its file tools take absolute paths (the CLI makes every path
-    # absolute before a hook sees it), which a student can only write if it knows where it is;
-    # `trainer serve` reads the same line from the request (trainer/serve.py).
+    # The example names the session's working directory (the trace's cwd), as Claude Code's own
+    # context does. Its file tools take absolute paths (the CLI makes every path absolute before
+    # a hook sees it), which a student can only write if it knows where it is; `trainer serve`
+    # reads the same line from the request (trainer/serve.py).
     working_directory: bool = True
+    # Where that line goes: "user", before the prompt, or "system", after the system prompt and
+    # before the tool list. A student copies the directory into every file path, and copying from
+    # ~900 tokens back (Claude Code's 14 tools lie between) is what the tiny student failed at:
+    # measured on 1,425 traces captured through the real CLI (docs/learning.md §4), the same base
+    # and SFT, file paths right went from 8 of 103 Reads to 74 of 108, argument match 0.530 →
+    # 0.706, first tool 0.877 → 0.935. Students trained before this setting had "system"
+    # (trainer serve reads it that way when their run does not record it).
+    working_directory_turn: str = "user"
     # Tool results longer than this are cut around a visible "[... trimmed N tokens ...]" marker.
     max_tool_result_tokens: int = 512
     # Tool and parameter descriptions in the schemas are cut to this many characters.
@@ -91,6 +100,9 @@ class DatasetConfig:
 
         if self.tool_schema not in TOOL_SCHEMAS:
             raise ValueError(f"`tool_schema` must be one of {', '.join(TOOL_SCHEMAS)}, got {self.tool_schema!r}")
+        if self.working_directory_turn not in WORKING_DIRECTORY_TURNS:
+            raise ValueError(f"`working_directory_turn` must be one of {', '.join(WORKING_DIRECTORY_TURNS)}, "
+                             f"got {self.working_directory_turn!r}")
         if self.max_tool_result_tokens < 0:
             raise ValueError(f"`max_tool_result_tokens` must be >= 0 (0 = no trimming), got {self.max_tool_result_tokens}")
 
@@ -173,10 +185,18 @@ def _groups(calls: list[tuple[int, ToolCall]]) -> list[list[tuple[int, ToolCall]
 
 
 def system_turn(config: DatasetConfig, cwd: Optional[str]) -> str:
-    """The student's system turn: the compact system prompt, and where the session works."""
-    if config.working_directory and cwd:
+    """The student's system turn: the compact system prompt, and where the session works when
+    `working_directory_turn` puts it there."""
+    if config.working_directory and cwd and config.working_directory_turn == "system":
         return f"{config.system_prompt}\n\nWorking directory: {cwd}"
     return config.system_prompt
+
+
+def user_turn(config: DatasetConfig, cwd: Optional[str], prompt: str) -> str:
+    """The prompt, after where the session works when `working_directory_turn` puts it there."""
+    if config.working_directory and cwd and config.working_directory_turn == "user":
+        return f"Working directory: {cwd}\n\n{prompt}"
+    return prompt
 
 
 def trace_tools(trace: Trace, config: DatasetConfig, fallback: Optional[list[dict]] = None) -> list[dict]:
@@ -220,7 +240,7 @@ def trace_to_example(
 
     messages: list[dict] = [
         {"role": "system", "content": system_turn(config, trace.cwd)},
-        {"role": "user", "content": trace.prompt},
+        {"role": "user", "content": user_turn(config, trace.cwd, trace.prompt)},
     ]
     trimmed_results = 0
     for g, group in enumerate(groups):

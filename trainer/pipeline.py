@@ -67,6 +67,11 @@ DEMO_PRESET: dict[str, Any] = {
     # → 0.751 (seed 0; 0.835 on seed 1), whole run 292 → 527 s (506 s), within the 10-minute goal.
     "run.demo_layers": 4,
     "dataset.max_tool_result_tokens": 96,
+    # The built-in corpus's calls take relative paths, so its students never copy the directory;
+    # every number measured on this preset (and on smollm2-demo) had the line in the system turn.
+    # On captures through the real CLI, whose paths are absolute, the default ("user") is the one
+    # measured better (trainer/dataset.py; docs/learning.md §4).
+    "dataset.working_directory_turn": "system",
     "sft.method": "full",
     # hidden 128, lr 2e-3, 600 steps of 4 examples, compact tool signatures. With 2 layers and no
     # warm-up: held-out first-tool 0.98, exact sequence 0.92, valid calls 0.93, argument match 0.25.

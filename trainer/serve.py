@@ -87,7 +87,7 @@ from trainer.config import (
     parse_overrides,
     trained_config_path,
 )
-from trainer.dataset import DatasetConfig, system_turn
+from trainer.dataset import DatasetConfig, system_turn, user_turn
 from trainer.tool_context import tools_for
 from trainer import serve_backends
 from trainer.serve_backends import GenParams, GenResult, load_backend
@@ -201,8 +201,9 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
             cache: Optional["PromptCache"] = None) -> tuple[list[dict], list[dict], str]:
     """(chat messages, compact tools, assistant prefill) for a validated request."""
     compact = settings.context == "compact"
+    cwd = working_directory_of(body) if compact else None
     if compact:
-        system = system_turn(settings.dataset, working_directory_of(body))
+        system = system_turn(settings.dataset, cwd)
     else:
         system = _text_of(body.get("system") or "")
     offered = [t for t in body.get("tools") or [] if isinstance(t.get("name"), str)]
@@ -257,6 +258,10 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
             messages.append({"role": "user", "content": "\n\n".join(texts)})
     if extra_system and messages and messages[0]["role"] == "system":
         messages[0]["content"] = "\n\n".join([messages[0]["content"], *extra_system])
+    first_user = next((m for m in messages if m["role"] == "user"), None)
+    if compact and first_user is not None:
+        # The conversation's first prompt, as a training example's only one (dataset.user_turn).
+        first_user["content"] = user_turn(settings.dataset, cwd, first_user["content"])
 
     prefill = ""
     if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
@@ -1058,8 +1063,10 @@ def is_loopback(host: str) -> bool:
 
 # The dataset settings that decide what the student sees: serve must map a request the way the
 # student's training examples were built.
-TRAINED_CONTEXT_KEYS = ("system_prompt", "working_directory", "max_tool_result_tokens", "tool_description_chars",
-                        "tool_schema", "tools")
+TRAINED_CONTEXT_KEYS = ("system_prompt", "working_directory", "working_directory_turn", "max_tool_result_tokens",
+                        "tool_description_chars", "tool_schema", "tools")
+# What a run recorded before a key existed: its students were trained that way.
+TRAINED_BEFORE_THE_KEY = {"working_directory_turn": "system"}
 
 
 def adopt_trained_context(cfg: UnderstudyConfig, model: str, log: Callable[[str], None]) -> list[str]:
@@ -1074,6 +1081,7 @@ def adopt_trained_context(cfg: UnderstudyConfig, model: str, log: Callable[[str]
     except (OSError, ValueError, KeyError, TypeError, AssertionError):
         log(f"Note: {path} is unreadable; the request context uses this command's dataset settings.")
         return []
+    trained = {**TRAINED_BEFORE_THE_KEY, **trained}
     taken = []
     for key in TRAINED_CONTEXT_KEYS:
         dotted = f"dataset.{key}"
