@@ -19,7 +19,9 @@ def build_tiny_sft_world(root: Path, traces: int = 30, seed: int = 1) -> tuple[P
     from trainer.tiny_model import make_tiny_base
 
     corpus = generate_corpus(n=traces, seed=seed)
-    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48)
+    # The working directory in the system turn, as `--demo` has it: each project's examples then
+    # share a system turn of their own, which the prefix-grouped batches of tests/test_sft.py need.
+    dcfg = DatasetConfig(output_dir=root / "dataset", max_tool_result_tokens=48, working_directory_turn="system")
     texts = [render(e["messages"], e["tools"]) for e in (trace_to_example(t, dcfg) for t in corpus)]
     base = make_tiny_base(root / "base", texts, vocab_size=600, hidden=32, layers=1, heads=2)
     build_dataset(corpus, dcfg, AutoTokenizer.from_pretrained(base))

@@ -65,8 +65,9 @@ class DatasetConfig:
     # ~900 tokens back (Claude Code's 14 tools lie between) is what the tiny student failed at:
     # measured on 1,425 traces captured through the real CLI (docs/learning.md §4), the same base
     # and SFT, file paths right went from 8 of 103 Reads to 74 of 108, argument match 0.530 →
-    # 0.706, first tool 0.877 → 0.935. Students trained before this setting had "system"
-    # (trainer serve reads it that way when their run does not record it).
+    # 0.706, first tool 0.877 → 0.935 (one base: another one, through `trainer run`, copied no
+    # path at all either way, §4). Students trained before this setting had "system" (trainer
+    # serve reads it that way when their run does not record it).
     working_directory_turn: str = "user"
     # Tool results longer than this are cut around a visible "[... trimmed N tokens ...]" marker.
     max_tool_result_tokens: int = 512
