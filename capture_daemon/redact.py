@@ -218,8 +218,9 @@ What is detected (the marker's kind in brackets):
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
   ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
   ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
-  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; not a prefix or a format compared,
-  ``compare_digest("sha256=" + mac.hexdigest(), sig)``, nor two literals, a test of the function),
+  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; also against a prefix or a format,
+  ``compare_digest("sha256=" + x, "S")``, ``compare_digest("sha1=%s" % d, "S")``; not the prefix or
+  format itself, ``compare_digest("sha256=" + mac.hexdigest(), sig)``, nor two literals, a test of the function),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
   Node's ``crypto.pbkdf2Sync|scryptSync('PW', ...)``, .NET's ``Rfc2898DeriveBytes("PW", ...)``), a
@@ -2933,9 +2934,17 @@ _POSITIONAL_LITERAL_MARK = marker("code-literal")
 # and a literal compared in constant time, whatever its variable is called: `hmac.compare_digest(key, "lit")`,
 # Go's `subtle.ConstantTimeCompare([]byte(t), []byte("lit"))`, Node's `crypto.timingSafeEqual(a, Buffer.from("lit"))`.
 _HTTP_METHOD = r"(?i:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|PROPFIND|PROPPATCH|REPORT|MKCOL|COPY|MOVE|LOCK|UNLOCK|SEARCH)"
+# A constant-time compare's first argument may be an expression, not one argument's shape: a
+# prefix joined to a digest (`"sha256=" + mac.hexdigest()`, `"sha1=%s" % d`), a chain of calls
+# (`hmac.new(k, b, sha256).hexdigest()`), Go's `[]byte("sha256="+hex.EncodeToString(mac.Sum(nil)))`;
+# read short of these, the literal compared after it was kept. (Parentheses nest two levels deep.)
+_NESTED_PARENS = r"\((?:[^()\r\n]|\((?:[^()\r\n]|\([^()\r\n]*\))*\))*\)"
+_COMPARED_OPERAND = rf"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[\w.\[\]$]+(?:{_NESTED_PARENS})?(?:\.\w+{_NESTED_PARENS})*)"
+_COMPARED_ARG = rf"{_COMPARED_OPERAND}(?:[ \t]*[+%][ \t]*{_COMPARED_OPERAND})*"
 _LATE_CALL_BEFORE_COMMA = re.compile(
     rf"(?:\.[Oo]pen(?:\([ \t]*|[ \t]+)(?P<q>[\"']){_HTTP_METHOD}(?P=q)(?:[ \t]*,[ \t]*{_CALL_ARG}){{3}}"
-    rf"|(?:SetCredentials(?:\([ \t]*|[ \t]+)|check_password_hash\(|HashPassword\(|compare_digest\(|ConstantTimeCompare\(|timingSafeEqual\()[ \t]*{_CALL_ARG}"
+    rf"|(?:SetCredentials(?:\([ \t]*|[ \t]+)|check_password_hash\(|HashPassword\()[ \t]*{_CALL_ARG}"
+    rf"|(?:compare_digest|ConstantTimeCompare|timingSafeEqual)\([ \t]*{_COMPARED_ARG}"
     rf"|VerifyHashedPassword\([ \t]*{_CALL_ARG}[ \t]*,[ \t]*{_CALL_ARG})[ \t]*\Z"
 )
 # (Each call's name looked for from the end, its call read from there: a search of the regex
@@ -2962,6 +2971,7 @@ _OPEN_LONG_LITERAL_GATES = ((".open", r"(?=(?:\([ \t]*|[ \t]+)[\"'])"), (".Open"
 # a prefix or a format (GitHub's `compare_digest("sha256=" + mac.hexdigest(), sig)`, Slack's `"v0="
 # + ...`, `"sha1=%s" % d`, `[]byte("sha256="+mac)`), or where both sides are literals (a test of the
 # function: `compare_digest("abc", "xyz")`, `compare_digest(b"dummy", b"dummy")`, no secret checked).
+# A prefix expression is no literal: what it is compared with, `compare_digest("sha256=" + x, "S")`, goes.
 _CONSTANT_TIME_WORDS = ("compare_digest(", "ConstantTimeCompare(", "timingSafeEqual(")
 _OPERATOR_AFTER = re.compile(r"[ \t]*[+%*]")
 # (A literal's end to the next argument: Go's `[]byte("x")` and Node's `Buffer.from("x", "utf8")` closed.)

@@ -1316,6 +1316,21 @@ POSITIVE = [
         'hmac.compare_digest("[REDACTED:code-literal]", "x" + token)\nhmac.compare_digest("sha256=" + x, sig) or hmac.compare_digest(token, "[REDACTED:code-literal]")',
     ),
     (
+        'constant-time-compare-after-a-prefix',  # a prefix expression first: the literal second is still what is compared
+        'hmac.compare_digest("sha256=" + x, "Zq8vLm2pXw")\nhmac.compare_digest(\'sha256=\' + expected, b\'Zq8vLm2pXw\')\n'
+        'hmac.compare_digest("sha1=%s" % digest, "Zq8vLm2pXw")\nhmac.compare_digest("sha256=" + hmac.new(k, body, sha256).hexdigest(), "Zq8vLm2pXw")\n'
+        'hmac.compare_digest(hmac.new(k, body, sha256).hexdigest(), "Zq8vLm2pXw")\nhmac.compare_digest("Zq8vLm2pXw", "sha256=" + x)\n'
+        'subtle.ConstantTimeCompare([]byte("sha256="+hex.EncodeToString(mac.Sum(nil))), []byte("Zq8vLm2pXw"))\n'
+        'subtle.ConstantTimeCompare([]byte("Zq8vLm2pXw"), []byte("sha256="+mac))\n'
+        'crypto.timingSafeEqual(Buffer.from("sha256=" + digest), Buffer.from("Zq8vLm2pXw"))\ncrypto.timingSafeEqual(Buffer.from("Zq8vLm2pXw"), Buffer.from("sha256=" + digest))',
+        'hmac.compare_digest("sha256=" + x, "[REDACTED:code-literal]")\nhmac.compare_digest(\'sha256=\' + expected, b\'[REDACTED:code-literal]\')\n'
+        'hmac.compare_digest("sha1=%s" % digest, "[REDACTED:code-literal]")\nhmac.compare_digest("sha256=" + hmac.new(k, body, sha256).hexdigest(), "[REDACTED:code-literal]")\n'
+        'hmac.compare_digest(hmac.new(k, body, sha256).hexdigest(), "[REDACTED:code-literal]")\nhmac.compare_digest("[REDACTED:code-literal]", "sha256=" + x)\n'
+        'subtle.ConstantTimeCompare([]byte("sha256="+hex.EncodeToString(mac.Sum(nil))), []byte("[REDACTED:code-literal]"))\n'
+        'subtle.ConstantTimeCompare([]byte("[REDACTED:code-literal]"), []byte("sha256="+mac))\n'
+        'crypto.timingSafeEqual(Buffer.from("sha256=" + digest), Buffer.from("[REDACTED:code-literal]"))\ncrypto.timingSafeEqual(Buffer.from("[REDACTED:code-literal]"), Buffer.from("sha256=" + digest))',
+    ),
+    (
         'prose-login-pairs',
         'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
         'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: root/[REDACTED:prose-secret]',
@@ -1870,6 +1885,12 @@ NEGATIVE = [
         'subtle.ConstantTimeCompare([]byte("abcd"), []byte("abce")) == 1\ncrypto.timingSafeEqual(Buffer.from("abcd", "utf8"), Buffer.from("abce", "utf8"))',
     ),
     (
+        'constant-time-compare-prefix-lookalikes',  # prefixes or formats on both sides; a short literal; a prefix against a variable
+        'hmac.compare_digest("sha256=" + x, "sha256=" + y)\nhmac.compare_digest("sha1=%s" % a, "sha1=%s" % b)\n'
+        'hmac.compare_digest("sha256=" + x, "abc")\nhmac.compare_digest("v0=" + hmac.new(k, b, sha256).hexdigest(), request.headers["X-Sig"])\n'
+        'hmac.compare_digest("sha256=" + x, "")\nhmac.compare_digest("sha256=" + x, "<signature>")',
+    ),
+    (
         'prose-login-lookalikes',
         'Connect to localhost:8080 and log in\nUse localhost:8080 to log in\nmeeting at 10:30 tomorrow\nsee file.py:123 for details\nlog in with your username/password\nsign in with Google/GitHub\nlog in to example.com/dashboard\nUse https://example.com:8443 to log in\nuser/pass: see the vault\npath/pass: foo/bar123\nthe key:value pairs\nlog in as admin to continue\nuse ssh:22 to login',
     ),
@@ -2317,6 +2338,8 @@ def test_non_ascii_text_is_handled() -> None:
         '.Open("x", "sa", ' * 15_000,
         'hmac.compare_digest("a", "' * 20_000,  # each literal reads on for a second literal
         'hmac.compare_digest(x, "a" + ' * 20_000,
+        'hmac.compare_digest(a.b(c(d(' * 20_000 + ', "Zq8vLm2pXw")',  # a first argument's calls nest and chain
+        'hmac.compare_digest("p" + x % ' * 20_000 + ', "Zq8vLm2pXw")',
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2324,7 +2347,8 @@ def test_non_ascii_text_is_handled() -> None:
          "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
          "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
          "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
-         "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes"],
+         "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
+         "compare-digest-nested-calls", "compare-digest-prefix-chains"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
