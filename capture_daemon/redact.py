@@ -275,8 +275,10 @@ What is detected (the marker's kind in brackets):
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
   bob:PW", "creds=bob:PW", "log in with admin / PW", "sign in as bob:PW", "Use admin:PW to log in",
   "user/pass: admin/PW" ("username/password: root/PW": the user stays; after such a label any
-  non-placeholder second half goes), when the value mixes letters with digits or symbols
-  (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
+  non-placeholder second half goes; the label in parentheses too, "creds (user/pass): admin/PW",
+  "credentials (username / password) = root/PW"; with no separator, "user/password root/PW", only
+  a value mixing letters with digits or symbols, and not after a path's ``/``), when the value
+  mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; a JSON record that says its value is secret (``terraform output -json``'s
@@ -3232,6 +3234,49 @@ _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?
 
 
 def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
+# "creds (user/pass): admin/PW", "credentials (username / password) = root/PW": the label in
+# parentheses after a word of its own; and "user/password root/PW": the label, then the pair with
+# no colon or `=` between. Found at the label's second word (`pass`, `password`, `pw`, `pwd`), the
+# label's first half read back from there (_LABEL_USER_HALF_BEFORE).
+# (Each spelling at an anchor of its own: `pass`, `Pass`, `PASS`, `pw`, `PW`, with what may follow it.)
+_LABEL_PASSWORD_SPELLINGS = (("pass", "(?:word)?"), ("Pass", "(?:word|Word)?"), ("PASS", "(?:WORD)?"), ("pw", "d?"), ("PW", "D?"))
+_LABEL_THEN_PAIR = re.compile(
+    r"(?:(?<=/)|(?<=/ ))(?:" + "|".join(anchor + rest for anchor, rest in _LABEL_PASSWORD_SPELLINGS) + ")"
+    # (In parentheses, a separator may follow; alone, none does: "user/pass: x" is slash-label-pair's.)
+    r"(?:(?P<close>[ \t]*\))(?:(?P<sep>[ \t]*[:=][ \t]*)|[ \t]+)|[ \t]+)"
+    r"(?:\\?[`'\"])?[\w@][\w@.+-]{0,63}(?:\\?[`'\"])?[ \t]*[/:][ \t]*(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
+    r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
+)
+# (Not after a path's `/`, `.`, `~` or `\`: `app/models/user/password lib/x` is a path. An opening
+# parenthesis only after a space or a line's start: `f(user/pass)` is code.)
+_LABEL_USER_HALF_BEFORE = re.compile(
+    r"(?:(?<![\w.\-/~\\])|(?<=\\[nrt]))(?P<paren>(?<![\w.])\([ \t]*)?(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*\Z"
+)
+_LABEL_THEN_PAIR_GATES = tuple(
+    (anchor, rf"(?:(?<=/{anchor})|(?<=/ {anchor})){rest}(?:[ \t]*\)|[ \t]+(?:\\?[`'\"])?[\w@])")
+    for anchor, rest in _LABEL_PASSWORD_SPELLINGS
+)
+
+
+def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
+    label = _LABEL_USER_HALF_BEFORE.search(text, max(0, m.start() - 30), m.start())
+    if label is None:
+        return None  # "file/pass admin/x", "app/models/user/password lib/x"
+    in_parentheses = label.group("paren") is not None
+    if in_parentheses != (m.group("close") is not None):
+        return None  # an unbalanced parenthesis: no label of this shape
+    separated = m.group("sep") is not None
+    value = m.group("s").rstrip(".,;:!?)")
+    if separated:
+        # (After `:` or `=`, as slash-label-pair reads it: the label names the second half a password, a word too.)
+        if not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
+            return None
+    elif not _printed_secret(value):
+        return None  # "the user/password form root/home", "user/password src/config": with no separator, prose or a path
+    start = m.start("s")
+    return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
+
+
     # (The value runs to the space before `to`: a last `!` or `.` is the password's.)
     return _replace_group(text, m, "s", _PROSE_MARK) if _printed_secret(m.group("s")) else None
 
@@ -4454,6 +4499,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("login-pair", _USE_TO_LOG_IN, _replace_use_to_log_in, _USE_TO_LOG_IN_GATES),
     _Rule("slash-label-pair", _SLASH_LABEL_PAIR, _replace_slash_label_pair, ((":", _SLASH_LABEL_LOOK),), anchored=True),
     _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
+    _Rule("label-then-pair", _LABEL_THEN_PAIR, _replace_label_then_pair, _LABEL_THEN_PAIR_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     # (After the printers' rules: "the output of `printenv DB_PASSWORD` is x" is command output.)
     _Rule("named-in-prose", _NAMED_IN_PROSE, _replace_named_in_prose, _NAMED_IN_PROSE_GATES, anchored=True),

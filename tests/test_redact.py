@@ -1346,6 +1346,20 @@ POSITIVE = [
         'Username / Password: admin / [REDACTED:prose-secret]\nUser / Pass: admin/[REDACTED:prose-secret]\nusername/password: "root" / "[REDACTED:prose-secret]"',
     ),
     (
+        'slash-label-pairs-in-parentheses',  # a qualifier in parentheses names the pair: the user stays, the password goes
+        'creds (user/pass): admin/Zq8vLm2pXw\nlogin (user/password): bob/Tr0ub4dor3\ncredentials (username / password) = root/Zq8vLm2pXw\n'
+        'Admin account (Username/Password): admin / hunter\nDefault login (user/pw) = `root`/`Zq8vLm2pXw`\ncreds (user/pass) admin/Zq8vLm2pXw',
+        'creds (user/pass): admin/[REDACTED:prose-secret]\nlogin (user/password): bob/[REDACTED:prose-secret]\ncredentials (username / password) = root/[REDACTED:prose-secret]\n'
+        'Admin account (Username/Password): admin / [REDACTED:prose-secret]\nDefault login (user/pw) = `root`/`[REDACTED:prose-secret]`\ncreds (user/pass) admin/[REDACTED:prose-secret]',
+    ),
+    (
+        'slash-label-pairs-without-a-separator',  # the label, a space, the pair: a password mixing letters with digits or symbols goes
+        'user/password root/Zq8vLm2pXw\nUsername/Password admin / Tr0ub4dor3\nthe default user/pass is set; user/pass admin:Zq8vLm2pXw works\n'
+        'login/pw `bob`/`Zq8vLm2pXw`\n{"text": "user/password root/Zq8vLm2pXw\\nthanks"}',
+        'user/password root/[REDACTED:prose-secret]\nUsername/Password admin / [REDACTED:prose-secret]\nthe default user/pass is set; user/pass admin:[REDACTED:prose-secret] works\n'
+        'login/pw `bob`/`[REDACTED:prose-secret]`\n{"text": "user/password root/[REDACTED:prose-secret]\\nthanks"}',
+    ),
+    (
         'caddy-env-and-passenger',
         'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD Zq8vLm2pXw\n\t\tenv APP_SECRET "Zq8vLm2pXw"\n\t}\n}\nenv API_TOKEN Zq8vLm2pXw\npassenger_env_var SECRET_KEY_BASE Zq8vLm2pXw;',
         'example.com {\n\tphp_fastcgi localhost:9000 {\n\t\tenv DB_PASSWORD [REDACTED:assignment]\n\t\tenv APP_SECRET "[REDACTED:assignment]"\n\t}\n}\nenv API_TOKEN [REDACTED:assignment]\npassenger_env_var SECRET_KEY_BASE [REDACTED:assignment];',
@@ -1873,6 +1887,14 @@ NEGATIVE = [
         'username/password: https://x.example/y\nusername/password: your username / your password\nuser/pass: admin/password\n'
         'username/password: {user}/{password}\nusername/password: root/<password>\nuser/pass: $USER/$PASS\nusername/password: root/changeme\n'
         'file / pass: foo/bar123\nthe user / password: see below',
+    ),
+    (
+        'slash-label-pair-spaced-lookalikes',  # prose and paths after the label, a word or a file for a password, a path holding the label
+        'the user/password form root/home\nsee user/password src/config for the form\nuser/password tests/test_v2.py\n'
+        'git mv app/models/user/password lib/Auth2x\nopen ./user/password src/Zq8vLm2pXw\nuser/pass admin/hunter\n'
+        'the user/password admin/password\nuser/password root/<password>\nuser/password $USER/$PASS\n'
+        'user/password src/config/Zq8vLm2pXw\nuser/password\tadmin\n'
+        'creds (user/pass): admin/<password>\ncreds (user/pass): see the vault\nlogin (user/password): your username / your password',
     ),
     (
         'constant-time-compare-lookalikes',  # a prefix or a format compared, not the literal; both sides literals (a test of the function)
