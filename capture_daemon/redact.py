@@ -286,7 +286,8 @@ What is detected (the marker's kind in brackets):
   ``{"Type": "SecureString", "Value": V}``, a form's ``{"type": "password", "value": V}``) [assignment]; Azure's ``keys list`` JSON (``{"keyName": "key1", "value": "V"}``) [azure-key]
 - output that a command's name makes secret, in a pasted terminal session (``$ pass show x``
   and the lines it printed; PowerShell's ``PS C:\\> $env:DB_PASSWORD``, ``PS> ``, cmd.exe's
-  ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>`` [command-output]; the same
+  ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>``, also escaped inside a JSON
+  string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
@@ -3233,7 +3234,6 @@ _SLASH_LABEL_PAIR = re.compile(
 _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
 
 
-def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
 # "creds (user/pass): admin/PW", "credentials (username / password) = root/PW": the label in
 # parentheses after a word of its own; and "user/password root/PW": the label, then the pair with
 # no colon or `=` between. Found at the label's second word (`pass`, `password`, `pw`, `pwd`), the
@@ -3277,6 +3277,7 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
 
+def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
     # (The value runs to the space before `to`: a last `!` or `.` is the password's.)
     return _replace_group(text, m, "s", _PROSE_MARK) if _printed_secret(m.group("s")) else None
 
@@ -4498,8 +4499,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("login-pair", _LOGIN_PAIR, _replace_login_pair, _LOGIN_PAIR_GATES),
     _Rule("login-pair", _USE_TO_LOG_IN, _replace_use_to_log_in, _USE_TO_LOG_IN_GATES),
     _Rule("slash-label-pair", _SLASH_LABEL_PAIR, _replace_slash_label_pair, ((":", _SLASH_LABEL_LOOK),), anchored=True),
-    _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("label-then-pair", _LABEL_THEN_PAIR, _replace_label_then_pair, _LABEL_THEN_PAIR_GATES, anchored=True),
+    _Rule("prose-command-output", _PROSE_COMMAND_OUTPUT, _replace_prose_command_output, _PROSE_COMMAND_GATES, anchored=True),
     _Rule("bare-command-output", _BARE_COMMAND_OUTPUT, _replace_bare_command_output, _BARE_COMMAND_GATES),
     # (After the printers' rules: "the output of `printenv DB_PASSWORD` is x" is command output.)
     _Rule("named-in-prose", _NAMED_IN_PROSE, _replace_named_in_prose, _NAMED_IN_PROSE_GATES, anchored=True),

@@ -10,7 +10,8 @@ output meet are covered:
 - a Bash tool call: its input's `command` and its result (`scrub.py` calls `output_is_secret`
   for each call, in hook payloads and transcripts alike);
 - a terminal session in one text (a pasted `$ pass show x` and the line after it, Claude Code's
-  `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`):
+  `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`, escaped inside a
+  JSON string too):
   `redact_pasted_sessions`, which `redact_text` runs.
 
 What counts (`_SECRET_PRINTERS`): password managers and secret stores read back (pass, gopass,
@@ -46,6 +47,7 @@ FILE`, `--password-file FILE`, `passwordfile=`, `PGPASSFILE=`, `--password-stdin
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import shlex
@@ -594,8 +596,9 @@ _PROMPT = r"[ \t]*(?:(?:[\w.-]+@[\w.-]+(?::[^\s$#%>]*)?[ \t]*[$#%]|PS(?: [^\r\n>
 _PROMPT_LINE = re.compile(
     rf"(?P<prompt>{_PROMPT})(?P<cmd>[^\r\n]+)\r?\n(?P<out>(?:(?!{_PROMPT})[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
 )
+# (Between the tags, a JSON string's escaped line break too: a turn inside a transcript's line.)
 _BASH_MODE = re.compile(
-    r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>\s*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
+    r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>(?:\s|\\[nrt])*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
 )
 # Where a prompt line may start, found before `_PROMPT_LINE` runs: a prompt's last character, then a printer's name.
 # (PowerShell's cmdlets in the case people type them; `$env:`, `[Environment]` and `$x.Password`
@@ -641,23 +644,77 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
 def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, int]:
     """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`: a
     secret printer's output goes, and a credential file's password (`!cat creds.txt`: a user, then
-    its password), as for a Bash tool call; `named`, the files the session named as holding a login."""
+    its password), as for a Bash tool call; `named`, the files the session named as holding a login.
+    A turn escaped inside a JSON string (see `_json_string_content`) is judged as the text it stands for."""
     count = 0
 
     def turn(m: "re.Match[str]") -> str:
         nonlocal count
-        if _already_marked(m.group("out")):
+        decoded = _escaped_turn(m)
+        command, output = decoded or (m.group("cmd"), m.group("out"))
+        if _already_marked(output):
             return m.group(0)
-        if command_prints_secret(m.group("cmd")):
+        if command_prints_secret(command):
             out = MARK
         else:
-            out = _credential_session_output(m.group("cmd"), m.group("out"), named)
-            if out is None:
+            marked = _credential_session_output(command, output, named)
+            if marked is None:
                 return m.group(0)
+            out = marked if decoded is None else _escaped_lines_replaced(m.group("out"), marked)
         count += 1
         return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{out}</bash-stdout>"
 
     return _BASH_MODE.sub(turn, text), count
+
+
+# A `!` turn inside a JSON string that is no whole document, so that redact.py's JSON view never
+# parses it (a transcript's line in grep's output, a hook payload echoed into a file, a fixture in
+# code): its line breaks are `\n` escapes and its quotes `\"`, so the file's lines and the
+# command's words are only there once the escapes are read. A turn counts as escaped where it holds
+# a backslash and reads as a JSON string's content (a raw line break or a lone `"` does not).
+_JSON_ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)", re.DOTALL)
+
+
+def _json_string_content(raw: str) -> Optional[str]:
+    """`raw` read as the inside of a JSON string; None where it is none."""
+    try:
+        value = json.loads(f'"{raw}"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _escaped_turn(m: "re.Match[str]") -> Optional[tuple[str, str]]:
+    """A `!` turn's command and output as the text they stand for, where the turn is escaped in a
+    JSON string; None where it is not."""
+    if "\\" not in m.group(0):
+        return None
+    command, output = _json_string_content(m.group("cmd")), _json_string_content(m.group("out"))
+    return None if command is None or output is None else (command, output)
+
+
+def _escaped_lines(raw: str) -> list[str]:
+    """`raw`, a JSON string's content, cut at its `\\n` escapes (an escaped backslash before an `n` is none)."""
+    lines, start = [], 0
+    for e in _JSON_ESCAPE.finditer(raw):
+        if e.group(0) == "\\n":
+            lines.append(raw[start : e.start()])
+            start = e.end()
+    lines.append(raw[start:])
+    return lines
+
+
+def _escaped_lines_replaced(raw: str, marked: str) -> str:
+    """`raw`, an escaped output, with the lines that `marked` (its text, marked) changed written anew,
+    escaped; every other line keeps its own escapes (`\\u00e9`, `\\/`), byte for byte."""
+    lines = _escaped_lines(raw)
+    new = marked.split("\n")
+    if len(new) != len(lines):
+        return json.dumps(marked, ensure_ascii=False)[1:-1]  # (never so: a mark replaces a line's text only)
+    return "\\n".join(
+        line if _json_string_content(line) == changed else json.dumps(changed, ensure_ascii=False)[1:-1]
+        for line, changed in zip(lines, new)
+    )
 
 
 def mark_bash_mode_credentials(text: object, named: "set[str]") -> object:

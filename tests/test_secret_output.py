@@ -387,6 +387,60 @@ def test_a_bash_mode_read_of_a_credential_file_loses_its_password_keeps_its_user
     assert scrub_payload({**prompt, "session_id": "another"})["prompt"] == prompt["prompt"]
 
 
+def test_a_bash_mode_turn_escaped_in_a_json_string_is_redacted_the_same() -> None:
+    """A `!` turn inside a JSON string that is no whole document (a transcript's line in grep's
+    output, a hook payload echoed in a command, a fixture in code): its line breaks are `\n`
+    escapes and its quotes `\"`, and its output goes as the unescaped turn's does."""
+    import json
+
+    def escaped(turn: str) -> str:
+        return json.dumps(turn)[1:-1]
+
+    printer = f"<bash-input>gh auth token</bash-input>\n<bash-stdout>{PASSWORD}\n</bash-stdout>"
+    credential = f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\n{PASSWORD}\n</bash-stdout><bash-stderr></bash-stderr>"
+    crlf = f"<bash-input>sudo head -n 2 /etc/openvpn/vpn-auth.txt</bash-input>\r\n<bash-stdout>alice\r\n{PASSWORD}\r\n</bash-stdout>"
+    quoted = f"<bash-input>cat \"/root/openvpn.pass\"</bash-input>\n<bash-stdout>{PASSWORD}</bash-stdout>"
+    for turn in (printer, credential, crlf, quoted):
+        unescaped = redact_text(turn)
+        assert PASSWORD not in unescaped, turn  # as today
+        for text in (
+            'sessions/s1.jsonl:{"type": "user", "message": {"content": "' + escaped(turn) + ' why?"}',  # grep's hit: no whole document
+            "echo '{\"prompt\": \"" + escaped(turn) + "\"}' > payload.json",
+            'FIXTURE = "' + escaped(turn) + '"',
+        ):
+            # The same replacement, escaped; the rest as it was.
+            assert redact_text(text) == text.replace(escaped(turn), escaped(unescaped)), text
+    # A file the session named, in scrub's pass over a prompt (a hook payload's `prompt`).
+    from capture_daemon.secret_output import mark_bash_mode_credentials
+
+    up = escaped(f"<bash-input>cat /etc/openvpn/up.dat</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>")
+    assert mark_bash_mode_credentials(up, {"up.dat"}) == up.replace(PASSWORD, MARK)
+    # Escapes elsewhere in the output are kept as they were (`\u00e9`, `\/`), only the password's line is written anew.
+    odd = "<bash-input>cat creds.txt<\\/bash-input>"  # (not a turn: an escaped slash in its tag)
+    assert redact_text(odd) == odd
+    accented = f"<bash-input>cat creds.txt</bash-input><bash-stdout>ren\\u00e9\\n{PASSWORD}\\n</bash-stdout>"
+    assert redact_text(accented) == accented.replace(PASSWORD, MARK)
+
+
+def test_escaped_bash_mode_lookalikes_are_kept() -> None:
+    """Escaped turns of other files, and unescaped turns whose output holds a backslash, stay."""
+    import json
+
+    for turn in (
+        f"<bash-input>cat notes.txt</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>",
+        f"<bash-input>cat creds.txt | wc -l</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>",
+        "<bash-input>cat creds.txt</bash-input>\n<bash-stdout>[default]\naws_region = eu-west-1\nprofile = dev\n</bash-stdout>",
+        "<bash-input>ls</bash-input>\n<bash-stdout>a.txt\nb.txt\n</bash-stdout>",
+    ):
+        text = 'FIXTURE = "' + json.dumps(turn)[1:-1] + '"'
+        assert redact_text(text) == text, turn
+    # Unescaped, a backslash in the output is the output's: `C:\new` is no line break.
+    windows = "<bash-input>type creds.txt</bash-input><bash-stdout>C:\\new\\Zq8v</bash-stdout>"
+    assert redact_text(windows) == windows
+    three = f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\nline with \\n inside\n{PASSWORD}\n</bash-stdout>"
+    assert redact_text(three) == three
+
+
 def test_bash_mode_reads_of_other_files_are_kept() -> None:
     two = f"alice\n{PASSWORD}\n"
     for command in ("cat notes.txt", "cat creds.txt | wc -l", "cat creds.txt > /tmp/x", "cat up.dat", "cat /etc/passwd"):
