@@ -645,7 +645,7 @@ def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, 
     """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`: a
     secret printer's output goes, and a credential file's password (`!cat creds.txt`: a user, then
     its password), as for a Bash tool call; `named`, the files the session named as holding a login.
-    A turn escaped inside a JSON string (see `_json_string_content`) is judged as the text it stands for."""
+    A turn escaped inside a JSON string (see `_escaped_turn`) is judged as the text it stands for."""
     count = 0
 
     def turn(m: "re.Match[str]") -> str:
@@ -710,7 +710,7 @@ def _escaped_lines_replaced(raw: str, marked: str) -> str:
     lines = _escaped_lines(raw)
     new = marked.split("\n")
     if len(new) != len(lines):
-        return json.dumps(marked, ensure_ascii=False)[1:-1]  # (never so: a mark replaces a line's text only)
+        return json.dumps(marked, ensure_ascii=False)[1:-1]  # (a `\\u000a` escape broke a line too: all written anew)
     return "\\n".join(
         line if _json_string_content(line) == changed else json.dumps(changed, ensure_ascii=False)[1:-1]
         for line, changed in zip(lines, new)

@@ -952,6 +952,11 @@ POSITIVE = [
         "<bash-input>op read op://dev/db/password</bash-input><bash-stdout>Tr0ub4dor3xq</bash-stdout><bash-stderr></bash-stderr>",
         "<bash-input>op read op://dev/db/password</bash-input><bash-stdout>[REDACTED:command-output]</bash-stdout><bash-stderr></bash-stderr>",
     ),
+    (
+        "bash-mode-escaped-in-a-json-string",  # a transcript's line in grep's output: the turn's line breaks are `\n` escapes
+        's.jsonl:{"content": "<bash-input>op read \\"op://dev/db/password\\"</bash-input>\\n<bash-stdout>Tr0ub4dor3xq\\n</bash-stdout>\\n<bash-input>cat creds.txt</bash-input>\\n<bash-stdout>alice\\nTr0ub4dor3xq\\n</bash-stdout>',
+        's.jsonl:{"content": "<bash-input>op read \\"op://dev/db/password\\"</bash-input>\\n<bash-stdout>[REDACTED:command-output]</bash-stdout>\\n<bash-input>cat creds.txt</bash-input>\\n<bash-stdout>alice\\n[REDACTED:command-output]\\n</bash-stdout>',
+    ),
     ("pasted-printenv", "dev@box:~/app$ printenv STRIPE_SECRET\nTr0ub4dor3xq", "dev@box:~/app$ printenv STRIPE_SECRET\n[REDACTED:command-output]"),
     (
         'authorization-any-scheme',

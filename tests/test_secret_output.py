@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from capture_daemon.redact import redact_text, redact_value
@@ -389,9 +391,8 @@ def test_a_bash_mode_read_of_a_credential_file_loses_its_password_keeps_its_user
 
 def test_a_bash_mode_turn_escaped_in_a_json_string_is_redacted_the_same() -> None:
     """A `!` turn inside a JSON string that is no whole document (a transcript's line in grep's
-    output, a hook payload echoed in a command, a fixture in code): its line breaks are `\n`
-    escapes and its quotes `\"`, and its output goes as the unescaped turn's does."""
-    import json
+    output, a hook payload echoed in a command, a fixture in code): its line breaks are `\\n`
+    escapes and its quotes `\\"`, and its output goes as the unescaped turn's does."""
 
     def escaped(turn: str) -> str:
         return json.dumps(turn)[1:-1]
@@ -415,17 +416,16 @@ def test_a_bash_mode_turn_escaped_in_a_json_string_is_redacted_the_same() -> Non
 
     up = escaped(f"<bash-input>cat /etc/openvpn/up.dat</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>")
     assert mark_bash_mode_credentials(up, {"up.dat"}) == up.replace(PASSWORD, MARK)
-    # Escapes elsewhere in the output are kept as they were (`\u00e9`, `\/`), only the password's line is written anew.
-    odd = "<bash-input>cat creds.txt<\\/bash-input>"  # (not a turn: an escaped slash in its tag)
-    assert redact_text(odd) == odd
+    # The other lines keep their own escapes (the user's `\u00e9`, not `é`): only the password's line is written anew.
     accented = f"<bash-input>cat creds.txt</bash-input><bash-stdout>ren\\u00e9\\n{PASSWORD}\\n</bash-stdout>"
     assert redact_text(accented) == accented.replace(PASSWORD, MARK)
+    # A line broken by a `\u000a` escape as well: the whole output is written anew, the password gone.
+    unicode_break = f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\\u000a{PASSWORD}\\n</bash-stdout>"
+    assert PASSWORD not in redact_text(unicode_break)
 
 
 def test_escaped_bash_mode_lookalikes_are_kept() -> None:
     """Escaped turns of other files, and unescaped turns whose output holds a backslash, stay."""
-    import json
-
     for turn in (
         f"<bash-input>cat notes.txt</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>",
         f"<bash-input>cat creds.txt | wc -l</bash-input>\n<bash-stdout>alice\n{PASSWORD}\n</bash-stdout>",
