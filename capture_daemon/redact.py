@@ -275,9 +275,11 @@ What is detected (the marker's kind in brackets):
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
   bob:PW", "creds=bob:PW", "log in with admin / PW", "sign in as bob:PW", "Use admin:PW to log in",
   "user/pass: admin/PW" ("username/password: root/PW": the user stays; after such a label any
-  non-placeholder second half goes; the label in parentheses too, "creds (user/pass): admin/PW",
-  "credentials (username / password) = root/PW"; with no separator, "user/password root/PW", only
-  a value mixing letters with digits or symbols, and not after a path's ``/``), when the value
+  non-placeholder second half goes; the label in brackets too, "creds (user/pass): admin/PW",
+  "credentials (username / password) = root/PW", "creds [user/pass]: admin/PW", "**Login
+  (user/pass)**: bob/PW", "Login (user / pass) - admin / PW", and "user/pass = admin/PW"; with no
+  separator, "user/password root/PW", only a value mixing letters with digits or symbols, and not
+  after a path's ``/``), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -3234,41 +3236,53 @@ _SLASH_LABEL_PAIR = re.compile(
 _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
 
 
-# "creds (user/pass): admin/PW", "credentials (username / password) = root/PW": the label in
-# parentheses after a word of its own; and "user/password root/PW": the label, then the pair with
-# no colon or `=` between. Found at the label's second word (`pass`, `password`, `pw`, `pwd`), the
-# label's first half read back from there (_LABEL_USER_HALF_BEFORE).
+# "creds (user/pass): admin/PW", "credentials (username / password) = root/PW", "creds [user/pass]:
+# admin/PW", "**Login (user/pass)**: bob/PW", "Login (user / pass) - admin / PW": the label in
+# brackets after a word of its own; "user/password root/PW": the label, then the pair with no
+# separator; "user/pass = admin/PW": `=` after a label that no secret's name ends (`pass`, `pw`;
+# `USER/PASSWORD=root/PW` is the assignment rule's). Found at the label's second word (`pass`,
+# `password`, `pw`, `pwd`), the label's first half read back from there (_LABEL_USER_HALF_BEFORE).
 # (Each spelling at an anchor of its own: `pass`, `Pass`, `PASS`, `pw`, `PW`, with what may follow it.)
 _LABEL_PASSWORD_SPELLINGS = (("pass", "(?:word)?"), ("Pass", "(?:word|Word)?"), ("PASS", "(?:WORD)?"), ("pw", "d?"), ("PW", "D?"))
 _LABEL_THEN_PAIR = re.compile(
     r"(?:(?<=/)|(?<=/ ))(?:" + "|".join(anchor + rest for anchor, rest in _LABEL_PASSWORD_SPELLINGS) + ")"
-    # (In parentheses, a separator may follow; alone, none does: "user/pass: x" is slash-label-pair's.)
-    r"(?:(?P<close>[ \t]*\))(?:(?P<sep>[ \t]*[:=][ \t]*)|[ \t]+)|[ \t]+)"
+    # (Bracketed, Markdown's bold around the bracket or the separator; not bracketed, `=` or nothing:
+    # "user/pass: x" is slash-label-pair's.)
+    r"(?:(?P<close>[ \t]*[)\]])\*{0,2}(?:(?P<sep>[ \t]*[:=]\*{0,2}[ \t]*|[ \t]+-[ \t]+)|[ \t]+)|(?P<eq>[ \t]*=[ \t]*)|[ \t]+)"
     r"(?:\\?[`'\"])?[\w@][\w@.+-]{0,63}(?:\\?[`'\"])?[ \t]*[/:][ \t]*(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
     r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 # (Not after a path's `/`, `.`, `~` or `\`: `app/models/user/password lib/x` is a path. An opening
-# parenthesis only after a space or a line's start: `f(user/pass)` is code.)
+# bracket only after a space or a line's start: `f(user/pass)`, `x[user/pass]` are code.)
 _LABEL_USER_HALF_BEFORE = re.compile(
-    r"(?:(?<![\w.\-/~\\])|(?<=\\[nrt]))(?P<paren>(?<![\w.])\([ \t]*)?(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*\Z"
+    r"(?:(?<![\w.\-/~\\])|(?<=\\[nrt]))(?P<open>(?<![\w.])[(\[][ \t]*)?(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*\Z"
 )
 _LABEL_THEN_PAIR_GATES = tuple(
-    (anchor, rf"(?:(?<=/{anchor})|(?<=/ {anchor})){rest}(?:[ \t]*\)|[ \t]+(?:\\?[`'\"])?[\w@])")
+    (anchor, rf"(?:(?<=/{anchor})|(?<=/ {anchor})){rest}(?:[ \t]*[)\]]|[ \t]*=|[ \t]+(?:\\?[`'\"])?[\w@])")
     for anchor, rest in _LABEL_PASSWORD_SPELLINGS
 )
+_CLOSING_BRACKET = {"(": ")", "[": "]"}
+
+
+def _label_brackets_match(label: "re.Match[str]", m: "re.Match[str]") -> bool:
+    """Whether the label is bracketed on both sides, `(...)` or `[...]`, or on neither."""
+    opening, closing = label.group("open"), m.group("close")
+    if opening is None or closing is None:
+        return opening is None and closing is None
+    return _CLOSING_BRACKET[opening[0]] == closing.strip()
 
 
 def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     label = _LABEL_USER_HALF_BEFORE.search(text, max(0, m.start() - 30), m.start())
     if label is None:
         return None  # "file/pass admin/x", "app/models/user/password lib/x"
-    in_parentheses = label.group("paren") is not None
-    if in_parentheses != (m.group("close") is not None):
-        return None  # an unbalanced parenthesis: no label of this shape
-    separated = m.group("sep") is not None
+    if not _label_brackets_match(label, m):
+        return None  # "creds [user/pass): x", "(user/pass x": no label of this shape
     value = m.group("s").rstrip(".,;:!?)")
-    if separated:
-        # (After `:` or `=`, as slash-label-pair reads it: the label names the second half a password, a word too.)
+    if value.startswith(_MARKER_OPEN):
+        return None  # "USER/PASSWORD=root/[REDACTED:assignment]": the assignment rule's already
+    if m.group("sep") is not None or m.group("eq") is not None:
+        # (After a separator, as slash-label-pair reads it: the label names the second half a password, a word too.)
         if not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
             return None
     elif not _printed_secret(value):

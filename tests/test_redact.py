@@ -1358,6 +1358,13 @@ POSITIVE = [
         'Admin account (Username/Password): admin / [REDACTED:prose-secret]\nDefault login (user/pw) = `root`/`[REDACTED:prose-secret]`\ncreds (user/pass) admin/[REDACTED:prose-secret]',
     ),
     (
+        'slash-label-pairs-bracketed-bold-dashed',  # brackets, Markdown bold, a dash after the parenthesis; `user/pass =`
+        'creds [user/pass]: admin/Zq8vLm2pXw\n- **Credentials (user/password):** `admin` / `Zq8vLm2pXw`\n**Login (user/pass)**: bob/hunter\n'
+        'Login (user / pass) - admin / Zq8vLm2pXw\nuser/pass = admin/Zq8vLm2pXw\nLogin/PW = bob/hunter',
+        'creds [user/pass]: admin/[REDACTED:prose-secret]\n- **Credentials (user/password):** `admin` / `[REDACTED:prose-secret]`\n**Login (user/pass)**: bob/[REDACTED:prose-secret]\n'
+        'Login (user / pass) - admin / [REDACTED:prose-secret]\nuser/pass = admin/[REDACTED:prose-secret]\nLogin/PW = bob/[REDACTED:prose-secret]',
+    ),
+    (
         'slash-label-pairs-without-a-separator',  # the label, a space, the pair: a password mixing letters with digits or symbols goes
         'user/password root/Zq8vLm2pXw\nUsername/Password admin / Tr0ub4dor3\nthe default user/pass is set; user/pass admin:Zq8vLm2pXw works\n'
         'login/pw `bob`/`Zq8vLm2pXw`\n{"text": "user/password root/Zq8vLm2pXw\\nthanks"}',
@@ -1899,7 +1906,8 @@ NEGATIVE = [
         'git mv app/models/user/password lib/Auth2x\nopen ./user/password src/Zq8vLm2pXw\nuser/pass admin/hunter\n'
         'the user/password admin/password\nuser/password root/<password>\nuser/password $USER/$PASS\n'
         'user/password src/config/Zq8vLm2pXw\nuser/password\tadmin\n'
-        'creds (user/pass): admin/<password>\ncreds (user/pass): see the vault\nlogin (user/password): your username / your password',
+        'creds (user/pass): admin/<password>\ncreds (user/pass): see the vault\nlogin (user/password): your username / your password\n'
+        'creds [user/pass): admin/Zq8vLm2pXw\nuser/pass = admin/changeme\nuser/pass = $USER/$PASS\nuser/pass == x/Zq8vLm2pXw\nLogin (user/pass) -admin/Zq8vLm2pXw',
     ),
     (
         'constant-time-compare-lookalikes',  # a prefix or a format compared, not the literal; both sides literals (a test of the function)
