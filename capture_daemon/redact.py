@@ -218,8 +218,9 @@ What is detected (the marker's kind in brackets):
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
   ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
   ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
-  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; also against a prefix or a format,
-  ``compare_digest("sha256=" + x, "S")``, ``compare_digest("sha1=%s" % d, "S")``; not the prefix or
+  ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; also against a prefix, a format or a
+  lookup, ``compare_digest("sha256=" + x, "S")``, ``compare_digest(f"sha1={d}", "S")``,
+  ``compare_digest(request.headers["X-Sig"], "S")``; not the prefix or
   format itself, ``compare_digest("sha256=" + mac.hexdigest(), sig)``, nor two literals, a test of the function),
   PHP's ``password_hash|password_verify('PW', ...)``, ``make_password('PW')``,
   ``generate_password_hash('PW')``, ``hashlib.pbkdf2_hmac(alg, b"PW", ...)``, ``hashlib.scrypt(b"PW")``,
@@ -2940,11 +2941,17 @@ _POSITIONAL_LITERAL_MARK = marker("code-literal")
 # Go's `subtle.ConstantTimeCompare([]byte(t), []byte("lit"))`, Node's `crypto.timingSafeEqual(a, Buffer.from("lit"))`.
 _HTTP_METHOD = r"(?i:GET|POST|PUT|DELETE|PATCH|HEAD|OPTIONS|PROPFIND|PROPPATCH|REPORT|MKCOL|COPY|MOVE|LOCK|UNLOCK|SEARCH)"
 # A constant-time compare's first argument may be an expression, not one argument's shape: a
-# prefix joined to a digest (`"sha256=" + mac.hexdigest()`, `"sha1=%s" % d`), a chain of calls
-# (`hmac.new(k, b, sha256).hexdigest()`), Go's `[]byte("sha256="+hex.EncodeToString(mac.Sum(nil)))`;
-# read short of these, the literal compared after it was kept. (Parentheses nest two levels deep.)
+# prefix joined to a digest (`"sha256=" + mac.hexdigest()`, `"sha1=%s" % d`, `b"v0=" + x`), a format
+# (`f"sha256={d}"`, `"sha256={}".format(d)`), a chain of calls (`hmac.new(k, b, sha256).hexdigest()`),
+# a header looked up (`request.headers["X-Hub-Signature-256"]`), Go's
+# `[]byte("sha256="+hex.EncodeToString(mac.Sum(nil)))`; read short of these, the literal compared
+# after it was kept. (Parentheses nest two levels deep; a subscript holds a literal or no brackets.)
 _NESTED_PARENS = r"\((?:[^()\r\n]|\((?:[^()\r\n]|\([^()\r\n]*\))*\))*\)"
-_COMPARED_OPERAND = rf"(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[\w.\[\]$]+(?:{_NESTED_PARENS})?(?:\.\w+{_NESTED_PARENS})*)"
+_SUBSCRIPT = r"\[(?:\"[^\"\r\n]*\"|'[^'\r\n]*'|[^\[\]\"'\r\n]*)\]"
+_COMPARED_OPERAND = (
+    rf"(?:[bBfFrRuU]{{0,2}}(?:\"[^\"\r\n]*\"|'[^'\r\n]*')|(?:[\w$]|{_SUBSCRIPT})(?:[\w.$]|{_SUBSCRIPT})*)"
+    rf"(?:{_NESTED_PARENS})?(?:\.\w+{_NESTED_PARENS}|{_SUBSCRIPT})*"
+)
 _COMPARED_ARG = rf"{_COMPARED_OPERAND}(?:[ \t]*[+%][ \t]*{_COMPARED_OPERAND})*"
 _LATE_CALL_BEFORE_COMMA = re.compile(
     rf"(?:\.[Oo]pen(?:\([ \t]*|[ \t]+)(?P<q>[\"']){_HTTP_METHOD}(?P=q)(?:[ \t]*,[ \t]*{_CALL_ARG}){{3}}"

@@ -1336,6 +1336,15 @@ POSITIVE = [
         'crypto.timingSafeEqual(Buffer.from("sha256=" + digest), Buffer.from("[REDACTED:code-literal]"))\ncrypto.timingSafeEqual(Buffer.from("[REDACTED:code-literal]"), Buffer.from("sha256=" + digest))',
     ),
     (
+        'constant-time-compare-after-an-expression',  # an f-string, a bytes prefix, a formatted literal, a header looked up: the literal after goes
+        'hmac.compare_digest(f"sha256={d}", "Zq8vLm2pXw")\nhmac.compare_digest(b"sha256=" + x, b"Zq8vLm2pXw")\n'
+        'hmac.compare_digest("sha256={}".format(d), "Zq8vLm2pXw")\nhmac.compare_digest(request.headers["X-Hub-Signature-256"], "Zq8vLm2pXw")\n'
+        "hmac.compare_digest(request.headers.get('X-Sig', '')[7:], 'Zq8vLm2pXw')",
+        'hmac.compare_digest(f"sha256={d}", "[REDACTED:code-literal]")\nhmac.compare_digest(b"sha256=" + x, b"[REDACTED:code-literal]")\n'
+        'hmac.compare_digest("sha256={}".format(d), "[REDACTED:code-literal]")\nhmac.compare_digest(request.headers["X-Hub-Signature-256"], "[REDACTED:code-literal]")\n'
+        "hmac.compare_digest(request.headers.get('X-Sig', '')[7:], '[REDACTED:code-literal]')",
+    ),
+    (
         'prose-login-pairs',
         'Use admin:Zq8vLm2pXw! to log in\nlog in with admin / Zq8vLm2pXw\nuser/pass: admin/Zq8vLm2pXw\nUser/Pass: `admin` / `Zq8vLm2pXw`\nYou can sign in as bob:Zq8vLm2pXw now.\nTry root/Zq8vLm2pXw to login.\nusername/password: root/Zq8vLm2pXw',
         'Use admin:[REDACTED:prose-secret] to log in\nlog in with admin / [REDACTED:prose-secret]\nuser/pass: admin/[REDACTED:prose-secret]\nUser/Pass: `admin` / `[REDACTED:prose-secret]`\nYou can sign in as bob:[REDACTED:prose-secret] now.\nTry root/[REDACTED:prose-secret] to login.\nusername/password: root/[REDACTED:prose-secret]',
@@ -1923,7 +1932,8 @@ NEGATIVE = [
         'constant-time-compare-prefix-lookalikes',  # prefixes or formats on both sides; a short literal; a prefix against a variable
         'hmac.compare_digest("sha256=" + x, "sha256=" + y)\nhmac.compare_digest("sha1=%s" % a, "sha1=%s" % b)\n'
         'hmac.compare_digest("sha256=" + x, "abc")\nhmac.compare_digest("v0=" + hmac.new(k, b, sha256).hexdigest(), request.headers["X-Sig"])\n'
-        'hmac.compare_digest("sha256=" + x, "")\nhmac.compare_digest("sha256=" + x, "<signature>")',
+        'hmac.compare_digest("sha256=" + x, "")\nhmac.compare_digest("sha256=" + x, "<signature>")\n'
+        'hmac.compare_digest("sha256={}".format(d), sig)\nhmac.compare_digest(request.headers["X-Sig"], expected)\nhmac.compare_digest(f"sha256={a}", f"sha256={b}")',
     ),
     (
         'prose-login-lookalikes',
@@ -2375,6 +2385,8 @@ def test_non_ascii_text_is_handled() -> None:
         'hmac.compare_digest(x, "a" + ' * 20_000,
         'hmac.compare_digest(a.b(c(d(' * 20_000 + ', "Zq8vLm2pXw")',  # a first argument's calls nest and chain
         'hmac.compare_digest("p" + x % ' * 20_000 + ', "Zq8vLm2pXw")',
+        "hmac.compare_digest(" + "a." * 50_000 + ', "Zq8vLm2pXw")',  # a dotted chain read as a name or as calls
+        'hmac.compare_digest(x["k"][' * 20_000 + ', "Zq8vLm2pXw")',
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2383,7 +2395,7 @@ def test_non_ascii_text_is_handled() -> None:
          "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
          "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
          "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
-         "compare-digest-nested-calls", "compare-digest-prefix-chains"],
+         "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
