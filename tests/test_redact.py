@@ -2387,6 +2387,8 @@ def test_non_ascii_text_is_handled() -> None:
         'hmac.compare_digest("p" + x % ' * 20_000 + ', "Zq8vLm2pXw")',
         "hmac.compare_digest(" + "a." * 50_000 + ', "Zq8vLm2pXw")',  # a dotted chain read as a name or as calls
         'hmac.compare_digest(x["k"][' * 20_000 + ', "Zq8vLm2pXw")',
+        "creds (user/pass) a/" * 20_000,  # each label reads its pair, its first half read back from its second
+        "user/password a/b " * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2395,7 +2397,8 @@ def test_non_ascii_text_is_handled() -> None:
          "yoda-comparisons", "yoda-comparison-secrets", "constant-time-compares", "constant-time-compare-literals", "timing-safe-equals",
          "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
          "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
-         "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts"],
+         "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
+         "bracketed-slash-labels", "spaced-slash-labels"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
