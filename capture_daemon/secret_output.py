@@ -10,8 +10,8 @@ output meet are covered:
 - a Bash tool call: its input's `command` and its result (`scrub.py` calls `output_is_secret`
   for each call, in hook payloads and transcripts alike);
 - a terminal session in one text (a pasted `$ pass show x` and the line after it, Claude Code's
-  `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`, escaped inside a
-  JSON string too):
+  `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`; either escaped
+  inside a JSON string too, `"$ pass show x\\nPW\\n"` in a transcript's line that grep printed):
   `redact_pasted_sessions`, which `redact_text` runs.
 
 What counts (`_SECRET_PRINTERS`): password managers and secret stores read back (pass, gopass,
@@ -47,6 +47,7 @@ FILE`, `--password-file FILE`, `passwordfile=`, `PGPASSFILE=`, `--password-stdin
 
 from __future__ import annotations
 
+import bisect
 import json
 import posixpath
 import re
@@ -635,10 +636,23 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
         text, count = _redact_bash_mode(text, named_credential_files([text]))
     # (No quicker test first: the prompt regexes scan for their literal first characters in C,
     # faster than the substring tests that used to pick texts for them.)
-    if "\n" in text:
-        text, more = _redact_prompted_output(text)
+    lines, escaped_lines = "\n" in text, "\\n" in text
+    hits = _printer_hits(text) if lines or escaped_lines else []
+    if hits and lines:
+        text, more = _redact_prompted_output(text, hits)
+        count += more
+        if more and escaped_lines:
+            hits = _printer_hits(text)  # (the text moved)
+    if hits and escaped_lines:
+        # A session escaped inside a JSON string: its lines end in `\n` escapes.
+        text, more = _redact_escaped_sessions(text, hits)
         count += more
     return text, count
+
+
+def _printer_hits(text: str) -> list[int]:
+    """Where a prompt's last character stands before a printer's name, in order (see `_PROMPTED_PRINTERS`)."""
+    return sorted(m.start() for c, printer in _PROMPTED_PRINTERS if c in text for m in printer.finditer(text))
 
 
 def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, int]:
@@ -704,17 +718,103 @@ def _escaped_lines(raw: str) -> list[str]:
     return lines
 
 
+def _escaped(text: str) -> str:
+    """`text` written as a JSON string's content."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def _escaped_lines_replaced(raw: str, marked: str) -> str:
-    """`raw`, an escaped output, with the lines that `marked` (its text, marked) changed written anew,
-    escaped; every other line keeps its own escapes (`\\u00e9`, `\\/`), byte for byte."""
+    """`raw`, an escaped text, with the lines that `marked` (its text, marked) changed written anew,
+    escaped; every other line keeps its own escapes (`\\u00e9`, `\\/`), byte for byte. A line of
+    `marked` takes the raw line it equals next, so that a session's output of several lines may
+    become one marker (a line a `\\u000a` escape broke equals none: it is written anew). Whatever
+    the pairing, the result reads as `marked`: only an equal line's raw form is ever kept.
+    (Paired by index rather than a diff: difflib over thousands of alike lines took minutes.)"""
     lines = _escaped_lines(raw)
+    old = [_json_string_content(line) for line in lines]
     new = marked.split("\n")
-    if len(new) != len(lines):
-        return json.dumps(marked, ensure_ascii=False)[1:-1]  # (a `\\u000a` escape broke a line too: all written anew)
-    return "\\n".join(
-        line if _json_string_content(line) == changed else json.dumps(changed, ensure_ascii=False)[1:-1]
-        for line, changed in zip(lines, new)
-    )
+    if old == new:
+        return raw
+    at: dict[Optional[str], list[int]] = {}
+    for k, line in enumerate(old):
+        at.setdefault(line, []).append(k)
+    rebuilt, next_old = [], 0
+    for line in new:
+        places = at.get(line, ())
+        k = bisect.bisect_left(places, next_old)
+        if k < len(places):
+            rebuilt.append(lines[places[k]])
+            next_old = places[k] + 1
+        else:
+            rebuilt.append(_escaped(line))
+    return "\\n".join(rebuilt)
+
+
+# A JSON string, from its opening quote: what `_redact_escaped_sessions` reads a session in.
+_JSON_STRING = re.compile(r'"((?:[^"\\\r\n]|\\.)*)"')
+
+
+class _OpeningQuotes:
+    """Where the JSON string around a hit opens: the last unescaped `"` before it on its line (a
+    JSON string holds no raw line break); -1 where none. Asked for hits in order, it reads the text
+    once, forward (searched back from each hit, a long line of hits and no quote took seconds)."""
+
+    def __init__(self, text: str) -> None:
+        self.text, self.read_to, self.last = text, 0, -1
+
+    def before(self, hit: int) -> int:
+        text = self.text
+        line_start = text.rfind("\n", self.read_to, hit) + 1
+        if line_start:
+            self.read_to, self.last = line_start, -1
+        quote = text.find('"', self.read_to, hit)
+        while quote >= 0:
+            if not _escaped_at(text, quote):
+                self.last = quote
+            quote = text.find('"', quote + 1, hit)
+        self.read_to = max(self.read_to, hit)
+        return self.last
+
+
+def _escaped_at(text: str, i: int) -> bool:
+    """Whether the character at `i` follows an odd run of backslashes."""
+    start = i
+    while start > 0 and text[start - 1] == "\\":
+        start -= 1
+    return (i - start) % 2 == 1
+
+
+def _redact_escaped_sessions(text: str, hits: "list[int]") -> tuple[str, int]:
+    """A terminal session inside a JSON string that is no whole document (a transcript's line in
+    grep's output, a hook payload echoed into a file, a fixture in code), which redact.py's JSON
+    view never parses: each string a printer's prompt stands in is read as the text it stands for,
+    redacted as a pasted session (an inner string escaped once more too), and the lines that
+    changed are written back escaped (`_escaped_lines_replaced`)."""
+    parts, copied, count = [], 0, 0
+    quotes = _OpeningQuotes(text)
+    tried: set[int] = set()  # (many hits in one string: it is read once)
+    for hit in hits:
+        if hit < copied:
+            continue  # inside the string just rewritten
+        quote = quotes.before(hit)
+        if quote < copied or quote in tried:
+            continue
+        tried.add(quote)
+        string = _JSON_STRING.match(text, quote)
+        if string is None or string.end(1) <= hit:
+            continue
+        content = _json_string_content(string.group(1))
+        if content is None:
+            continue
+        redacted, n = redact_pasted_sessions(content)
+        if not n:
+            continue
+        parts += [text[copied : string.start(1)], _escaped_lines_replaced(string.group(1), redacted)]
+        copied = string.end(1)
+        count += n
+    if not count:
+        return text, 0
+    return "".join(parts) + text[copied:], count
 
 
 def mark_bash_mode_credentials(text: object, named: "set[str]") -> object:
@@ -734,11 +834,10 @@ def _credential_session_output(command: str, output: str, named: "set[str]" = fr
     return marked if marked != output else None
 
 
-def _redact_prompted_output(text: str) -> tuple[str, int]:
+def _redact_prompted_output(text: str, hits: "list[int]") -> tuple[str, int]:
     """Each prompt line whose command prints a secret keeps its command; its output goes. Only
-    lines where one of `_PROMPTED_PRINTERS` hits are read as prompts (most texts have none)."""
+    lines where one of `_PROMPTED_PRINTERS` hits (`hits`) are read as prompts (most texts have none)."""
     parts, copied, count = [], 0, 0
-    hits = sorted(m.start() for c, printer in _PROMPTED_PRINTERS if c in text for m in printer.finditer(text))
     for hit in hits:
         line_start = text.rfind("\n", 0, hit) + 1
         if line_start < copied:

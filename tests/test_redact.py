@@ -957,6 +957,11 @@ POSITIVE = [
         's.jsonl:{"content": "<bash-input>op read \\"op://dev/db/password\\"</bash-input>\\n<bash-stdout>Tr0ub4dor3xq\\n</bash-stdout>\\n<bash-input>cat creds.txt</bash-input>\\n<bash-stdout>alice\\nTr0ub4dor3xq\\n</bash-stdout>',
         's.jsonl:{"content": "<bash-input>op read \\"op://dev/db/password\\"</bash-input>\\n<bash-stdout>[REDACTED:command-output]</bash-stdout>\\n<bash-input>cat creds.txt</bash-input>\\n<bash-stdout>alice\\n[REDACTED:command-output]\\n</bash-stdout>',
     ),
+    (
+        "pasted-session-escaped-in-a-json-string",  # a transcript's line in grep's output: the session's line breaks are `\n` escapes
+        's.jsonl:{"content": "$ pass show db/prod\\nTr0ub4dor3xq\\n$ ls\\nREADME.md\\n$ cat creds.txt\\nalice\\nTr0ub4dor3xq\\n"}',
+        's.jsonl:{"content": "$ pass show db/prod\\n[REDACTED:command-output]\\n$ ls\\nREADME.md\\n$ cat creds.txt\\nalice\\n[REDACTED:command-output]\\n"}',
+    ),
     ("pasted-printenv", "dev@box:~/app$ printenv STRIPE_SECRET\nTr0ub4dor3xq", "dev@box:~/app$ printenv STRIPE_SECRET\n[REDACTED:command-output]"),
     (
         'authorization-any-scheme',
@@ -1701,6 +1706,11 @@ NEGATIVE = [
         "# pass the token through\nrun(token)\n<bash-input>ls</bash-input><bash-stdout>a.txt</bash-stdout>",
     ),
     (
+        "escaped-terminal-lookalikes",  # escaped in a JSON string: no printer, a prompt mid-line, no output, `\\n` no line break
+        's.jsonl:{"content": "$ pass ls\\nPassword Store\\n$ pass show x | wc -c\\n13\\n$ cat notes.txt\\nalice\\nTr0ub4dor3xq"}\n'
+        'print("usage: $ pass show NAME\\nprints the entry")\nprintf("$ pass show %s\\n", name);\nRE = "$ pass show x\\\\nTr0ub4dor3xq"',
+    ),
+    (
         'authorization-words',
         'security:\n  authorization: enabled\nAuthorization: see the docs below\n"Authorization": "Bearer " + token\nAuthorization: Bearer ${TOKEN}\nauthorization: {type: oauth2}\nX-Authorization: required-header-name\nthe Authorization: header is required',
     ),
@@ -2389,6 +2399,10 @@ def test_non_ascii_text_is_handled() -> None:
         'hmac.compare_digest(x["k"][' * 20_000 + ', "Zq8vLm2pXw")',
         "creds (user/pass) a/" * 20_000,  # each label reads its pair, its first half read back from its second
         "user/password a/b " * 20_000,
+        "\\n$ pass show x " * 20_000,  # each prompt looked back along its line for a string's opening quote
+        '"\\n$ pass show x\\nZq8vLm2pXw" ' * 10_000,
+        '"' + "$ pass show x\\nZq8vLm2pXw\\n" * 10_000 + '"',  # one string's thousands of alike lines paired by a diff
+        ("\\" * 50 + '"$ echo $TOKEN\\n') * 5_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2398,7 +2412,8 @@ def test_non_ascii_text_is_handled() -> None:
          "timing-safe-equal-literals", "compare-digest-literals", "open-long-url", "open-template-urls", "msxml-open-quotes", "open-brace-args",
          "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
          "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
-         "bracketed-slash-labels", "spaced-slash-labels"],
+         "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
+         "escaped-backslash-runs"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.

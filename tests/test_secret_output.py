@@ -259,6 +259,54 @@ def test_pasted_terminal_sessions() -> None:
     assert PASSWORD not in str(redact_value({"prompt": f"look:\nuser@box:~$ printenv DB_PASSWORD\n{PASSWORD}\n"}))
 
 
+def test_a_pasted_session_escaped_in_a_json_string_is_redacted_the_same() -> None:
+    """A pasted terminal session inside a JSON string that is no whole document (a transcript's
+    line in grep's output, a hook payload echoed into a file, a fixture in code): its lines end in
+    `\\n` escapes, its quotes are `\\"`, and what the printer printed goes as in the unescaped session."""
+
+    def escaped(text: str) -> str:
+        return json.dumps(text)[1:-1]
+
+    for session in (
+        f"$ pass show db/prod\n{PASSWORD}\n$ ls",
+        f"look:\ndev@box:~/app$ printenv STRIPE_SECRET\n{PASSWORD}\nsecond line\n\nThen it ran.",  # two lines, one marker
+        f"$ gh auth token\r\n{PASSWORD}\r\n$ ls\r\nREADME.md\r\n",
+        f"$ cat creds.txt\nalice\n{PASSWORD}\n$ ls\n",
+        f"PS C:\\Users\\me> Get-Content .\\secrets\\db-password.txt\n{PASSWORD}\n",  # backslashes escaped too
+        f'$ echo "$DB_PASSWORD"\n{PASSWORD}\n',
+    ):
+        unescaped = redact_text(session)
+        assert PASSWORD not in unescaped, session  # as today
+        for text in (
+            'sessions/s1.jsonl:{"type": "user", "message": {"content": "' + escaped(session) + '"}}',  # grep's hit: no whole document
+            "echo '{\"prompt\": \"" + escaped(session) + "\"}' > payload.json",
+            'FIXTURE = "' + escaped(session) + '"',
+            '{"a": 1, "content": "' + escaped(session) + '"} trailing',
+        ):
+            assert redact_text(text) == text.replace(escaped(session), escaped(unescaped)), text
+    # The other lines keep their own escapes, byte for byte: only the output's lines are written anew.
+    kept = "$ cat creds.txt\\nren\\u00e9\\n" + PASSWORD + "\\n$ curl https:\\/\\/x.example\\n\\u00e9t\\u00e9"
+    assert redact_text(f'x = "{kept}"') == f'x = "{kept}"'.replace(PASSWORD, MARK)
+    printer = "$ pass show x\\n" + PASSWORD + "\\nmore\\n\\nnot printed: caf\\u00e9\\n$ ls"
+    assert redact_text(f'x = "{printer}"') == f'x = "$ pass show x\\n{MARK}\\n\\nnot printed: caf\\u00e9\\n$ ls"'
+    # Escaped twice (a hook payload's JSON text inside a transcript's line): the inner string's session too.
+    inner = json.dumps({"stdout": f"$ pass show x\n{PASSWORD}\n"})
+    assert PASSWORD not in redact_text("s.jsonl:" + json.dumps({"tool_response": inner})[:-1])
+
+
+def test_escaped_pasted_session_lookalikes_are_kept() -> None:
+    """Sessions that print no secret, prompts that start no line, and strings that are no JSON string's content stay."""
+    for text in (
+        'FIXTURE = "$ pass ls\\nPassword Store\\n$ echo $HOME\\n/home/dev\\n$ pass show x | wc -c\\n13"',
+        'print("usage: $ pass show NAME\\nprints the entry")',  # a prompt mid-line
+        'printf("$ pass show %s\\n", name);',  # no output line
+        'PATTERN = "$ pass show x\\\\nPW1x9q"',  # an escaped backslash before `n`: one line
+        'path = "C:\\new\\Zq8v"\n$ ls',  # no JSON string's content (`\\Z`)
+        's.jsonl:{"content": "$ cat notes.txt\\nalice\\nZq8vLm2pXw\\n"}',
+    ):
+        assert redact_text(text) == text, text
+
+
 def test_secret_named_values_in_structured_output() -> None:
     # `aws secretsmanager get-secret-value` and `az storage account keys list` as JSON.
     out = redact_value({"Name": "prod/db", "SecretString": PASSWORD, "VersionStages": ["AWSCURRENT"]})
