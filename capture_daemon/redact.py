@@ -278,9 +278,11 @@ What is detected (the marker's kind in brackets):
   "user/pass: admin/PW" ("username/password: root/PW": the user stays; after such a label any
   non-placeholder second half goes; the label in brackets too, "creds (user/pass): admin/PW",
   "credentials (username / password) = root/PW", "creds [user/pass]: admin/PW", "**Login
-  (user/pass)**: bob/PW", "Login (user / pass) - admin / PW", and "user/pass = admin/PW"; with no
-  separator, "user/password root/PW", only a value mixing letters with digits or symbols, and not
-  after a path's ``/``), when the value
+  (user/pass)**: bob/PW", "Login (user / pass) - admin / PW", and "user/pass = admin/PW"; a colon
+  or a comma in a bracketed label, "creds (user:pass): admin:PW", "login (username, password):
+  admin, PW" (the pair's comma only after such a label); with no separator, "user/password
+  root/PW", or a space in the pair, "user/password: admin PW", only a value mixing letters with
+  digits or symbols, and not after a path's ``/``), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -1138,6 +1140,10 @@ def _replace_labelled_pair(text: str, m: "re.Match[str]", kind: str, group: str,
     pair = _SLASH_LABEL_PAIR.match(text, colon) if colon >= 0 else None
     if pair is not None and _replace_slash_label_pair(text, pair) is not None:
         return None
+    if pair is not None and not pair.group("between").strip():
+        if pair.group("s").startswith(_MARKER_OPEN):
+            return None  # "user/password: admin [REDACTED:prose-secret]": the pair's password gone already
+        pair = None  # "user/password: Zq8vLm2pXw (rotated)": two words, no pair; the value judged as before
     inner = _PAIR_VALUE.fullmatch(m.group(group))
     if inner is None:
         return None if pair is not None else _NOT_A_PAIR  # (`admin / x`: this match ends at the user)
@@ -3234,10 +3240,13 @@ _USE_TO_LOG_IN_GATES = (("og in", r"(?<=[ \t]to log in)"), ("gn in", r"(?<=[ \t]
 # label naming both, and the pair after it (at the colon, the label read back). The label says
 # the second half is the password: a word goes too ("admin/hunter"), a placeholder stays. (The
 # assignment rule, which sees `password: root/PW` first, leaves such a pair to this one.)
+# "user/password: admin PW": a space between the two; prose reads so too ("user/password: admin
+# only"), so the password must mix letters with digits or symbols.
 _SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):)|(?<=/ (?i:pass):)|(?<=/ (?i:password):))"
 _SLASH_LABEL_PAIR = re.compile(
     # (In a JSON string too: its quotes escaped, `\"root\" / \"PW\"`, the string's own quote after.)
-    ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?[ \t]*[/:][ \t]*(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
+    ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?(?P<between>[ \t]*[/:][ \t]*|[ \t]+)"
+    r"(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
     r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
@@ -3249,23 +3258,29 @@ _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?
 # separator; "user/pass = admin/PW": `=` after a label that no secret's name ends (`pass`, `pw`;
 # `USER/PASSWORD=root/PW` is the assignment rule's). Found at the label's second word (`pass`,
 # `password`, `pw`, `pwd`), the label's first half read back from there (_LABEL_USER_HALF_BEFORE).
+# "creds (user:pass): admin:PW", "login (username, password): admin, PW": a colon or a comma in
+# the label, in brackets only (`user:pass@host` is a URL's, `(user, password)` unbracketed a
+# sentence's); a comma between the pair's halves only after such a label, and for a password that
+# mixes letters with digits or symbols ("login (username, password): name, email" is a list).
 # (Each spelling at an anchor of its own: `pass`, `Pass`, `PASS`, `pw`, `PW`, with what may follow it.)
 _LABEL_PASSWORD_SPELLINGS = (("pass", "(?:word)?"), ("Pass", "(?:word|Word)?"), ("PASS", "(?:WORD)?"), ("pw", "d?"), ("PW", "D?"))
+_LABEL_PASSWORD = "(?:" + "|".join(anchor + rest for anchor, rest in _LABEL_PASSWORD_SPELLINGS) + ")"
 _LABEL_THEN_PAIR = re.compile(
-    r"(?:(?<=/)|(?<=/ ))(?:" + "|".join(anchor + rest for anchor, rest in _LABEL_PASSWORD_SPELLINGS) + ")"
+    rf"(?:(?:(?<=/)|(?<=/ )){_LABEL_PASSWORD}|(?:(?<=[:,])|(?<=[:,] )){_LABEL_PASSWORD}(?=[ \t]*[)\]]))"
     # (Bracketed, Markdown's bold around the bracket or the separator; not bracketed, `=` or nothing:
     # "user/pass: x" is slash-label-pair's.)
     r"(?:(?P<close>[ \t]*[)\]])\*{0,2}(?:(?P<sep>[ \t]*[:=]\*{0,2}[ \t]*|[ \t]+-[ \t]+)|[ \t]+)|(?P<eq>[ \t]*=[ \t]*)|[ \t]+)"
-    r"(?:\\?[`'\"])?[\w@][\w@.+-]{0,63}(?:\\?[`'\"])?[ \t]*[/:][ \t]*(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
+    r"(?:\\?[`'\"])?[\w@][\w@.+-]{0,63}(?:\\?[`'\"])?(?P<between>[ \t]*[/:,][ \t]*)(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
     r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 # (Not after a path's `/`, `.`, `~` or `\`: `app/models/user/password lib/x` is a path. An opening
 # bracket only after a space or a line's start: `f(user/pass)`, `x[user/pass]` are code.)
 _LABEL_USER_HALF_BEFORE = re.compile(
-    r"(?:(?<![\w.\-/~\\])|(?<=\\[nrt]))(?P<open>(?<![\w.])[(\[][ \t]*)?(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*\Z"
+    r"(?:(?<![\w.\-/~\\])|(?<=\\[nrt]))(?P<open>(?<![\w.])[(\[][ \t]*)?(?i:user(?:[ _-]?name)?|login)(?P<halves>[ \t]*[/:,][ \t]*)\Z"
 )
 _LABEL_THEN_PAIR_GATES = tuple(
-    (anchor, rf"(?:(?<=/{anchor})|(?<=/ {anchor})){rest}(?:[ \t]*[)\]]|[ \t]*=|[ \t]+(?:\\?[`'\"])?[\w@])")
+    (anchor, rf"(?:(?<=/{anchor})|(?<=/ {anchor})){rest}(?:[ \t]*[)\]]|[ \t]*=|[ \t]+(?:\\?[`'\"])?[\w@])"
+             rf"|(?:(?<=[:,]{anchor})|(?<=[:,] {anchor})){rest}[ \t]*[)\]]")
     for anchor, rest in _LABEL_PASSWORD_SPELLINGS
 )
 _CLOSING_BRACKET = {"(": ")", "[": "]"}
@@ -3285,7 +3300,13 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # "file/pass admin/x", "app/models/user/password lib/x"
     if not _label_brackets_match(label, m):
         return None  # "creds [user/pass): x", "(user/pass x": no label of this shape
+    slash_label = label.group("halves").strip() == "/"
+    if not slash_label and label.group("open") is None:
+        return None  # "creds user:pass admin:x": a URL's `user:pass`, a sentence's "username, password"
     value = m.group("s").rstrip(".,;:!?)")
+    if m.group("between").strip() == ",":
+        if slash_label or not _printed_secret(value):
+            return None  # "login (username, password): name, email": a list
     if value.startswith(_MARKER_OPEN):
         return None  # "USER/PASSWORD=root/[REDACTED:assignment]": the assignment rule's already
     if m.group("sep") is not None or m.group("eq") is not None:
@@ -3307,7 +3328,10 @@ def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
         return None  # "file/pass: x", "/etc/pw: y"
     value = m.group("s").rstrip(".,;:!?)")
-    if not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
+    if not m.group("between").strip():
+        if not _printed_secret(value):
+            return None  # "user/password: admin only", "user/password: see the vault"
+    elif not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
         return None  # "user/pass: admin/<password>", "admin/changeme"
     # (The label names the pair's second half a password: a word goes too, "admin/hunter".)
     start = m.start("s")

@@ -1379,6 +1379,15 @@ POSITIVE = [
         'Login (user / pass) - admin / [REDACTED:prose-secret]\nuser/pass = admin/[REDACTED:prose-secret]\nLogin/PW = bob/[REDACTED:prose-secret]',
     ),
     (
+        'label-pairs-colon-comma-space',  # `(user:pass)` and `(username, password)` in brackets, the pair alike; `user/password: admin PW`
+        'creds (user:pass): admin:Zq8vLm2pXw\nlogin (username, password): admin, Zq8vLm2pXw\nuser/password: admin Zq8vLm2pXw\n'
+        'Credentials [Username:Password] = root:Tr0ub4dor3\n**Login (user, pass):** `bob`, `hunter2`\nUsername/Password: admin  Tr0ub4dor3x\n'
+        '{"text": "user/password: root Zq8vLm2pXw\\nthanks"}',
+        'creds (user:pass): admin:[REDACTED:prose-secret]\nlogin (username, password): admin, [REDACTED:prose-secret]\nuser/password: admin [REDACTED:prose-secret]\n'
+        'Credentials [Username:Password] = root:[REDACTED:prose-secret]\n**Login (user, pass):** `bob`, `[REDACTED:prose-secret]`\nUsername/Password: admin  [REDACTED:prose-secret]\n'
+        '{"text": "user/password: root [REDACTED:prose-secret]\\nthanks"}',
+    ),
+    (
         'slash-label-pairs-without-a-separator',  # the label, a space, the pair: a password mixing letters with digits or symbols goes
         'user/password root/Zq8vLm2pXw\nUsername/Password admin / Tr0ub4dor3\nthe default user/pass is set; user/pass admin:Zq8vLm2pXw works\n'
         'login/pw `bob`/`Zq8vLm2pXw`\n{"text": "user/password root/Zq8vLm2pXw\\nthanks"}',
@@ -1929,6 +1938,14 @@ NEGATIVE = [
         'creds [user/pass): admin/Zq8vLm2pXw\nuser/pass = admin/changeme\nuser/pass = $USER/$PASS\nuser/pass == x/Zq8vLm2pXw\nLogin (user/pass) -admin/Zq8vLm2pXw',
     ),
     (
+        'label-pair-colon-comma-space-lookalikes',  # prose after the label; a colon or a comma label unbracketed, or code's tuple
+        'login (username, password): both required\nuser/password: see the vault\nuser/password: admin only\nuser/password: the default one\n'
+        'user/password: $USER $PASS\nlogin (username, password): name, email\n'
+        'creds user:pass admin:Zq8vLm2pXw\nf(user:pass) admin:Zq8vLm2pXw\n'
+        'r = requests.get(url, auth=(user, password))\nfor (user, password) in creds: print(user, password1)\n'
+        'lambda (user, password): login(user, password2)\ncreds [user:pass) admin:Zq8vLm2pXw',
+    ),
+    (
         'constant-time-compare-lookalikes',  # a prefix or a format compared, not the literal; both sides literals (a test of the function)
         'return hmac.compare_digest("sha256=" + mac.hexdigest(), signature)\nreturn hmac.compare_digest(\'sha256=\' + expected, sig)\n'
         'hmac.compare_digest("sha256="+mac,signature)\nhmac.compare_digest(signature, "sha256=" + expected)\nhmac.compare_digest(sig, "sha1=%s" % digest)\n'
@@ -2403,6 +2420,9 @@ def test_non_ascii_text_is_handled() -> None:
         '"\\n$ pass show x\\nZq8vLm2pXw" ' * 10_000,
         '"' + "$ pass show x\\nZq8vLm2pXw\\n" * 10_000 + '"',  # one string's thousands of alike lines paired by a diff
         ("\\" * 50 + '"$ echo $TOKEN\\n') * 5_000,
+        "creds (user, pass) a, " * 20_000,  # a comma label's pair
+        "creds (user:pass) a:" * 20_000,
+        "user/password: a " * 20_000,  # a space between the pair's halves
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2413,7 +2433,7 @@ def test_non_ascii_text_is_handled() -> None:
          "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
          "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
          "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
-         "escaped-backslash-runs"],
+         "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
