@@ -598,9 +598,20 @@ _PROMPT_LINE = re.compile(
     rf"(?P<prompt>{_PROMPT})(?P<cmd>[^\r\n]+)\r?\n(?P<out>(?:(?!{_PROMPT})[^\r\n]*\S[^\r\n]*(?:\r?\n|\Z))+)"
 )
 # (Between the tags, a JSON string's escaped line break too: a turn inside a transcript's line.)
-_BASH_MODE = re.compile(
-    r"<bash-input>(?P<cmd>.*?)</bash-input>(?P<between>(?:\s|\\[nrt])*)<bash-stdout>(?P<out>.*?)</bash-stdout>", re.DOTALL
-)
+def _bash_mode_turn(lt: str, gt: str) -> "re.Pattern[str]":
+    """A `!` turn's regex, its tags' angle brackets written `lt` and `gt`. Neither its command nor
+    its output runs past the next turn's opening tag: read to the text's end from every opening
+    tag that has no closing one, a text of them took minutes (`"<bash-input>" * 20_000`)."""
+    command = rf"(?:(?!{lt}bash-input{gt}).)*?"
+    output = rf"(?:(?!{lt}bash-(?:input|stdout){gt}).)*?"
+    return re.compile(
+        rf"{lt}bash-input{gt}(?P<cmd>{command}){lt}/bash-input{gt}(?P<between>(?:\s|\\[nrt])*)"
+        rf"{lt}bash-stdout{gt}(?P<out>{output}){lt}/bash-stdout{gt}",
+        re.DOTALL,
+    )
+
+
+_BASH_MODE = _bash_mode_turn("<", ">")
 # Where a prompt line may start, found before `_PROMPT_LINE` runs: a prompt's last character, then a printer's name.
 # (PowerShell's cmdlets in the case people type them; `$env:`, `[Environment]` and `$x.Password`
 # start with `$` or `[`.)
@@ -676,7 +687,7 @@ def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, 
                 return m.group(0)
             out = marked if decoded is None else _escaped_lines_replaced(m.group("out"), marked)
         count += 1
-        return f"<bash-input>{m.group('cmd')}</bash-input>{m.group('between')}<bash-stdout>{out}</bash-stdout>"
+        return text[m.start() : m.start("out")] + out + text[m.end("out") : m.end()]
 
     return _BASH_MODE.sub(turn, text), count
 

@@ -2423,6 +2423,8 @@ def test_non_ascii_text_is_handled() -> None:
         "creds (user, pass) a, " * 20_000,  # a comma label's pair
         "creds (user:pass) a:" * 20_000,
         "user/password: a " * 20_000,  # a space between the pair's halves
+        "<bash-input>" * 20_000 + "<bash-stdout>",  # each opening tag read the text to its end for a closing one
+        "<bash-input>x</bash-input><bash-stdout>" * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2433,7 +2435,8 @@ def test_non_ascii_text_is_handled() -> None:
          "ado-open-users", "compare-digest-literal-pairs", "compare-digest-prefixes",
          "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
          "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
-         "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs"],
+         "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
+         "bash-mode-opening-tags", "bash-mode-unclosed-outputs"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
