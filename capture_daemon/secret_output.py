@@ -11,7 +11,8 @@ output meet are covered:
   for each call, in hook payloads and transcripts alike);
 - a terminal session in one text (a pasted `$ pass show x` and the line after it, Claude Code's
   `!` mode turns `<bash-input>...</bash-input><bash-stdout>...</bash-stdout>`; either escaped
-  inside a JSON string too, `"$ pass show x\\nPW\\n"` in a transcript's line that grep printed):
+  inside a JSON string too, `"$ pass show x\\nPW\\n"` in a transcript's line that grep printed,
+  a turn's tags as `\\u003cbash-stdout\\u003e` where the writer escapes HTML):
   `redact_pasted_sessions`, which `redact_text` runs.
 
 What counts (`_SECRET_PRINTERS`): password managers and secret stores read back (pass, gopass,
@@ -612,6 +613,8 @@ def _bash_mode_turn(lt: str, gt: str) -> "re.Pattern[str]":
 
 
 _BASH_MODE = _bash_mode_turn("<", ">")
+# The same turn in a JSON string whose writer escapes HTML (Go's encoding/json): `<` is `\u003c`, `>` `\u003e`.
+_BASH_MODE_TAGS_ESCAPED = _bash_mode_turn(r"\\u003[cC]", r"\\u003[eE]")
 # Where a prompt line may start, found before `_PROMPT_LINE` runs: a prompt's last character, then a printer's name.
 # (PowerShell's cmdlets in the case people type them; `$env:`, `[Environment]` and `$x.Password`
 # start with `$` or `[`.)
@@ -645,6 +648,9 @@ def redact_pasted_sessions(text: str) -> tuple[str, int]:
     if "<bash-stdout>" in text:
         # (`!cat client.ovpn` printing `auth-user-pass up.dat`, then `!cat up.dat`: a file it names.)
         text, count = _redact_bash_mode(text, named_credential_files([text]))
+    if "bash-stdout\\u003" in text:
+        text, more = _redact_bash_mode(text, named_credential_files([text]), _BASH_MODE_TAGS_ESCAPED)
+        count += more
     # (No quicker test first: the prompt regexes scan for their literal first characters in C,
     # faster than the substring tests that used to pick texts for them.)
     lines, escaped_lines = "\n" in text, "\\n" in text
@@ -666,11 +672,12 @@ def _printer_hits(text: str) -> list[int]:
     return sorted(m.start() for c, printer in _PROMPTED_PRINTERS if c in text for m in printer.finditer(text))
 
 
-def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, int]:
+def _redact_bash_mode(text: str, named: "set[str]" = frozenset(), turns: "re.Pattern[str]" = _BASH_MODE) -> tuple[str, int]:
     """Claude Code's `!` turns: `<bash-input>CMD</bash-input><bash-stdout>OUT</bash-stdout>`: a
     secret printer's output goes, and a credential file's password (`!cat creds.txt`: a user, then
     its password), as for a Bash tool call; `named`, the files the session named as holding a login.
-    A turn escaped inside a JSON string (see `_escaped_turn`) is judged as the text it stands for."""
+    A turn escaped inside a JSON string (see `_escaped_turn`) is judged as the text it stands for;
+    `turns`, `_BASH_MODE_TAGS_ESCAPED` for one whose tags are `\\u003c`-escaped too (kept as written)."""
     count = 0
 
     def turn(m: "re.Match[str]") -> str:
@@ -689,7 +696,7 @@ def _redact_bash_mode(text: str, named: "set[str]" = frozenset()) -> tuple[str, 
         count += 1
         return text[m.start() : m.start("out")] + out + text[m.end("out") : m.end()]
 
-    return _BASH_MODE.sub(turn, text), count
+    return turns.sub(turn, text), count
 
 
 # A `!` turn inside a JSON string that is no whole document, so that redact.py's JSON view never

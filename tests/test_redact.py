@@ -958,6 +958,13 @@ POSITIVE = [
         's.jsonl:{"content": "<bash-input>op read \\"op://dev/db/password\\"</bash-input>\\n<bash-stdout>[REDACTED:command-output]</bash-stdout>\\n<bash-input>cat creds.txt</bash-input>\\n<bash-stdout>alice\\n[REDACTED:command-output]\\n</bash-stdout>',
     ),
     (
+        "bash-mode-tags-unicode-escaped",  # Go's encoding/json writes a turn's `<` and `>` as `\u003c` and `\u003e`
+        's.jsonl:{"content": "\\u003cbash-input\\u003egh auth token\\u003c/bash-input\\u003e\\u003cbash-stdout\\u003eTr0ub4dor3xq\\n\\u003c/bash-stdout\\u003e'
+        '\\u003cbash-input\\u003ecat creds.txt\\u003c/bash-input\\u003e\\u003cbash-stdout\\u003ealice\\nTr0ub4dor3xq\\n\\u003c/bash-stdout\\u003e',
+        's.jsonl:{"content": "\\u003cbash-input\\u003egh auth token\\u003c/bash-input\\u003e\\u003cbash-stdout\\u003e[REDACTED:command-output]\\u003c/bash-stdout\\u003e'
+        '\\u003cbash-input\\u003ecat creds.txt\\u003c/bash-input\\u003e\\u003cbash-stdout\\u003ealice\\n[REDACTED:command-output]\\n\\u003c/bash-stdout\\u003e',
+    ),
+    (
         "pasted-session-escaped-in-a-json-string",  # a transcript's line in grep's output: the session's line breaks are `\n` escapes
         's.jsonl:{"content": "$ pass show db/prod\\nTr0ub4dor3xq\\n$ ls\\nREADME.md\\n$ cat creds.txt\\nalice\\nTr0ub4dor3xq\\n"}',
         's.jsonl:{"content": "$ pass show db/prod\\n[REDACTED:command-output]\\n$ ls\\nREADME.md\\n$ cat creds.txt\\nalice\\n[REDACTED:command-output]\\n"}',
@@ -2424,6 +2431,7 @@ def test_non_ascii_text_is_handled() -> None:
         "creds (user:pass) a:" * 20_000,
         "user/password: a " * 20_000,  # a space between the pair's halves
         "<bash-input>" * 20_000 + "<bash-stdout>",  # each opening tag read the text to its end for a closing one
+        "\\u003cbash-input\\u003e" * 20_000 + "\\u003cbash-stdout\\u003e",
         "<bash-input>x</bash-input><bash-stdout>" * 20_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
@@ -2436,7 +2444,7 @@ def test_non_ascii_text_is_handled() -> None:
          "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
          "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
          "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
-         "bash-mode-opening-tags", "bash-mode-unclosed-outputs"],
+         "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.

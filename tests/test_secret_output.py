@@ -472,6 +472,29 @@ def test_a_bash_mode_turn_escaped_in_a_json_string_is_redacted_the_same() -> Non
     assert PASSWORD not in redact_text(unicode_break)
 
 
+def test_a_bash_mode_turn_with_unicode_escaped_tags_is_redacted_the_same() -> None:
+    """Go's encoding/json (and other writers that escape HTML) write the tags' `<` and `>` as
+    `\\u003c` and `\\u003e`: such a turn loses its output as the unescaped one does, its tags kept as written."""
+
+    def go_escaped(text: str) -> str:
+        return json.dumps(text)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e")
+
+    printer = f"<bash-input>gh auth token</bash-input>\n<bash-stdout>{PASSWORD}\n</bash-stdout>"
+    credential = f"<bash-input>cat creds.txt</bash-input><bash-stdout>alice\n{PASSWORD}\n</bash-stdout><bash-stderr></bash-stderr>"
+    quoted = f"<bash-input>cat \"/root/openvpn.pass\"</bash-input>\r\n<bash-stdout>{PASSWORD}</bash-stdout>"
+    for turn in (printer, credential, quoted):
+        unescaped = redact_text(turn)
+        assert PASSWORD not in unescaped, turn  # as today
+        for text in (
+            'sessions/s1.jsonl:{"type": "user", "message": {"content": "' + go_escaped(turn) + ' why?"}',
+            'FIXTURE = "' + go_escaped(turn) + '"',
+            go_escaped(turn),
+        ):
+            assert redact_text(text) == text.replace(go_escaped(turn), go_escaped(unescaped)), text
+    upper = go_escaped(printer).replace("\\u003c", "\\u003C").replace("\\u003e", "\\u003E")
+    assert redact_text(upper) == upper.replace(PASSWORD, MARK).replace(MARK + "\\n", MARK)
+
+
 def test_escaped_bash_mode_lookalikes_are_kept() -> None:
     """Escaped turns of other files, and unescaped turns whose output holds a backslash, stay."""
     for turn in (
@@ -482,6 +505,8 @@ def test_escaped_bash_mode_lookalikes_are_kept() -> None:
     ):
         text = 'FIXTURE = "' + json.dumps(turn)[1:-1] + '"'
         assert redact_text(text) == text, turn
+        tags_escaped = text.replace("<", "\\u003c").replace(">", "\\u003e")
+        assert redact_text(tags_escaped) == tags_escaped, turn
     # Unescaped, a backslash in the output is the output's: `C:\new` is no line break.
     windows = "<bash-input>type creds.txt</bash-input><bash-stdout>C:\\new\\Zq8v</bash-stdout>"
     assert redact_text(windows) == windows
