@@ -295,6 +295,16 @@ What is detected (the marker's kind in brackets):
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
+Markup that touches its text is a text boundary: Claude Code stores a ``!`` turn's output as
+``<bash-stdout>FOO=1\nDB_PASS=x</bash-stdout>`` (trimmed, so the tags touch the first and last
+lines), a slash command's as ``<local-command-stdout>...</local-command-stdout>``, and HTML puts
+cells in ``<td>``. Read whole, ``x</bash-stdout>`` looked like code (``<`` after a value is a
+generic's) and ``<bash-stdout>curl -u u:pw`` had no line start before ``curl``. So after the
+whole-text pass (which keeps the rules that read across tags: a ``!`` turn, ``<password>x</password>``),
+each run of text between tags is redacted again as a text of its own (``_redact_between_tags``).
+Only tags whose name also appears as a closing tag ``</name>`` cut the text, so a generic
+(``Option<String>``, ``Vec<u8>``) stays part of its text; a text with no ``</`` pays one substring test.
+
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
 os.environ["X"]``) that does not look random (``_looks_random``: ``eyJ``, three or more
@@ -5002,6 +5012,9 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
     red, printed = redact_pasted_sessions(red)
     n += printed
+    if "</" in red:
+        red, between = _redact_between_tags(red)
+        n += between
     if _SEARCH_HITS.match(red):
         # Search results: read again without their prefixes, over what the text pass left (a
         # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
@@ -5028,6 +5041,51 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     indent = 2 if "\n " in body else None
     dumped = json.dumps(out, ensure_ascii=False, indent=indent)
     return red[: len(red) - len(red.lstrip())] + dumped + red[len(red.rstrip()) :], n + more
+
+
+# Markup that touches its text: Claude Code stores a `!` turn as
+# `<bash-stdout>FOO=1\nDB_PASS=x</bash-stdout>` and a slash command's output as
+# `<local-command-stdout>...</local-command-stdout>`; HTML as `<td>password=x</td>`. Read whole,
+# the tag is part of the value's line: `x</bash-stdout>` reads as code (`<` after a value is a
+# generic's, `Foo<Bar>`), and `<bash-stdout>curl -u u:pw` puts no line start before `curl`.
+# A closing tag is markup, never code (no generic is written `</T>`), so its name marks the tags
+# that bound text; an opening tag with no closing one (`Option<String>`, `Vec<u8>`) is left in
+# its text.
+_CLOSING_TAG = re.compile(r"</([A-Za-z][\w:.-]*)\s*>")
+_TAG = re.compile(r"</?([A-Za-z][\w:.-]*)(?:\s[^<>]*)?/?>")
+
+
+def _redact_between_tags(text: str) -> tuple[str, int]:
+    """Each run of text between tags redacted as a text of its own, the tags kept as they are.
+
+    Runs after the whole-text pass, over what it left: rules that read across tags (a `!` turn's
+    command and output, `<password>x</password>`) have had their turn, and this pass only adds
+    what the tags hid. A text with no closing tag pays one substring test (the caller's).
+    """
+    names = {m.group(1) for m in _CLOSING_TAG.finditer(text)}
+    if not names:
+        return text, 0
+    parts, n, start = [], 0, 0
+    for tag in _TAG.finditer(text):
+        if tag.group(1) not in names:
+            continue  # `Option<String>`: a generic, part of its text
+        red, found = _redact_segment(text[start : tag.start()])
+        parts += (red, tag.group(0))
+        n += found
+        start = tag.end()
+    red, found = _redact_segment(text[start:])
+    parts.append(red)
+    n += found
+    return ("".join(parts), n) if n else (text, 0)
+
+
+def _redact_segment(segment: str) -> tuple[str, int]:
+    """A run of text between two tags, redacted as a whole text is (its lines may be numbered,
+    be search hits or a JSON document). It holds none of the tags it was cut at, so
+    `_redact_between_tags` finds nothing more in it and this goes no deeper."""
+    if len(segment) < MIN_SECRET_CHARS or segment.isspace():
+        return segment, 0
+    return _redact_string(segment)
 
 
 # Claude Code's Read tool numbers each line of a file (`     1→text` in 2.0, `1\ttext` in 2.1), as
