@@ -2649,3 +2649,66 @@ def test_planted_secrets_are_gone_from_search_results(style: str) -> None:
     assert [c for c, text in BENIGN_CASES if redact_text(hits(text)) != hits(text)] == []
     assert redact_text(hits("SECRET_KEY = 'x9!kq-Zm2@pw7'\nDEBUG = True")) == \
         hits("SECRET_KEY = '[REDACTED:assignment]'\nDEBUG = True")
+
+
+# Markup that touches its text, no whitespace between: Claude Code stores a `!` turn as
+# `<bash-input>cmd</bash-input><bash-stdout>out</bash-stdout>` with the output trimmed (its first
+# line touches `<bash-stdout>`, its last `</bash-stdout>`), a slash command's output inside
+# `<local-command-stdout>`; HTML puts cells in `<td>`. A secret found alone must be found there.
+TAG_WRAPPERS = {
+    "bash-stdout": "<bash-input>cat config</bash-input><bash-stdout>{}</bash-stdout><bash-stderr></bash-stderr>",
+    "local-command-stdout": "<command-name>/run</command-name><local-command-stdout>{}</local-command-stdout>",
+    "td": "<tr><td>{}</td></tr>",
+    "xml": "<value>{}</value>",
+}
+
+
+def _wrapped(text: str, wrapper: str) -> str:
+    return TAG_WRAPPERS[wrapper].replace("{}", text.strip("\n"))
+
+
+@pytest.mark.parametrize("wrapper", TAG_WRAPPERS)
+def test_planted_secrets_are_gone_when_tags_touch_them(wrapper: str) -> None:
+    leaked = [c.id for c in SECRET_CASES if any(s in redact_text(_wrapped(c.text, wrapper)) for s in c.secrets)]
+    assert leaked == []
+    once = [redact_text(_wrapped(c.text, wrapper)) for c in SECRET_CASES]
+    assert [c.id for c, out in zip(SECRET_CASES, once) if redact_text(out) != out] == []  # idempotent
+
+
+@pytest.mark.parametrize("wrapper", TAG_WRAPPERS)
+def test_benign_text_between_tags_is_left_alone(wrapper: str) -> None:
+    assert [c for c, text in BENIGN_CASES if redact_text(_wrapped(text, wrapper)) != _wrapped(text, wrapper)] == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fn f(password: Option<String>) {}</code>",
+        "let token = Vec<u8>::new();</code>",
+        "const [password, setPassword] = useState<string>('')</pre>",
+        '<Foo token={x} /></div>',
+        "password: <placeholder></li>",
+        "<td>password</td><td>username</td>",
+        "<pre>api_key = os.environ['API_KEY']</pre>",
+        "<code>password = get_password()</code>",
+        "<li>token: <code>string</code></li>",
+        "<system-reminder>Use the TodoWrite tool to plan.</system-reminder>",
+        "<command-name>/model</command-name>\n<command-message>model</command-message>\n<command-args></command-args>",
+    ],
+)
+def test_code_and_markup_between_tags_are_left_alone(text: str) -> None:
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<bash-stdout>FOO=1\nDB_PASS=Zq8vLm2pXw9</bash-stdout>", "<bash-stdout>FOO=1\nDB_PASS=[REDACTED:assignment]</bash-stdout>"),
+        ("<local-command-stdout>API_TOKEN=Zq8vLm2pXw9Kd</local-command-stdout>",
+         "<local-command-stdout>API_TOKEN=[REDACTED:assignment]</local-command-stdout>"),
+        ("<td>password=Zq8vLm2pXw9</td>", "<td>password=[REDACTED:assignment]</td>"),
+    ],
+)
+def test_a_tag_ends_the_value_it_touches(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+    assert redact_text(expected) == expected
