@@ -302,8 +302,9 @@ cells in ``<td>``. Read whole, ``x</bash-stdout>`` looked like code (``<`` after
 generic's) and ``<bash-stdout>curl -u u:pw`` had no line start before ``curl``. So after the
 whole-text pass (which keeps the rules that read across tags: a ``!`` turn, ``<password>x</password>``),
 each run of text between tags is redacted again as a text of its own (``_redact_between_tags``).
-Only tags whose name also appears as a closing tag ``</name>`` cut the text, so a generic
-(``Option<String>``, ``Vec<u8>``) stays part of its text; a text with no ``</`` pays one substring test.
+Only tags whose name also appears as a closing tag ``</name>`` or an empty one ``<name/>`` cut the
+text (and HTML's ``<br>``, ``<hr>``, ``<img>``...), so a generic (``Option<String>``, ``Vec<u8>``)
+stays part of its text; a text with neither ``</`` nor ``/>`` pays two substring tests.
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -5012,7 +5013,7 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
     red, printed = redact_pasted_sessions(red)
     n += printed
-    if "</" in red:
+    if "</" in red or "/>" in red:
         red, between = _redact_between_tags(red)
         n += between
     if _SEARCH_HITS.match(red):
@@ -5052,7 +5053,18 @@ def _redact_string_once(text: str) -> tuple[str, int]:
 # that bound text; an opening tag with no closing one (`Option<String>`, `Vec<u8>`) is left in
 # its text.
 _CLOSING_TAG = re.compile(r"</([A-Za-z][\w:.-]*)\s*>")
-_TAG = re.compile(r"</?([A-Za-z][\w:.-]*)(?:\s[^<>]*)?/?>")
+# An empty tag is markup too (`<br/>`, JSX's `<Foo token={x} />`: no generic ends in `/>`), and
+# so are HTML's void elements, which never close (`DB_PASS=x<br>`), in a text with other markup.
+_EMPTY_TAG = re.compile(r"<([A-Za-z][\w:.-]*)(?:\s[^<>]*)?/>")
+_VOID_ELEMENTS = ("br", "BR", "hr", "HR", "img", "IMG", "input", "meta", "link", "wbr")
+
+
+@functools.lru_cache(maxsize=256)  # a few sets of tag names recur: Claude Code's, a table's
+def _tags_named(names: tuple[str, ...]) -> "re.Pattern[str]":
+    """The opening, closing and empty tags of `names`, captured, so that `split` keeps them.
+    Longest name first: `<bash-stdout>` is not read as `<b` and the rest."""
+    alternatives = "|".join(map(re.escape, sorted(names, key=len, reverse=True)))
+    return re.compile(rf"(</?(?:{alternatives})(?:\s[^<>]*)?/?>)")
 
 
 def _redact_between_tags(text: str) -> tuple[str, int]:
@@ -5060,32 +5072,33 @@ def _redact_between_tags(text: str) -> tuple[str, int]:
 
     Runs after the whole-text pass, over what it left: rules that read across tags (a `!` turn's
     command and output, `<password>x</password>`) have had their turn, and this pass only adds
-    what the tags hid. A text with no closing tag pays one substring test (the caller's).
+    what the tags hid. A text with no closing or empty tag pays two substring tests (the caller's).
+    A run is redacted as a whole text is (`_redact_string`: its lines may be numbered, be search
+    hits or a JSON document); it holds none of the tags it was cut at, so that goes no deeper.
     """
-    names = {m.group(1) for m in _CLOSING_TAG.finditer(text)}
+    names = set(_CLOSING_TAG.findall(text)) | set(_EMPTY_TAG.findall(text))
     if not names:
         return text, 0
-    parts, n, start = [], 0, 0
-    for tag in _TAG.finditer(text):
-        if tag.group(1) not in names:
-            continue  # `Option<String>`: a generic, part of its text
-        red, found = _redact_segment(text[start : tag.start()])
-        parts += (red, tag.group(0))
+    names.update(_VOID_ELEMENTS)
+    pieces = _tags_named(tuple(sorted(names))).split(text)  # text, tag, text, ..., text
+    last, n = len(pieces) - 1, 0
+    for i in range(0, len(pieces), 2):
+        segment = pieces[i]
+        # Runs too short to hold a secret: a table's cells, the newline between two tags.
+        if len(segment) < MIN_SECRET_CHARS or segment.isspace():
+            continue
+        if _between_line_breaks(segment, i == 0, i == last):
+            continue  # `<system-reminder>\n...\n</system-reminder>`: the whole pass read it as is
+        pieces[i], found = _redact_string(segment)
         n += found
-        start = tag.end()
-    red, found = _redact_segment(text[start:])
-    parts.append(red)
-    n += found
-    return ("".join(parts), n) if n else (text, 0)
+    return ("".join(pieces), n) if n else (text, 0)
 
 
-def _redact_segment(segment: str) -> tuple[str, int]:
-    """A run of text between two tags, redacted as a whole text is (its lines may be numbered,
-    be search hits or a JSON document). It holds none of the tags it was cut at, so
-    `_redact_between_tags` finds nothing more in it and this goes no deeper."""
-    if len(segment) < MIN_SECRET_CHARS or segment.isspace():
-        return segment, 0
-    return _redact_string(segment)
+def _between_line_breaks(segment: str, first: bool, last: bool) -> bool:
+    """Whether no tag touches `segment`: each end is the text's or a line break. Then the
+    whole-text pass saw its lines start and end where they do alone, and reading it again
+    would find nothing more (and cost as much again)."""
+    return (first or segment[0] in "\r\n") and (last or segment[-1] in "\r\n")
 
 
 # Claude Code's Read tool numbers each line of a file (`     1→text` in 2.0, `1\ttext` in 2.1), as

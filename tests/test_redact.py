@@ -2692,6 +2692,8 @@ def test_benign_text_between_tags_is_left_alone(wrapper: str) -> None:
         "<pre>api_key = os.environ['API_KEY']</pre>",
         "<code>password = get_password()</code>",
         "<li>token: <code>string</code></li>",
+        "<Foo token={x} /><Bar password={pw} />",
+        '<img src="a.png"/>Option<String> password: string</div>',
         "<system-reminder>Use the TodoWrite tool to plan.</system-reminder>",
         "<command-name>/model</command-name>\n<command-message>model</command-message>\n<command-args></command-args>",
     ],
@@ -2707,6 +2709,13 @@ def test_code_and_markup_between_tags_are_left_alone(text: str) -> None:
         ("<local-command-stdout>API_TOKEN=Zq8vLm2pXw9Kd</local-command-stdout>",
          "<local-command-stdout>API_TOKEN=[REDACTED:assignment]</local-command-stdout>"),
         ("<td>password=Zq8vLm2pXw9</td>", "<td>password=[REDACTED:assignment]</td>"),
+        ("<bash-stdout>curl -u admin:NwogJH8L1LHD!5 https://jenkins.acme.io/api/json</bash-stdout>",
+         "<bash-stdout>curl -u admin:[REDACTED:cli-flag] https://jenkins.acme.io/api/json</bash-stdout>"),
+        # Empty tags and HTML's void elements are markup too.
+        ("<bash-stdout>DB_PASS=Zq8vLm2pXw9<br/>next</bash-stdout>", "<bash-stdout>DB_PASS=[REDACTED:assignment]<br/>next</bash-stdout>"),
+        ("<p>a</p>DB_PASS=Zq8vLm2pXw9<br>", "<p>a</p>DB_PASS=[REDACTED:assignment]<br>"),
+        # Not touching: read by the whole-text pass alone.
+        ("<system-reminder>\nDB_PASS=Zq8vLm2pXw9\n</system-reminder>", "<system-reminder>\nDB_PASS=[REDACTED:assignment]\n</system-reminder>"),
     ],
 )
 def test_a_tag_ends_the_value_it_touches(text: str, expected: str) -> None:
