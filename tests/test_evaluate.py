@@ -253,9 +253,28 @@ def test_the_untrained_base_can_be_scored_on_the_first_examples_only(student_wor
     assert report["n_examples_per_system"] == {"student": 5, "majority": 5, "base": 2}
     assert ["base" in e for e in report["examples"]] == [True, True, False, False, False]
     assert all("student" in e and "majority" in e for e in report["examples"])
-    assert "  base: 2 examples done" in lines
+    assert any(line.startswith("  base: 2 examples done (") for line in lines)
     header = (tmp_path / "eval.md").read_text().splitlines()[2]
     assert header == "| metric | student | majority | base (first 2) |"
+
+
+def test_evaluation_reports_its_progress_batch_by_batch_with_an_eta(student_world, tmp_path):
+    """A real base's evaluation runs for many minutes: each model batch but the last prints a line."""
+    from trainer.config import load_config
+    from trainer.evaluate import evaluate
+
+    cfg = load_config(overrides=[
+        ("eval.max_examples", 5), ("eval.batch_size", 2), ("eval.baselines", ["majority"]),
+        ("eval.max_new_tokens", 8), ("eval.max_turns", 1),
+    ])
+    lines: list[str] = []
+    evaluate(cfg, student_world.sft_model, student_world.data_dir, tmp_path, log=lines.append, print_table=False)
+    progress = [line for line in lines if line.startswith("  student: ")]
+    assert len(progress) == 3, progress
+    assert progress[0].startswith("  student: 2/5 examples · ") and " · ETA " in progress[0]
+    assert progress[1].startswith("  student: 4/5 examples · ") and " · ETA " in progress[1]
+    assert progress[2].startswith("  student: 5 examples done (")
+    assert not any(line.startswith("  majority: ") and "ETA" in line for line in lines)
 
 
 def test_the_untrained_baseline_is_the_base_the_student_was_trained_from(student_world, tmp_path):

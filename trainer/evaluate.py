@@ -39,6 +39,7 @@ import difflib
 import json
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,6 +499,17 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def _duration(seconds: float) -> str:
+    from trainer.progress import format_duration  # imports transformers: not at module import
+
+    return format_duration(seconds)
+
+
+def _progress(done: int, total: int, elapsed: float) -> str:
+    """`16/64 examples · 2m10s · ETA 6m30s`: the ETA at the mean pace of the batches so far."""
+    return f"{done}/{total} examples · {_duration(elapsed)} · ETA {_duration(elapsed / done * (total - done))}"
+
+
 def evaluate(
     cfg: UnderstudyConfig,
     model_path: str | os.PathLike | None = None,
@@ -542,13 +554,17 @@ def evaluate(
     if "base" in counts and ev.base_max_examples:
         counts["base"] = min(ev.base_max_examples, len(rows))
     for name, policy in systems.items():
+        started = time.monotonic()
         for start in range(0, counts[name], ev.batch_size):
             chunk = rows[start : min(start + ev.batch_size, counts[name])]
             for j, (row, ep) in enumerate(zip(chunk, policy.run_batch(chunk))):
                 s = score_episode(ep, row)
                 scored[name].append(s)
                 per_example[start + j][name] = {**s, "answer": ep.answer, "raw": ep.raw}
-        log(f"  {name}: {counts[name]} examples done")
+            done = start + len(chunk)
+            if done < counts[name] and isinstance(policy, ModelPolicy):
+                log(f"  {name}: {_progress(done, counts[name], time.monotonic() - started)}")
+        log(f"  {name}: {counts[name]} examples done ({_duration(time.monotonic() - started)})")
         cut = sum(s.get("cut_turns", 0) for s in scored[name])
         if cut and name == "student":
             turns = sum(s.get("turns", 0) for s in scored[name])
