@@ -123,3 +123,41 @@ def test_prompts_of_a_session_share_the_cli_session_and_nothing_is_lost(corpus):
     assert stats["quarantined"] == 0
     assert all(not t["capture_losses"] for t in traces)
     assert stats["traces_with_problems"] == {}
+
+
+def test_the_smollm2_preset_holds_real_captures_whole(corpus, tmp_path):
+    """`trainer run --preset smollm2` on traces captured through the real CLI, in SmolLM2's tokens:
+    no example is longer than sft.max_length (it would be dropped), no teacher turn is longer than
+    eval.max_new_tokens (a call cut there scores as invalid), and the working directory stands right
+    before the prompt, where the student copies it from into absolute paths."""
+    pytest.importorskip("trl")
+    from trainer.bases import SMOLLM2_135M, resolve_base
+    from trainer.chat_template import render
+    from trainer.config import load_config
+    from trainer.dataset import build_dataset, load_traces
+    from trainer.pipeline import PRESETS
+    from trainer.sft import load_tokenizer
+
+    _, traces, _, projects = corpus
+    cfg = load_config(preset=PRESETS["smollm2"], overrides=[("dataset.output_dir", str(tmp_path / "ds"))])
+    assert cfg.run.traces == "store" and cfg.sft.base_model == SMOLLM2_135M and cfg.sft.method == "lora"
+    assert cfg.dataset.working_directory_turn == "user"
+    exported = tmp_path / "traces.jsonl"
+    exported.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    tok = load_tokenizer(resolve_base(SMOLLM2_135M, tmp_path))[0]
+    report = build_dataset(load_traces(exported), cfg.dataset, tok)
+    assert sum(report.counts.values()) == len(traces)
+    lengths = report.stats["token_lengths"]
+    assert max(lengths[split]["max"] for split in report.counts if report.counts[split]) < cfg.sft.max_length
+    longest_turn = 0
+    for split in report.counts:
+        for line in (tmp_path / "ds" / f"{split}.jsonl").read_text().splitlines():
+            ex = json.loads(line)
+            msgs = ex["messages"]
+            assert msgs[1]["role"] == "user" and msgs[1]["content"].startswith(f"Working directory: {projects}/")
+            for i, m in enumerate(msgs):
+                if m["role"] == "assistant":
+                    prompt = len(tok(render(msgs[:i], ex["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+                    whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
+                    longest_turn = max(longest_turn, whole - prompt)
+    assert 0 < longest_turn <= cfg.eval.max_new_tokens
