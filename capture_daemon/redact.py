@@ -123,7 +123,9 @@ What is detected (the marker's kind in brackets):
   password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
-  ``.pgpass`` lines ``host:port:db:user:PW`` [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
+  ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
+  inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks; a tag or escaped break after
+  the password stays) [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
@@ -353,7 +355,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 156 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 157 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -2537,11 +2539,63 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
 )
 
 # ~/.pgpass: `host:port:database:user:password`, one per line; the port is digits or `*`, the
-# host has a letter, a dot or `*` (so that times and IPv6 addresses are not read as one).
+# host has a letter, a dot or `*` (so that times and IPv6 addresses are not read as one). A `:` or
+# `\` inside a field is escaped with `\` (pgpass's own rule), so `\:` is part of the field.
+# The line may also start in a JSON string inside text that is not JSON (`x "h:5432:db:u:PW\nfoo"`,
+# `"a\nh:5432:db:u:PW"`): after an escaped line break or a string's opening quote. There the line
+# ends at the next line break or closing quote escaped as deeply as what opened it (`\n` after `"`,
+# `\\n` after `\"` in a dump of a dump; `\\n` after `"` is a backslash and an `n`, the
+# password's): `_pgpass_value_end` finds it. A line's last field also ends before a closing tag
+# (`<b>h:5432:db:u:PW</b>`) and an escaped break of any depth with only markup after it on that
+# line (`PW\n</b>`): that markup stays.
+_PGPASS_FIELD = r"(?:[^:\s\\\"]|\\+[^\s\\:rn\"]|\\+(?=:)|\\:)+"
 _PGPASS = re.compile(
-    r"(?m)^[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s]+:(?:[0-9]+|\*):[^:\s]+:[^:\s]+:(?P<s>[^:\s]+)\r?$"
+    r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=\")))[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s\\\"]+:(?:[0-9]+|\*):"
+    rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))+?)"
+    r"(?=\r?$|\\+[rn]|\\*\"|</[A-Za-z])"
+    # (After a real line start, the rest of that line too: `_replace_pgpass` judges it.)
+    # (After an escaped start, as far as a later end: `_pgpass_value_end` picks the one at the start's depth.)
+    r"(?(escaped)(?:[^:\s\\<]|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|</[A-Za-z])|(?P<rest>[^\r\n]*))"
 )
-_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:[^:\s]+:[^:\s]+\r?(?:\n|\Z))"
+# (The port, then three fields, the last ending a line, a string or before a tag.)
+_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\r?(?:\n|\Z)|\\[rn\\]|\"|</))"
+# What may follow a real line's last field for it to stay: escaped breaks, tags, escaped quotes,
+# spaces. Anything else (`ab\ncd`, `ab"cd` typed into a .pgpass file) may be the password's own,
+# and goes with it.
+_PGPASS_MARKUP_REST = re.compile(r"(?:\\+[rnt]|\\+\"|</?[A-Za-z][\w.:-]*[ \t]*/?>|[ \t])*")
+_PGPASS_ANY_END = re.compile(r"\\+[rn]|\\*\"|</[A-Za-z]")
+_PGPASS_MARK = marker("pgpass-password")
+
+
+def _escapes_before(text: str, pos: int) -> int:
+    """How many backslashes run back from `pos`."""
+    count = 0
+    while pos > count and text[pos - count - 1] == "\\":
+        count += 1
+    return count
+
+
+def _pgpass_value_end(text: str, m: "re.Match[str]") -> int:
+    """Where the password of a line that started in an escaped text ends: at the first line
+    break or quote escaped as deeply as the line's own start, or before a closing tag."""
+    start = m.start("escaped")
+    opener = text[start - 1]
+    depth = _escapes_before(text, start - 1)
+    breaks, quotes = (depth, depth - 1) if opener != "\"" else (depth + 1, depth)
+    ends = rf"(?<!\\)(?:\\{{{breaks}}}[rn]|\\{{{quotes}}}\")|</[A-Za-z]" if quotes >= 0 else rf"(?<!\\)\\{{{breaks}}}[rn]|</[A-Za-z]"
+    found = re.compile(ends).search(text, m.start("s"), m.end())
+    return found.start() if found else m.end()
+
+
+def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
+    start = m.start("s")
+    line_end = _pgpass_value_end(text, m) if m.group("escaped") is not None else m.end()
+    # (Within the line, an end of any depth, a tag or a deeper escape, if only markup follows it:
+    # `PW\n</b>` on a real line, `PW\\n</b>` in a JSON string, keep their markup.)
+    found = _PGPASS_ANY_END.search(text, start, line_end)
+    end = found.start() if found and _PGPASS_MARKUP_REST.fullmatch(text, found.start(), line_end) else line_end
+    return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
+
 
 # A password piped to a program that reads it from stdin: `echo pw | sudo -S cmd`,
 # `echo pw | docker login -u bob --password-stdin`, `echo 'bob:pw' | chpasswd`, `echo pw | gpg
@@ -4336,7 +4390,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
         (("name", r"(?<![\w-]name)" + _NAMED_VALUE_LOOK), ("key", r"(?<![\w-]key)" + _NAMED_VALUE_LOOK)),
         anchored=True,
     ),
-    _Rule("pgpass", _PGPASS, _group("pgpass-password"), ((":", _PGPASS_GATE),)),
+    _Rule("pgpass", _PGPASS, _replace_pgpass, ((":", _PGPASS_GATE),)),
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),
     _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),), anchored=True),
     _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""),)),

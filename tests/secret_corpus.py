@@ -442,6 +442,9 @@ def _cases() -> list[SecretCase]:
     add("caddy-env", f"acme.io {{\n\tphp_fastcgi unix//run/php/fpm.sock {{\n\t\tenv API_TOKEN {s}\n\t\tenv DB_PASSWORD {pw}\n\t}}\n}}", s, pw)
     s, pw = rand(32), password()
     add("compared-to-literal", f'if token == "{s}":\n    grant()\nif (password.equals("{pw}")) {{', s, pw)
+    # (Added last, so that every earlier case keeps its seeded values.)
+    pw, pw2 = password(), password()
+    add("pgpass-escaped-in-a-string", f'printf "db.acme.io:5432:shop:app:{pw}\\n*:*:*:replicator:{pw2}\\n" >> ~/.pgpass', pw, pw2)
     return cases
 
 

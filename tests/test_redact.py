@@ -1461,6 +1461,26 @@ POSITIVE = [
         'openai_key = "sk12Zq8vLm2pXwQ4rT7y"\nstripeKey: "Zq8vLm2pXwQ4"\nanthropic_key <- "Zq8vLm2pXwQ4rT7y"',
         'openai_key = "[REDACTED:assignment]"\nstripeKey: "[REDACTED:assignment]"\nanthropic_key <- "[REDACTED:assignment]"',
     ),
+    (
+        'pgpass-in-a-json-string-in-text',  # a .pgpass line in a JSON string in text that is not JSON: at its start, after escaped breaks
+        'x "db.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\nlog: "first\\ndb.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\n'
+        'y "a\\nb\\nh.acme.io:5432:*:u:Zq8vLm2pXw" and z "\\n*:*:*:replicator:Tr0ub4dor3\\r\\nnext"\n'
+        'dump \\"db.acme.io:6432:shop:app:Zq8vLm2pXw\\"\ndb.acme.io:5432:shop:app:pa\\:ss9word',
+        'x "db.example.com:5432:shop:app:[REDACTED:pgpass-password]\\nfoo"\nlog: "first\\ndb.example.com:5432:shop:app:[REDACTED:pgpass-password]\\nfoo"\n'
+        'y "a\\nb\\nh.acme.io:5432:*:u:[REDACTED:pgpass-password]" and z "\\n*:*:*:replicator:[REDACTED:pgpass-password]\\r\\nnext"\n'
+        'dump \\"db.acme.io:6432:shop:app:[REDACTED:pgpass-password]\\"\ndb.acme.io:5432:shop:app:[REDACTED:pgpass-password]',
+    ),
+    (
+        'pgpass-markup-after-the-password',  # the tag and the escaped break after a line's last field stay
+        '<b>h:5432:db:u:S3cr3tPw9\\n</b>\n<td>db.acme.io:5432:shop:app:Zq8vLm2pXw</td>\n<pre>db.acme.io:5432:shop:app:Zq8vLm2pXw\\r\\n</pre>',
+        '<b>h:5432:db:u:[REDACTED:pgpass-password]\\n</b>\n<td>db.acme.io:5432:shop:app:[REDACTED:pgpass-password]</td>\n'
+        '<pre>db.acme.io:5432:shop:app:[REDACTED:pgpass-password]\\r\\n</pre>',
+    ),
+    (
+        'pgpass-password-running-into-more',  # on a real line, what follows a `\n` or a quote that is no markup may be the password's own: it goes too
+        'db.acme.io:5432:shop:app:ab\\ncd9Xq\ndb.acme.io:5432:shop:app:ab"cd9Xq\nok',
+        'db.acme.io:5432:shop:app:[REDACTED:pgpass-password]\ndb.acme.io:5432:shop:app:[REDACTED:pgpass-password]\nok',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2024,6 +2044,12 @@ NEGATIVE = [
     (
         'provider-named-key-lookalikes',
         'sort_key = "name"\nopenai_key = os.environ["OPENAI_API_KEY"]\nopenai_key = None\nstripe_key: str\nopenai_key = "gpt"',
+    ),
+    (
+        'pgpass-lookalikes-in-strings',  # times, IPv6, host:port, C++/Rust paths, CSV, in a JSON string inside text and after its escaped breaks
+        'log "12:30:45:10:99\\n2001:db8:0:0:1\\nfe80::1:2:3:4"\nx = "std::vector<int>::iterator"; y = "a::b::c::d"\n'
+        'let p = "crate::io::fs::File";\nmsg "db at localhost:5432, see host:port docs\\n"\n'
+        'row "name,port,db,user\\nweb,5432,shop,app"\n"a\\n12:30:45:99:10\\nb"\n<b>12:30:45</b> and <i>fe80::1:2:3</i>',
     ),
 ]
 
