@@ -282,8 +282,9 @@ What is detected (the marker's kind in brackets):
   "credentials (username / password) = root/PW", "creds [user/pass]: admin/PW", "**Login
   (user/pass)**: bob/PW", "Login (user / pass) - admin / PW", and "user/pass = admin/PW"; a colon
   or a comma in a bracketed label, "creds (user:pass): admin:PW", "login (username, password):
-  admin, PW" (the pair's comma only after such a label); with no separator, "user/password
-  root/PW", or a space in the pair, "user/password: admin PW", only a value mixing letters with
+  admin, PW" (the pair's comma after a slash label too: "creds (user/pass): admin, PW", "user/pass:
+  admin, PW"); with no separator, "user/password root/PW", or a space or a comma in the pair,
+  "user/password: admin PW", only a value mixing letters with
   digits or symbols, and not after a path's ``/``), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
@@ -355,7 +356,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 157 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 158 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -3305,12 +3306,13 @@ _USE_TO_LOG_IN_GATES = (("og in", r"(?<=[ \t]to log in)"), ("gn in", r"(?<=[ \t]
 # label naming both, and the pair after it (at the colon, the label read back). The label says
 # the second half is the password: a word goes too ("admin/hunter"), a placeholder stays. (The
 # assignment rule, which sees `password: root/PW` first, leaves such a pair to this one.)
-# "user/password: admin PW": a space between the two; prose reads so too ("user/password: admin
-# only"), so the password must mix letters with digits or symbols.
+# "user/password: admin PW", "user/pass: admin, PW": a space or a comma between the two; prose
+# reads so too ("user/password: admin only", "user/pass: name, email"), so the password must mix
+# letters with digits or symbols.
 _SLASH_LABEL_LOOK = r"(?:(?<=/(?i:pass):)|(?<=/(?i:password):)|(?<=/(?i:pw):)|(?<=/(?i:pwd):)|(?<=/ (?i:pass):)|(?<=/ (?i:password):))"
 _SLASH_LABEL_PAIR = re.compile(
     # (In a JSON string too: its quotes escaped, `\"root\" / \"PW\"`, the string's own quote after.)
-    ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?(?P<between>[ \t]*[/:][ \t]*|[ \t]+)"
+    ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?(?P<between>[ \t]*[/:,][ \t]*|[ \t]+)"
     r"(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
     r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
@@ -3325,8 +3327,9 @@ _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?
 # `password`, `pw`, `pwd`), the label's first half read back from there (_LABEL_USER_HALF_BEFORE).
 # "creds (user:pass): admin:PW", "login (username, password): admin, PW": a colon or a comma in
 # the label, in brackets only (`user:pass@host` is a URL's, `(user, password)` unbracketed a
-# sentence's); a comma between the pair's halves only after such a label, and for a password that
-# mixes letters with digits or symbols ("login (username, password): name, email" is a list).
+# sentence's). A comma between the pair's halves, after any of these labels ("creds (user/pass):
+# admin, PW"), only for a password that mixes letters with digits or symbols ("login (username,
+# password): name, email" is a list).
 # (Each spelling at an anchor of its own: `pass`, `Pass`, `PASS`, `pw`, `PW`, with what may follow it.)
 _LABEL_PASSWORD_SPELLINGS = (("pass", "(?:word)?"), ("Pass", "(?:word|Word)?"), ("PASS", "(?:WORD)?"), ("pw", "d?"), ("PW", "D?"))
 _LABEL_PASSWORD = "(?:" + "|".join(anchor + rest for anchor, rest in _LABEL_PASSWORD_SPELLINGS) + ")"
@@ -3370,8 +3373,10 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # "creds user:pass admin:x": a URL's `user:pass`, a sentence's "username, password"
     value = m.group("s").rstrip(".,;:!?)")
     if m.group("between").strip() == ",":
-        if slash_label or not _printed_secret(value):
-            return None  # "login (username, password): name, email": a list
+        # (After any label of this shape, "creds (user/pass): admin, PW" as "login (username,
+        # password): admin, PW": a password that mixes letters with digits or symbols.)
+        if not _printed_secret(value):
+            return None  # "login (username, password): name, email", "creds (user/pass): admin, bob": a list
     if value.startswith(_MARKER_OPEN):
         return None  # "USER/PASSWORD=root/[REDACTED:assignment]": the assignment rule's already
     if m.group("sep") is not None or m.group("eq") is not None:
@@ -3393,9 +3398,9 @@ def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
         return None  # "file/pass: x", "/etc/pw: y"
     value = m.group("s").rstrip(".,;:!?)")
-    if not m.group("between").strip():
+    if m.group("between").strip() in ("", ","):
         if not _printed_secret(value):
-            return None  # "user/password: admin only", "user/password: see the vault"
+            return None  # "user/password: admin only", "user/password: see the vault", "user/pass: name, email"
     elif not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
         return None  # "user/pass: admin/<password>", "admin/changeme"
     # (The label names the pair's second half a password: a word goes too, "admin/hunter".)

@@ -445,6 +445,8 @@ def _cases() -> list[SecretCase]:
     # (Added last, so that every earlier case keeps its seeded values.)
     pw, pw2 = password(), password()
     add("pgpass-escaped-in-a-string", f'printf "db.acme.io:5432:shop:app:{pw}\\n*:*:*:replicator:{pw2}\\n" >> ~/.pgpass', pw, pw2)
+    pw, pw2 = password(), password()
+    add("prose-label-comma-pairs", f"creds (user/pass): admin, {pw}\nuser/password: deploy, {pw2}", pw, pw2)
     return cases
 
 

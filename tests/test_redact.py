@@ -1462,6 +1462,15 @@ POSITIVE = [
         'openai_key = "[REDACTED:assignment]"\nstripeKey: "[REDACTED:assignment]"\nanthropic_key <- "[REDACTED:assignment]"',
     ),
     (
+        'label-pairs-comma-after-slash-label',  # a comma between the pair's halves after a slash label, bracketed or not
+        'creds (user/pass): admin, S3cr3tPw9\ncreds [user/pass]: admin, Zq8vLm2pXw\n**Login (user/pass)**: bob, Zq8vLm2pXw\n'
+        'creds (user/pass) admin, Zq8vLm2pXw\nuser/pass: admin, S3cr3tPw9\nusername/password: root,Tr0ub4dor3\n'
+        '{"text": "creds (user/pass): admin, Zq8vLm2pXw\\nthanks"}',
+        'creds (user/pass): admin, [REDACTED:prose-secret]\ncreds [user/pass]: admin, [REDACTED:prose-secret]\n**Login (user/pass)**: bob, [REDACTED:prose-secret]\n'
+        'creds (user/pass) admin, [REDACTED:prose-secret]\nuser/pass: admin, [REDACTED:prose-secret]\nusername/password: root,[REDACTED:prose-secret]\n'
+        '{"text": "creds (user/pass): admin, [REDACTED:prose-secret]\\nthanks"}',
+    ),
+    (
         'pgpass-in-a-json-string-in-text',  # a .pgpass line in a JSON string in text that is not JSON: at its start, after escaped breaks
         'x "db.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\nlog: "first\\ndb.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\n'
         'y "a\\nb\\nh.acme.io:5432:*:u:Zq8vLm2pXw" and z "\\n*:*:*:replicator:Tr0ub4dor3\\r\\nnext"\n'
@@ -2044,6 +2053,11 @@ NEGATIVE = [
     (
         'provider-named-key-lookalikes',
         'sort_key = "name"\nopenai_key = os.environ["OPENAI_API_KEY"]\nopenai_key = None\nstripe_key: str\nopenai_key = "gpt"',
+    ),
+    (
+        'label-pair-comma-lookalikes',  # a list after a slash label: words, a placeholder, prose; code's call
+        'creds (user/pass): name, email\ncreds (user/pass): admin, bob\nlogin (user/password): admin, see the vault\n'
+        'creds (user/pass): admin, <password>\nuser/pass: name, email\nuser/password: admin, changeme\nf(user/pass): a, b2c3d4e5',
     ),
     (
         'pgpass-lookalikes-in-strings',  # times, IPv6, host:port, C++/Rust paths, CSV, in a JSON string inside text and after its escaped breaks
