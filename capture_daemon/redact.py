@@ -287,7 +287,8 @@ What is detected (the marker's kind in brackets):
   "user/password: admin PW", only a value mixing letters with
   digits or symbols, and not after a path's ``/``), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
-  "swordfish"'; a bare letters-only password in prose is a known limit) [prose-secret]
+  "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or a ``<br>`` right after
+  the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; a JSON record that says its value is secret (``terraform output -json``'s
   ``{"sensitive": true, "value": V}``, 1Password's ``{"type": "CONCEALED", "value": V}``, SSM's
@@ -356,7 +357,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 158 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 159 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -3222,8 +3223,15 @@ _EXPECT_SEND = re.compile(
 # "Here is my API key: x", "[sudo] password for bob: x". The value must look made or chosen
 # (letters and digits mixed, or symbols), never a word: "the password is stored in Vault".
 _PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "pw", "token", "Token", "secret", "Secret")
-# (A JSON string may close right after it: Ansible's `{"msg": "db password is x"}`.)
-_PROSE_VALUE = r"[\"'`]?(?P<s>[^\s\"'`\\]{6,}?)[\"'`]?(?=[.,;:!?)]*(?:\s|\Z|(?<=\")[}\]]))"
+# (A JSON string may close right after it: Ansible's `{"msg": "db password is x"}`, or its line
+# end, escaped: `x "the password is x\\nthanks"` in text that is not JSON. So may an element:
+# `<p>the password is x</p>`, `x<br>`; the tag is markup, not the password's.)
+_TAG_AFTER_VALUE = r"</[A-Za-z][\w:-]*>|<(?:br|BR|hr|HR)[ \t]*/?>"
+_PROSE_VALUE_ENDS = rf"\s|\Z|(?<=\")[}}\]]|{_TAG_AFTER_VALUE}"
+_PROSE_VALUE = rf"[\"'`]?(?P<s>[^\s\"'`\\]{{6,}}?)[\"'`]?(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}))"
+# (An escaped break ends a value after a secret's name in prose only: a printer's command,
+# `_PROSE_COMMAND_OUTPUT`, reads its words across one, and would take the next line's for its own.)
+_PROSE_SECRET_VALUE = rf"[\"'`]?(?P<s>[^\s\"'`\\]{{6,}}?)[\"'`]?(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -3256,7 +3264,7 @@ _PROSE_SECRET = re.compile(
     # (The longer wordings first: the first alternative that matches is the one judged.)
     rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}"
     rf"|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
-    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
+    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_SECRET_VALUE}"
 )
 _PROSE_AFTER_NAME = (
     rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"

@@ -447,6 +447,8 @@ def _cases() -> list[SecretCase]:
     add("pgpass-escaped-in-a-string", f'printf "db.acme.io:5432:shop:app:{pw}\\n*:*:*:replicator:{pw2}\\n" >> ~/.pgpass', pw, pw2)
     pw, pw2 = password(), password()
     add("prose-label-comma-pairs", f"creds (user/pass): admin, {pw}\nuser/password: deploy, {pw2}", pw, pw2)
+    pw = password()
+    add("prose-password-in-a-json-string", f'log "the password is {pw}\\nthanks" and <p>the password is {pw}</p>', pw)
     return cases
 
 

@@ -1471,6 +1471,18 @@ POSITIVE = [
         '{"text": "creds (user/pass): admin, [REDACTED:prose-secret]\\nthanks"}',
     ),
     (
+        'prose-secret-before-markup',  # a closing tag or a <br> right after the value is the element's, not the password's
+        '<p>the password is S3cr3tPw9</p>\n<p>my password Zq8vLm2pXw</p> more\n<p>password is S3cr3tPw9<br>next</p>\n'
+        '<td>the API key is sk9Zq8vLm2pXwQ4</td>\nthe token is Zq8vLm2pXw9</li></ul>',
+        '<p>the password is [REDACTED:prose-secret]</p>\n<p>my password [REDACTED:prose-secret]</p> more\n<p>password is [REDACTED:prose-secret]<br>next</p>\n'
+        '<td>the API key is [REDACTED:prose-secret]</td>\nthe token is [REDACTED:prose-secret]</li></ul>',
+    ),
+    (
+        'prose-secret-before-an-escaped-break',  # a JSON string in text that is not JSON: its escaped line end ends the value
+        'x "the password is S3cr3tPw9\\nfoo"\n<p>the password is Zq8vLm2pXw\\n</p>\nlog: "my token is Zq8vLm2pXw9QrT\\r\\nok"',
+        'x "the password is [REDACTED:prose-secret]\\nfoo"\n<p>the password is [REDACTED:prose-secret]\\n</p>\nlog: "my token is [REDACTED:prose-secret]\\r\\nok"',
+    ),
+    (
         'pgpass-in-a-json-string-in-text',  # a .pgpass line in a JSON string in text that is not JSON: at its start, after escaped breaks
         'x "db.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\nlog: "first\\ndb.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\n'
         'y "a\\nb\\nh.acme.io:5432:*:u:Zq8vLm2pXw" and z "\\n*:*:*:replicator:Tr0ub4dor3\\r\\nnext"\n'
@@ -2058,6 +2070,11 @@ NEGATIVE = [
         'label-pair-comma-lookalikes',  # a list after a slash label: words, a placeholder, prose; code's call
         'creds (user/pass): name, email\ncreds (user/pass): admin, bob\nlogin (user/password): admin, see the vault\n'
         'creds (user/pass): admin, <password>\nuser/pass: name, email\nuser/password: admin, changeme\nf(user/pass): a, b2c3d4e5',
+    ),
+    (
+        'prose-lookalikes-before-markup',  # words and code before a tag or an escaped break
+        '<p>the password is stored in Vault</p>\n<p>the password is incorrect</p>\n<p>the token is tokenizer.eos_token</p>\n'
+        'x "the password is stored\\nin vault"\n<p>the password is required<br>try again</p>',
     ),
     (
         'pgpass-lookalikes-in-strings',  # times, IPv6, host:port, C++/Rust paths, CSV, in a JSON string inside text and after its escaped breaks
