@@ -285,7 +285,8 @@ What is detected (the marker's kind in brackets):
   admin, PW" (the pair's comma after a slash label too: "creds (user/pass): admin, PW", "user/pass:
   admin, PW"); with no separator, "user/password root/PW", or a space or a comma in the pair,
   "user/password: admin PW", only a value mixing letters with
-  digits or symbols, and not after a path's ``/``), when the value
+  digits or symbols, and not after a path's ``/`` nor a command that takes paths, ``mv user/password
+  lib/Auth2x``; a user and a placeholder, ``user/password: admin <password>``, both stay), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or a ``<br>`` right after
   the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``) [prose-secret]
@@ -1158,6 +1159,8 @@ def _replace_labelled_pair(text: str, m: "re.Match[str]", kind: str, group: str,
     if pair is not None and not pair.group("between").strip():
         if pair.group("s").startswith(_MARKER_OPEN):
             return None  # "user/password: admin [REDACTED:prose-secret]": the pair's password gone already
+        if _is_placeholder(pair.group("s").rstrip(".,;:!?)")):
+            return None  # "user/password: admin <password>", "admin $PASS": a user, then a placeholder for its password
         pair = None  # "user/password: Zq8vLm2pXw (rotated)": two words, no pair; the value judged as before
     inner = _PAIR_VALUE.fullmatch(m.group(group))
     if inner is None:
@@ -3360,6 +3363,14 @@ _LABEL_THEN_PAIR_GATES = tuple(
     for anchor, rest in _LABEL_PASSWORD_SPELLINGS
 )
 _CLOSING_BRACKET = {"(": ")", "[": "]"}
+# A command that takes paths, on the label's line before it: `mv user/password lib/Auth2x`,
+# `git mv -f user/pass src/Cfg2`: the label and the pair are two paths.
+_PATH_COMMAND_BEFORE = re.compile(
+    r"(?m)(?:^|(?<=\\n)|[;&|`(]|\$[ \t])[ \t]*(?:sudo[ \t]+)?(?:git[ \t]+)?"
+    r"(?:mv|cp|ln|ls|cat|rm|rmdir|cd|mkdir|touch|diff|vim?|nano|code|open|less|head|tail|chmod|chown|rsync|scp|tar|find|grep|rg|stat|du|file|tree|add)"
+    r"(?:[ \t]+-[^\s]*)*[ \t]+\Z"
+)
+_PATH_COMMAND_REACH = 80
 
 
 def _label_brackets_match(label: "re.Match[str]", m: "re.Match[str]") -> bool:
@@ -3393,6 +3404,8 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
             return None
     elif not _printed_secret(value):
         return None  # "the user/password form root/home", "user/password src/config": with no separator, prose or a path
+    elif label.group("open") is None and _PATH_COMMAND_BEFORE.search(text, max(0, label.start() - _PATH_COMMAND_REACH), label.start()):
+        return None  # "mv user/password lib/Auth2x": a command's two paths
     start = m.start("s")
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 

@@ -1483,6 +1483,11 @@ POSITIVE = [
         'x "the password is [REDACTED:prose-secret]\\nfoo"\n<p>the password is [REDACTED:prose-secret]\\n</p>\nlog: "my token is [REDACTED:prose-secret]\\r\\nok"',
     ),
     (
+        'slash-label-pairs-not-after-a-path-command',  # a label after prose or a label of its own is no command's path
+        'creds: user/password root/Zq8vLm2pXw\nthe move: user/password root/Zq8vLm2pXw\nmvp user/password root/Zq8vLm2pXw',
+        'creds: user/password root/[REDACTED:prose-secret]\nthe move: user/password root/[REDACTED:prose-secret]\nmvp user/password root/[REDACTED:prose-secret]',
+    ),
+    (
         'pgpass-in-a-json-string-in-text',  # a .pgpass line in a JSON string in text that is not JSON: at its start, after escaped breaks
         'x "db.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\nlog: "first\\ndb.example.com:5432:shop:app:S3cr3tPw9\\nfoo"\n'
         'y "a\\nb\\nh.acme.io:5432:*:u:Zq8vLm2pXw" and z "\\n*:*:*:replicator:Tr0ub4dor3\\r\\nnext"\n'
@@ -2075,6 +2080,12 @@ NEGATIVE = [
         'prose-lookalikes-before-markup',  # words and code before a tag or an escaped break
         '<p>the password is stored in Vault</p>\n<p>the password is incorrect</p>\n<p>the token is tokenizer.eos_token</p>\n'
         'x "the password is stored\\nin vault"\n<p>the password is required<br>try again</p>',
+    ),
+    (
+        'slash-label-placeholder-and-command-paths',  # a user and a placeholder after the label; a command's two paths
+        'user/password: admin <password>\nuser/password: admin $PASS\nuser/password: admin {password}\nuser/password: admin ********\n'
+        'mv user/password lib/Auth2x\ngit mv -f user/pass src/Cfg2x\n$ cp user/password lib/Auth2x\ncd x && mv user/password lib/Auth2x\n'
+        'log "ok\\nmv user/password lib/Auth2x"',
     ),
     (
         'pgpass-lookalikes-in-strings',  # times, IPv6, host:port, C++/Rust paths, CSV, in a JSON string inside text and after its escaped breaks
