@@ -124,7 +124,8 @@ What is detected (the marker's kind in brackets):
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
   ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
-  inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks; a tag or escaped break after
+  inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks, or in single quotes, ``echo
+  'h:5432:db:u:PW' >> ~/.pgpass``; a tag or escaped break after
   the password stays) [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
@@ -358,7 +359,7 @@ Failures: a bug in here raises ``RedactionError`` naming the function and the ex
 never the text (builtin exceptions can quote their input, and messages reach logs).
 
 How well: ``benchmarks/bench_secrets.py`` runs this module and Yelp's detect-secrets over
-tests/secret_corpus.py, 159 planted formats and 37 benign look-alikes; the tests require every
+tests/secret_corpus.py, 160 planted formats and 37 benign look-alikes; the tests require every
 planted secret gone and every benign case unchanged.
 """
 
@@ -2547,23 +2548,24 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
 # host has a letter, a dot or `*` (so that times and IPv6 addresses are not read as one). A `:` or
 # `\` inside a field is escaped with `\` (pgpass's own rule), so `\:` is part of the field.
 # The line may also start in a JSON string inside text that is not JSON (`x "h:5432:db:u:PW\nfoo"`,
-# `"a\nh:5432:db:u:PW"`): after an escaped line break or a string's opening quote. There the line
+# `"a\nh:5432:db:u:PW"`), or in single quotes (`echo 'h:5432:db:u:PW' >> ~/.pgpass`): after an
+# escaped line break or a string's opening quote. There the line
 # ends at the next line break or closing quote escaped as deeply as what opened it (`\n` after `"`,
 # `\\n` after `\"` in a dump of a dump; `\\n` after `"` is a backslash and an `n`, the
 # password's): `_pgpass_value_end` finds it. A line's last field also ends before a closing tag
 # (`<b>h:5432:db:u:PW</b>`) and an escaped break of any depth with only markup after it on that
 # line (`PW\n</b>`): that markup stays.
-_PGPASS_FIELD = r"(?:[^:\s\\\"]|\\+[^\s\\:rn\"]|\\+(?=:)|\\:)+"
+_PGPASS_FIELD = r"(?:[^:\s\\\"']|\\+[^\s\\:rn\"']|\\+(?=:)|\\:)+"
 _PGPASS = re.compile(
-    r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=\")))[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s\\\"]+:(?:[0-9]+|\*):"
+    r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=[\"'])))[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s\\\"']+:(?:[0-9]+|\*):"
     rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))+?)"
-    r"(?=\r?$|\\+[rn]|\\*\"|</[A-Za-z])"
+    r"(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])"
     # (After a real line start, the rest of that line too: `_replace_pgpass` judges it.)
     # (After an escaped start, as far as a later end: `_pgpass_value_end` picks the one at the start's depth.)
-    r"(?(escaped)(?:[^:\s\\<]|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|</[A-Za-z])|(?P<rest>[^\r\n]*))"
+    r"(?(escaped)(?:[^:\s\\<]|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])|(?P<rest>[^\r\n]*))"
 )
 # (The port, then three fields, the last ending a line, a string or before a tag.)
-_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\r?(?:\n|\Z)|\\[rn\\]|\"|</))"
+_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\r?(?:\n|\Z)|\\[rn\\]|[\"']|</))"
 # What may follow a real line's last field for it to stay: escaped breaks, tags, escaped quotes,
 # spaces. Anything else (`ab\ncd`, `ab"cd` typed into a .pgpass file) may be the password's own,
 # and goes with it.
@@ -2585,6 +2587,12 @@ def _pgpass_value_end(text: str, m: "re.Match[str]") -> int:
     break or quote escaped as deeply as the line's own start, or before a closing tag."""
     start = m.start("escaped")
     opener = text[start - 1]
+    if opener == "'":
+        # (A shell's or Python's single quotes: `echo 'h:5432:db:u:PW' >> ~/.pgpass`. Whether `\n`
+        # in them is a break or two characters only the program knows: `_replace_pgpass` keeps
+        # what follows one only when it is markup.)
+        found = re.compile(r"'|</[A-Za-z]").search(text, m.start("s"), m.end())
+        return found.start() if found else m.end()
     depth = _escapes_before(text, start - 1)
     breaks, quotes = (depth, depth - 1) if opener != "\"" else (depth + 1, depth)
     ends = rf"(?<!\\)(?:\\{{{breaks}}}[rn]|\\{{{quotes}}}\")|</[A-Za-z]" if quotes >= 0 else rf"(?<!\\)\\{{{breaks}}}[rn]|</[A-Za-z]"

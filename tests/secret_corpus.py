@@ -449,6 +449,8 @@ def _cases() -> list[SecretCase]:
     add("prose-label-comma-pairs", f"creds (user/pass): admin, {pw}\nuser/password: deploy, {pw2}", pw, pw2)
     pw = password()
     add("prose-password-in-a-json-string", f'log "the password is {pw}\\nthanks" and <p>the password is {pw}</p>', pw)
+    pw = password()
+    add("pgpass-echoed", f"echo 'db.acme.io:5432:shop:app:{pw}' >> ~/.pgpass && chmod 600 ~/.pgpass", pw)
     return cases
 
 

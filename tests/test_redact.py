@@ -1497,6 +1497,12 @@ POSITIVE = [
         'dump \\"db.acme.io:6432:shop:app:[REDACTED:pgpass-password]\\"\ndb.acme.io:5432:shop:app:[REDACTED:pgpass-password]',
     ),
     (
+        'pgpass-in-single-quotes',  # echoed or printf'd into ~/.pgpass: the quote opens the line, a `\n` in printf's format ends it
+        "echo 'db.acme.io:5432:shop:app:S3cr3tPw9' >> ~/.pgpass\nprintf 'db.acme.io:5432:shop:app:Zq8vLm2pXw\\n*:*:*:rep:Tr0ub4dor3\\n' >> ~/.pgpass",
+        "echo 'db.acme.io:5432:shop:app:[REDACTED:pgpass-password]' >> ~/.pgpass\n"
+        "printf 'db.acme.io:5432:shop:app:[REDACTED:pgpass-password]\\n*:*:*:rep:[REDACTED:pgpass-password]\\n' >> ~/.pgpass",
+    ),
+    (
         'pgpass-markup-after-the-password',  # the tag and the escaped break after a line's last field stay
         '<b>h:5432:db:u:S3cr3tPw9\\n</b>\n<td>db.acme.io:5432:shop:app:Zq8vLm2pXw</td>\n<pre>db.acme.io:5432:shop:app:Zq8vLm2pXw\\r\\n</pre>',
         '<b>h:5432:db:u:[REDACTED:pgpass-password]\\n</b>\n<td>db.acme.io:5432:shop:app:[REDACTED:pgpass-password]</td>\n'
@@ -2086,6 +2092,11 @@ NEGATIVE = [
         'user/password: admin <password>\nuser/password: admin $PASS\nuser/password: admin {password}\nuser/password: admin ********\n'
         'mv user/password lib/Auth2x\ngit mv -f user/pass src/Cfg2x\n$ cp user/password lib/Auth2x\ncd x && mv user/password lib/Auth2x\n'
         'log "ok\\nmv user/password lib/Auth2x"',
+    ),
+    (
+        'pgpass-lookalikes-in-single-quotes',  # formats, times, IPv6, host:port and lifetimes in single quotes
+        "f('%H:%M:%S', '12:30:45:10:99', 'a::b::c', 'fe80::1:2:3')\nx = 'localhost:5432 is up'\nlet s: &'static str = \"a::b::c::d\";\n"
+        "it's h:5432:db:u ok",
     ),
     (
         'pgpass-lookalikes-in-strings',  # times, IPv6, host:port, C++/Rust paths, CSV, in a JSON string inside text and after its escaped breaks
