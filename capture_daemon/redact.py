@@ -2571,6 +2571,7 @@ _PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\
 # and goes with it.
 _PGPASS_MARKUP_REST = re.compile(r"(?:\\+[rnt]|\\+\"|</?[A-Za-z][\w.:-]*[ \t]*/?>|[ \t])*")
 _PGPASS_ANY_END = re.compile(r"\\+[rn]|\\*\"|</[A-Za-z]")
+_PGPASS_SINGLE_QUOTE_END = re.compile(r"'|</[A-Za-z]")
 _PGPASS_MARK = marker("pgpass-password")
 
 
@@ -2591,12 +2592,12 @@ def _pgpass_value_end(text: str, m: "re.Match[str]") -> int:
         # (A shell's or Python's single quotes: `echo 'h:5432:db:u:PW' >> ~/.pgpass`. Whether `\n`
         # in them is a break or two characters only the program knows: `_replace_pgpass` keeps
         # what follows one only when it is markup.)
-        found = re.compile(r"'|</[A-Za-z]").search(text, m.start("s"), m.end())
+        found = _PGPASS_SINGLE_QUOTE_END.search(text, m.start("s"), m.end())
         return found.start() if found else m.end()
     depth = _escapes_before(text, start - 1)
     breaks, quotes = (depth, depth - 1) if opener != "\"" else (depth + 1, depth)
     ends = rf"(?<!\\)(?:\\{{{breaks}}}[rn]|\\{{{quotes}}}\")|</[A-Za-z]" if quotes >= 0 else rf"(?<!\\)\\{{{breaks}}}[rn]|</[A-Za-z]"
-    found = re.compile(ends).search(text, m.start("s"), m.end())
+    found = _compiled(ends).search(text, m.start("s"), m.end())
     return found.start() if found else m.end()
 
 
