@@ -2570,7 +2570,9 @@ _PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\
 # spaces. Anything else (`ab\ncd`, `ab"cd` typed into a .pgpass file) may be the password's own,
 # and goes with it.
 _PGPASS_MARKUP_REST = re.compile(r"(?:\\+[rnt]|\\+\"|</?[A-Za-z][\w.:-]*[ \t]*/?>|[ \t])*")
-_PGPASS_ANY_END = re.compile(r"\\+[rn]|\\*\"|</[A-Za-z]")
+# (Each run of backslashes tried from its first one only: from every one of them, a long run
+# would be read to its end again, its square in time.)
+_PGPASS_ANY_END = re.compile(r"(?<!\\)\\+[rn]|(?<!\\)\\*\"|</[A-Za-z]")
 _PGPASS_SINGLE_QUOTE_END = re.compile(r"'|</[A-Za-z]")
 _PGPASS_MARK = marker("pgpass-password")
 

@@ -2512,6 +2512,8 @@ def test_non_ascii_text_is_handled() -> None:
         "<bash-input>" * 20_000 + "<bash-stdout>",  # each opening tag read the text to its end for a closing one
         "\\u003cbash-input\\u003e" * 20_000 + "\\u003cbash-stdout\\u003e",
         "<bash-input>x</bash-input><bash-stdout>" * 20_000,
+        "h:5432:d:u:" + "\\" * 100_000 + "x\n",  # a .pgpass password's end looked for from every backslash of a run
+        '"h:5432:d:u:p' * 10_000,  # each quote opens a .pgpass line in a string
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2523,7 +2525,8 @@ def test_non_ascii_text_is_handled() -> None:
          "compare-digest-nested-calls", "compare-digest-prefix-chains", "compare-digest-dotted-chain", "compare-digest-subscripts",
          "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
          "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
-         "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs"],
+         "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
+         "pgpass-backslash-run", "pgpass-quoted-lines"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
