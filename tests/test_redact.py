@@ -2513,7 +2513,7 @@ def test_non_ascii_text_is_handled() -> None:
         "\\u003cbash-input\\u003e" * 20_000 + "\\u003cbash-stdout\\u003e",
         "<bash-input>x</bash-input><bash-stdout>" * 20_000,
         "h:5432:d:u:" + "\\" * 100_000 + "x\n",  # a .pgpass password's end looked for from every backslash of a run
-        '"h:5432:d:u:p' * 10_000,  # each quote opens a .pgpass line in a string
+        '"h:5432:d:u:p' * 5_000,  # each quote opens a .pgpass line in a string
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
