@@ -153,6 +153,9 @@ def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - a meas
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        sys.exit("usage: python -m trainer.tool_context TOOLS.json [TOKENIZER_DIR] (TOOLS.json: a request's "
+                 "`tools`, e.g. tests/data/claude_code_tools.json)")
     offered = json.loads(open(argv[0]).read())
     tokenizer = None
     if len(argv) > 1:
