@@ -143,3 +143,63 @@ def test_lora_wrapped_models_share_the_prefix_too():
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trained and all(torch.allclose(shared[1][n], full[1][n], atol=1e-6, rtol=1e-4) for n in trained)
 
+
+
+def _grad_enabled_at_first_layer(model) -> list[tuple[int, int, bool]]:
+    """(rows, tokens, gradient on) of every batch the first decoder layer runs on, from now on."""
+    seen = []
+
+    def record(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        seen.append((*hidden.shape[:2], torch.is_grad_enabled()))
+
+    model.get_decoder().layers[0].register_forward_pre_hook(record, with_kwargs=True)
+    return seen
+
+
+def test_without_gradient_the_shared_turn_runs_once_under_no_grad_and_the_loss_is_unchanged():
+    ids, labels = _batch_sharing(prefix=20)
+    model = random_llama().train()
+    full = _loss_and_grads(model, ids, labels)
+    assert share_prefix_in_training(model, min_shared=8, gradient=False)
+    calls = _grad_enabled_at_first_layer(model)
+    frozen = _loss_and_grads(model, ids, labels)
+    assert calls == [(1, 20, False), (3, 20, True)]
+    assert frozen[0] == pytest.approx(full[0], rel=1e-5), "the same loss: only its gradient changes"
+    # What the rows learn from reading the shared turn is kept; how the turn is encoded is not.
+    changed = [n for n, g in full[1].items() if not torch.allclose(frozen[1][n], g, atol=1e-6, rtol=1e-4)]
+    assert changed and all(frozen[1][n].abs().sum() > 0 for n in full[1] if "layers" in n)
+
+
+def test_the_part_without_gradient_stops_before_the_first_label():
+    """A label inside the tokens the rows share (a row repeated in a batch, a short prompt) keeps the
+    gradient of the position that predicts it; a call with no labels runs with gradient throughout."""
+    ids, labels = _batch_sharing(prefix=20)
+    labels[1, 15] = ids[1, 15]  # row 1 is scored at position 15, inside the shared 20
+    model = random_llama().train()
+    assert share_prefix_in_training(model, min_shared=8, gradient=False)
+    calls = _grad_enabled_at_first_layer(model)
+    model(input_ids=ids, labels=labels).loss.backward()
+    assert calls == [(1, 14, False), (3, 26, True)]
+    calls.clear()
+    model(input_ids=ids)  # no labels: nothing says where learning starts
+    assert calls == [(1, 20, True), (3, 20, True)]
+    calls.clear()
+    labels[0, 5] = ids[0, 5]  # a label so early that fewer than min_shared tokens precede it
+    model(input_ids=ids, labels=labels)
+    assert calls == [(3, 40, True)]
+
+
+def test_lora_learns_without_the_shared_turns_gradient():
+    peft = pytest.importorskip("peft")
+    ids, labels = _batch_sharing(prefix=20)
+    model = peft.get_peft_model(random_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    full = _loss_and_grads(model, ids, labels)
+    assert share_prefix_in_training(model, min_shared=8, gradient=False)
+    calls = _grad_enabled_at_first_layer(model)
+    frozen = _loss_and_grads(model, ids, labels)
+    assert calls == [(1, 20, False), (3, 20, True)]
+    assert frozen[0] == pytest.approx(full[0], rel=1e-5)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(frozen[1][n].abs().sum() > 0 for n in trained if "lora_B" in n)

@@ -20,11 +20,18 @@ Two parts, each useless without the other:
   every row that read them. Batches with a padding mask, inputs given as embeddings, a cache, or
   gradient checkpointing (whose layers drop the cache) run as before.
 
+With `gradient=False` (`sft.shared_prefix_gradient = false`) the shared tokens run without
+gradient, and never past the first labelled position: the rows read keys and values computed with
+the current weights, but nothing is learnt from how the system turn itself is encoded. The loss is
+the same number, its gradient another one: an approximation that trades the system turn's backward
+pass for speed, measured for what it costs in held-out accuracy (docs/learning.md §6).
+
 Measured on the `--demo`'s SFT (docs/learning.md §6).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import random
 from collections import defaultdict
@@ -89,10 +96,11 @@ class PrefixGroupedSampler:
         return iter([i for batch in batches for i in batch])
 
 
-def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool:
+def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS, gradient: bool = True) -> bool:
     """Patch `model`'s backbone (the decoder under the LM head, under PEFT's wrapper too) so a training
-    batch's shared leading tokens run once. Returns False, changing nothing, for a model whose
-    backbone takes no cache."""
+    batch's shared leading tokens run once; with `gradient=False`, also without gradient, up to the
+    batch's first labelled position (read from the `labels` `model` is called with: a batch without
+    them runs with gradient). Returns False, changing nothing, for a model whose backbone takes no cache."""
     import torch
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -102,6 +110,18 @@ def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool
         return False
     if getattr(backbone, "understudy_shared_prefix", False):
         return True  # patched already
+    # The position of this call's first label, for the part run without gradient to stop before.
+    labelled = {"first": None}
+    if not gradient:
+        def remember_first_label(module, args, kwargs):
+            labels = kwargs.get("labels")
+            labelled["first"] = None
+            if isinstance(labels, torch.Tensor) and labels.dim() == 2:
+                columns = (labels != -100).any(dim=0).nonzero()
+                # A batch with no label at all: nothing to protect.
+                labelled["first"] = int(columns[0]) if len(columns) else labels.shape[1]
+
+        model.register_forward_pre_hook(remember_first_label, with_kwargs=True)
     original = backbone.forward
     parameters = inspect.signature(original).parameters
     # transformers 5 names the cache argument `cache`, 4.x `past_key_values`.
@@ -121,8 +141,15 @@ def share_prefix_in_training(model, min_shared: int = MIN_SHARED_TOKENS) -> bool
         shared = shared_prefix_length(input_ids.tolist())  # each row keeps a token of its own
         if shared < min_shared:
             return original(**plain)
+        frozen = not gradient and labelled["first"] is not None
+        if frozen:
+            # The hidden state before a label predicts it, so it keeps its gradient.
+            shared = min(shared, labelled["first"] - 1)
+            if shared < min_shared:
+                return original(**plain)
         kwargs = {k: v for k, v in kwargs.items() if k not in (cache_argument, "past_key_values")}  # None, above
-        head = original(input_ids=input_ids[:1, :shared], use_cache=True, **kwargs)
+        with torch.no_grad() if frozen else contextlib.nullcontext():
+            head = original(input_ids=input_ids[:1, :shared], use_cache=True, **kwargs)
         cache = head.cache if getattr(head, "cache", None) is not None else head.past_key_values
         cache.batch_repeat_interleave(rows)
         tail = original(input_ids=input_ids[:, shared:], use_cache=True, **{cache_argument: cache}, **kwargs)

@@ -561,7 +561,7 @@ def build_trainer(
     )
     causal_mask_for_right_padding(trainer.model)
     if trainer_class is not SFTTrainer:
-        share_prefix_in_training(trainer.model)
+        share_prefix_in_training(trainer.model, gradient=s.shared_prefix_gradient)
     _check_examples_fit(trainer, len(train_ds), s.max_length, data_dir, log)
     # One concise line per log step (ProgressLine) instead of the raw dict transformers prints.
     from transformers.trainer_callback import PrinterCallback
