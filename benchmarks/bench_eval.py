@@ -1,14 +1,16 @@
-"""Held-out evaluation speed: the student's workflows generated with each project's system turn and
-tools prefilled once (trainer/shared_prefix.py) against plain left-padded batches, side by side.
+"""Held-out evaluation speed: the student's workflows generated as `trainer eval` does (each
+project's system turn and tools prefilled once, each turn continuing its row's last prompt:
+trainer/shared_prefix.py) against the system turn cached alone and against plain left-padded
+batches, side by side.
 
     .venv/bin/python benchmarks/bench_eval.py --run /tmp/run          # a `trainer run` output folder
     .venv/bin/python benchmarks/bench_eval.py --model DIR --data DIR --examples 16 --batch 16
 
-Both arms load the same student, step the same held-out examples in batches of `--batch` (eval's
+The arms load the same student, step the same held-out examples in batches of `--batch` (eval's
 `eval.batch_size`), greedy, with eval's turn limits, and alternate arm by arm `--rounds` times so
-a busy machine slows both alike. Prints each arm's seconds, the ratio (plain / cached: above 1 is
-faster), and whether every turn the student wrote is the same in both: the cache must change no
-step of a workflow. Nothing here asserts a speed; tests/test_bench_eval.py checks that it runs.
+a busy machine slows them alike. Prints each arm's seconds, the ratios (above 1 is faster), and
+whether every turn the student wrote is the same in all arms: the caches must change no step of a
+workflow. Nothing here asserts a speed; tests/test_bench_eval.py checks that it runs.
 """
 
 from __future__ import annotations
@@ -53,27 +55,35 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines() if line.strip()][: args.examples]
     cached = ModelPolicy(str(model), args.max_new_tokens, args.max_turns)
+    system_only = ModelPolicy(str(model), args.max_new_tokens, args.max_turns)
+    system_only.generator.max_remembered_bytes = 0  # no turn continues the last: all after the system turn again
     plain = ModelPolicy(str(model), args.max_new_tokens, args.max_turns)
     plain.generator.min_prefix = 10**9  # nothing is ever cached: every row left-padded, prefilled whole
+    plain.generator.max_remembered_bytes = 0
 
-    times: dict[str, list[float]] = {"cached": [], "plain": []}
+    arms = (("cached", cached, "trainer eval (system turn + last prompt)"),
+            ("system", system_only, "system turn cached alone"),
+            ("plain", plain, "plain left padding"))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
     outputs: dict[str, list] = {}
     for _ in range(args.rounds):
-        for name, policy in (("cached", cached), ("plain", plain)):
+        for name, policy, _ in arms:
             seconds, raw = run_arm(policy, rows, args.batch)
             times[name].append(seconds)
             outputs[name] = raw
 
     turns = sum(len(r) for r in outputs["cached"])
     print(f"{len(rows)} held-out workflows of {model}, batches of {args.batch}, {turns} student turns, {args.rounds} round(s)")
-    for name, label in (("cached", "prefixes cached (trainer eval)"), ("plain", "plain left padding")):
-        print(f"  {label:32s} {statistics.median(times[name]):8.1f} s")
-    print(f"  prefixes prefilled: {cached.generator.prefills} (distinct system turn + tools)")
-    ratio = statistics.median(times["plain"]) / statistics.median(times["cached"])
-    print(f"ratio {ratio:.2f}x faster with the cache")
-    same = outputs["cached"] == outputs["plain"]
-    print("every turn identical in both arms" if same else
-          "turns differ between the arms: the cache changed what the student wrote (a bug, or rounding at a near-tie)")
+    for name, _, label in arms:
+        print(f"  {label:42s} {statistics.median(times[name]):8.1f} s")
+    print(f"  prefixes prefilled: {cached.generator.prefills} (distinct system turn + tools); "
+          f"turns that continued their last prompt: {cached.generator.continued}")
+    for name, _, label in arms[1:]:
+        ratio = statistics.median(times[name]) / statistics.median(times["cached"])
+        print(f"ratio {ratio:.2f}x faster than {label}")
+    same = all(outputs[name] == outputs["cached"] for name, _, _ in arms)
+    print("every turn identical in all arms" if same else
+          "turns differ between the arms: a cache changed what the student wrote (a bug, or rounding at a near-tie)")
     return 0
 
 

@@ -108,3 +108,46 @@ def test_without_a_prefix_worth_caching_rows_are_left_padded(model):
     theirs, plain_width = _plain(model, rows, **kw)
     assert gen.prefills == 0 and not gen._caches
     assert (ours == theirs).all() and width == plain_width
+
+
+def test_a_row_that_continues_its_last_prompt_prefills_only_what_was_appended(model):
+    """Turn by turn, a workflow's prompt is the last one with the teacher's turn and results added."""
+    import torch
+
+    system = [(i * 7) % 90 + 3 for i in range(40)]
+    first = [system + [5, 9, 11, 13], system + [4, 6], system + [8, 8, 8]]
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, output_scores=True, return_dict_in_generate=True)
+    gen = SharedPrefixGenerator(model, pad_token_id=0)
+    gen.generate(first, [40] * 3, **kw)
+    assert gen.continued == 0
+    # The next turn: rows 0 and 1 continue with what the teacher did; a new conversation joins.
+    second = [first[0] + [21, 22, 23, 24, 25], first[1] + [30, 31], system + [7, 7]]
+    seen = []
+    hook = model.model.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        ours, width = gen.generate(second, [40] * 3, **kw)
+    finally:
+        hook.remove()
+    assert gen.continued == 2 and gen.prefills == 1
+    # The batch runs the longest appended part (5 tokens), not the 9 after the system turn.
+    assert seen[0] == (3, 5)
+    theirs, plain_width = _plain(model, second, **kw)
+    assert [_turn(r) for r in ours.sequences[:, width:]] == [_turn(r) for r in theirs.sequences[:, plain_width:]]
+    for x, y in zip(ours.scores, theirs.scores):
+        assert torch.allclose(x, y, atol=1e-3, rtol=1e-4)
+    # A third turn continues the second's prompts, not the first's (which are gone).
+    third = [second[0] + [40, 41], first[1] + [50]]
+    again, width = gen.generate(third, [40] * 2, **kw)
+    assert gen.continued == 3, "row 0 continues its second prompt; row 1 went back to the first turn's"
+    alone, plain_width = _plain(model, third, **kw)
+    assert [_turn(r) for r in again.sequences[:, width:]] == [_turn(r) for r in alone.sequences[:, plain_width:]]
+
+
+def test_prompts_past_the_memory_budget_are_prefilled_whole(model):
+    system = [(i * 7) % 90 + 3 for i in range(40)]
+    gen = SharedPrefixGenerator(model, pad_token_id=0, max_remembered_bytes=1)
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    gen.generate([system + [5, 9]], [40], **kw)
+    assert not gen._prompts
+    gen.generate([system + [5, 9, 1, 2]], [40], **kw)
+    assert gen.continued == 0

@@ -15,6 +15,12 @@ Masked positions are skipped by attention and by the position ids (`generate` de
 mask's running sum), so each token sits at the position it has in its own unpadded prompt and every
 row computes what it would alone, up to floating-point rounding: as left padding does, with the
 padding in the middle.
+
+A workflow is generated turn by turn, and each turn's prompt is the last one with the teacher's turn
+and its tool results appended (teacher forcing, trainer/evaluate.py). So the keys and values of each
+row's prompt are kept after a call (until the next one), and a row that continues one of them
+starts from it: a turn prefills only what was appended since, instead of the whole conversation
+after the system turn again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ MIN_PREFIX_TOKENS = 32
 # Distinct prefixes kept: one per project in a corpus (the scripted teacher has 9). A SmolLM2 prefix of
 # ~400 tokens holds 18 MB of keys and values in float32.
 MAX_PREFIXES = 16
+# The last call's prompts kept for the rows that continue them, up to this many bytes of keys and
+# values: 16 SmolLM2 rows of ~1,800 tokens are ~1.3 GB in float32. Rows past it are prefilled whole.
+MAX_REMEMBERED_BYTES = 4 << 30
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
@@ -53,13 +62,17 @@ class SharedPrefixGenerator:
     """`model.generate` over rows of token ids, each starting from the cache of its prefix."""
 
     def __init__(self, model, pad_token_id: int, min_prefix: int = MIN_PREFIX_TOKENS,
-                 max_prefixes: int = MAX_PREFIXES):
+                 max_prefixes: int = MAX_PREFIXES, max_remembered_bytes: int = MAX_REMEMBERED_BYTES):
         self.model = model
         self.pad_token_id = pad_token_id
         self.min_prefix = min_prefix
         self.max_prefixes = max_prefixes
+        self.max_remembered_bytes = max_remembered_bytes
         self.prefills = 0  # prefix forwards run: what the cache saved is visible to tests and benchmarks
+        self.continued = 0  # rows that started from their last prompt's keys and values
         self._caches: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
+        # The last call's prompts, each with its keys and values (the rows' next turns continue them).
+        self._prompts: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}
         forward = inspect.signature(model.forward).parameters
         # transformers 5.x renamed generate's `past_key_values` to `cache` (the old name warns).
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
@@ -85,13 +98,38 @@ class SharedPrefixGenerator:
         self._caches.move_to_end(prefix)
         return kv
 
-    def _batch_cache(self, prefixes: list[tuple[int, ...]], width: int):
+    def _earlier_prompt(self, row: Sequence[int]) -> tuple[int, Optional[list[tuple[Any, Any]]]]:
+        """The longest prompt of the last call that `row` continues (leaving it a token of its own):
+        its length and keys and values, or (0, None)."""
+        best, found = 0, None
+        for prompt, kv in self._prompts.items():
+            if best < len(prompt) < len(row) and tuple(row[: len(prompt)]) == prompt:
+                best, found = len(prompt), kv
+        return best, found
+
+    def _remember_prompts(self, rows: Sequence[Sequence[int]], lengths: list[int], cache, end: int) -> None:
+        """Keep each row's prompt from the cache `generate` filled: its prefix's positions and its own
+        tokens' (which end at `end`, before the new tokens), without the padding between them."""
+        import torch
+
+        self._prompts = {}
+        remembered = 0
+        for i, (row, p) in enumerate(zip(rows, lengths)):
+            start = end - (len(row) - p)
+            # (A copy: a view would keep the whole batch's cache alive.)
+            kv = [tuple(torch.cat([t[i : i + 1, :, :p], t[i : i + 1, :, start:end]], dim=2)
+                        for t in (layer.keys, layer.values)) for layer in cache.layers]
+            remembered += sum(k.nelement() * k.element_size() * 2 for k, _ in kv)
+            if remembered > self.max_remembered_bytes:
+                break
+            self._prompts[tuple(row)] = kv
+
+    def _batch_cache(self, per_row: list[Optional[list[tuple[Any, Any]]]], width: int):
         """A cache of `width` positions: row i holds its prefix's keys and values, zeros after."""
         import torch
 
         from trainer.kv_cache import growing_cache
 
-        per_row = [self._prefix_kv(p) if p else None for p in prefixes]
         template = next(kv for kv in per_row if kv is not None)
         layers = []
         for layer, (k0, v0) in enumerate(template):
@@ -115,6 +153,16 @@ class SharedPrefixGenerator:
             prefix_lengths = [shared_prefix_length(rows)] * len(rows)
         lengths = [min(p, len(r) - 1) for r, p in zip(rows, prefix_lengths)]
         lengths = [p if p >= self.min_prefix else 0 for p in lengths]
+        # Each row's keys and values to start from: its last prompt's where it continues one, else its prefix's.
+        per_row = []
+        for i, row in enumerate(rows):
+            earlier, kv = self._earlier_prompt(row)
+            if kv is not None and earlier > lengths[i]:
+                lengths[i] = earlier
+                self.continued += 1
+            else:
+                kv = self._prefix_kv(tuple(row[: lengths[i]])) if lengths[i] else None
+            per_row.append(kv)
         cached = max(lengths, default=0)
         width = max(len(r) - p for r, p in zip(rows, lengths))
         ids, mask = [], []
@@ -125,11 +173,10 @@ class SharedPrefixGenerator:
             mask.append([1] * p + [0] * gap + [1] * len(own))
         from trainer.kv_cache import growing_cache  # transformers: imported when first generating
 
-        generate_kwargs[self._cache_argument] = (
-            self._batch_cache([tuple(r[:p]) for r, p in zip(rows, lengths)], cached) if cached
-            else growing_cache(self.model.config)
-        )
+        cache = self._batch_cache(per_row, cached) if cached else growing_cache(self.model.config)
+        generate_kwargs[self._cache_argument] = cache
         with torch.no_grad():
             out = self.model.generate(input_ids=torch.tensor(ids, device=self.model.device),
                                       attention_mask=torch.tensor(mask, device=self.model.device), **generate_kwargs)
+        self._remember_prompts(rows, lengths, cache, cached + width)
         return out, cached + width
