@@ -153,3 +153,25 @@ def test_run_header_says_what_rl_will_do_only_when_it_is_on():
             "goes on only if it beats the SFT one on the whole validation split") in header
     grpo = settings_summary(load_config(overrides=[*demo, "rl.enabled=true", "rl.algorithm=grpo", "rl.select_examples=64"]))
     assert "after SFT   GRPO, 360 steps, lr 0.0005; the RL student goes on only if it beats the SFT one on the first 64 validation prompts" in grpo
+
+
+def test_run_header_says_when_the_system_turn_trains_without_gradient():
+    from trainer.pipeline import settings_summary
+
+    plain = settings_summary(load_config(overrides=["sft.per_device_train_batch_size=2"]))
+    assert "without gradient" not in plain
+    frozen = settings_summary(load_config(overrides=["sft.per_device_train_batch_size=2", "sft.shared_prefix_gradient=false"]))
+    assert "max_length 4096 tokens; system turn without gradient" in frozen
+    # One example per device shares nothing: the setting does nothing there, and the header says nothing.
+    single = settings_summary(load_config(overrides=["sft.per_device_train_batch_size=1", "sft.shared_prefix_gradient=false"]))
+    assert "without gradient" not in single
+
+
+def test_a_system_turn_without_gradient_that_cannot_apply_gets_a_note():
+    from trainer.config import check_config
+
+    note = "sft.shared_prefix_gradient = false does nothing without shared prefix batches"
+    for overrides in (["sft.per_device_train_batch_size=1"], ["sft.shared_prefix_batches=false"]):
+        notes = check_config(load_config(overrides=[*overrides, "sft.shared_prefix_gradient=false"]), cuda=False)
+        assert any(note in n for n in notes), notes
+    assert not any(note in n for n in check_config(load_config(overrides=["sft.shared_prefix_gradient=false"]), cuda=False))

@@ -556,6 +556,8 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
         f"  training    {length} × batch {batch} ({s.per_device_train_batch_size} per device × "
         f"{s.gradient_accumulation_steps} accumulated), lr {s.learning_rate:g}, max_length {s.max_length} tokens",
     ]
+    if not s.shared_prefix_gradient and s.shared_prefix_batches and s.per_device_train_batch_size > 1:
+        lines[-1] += "; system turn without gradient"
     if cfg.rl.enabled:
         lines.append(f"  after SFT   {rl_summary_line(cfg)}")
     return "\n".join(lines)
