@@ -126,7 +126,8 @@ What is detected (the marker's kind in brackets):
   ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
   inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks, or in single quotes, ``echo
   'h:5432:db:u:PW' >> ~/.pgpass``; a tag or escaped break after
-  the password stays) [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
+  the password stays; as one unquoted word of a command that names the file, ``echo h:5432:db:u:PW
+  >> ~/.pgpass``, ``printf '%s\\n' h:5432:db:u:PW > $PGPASSFILE``, ``| tee -a ~/.pgpass``) [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
@@ -2557,7 +2558,9 @@ _MORE_TOKENS: tuple[_Rule, ...] = (
 # line (`PW\n</b>`): that markup stays.
 _PGPASS_FIELD = r"(?:[^:\s\\\"']|\\+[^\s\\:rn\"']|\\+(?=:)|\\:)+"
 _PGPASS = re.compile(
-    r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=[\"'])))[ \t]*(?=[^:\s]*[A-Za-z.*])[^:\s\\\"']+:(?:[0-9]+|\*):"
+    # (The host's letter is looked for within the host's own characters: read on to the next
+    # colon or space, a run of quotes had each of them read the run to its end.)
+    r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=[\"'])))[ \t]*(?=[^:\s\\\"']*[A-Za-z.*])[^:\s\\\"']+:(?:[0-9]+|\*):"
     rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))+?)"
     r"(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])"
     # (After a real line start, the rest of that line too: `_replace_pgpass` judges it.)
@@ -2613,12 +2616,58 @@ def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
     return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
 
 
+# A .pgpass line as one word of a command: `echo h:5432:db:u:PW >> ~/.pgpass`, `printf '%s\n'
+# h:5432:db:u:PW > $PGPASSFILE`, `echo localhost:*:*:postgres:PW | tee -a ~/.pgpass`, `tee -a
+# ~/.pgpass <<< h:5432:db:u:PW`. No line starts there, so `_PGPASS` cannot tell it from the
+# words of prose, times (`12:30:45:00:01`), port maps and mounts; the word is read as one only on
+# a command that names the file (`pgpass`, `PGPASSFILE`, within a few hundred characters on its
+# line), and only as exactly five fields, each non-empty, the port digits or `*`, the host with a
+# letter, a dot or `*`: IPv6 addresses have empty or more fields, /etc/passwd and /etc/shadow rows
+# more fields and no digit port. The word starts after a space, `=` or `(`, and ends where the
+# shell's word does (a space, `;|&<>()`, a backtick, an escaped break or quote of a JSON string);
+# quoted pieces (`u:'P@ss w0rd'`) are the password's. (A line or string that opens with the
+# row is `_PGPASS`'s.)
+_PGPASS_WORD_FIELD = r"(?:[^:\s\\\"'<>|;&()`=]|\\+[^\s\\rnt\"'])+"
+_PGPASS_WORD_VALUE = r"(?:[^:\s\\\"'<>|;&()`]|\\+[^\s\\rnt\"']|'[^':\r\n]*'|\"[^\":\\\r\n]*\")"
+_PGPASS_WORD = re.compile(
+    # (The host's letter is looked for by `_replace_pgpass_word`: a look-ahead for it here read
+    # each `=`-joined word to the text's end, `PGPASS=PGPASS=...` in its square.)
+    r"(?<![^\s=(])(?P<host>[^:\s\\\"'<>|;&()`=]+):(?:[0-9]+|\*):"
+    rf"{_PGPASS_WORD_FIELD}:{_PGPASS_WORD_FIELD}:(?P<s>{_PGPASS_WORD_VALUE}+)"
+    # (Not where the word goes on: a sixth field, or a shorter password left behind.)
+    rf"(?!{_PGPASS_WORD_VALUE}|:)"
+)
+# (At the port's colon: two more colons before a space, the second followed by the password.
+# Each run stops at a colon, so a run of colons costs each a step. Times, `h:m:s`, have one.)
+_PGPASS_WORD_GATE = r"(?<=[0-9*]:)(?=[^\s:]*:[^\s:]*:[^\s:])"
+# (The command names the file: its name within reach on the match's own line.)
+_PGPASS_NAMED = re.compile(r"pgpass|PGPASS")
+_PGPASS_WORD_REACH = 300
+_PGPASS_HOST = re.compile(r"[A-Za-z.*]")
+
+
+def _replace_pgpass_word(text: str, m: "re.Match[str]") -> Optional[str]:
+    start, end = m.span()
+    lo = max(text.rfind("\n", max(0, start - _PGPASS_WORD_REACH), start) + 1, start - _PGPASS_WORD_REACH, 0)
+    hi = text.find("\n", end, end + _PGPASS_WORD_REACH)
+    hi = hi if hi >= 0 else min(len(text), end + _PGPASS_WORD_REACH)
+    if not _PGPASS_HOST.search(m.group("host")) or not _PGPASS_NAMED.search(text, lo, hi):
+        return None
+    if _is_placeholder(m.group("s").strip("'\"")):
+        return None
+    return _replace_group(text, m, "s", _PGPASS_MARK)
+
+
 # A password piped to a program that reads it from stdin: `echo pw | sudo -S cmd`,
 # `echo pw | docker login -u bob --password-stdin`, `echo 'bob:pw' | chpasswd`, `echo pw | gpg
 # --passphrase-fd 0`, and secret stores' setters (`| gh secret set NAME`, `| wrangler secret put
 # NAME`, `| vercel env add NAME`, `| docker secret create NAME -`, `| fly secrets import`).
+_STDIN_READER_WORDS = "(?:sudo|stdin|passwd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|with-token|argon2|kinit)"
 _PIPED_PASSWORD = re.compile(
-    r"(?:echo|printf|yes(?<![\w.-]yes))[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|(?P<tail>[^\n|;&]*)"
+    r"(?:echo|printf|yes(?<![\w.-]yes))[ \t]+(?:-[neE]+[ \t]+)*(?:(?P<dq>\"[^\"\n]*\")|(?P<sq>'[^'\n]*')|(?P<uq>[^\s|;&\"']+))[ \t]*\|"
+    # (Only where its gate's look holds, so that the gate covers every match: `echo x | tee -a f`
+    # matched without one, and a text's other pipe decided whether the rule ran at all.)
+    rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})(?P<tail>[^\n|;&]*)"
 )
 _STDIN_READER = re.compile(
     # (`passwd` reads the new password twice from a pipe: `printf 'pw\npw\n' | passwd bob`;
@@ -2638,7 +2687,6 @@ _STDIN_READER = re.compile(
     # (Kerberos's kinit reads the password from a pipe: `echo pw | kinit alice@REALM`.)
     r"|\bkinit\b"
 )
-_STDIN_READER_WORDS = "(?:sudo|stdin|passwd|passphrase-fd|secret|env add|pass insert|pass add|keyring set|cryptsetup|with-token|argon2|kinit)"
 # The same program fed by a here-string or a one-line here-document: `docker login -u bob
 # --password-stdin <<< 'pw'`, `vercel env add API_TOKEN production <<< "x"`, `... <<EOF`/pw/`EOF`.
 # Matched from the `<<` (C and Python shift with it too), the command before it read back on its line.
@@ -4428,6 +4476,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
         anchored=True,
     ),
     _Rule("pgpass", _PGPASS, _replace_pgpass, ((":", _PGPASS_GATE),)),
+    _Rule("pgpass-word", _PGPASS_WORD, _replace_pgpass_word, ((":", _PGPASS_WORD_GATE),)),
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),
     _Rule("here-string", _HERE_STRING, _replace_here_string, (("<<", _HERE_STRING_GATE),), anchored=True),
     _Rule("secure-string", _SECURE_STRING, _replace_secure_string, (("SecureString", ""),)),
@@ -4806,7 +4855,7 @@ _ANCHOR_GUARDS: dict[str, tuple[tuple[str, Optional[frozenset[str]]], ...]] = {
     ":": (
         (
             r"(?:(?=//|A[AP]|[0-9]+(?:\[[0-9]+\])?>)|(?<=[0-9*]:)|(?<=pass:)|(?<=/p:))",
-            frozenset({"url-password", "url-token-user", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "auth-command",
+            frozenset({"url-password", "url-token-user", "telegram-bot-token", "firebase-key", "openssl-pass", "pgpass", "pgpass-word", "auth-command",
                        "prose-command-output"}),
         ),
         # (A label in another language: `Passwort:`, `senha:`, `пароль:`, `密码:`; non-ASCII or one of

@@ -1513,6 +1513,19 @@ POSITIVE = [
         'db.acme.io:5432:shop:app:ab\\ncd9Xq\ndb.acme.io:5432:shop:app:ab"cd9Xq\nok',
         'db.acme.io:5432:shop:app:[REDACTED:pgpass-password]\ndb.acme.io:5432:shop:app:[REDACTED:pgpass-password]\nok',
     ),
+    (
+        'pgpass-line-as-a-command-argument',  # unquoted, on a command that names .pgpass or PGPASSFILE: echoed, printf'd, tee'd, in a JSON string
+        "echo db.acme.io:5432:shop:app:S3cr3tPw9 >> ~/.pgpass\nprintf '%s\\n' db.acme.io:5432:shop:app:Zq8vLm2pXw > $PGPASSFILE\n"
+        "echo localhost:*:*:postgres:Tr0ub4dor3 | tee -a ~/.pgpass && chmod 600 ~/.pgpass\n"
+        '{"command": "echo h:5432:db:u:S3cr3tPw9 >> ~/.pgpass"}\nx "cd /tmp\\necho h:5432:db:u:Zq8vLm2pXw >> ~/.pgpass\\nls"\n'
+        "export PGPASSFILE=/tmp/pgp; echo 10.0.0.5:6432:*:app:pa\\:ss9word > $PGPASSFILE\n"
+        "echo h:5432:db:u:'P@ss w0rd' >> ~/.pgpass; tee -a ~/.pgpass <<< db.acme.io:5432:shop:app:Zq8vLm2pXw",
+        "echo db.acme.io:5432:shop:app:[REDACTED:pgpass-password] >> ~/.pgpass\nprintf '%s\\n' db.acme.io:5432:shop:app:[REDACTED:pgpass-password] > $PGPASSFILE\n"
+        "echo localhost:*:*:postgres:[REDACTED:pgpass-password] | tee -a ~/.pgpass && chmod 600 ~/.pgpass\n"
+        '{"command": "echo h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass"}\nx "cd /tmp\\necho h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass\\nls"\n'
+        "export PGPASSFILE=/tmp/pgp; echo 10.0.0.5:6432:*:app:[REDACTED:pgpass-password] > $PGPASSFILE\n"
+        "echo h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass; tee -a ~/.pgpass <<< db.acme.io:5432:shop:app:[REDACTED:pgpass-password]",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2104,6 +2117,20 @@ NEGATIVE = [
         'let p = "crate::io::fs::File";\nmsg "db at localhost:5432, see host:port docs\\n"\n'
         'row "name,port,db,user\\nweb,5432,shop,app"\n"a\\n12:30:45:99:10\\nb"\n<b>12:30:45</b> and <i>fe80::1:2:3</i>',
     ),
+    (
+        'pgpass-lookalikes-on-a-pgpass-command',  # times, IPv6, port maps, mounts, passwd/shadow rows, slices, variables on a line naming .pgpass
+        "ls -l ~/.pgpass  # -rw------- 1 me me 42 Dec  6 12:30:45 /home/me/.pgpass\n"
+        "docker run -v ~/.pgpass:/root/.pgpass:ro -p 127.0.0.1:5432:5432 postgres:16 # pgpass\n"
+        "echo 12:30:45:00:01 fe80:0:0:0:1:2 2001:db8::1:2:3 >> ~/.pgpass.log\n"
+        "grep -e user:x:1000:1000:me -e root:*:19000:0:99999:7::: /etc/passwd ~/.pgpass\n"
+        "echo localhost:5432:db:user:$PGPASSWORD >> ~/.pgpass; printf '%s\\n' $H:$P:$D:$U:${PW} > $PGPASSFILE\n"
+        "python -c 'print(a[1:2:3], b[::2])' # see ~/.pgpass, a:b:c:d:e in prose\n"
+        "awk -F: '{print $1\":\"$2}' ~/.pgpass | sort -t: -k2,2n",
+    ),
+    (
+        'pgpass-shaped-words-without-pgpass',  # a host:port:a:b:c word on a line that names no .pgpass file
+        "echo db.acme.io:5432:shop:app:main >> notes.txt\nstats host.x:8080:GET:200:ok\nsee a:1:b:c:d",
+    ),
 ]
 
 
@@ -2436,6 +2463,12 @@ def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
             assert expected in out, (original, out)
 
 
+def test_a_pgpass_line_in_a_bash_tool_input_loses_its_password() -> None:
+    # The Bash tool's input, parsed: the command is a string of its own, no line start before the row.
+    out = redact_value({"command": "echo db.acme.io:5432:shop:app:S3cr3tPw9 >> ~/.pgpass && chmod 600 ~/.pgpass", "description": "x"})
+    assert out["command"] == "echo db.acme.io:5432:shop:app:[REDACTED:pgpass-password] >> ~/.pgpass && chmod 600 ~/.pgpass"
+
+
 def test_non_ascii_text_is_handled() -> None:
     text = f"Déjà vu — token → {GHP} ✓\npassword: «hunter2»\nİstanbul"
     out = redact_text(text)
@@ -2514,6 +2547,11 @@ def test_non_ascii_text_is_handled() -> None:
         "<bash-input>x</bash-input><bash-stdout>" * 20_000,
         "h:5432:d:u:" + "\\" * 100_000 + "x\n",  # a .pgpass password's end looked for from every backslash of a run
         '"h:5432:d:u:p' * 5_000,  # each quote opens a .pgpass line in a string
+        "h:5432:d:u:" + "'" * 100_000,  # each quote's line looked for its host's letter to the run's end
+        "echo " + "db.x:5432:d:u:p9 " * 10_000 + ">> ~/.pgpass",  # every word of one long command a .pgpass line
+        "pgpass " + "(a:1:b" * 30_000,  # each `(` opens a word
+        "pgpass a:1:b:c:" + "'x'" * 60_000 + ":",  # quoted pieces of a password, then a sixth field
+        "pgpass =" + "a" * 200_000 + ":1:b:c:d",  # one long host
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2526,7 +2564,8 @@ def test_non_ascii_text_is_handled() -> None:
          "bracketed-slash-labels", "spaced-slash-labels", "escaped-prompts", "escaped-sessions", "escaped-long-session",
          "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
          "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
-         "pgpass-backslash-run", "pgpass-quoted-lines"],
+         "pgpass-backslash-run", "pgpass-quoted-lines", "pgpass-quote-run", "pgpass-words", "pgpass-word-parens",
+         "pgpass-word-quoted-pieces", "pgpass-word-long-host"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
