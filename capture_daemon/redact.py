@@ -267,7 +267,8 @@ What is detected (the marker's kind in brackets):
   word; prints, outputs, shows, returns, gives, says, yields, displays, dumps, spits out...), or the command on a line
   of its own and a one-token line after it (``bw get password x``, ``heroku auth:token`` too; a command that
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
-  symbols) [command-output]
+  symbols; in a JSON string inside text, an escaped break or escaped quotes end the value too, ``x "echo
+  $DB_PASSWORD gives me PW\\nok"``, and a command that crosses an escaped break is no command) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
   key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
@@ -291,7 +292,8 @@ What is detected (the marker's kind in brackets):
   lib/Auth2x``; a user and a placeholder, ``user/password: admin <password>``, both stay), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or a ``<br>`` right after
-  the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``) [prose-secret]
+  the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``; escaped quotes around it stay,
+  ``\\"PW\\"``) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; a JSON record that says its value is secret (``terraform output -json``'s
   ``{"sensitive": true, "value": V}``, 1Password's ``{"type": "CONCEALED", "value": V}``, SSM's
@@ -3290,10 +3292,12 @@ _PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "
 # `<p>the password is x</p>`, `x<br>`; the tag is markup, not the password's.)
 _TAG_AFTER_VALUE = r"</[A-Za-z][\w:-]*>|<(?:br|BR|hr|HR)[ \t]*/?>"
 _PROSE_VALUE_ENDS = rf"\s|\Z|(?<=\")[}}\]]|{_TAG_AFTER_VALUE}"
-_PROSE_VALUE = rf"[\"'`]?(?P<s>[^\s\"'`\\]{{6,}}?)[\"'`]?(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}))"
-# (An escaped break ends a value after a secret's name in prose only: a printer's command,
-# `_PROSE_COMMAND_OUTPUT`, reads its words across one, and would take the next line's for its own.)
-_PROSE_SECRET_VALUE = rf"[\"'`]?(?P<s>[^\s\"'`\\]{{6,}}?)[\"'`]?(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
+# (An escaped break ends a value too, and escaped quotes may wrap it: `x "the password is
+# \\"x\\"\\nok"`. A printer's command, `_PROSE_COMMAND_OUTPUT`, reads its words across an escaped
+# break, so `_replace_prose_command_output` turns down a command that crossed one: `x "cat
+# key.txt\\nthe build says: x\\nok"` is no command's output.)
+_PROSE_QUOTE = r"(?:\\?[\"'`])?"
+_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -3326,7 +3330,7 @@ _PROSE_SECRET = re.compile(
     # (The longer wordings first: the first alternative that matches is the one judged.)
     rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}"
     rf"|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
-    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_SECRET_VALUE}"
+    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
 )
 _PROSE_AFTER_NAME = (
     rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
@@ -3598,11 +3602,14 @@ _PROSE_PRINT_VERB = (
     r"(?:got|returns?|returned|prints?|printed|gives?|gave|outputs?|output|shows?|showed|says|said|yields?|yielded"
     r"|displays?|displayed|dumps?|dumped|spits?(?=[ \t]+out)|spat(?=[ \t]+out))"
     r"|(?:(?:and|but|then|I|we|you)[ \t]+)+(?:just[ \t]+)?gets?)"
-    r"(?=[ \t:\r\n])(?:[ \t]+(?:me|back|out|just|only))*[ \t]*:?"
+    # (A colon after spaces only: the spaces without one are the value's, read once, after it.)
+    r"(?=[ \t:\r\n])(?:[ \t]+(?:me|back|out|just|only))*(?:[ \t]*:)?"
 )
 _PROSE_PRINT_SEP = rf"(?:{_PROSE_PRINT_VERB}|(?<=[`'\"])[ \t]*:|(?<=[`'\"])[ \t]+(?:is|was)[ \t]|->|→|=>)"
 # What may close a command before its verb: a quote, a comma ("`pass show x`, which prints y").
-_PROSE_CLOSE = r"[`'\"]?[ \t]*,?[ \t]*"
+# (Spaces, a comma, spaces: written `[ \t]*,?[ \t]*`, a run of spaces split between the two every
+# way, `pass show x prints` and 4,000 spaces took 19 s.)
+_PROSE_CLOSE = r"[`'\"]?(?:[ \t]*,)?[ \t]*"
 # Where the command is found (each head starts at the anchor its gate names, so the rule runs at
 # those offsets alone): a program's own words that say it prints a secret (`pass show`, `op://`,
 # `kv get`, `auth token`, `keyring get`, `secret-tool lookup`, `sops -d`, `openssl rand -hex`...),
@@ -3660,7 +3667,8 @@ _PROSE_COMMAND_OUTPUT = re.compile(
     # only, not at every character.)
     rf"(?:{'|'.join(head for _, head, _ in _PROSE_COMMAND_STARTS)})"
     rf"(?P<rest>(?:[^\s`'\"]{{1,200}}(?![^\s`'\"]))?(?:[ \t]+[^\s`'\"]{{1,200}}(?![^\s`'\"])){{0,12}}?){_PROSE_CLOSE}"
-    rf"{_PROSE_PRINT_SEP}[ \t]*(?:\r?\n[ \t]*)?{_PROSE_VALUE}"
+    # (The value may open the next line, an escaped one too: "gives me:\\nx".)
+    rf"{_PROSE_PRINT_SEP}[ \t]*(?:\r?\n[ \t]*|(?:\\r)?\\n[ \t]*)?{_PROSE_VALUE}"
 )
 _PROSE_PROGRAM = re.compile(rf"(?<![\w$-])(?:{_PROSE_PRINTERS}[ \t]|\$\{{?(?i:env):)")
 _PROSE_COMMAND_REACH = 160
@@ -3723,6 +3731,8 @@ def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str
     value = m.group("s").rstrip(".,;:!?)")
     if not _printed_secret(value):
         return None  # "and got permission denied", "returns 403", "prints DB_PASSWORD"
+    if "\\n" in text[m.start() : m.end("rest")]:
+        return None  # `x "cat key.txt\nthe build says: x\nok"`: two lines, no command (as `_COMMAND_END` reads them)
     line = _line_prefix(text, m.start())[-_PROSE_COMMAND_REACH:]
     command = line + text[m.start() : m.end("rest")]
     program = None

@@ -1514,6 +1514,20 @@ POSITIVE = [
         'db.acme.io:5432:shop:app:[REDACTED:pgpass-password]\ndb.acme.io:5432:shop:app:[REDACTED:pgpass-password]\nok',
     ),
     (
+        'command-output-before-an-escaped-break',  # a JSON string in text that is not JSON: its escaped line end or quote ends the printed value
+        'x "echo $DB_PASSWORD gives me S3cr3tPw9\\nok"\nlog: "printenv API_TOKEN prints Zq8vLm2pXw9QrT\\r\\nthanks"\n'
+        'x "op read op://v/i/password gave Tr0ub4dor3\\tnext"\nx "echo $DB_PASSWORD gives me:\\nS3cr3tPw9\\nok"\n'
+        'x "echo $DB_PASSWORD gives me \\"Zq8vLm2pXw\\"\\nok"\n<p>pass show db prints Zq8vLm2pXw</p>',
+        'x "echo $DB_PASSWORD gives me [REDACTED:command-output]\\nok"\nlog: "printenv API_TOKEN prints [REDACTED:command-output]\\r\\nthanks"\n'
+        'x "op read op://v/i/password gave [REDACTED:command-output]\\tnext"\nx "echo $DB_PASSWORD gives me:\\n[REDACTED:command-output]\\nok"\n'
+        'x "echo $DB_PASSWORD gives me \\"[REDACTED:command-output]\\"\\nok"\n<p>pass show db prints [REDACTED:command-output]</p>',
+    ),
+    (
+        'prose-secret-in-escaped-quotes',  # a JSON string's escaped quotes around the value
+        'x "the password is \\"S3cr3tPw9\\"\\nok"\nx "my token is \\"Zq8vLm2pXw9QrT\\" thanks"',
+        'x "the password is \\"[REDACTED:prose-secret]\\"\\nok"\nx "my token is \\"[REDACTED:prose-secret]\\" thanks"',
+    ),
+    (
         'pgpass-line-as-a-command-argument',  # unquoted, on a command that names .pgpass or PGPASSFILE: echoed, printf'd, tee'd, in a JSON string
         "echo db.acme.io:5432:shop:app:S3cr3tPw9 >> ~/.pgpass\nprintf '%s\\n' db.acme.io:5432:shop:app:Zq8vLm2pXw > $PGPASSFILE\n"
         "echo localhost:*:*:postgres:Tr0ub4dor3 | tee -a ~/.pgpass && chmod 600 ~/.pgpass\n"
@@ -2118,6 +2132,12 @@ NEGATIVE = [
         'row "name,port,db,user\\nweb,5432,shop,app"\n"a\\n12:30:45:99:10\\nb"\n<b>12:30:45</b> and <i>fe80::1:2:3</i>',
     ),
     (
+        'command-output-lookalikes-before-an-escaped-break',  # words, names, paths; a command that crosses an escaped break
+        'x "echo $DB_PASSWORD gives me nothing\\nok"\nx "printenv API_TOKEN prints API_TOKEN_V2\\nok"\n'
+        'x "cat key.txt\\nthe build says: Abc123xyz\\nok"\nx "pass show db prints /home/me/.password-store\\nok"\n'
+        '<p>echo $DB_PASSWORD prints nothing</p>\nx "echo $DB_PASSWORD gives me \\"nothing\\"\\nok"',
+    ),
+    (
         'pgpass-lookalikes-on-a-pgpass-command',  # times, IPv6, port maps, mounts, passwd/shadow rows, slices, variables on a line naming .pgpass
         "ls -l ~/.pgpass  # -rw------- 1 me me 42 Dec  6 12:30:45 /home/me/.pgpass\n"
         "docker run -v ~/.pgpass:/root/.pgpass:ro -p 127.0.0.1:5432:5432 postgres:16 # pgpass\n"
@@ -2552,6 +2572,10 @@ def test_non_ascii_text_is_handled() -> None:
         "pgpass " + "(a:1:b" * 30_000,  # each `(` opens a word
         "pgpass a:1:b:c:" + "'x'" * 60_000 + ":",  # quoted pieces of a password, then a sixth field
         "pgpass =" + "a" * 200_000 + ":1:b:c:d",  # one long host
+        "pass show x prints" + " " * 100_000 + "!",  # the spaces after a printer's verb split every way between two runs
+        "echo $TOKEN" + " " * 100_000,  # ... and before it, around an optional comma
+        "pass show x prints \\nAbc123xyz\\n" * 5_000,  # each printed value ends at an escaped break
+        "the password is " + '\\"' * 50_000,  # escaped quotes around a prose value
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2565,7 +2589,8 @@ def test_non_ascii_text_is_handled() -> None:
          "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
          "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
          "pgpass-backslash-run", "pgpass-quoted-lines", "pgpass-quote-run", "pgpass-words", "pgpass-word-parens",
-         "pgpass-word-quoted-pieces", "pgpass-word-long-host"],
+         "pgpass-word-quoted-pieces", "pgpass-word-long-host", "printer-verb-spaces", "printer-close-spaces",
+         "printer-escaped-breaks", "prose-escaped-quotes"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
