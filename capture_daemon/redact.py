@@ -293,7 +293,8 @@ What is detected (the marker's kind in brackets):
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
   "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or a ``<br>`` right after
   the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``; escaped quotes around it stay,
-  ``\\"PW\\"``) [prose-secret]
+  ``\\"PW\\"``); a sentence's stop after the value stays, but a ``!`` glued to it is the password's
+  (``the password is Hunter2!``; here and in every prose, pair and printed-output form) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
   true`` [assignment]; a JSON record that says its value is secret (``terraform output -json``'s
   ``{"sensitive": true, "value": V}``, 1Password's ``{"type": "CONCEALED", "value": V}``, SSM's
@@ -3296,8 +3297,12 @@ _PROSE_VALUE_ENDS = rf"\s|\Z|(?<=\")[}}\]]|{_TAG_AFTER_VALUE}"
 # \\"x\\"\\nok"`. A printer's command, `_PROSE_COMMAND_OUTPUT`, reads its words across an escaped
 # break, so `_replace_prose_command_output` turns down a command that crossed one: `x "cat
 # key.txt\\nthe build says: x\\nok"` is no command's output.)
+# (A sentence's stop after the value stays: `.`, `,`, `?`... but not `!`: `Hunter2!` is a common
+# password, and its `!` goes with it; the replacers judge the value without it, so "wrong!" is
+# still a word. `_SENTENCE_STOPS` is what they strip.)
+_SENTENCE_STOPS = ".,;:?)"
 _PROSE_QUOTE = r"(?:\\?[\"'`])?"
-_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:!?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
+_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -3356,7 +3361,7 @@ _LOGIN_PAIR = re.compile(
     rf"(?:login(?<![\w.-]login)|Login(?<![\w.-]Login)|LOGIN(?<![\w.-]LOGIN)|creds(?<![\w.-]creds)|Creds(?<![\w.-]Creds)"
     rf"|redentials(?<![\w.-][cC]redentials)|{_LOG_IN}){_LOGIN_PAIR_REST}"
     # (A JSON string's escaped line break ends the password too.)
-    r"[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]))"
+    r"[`'\"]?(?P<s>[^\s/`'\"\\]{4,}?)[`'\"]?(?=[.,;:?)]*(?:\s|\Z|\\[nrt]))"
 )
 _LOGIN_PAIR_GATES = (
     ("login", rf"(?<![\w.-]login)(?={_LOGIN_PAIR_REST})"),
@@ -3388,7 +3393,7 @@ _SLASH_LABEL_PAIR = re.compile(
     # (In a JSON string too: its quotes escaped, `\"root\" / \"PW\"`, the string's own quote after.)
     ":" + _SLASH_LABEL_LOOK + r"[ \t]*(?:\\?[`'\"])?[\w@.+-]{1,64}(?:\\?[`'\"])?(?P<between>[ \t]*[/:,][ \t]*|[ \t]+)"
     r"(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
-    r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
+    r"(?=[.,;:?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 _SLASH_LABEL_BEFORE = re.compile(r"(?:(?<![\w.-])|(?<=\\[nrt]))(?i:user(?:[ _-]?name)?|login)[ \t]*/[ \t]*(?i:pass(?:word)?|pwd?)\Z")
 
@@ -3413,7 +3418,7 @@ _LABEL_THEN_PAIR = re.compile(
     # "user/pass: x" is slash-label-pair's.)
     r"(?:(?P<close>[ \t]*[)\]])\*{0,2}(?:(?P<sep>[ \t]*[:=]\*{0,2}[ \t]*|[ \t]+-[ \t]+)|[ \t]+)|(?P<eq>[ \t]*=[ \t]*)|[ \t]+)"
     r"(?:\\?[`'\"])?[\w@][\w@.+-]{0,63}(?:\\?[`'\"])?(?P<between>[ \t]*[/:,][ \t]*)(?:\\?[`'\"])?(?P<s>[^\s/`'\"\\]{4,}?)(?:\\?[`'\"])?"
-    r"(?=[.,;:!?)]*(?:\s|\Z|\\[nrt]|\"))"
+    r"(?=[.,;:?)]*(?:\s|\Z|\\[nrt]|\"))"
 )
 # (Not after a path's `/`, `.`, `~` or `\`: `app/models/user/password lib/x` is a path. An opening
 # bracket only after a space or a line's start: `f(user/pass)`, `x[user/pass]` are code.)
@@ -3453,19 +3458,20 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     slash_label = label.group("halves").strip() == "/"
     if not slash_label and label.group("open") is None:
         return None  # "creds user:pass admin:x": a URL's `user:pass`, a sentence's "username, password"
-    value = m.group("s").rstrip(".,;:!?)")
+    value = m.group("s").rstrip(_SENTENCE_STOPS)
+    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
     if m.group("between").strip() == ",":
         # (After any label of this shape, "creds (user/pass): admin, PW" as "login (username,
         # password): admin, PW": a password that mixes letters with digits or symbols.)
-        if not _printed_secret(value):
+        if not _printed_secret(judged):
             return None  # "login (username, password): name, email", "creds (user/pass): admin, bob": a list
     if value.startswith(_MARKER_OPEN):
         return None  # "USER/PASSWORD=root/[REDACTED:assignment]": the assignment rule's already
     if m.group("sep") is not None or m.group("eq") is not None:
         # (After a separator, as slash-label-pair reads it: the label names the second half a password, a word too.)
-        if not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
+        if not _printed_secret(judged) and not _plausible_secret(_CHOSEN, judged):
             return None
-    elif not _printed_secret(value):
+    elif not _printed_secret(judged):
         return None  # "the user/password form root/home", "user/password src/config": with no separator, prose or a path
     elif label.group("open") is None and _PATH_COMMAND_BEFORE.search(text, max(0, label.start() - _PATH_COMMAND_REACH), label.start()):
         return None  # "mv user/password lib/Auth2x": a command's two paths
@@ -3481,11 +3487,12 @@ def _replace_use_to_log_in(text: str, m: "re.Match[str]") -> Optional[str]:
 def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
         return None  # "file/pass: x", "/etc/pw: y"
-    value = m.group("s").rstrip(".,;:!?)")
+    value = m.group("s").rstrip(_SENTENCE_STOPS)
+    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
     if m.group("between").strip() in ("", ","):
-        if not _printed_secret(value):
+        if not _printed_secret(judged):
             return None  # "user/password: admin only", "user/password: see the vault", "user/pass: name, email"
-    elif not _printed_secret(value) and not _plausible_secret(_CHOSEN, value):
+    elif not _printed_secret(judged) and not _plausible_secret(_CHOSEN, judged):
         return None  # "user/pass: admin/<password>", "admin/changeme"
     # (The label names the pair's second half a password: a word goes too, "admin/hunter".)
     start = m.start("s")
@@ -3493,8 +3500,9 @@ def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
-    value = m.group("s").rstrip(".,;:!?)")
-    if not _printed_secret(value):
+    value = m.group("s").rstrip(_SENTENCE_STOPS)
+    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    if not _printed_secret(judged):
         return None  # "login as user/pass", "login with bob/alice"
     start = m.start("s")
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
@@ -3525,20 +3533,21 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     span = text[m.start() : m.start("s")]
     if " to " in span and not _SET_IN_SPAN.search(span) and not _SET_TO_VERB.search(text, max(0, m.start() - 40), m.start()):
         return None  # "convert the token to base64": only setting one says what it is now
-    value = m.group("s").rstrip(".,;:!?)")
-    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
+    value = m.group("s").rstrip(_SENTENCE_STOPS)
+    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
         return None
-    if len(value) > 2 and value[0] == value[-1] and value[0] in "*_":
+    if len(judged) > 2 and judged[0] == judged[-1] and judged[0] in "*_":
         return None  # Markdown's emphasis: "the token *must* be read"
     start = m.start("s")  # (a sentence's closing stop stays)
     # A word in quotes is a value handed over ('the password is "swordfish"'); a bare one is
     # prose ("the password is incorrect"): letters-only passwords stated bare are a known limit.
     quote = text[start - 1] if start > m.start() else ""
     quoted = quote in ("\"", "'", "`") and text[start + len(value) : start + len(value) + 1] == quote
-    quoted_word = quoted and value.isalpha() and value.lower() not in _STATUS_WORDS
-    if not (_MIXED.match(value) or _looks_random(value) or quoted_word):
+    quoted_word = quoted and judged.isalpha() and judged.lower() not in _STATUS_WORDS
+    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word):
         return None
-    if _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+    if _DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged):
         return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
@@ -3553,7 +3562,7 @@ _PROSE_MARK = marker("prose-secret")
 _NAMED_IN_PROSE = re.compile(
     r"(?:_(?<=[0-9A-Z]_)(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD|PASS|PW)|password|Password|PASSWORD|token|Token|secret|Secret|key|Key)"
     r"(?P<tail>[\w.-]{0,40}?)(?P<tick>`?)[ \t]+(?P<verb>to|is[ \t]+now|is|was|now)[ \t]+"
-    r"(?P<open>`?)(?P<s>[^\s`\"'\\]{6,200}?)(?P=open)(?=[.,;:!?)]*(?:\s|\Z))"
+    r"(?P<open>`?)(?P<s>[^\s`\"'\\]{6,200}?)(?P=open)(?=[.,;:?)]*(?:\s|\Z))"
 )
 _NAMED_IN_PROSE_LOOK = r"(?=[\w.-]{0,40}`?[ \t]+(?:to|is(?:[ \t]+now)?|was|now)[ \t]+`?[^\s`\"'\\]{6})"
 _NAMED_IN_PROSE_GATES = tuple((w, _NAMED_IN_PROSE_LOOK) for w in ("password", "Password", "PASSWORD", "token", "Token", "secret", "Secret", "key", "Key")) + (
@@ -3572,10 +3581,11 @@ def _replace_named_in_prose(text: str, m: "re.Match[str]") -> Optional[str]:
     if m.group("verb") == "to" and not _SET_TO_VERB.search(text, max(0, name_start - 40), name_start - (1 if ticked else 0)):
         return None
     value = m.group("s")
-    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(value):
+    judged = value.rstrip("!") or value  # (`Zq8vLm2p!`: the `!` goes with it, but "wrong!" is still a word)
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
         return None
-    quoted_word = m.group("open") == "`" and value.isalpha() and value.lower() not in _STATUS_WORDS
-    if not (_MIXED.match(value) or _looks_random(value) or quoted_word) or _DOTTED_REF.fullmatch(value) or _CODE_NAME.fullmatch(value):
+    quoted_word = m.group("open") == "`" and judged.isalpha() and judged.lower() not in _STATUS_WORDS
+    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word) or _DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged):
         return None
     return _replace_group(text, m, "s", _PROSE_MARK)
 
@@ -3728,8 +3738,9 @@ def _replace_bare_command_output(text: str, m: "re.Match[str]") -> Optional[str]
 
 
 def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
-    value = m.group("s").rstrip(".,;:!?)")
-    if not _printed_secret(value):
+    value = m.group("s").rstrip(_SENTENCE_STOPS)
+    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    if not _printed_secret(judged):
         return None  # "and got permission denied", "returns 403", "prints DB_PASSWORD"
     if "\\n" in text[m.start() : m.end("rest")]:
         return None  # `x "cat key.txt\nthe build says: x\nok"`: two lines, no command (as `_COMMAND_END` reads them)
@@ -4059,7 +4070,7 @@ _FOREIGN_LOOK = "(?i:" + "|".join(
 # (The value is ASCII: in Chinese or Japanese the next word follows with no space, `密码：pw，谢谢`.)
 _FOREIGN_PASSWORD = re.compile(
     r"[:\uff1a]" + _FOREIGN_LOOK + r"[ \t]*(?P<q>[`\"'\u201c\u300c]?)(?P<s>(?:(?![`\"'\\])[\x21-\x7e]){4,200}?)[`\"'\u201d\u300d]?"
-    r"(?=[.,;!?)]*(?:\s|\Z|[^\x00-\x7f]))"
+    r"(?=[.,;?)]*(?:\s|\Z|[^\x00-\x7f]))"
 )
 
 
@@ -4068,9 +4079,10 @@ def _replace_foreign_password(text: str, m: "re.Match[str]") -> Optional[str]:
     if label is None or (label.group().rstrip(" \t").lower() == "password" and m.group()[0] == ":"):
         return None  # (English `password: x` with an ASCII colon is the assignment rule's to judge)
     value = m.group("s")
-    if _is_placeholder(value) or value.startswith(("/", "http", "$", "<", "[")):
+    judged = value.rstrip("!") or value  # (`Zq8vLm2p!`: the `!` goes with it, but "falsch!" is still a word)
+    if _is_placeholder(judged) or value.startswith(("/", "http", "$", "<", "[")):
         return None
-    if not (_MIXED.match(value) or _looks_random(value) or (m.group("q") and value.isalpha())):
+    if not (_MIXED.match(judged) or _looks_random(judged) or (m.group("q") and judged.isalpha())):
         return None
     return _replace_group(text, m, "s", _PROSE_MARK)
 

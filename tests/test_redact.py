@@ -777,7 +777,7 @@ POSITIVE = [
     (
         "prose-owned-password",
         "my password Tr0ub4dor3xq doesn't work\nthe password abc123! is rejected",
-        "my password [REDACTED:prose-secret] doesn't work\nthe password [REDACTED:prose-secret]! is rejected",
+        "my password [REDACTED:prose-secret] doesn't work\nthe password [REDACTED:prose-secret] is rejected",
     ),
     ("pasted-terraform-output", "$ terraform output db_password\n\"Tr0ub4dor3xq\"\n", "$ terraform output db_password\n[REDACTED:command-output]\n"),
     (
@@ -1528,6 +1528,23 @@ POSITIVE = [
         'x "the password is \\"[REDACTED:prose-secret]\\"\\nok"\nx "my token is \\"[REDACTED:prose-secret]\\" thanks"',
     ),
     (
+        'trailing-bang-is-the-passwords',  # a `!` glued to a value is the password's own, in prose, a printer's output, a pair; a stop or `?` stays
+        'the password is Hunter2!\nmy password Zq8vLm2p!! doesn\'t work\necho $DB_PASSWORD gives me S3cr3tPw9!\n'
+        'user/password: admin/Tr0ub4dor3!\nlog in with admin / Xk9mPq2v!\nI\'ve set `DB_PASSWORD` to `Zq8vLm2p!`\n'
+        'the password is Hunter2!.\nthe password is Hunter2.\nthe password is Hunter2?\nPasswort: Zq8vLm2p!',
+        'the password is [REDACTED:prose-secret]\nmy password [REDACTED:prose-secret] doesn\'t work\necho $DB_PASSWORD gives me [REDACTED:command-output]\n'
+        'user/password: admin/[REDACTED:prose-secret]\nlog in with admin / [REDACTED:prose-secret]\nI\'ve set `DB_PASSWORD` to `[REDACTED:prose-secret]`\n'
+        'the password is [REDACTED:prose-secret].\nthe password is [REDACTED:prose-secret].\nthe password is [REDACTED:prose-secret]?\nPasswort: [REDACTED:prose-secret]',
+    ),
+    (
+        'trailing-bang-in-commands-and-assignments',  # already whole: held here so that no rule starts cutting it
+        'PASSWORD=Hunter2!\nexport DB_PASSWORD=Hunter2!!\nmysql -u root -pHunter2! db\npsql --password Hunter2! -h x\n'
+        'curl -u bob:Hunter2! https://x\npostgres://bob:Hunter2!@db:5432/x\nredis-cli -a Hunter2! ping\necho h:5432:db:u:Hunter2! >> ~/.pgpass',
+        'PASSWORD=[REDACTED:assignment]\nexport DB_PASSWORD=[REDACTED:assignment]\nmysql -u root -p[REDACTED:cli-flag] db\npsql --password [REDACTED:cli-flag] -h x\n'
+        'curl -u bob:[REDACTED:cli-flag] https://x\npostgres://bob:[REDACTED:url-password]@db:5432/x\nredis-cli -a [REDACTED:cli-flag] ping\n'
+        'echo h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass',
+    ),
+    (
         'pgpass-line-as-a-command-argument',  # unquoted, on a command that names .pgpass or PGPASSFILE: echoed, printf'd, tee'd, in a JSON string
         "echo db.acme.io:5432:shop:app:S3cr3tPw9 >> ~/.pgpass\nprintf '%s\\n' db.acme.io:5432:shop:app:Zq8vLm2pXw > $PGPASSFILE\n"
         "echo localhost:*:*:postgres:Tr0ub4dor3 | tee -a ~/.pgpass && chmod 600 ~/.pgpass\n"
@@ -2138,6 +2155,11 @@ NEGATIVE = [
         '<p>echo $DB_PASSWORD prints nothing</p>\nx "echo $DB_PASSWORD gives me \\"nothing\\"\\nok"',
     ),
     (
+        'trailing-bang-lookalikes',  # a word and an exclamation is no password
+        'the password is wrong!\nthe password is incorrect!!\necho $DB_PASSWORD gives me nothing!\nuser/password: admin only!\n'
+        'the token is tokenizer.eos_token!\nI\'ve set `DB_PASSWORD` to `changeme!`\nPasswort: falsch!\nthe password is \"wrong!\"',
+    ),
+    (
         'pgpass-lookalikes-on-a-pgpass-command',  # times, IPv6, port maps, mounts, passwd/shadow rows, slices, variables on a line naming .pgpass
         "ls -l ~/.pgpass  # -rw------- 1 me me 42 Dec  6 12:30:45 /home/me/.pgpass\n"
         "docker run -v ~/.pgpass:/root/.pgpass:ro -p 127.0.0.1:5432:5432 postgres:16 # pgpass\n"
@@ -2576,6 +2598,8 @@ def test_non_ascii_text_is_handled() -> None:
         "echo $TOKEN" + " " * 100_000,  # ... and before it, around an optional comma
         "pass show x prints \\nAbc123xyz\\n" * 5_000,  # each printed value ends at an escaped break
         "the password is " + '\\"' * 50_000,  # escaped quotes around a prose value
+        "the password is " + "!" * 100_000,  # a `!` is the value's own now, not a stop after it
+        "user/password: admin/" + "!" * 100_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2590,7 +2614,7 @@ def test_non_ascii_text_is_handled() -> None:
          "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
          "pgpass-backslash-run", "pgpass-quoted-lines", "pgpass-quote-run", "pgpass-words", "pgpass-word-parens",
          "pgpass-word-quoted-pieces", "pgpass-word-long-host", "printer-verb-spaces", "printer-close-spaces",
-         "printer-escaped-breaks", "prose-escaped-quotes"],
+         "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
