@@ -288,11 +288,11 @@ What is detected (the marker's kind in brackets):
   admin, PW" (the pair's comma after a slash label too: "creds (user/pass): admin, PW", "user/pass:
   admin, PW"); with no separator, "user/password root/PW", or a space or a comma in the pair,
   "user/password: admin PW", only a value mixing letters with
-  digits or symbols, and not after a path's ``/`` nor a command that takes paths, ``mv user/password
+  digits or symbols, and not after a path's ``/`` nor a command that takes paths (``move``, ``xcopy``, ``svn mv`` too), ``mv user/password
   lib/Auth2x``; a user and a placeholder, ``user/password: admin <password>``, both stay), when the value
   mixes letters with digits or symbols (never a word: "the password is stored in Vault"), or is a word in quotes ('the password is
-  "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or a ``<br>`` right after
-  the value (``<p>the password is PW</p>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``; escaped quotes around it stay,
+  "swordfish"'; a bare letters-only password in prose is a known limit); a closing tag or an HTML element's opening tag right after
+  the value (``<p>the password is PW</p>``, ``PW<br>``, ``PW<span>``) stays, and an escaped break ends it (``x "the password is PW\\nok"``; escaped quotes around it stay,
   ``\\"PW\\"``); a sentence's stop after the value stays, but a ``!`` glued to it is the password's
   (``the password is Hunter2!``; here and in every prose, pair and printed-output form) [prose-secret]
 - Terraform ``variable "db_password" { default = "V" }`` and any variable with ``sensitive =
@@ -313,8 +313,9 @@ generic's) and ``<bash-stdout>curl -u u:pw`` had no line start before ``curl``. 
 whole-text pass (which keeps the rules that read across tags: a ``!`` turn, ``<password>x</password>``),
 each run of text between tags is redacted again as a text of its own (``_redact_between_tags``).
 Only tags whose name also appears as a closing tag ``</name>`` or an empty one ``<name/>`` cut the
-text (and HTML's ``<br>``, ``<hr>``, ``<img>``...), so a generic (``Option<String>``, ``Vec<u8>``)
-stays part of its text; a text with neither ``</`` nor ``/>`` pays two substring tests.
+text (and HTML's ``<br>``, ``<hr>``, ``<img>``..., and any HTML element's opening tag, ``<p>``,
+``<span>``, ``<div class="x">``, even with no closing one: ``DB_PASSWORD=x<br>`` kept its value), so a
+generic (``Option<String>``, ``Vec<u8>``) stays part of its text; a text with neither ``</`` nor ``/>`` pays two substring tests, and one with a ``<`` a scan for an element's tag.
 
 A value under a secret name that is shaped like code is kept only when it is a reference: a
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
@@ -3291,7 +3292,13 @@ _PROSE_ONE_WORD = ("password", "Password", "PASSWORD", "passwd", "passphrase", "
 # (A JSON string may close right after it: Ansible's `{"msg": "db password is x"}`, or its line
 # end, escaped: `x "the password is x\\nthanks"` in text that is not JSON. So may an element:
 # `<p>the password is x</p>`, `x<br>`; the tag is markup, not the password's.)
-_TAG_AFTER_VALUE = r"</[A-Za-z][\w:-]*>|<(?:br|BR|hr|HR)[ \t]*/?>"
+# (An HTML element's opening tag too, `x<span>`, one of `_HTML_ELEMENTS`: no generic is named so.)
+_HTML_ELEMENTS = (
+    "(?:br|hr|p|div|span|td|th|tr|li|ul|ol|dl|dt|dd|table|tbody|thead|b|i|em|strong|code|pre|a|img|h[1-6]|small|sub|sup|u|s"
+    "|font|center|blockquote|section|article|header|footer|nav|label|input|button|form|option|select|textarea|meta|link|wbr"
+    "|BR|HR|P|DIV|SPAN|TD|TH|TR|LI|B|I|A|IMG|FONT|TABLE|PRE|CODE)"
+)
+_TAG_AFTER_VALUE = rf"</[A-Za-z][\w:-]*>|<{_HTML_ELEMENTS}(?:[ \t][^<>\r\n]{{0,200}})?/?>"
 _PROSE_VALUE_ENDS = rf"\s|\Z|(?<=\")[}}\]]|{_TAG_AFTER_VALUE}"
 # (An escaped break ends a value too, and escaped quotes may wrap it: `x "the password is
 # \\"x\\"\\nok"`. A printer's command, `_PROSE_COMMAND_OUTPUT`, reads its words across an escaped
@@ -3432,11 +3439,16 @@ _LABEL_THEN_PAIR_GATES = tuple(
 )
 _CLOSING_BRACKET = {"(": ")", "[": "]"}
 # A command that takes paths, on the label's line before it: `mv user/password lib/Auth2x`,
-# `git mv -f user/pass src/Cfg2`: the label and the pair are two paths.
+# `git mv -f user/pass src/Cfg2`, Windows' `move`/`xcopy /y`, `svn mv`, `hg mv`: the label and the
+# pair are two paths. (A list, not any first word of a line: "mvp user/password root/PW" and
+# "creds user/password root/PW" are prose that hands a pair over, and nothing in the text tells
+# an unknown word from a program; words that start prose, `type`, `copy`, `open a`, stay out.)
 _PATH_COMMAND_BEFORE = re.compile(
-    r"(?m)(?:^|(?<=\\n)|[;&|`(]|\$[ \t])[ \t]*(?:sudo[ \t]+)?(?:git[ \t]+)?"
-    r"(?:mv|cp|ln|ls|cat|rm|rmdir|cd|mkdir|touch|diff|vim?|nano|code|open|less|head|tail|chmod|chown|rsync|scp|tar|find|grep|rg|stat|du|file|tree|add)"
-    r"(?:[ \t]+-[^\s]*)*[ \t]+\Z"
+    # (A string's opening quote starts one too: `{"stdout": "mv user/password lib/x"}`.)
+    r"(?m)(?:^|(?<=\\n)|[;&|`(\"]|\$[ \t])[ \t]*(?:sudo[ \t]+)?(?:(?:git|svn|hg)[ \t]+)?"
+    r"(?:mv|cp|ln|ls|cat|rm|rmdir|cd|mkdir|touch|diff|vim?|nano|code|open|less|head|tail|chmod|chown|rsync|scp|tar|find|grep|rg|stat|du|file|tree|add"
+    r"|move|ren|rename|del|erase|xcopy|robocopy|mmv|emacs|subl|bat|cmp|wc|zip|unzip)"
+    r"(?:[ \t]+[-/][^\s]*)*[ \t]+\Z"
 )
 _PATH_COMMAND_REACH = 80
 
@@ -5175,7 +5187,7 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
     red, printed = redact_pasted_sessions(red)
     n += printed
-    if "</" in red or "/>" in red:
+    if "</" in red or "/>" in red or ("<" in red and _HTML_OPENING_TAG.search(red)):
         red, between = _redact_between_tags(red)
         n += between
     if _SEARCH_HITS.match(red):
@@ -5219,6 +5231,10 @@ _CLOSING_TAG = re.compile(r"</([A-Za-z][\w:.-]*)\s*>")
 # so are HTML's void elements, which never close (`DB_PASS=x<br>`), in a text with other markup.
 _EMPTY_TAG = re.compile(r"<([A-Za-z][\w:.-]*)(?:\s[^<>]*)?/>")
 _VOID_ELEMENTS = ("br", "BR", "hr", "HR", "img", "IMG", "input", "meta", "link", "wbr")
+# ... and an HTML element's opening tag with no closing one (`DB_PASSWORD=x<br>`, `API_KEY=x<span>`):
+# an element's name is never a generic's (`Vec<u8>`, `Option<String>` stay in their text). Read whole,
+# `x<br>` looked like a generic, and the value stayed.
+_HTML_OPENING_TAG = re.compile(rf"<({_HTML_ELEMENTS})(?:\s[^<>]*)?>")
 
 
 @functools.lru_cache(maxsize=256)  # a few sets of tag names recur: Claude Code's, a table's
@@ -5234,11 +5250,11 @@ def _redact_between_tags(text: str) -> tuple[str, int]:
 
     Runs after the whole-text pass, over what it left: rules that read across tags (a `!` turn's
     command and output, `<password>x</password>`) have had their turn, and this pass only adds
-    what the tags hid. A text with no closing or empty tag pays two substring tests (the caller's).
+    what the tags hid. A text with no closing or empty tag pays two substring tests (the caller's), and a scan for an HTML element's opening tag if it holds a `<`.
     A run is redacted as a whole text is (`_redact_string`: its lines may be numbered, be search
     hits or a JSON document); it holds none of the tags it was cut at, so that goes no deeper.
     """
-    names = set(_CLOSING_TAG.findall(text)) | set(_EMPTY_TAG.findall(text))
+    names = set(_CLOSING_TAG.findall(text)) | set(_EMPTY_TAG.findall(text)) | set(_HTML_OPENING_TAG.findall(text))
     if not names:
         return text, 0
     names.update(_VOID_ELEMENTS)

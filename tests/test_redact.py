@@ -1484,8 +1484,10 @@ POSITIVE = [
     ),
     (
         'slash-label-pairs-not-after-a-path-command',  # a label after prose or a label of its own is no command's path
-        'creds: user/password root/Zq8vLm2pXw\nthe move: user/password root/Zq8vLm2pXw\nmvp user/password root/Zq8vLm2pXw',
-        'creds: user/password root/[REDACTED:prose-secret]\nthe move: user/password root/[REDACTED:prose-secret]\nmvp user/password root/[REDACTED:prose-secret]',
+        'creds: user/password root/Zq8vLm2pXw\nthe move: user/password root/Zq8vLm2pXw\nmvp user/password root/Zq8vLm2pXw\n'
+        'movement user/password root/Zq8vLm2pXw',
+        'creds: user/password root/[REDACTED:prose-secret]\nthe move: user/password root/[REDACTED:prose-secret]\nmvp user/password root/[REDACTED:prose-secret]\n'
+        'movement user/password root/[REDACTED:prose-secret]',
     ),
     (
         'pgpass-in-a-json-string-in-text',  # a .pgpass line in a JSON string in text that is not JSON: at its start, after escaped breaks
@@ -1543,6 +1545,13 @@ POSITIVE = [
         'PASSWORD=[REDACTED:assignment]\nexport DB_PASSWORD=[REDACTED:assignment]\nmysql -u root -p[REDACTED:cli-flag] db\npsql --password [REDACTED:cli-flag] -h x\n'
         'curl -u bob:[REDACTED:cli-flag] https://x\npostgres://bob:[REDACTED:url-password]@db:5432/x\nredis-cli -a [REDACTED:cli-flag] ping\n'
         'echo h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass',
+    ),
+    (
+        'lone-tag-after-a-value',  # an HTML element's opening tag with no closing one ends a value (never a generic's name)
+        'DB_PASSWORD=Zq8vLm2pXw<br>\nexport API_KEY=Zq8vLm2pXw9QrT<span>\npassword: S3cr3tPw9<p>next\n'
+        '<p>the password is Zq8vLm2pXw<span>next\necho $DB_PASSWORD gives me Tr0ub4dor3x<div class="x">',
+        'DB_PASSWORD=[REDACTED:assignment]<br>\nexport API_KEY=[REDACTED:assignment]<span>\npassword: [REDACTED:assignment]<p>next\n'
+        '<p>the password is [REDACTED:prose-secret]<span>next\necho $DB_PASSWORD gives me [REDACTED:command-output]<div class="x">',
     ),
     (
         'pgpass-line-as-a-command-argument',  # unquoted, on a command that names .pgpass or PGPASSFILE: echoed, printf'd, tee'd, in a JSON string
@@ -2138,6 +2147,11 @@ NEGATIVE = [
         'log "ok\\nmv user/password lib/Auth2x"',
     ),
     (
+        'slash-label-paths-of-more-commands',  # Windows' and other VCSs' commands that take paths
+        'move user/password lib/Auth2x\nren user/password lib/Auth2x\nxcopy /y user/password lib/Auth2x\nsvn mv user/password lib/Auth2x\n'
+        'hg mv user/pass src/Cfg2x\n$ robocopy user/password lib/Auth2x\nsubl user/password lib/Auth2x',
+    ),
+    (
         'pgpass-lookalikes-in-single-quotes',  # formats, times, IPv6, host:port and lifetimes in single quotes
         "f('%H:%M:%S', '12:30:45:10:99', 'a::b::c', 'fe80::1:2:3')\nx = 'localhost:5432 is up'\nlet s: &'static str = \"a::b::c::d\";\n"
         "it's h:5432:db:u ok",
@@ -2158,6 +2172,10 @@ NEGATIVE = [
         'trailing-bang-lookalikes',  # a word and an exclamation is no password
         'the password is wrong!\nthe password is incorrect!!\necho $DB_PASSWORD gives me nothing!\nuser/password: admin only!\n'
         'the token is tokenizer.eos_token!\nI\'ve set `DB_PASSWORD` to `changeme!`\nPasswort: falsch!\nthe password is \"wrong!\"',
+    ),
+    (
+        'generics-are-no-html-tags',  # a generic's angle brackets stay in their text
+        'SECRET_TYPE=Vec<u8>\ntoken_kind: Option<String>\nlet key_map: HashMap<String, Vec<u8>> = x;\nTOKEN_LIST=List<Token>',
     ),
     (
         'pgpass-lookalikes-on-a-pgpass-command',  # times, IPv6, port maps, mounts, passwd/shadow rows, slices, variables on a line naming .pgpass
@@ -2490,7 +2508,8 @@ def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
     # (Nor a key block cut short: the line after it, `passwd=letmein`, reads as the key's next line.)
     # Nor a terminal session: every line after `$ pass show x` up to the next prompt is its output.
     # (Whatever its name says: `$ aws ecr get-login-password` and its output is one.)
-    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-")) and not c[1].startswith("$ ")]
+    # (Nor a value that only the pass between tags cuts, `x<br>`, `x<span>`: `_redact` alone, held equal below, reads no tags.)
+    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-", "lone-tag-")) and not c[1].startswith("$ ")]
     for _ in range(60):
         picks = rng.sample(cases, 3)
         lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]
@@ -2600,6 +2619,10 @@ def test_non_ascii_text_is_handled() -> None:
         "the password is " + '\\"' * 50_000,  # escaped quotes around a prose value
         "the password is " + "!" * 100_000,  # a `!` is the value's own now, not a stop after it
         "user/password: admin/" + "!" * 100_000,
+        "xcopy /y " * 20_000 + "user/password lib/Auth2x",  # a path command's flags read back from the label
+        "the password is a1b2c3" + "<span x" * 20_000,  # each of a value's characters tried as the end before a tag
+        "DB_PASSWORD=Zq8vLm2pXw<br>" * 5_000,  # every value cut at a lone opening tag
+        "<" * 100_000 + "p>",
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2614,7 +2637,8 @@ def test_non_ascii_text_is_handled() -> None:
          "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
          "pgpass-backslash-run", "pgpass-quoted-lines", "pgpass-quote-run", "pgpass-words", "pgpass-word-parens",
          "pgpass-word-quoted-pieces", "pgpass-word-long-host", "printer-verb-spaces", "printer-close-spaces",
-         "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs"],
+         "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
+         "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # Linear work is milliseconds here; a quadratic regex would take minutes.
