@@ -3308,6 +3308,12 @@ _PROSE_VALUE_ENDS = rf"\s|\Z|(?<=\")[}}\]]|{_TAG_AFTER_VALUE}"
 # password, and its `!` goes with it; the replacers judge the value without it, so "wrong!" is
 # still a word. `_SENTENCE_STOPS` is what they strip.)
 _SENTENCE_STOPS = ".,;:?)"
+
+
+def _without_glued_bang(value: str) -> str:
+    """What a rule judges of a value whose glued `!` it keeps: `Hunter2!` goes whole into the
+    marker, but "wrong!" is still a word."""
+    return value.rstrip("!") or value
 _PROSE_QUOTE = r"(?:\\?[\"'`])?"
 _PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
@@ -3471,7 +3477,7 @@ def _replace_label_then_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not slash_label and label.group("open") is None:
         return None  # "creds user:pass admin:x": a URL's `user:pass`, a sentence's "username, password"
     value = m.group("s").rstrip(_SENTENCE_STOPS)
-    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if m.group("between").strip() == ",":
         # (After any label of this shape, "creds (user/pass): admin, PW" as "login (username,
         # password): admin, PW": a password that mixes letters with digits or symbols.)
@@ -3500,7 +3506,7 @@ def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     if not _SLASH_LABEL_BEFORE.search(text, max(0, m.start() - 30), m.start()):
         return None  # "file/pass: x", "/etc/pw: y"
     value = m.group("s").rstrip(_SENTENCE_STOPS)
-    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if m.group("between").strip() in ("", ","):
         if not _printed_secret(judged):
             return None  # "user/password: admin only", "user/password: see the vault", "user/pass: name, email"
@@ -3513,7 +3519,7 @@ def _replace_slash_label_pair(text: str, m: "re.Match[str]") -> Optional[str]:
 
 def _replace_login_pair(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(_SENTENCE_STOPS)
-    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if not _printed_secret(judged):
         return None  # "login as user/pass", "login with bob/alice"
     start = m.start("s")
@@ -3546,7 +3552,7 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     if " to " in span and not _SET_IN_SPAN.search(span) and not _SET_TO_VERB.search(text, max(0, m.start() - 40), m.start()):
         return None  # "convert the token to base64": only setting one says what it is now
     value = m.group("s").rstrip(_SENTENCE_STOPS)
-    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
         return None
     if len(judged) > 2 and judged[0] == judged[-1] and judged[0] in "*_":
@@ -3593,7 +3599,7 @@ def _replace_named_in_prose(text: str, m: "re.Match[str]") -> Optional[str]:
     if m.group("verb") == "to" and not _SET_TO_VERB.search(text, max(0, name_start - 40), name_start - (1 if ticked else 0)):
         return None
     value = m.group("s")
-    judged = value.rstrip("!") or value  # (`Zq8vLm2p!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
         return None
     quoted_word = m.group("open") == "`" and judged.isalpha() and judged.lower() not in _STATUS_WORDS
@@ -3751,7 +3757,7 @@ def _replace_bare_command_output(text: str, m: "re.Match[str]") -> Optional[str]
 
 def _replace_prose_command_output(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s").rstrip(_SENTENCE_STOPS)
-    judged = value.rstrip("!") or value  # (`Hunter2!`: the `!` goes with it, but "wrong!" is still a word)
+    judged = _without_glued_bang(value)
     if not _printed_secret(judged):
         return None  # "and got permission denied", "returns 403", "prints DB_PASSWORD"
     if "\\n" in text[m.start() : m.end("rest")]:
@@ -4091,7 +4097,7 @@ def _replace_foreign_password(text: str, m: "re.Match[str]") -> Optional[str]:
     if label is None or (label.group().rstrip(" \t").lower() == "password" and m.group()[0] == ":"):
         return None  # (English `password: x` with an ASCII colon is the assignment rule's to judge)
     value = m.group("s")
-    judged = value.rstrip("!") or value  # (`Zq8vLm2p!`: the `!` goes with it, but "falsch!" is still a word)
+    judged = _without_glued_bang(value)
     if _is_placeholder(judged) or value.startswith(("/", "http", "$", "<", "[")):
         return None
     if not (_MIXED.match(judged) or _looks_random(judged) or (m.group("q") and judged.isalpha())):

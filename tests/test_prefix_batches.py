@@ -131,11 +131,14 @@ def test_under_gradient_checkpointing_every_row_runs_whole():
     assert checkpointed[0] == pytest.approx(full[0], rel=1e-5)
 
 
-def test_lora_wrapped_models_share_the_prefix_too():
+def _lora_llama():
     peft = pytest.importorskip("peft")
+    return peft.get_peft_model(random_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).train()
+
+
+def test_lora_wrapped_models_share_the_prefix_too():
     ids, labels = _batch_sharing(prefix=20)
-    model = peft.get_peft_model(random_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    model.train()
+    model = _lora_llama()
     full = _loss_and_grads(model, ids, labels)
     assert share_prefix_in_training(model, min_shared=8)
     shared = _loss_and_grads(model, ids, labels)
@@ -191,10 +194,8 @@ def test_the_part_without_gradient_stops_before_the_first_label():
 
 
 def test_lora_learns_without_the_shared_turns_gradient():
-    peft = pytest.importorskip("peft")
     ids, labels = _batch_sharing(prefix=20)
-    model = peft.get_peft_model(random_llama(), peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
-    model.train()
+    model = _lora_llama()
     full = _loss_and_grads(model, ids, labels)
     assert share_prefix_in_training(model, min_shared=8, gradient=False)
     calls = _grad_enabled_at_first_layer(model)
