@@ -10,7 +10,10 @@ The arms load the same student, step the same held-out examples in batches of `-
 `eval.batch_size`), greedy, with eval's turn limits, and alternate arm by arm `--rounds` times so
 a busy machine slows them alike. Prints each arm's seconds, the ratios (above 1 is faster), and
 whether every turn the student wrote is the same in all arms: the caches must change no step of a
-workflow. Nothing here asserts a speed; tests/test_bench_eval.py checks that it runs.
+workflow. `--bf16` adds a fourth arm, eval's own path with the student's weights in bf16
+(`eval.precision`): rounding may change a turn there, so it prints how many workflows came out the
+same instead (score them with `trainer eval` to see whether it matters). Nothing here asserts a
+speed; tests/test_bench_eval.py checks that it runs.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=16, help="examples per batch, as eval.batch_size (default 16)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="per turn, as eval.max_new_tokens (default 256)")
     parser.add_argument("--max-turns", type=int, default=16, help="as eval.max_turns (default 16)")
-    parser.add_argument("--rounds", type=int, default=1, help="alternations of the two arms (default 1)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations of the arms (default 1)")
+    parser.add_argument("--bf16", action="store_true", help="also eval's path with bf16 weights (eval.precision)")
     args = parser.parse_args(argv)
     model = args.model or (args.run / "sft" / "final" if args.run else None)
     data = args.data or (args.run / "dataset" if args.run else None)
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     arms = (("cached", cached, "trainer eval (system turn + last prompt)"),
             ("system", system_only, "system turn cached alone"),
             ("plain", plain, "plain left padding"))
+    exact = [name for name, _, _ in arms]  # the arms that must write every turn alike
+    if args.bf16:
+        arms += (("bf16", ModelPolicy(str(model), args.max_new_tokens, args.max_turns, precision="bf16"),
+                  "trainer eval in bf16 (eval.precision)"),)
     times: dict[str, list[float]] = {name: [] for name, _, _ in arms}
     outputs: dict[str, list] = {}
     for _ in range(args.rounds):
@@ -79,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  prefixes prefilled: {cached.generator.prefills} (distinct system turn + tools); "
           f"turns that continued their last prompt: {cached.generator.continued}")
     for name, _, label in arms[1:]:
-        ratio = statistics.median(times[name]) / statistics.median(times["cached"])
-        print(f"ratio {ratio:.2f}x faster than {label}")
-    same = all(outputs[name] == outputs["cached"] for name, _, _ in arms)
+        if name in exact:
+            ratio = statistics.median(times[name]) / statistics.median(times["cached"])
+            print(f"ratio {ratio:.2f}x faster than {label}")
+    if args.bf16:
+        ratio = statistics.median(times["cached"]) / statistics.median(times["bf16"])
+        alike = sum(a == b for a, b in zip(outputs["bf16"], outputs["cached"]))
+        print(f"ratio {ratio:.2f}x faster in bf16 than in float32; {alike} of {len(rows)} workflows written alike")
+    same = all(outputs[name] == outputs["cached"] for name in exact)
     print("every turn identical in all arms" if same else
           "turns differ between the arms: a cache changed what the student wrote (a bug, or rounding at a near-tie)")
     return 0

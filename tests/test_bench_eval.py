@@ -26,6 +26,17 @@ def test_bench_eval_prints_the_ratio_and_that_no_turn_changed(student_world, cap
     assert "every turn identical in all arms" in out, out
 
 
+def test_bench_eval_bf16_arm_prints_its_ratio_and_how_many_workflows_came_out_alike(student_world, capsys):
+    args = ["--model", str(student_world.sft_model), "--data", str(student_world.data_dir),
+            "--examples", "3", "--batch", "3", "--max-new-tokens", "24", "--max-turns", "2", "--bf16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    found = re.search(r"ratio (\d+\.\d+)x faster in bf16 than in float32; (\d) of 3 workflows written alike", out)
+    assert found and float(found.group(1)) > 0, out
+    assert "trainer eval in bf16 (eval.precision)" in out
+    assert "every turn identical in all arms" in out, "the exact arms stay compared among themselves"
+
+
 def test_bench_eval_says_what_is_missing(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--run", str(tmp_path)])

@@ -302,3 +302,33 @@ def test_the_untrained_baseline_is_the_base_the_student_was_trained_from(student
     assert untrained_base(named, Path(student_world.sft_model))[:2] == ("my/base", "eval.base_model")
     # A student with no run record beside it: sft.base_model, as before.
     assert untrained_base(load_config(None), tmp_path / "loose-model")[0] == DEFAULT_BASE_MODEL
+
+
+def test_eval_precision_bf16_generates_with_bf16_weights_for_student_and_base(student_world, tmp_path):
+    """eval.precision = "bf16": the student and the untrained base generate with bf16 weights (half
+    the bytes a CPU reads at each token), the log says so, and the workflows still score; "fp32"
+    (the default) leaves them in float32."""
+    import torch
+
+    from trainer.config import load_config
+    from trainer.evaluate import _untrained_baseline, evaluate
+
+    cfg = load_config(overrides=[
+        ("eval.precision", "bf16"), ("eval.max_examples", 4), ("eval.baselines", ["base"]),
+        ("eval.base_model", str(student_world.base_model)), ("eval.max_new_tokens", 24), ("eval.max_turns", 2),
+    ])
+    lines: list[str] = []
+    report = evaluate(cfg, student_world.sft_model, student_world.data_dir, tmp_path, log=lines.append,
+                      print_table=False)
+    assert any(line.startswith("Evaluating ") and line.endswith(" in bf16 …") for line in lines)
+    assert report["n_examples_per_system"] == {"student": 4, "base": 4}
+    assert all(e["student"]["turns"] >= 1 for e in report["examples"])
+    assert _untrained_baseline(cfg, student_world.sft_model, lines.append).model.dtype == torch.bfloat16
+
+    bf16 = ModelPolicy(str(student_world.sft_model), max_new_tokens=24, max_turns=1, precision="bf16")
+    fp32 = ModelPolicy(str(student_world.sft_model), max_new_tokens=24, max_turns=1)
+    assert bf16.model.dtype == torch.bfloat16 and fp32.model.dtype == torch.float32
+    rows = [json.loads(line) for line in (student_world.data_dir / "test.jsonl").read_text().splitlines()[:2]]
+    assert all(isinstance(text, str) for text in bf16.generate([(r["messages"][:2], r["tools"]) for r in rows]))
+    with pytest.raises(Exception, match="eval.precision"):
+        load_config(overrides=[("eval.precision", "fp8")])

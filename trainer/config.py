@@ -189,6 +189,13 @@ class EvalSection:
     # must still stop).
     max_turns: int = 16
     baselines: list[str] = field(default_factory=lambda: ["majority", "base"])
+    # The weights the student and the untrained base generate with, as sft.precision names them:
+    # "fp32"; "bf16"; "native", bf16 on a CPU that computes it (AVX512-BF16, AMX) or a CUDA GPU
+    # with bf16, float32 elsewhere; "auto", bf16 on such a GPU only. Generation on a CPU reads
+    # every weight and the whole key/value cache at each token: in bf16 that is half the bytes.
+    # Measured on SmolLM2-135M, 64 real-CLI workflows, 2 AMD cores with AVX512-BF16: 6m20s
+    # against 11m32s, the same scores to ±0.007 (docs/learning.md §6).
+    precision: Literal["auto", "native", "bf16", "fp32"] = "fp32"
 
 
 @dataclass

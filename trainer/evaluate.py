@@ -249,11 +249,13 @@ class ModelPolicy:
     last_ids: list[list[int]] = []
 
     def __init__(self, model_path: str, max_new_tokens: int = 256, max_turns: int = 16, base: bool = False,
-                 temperature: float = 0.0, top_p: float = 1.0, greedy_calls: bool = False):
+                 temperature: float = 0.0, top_p: float = 1.0, greedy_calls: bool = False,
+                 precision: str = "fp32"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from trainer.chat_template import END_OF_TURN, apply_chat_template
+        from trainer.sft import uses_bf16
 
         if base:
             # The untrained baseline takes the same path training took: template applied, embeddings resized.
@@ -269,6 +271,8 @@ class ModelPolicy:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
+        if uses_bf16(precision, cuda=self.device == "cuda"):  # eval.precision
+            self.model.to(torch.bfloat16)
         self.end = END_OF_TURN
         stop = {self.tokenizer.convert_tokens_to_ids(END_OF_TURN), self.tokenizer.eos_token_id}
         self.stop_ids = [i for i in stop if i is not None and i != self.tokenizer.unk_token_id]
@@ -537,9 +541,14 @@ def evaluate(
         raise ConfigError(f"the {ev.split} split at {split_file} is empty: more traces are needed")
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    import torch
+
+    from trainer.sft import uses_bf16
+
     systems: dict[str, Any] = {}
-    log(f"Evaluating {model_path} on {len(rows)} {ev.split} examples …")
-    systems["student"] = ModelPolicy(str(model_path), ev.max_new_tokens, ev.max_turns)
+    in_bf16 = uses_bf16(ev.precision, cuda=torch.cuda.is_available())
+    log(f"Evaluating {model_path} on {len(rows)} {ev.split} examples{' in bf16' if in_bf16 else ''} …")
+    systems["student"] = ModelPolicy(str(model_path), ev.max_new_tokens, ev.max_turns, precision=ev.precision)
     if "majority" in ev.baselines:
         train_file = data_dir / "train.jsonl"
         systems["majority"] = MajorityPolicy(_read_rows(train_file) if train_file.exists() else [])
@@ -622,7 +631,8 @@ def _untrained_baseline(cfg: UnderstudyConfig, model_path: Path, log: Callable[[
     base, setting, cache_dir = untrained_base(cfg, model_path)
     log(f"  untrained baseline: {base} ({setting})")
     try:
-        return ModelPolicy(resolve_base(base, cache_dir, log), cfg.eval.max_new_tokens, cfg.eval.max_turns, base=True)
+        return ModelPolicy(resolve_base(base, cache_dir, log), cfg.eval.max_new_tokens, cfg.eval.max_turns, base=True,
+                           precision=cfg.eval.precision)
     except (OSError, ValueError, KeyError) as e:  # a name the hub does not know (or no network), a folder without a model
         if isinstance(e, ConfigError):
             raise
