@@ -245,3 +245,44 @@ def test_config_errors_name_the_field():
         DatasetConfig(val_fraction=1.5)
     with pytest.raises(ValueError, match="`val_fraction` \\+ `test_fraction`"):
         DatasetConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def _tool_names(row: dict) -> list[str]:
+    return [t.get("name") or t["function"]["name"] for t in json.loads(row["tools"])]
+
+
+def test_the_called_tool_set_shows_the_tools_the_training_split_calls(tmp_path):
+    """dataset.tool_set = "called": every example of every split shows the tools the teacher calls in
+    the training split, in the offered order, and stats.json says which; a tool called only in a
+    held-out session is not among them (the held-out split must not choose the student's context).
+    "offered" shows all; an explicit dataset.tools wins over both."""
+    extra = [{"name": name, "description": f"{name} tool.", "input_schema": {"type": "object", "properties": {}}}
+             for name in ("WebFetch", "TodoWrite")]
+    offered = TOOLS_OFFERED + extra
+    sessions = [f"s{i}" for i in range(40)]
+    assignment = split_by_session(sessions, 0.1, 0.1, seed=0)
+    held_out = next(s for s in sessions if assignment[s] == "test")
+    traces = [make_trace(trace_id=f"t-{s}", session_id=s, tools_offered=offered) for s in sessions]  # Read, Bash
+    traces.append(make_trace(
+        trace_id="t-grep", session_id=held_out, tools_offered=offered, prompt="where is main?",
+        tool_calls=[ToolCall(tool_use_id="g1", name="Grep", input={"pattern": "main"}, output="a.py:1")],
+        assistant_text=[]))
+
+    report = build_dataset(traces, DatasetConfig(output_dir=tmp_path / "called", tool_set="called"))
+    rows = [r for split in SPLITS for r in read_jsonl(tmp_path / "called" / f"{split}.jsonl")]
+    assert len(rows) == len(traces) and {r["split"] for r in rows} == set(SPLITS)
+    assert all(_tool_names(r) == ["Bash", "Read"] for r in rows)  # offered order: Bash before Read
+    assert report.stats["tools_shown"] == ["Read", "Bash"]
+    assert json.loads((tmp_path / "called" / "stats.json").read_text())["tools_shown"] == ["Read", "Bash"]
+    assert "shows only the tools training calls (dataset.tool_set): Read, Bash." in (tmp_path / "called" / "stats.md").read_text()
+    grep_row = next(r for r in rows if r["trace_id"] == "t-grep")
+    assert [c["function"]["name"] for c in grep_row["messages"][2]["tool_calls"]] == ["Grep"]
+
+    offered_report = build_dataset(traces, DatasetConfig(output_dir=tmp_path / "offered"))
+    assert offered_report.stats["tools_shown"] is None
+    assert _tool_names(read_jsonl(tmp_path / "offered" / "train.jsonl")[0]) == [t["name"] for t in offered]
+    named = build_dataset(traces, DatasetConfig(output_dir=tmp_path / "named", tool_set="called", tools=["Grep"]))
+    assert named.stats["tools_shown"] is None
+    assert _tool_names(read_jsonl(tmp_path / "named" / "train.jsonl")[0]) == ["Grep"]
+    with pytest.raises(ValueError, match="`tool_set`"):
+        DatasetConfig(tool_set="used")

@@ -384,3 +384,33 @@ def test_bf16_on_a_cpu_without_native_bf16_says_so(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
     notes = check_config(load_config(overrides=[("sft.precision", "bf16"), ("sft.method", "lora")]), cuda=False)
     assert not any("native bf16" in n for n in notes)
+
+
+def test_a_student_of_called_tools_records_them_and_serve_shows_only_those(tiny_world, tmp_path):
+    """With dataset.tool_set = "called" the student's understudy_config.json names the tools its
+    examples showed (the dataset's stats.json), and `trainer serve`, adopting that record, shows a
+    live request only those: the context it was trained on."""
+    import shutil
+
+    from trainer.serve import ContextSettings, adopt_trained_context, to_chat
+
+    _, base, data = tiny_world
+    called = tmp_path / "data"
+    shutil.copytree(data, called)
+    stats = json.loads((called / "stats.json").read_text())
+    (called / "stats.json").write_text(json.dumps({**stats, "tools_shown": ["Read", "Bash"]}))
+    cfg = _cfg(base, method="full", max_steps=1)
+    cfg.dataset.tool_set = "called"
+    out = tmp_path / "out"
+    train_sft(cfg, called, out, log=lambda _: None)
+    record = json.loads((out / CONFIG_FILE_NAME).read_text())
+    assert record["config"]["dataset"]["tools"] == ["Read", "Bash"] and record["sources"]["dataset"]["tools"] == "dataset"
+    assert cfg.dataset.tools == [], "the run's own config is left as set"
+
+    serving = load_config(None)
+    assert "tools" in adopt_trained_context(serving, str(out / "final"), lambda _: None)
+    request = {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "read a.py"}],
+               "tools": [{"name": name, "description": f"{name}.", "input_schema": {"type": "object", "properties": {}}}
+                         for name in ("Agent", "Bash", "Read", "WebFetch")]}
+    _, tools, _ = to_chat(request, ContextSettings.from_config(serving))
+    assert [t.get("name") or t["function"]["name"] for t in tools] == ["Bash", "Read"]

@@ -32,7 +32,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
@@ -48,6 +48,7 @@ from trainer.tool_context import tools_for
 
 SPLITS = ("train", "validation", "test")
 WORKING_DIRECTORY_TURNS = ("user", "system")
+TOOL_SETS = ("offered", "called")
 SFT_COLUMNS = ["messages", "tools"]
 
 
@@ -77,8 +78,16 @@ class DatasetConfig:
     # schemas, "signature" (name, first sentence, {"param": "type"}; Claude Code's 14 tools in
     # ~1.0-1.3k tokens instead of ~3.8-5.5k) or "required" (required parameters only).
     tool_schema: str = "signature"
-    # Only these tools are shown (empty: every tool offered).
+    # Only these tools are shown (empty: every tool offered, or as tool_set says).
     tools: list[str] = field(default_factory=list)
+    # Which of the offered tools every example shows when `tools` is empty: "offered", all of them;
+    # "called", those the teacher calls somewhere in the training split (the same list for every
+    # example and split, so no example's list gives its own workflow away). A tool the teacher
+    # never called is one the student cannot learn to call, and its schema costs context in every
+    # example: Claude Code 2.1's 14 tools are ~1,000 of a real capture's ~1,580 SmolLM2 tokens,
+    # the six a scripted teacher calls ~440. The list is written to stats.json (`tools_shown`) and
+    # into the student's understudy_config.json as `dataset.tools`, so `trainer serve` shows the same.
+    tool_set: str = "offered"
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0
@@ -101,6 +110,8 @@ class DatasetConfig:
 
         if self.tool_schema not in TOOL_SCHEMAS:
             raise ValueError(f"`tool_schema` must be one of {', '.join(TOOL_SCHEMAS)}, got {self.tool_schema!r}")
+        if self.tool_set not in TOOL_SETS:
+            raise ValueError(f"`tool_set` must be one of {', '.join(TOOL_SETS)}, got {self.tool_set!r}")
         if self.working_directory_turn not in WORKING_DIRECTORY_TURNS:
             raise ValueError(f"`working_directory_turn` must be one of {', '.join(WORKING_DIRECTORY_TURNS)}, "
                              f"got {self.working_directory_turn!r}")
@@ -351,6 +362,16 @@ def _union_tools(traces: list[Trace]) -> list[dict]:
     return list(seen.values())
 
 
+def tools_called(examples: Iterable[dict]) -> list[str]:
+    """The names of the tools the examples' assistant turns call, in the order first called."""
+    names: dict[str, None] = {}
+    for example in examples:
+        for message in example["messages"]:
+            for call in message.get("tool_calls") or []:
+                names.setdefault(call["function"]["name"], None)
+    return list(names)
+
+
 def build_dataset(traces: Iterable[Trace], config: DatasetConfig, tokenizer=None) -> DatasetReport:
     """Write `{train,validation,test}.jsonl`, `stats.json` and `stats.md` under config.output_dir.
 
@@ -377,8 +398,14 @@ def build_dataset(traces: Iterable[Trace], config: DatasetConfig, tokenizer=None
     patterns: Counter[str] = Counter()
     tools_used: Counter[str] = Counter()
     trimmed = 0
-    for trace in kept:
-        example = trace_to_example(trace, config, tokenizer, fallback_tools=fallback)
+    examples = [trace_to_example(trace, config, tokenizer, fallback_tools=fallback) for trace in kept]
+    shown = tools_called(example for trace, example in zip(kept, examples) if assignment[trace.session_id] == "train") \
+        if config.tool_set == "called" and not config.tools else None
+    if shown:
+        showing = replace(config, tools=shown)
+        for trace, example in zip(kept, examples):
+            example["tools"] = json.dumps(trace_tools(trace, showing, fallback), ensure_ascii=False)
+    for trace, example in zip(kept, examples):
         trimmed += example.pop("trimmed_tool_results")
         split = assignment[trace.session_id]
         example["split"] = split
@@ -409,6 +436,8 @@ def build_dataset(traces: Iterable[Trace], config: DatasetConfig, tokenizer=None
         },
         "patterns": dict(patterns.most_common()),
         "tools": dict(tools_used.most_common()),
+        # The tools every example shows when dataset.tool_set = "called" (null: as offered or `tools`).
+        "tools_shown": shown or None,
         "trimmed_tool_results": trimmed,
         "max_tool_result_tokens": config.max_tool_result_tokens,
         "seconds": round(elapsed, 3),
@@ -436,6 +465,8 @@ def _stats_markdown(stats: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in stats["patterns"].items()]
     lines += ["", "## Tools", "", "| tool | calls |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in stats["tools"].items()]
+    if stats.get("tools_shown"):
+        lines += ["", f"Every example shows only the tools training calls (dataset.tool_set): {', '.join(stats['tools_shown'])}."]
     lines += [
         "",
         f"Tool results trimmed to {stats['max_tool_result_tokens']} tokens: {stats['trimmed_tool_results']}.",

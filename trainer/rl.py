@@ -300,7 +300,7 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     from trainer.discriminator import Discriminator, discriminator_dir
     from trainer.reward import _read_rows
     from trainer.progress import ProgressLine, SaveConfigBesideCheckpoint
-    from trainer.sft import latest_checkpoint
+    from trainer.sft import latest_checkpoint, recorded_config
 
     check_rl_config(cfg)
     rl = cfg.rl
@@ -312,7 +312,8 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         raise ConfigError(f"no training data at {train_file}: run `trainer build-dataset` or set rl.data_dir")
     out = paths["out"]
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out)
+    recorded = recorded_config(cfg, paths["data"])
+    recorded.save(out)
 
     weights = load_weights(paths["weights"])
     if weights:
@@ -391,7 +392,7 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
         args=args,
         train_dataset=Dataset.from_list(prompts),
         processing_class=tokenizer,
-        callbacks=[SaveConfigBesideCheckpoint(cfg), ProgressLine(log, "reward", ["reward_std", "kl"] if rl.beta else ["reward_std"])],
+        callbacks=[SaveConfigBesideCheckpoint(recorded), ProgressLine(log, "reward", ["reward_std", "kl"] if rl.beta else ["reward_std"])],
     )
     trainer.remove_callback(PrinterCallback)
     if rl.resume:

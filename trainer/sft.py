@@ -41,6 +41,7 @@ simpler choice with FSDP or ZeRO-3; QLoRA suits data parallel.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -112,6 +113,24 @@ def cpu_bf16_is_native() -> bool:
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def recorded_config(cfg: UnderstudyConfig, data_dir: Path) -> UnderstudyConfig:
+    """The config to save beside a student trained on `data_dir`: with dataset.tool_set = "called"
+    and no `dataset.tools`, a copy whose dataset.tools names the tools the examples showed (the
+    dataset's stats.json), so `trainer serve` shows a live request's tools as training did."""
+    if cfg.dataset.tool_set != "called" or cfg.dataset.tools:
+        return cfg
+    try:
+        shown = json.loads((Path(data_dir) / "stats.json").read_text()).get("tools_shown")
+    except (OSError, ValueError, AttributeError):
+        shown = None
+    if not shown:
+        return cfg
+    recorded = copy.deepcopy(cfg)
+    recorded.dataset.tools = list(shown)
+    recorded.sources["dataset.tools"] = "dataset"
+    return recorded
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
@@ -479,8 +498,9 @@ def build_trainer(
     if not (data_dir / "train.jsonl").exists():
         raise ConfigError(f"no training data at {data_dir}/train.jsonl: run `trainer build-dataset` or set sft.data_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
+    recorded = recorded_config(cfg, data_dir)
     if is_main_process():
-        cfg.save(output_dir)
+        recorded.save(output_dir)
 
     try:
         splits = load_splits(data_dir)
@@ -557,7 +577,7 @@ def build_trainer(
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        callbacks=_callbacks(cfg, log),
+        callbacks=_callbacks(recorded, log),
     )
     causal_mask_for_right_padding(trainer.model)
     if trainer_class is not SFTTrainer:
