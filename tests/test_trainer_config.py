@@ -175,3 +175,20 @@ def test_a_system_turn_without_gradient_that_cannot_apply_gets_a_note():
         notes = check_config(load_config(overrides=[*overrides, "sft.shared_prefix_gradient=false"]), cuda=False)
         assert any(note in n for n in notes), notes
     assert not any(note in n for n in check_config(load_config(overrides=["sft.shared_prefix_gradient=false"]), cuda=False))
+
+
+def test_run_header_names_the_called_tool_set_and_a_bf16_evaluation():
+    from unittest import mock
+
+    from trainer.pipeline import settings_summary
+
+    plain = settings_summary(load_config(None))
+    assert "  tools " not in plain and "evaluation" not in plain
+    header = settings_summary(load_config(overrides=["dataset.tool_set=called", "eval.precision=bf16", "eval.max_examples=64"]))
+    assert "  tools       only those the teacher calls in the training split (dataset.tool_set)" in header
+    assert "  evaluation  the first 64 held-out prompts, in bf16" in header
+    named = settings_summary(load_config(overrides=["dataset.tool_set=called", 'dataset.tools=["Read"]']))
+    assert "  tools " not in named, "an explicit list is what the student sees"
+    with mock.patch("trainer.sft.cpu_bf16_is_native", return_value=False), mock.patch("torch.cuda.is_available", return_value=False):
+        native = settings_summary(load_config(overrides=["eval.precision=native"]))
+    assert "  evaluation  all held-out prompts, in float32 (no native bf16 here)" in native

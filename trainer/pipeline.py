@@ -203,9 +203,10 @@ SMOLLM2_DEMO_PRESET: dict[str, Any] = {
 # ones, or -o run.traces=export.jsonl). The recipe measured on 1,425 traces captured through the real
 # Claude Code CLI (docs/learning.md §4, "SmolLM2-135M-Instruct on the same corpus"; seed 0, 64
 # held-out prompts): first tool 1.000, exact sequence 0.953, argument match 0.993, valid calls 1.000;
-# with the system turn run without gradient (below) 1.000 / 1.000 / 0.978 / 1.000. Its SFT costs
-# ~5 s an example on two idle AMD cores without AMX, so its 150 steps of 2 take ~25 minutes there,
-# evaluation ~12 more. No RL or tiny-model settings: those were measured on the demo.
+# with the system turn run without gradient (below) 1.000 / 1.000 / 0.978 / 1.000; with only the
+# tools training calls and a bf16 evaluation (below) 0.984 / 0.969 / 0.953 / 1.000 in 28.6 minutes
+# whole on two idle AMD cores without AMX (~21 SFT, ~6 evaluation; ~38 before). No RL or tiny-model
+# settings: those were measured on the demo.
 SMOLLM2_PRESET: dict[str, Any] = {
     **SMOLLM2_LORA,
     "run.traces": "store",
@@ -213,8 +214,11 @@ SMOLLM2_PRESET: dict[str, Any] = {
     # Real tool output is longer than the demo's: 256 SmolLM2 tokens cut 156 of 1,425 traces' results
     # (the demo's 96 cut the pytest error lines a Grep pattern is copied from).
     "dataset.max_tool_result_tokens": 256,
-    # Claude Code's 14 tools in their compact form are ~1,000 SmolLM2 tokens of every example: the
-    # examples run 1,180-1,990 tokens, and one longer than max_length is dropped (with a note).
+    # Only the tools the teacher calls in the training split: Claude Code's 14 in their compact form
+    # are ~1,000 SmolLM2 tokens of every example, the six the real-CLI corpus's teacher calls ~440
+    # (examples ~1,000 tokens instead of ~1,580). A SFT step ~8.6 s instead of ~10.2 (docs/learning.md §4).
+    "dataset.tool_set": "called",
+    # Long enough for 14 tools too (examples 1,180-1,990 tokens; one longer is dropped with a note).
     "sft.max_length": 3072,
     # Two examples per forward, the system turn they share (~1,000 of an example's ~1,580 tokens, the
     # same in every real capture) computed once and without gradient (trainer/prefix_batches.py): the
@@ -229,8 +233,10 @@ SMOLLM2_PRESET: dict[str, Any] = {
     # whole 110-step schedule (220 examples) 0.891 / 0.859 / 0.942 / 1.000.
     "sft.max_steps": 150,
     "sft.save_steps": 50,
-    # 64 held-out prompts: ~10 minutes on two cores; eval.max_examples=0 scores them all.
+    # 64 held-out prompts: ~6 minutes on two cores with bf16 weights (~11 in float32, the same scores
+    # to ±0.007 on the same student: docs/learning.md §6); eval.max_examples=0 scores them all.
     "eval.max_examples": 64,
+    "eval.precision": "native",
     "eval.max_turns": 8,
     "eval.base_max_examples": 16,
 }
@@ -568,6 +574,17 @@ def settings_summary(cfg: UnderstudyConfig) -> str:
     ]
     if not s.shared_prefix_gradient and s.shared_prefix_batches and s.per_device_train_batch_size > 1:
         lines[-1] += "; system turn without gradient"
+    if cfg.dataset.tool_set == "called" and not cfg.dataset.tools:
+        lines.append("  tools       only those the teacher calls in the training split (dataset.tool_set)")
+    ev = cfg.eval
+    if ev.precision != "fp32":
+        import torch
+
+        from trainer.sft import uses_bf16
+
+        prompts = f"the first {ev.max_examples}" if ev.max_examples else "all"
+        dtype = "bf16" if uses_bf16(ev.precision, torch.cuda.is_available()) else "float32 (no native bf16 here)"
+        lines.append(f"  evaluation  {prompts} held-out prompts, in {dtype}")
     if cfg.rl.enabled:
         lines.append(f"  after SFT   {rl_summary_line(cfg)}")
     return "\n".join(lines)
@@ -597,7 +614,7 @@ def rl_summary_line(cfg: UnderstudyConfig) -> str:
 @click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="demo: tiny random LLaMA, 5-10 minutes on 2 cores; smollm2-demo: SmolLM2-135M-Instruct (offline), "
-                   "~25 minutes with AMX, longer without; smollm2: SmolLM2 on your captured traces, ~45 minutes on 2 cores.")
+                   "~25 minutes with AMX, longer without; smollm2: SmolLM2 on your captured traces, ~30 minutes on 2 cores.")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
 @click.pass_context
