@@ -173,3 +173,35 @@ def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
     relearned = CliRunner().invoke(main, [*args, "-o", "dataset.tool_schema=full", "-o", "run.demo_copy_warmup_learning_rate=1e-3"])
     assert relearned.exit_code == 0, relearned.output[-3000:]
     assert "[base] running" in relearned.output
+
+
+def test_a_run_on_called_tools_records_them_where_serve_reads_them(tmp_path):
+    """dataset.tool_set = "called" through `trainer run`: a tool the traces offer but the teacher
+    never calls is in no example, and both records `trainer serve` may read (sft/ for sft/final,
+    the run folder for a GGUF exported under it) name the tools the examples showed."""
+    pytest.importorskip("torch")
+    from trainer.teacher_corpus import write_corpus_jsonl
+
+    traces = write_corpus_jsonl(tmp_path / "captured.jsonl", 24, seed=3)
+    never_called = {"name": "WebFetch", "description": "Fetch a URL.",
+                    "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}}}
+    rows = [json.loads(line) for line in traces.read_text().splitlines()]
+    traces.write_text("".join(json.dumps({**r, "tools_offered": [*r["tools_offered"], never_called]}) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = [
+        "run", "--out", str(out), "-o", f"run.traces={traces}", "-o", "sft.base_model=tiny", "-o", "sft.method=full",
+        "-o", "run.demo_hidden=32", "-o", "run.demo_layers=1", "-o", "run.demo_heads=2", "-o", "run.demo_vocab=400",
+        "-o", "sft.max_steps=1", "-o", "sft.max_length=4096", "-o", "dataset.tool_set=called",
+        "-o", "eval.max_examples=1", "-o", "eval.max_new_tokens=8", "-o", "eval.baselines=[]",
+    ]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "only those the teacher calls in the training split" in result.output
+    shown = json.loads((out / "dataset" / "stats.json").read_text())["tools_shown"]
+    assert shown and "WebFetch" not in shown and set(shown) <= {t["name"] for t in rows[0]["tools_offered"]}
+    examples = [json.loads(line) for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert all({t.get("name") or t["function"]["name"] for t in json.loads(e["tools"])} == set(shown) for e in examples)
+    for record in (out / "sft" / "understudy_config.json", out / "understudy_config.json"):
+        dataset = json.loads(record.read_text())["config"]["dataset"]
+        assert (dataset["tool_set"], sorted(dataset["tools"])) == ("called", sorted(shown)), record
+    assert "[dataset] up to date, skipping" in CliRunner().invoke(main, args).output

@@ -524,7 +524,10 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     from trainer.post_sft import run_after_eval
 
     model_dir = run_after_eval(cfg, model_dir, data_dir, sft_fp, out, log)
-    cfg.save(out)
+    from trainer.sft import recorded_config
+
+    # With the tools it was shown (dataset.tool_set): a GGUF exported under the run is served by this record.
+    recorded_config(cfg, data_dir).save(out)
     log(f"Pipeline finished in {time.monotonic() - t0:.0f}s: student {model_dir}, report {eval_dir / 'eval.md'}")
     return report
 
