@@ -127,7 +127,10 @@ What is detected (the marker's kind in brackets):
   inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks, or in single quotes, ``echo
   'h:5432:db:u:PW' >> ~/.pgpass``; a tag or escaped break after
   the password stays; as one unquoted word of a command that names the file, ``echo h:5432:db:u:PW
-  >> ~/.pgpass``, ``printf '%s\\n' h:5432:db:u:PW > $PGPASSFILE``, ``| tee -a ~/.pgpass``) [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
+  >> ~/.pgpass``, ``printf '%s\\n' h:5432:db:u:PW > $PGPASSFILE``, ``| tee -a ~/.pgpass``, or one that
+  writes to a variable an earlier line set to the file, ``F=~/.pgpass`` then ``echo h:5432:db:u:PW >> $F``;
+  printf's argument where the format's password field is ``%s``, ``printf 'h:5432:db:u:%s\\n' PW``)
+  [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
@@ -2617,6 +2620,8 @@ def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
     # `PW\n</b>` on a real line, `PW\\n</b>` in a JSON string, keep their markup.)
     found = _PGPASS_ANY_END.search(text, start, line_end)
     end = found.start() if found and _PGPASS_MARKUP_REST.fullmatch(text, found.start(), line_end) else line_end
+    if text[start:end] == _PRINTF_CONVERSION:  # printf's argument is the password: `_replace_pgpass_printf`'s
+        return None
     return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
 
 
@@ -2650,16 +2655,76 @@ _PGPASS_WORD_REACH = 300
 _PGPASS_HOST = re.compile(r"[A-Za-z.*]")
 
 
+# (Or the command writes to a variable, `>> $F`, `| tee -a "${F}"`, that an earlier line set to
+# a path naming the file, `F=~/.pgpass`, within this many characters.)
+_WRITES_TO_VARIABLE = re.compile(r"(?:>>?|\btee(?:[ \t]+-a)?)[ \t]*\\?\"?\$\{?(?P<name>[A-Za-z_]\w*)")
+_PGPASS_SETTING = re.compile(r"(?<![\w$])(?P<name>[A-Za-z_]\w*)=[^\n]{0,300}?(?:pgpass|PGPASS)")
+_PGPASS_VARIABLE_REACH = 2000
+
+
+def _names_pgpass_through_a_variable(text: str, lo: int, hi: int) -> bool:
+    written = {w.group("name") for w in _WRITES_TO_VARIABLE.finditer(text, lo, hi)}
+    if not written:
+        return False
+    before = max(0, lo - _PGPASS_VARIABLE_REACH)
+    return any(s.group("name") in written for s in _PGPASS_SETTING.finditer(text, before, lo))
+
+
 def _replace_pgpass_word(text: str, m: "re.Match[str]") -> Optional[str]:
     start, end = m.span()
     lo = max(text.rfind("\n", max(0, start - _PGPASS_WORD_REACH), start) + 1, start - _PGPASS_WORD_REACH, 0)
     hi = text.find("\n", end, end + _PGPASS_WORD_REACH)
     hi = hi if hi >= 0 else min(len(text), end + _PGPASS_WORD_REACH)
-    if not _PGPASS_HOST.search(m.group("host")) or not _PGPASS_NAMED.search(text, lo, hi):
+    if not _PGPASS_HOST.search(m.group("host")):
+        return None
+    if not _PGPASS_NAMED.search(text, lo, hi) and not _names_pgpass_through_a_variable(text, lo, hi):
         return None
     if _is_placeholder(m.group("s").strip("'\"")):
         return None
     return _replace_group(text, m, "s", _PGPASS_MARK)
+
+
+# A .pgpass line printf'd with its password as an argument: `printf 'h:5432:db:u:%s\n' PW >>
+# ~/.pgpass`, `printf '%s:%s:%s:%s:%s\n' localhost 5432 shop app PW > $PGPASSFILE`. The format's
+# fields, each a literal or a `%s`, take printf's arguments in order; where they make a .pgpass
+# row (five fields, the port digits or `*`, the host with a letter, a dot or `*`) and the password
+# field is a `%s`, its argument goes (a `$VAR` stays: not a value). A format with no literal field
+# must be on a line that names the file, as `_PGPASS_WORD`'s rows. (This rule runs before
+# `_PGPASS`, which leaves a `%s` password alone.)
+_PRINTF_WORD = r"""(?:'[^'\n]*'|"(?:[^"\\\n]|\\[^\n])*"|\\"(?:[^"\\\n]|\\[^"\n])*\\"|[^\s;|&<>()'"\\])+"""
+_PGPASS_PRINTF = re.compile(
+    r"\bprintf[ \t]+(?:-v[ \t]+\w+[ \t]+)?(?P<q>\\?['\"])(?P<fmt>(?:[^'\"\n\\]|\\[^'\"\n])*?)(?P=q)"
+    rf"(?P<args>(?:[ \t]+{_PRINTF_WORD}){{1,5}})"
+)
+_PRINTF_FIELD = re.compile(r"(?:[^:\\]|\\.)+")
+_PRINTF_CONVERSION = "%s"
+_PRINTF_LINE_END = re.compile(r"(?:\\+[rn])+$")
+
+
+def _replace_pgpass_printf(text: str, m: "re.Match[str]") -> Optional[str]:
+    fields = _PRINTF_LINE_END.sub("", m.group("fmt")).split(":")
+    if len(fields) != 5 or fields[4] != _PRINTF_CONVERSION or not all(_PRINTF_FIELD.fullmatch(f) for f in fields):
+        return None
+    args = list(re.finditer(_PRINTF_WORD, m.group("args")))
+    conversions = [i for i, f in enumerate(fields) if f == _PRINTF_CONVERSION]
+    if len(args) < len(conversions) or any("%" in f for i, f in enumerate(fields) if i not in conversions):
+        return None
+    row = list(fields)
+    for i, arg in zip(conversions, args):
+        row[i] = arg.group(0).strip("'\"\\")
+    if not _PGPASS_HOST.search(row[0]) or not re.fullmatch(r"[0-9]+|\*", row[1]):
+        return None
+    if len(conversions) == 5:
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        line_end = text.find("\n", m.end())
+        if not _PGPASS_NAMED.search(text, line_start, len(text) if line_end < 0 else line_end):
+            return None
+    password = args[len(conversions) - 1]
+    if _is_placeholder(row[4]) or row[4].startswith("$"):
+        return None
+    offset = m.start("args") - m.start()
+    whole = text[m.start() : m.end()]
+    return whole[: offset + password.start()] + _PGPASS_MARK + whole[offset + password.end() :]
 
 
 # A password piped to a program that reads it from stdin: `echo pw | sudo -S cmd`,
@@ -4515,6 +4580,7 @@ _MORE_SHAPES: tuple[_Rule, ...] = (
         (("name", r"(?<![\w-]name)" + _NAMED_VALUE_LOOK), ("key", r"(?<![\w-]key)" + _NAMED_VALUE_LOOK)),
         anchored=True,
     ),
+    _Rule("pgpass-printf", _PGPASS_PRINTF, _replace_pgpass_printf, (("printf", ""),)),
     _Rule("pgpass", _PGPASS, _replace_pgpass, ((":", _PGPASS_GATE),)),
     _Rule("pgpass-word", _PGPASS_WORD, _replace_pgpass_word, ((":", _PGPASS_WORD_GATE),)),
     _Rule("piped-password", _PIPED_PASSWORD, _replace_piped, (("|", rf"(?=[^\n|;&]{{0,200}}?{_STDIN_READER_WORDS})"),)),

@@ -1566,6 +1566,26 @@ POSITIVE = [
         "export PGPASSFILE=/tmp/pgp; echo 10.0.0.5:6432:*:app:[REDACTED:pgpass-password] > $PGPASSFILE\n"
         "echo h:5432:db:u:[REDACTED:pgpass-password] >> ~/.pgpass; tee -a ~/.pgpass <<< db.acme.io:5432:shop:app:[REDACTED:pgpass-password]",
     ),
+    (
+        'pgpass-line-written-to-a-variable-an-earlier-line-set',  # `F=~/.pgpass` on one line, `echo row >> $F` on a later one
+        "F=~/.pgpass\necho db.acme.io:5432:shop:app:S3cr3tPw9 >> $F\n"
+        'PGF="$HOME/.pgpass"; touch "$PGF"\necho localhost:*:*:postgres:Tr0ub4dor3 | tee -a "${PGF}"\n'
+        '{"command": "OUT=~/.pgpass\\necho h.acme.io:5432:db:u:Zq8vLm2pXw >> \\"$OUT\\""}',
+        "F=~/.pgpass\necho db.acme.io:5432:shop:app:[REDACTED:pgpass-password] >> $F\n"
+        'PGF="$HOME/.pgpass"; touch "$PGF"\necho localhost:*:*:postgres:[REDACTED:pgpass-password] | tee -a "${PGF}"\n'
+        '{"command": "OUT=~/.pgpass\\necho h.acme.io:5432:db:u:[REDACTED:pgpass-password] >> \\"$OUT\\""}',
+    ),
+    (
+        'pgpass-password-as-a-printf-argument',  # the format's `%s` takes the password: the argument goes, the format stays
+        "printf 'db.acme.io:5432:shop:app:%s\\n' S3cr3tPw9 >> ~/.pgpass\n"
+        "printf '%s:%s:%s:%s:%s\\n' localhost 5432 shop app 'Tr0ub4 dor3' > $PGPASSFILE\n"
+        'printf "h.acme.io:*:*:u:%s\\n" "Zq8vLm2pXw"\n'
+        '{"command": "printf \'db.acme.io:6432:shop:app:%s\\\\n\' Zq8vLm2pXw >> ~/.pgpass"}',
+        "printf 'db.acme.io:5432:shop:app:%s\\n' [REDACTED:pgpass-password] >> ~/.pgpass\n"
+        "printf '%s:%s:%s:%s:%s\\n' localhost 5432 shop app [REDACTED:pgpass-password] > $PGPASSFILE\n"
+        'printf "h.acme.io:*:*:u:%s\\n" [REDACTED:pgpass-password]\n'
+        '{"command": "printf \'db.acme.io:6432:shop:app:%s\\\\n\' [REDACTED:pgpass-password] >> ~/.pgpass"}',
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2188,6 +2208,16 @@ NEGATIVE = [
         "awk -F: '{print $1\":\"$2}' ~/.pgpass | sort -t: -k2,2n",
     ),
     (
+        'pgpass-printf-and-variable-lookalikes',  # variables as printf's password, formats that make no row, a variable set to another file
+        "printf 'h:5432:db:u:%s\\n' \"$PGPASSWORD\" >> ~/.pgpass\nprintf '%s:%s:%s:%s:%s\\n' localhost 5432 shop app main\n"
+        "printf '%s:%s\\n' a b\nprintf '%02d:%02d:%02d:%02d:%s\\n' 1 2 3 4 x\nprintf '%s:%s:%s:%s:%s\\n' a b c d e > ~/.pgpass\n"
+        "F=~/.pgpass\necho 12:30:45:00:11 >> $F",
+    ),
+    (
+        'pgpass-shaped-word-written-to-another-variable',  # the variable written to names no .pgpass
+        "LOG=/tmp/app.log\necho db.acme.io:5432:shop:app:main >> $LOG\nOUT=/tmp/x; echo h.acme.io:5432:db:u:main | tee -a $OUT",
+    ),
+    (
         'pgpass-shaped-words-without-pgpass',  # a host:port:a:b:c word on a line that names no .pgpass file
         "echo db.acme.io:5432:shop:app:main >> notes.txt\nstats host.x:8080:GET:200:ok\nsee a:1:b:c:d",
     ),
@@ -2613,6 +2643,10 @@ def test_non_ascii_text_is_handled() -> None:
         "pgpass " + "(a:1:b" * 30_000,  # each `(` opens a word
         "pgpass a:1:b:c:" + "'x'" * 60_000 + ":",  # quoted pieces of a password, then a sixth field
         "pgpass =" + "a" * 200_000 + ":1:b:c:d",  # one long host
+        "F=pgpass " * 20_000 + "\necho h.x:5432:d:u:p9 >> $F\n",  # a variable's setting looked for before each row
+        ("F=~/.pgpass\n" + "echo h.x:5432:d:u:p9 >> $F $G $H\n" * 5_000),
+        "printf '" + "x" * 200_000,  # a format that never closes
+        "printf 'h:5432:d:u:%s\\n'" + " a" * 100_000,  # more arguments than conversions
         "pass show x prints" + " " * 100_000 + "!",  # the spaces after a printer's verb split every way between two runs
         "echo $TOKEN" + " " * 100_000,  # ... and before it, around an optional comma
         "pass show x prints \\nAbc123xyz\\n" * 5_000,  # each printed value ends at an escaped break
@@ -2636,7 +2670,8 @@ def test_non_ascii_text_is_handled() -> None:
          "escaped-backslash-runs", "comma-labels", "colon-labels", "spaced-pairs",
          "bash-mode-opening-tags", "bash-mode-escaped-opening-tags", "bash-mode-unclosed-outputs",
          "pgpass-backslash-run", "pgpass-quoted-lines", "pgpass-quote-run", "pgpass-words", "pgpass-word-parens",
-         "pgpass-word-quoted-pieces", "pgpass-word-long-host", "printer-verb-spaces", "printer-close-spaces",
+         "pgpass-word-quoted-pieces", "pgpass-word-long-host", "pgpass-variable-settings", "pgpass-variable-writes",
+         "pgpass-printf-unclosed", "pgpass-printf-arguments", "printer-verb-spaces", "printer-close-spaces",
          "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
          "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag"],
 )
