@@ -142,6 +142,16 @@ def test_traces_from_the_capture_store(tmp_path, understudy_home):
     assert sorted(ids) == sorted(t.trace_id for t in traces[1:])
 
 
+def _tiny_run_args(traces: Path, out: Path, *overrides: str) -> list[str]:
+    """`trainer run` on a traces file with a one-layer tiny base, one SFT step and one evaluated example."""
+    settings = [
+        f"run.traces={traces}", "sft.base_model=tiny", "sft.method=full", "run.demo_hidden=32", "run.demo_layers=1",
+        "run.demo_heads=2", "run.demo_vocab=400", "sft.max_steps=1", "sft.max_length=4096", *overrides,
+        "eval.max_examples=1", "eval.max_new_tokens=8", "eval.baselines=[]",
+    ]
+    return ["run", "--out", str(out), *(part for setting in settings for part in ("-o", setting))]
+
+
 def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
     """sft.base_model = "tiny" on a traces file (not the demo): the tiny LLaMA and its tokenizer are
     built on those traces, sized by run.demo_*, tied when asked."""
@@ -150,12 +160,7 @@ def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
 
     traces = write_corpus_jsonl(tmp_path / "captured.jsonl", 24, seed=3)
     out = tmp_path / "run"
-    args = [
-        "run", "--out", str(out), "-o", f"run.traces={traces}", "-o", "sft.base_model=tiny", "-o", "sft.method=full",
-        "-o", "run.demo_hidden=32", "-o", "run.demo_layers=1", "-o", "run.demo_heads=2", "-o", "run.demo_vocab=400",
-        "-o", "run.demo_tied_embeddings=true", "-o", "sft.max_steps=1", "-o", "sft.max_length=4096",
-        "-o", "eval.max_examples=1", "-o", "eval.max_new_tokens=8", "-o", "eval.baselines=[]",
-    ]
+    args = _tiny_run_args(traces, out, "run.demo_tied_embeddings=true")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output[-3000:]
     assert "base model  a tiny random LLaMA built on the corpus (hidden 32, 1 layers, vocab 400, tied embeddings)" in result.output
@@ -188,12 +193,7 @@ def test_a_run_on_called_tools_records_them_where_serve_reads_them(tmp_path):
     rows = [json.loads(line) for line in traces.read_text().splitlines()]
     traces.write_text("".join(json.dumps({**r, "tools_offered": [*r["tools_offered"], never_called]}) + "\n" for r in rows))
     out = tmp_path / "run"
-    args = [
-        "run", "--out", str(out), "-o", f"run.traces={traces}", "-o", "sft.base_model=tiny", "-o", "sft.method=full",
-        "-o", "run.demo_hidden=32", "-o", "run.demo_layers=1", "-o", "run.demo_heads=2", "-o", "run.demo_vocab=400",
-        "-o", "sft.max_steps=1", "-o", "sft.max_length=4096", "-o", "dataset.tool_set=called",
-        "-o", "eval.max_examples=1", "-o", "eval.max_new_tokens=8", "-o", "eval.baselines=[]",
-    ]
+    args = _tiny_run_args(traces, out, "dataset.tool_set=called")
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output[-3000:]
     assert "only those the teacher calls in the training split" in result.output
