@@ -187,8 +187,19 @@ def test_run_header_names_the_called_tool_set_and_a_bf16_evaluation():
     header = settings_summary(load_config(overrides=["dataset.tool_set=called", "eval.precision=bf16", "eval.max_examples=64"]))
     assert "  tools       only those the teacher calls in the training split (dataset.tool_set)" in header
     assert "  evaluation  the first 64 held-out prompts, in bf16" in header
-    named = settings_summary(load_config(overrides=["dataset.tool_set=called", 'dataset.tools=["Read"]']))
-    assert "  tools " not in named, "an explicit list is what the student sees"
+    named = settings_summary(load_config(overrides=["dataset.tool_set=called", 'dataset.tools=["Read", "Bash"]']))
+    assert "  tools       only Read, Bash (dataset.tools)" in named, "an explicit list is what the student sees"
     with mock.patch("trainer.sft.cpu_bf16_is_native", return_value=False), mock.patch("torch.cuda.is_available", return_value=False):
         native = settings_summary(load_config(overrides=["eval.precision=native"]))
     assert "  evaluation  all held-out prompts, in float32 (no native bf16 here)" in native
+
+
+def test_run_header_names_the_tool_form_of_the_tiny_preset():
+    from trainer.pipeline import PRESETS, settings_summary
+
+    header = settings_summary(load_config(None, preset=PRESETS["tiny"]))
+    assert ("  tools       only those the teacher calls in the training split (dataset.tool_set); "
+            "as name and required parameters (dataset.tool_schema); no descriptions") in header
+    assert "a tiny random LLaMA built on the corpus" in header
+    full = settings_summary(load_config(overrides=["dataset.tool_schema=full"]))
+    assert "  tools       as JSON schemas (dataset.tool_schema)" in full

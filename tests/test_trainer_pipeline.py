@@ -180,6 +180,39 @@ def test_a_tiny_base_built_on_a_captured_corpus(tmp_path):
     assert "[base] running" in relearned.output
 
 
+def test_the_tiny_preset_on_captured_traces_shows_called_tools_in_their_shortest_form_and_serve_matches(tmp_path):
+    """`trainer run --preset tiny` on a traces file: every example shows only the tools training
+    calls, each as its name and required parameters with no description, and `trainer serve`
+    (adopting the student's recorded context) maps Claude Code's real 14-tool request to exactly
+    what the examples showed."""
+    pytest.importorskip("torch")
+    from trainer.config import load_config
+    from trainer.serve import adopt_trained_context
+    from trainer.teacher_corpus import write_corpus_jsonl
+    from trainer.tool_context import tools_for
+
+    traces = write_corpus_jsonl(tmp_path / "captured.jsonl", 24, seed=3)
+    out = tmp_path / "run"
+    run, *rest = _tiny_run_args(traces, out, "run.demo_copy_warmup_steps=0")
+    result = CliRunner().invoke(main, [run, "--preset", "tiny", *rest])
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "as name and required parameters (dataset.tool_schema); no descriptions" in result.output
+    shown = json.loads((out / "dataset" / "stats.json").read_text())["tools_shown"]
+    examples = [json.loads(line) for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
+    example_tools = json.loads(examples[0]["tools"])
+    assert all(json.loads(e["tools"]) == example_tools for e in examples)
+    by_name = {t["function"]["name"]: t["function"] for t in example_tools}
+    assert sorted(by_name) == sorted(shown)
+    assert by_name["Read"]["parameters"] == {"file_path": "string"}, "only the required parameters"
+    assert all(len(f["description"]) <= 1 for f in by_name.values()), "no description"
+
+    cfg = load_config(None)
+    adopt_trained_context(cfg, str(out / "sft" / "final"), lambda line: None)
+    real_request = json.loads((Path(__file__).parent / "data" / "claude_code_tools.json").read_text())
+    served = {t["function"]["name"]: t["function"] for t in tools_for(real_request, cfg.dataset)}
+    assert served == by_name, "the same tools in the same form (in the request's order, which is the offered one)"
+
+
 def test_a_run_on_called_tools_records_them_where_serve_reads_them(tmp_path):
     """dataset.tool_set = "called" through `trainer run`: a tool the traces offer but the teacher
     never calls is in no example, and both records `trainer serve` may read (sft/ for sft/final,
