@@ -161,3 +161,45 @@ def test_the_smollm2_preset_holds_real_captures_whole(corpus, tmp_path):
                     whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
                     longest_turn = max(longest_turn, whole - prompt)
     assert 0 < longest_turn <= cfg.eval.max_new_tokens
+
+
+def test_the_tiny_preset_holds_real_captures_whole(corpus, tmp_path):
+    """`trainer run --preset tiny` on traces captured through the real CLI, in the tokens of the BPE
+    it trains on them: no example longer than sft.max_length, no teacher turn longer than
+    eval.max_new_tokens, and every example shows only the tools the teacher calls, each as its
+    name and required parameters."""
+    pytest.importorskip("transformers")
+    from trainer.chat_template import render
+    from trainer.config import load_config
+    from trainer.dataset import build_dataset, load_traces
+    from trainer.pipeline import PRESETS, _training_texts
+    from trainer.tokenizer_tools import train_tiny_tokenizer
+
+    _, traces, _, projects = corpus
+    cfg = load_config(preset=PRESETS["tiny"], overrides=[("dataset.output_dir", str(tmp_path / "ds"))])
+    exported = tmp_path / "traces.jsonl"
+    exported.write_text("".join(json.dumps(t) + "\n" for t in traces))
+    # Six sessions teach the BPE fewer merges than a real store: their tokens are as long or longer.
+    tok = train_tiny_tokenizer(_training_texts(exported, cfg), cfg.run.demo_vocab)
+    report = build_dataset(load_traces(exported), cfg.dataset, tok)
+    assert sum(report.counts.values()) == len(traces)
+    lengths = report.stats["token_lengths"]
+    assert max(lengths[split]["max"] for split in report.counts if report.counts[split]) < cfg.sft.max_length
+    called = {c["name"] for t in traces for c in t["tool_calls"]}
+    required = {t["name"]: set(t["input_schema"].get("required", [])) for t in traces[0]["tools_offered"]}
+    longest_turn = 0
+    for split in report.counts:
+        for line in (tmp_path / "ds" / f"{split}.jsonl").read_text().splitlines():
+            ex = json.loads(line)
+            tools = {t["function"]["name"]: t["function"] for t in json.loads(ex["tools"])}
+            assert tools and set(tools) <= called
+            for name, shown in tools.items():
+                assert set(shown["parameters"]) == required[name] and shown["description"] == "…", name
+            msgs = ex["messages"]
+            assert msgs[1]["content"].startswith(f"Working directory: {projects}/")
+            for i, m in enumerate(msgs):
+                if m["role"] == "assistant":
+                    prompt = len(tok(render(msgs[:i], ex["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+                    whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
+                    longest_turn = max(longest_turn, whole - prompt)
+    assert 0 < longest_turn <= cfg.eval.max_new_tokens

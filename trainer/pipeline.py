@@ -245,9 +245,11 @@ SMOLLM2_PRESET: dict[str, Any] = {
 # (run.demo_hidden, demo_layers, demo_heads, demo_vocab, demo_tied_embeddings size it).
 TINY_BASE = "tiny"
 
-# `--preset tiny`: the demo's tiny model and recipe (copy warm-up, 4 layers, 600 x 4 full
-# fine-tuning) on your own captured traces. Measured on the 1,425 traces captured through the real
-# Claude Code CLI (docs/learning.md §4, "The tools in their shortest form"): TINY_PRESET_MEASURED.
+# `--preset tiny`: the demo's tiny model and recipe (copy warm-up, 4 layers, full fine-tuning) on
+# your own captured traces. Measured on the 1,425 traces captured through the real Claude Code CLI
+# (docs/learning.md §4, "The tools in their shortest form"), seeds 0 / 1 / 2, all 154 held-out
+# prompts: first tool 0.996 ± 0.003, exact sequence 0.994 ± 0.007, argument match 0.932 ± 0.009,
+# valid calls 0.998 ± 0.002; seed 0 in 8 min 52 s whole on two idle AMD cores without AMX.
 TINY_PRESET: dict[str, Any] = {
     **DEMO_PRESET,
     "run.traces": "store",
@@ -673,7 +675,7 @@ def rl_summary_line(cfg: UnderstudyConfig) -> str:
 @click.option("--demo", is_flag=True, help="The built-in teacher corpus and a tiny local model, on CPU in minutes (--preset demo).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)),
               help="demo: tiny random LLaMA, 5-10 minutes on 2 cores; tiny: the same on your captured traces, "
-                   "~10-15 minutes; smollm2-demo: SmolLM2-135M-Instruct (offline), "
+                   "~9 minutes for ~1,400 traces; smollm2-demo: SmolLM2-135M-Instruct (offline), "
                    "~25 minutes with AMX, longer without; smollm2: SmolLM2 on your captured traces, ~30 minutes on 2 cores.")
 @click.option("--out", help="Output folder for every stage (run.out).")
 @click.option("--show-config", is_flag=True, help="Print every resolved value with its source, not just the few that matter.")
