@@ -125,6 +125,19 @@ def test_prompts_of_a_session_share_the_cli_session_and_nothing_is_lost(corpus):
     assert stats["traces_with_problems"] == {}
 
 
+def _longest_teacher_turn(example: dict, tok) -> int:
+    """The most tokens one of the example's assistant turns takes to generate, in `tok`'s tokens."""
+    from trainer.chat_template import render
+
+    msgs, longest = example["messages"], 0
+    for i, m in enumerate(msgs):
+        if m["role"] == "assistant":
+            prompt = len(tok(render(msgs[:i], example["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
+            whole = len(tok(render(msgs[: i + 1], example["tools"]), add_special_tokens=False)["input_ids"])
+            longest = max(longest, whole - prompt)
+    return longest
+
+
 def test_the_smollm2_preset_holds_real_captures_whole(corpus, tmp_path):
     """`trainer run --preset smollm2` on traces captured through the real CLI, in SmolLM2's tokens:
     no example is longer than sft.max_length (it would be dropped), no teacher turn is longer than
@@ -132,7 +145,6 @@ def test_the_smollm2_preset_holds_real_captures_whole(corpus, tmp_path):
     before the prompt, where the student copies it from into absolute paths."""
     pytest.importorskip("trl")
     from trainer.bases import SMOLLM2_135M, resolve_base
-    from trainer.chat_template import render
     from trainer.config import load_config
     from trainer.dataset import build_dataset, load_traces
     from trainer.pipeline import PRESETS
@@ -155,11 +167,7 @@ def test_the_smollm2_preset_holds_real_captures_whole(corpus, tmp_path):
             ex = json.loads(line)
             msgs = ex["messages"]
             assert msgs[1]["role"] == "user" and msgs[1]["content"].startswith(f"Working directory: {projects}/")
-            for i, m in enumerate(msgs):
-                if m["role"] == "assistant":
-                    prompt = len(tok(render(msgs[:i], ex["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
-                    whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
-                    longest_turn = max(longest_turn, whole - prompt)
+            longest_turn = max(longest_turn, _longest_teacher_turn(ex, tok))
     assert 0 < longest_turn <= cfg.eval.max_new_tokens
 
 
@@ -169,7 +177,6 @@ def test_the_tiny_preset_holds_real_captures_whole(corpus, tmp_path):
     eval.max_new_tokens, and every example shows only the tools the teacher calls, each as its
     name and required parameters."""
     pytest.importorskip("transformers")
-    from trainer.chat_template import render
     from trainer.config import load_config
     from trainer.dataset import build_dataset, load_traces
     from trainer.pipeline import PRESETS, _training_texts
@@ -197,9 +204,5 @@ def test_the_tiny_preset_holds_real_captures_whole(corpus, tmp_path):
                 assert set(shown["parameters"]) == required[name] and shown["description"] == "…", name
             msgs = ex["messages"]
             assert msgs[1]["content"].startswith(f"Working directory: {projects}/")
-            for i, m in enumerate(msgs):
-                if m["role"] == "assistant":
-                    prompt = len(tok(render(msgs[:i], ex["tools"], add_generation_prompt=True), add_special_tokens=False)["input_ids"])
-                    whole = len(tok(render(msgs[: i + 1], ex["tools"]), add_special_tokens=False)["input_ids"])
-                    longest_turn = max(longest_turn, whole - prompt)
+            longest_turn = max(longest_turn, _longest_teacher_turn(ex, tok))
     assert 0 < longest_turn <= cfg.eval.max_new_tokens
