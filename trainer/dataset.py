@@ -134,16 +134,37 @@ class DatasetReport:
 # Loading traces
 
 
+class TraceFileError(ValueError):
+    """A line of a traces file that is not a trace: one line naming the file, the line and why."""
+
+
+def _validation_summary(exc: ValueError, shown: int = 2) -> str:
+    """Pydantic's first errors on one line ("session_id: Field required; ..."), else the message's first line."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    found = errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in found[:shown]]
+    more = f" (and {len(found) - shown} more)" if len(found) > shown else ""
+    return "; ".join(parts) + more
+
+
 def iter_jsonl_traces(path: Path) -> Iterator[Trace]:
-    """Traces from a `capture-daemon export --format jsonl` file (one Trace JSON per line)."""
-    with open(path, encoding="utf-8") as fh:
+    """Traces from a `capture-daemon export --format jsonl` file (one Trace JSON per line).
+
+    A line that is not a trace stops the read with a TraceFileError (nothing is skipped: a
+    training set quietly missing sessions would be a worse surprise than the error)."""
+    with open(path, "rb") as fh:  # bytes: a line that is not UTF-8 is reported as that line's error
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
                 yield Trace.model_validate_json(line)
             except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: not a trace: {exc}") from exc
+                raise TraceFileError(
+                    f"{path}, line {lineno}: not a trace ({_validation_summary(exc)}); fix or delete that line, "
+                    "or export the traces again with `capture-daemon export --format jsonl`"
+                ) from None
 
 
 def load_traces(source: Optional[Path] = None, only_accepted: bool = True) -> Iterator[Trace]:

@@ -697,9 +697,11 @@ def run_command(ctx, config_path, demo, preset, out, show_config):
     if show_config:
         click.echo("Resolved config (each value with its source):")
         click.echo(cfg.describe(PIPELINE_SECTIONS))
+    from trainer.dataset import TraceFileError
+
     try:
         run_pipeline(cfg)
-    except ConfigError as e:
+    except (ConfigError, TraceFileError) as e:
         raise click.ClickException(str(e)) from None
 
 
