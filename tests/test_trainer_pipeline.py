@@ -45,30 +45,6 @@ def test_missing_traces_file_is_a_clear_error(tmp_path):
     assert "run.traces" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("bad_line, why", [
-    (b"{garbage", "Invalid JSON"),
-    (b'{"prompt": "hi"}', "session_id: Field required"),
-    (b'{"x": "\xff\xfe"}', "Invalid JSON"),  # not UTF-8
-], ids=["not-json", "not-a-trace", "not-utf8"])
-def test_a_traces_file_with_a_bad_line_is_a_one_line_error_naming_the_line(tmp_path, bad_line, why):
-    """A hand-edited or cut-off export: `trainer run` and `build-dataset` name the file, the line and
-    why, in one line, and train on nothing (no trace of the file is skipped quietly)."""
-    from trainer.teacher_corpus import write_corpus_jsonl
-
-    traces = write_corpus_jsonl(tmp_path / "traces.jsonl", n=4, seed=1)
-    with open(traces, "ab") as fh:
-        fh.write(b"\n" + bad_line + b"\n")  # line 5 (after a blank one, which is allowed)
-    for args in (["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "-o", f"run.traces={traces}"],
-                 ["build-dataset", "--traces", str(traces), "--output", str(tmp_path / "ds"),
-                  "--sft.base_model", str(tmp_path / "none")]):
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 1, result.output
-        error = result.output.strip().splitlines()[-1]
-        assert error.startswith(f"Error: {traces}, line 6: not a trace (") and why in error, result.output
-        assert "capture-daemon export" in error and "Traceback" not in result.output
-        assert not (tmp_path / "ds" / "train.jsonl").exists() and not (tmp_path / "run" / "sft").exists()
-
-
 def test_build_dataset_command(tmp_path):
     from trainer.teacher_corpus import write_corpus_jsonl
 

@@ -168,3 +168,48 @@ def test_eval_with_a_base_that_cannot_load_is_one_line(tiny_world, tmp_path):
                       "--max-examples", "1", "-o", f"eval.base_model={tmp_path / 'empty'}"])
     assert_one_line_error(result, f"eval.base_model = '{tmp_path / 'empty'}' cannot be loaded",
                           "set eval.base_model to", 'leave "base" out of eval.baselines')
+
+
+@pytest.mark.parametrize("bad_line, why", [
+    (b"{garbage", "Invalid JSON"),
+    (b'{"prompt": "hi"}', "session_id: Field required"),
+    (b'{"x": "\xff\xfe"}', "Invalid JSON"),  # not UTF-8
+], ids=["not-json", "not-a-trace", "not-utf8"])
+def test_a_traces_file_with_a_bad_line_is_one_line_naming_the_line(tmp_path, bad_line, why):
+    """A hand-edited or cut-off export: `trainer run` and `build-dataset` name the file, the line and
+    why, and build nothing (no line of the file is skipped quietly)."""
+    from trainer.teacher_corpus import write_corpus_jsonl
+
+    traces = write_corpus_jsonl(tmp_path / "traces.jsonl", n=4, seed=1)
+    with open(traces, "ab") as fh:
+        fh.write(b"\n" + bad_line + b"\n")  # line 6, after a blank one (allowed)
+    for args in (["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "-o", f"run.traces={traces}"],
+                 ["build-dataset", "--traces", str(traces), "--output", str(tmp_path / "ds"),
+                  "--sft.base_model", str(tmp_path / "none")]):
+        line = assert_one_line_error(_invoke(args), f"{traces}, line 6: not a trace (", why, "capture-daemon export")
+        assert len(line) < 400, line
+    assert not (tmp_path / "ds" / "train.jsonl").exists() and not (tmp_path / "run" / "sft").exists()
+
+
+@pytest.mark.parametrize("kind", ["missing path", "empty folder", "a file", "never trained"])
+def test_serve_and_export_of_a_student_that_cannot_load_are_one_line(tmp_path, monkeypatch, kind):
+    """`trainer serve` / `trainer export` before any `trainer run`, or pointed at the wrong thing."""
+    pytest.importorskip("fastapi")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a model\n")
+    model = {"missing path": str(tmp_path / "no" / "student"), "empty folder": "empty", "a file": "notes.txt",
+             "never trained": None}[kind]
+    flag = ["--model", model] if model else []
+    shown = model or "runs/understudy/sft/final"  # the default: `trainer run`'s student
+    for command, setting in ((["serve", "--port", "0"], "serve.model"), (["export", "--out", str(tmp_path / "x")], "export.model")):
+        line = assert_one_line_error(_invoke([*command, *flag]), f"{setting} = {shown!r} cannot be loaded",
+                                     "train one with `trainer run`", f"set {setting} (--model)")
+        assert len(line) < 600, line
+    assert not (tmp_path / "x" / "hf").exists()
+
+
+def test_export_with_an_adapter_that_cannot_load_names_the_adapter(tiny_world, tmp_path):
+    _, base, _ = tiny_world
+    result = _invoke(["export", "--model", str(base), "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "x")])
+    assert_one_line_error(result, f"export.adapter = '{tmp_path / 'no-adapter'}' cannot be loaded", "(--adapter)")

@@ -421,7 +421,14 @@ def run_export(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo) -
         raise ConfigError(f"export.model '{model_source}' does not exist")
 
     log(f"Loading {model_source}" + (f" + adapter {ex.adapter}" if ex.adapter else ""))
-    model, tokenizer = load_merged(model_source, ex.adapter or None)
+    try:
+        model, tokenizer = load_merged(model_source, ex.adapter or None)
+    except (OSError, ValueError) as e:  # no model there (transformers says OSError), or not one it can read
+        from trainer.sft import student_load_error
+
+        if ex.adapter and not Path(ex.adapter).is_dir():
+            raise ConfigError(student_load_error(ex.adapter, e, "export.adapter", "--adapter")) from None
+        raise ConfigError(student_load_error(model_source, e, "export.model")) from None
     hf_dir = out / "hf"
     model.save_pretrained(hf_dir)
     tokenizer.save_pretrained(hf_dir)

@@ -382,4 +382,9 @@ def load_backend(model: str, backend: str = "", n_ctx: int = 4096):
         return LlamaCppBackend(model, n_ctx=n_ctx)
     if model.endswith(".gguf"):
         raise ConfigError("serve.model is a .gguf file: set serve.backend = 'llamacpp' (or pass --backend llamacpp)")
-    return TransformersBackend(model, n_ctx=n_ctx)
+    try:
+        return TransformersBackend(model, n_ctx=n_ctx)
+    except (OSError, ValueError) as e:  # no model there (transformers says OSError), or not one it can read
+        from trainer.sft import student_load_error
+
+        raise ConfigError(student_load_error(model, e, "serve.model")) from None

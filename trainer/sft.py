@@ -404,19 +404,28 @@ def _save_final(model, tokenizer, method: str, cfg: UnderstudyConfig, output_dir
     return final
 
 
-def base_load_error(base_model: str, error: Exception, setting: str = "sft.base_model", otherwise: str = "") -> str:
-    """One line for a base that does not load: what was asked (by `setting`), why, and what to change."""
+def model_load_error(model: str, error: Exception, setting: str, fix: str) -> str:
+    """One line for a model that does not load: what was asked (by `setting`), why, and `fix`."""
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
     if len(first) > 200:
         first = first[:200] + "…"
-    where = "a folder without a model in it" if Path(base_model).expanduser().is_dir() else (
+    where = "a folder without a model in it" if Path(model).expanduser().is_dir() else (
         "not a file or folder here, and no Hugging Face model by that name could be loaded")
-    if Path(base_model).expanduser().is_file():
+    if Path(model).expanduser().is_file():
         where = "a file, neither a model folder nor a .gguf file"
-    return (
-        f"{setting} = {base_model!r} cannot be loaded ({where}; {type(error).__name__}: {first}): "
-        f"set {setting} to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'{otherwise}"
-    )
+    return f"{setting} = {model!r} cannot be loaded ({where}; {type(error).__name__}: {first}): {fix}"
+
+
+def base_load_error(base_model: str, error: Exception, setting: str = "sft.base_model", otherwise: str = "") -> str:
+    """One line for a base that does not load: what was asked (by `setting`), why, and what to change."""
+    return model_load_error(base_model, error, setting,
+                            f"set {setting} to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'{otherwise}")
+
+
+def student_load_error(model: str, error: Exception, setting: str, flag: str = "--model") -> str:
+    """One line for a student (`trainer serve`, `trainer export`) that does not load."""
+    return model_load_error(model, error, setting, f"train one with `trainer run`, or set {setting} ({flag}) to a "
+                            "trained student's folder (a run's sft/final) or a Hugging Face id")
 
 
 def _check_examples_fit(trainer, n_examples: int, max_length: int, data_dir: Path, log: Callable[[str], None]) -> None:
