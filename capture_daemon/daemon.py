@@ -87,6 +87,9 @@ def run(stop: threading.Event | None = None, rescan_seconds: float = RESCAN_SECO
     base = paths.ensure(paths.data_dir())
     spool = paths.ensure(paths.spool_dir())
     paths.ensure(paths.logs_dir())
+    # The settings before the lock: a broken config.toml ends this process before it counts as
+    # the running daemon, so `start` sees it exit (and the next session's hook tries again).
+    settings, retention_days = load_settings(), _retention_days()
     lock = _DaemonLock(base)
     stop = stop or threading.Event()
     wake = threading.Event()
@@ -102,7 +105,7 @@ def run(stop: threading.Event | None = None, rescan_seconds: float = RESCAN_SECO
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
     watch = _SpoolWatch(wake)
-    loop = CaptureLoop(load_settings(), rescan_seconds, retention_days=_retention_days(),
+    loop = CaptureLoop(settings, rescan_seconds, retention_days=retention_days,
                        on_pass=lambda: (lock.keep(), watch.keep(paths.spool_dir())))
     log.info("capture daemon %s watching %s", os.getpid(), spool)
     try:
@@ -248,6 +251,15 @@ def start(timeout: float = 15.0) -> int:
     """
     paths.ensure(paths.data_dir())
     paths.ensure(paths.logs_dir())
+    # A daemon started on a broken config.toml would die right after taking its lock, and this
+    # would have reported it running: say what is wrong instead (the spool keeps the events).
+    from capture_daemon.config import ConfigError
+
+    try:
+        load_settings()
+    except ConfigError as exc:
+        raise DaemonError(f"{exc.message}: fix it, then run `capture-daemon start` again "
+                          "(events wait in the spool meanwhile)") from None
     argv = daemon_argv()
     paths.write_private(paths.daemon_cmd_file(), json.dumps(argv) + "\n")
     paths.stopped_flag().unlink(missing_ok=True)

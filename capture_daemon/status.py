@@ -29,13 +29,20 @@ def _tail(path, limit: int) -> list[str]:
     return [line for line in lines if line.strip()][-limit:]
 
 
-def _target_accepted() -> int:
-    try:
-        from capture_daemon.config import load_config
+def _config() -> tuple[int, str | None]:
+    """(the accepted-trace target, what is wrong with config.toml or None): the daemon cannot start
+    on a broken one, so status says so (with the default target meanwhile)."""
+    from capture_daemon.config import ConfigError, load_config
 
-        return int(load_config().capture.target_accepted)
-    except Exception:  # a broken config is reported by the commands that need it
-        return 500
+    try:
+        return int(load_config().capture.target_accepted), None
+    except ConfigError as exc:
+        return 500, exc.message
+
+
+def _target_accepted() -> int:
+    """The accepted-trace target (the default while config.toml is broken)."""
+    return _config()[0]
 
 
 def collect_status() -> dict[str, Any]:
@@ -47,7 +54,7 @@ def collect_status() -> dict[str, Any]:
                 traces = store.stats()
         except (sqlite3.DatabaseError, OSError) as exc:  # report it, and everything else (a read-only disk too)
             traces = {"total": 0, "problem": store_problem(exc)}
-    target = _target_accepted()
+    target, config_problem = _config()
     traces["target_accepted"] = target
     traces["progress"] = round(min(1.0, traces.get("accepted", 0) / target), 3) if target else None
     quarantine = quarantined(paths.quarantine_dir())
@@ -61,6 +68,7 @@ def collect_status() -> dict[str, Any]:
                     "hooks_settings": str(hooks_config.settings_path()),
                     "hooks_registered": sorted(registered)},
         "traces": traces,
+        "config": {"path": str(paths.config_path()), "problem": config_problem},
         "spool": {"pending_events": len(pending_names(paths.spool_dir())), "quarantined": len(quarantine),
                   "quarantine": quarantine[-MAX_ERRORS:]},
         "errors": errors[-2 * MAX_ERRORS:],
@@ -143,6 +151,11 @@ def render_status(report: dict[str, Any]) -> None:
     console.print(Text.assemble("hooks: ", *hooks_line, f"  ({p(report['capture']['hooks_settings'])})"))
     if report["capture"]["paused"]:
         console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
+    config_problem = (report.get("config") or {}).get("problem")
+    if config_problem:
+        then = ("the running daemon keeps the settings it started with, and cannot start again until then"
+                if d["running"] else "then `capture-daemon start`; until then the daemon cannot start (events wait in the spool)")
+        console.print(Text.assemble(("config.toml is broken", "red"), f" ({p(config_problem)}): fix it; {then}"))
     problem = t.get("problem")
     if problem:
         what = "is corrupt" if problem["corrupt"] else "cannot be read"

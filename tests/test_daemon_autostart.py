@@ -133,6 +133,35 @@ def test_stop_kills_a_daemon_that_ignores_sigterm(daemons, understudy_home):
         holder.kill()
 
 
+def test_a_broken_config_is_named_by_start_and_status_and_no_daemon_claims_to_run(daemons, understudy_home):
+    """A daemon on a broken config.toml dies at once: `start` used to report it running. Now start
+    fails with the file's problem and what to do, status names it, and the hook's way of starting
+    it (`capture-daemon run`) exits before taking the lock; fixed, it starts."""
+    paths.ensure(understudy_home)
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 60\nfoo bar\n")
+    started = cli("start", check=False)
+    assert started.returncode == 1 and "Traceback" not in started.stderr, started
+    error = started.stderr.strip()
+    assert error.startswith(f"Error: {understudy_home / 'config.toml'}: invalid TOML: ") and "line 3" in error, error
+    assert "fix it, then run `capture-daemon start` again" in error and "\n" not in error
+    assert daemons() is None
+    run = subprocess.run([*CAPTURE_DAEMON, "run"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "invalid TOML" in run.stderr and daemons() is None
+
+    status = " ".join(cli("status").stdout.split())  # as one line, however rich wraps it
+    assert "config.toml is broken" in status and "line 3" in status and "the daemon cannot start" in status
+    report = json.loads(cli("status", "--json").stdout)
+    assert "invalid TOML" in report["config"]["problem"] and not report["daemon"]["running"]
+
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 60\n")
+    assert "capture daemon running" in cli("start").stdout and daemons()
+    assert json.loads(cli("status", "--json").stdout)["config"]["problem"] is None
+    # Broken while it runs: it keeps the settings it started with, and status says so.
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 'soon'\n")
+    status = " ".join(cli("status").stdout.split())
+    assert "config.toml is broken" in status and "keeps the settings it started with" in status
+
+
 # --- the SessionStart hook ------------------------------------------------------------------
 
 

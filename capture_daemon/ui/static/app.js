@@ -68,6 +68,8 @@ async function renderLive() {
     el("p", { id: "daemon-state", class: status.daemon.running ? "ok" : "bad" },
       status.daemon.running ? `daemon running (pid ${status.daemon.pid})` : "daemon not running — `capture-daemon start`"),
     status.capture.paused ? el("p", { class: "warn" }, "capture paused — `capture-daemon resume`") : null,
+    status.config?.problem ? el("p", { class: "bad", id: "config-problem" },
+      "config.toml is broken: " + status.config.problem + " — fix it" + (status.daemon.running ? "" : ", then `capture-daemon start`")) : null,
     h.problem ? el("p", { class: "bad", id: "health-problem" }, "capture is failing: " + h.problem) : null,
     (h.stuck || []).map((x) => el("p", { class: "warn" }, `stuck trace ${x.trace_id}: ${x.reason}`)),
     t.problem ? el("p", { class: "bad" }, "traces.db: " + t.problem.error) : null,
