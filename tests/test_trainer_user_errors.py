@@ -192,8 +192,8 @@ def test_a_traces_file_with_a_bad_line_is_one_line_naming_the_line(tmp_path, bad
 
 
 @pytest.mark.parametrize("kind", ["missing path", "empty folder", "a file", "never trained"])
-def test_serve_and_export_of_a_student_that_cannot_load_are_one_line(tmp_path, monkeypatch, kind):
-    """`trainer serve` / `trainer export` before any `trainer run`, or pointed at the wrong thing."""
+def test_serve_export_and_eval_of_a_student_that_cannot_load_are_one_line(tiny_world, tmp_path, monkeypatch, kind):
+    """`trainer serve` / `export` / `eval` before any `trainer run`, or pointed at the wrong thing."""
     pytest.importorskip("fastapi")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -202,7 +202,10 @@ def test_serve_and_export_of_a_student_that_cannot_load_are_one_line(tmp_path, m
              "never trained": None}[kind]
     flag = ["--model", model] if model else []
     shown = model or "runs/understudy/sft/final"  # the default: `trainer run`'s student
-    for command, setting in ((["serve", "--port", "0"], "serve.model"), (["export", "--out", str(tmp_path / "x")], "export.model")):
+    commands = [(["serve", "--port", "0"], "serve.model"), (["export", "--out", str(tmp_path / "x")], "export.model")]
+    if model:  # (eval's default student is checked before its data; this one after)
+        commands.append((["eval", "--data", str(tiny_world[2]), "--out", str(tmp_path / "e")], "eval.model"))
+    for command, setting in commands:
         line = assert_one_line_error(_invoke([*command, *flag]), f"{setting} = {shown!r} cannot be loaded",
                                      "train one with `trainer run`", f"set {setting} (--model)")
         assert len(line) < 600, line

@@ -548,7 +548,12 @@ def evaluate(
     systems: dict[str, Any] = {}
     in_bf16 = uses_bf16(ev.precision, cuda=torch.cuda.is_available())
     log(f"Evaluating {model_path} on {len(rows)} {ev.split} examples{' in bf16' if in_bf16 else ''} …")
-    systems["student"] = ModelPolicy(str(model_path), ev.max_new_tokens, ev.max_turns, precision=ev.precision)
+    try:
+        systems["student"] = ModelPolicy(str(model_path), ev.max_new_tokens, ev.max_turns, precision=ev.precision)
+    except (OSError, ValueError) as e:  # no model there (transformers says OSError), or not one it can read
+        from trainer.sft import student_load_error
+
+        raise ConfigError(student_load_error(str(model_path), e, "eval.model")) from None
     if "majority" in ev.baselines:
         train_file = data_dir / "train.jsonl"
         systems["majority"] = MajorityPolicy(_read_rows(train_file) if train_file.exists() else [])
