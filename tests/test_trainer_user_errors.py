@@ -192,8 +192,9 @@ def test_a_traces_file_with_a_bad_line_is_one_line_naming_the_line(tmp_path, bad
 
 
 @pytest.mark.parametrize("kind", ["missing path", "empty folder", "a file", "never trained"])
-def test_serve_export_and_eval_of_a_student_that_cannot_load_are_one_line(tiny_world, tmp_path, monkeypatch, kind):
-    """`trainer serve` / `export` / `eval` before any `trainer run`, or pointed at the wrong thing."""
+def test_every_stage_given_a_student_that_cannot_load_says_so_in_one_line(tiny_world, tmp_path, monkeypatch, kind):
+    """`trainer serve` / `export` / `eval` / `rl` / `mine` / `ab-test` / `reward` before any `trainer
+    run`, or pointed at the wrong thing."""
     pytest.importorskip("fastapi")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -203,11 +204,16 @@ def test_serve_export_and_eval_of_a_student_that_cannot_load_are_one_line(tiny_w
     flag = ["--model", model] if model else []
     shown = model or "runs/understudy/sft/final"  # the default: `trainer run`'s student
     commands = [(["serve", "--port", "0"], "serve.model"), (["export", "--out", str(tmp_path / "x")], "export.model")]
-    if model:  # (eval's default student is checked before its data; this one after)
-        commands.append((["eval", "--data", str(tiny_world[2]), "--out", str(tmp_path / "e")], "eval.model"))
+    if model:  # (the stages below check their data before their default student)
+        data = ["--data", str(tiny_world[2])]
+        commands += [(["eval", *data, "--out", str(tmp_path / "e")], "eval.model"), (["rl", *data], "rl.model"),
+                     (["mine", *data], "mine.model"), (["ab-test", *data], "abtest.model"),
+                     (["reward", *data], "reward.model")]
     for command, setting in commands:
-        line = assert_one_line_error(_invoke([*command, *flag]), f"{setting} = {shown!r} cannot be loaded",
-                                     "train one with `trainer run`", f"set {setting} (--model)")
+        needles = (f"{setting} = {shown!r} cannot be loaded", "train one with `trainer run`", f"set {setting} (--model)")
+        if kind == "missing path" and setting not in ("serve.model", "export.model", "eval.model"):
+            needles = (f"no student at {shown}: run `trainer sft`", f"set {setting}")  # (these take no hub id)
+        line = assert_one_line_error(_invoke([*command, *flag]), *needles)
         assert len(line) < 600, line
     assert not (tmp_path / "x" / "hf").exists()
 

@@ -346,8 +346,9 @@ def run_abtest(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, r
         split_file = paths["data"] / f"{ab.split}.jsonl"
         if not split_file.exists():
             raise ConfigError(f"no {ab.split} split at {split_file}: run `trainer build-dataset` or set abtest.data_dir")
-        if not paths["model"].exists():
-            raise ConfigError(f"no student at {paths['model']}: run `trainer sft` or set abtest.model")
+        from trainer.sft import check_student
+
+        check_student(paths["model"], "abtest.model", "run `trainer sft` or set abtest.model")
         rows = _read_rows(split_file, ab.max_pairs)
         log(f"[ab-test] rolling out {paths['model']} on {len(rows)} {ab.split} prompts …")
         student = judged_rollouts(cfg, str(paths["model"]), rows)

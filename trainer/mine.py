@@ -150,8 +150,9 @@ def run_mine(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     split_file = paths["data"] / f"{m.split}.jsonl"
     if not split_file.exists():
         raise ConfigError(f"no {m.split} split at {split_file}: run `trainer build-dataset` or set mine.data_dir")
-    if not paths["model"].exists():
-        raise ConfigError(f"no student at {paths['model']}: run `trainer sft` (or `trainer rl`) or set mine.model")
+    from trainer.sft import check_student
+
+    check_student(paths["model"], "mine.model", "run `trainer sft` (or `trainer rl`) or set mine.model")
     if discriminator is None and (discriminator_dir(cfg) / "calibration.json").exists():
         discriminator = Discriminator.load(discriminator_dir(cfg))
     rows = _read_rows(split_file, m.max_examples)

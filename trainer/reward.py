@@ -492,8 +492,10 @@ def run_reward(cfg: UnderstudyConfig, train_discriminator: bool = False, log: Ca
     split_file = paths["data"] / f"{r.split}.jsonl"
     if not split_file.exists():
         raise ConfigError(f"no {r.split} split at {split_file}: run `trainer build-dataset` or set reward.data_dir")
-    if not paths["model"].exists() and not _looks_like_hub_id(str(paths["model"])):
-        raise ConfigError(f"no student at {paths['model']}: run `trainer sft` or set reward.model")
+    if paths["model"].exists() or not _looks_like_hub_id(str(paths["model"])):
+        from trainer.sft import check_student
+
+        check_student(paths["model"], "reward.model", "run `trainer sft` or set reward.model")
     paths["out"].mkdir(parents=True, exist_ok=True)
     disc_dir = discriminator_dir(cfg)
     if train_discriminator:

@@ -300,13 +300,12 @@ def train_rl(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo, dis
     from trainer.discriminator import Discriminator, discriminator_dir
     from trainer.reward import _read_rows
     from trainer.progress import ProgressLine, SaveConfigBesideCheckpoint
-    from trainer.sft import latest_checkpoint, recorded_config
+    from trainer.sft import check_student, latest_checkpoint, recorded_config
 
     check_rl_config(cfg)
     rl = cfg.rl
     paths = _paths(cfg)
-    if not paths["model"].exists():
-        raise ConfigError(f"no student at {paths['model']}: run `trainer sft` or set rl.model")
+    check_student(paths["model"], "rl.model", "run `trainer sft` or set rl.model")
     train_file = paths["data"] / "train.jsonl"
     if not train_file.exists():
         raise ConfigError(f"no training data at {train_file}: run `trainer build-dataset` or set rl.data_dir")

@@ -422,6 +422,19 @@ def base_load_error(base_model: str, error: Exception, setting: str = "sft.base_
                             f"set {setting} to a Hugging Face id, a local model folder, a .gguf file or 'smollm2-135m'{otherwise}")
 
 
+def check_student(model: Path, setting: str, missing_fix: str) -> None:
+    """Before a stage's work: a student that is not there, or a path with no model's tokenizer in it (an
+    empty folder, a file), as one ConfigError line rather than a traceback minutes later."""
+    if not model.exists():
+        raise ConfigError(f"no student at {model}: {missing_fix}")
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(model)  # what every stage loads first; the weights come after
+    except (OSError, ValueError) as e:
+        raise ConfigError(student_load_error(str(model), e, setting)) from None
+
+
 def student_load_error(model: str, error: Exception, setting: str, flag: str = "--model") -> str:
     """One line for a student (`trainer serve`, `trainer export`) that does not load."""
     return model_load_error(model, error, setting, f"train one with `trainer run`, or set {setting} ({flag}) to a "
