@@ -222,3 +222,18 @@ def test_export_with_an_adapter_that_cannot_load_names_the_adapter(tiny_world, t
     _, base, _ = tiny_world
     result = _invoke(["export", "--model", str(base), "--adapter", str(tmp_path / "no-adapter"), "--out", str(tmp_path / "x")])
     assert_one_line_error(result, f"export.adapter = '{tmp_path / 'no-adapter'}' cannot be loaded", "(--adapter)")
+
+
+def test_run_with_too_few_sessions_to_hold_one_out_says_so_before_training(tmp_path):
+    """`trainer run` scores its student on held-out sessions: with two sessions (or test_fraction 0)
+    it used to warm up and train, then fail at evaluation. Now it stops before the base is built."""
+    from trainer.teacher_corpus import write_corpus_jsonl
+
+    traces = write_corpus_jsonl(tmp_path / "traces.jsonl", n=2, seed=1)
+    args = ["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "-o", f"run.traces={traces}"]
+    assert_one_line_error(_invoke(args), f"only 2 session(s) in {traces}: too few to hold one out", "capture more sessions")
+    assert not (tmp_path / "run" / "base").exists() and not (tmp_path / "run" / "dataset").exists()
+    more = write_corpus_jsonl(tmp_path / "more.jsonl", n=12, seed=1)
+    args = ["run", "--preset", "tiny", "--out", str(tmp_path / "run"), "-o", f"run.traces={more}", "-o", "dataset.test_fraction=0"]
+    assert_one_line_error(_invoke(args), "dataset.test_fraction = 0 holds no session out", "raise dataset.test_fraction")
+    assert not (tmp_path / "run" / "base").exists()

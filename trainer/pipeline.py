@@ -428,6 +428,22 @@ def _training_texts(traces_path: Path, cfg: UnderstudyConfig) -> list[str]:
     return [render(e["messages"], e["tools"]) for e in examples]
 
 
+def check_held_out(cfg: UnderstudyConfig, traces_path: Path) -> None:
+    """`trainer run` scores its student on held-out sessions: with none to hold out, say so before
+    any training rather than after it (the traces file's bad lines are named here too)."""
+    from trainer.dataset import load_traces, split_by_session
+
+    d = cfg.dataset
+    if d.test_fraction <= 0:
+        raise ConfigError("dataset.test_fraction = 0 holds no session out, and `trainer run` scores its student on "
+                          "held-out sessions: raise dataset.test_fraction (0.1 is the default)")
+    sessions = {t.session_id for t in load_traces(traces_path)}
+    if "test" not in split_by_session(sessions, d.val_fraction, d.test_fraction, d.seed).values():
+        raise ConfigError(f"only {len(sessions)} session(s) in {traces_path}: too few to hold one out for evaluation "
+                          "(a session goes whole to train, validation or test; 3 or more are needed): capture more "
+                          "sessions, or try `trainer run --demo`")
+
+
 def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> Path:
     """The demo's base model: a tokenizer trained on the corpus and a random tiny LLaMA."""
     from trainer.copy_warmup import DONE_AT, NUMBER_SHARE, RESPELL_BATCH
@@ -493,6 +509,9 @@ def stage_dataset(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) -> t
     report = build_dataset(load_traces(traces_path), cfg.dataset, tokenizer)
     if not report.counts.get("train"):
         raise ConfigError(f"no training examples from {traces_path} ({report.stats.get('skipped')}): more accepted traces are needed")
+    if not report.counts.get("test"):  # its sessions' examples all skipped (too long, ...)
+        raise ConfigError(f"no held-out examples from {traces_path} ({report.stats.get('skipped')}): more accepted "
+                          "traces are needed")
     log(f"[dataset] examples {report.counts}")
     stage.done(counts=report.counts)
     return out, fp
@@ -545,6 +564,7 @@ def run_pipeline(cfg: UnderstudyConfig, log: Callable[[str], None] = click.echo)
     cfg.save(out)  # the full record, every value with its source; written again at the end
     t0 = time.monotonic()
     traces_path = stage_traces(cfg, out, log)
+    check_held_out(cfg, traces_path)
     # The demo's tiny random base, unless a base was chosen (by the file, a flag or a preset such as
     # smollm2-demo); sft.base_model = "tiny" asks for one built on any traces (a captured corpus).
     if cfg.sft.base_model == TINY_BASE or (cfg.run.traces == "demo" and cfg.source("sft.base_model") == "default"):
