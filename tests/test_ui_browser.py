@@ -149,6 +149,18 @@ def test_pages_numbers_xss_curation_and_csrf(dashboard, tmp_path):
         assert page.eval("document.getElementById('ready-accepted').textContent") == str(accepted)
 
 
+def test_a_broken_config_is_named_on_the_live_page(dashboard, understudy_home):
+    """The daemon cannot start on a broken config.toml; the Health panel says so, with the file's problem."""
+    understudy_home.mkdir(parents=True, exist_ok=True)
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 60\nfoo bar\n")
+    with Chromium() as browser:
+        page = browser.open(dashboard)
+        page.wait_for("document.body.dataset.state === 'ready' && document.body.dataset.page === 'live'")
+        shown = page.eval("document.getElementById('config-problem').textContent")
+    assert shown.startswith("config.toml is broken: ") and "invalid TOML" in shown and "line 3" in shown, shown
+    assert shown.endswith("fix it, then `capture-daemon start`"), shown
+
+
 @pytest.mark.e2e
 def test_trace_committed_by_claude_code_appears_live(dashboard, understudy_home, claude_home, tmp_path):
     """The real Claude Code CLI runs a scripted session with the hooks registered, the real daemon
