@@ -28,6 +28,7 @@ import orjson
 from capture_daemon import paths
 from capture_daemon.failures import describe, frames, is_environmental
 from capture_daemon.ingest import IngestSettings, Ingestor
+from capture_daemon.quality import LiveRules
 from capture_daemon.spool import quarantine, quarantined
 from capture_daemon.store import TraceStore
 
@@ -157,7 +158,9 @@ class CaptureLoop:
             if self.ingestor is not None:
                 self.ingestor.store = self.store  # open traces in memory carry over
         if self.ingestor is None:
-            self.ingestor = Ingestor(self.store, paths.spool_dir(), paths.quarantine_dir(), self.settings)
+            # The quality rules as config.toml says now, the last good ones while it is broken.
+            self.ingestor = Ingestor(self.store, paths.spool_dir(), paths.quarantine_dir(), self.settings,
+                                     analyze=LiveRules().analyze)
         return self.ingestor
 
     def _store_file_is_ours(self) -> bool:

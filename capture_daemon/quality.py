@@ -47,6 +47,7 @@ score gets a last line "- score 0.35 below min_score 0.50".
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from typing import TYPE_CHECKING, Any, Union
 
@@ -64,6 +65,8 @@ from capture_daemon.signals import (
 
 if TYPE_CHECKING:
     from capture_daemon.config import Config
+
+log = logging.getLogger(__name__)
 
 POSITIVE_RULES = (
     "multi_step",
@@ -253,21 +256,63 @@ def _verdict(trace: Trace, signals: ReasoningSignals, rules: QualityRules) -> Qu
 _config_cache: dict[str, Any] = {}
 
 
+def _file_stamp(path) -> tuple:
+    """What changes when the file is edited, replaced or deleted."""
+    try:
+        st = path.stat()
+        return (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (str(path), None, None)
+
+
 def _rules_from_config_file() -> QualityRules:
     """config.toml's rules, read again only when the file changes (analyze runs per trace)."""
     from capture_daemon import paths
     from capture_daemon.config import load_config
 
     path = paths.config_path()
-    try:
-        st = path.stat()
-        stamp = (str(path), st.st_mtime_ns, st.st_size)
-    except OSError:
-        stamp = (str(path), None, None)
+    stamp = _file_stamp(path)
     if _config_cache.get("stamp") != stamp:
         _config_cache["rules"] = load_config(path).quality
         _config_cache["stamp"] = stamp
     return _config_cache["rules"]
+
+
+class LiveRules:
+    """config.toml's rules for the daemon, which runs for days: read again whenever the file
+    changes, and while it is broken the rules read last stay in force (the defaults, if it never
+    read a good one). With `analyze`'s "broken file raises", a typo saved mid-session failed every
+    trace committed meanwhile, each retried four times and then quarantined. `status` names the
+    broken file; `capture-daemon rescore` re-applies the rules once it is fixed.
+
+        rules = LiveRules()
+        trace = rules.analyze(trace)
+    """
+
+    def __init__(self, path=None):
+        from capture_daemon import paths
+
+        self.path = path or paths.config_path()
+        self.stamp: tuple | None = None
+        self.rules = QualityRules()
+        self.problem: str | None = None  # why the file in place now could not be read
+        self.current()  # now, while the file is the one the daemon was started with
+
+    def current(self) -> QualityRules:
+        from capture_daemon.config import ConfigError, load_config
+
+        stamp = _file_stamp(self.path)
+        if stamp != self.stamp:
+            self.stamp = stamp
+            try:
+                self.rules, self.problem = load_config(self.path).quality, None
+            except ConfigError as exc:
+                self.problem = exc.message
+                log.warning("config.toml cannot be read; the quality rules read before stay in force until it is fixed")
+        return self.rules
+
+    def analyze(self, trace: Trace) -> Trace:
+        return analyze(trace, self.current())
 
 
 def _resolve(rules: Union[QualityRules, "Config", None]) -> QualityRules:

@@ -153,7 +153,7 @@ def render_status(report: dict[str, Any]) -> None:
         console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
     config_problem = (report.get("config") or {}).get("problem")
     if config_problem:
-        then = ("the running daemon keeps the settings it started with, and cannot start again until then"
+        then = ("the running daemon keeps the settings it read last, and cannot start again until then"
                 if d["running"] else "then `capture-daemon start`; until then the daemon cannot start (events wait in the spool)")
         console.print(Text.assemble(("config.toml is broken", "red"), f" ({p(config_problem)}): fix it; {then}"))
     problem = t.get("problem")

@@ -20,7 +20,7 @@ import pytest
 from capture_daemon import hooks_config, paths
 from capture_daemon.store import TraceStore
 from tests.claude_harness import run_claude
-from tests.daemon_harness import wait_for
+from tests.daemon_harness import RunningDaemon, prompt_events, wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
@@ -153,13 +153,21 @@ def test_a_broken_config_is_named_by_start_and_status_and_no_daemon_claims_to_ru
     report = json.loads(cli("status", "--json").stdout)
     assert "invalid TOML" in report["config"]["problem"] and not report["daemon"]["running"]
 
-    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 60\n")
+    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 60\n[quality]\nmin_answer_words = 3\nmin_score = 0.99\n")
     assert "capture daemon running" in cli("start").stdout and daemons()
     assert json.loads(cli("status", "--json").stdout)["config"]["problem"] is None
-    # Broken while it runs: it keeps the settings it started with, and status says so.
-    (understudy_home / "config.toml").write_text("[capture]\nidle_timeout_seconds = 'soon'\n")
+    # Broken while it runs: status says so, and a trace committed meanwhile is stored as usual, judged
+    # by the rules read last (before, it failed to build four times and went to quarantine).
+    (understudy_home / "config.toml").write_text("[quality]\nmin_score = 'high'\n")
     status = " ".join(cli("status").stdout.split())
-    assert "config.toml is broken" in status and "keeps the settings it started with" in status
+    assert "config.toml is broken" in status and "keeps the settings it read last" in status
+    prompt_events(understudy_home, "s-typo", "p-typo", answer="Listed the two Python files: a.py and b.py, nothing else.")
+    stored = RunningDaemon(understudy_home).trace_for
+    trace = wait_for(lambda: stored("p-typo"), 30, "the trace committed while config.toml was broken")
+    reasons = "\n".join(trace["quality"]["reasons"])  # (the defaults would reject its 10-word answer as short)
+    assert "below min_score 0.99" in reasons and "under 50 words" not in reasons and not trace["quality"]["accepted"]
+    report = json.loads(cli("status", "--json").stdout)
+    assert report["spool"]["quarantined"] == 0 and not report["health"]["stuck"]
 
 
 # --- the SessionStart hook ------------------------------------------------------------------
