@@ -82,8 +82,10 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
 
     Prompts already in the store are skipped, so running it again adds nothing.
     """
+    from capture_daemon.config import load_config
     from capture_daemon.importer import default_roots, import_paths, prepare_for_store, session_files
 
+    load_config()  # every imported trace is judged by its rules: a broken file is one error, not one per prompt
     roots = list(sources) or [r for r in default_roots() if r.exists()]
     if not roots:
         raise click.ClickException(f"No transcripts found at {default_roots()[0]}; pass the folder that holds them")

@@ -337,3 +337,23 @@ def test_the_cli_names_what_it_could_not_import_and_exits_non_zero(tmp_path):
     assert "skipped rows: 2 not JSON" in result.output
     assert "pipe.jsonl" in result.output and "FIFO" in result.output.upper()
     assert "1 files and 0 prompts could not be imported" in result.output
+
+
+def test_the_cli_with_a_broken_config_stops_at_once_in_one_line(tmp_path, understudy_home):
+    """Every imported trace is judged by config.toml's rules: broken, it was one failure line per
+    prompt (thousands, on a backfill); now one line before anything is read or stored."""
+    from click.testing import CliRunner
+
+    from capture_daemon.cli import main
+
+    s = Session()
+    s.user("fine prompt")
+    s.text("Fine.")
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    understudy_home.mkdir(parents=True, exist_ok=True)
+    (understudy_home / "config.toml").write_text('[quality]\nmin_score = "x"\n')
+    result = CliRunner().invoke(main, ["import", str(tmp_path / "projects")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip() == (f"Error: {understudy_home / 'config.toml'}: [quality] min_score: Input should be "
+                                     "a valid number (got 'x')"), result.output
+    assert not (understudy_home / "traces.db").exists()
