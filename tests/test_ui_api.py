@@ -35,3 +35,30 @@ def test_the_dashboard_does_not_import_the_training_stack():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trainer', 'transformers', 'fastapi'}))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_clearing_a_verdict_while_config_is_broken_says_why(understudy_home, tmp_path):
+    """"clear" judges the trace by config.toml's rules again: broken, that is a 409 naming the file
+    (it was a bare 500), and the verdict stays until the file is fixed."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from capture_daemon.store import TraceStore
+    from capture_daemon.ui.app import create_app
+    from tests.test_cli_traces import _store_sessions
+
+    trace = next(iter(_store_sessions().values()))
+    with TraceStore.open() as store:
+        store.set_human_verdict([trace.trace_id], False)
+    local = TestClient(create_app(runs_dir=tmp_path), base_url="http://127.0.0.1:8765")
+    csrf = re.search(r'content="([^"]+)"', next(line for line in local.get("/").text.splitlines() if "csrf" in line)).group(1)
+    (understudy_home / "config.toml").write_text('[quality]\nmin_score = "x"\n')
+    clear = {"action": "clear", "ids": [trace.trace_id]}
+    refused = local.post("/api/curate", json=clear, headers={"X-CSRF-Token": csrf})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"].startswith(f"{understudy_home / 'config.toml'}: [quality] min_score") and "fix config.toml" in refused.json()["error"]
+    with TraceStore.open() as store:
+        assert store.human_verdicts() == {trace.trace_id: False}
+    (understudy_home / "config.toml").unlink()
+    assert local.post("/api/curate", json=clear, headers={"X-CSRF-Token": csrf}).json() == {"changed": 1}

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from capture_daemon.config import ConfigError
 from capture_daemon.status import collect_status, _target_accepted
 from capture_daemon.store import TraceStore
 from capture_daemon.ui import api
@@ -178,6 +179,8 @@ def create_app(store_path: Path | None = None, runs_dir: Path = Path("runs"), *,
             changed = await in_thread(with_store, run)
         except ValueError as exc:
             return _json({"error": str(exc)}, 400)
+        except ConfigError as exc:  # "clear" judges the traces by config.toml's rules again
+            return _json({"error": f"{exc.message}: fix config.toml, then try again"}, 409)
         return _json({"changed": changed})
 
     async def events(request: Request) -> Response:
