@@ -106,7 +106,12 @@ What is detected (the marker's kind in brackets):
   key in any case, ``openai_key``, ``stripeKey``), each also with a variant after it (``DB_PASSWORD_PROD``,
   ``API_KEY_2``, ``password2``, ``password_confirmation``); ``auth``/``_auth`` (docker's config.json, .npmrc) when its value is
   base64 of ``user:password`` or the pair in clear (``auth: bob:pw``; ``basic_auth``, ``http_auth``, Yarn's
-  ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]. The same without
+  ``npmAuthIdent`` too); ``key`` beside a ``username`` (kaggle.json); ``?key=``/``&auth=`` in a URL's query; Bundler's ``BUNDLE_GEMS__HOST__COM=user:PW`` (the password); the name stays, the value goes [assignment]; on a
+  config line (the name opens its line: ``.env``, YAML, ``export``) an unquoted value runs to the first space,
+  shell and code punctuation included (``DB_PASSWORD=Xy7&Kp9q``, ``password: Ab12,Cd34``,
+  ``API_KEY=Zq8<9xY>Lm2``), unless it is code in one word (``token=get_token()``, ``TOKEN=$(gh auth
+  token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``); a double quote ends it (it may close
+  the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
   Passenger's ``passenger_env_var NAME value;``, nginx's
@@ -1017,12 +1022,78 @@ def _reads_as_reference(value: str) -> bool:
 
 _VIM_SCOPED = re.compile(r"[abglstvw]:(?:\d{1,2}|[A-Za-z_][\w#]{0,60})")
 
+# A config line's unquoted value runs to the first space: `.env`'s `DB_PASSWORD=Xy7&Kp9q`, YAML's
+# `password: Ab12,Cd34`. The value pattern stops at shell and code punctuation (`& | ; , ( ) [ ] {
+# } < >`), so a generated password's tail after such a character stayed in clear
+# (`[REDACTED]&Kp9q`), or the whole of it was read as code (`Xy7(Kp9q`, `Xy7<Kp9q`). The run ends
+# at whitespace, at a double quote, and at an escaped break (`\n`: a JSON string's, a transcript's
+# line); an escaped quote is part of it (`Some(String::from(\"x\"))` in a JSON string is one call).
+_RUN_CHAR = r"(?:[^\s\\\"]|\\(?![nrt\\]))"
+# (Bounded: no secret is longer, and a line of `NAME=x<br>` repeated would read to its end each time.)
+_MAX_RUN = 256
+_VALUE_RUN = re.compile(_RUN_CHAR + f"{{1,{_MAX_RUN}}}")
+# After the cut, another setting begins: a connection string's `;AccountKey=x;EndpointSuffix=y`, a
+# query's `&x=1`, a list's `,b=2`. The value ends at the cut.
+_NEXT_SETTING = re.compile(r"[;&,|][ \t]*[A-Za-z_][\w.-]*[ \t]*=")
+_CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{", ">": "<"}
+# Code in one word: a call, an index, a generic or a block, or a chain of them (`get_token()`,
+# `keys[0]`, `Vec<u8>`, `os.environ["X"]`, `Optional[str]`, `{}`), brackets balanced.
+_CODE_IN_ONE_WORD = re.compile(
+    r"[A-Za-z_][\w.]*[(\[<{].*[)\]>}](?:\.[A-Za-z_][\w.]*|\(\S*\)|\[\S*\])*[;,]?|\{\}|\[\]|\(\)"
+)
+
+
+def _brackets_balance(run: str) -> bool:
+    stack: list[str] = []
+    for c in run:
+        if c in "([{<":
+            stack.append(c)
+        elif c in _CLOSING_BRACKETS:
+            if not stack or stack.pop() != _CLOSING_BRACKETS[c]:
+                return False
+    return not stack
+
+
+def _config_run_is_literal(text: str, value_start: int, value_end: int, name_start: int) -> bool:
+    """Whether an unquoted value that punctuation cut short on a config line (the name opens its
+    line) is one literal to the end of its run of non-space characters: more letters or digits
+    follow the cut, and the run is not code (`token=get_token()`, `password: Optional[str]`,
+    `TOKEN=$(gh auth token)`, a template's `{x}`)."""
+    run = _VALUE_RUN.match(text, value_start)
+    if run is None or run.end() <= value_end or not any(c.isalnum() for c in text[value_end : run.end()]):
+        return False
+    if run.end() - value_start >= _MAX_RUN or _NEXT_SETTING.match(text, value_end):
+        return False
+    whole = run.group(0)
+    if "$" in whole or "`" in whole or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
+        return False
+    if _TAG_AT.match(text, value_end) and _tag_is_markup(text, value_end):
+        return False  # `password=x</td>`, `DB_PASS=x<br>`: markup after the value
+    return bool(_CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)))
+
+
+_TAG_AT = re.compile(r"</?([A-Za-z][\w:-]*)(?:[ \t][^<>\r\n]{0,200})?/?>")
+_VOID_NAMES = frozenset("br hr img input meta link wbr area base col embed source track".split())
+
+
+def _tag_is_markup(text: str, at: int) -> bool:
+    """A closing tag, an HTML element's opening tag (HTML leaves `</p>`, `</li>`, `</td>` out at
+    will: `DB_PASS=x<br>`, `x<p>next`), or another tag whose closing tag follows: markup. Any other
+    (`Xy7<Kp9q`, `Zq8<9xY>Lm2`) is the value's own text. (A password holding an element's tag,
+    `x9<b>Qz7`, is cut at it: a known limit.)"""
+    tag = _TAG_AT.match(text, at)
+    name = tag.group(1)
+    return (text.startswith("</", at) or name.lower() in _VOID_NAMES or bool(re.fullmatch(_HTML_ELEMENTS, name))
+            or text.find(f"</{name}>", tag.end(), tag.end() + 4096) >= 0)
+
 
 def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
     """Whether an unquoted value is an expression or a reference rather than a literal."""
     value = m.group("uq")
     if _VIM_SCOPED.fullmatch(value):
         return True  # Vim script's `let g:netrw_passwd=a:2`: a function's argument, a scoped variable
+    if _config_run_is_literal(text, m.start("uq"), m.end("uq"), name_start):
+        return False  # `DB_PASSWORD=Xy7(Kp9q`: its tail goes too (_replace_assignment_tail)
     # A name that is random text is a literal, wherever it stands: `session_token: eyJx.y.z`,
     # `token = abc123.def456.ghi789`, `echo aws_secret_access_key = AbC...` (see `_looks_random`).
     random = _looks_random(value)
@@ -1036,8 +1107,8 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     if nxt == "}" and name_start > 0 and text[name_start - 1] == "{":
         return True  # a format field: f"{token:02x}"
     colon = m.start("colon_sep") >= 0 and text[m.end("colon_sep") : m.end("colon_sep") + 1] != "="
-    if colon and _ANNOTATION_DEFAULT.match(value):
-        return True  # def f(startToken:Token=None)
+    if colon and _ANNOTATION_DEFAULT.match(value) and not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
+        return True  # def f(startToken:Token=None); YAML's `password: Xy7=Kp9q` is a value
     if colon and _PROSE_WORD.fullmatch(value) and (kind != _CHOSEN or _MORE_WORDS.match(text, m.end())):
         return True  # "uses a token: see RFC 6750", "password: The plaintext password."
     if random or not _IDENTIFIER.fullmatch(value):
@@ -1131,6 +1202,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
     if m.start("comma_sep") >= 0 and value in ("User", "Machine", "Process"):
         return None  # [Environment]::GetEnvironmentVariable("DB_PASSWORD", "User"): a scope
+    if group == "uq" and _config_run_is_literal(text, m.start(group), m.end(group), name_start):
+        value = _VALUE_RUN.match(text, m.start(group)).group(0)  # judged whole: `API_KEY=Zq8<9xY>Lm2`
     if not _plausible_secret(kind, value):
         return None
     if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
@@ -1238,6 +1311,32 @@ _PAIR_CLOSER = re.compile(
     r"[ \t]*(?:,[ \t]*(?:\d{1,2}|true|false|True|False|TRUE|FALSE|[\"'](?:User|Machine|Process)[\"']|EnvironmentVariableTarget\.\w+)[ \t]*)?\)"
 )
 _PAIR_LOOKBACK = 64
+
+
+# What the assignment rule left after its marker on a config line: `[REDACTED:assignment]&Kp9q`.
+_ASSIGNMENT_TAIL = re.compile(r"\](?<=\[REDACTED:assignment\])(?!\[REDACTED:)(?P<tail>[^\s\\\"\w$:.!?]" + _RUN_CHAR + f"{{0,{_MAX_RUN}}})")
+_SEPARATOR_BEFORE_MARKER = re.compile(r"(?<=[\w.-])[\"']?[ \t]*(?:=|:)[ \t]*\Z")
+
+
+def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
+    """Drop the rest of a config line's value after the assignment rule's marker, when
+    `_config_run_is_literal` says the value ran on past the punctuation that cut it."""
+    marker_start = m.start() + 1 - len(_ASSIGNMENT_MARK)
+    separator = _SEPARATOR_BEFORE_MARKER.search(text, max(0, marker_start - 16), marker_start)
+    if separator is None:
+        return None
+    name_start = _name_start(text, separator.start())
+    tail_start = m.start("tail")
+    # The run as it stood: the marker read as a value of one letter, the tail after it.
+    if not any(c.isalnum() for c in m.group("tail")) or len(m.group("tail")) > _MAX_RUN or _NEXT_SETTING.match(text, tail_start):
+        return None
+    if _TAG_AT.match(text, tail_start) and _tag_is_markup(text, tail_start):
+        return None
+    if "$" in m.group("tail"):
+        return None  # `TOKEN=x$(...)`: a substitution
+    if not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
+        return None
+    return "]"
 
 
 def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -4702,6 +4801,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
+    _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),
     _Rule("httpie-param", _HTTPIE_PARAM, _replace_httpie_param, (("=", _HTTPIE_PARAM_LOOK),), anchored=True),
     _Rule("r-assignment", _R_ARROW, _replace_r_arrow, (("-", r"(?=[ \t]*[\"'`\w])"),), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),

@@ -1586,6 +1586,28 @@ POSITIVE = [
         'printf "h.acme.io:*:*:u:%s\\n" [REDACTED:pgpass-password]\n'
         '{"command": "printf \'db.acme.io:6432:shop:app:%s\\\\n\' [REDACTED:pgpass-password] >> ~/.pgpass"}',
     ),
+    (
+        # A generated password with shell or code punctuation in it, unquoted on a config line
+        # (`.env`, YAML, an `export`): the value pattern stopped at the punctuation, and its tail
+        # stayed in clear (`[REDACTED]&Kp9q`) or the whole read as code (`Xy7(Kp9q`, `Xy7<Kp9q`).
+        "config-line-value-with-punctuation",
+        "DB_PASSWORD=Xy7&Kp9q\nAPI_KEY=Ab12|Cd34Ef56\nSECRET_KEY=a1b2;c3d4e5\nDB_PASS=Xy7,Kp9q\n"
+        "export TOKEN=Zq8(vLm2pXw\nAPI_TOKEN=Zq8)vLm2pXw\nDB_PASSWORD=Xy7[Kp9q\nDB_PASSWORD=Xy7]Kp9q\n"
+        "DB_PASSWORD=Xy7{Kp9q\nDB_PASSWORD=Xy7}Kp9q\nDB_PASSWORD=x9<Qz7Kp2\nAPI_KEY=Zq8<9xY>Lm2\n"
+        "DB_PASSWORD=abc>def123\npassword: Xy7=Kp9q\npassword: Xy7'Kp9q\nDB_PASSWORD=x9<cd>Qz7Kp2\n"
+        'grep: {"out": "A=1\\nDB_PASSWORD=Xy7&Kp9q\\nNEXT=1"}\n'  # a transcript's escaped line
+        "DB_PASSWORD=[REDACTED:assignment]&Kp9q\n"  # redacted before this rule: redacted again, the tail goes
+        "AccountKey=Zq8vLm2pXw;EndpointSuffix=core.windows.net",  # another setting after the cut
+        "DB_PASSWORD=[REDACTED:assignment]\nAPI_KEY=[REDACTED:assignment]\nSECRET_KEY=[REDACTED:assignment]\n"
+        "DB_PASS=[REDACTED:assignment]\nexport TOKEN=[REDACTED:assignment]\nAPI_TOKEN=[REDACTED:assignment]\n"
+        "DB_PASSWORD=[REDACTED:assignment]\nDB_PASSWORD=[REDACTED:assignment]\nDB_PASSWORD=[REDACTED:assignment]\n"
+        "DB_PASSWORD=[REDACTED:assignment]\nDB_PASSWORD=[REDACTED:assignment]\nAPI_KEY=[REDACTED:assignment]\n"
+        "DB_PASSWORD=[REDACTED:assignment]\npassword: [REDACTED:assignment]\npassword: [REDACTED:assignment]\n"
+        "DB_PASSWORD=[REDACTED:assignment]\n"
+        'grep: {"out": "A=1\\nDB_PASSWORD=[REDACTED:assignment]\\nNEXT=1"}\n'
+        "DB_PASSWORD=[REDACTED:assignment]\n"
+        "AccountKey=[REDACTED:assignment];EndpointSuffix=core.windows.net",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2220,6 +2242,13 @@ NEGATIVE = [
     (
         'pgpass-shaped-words-without-pgpass',  # a host:port:a:b:c word on a line that names no .pgpass file
         "echo db.acme.io:5432:shop:app:main >> notes.txt\nstats host.x:8080:GET:200:ok\nsee a:1:b:c:d",
+    ),
+    (
+        'config-line-code-in-one-word',  # a call, an index, a generic, a substitution: code, on a line of its own
+        "token=get_token()\npassword: Optional[str]\nexport GITHUB_TOKEN=$(gh auth token)\nkey=keys[0]\n"
+        'api_key=os.environ["API_KEY"]\npassword=request.args.get("p")\ntoken: Vec<u8>\n'
+        "password = Option<String>\nPASSWORD=${DB_PASSWORD:-changeme}\nAPI_KEY=sk-<your key here>\n"
+        "def f(startToken:Token=None): pass",
     ),
 ]
 
