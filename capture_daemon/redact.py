@@ -1319,15 +1319,15 @@ _SEPARATOR_BEFORE_MARKER = re.compile(r"(?<=[\w.-])[\"']?[ \t]*(?:=|:)[ \t]*\Z")
 
 
 def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
-    """Drop the rest of a config line's value after the assignment rule's marker, when
-    `_config_run_is_literal` says the value ran on past the punctuation that cut it."""
+    """Drop the rest of a config line's value after the assignment rule's marker: the run of
+    non-space characters that `_config_run_is_literal` judged one value with it (the same tests,
+    but for code in one word: a value read as code left no marker)."""
     marker_start = m.start() + 1 - len(_ASSIGNMENT_MARK)
     separator = _SEPARATOR_BEFORE_MARKER.search(text, max(0, marker_start - 16), marker_start)
     if separator is None:
         return None
     name_start = _name_start(text, separator.start())
     tail_start = m.start("tail")
-    # The run as it stood: the marker read as a value of one letter, the tail after it.
     if not any(c.isalnum() for c in m.group("tail")) or len(m.group("tail")) > _MAX_RUN or _NEXT_SETTING.match(text, tail_start):
         return None
     if _TAG_AT.match(text, tail_start) and _tag_is_markup(text, tail_start):
