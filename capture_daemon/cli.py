@@ -101,10 +101,14 @@ def status(as_json: bool) -> None:
 @click.option("--accepted", "accepted", flag_value=True, default=None, help="Only traces the quality filter accepted.")
 def export(fmt: str, output: Path | None, accepted: bool | None) -> None:
     """Write every stored trace, one JSON object per line, with the schema's field names."""
+    from capture_daemon.scrub import scrub_trace
+
     def write(handle) -> int:
         count = 0
         for trace in store.iter_traces(accepted=accepted):
-            handle.write(trace.model_dump_json().encode() + b"\n")
+            # Redacted again by this version's rules: a trace stored before a rule existed keeps
+            # what that rule removes, and an export goes on to training.
+            handle.write(scrub_trace(trace).model_dump_json().encode() + b"\n")
             count += 1
         return count
 

@@ -142,6 +142,51 @@ def test_traces_from_the_capture_store(tmp_path, understudy_home):
     assert sorted(ids) == sorted(t.trace_id for t in traces[1:])
 
 
+# What a trace stored or exported before a redaction rule existed can hold: the tail the old
+# assignment rule left, and a value it read as code.
+OLD_LEAKS = ("DB_PASSWORD=[REDACTED:assignment]&Kp9qW3", "API_KEY=Zq8<9xYv>Lm2Rt")
+
+
+def _with_old_leaks(trace):
+    call = trace.tool_calls[0]
+    call.output = (call.output or "") + "\n" + "\n".join(OLD_LEAKS)
+    return trace
+
+
+def test_traces_are_redacted_again_on_their_way_to_training(tmp_path, understudy_home):
+    """A store (or an export) from before a redaction rule keeps what the rule now removes: what
+    `trainer run` / `build-dataset` take, and what `capture-daemon export` writes, are redacted by
+    this version's rules, and the run says how many traces that changed."""
+    from capture_daemon.cli import main as capture_main
+    from capture_daemon.store import TraceStore
+    from trainer.pipeline import stage_traces
+    from trainer.teacher_corpus import generate_corpus
+
+    traces = generate_corpus(n=6, seed=4)
+    _with_old_leaks(traces[1])
+    with TraceStore.open() as store:
+        for t in traces:
+            store.put(t)  # (put stores what it is given: redaction happens before, at capture)
+    logged: list[str] = []
+    path = stage_traces(load_config(), tmp_path / "run", logged.append)
+    assert "Kp9qW3" not in path.read_text() and "Lm2Rt" not in path.read_text()
+    assert "(1 redacted again by this version's rules)" in logged[-1], logged
+    exported = CliRunner().invoke(capture_main, ["export", "-o", str(tmp_path / "export.jsonl")])
+    assert exported.exit_code == 0, exported.output
+    assert "Kp9qW3" not in (tmp_path / "export.jsonl").read_text() and "Lm2Rt" not in (tmp_path / "export.jsonl").read_text()
+
+    # A traces file from elsewhere (an older export): build-dataset's examples hold none of it either.
+    old_export = tmp_path / "old.jsonl"
+    old_export.write_text("".join(_with_old_leaks(t).model_dump_json() + "\n" for t in generate_corpus(n=12, seed=5)))
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(main, ["build-dataset", "--traces", str(old_export), "--output", str(out),
+                                       "--sft.base_model", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    assert "(12 redacted again by this version's rules)" in result.output
+    written = "".join(p.read_text() for p in out.glob("*.jsonl"))
+    assert "Kp9qW3" not in written and "Lm2Rt" not in written and "[REDACTED:assignment]" in written
+
+
 def _tiny_run_args(traces: Path, out: Path, *overrides: str) -> list[str]:
     """`trainer run` on a traces file with a one-layer tiny base, one SFT step and one evaluated example."""
     settings = [

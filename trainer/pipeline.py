@@ -375,19 +375,33 @@ def _dir(cfg: UnderstudyConfig, dotted: str, default: Path) -> Path:
 # Stages
 
 
+def redacted_again(traces: list) -> tuple[list, int]:
+    """The traces redacted by this version's rules, and how many that changed. A trace captured
+    (or exported) before a rule existed keeps what that rule now removes; what trains must not."""
+    from capture_daemon.scrub import scrub_trace
+
+    again = [scrub_trace(t) for t in traces]
+    return again, sum(a != t for a, t in zip(again, traces))
+
+
 def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -> Path:
-    """The traces as a JSONL file: the demo corpus, a copy of the store's accepted traces, or the given file."""
+    """The traces as a JSONL file: the demo corpus, or the store's accepted traces or the given
+    file's, redacted again by this version's rules (`redacted_again`)."""
     source = cfg.run.traces
+    given = None
     if source not in ("store", "demo"):
-        path = Path(source)
-        if not path.is_file():
+        given = Path(source)
+        if not given.is_file():
             raise ConfigError(f"run.traces = {source!r} is neither 'store', 'demo' nor a file: fix run.traces")
-        log(f"[traces] {path}")
-        return path
     out.mkdir(parents=True, exist_ok=True)
     path = out / "traces.jsonl"
     tmp = out / "traces.jsonl.tmp"
-    if source == "demo":
+    again = 0
+    if given is not None:
+        from trainer.dataset import load_traces
+
+        traces, again = redacted_again(list(load_traces(given)))
+    elif source == "demo":
         from trainer.teacher_corpus import generate_corpus
 
         traces = generate_corpus(n=cfg.run.demo_traces, seed=cfg.run.seed, names=cfg.run.demo_names)
@@ -404,6 +418,7 @@ def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -
             traces = list(store.iter_traces(accepted=True if cfg.dataset.only_accepted else None))
         if not traces:
             raise ConfigError("the capture store has no accepted traces yet: capture some, or try `trainer run --demo`")
+        traces, again = redacted_again(traces)
     with open(tmp, "w", encoding="utf-8") as fh:
         for t in traces:
             fh.write(t.model_dump_json() + "\n")
@@ -412,7 +427,8 @@ def stage_traces(cfg: UnderstudyConfig, out: Path, log: Callable[[str], None]) -
         tmp.unlink()
     else:
         tmp.replace(path)
-    log(f"[traces] {len(traces)} traces from {source} → {path}")
+    redacted = f" ({again} redacted again by this version's rules)" if again else ""
+    log(f"[traces] {len(traces)} traces from {given or source} → {path}{redacted}")
     return path
 
 
@@ -439,7 +455,8 @@ def check_held_out(cfg: UnderstudyConfig, traces_path: Path) -> None:
                           "held-out sessions: raise dataset.test_fraction (0.1 is the default)")
     sessions = {t.session_id for t in load_traces(traces_path)}
     if "test" not in split_by_session(sessions, d.val_fraction, d.test_fraction, d.seed).values():
-        raise ConfigError(f"only {len(sessions)} session(s) in {traces_path}: too few to hold one out for evaluation "
+        where = {"store": "the capture store's accepted traces", "demo": "the demo corpus"}.get(cfg.run.traces, cfg.run.traces)
+        raise ConfigError(f"only {len(sessions)} session(s) in {where}: too few to hold one out for evaluation "
                           "(a session goes whole to train, validation or test; 3 or more are needed): capture more "
                           "sessions, or try `trainer run --demo`")
 
