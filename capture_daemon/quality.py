@@ -295,7 +295,6 @@ class LiveRules:
         self.path = path or paths.config_path()
         self.stamp: tuple | None = None
         self.rules = QualityRules()
-        self.problem: str | None = None  # why the file in place now could not be read
         self.current()  # now, while the file is the one the daemon was started with
 
     def current(self) -> QualityRules:
@@ -305,9 +304,8 @@ class LiveRules:
         if stamp != self.stamp:
             self.stamp = stamp
             try:
-                self.rules, self.problem = load_config(self.path).quality, None
-            except ConfigError as exc:
-                self.problem = exc.message
+                self.rules = load_config(self.path).quality
+            except ConfigError:  # (status names the file and its problem)
                 log.warning("config.toml cannot be read; the quality rules read before stay in force until it is fixed")
         return self.rules
 

@@ -1087,12 +1087,14 @@ def _tag_is_markup(text: str, at: int) -> bool:
             or text.find(f"</{name}>", tag.end(), tag.end() + 4096) >= 0)
 
 
-def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool) -> bool:
-    """Whether an unquoted value is an expression or a reference rather than a literal."""
+def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start: int, kind: str, spaced: bool,
+                            config_run: bool = False) -> bool:
+    """Whether an unquoted value is an expression or a reference rather than a literal
+    (`config_run`: `_config_run_is_literal` said it runs on past its cut as one literal)."""
     value = m.group("uq")
     if _VIM_SCOPED.fullmatch(value):
         return True  # Vim script's `let g:netrw_passwd=a:2`: a function's argument, a scoped variable
-    if _config_run_is_literal(text, m.start("uq"), m.end("uq"), name_start):
+    if config_run:
         return False  # `DB_PASSWORD=Xy7(Kp9q`: its tail goes too (_replace_assignment_tail)
     # A name that is random text is a literal, wherever it stands: `session_token: eyJx.y.z`,
     # `token = abc123.def456.ghi789`, `echo aws_secret_access_key = AbC...` (see `_looks_random`).
@@ -1202,14 +1204,15 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
     if m.start("comma_sep") >= 0 and value in ("User", "Machine", "Process"):
         return None  # [Environment]::GetEnvironmentVariable("DB_PASSWORD", "User"): a scope
-    if group == "uq" and _config_run_is_literal(text, m.start(group), m.end(group), name_start):
+    config_run = group == "uq" and _config_run_is_literal(text, m.start(group), m.end(group), name_start)
+    if config_run:
         value = _VALUE_RUN.match(text, m.start(group)).group(0)  # judged whole: `API_KEY=Zq8<9xY>Lm2`
     if not _plausible_secret(kind, value):
         return None
     if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
         return None  # f(password=password), {"token": token}, self.token = token
     if group == "uq":
-        if _unquoted_reads_as_code(text, m, name, name_start, kind, spaced):
+        if _unquoted_reads_as_code(text, m, name, name_start, kind, spaced, config_run):
             return None
     elif not quoted_name and _inside_string_literal(text, name_start) and not _nested_literal(text, name_start, group):
         return None  # getpass("Password: ")

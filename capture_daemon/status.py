@@ -32,12 +32,12 @@ def _tail(path, limit: int) -> list[str]:
 def _config() -> tuple[int, str | None]:
     """(the accepted-trace target, what is wrong with config.toml or None): the daemon cannot start
     on a broken one, so status says so (with the default target meanwhile)."""
-    from capture_daemon.config import ConfigError, load_config
+    from capture_daemon.config import CaptureSettings, ConfigError, load_config
 
     try:
         return int(load_config().capture.target_accepted), None
     except ConfigError as exc:
-        return 500, exc.message
+        return CaptureSettings().target_accepted, exc.message
 
 
 def _target_accepted() -> int:
