@@ -625,10 +625,10 @@ def test_validator_ends_only_after_a_whole_call_and_single_call_mode():
 def test_forced_and_forbidden_calls_are_assembled(serve, stream):
     from trainer.serve_constrain import Constraint
 
-    # A forced turn is calls only; a cut-off forced call is still the call.
+    # A forced turn is calls only; a forced call cut off (by max_tokens) is still the call.
     asm = OutputAssembler(["Read"], [], Constraint("any", ["Read", "Bash"]))
     assert asm.feed('<tool_call>{"name": "Bash", "arguments": {"command": "l') == ""
-    text, blocks = asm.finish()
+    text, blocks = asm.finish(cut_off=True)
     assert text == "" and [(b["name"], b["input"]) for b in blocks] == [("Bash", {})]
     # tool_choice none: a call-looking text stays text.
     asm = OutputAssembler(["Read"], [], Constraint("none"))
@@ -1001,3 +1001,74 @@ def test_serve_maps_requests_with_the_dataset_settings_the_student_was_trained_w
     cfg = load_config(None)
     assert "working_directory_turn" in adopt_trained_context(cfg, str(run / "sft" / "final"), lines.append)
     assert cfg.dataset.working_directory_turn == "system"
+
+
+# ---------------------------------------------------------------------------------------------
+# A reply cut short inside a call (max_tokens, a stop sequence)
+
+CUT_CASES = [
+    # (pieces generated before the limit, content the API answers with)
+    (TOOL_OUTPUT[:3], [{"type": "text", "text": "I'll read the file."}]),  # only the tag: no call yet
+    (["I'll read the file.\n<tool"], [{"type": "text", "text": "I'll read the file."}]),  # half the tag
+    (TOOL_OUTPUT[:4], [{"type": "text", "text": "I'll read the file."}, {"type": "tool_use", "name": "Read", "input": {}}]),
+    (TOOL_OUTPUT[:5], [{"type": "text", "text": "I'll read the file."},
+                       {"type": "tool_use", "name": "Read", "input": {"file_path": "a.py"}}]),  # JSON whole, tag unclosed
+    (['<tool_call>{"name": "Read", "arguments": {"file_path": "a.py"}}</tool_call>\n', '<tool_call>{"name": "Bash", "argu'],
+     [{"type": "tool_use", "name": "Read", "input": {"file_path": "a.py"}}, {"type": "tool_use", "name": "Bash", "input": {}}]),
+    (['<tool_call>{"name": "Nope", "argu'], []),  # a name the request did not offer is no call
+]
+
+
+def _content(blocks: list[dict]) -> list[dict]:
+    return [{k: v for k, v in b.items() if k != "id"} for b in blocks]
+
+
+def _streamed_content(events: list[tuple[str, dict]]) -> list[dict]:
+    blocks: list[dict] = []
+    for event, data in events:
+        if event == "content_block_start":
+            blocks.append({k: v for k, v in data["content_block"].items() if k != "id"})
+        elif event == "content_block_delta" and data["delta"]["type"] == "text_delta":
+            blocks[-1]["text"] += data["delta"]["text"]
+        elif event == "content_block_delta":
+            blocks[-1]["input"] = json.loads(data["delta"]["partial_json"])
+    return blocks
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("pieces, content", CUT_CASES, ids=["tag", "half-tag", "name", "unclosed", "second-call", "unknown"])
+def test_a_reply_cut_inside_a_call_says_max_tokens(serve, pieces, content, stream):
+    """The API answers a reply that hit max_tokens with stop_reason max_tokens, even when it holds
+    a call, and the call it was writing as a tool_use block with the input so far: a client must
+    not take it for a finished tool_use turn and run a call with its input missing, nor see the
+    student's call markup as text."""
+    url = serve(ScriptedBackend(pieces + ["</tool_call>", "more"]))
+    r = http.post(url + "/v1/messages", json=request(max_tokens=len(pieces), stream=stream))
+    assert r.status_code == 200
+    if stream:
+        events = sse_events(r.text)
+        stop = [d for e, d in events if e == "message_delta"][0]["delta"]["stop_reason"]
+        got = _streamed_content(events)
+    else:
+        stop, got = r.json()["stop_reason"], _content(r.json()["content"])
+    assert stop == "max_tokens"
+    assert got == content
+    assert "<tool" not in json.dumps(got)
+
+
+def test_a_stop_sequence_inside_a_call_ends_it_like_max_tokens(serve):
+    url = serve(ScriptedBackend(TOOL_OUTPUT))
+    msg = http.post(url + "/v1/messages", json=request(stop_sequences=["a.py"])).json()
+    assert msg["stop_reason"] == "stop_sequence" and msg["stop_sequence"] == "a.py"
+    assert _content(msg["content"]) == [{"type": "text", "text": "I'll read the file."},
+                                        {"type": "tool_use", "name": "Read", "input": {}}]
+
+
+def test_forced_call_cut_by_max_tokens_says_max_tokens(serve):
+    url = serve(ScriptedBackend(['<tool_call>{"name": "Read", ', '"arguments": {"file_path": "a.py"}}', "</tool_call>"]))
+    msg = http.post(url + "/v1/messages", json=request(max_tokens=1, tool_choice={"type": "any"})).json()
+    assert msg["stop_reason"] == "max_tokens"
+    assert _content(msg["content"]) == [{"type": "tool_use", "name": "Read", "input": {}}]
+    msg = http.post(url + "/v1/messages", json=request(tool_choice={"type": "any"})).json()
+    assert msg["stop_reason"] == "tool_use"
+    assert _content(msg["content"]) == [{"type": "tool_use", "name": "Read", "input": {"file_path": "a.py"}}]

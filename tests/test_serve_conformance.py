@@ -219,6 +219,11 @@ BAD_REQUESTS = [
     ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
     ({"tool_choice": {"type": "any"}, "tools": None}, "tool_choice"),
     ({"stop_sequences": ["  "]}, "stop_sequences"),
+    ({"top_k": 2**64}, "top_k"),
+    ({"tools": [{"name": "Bash", "input_schema": {"type": "object", "properties": "command"}}]}, "tools.0.input_schema.properties"),
+    ({"tools": [{"name": "Bash", "input_schema": {"type": "object", "properties": [1]}}]}, "tools.0.input_schema.properties"),
+    ({"tools": [{"name": "Bash", "input_schema": {"type": "object", "required": 5}}]}, "tools.0.input_schema.required"),
+    ({"tools": [{"name": "Bash", "input_schema": {"type": "object", "required": [["command"]]}}]}, "tools.0.input_schema.required"),
 ]
 
 
@@ -235,6 +240,56 @@ def test_bad_requests_are_400_naming_the_field(server, tools, change, field, str
     assert err.value.body["error"]["type"] == "invalid_request_error"
     assert err.value.body["error"]["message"].startswith(field), err.value.body
     assert err.value.response.headers["request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("path, stream", [("/v1/messages", False), ("/v1/messages", True), ("/v1/messages/count_tokens", False)])
+def test_a_lone_surrogate_is_a_400(server, path, stream):
+    """Half an emoji, as JavaScript's JSON.stringify writes a string cut inside one: valid JSON
+    syntax, not valid Unicode. The API answers 400; it must never reach the tokenizer (a 500)."""
+    raw = ('{"model": "%s", "max_tokens": 8, "stream": %s, "messages": [{"role": "user", "content": "cut \\ud83d here"}]}'
+           % (MODEL, "true" if stream else "false"))
+    r = httpx.post(server.base_url + path, content=raw, headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error" and "surrogate" in r.json()["error"]["message"]
+    # A whole emoji written as its surrogate pair, and an escaped backslash before "ud83d", are fine.
+    for text in ("\\ud83d\\ude00", "\\\\ud83d"):
+        ok = raw.replace("cut \\ud83d here", text)
+        assert httpx.post(server.base_url + path, content=ok, headers={"content-type": "application/json"},
+                          timeout=60).status_code == 200, ok
+
+
+def test_sampling_at_the_edges_of_its_ranges(client, tools):
+    """A subnormal temperature is greedy (dividing logits by it overflowed), and the largest top_k
+    the server takes is served, on both backends."""
+    greedy = client.messages.create(**first_turn(tools=tools))
+    # As extra_body: this SDK's create() no longer takes the sampling fields the API accepts.
+    tiny = client.messages.create(**first_turn(tools=tools), extra_body={"temperature": 5e-324})
+    assert plain(tiny.content) == plain(greedy.content)
+    wide = client.messages.create(**first_turn(tools=tools), extra_body={"temperature": 1.0, "top_k": 2**31 - 1})
+    assert wide.stop_reason in ("end_turn", "tool_use", "max_tokens")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_forced_call_cut_by_max_tokens_says_so(client, tools, stream):
+    """The API's stop_reason for a reply that ran out of tokens is max_tokens, even inside a
+    forced call (the client must not run the call with its input missing), and the block is the
+    call it was writing: the named tool from the first token on, any tool once its name is out."""
+    def ask(**args):
+        if stream:
+            with client.messages.stream(**first_turn(tools=tools, **args)) as s:
+                return s.get_final_message()
+        return client.messages.create(**first_turn(tools=tools, **args))
+
+    for n in (1, 2, 3):
+        msg = ask(tool_choice={"type": "tool", "name": "Bash"}, max_tokens=n)
+        assert msg.stop_reason == "max_tokens"
+        assert [(b.type, b.name, b.input) for b in msg.content] == [("tool_use", "Bash", {})]
+    # Forced, this student writes its command on and on: every cut is inside the call.
+    for n in (4, 8, 16, 64):
+        msg = ask(tool_choice={"type": "any"}, max_tokens=n)
+        assert msg.stop_reason == "max_tokens"
+        assert [(b.type, b.name, b.input) for b in msg.content] in ([], [("tool_use", "Bash", {})])
+    assert msg.content, "the name is out by 64 tokens"
 
 
 def test_fuzzed_requests_never_500(server):

@@ -70,6 +70,7 @@ from typing import Any, Callable, Optional
 import click
 import orjson
 
+from capture_daemon.content_blocks import block_text
 from trainer.chat_template import (
     BEGIN_OF_TEXT,
     TOOL_CALL_CLOSE,
@@ -104,6 +105,30 @@ _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 arm_for = serve_ab.arm_for
 TransformersBackend = serve_backends.TransformersBackend
 LlamaCppBackend = serve_backends.LlamaCppBackend
+
+
+_SURROGATE_ESCAPE_RE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def lone_surrogate(raw: bytes, body: Any) -> Optional[str]:
+    """The first lone UTF-16 surrogate in a parsed request, as `\\udXXX`, or None.
+
+    `json.loads` accepts `"\\ud83d"` (half an emoji, as JavaScript's JSON.stringify writes a
+    string cut inside one) and hands back a str no tokenizer or encoder takes: the API answers it
+    with a 400, and so does this server. Only a body holding such an escape is checked whole."""
+    if not _SURROGATE_ESCAPE_RE.search(raw):
+        return None
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        return "\\u%04x" % ord(err.object[err.start])
+    return None
+
+
+# Below this a sampled token is the greedy one (barring exact ties), and logits divided by it can
+# overflow: such a temperature is served as 0.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 _FORCED_HEAD_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r'\{"name": "((?:[^"\\]|\\.)*)"')
 
 
@@ -114,15 +139,7 @@ _FORCED_HEAD_RE = re.compile(re.escape(TOOL_CALL_OPEN) + r'\{"name": "((?:[^"\\]
 def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
-    parts = []
-    for block in content or []:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            parts.append(block.get("text", ""))
-        elif block.get("type") == "image":
-            parts.append("[image]")
-    return "\n\n".join(p for p in parts if p)
+    return "\n\n".join(text for text in map(block_text, content or []) if text)
 
 
 def strip_reminders(text: str) -> str:
@@ -250,7 +267,7 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
         for b in content:
             if b.get("type") == "tool_result":
                 messages.append(_tool_message(b, names.get(b["tool_use_id"], "tool"), settings, tokenizer))
-            elif b.get("type") in ("text", "image"):
+            elif b.get("type") in ("text", "image", "document", "search_result"):
                 text = strip_reminders(_text_of([b]))
                 if text:
                     texts.append(text)
@@ -419,28 +436,34 @@ class OutputAssembler:
             return new
         return ""
 
-    def finish(self) -> tuple[str, list[dict]]:
+    def finish(self, cut_off: bool = False) -> tuple[str, list[dict]]:
         """(all narration text, tool_use blocks). Malformed or unknown calls → the raw text.
 
         With tool_choice none everything is text; with a forced choice only the well-formed
-        calls count (the constraint makes them so; a cut-off last one is dropped); without
-        parallel calls only the first.
+        calls count (the constraint makes them so); without parallel calls only the first.
+        `cut_off`: generation stopped early (max_tokens, a stop sequence); a call it stopped
+        inside is answered as the API answers it, a tool_use block with the input as far as it
+        got (here, none), or left out when not even its name was written.
         """
         if self.constraint.kind == "none":
             return _normalize(re.sub(r"(?:<\|eot_id\|>|<\|end_of_text\|>)+\s*$", "", self.text)), []
-        parsed = parse_assistant_output(self.text)
+        text = self.text
+        if cut_off:  # stopped inside the tag that opens a call: the tag was never written
+            text = text[: len(text) - _partial_suffix(text, TOOL_CALL_OPEN)]
+        parsed = parse_assistant_output(text)
         calls = parsed.tool_calls
-        names = self.offered | set(self.constraint.names)
+        names = set(self.constraint.names) if self.constraint.forced else self.offered | set(self.constraint.names)
+        opened = text.rfind(TOOL_CALL_OPEN)
+        if cut_off and calls and not calls[-1].valid_json and TOOL_CALL_CLOSE not in text[opened:]:
+            head = _FORCED_HEAD_RE.match(text, opened)
+            calls = calls[:-1]
+            name = head.group(1) if head else None
+            if name is None and self.constraint.forced and len(names) == 1 and not calls:
+                name = next(iter(names))  # tool_choice names the tool: the call is that one's
+            if name in names:
+                calls.append(ParsedCall(name=name, arguments={}, raw="", valid_json=True))
         if self.constraint.forced:
-            names = set(self.constraint.names)
-            complete = [c for c in calls if c.valid_json and c.name in names]
-            if not complete:
-                # Cut off by max_tokens inside the forced call: the API still answers with the
-                # tool_use block (its input as far as it got: here, nothing).
-                m = _FORCED_HEAD_RE.search(self.text)
-                if m and m.group(1) in names:
-                    complete = [ParsedCall(name=m.group(1), arguments={}, raw="", valid_json=True)]
-            calls = complete
+            calls = [c for c in calls if c.valid_json and c.name in names]
             parsed.narration = ""
         good = calls and all(c.valid_json and (not names or c.name in names) for c in calls)
         if calls and not self.constraint.parallel:
@@ -583,9 +606,14 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             chunks.append(chunk)
         raw = b"".join(chunks)
         try:
-            return raw, json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, RecursionError):
             raise APIError(400, "request body is not valid JSON") from None
+        lone = lone_surrogate(raw, body)
+        if lone:
+            raise APIError(400, f"request body is not valid JSON: a string holds a lone UTF-16 surrogate ({lone}), "
+                                "as a string cut inside an emoji does; send whole characters")
+        return raw, body
 
     # --- health
 
@@ -673,6 +701,10 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
 
     def gen_params(body: dict, input_tokens: int, constraint: Constraint) -> GenParams:
         temperature = settings.temperature if settings.temperature is not None else float(body.get("temperature") or 0.0)
+        if temperature < GREEDY_BELOW_TEMPERATURE:
+            # Logits divided by a subnormal temperature overflow to inf and sampling fails; any
+            # temperature this low picks the likeliest token anyway.
+            temperature = 0.0
         room = n_ctx - input_tokens
         return GenParams(
             max_new_tokens=max(1, min(int(body["max_tokens"]), room, settings.max_new_tokens or room)),
@@ -772,13 +804,19 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
             "usage": {"input_tokens": input_tokens, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
         }
 
+    def cut_off(result: Optional[GenResult], asm: OutputAssembler) -> bool:
+        return asm.stop_sequence is not None or (result is not None and result.finish == "length")
+
     def stop_reason(result: Optional[GenResult], blocks: list[dict], asm: OutputAssembler) -> str:
+        # Checked before the blocks: a reply that ran out of tokens says so even when it holds a
+        # call (one the limit cut short, or a whole one with a second cut off after it), so the
+        # client knows it was truncated instead of running a call with missing input.
         if asm.stop_sequence is not None:
             return "stop_sequence"
-        if blocks:
-            return "tool_use"
         if result is not None and result.finish == "length":
             return "max_tokens"
+        if blocks:
+            return "tool_use"
         return "end_turn"
 
     async def student_message(request: Request, body: dict, size: int):
@@ -813,7 +851,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                 slot.release()
             if error:
                 raise APIError(500, f"generation failed: {error}", "api_error")
-            text, blocks = asm.finish()
+            text, blocks = asm.finish(cut_off(result, asm))
             content = ([{"type": "text", "text": text}] if text else []) + blocks
             envelope.update(
                 content=content,
@@ -845,7 +883,7 @@ def create_app(backend, settings: Optional[ServerSettings] = None):
                     else:
                         yield _sse("error", {"type": "error", "error": {"type": "api_error", "message": f"generation failed: {value}"}})
                         return
-                text, blocks = asm.finish()
+                text, blocks = asm.finish(cut_off(result, asm))
                 rest = asm.remainder(text)
                 out = []
                 if rest:

@@ -10,9 +10,10 @@ student sees the request: never a 500 for a client's mistake, never an SSE `erro
   takes the system prompt only as the top-level `system`), non-empty content, known block types
   per role, every `tool_result` answering a `tool_use` of the turn just before it and every
   `tool_use` (but in the last turn) answered in the turn after it;
-- `system`, `tools` (unique names, a custom tool has an `input_schema` object), `tool_choice`
+- `system`, `tools` (unique names, a custom tool has an `input_schema` object whose `properties`
+  and `required` are well-formed), `tool_choice`
   (`auto`, `any`, `tool` with a name among `tools`, `none`; `disable_parallel_tool_use`);
-- sampling ranges: `temperature` and `top_p` in [0, 1], `top_k` >= 0, `stop_sequences`.
+- sampling ranges: `temperature` and `top_p` in [0, 1], `top_k` in [0, 2^31 - 1], `stop_sequences`.
 
 Fields the server does not use (`metadata`, `thinking`, `context_management`, ...) are accepted,
 as Claude Code sends them.
@@ -26,6 +27,7 @@ from typing import Any
 # The API's largest output limit for any model; a request above it is refused, as the API does.
 # What the student actually generates is further bounded by its context (see trainer/serve.py).
 MAX_TOKENS_LIMIT = 128_000
+MAX_TOP_K = 2**31 - 1
 
 USER_BLOCKS = {"text", "image", "document", "tool_result", "search_result"}
 ASSISTANT_BLOCKS = {"text", "tool_use", "thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"}
@@ -153,6 +155,12 @@ def _check_tools(tools: Any) -> list[str]:
             schema = tool.get("input_schema")
             _expect(isinstance(schema, dict), f"tools.{j}.input_schema: Field required (a JSON schema object)")
             _expect(schema.get("type") == "object", f"tools.{j}.input_schema.type: must be 'object'")
+            props = schema.get("properties")
+            _expect(props is None or (isinstance(props, dict) and all(isinstance(v, (dict, bool)) for v in props.values())),
+                    f"tools.{j}.input_schema.properties: must be an object mapping each parameter to its JSON schema")
+            required = schema.get("required")
+            _expect(required is None or (isinstance(required, list) and all(isinstance(n, str) for n in required)),
+                    f"tools.{j}.input_schema.required: must be a list of parameter names")
         _expect(isinstance(tool.get("description", ""), str), f"tools.{j}.description: must be a string")
     return names
 
@@ -207,6 +215,9 @@ def validate_request(body: Any, count_only: bool = False, max_tokens_limit: int 
     if top_k is not None:
         _expect(_is_int(top_k), "top_k: must be an integer")
         _expect(top_k >= 0, f"top_k: must be greater than or equal to 0, got {top_k}")
+        # Any k past the vocabulary means "every token"; the bound keeps it a 64-bit integer for
+        # the backends (llama.cpp refuses larger ones mid-generation).
+        _expect(top_k <= MAX_TOP_K, f"top_k: must be at most {MAX_TOP_K}, got {top_k}")
     stops = body.get("stop_sequences")
     _expect(
         stops is None or (isinstance(stops, list) and all(isinstance(s, str) and s.strip() for s in stops)),

@@ -63,10 +63,15 @@ def _type_of(schema: Any) -> str:
 def _signature(tool: dict, description_chars: int, required_only: bool) -> dict:
     fn = tool.get("function", tool)
     params = fn.get("parameters", fn.get("input_schema")) or {}
+    # A captured or requested schema is data: malformed parts (`properties` not an object,
+    # `required` not a list of names) are read as absent, never a crash.
     props = params.get("properties") if isinstance(params, dict) else None
-    required = set(params.get("required") or []) if isinstance(params, dict) else set()
+    if not isinstance(props, dict):
+        props = {}
+    listed = params.get("required") if isinstance(params, dict) else None
+    required = {n for n in listed if isinstance(n, str)} if isinstance(listed, list) else set()
     out: dict[str, str] = {}
-    for name, sub in (props or {}).items():
+    for name, sub in props.items():
         if name in required:
             out[name] = _type_of(sub)
         elif not required_only:
