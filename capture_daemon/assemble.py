@@ -348,6 +348,17 @@ def _last_text(main_turns: list[PromptTurns]) -> str | None:
     return None
 
 
+def _as_text(value: Any) -> str | None:
+    """A payload value the schema keeps as text: a number as its digits (an id that came as one),
+    anything else that is not a string as absent. One oddly typed field of an Agent call made the
+    whole prompt's trace fail validation, and every event of it went to quarantine."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[PromptTurns],
                agent_turns: dict[str, PromptTurns]) -> list[SubagentRun]:
     runs: dict[str, SubagentRun] = {}
@@ -359,20 +370,21 @@ def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[
             # (`toolUseResult`) names the agent the call started.
             structured = results[call.tool_use_id].structured
             response = structured if isinstance(structured, dict) else {}
-        agent_id = response.get("agentId")
+        agent_id = _as_text(response.get("agentId"))
         if call.name in ("Agent", "Task") and agent_id:
-            runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=call.input.get("subagent_type"),
-                                         description=call.input.get("description"), prompt=call.input.get("prompt"),
-                                         spawned_by=call.tool_use_id)
+            given = call.input if isinstance(call.input, dict) else {}
+            runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=_as_text(given.get("subagent_type")),
+                                         description=_as_text(given.get("description")),
+                                         prompt=_as_text(given.get("prompt")), spawned_by=call.tool_use_id)
     for ev in events:
         agent_id = ev.agent_id
         if ev.event not in ("SubagentStart", "SubagentStop") or not agent_id:
             continue
         run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
-        run.agent_type = run.agent_type or ev.payload.get("agent_type")
+        run.agent_type = run.agent_type or _as_text(ev.payload.get("agent_type"))
         if ev.event == "SubagentStop":
             run.complete = True
-            run.final_response = ev.payload.get("last_assistant_message") or run.final_response
+            run.final_response = _as_text(ev.payload.get("last_assistant_message")) or run.final_response
     for agent_id, turns in agent_turns.items():
         run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
         run.prompt = run.prompt or turns.prompt

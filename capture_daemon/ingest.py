@@ -140,9 +140,12 @@ class Ingestor:
                     self.excluded_count += 1  # an excluded project's event is not kept, even set aside
                     _unlink(path)
                     continue
-                self._quarantine(path, str(exc))
                 if lost is not None and isinstance(lost.prompt_id, str) and lost.event not in SESSION_EVENTS:
-                    write_stand_in(self.spool, lost)  # its trace records the loss
+                    # Its trace records the loss. Written before the original is set aside: a
+                    # crash between the two then redoes both (the stand-in's name is fixed), where
+                    # the other order lost the record with the crash.
+                    write_stand_in(self.spool, lost)
+                self._quarantine(path, str(exc))
                 continue
             except OSError as exc:
                 if is_environmental(exc) and not isinstance(exc, (IsADirectoryError, PermissionError)):
@@ -507,8 +510,10 @@ def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> T
     if path not in cache:
         try:
             cache[path] = parse_transcript(path)
-        except OSError:
-            cache[path] = None  # deleted or unreadable: build from the hook events alone
+        except (OSError, ValueError):
+            # Deleted, unreadable, or a path no file can have (a NUL in it, ValueError): build
+            # from the hook events alone.
+            cache[path] = None
     return cache[path]
 
 

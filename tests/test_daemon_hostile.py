@@ -323,6 +323,43 @@ def test_full_then_read_only_disk_the_daemon_waits_says_so_and_catches_up(tiny_d
     assert [loss["event"] for loss in traces["p"]["capture_losses"]] == ["Stop"] and not traces["p"]["quality"]["accepted"]
 
 
+def test_an_agent_call_with_oddly_typed_fields_keeps_its_trace(understudy_home):
+    """An Agent call whose agentId is a number, or whose subagent_type / description / prompt is
+    not a string, failed the trace's validation, and every event of the prompt went to
+    quarantine after four tries. The trace is kept: a number as its digits, any other field that
+    cannot be text left out."""
+    uhome = understudy_home
+    odd = {"p-id": ({}, 12345), "p-type": ({"subagent_type": {"k": 1}}, "a1"), "p-desc": ({"description": ["x"]}, "a2"),
+           "p-prompt": ({"prompt": 7}, "a3")}
+    for prompt_id, (fields, agent_id) in odd.items():
+        common = {"session_id": "s-odd", "prompt_id": prompt_id, "cwd": "/home/dev/project",
+                  "transcript_path": "/nonexistent/s-odd.jsonl"}
+        hook(uhome, "UserPromptSubmit", dict(common, prompt="look around the repo"))
+        given = dict({"description": "look", "prompt": "look around", "subagent_type": "general-purpose"}, **fields)
+        call = dict(common, tool_name="Agent", tool_use_id=f"toolu_{prompt_id}", tool_input=given)
+        hook(uhome, "PreToolUse", call)
+        hook(uhome, "PostToolUse", dict(call, tool_response={"agentId": agent_id, "content": [{"type": "text", "text": "ok"}]}))
+        hook(uhome, "Stop", dict(common, last_assistant_message="Looked around.", background_tasks=[]))
+    with RunningDaemon(uhome) as daemon:
+        found = {p: daemon.wait_for(lambda p=p: daemon.trace_for(p), 30, f"the trace of {p}") for p in odd}
+    assert quarantine_reasons(uhome) == {}
+    runs = {p: trace["subagents"] for p, trace in found.items()}
+    assert [r["agent_id"] for r in runs["p-id"]] == ["12345"]
+    assert runs["p-type"][0]["agent_type"] is None and runs["p-desc"][0]["description"] is None
+    assert runs["p-prompt"][0]["prompt"] == "7" and runs["p-prompt"][0]["agent_type"] == "general-purpose"
+
+
+def test_a_transcript_path_no_file_can_have_is_read_as_a_missing_transcript(understudy_home):
+    """A NUL in transcript_path (valid JSON, `\\u0000`) made opening it raise ValueError, and the
+    whole prompt went to quarantine after four tries; it is a transcript that cannot be read."""
+    uhome = understudy_home
+    prompt_events(uhome, "s-nul", "p-nul", transcript_path="/tmp/x\u0000.jsonl")
+    with RunningDaemon(uhome) as daemon:
+        trace = daemon.wait_for(lambda: daemon.trace_for("p-nul"), 30, "the trace whose transcript path holds a NUL")
+    assert [c["name"] for c in trace["tool_calls"]] == ["Bash"]
+    assert quarantine_reasons(uhome) == {}
+
+
 @pytest.mark.slow
 def test_a_payload_the_hook_could_not_keep_is_recorded_as_lost_on_its_trace(understudy_home):
     """Stdin that never closes: the hook spools what it read with a marker at its deadline;

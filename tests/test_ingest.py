@@ -402,3 +402,37 @@ def test_a_secret_found_whole_in_one_field_goes_from_the_field_the_cut_ran_throu
     data = copy.read_bytes()
     assert b"Qm7-horse-Battery-staple9" not in data
     assert data.rstrip().endswith(b"| su")  # still cut where it was cut
+
+
+class _Killed(BaseException):
+    """The process dying at this point (SIGKILL, power loss): nothing after it runs."""
+
+
+def test_a_crash_while_setting_a_bad_event_aside_keeps_its_loss_on_the_trace(understudy_home, monkeypatch):
+    """A PostToolUse of the wrong shape is set aside and a stand-in spooled so its trace records
+    the loss. Killed between the two, the loss record was gone for good (the original already
+    quarantined, the stand-in never written): the trace looked whole. Killed at either step now,
+    the restarted daemon's trace records the loss exactly once."""
+    spool = paths.spool_dir()
+    common = {"session_id": "s-crash", "prompt_id": "p-crash", "cwd": "/home/dev/project",
+              "transcript_path": "/nonexistent/s-crash.jsonl"}
+    write_event(spool, "UserPromptSubmit", dict(common, prompt="list the files"))
+    call = dict(common, tool_name="Bash", tool_use_id="toolu_1", tool_input={"command": "ls"})
+    write_event(spool, "PreToolUse", call)
+    write_event(spool, "PostToolUse", dict(call, tool_input="not an object", tool_response={"stdout": "a.py"}))
+    write_event(spool, "Stop", dict(common, last_assistant_message="Listed the files.", background_tasks=[]))
+
+    def killed(*_args, **_kwargs):
+        raise _Killed
+
+    with TraceStore.open() as store:
+        with monkeypatch.context() as patch, pytest.raises(_Killed):
+            patch.setattr(Ingestor, "_quarantine", killed)
+            _ingestor(store).scan()
+        ingestor = _ingestor(store)  # the restarted daemon
+        ingestor.scan()
+        ingestor.scan()  # the stand-in it spooled
+        assert ingestor.finalize_ready(force=True) == 1
+        [trace] = list(store.iter_traces())
+    assert [(loss.event, loss.tool_use_id) for loss in trace.capture_losses] == [("PostToolUse", "toolu_1")]
+    assert not trace.quality.accepted
