@@ -75,6 +75,15 @@ def show(trace_id: str, full: bool) -> None:
     render_trace(trace, Console(), full=full)
 
 
+def _size_or_zero(path: Path) -> int:
+    """For the progress bar only: a file that cannot be read (a dangling symlink, a loop, one
+    deleted since it was listed) counts 0 here and is named by the import as not importable."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 @click.command("import")
 @click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
 def import_cmd(sources: tuple[Path, ...]) -> None:
@@ -85,22 +94,25 @@ def import_cmd(sources: tuple[Path, ...]) -> None:
     from capture_daemon.config import load_config
     from capture_daemon.importer import default_roots, import_paths, prepare_for_store, session_files
 
-    load_config()  # every imported trace is judged by its rules: a broken file is one error, not one per prompt
+    # Every imported trace is judged by its rules: a broken file is one error, not one per prompt.
+    capture = load_config().capture
     roots = list(sources) or [r for r in default_roots() if r.exists()]
     if not roots:
         raise click.ClickException(f"No transcripts found at {default_roots()[0]}; pass the folder that holds them")
-    total = sum(p.stat().st_size for p in session_files(roots))
+    total = sum(map(_size_or_zero, session_files(roots)))
     started = time.perf_counter()
     with open_store() as store, Progress(TextColumn("importing"), BarColumn(), DownloadColumn(),
                                                 TransferSpeedColumn(), transient=True) as progress:
         task = progress.add_task("import", total=total)
-        report = import_paths(roots, store, prepare_for_store, on_file=lambda path, size: progress.advance(task, size))
+        report = import_paths(roots, store, prepare_for_store, on_file=lambda path, size: progress.advance(task, size),
+                              is_excluded=capture.is_excluded)
     elapsed = time.perf_counter() - started
     click.echo(f"imported {report.imported} traces from {report.files} session files "
                f"({report.bytes / 1e6:.1f} MB in {elapsed:.1f}s); {report.skipped_existing} already stored, "
                f"{report.copies} copies of a prompt in an earlier file, "
                f"{report.replaced} incomplete ones replaced, {report.incomplete} incomplete, "
-               f"{report.commands} slash-command/bash-mode turns left out, {report.corrupt_lines} corrupt lines skipped")
+               f"{report.commands} slash-command/bash-mode turns left out, {report.corrupt_lines} corrupt lines skipped"
+               + (f", {report.excluded} prompts of excluded projects left out" if report.excluded else ""))
     if report.skipped_rows:
         click.echo("skipped rows: " + ", ".join(f"{n} {printable(why)}" for why, n in sorted(report.skipped_rows.items())))
     for failure in report.failed_files:

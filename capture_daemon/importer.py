@@ -31,6 +31,7 @@ import orjson
 
 from capture_daemon.assemble import build_trace
 from capture_daemon.schema import Trace, make_trace_id
+from capture_daemon.scrub import scrub_turns
 from capture_daemon.spool import CorruptSpoolFile, open_regular_file
 from capture_daemon.store import TraceStore
 from capture_daemon.transcript import PromptTurns, Transcript, inline_agents, notification_target, parse_transcript
@@ -86,6 +87,7 @@ class ImportReport:
     incomplete: int = 0
     commands: int = 0  # slash-command and bash-mode turns left out
     copies: int = 0  # prompts seen again in a later file (resumed or forked sessions)
+    excluded: int = 0  # prompts of a project in exclude_projects, left out
     corrupt_lines: int = 0
     skipped_rows: dict[str, int] = field(default_factory=dict)  # reason → rows
     failed_files: list[str] = field(default_factory=list)
@@ -134,9 +136,17 @@ def _agent_transcripts(session_file: Path, session_id: str, flat_cache: dict[Pat
 
 def traces_from_session(session_file: Path, transcript: Transcript | None = None,
                         flat_cache: dict[Path, list[Transcript]] | None = None,
-                        report: ImportReport | None = None, seen_rows: set[str] | None = None) -> Iterator[Trace]:
-    """Every user prompt of one session file as a trace (notifications join their parent)."""
+                        report: ImportReport | None = None, seen_rows: set[str] | None = None,
+                        is_excluded: Callable[[str], bool] = lambda cwd: False) -> Iterator[Trace]:
+    """Every user prompt of one session file as a trace (notifications join their parent).
+
+    As live capture decides: a session that started in an excluded project yields nothing, and
+    a prompt any of whose rows worked in one is left out whole."""
     transcript = transcript or parse_transcript(session_file)
+    if transcript.start_cwd and is_excluded(transcript.start_cwd):
+        if report is not None:
+            report.excluded += sum(not t.is_command and not t.is_notification for t in transcript.prompts.values())
+        return
     file_session = transcript.session_id or session_file.stem
     agents = _agent_transcripts(session_file, file_session, {} if flat_cache is None else flat_cache)
     owner: dict[str, str] = {}  # agent id / Agent tool_use_id → the prompt that spawned it
@@ -185,13 +195,17 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
                 owner[agent_id] = task_prompts[first]
 
     for prompt_id, main_turns in groups.items():
+        if any(is_excluded(cwd) for turns in main_turns for cwd in turns.cwds):
+            if report is not None:
+                report.excluded += 1
+            continue
         agent_turns: dict[str, PromptTurns] = {}
         agent_types: dict[str, str] = {}
         for agent_id, (agent_transcript, meta) in agents.items():
             known = owner.get(agent_id)
             belongs = known == prompt_id or (known is None and prompt_id in agent_transcript.prompts)
             if belongs and agent_transcript.prompts:
-                merged = list(agent_transcript.prompts.values())
+                merged = [scrub_turns(turns) for turns in agent_transcript.prompts.values()]
                 turns = merged[0]
                 for extra in merged[1:]:
                     turns.blocks.extend(extra.blocks)
@@ -200,12 +214,16 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
                 if meta.get("agentType"):
                     agent_types[agent_id] = meta["agentType"]
         for agent_id, turns in inline_agents(transcript, main_turns).items():
-            agent_turns.setdefault(agent_id, turns)
+            agent_turns.setdefault(agent_id, scrub_turns(turns))
+        # Redacted before the trace is built, as live capture does: building cuts a long output
+        # (assemble.MAX_OUTPUT_CHARS), and a token cut in half there no longer looks like one.
+        main_turns = [scrub_turns(turns) for turns in main_turns]
         complete = _finished(main_turns)
         interrupted = any(t.interrupted for t in main_turns)
+        failed = main_turns[-1].api_error
         trace = build_trace(main_turns[0].session_id or file_session, prompt_id, [], main_turns, agent_turns,
-                            source="import", complete=complete and not interrupted,
-                            incomplete_reason="interrupted" if interrupted else "transcript_ends_mid_prompt",
+                            source="import", complete=complete and not interrupted and not failed,
+                            incomplete_reason="interrupted" if interrupted else "api_error" if failed else "transcript_ends_mid_prompt",
                             transcript_path=str(session_file))
         for call in trace.tool_calls:
             if call.agent_id and not call.agent_type:
@@ -257,8 +275,10 @@ def _improves(new: Trace, old: Trace) -> bool:
 
 
 def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Trace], Trace],
-                 on_file: Callable[[Path, int], None] | None = None) -> ImportReport:
-    """Import every session under `roots`; `prepare` redacts and analyses each trace."""
+                 on_file: Callable[[Path, int], None] | None = None,
+                 is_excluded: Callable[[str], bool] = lambda cwd: False) -> ImportReport:
+    """Import every session under `roots`; `prepare` redacts and analyses each trace, and
+    `is_excluded` (config.toml's exclude_projects) leaves projects out as live capture does."""
     report = ImportReport()
     flat_cache: dict[Path, list[Transcript]] = {}
     seen_rows: set[str] = set()
@@ -277,7 +297,7 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
                 report.skipped_rows[reason] = report.skipped_rows.get(reason, 0) + count
             fresh: dict[str, Trace] = {}
             replacing = 0
-            for trace in traces_from_session(path, transcript, flat_cache, report, seen_rows):
+            for trace in traces_from_session(path, transcript, flat_cache, report, seen_rows, is_excluded):
                 report.prompts += 1
                 if trace.trace_id in fresh:
                     continue

@@ -78,7 +78,10 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
         block.input = redact_value(block.input)
     for result in turns.results.values():
         result.text = redact_value(result.text)
-        result.structured = None  # not used in traces; not kept
+        # Of the structured result only the agent id a call started is read (it links a subagent
+        # to its call when no PostToolUse names it: an import); the rest is not kept.
+        agent = result.structured.get("agentId") if isinstance(result.structured, dict) else None
+        result.structured = {"agentId": agent} if isinstance(agent, str) else None
     turns.tools_offered = scrub_tools(turns.tools_offered)
     turns.scrubbed = True  # type: ignore[attr-defined]
     return turns

@@ -31,6 +31,7 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
 
 from __future__ import annotations
 
+import codecs
 import io
 import re
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import orjson
 
+from capture_daemon.content_blocks import block_text
 from capture_daemon.spool import CorruptSpoolFile, nesting_depth_exceeds, open_regular_file, parse_json
 
 TASK_NOTIFICATION = "<task-notification>"
@@ -50,6 +52,8 @@ INTERRUPT_PREFIX = "[Request interrupted by user"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
+# The model name Claude Code writes on assistant rows it made up itself (placeholders, API errors).
+SYNTHETIC_MODEL = "<synthetic>"
 _WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape)"')
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
@@ -93,6 +97,8 @@ class PromptTurns:
     session_id: str | None = None  # the prompt row's own sessionId (a resumed copy keeps the original's)
     is_command: bool = False  # a slash command or `!` bash-mode turn: not a training prompt
     interrupted: bool = False  # the user pressed Esc during it
+    api_error: bool = False  # its last reply is Claude Code's note that the API request failed
+    cwds: set[str] = field(default_factory=set)  # every working directory its rows name (a `cd` moves it)
     row_uuid: str | None = None  # the uuid of the row that holds the prompt text
 
     def usage(self) -> dict[str, int]:
@@ -107,6 +113,7 @@ class PromptTurns:
 class Transcript:
     path: str
     session_id: str | None = None
+    start_cwd: str | None = None  # the first row's working directory: where the session started
     agent_id: str | None = None
     prompts: dict[str, PromptTurns] = field(default_factory=dict)
     corrupt_lines: int = 0
@@ -125,13 +132,8 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif isinstance(block, dict) and block.get("type") == "image":
-                parts.append("[image]")
-        return "\n".join(parts)
+        return "\n".join(block_text(block) for block in content if isinstance(block, dict)
+                         and block.get("type") in ("text", "image", "document", "search_result"))
     return ""
 
 
@@ -201,7 +203,10 @@ def parse_transcript(path: str | Path, data: bytes | None = None) -> Transcript:
 def _parse_rows(path: str, rows: Iterable[tuple[bytes, bool]], inline_sidechains: bool = True) -> Transcript:
     transcript = Transcript(path=path)
     state = _ParseState(inline_sidechains=inline_sidechains)
+    first = True
     for line, is_last in rows:
+        if first:  # a file saved by an editor may open with a byte order mark
+            line, first = line.removeprefix(codecs.BOM_UTF8), False
         if not line.strip():
             continue
         if is_last:
@@ -271,6 +276,15 @@ class _ParseState:
 
 
 def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
+    _apply_row_content(transcript, row, state)
+    cwd = row.get("cwd")
+    if isinstance(cwd, str):
+        transcript.start_cwd = transcript.start_cwd or cwd
+        if state.current is not None and row.get("isSidechain") is not True:
+            state.current.cwds.add(cwd)
+
+
+def _apply_row_content(transcript: Transcript, row: dict, state: _ParseState) -> None:
     kind = row.get("type")
     if isinstance(row.get("sessionId"), str):
         transcript.session_id = transcript.session_id or row["sessionId"]
@@ -283,6 +297,12 @@ def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
             state.tools_offered = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
             if state.current is not None and not state.current.tools_offered:
                 state.current.tools_offered = state.tools_offered
+    elif kind == "assistant" and _is_synthetic(row):
+        # Claude Code's own placeholder, not the model's words: "No response requested." after a
+        # resume, "API Error: 400 ..." when a request failed. Never narration or an answer; an
+        # error left as the prompt's last reply makes the prompt unfinished.
+        if state.current is not None and row.get("isApiErrorMessage") is True and row.get("isSidechain") is not True:
+            state.current.api_error = True
     elif state.inline_sidechains and row.get("isSidechain") is True and kind in ("user", "assistant"):
         _sidechain_row(transcript, row, state)
     elif kind == "user":
@@ -296,6 +316,12 @@ def _apply_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
         _assistant_row(state.current, row)
     elif kind == "assistant" and not state.inline_sidechains and len(state.early) < 64:
         state.early.append(row)
+
+
+def _is_synthetic(row: dict) -> bool:
+    message = row.get("message")
+    model = message.get("model") if isinstance(message, dict) else None
+    return model == SYNTHETIC_MODEL or row.get("isApiErrorMessage") is True
 
 
 def _message(row: dict) -> dict:
@@ -371,6 +397,7 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
 
 def _assistant_row(current: PromptTurns, row: dict) -> None:
     message = _message(row)
+    current.api_error = False  # the model answered after all (a retry, a compaction)
     message_id = str(message.get("id") or row.get("uuid") or "")
     current.model = _str_or_none(message.get("model")) or current.model
     current.ended_at = _str_or_none(row.get("timestamp")) or current.ended_at

@@ -357,3 +357,136 @@ def test_the_cli_with_a_broken_config_stops_at_once_in_one_line(tmp_path, unders
     assert result.output.strip() == (f"Error: {understudy_home / 'config.toml'}: [quality] min_score: Input should be "
                                      "a valid number (got 'x')"), result.output
     assert not (understudy_home / "traces.db").exists()
+
+
+def _synthetic(s: Session, text: str, **extra) -> None:
+    s._row("assistant", {"id": f"synthetic-{next(_n)}", "role": "assistant", "model": "<synthetic>",
+                         "content": [{"type": "text", "text": text}], "usage": {"input_tokens": 0, "output_tokens": 0}}, **extra)
+
+
+def test_claude_codes_own_placeholder_replies_are_not_the_models(tmp_path):
+    """A resumed 2.1.42 session writes a hidden "Continue from where you left off." and a
+    `<synthetic>` "No response requested.": that became the prompt's final answer (the real one
+    moved into the narration) and its model. A failed request's "API Error: ..." reply made the
+    prompt a complete trace answering with the error, which then replaced the live capture's
+    incomplete one."""
+    s = Session()
+    s.user("compare the two transformers")
+    s.call("Bash", "toolu_1", command="cat notes.md", output=LONG)
+    s.text("Transformer 1 is 11kV and transformer 2 is 33kV.")
+    s.user("Continue from where you left off.", isMeta=True)
+    _synthetic(s, "No response requested.")
+    s.user("refactor the parser")
+    s.call("Bash", "toolu_2", command="ls", output="parser.py")
+    _synthetic(s, "API Error: 400 messages.0.content: invalid image data", isApiErrorMessage=True)
+    s.user("now retry it")
+    _synthetic(s, "API Error: 529 overloaded", isApiErrorMessage=True)
+    s.text("Retried: the parser is refactored.")  # a later attempt answered after all
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    done = traces["compare the two transformers"]
+    assert done.final_response == "Transformer 1 is 11kV and transformer 2 is 33kV." and done.complete
+    assert done.model == "claude-x" and "No response requested." not in done.model_dump_json()
+    failed = traces["refactor the parser"]
+    assert not failed.complete and failed.incomplete_reason == "api_error"
+    assert "API Error" not in (failed.final_response or "") and [c.name for c in failed.tool_calls] == ["Bash"]
+    retried = traces["now retry it"]
+    assert retried.complete and retried.final_response == "Retried: the parser is refactored."
+
+
+def test_a_secret_cut_by_the_output_limit_is_redacted_whole(tmp_path):
+    """Import cut a long output (assemble.MAX_OUTPUT_CHARS) before redacting it: a token across
+    the cut kept its first half, which no longer looks like a token, and reached the store."""
+    from capture_daemon.assemble import MAX_OUTPUT_CHARS
+
+    token = "ghp_" + "Q7wZ3kLm9PxR2vB8nT4yH6jD1fS5aG0cE7uK"
+    output = "x" * (MAX_OUTPUT_CHARS - 19) + " " + token + " tail"
+    s = Session()
+    s.user("show the deploy notes")
+    s.call("Bash", "toolu_1", command="cat deploy.md", output=output)
+    s.text("Those are the deploy notes.")
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    stored = traces["show the deploy notes"].model_dump_json()
+    assert "ghp_Q7w" not in stored and "Q7wZ3kLm" not in stored
+    assert "[REDACTED" in stored
+
+
+def test_a_byte_order_mark_costs_no_row(tmp_path):
+    s = Session()
+    s.user("the first prompt")
+    s.text("First.")
+    path = s.write(tmp_path / "x.jsonl")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    transcript = parse_transcript(path)
+    assert transcript.corrupt_lines == 0
+    assert [t.prompt for t in transcript.prompts.values()] == ["the first prompt"]
+
+
+def test_a_dangling_symlink_or_loop_is_named_and_the_rest_imported(tmp_path):
+    """Listed but unreadable (a dangling link, a loop, a file Claude Code's cleanup deleted in
+    between): the import stopped with a traceback before reading anything."""
+    import os
+
+    from click.testing import CliRunner
+
+    from capture_daemon.cli import main
+
+    s = Session()
+    s.user("fine prompt")
+    s.text("Fine.")
+    folder = tmp_path / "projects" / "-p"
+    s.write(folder / f"{SESSION}.jsonl")
+    os.symlink("/nonexistent/gone.jsonl", folder / "dangling.jsonl")
+    os.symlink(folder / "loop2.jsonl", folder / "loop1.jsonl")
+    os.symlink(folder / "loop1.jsonl", folder / "loop2.jsonl")
+    result = CliRunner().invoke(main, ["import", str(tmp_path / "projects")])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "imported 1 traces" in result.output
+    assert "dangling.jsonl" in result.output and "loop1.jsonl" in result.output
+    assert result.exit_code == 1
+
+
+def test_excluded_projects_are_left_out_of_an_import_as_of_live_capture(tmp_path):
+    """`import` never applied exclude_projects: a session in an excluded folder was imported
+    whole. Judged as live capture judges it: a session that started in an excluded project is
+    left out, and so is any prompt one of whose rows worked in one (a `cd` into it)."""
+    from click.testing import CliRunner
+
+    from capture_daemon import paths
+    from capture_daemon.cli import main
+
+    started_there = Session(session_id="11111111-0000-4000-8000-000000000001")
+    started_there.user("read the plan")
+    started_there.call("Bash", "toolu_1", command="cat plan.md", output="SECRET PLAN")
+    started_there.text("Read it.")
+    for row in started_there.rows:
+        row["cwd"] = "/work/secret"
+    started_there.user("now elsewhere", cwd="/work/other")
+    started_there.text("Done.")
+    started_there.write(tmp_path / "projects" / "-work-secret" / f"{started_there.session_id}.jsonl")
+
+    wandered = Session(session_id="11111111-0000-4000-8000-000000000002")
+    wandered.user("look into private")
+    wandered.call("Bash", "toolu_2", command="cd private && cat merger.md", output="MERGER with initech")
+    wandered.rows[-1]["cwd"] = "/work/proj/private"
+    wandered.text("Looked.")
+    wandered.user("list the files")
+    wandered.call("Bash", "toolu_3", command="ls", output="a.py")
+    wandered.text("Listed.")
+    for row in wandered.rows:
+        row.setdefault("cwd", "/p")
+        if row["cwd"] == "/p":
+            row["cwd"] = "/work/proj"
+    wandered.write(tmp_path / "projects" / "-work-proj" / f"{wandered.session_id}.jsonl")
+
+    paths.config_path().parent.mkdir(parents=True, exist_ok=True)
+    paths.config_path().write_text('[capture]\nexclude_projects = ["/work/secret", "/work/proj/private"]\n')
+    result = CliRunner().invoke(main, ["import", str(tmp_path / "projects")])
+    assert result.exit_code == 0, result.output
+    assert "imported 1 traces" in result.output and "3 prompts of excluded projects left out" in result.output
+    with TraceStore.open(paths.store_path()) as store:
+        stored = list(store.iter_traces())
+    assert [t.prompt for t in stored] == ["list the files"]
+    dump = stored[0].model_dump_json()
+    assert "SECRET PLAN" not in dump and "initech" not in dump
