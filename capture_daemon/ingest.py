@@ -87,6 +87,9 @@ class OpenTrace:
     failures: int = 0
     retry_after_ns: int = 0
     last_failure: str | None = None
+    # An event of it came from a project in exclude_projects (or its session started in one):
+    # the whole prompt is dropped, transcript content included, never built or stored.
+    excluded: bool = False
 
 
 class Ingestor:
@@ -105,6 +108,7 @@ class Ingestor:
         self.loaded: set[str] = set()  # spool file names already routed in memory
         self.quarantined_count = 0
         self.excluded_count = 0
+        self.excluded_sessions: dict[str, bool] = {}  # session id → started in an excluded project
         self.errors: list[str] = []
 
     # --- reading the spool -----------------------------------------------------------
@@ -170,7 +174,12 @@ class Ingestor:
 
     def _take(self, path: str, event: SpoolEvent, session_batch: list[tuple[str, SpoolEvent]]) -> None:
         event.payload = self.scrub(event.payload)
-        if self._excluded(event):
+        excluded = self._excluded(event)
+        if excluded and event.event in SESSION_EVENTS:
+            if event.event == "SessionStart":  # remembered before the file goes: a crash forgets nothing
+                with self.store.transaction() as db:
+                    self.store.mark_excluded([f"session:{event.session_id}"], db)
+                self.excluded_sessions[event.session_id] = True
             self.excluded_count += 1
             _unlink(path)
             return
@@ -181,7 +190,19 @@ class Ingestor:
                 session_batch.clear()
                 self._end_session(event)
             return
-        self._route(path, event)
+        trace = self._route(path, event)
+        # The decision is the prompt's, not the event's: a session that started in an excluded
+        # project and `cd`s out, or one that `cd`s into an excluded folder, sends events of one
+        # prompt from both, and the prompt's transcript holds what either side saw.
+        if trace is not None and (excluded or self._session_excluded(event.session_id)):
+            trace.excluded = True
+
+    def _session_excluded(self, session_id: str) -> bool:
+        if session_id not in self.excluded_sessions:
+            if len(self.excluded_sessions) > 10_000:
+                self.excluded_sessions.clear()
+            self.excluded_sessions[session_id] = self.store.is_excluded(f"session:{session_id}")
+        return self.excluded_sessions[session_id]
 
     def _flush_or_forget(self, batch: list[tuple[str, SpoolEvent]]) -> None:
         """Before giving up a pass: session events read so far are read again next time."""
@@ -231,7 +252,7 @@ class Ingestor:
             if trace.session_id == event.session_id:
                 trace.session_ended = True
 
-    def _route(self, path: str, event: SpoolEvent) -> None:
+    def _route(self, path: str, event: SpoolEvent) -> OpenTrace | None:
         session_id, prompt_id = event.session_id, event.prompt_id
         if not prompt_id and event.event == "UserPromptSubmit" and not is_notification_prompt(event.payload.get("prompt")):
             # Older Claude Code (2.0.x, 2.1.x before prompt ids) sends no prompt_id: the prompt
@@ -245,7 +266,7 @@ class Ingestor:
             candidates = [t for t in self.open.values() if t.session_id == session_id]
             if not candidates:
                 self._quarantine(path, "event has no prompt_id and its session has no open prompt")
-                return
+                return None
             trace = max(candidates, key=lambda t: t.last_event_ns)
         else:
             trace_id = self._trace_for(event)
@@ -262,6 +283,7 @@ class Ingestor:
         if isinstance(response, dict) and response.get("agentId"):
             trace.links.add(f"agent:{response['agentId']}")
             trace.links.add(f"tool:{event.payload.get('tool_use_id')}")
+        return trace
 
     def _trace_for(self, event: SpoolEvent) -> str:
         key = (event.session_id, event.prompt_id)
@@ -306,6 +328,7 @@ class Ingestor:
                     trace.notification_prompts.append(ev.prompt_id)
         else:
             trace = OpenTrace(trace_id, session_id, prompt_id)
+        trace.excluded = self.store.is_excluded(f"trace:{trace_id}")  # dropped before: so is a late event
         self.open[trace_id] = trace
         return trace
 
@@ -345,7 +368,12 @@ class Ingestor:
             for trace, result in built:
                 try:
                     with _savepoint(db):
-                        if result is None:  # a slash command's own events: consumed, no trace
+                        if trace.excluded:  # consumed, no trace (a stored one a late event excludes goes)
+                            self.store.mark_consumed([e.name for e in trace.events.values()], db)
+                            self.store.mark_excluded([f"trace:{trace.trace_id}"], db)
+                            self.store.drop_trace(trace.trace_id, db)
+                            self.excluded_count += len(trace.events)
+                        elif result is None:  # a slash command's own events: consumed, no trace
                             self.store.mark_consumed([e.name for e in trace.events.values()], db)
                         else:
                             self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
@@ -411,7 +439,10 @@ class Ingestor:
 
     def _build(self, trace: OpenTrace, complete: bool, reason: str | None, cache: dict[str, Transcript | None]) -> Trace | None:
         """The trace, or None for a slash command or `!` bash-mode turn (e.g. `/compact`, whose
-        compaction agent sends SubagentStop events): not a training prompt, as import decides."""
+        compaction agent sends SubagentStop events): not a training prompt, as import decides;
+        None too for a prompt of an excluded project."""
+        if trace.excluded:
+            return None  # its transcript is not even read
         events = list(trace.events.values())
         transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
         main_turns: list[PromptTurns] = []

@@ -104,7 +104,15 @@ def _m002_human_verdicts(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [("m001_initial", _m001_initial), ("m002_human_verdicts", _m002_human_verdicts)]
+def _m003_excluded(db: sqlite3.Connection) -> None:
+    # Sessions and prompts of a project in exclude_projects, by id alone (`session:ID`,
+    # `trace:ID`), nothing of their content: an event of one that comes later (after a restart,
+    # after the prompt was dropped, from a folder that is not excluded) is dropped as well.
+    _run_script(db, "CREATE TABLE excluded (key TEXT PRIMARY KEY)")
+
+
+MIGRATIONS = [("m001_initial", _m001_initial), ("m002_human_verdicts", _m002_human_verdicts),
+              ("m003_excluded", _m003_excluded)]
 
 HUMAN_ACCEPTED = "+ accepted by hand (human verdict)"
 HUMAN_REJECTED = "- rejected by hand (human verdict)"
@@ -275,13 +283,23 @@ class TraceStore:
             if value is not None:
                 db.execute(f"UPDATE sessions SET {column}=? WHERE session_id=?", (value, session_id))
 
+    def mark_excluded(self, keys: list[str], db: sqlite3.Connection) -> None:
+        db.executemany("INSERT OR IGNORE INTO excluded VALUES (?)", [(k,) for k in keys])
+
+    def is_excluded(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM excluded WHERE key=?", (key,)).fetchone() is not None
+
     def delete_trace(self, trace_id: str) -> bool:
         with self.transaction() as db:
-            gone = db.execute("DELETE FROM traces WHERE trace_id=?", (trace_id,)).rowcount
-            db.execute("DELETE FROM trace_events WHERE trace_id=?", (trace_id,))
-            db.execute("DELETE FROM links WHERE trace_id=?", (trace_id,))
-            db.execute("DELETE FROM human_verdicts WHERE trace_id=?", (trace_id,))
-            db.execute("UPDATE traces SET duplicate_of=NULL WHERE duplicate_of=?", (trace_id,))
+            return self.drop_trace(trace_id, db)
+
+    def drop_trace(self, trace_id: str, db: sqlite3.Connection) -> bool:
+        """delete_trace inside the caller's transaction."""
+        gone = db.execute("DELETE FROM traces WHERE trace_id=?", (trace_id,)).rowcount
+        db.execute("DELETE FROM trace_events WHERE trace_id=?", (trace_id,))
+        db.execute("DELETE FROM links WHERE trace_id=?", (trace_id,))
+        db.execute("DELETE FROM human_verdicts WHERE trace_id=?", (trace_id,))
+        db.execute("UPDATE traces SET duplicate_of=NULL WHERE duplicate_of=?", (trace_id,))
         return bool(gone)
 
     def delete_session(self, session_id: str) -> int:

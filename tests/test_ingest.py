@@ -436,3 +436,81 @@ def test_a_crash_while_setting_a_bad_event_aside_keeps_its_loss_on_the_trace(und
         [trace] = list(store.iter_traces())
     assert [(loss.event, loss.tool_use_id) for loss in trace.capture_losses] == [("PostToolUse", "toolu_1")]
     assert not trace.quality.accepted
+
+
+def _excluding(store, **settings) -> Ingestor:
+    from capture_daemon.config import CaptureSettings
+
+    rule = CaptureSettings(exclude_projects=["/work/secret", "/work/proj/private"]).is_excluded
+    return _ingestor(store, is_excluded=rule, **settings)
+
+
+def _prompt(session: str, prompt: str, cwds: list[str], stop: bool = True) -> None:
+    """A prompt whose events come from `cwds` in turn: its prompt, then a Bash call per later cwd."""
+    spool = paths.spool_dir()
+    common = {"session_id": session, "prompt_id": prompt, "transcript_path": f"/nonexistent/{session}.jsonl"}
+    write_event(spool, "UserPromptSubmit", dict(common, cwd=cwds[0], prompt=f"look around {prompt}"))
+    for n, cwd in enumerate(cwds[1:]):
+        call = dict(common, cwd=cwd, tool_name="Bash", tool_use_id=f"toolu_{prompt}_{n}", tool_input={"command": "cat notes"})
+        write_event(spool, "PreToolUse", call)
+        write_event(spool, "PostToolUse", dict(call, tool_response={"stdout": f"notes of {cwd}", "stderr": ""}))
+    if stop:
+        write_event(spool, "Stop", dict(common, cwd=cwds[-1], last_assistant_message="Looked around.", background_tasks=[]))
+
+
+def test_a_prompt_that_touches_an_excluded_project_is_dropped_whole(understudy_home):
+    """exclude_projects was judged per event: a session started in an excluded project that
+    `cd`s out stored its prompt (built from the transcript, excluded output and all), and one
+    that `cd`s into an excluded folder lost the rest of its prompt, Stop included, and stored the
+    excluded text anyway. Now the prompt is judged whole, and a session that started in an
+    excluded project is excluded whole, across restarts."""
+    spool = paths.spool_dir()
+    write_event(spool, "SessionStart", {"session_id": "s-out", "cwd": "/work/secret", "source": "startup",
+                                        "transcript_path": "/nonexistent/s-out.jsonl"})
+    _prompt("s-out", "p-out", ["/work/secret", "/work/other"])
+    _prompt("s-out", "p-out-later", ["/work/other", "/work/other"])
+    _prompt("s-in", "p-in", ["/work/proj", "/work/proj", "/work/proj/private", "/work/proj"])
+    _prompt("s-in", "p-clean", ["/work/proj", "/work/proj"])
+    with TraceStore.open() as store:
+        ingestor = _excluding(store)
+        ingestor.scan()
+        ingestor.finalize_ready(force=True)
+        assert [t.prompt_id for t in store.iter_traces()] == ["p-clean"]
+        assert ingestor.excluded_count > 0 and not list(spool.glob("*.event"))
+        # Restarted: a later prompt of the session that started in the excluded project.
+        _prompt("s-out", "p-after-restart", ["/work/other", "/work/other"])
+        ingestor = _excluding(store)
+        ingestor.scan()
+        ingestor.finalize_ready(force=True)
+        assert [t.prompt_id for t in store.iter_traces()] == ["p-clean"]
+        dump = "".join(t.model_dump_json() for t in store.iter_traces())
+    assert "/work/secret" not in dump and "private" not in dump
+    assert quarantine_files() == []
+
+
+def test_an_excluded_event_after_its_prompt_was_stored_drops_the_trace_and_later_ones(understudy_home):
+    spool = paths.spool_dir()
+    _prompt("s-late", "p-late", ["/work/proj", "/work/proj"])
+    with TraceStore.open() as store:
+        ingestor = _excluding(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready(force=True) == 1
+        late = {"session_id": "s-late", "prompt_id": "p-late", "cwd": "/work/proj/private", "tool_name": "Bash",
+                "tool_use_id": "toolu_late", "tool_input": {"command": "cat plan.md"},
+                "transcript_path": "/nonexistent/s-late.jsonl"}
+        write_event(spool, "PostToolUse", dict(late, tool_response={"stdout": "merger plan", "stderr": ""}))
+        ingestor.scan()
+        ingestor.finalize_ready(force=True)
+        assert list(store.iter_traces()) == []
+        # One more event of that prompt, from a folder that is not excluded, stays dropped.
+        write_event(spool, "PostToolUse", dict(late, cwd="/work/proj", tool_use_id="toolu_later",
+                                               tool_response={"stdout": "x", "stderr": ""}))
+        ingestor = _excluding(store)
+        ingestor.scan()
+        ingestor.finalize_ready(force=True)
+        assert list(store.iter_traces()) == []
+
+
+def quarantine_files() -> list:
+    folder = paths.quarantine_dir()
+    return sorted(folder.iterdir()) if folder.exists() else []
