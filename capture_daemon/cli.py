@@ -22,7 +22,25 @@ from capture_daemon.status import collect_status, render_status
 from capture_daemon.ui.cli import ui
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands whose unhandled OSError is one line naming the path, not a traceback: the data
+    folder (UNDERSTUDY_HOME) naming a file, a folder where traces.db belongs, a full disk."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (BrokenPipeError, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            what = ("a file stands where a folder belongs" if isinstance(exc, (FileExistsError, NotADirectoryError))
+                    else exc.strerror or str(exc))
+            raise click.ClickException(
+                f"{where}{what} (understudy keeps its data in {paths.data_dir()}; "
+                "set UNDERSTUDY_HOME to a folder you can write)") from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="understudy")
 def main() -> None:
     """Capture Claude Code workflows as traces (hooks → spool → daemon → store)."""

@@ -114,13 +114,22 @@ def _validation_error(path: Path, section: str, exc: ValidationError) -> ConfigE
     return ConfigError(lines[0] + more)
 
 
+# A settings file is a few kilobytes; anything near this is not one.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    from capture_daemon.spool import CorruptSpoolFile, read_regular_file
+
     try:
-        raw = path.read_bytes()
+        # Not path.read_bytes(): a FIFO put there would block every command and the daemon.
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except CorruptSpoolFile as exc:  # a FIFO, a device, a huge file
+        raise ConfigError(f"{path}: cannot read: {exc}; make it a regular TOML file") from None
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

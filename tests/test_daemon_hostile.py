@@ -418,3 +418,35 @@ def test_retry_keeps_the_reason_of_an_event_the_daemon_quarantines_again_at_once
     assert result.exit_code == 0, result.output
     assert (quarantine_dir / (name + REASON_SUFFIX)).read_text() == "new reason"
     assert not (spool / name).exists()
+
+
+def _cli(uhome: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    from tests.daemon_harness import CAPTURE_DAEMON, env_for
+
+    return subprocess.run([*CAPTURE_DAEMON, *args], env=env_for(uhome), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("command", [["start"], ["pause"], ["resume"], ["config", "init"], ["db", "recover"]],
+                         ids=lambda c: " ".join(c))
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_a_data_folder_that_is_a_file_is_one_line(tmp_path, command, where):
+    """UNDERSTUDY_HOME naming a file (or a path under one) gave FileExistsError and
+    NotADirectoryError tracebacks from these commands; `list` and `export` already said so in a line."""
+    (tmp_path / "home").write_text("x")
+    uhome = tmp_path / "home" if where == "file" else tmp_path / "home" / "sub"
+    proc = _cli(uhome, *command)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("Error: ") and str(tmp_path / "home") in line
+
+
+def test_a_fifo_as_config_toml_is_one_line_not_a_hang(understudy_home):
+    """Reading config.toml with read_bytes() waited for a writer forever: `status`, `start` and
+    `rescore` hung, and a running daemon stopped ingesting."""
+    understudy_home.mkdir(parents=True, mode=0o700, exist_ok=True)
+    os.mkfifo(understudy_home / "config.toml")
+    for command in (["status"], ["rescore"], ["start"]):
+        proc = _cli(understudy_home, *command, timeout=20)
+        said = " ".join((proc.stdout + proc.stderr).split())  # status wraps its lines
+        assert "not a regular file (fifo)" in said, (command, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr
