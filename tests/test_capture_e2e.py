@@ -417,3 +417,63 @@ def test_huge_output_keeps_the_preview_the_model_saw_and_records_the_full_size(c
     [call] = captured["traces"]["print a huge listing"]["tool_calls"]
     assert call["output"].startswith("<persisted-output>") and "Preview" in call["output"]
     assert call["output_original_chars"] == len("\n".join(str(i) for i in range(1, 60001))) + 1
+
+
+def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
+    """exclude_projects through the real CLI: a session that `cd`s into an excluded folder, and
+    one that started in an excluded project and `cd`s out (`--add-dir`), leave nothing in the
+    store or an import of their transcripts; a prompt elsewhere is captured as usual."""
+    claude_bin()
+    home, uhome, work, secret, other = (tmp_path / n for n in ("home", "understudy", "work", "secretproj", "other"))
+    for folder in (home, work / "private", secret, other):
+        folder.mkdir(parents=True)
+    (work / "private" / "plan.txt").write_text("PRIVATE-PLAN merger with initech\n")
+    (secret / "s.txt").write_text("SECRETPROJ content\n")
+    (other / "o.txt").write_text("OTHER-DIR content read from the excluded session\n")
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text(
+        f'[capture]\nidle_timeout_seconds = 3\nexclude_projects = ["{work / "private"}", "{secret}"]\n')
+    write_settings_with_hooks(home)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    scripts = [
+        Script("look at the private plan", [
+            [tool("Bash", {"command": f"cd {work / 'private'} && cat plan.txt", "description": "cd"}, id="toolu_x1")],
+            [tool("Bash", {"command": "cat plan.txt", "description": "again"}, id="toolu_x2")],
+            [text("The plan mentions a merger.")]]),
+        Script("read the secret project", [
+            [tool("Bash", {"command": "cat s.txt", "description": "read"}, id="toolu_y1")],
+            [tool("Bash", {"command": f"cd {other} && cat o.txt", "description": "cd out"}, id="toolu_y2")],
+            [tool("Bash", {"command": "cat o.txt", "description": "again"}, id="toolu_y3")],
+            [text("SECRETPROJ answer text.")]]),
+        Script("list the work folder", [
+            [tool("Bash", {"command": "ls", "description": "list"}, id="toolu_z1")],
+            [text("It holds the private folder.")]]),
+    ]
+    with ScriptedAPI(scripts) as api:
+        for prompt, cwd, extra in (("look at the private plan", work, ()),
+                                   ("read the secret project", secret, ("--add-dir", str(other))),
+                                   ("list the work folder", work, ())):
+            proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=cwd, base_url=api.base_url,
+                              allowed_tools="Bash", extra_args=extra)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    export = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the work folder"]
+    for leaked in ("PRIVATE-PLAN", "SECRETPROJ", "OTHER-DIR"):
+        assert leaked not in export
+    # An import of the same transcripts, into a fresh store, decides the same.
+    fresh = dict(env, UNDERSTUDY_HOME=str(tmp_path / "imported"))
+    (tmp_path / "imported").mkdir(mode=0o700)
+    (tmp_path / "imported" / "config.toml").write_text((uhome / "config.toml").read_text())
+    imported = subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh,
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    assert "prompts of excluded projects left out" in imported.stdout
+    export = subprocess.run([*CAPTURE_DAEMON, "export"], env=fresh, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the work folder"]
+    assert "PRIVATE-PLAN" not in export and "SECRETPROJ" not in export and "OTHER-DIR" not in export
