@@ -744,8 +744,17 @@ def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str =
     """
     # (An escaped newline or tab, `\\nghp_...` in a JSON dump, ends the text before it: its `n`
     # is no word character of the token's neighbour.)
-    pattern = re.compile(f"{prefix}(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})){rest}")
+    pattern = re.compile(f"{prefix}(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})|{_glued(prefix)}){rest}")
     return _Rule(kind, pattern, _whole(kind), (gate,))
+
+
+def _glued(prefix: str) -> str:
+    """A token glued to a word by `_` or `-` (`backup_ghp_...`, `token-sk-ant-...`, a file
+    named after it), taken when the run of non-space characters after its prefix is at most
+    256 long. The bound keeps the work per candidate small: without it a long run such as
+    `x-sk-ant-sk-ant-...` would cost one scan of the run per prefix in it."""
+    run = r"""[^\s"'<>()\[\]{}]"""
+    return f"(?<=[A-Za-z0-9][_-]{prefix})(?={run}{{0,256}}+(?!{run}))"
 
 
 # --- private keys ---
@@ -1563,7 +1572,9 @@ def _pulumi_config_set(text: str, pos: int) -> bool:
 # its name (`aws_secret_access_key = ...`, `"SecretAccessKey": ...`), after its id on one line
 # (`AKIA...,wJalr...` in the console's credentials CSV), or in that CSV's column (_AWS_CSV).
 _AWS_KEY_ID = re.compile(
-    r"A(?:KIA|SIA)(?:(?<![A-Za-z0-9_-]AKIA)(?<![A-Za-z0-9_-]ASIA)|(?<=\\[nrt]AKIA)|(?<=\\[nrt]ASIA))[A-Z0-9]{16}(?![A-Za-z0-9])"
+    r"A(?:KIA|SIA)(?:(?<![A-Za-z0-9_-]AKIA)(?<![A-Za-z0-9_-]ASIA)|(?<=\\[nrt]AKIA)|(?<=\\[nrt]ASIA)"
+    # Glued to a word by `_` or `-` (`keys_AKIA...`): the id's fixed length is shape enough.
+    r"|(?<=[A-Za-z0-9][_-]AKIA)|(?<=[A-Za-z0-9][_-]ASIA))[A-Z0-9]{16}(?![A-Za-z0-9])"
     r"(?:(?P<sep>[ \t]*[,;|:\t][ \t]*|[ \t]+)(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=]))?"
 )
 _AWS_ID_MARK, _AWS_SECRET_MARK = marker("aws-access-key-id"), marker("aws-secret-key")

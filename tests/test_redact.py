@@ -125,6 +125,11 @@ POSITIVE = [
     ("github-ghu", f"({GHU})", "([REDACTED:github-token])"),
     ("github-ghs", f"token {GHS} expires", "token [REDACTED:github-token] expires"),
     ("github-ghr", f'"refresh": "{GHR}"', '"refresh": "[REDACTED:github-token]"'),
+    # Glued to a word by `_` or `-`, as in a file named after the token: the prefix's shape holds.
+    ("glued-ghp", f"cat /tmp/backup_{GHP}.txt", "cat /tmp/backup_[REDACTED:github-token].txt"),
+    ("glued-anthropic", f"echo token-{ANTHROPIC}", "echo token-[REDACTED:anthropic-key]"),
+    ("glued-gitlab", f"cp creds_{GITLAB}.json .", "cp creds_[REDACTED:gitlab-token].json ."),
+    ("glued-aws-id", f"ls keys_{AWS_ID}/note.txt", "ls keys_[REDACTED:aws-access-key-id]/note.txt"),
     (
         "github-pat",
         f"git clone https://{GITHUB_PAT}@github.com/o/r.git",
@@ -1612,6 +1617,8 @@ POSITIVE = [
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
 NEGATIVE = [
+    # `sk-ant-` inside a word glued by a letter, not a `_` or `-`: an identifier, not a key.
+    ("glued-by-a-letter", "task-ant-colony-simulation-model-v2 and fetch_ghp_counts_for_repo2"),
     ("prose", "The tokenizer splits each key phrase; the password policy needs review."),
     ("git-sha", "commit 4b825dc642cb6eb9a060e54bf8d69288fbee4904\nAuthor: Dev <dev@example.org>"),
     ("uuid", "session 123e4567-e89b-12d3-a456-426614174000 started"),
@@ -2603,6 +2610,8 @@ def test_non_ascii_text_is_handled() -> None:
         ("-----BEGIN RSA PRIVATE KEY-----" + "A" * 100 + " ") * 2000,  # BEGIN after BEGIN, no END
         "sk-" * 30000,  # one long run of prefixes
         "ghp_" * 20000 + "x" * 40,
+        "x-sk-ant-" * 30000 + "api03" + "a1" * 20,  # every prefix glued to the one before it
+        "a_ghp_" * 20000 + "b" * 36,
         'password="' + "a" * 200_000,  # a quote that never closes
         ('token = "' + "a" * 1000 + "\n") * 200,
         "--" + "a" * 200_000,
@@ -2687,7 +2696,7 @@ def test_non_ascii_text_is_handled() -> None:
         "DB_PASSWORD=Zq8vLm2pXw<br>" * 5_000,  # every value cut at a lone opening tag
         "<" * 100_000 + "p>",
     ],
-    ids=["begin-no-end", "sk-run", "ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
+    ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
          "dollar-value", "table-pipes", "typed-fields", "var-defaults", "r-arrows", "encoder-matches", "msxml-opens", "xhr-opens",
          "user-pass-labels", "log-ins", "use-pairs", "caddy-envs", "comparisons", "equals-calls", "yoda-equals",
