@@ -223,6 +223,13 @@ class TraceStore:
         self.db.execute("COMMIT")
 
     def _migrate(self) -> None:
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "schema_migrations" not in tables:
+            # Every store understudy made records its migrations: this is another program's
+            # SQLite file, and the first migration would fail on it with "table ... exists".
+            raise sqlite3.DatabaseError(
+                f"not understudy's trace store (it holds the tables {', '.join(sorted(tables)[:5])}): "
+                f"move it aside, and the daemon starts a fresh store there")
         self.db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)")
         done = {row[0] for row in self.db.execute("SELECT name FROM schema_migrations")}
         for name, migration in MIGRATIONS:

@@ -126,6 +126,18 @@ def test_a_locked_store_is_one_line_too_not_called_corrupt(understudy_home):
     assert "locked" in result.output and "corrupt" not in result.output
 
 
+def test_another_programs_sqlite_file_is_named_as_such(understudy_home):
+    """Every command said "table traces already exists" (the first migration run on it)."""
+    understudy_home.mkdir(parents=True, mode=0o700, exist_ok=True)
+    with sqlite3.connect(paths.store_path()) as db:
+        db.execute("CREATE TABLE traces (a)")
+        db.execute("CREATE TABLE orders (b)")
+    result = CliRunner().invoke(main, ["list"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "not understudy's trace store" in result.output and "move it aside" in result.output
+    assert "already exists" not in result.output
+
+
 def test_recover_salvages_what_can_be_read_and_the_daemon_carries_on(understudy_home):
     traces = _make_store()
     _smash_trace_pages(2)
