@@ -43,7 +43,9 @@ class CaptureSettings(BaseModel):
     # A session with no event for this long is finalized and marked incomplete.
     idle_timeout_seconds: int = Field(1800, gt=0)
     # Projects (cwd) matching one of these globs are never captured. "~" is expanded; a
-    # pattern matching a directory excludes everything under it.
+    # pattern matching a directory excludes everything under it. Decided per prompt: a prompt
+    # any of whose events (or transcript rows) worked in one is dropped whole, and so is every
+    # prompt of a session that started in one (ingest.py, importer.py).
     exclude_projects: tuple[str, ...] = Field((), strict=False)  # a TOML array is a list
     # `capture-daemon status` shows progress toward this many accepted traces.
     target_accepted: int = Field(500, ge=1)
@@ -185,7 +187,8 @@ DEFAULT_CONFIG_TOML = """\
 # A session with no event for this long (seconds) is finalized and marked incomplete.
 # idle_timeout_seconds = 1800
 # Projects whose directory matches one of these globs are never captured; "~" is
-# expanded and a matching directory excludes everything under it.
+# expanded and a matching directory excludes everything under it. A prompt that `cd`s into
+# one is left out whole, and so is every prompt of a session started in one (live and import).
 # Example: exclude_projects = ["~/clients/*", "/srv/secret"]
 # exclude_projects = []
 # `capture-daemon status` shows progress toward this many accepted traces.
