@@ -264,6 +264,10 @@ class Ingestor:
         elif not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
             candidates = [t for t in self.open.values() if t.session_id == session_id]
+            if not candidates and self._excluded(event):
+                self.excluded_count += 1  # an excluded project's event is not kept, even set aside
+                _unlink(path)
+                return None
             if not candidates:
                 self._quarantine(path, "event has no prompt_id and its session has no open prompt")
                 return None

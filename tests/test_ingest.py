@@ -514,3 +514,18 @@ def test_an_excluded_event_after_its_prompt_was_stored_drops_the_trace_and_later
 def quarantine_files() -> list:
     folder = paths.quarantine_dir()
     return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_an_excluded_event_with_nowhere_to_go_is_dropped_not_set_aside(understudy_home):
+    """An older client's event (no prompt_id) whose session has no open prompt is quarantined,
+    redacted, for days; from an excluded project it is dropped like the rest of that project."""
+    spool = paths.spool_dir()
+    write_event(spool, "PostToolUse", {"session_id": "s-old", "cwd": "/work/secret", "tool_name": "Bash",
+                                       "tool_use_id": "toolu_old", "tool_input": {"command": "cat plan"},
+                                       "tool_response": {"stdout": "SECRET PLAN", "stderr": ""},
+                                       "transcript_path": "/nonexistent/s-old.jsonl"})
+    with TraceStore.open() as store:
+        ingestor = _excluding(store)
+        ingestor.scan()
+        assert ingestor.excluded_count == 1 and ingestor.quarantined_count == 0
+    assert quarantine_files() == [] and not list(spool.glob("*.event"))
