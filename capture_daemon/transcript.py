@@ -50,10 +50,10 @@ COMMAND_PREFIXES = ("<command-name>", "<command-message>", "<command-args>", "<l
                     "<bash-stderr>", "<user-memory-input>")
 INTERRUPT_PREFIX = "[Request interrupted by user"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
-# Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
-# are most of a transcript's bytes) is what makes importing months of history fast.
 # The model name Claude Code writes on assistant rows it made up itself (placeholders, API errors).
 SYNTHETIC_MODEL = "<synthetic>"
+# Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
+# are most of a transcript's bytes) is what makes importing months of history fast.
 _WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape)"')
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
