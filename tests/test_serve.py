@@ -1072,3 +1072,18 @@ def test_forced_call_cut_by_max_tokens_says_max_tokens(serve):
     msg = http.post(url + "/v1/messages", json=request(tool_choice={"type": "any"})).json()
     assert msg["stop_reason"] == "tool_use"
     assert _content(msg["content"]) == [{"type": "tool_use", "name": "Read", "input": {"file_path": "a.py"}}]
+
+
+@pytest.mark.parametrize("written", ["", "<tool", "<tool_call>", '<tool_call>{"na'])
+def test_a_forced_call_cut_before_its_name_is_the_named_tools(written):
+    """tool_choice names one tool: however little of the call was written, it is that call."""
+    from trainer.serve_constrain import Constraint
+
+    asm = OutputAssembler(["Read", "Bash"], [], Constraint("tool", ["Bash"], parallel=False))
+    asm.feed(written)
+    text, blocks = asm.finish(cut_off=True)
+    assert text == "" and [(b["name"], b["input"]) for b in blocks] == [("Bash", {})]
+    # With `any` the name is not known until written: no block yet.
+    asm = OutputAssembler(["Read", "Bash"], [], Constraint("any", ["Read", "Bash"]))
+    asm.feed(written)
+    assert asm.finish(cut_off=True) == ("", [])

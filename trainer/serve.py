@@ -457,11 +457,11 @@ class OutputAssembler:
         if cut_off and calls and not calls[-1].valid_json and TOOL_CALL_CLOSE not in text[opened:]:
             head = _FORCED_HEAD_RE.match(text, opened)
             calls = calls[:-1]
-            name = head.group(1) if head else None
-            if name is None and self.constraint.forced and len(names) == 1 and not calls:
-                name = next(iter(names))  # tool_choice names the tool: the call is that one's
-            if name in names:
-                calls.append(ParsedCall(name=name, arguments={}, raw="", valid_json=True))
+            if head and head.group(1) in names:
+                calls.append(ParsedCall(name=head.group(1), arguments={}, raw="", valid_json=True))
+        if cut_off and not calls and self.constraint.forced and len(names) == 1:
+            # tool_choice names the tool: a forced turn cut before its name is still that call.
+            calls = [ParsedCall(name=next(iter(names)), arguments={}, raw="", valid_json=True)]
         if self.constraint.forced:
             calls = [c for c in calls if c.valid_json and c.name in names]
             parsed.narration = ""
