@@ -16,7 +16,8 @@ store (captured live, or imported before) is skipped, so importing twice adds no
 never overwrites the richer live trace, unless the stored one is incomplete (imported
 while its session was still running, or cut off) and this one has more: then it is
 replaced. Slash commands and `!` bash-mode turns are not imported (not training prompts).
-A prompt found in two files (a resumed session copies its history) is one trace.
+A prompt found in two files (a resumed or forked session copies its history) is one trace,
+also when the first file has since been deleted (its prompt id is stored under its session).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from capture_daemon.schema import Trace, make_trace_id
 from capture_daemon.scrub import scrub_turns
 from capture_daemon.spool import CorruptSpoolFile, open_regular_file
 from capture_daemon.store import TraceStore
-from capture_daemon.transcript import PromptTurns, Transcript, inline_agents, notification_target, parse_transcript
+from capture_daemon.transcript import (MADE_UP_PROMPT_ID, PromptTurns, Transcript, inline_agents, notification_target,
+                                       parse_transcript)
 
 
 def default_roots() -> list[Path]:
@@ -258,6 +260,15 @@ def _first_timestamp(path: Path) -> tuple[str, str]:
     return (match.group(1).decode("ascii", "replace") if match else "", str(path))
 
 
+def _copied_from_stored(trace: Trace, store: TraceStore) -> bool:
+    """A prompt id Claude Code gave is unique to what was typed; stored under another session, it
+    is a copy that session's file holds (a resumed or forked session's history) whose original
+    was imported before and may since have been deleted (Claude Code's 30-day cleanup)."""
+    if trace.prompt_id.startswith(MADE_UP_PROMPT_ID):
+        return False
+    return store.prompt_stored_elsewhere(trace.prompt_id, trace.trace_id) is not None
+
+
 def _finished(main_turns: list[PromptTurns]) -> bool:
     """The prompt ended with the assistant's text and every call got its result."""
     blocks = [b for t in main_turns for b in t.blocks]
@@ -302,6 +313,9 @@ def import_paths(roots: Iterable[Path], store: TraceStore, prepare: Callable[[Tr
                 if trace.trace_id in fresh:
                     continue
                 stored = store.db.execute("SELECT complete FROM traces WHERE trace_id=?", (trace.trace_id,)).fetchone()
+                if stored is None and _copied_from_stored(trace, store):
+                    report.copies += 1
+                    continue
                 if stored is not None:
                     old = None if stored[0] else store.get(trace.trace_id)  # complete ones: never replaced
                     if old is None or not _improves(trace, old):

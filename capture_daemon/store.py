@@ -111,8 +111,13 @@ def _m003_excluded(db: sqlite3.Connection) -> None:
     _run_script(db, "CREATE TABLE excluded (key TEXT PRIMARY KEY)")
 
 
+def _m004_prompt_index(db: sqlite3.Connection) -> None:
+    # Import asks whether a prompt id is stored under another session (a copied prompt).
+    _run_script(db, "CREATE INDEX IF NOT EXISTS traces_prompt ON traces(prompt_id)")
+
+
 MIGRATIONS = [("m001_initial", _m001_initial), ("m002_human_verdicts", _m002_human_verdicts),
-              ("m003_excluded", _m003_excluded)]
+              ("m003_excluded", _m003_excluded), ("m004_prompt_index", _m004_prompt_index)]
 
 HUMAN_ACCEPTED = "+ accepted by hand (human verdict)"
 HUMAN_REJECTED = "- rejected by hand (human verdict)"
@@ -361,6 +366,12 @@ class TraceStore:
 
     def has_trace(self, trace_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM traces WHERE trace_id=?", (trace_id,)).fetchone() is not None
+
+    def prompt_stored_elsewhere(self, prompt_id: str, trace_id: str) -> str | None:
+        """The id of another stored trace of this prompt id (another session's), if any."""
+        row = self.db.execute("SELECT trace_id FROM traces WHERE prompt_id=? AND trace_id<>? LIMIT 1",
+                              (prompt_id, trace_id)).fetchone()
+        return row[0] if row else None
 
     def events_of(self, trace_id: str) -> list[SpoolEvent]:
         rows = self.db.execute("SELECT record FROM trace_events WHERE trace_id=? ORDER BY name", (trace_id,))

@@ -14,7 +14,8 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   prompt without `prompt_id` to the same row (ingest.py), so both ways give one trace id;
 * a forked session (`--fork-session`) starts with a copy of the history: 2.1.328 puts the
   copied rows under the new prompt's promptId (the last typed row owns it), 2.0.0 and 2.1.42
-  keep the rows' uuids; the importer keeps each prompt row's uuid once (`row_uuid`);
+  keep the rows' uuids; the importer keeps each prompt row's uuid once (`row_uuid`), and a
+  prompt id already stored under another session once its file is gone;
 * Claude Code 2.0.0 wrote a (foreground) subagent's rows inline, `isSidechain: true`, in
   the main file: they are kept apart as `sidechains` (one per parentUuid chain, named
   `sidechain-<first row uuid>`), never as prompts; `inline_agents` gives those a prompt spawned;
@@ -48,7 +49,12 @@ TASK_NOTIFICATION = "<task-notification>"
 COMMAND_PREFIXES = ("<command-name>", "<command-message>", "<command-args>", "<local-command-stdout>",
                     "<local-command-stderr>", "<local-command-caveat>", "<bash-input>", "<bash-stdout>",
                     "<bash-stderr>", "<user-memory-input>")
+# Of those, the ones that start a typed command (the rest are its output).
+TYPED_COMMAND_HEADS = ("<command-name>", "<command-message>", "<bash-input>", "<user-memory-input>")
 INTERRUPT_PREFIX = "[Request interrupted by user"
+# How a prompt id made up here begins (a user row with neither promptId nor uuid): unlike the
+# file's own ids it is not unique across sessions.
+MADE_UP_PROMPT_ID = "row-"
 MAX_TOOL_RESULT_FILE_CHARS = 200_000
 # The model name Claude Code writes on assistant rows it made up itself (placeholders, API errors).
 SYNTHETIC_MODEL = "<synthetic>"
@@ -324,6 +330,12 @@ def _is_synthetic(row: dict) -> bool:
     return model == SYNTHETIC_MODEL or row.get("isApiErrorMessage") is True
 
 
+def _opens_a_turn(kind: str, content: Any) -> bool:
+    """A row that is something typed: a prompt, or the head of a slash command or `!` bash-mode
+    line (not the command's output rows, which follow their head under its id)."""
+    return kind == "prompt" or (kind == "command" and _text_of(content).lstrip().startswith(TYPED_COMMAND_HEADS))
+
+
 def _message(row: dict) -> dict:
     message = row.get("message")
     if message is None:
@@ -362,10 +374,12 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
     prompt_id = _str_or_none(row.get("promptId"))
     if not prompt_id and kind in ("prompt", "notification", "command"):
         # No promptId (older Claude Code): each real user row opens a prompt, named by its uuid.
-        prompt_id = _str_or_none(row.get("uuid")) or f"row-{_str_or_none(row.get('timestamp'))}-{len(transcript.prompts)}"
-    if prompt_id and kind == "prompt" and current is not None and current.prompt_id == prompt_id and current.prompt:
-        # A second typed prompt under one promptId: a forked session (--fork-session) copies the
-        # history under the new prompt's id; the last one is the prompt, the rest are copies.
+        prompt_id = _str_or_none(row.get("uuid")) or f"{MADE_UP_PROMPT_ID}{_str_or_none(row.get('timestamp'))}-{len(transcript.prompts)}"
+    if prompt_id and current is not None and current.prompt_id == prompt_id and current.prompt and _opens_a_turn(kind, content):
+        # A second typed prompt (or slash command) under one promptId: a forked session
+        # (--fork-session) copies the history under the id of what was typed first in it; the
+        # last one is what was typed, the rest are copies (a fork that starts with `/compact` is
+        # that command, not the copied prompt before it).
         del transcript.prompts[prompt_id]
         current = None
     if prompt_id and (current is None or current.prompt_id != prompt_id):

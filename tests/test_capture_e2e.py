@@ -477,3 +477,56 @@ def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
     export = subprocess.run([*CAPTURE_DAEMON, "export"], env=fresh, capture_output=True, text=True, timeout=60, check=True).stdout
     assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the work folder"]
     assert "PRIVATE-PLAN" not in export and "SECRETPROJ" not in export and "OTHER-DIR" not in export
+
+
+def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(tmp_path):
+    """`--resume X --fork-session` whose first line is `/compact`: Claude Code copies the history
+    into the fork's file under the command's promptId. Live capture, an import, and an import
+    after the original file is deleted (Claude Code's cleanup) each hold one trace per prompt."""
+    claude_bin()
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    write_settings_with_hooks(home)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    scripts = [Script("fork alpha", [[tool("Bash", {"command": "echo a", "description": "a"}, id="toolu_fa")],
+                                     [text("Alpha answer.")]]),
+               Script("fork beta", [[tool("Bash", {"command": "echo b", "description": "b"}, id="toolu_fb")],
+                                    [text("Beta answer.")]]),
+               Script("fork gamma", [[text("Gamma answer.")]])]
+    with ScriptedAPI(scripts) as api:
+        def claude(prompt, *extra):
+            proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                              allowed_tools="Bash", extra_args=extra)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            return json.loads(proc.stdout)
+
+        original = claude("fork alpha")["session_id"]
+        claude("fork beta", "--resume", original)
+        fork = claude("/compact", "--resume", original, "--fork-session")["session_id"]
+        claude("fork gamma", "--resume", fork)
+    assert fork != original
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+
+    def prompts(store: Path) -> list[str]:
+        out = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(env, UNDERSTUDY_HOME=str(store)),
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return sorted(json.loads(line)["prompt"] for line in out.splitlines())
+
+    expected = ["fork alpha", "fork beta", "fork gamma"]
+    assert prompts(uhome) == expected
+    projects = home / ".claude" / "projects"
+    _import(env, tmp_path / "imported", projects)
+    assert prompts(tmp_path / "imported") == expected
+    [original_file] = projects.rglob(f"{original}.jsonl")
+    original_file.unlink()
+    for store in (uhome, tmp_path / "imported"):
+        assert "imported 0 traces" in _import(env, store, projects)
+        assert prompts(store) == expected

@@ -296,6 +296,81 @@ def test_a_forked_session_under_one_prompt_id_keeps_only_its_own_prompt(tmp_path
     assert traces["forked question"].prompt_id == fork_prompt and traces["first question"].session_id == SESSION
 
 
+def test_a_fork_that_starts_with_a_slash_command_is_that_command_not_the_copied_prompt(tmp_path):
+    """Claude Code 2.1.328 `--resume X --fork-session` whose first line is `/compact`: the copied
+    history is written under the command's promptId, the command's rows after it. The fork's
+    prompt id is the command's (no trace), never a second trace of the copied prompt, even once
+    the original file is gone."""
+    projects = tmp_path / "projects"
+    s = Session(prompt_ids=True)
+    s.user("first question")
+    s.call("Bash", "toolu_1", command="echo first")
+    s.text("First answer.")
+    s.user("second question")
+    s.text("Second answer.")
+    original = s.write(projects / "-p" / f"{SESSION}.jsonl")
+    fork = Session(session_id="fork-session", prompt_ids=True)
+    fork.prompt_id = "p-compact"
+    fork.rows = [dict(r, sessionId="fork-session", promptId="p-compact") if r["type"] == "user" else dict(r, sessionId="fork-session")
+                 for r in s.rows]
+    fork._row("user", {"role": "user", "content": "<local-command-caveat>Caveat: the command below was run locally."
+                                                   "</local-command-caveat>"}, isMeta=True)
+    fork._row("user", {"role": "user", "content": "<command-name>/compact</command-name>\n<command-message>compact"
+                                                   "</command-message>\n<command-args></command-args>"})
+    fork._row("user", {"role": "user", "content": "<local-command-stdout>Compacted</local-command-stdout>"})
+    fork.user("forked question")
+    fork.text("Forked answer.")
+    fork.write(projects / "-p" / "fork-session.jsonl")
+    prompts = {t.prompt_id: t for t in parse_transcript(projects / "-p" / "fork-session.jsonl").prompts.values()}
+    assert prompts["p-compact"].is_command and prompts["p-compact"].prompt.startswith("<command-name>/compact")
+
+    report, traces = _import([projects], tmp_path / "t.db")
+    assert sorted(traces) == ["first question", "forked question", "second question"]
+    assert traces["second question"].session_id == SESSION and report.commands == 1
+    original.unlink()  # Claude Code's cleanup deletes old session files
+    report, traces = _import([projects], tmp_path / "t.db")
+    assert report.imported == 0 and sorted(traces) == ["first question", "forked question", "second question"]
+
+
+def test_a_copied_prompt_whose_original_file_is_gone_is_no_second_trace(tmp_path):
+    """Claude Code before promptId (2.0.x, 2.1.42) resumes into a new file that copies the history
+    with the rows' uuids, which name the prompts. Imported once with both files, then again after
+    the original was deleted: the copies are recognised by their prompt ids, stored under the
+    original session, and add nothing."""
+    projects = tmp_path / "projects"
+    s = Session()
+    s.user("first question")
+    s.call("Bash", "toolu_1", command="echo first")
+    s.text("First answer.")
+    original = s.write(projects / "-p" / f"{SESSION}.jsonl")
+    resumed = Session(session_id="new-session")
+    resumed.rows = [dict(r, sessionId="new-session") for r in s.rows]
+    resumed.user("follow-up")
+    resumed.text("Second answer.")
+    resumed.write(projects / "-p" / "new-session.jsonl")
+    report, traces = _import([projects], tmp_path / "t.db")
+    assert sorted(traces) == ["first question", "follow-up"] and report.copies == 1
+    original.unlink()
+    report, traces = _import([projects], tmp_path / "t.db")
+    assert report.imported == 0 and report.copies == 1 and report.skipped_existing == 1
+    assert sorted(traces) == ["first question", "follow-up"]
+    assert traces["first question"].session_id == SESSION
+
+
+def test_prompts_without_any_id_are_never_taken_for_copies(tmp_path):
+    """A user row with neither promptId nor uuid gets an id made up from its position, the same in
+    every such session: distinct prompts, each kept."""
+    projects = tmp_path / "projects"
+    for n in range(2):
+        s = Session(session_id=f"session-{n}")
+        row = s.user(f"question {n}")
+        del row["uuid"], row["timestamp"]
+        s.text(f"Answer {n}.")
+        s.write(projects / "-p" / f"session-{n}.jsonl")
+    report, traces = _import([projects], tmp_path / "t.db")
+    assert sorted(traces) == ["question 0", "question 1"] and report.copies == 0
+
+
 def test_traces_from_session_is_usable_alone(tmp_path):
     s = Session()
     s.user("one")
