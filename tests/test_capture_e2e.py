@@ -419,6 +419,16 @@ def test_huge_output_keeps_the_preview_the_model_saw_and_records_the_full_size(c
     assert call["output_original_chars"] == len("\n".join(str(i) for i in range(1, 60001))) + 1
 
 
+def _ingest_spool(env: dict, uhome: Path) -> None:
+    """Start the daemon, let it commit every spooled event, stop it."""
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+
+
 def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
     """exclude_projects through the real CLI: a session that `cd`s into an excluded folder, and
     one that started in an excluded project and `cd`s out (`--add-dir`), leave nothing in the
@@ -456,12 +466,7 @@ def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
             proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=cwd, base_url=api.base_url,
                               allowed_tools="Bash", extra_args=extra)
             assert proc.returncode == 0, proc.stderr[-2000:]
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    _ingest_spool(env, uhome)
     export = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the work folder"]
     for leaked in ("PRIVATE-PLAN", "SECRETPROJ", "OTHER-DIR"):
@@ -508,12 +513,7 @@ def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(
         fork = claude("/compact", "--resume", original, "--fork-session")["session_id"]
         claude("fork gamma", "--resume", fork)
     assert fork != original
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    _ingest_spool(env, uhome)
 
     def prompts(store: Path) -> list[str]:
         out = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(env, UNDERSTUDY_HOME=str(store)),
