@@ -357,21 +357,26 @@ def _mid_turn_from_hooks(events: list[SpoolEvent], root: SpoolEvent | None, orde
     """Mid-turn messages when no transcript tells where they arrived (deleted, unreadable).
 
     Claude Code 2.1.328 sends a UserPromptSubmit under the running prompt's prompt_id for a
-    message typed mid-turn (interactive: when typed; `-p`: when delivered). Its place is then
-    the calls started before it: exact for `-p`; interactively, one typed while the model was
-    still writing its calls is delivered after them, later than this says. With a transcript
-    the transcript decides alone: it also knows a message that was typed then but, the turn
-    having ended first, became a prompt of its own."""
+    message typed mid-turn: interactively when it is typed, with `-p` when it is delivered.
+    One typed interactively after the last call ended (while the model writes its answer)
+    gets that same event, yet is run as the next prompt, whose own events then come without
+    one. So a message counts only where it was surely delivered within this turn: a call was
+    running when it came (it arrives with that call's result) or the main agent called a
+    tool after it. Its place is the calls started before it. With a transcript, the
+    transcript decides alone, and this is not asked."""
     if root is None:
         return []
     messages = []
     for ev in events:
-        prompt = ev.payload.get("prompt")
+        prompt, at = ev.payload.get("prompt"), ev.received_ns
         if ev.event != "UserPromptSubmit" or ev is root or ev.agent_id or not isinstance(prompt, str) \
                 or not prompt.strip() or is_notification_prompt(prompt):
             continue
-        position = sum(1 for c in ordered if c.start_ns is not None and c.start_ns < ev.received_ns)
-        messages.append(MidTurnMessage(text=prompt, position=position))
+        running = any(c.pre_ns is not None and c.pre_ns < at and (c.post_ns is None or c.post_ns > at) for c in ordered)
+        called_after = any(c.agent_id is None and c.pre_ns is not None and c.pre_ns > at for c in ordered)
+        if running or called_after:
+            position = sum(1 for c in ordered if c.start_ns is not None and c.start_ns < at)
+            messages.append(MidTurnMessage(text=prompt, position=position))
     return messages
 
 
