@@ -362,7 +362,8 @@ def _mid_turn_from_hooks(events: list[SpoolEvent], root: SpoolEvent | None, orde
     gets that same event, yet is run as the next prompt, whose own events then come without
     one. So a message counts only where it was surely delivered within this turn: a call was
     running when it came (it arrives with that call's result) or the main agent called a
-    tool after it. Its place is the calls started before it. With a transcript, the
+    tool after it. Its place is the calls started before it (one typed while the model was
+    still writing calls reached it after them, later than this says). With a transcript, the
     transcript decides alone, and this is not asked."""
     if root is None:
         return []
