@@ -16,6 +16,7 @@ from typing import Optional, Union
 
 from capture_daemon.schema import (  # noqa: F401  (re-exported names)
     SCHEMA_VERSION,
+    MidTurnMessage,
     Quality,
     ReasoningSignals,
     SelfCorrection,
@@ -26,7 +27,7 @@ from capture_daemon.schema import (  # noqa: F401  (re-exported names)
 )
 
 __all__ = ["TraceStorage", "Trace", "ToolCall", "TextStep", "ReasoningSignals", "Quality", "SelfCorrection",
-           "SubagentRun", "SCHEMA_VERSION"]
+           "SubagentRun", "MidTurnMessage", "SCHEMA_VERSION"]
 
 
 class TraceStorage:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from capture_daemon.schema import SubagentRun, TextStep, ToolCall, Trace, make_trace_id
+from capture_daemon.schema import MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
 from capture_daemon.spool import SpoolEvent
 from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
 
@@ -146,7 +146,9 @@ def build_trace(
     own_blocks = [b for t in own_turns for b in t.blocks]
     final_block = own_blocks[-1] if final and own_blocks and own_blocks[-1].kind == "text" \
         and own_blocks[-1].text.strip() == final.strip() else None
-    narration, thinking = _place_text(ordered, main_turns, agent_turns, final_block)
+    narration, thinking, mid_turn = _place_text(ordered, main_turns, agent_turns, final_block)
+    if not main_turns:
+        mid_turn = _mid_turn_from_hooks(events, root, ordered)
     usage: dict[str, int] = {}
     for turns in [*main_turns, *agent_turns.values()]:
         for key, value in turns.usage().items():
@@ -172,6 +174,7 @@ def build_trace(
         tool_calls=tool_calls,
         assistant_text=narration,
         thinking=thinking,
+        mid_turn_messages=mid_turn,
         subagents=_subagents(events, ordered, main_turns, agent_turns),
         tools_offered=next((t.tools_offered for t in main_turns if t.tools_offered), []),
         usage=usage,
@@ -310,13 +313,25 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
 
 
 def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns], final_block: Block | None):
-    """Narration and thinking with `position` = calls (global order) issued before them.
+    """Narration, thinking and the user's mid-turn messages, each with `position` = calls
+    (global order) issued before the assistant step that follows it.
 
-    The main agent's closing text is the final answer, kept in `final_response` only.
+    The main agent's closing text is the final answer, kept in `final_response` only. A mid-turn
+    message is placed like narration, before the next call of the main agent: it arrived with
+    the results of the calls before it, and what comes next was written after reading it.
     """
     index_of = {c.tool_use_id: i for i, c in enumerate(ordered)}
     narration: list[TextStep] = []
     thinking: list[TextStep] = []
+    mid_turn: list[MidTurnMessage] = []
+
+    def place(block: Block, position: int, agent: str | None) -> None:
+        if block.kind == "mid_turn":
+            if agent is None:  # only the main conversation takes the user's messages
+                mid_turn.append(MidTurnMessage(text=block.text, position=position))
+        else:
+            (narration if block.kind == "text" else thinking).append(TextStep(text=block.text, position=position, agent_id=agent))
+
     lanes = [(None, [b for t in main_turns for b in t.blocks])] + list((a, t.blocks) for a, t in agent_turns.items())
     for agent, blocks in lanes:
         pending: list[Block] = []
@@ -324,7 +339,7 @@ def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns
             if block.kind == "tool_use":
                 position = index_of.get(block.tool_use_id, len(ordered))
                 for text_block in pending:
-                    (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=position, agent_id=agent))
+                    place(text_block, position, agent)
                 pending = []
             elif block is not final_block:
                 pending.append(block)
@@ -332,10 +347,38 @@ def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns
         own = [index_of[b.tool_use_id] for b in blocks if b.kind == "tool_use" and b.tool_use_id in index_of]
         end = len(ordered) if agent is None else (max(own) + 1 if own else 0)
         for text_block in pending:
-            (narration if text_block.kind == "text" else thinking).append(TextStep(text=text_block.text, position=end, agent_id=agent))
+            place(text_block, end, agent)
     narration.sort(key=lambda s: (s.position, s.agent_id is not None))
     thinking.sort(key=lambda s: (s.position, s.agent_id is not None))
-    return narration, thinking
+    return narration, thinking, mid_turn
+
+
+def _mid_turn_from_hooks(events: list[SpoolEvent], root: SpoolEvent | None, ordered: list[_Call]) -> list[MidTurnMessage]:
+    """Mid-turn messages when no transcript tells where they arrived (deleted, unreadable).
+
+    Claude Code 2.1.328 sends a UserPromptSubmit under the running prompt's prompt_id for a
+    message typed mid-turn: interactively when it is typed, with `-p` when it is delivered.
+    One typed interactively after the last call ended (while the model writes its answer)
+    gets that same event, yet is run as the next prompt, whose own events then come without
+    one. So a message counts only where it was surely delivered within this turn: a call was
+    running when it came (it arrives with that call's result) or the main agent called a
+    tool after it. Its place is the calls started before it (one typed while the model was
+    still writing calls reached it after them, later than this says). With a transcript, the
+    transcript decides alone, and this is not asked."""
+    if root is None:
+        return []
+    messages = []
+    for ev in events:
+        prompt, at = ev.payload.get("prompt"), ev.received_ns
+        if ev.event != "UserPromptSubmit" or ev is root or ev.agent_id or not isinstance(prompt, str) \
+                or not prompt.strip() or is_notification_prompt(prompt):
+            continue
+        running = any(c.pre_ns is not None and c.pre_ns < at and (c.post_ns is None or c.post_ns > at) for c in ordered)
+        called_after = any(c.agent_id is None and c.pre_ns is not None and c.pre_ns > at for c in ordered)
+        if running or called_after:
+            position = sum(1 for c in ordered if c.start_ns is not None and c.start_ns < at)
+            messages.append(MidTurnMessage(text=prompt, position=position))
+    return messages
 
 
 def _last_text(main_turns: list[PromptTurns]) -> str | None:

@@ -70,12 +70,17 @@ def render_trace(trace: Trace, console: Console, full: bool = False) -> None:
     console.print(_text(f"session {p(trace.session_id)}  cwd {p(trace.cwd or '?')}  started {trace.started_at or '?'}"))
     console.print(_text("\n", ("prompt", "bold cyan"), "\n", p(trace.prompt, keep="\n\t"), "\n"))
     texts = {}
+    for message in trace.mid_turn_messages:  # first at its place: the model read it before the rest
+        texts.setdefault(message.position, []).append(("user", message))
     for step in trace.assistant_text:
         texts.setdefault(step.position, []).append(("says", step))
     for step in trace.thinking:
         texts.setdefault(step.position, []).append(("thinks", step))
     for index in range(len(trace.tool_calls) + 1):
         for kind, step in texts.get(index, []):
+            if kind == "user":
+                console.print(_text("  ", ("user says (mid-turn):", "bold cyan"), " ", p(_short(step.text, full), keep="\n\t")))
+                continue
             who = f"agent {p(step.agent_id[:8])}" if step.agent_id else "assistant"
             console.print(_text("  ", (f"{who} {kind}:", "italic"), " ", p(_short(step.text, full), keep="\n\t")))
         if index == len(trace.tool_calls):

@@ -14,7 +14,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+# 2: `mid_turn_messages`. A version-1 trace has none recorded even where the user sent one
+# (they were dropped), so a reader can tell "none sent" from "not captured".
+SCHEMA_VERSION = 2
 
 Source = Literal["hook", "import", "manual"]
 Pattern = Literal["linear", "parallel", "exploratory", "iterative"]
@@ -62,6 +64,20 @@ class TextStep(_Model):
     text: str
     position: int
     agent_id: Optional[str] = None
+
+
+class MidTurnMessage(_Model):
+    """A message the user typed while the prompt was being worked on, which Claude Code
+    delivered within the running turn (with the next tool result) instead of as a prompt of
+    its own. The model's next steps react to it, so it is part of the workflow.
+
+    `position` counts tool calls as `TextStep.position` does: the calls issued before the
+    message arrived. At an equal position it comes before the narration, thinking and calls
+    there: the model read it before writing them.
+    """
+
+    text: str
+    position: int
 
 
 class SubagentRun(_Model):
@@ -137,6 +153,7 @@ class Trace(_Model):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     assistant_text: list[TextStep] = Field(default_factory=list)
     thinking: list[TextStep] = Field(default_factory=list)
+    mid_turn_messages: list[MidTurnMessage] = Field(default_factory=list)
     subagents: list[SubagentRun] = Field(default_factory=list)
     # JSON schemas of the tools the model was offered: {"name", "description", "input_schema"}.
     tools_offered: list[dict[str, Any]] = Field(default_factory=list)

@@ -63,10 +63,14 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
     if getattr(turns, "scrubbed", False):
         return turns
     # (Files a config or command names as holding a login: `auth-user-pass creds.txt`.)
+    said = [turns.prompt, [b.text for b in turns.blocks if b.kind == "mid_turn"]]  # the user's own words
     named = remember_names(turns.session_id, named_credential_files(
-        strings_in([turns.prompt, [b.input for b in turns.blocks], [r.text for r in turns.results.values()]])))
+        strings_in([said, [b.input for b in turns.blocks], [r.text for r in turns.results.values()]])))
     turns.prompt = redact_value(mark_bash_mode_credentials(turns.prompt, named))  # `!cat up.dat`
     for block in turns.blocks:
+        if block.kind == "mid_turn":  # typed by the user, as the prompt was: redacted the same way
+            block.text = redact_value(mark_bash_mode_credentials(block.text, named))
+            continue
         if block.kind == "tool_use" and block.tool_use_id in turns.results and output_is_secret(block.name, block.input):
             turns.results[block.tool_use_id].text = SECRET_OUTPUT_MARK  # `pass show x` printed a password
         elif block.kind == "tool_use" and block.tool_use_id in turns.results:
@@ -90,7 +94,8 @@ def scrub_turns(turns: PromptTurns) -> PromptTurns:
 def scrub_trace(trace: Trace) -> Trace:
     """Every string of a finished trace redacted (for traces not built from scrubbed parts)."""
     data = trace.model_dump(mode="json", exclude={"tools_offered"})
-    named = named_credential_files(strings_in([data.get("prompt"), [[c.get("input"), c.get("output")] for c in data.get("tool_calls", [])]]))
+    said = [data.get("prompt"), [m.get("text") for m in data.get("mid_turn_messages", [])]]
+    named = named_credential_files(strings_in([said, [[c.get("input"), c.get("output")] for c in data.get("tool_calls", [])]]))
     for call in data.get("tool_calls", []):
         if call.get("output") and output_is_secret(call.get("name"), call.get("input")):
             call["output"] = SECRET_OUTPUT_MARK  # `pass show x` printed a password
@@ -100,6 +105,8 @@ def scrub_trace(trace: Trace) -> Trace:
                 call["output"] = mark_credential_lines(call["output"], password_file)
     if "prompt" in data:
         data["prompt"] = mark_bash_mode_credentials(data["prompt"], named)  # `!cat up.dat`
+    for message in data.get("mid_turn_messages", []):
+        message["text"] = mark_bash_mode_credentials(message["text"], named)
     data = redact_value(data)
     data["tools_offered"] = scrub_tools(trace.tools_offered)
     return Trace.model_validate(data)

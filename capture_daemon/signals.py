@@ -34,6 +34,9 @@ Terms
   checkout, reset, merge, rebase, push, pull, stash, …; package installs (pip, npm, uv,
   cargo, apt, brew, … with install/add/remove/uninstall/update/upgrade/sync/get); or an
   output redirection to a file.
+- *Steered*: a gap where a message the user sent mid-turn (`mid_turn_messages`) arrived.
+  The narration in that gap and the change of course after it answer the user, so they
+  are not counted as the model's own correction or recovery (below).
 - *Run*: a main Bash call that is not read-only (tests, scripts, builds, installs, …).
 - *Similar inputs*: two calls of the same tool whose inputs, rendered as sorted compact
   JSON, have a difflib ratio (2 × matching characters / total characters) ≥
@@ -101,7 +104,8 @@ Signals
   reading before acting is the common case. With no main calls: None and [].
 - `error_recovery`: a failed main call followed later by a successful main call that
   takes a different approach: another tool, or the same tool with an input that is not
-  similar. A retry of the same command that then succeeds is not a recovery.
+  similar. A retry of the same command that then succeeds is not a recovery, nor is a
+  successful call made after the user steered (a gap after the failure, at or before it).
 - `self_corrections`: each narration sentence with a correction marker: starting with
   "Actually," / "Actually I|let me|that|…", "Wait," / "Wait —", "Oops", "Hmm, wait";
   or containing "on second thought", "that didn't/doesn't work", "that (approach)
@@ -109,7 +113,8 @@ Signals
   "I misread|misunderstood|overlooked|missed", "that's not right|wrong|incorrect",
   "scratch that", "correction:", "I should have", "let me try a different|another
   approach|way", "instead, let me" / "let me … instead", "let me fix|correct|redo|undo
-  that|this|my". `position` is the narration step's own `position`.
+  that|this|my". `position` is the narration step's own `position`. Narration in a
+  steered gap is not read for these ("Actually, let me do it your way" answers the user).
 
 A trace with no tool calls at all and `source == "manual"` (a quick capture with only a
 response) has no narration separate from its answer: there the answer text is read for
@@ -845,6 +850,7 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
 
     narration = narration_steps(trace)
     gaps = {_main_gap(trace, s.position) for s in narration}
+    steered = {_main_gap(trace, m.position) for m in trace.mid_turn_messages}
 
     # Exploration: reads/searches before the first change.
     first_change = next((i for i, c in enumerate(main) if is_change(c)), n_main)
@@ -878,17 +884,18 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
     for i, c in enumerate(main):
         if c.success:
             continue
-        for later in main[i + 1:]:
+        for j, later in enumerate(main[i + 1:], i + 1):
             if retried and recovery:
                 break
+            told = any(i < g <= j for g in steered)  # the user redirected it: not the model's recovery
             if later.name != c.name:
-                recovery = recovery or later.success
+                recovery = recovery or (later.success and not told)
                 continue
             if retried and (recovery or not later.success):
                 continue  # nothing left to learn from this pair
             if similar_calls(c, later, rules.similar_input_ratio, cache):
                 retried = True
-            elif later.success:
+            elif later.success and not told:
                 recovery = True
     iterative = iterative or retried
     groups: dict[int, int] = {}
@@ -917,7 +924,8 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
     if plan is None:
         plan = _todo_plan(main)
     corrections = [
-        SelfCorrection(text=sentence, position=pos) for text, pos in texts for sentence in find_self_corrections(text)
+        SelfCorrection(text=sentence, position=pos) for text, pos in texts if _main_gap(trace, pos) not in steered
+        for sentence in find_self_corrections(text)
     ]
 
     used_db = any(uses_database(c) for c in calls)

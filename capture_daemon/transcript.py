@@ -27,7 +27,13 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
 * the path comes from a hook payload, so it is untrusted: only a regular file is read
   (a FIFO would block forever), streamed row by row with a bound on each row, so a
   multi-GB (or sparse) file costs time, not memory;
-* a large tool output is saved to a `tool-results/` file; the model sees a preview.
+* a large tool output is saved to a `tool-results/` file; the model sees a preview;
+* a message the user types while Claude works is queued and, in 2.1.328, delivered within the
+  running turn with the next tool result: an `attachment` row of type `queued_command` (its
+  text in `prompt`) after that result's row, no promptId, no user row (`queue-operation` rows
+  say when it was typed and absorbed). It is kept as a `mid_turn` block among the prompt's
+  blocks, where it arrived. 2.0.0 and 2.1.42 show such a message to the model inside the tool
+  result but write it nowhere in the transcript (nor send a hook for it): it cannot be recovered.
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ MAX_TOOL_RESULT_FILE_CHARS = 200_000
 SYNTHETIC_MODEL = "<synthetic>"
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
-_WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape)"')
+_WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command)"')
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
@@ -68,8 +74,8 @@ _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
 
 @dataclass
 class Block:
-    kind: str  # "text" | "thinking" | "tool_use"
-    message_id: str
+    kind: str  # "text" | "thinking" | "tool_use" | "mid_turn" (a message the user sent mid-turn)
+    message_id: str  # for "mid_turn": the queued command's own uuid
     text: str = ""
     tool_use_id: str = ""
     name: str = ""
@@ -320,6 +326,8 @@ def _apply_row_content(transcript: Transcript, row: dict, state: _ParseState) ->
             state.early = []
     elif kind == "assistant" and state.current is not None:
         _assistant_row(state.current, row)
+    elif kind == "attachment" and state.current is not None and row.get("isSidechain") is not True:
+        _queued_message_row(state.current, row)
     elif kind == "assistant" and not state.inline_sidechains and len(state.early) < 64:
         state.early.append(row)
 
@@ -438,6 +446,29 @@ def _assistant_row(current: PromptTurns, row: dict) -> None:
                 tool_input = {}  # unusable as a call's arguments (and would fail to store)
             current.blocks.append(Block("tool_use", message_id, tool_use_id=str(block.get("id")), name=str(block.get("name")),
                                         input=tool_input, timestamp=timestamp))
+
+
+def _queued_message_row(current: PromptTurns, row: dict) -> None:
+    """A message the user typed that Claude Code delivered within the running turn.
+
+    Only the user's own words count: a queued_command can also carry Claude Code's or a
+    peer's text (task notifications, forwarded intents, a slash command or `!` line typed
+    ahead, a copy carried over by a compaction), which no user typed to steer this turn."""
+    attachment = row.get("attachment")
+    if not isinstance(attachment, dict) or attachment.get("type") != "queued_command":
+        return
+    origin = attachment.get("origin")
+    human = origin is None or (isinstance(origin, dict) and origin.get("kind") == "human")  # -p sends no origin
+    if not human or attachment.get("isMeta") or row.get("isMeta") or attachment.get("carriedByCompaction") \
+            or attachment.get("commandMode", "prompt") != "prompt":
+        return
+    text = _text_of(attachment.get("prompt"))
+    if not text.strip() or text.lstrip().startswith((*COMMAND_PREFIXES, TASK_NOTIFICATION, INTERRUPT_PREFIX)):
+        return
+    source = _str_or_none(attachment.get("source_uuid")) or _str_or_none(row.get("uuid")) or ""
+    if any(b.kind == "mid_turn" and b.message_id == source for b in current.blocks):
+        return  # the same delivery written twice
+    current.blocks.append(Block("mid_turn", source, text=text, timestamp=_str_or_none(row.get("timestamp"))))
 
 
 def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> None:

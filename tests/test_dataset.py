@@ -286,3 +286,45 @@ def test_the_called_tool_set_shows_the_tools_the_training_split_calls(tmp_path):
     assert _tool_names(read_jsonl(tmp_path / "named" / "train.jsonl")[0]) == ["Grep"]
     with pytest.raises(ValueError, match="`tool_set`"):
         DatasetConfig(tool_set="used")
+
+
+def test_a_mid_turn_message_follows_the_results_it_came_with():
+    """Claude Code shows the model a message typed mid-turn after the tool results it arrived
+    with; the student must see it there to learn that the next step reacts to it."""
+    from capture_daemon.schema import MidTurnMessage
+    from trainer.chat_template import mid_turn_text
+
+    ex = trace_to_example(make_trace(mid_turn_messages=[MidTurnMessage(text="skip b.py, run the tests", position=2)]),
+                          DatasetConfig())
+    roles = [m["role"] for m in ex["messages"]]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "user", "assistant", "tool", "assistant"]
+    told = ex["messages"][5]["content"]
+    assert told == mid_turn_text("skip b.py, run the tests")
+    assert told.startswith("The user sent a new message while you were working:\nskip b.py, run the tests\n")
+    assert ex["messages"][6]["content"] == "Now the tests."
+    # After the last call it leads into the final answer.
+    ex = trace_to_example(make_trace(mid_turn_messages=[MidTurnMessage(text="thanks", position=3)]), DatasetConfig())
+    assert [m["role"] for m in ex["messages"]][-3:] == ["tool", "user", "assistant"]
+
+
+def test_a_mid_turn_message_is_what_serve_shows_for_claude_codes_request():
+    """Training and serving give the student the same words: `trainer serve` turns Claude Code's
+    tool results plus the message's text block (one user message, as the TUI sends it) into the
+    dataset's turns."""
+    from capture_daemon.schema import MidTurnMessage
+    from trainer.chat_template import mid_turn_text
+    from trainer.serve import ContextSettings, to_chat
+
+    config = DatasetConfig(working_directory=False)
+    ex = trace_to_example(make_trace(mid_turn_messages=[MidTurnMessage(text="skip b.py", position=2)]), config)
+    request = {"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "Look at a.py and b.py"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Reading both files."},
+                                          {"type": "tool_use", "id": "c1", "name": "Read", "input": {"file_path": "a.py"}},
+                                          {"type": "tool_use", "id": "c2", "name": "Read", "input": {"file_path": "b.py", "limit": 5}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "A"},
+                                     {"type": "tool_result", "tool_use_id": "c2", "content": "B"},
+                                     {"type": "text", "text": mid_turn_text("skip b.py")}]},
+    ]}
+    messages, _, _ = to_chat(request, ContextSettings(dataset=config))
+    assert messages == ex["messages"][:6]

@@ -565,3 +565,55 @@ def test_excluded_projects_are_left_out_of_an_import_as_of_live_capture(tmp_path
     assert [t.prompt for t in stored] == ["list the files"]
     dump = stored[0].model_dump_json()
     assert "SECRET PLAN" not in dump and "initech" not in dump
+
+
+def _queued(s: Session, words, **attachment) -> None:
+    """A message typed mid-turn as the 2.1.328 TUI writes it (attachment row, no promptId)."""
+    source = f"src-{next(_n)}"
+    s.rows.append({"type": "queue-operation", "operation": "remove", "sessionId": s.session_id, "content": words,
+                   "reason": "absorbed_mid_turn", "commandUuid": source})
+    s.rows.append({"parentUuid": s.rows[-2]["uuid"], "isSidechain": False, "type": "attachment", "uuid": f"u-{next(_n):04d}",
+                   "timestamp": "2026-12-01T10:30:00.000Z", "sessionId": s.session_id, "cwd": "/p",
+                   "attachment": {"type": "queued_command", "prompt": words, "source_uuid": source, "delivery_id": "d-1",
+                                  "commandMode": "prompt", "origin": {"kind": "human"}, "humanTurn": True, **attachment},
+                   "rendered": [{"content": f"<system-reminder>\nThe user sent a new message while you were working:\n{words}"}],
+                   "renderedRole": "system"})
+
+
+def test_a_message_typed_mid_turn_is_kept_where_it_arrived(tmp_path):
+    """Claude Code 2.1.328 delivers a message typed while the model works with the next tool
+    result, as a `queued_command` attachment row: import read only user and assistant rows and
+    dropped it, so the model's change of course answered nothing the trace held."""
+    token = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
+    s = Session(prompt_ids=True)
+    s.user("tui slow")
+    s.text("Working slowly.")
+    s.call("Bash", "toolu_q1", command="sleep 6; echo slow", output="slow")
+    _queued(s, f"use the staging db instead, token {token}")
+    s.rows.append(dict(s.rows[-1], uuid="u-copy", attachment=dict(s.rows[-1]["attachment"])))  # one delivery written twice
+    # Not the user's words to this turn: a background task reporting back, a `!` line, a copy
+    # carried over by a compaction, Claude Code's own meta text.
+    _queued(s, "<task-notification><task-id>t1</task-id></task-notification>", origin={"kind": "task-notification"})
+    _queued(s, "ls -la", commandMode="bash")
+    _queued(s, "an old message", carriedByCompaction=True)
+    _queued(s, "a forwarded intent", isMeta=True, origin={"kind": "unclassified"})
+    s.text("Switching to the staging db as you asked.")
+    s.call("Bash", "toolu_q2", command="psql staging -c 'select 1'", output="1")
+    s.text(LONG)
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    assert list(traces) == ["tui slow"]
+    trace = traces["tui slow"]
+    assert [(m.text, m.position) for m in trace.mid_turn_messages] == [
+        ("use the staging db instead, token [REDACTED:github-token]", 1)]
+    assert [(t.text, t.position) for t in trace.assistant_text] == [
+        ("Working slowly.", 0), ("Switching to the staging db as you asked.", 1)]
+    assert trace.final_response == LONG and trace.complete and trace.schema_version == 2
+
+
+def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
+    from capture_daemon.schema import Trace
+
+    old = {"schema_version": 1, "trace_id": "t", "session_id": "s", "prompt_id": "p", "prompt": "hi"}
+    trace = Trace.model_validate(old)
+    assert trace.mid_turn_messages == [] and trace.schema_version == 1

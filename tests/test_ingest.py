@@ -529,3 +529,28 @@ def test_an_excluded_event_with_nowhere_to_go_is_dropped_not_set_aside(understud
         ingestor.scan()
         assert ingestor.excluded_count == 1 and ingestor.quarantined_count == 0
     assert quarantine_files() == [] and not list(spool.glob("*.event"))
+
+
+def _hook_event(n: int, event: str, at: int, **payload) -> "SpoolEvent":
+    from capture_daemon.spool import SpoolEvent
+
+    return SpoolEvent(f"{at:020d}-{n:04d}-{event}.event", event, at, dict(payload, session_id="s", prompt_id="p"), {})
+
+
+def test_without_a_transcript_a_message_typed_mid_turn_is_kept_only_where_it_was_delivered():
+    """The interactive CLI (2.1.328) sends a UserPromptSubmit under the running prompt's id
+    when a message is typed mid-turn. Typed while a call runs, it is delivered with that call's
+    result; typed after the last call ended, the CLI runs it as the next prompt instead (seen
+    through the TUI): kept in the first case, never in the second."""
+    from capture_daemon.assemble import build_trace
+
+    bash = dict(tool_name="Bash", tool_input={"command": "sleep 6"}, tool_use_id="toolu_1")
+    events = [_hook_event(1, "UserPromptSubmit", 1_000, prompt="tui slow"),
+              _hook_event(2, "PreToolUse", 2_000, **bash),
+              _hook_event(3, "UserPromptSubmit", 3_000, prompt="steer me mid turn"),
+              _hook_event(4, "PostToolUse", 8_000, tool_response={"stdout": "slow"}, **bash),
+              _hook_event(5, "UserPromptSubmit", 9_000, prompt="typed during the answer"),
+              _hook_event(6, "Stop", 12_000, last_assistant_message="Done.", background_tasks=[])]
+    trace = build_trace("s", "p", events, [], {}, complete=True)
+    assert trace.prompt == "tui slow"
+    assert [(m.text, m.position) for m in trace.mid_turn_messages] == [("steer me mid turn", 1)]

@@ -125,6 +125,25 @@ def test_teacher_rows_round_trip_and_render_identically():
     assert transcript.count("→ ") == len(wf.sequence) and wf.answer in transcript
 
 
+def test_a_mid_turn_message_reaches_both_sides_of_a_judged_pair():
+    """Teacher and student were both replayed the message the user sent mid-turn; a judge shown
+    the workflows without it sees the teacher change course for no reason."""
+    from capture_daemon.schema import MidTurnMessage, ToolCall, Trace
+    from trainer.dataset import DatasetConfig, trace_to_example
+
+    trace = Trace(trace_id="t", session_id="s", prompt_id="p", prompt="check the feeders", final_response="B is 33kV.",
+                  tool_calls=[ToolCall(tool_use_id="c1", name="Bash", input={"command": "ls"}, output="notes.txt"),
+                              ToolCall(tool_use_id="c2", name="Read", input={"file_path": "notes.txt"}, output="B: 33kV",
+                                       parallel_group=1)],
+                  mid_turn_messages=[MidTurnMessage(text="only feeder B please", position=1)])
+    row = trace_to_example(trace, DatasetConfig())
+    wf = teacher_workflow(row)
+    assert wf.sequence == ["Bash", "Read"] and wf.answer == "B is 33kV."
+    transcript = workflow_transcript(row, wf)
+    assert transcript.index("notes.txt") < transcript.index("only feeder B please") < transcript.index("→ Read")
+    assert "only feeder B please" in workflow_text(row, wf)
+
+
 # ----------------------------------------------------------------------------------------------
 # The discriminator on the scripted-teacher world
 

@@ -447,3 +447,22 @@ def test_retry_or_different_approach(first, second, retry):
     s = sig([bash(first, success=False), bash(second)])
     assert ("iterative" in s.patterns) is retry
     assert s.error_recovery is not retry
+
+
+def test_what_the_user_asked_for_mid_turn_is_no_self_correction_or_recovery():
+    """A message the user sent mid-turn ("use the staging db instead") changes the course; the
+    narration answering it and the new approach are the user's correction, not the model's."""
+    from capture_daemon.schema import MidTurnMessage
+
+    calls = [bash("psql prod -c 'select 1'", success=False), call("Grep", pattern="staging"), read("/notes")]
+    texts = [(1, "Actually, let me use the staging db instead, as you asked."), (2, "Wait, the notes say more.")]
+    told = [MidTurnMessage(text="use the staging db instead", position=1)]
+    steered = sig(calls, texts=texts, mid_turn_messages=told)
+    assert [c.text for c in steered.self_corrections] == ["Wait, the notes say more."]
+    assert steered.error_recovery is False
+    # The same trace without the message: the model's own correction and recovery.
+    alone = sig(calls, texts=texts)
+    assert len(alone.self_corrections) == 2 and alone.error_recovery is True
+    # A recovery the model made before the user spoke is still its own.
+    early = sig(calls, mid_turn_messages=[MidTurnMessage(text="thanks", position=2)])
+    assert early.error_recovery is True

@@ -130,6 +130,20 @@ CHAT_TEMPLATE = r"""{#- understudy chat template v2: see trainer/chat_template.p
 GENERATION_PROMPT = f"{START_HEADER}assistant{END_HEADER}\n"
 
 
+# How Claude Code 2.1.328 shows the model a message the user typed while it worked: as text after
+# the tool results it arrived with, in the same user message (`trainer serve` passes that text
+# through as a user turn after the tool turns, so training shows the student the same words).
+MID_TURN_MESSAGE = (
+    "The user sent a new message while you were working:\n{text}\n\nThis is how Claude Code surfaces messages "
+    "the user sends mid-turn \u2014 within the running turn, often alongside the next tool result, rather than as a "
+    "separate conversation turn. Address the message above as you continue this turn."
+)
+
+
+def mid_turn_text(text: str) -> str:
+    return MID_TURN_MESSAGE.format(text=text)
+
+
 def dump_arguments(arguments: Any) -> str:
     """Tool-call arguments as the JSON string the template prints verbatim.
 

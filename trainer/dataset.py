@@ -12,6 +12,7 @@ One example per trace:
                puts that line in the system turn instead)
     assistant  narration + the calls of one parallel group   } repeated per group of calls
     tool       one message per call (the error text for a failed call) }
+    user       a message the user typed mid-turn, after the results it came with }  (when sent)
     assistant  the final answer
 
 Tool-call arguments are stored as JSON strings: Arrow infers one struct type per column and
@@ -41,6 +42,7 @@ from trainer.chat_template import (
     DEFAULT_SYSTEM_PROMPT,
     count_tokens,
     dump_arguments,
+    mid_turn_text,
     render,
     trim_tool_result,
 )
@@ -271,10 +273,22 @@ def trace_to_example(
         else:
             trailing.append(text)
 
+    # A message the user sent mid-turn arrived with the results of the calls before its position:
+    # it follows the last group issued wholly before it, and the next assistant turn reacts to it.
+    told: list[list[str]] = [[] for _ in range(len(groups) + 1)]  # [0]: before the first group
+    for message in trace.mid_turn_messages:
+        before = [g for g, group in enumerate(groups) if all(index < message.position for index, _ in group)]
+        told[before[-1] + 1 if before else 0].append(mid_turn_text(message.text))
+
+    def tell(slot: int) -> None:
+        if told[slot]:
+            messages.append({"role": "user", "content": "\n\n".join(told[slot])})
+
     messages: list[dict] = [
         {"role": "system", "content": system_turn(config, trace.cwd)},
         {"role": "user", "content": user_turn(config, trace.cwd, trace.prompt)},
     ]
+    tell(0)
     trimmed_results = 0
     for g, group in enumerate(groups):
         messages.append(
@@ -295,6 +309,7 @@ def trace_to_example(
             message, trimmed = _tool_message(call, config, tokenizer)
             trimmed_results += bool(trimmed)
             messages.append(message)
+        tell(g + 1)
 
     final = (trace.final_response or "").strip()
     # The last narration is usually the final response itself; keep only what it does not repeat.

@@ -198,10 +198,14 @@ def workflow_messages(row: dict[str, Any], wf: Workflow) -> list[dict[str, Any]]
                 ],
             }
         )
-        observed = [m for m in (t_steps[i].replay[1:] if i < len(t_steps) else []) if m["role"] == "tool"]
+        replayed = t_steps[i].replay[1:] if i < len(t_steps) else []
+        observed = [m for m in replayed if m["role"] == "tool"]
         for j, _ in enumerate(step.calls):
             content = observed[j]["content"] if j < len(observed) else "(no recorded result)"
             messages.append({"role": "tool", "content": content})
+        # A message the user sent mid-turn reached both sides with these results: a judge has to
+        # see it to tell a change of course the user asked for from one the agent chose.
+        messages.extend({"role": "user", "content": m["content"]} for m in replayed if m["role"] == "user")
     if wf.answer is not None:
         messages.append({"role": "assistant", "content": wf.answer})
     return messages

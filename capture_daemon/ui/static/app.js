@@ -197,7 +197,9 @@ function callCard(call, index, recovered) {
 
 function workflow(trace) {
   const calls = trace.tool_calls, parts = [];
-  const texts = [...trace.assistant_text.map((s) => ({ ...s, kind: "narration" })), ...trace.thinking.map((s) => ({ ...s, kind: "thinking" }))]
+  // A message the user sent mid-turn goes first at its place: the model read it before the rest.
+  const texts = [...(trace.mid_turn_messages || []).map((s) => ({ ...s, kind: "user" })),
+    ...trace.assistant_text.map((s) => ({ ...s, kind: "narration" })), ...trace.thinking.map((s) => ({ ...s, kind: "thinking" }))]
     .sort((a, b) => a.position - b.position);
   const textAt = (pos) => texts.filter((s) => s.position === pos).map((s) =>
     el("div", { class: "text " + s.kind + (s.agent_id ? " sub" : "") }, el("span", { class: "label" }, s.kind), el("p", {}, s.text)));
