@@ -53,16 +53,28 @@ class CaptureSettings(BaseModel):
     quarantine_retention_days: float = Field(7.0, gt=0, strict=False)
 
     def is_excluded(self, project: Union[str, Path, None]) -> bool:
-        """True when `project` (a cwd) or one of its parent directories matches a glob."""
+        """True when `project` (a cwd) or one of its parent directories matches a glob, each
+        compared as written and with symlinks resolved: Claude Code reports a session started in
+        a symlinked folder by its real path, and a user may exclude either spelling."""
         if not project or not self.exclude_projects:
             return False
-        path = Path(os.path.expanduser(str(project)))
-        candidates = [str(path), *(str(p) for p in path.parents)]
+        candidates = {str(p) for path in _spellings(os.path.expanduser(str(project))) for p in (path, *path.parents)}
         for pattern in self.exclude_projects:
-            pattern = os.path.expanduser(pattern).rstrip("/") or "/"
-            if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
-                return True
+            for spelled in _spellings(os.path.expanduser(pattern).rstrip("/") or "/"):
+                if any(fnmatch.fnmatchcase(c, str(spelled)) for c in candidates):
+                    return True
         return False
+
+
+def _spellings(path: str) -> list[Path]:
+    """`path` as written and with its symlinks resolved (a glob's wildcards, which name no
+    file, are kept as they are)."""
+    spellings = [Path(path)]
+    try:
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError):  # a NUL byte, a loop: the path as written is all there is
+        return spellings
+    return spellings if real == spellings[0] else [*spellings, real]
 
 
 class Config(BaseModel):

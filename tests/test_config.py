@@ -135,6 +135,21 @@ def test_exclude_projects_globs(isolated_env):
     assert not CaptureSettings().is_excluded("/anything")
 
 
+def test_exclude_projects_sees_through_symlinks(tmp_path):
+    """Claude Code reports a session started in a symlinked folder by its real path: excluding
+    the link (or a glob through it) excludes the project, and excluding the real folder excludes
+    a cwd written through the link."""
+    real = tmp_path / "clients" / "acme"
+    (real / "src").mkdir(parents=True)
+    (tmp_path / "acme-link").symlink_to(real)
+    (tmp_path / "clients-link").symlink_to(tmp_path / "clients")
+    assert CaptureSettings(exclude_projects=[str(tmp_path / "acme-link")]).is_excluded(real / "src")
+    assert CaptureSettings(exclude_projects=[str(tmp_path / "clients-link" / "*")]).is_excluded(real)
+    assert CaptureSettings(exclude_projects=[str(real)]).is_excluded(tmp_path / "acme-link" / "src")
+    assert not CaptureSettings(exclude_projects=[str(tmp_path / "acme-link")]).is_excluded(tmp_path / "clients")
+    assert not CaptureSettings(exclude_projects=[str(tmp_path / "acme-link")]).is_excluded("/tmp/\x00bad")
+
+
 def test_signal_thresholds_are_not_coerced_from_strings(understudy_home):
     write(understudy_home, '[signals]\nexploration_moderate = "2"\n')
     with pytest.raises(ConfigError, match=r"\[signals\] exploration_moderate: Input should be a valid integer"):
