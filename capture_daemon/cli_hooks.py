@@ -58,10 +58,18 @@ def install(project: Optional[Path], claude_version: Optional[str]) -> None:
         raise click.ClickException(f"Cannot write {exc.filename or 'settings'}: {exc.strerror}") from exc
     if not change.changed:
         click.echo(f"Hooks already installed in {change.path}")
-        return
-    click.echo(f"Hooks {change.action} in {change.path} ({len(change.events)} events)")
-    if change.backup:
-        click.echo(f"Previous settings kept in {change.backup}")
+    else:
+        click.echo(f"Hooks {change.action} in {change.path} ({len(change.events)} events)")
+        if change.backup:
+            click.echo(f"Previous settings kept in {change.backup}")
+    _warn_if_switched_off(change.path, project)
+
+
+def _warn_if_switched_off(settings_file: Path, project: Optional[Path]) -> None:
+    switched_off = hooks_config.hooks_switched_off(settings_file, project=project)
+    if switched_off:
+        click.echo(f"Warning: {switched_off} switches every hook off: Claude Code will run none of them and "
+                   "nothing is captured until that setting is removed", err=True)
 
 
 @hooks.command()
@@ -111,3 +119,4 @@ def show(project: Optional[Path]) -> None:
     missing = [e for e in hooks_config.EVENTS if e not in found]
     if missing or stale:
         click.echo("Run `capture-daemon hooks install` to register the current checkout for every event.")
+    _warn_if_switched_off(path, project)

@@ -352,6 +352,41 @@ def registered(settings_file: Path) -> dict[str, list[str]]:
     return registered_in(data)
 
 
+# Where Claude Code reads managed (enterprise policy) settings, by platform.
+MANAGED_SETTINGS = {
+    "linux": Path("/etc/claude-code/managed-settings.json"),
+    "darwin": Path("/Library/Application Support/ClaudeCode/managed-settings.json"),
+    "win32": Path("C:/Program Files/ClaudeCode/managed-settings.json"),
+}
+
+
+def hooks_switched_off(settings_file: Path, project: Optional[Path] = None) -> Optional[str]:
+    """Why Claude Code runs none of our hooks although they are registered, or None.
+
+    `disableAllHooks: true` in the user's settings, or in a project's (`project` given: its
+    `.claude/settings.json` and `settings.local.json`), turns every hook of those files off;
+    in managed settings it, or `allowManagedHooksOnly`, turns off all but the managed ones.
+    Capture then records nothing, silently: say so wherever the hooks' state is shown. An
+    unreadable file says nothing here (`load` reports it where it matters)."""
+    candidates = [(Path(settings_file), ("disableAllHooks",))]
+    if project is not None:
+        folder = Path(project).expanduser().absolute() / ".claude"
+        candidates += [(folder / "settings.json", ("disableAllHooks",)),
+                       (folder / "settings.local.json", ("disableAllHooks",))]
+    managed = MANAGED_SETTINGS.get(sys.platform)
+    if managed is not None:
+        candidates.append((managed, ("disableAllHooks", "allowManagedHooksOnly")))
+    for path, keys in candidates:
+        try:
+            data, _ = load(path)
+        except SettingsError:
+            continue
+        for key in keys:
+            if data.get(key) is True:
+                return f'"{key}": true in {path}'
+    return None
+
+
 def is_current(command: str, event: str) -> bool:
     """True when a registered command is exactly what install would write now."""
     return command == hook_command(event)

@@ -6,6 +6,7 @@ import sqlite3
 import os
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -59,6 +60,7 @@ def collect_status() -> dict[str, Any]:
     traces["progress"] = round(min(1.0, traces.get("accepted", 0) / target), 3) if target else None
     quarantine = quarantined(paths.quarantine_dir())
     registered = hooks_config.registered(hooks_config.settings_path()) if hooks_config.settings_path().exists() else {}
+    switched_off = hooks_config.hooks_switched_off(hooks_config.settings_path(), project=Path.cwd()) if registered else None
     errors = [f"hook: {line}" for line in _tail(paths.hook_error_log(), MAX_ERRORS)]
     errors += [f"daemon: {line}" for line in _tail(paths.logs_dir() / "daemon-errors.log", MAX_ERRORS)]
     return {
@@ -66,7 +68,8 @@ def collect_status() -> dict[str, Any]:
         "daemon": {"running": pid is not None, "pid": pid},
         "capture": {"paused": paths.paused_flag().exists(),
                     "hooks_settings": str(hooks_config.settings_path()),
-                    "hooks_registered": sorted(registered)},
+                    "hooks_registered": sorted(registered),
+                    "hooks_switched_off": switched_off},
         "traces": traces,
         "config": {"path": str(paths.config_path()), "problem": config_problem},
         "spool": {"pending_events": len(pending_names(paths.spool_dir())), "quarantined": len(quarantine),
@@ -149,6 +152,9 @@ def render_status(report: dict[str, Any]) -> None:
     registered = ", ".join(p(name) for name in report["capture"]["hooks_registered"])
     hooks_line = (registered,) if registered else (("none", "red"), " — run `capture-daemon hooks install`")
     console.print(Text.assemble("hooks: ", *hooks_line, f"  ({p(report['capture']['hooks_settings'])})"))
+    if report["capture"].get("hooks_switched_off"):
+        console.print(Text.assemble(("hooks switched off", "red"), f" by {p(report['capture']['hooks_switched_off'])}: "
+                                    "Claude Code runs none of them and nothing is captured; remove that setting"))
     if report["capture"]["paused"]:
         console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
     config_problem = (report.get("config") or {}).get("problem")

@@ -286,3 +286,37 @@ def test_old_claude_code_gets_only_the_events_it_knows(tmp_path):
     hooks_config.install(settings, claude_version=(2, 1, 328))
     assert set(hooks_config.registered(settings)) == set(hooks_config.EVENTS)
     assert hooks_config.events_for(None) == hooks_config.EVENTS
+
+
+def test_hooks_switched_off_by_claude_code_settings_are_reported(isolated_env, monkeypatch, tmp_path):
+    """`disableAllHooks: true` (user or project settings), or managed settings that allow only
+    their own hooks: Claude Code runs none of ours and nothing is captured. `hooks install`
+    and `status` say so instead of reporting capture as set up."""
+    from capture_daemon.cli import main
+
+    managed = tmp_path / "managed-settings.json"
+    monkeypatch.setitem(hooks_config.MANAGED_SETTINGS, os.sys.platform, managed)
+    path = isolated_env.claude_config_dir / "settings.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"disableAllHooks": True, "model": "x"}))
+    runner = CliRunner()
+    result = runner.invoke(hooks, ["install"])
+    assert result.exit_code == 0
+    assert f'"disableAllHooks": true in {path} switches every hook off' in result.output
+    report = json.loads(runner.invoke(main, ["status", "--json"]).output)
+    assert report["capture"]["hooks_switched_off"] == f'"disableAllHooks": true in {path}'
+    assert "hooks switched off" in runner.invoke(main, ["status"]).output
+    assert "switches every hook off" in runner.invoke(hooks, ["show"]).output
+
+    path.write_text(json.dumps({**json.loads(path.read_text()), "disableAllHooks": False}))
+    assert "switches every hook off" not in runner.invoke(hooks, ["install"]).output
+    assert json.loads(runner.invoke(main, ["status", "--json"]).output)["capture"]["hooks_switched_off"] is None
+    managed.write_text(json.dumps({"allowManagedHooksOnly": True}))
+    assert hooks_config.hooks_switched_off(path) == f'"allowManagedHooksOnly": true in {managed}'
+    managed.write_text("{not json")  # unreadable: nothing to say here
+    assert hooks_config.hooks_switched_off(path) is None
+    project = tmp_path / "repo"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude" / "settings.local.json").write_text(json.dumps({"disableAllHooks": True}))
+    assert hooks_config.hooks_switched_off(path, project=project) == \
+        f'"disableAllHooks": true in {project / ".claude" / "settings.local.json"}'
