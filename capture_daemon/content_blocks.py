@@ -56,4 +56,6 @@ def block_text(block: Any) -> str:
         return _document_text(block)
     if kind == "search_result":
         return _search_result_text(block)
+    if kind == "tool_reference":  # ToolSearch's result: the API loads that tool's definition
+        return _marker("tool reference", block.get("tool_name"))
     return ""

@@ -145,7 +145,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(block_text(block) for block in content if isinstance(block, dict)
-                         and block.get("type") in ("text", "image", "document", "search_result"))
+                         and block.get("type") in ("text", "image", "document", "search_result", "tool_reference"))
     return ""
 
 
@@ -409,12 +409,24 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
                     full_chars=_persisted_output_chars(text))
     elif kind == "interrupt":
         current.interrupted = True
-    elif kind != "meta" and not current.prompt:
+    elif kind == "meta":
+        _tool_attachment(current, row, content)
+    elif not current.prompt:
         current.prompt = _text_of(content)
         current.is_notification = kind == "notification"
         current.is_command = kind == "command"
         current.row_uuid = _str_or_none(row.get("uuid"))
     return current
+
+
+def _tool_attachment(turns: PromptTurns, row: dict, content: Any) -> None:
+    """A meta row that a tool sent the model beside its result (`sourceToolUseID`: the Skill
+    tool's result says only "Launching skill: x", the skill's instructions follow in such a
+    row): part of what that call gave the model, so part of its output."""
+    result = turns.results.get(_str_or_none(row.get("sourceToolUseID")) or "")
+    text = _text_of(content)
+    if result is not None and text.strip():
+        result.text = f"{result.text}\n\n{text}" if result.text else text
 
 
 def _assistant_row(current: PromptTurns, row: dict) -> None:
@@ -493,7 +505,9 @@ def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> Non
                 text = _text_of(block.get("content"))
                 turns.results[str(block.get("tool_use_id"))] = ToolResult(text=text, is_error=bool(block.get("is_error")),
                                                                            full_chars=_persisted_output_chars(text))
-    elif kind != "meta" and not turns.prompt:
+    elif kind == "meta":
+        _tool_attachment(turns, row, content)
+    elif not turns.prompt:
         turns.prompt = _text_of(content)
 
 

@@ -617,3 +617,28 @@ def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
     old = {"schema_version": 1, "trace_id": "t", "session_id": "s", "prompt_id": "p", "prompt": "hi"}
     trace = Trace.model_validate(old)
     assert trace.mid_turn_messages == [] and trace.schema_version == 1
+
+
+def test_what_skill_and_toolsearch_gave_the_model_is_their_output(tmp_path):
+    """Claude Code 2.1.328 rows: the Skill tool's result says only "Launching skill: x", the
+    skill's instructions follow in a meta row naming the call (`sourceToolUseID`); ToolSearch's
+    result is a `tool_reference` block. Both are what the call gave the model."""
+    s = Session(prompt_ids=True)
+    s.user("use the release skill")
+    s.call("Skill", "toolu_skill", output="Launching skill: release", structured={"success": True, "commandName": "release"},
+           skill="release")
+    s._row("user", {"role": "user", "content": [{"type": "text", "text": "Base directory for this skill: /h/.claude/skills/"
+                                                  "release\n\nRun `make dist`, then report the tarball's name.\n"}]},
+           isMeta=True, sourceToolUseID="toolu_skill")
+    s._row("user", {"role": "user", "content": [{"type": "text", "text": "a meta row naming no call"}]}, isMeta=True)
+    s.say({"type": "tool_use", "id": "toolu_search", "name": "ToolSearch", "input": {"query": "select:NotebookEdit"}})
+    s._row("user", {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_search",
+                                                  "content": [{"type": "tool_reference", "tool_name": "NotebookEdit"}]}]},
+           toolUseResult={"matches": ["NotebookEdit"], "query": "select:NotebookEdit", "total_deferred_tools": 11})
+    s.text(LONG)
+    [trace] = traces_from_session(s.write(tmp_path / f"{SESSION}.jsonl"))
+    skill, search = trace.tool_calls
+    assert skill.output == ("Launching skill: release\n\nBase directory for this skill: /h/.claude/skills/release\n\n"
+                            "Run `make dist`, then report the tarball's name.\n")
+    assert search.output == "[tool reference: NotebookEdit]"
+    assert trace.prompt == "use the release skill" and trace.final_response == LONG

@@ -374,6 +374,27 @@ def claude_code_like_request():
     }
 
 
+def test_a_toolsearch_result_is_accepted_and_read_as_the_traces_read_it():
+    """Claude Code 2.1.x's ToolSearch answers with `tool_reference` blocks (the tools whose
+    definitions it loads): a request holding one is valid, and the student reads it as import
+    recorded it (capture_daemon/content_blocks.py); one without a tool name is a 400."""
+    from trainer.serve_validate import APIError, validate_request
+
+    request = claude_code_like_request()
+    request["messages"][-2]["content"].append(
+        {"type": "tool_use", "id": "toolu_3", "name": "ToolSearch", "input": {"query": "select:NotebookEdit"}})
+    request["messages"][-1]["content"].append(
+        {"type": "tool_result", "tool_use_id": "toolu_3", "content": [{"type": "tool_reference", "tool_name": "NotebookEdit"}]})
+    del request["messages"][1]  # the mid-conversation system message (validated elsewhere)
+    validate_request(request)
+    messages, _, _ = to_chat(request, ContextSettings())
+    assert messages[-1] == {"role": "tool", "content": "[tool reference: NotebookEdit]", "tool_call_id": "toolu_3",
+                            "name": "ToolSearch"}
+    request["messages"][-1]["content"][-1]["content"] = [{"type": "tool_reference"}]
+    with pytest.raises(APIError, match=r"^messages\.4\.content\.1\.content\.0\.tool_name"):
+        validate_request(request)
+
+
 def test_request_maps_to_the_dataset_context():
     settings = ContextSettings()
     messages, tools, prefill = to_chat(claude_code_like_request(), settings)

@@ -31,7 +31,8 @@ MAX_TOP_K = 2**31 - 1
 
 USER_BLOCKS = {"text", "image", "document", "tool_result", "search_result"}
 ASSISTANT_BLOCKS = {"text", "tool_use", "thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"}
-TOOL_RESULT_BLOCKS = {"text", "image", "document", "search_result"}
+# tool_reference: ToolSearch's result in Claude Code 2.1.x (the tool whose definition it loads).
+TOOL_RESULT_BLOCKS = {"text", "image", "document", "search_result", "tool_reference"}
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 _TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
@@ -89,6 +90,8 @@ def _check_block(block: Any, where: str, allowed: set[str], role: str) -> None:
         _expect(isinstance(block.get("is_error", False), bool), f"{where}.is_error: must be a boolean")
     elif kind == "thinking":
         _expect(isinstance(block.get("thinking"), str), f"{where}.thinking: Field required (a string)")
+    elif kind == "tool_reference":
+        _expect(isinstance(block.get("tool_name"), str) and block["tool_name"], f"{where}.tool_name: Field required (a string)")
 
 
 def _check_messages(messages: Any) -> None:
