@@ -28,7 +28,8 @@ after an idle timeout, or when its session ends.
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
 latest open one, and at build time the prompt is named by its transcript row's uuid, the id
-an import gives it. A slash command's own events (e.g. `/compact`) make no trace.
+an import gives it. A slash command's own events (e.g. `/compact`) make no trace, nor does a
+prompt another UserPromptSubmit hook blocked (it never ran: `_never_ran`).
 """
 
 from __future__ import annotations
@@ -456,6 +457,8 @@ class Ingestor:
             prompt_id, later = _resolve_pending(main, events, trace.session_id) or (prompt_id, [])
         if main is not None and prompt_id in main.prompts and main.prompts[prompt_id].is_command:
             return None
+        if main is not None and _never_ran(events, prompt_id, main, reason):
+            return None
         if main is not None:
             for one in [prompt_id, *trace.notification_prompts, *later]:
                 if one in main.prompts:
@@ -537,6 +540,15 @@ def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
         merged.results.update(extra.results)
         merged.usage_by_message.update(extra.usage_by_message)
     return merged
+
+
+def _never_ran(events: list[SpoolEvent], prompt_id: str, main: Transcript, reason: str | None) -> bool:
+    """A prompt another UserPromptSubmit hook blocked (a user's policy hook, say, keeping a
+    secret off the wire): Claude Code never ran it, so its session ended or went quiet with
+    nothing but the submission, and its transcript holds no row of it (only a note that a hook
+    blocked it). No trace: it is no workflow, and its text is what that hook meant to stop."""
+    return (reason in ("session_ended", "idle_timeout") and prompt_id not in main.prompts
+            and all(e.event == "UserPromptSubmit" for e in events))
 
 
 def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> Transcript | None:

@@ -530,3 +530,36 @@ def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(
     for store in (uhome, tmp_path / "imported"):
         assert "imported 0 traces" in _import(env, store, projects)
         assert prompts(store) == expected
+
+
+def test_a_prompt_another_hook_blocks_is_no_trace(tmp_path):
+    """A user's own UserPromptSubmit hook that blocks a prompt (JSON `decision: block`, or exit 2),
+    say because it holds something that must not leave the machine: Claude Code never runs it,
+    and no trace (complete or not) keeps its text; the next prompt is captured as usual."""
+    claude_bin()
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    gate = tmp_path / "gate.sh"
+    gate.write_text("#!/bin/sh\nin=$(cat)\n"
+                    "case \"$in\" in *JSONBLOCK*) echo '{\"decision\": \"block\", \"reason\": \"policy\"}';; "
+                    "*EXITBLOCK*) echo 'blocked by policy' >&2; exit 2;; esac\nexit 0\n")
+    gate.chmod(0o755)
+    settings = write_settings_with_hooks(home)
+    data = json.loads(settings.read_text())
+    data["hooks"]["UserPromptSubmit"].append({"hooks": [{"type": "command", "command": str(gate)}]})
+    settings.write_text(json.dumps(data))
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    scripts = [Script("list the files", [[tool("Bash", {"command": "ls", "description": "list"}, id="toolu_ok")],
+                                         [text("Nothing much is here.")]])]
+    with ScriptedAPI(scripts) as api:
+        for prompt in ("JSONBLOCK codename zebra", "EXITBLOCK codename zebra", "list the files"):
+            run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                       allowed_tools="Bash")
+    _ingest_spool(env, uhome)
+    export = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the files"]
+    assert "zebra" not in export
+    assert not list((uhome / "spool").rglob("*.event"))  # consumed, nothing quarantined
