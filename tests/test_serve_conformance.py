@@ -119,6 +119,20 @@ def test_create_returns_the_students_tool_call(client, tools):
     assert answer.stop_reason == "end_turn" and plain(answer.content) == [("text", FINAL_ANSWER, None, "null")]
 
 
+def test_system_messages_mid_conversation_are_accepted(client, tools):
+    """The SDK's SystemMessageParam: Claude Code 2.1.x sends its environment as a system message
+    after the first prompt (and retried without it on a 400, at the cost of a request). Accepted
+    anywhere, a call and its result included; the compact context keeps only a working directory
+    named in one, so with none named the student answers as it does without them."""
+    environment = {"role": "system", "content": [{"type": "text", "text": "# Environment\n - Platform: linux"}]}
+    [prompt, call, result] = second_turn()
+    msg = client.messages.create(model=MODEL, max_tokens=64, tools=tools, messages=[prompt, environment])
+    assert msg.stop_reason == "tool_use" and msg.content[1].input == {"command": "ls"}
+    answer = client.messages.create(model=MODEL, max_tokens=64, tools=tools,
+                                    messages=[prompt, environment, call, {"role": "system", "content": "note"}, result])
+    assert answer.stop_reason == "end_turn" and plain(answer.content) == [("text", FINAL_ANSWER, None, "null")]
+
+
 def test_stream_matches_the_final_message(client, tools):
     reference = client.messages.create(**first_turn(tools=tools))
     with client.messages.stream(**first_turn(tools=tools)) as stream:
@@ -207,7 +221,10 @@ BAD_REQUESTS = [
     ({"top_k": -3}, "top_k"),
     ({"max_tokens": 10**9}, "max_tokens"),
     ({"max_tokens": 0}, "max_tokens"),
-    ({"messages": [{"role": "system", "content": "be terse"}, {"role": "user", "content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "be terse"}, {"role": "user", "content": "hi"}]}, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": ""}]}, "messages.1"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]}, "messages.1.content.0.type"),
     ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "out"}]}]}, "messages.0.content.0.tool_use_id"),
     ({"messages": [{"role": "user", "content": [{"type": "hologram", "text": "x"}]}]}, "messages.0.content.0.type"),
     ({"messages": [{"role": "user", "content": ""}]}, "messages.0"),

@@ -6,8 +6,8 @@ student sees the request: never a 500 for a client's mistake, never an SSE `erro
 200 for something that could be checked first. What is checked, as the API documents it:
 
 - `model` (non-empty string), `max_tokens` (integer, 1 to `max_tokens_limit`), `stream` (bool);
-- `messages`: a non-empty list of `user`/`assistant` turns (a `system` role is refused: the API
-  takes the system prompt only as the top-level `system`), non-empty content, known block types
+- `messages`: a non-empty list of `user`/`assistant` turns and `system` messages (text only, as
+  the SDK's SystemMessageParam; Claude Code 2.1.x sends one), non-empty content, known block types
   per role, every `tool_result` answering a `tool_use` of the turn just before it and every
   `tool_use` (but in the last turn) answered in the turn after it;
 - `system`, `tools` (unique names, a custom tool has an `input_schema` object whose `properties`
@@ -33,6 +33,7 @@ USER_BLOCKS = {"text", "image", "document", "tool_result", "search_result"}
 ASSISTANT_BLOCKS = {"text", "tool_use", "thinking", "redacted_thinking", "server_tool_use", "web_search_tool_result"}
 # tool_reference: ToolSearch's result in Claude Code 2.1.x (the tool whose definition it loads).
 TOOL_RESULT_BLOCKS = {"text", "image", "document", "search_result", "tool_reference"}
+SYSTEM_BLOCKS = {"text"}
 TOOL_CHOICES = ("auto", "any", "tool", "none")
 _TOOL_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 
@@ -94,6 +95,17 @@ def _check_block(block: Any, where: str, allowed: set[str], role: str) -> None:
         _expect(isinstance(block.get("tool_name"), str) and block["tool_name"], f"{where}.tool_name: Field required (a string)")
 
 
+def _check_system_message(content: Any, where: str) -> None:
+    """A mid-conversation system message (the SDK's SystemMessageParam; Claude Code 2.1.x sends
+    its environment in one): text only."""
+    _expect(isinstance(content, (str, list)), f"{where}.content: must be a string or a list of text blocks")
+    _expect(content != "" and content != [], f"{where}: all messages must have non-empty content except for the "
+                                              "optional final assistant message")
+    if isinstance(content, list):
+        for j, block in enumerate(content):
+            _check_block(block, f"{where}.content.{j}", SYSTEM_BLOCKS, "system")
+
+
 def _check_messages(messages: Any) -> None:
     _expect(isinstance(messages, list) and messages, "messages: Field required (a non-empty list)")
     last = len(messages) - 1
@@ -101,13 +113,10 @@ def _check_messages(messages: Any) -> None:
     for i, m in enumerate(messages):
         _expect(isinstance(m, dict), f"messages.{i}: must be an object")
         role = m.get("role")
+        _expect(role in ("user", "assistant", "system"), f"messages.{i}.role: must be 'user', 'assistant' or 'system'")
         if role == "system":
-            raise APIError(
-                400,
-                f'messages.{i}.role: Unexpected role "system". The Messages API accepts a top-level `system` '
-                "parameter, not \"system\" as an input message role.",
-            )
-        _expect(role in ("user", "assistant"), f"messages.{i}.role: must be 'user' or 'assistant'")
+            _check_system_message(m.get("content"), f"messages.{i}")
+            continue  # between a call and its result too: it pairs nothing
         content = m.get("content")
         _expect(isinstance(content, (str, list)), f"messages.{i}.content: must be a string or a list of content blocks")
         final_assistant = role == "assistant" and i == last  # a prefill may be empty
