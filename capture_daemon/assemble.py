@@ -425,9 +425,14 @@ def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[
             runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=_as_text(given.get("subagent_type")),
                                          description=_as_text(given.get("description")),
                                          prompt=_as_text(given.get("prompt")), spawned_by=call.tool_use_id)
+    acting = {c.agent_id for c in ordered} | set(agent_turns)
     for ev in events:
         agent_id = ev.agent_id
         if ev.event not in ("SubagentStart", "SubagentStop") or not agent_id:
+            continue
+        if agent_id not in runs and agent_id not in acting and ev.payload.get("agent_type") == "":
+            # Claude Code 2.1.42's TUI stops an agent of its own each prompt (no type, no
+            # SubagentStart, a transcript never written): no call started it, it did nothing.
             continue
         run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
         run.agent_type = run.agent_type or _as_text(ev.payload.get("agent_type"))

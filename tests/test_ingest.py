@@ -621,3 +621,32 @@ def test_a_call_keeps_the_input_the_model_sent_not_the_one_its_hooks_saw(underst
     assert trace.reasoning_signals.files_read == ["notes.txt"]
     assert trace.reasoning_signals.files_changed == ["./new.txt"]
 
+
+
+def test_a_cli_internal_agent_of_the_2_1_42_tui_is_no_subagent():
+    """Claude Code 2.1.42's TUI sends, for each prompt, a SubagentStop of an agent of its own
+    (`agent_type` "", no SubagentStart, an agent transcript that is never written): the model
+    started no subagent, and an import sees none. A subagent the model started is still kept."""
+    from capture_daemon.assemble import build_trace
+    from capture_daemon.signals import compute_signals
+
+    root = "/home/dev/.claude/projects/-home-dev-project/54365e84"
+    phantom = dict(transcript_path=f"{root}.jsonl", cwd="/home/dev/project", permission_mode="default",
+                   hook_event_name="SubagentStop", stop_hook_active=False, agent_id="afde0f1",
+                   agent_transcript_path=f"{root}/subagents/agent-afde0f1.jsonl", agent_type="")
+    task = dict(tool_name="Task", tool_use_id="toolu_task",
+                tool_input={"description": "look", "prompt": "SUBTASK look around", "subagent_type": "general-purpose"})
+    real = dict(cwd="/home/dev/project", agent_id="a3ccbd4", agent_type="general-purpose")
+    events = [_hook_event(1, "UserPromptSubmit", 1_000, prompt="probe bg alone"),
+              _hook_event(2, "SubagentStop", 2_000, **phantom),
+              _hook_event(3, "Stop", 3_000, last_assistant_message="Done.", background_tasks=[])]
+    trace = build_trace("s", "p", events, [], {}, complete=True)
+    assert trace.subagents == [] and not compute_signals(trace).used_subagents
+
+    events[2:2] = [_hook_event(4, "PreToolUse", 2_100, **task),
+                   _hook_event(5, "SubagentStart", 2_200, **real),
+                   _hook_event(6, "SubagentStop", 2_300, **dict(real, last_assistant_message="Sub done.")),
+                   _hook_event(7, "PostToolUse", 2_400, tool_response={"agentId": "a3ccbd4", "content": []}, **task)]
+    trace = build_trace("s", "p", events, [], {}, complete=True)
+    assert [(r.agent_id, r.agent_type, r.final_response, r.spawned_by) for r in trace.subagents] == \
+        [("a3ccbd4", "general-purpose", "Sub done.", "toolu_task")]
