@@ -2,11 +2,12 @@
 
 Two sources, each authoritative for something:
 
-* hook events: which calls happened, their inputs, success or failure, durations, which
-  agent made them, when the prompt stopped and whether background agents still run;
-* the transcript: the order calls were issued in and which were issued together (one
-  assistant message = one parallel group), the narration and thinking between calls, the
-  tool results exactly as the model saw them, model id, usage, tools offered.
+* hook events: which calls happened, success or failure, durations, which agent made
+  them, when the prompt stopped and whether background agents still run;
+* the transcript: the calls' inputs as the model sent them, the order calls were issued in
+  and which were issued together (one assistant message = one parallel group), the
+  narration and thinking between calls, the tool results exactly as the model saw them,
+  model id, usage, tools offered.
 
 Either may be missing (a transcript deleted, hooks not installed yet for an import) and
 the trace is still built from what is there. Building is pure: the same inputs always
@@ -197,7 +198,12 @@ def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agen
             calls[block.tool_use_id] = _Call(block.tool_use_id, agent, block.name, block.input, block.message_id,
                                              start_ns=iso_to_ns(block.timestamp), seq=seq)
             seq += 1
-    # Then the hooks: authoritative for inputs as executed, outcome and timing.
+    # The input is what the model sent, as the transcript has it. The hook's `tool_input` is what
+    # ran: a user's PreToolUse hook may have rewritten it (`updatedInput`), the CLI makes paths
+    # absolute, drops ExitPlanMode's plan and the hook script cuts long strings; it stands in
+    # only for a call no transcript has (deleted, not written yet), and an import never has it.
+    model_sent = set(calls)
+    # Then the hooks: authoritative for outcome and timing.
     next_seq: dict[str | None, int] = {}
     for c in calls.values():
         next_seq[c.agent_id] = max(next_seq.get(c.agent_id, 0), c.seq + 1)
@@ -228,7 +234,7 @@ def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agen
             next_seq[agent] = call.seq + 1
             calls[call.tool_use_id] = call
         call.name = str(ev.payload.get("tool_name") or call.name)
-        if isinstance(ev.payload.get("tool_input"), dict):
+        if call.tool_use_id not in model_sent and isinstance(ev.payload.get("tool_input"), dict):
             call.input = ev.payload["tool_input"]
         call.agent_type = ev.payload.get("agent_type") or call.agent_type
         if ev.event == "PreToolUse":
@@ -419,9 +425,14 @@ def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[
             runs[agent_id] = SubagentRun(agent_id=agent_id, agent_type=_as_text(given.get("subagent_type")),
                                          description=_as_text(given.get("description")),
                                          prompt=_as_text(given.get("prompt")), spawned_by=call.tool_use_id)
+    acting = {c.agent_id for c in ordered} | set(agent_turns)
     for ev in events:
         agent_id = ev.agent_id
         if ev.event not in ("SubagentStart", "SubagentStop") or not agent_id:
+            continue
+        if agent_id not in runs and agent_id not in acting and ev.payload.get("agent_type") == "":
+            # Claude Code 2.1.42's TUI stops an agent of its own each prompt (no type, no
+            # SubagentStart, a transcript never written): no call started it, it did nothing.
             continue
         run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
         run.agent_type = run.agent_type or _as_text(ev.payload.get("agent_type"))

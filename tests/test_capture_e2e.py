@@ -563,3 +563,50 @@ def test_a_prompt_another_hook_blocks_is_no_trace(tmp_path):
     assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the files"]
     assert "zebra" not in export
     assert not list((uhome / "spool").rglob("*.event"))  # consumed, nothing quarantined
+
+
+def test_live_trace_keeps_the_input_the_model_sent(tmp_path):
+    """The hooks see a call's input as executed: a user's own PreToolUse hook rewrote the
+    command (`updatedInput`) and the CLI made relative paths absolute. The trace is of what the
+    model did, so live capture keeps the input the model sent, and agrees with an import."""
+    claude_bin()
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("transformer 1: 11kV\n")
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    rewrite = tmp_path / "rewrite.sh"
+    rewrite.write_text("#!/bin/sh\nif grep -q REWRITE_ME; then echo '{\"hookSpecificOutput\": {\"hookEventName\": "
+                       "\"PreToolUse\", \"permissionDecision\": \"allow\", \"updatedInput\": {\"command\": "
+                       "\"echo REWRITTEN-BY-HOOK\", \"description\": \"rewritten\"}}}'; fi\nexit 0\n")
+    rewrite.chmod(0o755)
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [
+        {"type": "command", "command": str(rewrite)}]}]}}))
+    write_settings_with_hooks(home)
+    sent = [{"command": "echo REWRITE_ME", "description": "x"}, {"file_path": "notes.txt"},
+            {"file_path": "./new.txt", "content": "n\n"}]
+    script = Script("run what the hook rewrites", [
+        [tool("Bash", sent[0], id="toolu_in_1")], [tool("Read", sent[1], id="toolu_in_2")],
+        [tool("Write", sent[2], id="toolu_in_3")], [text("Ran, read and wrote.")]])
+    with ScriptedAPI([script]) as api:
+        proc = run_claude("run what the hook rewrites", home=home, understudy_home=uhome, cwd=project,
+                          base_url=api.base_url, allowed_tools="Bash Read Write")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (project / "new.txt").exists()
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    _ingest_spool(env, uhome)
+    fresh = dict(env, UNDERSTUDY_HOME=str(tmp_path / "imported"))
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
+                   timeout=120, check=True)
+    traces = {}
+    for name, source in (("live", env), ("import", fresh)):
+        export = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=source, capture_output=True,
+                                timeout=60, check=True).stdout
+        [traces[name]] = [json.loads(line) for line in export.splitlines()]
+    live, imported = traces["live"], traces["import"]
+    assert live["source"] == "hook" and imported["source"] == "import"
+    assert [c["input"] for c in live["tool_calls"]] == sent == [c["input"] for c in imported["tool_calls"]]
+    assert "REWRITTEN-BY-HOOK" in live["tool_calls"][0]["output"]  # the result is of what ran
+    assert live["reasoning_signals"]["files_read"] == imported["reasoning_signals"]["files_read"] == ["notes.txt"]

@@ -554,3 +554,99 @@ def test_without_a_transcript_a_message_typed_mid_turn_is_kept_only_where_it_was
     trace = build_trace("s", "p", events, [], {}, complete=True)
     assert trace.prompt == "tui slow"
     assert [(m.text, m.position) for m in trace.mid_turn_messages] == [("steer me mid turn", 1)]
+
+
+def _transcript_rows(session: str, prompt_id: str, prompt: str, calls: list[tuple[str, str, dict, str]], answer: str) -> list[dict]:
+    """A 2.1.328 transcript's rows for one prompt (shapes copied from a real session, trimmed):
+    each call one assistant message, its result the next user row."""
+    common = {"isSidechain": False, "sessionId": session, "cwd": "/home/dev/project", "version": "2.1.328"}
+    rows = [dict(common, type="user", promptId=prompt_id, uuid="u0", timestamp="2026-12-07T07:27:07.259Z",
+                 message={"role": "user", "content": prompt})]
+    for n, (tool_use_id, name, model_input, output) in enumerate(calls, 1):
+        rows.append(dict(common, type="assistant", uuid=f"a{n}", timestamp=f"2026-12-07T07:27:0{7 + n}.000Z",
+                         message={"id": f"msg_{n}", "type": "message", "role": "assistant", "model": "claude-opus-5-5",
+                                  "content": [{"type": "tool_use", "id": tool_use_id, "name": name, "input": model_input}],
+                                  "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 20}}))
+        rows.append(dict(common, type="user", promptId=prompt_id, uuid=f"r{n}", timestamp=f"2026-12-07T07:27:0{7 + n}.500Z",
+                         message={"role": "user", "content": [{"tool_use_id": tool_use_id, "type": "tool_result",
+                                                               "content": output, "is_error": False}]}))
+    rows.append(dict(common, type="assistant", uuid="end", timestamp="2026-12-07T07:27:09.900Z",
+                     message={"id": "msg_end", "type": "message", "role": "assistant", "model": "claude-opus-5-5",
+                              "content": [{"type": "text", "text": answer}], "stop_reason": "end_turn",
+                              "usage": {"input_tokens": 10, "output_tokens": 20}}))
+    return rows
+
+
+def test_a_call_keeps_the_input_the_model_sent_not_the_one_its_hooks_saw(understudy_home, tmp_path):
+    """The hook's tool_input is the input as executed: a user's PreToolUse hook rewrote it
+    (updatedInput), the CLI made the paths absolute, 2.1.328 dropped ExitPlanMode's plan, and
+    the hook script cut a long string. The trace records what the model sent, as an import
+    does; the hook's input stands in only for a call the transcript does not have yet."""
+    big = "line of text 0123456789\n" * 60000
+    key = "sk-ant-api03-" + "Q7x" * 30
+    cut = big[:256_000] + f"\n[understudy: truncated, original {len(big)} chars]"
+    project = "/home/dev/project"
+    # (id, tool, what the model sent, what the PreToolUse/PostToolUse hooks carried, output)
+    calls = [("toolu_0001", "Bash", {"command": "echo REWRITE_ME", "description": "x"},
+              {"command": "echo REWRITTEN-BY-HOOK", "description": "rewritten"}, "REWRITTEN-BY-HOOK"),
+             ("toolu_0002", "Read", {"file_path": "notes.txt"}, {"file_path": f"{project}/notes.txt"}, "hello"),
+             ("toolu_0003", "Write", {"file_path": "./new.txt", "content": big},
+              {"file_path": f"{project}/new.txt", "content": cut}, "File created"),
+             ("toolu_0004", "ExitPlanMode", {"plan": f"1. Read notes\n2. Run with ANTHROPIC_API_KEY={key}"}, {},
+              "User approved the plan"),
+             ("toolu_0005", "Bash", {"command": "echo late"}, {"command": "echo late"}, "late")]
+    session, prompt_id = "sess-input", "prompt-input"
+    transcript = tmp_path / f"{session}.jsonl"
+    # The last call is not in the transcript yet: its hooks are all there is.
+    rows = _transcript_rows(session, prompt_id, "probe rewrite", [(i, n, m, o) for i, n, m, _, o in calls[:-1]], "Done.")
+    transcript.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spool = paths.spool_dir()
+    common = {"session_id": session, "prompt_id": prompt_id, "cwd": project, "transcript_path": str(transcript)}
+    ns = time.time_ns()
+    write_event(spool, "UserPromptSubmit", dict(common, prompt="probe rewrite"), ns)
+    for n, (tool_use_id, name, _, executed, output) in enumerate(calls, 1):
+        hook = dict(common, tool_name=name, tool_input=executed, tool_use_id=tool_use_id)
+        write_event(spool, "PreToolUse", hook, ns + 10 * n)
+        write_event(spool, "PostToolUse", dict(hook, tool_response={"stdout": output, "stderr": ""}), ns + 10 * n + 5)
+    write_event(spool, "Stop", dict(common, last_assistant_message="Done.", background_tasks=[]), ns + 100)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        [trace] = list(store.iter_traces())
+    plan = trace.tool_calls[3].input.pop("plan")
+    assert plan.startswith("1. Read notes\n2. Run with ANTHROPIC_API_KEY=") and key not in plan  # redacted all the same
+    assert [c.input for c in trace.tool_calls] == [model for _, _, model, _, _ in calls[:3]] + [{}, {"command": "echo late"}]
+    assert trace.tool_calls[0].output == "REWRITTEN-BY-HOOK"  # the result is still what ran
+    assert trace.reasoning_signals.files_read == ["notes.txt"]
+    assert trace.reasoning_signals.files_changed == ["./new.txt"]
+
+
+
+def test_a_cli_internal_agent_of_the_2_1_42_tui_is_no_subagent():
+    """Claude Code 2.1.42's TUI sends, for each prompt, a SubagentStop of an agent of its own
+    (`agent_type` "", no SubagentStart, an agent transcript that is never written): the model
+    started no subagent, and an import sees none. A subagent the model started is still kept."""
+    from capture_daemon.assemble import build_trace
+    from capture_daemon.signals import compute_signals
+
+    root = "/home/dev/.claude/projects/-home-dev-project/54365e84"
+    phantom = dict(transcript_path=f"{root}.jsonl", cwd="/home/dev/project", permission_mode="default",
+                   hook_event_name="SubagentStop", stop_hook_active=False, agent_id="afde0f1",
+                   agent_transcript_path=f"{root}/subagents/agent-afde0f1.jsonl", agent_type="")
+    task = dict(tool_name="Task", tool_use_id="toolu_task",
+                tool_input={"description": "look", "prompt": "SUBTASK look around", "subagent_type": "general-purpose"})
+    real = dict(cwd="/home/dev/project", agent_id="a3ccbd4", agent_type="general-purpose")
+    events = [_hook_event(1, "UserPromptSubmit", 1_000, prompt="probe bg alone"),
+              _hook_event(2, "SubagentStop", 2_000, **phantom),
+              _hook_event(3, "Stop", 3_000, last_assistant_message="Done.", background_tasks=[])]
+    trace = build_trace("s", "p", events, [], {}, complete=True)
+    assert trace.subagents == [] and not compute_signals(trace).used_subagents
+
+    events[2:2] = [_hook_event(4, "PreToolUse", 2_100, **task),
+                   _hook_event(5, "SubagentStart", 2_200, **real),
+                   _hook_event(6, "SubagentStop", 2_300, **dict(real, last_assistant_message="Sub done.")),
+                   _hook_event(7, "PostToolUse", 2_400, tool_response={"agentId": "a3ccbd4", "content": []}, **task)]
+    trace = build_trace("s", "p", events, [], {}, complete=True)
+    assert [(r.agent_id, r.agent_type, r.final_response, r.spawned_by) for r in trace.subagents] == \
+        [("a3ccbd4", "general-purpose", "Sub done.", "toolu_task")]
