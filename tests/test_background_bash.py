@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from capture_daemon import hooks_config
-from tests.claude_harness import REPO_ROOT, claude_env
+from tests.claude_harness import REPO_ROOT, StreamSession, claude_env
 from tests.daemon_harness import wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
@@ -69,15 +69,8 @@ def _session(binary: Path, prompts: list[str], turns: int, *, home: Path, uhome:
              after_first=lambda: None) -> None:
     """Send `prompts` one after another's result, then wait for `turns` results in all (the
     notification turn's among them) before closing stdin."""
-    argv = [str(binary), "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
-            "--allowedTools", "Bash"]
-    proc = subprocess.Popen(argv, cwd=project, env=claude_env(home, uhome, base_url), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def send(words: str) -> None:
-        proc.stdin.write(json.dumps({"type": "user", "message": {"role": "user", "content": words}}) + "\n")
-        proc.stdin.flush()
-
+    session = StreamSession(binary, cwd=project, env=claude_env(home, uhome, base_url))
+    proc, send = session.proc, session.send
     results, waiting = 0, list(prompts)
     try:
         send(waiting.pop(0))
