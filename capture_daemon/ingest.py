@@ -22,15 +22,17 @@ Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_i
 `agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
 `<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
 spawned the agent, reopened if already stored. A background Bash job (`run_in_background`)
-reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is final when its latest Stop reports no running background
-agent, after a short settle time; a prompt that never stops is finalised as incomplete
-after an idle timeout, or when its session ends.
+reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is
+final when its latest Stop reports no running background agent (a Bash job is not waited for:
+it may run for hours), after a short settle time; a prompt that never stops is finalised as
+incomplete after an idle timeout, or when its session ends.
 
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
 latest open one, and at build time the prompt is named by its transcript row's uuid, the id
-an import gives it; a `<task-notification>` turn is found by the task id it names (2.1.42
-names no tool_use_id) and its row likewise. A slash command's own events (e.g. `/compact`) make no trace.
+an import gives it; a `<task-notification>` turn joins the prompt whose call started the task
+it names (2.1.42 names no tool_use_id, only the task id) and its row is found likewise. A slash
+command's own events (e.g. `/compact`) make no trace.
 """
 
 from __future__ import annotations
