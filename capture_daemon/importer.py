@@ -186,6 +186,9 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
             structured = result.structured if isinstance(result.structured, dict) else {}
             if isinstance(structured.get("agentId"), str):
                 agent_results[structured["agentId"]] = tool_use_id
+            if isinstance(structured.get("backgroundTaskId"), str):
+                # A background Bash job: 2.1.42's notification names only this id.
+                owner[structured["backgroundTaskId"]] = parent
     for agent_id, (agent_transcript, meta) in agents.items():
         if meta.get("toolUseId") in owner:
             owner[agent_id] = owner[meta["toolUseId"]]

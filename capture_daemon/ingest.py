@@ -21,15 +21,19 @@ it propagates, and the daemon backs off and retries everything.
 Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_id and an
 `agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
 `<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
-spawned the agent. A trace is final when its latest Stop reports no running background
-agent, after a short settle time; a prompt that never stops is finalised as incomplete
-after an idle timeout, or when its session ends.
+spawned the agent, reopened if already stored. A background Bash job (`run_in_background`)
+reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is
+final when its latest Stop reports no running background agent (a Bash job is not waited for:
+it may run for hours), after a short settle time; a prompt that never stops is finalised as
+incomplete after an idle timeout, or when its session ends.
 
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
 latest open one, and at build time the prompt is named by its transcript row's uuid, the id
-an import gives it. A slash command's own events (e.g. `/compact`) make no trace, nor does a
-prompt another UserPromptSubmit hook blocked (it never ran: `_never_ran`).
+an import gives it; a `<task-notification>` turn joins the prompt whose call started the task
+it names (2.1.42 names no tool_use_id, only the task id) and its row is found likewise. A slash
+command's own events (e.g. `/compact`) make no trace, nor does a prompt another
+UserPromptSubmit hook blocked (it never ran: `_never_ran`).
 """
 
 from __future__ import annotations
@@ -262,6 +266,16 @@ class Ingestor:
             prompt_id = PENDING_PROMPT + event.name
             trace_id = make_trace_id(session_id, prompt_id)
             trace = self.open.get(trace_id) or self._open(trace_id, session_id, prompt_id)
+        elif not prompt_id and event.event == "UserPromptSubmit":
+            # A `<task-notification>` without prompt_id (2.1.42): the prompt that started the
+            # task owns its turn, reopened if already stored; the session's later events then
+            # join it as its latest open prompt. _build finds the turn's transcript row.
+            parent = self._notification_parent(event)
+            if parent is None:
+                self._quarantine(path, "event has no prompt_id and its session has no open prompt")
+                return None
+            trace = self.open.get(parent) or self._open(parent, session_id, PENDING_PROMPT + event.name)
+            trace.notification_prompts.append(PENDING_PROMPT + event.name)
         elif not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
             candidates = [t for t in self.open.values() if t.session_id == session_id]
@@ -285,9 +299,16 @@ class Ingestor:
         if event.agent_id:
             trace.links.add(f"agent:{event.agent_id}")
         response = event.payload.get("tool_response")
-        if isinstance(response, dict) and response.get("agentId"):
-            trace.links.add(f"agent:{response['agentId']}")
-            trace.links.add(f"tool:{event.payload.get('tool_use_id')}")
+        if isinstance(response, dict):
+            # What a later `<task-notification>` names: the call's tool_use_id (2.1.328) and its
+            # task id, a background agent's agentId or a background Bash job's backgroundTaskId
+            # (2.1.42 names only that).
+            tool_use_id = event.payload.get("tool_use_id")
+            for kind, key in (("agent", "agentId"), ("task", "backgroundTaskId")):
+                if isinstance(response.get(key), str) and response[key]:
+                    trace.links.add(f"{kind}:{response[key]}")
+                    if isinstance(tool_use_id, str) and tool_use_id:
+                        trace.links.add(f"tool:{tool_use_id}")
         return trace
 
     def _trace_for(self, event: SpoolEvent) -> str:
@@ -311,10 +332,11 @@ class Ingestor:
 
     def _notification_parent(self, event: SpoolEvent) -> str | None:
         task_id, tool_use_id = notification_target(event.payload.get("prompt", ""))
+        keys = ([f"tool:{tool_use_id}"] if tool_use_id else []) + ([f"agent:{task_id}", f"task:{task_id}"] if task_id else [])
         for trace in self.open.values():
-            if f"tool:{tool_use_id}" in trace.links or f"agent:{task_id}" in trace.links:
+            if any(key in trace.links for key in keys):
                 return trace.trace_id
-        for key in (f"tool:{tool_use_id}", f"agent:{task_id}"):
+        for key in keys:
             found = self.store.linked_trace(key)
             if found:
                 return found
@@ -330,7 +352,7 @@ class Ingestor:
             for ev in self.store.events_of(trace_id):
                 trace.events[ev.name] = ev
                 if ev.event == "UserPromptSubmit" and is_notification_prompt(ev.payload.get("prompt")):
-                    trace.notification_prompts.append(ev.prompt_id)
+                    trace.notification_prompts.append(ev.prompt_id or PENDING_PROMPT + ev.name)
         else:
             trace = OpenTrace(trace_id, session_id, prompt_id)
         trace.excluded = self.store.is_excluded(f"trace:{trace_id}")  # dropped before: so is a late event
@@ -452,15 +474,19 @@ class Ingestor:
         transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
         main_turns: list[PromptTurns] = []
         main = _load_transcript(transcript_path, cache)
-        prompt_id, later = trace.prompt_id, []
-        if main is not None and prompt_id.startswith(PENDING_PROMPT):
-            prompt_id, later = _resolve_pending(main, events, trace.session_id) or (prompt_id, [])
+        prompt_id, notifications = trace.prompt_id, trace.notification_prompts
+        if main is not None:
+            if prompt_id.startswith(PENDING_PROMPT):
+                prompt_id = _resolve_pending(main, _root_prompt(events), trace.session_id, notification=False) or prompt_id
+            notifications = [_resolve_pending(main, trace.events.get(one[len(PENDING_PROMPT):]), trace.session_id,
+                                              notification=True) if one.startswith(PENDING_PROMPT) else one
+                             for one in notifications]
         if main is not None and prompt_id in main.prompts and main.prompts[prompt_id].is_command:
             return None
         if main is not None and _never_ran(events, prompt_id, main, reason):
             return None
         if main is not None:
-            for one in [prompt_id, *trace.notification_prompts, *later]:
+            for one in dict.fromkeys([prompt_id, *notifications]):
                 if one in main.prompts:
                     main_turns.append(scrub_turns(main.prompts[one]))
         agent_turns: dict[str, PromptTurns] = {}
@@ -504,33 +530,31 @@ def _savepoint(db: sqlite3.Connection):
 PENDING_PROMPT = "pending:"
 
 
-def _resolve_pending(main: Transcript, events: list[SpoolEvent], session_id: str) -> tuple[str, list[str]] | None:
-    """For a prompt whose hooks sent no prompt_id: the transcript row it is (same session,
-    same text, nearest in time), as (that row's prompt id, the notification turns after it)."""
+def _root_prompt(events: list[SpoolEvent]) -> SpoolEvent | None:
+    """The prompt's own UserPromptSubmit (not a notification's)."""
+    return next((e for e in sorted(events, key=lambda e: e.received_ns)
+                 if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
+
+
+def _resolve_pending(main: Transcript, submit: SpoolEvent | None, session_id: str, *, notification: bool) -> str | None:
+    """For a UserPromptSubmit that sent no prompt_id (a prompt, or a `<task-notification>`
+    turn): the id of the transcript row it is (same kind, same session, same text, nearest in
+    time), the id an import gives that turn."""
     from capture_daemon.redact import redact_value
 
-    root = next((e for e in sorted(events, key=lambda e: e.received_ns)
-                 if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
-    if root is None:
+    if submit is None:
         return None
-    said = str(root.payload.get("prompt", "")).strip()
-    turns = list(main.prompts.values())
-    prompts = [i for i, t in enumerate(turns) if not t.is_notification and not t.is_command
-               and t.session_id in (None, session_id)]
-    matches = [i for i in prompts if redact_value(turns[i].prompt).strip() == said]
-    if not matches:
+    said = str(submit.payload.get("prompt", "")).strip()
+    rows = [t for t in main.prompts.values() if t.is_notification == notification and not t.is_command
+            and t.session_id in (None, session_id)]
+    matches = [t for t in rows if redact_value(t.prompt).strip() == said]
+    if not matches and not notification:
         # The row's text may differ from the hook's (an image pasted with it): the prompt row
         # written within 30 s of the hook.
-        matches = [i for i in prompts if abs((iso_to_ns(turns[i].started_at) or 0) - root.received_ns) < 30e9]
+        matches = [t for t in rows if abs((iso_to_ns(t.started_at) or 0) - submit.received_ns) < 30e9]
     if not matches:
         return None
-    best = min(matches, key=lambda i: abs((iso_to_ns(turns[i].started_at) or 0) - root.received_ns))
-    later = []
-    for t in turns[best + 1:]:
-        if not t.is_notification:
-            break
-        later.append(t.prompt_id)
-    return turns[best].prompt_id, later
+    return min(matches, key=lambda t: abs((iso_to_ns(t.started_at) or 0) - submit.received_ns)).prompt_id
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:

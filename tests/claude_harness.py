@@ -22,6 +22,8 @@ API:
   timeout=120)`` -> CompletedProcess (text): ``claude -p PROMPT --allowedTools ... --output-format
   json`` with HOME and CLAUDE_CONFIG_DIR inside ``home``, the API at ``base_url``, a dummy key, no
   stdin, and no CLAUDE*/ANTHROPIC* variables from the outer environment. Does not check the exit code.
+* ``StreamSession(binary, cwd=, env=)``: ``claude -p`` in stream-json mode, open until stdin closes
+  (``.send(text)`` a user message, ``.proc`` the process).
 * ``spool_events(understudy_home)`` -> [(header dict, payload dict or None)] for the spool files,
   sorted by name (arrival order); payload is None when the body is not JSON.
 """
@@ -105,6 +107,22 @@ def run_claude(
         text=True,
         timeout=timeout,
     )
+
+
+class StreamSession:
+    """``claude -p --input-format stream-json --output-format stream-json``: the session stays
+    open while stdin does, so a test sends user messages (``send``) while it runs (a message
+    mid-turn, a next prompt) and reads the CLI's rows (``proc.stdout``, one JSON object a line)."""
+
+    def __init__(self, binary: Path, *, cwd: Path, env: dict, allowed_tools: str = "Bash"):
+        argv = [str(binary), "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
+                "--allowedTools", allowed_tools]
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+
+    def send(self, words: str) -> None:
+        self.proc.stdin.write(json.dumps({"type": "user", "message": {"role": "user", "content": words}}) + "\n")
+        self.proc.stdin.flush()
 
 
 def spool_events(understudy_home: Path) -> list[tuple[dict, Optional[dict]]]:

@@ -642,3 +642,28 @@ def test_what_skill_and_toolsearch_gave_the_model_is_their_output(tmp_path):
                             "Run `make dist`, then report the tarball's name.\n")
     assert search.output == "[tool reference: NotebookEdit]"
     assert trace.prompt == "use the release skill" and trace.final_response == LONG
+
+
+def test_a_background_bash_notification_joins_the_prompt_that_started_the_job(tmp_path):
+    """2.1.42: the `<task-notification>` names only the job's task id, the call's
+    `backgroundTaskId` (rows as the CLI writes them); a prompt typed before the job ended
+    does not take the turn."""
+    s = Session()
+    s.user("start the ticker")
+    s.call("Bash", "toolu_bg_1", output="Command running in background with ID: b726a1d.", command="sleep 5",
+           run_in_background=True, structured={"stdout": "", "stderr": "", "interrupted": False, "isImage": False,
+                                               "noOutputExpected": False, "backgroundTaskId": "b726a1d"})
+    s.text("The ticker is running.")
+    s.user("a second question")
+    s.call("Bash", "toolu_2", output="second", command="echo second")
+    s.text("Second answer.")
+    s.user("<task-notification>\n<task-id>b726a1d</task-id>\n<output-file>/tmp/claude-0/-p/tasks/b726a1d.output"
+           "</output-file>\n<status>completed</status>\n<summary>Background command \"ticker\" completed (exit code 0)"
+           "</summary>\n</task-notification>\nRead the output file to retrieve the result: /tmp/claude-0/-p/tasks/b726a1d.output")
+    s.call("Bash", "toolu_3", output="done", command="cat /tmp/claude-0/-p/tasks/b726a1d.output")
+    s.text("The ticker printed done.")
+    s.write(tmp_path / "projects" / "-p" / f"{SESSION}.jsonl")
+    _, traces = _import([tmp_path / "projects"], tmp_path / "t.db")
+    assert {p: [c.tool_use_id for c in t.tool_calls] for p, t in traces.items()} == {
+        "start the ticker": ["toolu_bg_1", "toolu_3"], "a second question": ["toolu_2"]}
+    assert traces["start the ticker"].final_response == "The ticker is running."

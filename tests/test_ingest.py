@@ -650,3 +650,79 @@ def test_a_cli_internal_agent_of_the_2_1_42_tui_is_no_subagent():
     trace = build_trace("s", "p", events, [], {}, complete=True)
     assert [(r.agent_id, r.agent_type, r.final_response, r.spawned_by) for r in trace.subagents] == \
         [("a3ccbd4", "general-purpose", "Sub done.", "toolu_task")]
+
+
+# A background Bash job (`run_in_background`) that finishes after its prompt ended: Claude Code
+# runs a `<task-notification>` turn. Payload shapes as the real 2.1.328 and 2.1.42 hooks send
+# them (2.1.42: no prompt_id, and the notification names no tool_use_id).
+def _bg_prompt(session: str, prompt_id: str | None, prompt: str, *, background: bool, command: str = "") -> None:
+    spool = paths.spool_dir()
+    ids = {"session_id": session, "cwd": "/work/proj", "transcript_path": f"/nonexistent/{session}.jsonl",
+           "permission_mode": "default"}
+    if prompt_id:
+        ids["prompt_id"] = prompt_id
+    tool_input = ({"command": "sleep 5; echo done", "description": "ticker", "run_in_background": True} if background
+                  else {"command": command or f"echo {prompt}", "description": "s"})
+    response = {"stdout": "" if background else tool_input["command"][5:], "stderr": "", "interrupted": False, "isImage": False,
+                "noOutputExpected": False}
+    if background:
+        response["backgroundTaskId"] = "bfwbh17e7"
+    tool_use_id = "toolu_bg_1" if background else f"toolu_{len(prompt)}"
+    write_event(spool, "UserPromptSubmit", dict(ids, prompt=prompt))
+    write_event(spool, "PreToolUse", dict(ids, tool_name="Bash", tool_input=tool_input, tool_use_id=tool_use_id))
+    write_event(spool, "PostToolUse", dict(ids, tool_name="Bash", tool_input=tool_input, tool_response=response,
+                                           tool_use_id=tool_use_id, duration_ms=102))
+    tasks = [{"id": "bfwbh17e7", "type": "shell", "status": "running", "description": "ticker",
+              "command": "sleep 5; echo done"}] if background else []
+    write_event(spool, "Stop", dict(ids, stop_hook_active=False, last_assistant_message=f"{prompt} answered",
+                                    **({"background_tasks": tasks, "session_crons": []} if prompt_id else {})))
+
+
+def _bg_notification(session: str, prompt_id: str | None) -> None:
+    if prompt_id:  # 2.1.328
+        said = ("<task-notification>\n<task-id>bfwbh17e7</task-id>\n<tool-use-id>toolu_bg_1</tool-use-id>\n"
+                "<output-file>/tmp/claude-0/-work-proj/s/tasks/bfwbh17e7.output</output-file>\n<status>completed</status>\n"
+                "<summary>Background command \"ticker\" completed (exit code 0)</summary>\n</task-notification>")
+    else:  # 2.1.42
+        said = ("<task-notification>\n<task-id>bfwbh17e7</task-id>\n<output-file>/tmp/claude-0/-work-proj/tasks/"
+                "bfwbh17e7.output</output-file>\n<status>completed</status>\n<summary>Background command \"ticker\" "
+                "completed (exit code 0)</summary>\n</task-notification>\nRead the output file to retrieve the result: "
+                "/tmp/claude-0/-work-proj/tasks/bfwbh17e7.output")
+    _bg_prompt(session, prompt_id, said, background=False, command=_NOTIFY_CALL)
+
+
+_NOTIFY_CALL = "echo handling-notification"
+
+
+def _calls(store) -> dict[str, list[str]]:
+    return {t.prompt: [c.input["command"] for c in t.tool_calls] for t in store.iter_traces()}
+
+
+@pytest.mark.parametrize("prompt_ids", [True, False], ids=["2.1.328", "2.1.42"])
+def test_a_background_bash_notification_reopens_the_stored_prompt_that_started_the_job(understudy_home, prompt_ids):
+    """The daemon committed the prompt before the job finished (the usual case)."""
+    _bg_prompt("s-bg", "p-start" if prompt_ids else None, "start the ticker", background=True)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        _bg_notification("s-bg", "p-notify" if prompt_ids else None)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL]}
+        assert ingestor.quarantined_count == 0
+    assert not list(paths.spool_dir().glob("*.event"))
+
+
+@pytest.mark.parametrize("prompt_ids", [True, False], ids=["2.1.328", "2.1.42"])
+def test_a_background_bash_notification_read_late_skips_the_prompt_typed_since(understudy_home, prompt_ids):
+    """The daemon reads the spool after the fact: a second prompt ran before the job finished."""
+    _bg_prompt("s-bg", "p-start" if prompt_ids else None, "start the ticker", background=True)
+    _bg_prompt("s-bg", "p-second" if prompt_ids else None, "second", background=False)
+    _bg_notification("s-bg", "p-notify" if prompt_ids else None)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL], "second": ["echo second"]}
+        assert ingestor.quarantined_count == 0

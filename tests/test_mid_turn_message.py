@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import claude_bin, claude_env, write_settings_with_hooks
+from tests.claude_harness import StreamSession, claude_bin, claude_env, write_settings_with_hooks
 from tests.daemon_harness import wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
@@ -47,15 +47,8 @@ def _script(prompt: str, suffix: str) -> Script:
 
 def _session(prompt: str, steer: str, *, home: Path, uhome: Path, project: Path, base_url: str) -> str:
     """One prompt, and `steer` sent while its first tool call runs; returns the session id."""
-    argv = [str(claude_bin()), "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
-            "--allowedTools", "Bash"]
-    proc = subprocess.Popen(argv, cwd=project, env=claude_env(home, uhome, base_url), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-
-    def send(words: str) -> None:
-        proc.stdin.write(json.dumps({"type": "user", "message": {"role": "user", "content": words}}) + "\n")
-        proc.stdin.flush()
-
+    session = StreamSession(claude_bin(), cwd=project, env=claude_env(home, uhome, base_url))
+    proc, send = session.proc, session.send
     try:
         send(prompt)
         deadline, sent, session = time.monotonic() + 90, False, None
