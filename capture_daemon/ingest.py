@@ -65,6 +65,10 @@ SESSION_EVENTS = {"SessionStart", "SessionEnd", "PreCompact", "Notification"}
 class IngestSettings:
     # After a finishing Stop, wait this long for stragglers before committing.
     settle_seconds: float = 0.3
+    # Claude Code before 2.1.x's last_assistant_message (2.0.0, 2.1.42) says the answer only in
+    # the transcript, which it may write after the Stop hook ran: a stopped prompt whose answer
+    # is not there yet is looked at again for up to this long before it commits without one.
+    answer_wait_seconds: float = 10.0
     # A prompt with no new event for this long is finalised (incomplete if it never stopped).
     idle_timeout_seconds: float = 1800.0
     # cwd -> True when the project must not be captured (config.toml [capture] exclude_projects).
@@ -378,14 +382,19 @@ class Ingestor:
         # Bounded transactions: a big backlog (daemon down for a day) commits steadily
         # instead of holding everything until the last trace is built.
         for start in range(0, len(ready), self.settings.commit_batch):
-            committed += self._commit(ready[start:start + self.settings.commit_batch], transcripts, now)
+            committed += self._commit(ready[start:start + self.settings.commit_batch], transcripts, now, force)
         return committed
 
-    def _commit(self, ready: list[tuple[OpenTrace, bool, str | None]], transcripts: dict, now: int) -> int:
+    def _commit(self, ready: list[tuple[OpenTrace, bool, str | None]], transcripts: dict, now: int,
+                force: bool = False) -> int:
         built: list[tuple[OpenTrace, Trace | None]] = []
         for trace, complete, reason in ready:
             try:
-                built.append((trace, self._build(trace, complete, reason, transcripts)))
+                result = self._build(trace, complete, reason, transcripts)
+                if result is not None and not force and self._answer_still_to_come(trace, result, transcripts, now):
+                    trace.retry_after_ns = now + int(self.settings.settle_seconds * 1e9)
+                    continue
+                built.append((trace, result))
             except Exception as exc:
                 if is_environmental(exc):
                     raise
@@ -415,6 +424,15 @@ class Ingestor:
                 _unlink(path)
             del self.open[trace.trace_id]
         return len(stored)
+
+    def _answer_still_to_come(self, trace: OpenTrace, result: Trace, transcripts: dict, now: int) -> bool:
+        """The prompt stopped, its Stop events carry no answer (older Claude Code) and its
+        transcript, which exists, holds none yet: Claude Code may still be writing it."""
+        stops = [e for e in trace.events.values() if e.event == "Stop" and not e.agent_id]
+        path = next((e.payload.get("transcript_path") for e in stops if e.payload.get("transcript_path")), None)
+        return (result.complete and not result.final_response and bool(stops) and transcripts.get(path) is not None
+                and not any("last_assistant_message" in e.payload for e in stops)
+                and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9)
 
     def _failed(self, trace: OpenTrace, stage: str, exc: Exception, now: int) -> None:
         """One trace failed: retry it later with backoff, and after max_attempts set it aside.

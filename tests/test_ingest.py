@@ -726,3 +726,41 @@ def test_a_background_bash_notification_read_late_skips_the_prompt_typed_since(u
         ingestor.finalize_ready()
         assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL], "second": ["echo second"]}
         assert ingestor.quarantined_count == 0
+
+
+def test_a_stop_without_the_answer_waits_a_little_for_the_transcript_to_hold_it(understudy_home, tmp_path):
+    """Claude Code 2.0.0 and 2.1.42 send no last_assistant_message with Stop: the answer is only
+    in the transcript, which may be written after the hook ran (seen live on 2.1.42 on a loaded
+    machine: the trace committed without its answer and was rejected as having none). A stopped
+    prompt whose transcript has no answer yet is looked at again, for up to answer_wait_seconds;
+    then it commits as it is."""
+    clock = [time.time_ns()]
+    spool = paths.spool_dir()
+    answers = {}
+    for session in ("sess-late", "sess-never"):
+        transcript = tmp_path / f"{session}.jsonl"
+        rows = _transcript_rows(session, f"p-{session}", "count the rows", [("toolu_1", "Bash", {"command": "wc -l t"}, "3 t")],
+                                "There are 3 rows.")
+        transcript.write_text("".join(json.dumps(r) + "\n" for r in rows[:-1]))  # the answer not written yet
+        answers[session] = rows[-1]
+        ids = {"session_id": session, "prompt_id": f"p-{session}", "cwd": "/home/dev/project",
+               "transcript_path": str(transcript)}
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt="count the rows"), clock[0])
+        write_event(spool, "PreToolUse", dict(ids, tool_name="Bash", tool_input={"command": "wc -l t"}, tool_use_id="toolu_1"), clock[0] + 1)
+        write_event(spool, "PostToolUse", dict(ids, tool_name="Bash", tool_input={"command": "wc -l t"}, tool_use_id="toolu_1",
+                                               tool_response={"stdout": "3 t"}), clock[0] + 2)
+        write_event(spool, "Stop", dict(ids, stop_hook_active=False), clock[0] + 3)  # as 2.1.42 sends it
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, spool, paths.quarantine_dir(), IngestSettings(settle_seconds=0), clock=lambda: clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 0  # neither answer written yet: both wait
+        with open(tmp_path / "sess-late.jsonl", "a") as handle:
+            handle.write(json.dumps(answers["sess-late"]) + "\n")
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        clock[0] += int(IngestSettings().answer_wait_seconds * 1e9)
+        assert ingestor.finalize_ready() == 1
+        traces = {t.session_id: t for t in store.iter_traces()}
+    assert traces["sess-late"].final_response == "There are 3 rows." and traces["sess-late"].complete
+    assert traces["sess-never"].final_response is None  # committed after the wait, as before
