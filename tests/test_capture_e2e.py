@@ -484,18 +484,24 @@ def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
     assert "PRIVATE-PLAN" not in export and "SECRETPROJ" not in export and "OTHER-DIR" not in export
 
 
-def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(tmp_path):
-    """`--resume X --fork-session` whose first line is `/compact`: Claude Code copies the history
-    into the fork's file under the command's promptId. Live capture, an import, and an import
-    after the original file is deleted (Claude Code's cleanup) each hold one trace per prompt."""
+def _world(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
+    """(home, understudy home, project, env) of a fresh user: folders made, a 3 s idle timeout."""
     claude_bin()
     home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
     home.mkdir()
     project.mkdir()
     uhome.mkdir(mode=0o700)
     (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
-    write_settings_with_hooks(home)
     env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    return home, uhome, project, env
+
+
+def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(tmp_path):
+    """`--resume X --fork-session` whose first line is `/compact`: Claude Code copies the history
+    into the fork's file under the command's promptId. Live capture, an import, and an import
+    after the original file is deleted (Claude Code's cleanup) each hold one trace per prompt."""
+    home, uhome, project, env = _world(tmp_path)
+    write_settings_with_hooks(home)
     scripts = [Script("fork alpha", [[tool("Bash", {"command": "echo a", "description": "a"}, id="toolu_fa")],
                                      [text("Alpha answer.")]]),
                Script("fork beta", [[tool("Bash", {"command": "echo b", "description": "b"}, id="toolu_fb")],
@@ -536,12 +542,7 @@ def test_a_prompt_another_hook_blocks_is_no_trace(tmp_path):
     """A user's own UserPromptSubmit hook that blocks a prompt (JSON `decision: block`, or exit 2),
     say because it holds something that must not leave the machine: Claude Code never runs it,
     and no trace (complete or not) keeps its text; the next prompt is captured as usual."""
-    claude_bin()
-    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
-    home.mkdir()
-    project.mkdir()
-    uhome.mkdir(mode=0o700)
-    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    home, uhome, project, env = _world(tmp_path)
     gate = tmp_path / "gate.sh"
     gate.write_text("#!/bin/sh\nin=$(cat)\n"
                     "case \"$in\" in *JSONBLOCK*) echo '{\"decision\": \"block\", \"reason\": \"policy\"}';; "
@@ -551,7 +552,6 @@ def test_a_prompt_another_hook_blocks_is_no_trace(tmp_path):
     data = json.loads(settings.read_text())
     data["hooks"]["UserPromptSubmit"].append({"hooks": [{"type": "command", "command": str(gate)}]})
     settings.write_text(json.dumps(data))
-    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
     scripts = [Script("list the files", [[tool("Bash", {"command": "ls", "description": "list"}, id="toolu_ok")],
                                          [text("Nothing much is here.")]])]
     with ScriptedAPI(scripts) as api:
@@ -569,19 +569,15 @@ def test_live_trace_keeps_the_input_the_model_sent(tmp_path):
     """The hooks see a call's input as executed: a user's own PreToolUse hook rewrote the
     command (`updatedInput`) and the CLI made relative paths absolute. The trace is of what the
     model did, so live capture keeps the input the model sent, and agrees with an import."""
-    claude_bin()
-    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
-    project.mkdir()
+    home, uhome, project, env = _world(tmp_path)
     (project / "notes.txt").write_text("transformer 1: 11kV\n")
-    uhome.mkdir(mode=0o700)
-    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
     rewrite = tmp_path / "rewrite.sh"
     rewrite.write_text("#!/bin/sh\nif grep -q REWRITE_ME; then echo '{\"hookSpecificOutput\": {\"hookEventName\": "
                        "\"PreToolUse\", \"permissionDecision\": \"allow\", \"updatedInput\": {\"command\": "
                        "\"echo REWRITTEN-BY-HOOK\", \"description\": \"rewritten\"}}}'; fi\nexit 0\n")
     rewrite.chmod(0o755)
     settings = home / ".claude" / "settings.json"
-    settings.parent.mkdir(parents=True)
+    settings.parent.mkdir()
     settings.write_text(json.dumps({"hooks": {"PreToolUse": [{"matcher": "Bash", "hooks": [
         {"type": "command", "command": str(rewrite)}]}]}}))
     write_settings_with_hooks(home)
@@ -595,7 +591,6 @@ def test_live_trace_keeps_the_input_the_model_sent(tmp_path):
                           base_url=api.base_url, allowed_tools="Bash Read Write")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (project / "new.txt").exists()
-    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
     _ingest_spool(env, uhome)
     fresh = dict(env, UNDERSTUDY_HOME=str(tmp_path / "imported"))
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
