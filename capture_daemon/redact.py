@@ -379,11 +379,13 @@ planted secret gone and every benign case unchanged.
 from __future__ import annotations
 
 import binascii
+import bisect
 import difflib
 import functools
 import json
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -5369,18 +5371,16 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     JSON documents in turn); if that finds secrets the text pass missed, the document is written
     back out (same content, JSON's own spacing), else the text pass stands.
     """
-    red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
-    # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
-    red, printed = redact_pasted_sessions(red)
-    n += printed
-    if "</" in red or "/>" in red or ("<" in red and _HTML_OPENING_TAG.search(red)):
-        red, between = _redact_between_tags(red)
-        n += between
-    if _SEARCH_HITS.match(red):
-        # Search results: read again without their prefixes, over what the text pass left (a
-        # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
-        red, more = _redact_prefixed(red, _SEARCH_HITS)
-        n += more
+    red, n = _redact_text_and_json(text)
+    # Escaped, percent-encoded, look-alike or invisible characters: read as decoded too. (After
+    # the JSON view: a document's strings are read there one level of escaping at a time, and
+    # what that finds keeps the document whole.)
+    red, decoded = _redact_views(red)
+    return red, n + decoded
+
+
+def _redact_text_and_json(text: str) -> tuple[str, int]:
+    red, n = _text_passes(text)
     if len(text) > _MAX_JSON_VIEW:
         return red, n
     body = text.strip()
@@ -5402,6 +5402,265 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     indent = 2 if "\n " in body else None
     dumped = json.dumps(out, ensure_ascii=False, indent=indent)
     return red[: len(red) - len(red.lstrip())] + dumped + red[len(red.rstrip()) :], n + more
+
+
+def _text_passes(text: str) -> tuple[str, int]:
+    """The passes over a text as text: the rules (a numbered file without its numbers), a pasted
+    terminal session's printed secrets, each run between tags, search results without their prefixes."""
+    red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
+    # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
+    red, printed = redact_pasted_sessions(red)
+    n += printed
+    if "</" in red or "/>" in red or ("<" in red and _HTML_OPENING_TAG.search(red)):
+        red, between = _redact_between_tags(red)
+        n += between
+    if _SEARCH_HITS.match(red):
+        # Search results: read again without their prefixes, over what the text pass left (a
+        # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
+        red, more = _redact_prefixed(red, _SEARCH_HITS)
+        n += more
+    return red, n
+# ---------------------------------------------------------------------------------------------
+# Views: the text as a reader would decode it
+# ---------------------------------------------------------------------------------------------
+# The rules read text as typed. A secret can reach a trace in a spelling they do not read, and
+# a model trained on that spelling learns the secret all the same:
+#   - escaped more than once: a JSON string holding JSON holding JSON (`{\\\"password\\\":
+#     \\\"x\\\"}`); one level of `\"` is read by the rules themselves, any number of `\\n` too;
+#   - percent-encoded: a query string's or form body's `password%3Dx%26user%3Dbob`,
+#     `%22password%22%3A%22x%22`, twice encoded (`%253D`); and HTML entities (`&quot;`, `&#61;`);
+#   - in look-alike characters: `DB_PASSWORD＝x` (full width), `﹕`, `꞉`, `ｇｈｐ＿...`, `𝐩𝐚𝐬𝐬𝐰𝐨𝐫𝐝` (Unicode's
+#     compatibility forms of ASCII, NFKC);
+#   - with invisible characters inside (a zero-width space in `ghp_...`, a soft hyphen, a BOM).
+# Where a text holds any of these (one cheap test each), it is decoded into a view that
+# remembers, for each piece it changed, where that piece came from; the text passes run over the
+# view; and each secret they find there is replaced in the text itself, over the whole span its
+# characters came from (`%3DXy7%21` goes whole, the `%26user%3Dbob` after it stays).
+
+# Characters that show nothing: zero-width space, joiners, marks of direction, word joiner,
+# invisible operators, soft hyphen, BOM, Mongolian vowel separator, variation selectors, tags.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+)
+# Outside the BMP, whole blocks: the tags (invisible), and the enclosed and mathematical letters
+# (most fold). (A character class over single characters beyond U+FFFF is tested range by range
+# in Python's regex engine: a class of all the folds cost 0.3 s per 300 KB of non-ASCII text; a
+# BMP class is one table lookup.)
+_INVISIBLE_ASTRAL = "\U000e0000-\U000e007f"
+_FOLDS_ASTRAL = "\U0001d400-\U0001d7ff\U0001f100-\U0001f1ff"
+# Look-alikes of `:` and `=` that NFKC leaves as they are.
+_LOOK_ALIKES = {"\ua789": ":", "\u2236": ":", "\u02f8": ":", "\u0589": ":", "\u05c3": ":", "\ua78a": "=", "\u1400": "=", "\u30a0": "="}
+# Smart quotes: folded in a view, but no reason to make one (prose is full of them).
+_QUOTE_FOLDS = {c: '"' for c in "\u201c\u201d\u201e\u201f\u2033\u2036\u301d\u301e"} | {c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u2035"}
+
+
+def _compatibility_folds() -> dict[str, str]:
+    """Each character in the blocks that hold ASCII's compatibility forms (full width, small and
+    vertical forms, super- and subscripts, letter-like, enclosed and mathematical letters) whose
+    NFKC form is printable ASCII: `＝` is `=`, `ｇ` is `g`, `𝐩` is `p`. (Spaces are left out: a
+    no-break space is everywhere and hides no secret.)"""
+    blocks = ((0x2070, 0x2150), (0x2460, 0x2500), (0x3000, 0x3400), (0xFE10, 0xFE70), (0xFF01, 0xFF5F),
+              (0x1D400, 0x1D800), (0x1F100, 0x1F200))
+    folds = {}
+    for lo, hi in blocks:
+        for cp in range(lo, hi):
+            c = chr(cp)
+            folded = unicodedata.normalize("NFKC", c)
+            if folded != c and folded.isascii() and folded.isprintable() and folded.strip() == folded:
+                folds[c] = folded
+    return folds | _LOOK_ALIKES
+
+
+_FOLDS = _compatibility_folds()
+_ALL_FOLDS = _FOLDS | _QUOTE_FOLDS
+# What makes a view worth reading. (A text that is all ASCII skips the Unicode test in C.)
+_BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
+_UNICODE_VIEW = re.compile(
+    f"[{_INVISIBLE}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]"
+)
+# (A percent-encoded quote, `&`, `,`, `:`, `;`, `=` or space; `%2F` alone is a path in a URL.)
+_PERCENT_VIEW = re.compile(r"%(?:25)*(?:2[02-7Cc]|3[AaBbDd])")
+# (A quote escaped twice or more; one level, `\"`, the rules read. An escaped quote, `:`, `=`,
+# invisible or full-width character: `\u0022`, `\u200b`.)
+# (A backslash first, and only where a run starts: the engine scans for the literal, and a long
+# run is read once.)
+_ESCAPE_VIEW = re.compile(
+    r"\\(?<!\\\\)(?:\\\\++[\"']|\\*+u(?:00(?:2[27]|3[aAdD]|[aA][dD])|20(?:0[b-fB-F]|6[0-4])|[fF][eE](?:[fF][fF]|[1-6][0-9a-fA-F])|[fF][fF][0-5][0-9a-fA-F]))"
+)
+_DEEP_ESCAPES = re.compile(r"\\(?<!\\\\)\\\\++[\"']")
+_ENTITY_VIEW = re.compile(r"&(?:amp;)*(?:quot|apos|equals|colon|#(?:34|39|58|61|x0*(?:2[27]|3[aAdD])));")
+# The pieces a view decodes: a run of invisibles (to nothing), a run of backslashes and what it
+# escapes (`\\\"` is `"`, `\\\\n` a line break, `\\u003d` is `=`; a run before anything else is one
+# backslash), a %XX of printable ASCII or a line break, an entity, a look-alike.
+_VIEW_PIECE = re.compile(
+    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+)"
+    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
+    r"|%(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
+    r"|&(?P<ent>quot|apos|equals|colon|amp|#[0-9]{1,3}|#[xX][0-9a-fA-F]{1,2});"
+    f"|(?P<fold>[{_BMP_FOLDS}]|[{_FOLDS_ASTRAL}])"
+)
+_ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&"}
+_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}]")
+# Decoded again while a round leaves something to decode (`%253D` is `%3D`, then `=`; each round
+# takes one level of escaping off, so a quote escaped 8 times over, 255 backslashes, is read).
+_VIEW_ROUNDS = 8
+
+
+def _needs_view(text: str) -> bool:
+    return (
+        ("%" in text and _PERCENT_VIEW.search(text) is not None)
+        or ("\\" in text and _ESCAPE_VIEW.search(text) is not None)
+        or ("&" in text and _ENTITY_VIEW.search(text) is not None)
+        or (not text.isascii() and _UNICODE_VIEW.search(text) is not None)
+    )
+
+
+def _decoded_piece(m: "re.Match[str]") -> str:
+    kind = m.lastgroup
+    if kind == "inv":
+        return ""
+    if m.start("bs") >= 0:
+        # One level of escaping off: `\\` is `\`, and an odd run's last backslash escapes what
+        # follows (`\"` is `"`, `\u003d` is `=`; `\n` stays `\n`, which the rules read as a break).
+        run = len(m.group("bs"))
+        if run % 2 == 0:
+            return "\\" * (run // 2) + m.group(0)[run:]
+        if m.group("u") is not None:
+            c = chr(int(m.group("u"), 16))
+            wanted = (" " <= c <= "~") or c in _ALL_FOLDS or _INVISIBLE_CHAR.match(c)
+            return "\\" * (run // 2) + (c if wanted else "\\u" + m.group("u"))
+        if m.group("esc") is not None:
+            return "\\" * (run // 2) + m.group("esc")
+        return "\\" * (run // 2 + 1)
+    if kind == "pct":
+        return chr(int(m.group("pct"), 16))
+    if kind == "ent":
+        entity = m.group("ent")
+        if entity[0] != "#":
+            return _ENTITIES[entity]
+        code = int(entity[2:], 16) if entity[1] in "xX" else int(entity[1:])
+        return chr(code) if 0x20 <= code < 0x7F else m.group(0)
+    return _ALL_FOLDS.get(m.group(0), m.group(0))  # (an astral block's character that does not fold)
+
+
+class _View:
+    """`text` decoded one round, and where each changed piece came from: `pieces[i]` is
+    (start in the view, end in the view, start in `text`, end in `text`)."""
+
+    def __init__(self, text: str) -> None:
+        out: list[str] = []
+        self.pieces: list[tuple[int, int, int, int]] = []
+        copied = at = 0
+        for m in _VIEW_PIECE.finditer(text):
+            decoded = _decoded_piece(m)
+            if decoded == m.group(0):
+                continue
+            out.append(text[copied : m.start()])
+            at += m.start() - copied
+            out.append(decoded)
+            self.pieces.append((at, at + len(decoded), m.start(), m.end()))
+            at += len(decoded)
+            copied = m.end()
+        out.append(text[copied:])
+        self.text = "".join(out)
+        self._view_starts = [p[0] for p in self.pieces]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """Where view[start:end] (not empty) came from: every piece it touches, whole."""
+        return self._source(start, False), self._source(end - 1, True)
+
+    def _source(self, pos: int, after: bool) -> int:
+        i = bisect.bisect_right(self._view_starts, pos) - 1
+        if i < 0:
+            return pos + after
+        v0, v1, s0, s1 = self.pieces[i]
+        if pos < v1:  # inside a decoded piece: all of it
+            return s1 if after else s0
+        return s1 + (pos - v1) + after
+
+
+def _found_spans(view: str, red: str) -> Optional[list[tuple[int, int, str]]]:
+    """The spans of `view` that `red` (`view` redacted) replaced, with each marker: (start, end,
+    marker). A span is known only up to where its neighbours could begin: `red` keeps the text
+    between markers, and where that text also occurs inside a secret, the span is taken as wide
+    as any reading allows (the earliest end of the text before it, the latest start of the text
+    after), never narrower. None if `red` is not `view` with spans replaced by markers."""
+    markers = list(MARKER_PATTERN.finditer(red))
+    if not markers:
+        return None
+    kept = [red[a:b] for a, b in zip([0] + [m.end() for m in markers], [m.start() for m in markers] + [len(red)])]
+    if not view.startswith(kept[0]) or not view.endswith(kept[-1]):
+        return None
+    # Earliest ends of each kept run, left to right (each marker stands for one character or more).
+    earliest_end = [len(kept[0])]
+    for run in kept[1:-1]:
+        at = view.find(run, earliest_end[-1] + 1)
+        if at < 0:
+            return None
+        earliest_end.append(at + len(run))
+    last_start = len(view) - len(kept[-1])
+    # Latest starts of each kept run, right to left.
+    latest_start = [last_start]
+    for run in reversed(kept[1:-1]):
+        at = view.rfind(run, 0, latest_start[-1] - 1)
+        if at < 0:
+            return None
+        latest_start.append(at)
+    latest_start.reverse()
+    if last_start < earliest_end[-1] + 1 or latest_start[0] < len(kept[0]) + 1:
+        return None
+    return [(earliest_end[i], latest_start[i], m.group(0)) for i, m in enumerate(markers)]
+
+
+def _redact_views(text: str) -> tuple[str, int]:
+    """`text` with what the text passes find in its views (see above) replaced in it too.
+
+    Escapes come off one level a round, down to one level (`\\\\\\\"` to `\\\"` to `\"`): there a
+    JSON string's own quotes still differ from the ones it holds, which the rules read. Where
+    the text held deeper escapes, a view with that last level off too is read after (a JSON
+    string's `-p\"PW\"` is read as `-p"PW"` only there).
+    """
+    if not _needs_view(text):
+        return text, 0
+    red, n = _redact_view(text, deeper=False)
+    if _DEEP_ESCAPES.search(text):
+        red, more = _redact_view(red, deeper=True)
+        n += more
+    return red, n
+
+
+def _redact_view(text: str, deeper: bool) -> tuple[str, int]:
+    views = [_View(text)]
+    while len(views) < _VIEW_ROUNDS and views[-1].pieces and _needs_view(views[-1].text):
+        views.append(_View(views[-1].text))
+    if deeper:
+        views.append(_View(views[-1].text))
+        if not views[-1].pieces:
+            return text, 0
+    view = views[-1].text
+    red, n = _text_passes(view)
+    if not n:
+        return text, 0
+    spans = _found_spans(view, red)
+    if spans is None:
+        # Not to be placed back (no rule is known to do this): the decoded text, redacted, is safe.
+        return (red, n) if MARKER_PATTERN.search(red) else (text, 0)
+    for layer in reversed(views):
+        spans = [(*layer.source_span(start, end), mark) for start, end, mark in spans]
+    out, copied, found = [], 0, 0
+    for start, end, mark in spans:
+        if start < copied:  # (spans widened into each other: one marker for both)
+            start = copied
+            if start >= end:
+                continue
+        if text[start:end] != mark:
+            found += 1
+        out.append(text[copied:start])
+        out.append(mark)
+        copied = end
+    out.append(text[copied:])
+    return ("".join(out), found) if found else (text, 0)
 
 
 # Markup that touches its text: Claude Code stores a `!` turn as

@@ -75,6 +75,20 @@ def marker(kind: str) -> str:
     return f"[REDACTED:{kind}]"
 
 
+def nested(value: object, depth: int) -> str:
+    """`value` as JSON inside a JSON string `depth - 1` times over (depth 3: `"\\"{\\\\\\"a\\\\\\": ...}\\""`)."""
+    text = json.dumps(value)
+    for _ in range(depth - 1):
+        text = json.dumps(text)
+    return text
+
+
+PW = "Xy7Kp9qLm"
+# The POSITIVE cases below that only a decoded view reads (their ids start so).
+READ_IN_VIEWS = ("escaped-", "percent-encoded-", "html-entit", "full-width-", "small-form-", "math-letters-", "modifier-colon",
+                 "zero-width-", "word-joiner-", "soft-hyphen-", "bom-in-")
+
+
 # (id, text, the text after redaction)
 POSITIVE = [
     # --- provider keys ---
@@ -1613,6 +1627,36 @@ POSITIVE = [
         "DB_PASSWORD=[REDACTED:assignment]\n"
         "AccountKey=[REDACTED:assignment];EndpointSuffix=core.windows.net",
     ),
+    # A secret in a spelling the rules do not read as typed (redact.py's "Views"): escaped more than
+    # once, percent-encoded or as HTML entities, in look-alike characters, with invisible ones inside.
+    # The marker takes the whole span the secret's characters came from; the rest stays as it was.
+    ("escaped-three-times-json", "log: " + nested({"password": PW}, 3), "log: " + nested({"password": marker("assignment")}, 3)),
+    ("escaped-five-times-json", "log: " + nested({"db": {"password": PW}}, 5), "log: " + nested({"db": {"password": marker("assignment")}}, 5)),
+    ("percent-encoded-env-line", f"https://x.example/?q=DB_PASSWORD%3D{PW}", "https://x.example/?q=DB_PASSWORD%3D[REDACTED:assignment]"),
+    ("percent-encoded-form-body", f"body: password%3D{PW}%26user%3Dbob", "body: password%3D[REDACTED:assignment]%26user%3Dbob"),
+    ("percent-encoded-json", f"data=%7B%22password%22%3A%22{PW}%22%7D", "data=%7B%22password%22%3A%22[REDACTED:assignment]%22%7D"),
+    ("percent-encoded-twice", f"https://x.example/cb?state=password%253D{PW}", "https://x.example/cb?state=password%253D[REDACTED:assignment]"),
+    ("percent-encoded-lower-case", f"q=db_password%3d{PW}", "q=db_password%3d[REDACTED:assignment]"),
+    ("percent-encoded-header", "h=Authorization%3A%20Bearer%20Zq8vLm2pXwZq8vLm2pXwZq8vLm2pXw", "h=Authorization%3A%20Bearer%20[REDACTED:authorization]"),
+    ("html-entities-json", f"<pre>{{&quot;password&quot;: &quot;{PW}&quot;}}</pre>", "<pre>{&quot;password&quot;: &quot;[REDACTED:assignment]&quot;}</pre>"),
+    ("html-entity-equals", f"password&#61;{PW}", "password&#61;[REDACTED:assignment]"),
+    ("html-entities-twice", f"{{&amp;quot;password&amp;quot;: &amp;quot;{PW}&amp;quot;}}", "{&amp;quot;password&amp;quot;: &amp;quot;[REDACTED:assignment]&amp;quot;}"),
+    ("full-width-equals", f"DB_PASSWORD\uff1d{PW}", "DB_PASSWORD\uff1d[REDACTED:assignment]"),
+    ("full-width-quotes", f"{{\uff02password\uff02: \uff02{PW}\uff02}}", "{\uff02password\uff02: \uff02[REDACTED:assignment]\uff02}"),
+    ("small-form-equals", f"API_KEY\ufe66{PW}", "API_KEY\ufe66[REDACTED:assignment]"),
+    ("full-width-name", f"\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d{PW}", "\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d[REDACTED:assignment]"),
+    ("full-width-token", "".join(chr(ord(c) + 0xFEE0) for c in GHP), "[REDACTED:github-token]"),
+    ("math-letters-name", f"\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d={PW}", "\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d=[REDACTED:assignment]"),
+    ("modifier-colon", f"api_key\ua789 {PW}Zq8vLm2pXw", "api_key\ua789 [REDACTED:assignment]"),
+    ("zero-width-space-in-token", f"token {GHP[:10]}\u200b{GHP[10:]} ok", "token [REDACTED:github-token] ok"),
+    ("zero-width-non-joiner-in-token", f"key {ANTHROPIC[:17]}\u200c{ANTHROPIC[17:]} ok", "key [REDACTED:anthropic-key] ok"),
+    ("word-joiner-in-aws-id", f"{AWS_ID[:4]}\u2060{AWS_ID[4:]} x", "[REDACTED:aws-access-key-id] x"),
+    ("soft-hyphen-in-prefix", f"{GHP[:2]}\u00ad{GHP[2:]}", "[REDACTED:github-token]"),
+    ("bom-in-token", f"\ufeff{GHP[:20]}\ufeff{GHP[20:]}", "\ufeff[REDACTED:github-token]"),
+    ("zero-width-space-in-name", f"DB_PASS\u200bWORD={PW}", "DB_PASS\u200bWORD=[REDACTED:assignment]"),
+    ("zero-width-space-after-every-character", "".join(c + "\u200b" for c in GHP), "[REDACTED:github-token]\u200b"),
+    ("escaped-zero-width-space-in-token", f'log: "tok: {GHP[:6]}\\u200b{GHP[6:]}"', 'log: "tok: [REDACTED:github-token]"'),
+    ("percent-encoded-with-zero-width-space", f"password%3D{PW[:3]}\u200b{PW[3:]}", "password%3D[REDACTED:assignment]"),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2257,6 +2301,23 @@ NEGATIVE = [
         "password = Option<String>\nPASSWORD=${DB_PASSWORD:-changeme}\nAPI_KEY=sk-<your key here>\n"
         "def f(startToken:Token=None): pass",
     ),
+    # What the views read as decoded leaves alone.
+    (
+        "percent-encoded-query-without-secrets",
+        "https://example.com/search?q=a%3Db%26c%3Dd&redirect=%2Fhome%3Ftab%3Dsettings&filter=name%3Abob%2Cstatus%3Aopen\n"
+        "GET /api?next=%2Flogin%3Ftoken%3D%26x%3D1 HTTP/1.1\nmailto:a@b.org?subject=Hello%20World%3A%20a%20%22quote%22",
+    ),
+    (
+        "full-width-japanese-prose",
+        "\u6771\u4eac\uff1a\u6674\u308c\u3001\u6c17\u6e29\uff1d\uff12\uff15\u5ea6\uff08\u4e88\u5831\uff09\u3002\uff35\uff32\uff2c\uff1a"
+        "\uff48\uff54\uff54\uff50\uff53\uff1a\uff0f\uff0f\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45\uff0e\uff43\uff4f\uff4d \u8a2d\u5b9a\uff1a\u5b8c\u4e86\u3057\u307e\u3057\u305f\uff01",
+    ),
+    (
+        "invisible-characters-in-prose",
+        "a zero\u200bwidth space, a soft\u00adhyphen, \ufeffBOM, \U0001F468\u200d\U0001F469\u200d\U0001F467 family, \u05e2\u05d1\u05e8\u05d9\u05ea\u200f text",
+    ),
+    ("escaped-json-without-secrets", "log: " + nested({"password": None, "token_count": 42, "msg": "password reset sent", "path": "C:\\Users\\bob"}, 3)),
+    ("html-entities-without-secrets", "<p>He said &quot;hello&quot; &amp; left; a&#61;b, x&colon;y</p>"),
 ]
 
 
@@ -2575,7 +2636,8 @@ def test_mixed_documents_lose_every_secret_and_keep_every_other_line() -> None:
     # Nor a terminal session: every line after `$ pass show x` up to the next prompt is its output.
     # (Whatever its name says: `$ aws ecr get-login-password` and its output is one.)
     # (Nor a value that only the pass between tags cuts, `x<br>`, `x<span>`: `_redact` alone, held equal below, reads no tags.)
-    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-", "lone-tag-")) and not c[1].startswith("$ ")]
+    # (Nor one that only a decoded view reads: `_redact` reads the text as typed.)
+    cases = [c for c in POSITIVE if not c[0].startswith(("key-cut-short", "pasted-", "bash-mode-", "lone-tag-", *READ_IN_VIEWS)) and not c[1].startswith("$ ")]
     for _ in range(60):
         picks = rng.sample(cases, 3)
         lines = [*rng.sample(safe_lines, 4), *(p[1] for p in picks)]
@@ -2695,6 +2757,16 @@ def test_non_ascii_text_is_handled() -> None:
         "the password is a1b2c3" + "<span x" * 20_000,  # each of a value's characters tried as the end before a tag
         "DB_PASSWORD=Zq8vLm2pXw<br>" * 5_000,  # every value cut at a lone opening tag
         "<" * 100_000 + "p>",
+        "%3D" * 100_000,  # every percent-encoded `=` a view's piece
+        "password%3D" * 30_000,
+        "%25" * 60_000 + "3D",  # encoded again and again: a round for each, up to the bound
+        "\\" * 200_000 + '"',  # one run of backslashes, halved each round
+        '\\\\\\"password\\\\\\": ' * 20_000,
+        "\u200b" * 200_000 + "ghp_",
+        "password\u200b=" * 30_000,
+        "\uff1d" * 100_000,
+        "password\uff1dx " * 20_000,
+        "&quot;" * 60_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2711,7 +2783,9 @@ def test_non_ascii_text_is_handled() -> None:
          "pgpass-word-quoted-pieces", "pgpass-word-long-host", "pgpass-variable-settings", "pgpass-variable-writes",
          "pgpass-printf-unclosed", "pgpass-printf-arguments", "printer-verb-spaces", "printer-close-spaces",
          "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
-         "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag"],
+         "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag", "percent-equals-run", "percent-assignments",
+         "percent-encoded-percents", "backslash-run", "escaped-names", "zero-width-run", "zero-width-names", "full-width-equals-run",
+         "full-width-assignments", "entity-run"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # A quadratic regex takes minutes on these. Linear work is milliseconds for most, but a
