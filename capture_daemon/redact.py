@@ -2514,6 +2514,71 @@ def _replace_sql_password(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _SQL_PASSWORD_MARK)
 
 
+# SQL that stores a secret in a column: `INSERT INTO users (name, password) VALUES ('bob', 'x')`,
+# several rows too (`VALUES ('a', 'x'), ('b', 'y')`), the literal inside a call (`crypt('x',
+# gen_salt('bf'))`). The column list names the secret, the row holds it by position; a column
+# whose name says secret (`password`, `api_token`, `client_secret`) loses its literal, the others
+# and a placeholder (`?`, `$2`, `%s`, `:password`) stay. (UPDATE's `SET password = 'x'` is an
+# assignment.) Possessive throughout, and two levels of brackets in a row: each `VALUES` reads its
+# rows once.
+_SQL_LIT = r"""(?:[NnEe]?'(?:[^'\\\r\n]|''|\\.)*+'|\\?"(?:[^"\\\r\n]|""|\\(?!"))*+\\?")"""
+_SQL_ROW_ITEM = rf"""[^()'"]++|{_SQL_LIT}"""
+_SQL_ROW = rf"""\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM})*+\))*+\))*+\)"""
+_SQL_INSERT = re.compile(rf"(?:VALUES|values|Values)\s*+(?P<rows>{_SQL_ROW}(?:\s*+,\s*+{_SQL_ROW})*+)")
+_SQL_ROW_TOKEN = re.compile(rf"""{_SQL_LIT}|[(),]|[^()'",\\]+|\\""")
+_SQL_INSERT_HEAD = re.compile(r"(?i:insert)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?[ \t\r\n]+(?i:into)[ \t\r\n]+[^\s;()'][^;()']*")
+# How far before `VALUES` the column list and the `INSERT INTO t` before it are looked for.
+_SQL_COLUMNS_REACH, _SQL_HEAD_REACH = 2000, 200
+
+
+def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
+    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted."""
+    close = values_at - 1
+    while close >= 0 and values_at - close < 100 and text[close].isspace():
+        close -= 1
+    if close < 0 or text[close] != ")":
+        return None
+    open_ = text.rfind("(", max(0, close - _SQL_COLUMNS_REACH), close)
+    if open_ < 0 or ")" in text[open_ + 1 : close]:
+        return None
+    head = text[max(0, open_ - _SQL_HEAD_REACH) : open_]
+    insert = max(head.rfind("INSERT"), head.rfind("insert"), head.rfind("Insert"))
+    if insert < 0 or not _SQL_INSERT_HEAD.fullmatch(head.rstrip(), insert):
+        return None
+    return [c.strip().strip("`\"[]'\\").rsplit(".", 1)[-1].strip("`\"[]'\\") for c in text[open_ + 1 : close].split(",")]
+
+
+def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
+    columns = _sql_insert_columns(text, m.start())
+    if not columns or not any(_name_kind(c) or c == "pass" for c in columns):
+        return None
+    out, copied, depth, item, taken = [], m.start(), 0, 0, False
+    for token in _SQL_ROW_TOKEN.finditer(text, m.start("rows"), m.end()):
+        t = token.group(0)
+        if t == "(":
+            depth += 1
+            if depth == 1:
+                item, taken = 0, False
+        elif t == ")":
+            depth -= 1
+        elif t == "," and depth == 1:
+            item, taken = item + 1, False
+        elif depth >= 1 and not taken and item < len(columns) and t[-1] in "'\"":
+            taken = True  # (the item's first literal: `crypt('x', gen_salt('bf'))` keeps 'bf')
+            quote = 2 if t.startswith("\\") else 1
+            start = token.start() + t.index(t[-1]) + 1 if quote == 1 else token.start() + 2
+            end = token.end() - quote
+            value = text[start:end]
+            if start < end and _named_mark(columns[item], value):
+                out.append(text[copied:start])
+                out.append(_SQL_PASSWORD_MARK)
+                copied = end
+    if not out:
+        return None
+    out.append(text[copied : m.end()])
+    return "".join(out)
+
+
 # A Kubernetes Secret as YAML (`kubectl get secret x -o yaml`, a manifest): every value under
 # `data:` (base64) and `stringData:` (plain text) is a secret whatever its key is called
 # (`DATABASE_URL`, `config.json`, `.env`), and base64 hides it from every other rule. The keys
@@ -4869,6 +4934,13 @@ _RULES: tuple[_Rule, ...] = (
             ("IDENTIFIED", r"(?=[ \t])"),
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
+    ),
+    _Rule(
+        "sql-insert",
+        _SQL_INSERT,
+        _replace_sql_insert,
+        (("VALUES", r"(?=\s*\()"), ("values", r"(?=\s*\()"), ("Values", r"(?=\s*\()")),
+        anchored=True,
     ),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),

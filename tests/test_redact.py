@@ -1632,12 +1632,22 @@ POSITIVE = [
     # The marker takes the whole span the secret's characters came from; the rest stays as it was.
     ("escaped-three-times-json", "log: " + nested({"password": PW}, 3), "log: " + nested({"password": marker("assignment")}, 3)),
     ("escaped-five-times-json", "log: " + nested({"db": {"password": PW}}, 5), "log: " + nested({"db": {"password": marker("assignment")}}, 5)),
+    (
+        "escaped-three-times-sql",
+        "log: " + nested({"q": f"INSERT INTO users (name, password) VALUES ('bob', '{PW}')"}, 3),
+        "log: " + nested({"q": f"INSERT INTO users (name, password) VALUES ('bob', '{marker('sql-password')}')"}, 3),
+    ),
     ("percent-encoded-env-line", f"https://x.example/?q=DB_PASSWORD%3D{PW}", "https://x.example/?q=DB_PASSWORD%3D[REDACTED:assignment]"),
     ("percent-encoded-form-body", f"body: password%3D{PW}%26user%3Dbob", "body: password%3D[REDACTED:assignment]%26user%3Dbob"),
     ("percent-encoded-json", f"data=%7B%22password%22%3A%22{PW}%22%7D", "data=%7B%22password%22%3A%22[REDACTED:assignment]%22%7D"),
     ("percent-encoded-twice", f"https://x.example/cb?state=password%253D{PW}", "https://x.example/cb?state=password%253D[REDACTED:assignment]"),
     ("percent-encoded-lower-case", f"q=db_password%3d{PW}", "q=db_password%3d[REDACTED:assignment]"),
     ("percent-encoded-header", "h=Authorization%3A%20Bearer%20Zq8vLm2pXwZq8vLm2pXwZq8vLm2pXw", "h=Authorization%3A%20Bearer%20[REDACTED:authorization]"),
+    (
+        "percent-encoded-sql",
+        f"q=INSERT%20INTO%20users%20(name%2C%20password)%20VALUES%20('bob'%2C%20'{PW}')",
+        "q=INSERT%20INTO%20users%20(name%2C%20password)%20VALUES%20('bob'%2C%20'[REDACTED:sql-password]')",
+    ),
     ("html-entities-json", f"<pre>{{&quot;password&quot;: &quot;{PW}&quot;}}</pre>", "<pre>{&quot;password&quot;: &quot;[REDACTED:assignment]&quot;}</pre>"),
     ("html-entity-equals", f"password&#61;{PW}", "password&#61;[REDACTED:assignment]"),
     ("html-entities-twice", f"{{&amp;quot;password&amp;quot;: &amp;quot;{PW}&amp;quot;}}", "{&amp;quot;password&amp;quot;: &amp;quot;[REDACTED:assignment]&amp;quot;}"),
@@ -1657,6 +1667,24 @@ POSITIVE = [
     ("zero-width-space-after-every-character", "".join(c + "\u200b" for c in GHP), "[REDACTED:github-token]\u200b"),
     ("escaped-zero-width-space-in-token", f'log: "tok: {GHP[:6]}\\u200b{GHP[6:]}"', 'log: "tok: [REDACTED:github-token]"'),
     ("percent-encoded-with-zero-width-space", f"password%3D{PW[:3]}\u200b{PW[3:]}", "password%3D[REDACTED:assignment]"),
+    # SQL that stores a secret by column: the column list names it, the row holds it.
+    ("sql-insert-values", "INSERT INTO users (name, password) VALUES ('bob', 'Xy7Kp9q!')", "INSERT INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
+    (
+        "sql-insert-rows",
+        f"insert into accounts(email,api_token) values ('a@b.c','{PW}'),('c@d.e','Zq8Wn3vBx')",
+        "insert into accounts(email,api_token) values ('a@b.c','[REDACTED:sql-password]'),('c@d.e','[REDACTED:sql-password]')",
+    ),
+    (
+        "sql-insert-call-and-key",  # the literal in a call (not gen_salt's), and a key's
+        f"INSERT INTO users (id, name, password, api_key) VALUES (1, 'bob', crypt('{PW}', gen_salt('bf')), 'Zq8Wn3vBxLmK9');",
+        "INSERT INTO users (id, name, password, api_key) VALUES (1, 'bob', crypt('[REDACTED:sql-password]', gen_salt('bf')), '[REDACTED:sql-password]');",
+    ),
+    ("sql-insert-quoted-columns", f'insert into t (`user`, `pass`) values ("a", "{PW}")', 'insert into t (`user`, `pass`) values ("a", "[REDACTED:sql-password]")'),
+    (
+        "sql-insert-lines",
+        f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
+        "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2301,7 +2329,15 @@ NEGATIVE = [
         "password = Option<String>\nPASSWORD=${DB_PASSWORD:-changeme}\nAPI_KEY=sk-<your key here>\n"
         "def f(startToken:Token=None): pass",
     ),
-    # What the views read as decoded leaves alone.
+    # What the views read as decoded, and the SQL rule, leave alone.
+    (
+        "sql-columns-without-literals",  # placeholders, a query, a column's definition, an empty literal
+        "INSERT INTO users (name, password) VALUES (?, ?);\nINSERT INTO users (name, password) VALUES ($1, $2)\n"
+        'cur.execute("INSERT INTO users (name, password) VALUES (%s, %s)", (name, pw))\n'
+        "INSERT INTO users (name, password) VALUES (:name, :password)\nSELECT password FROM users WHERE name = 'bob'\n"
+        "ALTER TABLE users ADD COLUMN password TEXT NOT NULL DEFAULT ''\nINSERT INTO users (name, password) VALUES ('bob', '')",
+    ),
+    ("sql-insert-without-secret-columns", "INSERT INTO users (name, email, role) VALUES ('bob', 'bob@example.org', 'admin'), ('al', 'al@example.org', 'dev');"),
     (
         "percent-encoded-query-without-secrets",
         "https://example.com/search?q=a%3Db%26c%3Dd&redirect=%2Fhome%3Ftab%3Dsettings&filter=name%3Abob%2Cstatus%3Aopen\n"
@@ -2767,6 +2803,10 @@ def test_non_ascii_text_is_handled() -> None:
         "\uff1d" * 100_000,
         "password\uff1dx " * 20_000,
         "&quot;" * 60_000,
+        "VALUES (" * 30_000,  # each `VALUES` reads its rows
+        "INSERT INTO t (password) VALUES " + "('x'), " * 30_000,  # one INSERT's many rows
+        "INSERT INTO t (password) VALUES ('Zq8vLm2pXw');" * 10_000,
+        "INSERT INTO t (password) VALUES (" + "(" * 50_000,
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2785,7 +2825,7 @@ def test_non_ascii_text_is_handled() -> None:
          "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
          "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag", "percent-equals-run", "percent-assignments",
          "percent-encoded-percents", "backslash-run", "escaped-names", "zero-width-run", "zero-width-names", "full-width-equals-run",
-         "full-width-assignments", "entity-run"],
+         "full-width-assignments", "entity-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # A quadratic regex takes minutes on these. Linear work is milliseconds for most, but a
