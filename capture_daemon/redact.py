@@ -746,17 +746,35 @@ def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str =
     """
     # (An escaped newline or tab, `\\nghp_...` in a JSON dump, ends the text before it: its `n`
     # is no word character of the token's neighbour.)
-    pattern = re.compile(f"{prefix}(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})|{_glued(prefix)}){rest}")
+    pattern = re.compile(
+        f"{prefix}(?:(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})){rest}|(?<=[A-Za-z0-9][_-]{prefix}){_glued_body(rest)})"
+    )
     return _Rule(kind, pattern, _whole(kind), (gate,))
 
 
-def _glued(prefix: str) -> str:
-    """A token glued to a word by `_` or `-` (`backup_ghp_...`, `token-sk-ant-...`, a file
-    named after it), taken when the run of non-space characters after its prefix is at most
-    256 long. The bound keeps the work per candidate small: without it a long run such as
-    `x-sk-ant-sk-ant-...` would cost one scan of the run per prefix in it."""
-    run = r"""[^\s"'<>()\[\]{}]"""
-    return f"(?<=[A-Za-z0-9][_-]{prefix})(?={run}{{0,256}}+(?!{run}))"
+# The longest body a token glued to a word is read for.
+_GLUED_BODY = 256
+# A quantifier with no upper bound, outside a character class: `{20,}`, `*`, `+`.
+_UNBOUNDED = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]|\{(?P<least>[0-9]+),\}|(?P<op>[*+])")
+
+
+def _glued_body(rest: str) -> str:
+    """`rest` read for a token glued to a word by `_` or `-` (`backup_ghp_...`,
+    `token-sk-ant-...`, a file named after it), with every unbounded repeat bounded to
+    `_GLUED_BODY` characters. Such a token can start anywhere in a run of word characters, not
+    only at its start, so a long run such as `x-sk-ant-sk-ant-...` is a candidate at every prefix:
+    the bound keeps each candidate's work small, whatever the run's length. (The bound used to be
+    on the run after the prefix, so a glued token with 256 characters or more after it, a long
+    path or URL, stayed.)"""
+
+    def bound(m: "re.Match[str]") -> str:
+        if m.group("least") is not None:
+            return f"{{{m.group('least')},{_GLUED_BODY}}}"
+        if m.group("op"):
+            return f"{{{0 if m.group('op') == '*' else 1},{_GLUED_BODY}}}"
+        return m.group(0)
+
+    return _UNBOUNDED.sub(bound, rest)
 
 
 # --- private keys ---

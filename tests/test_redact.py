@@ -1685,6 +1685,9 @@ POSITIVE = [
         f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
         "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
     ),
+    # A glued token with a long run after it (a path, more words): the bound is on the token's body now.
+    ("glued-token-long-run-after", f"backup_{GHP}_" + "c" * 300, "backup_[REDACTED:github-token]_" + "c" * 300),
+    ("glued-token-long-path-after", f"cp /tmp/backup_{GHP}/" + "d/" * 150 + "x.txt .", "cp /tmp/backup_[REDACTED:github-token]/" + "d/" * 150 + "x.txt ."),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2807,6 +2810,7 @@ def test_non_ascii_text_is_handled() -> None:
         "INSERT INTO t (password) VALUES " + "('x'), " * 30_000,  # one INSERT's many rows
         "INSERT INTO t (password) VALUES ('Zq8vLm2pXw');" * 10_000,
         "INSERT INTO t (password) VALUES (" + "(" * 50_000,
+        "a-sk-ant-" + "b1" * 100_000,  # one glued token's long body
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2825,7 +2829,8 @@ def test_non_ascii_text_is_handled() -> None:
          "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
          "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag", "percent-equals-run", "percent-assignments",
          "percent-encoded-percents", "backslash-run", "escaped-names", "zero-width-run", "zero-width-names", "full-width-equals-run",
-         "full-width-assignments", "entity-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets"],
+         "full-width-assignments", "entity-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
+         "glued-long-body"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # A quadratic regex takes minutes on these. Linear work is milliseconds for most, but a
