@@ -136,7 +136,9 @@ What is detected (the marker's kind in brackets):
   writes to a variable an earlier line set to the file, ``F=~/.pgpass`` then ``echo h:5432:db:u:PW >> $F``;
   printf's argument where the format's password field is ``%s``, ``printf 'h:5432:db:u:%s\\n' PW``)
   [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
-  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
+  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'``, and an ``INSERT INTO t
+  (name, password) VALUES ('u', 'PW')``'s literal under a column that names a secret, every row (``crypt('PW', ...)``
+  too; placeholders stay) [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -312,6 +314,16 @@ What is detected (the marker's kind in brackets):
   ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>``, also escaped inside a JSON
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
+
+Spellings the rules do not read as typed are read decoded (``_redact_views``): a secret escaped
+twice or more (JSON in a JSON string in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth), percent-encoded
+(``password%3DPW``, ``%22password%22%3A%22PW%22``, twice: ``%253D``), in HTML entities (``&quot;``,
+``&#61;``), in Unicode's compatibility forms of ASCII (``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width
+or mathematical letters; and ``꞉``, ``∶``) or with invisible characters inside (zero-width space, joiners,
+word joiner, soft hyphen, BOM, marks of direction, in ``ghp_...`` or in a name). The marker replaces
+the whole span the secret's characters came from (``%3DPW`` keeps its ``%3D``, a token its
+neighbours). Provider tokens glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read
+for a body of at most 256 characters: a longer one keeps its tail, a known limit.
 
 Markup that touches its text is a text boundary: Claude Code stores a ``!`` turn's output as
 ``<bash-stdout>FOO=1\nDB_PASS=x</bash-stdout>`` (trimmed, so the tags touch the first and last
