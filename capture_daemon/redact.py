@@ -5578,44 +5578,130 @@ _FOLDS = _compatibility_folds()
 _ALL_FOLDS = _FOLDS | _QUOTE_FOLDS
 # What makes a view worth reading. (A text that is all ASCII skips the Unicode test in C.)
 _BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
-_UNICODE_VIEW = re.compile(
-    f"[{_INVISIBLE}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]"
-)
 # (A percent-encoded quote, `&`, `,`, `:`, `;`, `=` or space; `%2F` alone is a path in a URL.)
-_PERCENT_VIEW = re.compile(r"%(?:25)*(?:2[02-7Cc]|3[AaBbDd])")
-# (A quote escaped twice or more; one level, `\"`, the rules read. An escaped quote, `:`, `=`,
-# invisible or full-width character: `\u0022`, `\u200b`.)
-# (A backslash first, and only where a run starts: the engine scans for the literal, and a long
-# run is read once.)
+# (A printable ASCII character percent-encoded, `pass%77ord`, `ghp%5F...`, and a character's UTF-8
+# bytes, `%E2%80%8B` (a zero-width space), `%EF%BC%9D` (`＝`). In lower case only `%3d`, `%3a`,
+# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python.)
+_PERCENT_VIEW = re.compile(r"%(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])")
+# (A quote escaped twice or more, an odd run of 3 or more backslashes before it (`\\\\'`, an even
+# run, is a string of backslashes); one level, `\"`, the rules read. An escaped quote, `-`, `_`,
+# `:`, `=`, invisible or full-width character: `\u0022`, `\x3d`, `\u200b`. A backslash first, and
+# only where a run starts: the engine scans for the literal, and a long run is read once.)
 _ESCAPE_VIEW = re.compile(
-    r"\\(?<!\\\\)(?:\\\\++[\"']|\\*+u(?:00(?:2[27]|3[aAdD]|[aA][dD])|20(?:0[b-fB-F]|6[0-4])|[fF][eE](?:[fF][fF]|[1-6][0-9a-fA-F])|[fF][fF][0-5][0-9a-fA-F]))"
+    r"\\(?<!\\\\)(?:(?:\\\\)++[\"']|\\*+(?:x(?:2[27dD]|3[aAdD]|5[fF])"
+    r"|u(?:00(?:2[27dD]|3[aAdD]|5[fF]|[aA][dD])|20(?:0[0-9a-fA-F]|2[fF]|5[fF]|6[0-4])|30(?:00|a0)|[fF][eE](?:[fF][fF]|[1-6][0-9a-fA-F])|[fF][fF][0-5][0-9a-fA-F])))"
 )
-_DEEP_ESCAPES = re.compile(r"\\(?<!\\\\)\\\\++[\"']")
-_ENTITY_VIEW = re.compile(r"&(?:amp;)*(?:quot|apos|equals|colon|#(?:34|39|58|61|x0*(?:2[27]|3[aAdD])));")
-# The pieces a view decodes: a run of invisibles (to nothing), a run of backslashes and what it
-# escapes (`\\\"` is `"`, `\\\\n` a line break, `\\u003d` is `=`; a run before anything else is one
-# backslash), a %XX of printable ASCII or a line break, an entity, a look-alike.
+_DEEP_ESCAPES = re.compile(r"\\(?<!\\\\)(?:\\\\)++[\"']")
+# (Any numeric entity; the named ones of a quote, `:`, `=`, `_` or an invisible character.)
+_ENTITY_VIEW = re.compile(r"&(?:amp;)*(?:quot|apos|equals|colon|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|#[0-9]{2,7}|#[xX][0-9a-fA-F]{2,6});")
+# Spaces other than ASCII's (no-break, typographic, ideographic): a space in a view.
+_SPACES = "\u00a0\u2000-\u200a\u202f\u205f\u3000"
+_SPACE_CHAR = re.compile(f"[{_SPACES}]")
+# Combining marks on an ASCII character (`gh\u0301p_...`): dropped in a view. (Only on ASCII:
+# scripts that are written with them keep them.)
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_UNICODE_VIEW = re.compile(
+    f"[{_INVISIBLE}{_SPACES}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]"
+    f"|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]|(?<=[!-~])[{_COMBINING}]"
+)
+# The pieces a view decodes: a run of invisibles, or of combining marks on an ASCII character (to
+# nothing), a run of backslashes and what it escapes (one level: `\\\"` is `\"`, `\\u003d` is
+# `\u003d`, `\u003d` is `=`), a %XX of printable ASCII or a line break or a character's UTF-8
+# bytes, an entity, a look-alike or a space.
 _VIEW_PIECE = re.compile(
-    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+)"
-    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
-    r"|%(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
-    r"|&(?P<ent>quot|apos|equals|colon|amp|#[0-9]{1,3}|#[xX][0-9a-fA-F]{1,2});"
-    f"|(?P<fold>[{_BMP_FOLDS}]|[{_FOLDS_ASTRAL}])"
+    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)"
+    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
+    r"|%(?:(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
+    r"|(?P<utf8>[CDcd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3}))"
+    r"|&(?P<ent>quot|apos|equals|colon|amp|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|nbsp|lrm|rlm|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});"
+    f"|(?P<fold>[{_BMP_FOLDS}{_SPACES}]|[{_FOLDS_ASTRAL}])"
 )
-_ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&"}
+_ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&", "lowbar": "_", "shy": "\u00ad", "zwj": "\u200d",
+             "zwnj": "\u200c", "ZeroWidthSpace": "\u200b", "NoBreak": "\u2060", "nbsp": "\u00a0", "lrm": "\u200e", "rlm": "\u200f"}
 _INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}]")
 # Decoded again while a round leaves something to decode (`%253D` is `%3D`, then `=`; each round
 # takes one level of escaping off, so a quote escaped 8 times over, 255 backslashes, is read).
 _VIEW_ROUNDS = 8
 
 
+def _view_triggers(text: str) -> list["re.Pattern[str]"]:
+    """The tests above that can hold in `text` (a character each rules the rest out)."""
+    found = []
+    if "%" in text:
+        found.append(_PERCENT_VIEW)
+    if "\\" in text:
+        found.append(_ESCAPE_VIEW)
+    if "&" in text:
+        found.append(_ENTITY_VIEW)
+    if not text.isascii():
+        found.append(_UNICODE_VIEW)
+    return found
+
+
 def _needs_view(text: str) -> bool:
-    return (
-        ("%" in text and _PERCENT_VIEW.search(text) is not None)
-        or ("\\" in text and _ESCAPE_VIEW.search(text) is not None)
-        or ("&" in text and _ENTITY_VIEW.search(text) is not None)
-        or (not text.isascii() and _UNICODE_VIEW.search(text) is not None)
-    )
+    return any(trigger.search(text) for trigger in _view_triggers(text))
+
+
+# A view is read around what made it worth reading, not over the whole text: up to this far each
+# way, from a line break (or a space) so that no line is read from its middle. A 60 KB tool output
+# with one `%3d` in it costs a few lines' reading, not the whole output's again.
+_VIEW_REACH = 1024
+
+
+def _view_windows(text: str) -> list[tuple[int, int]]:
+    """The stretches of `text` around the characters that make a view worth reading, merged."""
+    triggers = _view_triggers(text)
+    upcoming = [t.search(text) for t in triggers]  # each test's next hit, searched again once passed
+    windows: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        for i, trigger in enumerate(triggers):
+            if upcoming[i] is not None and upcoming[i].start() < pos:
+                upcoming[i] = trigger.search(text, pos)
+        hits = [m.start() for m in upcoming if m is not None]
+        if not hits:
+            return windows
+        at = min(hits)
+        start, end = _line_edge(text, at, -1), _line_edge(text, at, 1)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+        pos = end
+
+
+def _line_edge(text: str, at: int, way: int) -> int:
+    """Where a window around `at` ends in direction `way`: the text's end within `_VIEW_REACH`,
+    else the line break farthest from `at` within it, else the farthest space, else the first
+    space past the reach (a word is not cut in two; one longer than `_MAX_RUN` is)."""
+    if way < 0:
+        if at <= _VIEW_REACH:
+            return 0
+        lo = at - _VIEW_REACH
+        cut = text.find("\n", lo, at)
+        if cut < 0:
+            cut = text.find(" ", lo, at)
+        if cut < 0:
+            cut = max(text.rfind(" ", max(0, lo - _MAX_RUN), lo), max(0, lo - _MAX_RUN) - 1)
+        return cut + 1
+    if len(text) - at <= _VIEW_REACH:
+        return len(text)
+    hi = at + _VIEW_REACH
+    cut = text.rfind("\n", at, hi)
+    if cut < 0:
+        cut = text.rfind(" ", at, hi)
+    if cut < 0:
+        cut = text.find(" ", hi, hi + _MAX_RUN)
+    return cut if cut >= 0 else min(len(text), hi + _MAX_RUN)
+
+
+def _worth_decoding(code: int) -> Optional[str]:
+    """The character an escape or entity spells, where a view reads it decoded: printable ASCII, a
+    look-alike, a space or an invisible character (which a later round folds or drops)."""
+    c = chr(code) if code <= 0x10FFFF else ""
+    if c and ((" " <= c <= "~") or c in _ALL_FOLDS or _INVISIBLE_CHAR.match(c) or _SPACE_CHAR.match(c)):
+        return c
+    return None
 
 
 def _decoded_piece(m: "re.Match[str]") -> str:
@@ -5624,25 +5710,31 @@ def _decoded_piece(m: "re.Match[str]") -> str:
         return ""
     if m.start("bs") >= 0:
         # One level of escaping off: `\\` is `\`, and an odd run's last backslash escapes what
-        # follows (`\"` is `"`, `\u003d` is `=`; `\n` stays `\n`, which the rules read as a break).
+        # follows (`\"` is `"`, `\u003d` and `\x3d` are `=`; `\n` stays `\n`, which the rules read as a break).
         run = len(m.group("bs"))
         if run % 2 == 0:
             return "\\" * (run // 2) + m.group(0)[run:]
-        if m.group("u") is not None:
-            c = chr(int(m.group("u"), 16))
-            wanted = (" " <= c <= "~") or c in _ALL_FOLDS or _INVISIBLE_CHAR.match(c)
-            return "\\" * (run // 2) + (c if wanted else "\\u" + m.group("u"))
+        code = m.group("u") or m.group("x")
+        if code is not None:
+            return "\\" * (run // 2) + (_worth_decoding(int(code, 16)) or m.group(0)[run - 1 :])
         if m.group("esc") is not None:
             return "\\" * (run // 2) + m.group("esc")
         return "\\" * (run // 2 + 1)
     if kind == "pct":
         return chr(int(m.group("pct"), 16))
+    if kind == "utf8":
+        try:
+            return _worth_decoding(ord(bytes.fromhex(m.group("utf8").replace("%", "")).decode("utf-8"))) or m.group(0)
+        except (ValueError, TypeError):  # (not UTF-8, or more than one character)
+            return m.group(0)
     if kind == "ent":
         entity = m.group("ent")
         if entity[0] != "#":
             return _ENTITIES[entity]
         code = int(entity[2:], 16) if entity[1] in "xX" else int(entity[1:])
-        return chr(code) if 0x20 <= code < 0x7F else m.group(0)
+        return _worth_decoding(code) or m.group(0)
+    if _SPACE_CHAR.match(m.group(0)):
+        return " "
     return _ALL_FOLDS.get(m.group(0), m.group(0))  # (an astral block's character that does not fold)
 
 
@@ -5723,13 +5815,24 @@ def _redact_views(text: str) -> tuple[str, int]:
     the text held deeper escapes, a view with that last level off too is read after (a JSON
     string's `-p\"PW\"` is read as `-p"PW"` only there).
     """
-    if not _needs_view(text):
+    windows = _view_windows(text) if _view_triggers(text) else []
+    if not windows:
         return text, 0
-    red, n = _redact_view(text, deeper=False)
-    if _DEEP_ESCAPES.search(text):
-        red, more = _redact_view(red, deeper=True)
-        n += more
-    return red, n
+    out, copied, n = [], 0, 0
+    for start, end in windows:
+        window = text[start:end]
+        red, found = _redact_view(window, deeper=False)
+        if _DEEP_ESCAPES.search(window):
+            red, more = _redact_view(red, deeper=True)
+            found += more
+        if found:
+            out.append(text[copied:start])
+            out.append(red)
+            copied, n = end, n + found
+    if not n:
+        return text, 0
+    out.append(text[copied:])
+    return "".join(out), n
 
 
 def _redact_view(text: str, deeper: bool) -> tuple[str, int]:

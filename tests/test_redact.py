@@ -86,7 +86,8 @@ def nested(value: object, depth: int) -> str:
 PW = "Xy7Kp9qLm"
 # The POSITIVE cases below that only a decoded view reads (their ids start so).
 READ_IN_VIEWS = ("escaped-", "percent-encoded-", "html-entit", "full-width-", "small-form-", "math-letters-", "modifier-colon",
-                 "zero-width-", "word-joiner-", "soft-hyphen-", "bom-in-")
+                 "zero-width-", "word-joiner-", "soft-hyphen-", "bom-in-", "hex-escaped-", "unicode-escaped-", "no-break-",
+                 "combining-", "variation-")
 
 
 # (id, text, the text after redaction)
@@ -1667,6 +1668,26 @@ POSITIVE = [
     ("zero-width-space-after-every-character", "".join(c + "\u200b" for c in GHP), "[REDACTED:github-token]\u200b"),
     ("escaped-zero-width-space-in-token", f'log: "tok: {GHP[:6]}\\u200b{GHP[6:]}"', 'log: "tok: [REDACTED:github-token]"'),
     ("percent-encoded-with-zero-width-space", f"password%3D{PW[:3]}\u200b{PW[3:]}", "password%3D[REDACTED:assignment]"),
+    # ... and their neighbours: other escapes, a name's or a token's own characters encoded, an
+    # invisible character as an entity or as UTF-8 bytes, other spaces, combining marks.
+    ("hex-escaped-json", f"{{\\x22password\\x22: \\x22{PW}\\x22}}", "{\\x22password\\x22: \\x22[REDACTED:assignment]\\x22}"),
+    ("unicode-escaped-json", f"\\u0022password\\u0022: \\u0022{PW}\\u0022", "\\u0022password\\u0022: \\u0022[REDACTED:assignment]\\u0022"),
+    ("percent-encoded-name-letter", f"pass%77ord={PW}", "pass%77ord=[REDACTED:assignment]"),
+    ("percent-encoded-token-underscore", f"{GHP[:3]}%5F{GHP[4:]}", "[REDACTED:github-token]"),
+    ("percent-encoded-zero-width-space", f"{GHP[:8]}%E2%80%8B{GHP[8:]}", "[REDACTED:github-token]"),
+    ("percent-encoded-full-width-equals", f"DB_PASSWORD%EF%BC%9D{PW}", "DB_PASSWORD%EF%BC%9D[REDACTED:assignment]"),
+    ("html-entity-zero-width-space", f"{GHP[:8]}&#8203;{GHP[8:]} and {GHP[:8]}&#x200B;{GHP[8:]} and {GHP[:8]}&ZeroWidthSpace;{GHP[8:]}",
+     "[REDACTED:github-token] and [REDACTED:github-token] and [REDACTED:github-token]"),
+    ("html-entity-underscore", f"ghp&lowbar;{GHP[4:]}", "[REDACTED:github-token]"),
+    ("no-break-spaces-around-equals", f"DB_PASSWORD\u00a0=\u00a0{PW}", "DB_PASSWORD\u00a0=\u00a0[REDACTED:assignment]"),
+    ("full-width-colon-and-ideographic-space", f"password\uff1a\u3000{PW}", "password\uff1a\u3000[REDACTED:assignment]"),
+    ("combining-mark-in-prefix", f"gh\u0301p_{GHP[4:]}", "[REDACTED:github-token]"),
+    ("variation-selector-in-token", f"{GHP[:8]}\ufe0f{GHP[8:]}", "[REDACTED:github-token]"),
+    (
+        "percent-encoded-in-a-long-output",  # read around the encoding, not the whole output again
+        "line of output\n" * 500 + f"GET /cb?state=password%3D{PW}&x=1\n" + "more output\n" * 500,
+        "line of output\n" * 500 + "GET /cb?state=password%3D[REDACTED:assignment]&x=1\n" + "more output\n" * 500,
+    ),
     # SQL that stores a secret by column: the column list names it, the row holds it.
     ("sql-insert-values", "INSERT INTO users (name, password) VALUES ('bob', 'Xy7Kp9q!')", "INSERT INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
     (
@@ -2357,6 +2378,11 @@ NEGATIVE = [
     ),
     ("escaped-json-without-secrets", "log: " + nested({"password": None, "token_count": 42, "msg": "password reset sent", "path": "C:\\Users\\bob"}, 3)),
     ("html-entities-without-secrets", "<p>He said &quot;hello&quot; &amp; left; a&#61;b, x&colon;y</p>"),
+    (
+        "printf-conversions-and-escapes-without-secrets",  # `%2d` is printf's; `'\\\\'` a string of backslashes
+        'print("%2d tokens, %5.2f%% of the password budget" % (n, p))\nsep = \'\\\\\\\\\'\nre.compile("\\x3d+")\n'
+        "caf\u00e9 na\u00efve \u0935\u093f\u0915\u093f \u00a0nbsp\u3000wide",
+    ),
 ]
 
 
@@ -2806,6 +2832,11 @@ def test_non_ascii_text_is_handled() -> None:
         "\uff1d" * 100_000,
         "password\uff1dx " * 20_000,
         "&quot;" * 60_000,
+        ("x" * 3000 + "%3D") * 100,  # triggers far apart: a window each
+        ("password%3Dab " + "y" * 900 + "\n") * 300,  # windows that touch, merged
+        "%E2%80%8B" * 60_000,
+        "&#8203;" * 60_000,
+        "a\u0301" * 100_000,
         "VALUES (" * 30_000,  # each `VALUES` reads its rows
         "INSERT INTO t (password) VALUES " + "('x'), " * 30_000,  # one INSERT's many rows
         "INSERT INTO t (password) VALUES ('Zq8vLm2pXw');" * 10_000,
@@ -2829,7 +2860,8 @@ def test_non_ascii_text_is_handled() -> None:
          "printer-escaped-breaks", "prose-escaped-quotes", "prose-bangs", "pair-bangs", "path-command-flags",
          "prose-value-tags", "values-before-opening-tags", "lt-run-then-tag", "percent-equals-run", "percent-assignments",
          "percent-encoded-percents", "backslash-run", "escaped-names", "zero-width-run", "zero-width-names", "full-width-equals-run",
-         "full-width-assignments", "entity-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
+         "full-width-assignments", "entity-run", "view-windows-apart", "view-windows-merged", "percent-utf8-run",
+         "numeric-entity-run", "combining-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
          "glued-long-body"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
