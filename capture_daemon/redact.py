@@ -1378,6 +1378,11 @@ def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if "$" in m.group("tail"):
         return None  # `TOKEN=x$(...)`: a substitution
+    if _MARKER_OPEN in m.group("tail"):
+        # Another value's marker (`SecretID: [REDACTED]='[REDACTED]'`, where the first swallowed
+        # the second's name): no rest of this one. (Read after it, only where the gates found it
+        # again, it took the second marker too, and the two passes disagreed.)
+        return None
     if not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
         return None
     return "]"

@@ -1706,6 +1706,11 @@ POSITIVE = [
         f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
         "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
     ),
+    (
+        "secret-id-glued-to-an-assignment",  # the assignment's tail is not read on through the next marker
+        "SecretID:     3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5cDB_PASSWORD='$uperS3cret!'",
+        "SecretID:     [REDACTED:assignment]='[REDACTED:assignment]'",
+    ),
     # A glued token with a long run after it (a path, more words): the bound is on the token's body now.
     ("glued-token-long-run-after", f"backup_{GHP}_" + "c" * 300, "backup_[REDACTED:github-token]_" + "c" * 300),
     ("glued-token-long-path-after", f"cp /tmp/backup_{GHP}/" + "d/" * 150 + "x.txt .", "cp /tmp/backup_[REDACTED:github-token]/" + "d/" * 150 + "x.txt ."),
