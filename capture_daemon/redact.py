@@ -2551,17 +2551,25 @@ def _replace_sql_password(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # SQL that stores a secret in a column: `INSERT INTO users (name, password) VALUES ('bob', 'x')`,
 # several rows too (`VALUES ('a', 'x'), ('b', 'y')`), the literal inside a call (`crypt('x',
-# gen_salt('bf'))`). The column list names the secret, the row holds it by position; a column
-# whose name says secret (`password`, `api_token`, `client_secret`) loses its literal, the others
-# and a placeholder (`?`, `$2`, `%s`, `:password`) stay. (UPDATE's `SET password = 'x'` is an
-# assignment.) Possessive throughout, and two levels of brackets in a row: each `VALUES` reads its
-# rows once.
+# gen_salt('bf'))`), `REPLACE`/`UPSERT INTO`, and `INSERT INTO t (a, b) SELECT 'x', 'y'`. The column
+# list names the secret, the row holds it by position; a column whose name says secret
+# (`password`, `api_token`, `client_secret`) loses its literal, the others and a placeholder (`?`,
+# `$2`, `%s`, `:password`) stay. (UPDATE's `SET password = 'x'` is an assignment.) Possessive
+# throughout, and two levels of brackets in a row: each `VALUES` reads its rows once.
 _SQL_LIT = r"""(?:[NnEe]?'(?:[^'\\\r\n]|''|\\.)*+'|\\?"(?:[^"\\\r\n]|""|\\(?!"))*+\\?")"""
 _SQL_ROW_ITEM = rf"""[^()'"]++|{_SQL_LIT}"""
 _SQL_ROW = rf"""\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM})*+\))*+\))*+\)"""
 _SQL_INSERT = re.compile(rf"(?:VALUES|values|Values)\s*+(?P<rows>{_SQL_ROW}(?:\s*+,\s*+{_SQL_ROW})*+)")
+# (SELECT's list ends at FROM, WHERE, a `;` or the line's end.)
+_SQL_SELECT_ITEM = r"""(?:(?!(?i:from|where|union|returning|limit|order)\b)[^()'";\r\n])++"""
+_SQL_INSERT_SELECT = re.compile(
+    rf"""(?<=[\s)])(?:SELECT|select|Select)[ \t]++(?P<rows>(?:{_SQL_SELECT_ITEM}|{_SQL_LIT}|\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM})*+\))*+\))++)"""
+)
 _SQL_ROW_TOKEN = re.compile(rf"""{_SQL_LIT}|[(),]|[^()'",\\]+|\\""")
-_SQL_INSERT_HEAD = re.compile(r"(?i:insert)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?[ \t\r\n]+(?i:into)[ \t\r\n]+[^\s;()'][^;()']*")
+_SQL_INSERT_HEAD = re.compile(
+    r"(?i:insert|replace|upsert)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?(?:[ \t\r\n]+(?i:into))?[ \t\r\n]+[^\s;()'][^;()']*"
+)
+_SQL_INSERT_WORDS = ("INSERT", "insert", "Insert", "REPLACE", "replace", "Replace", "UPSERT", "upsert", "Upsert")
 # How far before `VALUES` the column list and the `INSERT INTO t` before it are looked for.
 _SQL_COLUMNS_REACH, _SQL_HEAD_REACH = 2000, 200
 
@@ -2577,13 +2585,23 @@ def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
     if open_ < 0 or ")" in text[open_ + 1 : close]:
         return None
     head = text[max(0, open_ - _SQL_HEAD_REACH) : open_]
-    insert = max(head.rfind("INSERT"), head.rfind("insert"), head.rfind("Insert"))
+    insert = max(head.rfind(word) for word in _SQL_INSERT_WORDS)
     if insert < 0 or not _SQL_INSERT_HEAD.fullmatch(head.rstrip(), insert):
         return None
     return [c.strip().strip("`\"[]'\\").rsplit(".", 1)[-1].strip("`\"[]'\\") for c in text[open_ + 1 : close].split(",")]
 
 
 def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _mark_sql_rows(text, m, 1)
+
+
+def _replace_sql_insert_select(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _mark_sql_rows(text, m, 0)
+
+
+def _mark_sql_rows(text: str, m: "re.Match[str]", row_depth: int) -> Optional[str]:
+    """The literals of `m`'s rows under a secret's column marked; a row's items sit at
+    `row_depth` brackets (VALUES' rows are bracketed, SELECT's list is not)."""
     columns = _sql_insert_columns(text, m.start())
     if not columns or not any(_name_kind(c) or c == "pass" for c in columns):
         return None
@@ -2592,13 +2610,13 @@ def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
         t = token.group(0)
         if t == "(":
             depth += 1
-            if depth == 1:
+            if depth == row_depth:
                 item, taken = 0, False
         elif t == ")":
             depth -= 1
-        elif t == "," and depth == 1:
+        elif t == "," and depth == row_depth:
             item, taken = item + 1, False
-        elif depth >= 1 and not taken and item < len(columns) and t[-1] in "'\"":
+        elif depth >= row_depth and not taken and item < len(columns) and t[-1] in "'\"":
             taken = True  # (the item's first literal: `crypt('x', gen_salt('bf'))` keeps 'bf')
             quote = 2 if t.startswith("\\") else 1
             start = token.start() + t.index(t[-1]) + 1 if quote == 1 else token.start() + 2
@@ -2612,6 +2630,32 @@ def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     out.append(text[copied : m.end()])
     return "".join(out)
+
+
+# pg_dump's data: `COPY public.users (id, email, password) FROM stdin;`, then one row a line, its
+# fields cut by tabs, up to `\.`. A field under a secret's column goes (`\N`, SQL's NULL, stays).
+_SQL_COPY = re.compile(
+    r"COPY[ \t]+[^\s(;]+[ \t]*\((?P<cols>[^()\r\n]{1,2000})\)[ \t]+FROM[ \t]+(?:stdin|STDIN)[ \t]*;?[ \t]*\r?\n"
+    r"(?P<rows>(?:(?!\\\.(?:\r?\n|\Z))[^\n]*+\n)*+)"
+)
+
+
+def _replace_sql_copy(text: str, m: "re.Match[str]") -> Optional[str]:
+    columns = [c.strip().strip('"`') for c in m.group("cols").split(",")]
+    secret = [i for i, c in enumerate(columns) if _name_kind(c) or c == "pass"]
+    if not secret:
+        return None
+    rows, changed = m.group("rows").split("\n"), False
+    for r, row in enumerate(rows):
+        fields = row.split("\t")
+        for i in secret:
+            if i < len(fields) and fields[i].rstrip("\r") not in ("", "\\N") and _named_mark(columns[i], fields[i].rstrip("\r")):
+                fields[i] = _SQL_PASSWORD_MARK + ("\r" if fields[i].endswith("\r") else "")
+                changed = True
+        rows[r] = "\t".join(fields)
+    if not changed:
+        return None
+    return text[m.start() : m.start("rows")] + "\n".join(rows) + text[m.end("rows") : m.end()]
 
 
 # A Kubernetes Secret as YAML (`kubectl get secret x -o yaml`, a manifest): every value under
@@ -4977,6 +5021,14 @@ _RULES: tuple[_Rule, ...] = (
         (("VALUES", r"(?=\s*\()"), ("values", r"(?=\s*\()"), ("Values", r"(?=\s*\()")),
         anchored=True,
     ),
+    _Rule(
+        "sql-insert-select",
+        _SQL_INSERT_SELECT,
+        _replace_sql_insert_select,
+        (("SELECT", r"(?<=[\s)]SELECT)(?=[ \t])"), ("select", r"(?<=[\s)]select)(?=[ \t])"), ("Select", r"(?<=[\s)]Select)(?=[ \t])")),
+        anchored=True,
+    ),
+    _Rule("sql-copy", _SQL_COPY, _replace_sql_copy, (("COPY", r"(?=[ \t]+[^\s(;]+[ \t]*\()"),), anchored=True),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
     _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),

@@ -1706,6 +1706,19 @@ POSITIVE = [
         f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
         "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
     ),
+    ("sql-replace-into", f"REPLACE INTO users (name, password) VALUES ('bob', '{PW}')", "REPLACE INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
+    ("sql-upsert-into", f"UPSERT INTO users (name, password) VALUES ('bob', '{PW}')", "UPSERT INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
+    (
+        "sql-insert-select",  # SELECT's list, up to FROM
+        f"INSERT INTO users (name, password)\n  SELECT 'bob', '{PW}' FROM dual WHERE x = 'y';",
+        "INSERT INTO users (name, password)\n  SELECT 'bob', '[REDACTED:sql-password]' FROM dual WHERE x = 'y';",
+    ),
+    (
+        "sql-copy-from-stdin",  # pg_dump's rows: tab-separated fields; NULL (`\N`) and an empty field stay
+        f"COPY public.users (id, email, password, api_token) FROM stdin;\n1\ta@b.c\t{PW}\t\\N\n2\tc@d.e\t\tZq8vLm2pXwZq8vLm2pXw\n\\.\n",
+        "COPY public.users (id, email, password, api_token) FROM stdin;\n1\ta@b.c\t[REDACTED:sql-password]\t\\N\n"
+        "2\tc@d.e\t\t[REDACTED:sql-password]\n\\.\n",
+    ),
     (
         "secret-id-glued-to-an-assignment",  # the assignment's tail is not read on through the next marker
         "SecretID:     3f4a5b6c-1d2e-4f3a-8b9c-0d1e2f3a4b5cDB_PASSWORD='$uperS3cret!'",
@@ -2366,6 +2379,11 @@ NEGATIVE = [
         "INSERT INTO users (name, password) VALUES (:name, :password)\nSELECT password FROM users WHERE name = 'bob'\n"
         "ALTER TABLE users ADD COLUMN password TEXT NOT NULL DEFAULT ''\nINSERT INTO users (name, password) VALUES ('bob', '')",
     ),
+    (
+        "sql-selects-and-copies-without-secrets",  # a SELECT no INSERT feeds, a COPY whose columns name no secret
+        "SELECT name, 'x' FROM users WHERE password = $1; SELECT 'a', 'b' UNION SELECT 'c', 'd';\n"
+        "COPY public.users (id, email) FROM stdin;\n1\ta@b.c\n\\.\n",
+    ),
     ("sql-insert-without-secret-columns", "INSERT INTO users (name, email, role) VALUES ('bob', 'bob@example.org', 'admin'), ('al', 'al@example.org', 'dev');"),
     (
         "percent-encoded-query-without-secrets",
@@ -2846,6 +2864,10 @@ def test_non_ascii_text_is_handled() -> None:
         "INSERT INTO t (password) VALUES " + "('x'), " * 30_000,  # one INSERT's many rows
         "INSERT INTO t (password) VALUES ('Zq8vLm2pXw');" * 10_000,
         "INSERT INTO t (password) VALUES (" + "(" * 50_000,
+        "INSERT INTO t (password) SELECT " * 20_000,  # each SELECT looks back for its column list
+        ") SELECT " * 30_000,
+        "COPY t (password) FROM stdin;\n" * 20_000,  # each COPY reads its rows to `\.`
+        "COPY t (password) FROM stdin;\n" + "a\tb\n" * 30_000,
         "a-sk-ant-" + "b1" * 100_000,  # one glued token's long body
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
@@ -2867,6 +2889,7 @@ def test_non_ascii_text_is_handled() -> None:
          "percent-encoded-percents", "backslash-run", "escaped-names", "zero-width-run", "zero-width-names", "full-width-equals-run",
          "full-width-assignments", "entity-run", "view-windows-apart", "view-windows-merged", "percent-utf8-run",
          "numeric-entity-run", "combining-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
+         "sql-selects", "sql-select-brackets", "sql-copies", "sql-copy-rows",
          "glued-long-body"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
