@@ -138,7 +138,8 @@ What is detected (the marker's kind in brackets):
   [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'``, and an ``INSERT INTO t
   (name, password) VALUES ('u', 'PW')``'s literal under a column that names a secret, every row (``crypt('PW', ...)``
-  too; placeholders stay) [sql-password]; every
+  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``), and pg_dump's
+  ``COPY t (name, password) FROM stdin;`` rows, the field under such a column [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -315,15 +316,20 @@ What is detected (the marker's kind in brackets):
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
-Spellings the rules do not read as typed are read decoded (``_redact_views``): a secret escaped
-twice or more (JSON in a JSON string in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth), percent-encoded
-(``password%3DPW``, ``%22password%22%3A%22PW%22``, twice: ``%253D``), in HTML entities (``&quot;``,
-``&#61;``), in Unicode's compatibility forms of ASCII (``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width
-or mathematical letters; and ``꞉``, ``∶``) or with invisible characters inside (zero-width space, joiners,
-word joiner, soft hyphen, BOM, marks of direction, in ``ghp_...`` or in a name). The marker replaces
-the whole span the secret's characters came from (``%3DPW`` keeps its ``%3D``, a token its
-neighbours). Provider tokens glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read
-for a body of at most 256 characters: a longer one keeps its tail, a known limit.
+Spellings the rules do not read as typed are read decoded (``_redact_views``), in a window of
+about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
+in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth; ``\\x3d``, ``\\u003d``), percent-encoded
+(``password%3DPW``, ``%22password%22%3A%22PW%22``, ``pass%77ord``, twice: ``%253D``; UTF-8 bytes,
+``%E2%80%8B``; hex letters in lower case, ``%5f``, only near a ``%3d``, ``%3a`` or ``%2c``: ``%2d`` is printf's), in
+HTML entities (``&quot;``, ``&#61;``, ``&#8203;``), in Unicode's compatibility forms of ASCII
+(``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width or mathematical letters; and ``꞉``, ``∶``), with other
+spaces (no-break, ideographic), or with invisible characters inside (zero-width space, joiners,
+word joiner, soft hyphen, BOM, marks of direction, variation selectors, combining marks on an
+ASCII letter, in ``ghp_...`` or in a name). The marker replaces the whole span the secret's
+characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Not read: letters of
+other scripts that look Latin (a Cyrillic ``а`` in ``pаssword``), a known limit. Provider tokens
+glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read for a body of at most 256
+characters: a longer one keeps its tail, a known limit.
 
 Markup that touches its text is a text boundary: Claude Code stores a ``!`` turn's output as
 ``<bash-stdout>FOO=1\nDB_PASS=x</bash-stdout>`` (trimmed, so the tags touch the first and last
