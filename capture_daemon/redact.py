@@ -5639,9 +5639,8 @@ def _compatibility_folds() -> dict[str, str]:
 
 _FOLDS = _compatibility_folds()
 _ALL_FOLDS = _FOLDS | _QUOTE_FOLDS
-# What makes a view worth reading. (A text that is all ASCII skips the Unicode test in C.)
 _BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
-# (A percent-encoded quote, `&`, `,`, `:`, `;`, `=` or space; `%2F` alone is a path in a URL.)
+# What makes a view worth reading (`_view_triggers`: a text that is all ASCII skips the Unicode test).
 # (A printable ASCII character percent-encoded, `pass%77ord`, `ghp%5F...`, and a character's UTF-8
 # bytes, `%E2%80%8B` (a zero-width space), `%EF%BC%9D` (`＝`). In lower case only `%3d`, `%3a`,
 # `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python.)
@@ -5688,7 +5687,8 @@ _VIEW_ROUNDS = 8
 
 
 def _view_triggers(text: str) -> list["re.Pattern[str]"]:
-    """The tests above that can hold in `text` (a character each rules the rest out)."""
+    """The tests above that can hold in `text`: each needs a character (`%`, `\\`, `&`, non-ASCII)
+    that one substring test rules out."""
     found = []
     if "%" in text:
         found.append(_PERCENT_VIEW)
