@@ -136,7 +136,10 @@ What is detected (the marker's kind in brackets):
   writes to a variable an earlier line set to the file, ``F=~/.pgpass`` then ``echo h:5432:db:u:PW >> $F``;
   printf's argument where the format's password field is ``%s``, ``printf 'h:5432:db:u:%s\\n' PW``)
   [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
-  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'`` [sql-password]; every
+  'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'``, and an ``INSERT INTO t
+  (name, password) VALUES ('u', 'PW')``'s literal under a column that names a secret, every row (``crypt('PW', ...)``
+  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``), and pg_dump's
+  ``COPY t (name, password) FROM stdin;`` rows, the field under such a column [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
   ``Signature=`` [url-signature]; password hashes in crypt form (.htpasswd ``$apr1$``/``$2y$``,
@@ -313,6 +316,21 @@ What is detected (the marker's kind in brackets):
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
+Spellings the rules do not read as typed are read decoded (``_redact_views``), in a window of
+about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
+in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth; ``\\x3d``, ``\\u003d``), percent-encoded
+(``password%3DPW``, ``%22password%22%3A%22PW%22``, ``pass%77ord``, twice: ``%253D``; UTF-8 bytes,
+``%E2%80%8B``; hex letters in lower case, ``%5f``, only near a ``%3d``, ``%3a`` or ``%2c``: ``%2d`` is printf's), in
+HTML entities (``&quot;``, ``&#61;``, ``&#8203;``), in Unicode's compatibility forms of ASCII
+(``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width or mathematical letters; and ``꞉``, ``∶``), with other
+spaces (no-break, ideographic), or with invisible characters inside (zero-width space, joiners,
+word joiner, soft hyphen, BOM, marks of direction, variation selectors, combining marks on an
+ASCII letter, in ``ghp_...`` or in a name). The marker replaces the whole span the secret's
+characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Not read: letters of
+other scripts that look Latin (a Cyrillic ``а`` in ``pаssword``), a known limit. Provider tokens
+glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read for a body of at most 256
+characters: a longer one keeps its tail, a known limit.
+
 Markup that touches its text is a text boundary: Claude Code stores a ``!`` turn's output as
 ``<bash-stdout>FOO=1\nDB_PASS=x</bash-stdout>`` (trimmed, so the tags touch the first and last
 lines), a slash command's as ``<local-command-stdout>...</local-command-stdout>``, and HTML puts
@@ -379,11 +397,13 @@ planted secret gone and every benign case unchanged.
 from __future__ import annotations
 
 import binascii
+import bisect
 import difflib
 import functools
 import json
 import re
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
@@ -744,17 +764,35 @@ def _token(kind: str, prefix: str, rest: str, gate: tuple[str, str], left: str =
     """
     # (An escaped newline or tab, `\\nghp_...` in a JSON dump, ends the text before it: its `n`
     # is no word character of the token's neighbour.)
-    pattern = re.compile(f"{prefix}(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})|{_glued(prefix)}){rest}")
+    pattern = re.compile(
+        f"{prefix}(?:(?:(?<![{left}]{prefix})|(?<=\\\\[nrt]{prefix})){rest}|(?<=[A-Za-z0-9][_-]{prefix}){_glued_body(rest)})"
+    )
     return _Rule(kind, pattern, _whole(kind), (gate,))
 
 
-def _glued(prefix: str) -> str:
-    """A token glued to a word by `_` or `-` (`backup_ghp_...`, `token-sk-ant-...`, a file
-    named after it), taken when the run of non-space characters after its prefix is at most
-    256 long. The bound keeps the work per candidate small: without it a long run such as
-    `x-sk-ant-sk-ant-...` would cost one scan of the run per prefix in it."""
-    run = r"""[^\s"'<>()\[\]{}]"""
-    return f"(?<=[A-Za-z0-9][_-]{prefix})(?={run}{{0,256}}+(?!{run}))"
+# The longest body a token glued to a word is read for.
+_GLUED_BODY = 256
+# A quantifier with no upper bound, outside a character class: `{20,}`, `*`, `+`.
+_UNBOUNDED = re.compile(r"\\.|\[(?:\\.|[^\]\\])*\]|\{(?P<least>[0-9]+),\}|(?P<op>[*+])")
+
+
+def _glued_body(rest: str) -> str:
+    """`rest` read for a token glued to a word by `_` or `-` (`backup_ghp_...`,
+    `token-sk-ant-...`, a file named after it), with every unbounded repeat bounded to
+    `_GLUED_BODY` characters. Such a token can start anywhere in a run of word characters, not
+    only at its start, so a long run such as `x-sk-ant-sk-ant-...` is a candidate at every prefix:
+    the bound keeps each candidate's work small, whatever the run's length. (The bound used to be
+    on the run after the prefix, so a glued token with 256 characters or more after it, a long
+    path or URL, stayed.)"""
+
+    def bound(m: "re.Match[str]") -> str:
+        if m.group("least") is not None:
+            return f"{{{m.group('least')},{_GLUED_BODY}}}"
+        if m.group("op"):
+            return f"{{{0 if m.group('op') == '*' else 1},{_GLUED_BODY}}}"
+        return m.group(0)
+
+    return _UNBOUNDED.sub(bound, rest)
 
 
 # --- private keys ---
@@ -1346,6 +1384,11 @@ def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if "$" in m.group("tail"):
         return None  # `TOKEN=x$(...)`: a substitution
+    if _MARKER_OPEN in m.group("tail"):
+        # Another value's marker (`SecretID: [REDACTED]='[REDACTED]'`, where the first swallowed
+        # the second's name): no rest of this one. (Read after it, only where the gates found it
+        # again, it took the second marker too, and the two passes disagreed.)
+        return None
     if not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
         return None
     return "]"
@@ -2510,6 +2553,115 @@ def _replace_sql_password(text: str, m: "re.Match[str]") -> Optional[str]:
     if group is None or _is_placeholder(m.group(group)) or m.group(group) in ("VALUES", "PASSWORD"):
         return None
     return _replace_group(text, m, group, _SQL_PASSWORD_MARK)
+
+
+# SQL that stores a secret in a column: `INSERT INTO users (name, password) VALUES ('bob', 'x')`,
+# several rows too (`VALUES ('a', 'x'), ('b', 'y')`), the literal inside a call (`crypt('x',
+# gen_salt('bf'))`), `REPLACE`/`UPSERT INTO`, and `INSERT INTO t (a, b) SELECT 'x', 'y'`. The column
+# list names the secret, the row holds it by position; a column whose name says secret
+# (`password`, `api_token`, `client_secret`) loses its literal, the others and a placeholder (`?`,
+# `$2`, `%s`, `:password`) stay. (UPDATE's `SET password = 'x'` is an assignment.) Possessive
+# throughout, and two levels of brackets in a row: each `VALUES` reads its rows once.
+_SQL_LIT = r"""(?:[NnEe]?'(?:[^'\\\r\n]|''|\\.)*+'|\\?"(?:[^"\\\r\n]|""|\\(?!"))*+\\?")"""
+_SQL_ROW_ITEM = rf"""[^()'"]++|{_SQL_LIT}"""
+_SQL_ROW = rf"""\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM})*+\))*+\))*+\)"""
+_SQL_INSERT = re.compile(rf"(?:VALUES|values|Values)\s*+(?P<rows>{_SQL_ROW}(?:\s*+,\s*+{_SQL_ROW})*+)")
+# (SELECT's list ends at FROM, WHERE, a `;` or the line's end.)
+_SQL_SELECT_ITEM = r"""(?:(?!(?i:from|where|union|returning|limit|order)\b)[^()'";\r\n])++"""
+_SQL_INSERT_SELECT = re.compile(
+    rf"""(?<=[\s)])(?:SELECT|select|Select)[ \t]++(?P<rows>(?:{_SQL_SELECT_ITEM}|{_SQL_LIT}|\((?:{_SQL_ROW_ITEM}|\((?:{_SQL_ROW_ITEM})*+\))*+\))++)"""
+)
+_SQL_ROW_TOKEN = re.compile(rf"""{_SQL_LIT}|[(),]|[^()'",\\]+|\\""")
+_SQL_INSERT_HEAD = re.compile(
+    r"(?i:insert|replace|upsert)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?(?:[ \t\r\n]+(?i:into))?[ \t\r\n]+[^\s;()'][^;()']*"
+)
+_SQL_INSERT_WORDS = ("INSERT", "insert", "Insert", "REPLACE", "replace", "Replace", "UPSERT", "upsert", "Upsert")
+# How far before `VALUES` the column list and the `INSERT INTO t` before it are looked for.
+_SQL_COLUMNS_REACH, _SQL_HEAD_REACH = 2000, 200
+
+
+def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
+    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted."""
+    close = values_at - 1
+    while close >= 0 and values_at - close < 100 and text[close].isspace():
+        close -= 1
+    if close < 0 or text[close] != ")":
+        return None
+    open_ = text.rfind("(", max(0, close - _SQL_COLUMNS_REACH), close)
+    if open_ < 0 or ")" in text[open_ + 1 : close]:
+        return None
+    head = text[max(0, open_ - _SQL_HEAD_REACH) : open_]
+    insert = max(head.rfind(word) for word in _SQL_INSERT_WORDS)
+    if insert < 0 or not _SQL_INSERT_HEAD.fullmatch(head.rstrip(), insert):
+        return None
+    return [c.strip().strip("`\"[]'\\").rsplit(".", 1)[-1].strip("`\"[]'\\") for c in text[open_ + 1 : close].split(",")]
+
+
+def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _mark_sql_rows(text, m, 1)
+
+
+def _replace_sql_insert_select(text: str, m: "re.Match[str]") -> Optional[str]:
+    return _mark_sql_rows(text, m, 0)
+
+
+def _mark_sql_rows(text: str, m: "re.Match[str]", row_depth: int) -> Optional[str]:
+    """The literals of `m`'s rows under a secret's column marked; a row's items sit at
+    `row_depth` brackets (VALUES' rows are bracketed, SELECT's list is not)."""
+    columns = _sql_insert_columns(text, m.start())
+    if not columns or not any(_name_kind(c) or c == "pass" for c in columns):
+        return None
+    out, copied, depth, item, taken = [], m.start(), 0, 0, False
+    for token in _SQL_ROW_TOKEN.finditer(text, m.start("rows"), m.end()):
+        t = token.group(0)
+        if t == "(":
+            depth += 1
+            if depth == row_depth:
+                item, taken = 0, False
+        elif t == ")":
+            depth -= 1
+        elif t == "," and depth == row_depth:
+            item, taken = item + 1, False
+        elif depth >= row_depth and not taken and item < len(columns) and t[-1] in "'\"":
+            taken = True  # (the item's first literal: `crypt('x', gen_salt('bf'))` keeps 'bf')
+            quote = 2 if t.startswith("\\") else 1
+            start = token.start() + t.index(t[-1]) + 1 if quote == 1 else token.start() + 2
+            end = token.end() - quote
+            value = text[start:end]
+            if start < end and _named_mark(columns[item], value):
+                out.append(text[copied:start])
+                out.append(_SQL_PASSWORD_MARK)
+                copied = end
+    if not out:
+        return None
+    out.append(text[copied : m.end()])
+    return "".join(out)
+
+
+# pg_dump's data: `COPY public.users (id, email, password) FROM stdin;`, then one row a line, its
+# fields cut by tabs, up to `\.`. A field under a secret's column goes (`\N`, SQL's NULL, stays).
+_SQL_COPY = re.compile(
+    r"COPY[ \t]+[^\s(;]+[ \t]*\((?P<cols>[^()\r\n]{1,2000})\)[ \t]+FROM[ \t]+(?:stdin|STDIN)[ \t]*;?[ \t]*\r?\n"
+    r"(?P<rows>(?:(?!\\\.(?:\r?\n|\Z))[^\n]*+\n)*+)"
+)
+
+
+def _replace_sql_copy(text: str, m: "re.Match[str]") -> Optional[str]:
+    columns = [c.strip().strip('"`') for c in m.group("cols").split(",")]
+    secret = [i for i, c in enumerate(columns) if _name_kind(c) or c == "pass"]
+    if not secret:
+        return None
+    rows, changed = m.group("rows").split("\n"), False
+    for r, row in enumerate(rows):
+        fields = row.split("\t")
+        for i in secret:
+            if i < len(fields) and fields[i].rstrip("\r") not in ("", "\\N") and _named_mark(columns[i], fields[i].rstrip("\r")):
+                fields[i] = _SQL_PASSWORD_MARK + ("\r" if fields[i].endswith("\r") else "")
+                changed = True
+        rows[r] = "\t".join(fields)
+    if not changed:
+        return None
+    return text[m.start() : m.start("rows")] + "\n".join(rows) + text[m.end("rows") : m.end()]
 
 
 # A Kubernetes Secret as YAML (`kubectl get secret x -o yaml`, a manifest): every value under
@@ -4868,6 +5020,21 @@ _RULES: tuple[_Rule, ...] = (
             ("identified", r"(?=[ \t]+(?:with[ \t]+[\w\"'`]+[ \t]+)?by[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?[\"'])"),
         ),
     ),
+    _Rule(
+        "sql-insert",
+        _SQL_INSERT,
+        _replace_sql_insert,
+        (("VALUES", r"(?=\s*\()"), ("values", r"(?=\s*\()"), ("Values", r"(?=\s*\()")),
+        anchored=True,
+    ),
+    _Rule(
+        "sql-insert-select",
+        _SQL_INSERT_SELECT,
+        _replace_sql_insert_select,
+        (("SELECT", r"(?<=[\s)]SELECT)(?=[ \t])"), ("select", r"(?<=[\s)]select)(?=[ \t])"), ("Select", r"(?<=[\s)]Select)(?=[ \t])")),
+        anchored=True,
+    ),
+    _Rule("sql-copy", _SQL_COPY, _replace_sql_copy, (("COPY", r"(?=[ \t]+[^\s(;]+[ \t]*\()"),), anchored=True),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
     _Rule("kubernetes-secret", _K8S_SECRET, _replace_k8s_secret, (("Secret", r"(?=[\"']?[ \t]*\r?(?:\n|\Z))"),)),
@@ -5369,18 +5536,16 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     JSON documents in turn); if that finds secrets the text pass missed, the document is written
     back out (same content, JSON's own spacing), else the text pass stands.
     """
-    red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
-    # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
-    red, printed = redact_pasted_sessions(red)
-    n += printed
-    if "</" in red or "/>" in red or ("<" in red and _HTML_OPENING_TAG.search(red)):
-        red, between = _redact_between_tags(red)
-        n += between
-    if _SEARCH_HITS.match(red):
-        # Search results: read again without their prefixes, over what the text pass left (a
-        # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
-        red, more = _redact_prefixed(red, _SEARCH_HITS)
-        n += more
+    red, n = _redact_text_and_json(text)
+    # Escaped, percent-encoded, look-alike or invisible characters: read as decoded too. (After
+    # the JSON view: a document's strings are read there one level of escaping at a time, and
+    # what that finds keeps the document whole.)
+    red, decoded = _redact_views(red)
+    return red, n + decoded
+
+
+def _redact_text_and_json(text: str) -> tuple[str, int]:
+    red, n = _text_passes(text)
     if len(text) > _MAX_JSON_VIEW:
         return red, n
     body = text.strip()
@@ -5402,6 +5567,368 @@ def _redact_string_once(text: str) -> tuple[str, int]:
     indent = 2 if "\n " in body else None
     dumped = json.dumps(out, ensure_ascii=False, indent=indent)
     return red[: len(red) - len(red.lstrip())] + dumped + red[len(red.rstrip()) :], n + more
+
+
+def _text_passes(text: str) -> tuple[str, int]:
+    """The passes over a text as text: the rules (a numbered file without its numbers), a pasted
+    terminal session's printed secrets, each run between tags, search results without their prefixes."""
+    red, n = _redact_prefixed(text, _LINE_NUMBERS) if _LINE_NUMBERS.match(text) else _redact(text)
+    # A terminal session pasted or run in `!` mode: what `pass show x` printed (secret_output.py).
+    red, printed = redact_pasted_sessions(red)
+    n += printed
+    if "</" in red or "/>" in red or ("<" in red and _HTML_OPENING_TAG.search(red)):
+        red, between = _redact_between_tags(red)
+        n += between
+    if _SEARCH_HITS.match(red):
+        # Search results: read again without their prefixes, over what the text pass left (a
+        # `.pgpass` row or a time has the same shape, and the text pass found what it holds).
+        red, more = _redact_prefixed(red, _SEARCH_HITS)
+        n += more
+    return red, n
+# ---------------------------------------------------------------------------------------------
+# Views: the text as a reader would decode it
+# ---------------------------------------------------------------------------------------------
+# The rules read text as typed. A secret can reach a trace in a spelling they do not read, and
+# a model trained on that spelling learns the secret all the same:
+#   - escaped more than once: a JSON string holding JSON holding JSON (`{\\\"password\\\":
+#     \\\"x\\\"}`); one level of `\"` is read by the rules themselves, any number of `\\n` too;
+#   - percent-encoded: a query string's or form body's `password%3Dx%26user%3Dbob`,
+#     `%22password%22%3A%22x%22`, twice encoded (`%253D`); and HTML entities (`&quot;`, `&#61;`);
+#   - in look-alike characters: `DB_PASSWORD＝x` (full width), `﹕`, `꞉`, `ｇｈｐ＿...`, `𝐩𝐚𝐬𝐬𝐰𝐨𝐫𝐝` (Unicode's
+#     compatibility forms of ASCII, NFKC);
+#   - with invisible characters inside (a zero-width space in `ghp_...`, a soft hyphen, a BOM).
+# Where a text holds any of these (one cheap test each), it is decoded into a view that
+# remembers, for each piece it changed, where that piece came from; the text passes run over the
+# view; and each secret they find there is replaced in the text itself, over the whole span its
+# characters came from (`%3DXy7%21` goes whole, the `%26user%3Dbob` after it stays).
+
+# Characters that show nothing: zero-width space, joiners, marks of direction, word joiner,
+# invisible operators, soft hyphen, BOM, Mongolian vowel separator, variation selectors, tags.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+)
+# Outside the BMP, whole blocks: the tags (invisible), and the enclosed and mathematical letters
+# (most fold). (A character class over single characters beyond U+FFFF is tested range by range
+# in Python's regex engine: a class of all the folds cost 0.3 s per 300 KB of non-ASCII text; a
+# BMP class is one table lookup.)
+_INVISIBLE_ASTRAL = "\U000e0000-\U000e007f"
+_FOLDS_ASTRAL = "\U0001d400-\U0001d7ff\U0001f100-\U0001f1ff"
+# Look-alikes of `:` and `=` that NFKC leaves as they are.
+_LOOK_ALIKES = {"\ua789": ":", "\u2236": ":", "\u02f8": ":", "\u0589": ":", "\u05c3": ":", "\ua78a": "=", "\u1400": "=", "\u30a0": "="}
+# Smart quotes: folded in a view, but no reason to make one (prose is full of them).
+_QUOTE_FOLDS = {c: '"' for c in "\u201c\u201d\u201e\u201f\u2033\u2036\u301d\u301e"} | {c: "'" for c in "\u2018\u2019\u201a\u201b\u2032\u2035"}
+
+
+def _compatibility_folds() -> dict[str, str]:
+    """Each character in the blocks that hold ASCII's compatibility forms (full width, small and
+    vertical forms, super- and subscripts, letter-like, enclosed and mathematical letters) whose
+    NFKC form is printable ASCII: `＝` is `=`, `ｇ` is `g`, `𝐩` is `p`. (Spaces are left out: a
+    no-break space is everywhere and hides no secret.)"""
+    blocks = ((0x2070, 0x2150), (0x2460, 0x2500), (0x3000, 0x3400), (0xFE10, 0xFE70), (0xFF01, 0xFF5F),
+              (0x1D400, 0x1D800), (0x1F100, 0x1F200))
+    folds = {}
+    for lo, hi in blocks:
+        for cp in range(lo, hi):
+            c = chr(cp)
+            folded = unicodedata.normalize("NFKC", c)
+            if folded != c and folded.isascii() and folded.isprintable() and folded.strip() == folded:
+                folds[c] = folded
+    return folds | _LOOK_ALIKES
+
+
+_FOLDS = _compatibility_folds()
+_ALL_FOLDS = _FOLDS | _QUOTE_FOLDS
+_BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
+# What makes a view worth reading (`_view_triggers`: a text that is all ASCII skips the Unicode test).
+# (A printable ASCII character percent-encoded, `pass%77ord`, `ghp%5F...`, and a character's UTF-8
+# bytes, `%E2%80%8B` (a zero-width space), `%EF%BC%9D` (`＝`). In lower case only `%3d`, `%3a`,
+# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python.)
+_PERCENT_VIEW = re.compile(r"%(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])")
+# (A quote escaped twice or more, an odd run of 3 or more backslashes before it (`\\\\'`, an even
+# run, is a string of backslashes); one level, `\"`, the rules read. An escaped quote, `-`, `_`,
+# `:`, `=`, invisible or full-width character: `\u0022`, `\x3d`, `\u200b`. A backslash first, and
+# only where a run starts: the engine scans for the literal, and a long run is read once.)
+_ESCAPE_VIEW = re.compile(
+    r"\\(?<!\\\\)(?:(?:\\\\)++[\"']|\\*+(?:x(?:2[27dD]|3[aAdD]|5[fF])"
+    r"|u(?:00(?:2[27dD]|3[aAdD]|5[fF]|[aA][dD])|20(?:0[0-9a-fA-F]|2[fF]|5[fF]|6[0-4])|30(?:00|a0)|[fF][eE](?:[fF][fF]|[1-6][0-9a-fA-F])|[fF][fF][0-5][0-9a-fA-F])))"
+)
+_DEEP_ESCAPES = re.compile(r"\\(?<!\\\\)(?:\\\\)++[\"']")
+# (Any numeric entity; the named ones of a quote, `:`, `=`, `_` or an invisible character.)
+_ENTITY_VIEW = re.compile(r"&(?:amp;)*(?:quot|apos|equals|colon|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|#[0-9]{2,7}|#[xX][0-9a-fA-F]{2,6});")
+# Spaces other than ASCII's (no-break, typographic, ideographic): a space in a view.
+_SPACES = "\u00a0\u2000-\u200a\u202f\u205f\u3000"
+_SPACE_CHAR = re.compile(f"[{_SPACES}]")
+# Combining marks on an ASCII character (`gh\u0301p_...`): dropped in a view. (Only on ASCII:
+# scripts that are written with them keep them.)
+_COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_UNICODE_VIEW = re.compile(
+    f"[{_INVISIBLE}{_SPACES}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]"
+    f"|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]|(?<=[!-~])[{_COMBINING}]"
+)
+# The pieces a view decodes: a run of invisibles, or of combining marks on an ASCII character (to
+# nothing), a run of backslashes and what it escapes (one level: `\\\"` is `\"`, `\\u003d` is
+# `\u003d`, `\u003d` is `=`), a %XX of printable ASCII or a line break or a character's UTF-8
+# bytes, an entity, a look-alike or a space.
+_VIEW_PIECE = re.compile(
+    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)"
+    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
+    r"|%(?:(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
+    r"|(?P<utf8>[CDcd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3}))"
+    r"|&(?P<ent>quot|apos|equals|colon|amp|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|nbsp|lrm|rlm|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});"
+    f"|(?P<fold>[{_BMP_FOLDS}{_SPACES}]|[{_FOLDS_ASTRAL}])"
+)
+_ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&", "lowbar": "_", "shy": "\u00ad", "zwj": "\u200d",
+             "zwnj": "\u200c", "ZeroWidthSpace": "\u200b", "NoBreak": "\u2060", "nbsp": "\u00a0", "lrm": "\u200e", "rlm": "\u200f"}
+_INVISIBLE_CHAR = re.compile(f"[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}]")
+# Decoded again while a round leaves something to decode (`%253D` is `%3D`, then `=`; each round
+# takes one level of escaping off, so a quote escaped 8 times over, 255 backslashes, is read).
+_VIEW_ROUNDS = 8
+
+
+def _view_triggers(text: str) -> list["re.Pattern[str]"]:
+    """The tests above that can hold in `text`: each needs a character (`%`, `\\`, `&`, non-ASCII)
+    that one substring test rules out."""
+    found = []
+    if "%" in text:
+        found.append(_PERCENT_VIEW)
+    if "\\" in text:
+        found.append(_ESCAPE_VIEW)
+    if "&" in text:
+        found.append(_ENTITY_VIEW)
+    if not text.isascii():
+        found.append(_UNICODE_VIEW)
+    return found
+
+
+def _needs_view(text: str) -> bool:
+    return any(trigger.search(text) for trigger in _view_triggers(text))
+
+
+# A view is read around what made it worth reading, not over the whole text: up to this far each
+# way, from a line break (or a space) so that no line is read from its middle. A 60 KB tool output
+# with one `%3d` in it costs a few lines' reading, not the whole output's again.
+_VIEW_REACH = 1024
+
+
+def _view_windows(text: str) -> list[tuple[int, int]]:
+    """The stretches of `text` around the characters that make a view worth reading, merged."""
+    triggers = _view_triggers(text)
+    upcoming = [t.search(text) for t in triggers]  # each test's next hit, searched again once passed
+    windows: list[tuple[int, int]] = []
+    pos = 0
+    while True:
+        for i, trigger in enumerate(triggers):
+            if upcoming[i] is not None and upcoming[i].start() < pos:
+                upcoming[i] = trigger.search(text, pos)
+        hits = [m.start() for m in upcoming if m is not None]
+        if not hits:
+            return windows
+        at = min(hits)
+        start, end = _line_edge(text, at, -1), _line_edge(text, at, 1)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+        pos = end
+
+
+def _line_edge(text: str, at: int, way: int) -> int:
+    """Where a window around `at` ends in direction `way`: the text's end within `_VIEW_REACH`,
+    else the line break farthest from `at` within it, else the farthest space, else the first
+    space past the reach (a word is not cut in two; one longer than `_MAX_RUN` is)."""
+    if way < 0:
+        if at <= _VIEW_REACH:
+            return 0
+        lo = at - _VIEW_REACH
+        cut = text.find("\n", lo, at)
+        if cut < 0:
+            cut = text.find(" ", lo, at)
+        if cut < 0:
+            cut = max(text.rfind(" ", max(0, lo - _MAX_RUN), lo), max(0, lo - _MAX_RUN) - 1)
+        return cut + 1
+    if len(text) - at <= _VIEW_REACH:
+        return len(text)
+    hi = at + _VIEW_REACH
+    cut = text.rfind("\n", at, hi)
+    if cut < 0:
+        cut = text.rfind(" ", at, hi)
+    if cut < 0:
+        cut = text.find(" ", hi, hi + _MAX_RUN)
+    return cut if cut >= 0 else min(len(text), hi + _MAX_RUN)
+
+
+def _worth_decoding(code: int) -> Optional[str]:
+    """The character an escape or entity spells, where a view reads it decoded: printable ASCII, a
+    look-alike, a space or an invisible character (which a later round folds or drops)."""
+    c = chr(code) if code <= 0x10FFFF else ""
+    if c and ((" " <= c <= "~") or c in _ALL_FOLDS or _INVISIBLE_CHAR.match(c) or _SPACE_CHAR.match(c)):
+        return c
+    return None
+
+
+def _decoded_piece(m: "re.Match[str]") -> str:
+    kind = m.lastgroup
+    if kind == "inv":
+        return ""
+    if m.start("bs") >= 0:
+        # One level of escaping off: `\\` is `\`, and an odd run's last backslash escapes what
+        # follows (`\"` is `"`, `\u003d` and `\x3d` are `=`; `\n` stays `\n`, which the rules read as a break).
+        run = len(m.group("bs"))
+        if run % 2 == 0:
+            return "\\" * (run // 2) + m.group(0)[run:]
+        code = m.group("u") or m.group("x")
+        if code is not None:
+            return "\\" * (run // 2) + (_worth_decoding(int(code, 16)) or m.group(0)[run - 1 :])
+        if m.group("esc") is not None:
+            return "\\" * (run // 2) + m.group("esc")
+        return "\\" * (run // 2 + 1)
+    if kind == "pct":
+        return chr(int(m.group("pct"), 16))
+    if kind == "utf8":
+        try:
+            return _worth_decoding(ord(bytes.fromhex(m.group("utf8").replace("%", "")).decode("utf-8"))) or m.group(0)
+        except (ValueError, TypeError):  # (not UTF-8, or more than one character)
+            return m.group(0)
+    if kind == "ent":
+        entity = m.group("ent")
+        if entity[0] != "#":
+            return _ENTITIES[entity]
+        code = int(entity[2:], 16) if entity[1] in "xX" else int(entity[1:])
+        return _worth_decoding(code) or m.group(0)
+    if _SPACE_CHAR.match(m.group(0)):
+        return " "
+    return _ALL_FOLDS.get(m.group(0), m.group(0))  # (an astral block's character that does not fold)
+
+
+class _View:
+    """`text` decoded one round, and where each changed piece came from: `pieces[i]` is
+    (start in the view, end in the view, start in `text`, end in `text`)."""
+
+    def __init__(self, text: str) -> None:
+        out: list[str] = []
+        self.pieces: list[tuple[int, int, int, int]] = []
+        copied = at = 0
+        for m in _VIEW_PIECE.finditer(text):
+            decoded = _decoded_piece(m)
+            if decoded == m.group(0):
+                continue
+            out.append(text[copied : m.start()])
+            at += m.start() - copied
+            out.append(decoded)
+            self.pieces.append((at, at + len(decoded), m.start(), m.end()))
+            at += len(decoded)
+            copied = m.end()
+        out.append(text[copied:])
+        self.text = "".join(out)
+        self._view_starts = [p[0] for p in self.pieces]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """Where view[start:end] (not empty) came from: every piece it touches, whole."""
+        return self._source(start, False), self._source(end - 1, True)
+
+    def _source(self, pos: int, after: bool) -> int:
+        i = bisect.bisect_right(self._view_starts, pos) - 1
+        if i < 0:
+            return pos + after
+        v0, v1, s0, s1 = self.pieces[i]
+        if pos < v1:  # inside a decoded piece: all of it
+            return s1 if after else s0
+        return s1 + (pos - v1) + after
+
+
+def _found_spans(view: str, red: str) -> Optional[list[tuple[int, int, str]]]:
+    """The spans of `view` that `red` (`view` redacted) replaced, with each marker: (start, end,
+    marker). A span is known only up to where its neighbours could begin: `red` keeps the text
+    between markers, and where that text also occurs inside a secret, the span is taken as wide
+    as any reading allows (the earliest end of the text before it, the latest start of the text
+    after), never narrower. None if `red` is not `view` with spans replaced by markers."""
+    markers = list(MARKER_PATTERN.finditer(red))
+    if not markers:
+        return None
+    kept = [red[a:b] for a, b in zip([0] + [m.end() for m in markers], [m.start() for m in markers] + [len(red)])]
+    if not view.startswith(kept[0]) or not view.endswith(kept[-1]):
+        return None
+    # Earliest ends of each kept run, left to right (each marker stands for one character or more).
+    earliest_end = [len(kept[0])]
+    for run in kept[1:-1]:
+        at = view.find(run, earliest_end[-1] + 1)
+        if at < 0:
+            return None
+        earliest_end.append(at + len(run))
+    last_start = len(view) - len(kept[-1])
+    # Latest starts of each kept run, right to left.
+    latest_start = [last_start]
+    for run in reversed(kept[1:-1]):
+        at = view.rfind(run, 0, latest_start[-1] - 1)
+        if at < 0:
+            return None
+        latest_start.append(at)
+    latest_start.reverse()
+    if last_start < earliest_end[-1] + 1 or latest_start[0] < len(kept[0]) + 1:
+        return None
+    return [(earliest_end[i], latest_start[i], m.group(0)) for i, m in enumerate(markers)]
+
+
+def _redact_views(text: str) -> tuple[str, int]:
+    """`text` with what the text passes find in its views (see above) replaced in it too.
+
+    Escapes come off one level a round, down to one level (`\\\\\\\"` to `\\\"` to `\"`): there a
+    JSON string's own quotes still differ from the ones it holds, which the rules read. Where
+    the text held deeper escapes, a view with that last level off too is read after (a JSON
+    string's `-p\"PW\"` is read as `-p"PW"` only there).
+    """
+    windows = _view_windows(text) if _view_triggers(text) else []
+    if not windows:
+        return text, 0
+    out, copied, n = [], 0, 0
+    for start, end in windows:
+        window = text[start:end]
+        red, found = _redact_view(window, deeper=False)
+        if _DEEP_ESCAPES.search(window):
+            red, more = _redact_view(red, deeper=True)
+            found += more
+        if found:
+            out.append(text[copied:start])
+            out.append(red)
+            copied, n = end, n + found
+    if not n:
+        return text, 0
+    out.append(text[copied:])
+    return "".join(out), n
+
+
+def _redact_view(text: str, deeper: bool) -> tuple[str, int]:
+    views = [_View(text)]
+    while len(views) < _VIEW_ROUNDS and views[-1].pieces and _needs_view(views[-1].text):
+        views.append(_View(views[-1].text))
+    if deeper:
+        views.append(_View(views[-1].text))
+        if not views[-1].pieces:
+            return text, 0
+    view = views[-1].text
+    red, n = _text_passes(view)
+    if not n:
+        return text, 0
+    spans = _found_spans(view, red)
+    if spans is None:
+        # Not to be placed back (no rule is known to do this): the decoded text, redacted, is safe.
+        return (red, n) if MARKER_PATTERN.search(red) else (text, 0)
+    for layer in reversed(views):
+        spans = [(*layer.source_span(start, end), mark) for start, end, mark in spans]
+    out, copied, found = [], 0, 0
+    for start, end, mark in spans:
+        if start < copied:  # (spans widened into each other: one marker for both)
+            start = copied
+            if start >= end:
+                continue
+        if text[start:end] != mark:
+            found += 1
+        out.append(text[copied:start])
+        out.append(mark)
+        copied = end
+    out.append(text[copied:])
+    return ("".join(out), found) if found else (text, 0)
 
 
 # Markup that touches its text: Claude Code stores a `!` turn as
