@@ -42,6 +42,10 @@ def _search_result_text(block: dict) -> str:
     return "\n".join([head, *_texts(block.get("content"))])
 
 
+# The block types `block_text` reads something from (the rest carry nothing a model reads).
+READABLE_BLOCKS = ("text", "image", "document", "search_result", "tool_reference")
+
+
 def block_text(block: Any) -> str:
     """The block's text ("" for one that carries none, or that is not a block at all)."""
     if not isinstance(block, dict):

@@ -47,7 +47,7 @@ from typing import Any, BinaryIO, Iterable, Iterator
 
 import orjson
 
-from capture_daemon.content_blocks import block_text
+from capture_daemon.content_blocks import READABLE_BLOCKS, block_text
 from capture_daemon.spool import CorruptSpoolFile, nesting_depth_exceeds, open_regular_file, parse_json
 
 TASK_NOTIFICATION = "<task-notification>"
@@ -145,7 +145,7 @@ def _text_of(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(block_text(block) for block in content if isinstance(block, dict)
-                         and block.get("type") in ("text", "image", "document", "search_result", "tool_reference"))
+                         and block.get("type") in READABLE_BLOCKS)
     return ""
 
 
@@ -471,11 +471,11 @@ def _queued_message_row(current: PromptTurns, row: dict) -> None:
         return
     origin = attachment.get("origin")
     human = origin is None or (isinstance(origin, dict) and origin.get("kind") == "human")  # -p sends no origin
-    if not human or attachment.get("isMeta") or row.get("isMeta") or attachment.get("carriedByCompaction") \
+    if not human or row.get("isMeta") or attachment.get("carriedByCompaction") \
             or attachment.get("commandMode", "prompt") != "prompt":
         return
     text = _text_of(attachment.get("prompt"))
-    if not text.strip() or text.lstrip().startswith((*COMMAND_PREFIXES, TASK_NOTIFICATION, INTERRUPT_PREFIX)):
+    if prompt_kind(attachment, text) != "prompt":  # as a user row would be judged (its isMeta too)
         return
     source = _str_or_none(attachment.get("source_uuid")) or _str_or_none(row.get("uuid")) or ""
     if any(b.kind == "mid_turn" and b.message_id == source for b in current.blocks):

@@ -70,7 +70,7 @@ from typing import Any, Callable, Optional
 import click
 import orjson
 
-from capture_daemon.content_blocks import block_text
+from capture_daemon.content_blocks import READABLE_BLOCKS, block_text
 from trainer.chat_template import (
     BEGIN_OF_TEXT,
     TOOL_CALL_CLOSE,
@@ -267,7 +267,7 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
         for b in content:
             if b.get("type") == "tool_result":
                 messages.append(_tool_message(b, names.get(b["tool_use_id"], "tool"), settings, tokenizer))
-            elif b.get("type") in ("text", "image", "document", "search_result"):
+            elif b.get("type") in READABLE_BLOCKS:
                 text = strip_reminders(_text_of([b]))
                 if text:
                     texts.append(text)
