@@ -30,8 +30,9 @@ else
   echo "claude:  Claude Code $claude_version up to date"
 fi
 # The version matrix (tests/test_claude_versions.py, MATRIX there): older CLIs, each in its own
-# folder: the oldest 2.0.x and a 2.1.x before prompt ids.
-for old_version in 2.0.0 2.1.42; do
+# folder: the oldest 2.0.x and a 2.1.x before prompt ids; and a 1.0.x that knows neither
+# SessionStart nor SessionEnd (its own test there).
+for old_version in 2.0.0 2.1.42 1.0.60; do
   dir="$root/.tools/claude-code-$old_version"
   [ -x "$dir/node_modules/.bin/claude" ] && continue
   mkdir -p "$dir" && echo '{"private": true}' >"$dir/package.json"

@@ -40,15 +40,19 @@ def install(project: Optional[Path], claude_version: Optional[str]) -> None:
     Merges into the settings file, keeping everything else in it; the previous file is
     kept as settings.json.understudy-backup-<time> whenever it changes. Running it again
     changes nothing; after the checkout moved, it repoints the entries in place. Claude
-    Code before 2.0.64 runs no hook at all when it finds an event it does not know, so for
-    it two events are left out; run this again after upgrading Claude Code.
+    Code runs no hook at all when it finds an event it does not know, so the events an older
+    one lacks are left out (two before 2.0.64, more in 1.0.x); run this again after upgrading
+    Claude Code. Before 1.0.53 (no UserPromptSubmit hook) it refuses: upgrade first.
     """
     version = hooks_config.parse_version(claude_version) if claude_version else hooks_config.detect_claude_version()
     if claude_version and version is None:
         raise click.BadParameter(f"'{claude_version}' is not a version like 2.1.328", param_hint="--claude-version")
+    too_old = hooks_config.too_old_for_live_capture(version)
+    if too_old:
+        raise click.ClickException(too_old)
     skipped = [e for e in hooks_config.EVENTS if e not in hooks_config.events_for(version)]
     if skipped:
-        click.echo(f"Claude Code {'.'.join(map(str, version))} does not know {', '.join(skipped)}: "
+        click.echo(f"Claude Code {hooks_config.version_text(version)} does not know {', '.join(skipped)}: "
                    "leaving them out (run `capture-daemon hooks install` again after upgrading it)")
     try:
         change = hooks_config.install(_target(project), claude_version=version)

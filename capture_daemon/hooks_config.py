@@ -42,11 +42,25 @@ EVENTS = (
     "PreCompact",
     "SessionEnd",
 )
-# Events older Claude Code does not know, with the first version known to run them. A 2.0.x
-# that finds an unknown event in its hooks block ignores the whole block and runs no hook at
-# all (2.0.0 and 2.0.45 seen; 2.0.64 runs them), so they are left out for it: see
-# events_for(). Without PostToolUseFailure a failed call is still seen in the transcript.
-EVENTS_SINCE: dict[str, tuple[int, int, int]] = {"PostToolUseFailure": (2, 0, 64), "SubagentStart": (2, 0, 64)}
+# Events older Claude Code does not know, with the first published version that runs each (read
+# from each release's cli.js on npm; the 1.0.x numbers have gaps where none was published). A
+# Claude Code that finds an event it does not know in its hooks block ignores the whole block and
+# runs no hook at all (2.0.0, 2.0.45 and 1.0.60 seen; 2.0.64 runs them), so those are left out for
+# it: see events_for(). Without PostToolUseFailure a failed call is still seen in the transcript;
+# without SessionStart or SessionEnd a session's prompts are still captured.
+EVENTS_SINCE: dict[str, tuple[int, int, int]] = {
+    "Stop": (1, 0, 31),
+    "SubagentStop": (1, 0, 41),
+    "PreCompact": (1, 0, 48),
+    "UserPromptSubmit": (1, 0, 53),
+    "SessionStart": (1, 0, 62),
+    "SessionEnd": (1, 0, 85),
+    "PostToolUseFailure": (2, 0, 64),
+    "SubagentStart": (2, 0, 64),
+}
+# Live capture opens a trace at UserPromptSubmit and closes it at Stop: before Claude Code runs
+# both, hooks alone cannot capture a prompt.
+LIVE_CAPTURE_SINCE = max(EVENTS_SINCE["UserPromptSubmit"], EVENTS_SINCE["Stop"])
 # Events that take a tool-name matcher; "*" matches every tool.
 TOOL_EVENTS = frozenset({"PreToolUse", "PostToolUse", "PostToolUseFailure"})
 # Claude Code kills a hook after this many seconds; the hook's own deadline (5 s) comes first.
@@ -227,6 +241,28 @@ def events_for(version: Optional[tuple[int, int, int]]) -> tuple[str, ...]:
     if version is None:
         return EVENTS
     return tuple(e for e in EVENTS if version >= EVENTS_SINCE.get(e, (0, 0, 0)))
+
+
+def version_text(version: tuple[int, int, int]) -> str:
+    return ".".join(map(str, version))
+
+
+def too_old_for_live_capture(version: Optional[tuple[int, int, int]]) -> Optional[str]:
+    """Why hooks cannot capture with this Claude Code version, in one line; None when they can."""
+    if version is None or version >= LIVE_CAPTURE_SINCE:
+        return None
+    return (f"Claude Code {version_text(version)} runs no UserPromptSubmit hook, which live capture starts "
+            f"every trace from: upgrade it to {version_text(LIVE_CAPTURE_SINCE)} or later "
+            "(`npm install -g @anthropic-ai/claude-code`), then run `capture-daemon hooks install` again")
+
+
+def unknown_to(version: Optional[tuple[int, int, int]], registered_events) -> list[str]:
+    """The registered events this Claude Code version does not know: any one of them makes it
+    ignore the whole hooks block (settings written for a newer Claude Code, or for every event)."""
+    if version is None:
+        return []
+    known = set(events_for(version))
+    return [e for e in EVENTS if e in registered_events and e not in known]
 
 
 # --- install / uninstall --------------------------------------------------------------------

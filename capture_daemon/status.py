@@ -61,6 +61,7 @@ def collect_status() -> dict[str, Any]:
     quarantine = quarantined(paths.quarantine_dir())
     registered = hooks_config.registered(hooks_config.settings_path()) if hooks_config.settings_path().exists() else {}
     switched_off = hooks_config.hooks_switched_off(hooks_config.settings_path(), project=Path.cwd()) if registered else None
+    claude_version = hooks_config.detect_claude_version() if registered else None
     errors = [f"hook: {line}" for line in _tail(paths.hook_error_log(), MAX_ERRORS)]
     errors += [f"daemon: {line}" for line in _tail(paths.logs_dir() / "daemon-errors.log", MAX_ERRORS)]
     return {
@@ -69,7 +70,9 @@ def collect_status() -> dict[str, Any]:
         "capture": {"paused": paths.paused_flag().exists(),
                     "hooks_settings": str(hooks_config.settings_path()),
                     "hooks_registered": sorted(registered),
-                    "hooks_switched_off": switched_off},
+                    "hooks_switched_off": switched_off,
+                    "claude_version": hooks_config.version_text(claude_version) if claude_version else None,
+                    "hooks_claude_ignores": _hooks_claude_ignores(claude_version, registered)},
         "traces": traces,
         "config": {"path": str(paths.config_path()), "problem": config_problem},
         "spool": {"pending_events": len(pending_names(paths.spool_dir())), "quarantined": len(quarantine),
@@ -77,6 +80,18 @@ def collect_status() -> dict[str, Any]:
         "errors": errors[-2 * MAX_ERRORS:],
         "health": _daemon_health(pid),
     }
+
+
+def _hooks_claude_ignores(version, registered) -> str | None:
+    """Why the `claude` on PATH runs none of the registered hooks, in one line; None when it runs them."""
+    too_old = hooks_config.too_old_for_live_capture(version)
+    if too_old:
+        return too_old
+    unknown = hooks_config.unknown_to(version, registered)
+    if unknown:
+        return (f"Claude Code {hooks_config.version_text(version)} does not know {', '.join(unknown)} and so runs "
+                "no hook at all: run `capture-daemon hooks install` again")
+    return None
 
 
 # A running daemon rewrites its state after every pass (a couple of seconds apart, a
@@ -155,6 +170,8 @@ def render_status(report: dict[str, Any]) -> None:
     if report["capture"].get("hooks_switched_off"):
         console.print(Text.assemble(("hooks switched off", "red"), f" by {p(report['capture']['hooks_switched_off'])}: "
                                     "Claude Code runs none of them and nothing is captured; remove that setting"))
+    if report["capture"].get("hooks_claude_ignores"):
+        console.print(Text.assemble(("hooks not run", "red"), ": ", p(report["capture"]["hooks_claude_ignores"])))
     if report["capture"]["paused"]:
         console.print(Text.assemble(("capture paused", "yellow"), " — `capture-daemon resume` turns it back on"))
     config_problem = (report.get("config") or {}).get("problem")

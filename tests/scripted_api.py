@@ -67,6 +67,20 @@ def _is_tool_result_message(message: dict) -> bool:
     )
 
 
+def _turns_answered(messages: list[dict]) -> int:
+    """The assistant turns in the messages after the prompt. Claude Code 1.0.60 sends the turn
+    before each tool result twice (the same tool_use id, then with cache_control added): a
+    message the same as the one two before it is that copy, not a turn."""
+    def bare(message: dict):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [{k: v for k, v in b.items() if k != "cache_control"} if isinstance(b, dict) else b for b in content]
+        return message.get("role"), json.dumps(content, sort_keys=True)
+
+    seen = [bare(m) for m in messages]
+    return sum(1 for i, m in enumerate(seen) if m[0] == "assistant" and (i < 2 or seen[i - 2] != m))
+
+
 def locate(request: dict, scripts: list[Script]) -> tuple[Script | None, int]:
     """Return the script answering this request and the index of the turn to send."""
     messages = request.get("messages") or []
@@ -77,8 +91,7 @@ def locate(request: dict, scripts: list[Script]) -> tuple[Script | None, int]:
         said = _user_text(message)
         for script in scripts:
             if script.match in said:
-                turn = sum(1 for m in messages[start + 1:] if m.get("role") == "assistant")
-                return script, turn
+                return script, _turns_answered(messages[start + 1:])
     return None, 0
 
 

@@ -241,3 +241,57 @@ def test_importing_into_the_live_store_adds_nothing(version_run):
     assert version_run["reimport_rc"] == 0
     assert "imported 0 traces" in version_run["reimport_out"], version_run["reimport_out"]
     assert f"{len(PROMPTS)} already stored" in version_run["reimport_out"]
+
+
+# A 1.0.x before SessionStart and SessionEnd existed (both in every block `hooks install` wrote
+# before it learned 1.0.x's events): such a Claude Code runs no hook at all when its block names
+# an event it does not know. Not in MATRIX: it resumes a session into a new file with new row
+# ids and has no --fork-session, which the matrix's sessions rely on.
+CLAUDE_1_0 = "1.0.60"
+
+
+def test_claude_code_1_0_is_captured_live(tmp_path):
+    binary = REPO_ROOT / ".tools" / f"claude-code-{CLAUDE_1_0}" / "node_modules" / ".bin" / "claude"
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"Claude Code {CLAUDE_1_0} not installed at {binary}; ./test.sh installs it")
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (project / "notes.txt").write_text("transformer 1: 11kV\ntransformer 2: 33kV\n")
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"),
+               PATH=f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    installed = subprocess.run([*CAPTURE_DAEMON, "hooks", "install"], env=env, capture_output=True, text=True, timeout=60)
+    assert installed.returncode == 0 and f"Claude Code {CLAUDE_1_0} does not know SessionStart" in installed.stdout
+    prompts = PROMPTS[:3]
+    with ScriptedAPI(_scripts(project, "Task", False)) as api:
+        for prompt in prompts:
+            proc = subprocess.run([str(binary), "-p", prompt, "--allowedTools", "Bash Read", "--output-format", "json"],
+                                  cwd=project, env=claude_env(home, uhome, api.base_url), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    assert list((uhome / "spool").glob("*.event")), f"Claude Code {CLAUDE_1_0} ran no hook"
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+        status = json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
+                                           text=True, timeout=60, check=True).stdout)
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert status["spool"]["quarantined"] == 0 and status["capture"]["hooks_claude_ignores"] is None
+    live = {t["prompt"]: t for t in _export(env, uhome)}
+    assert sorted(live) == sorted(prompts)
+    seq = live["matrix compare the transformers"]
+    assert [c["name"] for c in seq["tool_calls"]] == ["Bash", "Read"]
+    assert seq["final_response"] == ANSWER and seq["complete"] is True
+    assert live["matrix read the missing config"]["tool_calls"][0]["success"] is False
+    assert [c["parallel_group"] for c in live["matrix read both at once"]["tool_calls"]] == [0, 0]
+    fresh = tmp_path / "imported"
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
+                   env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120, check=True)
+    imported = {t["trace_id"]: t for t in _export(env, fresh)}
+    assert set(imported) == {t["trace_id"] for t in live.values()}
+    for t in live.values():
+        assert _shape(imported[t["trace_id"]]) == _shape(t) and imported[t["trace_id"]]["final_response"] == t["final_response"]

@@ -320,3 +320,64 @@ def test_hooks_switched_off_by_claude_code_settings_are_reported(isolated_env, m
     (project / ".claude" / "settings.local.json").write_text(json.dumps({"disableAllHooks": True}))
     assert hooks_config.hooks_switched_off(path, project=project) == \
         f'"disableAllHooks": true in {project / ".claude" / "settings.local.json"}'
+
+
+# The first published Claude Code that runs each event (from each release's cli.js on npm):
+# 1.0.60 knows neither SessionStart nor SessionEnd, 1.0.84 no SessionEnd, 1.0.128 both, and
+# none of them PostToolUseFailure or SubagentStart.
+@pytest.mark.parametrize("version, left_out", [
+    ((1, 0, 53), {"SessionStart", "SessionEnd", "PostToolUseFailure", "SubagentStart"}),
+    ((1, 0, 60), {"SessionStart", "SessionEnd", "PostToolUseFailure", "SubagentStart"}),
+    ((1, 0, 84), {"SessionEnd", "PostToolUseFailure", "SubagentStart"}),
+    ((1, 0, 128), {"PostToolUseFailure", "SubagentStart"}),
+    ((2, 0, 63), {"PostToolUseFailure", "SubagentStart"}),
+    ((2, 0, 64), set()),
+])
+def test_claude_code_1_0_gets_only_the_events_it_knows(tmp_path, version, left_out):
+    """A 1.0.x Claude Code ignores its whole hooks block for one event it does not know (1.0.60
+    seen running no hook at all): every event it lacks is left out, not just 2.0's two."""
+    settings = tmp_path / "settings.json"
+    hooks_config.install(settings, claude_version=version)
+    assert set(hooks_config.registered(settings)) == set(hooks_config.EVENTS) - left_out
+    assert hooks_config.too_old_for_live_capture(version) is None
+    assert hooks_config.unknown_to(version, hooks_config.registered(settings)) == []
+
+
+def test_claude_code_without_user_prompt_submit_is_refused(isolated_env):
+    """Before 1.0.53 Claude Code runs no UserPromptSubmit hook: hooks cannot capture a prompt,
+    so `hooks install` says so in one line and writes nothing."""
+    path = isolated_env.claude_config_dir / "settings.json"
+    result = CliRunner().invoke(hooks, ["install", "--claude-version", "1.0.51"])
+    assert result.exit_code == 1
+    assert "Claude Code 1.0.51 runs no UserPromptSubmit hook" in result.output
+    assert "upgrade it to 1.0.53 or later" in result.output and "Traceback" not in result.output
+    assert not path.exists()
+    result = CliRunner().invoke(hooks, ["install", "--claude-version", "1.0.60"])
+    assert result.exit_code == 0, result.output
+    assert "does not know SessionStart, PostToolUseFailure, SubagentStart, SessionEnd" in result.output
+
+
+def test_status_says_when_the_claude_on_path_runs_none_of_the_hooks(isolated_env, monkeypatch, tmp_path):
+    """Settings written for a newer Claude Code (or for every event) and an older `claude` on
+    PATH: it ignores the whole block, so `status` must not report capture as set up."""
+    from capture_daemon.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "claude"
+    fake.write_text("#!/bin/sh\necho '1.0.60 (Claude Code)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    runner = CliRunner()
+    assert runner.invoke(hooks, ["install", "--claude-version", "2.1.328"]).exit_code == 0
+    report = json.loads(runner.invoke(main, ["status", "--json"]).output)
+    assert report["capture"]["claude_version"] == "1.0.60"
+    assert report["capture"]["hooks_claude_ignores"] == (
+        "Claude Code 1.0.60 does not know SessionStart, PostToolUseFailure, SubagentStart, SessionEnd and so runs "
+        "no hook at all: run `capture-daemon hooks install` again")
+    assert "hooks not run" in runner.invoke(main, ["status"]).output
+    assert runner.invoke(hooks, ["install"]).exit_code == 0  # for the claude on PATH, as the message says
+    assert json.loads(runner.invoke(main, ["status", "--json"]).output)["capture"]["hooks_claude_ignores"] is None
+    fake.write_text("#!/bin/sh\necho '1.0.45 (Claude Code)'\n")
+    assert "runs no UserPromptSubmit hook" in json.loads(
+        runner.invoke(main, ["status", "--json"]).output)["capture"]["hooks_claude_ignores"]
