@@ -366,7 +366,8 @@ def _mid_turn_from_hooks(events: list[SpoolEvent], root: SpoolEvent | None, orde
     message typed mid-turn: interactively when it is typed, with `-p` when it is delivered.
     One typed interactively after the last call ended (while the model writes its answer)
     gets that same event, yet is run as the next prompt, whose own events then come without
-    one. So a message counts only where it was surely delivered within this turn: a call was
+    one (the daemon gives it to that prompt: ingest._adopt_typed_ahead_prompt). So a message
+    counts only where it was surely delivered within this turn: a call was
     running when it came (it arrives with that call's result) or the main agent called a
     tool after it. Its place is the calls started before it (one typed while the model was
     still writing calls reached it after them, later than this says). With a transcript, the
@@ -374,17 +375,45 @@ def _mid_turn_from_hooks(events: list[SpoolEvent], root: SpoolEvent | None, orde
     if root is None:
         return []
     messages = []
-    for ev in events:
-        prompt, at = ev.payload.get("prompt"), ev.received_ns
-        if ev.event != "UserPromptSubmit" or ev is root or ev.agent_id or not isinstance(prompt, str) \
-                or not prompt.strip() or is_notification_prompt(prompt):
-            continue
-        running = any(c.pre_ns is not None and c.pre_ns < at and (c.post_ns is None or c.post_ns > at) for c in ordered)
-        called_after = any(c.agent_id is None and c.pre_ns is not None and c.pre_ns > at for c in ordered)
-        if running or called_after:
+    for ev in _typed_while_running(events, root):
+        at = ev.received_ns
+        if _delivered_within(at, ordered):
             position = sum(1 for c in ordered if c.start_ns is not None and c.start_ns < at)
-            messages.append(MidTurnMessage(text=prompt, position=position))
+            messages.append(MidTurnMessage(text=ev.payload["prompt"], position=position))
     return messages
+
+
+def _typed_while_running(events: list[SpoolEvent], root: SpoolEvent | None) -> list[SpoolEvent]:
+    """A prompt's UserPromptSubmit events other than its own (and not `<task-notification>`s):
+    messages the user typed while it ran, which 2.1.328 sends under the running prompt's id."""
+    found = []
+    for ev in events:
+        prompt = ev.payload.get("prompt")
+        if ev.event == "UserPromptSubmit" and ev is not root and not ev.agent_id and isinstance(prompt, str) \
+                and prompt.strip() and not is_notification_prompt(prompt):
+            found.append(ev)
+    return found
+
+
+def _delivered_within(at: int, ordered: list[_Call]) -> bool:
+    """Whether a message typed at `at` reached the running prompt, as the hooks tell: a call was
+    running (it came with that call's result) or the main agent called a tool after it."""
+    running = any(c.pre_ns is not None and c.pre_ns < at and (c.post_ns is None or c.post_ns > at) for c in ordered)
+    called_after = any(c.agent_id is None and c.pre_ns is not None and c.pre_ns > at for c in ordered)
+    return running or called_after
+
+
+def messages_typed_while_running(events: Iterable[SpoolEvent], *, undelivered_only: bool) -> list[SpoolEvent]:
+    """The UserPromptSubmit events of messages typed while this prompt ran (see
+    `_typed_while_running`); with `undelivered_only`, only those the hooks say it never took in
+    (typed while the model wrote its answer: the TUI runs such a message as the next prompt)."""
+    events = sorted(events, key=lambda e: (e.received_ns, e.name))
+    root = next((e for e in events if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
+    typed = _typed_while_running(events, root)
+    if not undelivered_only or not typed:
+        return typed
+    ordered = _merge_by_start(_collect_calls(events, [], {}))
+    return [ev for ev in typed if not _delivered_within(ev.received_ns, ordered)]
 
 
 def _last_text(main_turns: list[PromptTurns]) -> str | None:

@@ -25,7 +25,10 @@ spawned the agent, reopened if already stored. A background Bash job (`run_in_ba
 reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is
 final when its latest Stop reports no running background agent (a Bash job is not waited for:
 it may run for hours), after a short settle time; a prompt that never stops is finalised as
-incomplete after an idle timeout, or when its session ends.
+incomplete after an idle timeout, or when its session ends. A message typed in the TUI while
+the model writes its final answer gets its UserPromptSubmit at once, under the running prompt's
+id, yet is run as the next prompt, which sends none of its own: that prompt takes the event when
+it is finalised (`_adopt_typed_ahead_prompt`).
 
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
@@ -47,7 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from capture_daemon.assemble import build_trace, is_notification_prompt, iso_to_ns, prompt_state
+from capture_daemon.assemble import (build_trace, is_notification_prompt, iso_to_ns, messages_typed_while_running,
+                                     prompt_state)
 from capture_daemon.failures import describe, frames, is_environmental
 from capture_daemon.schema import CaptureLoss, Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
@@ -369,16 +373,18 @@ class Ingestor:
         """Commit every finished trace (all open ones with force=True); returns how many."""
         now = self.clock()
         ready: list[tuple[OpenTrace, bool, str | None]] = []
+        transcripts: dict[str, Transcript | None] = {}
         for trace in self.open.values():
             if trace.retry_after_ns > now and not force:
                 continue
             verdict = self._verdict(trace, now, force)
+            if verdict is not None and self._try_adopting_typed_ahead_prompt(trace, transcripts):
+                verdict = self._verdict(trace, now, force)
             if verdict is not None:
                 ready.append((trace, *verdict))
         if not ready:
             return 0
         committed = 0
-        transcripts: dict[str, Transcript | None] = {}
         # Bounded transactions: a big backlog (daemon down for a day) commits steadily
         # instead of holding everything until the last trace is built.
         for start in range(0, len(ready), self.settings.commit_batch):
@@ -464,6 +470,65 @@ class Ingestor:
                  "max_attempts": self.settings.max_attempts, "reason": t.last_failure,
                  "retry_at": t.retry_after_ns / 1e9, "events": len(t.files)}
                 for t in self.open.values() if t.failures]
+
+    def _try_adopting_typed_ahead_prompt(self, trace: OpenTrace, cache: dict[str, Transcript | None]) -> bool:
+        """_adopt_typed_ahead_prompt, where a failure of it (a bug, an odd stored event) leaves
+        the trace as it was, incomplete, instead of stopping every trace from committing."""
+        try:
+            return self._adopt_typed_ahead_prompt(trace, cache)
+        except Exception as exc:
+            if is_environmental(exc):
+                raise
+            log.warning("looking for the prompt of trace %s failed: %s\n%s", trace.trace_id, describe(exc), frames(exc))
+            return False
+
+    def _adopt_typed_ahead_prompt(self, trace: OpenTrace, cache: dict[str, Transcript | None]) -> bool:
+        """Give a prompt that has no UserPromptSubmit of its own the one it was typed with.
+
+        Claude Code 2.1.328's TUI sends a message typed while the model writes its final answer
+        a UserPromptSubmit at once, under the running prompt's id, then runs it as the next
+        prompt, whose own events come without one. That event is this prompt's: the latest such
+        message of the session typed before this prompt's first event, whose words are this
+        prompt's transcript row (without a transcript: one the prompt it came under never took
+        in, as its hooks tell) and that no prompt has as its own yet. It is added to this
+        trace's events (the file stays the other trace's to delete; that prompt's trace keeps it,
+        unused: no call took it in). Returns whether one was found."""
+        events = list(trace.events.values())
+        if not events or trace.prompt_id.startswith(PENDING_PROMPT) or any(e.event == "UserPromptSubmit" for e in events):
+            return False
+        first_ns = min(e.received_ns for e in events)
+        transcript_path = next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None)
+        main = _load_transcript(transcript_path, cache)
+        row = main.prompts.get(trace.prompt_id) if main is not None else None
+        if row is not None and (row.is_command or row.is_notification):
+            return False
+        others = self._session_prompt_events(trace)
+        owned = {root.name for root in map(_root_prompt, others.values()) if root is not None}
+        found: SpoolEvent | None = None
+        for trace_id, submits in others.items():
+            typed = [e for e in messages_typed_while_running(submits, undelivered_only=False)
+                     if e.received_ns < first_ns and e.name not in owned and (row is None or _same_words(row, e))]
+            if typed and row is None:  # the hooks alone decide, from the calls of the prompt it came under
+                full = self.open[trace_id].events.values() if trace_id in self.open else self.store.events_of(trace_id)
+                undelivered = {e.name for e in messages_typed_while_running(full, undelivered_only=True)}
+                typed = [e for e in typed if e.name in undelivered]
+            for ev in typed:
+                if found is None or ev.received_ns > found.received_ns:
+                    found = ev
+        if found is None:
+            return False
+        log.info("trace %s: its prompt is the message typed ahead in %s", trace.trace_id, found.name)
+        trace.events[found.name] = found
+        return True
+
+    def _session_prompt_events(self, trace: OpenTrace) -> dict[str, list[SpoolEvent]]:
+        """trace id → UserPromptSubmit events, for the session's other traces, open or stored."""
+        found = {t.trace_id: [e for e in t.events.values() if e.event == "UserPromptSubmit"]
+                 for t in self.open.values() if t.session_id == trace.session_id and t is not trace}
+        for trace_id, submits in self.store.prompt_events_of_session(trace.session_id).items():
+            if trace_id != trace.trace_id:
+                found.setdefault(trace_id, submits)
+        return found
 
     def _verdict(self, trace: OpenTrace, now: int, force: bool) -> tuple[bool, str | None] | None:
         """None while the trace should stay open; else (complete, incomplete_reason)."""
@@ -558,14 +623,11 @@ def _resolve_pending(main: Transcript, submit: SpoolEvent | None, session_id: st
     """For a UserPromptSubmit that sent no prompt_id (a prompt, or a `<task-notification>`
     turn): the id of the transcript row it is (same kind, same session, same text, nearest in
     time), the id an import gives that turn."""
-    from capture_daemon.redact import redact_value
-
     if submit is None:
         return None
-    said = str(submit.payload.get("prompt", "")).strip()
     rows = [t for t in main.prompts.values() if t.is_notification == notification and not t.is_command
             and t.session_id in (None, session_id)]
-    matches = [t for t in rows if redact_value(t.prompt).strip() == said]
+    matches = [t for t in rows if _same_words(t, submit)]
     if not matches and not notification:
         # The row's text may differ from the hook's (an image pasted with it): the prompt row
         # written within 30 s of the hook.
@@ -573,6 +635,13 @@ def _resolve_pending(main: Transcript, submit: SpoolEvent | None, session_id: st
     if not matches:
         return None
     return min(matches, key=lambda t: abs((iso_to_ns(t.started_at) or 0) - submit.received_ns)).prompt_id
+
+
+def _same_words(row: PromptTurns, submit: SpoolEvent) -> bool:
+    """Whether a transcript's prompt row says what a UserPromptSubmit (redacted on reading) says."""
+    from capture_daemon.redact import redact_value
+
+    return redact_value(row.prompt).strip() == str(submit.payload.get("prompt", "")).strip()
 
 
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:

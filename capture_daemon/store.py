@@ -377,6 +377,18 @@ class TraceStore:
         rows = self.db.execute("SELECT record FROM trace_events WHERE trace_id=? ORDER BY name", (trace_id,))
         return [SpoolEvent.from_record(orjson.loads(r[0])) for r in rows]
 
+    def prompt_events_of_session(self, session_id: str) -> dict[str, list[SpoolEvent]]:
+        """trace id → its UserPromptSubmit events, for each stored trace of a session (a spool
+        file's name ends with its event's name: only those records are read)."""
+        rows = self.db.execute("SELECT e.trace_id, e.record FROM trace_events e JOIN traces t ON t.trace_id = e.trace_id "
+                               "WHERE t.session_id=? AND e.name LIKE '%-UserPromptSubmit.event' ORDER BY e.name", (session_id,))
+        found: dict[str, list[SpoolEvent]] = {}
+        for trace_id, record in rows:
+            event = SpoolEvent.from_record(orjson.loads(record))
+            if event.event == "UserPromptSubmit":
+                found.setdefault(trace_id, []).append(event)
+        return found
+
     def session(self, session_id: str) -> dict[str, Any] | None:
         cursor = self.db.execute("SELECT * FROM sessions WHERE session_id=?", (session_id,))
         row = cursor.fetchone()

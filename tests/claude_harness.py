@@ -24,6 +24,9 @@ API:
   stdin, and no CLAUDE*/ANTHROPIC* variables from the outer environment. Does not check the exit code.
 * ``StreamSession(binary, cwd=, env=)``: ``claude -p`` in stream-json mode, open until stdin closes
   (``.send(text)`` a user message, ``.proc`` the process).
+* ``TuiSession(binary, home=, cwd=, env=, socket=)``: the interactive CLI in a detached tmux
+  session on its own socket (``.type(text)`` types a line and Enter, ``.screen()`` the pane,
+  ``.wait_for(text)``, ``.close()``); skips the test where tmux is not installed.
 * ``spool_events(understudy_home)`` -> [(header dict, payload dict or None)] for the spool files,
   sorted by name (arrival order); payload is None when the body is not JSON.
 """
@@ -32,7 +35,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -123,6 +129,64 @@ class StreamSession:
     def send(self, words: str) -> None:
         self.proc.stdin.write(json.dumps({"type": "user", "message": {"role": "user", "content": words}}) + "\n")
         self.proc.stdin.flush()
+
+
+class TuiSession:
+    """The interactive CLI in tmux, typed into as a person would. The onboarding, trust and API
+    key questions are answered in ``home``'s config beforehand, and Bash is allowed."""
+
+    def __init__(self, binary: Path, *, home: Path, cwd: Path, env: dict, socket: Path):
+        if shutil.which("tmux") is None:
+            pytest.skip("tmux is not installed: the interactive CLI cannot be driven")
+        self._answer_first_run_questions(Path(home), Path(cwd), env["ANTHROPIC_API_KEY"])
+        self.tmux = ["tmux", "-S", str(socket)]
+        script = Path(socket).with_suffix(".sh")  # the environment travels in a script, not on tmux's command line
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script.write_text(f"#!/bin/sh\n{exports}cd {shlex.quote(str(cwd))}\nexec {shlex.quote(str(binary))}\n")
+        script.chmod(0o700)
+        subprocess.run([*self.tmux, "new-session", "-d", "-s", "claude", "-x", "160", "-y", "50", str(script)], check=True)
+
+    @staticmethod
+    def _answer_first_run_questions(home: Path, cwd: Path, key: str) -> None:
+        config = {"hasCompletedOnboarding": True, "theme": "dark", "numStartups": 5, "lastOnboardingVersion": "2.1.328",
+                  "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
+                  "bypassPermissionsModeAccepted": True, "hasAcknowledgedCostThreshold": True,
+                  "projects": {str(cwd): {"hasTrustDialogAccepted": True, "allowedTools": [],
+                                          "hasCompletedProjectOnboarding": True}}}
+        for path in (home / ".claude.json", home / ".claude" / ".claude.json"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(config))
+        settings_path = home / ".claude" / "settings.json"
+        settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
+        settings["permissions"] = {"allow": ["Bash"]}
+        settings_path.write_text(json.dumps(settings))
+
+    def screen(self) -> str:
+        return subprocess.run([*self.tmux, "capture-pane", "-p", "-t", "claude"], capture_output=True, text=True).stdout
+
+    def type(self, words: str) -> None:
+        subprocess.run([*self.tmux, "send-keys", "-t", "claude", "-l", words], check=True)
+        time.sleep(0.5)  # the TUI takes a pasted burst as a paste; Enter after it submits
+        subprocess.run([*self.tmux, "send-keys", "-t", "claude", "Enter"], check=True)
+
+    def wait_for(self, needle: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.screen():
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{needle!r} never showed; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        """Exit as a person does (Ctrl-D twice), so the session ends with its SessionEnd hook."""
+        for _ in range(2):
+            subprocess.run([*self.tmux, "send-keys", "-t", "claude", "C-d"], capture_output=True)
+            time.sleep(1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and subprocess.run([*self.tmux, "has-session", "-t", "claude"],
+                                                             capture_output=True).returncode == 0:
+            time.sleep(0.3)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 def spool_events(understudy_home: Path) -> list[tuple[dict, Optional[dict]]]:

@@ -764,3 +764,98 @@ def test_a_stop_without_the_answer_waits_a_little_for_the_transcript_to_hold_it(
         traces = {t.session_id: t for t in store.iter_traces()}
     assert traces["sess-late"].final_response == "There are 3 rows." and traces["sess-late"].complete
     assert traces["sess-never"].final_response is None  # committed after the wait, as before
+
+
+def _typed_ahead_session(tmp_path, *, transcript: bool, delivered: bool = False) -> tuple[list, list]:
+    """Two prompts as Claude Code 2.1.328's TUI reports them when the second is typed while the
+    model writes the first's final answer (the order recorded from the real TUI through tmux):
+    its UserPromptSubmit comes at once, under the first prompt's id, before the first's Stop;
+    the TUI then runs it as the next prompt, whose own events come without one. With
+    `delivered`, the message is typed while the first prompt's call runs instead (delivered
+    within it) and the second prompt is one whose UserPromptSubmit was lost.
+    Returns the spool files (first prompt's, second's)."""
+    session, first, second = "sess-ahead", "prompt-first", "prompt-second"
+    path = tmp_path / f"{session}.jsonl"
+    rows = _transcript_rows(session, first, "check the feeder", [("toolu_a1", "Bash", {"command": "cat notes.txt"}, "11kV")],
+                            "Transformer 1 runs at 11kV.")
+    rows.insert(-1, {"type": "queue-operation", "operation": "enqueue", "timestamp": "2026-12-07T07:27:09.500Z",
+                     "sessionId": session, "content": "now the second one"})
+    rows.append({"type": "queue-operation", "operation": "dequeue", "timestamp": "2026-12-07T07:27:10.000Z",
+                 "sessionId": session})
+    rows += _transcript_rows(session, second, "now the second one", [("toolu_b1", "Bash", {"command": "echo two"}, "two")],
+                             "Second done.")
+    for row in rows[len(rows) // 2 + 1:]:
+        row["uuid"] = "second-" + row["uuid"]
+    if transcript:
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spool, ns = paths.spool_dir(), time.time_ns()
+
+    def hook(event, prompt_id, at, **payload):
+        common = {"session_id": session, "prompt_id": prompt_id, "cwd": "/home/dev/project", "transcript_path": str(path)}
+        return write_event(spool, event, dict(common, **payload), ns + at)
+
+    bash_a = dict(tool_name="Bash", tool_input={"command": "cat notes.txt"}, tool_use_id="toolu_a1")
+    bash_b = dict(tool_name="Bash", tool_input={"command": "echo two"}, tool_use_id="toolu_b1")
+    typed_at = 150 if delivered else 300
+    earlier = [hook("UserPromptSubmit", first, 100, prompt="check the feeder"),
+               hook("PreToolUse", first, 110, **bash_a),
+               hook("UserPromptSubmit", first, typed_at, prompt="now the second one"),
+               hook("PostToolUse", first, 200, tool_response={"stdout": "11kV"}, **bash_a),
+               hook("Stop", first, 500, last_assistant_message="Transformer 1 runs at 11kV.", background_tasks=[])]
+    later = [hook("PreToolUse", second, 600, **bash_b),
+             hook("PostToolUse", second, 610, tool_response={"stdout": "two"}, **bash_b),
+             hook("Stop", second, 700, last_assistant_message="Second done.", background_tasks=[])]
+    return earlier, later
+
+
+def _ingest_live(earlier: list, later: list) -> dict:
+    """As the running daemon sees them: the first prompt committed before the second's events."""
+    for one in later:
+        os.rename(one, f"{one}.held")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        for one in later:
+            os.rename(f"{one}.held", one)
+        ingestor.scan()
+        ingestor.finalize_ready(force=True)
+        return {t.prompt_id: t for t in store.iter_traces()}
+
+
+@pytest.mark.parametrize("transcript", [True, False], ids=["transcript", "hooks-alone"])
+def test_a_message_typed_while_the_answer_streams_is_the_next_prompt_complete(understudy_home, tmp_path, transcript):
+    """The next prompt takes the UserPromptSubmit it was typed with, though it came under the
+    previous prompt's id: complete, with its words, as `capture-daemon import` makes it, not
+    `prompt_event_missing` until an import replaces it."""
+    traces = _ingest_live(*_typed_ahead_session(tmp_path, transcript=transcript))
+    first, second = traces["prompt-first"], traces["prompt-second"]
+    assert (second.prompt, second.complete, second.incomplete_reason) == ("now the second one", True, None)
+    assert [c.tool_use_id for c in second.tool_calls] == ["toolu_b1"] and second.final_response == "Second done."
+    # The first prompt never took it in: no mid-turn message there, its own answer unchanged.
+    assert (first.prompt, first.mid_turn_messages, first.final_response) == (
+        "check the feeder", [], "Transformer 1 runs at 11kV.")
+    # Nothing left behind, nothing set aside.
+    assert not list(paths.spool_dir().glob("*.event")) and quarantine_files() == []
+
+
+def test_a_message_delivered_within_its_prompt_is_no_later_prompts_words(understudy_home, tmp_path):
+    """Typed while a call ran, the message reached the running prompt (a mid-turn message): a
+    later prompt that lacks its UserPromptSubmit (lost) is not given that message's words."""
+    traces = _ingest_live(*_typed_ahead_session(tmp_path, transcript=False, delivered=True))
+    second = traces["prompt-second"]
+    assert (second.prompt, second.complete, second.incomplete_reason) == ("", False, "prompt_event_missing")
+    assert [m.text for m in traces["prompt-first"].mid_turn_messages] == ["now the second one"]
+
+
+def test_a_message_typed_while_the_answer_streams_read_from_a_backlog(understudy_home, tmp_path):
+    """The daemon was down: both prompts are read and committed in one pass, the next prompt's
+    UserPromptSubmit still open under the previous prompt's trace."""
+    _typed_ahead_session(tmp_path, transcript=True)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 2
+        traces = {t.prompt_id: t for t in store.iter_traces()}
+    assert (traces["prompt-second"].prompt, traces["prompt-second"].complete) == ("now the second one", True)
+    assert traces["prompt-first"].mid_turn_messages == [] and not list(paths.spool_dir().glob("*.event"))

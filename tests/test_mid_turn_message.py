@@ -88,6 +88,7 @@ def captured(tmp_path_factory):
         where = dict(home=home, uhome=uhome, project=project, base_url=api.base_url)
         _session("check the feeder voltages", STEER, **where)
         gone = _session("check the feeders without a transcript", "only the 33kV feeder please", **where)
+        requests = list(api.requests)
     # The second session's transcript is moved away before the daemon reads it: built from hooks alone.
     transcript = next((home / ".claude" / "projects").rglob(f"{gone}.jsonl"))
     shutil.move(str(transcript), moved / transcript.name)
@@ -107,7 +108,7 @@ def captured(tmp_path_factory):
                               capture_output=True, timeout=60, check=True).stdout
     return {"live": {t["prompt"]: t for t in map(json.loads, live.splitlines())},
             "imported": {t["prompt"]: t for t in map(json.loads, imported.splitlines())},
-            "raw": live + imported, "env": env}
+            "raw": live + imported, "env": env, "requests": requests}
 
 
 def test_the_message_is_kept_where_it_arrived(captured):
@@ -156,3 +157,25 @@ def test_show_prints_it_between_the_call_and_the_reaction(captured):
     first, message, reaction = (shown.index("sleep 4; ls"), shown.index("only the 33kV feeder please"),
                                 shown.index("You want the 33kV feeder only"))
     assert first < message < reaction
+
+
+def test_served_the_student_sees_the_message_as_training_showed_it(captured):
+    """`-p` sends the message to the model as a system message inside `messages`; `trainer serve`
+    must give the student the turns the dataset builds from the captured trace (the message as a
+    user turn after the results it came with), not drop it."""
+    from capture_daemon.schema import Trace
+    from trainer.dataset import DatasetConfig, trace_to_example
+    from trainer.serve import ContextSettings, to_chat
+
+    trace = captured["live"]["check the feeder voltages"]
+    last = max((r for r in captured["requests"] if "check the feeder voltages" in json.dumps(r["messages"][:1])),
+               key=lambda r: len(r["messages"]))
+    assert any(m["role"] == "system" and "only the 33kV feeder please" in json.dumps(m) for m in last["messages"])
+    # Training sees the message redacted, as capture stored it; the request has the words typed.
+    [message] = trace["mid_turn_messages"]
+    redacted = message["text"].removeprefix("only the 33kV feeder please, and push with ")
+    last = json.loads(json.dumps(last).replace(GITHUB_TOKEN, redacted))
+    config = DatasetConfig()
+    example = trace_to_example(Trace.model_validate(trace), config)
+    served, _, _ = to_chat(last, ContextSettings(dataset=config))
+    assert served == example["messages"][:-1]  # all but the final answer the request asks for

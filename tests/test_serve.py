@@ -1108,3 +1108,42 @@ def test_a_forced_call_cut_before_its_name_is_the_named_tools(written):
     asm = OutputAssembler(["Read", "Bash"], [], Constraint("any", ["Read", "Bash"]))
     asm.feed(written)
     assert asm.finish(cut_off=True) == ("", [])
+
+
+def test_a_mid_turn_message_sent_as_a_system_message_is_the_user_turn_training_showed():
+    """`claude -p` delivers a message typed mid-turn as a system message inside `messages` (the
+    shape recorded from Claude Code 2.1.328 through tests/scripted_api.py), after the tool results
+    it came with. The dataset shows it to the student as a user turn there (dataset.py): compact
+    serving must too, not drop it with Claude Code's other system messages; passthrough keeps it
+    there as well, not in the system prompt."""
+    from capture_daemon.schema import MidTurnMessage
+    from tests.test_dataset import make_trace
+    from trainer.chat_template import mid_turn_text
+    from trainer.dataset import trace_to_example
+
+    config = DatasetConfig(working_directory=False)
+    request = {"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "<system-reminder>\nAttribution ...\n</system-reminder>"},
+                                     {"type": "text", "text": "Look at a.py and b.py"}]},
+        {"role": "system", "content": "# Environment\nYou have been invoked in the following environment: \n"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Reading both files."},
+                                          {"type": "tool_use", "id": "c1", "name": "Read", "input": {"file_path": "a.py"}},
+                                          {"type": "tool_use", "id": "c2", "name": "Read", "input": {"file_path": "b.py", "limit": 5}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "A", "is_error": False},
+                                     {"type": "tool_result", "tool_use_id": "c2", "content": "B", "is_error": False}]},
+        {"role": "system", "content": mid_turn_text("skip b.py")},
+    ]}
+    one = trace_to_example(make_trace(mid_turn_messages=[MidTurnMessage(text="skip b.py", position=2)]), config)
+    messages, _, _ = to_chat(request, ContextSettings(dataset=config))
+    assert messages == one["messages"][:6]
+    assert messages[-1] == {"role": "user", "content": mid_turn_text("skip b.py")}
+    # Two that arrived with the same results: one user turn, as the dataset joins them.
+    two = trace_to_example(make_trace(mid_turn_messages=[MidTurnMessage(text="skip b.py", position=2),
+                                                         MidTurnMessage(text="and be quick", position=2)]), config)
+    request["messages"].append({"role": "system", "content": [{"type": "text", "text": mid_turn_text("and be quick")}]})
+    messages, _, _ = to_chat(request, ContextSettings(dataset=config))
+    assert messages == two["messages"][:6]
+    passthrough, _, _ = to_chat(dict(request, system="You are Claude Code."), ContextSettings(context="passthrough", dataset=config))
+    assert passthrough[-1] == two["messages"][5]
+    assert passthrough[0]["role"] == "system" and "# Environment" in passthrough[0]["content"]
+    assert "skip b.py" not in passthrough[0]["content"]

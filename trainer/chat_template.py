@@ -130,9 +130,10 @@ CHAT_TEMPLATE = r"""{#- understudy chat template v2: see trainer/chat_template.p
 GENERATION_PROMPT = f"{START_HEADER}assistant{END_HEADER}\n"
 
 
-# How Claude Code 2.1.328 shows the model a message the user typed while it worked: as text after
-# the tool results it arrived with, in the same user message (`trainer serve` passes that text
-# through as a user turn after the tool turns, so training shows the student the same words).
+# How Claude Code 2.1.328 shows the model a message the user typed while it worked: interactively
+# as text after the tool results it arrived with, in the same user message; with `-p` as a system
+# message (role "system" inside `messages`) after them. `trainer serve` makes either a user turn
+# after the tool turns, so training shows the student the same words in the same place.
 MID_TURN_MESSAGE = (
     "The user sent a new message while you were working:\n{text}\n\nThis is how Claude Code surfaces messages "
     "the user sends mid-turn \u2014 within the running turn, often alongside the next tool result, rather than as a "
@@ -142,6 +143,14 @@ MID_TURN_MESSAGE = (
 
 def mid_turn_text(text: str) -> str:
     return MID_TURN_MESSAGE.format(text=text)
+
+
+_MID_TURN_HEAD, _MID_TURN_TAIL = MID_TURN_MESSAGE.split("{text}")
+
+
+def is_mid_turn_text(text: str) -> bool:
+    """Whether `text` is Claude Code's wording of a message the user typed mid-turn."""
+    return text.startswith(_MID_TURN_HEAD) and text.endswith(_MID_TURN_TAIL)
 
 
 def dump_arguments(arguments: Any) -> str:

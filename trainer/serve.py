@@ -77,6 +77,7 @@ from trainer.chat_template import (
     TOOL_CALL_OPEN,
     ParsedCall,
     dump_arguments,
+    is_mid_turn_text,
     parse_assistant_output,
     render,
 )
@@ -239,8 +240,13 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
     for m in body["messages"]:
         content = m["content"]
         if m["role"] == "system":
-            if not compact:
-                extra_system.append(_text_of(content))
+            text = _text_of(content)
+            if is_mid_turn_text(text.strip()):
+                # A message the user typed mid-turn, as `-p` delivers it: no system context but
+                # the user's words where they arrived, a user turn as training shows it.
+                _tell_mid_turn(messages, text.strip())
+            elif not compact:
+                extra_system.append(text)
             continue
         if m["role"] == "assistant":
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -284,6 +290,16 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
     if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
         prefill = messages.pop()["content"]
     return messages, tools, prefill
+
+
+def _tell_mid_turn(messages: list[dict], text: str) -> None:
+    """A mid-turn message as the dataset builder writes one (dataset.py): a user turn after the
+    tool results it came with, several arriving together joined in one turn."""
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "user" and is_mid_turn_text(last["content"]):
+        last["content"] = f"{last['content']}\n\n{text}"
+    else:
+        messages.append({"role": "user", "content": text})
 
 
 def build_prompt(body: dict, settings: ContextSettings, tokenizer=None,
