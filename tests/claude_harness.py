@@ -75,6 +75,19 @@ def claude_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def fresh_user(root: Path) -> tuple[Path, Path, Path, dict]:
+    """(home, understudy home, project, env) of a fresh user under `root`: the folders made, a 3 s
+    idle timeout so an unfinished prompt commits soon, env pointing HOME, CLAUDE_CONFIG_DIR and
+    UNDERSTUDY_HOME there."""
+    home, uhome, project = root / "home", root / "understudy", root / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    return home, uhome, project, env
+
+
 def claude_env(home: Path, understudy_home: Path, base_url: str, extra: Optional[dict] = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLAUDE", "ANTHROPIC"))}
     env.update(

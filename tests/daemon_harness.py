@@ -119,6 +119,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def ingest_spool(env: dict, uhome: Path) -> dict:
+    """Start the daemon, let it commit every spooled event, and stop it; returns `status --json`
+    as the daemon left it."""
+    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert start.returncode == 0, start.stderr
+    try:
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+        return json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
+                                         text=True, timeout=60, check=True).stdout)
+    finally:
+        stop = subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0, stop.stderr
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

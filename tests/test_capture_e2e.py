@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import claude_bin, claude_env, run_claude, write_settings_with_hooks
+from tests.claude_harness import claude_bin, claude_env, fresh_user, run_claude, write_settings_with_hooks
+from tests.daemon_harness import ingest_spool
 from tests.daemon_harness import wait_for as _wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, thinking, tool
 
@@ -179,16 +180,8 @@ def captured(tmp_path_factory):
 
     pending = list((uhome / "spool").glob("*.event"))
     assert pending, "with the daemon down, events must wait in the spool"
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        # Everything but the killed session commits at once; that one after the idle timeout.
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-        status = json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
-                                           text=True, timeout=60, check=True).stdout)
-    finally:
-        stop = subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
-    assert stop.returncode == 0, stop.stderr
+    # Everything but the killed session commits at once; that one after the idle timeout.
+    status = ingest_spool(env, uhome)
     export = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=env, capture_output=True,
                             timeout=60, check=True).stdout
     traces = [json.loads(line) for line in export.splitlines()]
@@ -419,16 +412,6 @@ def test_huge_output_keeps_the_preview_the_model_saw_and_records_the_full_size(c
     assert call["output_original_chars"] == len("\n".join(str(i) for i in range(1, 60001))) + 1
 
 
-def _ingest_spool(env: dict, uhome: Path) -> None:
-    """Start the daemon, let it commit every spooled event, stop it."""
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
-
-
 def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
     """exclude_projects through the real CLI: a session that `cd`s into an excluded folder, and
     one that started in an excluded project and `cd`s out (`--add-dir`), leave nothing in the
@@ -466,7 +449,7 @@ def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
             proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=cwd, base_url=api.base_url,
                               allowed_tools="Bash", extra_args=extra)
             assert proc.returncode == 0, proc.stderr[-2000:]
-    _ingest_spool(env, uhome)
+    ingest_spool(env, uhome)
     export = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the work folder"]
     for leaked in ("PRIVATE-PLAN", "SECRETPROJ", "OTHER-DIR"):
@@ -487,13 +470,7 @@ def test_excluded_projects_are_never_captured_across_a_cd(tmp_path):
 def _world(tmp_path: Path) -> tuple[Path, Path, Path, dict]:
     """(home, understudy home, project, env) of a fresh user: folders made, a 3 s idle timeout."""
     claude_bin()
-    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
-    home.mkdir()
-    project.mkdir()
-    uhome.mkdir(mode=0o700)
-    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
-    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
-    return home, uhome, project, env
+    return fresh_user(tmp_path)
 
 
 def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(tmp_path):
@@ -519,7 +496,7 @@ def test_a_fork_that_starts_with_a_slash_command_adds_no_trace_live_or_imported(
         fork = claude("/compact", "--resume", original, "--fork-session")["session_id"]
         claude("fork gamma", "--resume", fork)
     assert fork != original
-    _ingest_spool(env, uhome)
+    ingest_spool(env, uhome)
 
     def prompts(store: Path) -> list[str]:
         out = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(env, UNDERSTUDY_HOME=str(store)),
@@ -558,7 +535,7 @@ def test_a_prompt_another_hook_blocks_is_no_trace(tmp_path):
         for prompt in ("JSONBLOCK codename zebra", "EXITBLOCK codename zebra", "list the files"):
             run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
                        allowed_tools="Bash")
-    _ingest_spool(env, uhome)
+    ingest_spool(env, uhome)
     export = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     assert [json.loads(line)["prompt"] for line in export.splitlines()] == ["list the files"]
     assert "zebra" not in export
@@ -591,7 +568,7 @@ def test_live_trace_keeps_the_input_the_model_sent(tmp_path):
                           base_url=api.base_url, allowed_tools="Bash Read Write")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (project / "new.txt").exists()
-    _ingest_spool(env, uhome)
+    ingest_spool(env, uhome)
     fresh = dict(env, UNDERSTUDY_HOME=str(tmp_path / "imported"))
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    timeout=120, check=True)

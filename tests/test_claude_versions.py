@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import REPO_ROOT, claude_env
-from tests.daemon_harness import wait_for as _wait_for
+from tests.claude_harness import REPO_ROOT, claude_env, fresh_user
+from tests.daemon_harness import ingest_spool
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -47,6 +47,7 @@ MATRIX = {
     "2.1.42": ("claude-code-2.1.42", "Task", True),
     "pinned": ("claude-code", "Agent", True),
 }
+NOTES = "transformer 1: 11kV\ntransformer 2: 33kV\n"
 ANSWER = ("Transformer 1 steps down to 11kV for the local feeders while transformer 2 runs at 33kV on the "
           "sub-transmission side, so their protection settings, maintenance windows and qualified crews differ; "
           "nothing else in the notes sets them apart, and both are listed as in service today.")
@@ -137,14 +138,9 @@ def version_run(request, tmp_path_factory):
     binary = _bin(version)
     _, agent_tool, background = MATRIX[version]
     root = tmp_path_factory.mktemp(f"cc-{version}")
-    home, uhome, project = root / "home", root / "understudy", root / "project"
-    home.mkdir()
-    project.mkdir()
-    uhome.mkdir(mode=0o700)
-    (project / "notes.txt").write_text("transformer 1: 11kV\ntransformer 2: 33kV\n")
-    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    home, uhome, project, env = fresh_user(root)
+    (project / "notes.txt").write_text(NOTES)
     _register_hooks(home, version)
-    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
     tools = f"Bash Read Grep {agent_tool}"
     results = {}
     with ScriptedAPI(_scripts(project, agent_tool, background)) as api:
@@ -165,14 +161,7 @@ def version_run(request, tmp_path_factory):
         results[PROMPTS[6]] = claude(PROMPTS[6], "--resume", first["session_id"], "--fork-session")
 
     assert list((uhome / "spool").glob("*.event")), f"Claude Code {version} ran no hook"
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-        status = json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
-                                           text=True, timeout=60, check=True).stdout)
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    status = ingest_spool(env, uhome)
     live = _export(env, uhome)
     fresh = root / "imported"
     proc = subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
@@ -254,14 +243,9 @@ def test_claude_code_1_0_is_captured_live(tmp_path):
     binary = REPO_ROOT / ".tools" / f"claude-code-{CLAUDE_1_0}" / "node_modules" / ".bin" / "claude"
     if not os.access(binary, os.X_OK):
         pytest.skip(f"Claude Code {CLAUDE_1_0} not installed at {binary}; ./test.sh installs it")
-    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
-    home.mkdir()
-    project.mkdir()
-    uhome.mkdir(mode=0o700)
-    (project / "notes.txt").write_text("transformer 1: 11kV\ntransformer 2: 33kV\n")
-    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
-    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"),
-               PATH=f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    home, uhome, project, env = fresh_user(tmp_path)
+    (project / "notes.txt").write_text(NOTES)
+    env["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     installed = subprocess.run([*CAPTURE_DAEMON, "hooks", "install"], env=env, capture_output=True, text=True, timeout=60)
     assert installed.returncode == 0 and f"Claude Code {CLAUDE_1_0} does not know SessionStart" in installed.stdout
     prompts = PROMPTS[:3]
@@ -272,14 +256,7 @@ def test_claude_code_1_0_is_captured_live(tmp_path):
                                   capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stderr[-2000:]
     assert list((uhome / "spool").glob("*.event")), f"Claude Code {CLAUDE_1_0} ran no hook"
-    start = subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60)
-    assert start.returncode == 0, start.stderr
-    try:
-        _wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-        status = json.loads(subprocess.run([*CAPTURE_DAEMON, "status", "--json"], env=env, capture_output=True,
-                                           text=True, timeout=60, check=True).stdout)
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    status = ingest_spool(env, uhome)
     assert status["spool"]["quarantined"] == 0 and status["capture"]["hooks_claude_ignores"] is None
     live = {t["prompt"]: t for t in _export(env, uhome)}
     assert sorted(live) == sorted(prompts)
