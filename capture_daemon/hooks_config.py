@@ -223,17 +223,29 @@ def parse_version(text: str) -> Optional[tuple[int, int, int]]:
     return tuple(int(part) for part in match.groups()) if match else None  # type: ignore[return-value]
 
 
-def detect_claude_version(binary: Optional[str] = None) -> Optional[tuple[int, int, int]]:
-    """The version of the `claude` on PATH (or `binary`); None when there is none or it says nothing."""
+# (path, size, mtime) → version: `status` asks on every call, and the dashboard every few seconds.
+_versions_seen: dict[tuple[str, int, int], Optional[tuple[int, int, int]]] = {}
+
+
+def detect_claude_version(binary: Optional[str] = None, timeout: float = 20) -> Optional[tuple[int, int, int]]:
+    """The version of the `claude` on PATH (or `binary`); None when there is none or it says
+    nothing (within `timeout` seconds). Asked once per binary as it is on disk."""
     binary = binary or shutil.which("claude")
     if not binary:
         return None
     try:
-        proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError):
+        st = os.stat(binary)
+    except OSError:
         return None
-    return parse_version(proc.stdout)
+    key = (os.path.realpath(binary), st.st_size, st.st_mtime_ns)
+    if key not in _versions_seen:
+        try:
+            proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None  # not remembered: a slow first start may answer next time
+        _versions_seen[key] = parse_version(proc.stdout)
+    return _versions_seen[key]
 
 
 def events_for(version: Optional[tuple[int, int, int]]) -> tuple[str, ...]:

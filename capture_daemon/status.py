@@ -61,7 +61,8 @@ def collect_status() -> dict[str, Any]:
     quarantine = quarantined(paths.quarantine_dir())
     registered = hooks_config.registered(hooks_config.settings_path()) if hooks_config.settings_path().exists() else {}
     switched_off = hooks_config.hooks_switched_off(hooks_config.settings_path(), project=Path.cwd()) if registered else None
-    claude_version = hooks_config.detect_claude_version() if registered else None
+    # A short wait: a `claude` that hangs must not hang `status` (then no version is reported).
+    claude_version = hooks_config.detect_claude_version(timeout=5) if registered else None
     errors = [f"hook: {line}" for line in _tail(paths.hook_error_log(), MAX_ERRORS)]
     errors += [f"daemon: {line}" for line in _tail(paths.logs_dir() / "daemon-errors.log", MAX_ERRORS)]
     return {

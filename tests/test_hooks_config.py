@@ -381,3 +381,20 @@ def test_status_says_when_the_claude_on_path_runs_none_of_the_hooks(isolated_env
     fake.write_text("#!/bin/sh\necho '1.0.45 (Claude Code)'\n")
     assert "runs no UserPromptSubmit hook" in json.loads(
         runner.invoke(main, ["status", "--json"]).output)["capture"]["hooks_claude_ignores"]
+
+
+def test_the_claude_version_is_asked_once_per_binary(tmp_path):
+    """`status` asks on every call and the dashboard every few seconds: the binary is run again
+    only when it changed on disk (an upgrade), and a hung one does not hang the caller."""
+    fake, runs = tmp_path / "claude", tmp_path / "runs"
+    fake.write_text(f"#!/bin/sh\necho x >> {runs}\necho '2.1.328 (Claude Code)'\n")
+    fake.chmod(0o755)
+    assert [hooks_config.detect_claude_version(str(fake)) for _ in range(3)] == [(2, 1, 328)] * 3
+    assert runs.read_text().count("x") == 1
+    fake.write_text(f"#!/bin/sh\necho x >> {runs}\necho '2.1.332 (Claude Code)'\n")  # upgraded in place
+    assert hooks_config.detect_claude_version(str(fake)) == (2, 1, 332)
+    assert runs.read_text().count("x") == 2
+    hung = tmp_path / "hung"
+    hung.write_text("#!/bin/sh\nsleep 30\n")
+    hung.chmod(0o755)
+    assert hooks_config.detect_claude_version(str(hung), timeout=0.5) is None

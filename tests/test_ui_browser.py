@@ -161,6 +161,30 @@ def test_a_broken_config_is_named_on_the_live_page(dashboard, understudy_home):
     assert shown.endswith("fix it, then `capture-daemon start`"), shown
 
 
+def test_hooks_claude_code_will_not_run_are_named_on_the_live_page(dashboard, isolated_env, monkeypatch, tmp_path):
+    """No hooks registered, or registered for events the `claude` on PATH does not know (it then
+    runs none): the Health panel says so, as `status` does, instead of looking healthy."""
+    from capture_daemon import hooks_config
+
+    def shown() -> str:
+        with Chromium() as browser:
+            page = browser.open(dashboard)
+            page.wait_for("document.body.dataset.state === 'ready' && document.body.dataset.page === 'live'")
+            return page.eval("document.getElementById('hooks-problem')?.textContent ?? ''")
+
+    assert shown() == "no hooks registered — `capture-daemon hooks install`"
+    fake = tmp_path / "bin" / "claude"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho '1.0.60 (Claude Code)'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    hooks_config.install(hooks_config.settings_path())  # every event: what a newer Claude Code knows
+    assert shown() == ("hooks not run: Claude Code 1.0.60 does not know SessionStart, PostToolUseFailure, "
+                       "SubagentStart, SessionEnd and so runs no hook at all: run `capture-daemon hooks install` again")
+    hooks_config.install(hooks_config.settings_path(), claude_version=(1, 0, 60))
+    assert shown() == ""
+
+
 @pytest.mark.e2e
 def test_trace_committed_by_claude_code_appears_live(dashboard, understudy_home, claude_home, tmp_path):
     """The real Claude Code CLI runs a scripted session with the hooks registered, the real daemon

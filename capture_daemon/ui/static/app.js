@@ -68,6 +68,12 @@ async function renderLive() {
     el("p", { id: "daemon-state", class: status.daemon.running ? "ok" : "bad" },
       status.daemon.running ? `daemon running (pid ${status.daemon.pid})` : "daemon not running — `capture-daemon start`"),
     status.capture.paused ? el("p", { class: "warn" }, "capture paused — `capture-daemon resume`") : null,
+    status.capture.hooks_registered.length ? null
+      : el("p", { class: "bad", id: "hooks-problem" }, "no hooks registered — `capture-daemon hooks install`"),
+    status.capture.hooks_switched_off ? el("p", { class: "bad", id: "hooks-problem" },
+      `hooks switched off by ${status.capture.hooks_switched_off}: nothing is captured — remove that setting`) : null,
+    status.capture.hooks_claude_ignores ? el("p", { class: "bad", id: "hooks-problem" },
+      "hooks not run: " + status.capture.hooks_claude_ignores) : null,
     status.config?.problem ? el("p", { class: "bad", id: "config-problem" },
       "config.toml is broken: " + status.config.problem + " — fix it" + (status.daemon.running ? "" : ", then `capture-daemon start`")) : null,
     h.problem ? el("p", { class: "bad", id: "health-problem" }, "capture is failing: " + h.problem) : null,
