@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from capture_daemon.assemble import build_trace, is_notification_prompt, iso_to_ns, prompt_state
+from capture_daemon.assemble import build_trace, closing_text, is_notification_prompt, iso_to_ns, prompt_state
 from capture_daemon.failures import describe, frames, is_environmental
 from capture_daemon.schema import CaptureLoss, Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
@@ -99,6 +99,9 @@ class OpenTrace:
     # An event of it came from a project in exclude_projects (or its session started in one):
     # the whole prompt is dropped, transcript content included, never built or stored.
     excluded: bool = False
+    # Set by the last build: a `<task-notification>` turn of it is not in the transcript, or
+    # ends without text there (Claude Code 2.1.42 writes it after the Stop hook ran).
+    notification_text_missing: bool = False
 
 
 class Ingestor:
@@ -426,13 +429,19 @@ class Ingestor:
         return len(stored)
 
     def _answer_still_to_come(self, trace: OpenTrace, result: Trace, transcripts: dict, now: int) -> bool:
-        """The prompt stopped, its Stop events carry no answer (older Claude Code) and its
-        transcript, which exists, holds none yet: Claude Code may still be writing it."""
+        """The prompt stopped, its Stop events carry no answer (older Claude Code: 2.0.0, 2.1.42
+        write the transcript after the Stop hook ran) and its transcript, which exists, does not
+        hold yet the closing text of each turn: the prompt's own answer, and that of a
+        `<task-notification>` turn of it (a background job reporting back). Claude Code may
+        still be writing it. A prompt whose turns all have theirs never waits. (A call's result
+        row comes before its turn's closing text, so waiting for that text waits for it too.)"""
         stops = [e for e in trace.events.values() if e.event == "Stop" and not e.agent_id]
         path = next((e.payload.get("transcript_path") for e in stops if e.payload.get("transcript_path")), None)
-        return (result.complete and not result.final_response and bool(stops) and transcripts.get(path) is not None
+        if not (result.complete and stops and transcripts.get(path) is not None
                 and not any("last_assistant_message" in e.payload for e in stops)
-                and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9)
+                and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9):
+            return False
+        return not result.final_response or trace.notification_text_missing
 
     def _failed(self, trace: OpenTrace, stage: str, exc: Exception, now: int) -> None:
         """One trace failed: retry it later with backoff, and after max_attempts set it aside.
@@ -507,6 +516,8 @@ class Ingestor:
             for one in dict.fromkeys([prompt_id, *notifications]):
                 if one in main.prompts:
                     main_turns.append(scrub_turns(main.prompts[one]))
+            trace.notification_text_missing = any(one not in main.prompts or closing_text([main.prompts[one]]) is None
+                                                  for one in notifications)
         agent_turns: dict[str, PromptTurns] = {}
         for ev in events:
             if ev.event == "SubagentStop" and ev.agent_id and ev.payload.get("agent_transcript_path"):

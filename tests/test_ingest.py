@@ -764,3 +764,66 @@ def test_a_stop_without_the_answer_waits_a_little_for_the_transcript_to_hold_it(
         traces = {t.session_id: t for t in store.iter_traces()}
     assert traces["sess-late"].final_response == "There are 3 rows." and traces["sess-late"].complete
     assert traces["sess-never"].final_response is None  # committed after the wait, as before
+
+
+def test_a_2_1_42_notification_turn_waits_a_little_for_its_closing_text(understudy_home, tmp_path):
+    """Claude Code 2.1.42 runs a `<task-notification>` turn when a background Bash job ends; its
+    Stop carries no last_assistant_message and the transcript gets the turn's closing text after
+    the hook ran. The reopened trace waits for that text, as a prompt waits for its own answer
+    (seen live: tests/test_background_bash.py lost that row), and a prompt with nothing to come
+    commits at once."""
+    clock = [time.time_ns()]
+    spool = paths.spool_dir()
+    transcript = tmp_path / "s-bg.jsonl"
+    ids = {"session_id": "s-bg", "cwd": "/work/proj", "transcript_path": str(transcript), "permission_mode": "default"}
+    said = ("<task-notification>\n<task-id>bfwbh17e7</task-id>\n<status>completed</status>\n<summary>Background command "
+            "\"ticker\" completed (exit code 0)</summary>\n</task-notification>")
+    common = {"isSidechain": False, "sessionId": "s-bg", "cwd": "/work/proj", "version": "2.1.42"}
+
+    def user(uuid: str, content, at: str) -> dict:
+        return dict(common, type="user", uuid=uuid, timestamp=f"2026-12-07T07:27:{at}Z", message={"role": "user", "content": content})
+
+    def assistant(uuid: str, block: dict, at: str) -> dict:
+        return dict(common, type="assistant", uuid=uuid, timestamp=f"2026-12-07T07:27:{at}Z",
+                    message={"id": f"msg_{uuid}", "role": "assistant", "model": "claude-opus-5-5", "content": [block]})
+
+    def result(uuid: str, tool_use_id: str, output: str, at: str) -> dict:
+        return user(uuid, [{"type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": False}], at)
+
+    background = {"command": "sleep 5; echo done", "description": "ticker", "run_in_background": True}
+    rows = [user("u-start", "start the ticker", "01.000"),
+            assistant("a1", {"type": "tool_use", "id": "toolu_bg", "name": "Bash", "input": background}, "02.000"),
+            result("r1", "toolu_bg", "Command running in background with ID: bfwbh17e7", "02.500"),
+            assistant("a2", {"type": "text", "text": "The ticker is running."}, "03.000"),
+            user("u-note", said, "08.000"),
+            assistant("a3", {"type": "tool_use", "id": "toolu_check", "name": "Bash", "input": {"command": "echo checked"}}, "09.000"),
+            result("r3", "toolu_check", "checked", "09.500")]
+    closing = assistant("a4", {"type": "text", "text": "The ticker printed done."}, "10.000")
+    transcript.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def events(prompt: str, tool_use_id: str, tool_input: dict, response: dict) -> None:
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt=prompt), clock[0])
+        call = dict(ids, tool_name="Bash", tool_input=tool_input, tool_use_id=tool_use_id)
+        write_event(spool, "PreToolUse", call, clock[0] + 1)
+        write_event(spool, "PostToolUse", dict(call, tool_response=response), clock[0] + 2)
+        write_event(spool, "Stop", dict(ids, stop_hook_active=False), clock[0] + 3)  # as 2.1.42 sends it
+
+    events("start the ticker", "toolu_bg", background, {"stdout": "", "stderr": "", "backgroundTaskId": "bfwbh17e7"})
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, spool, paths.quarantine_dir(), IngestSettings(settle_seconds=0), clock=lambda: clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1  # its answer is there and no turn is pending: no wait
+        clock[0] += int(5e9)
+        events(said, "toolu_check", {"command": "echo checked"}, {"stdout": "checked", "stderr": ""})
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 0  # the notification turn's closing text is not written yet
+        with open(transcript, "a") as handle:
+            handle.write(json.dumps(closing) + "\n")
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        [trace] = list(store.iter_traces())
+    assert [c.tool_use_id for c in trace.tool_calls] == ["toolu_bg", "toolu_check"]
+    assert [(s.text, s.position) for s in trace.assistant_text] == [("The ticker printed done.", 2)]
+    assert trace.final_response == "The ticker is running." and trace.complete
