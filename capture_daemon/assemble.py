@@ -86,13 +86,17 @@ def prompt_state(events: Iterable[SpoolEvent]) -> PromptState:
     """A trace is finished when its latest Stop reports no running background agent that
     has not stopped since."""
     last_stop: SpoolEvent | None = None
+    last_notice_ns = 0
     stopped_agents: dict[str, int] = {}
     for ev in sorted(events, key=lambda e: (e.received_ns, e.name)):
         if ev.event == "Stop" and not ev.agent_id:
             last_stop = ev
         elif ev.event == "SubagentStop" and ev.agent_id:
             stopped_agents[ev.agent_id] = ev.received_ns
-    if last_stop is None:
+        elif ev.event == "UserPromptSubmit" and not ev.agent_id and is_notification_prompt(ev.payload.get("prompt")):
+            last_notice_ns = ev.received_ns
+    if last_stop is None or last_notice_ns > last_stop.received_ns:
+        # Not stopped yet, or a `<task-notification>` turn of it runs now: its own Stop ends it.
         return PromptState(stopped=False, pending_agents=set())
     pending = set()
     for task in last_stop.payload.get("background_tasks") or []:

@@ -283,6 +283,12 @@ class Ingestor:
                 return None
             trace = self.open.get(parent) or self._open(parent, session_id, PENDING_PROMPT + event.name)
             trace.notification_prompts.append(PENDING_PROMPT + event.name)
+        elif event.agent_id and event.event != "UserPromptSubmit" and (owner := self._agent_parent(event.agent_id)):
+            # A background agent's event: the prompt whose call started it owns it, reopened if
+            # already stored, not the prompt running when it came. 2.1.328 sends it under the
+            # prompt_id of whatever prompt runs then; 2.1.42 sends no prompt_id, and its Stop
+            # names no running agent, so the prompt may be committed before its agent stops.
+            trace = self.open.get(owner) or self._open(owner, session_id, PENDING_PROMPT + event.name)
         elif not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
             candidates = [t for t in self.open.values() if t.session_id == session_id]
@@ -336,6 +342,13 @@ class Ingestor:
             self.aliases[key] = stored
             return stored
         return own
+
+    def _agent_parent(self, agent_id: str) -> str | None:
+        """The trace whose Agent/Task call launched this agent in the background (its
+        PostToolUse, which names the agent, came at once), open or stored; None for a
+        foreground agent, whose call returns only after it."""
+        key = f"agent:{agent_id}"
+        return next((t.trace_id for t in self.open.values() if key in t.links), None) or self.store.linked_trace(key)
 
     def _notification_parent(self, event: SpoolEvent) -> str | None:
         task_id, tool_use_id = notification_target(event.payload.get("prompt", ""))
