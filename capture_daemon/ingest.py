@@ -444,17 +444,20 @@ class Ingestor:
     def _answer_still_to_come(self, trace: OpenTrace, result: Trace, transcripts: dict, now: int) -> bool:
         """The prompt stopped, its Stop events carry no answer (older Claude Code: 2.0.0, 2.1.42
         write the transcript after the Stop hook ran) and its transcript, which exists, does not
-        hold yet the closing text of each turn: the prompt's own answer, and that of a
-        `<task-notification>` turn of it (a background job reporting back). Claude Code may
-        still be writing it. A prompt whose turns all have theirs never waits. (A call's result
-        row comes before its turn's closing text, so waiting for that text waits for it too.)"""
+        hold yet the closing text of each turn: the prompt's own answer, that of a
+        `<task-notification>` turn of it (a background job reporting back), and that of a
+        subagent that stopped (2.1.42's SubagentStop carries none either, and a background
+        agent's transcript may lack it then). Claude Code may still be writing it. A prompt
+        whose turns all have theirs never waits. (A call's result row comes before its turn's
+        closing text, so waiting for that text waits for it too.)"""
         stops = [e for e in trace.events.values() if e.event == "Stop" and not e.agent_id]
         path = next((e.payload.get("transcript_path") for e in stops if e.payload.get("transcript_path")), None)
         if not (result.complete and stops and transcripts.get(path) is not None
                 and not any("last_assistant_message" in e.payload for e in stops)
                 and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9):
             return False
-        return not result.final_response or trace.notification_text_missing
+        return (not result.final_response or trace.notification_text_missing
+                or any(run.complete and not run.final_response for run in result.subagents))
 
     def _failed(self, trace: OpenTrace, stage: str, exc: Exception, now: int) -> None:
         """One trace failed: retry it later with backoff, and after max_attempts set it aside.

@@ -827,3 +827,59 @@ def test_a_2_1_42_notification_turn_waits_a_little_for_its_closing_text(understu
     assert [c.tool_use_id for c in trace.tool_calls] == ["toolu_bg", "toolu_check"]
     assert [(s.text, s.position) for s in trace.assistant_text] == [("The ticker printed done.", 2)]
     assert trace.final_response == "The ticker is running." and trace.complete
+
+
+def test_a_2_1_42_background_agent_waits_a_little_for_its_closing_text(understudy_home, tmp_path):
+    """2.1.42's SubagentStop carries no last_assistant_message, and a background agent's
+    transcript gets its closing text after that hook ran (seen with the real CLI): the reopened
+    trace waits for it, then the run has its answer."""
+    clock = [time.time_ns()]
+    spool = paths.spool_dir()
+    transcript, agent_file = tmp_path / "s-ag.jsonl", tmp_path / "s-ag" / "subagents" / "agent-ad8776e.jsonl"
+    agent_file.parent.mkdir(parents=True)
+    ids = {"session_id": "s-ag", "cwd": "/work/proj", "transcript_path": str(transcript), "permission_mode": "default"}
+    common = {"isSidechain": False, "sessionId": "s-ag", "cwd": "/work/proj", "version": "2.1.42"}
+
+    def row(kind: str, uuid: str, content, **extra) -> dict:
+        message = {"role": kind, "content": content} if kind == "user" else \
+            {"id": f"msg_{uuid}", "role": "assistant", "model": "claude-opus-5-5", "content": content}
+        return dict(common, type=kind, uuid=uuid, timestamp="2026-12-07T07:27:01.000Z", message=message, **extra)
+
+    task = {"description": "inspect notes", "prompt": "BG SUBTASK inspect", "subagent_type": "general-purpose",
+            "run_in_background": True}
+    launched = {"isAsync": True, "status": "async_launched", "agentId": "ad8776e", "description": "inspect notes"}
+    transcript.write_text("".join(json.dumps(r) + "\n" for r in [
+        row("user", "u1", "delegate it"),
+        row("assistant", "a1", [{"type": "tool_use", "id": "toolu_task", "name": "Task", "input": task}]),
+        row("user", "r1", [{"type": "tool_result", "tool_use_id": "toolu_task", "content": "Async agent launched"}],
+            toolUseResult=launched),
+        row("assistant", "a2", [{"type": "text", "text": "The agent is on it."}])]))
+    agent_common = dict(isSidechain=True, agentId="ad8776e")
+    agent_file.write_text("".join(json.dumps(r) + "\n" for r in [
+        row("user", "s1", "BG SUBTASK inspect", **agent_common),
+        row("assistant", "s2", [{"type": "tool_use", "id": "toolu_read", "name": "Read", "input": {"file_path": "/n"}}],
+            **agent_common),
+        row("user", "s3", [{"type": "tool_result", "tool_use_id": "toolu_read", "content": "11kV"}], **agent_common)]))
+    write_event(spool, "UserPromptSubmit", dict(ids, prompt="delegate it"), clock[0])
+    call = dict(ids, tool_name="Task", tool_input=task, tool_use_id="toolu_task")
+    write_event(spool, "PreToolUse", call, clock[0] + 1)
+    write_event(spool, "PostToolUse", dict(call, tool_response=launched), clock[0] + 2)
+    write_event(spool, "Stop", dict(ids, stop_hook_active=False), clock[0] + 3)  # as 2.1.42 sends it: no agent named
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, spool, paths.quarantine_dir(), IngestSettings(settle_seconds=0), clock=lambda: clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        write_event(spool, "SubagentStop", dict(ids, agent_id="ad8776e", agent_type="general-purpose", stop_hook_active=False,
+                                                agent_transcript_path=str(agent_file)), clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 0  # the agent's closing text is not written yet
+        with open(agent_file, "a") as handle:
+            handle.write(json.dumps(row("assistant", "s4", [{"type": "text", "text": "The notes say 11kV."}], **agent_common)) + "\n")
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        assert ingestor.quarantined_count == 0
+        [trace] = list(store.iter_traces())
+    assert [(r.agent_id, r.final_response, r.complete) for r in trace.subagents] == [("ad8776e", "The notes say 11kV.", True)]
+    assert sorted((c.tool_use_id, c.agent_id) for c in trace.tool_calls) == [("toolu_read", "ad8776e"), ("toolu_task", None)]
