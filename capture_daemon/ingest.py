@@ -22,10 +22,12 @@ Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_i
 `agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
 `<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
 spawned the agent, reopened if already stored. A background Bash job (`run_in_background`)
-reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is
-final when its latest Stop reports no running background agent (a Bash job is not waited for:
-it may run for hours), after a short settle time; a prompt that never stops is finalised as
-incomplete after an idle timeout, or when its session ends.
+reports back the same way, its call's result naming the job's `backgroundTaskId`. A background
+agent's own events go to the prompt whose call launched it (`_agent_parent`), whatever prompt_id
+they carry. A trace is final when its latest Stop reports no running background agent (a Bash
+job is not waited for: it may run for hours) and no `<task-notification>` turn came after it,
+after a short settle time; a prompt that never stops is finalised as incomplete after an idle
+timeout, or when its session ends.
 
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the

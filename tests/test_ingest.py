@@ -883,3 +883,28 @@ def test_a_2_1_42_background_agent_waits_a_little_for_its_closing_text(understud
         [trace] = list(store.iter_traces())
     assert [(r.agent_id, r.final_response, r.complete) for r in trace.subagents] == [("ad8776e", "The notes say 11kV.", True)]
     assert sorted((c.tool_use_id, c.agent_id) for c in trace.tool_calls) == [("toolu_read", "ad8776e"), ("toolu_task", None)]
+
+
+def test_a_notification_turn_keeps_its_reopened_prompt_open_until_its_own_stop(understudy_home):
+    """A `<task-notification>` turn reopens the stored prompt, which still holds its old Stop: the
+    prompt runs again until the turn's own Stop. Committed before (the old Stop looked final),
+    2.1.42's calls of the turn, which carry no prompt_id, found no open prompt and were set aside."""
+    spool = paths.spool_dir()
+    _bg_prompt("s-bg", None, "start the ticker", background=True)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        ids = {"session_id": "s-bg", "cwd": "/work/proj", "transcript_path": "/nonexistent/s-bg.jsonl"}
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt="<task-notification>\n<task-id>bfwbh17e7</task-id>\n"
+                                                         "<status>completed</status>\n</task-notification>"))
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 0  # its turn runs: nothing to commit yet
+        call = dict(ids, tool_name="Bash", tool_input={"command": _NOTIFY_CALL}, tool_use_id="toolu_notify")
+        write_event(spool, "PreToolUse", call)
+        write_event(spool, "PostToolUse", dict(call, tool_response={"stdout": "handling-notification", "stderr": ""}))
+        write_event(spool, "Stop", dict(ids, stop_hook_active=False))
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL]}
+        assert ingestor.quarantined_count == 0
