@@ -28,6 +28,9 @@ from capture_daemon.spool import SpoolEvent
 from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
 
 MAX_OUTPUT_CHARS = 50_000
+# How `ToolCall.error` begins for a call that never returned: no PostToolUse or
+# PostToolUseFailure came for it and no transcript holds its result.
+NO_RESULT = "no result: "
 
 
 def is_notification_prompt(prompt: Any) -> bool:
@@ -83,13 +86,17 @@ def prompt_state(events: Iterable[SpoolEvent]) -> PromptState:
     """A trace is finished when its latest Stop reports no running background agent that
     has not stopped since."""
     last_stop: SpoolEvent | None = None
+    last_notice_ns = 0
     stopped_agents: dict[str, int] = {}
     for ev in sorted(events, key=lambda e: (e.received_ns, e.name)):
         if ev.event == "Stop" and not ev.agent_id:
             last_stop = ev
         elif ev.event == "SubagentStop" and ev.agent_id:
             stopped_agents[ev.agent_id] = ev.received_ns
-    if last_stop is None:
+        elif ev.event == "UserPromptSubmit" and not ev.agent_id and is_notification_prompt(ev.payload.get("prompt")):
+            last_notice_ns = ev.received_ns
+    if last_stop is None or last_notice_ns > last_stop.received_ns:
+        # Not stopped yet, or a `<task-notification>` turn of it runs now: its own Stop ends it.
         return PromptState(stopped=False, pending_agents=set())
     pending = set()
     for task in last_stop.payload.get("background_tasks") or []:
@@ -133,7 +140,7 @@ def build_trace(
 
     calls = _collect_calls(events, main_turns, agent_turns)
     ordered = _merge_by_start(calls)
-    tool_calls = [_to_tool_call(c, main_turns, agent_turns) for c in ordered]
+    tool_calls = [_to_tool_call(c, main_turns, agent_turns, None if complete else incomplete_reason) for c in ordered]
     # The answer is the prompt's own: a later `<task-notification>` turn (a background agent
     # reporting back) is a later step of the trace, never its final answer.
     own_turns = [t for t in main_turns if not t.is_notification]
@@ -143,7 +150,7 @@ def build_trace(
              and (first_notice is None or e.received_ns < first_notice)]
     final = stops[-1].payload.get("last_assistant_message") if stops else None
     if not final:
-        final = _last_text(own_turns)
+        final = closing_text(own_turns)
     own_blocks = [b for t in own_turns for b in t.blocks]
     final_block = own_blocks[-1] if final and own_blocks and own_blocks[-1].kind == "text" \
         and own_blocks[-1].text.strip() == final.strip() else None
@@ -287,7 +294,19 @@ def _assign_groups(agent_calls: list[_Call]) -> None:
         previous = call
 
 
-def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> ToolCall:
+def no_result_error(incomplete_reason: str | None) -> str:
+    """Why a call has no outcome, from why its trace is unfinished. The model saw no output of
+    it: its session was killed, ended or interrupted while the call ran or waited for
+    permission, or it still runs."""
+    why = {"interrupted": "the prompt was interrupted before the call returned",
+           "session_ended": "the session ended before the call returned"}.get(
+        incomplete_reason or "", "the call had not returned when the trace was recorded (still running, "
+                                 "or its session was killed or ended)")
+    return NO_RESULT + why
+
+
+def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns],
+                  incomplete_reason: str | None) -> ToolCall:
     turns = [agent_turns[call.agent_id]] if call.agent_id in agent_turns else main_turns
     result = next((t.results[call.tool_use_id] for t in turns if call.tool_use_id in t.results), None)
     if result is None and call.agent_id is not None:
@@ -300,10 +319,17 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
     elif result is not None and result.is_error:
         success = False
         error = result.text[:2000]
+    elif result is None and call.post_ns is None:
+        # Neither hook nor transcript says it returned: recorded as the failure it was for the
+        # model (no output), never as a success with an empty output.
+        success = False
+        error = no_result_error(incomplete_reason)
     if result is not None:
         output = result.text
     elif call.response is not None:
         output = render_tool_response(call.response)
+    elif call.post_ns is None:
+        output = None  # the model saw none
     else:
         output = error
     output, original = _cut(output)
@@ -312,7 +338,8 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
     return ToolCall(
         tool_use_id=call.tool_use_id, name=call.name or "unknown", input=call.input, output=output,
         output_original_chars=original, success=success, error=error,
-        is_interrupt=bool(call.failure.get("is_interrupt")) if call.failure else False,
+        is_interrupt=bool(call.failure.get("is_interrupt")) if call.failure
+        else result is None and call.post_ns is None and incomplete_reason == "interrupted",
         duration_ms=call.duration_ms, started_at=ns_to_datetime(call.start_ns),
         agent_id=call.agent_id, agent_type=call.agent_type, parallel_group=getattr(call, "parallel_group", 0),
     )
@@ -416,7 +443,7 @@ def messages_typed_while_running(events: Iterable[SpoolEvent], *, undelivered_on
     return [ev for ev in typed if not _delivered_within(ev.received_ns, ordered)]
 
 
-def _last_text(main_turns: list[PromptTurns]) -> str | None:
+def closing_text(main_turns: list[PromptTurns]) -> str | None:
     for turns in reversed(main_turns):
         for block in reversed(turns.blocks):
             if block.kind == "tool_use":
@@ -472,5 +499,5 @@ def _subagents(events: list[SpoolEvent], ordered: list[_Call], main_turns: list[
         run = runs.setdefault(agent_id, SubagentRun(agent_id=agent_id))
         run.prompt = run.prompt or turns.prompt
         if run.final_response is None:
-            run.final_response = _last_text([turns])
+            run.final_response = closing_text([turns])
     return list(runs.values())

@@ -186,6 +186,9 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
             structured = result.structured if isinstance(result.structured, dict) else {}
             if isinstance(structured.get("agentId"), str):
                 agent_results[structured["agentId"]] = tool_use_id
+                # A background agent: 2.1.42's notification names only its id, and may come
+                # after another prompt (which must not take it).
+                owner.setdefault(structured["agentId"], parent)
             if isinstance(structured.get("backgroundTaskId"), str):
                 # A background Bash job: 2.1.42's notification names only this id.
                 owner[structured["backgroundTaskId"]] = parent

@@ -22,13 +22,15 @@ Routing (Claude Code 2.1.328 facts): subagent events carry the parent's prompt_i
 `agent_id`; a background agent's result re-enters as a UserPromptSubmit whose prompt is a
 `<task-notification>` naming the Agent call's tool_use_id: its events join the trace that
 spawned the agent, reopened if already stored. A background Bash job (`run_in_background`)
-reports back the same way, its call's result naming the job's `backgroundTaskId`. A trace is
-final when its latest Stop reports no running background agent (a Bash job is not waited for:
-it may run for hours), after a short settle time; a prompt that never stops is finalised as
-incomplete after an idle timeout, or when its session ends. A message typed in the TUI while
-the model writes its final answer gets its UserPromptSubmit at once, under the running prompt's
-id, yet is run as the next prompt, which sends none of its own: that prompt takes the event when
-it is finalised (`_adopt_typed_ahead_prompt`).
+reports back the same way, its call's result naming the job's `backgroundTaskId`. A background
+agent's own events go to the prompt whose call launched it (`_agent_parent`), whatever prompt_id
+they carry. A trace is final when its latest Stop reports no running background agent (a Bash
+job is not waited for: it may run for hours) and no `<task-notification>` turn came after it,
+after a short settle time; a prompt that never stops is finalised as incomplete after an idle
+timeout, or when its session ends. A message typed in the TUI while the model writes its final
+answer gets its UserPromptSubmit at once, under the running prompt's id, yet is run as the next
+prompt, which sends none of its own: that prompt takes the event when it is finalised
+(`_adopt_typed_ahead_prompt`).
 
 Older Claude Code (2.0.x, 2.1.x before prompt ids, e.g. 2.1.42) sends no prompt_id (2.0.0 no
 tool_use_id either): its UserPromptSubmit opens a trace, the session's later events join the
@@ -50,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from capture_daemon.assemble import (build_trace, is_notification_prompt, iso_to_ns, messages_typed_while_running,
-                                     prompt_state)
+from capture_daemon.assemble import (build_trace, closing_text, is_notification_prompt, iso_to_ns,
+                                     messages_typed_while_running, prompt_state)
 from capture_daemon.failures import describe, frames, is_environmental
 from capture_daemon.schema import CaptureLoss, Trace, make_trace_id
 from capture_daemon.scrub import scrub_payload, scrub_turns
@@ -103,6 +105,9 @@ class OpenTrace:
     # An event of it came from a project in exclude_projects (or its session started in one):
     # the whole prompt is dropped, transcript content included, never built or stored.
     excluded: bool = False
+    # Set by the last build: a `<task-notification>` turn of it is not in the transcript, or
+    # ends without text there (Claude Code 2.1.42 writes it after the Stop hook ran).
+    notification_text_missing: bool = False
 
 
 class Ingestor:
@@ -284,6 +289,12 @@ class Ingestor:
                 return None
             trace = self.open.get(parent) or self._open(parent, session_id, PENDING_PROMPT + event.name)
             trace.notification_prompts.append(PENDING_PROMPT + event.name)
+        elif event.agent_id and event.event != "UserPromptSubmit" and (owner := self._agent_parent(event.agent_id)):
+            # A background agent's event: the prompt whose call started it owns it, reopened if
+            # already stored, not the prompt running when it came. 2.1.328 sends it under the
+            # prompt_id of whatever prompt runs then; 2.1.42 sends no prompt_id, and its Stop
+            # names no running agent, so the prompt may be committed before its agent stops.
+            trace = self.open.get(owner) or self._open(owner, session_id, PENDING_PROMPT + event.name)
         elif not prompt_id:
             # Older clients send no prompt_id: the session's latest open prompt owns it.
             candidates = [t for t in self.open.values() if t.session_id == session_id]
@@ -337,6 +348,13 @@ class Ingestor:
             self.aliases[key] = stored
             return stored
         return own
+
+    def _agent_parent(self, agent_id: str) -> str | None:
+        """The trace whose Agent/Task call launched this agent in the background (its
+        PostToolUse, which names the agent, came at once), open or stored; None for a
+        foreground agent, whose call returns only after it."""
+        key = f"agent:{agent_id}"
+        return next((t.trace_id for t in self.open.values() if key in t.links), None) or self.store.linked_trace(key)
 
     def _notification_parent(self, event: SpoolEvent) -> str | None:
         task_id, tool_use_id = notification_target(event.payload.get("prompt", ""))
@@ -432,13 +450,22 @@ class Ingestor:
         return len(stored)
 
     def _answer_still_to_come(self, trace: OpenTrace, result: Trace, transcripts: dict, now: int) -> bool:
-        """The prompt stopped, its Stop events carry no answer (older Claude Code) and its
-        transcript, which exists, holds none yet: Claude Code may still be writing it."""
+        """The prompt stopped, its Stop events carry no answer (older Claude Code: 2.0.0, 2.1.42
+        write the transcript after the Stop hook ran) and its transcript, which exists, does not
+        hold yet the closing text of each turn: the prompt's own answer, that of a
+        `<task-notification>` turn of it (a background job reporting back), and that of a
+        subagent that stopped (2.1.42's SubagentStop carries none either, and a background
+        agent's transcript may lack it then). Claude Code may still be writing it. A prompt
+        whose turns all have theirs never waits. (A call's result row comes before its turn's
+        closing text, so waiting for that text waits for it too.)"""
         stops = [e for e in trace.events.values() if e.event == "Stop" and not e.agent_id]
         path = next((e.payload.get("transcript_path") for e in stops if e.payload.get("transcript_path")), None)
-        return (result.complete and not result.final_response and bool(stops) and transcripts.get(path) is not None
+        if not (result.complete and stops and transcripts.get(path) is not None
                 and not any("last_assistant_message" in e.payload for e in stops)
-                and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9)
+                and now - trace.last_event_ns < self.settings.answer_wait_seconds * 1e9):
+            return False
+        return (not result.final_response or trace.notification_text_missing
+                or any(run.complete and not run.final_response for run in result.subagents))
 
     def _failed(self, trace: OpenTrace, stage: str, exc: Exception, now: int) -> None:
         """One trace failed: retry it later with backoff, and after max_attempts set it aside.
@@ -572,6 +599,8 @@ class Ingestor:
             for one in dict.fromkeys([prompt_id, *notifications]):
                 if one in main.prompts:
                     main_turns.append(scrub_turns(main.prompts[one]))
+            trace.notification_text_missing = any(one not in main.prompts or closing_text([main.prompts[one]]) is None
+                                                  for one in notifications)
         agent_turns: dict[str, PromptTurns] = {}
         for ev in events:
             if ev.event == "SubagentStop" and ev.agent_id and ev.payload.get("agent_transcript_path"):

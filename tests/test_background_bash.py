@@ -140,12 +140,9 @@ def captured(request, tmp_path_factory):
 
 
 def _steps(trace: dict, version: str) -> tuple:
+    # Everything, also the notification turn's closing text, which 2.1.42 writes to the
+    # transcript after its Stop hook ran (the daemon waits for it: ingest `_answer_still_to_come`).
     narration = [(s["text"], s["position"]) for s in trace["assistant_text"]]
-    if version == "2142":
-        # 2.1.42's Stop carries no last_assistant_message and can run before the transcript
-        # holds the turn's last text, so a running daemon may build without that one row (a
-        # race of its own, not this routing's): compared without it.
-        narration = narration[:-1] if narration and narration[-1][0].endswith("-done.") else narration
     return ([(c["tool_use_id"], c["input"]["command"], c["success"]) for c in trace["tool_calls"]],
             narration, trace["final_response"])
 
@@ -163,7 +160,7 @@ def test_the_notification_turn_joins_the_prompt_that_started_the_job(captured, n
     assert _steps(trace, v) == (
         [(f"toolu_{v}_{name}_bg", f"sleep {4 if name == 'late' else 8}; echo {name}-done", True),
          (f"toolu_{v}_{name}_check", f"echo checked-{name}", True)],
-        narration[:-1] if v == "2142" else narration,
+        narration,
         f"The {name} ticker is running.")  # the prompt's own answer, not the notification turn's
     assert trace["complete"] and trace["capture_losses"] == []
 

@@ -859,3 +859,147 @@ def test_a_message_typed_while_the_answer_streams_read_from_a_backlog(understudy
         traces = {t.prompt_id: t for t in store.iter_traces()}
     assert (traces["prompt-second"].prompt, traces["prompt-second"].complete) == ("now the second one", True)
     assert traces["prompt-first"].mid_turn_messages == [] and not list(paths.spool_dir().glob("*.event"))
+
+
+def test_a_2_1_42_notification_turn_waits_a_little_for_its_closing_text(understudy_home, tmp_path):
+    """Claude Code 2.1.42 runs a `<task-notification>` turn when a background Bash job ends; its
+    Stop carries no last_assistant_message and the transcript gets the turn's closing text after
+    the hook ran. The reopened trace waits for that text, as a prompt waits for its own answer
+    (seen live: tests/test_background_bash.py lost that row), and a prompt with nothing to come
+    commits at once."""
+    clock = [time.time_ns()]
+    spool = paths.spool_dir()
+    transcript = tmp_path / "s-bg.jsonl"
+    ids = {"session_id": "s-bg", "cwd": "/work/proj", "transcript_path": str(transcript), "permission_mode": "default"}
+    said = ("<task-notification>\n<task-id>bfwbh17e7</task-id>\n<status>completed</status>\n<summary>Background command "
+            "\"ticker\" completed (exit code 0)</summary>\n</task-notification>")
+    common = {"isSidechain": False, "sessionId": "s-bg", "cwd": "/work/proj", "version": "2.1.42"}
+
+    def user(uuid: str, content, at: str) -> dict:
+        return dict(common, type="user", uuid=uuid, timestamp=f"2026-12-07T07:27:{at}Z", message={"role": "user", "content": content})
+
+    def assistant(uuid: str, block: dict, at: str) -> dict:
+        return dict(common, type="assistant", uuid=uuid, timestamp=f"2026-12-07T07:27:{at}Z",
+                    message={"id": f"msg_{uuid}", "role": "assistant", "model": "claude-opus-5-5", "content": [block]})
+
+    def result(uuid: str, tool_use_id: str, output: str, at: str) -> dict:
+        return user(uuid, [{"type": "tool_result", "tool_use_id": tool_use_id, "content": output, "is_error": False}], at)
+
+    background = {"command": "sleep 5; echo done", "description": "ticker", "run_in_background": True}
+    rows = [user("u-start", "start the ticker", "01.000"),
+            assistant("a1", {"type": "tool_use", "id": "toolu_bg", "name": "Bash", "input": background}, "02.000"),
+            result("r1", "toolu_bg", "Command running in background with ID: bfwbh17e7", "02.500"),
+            assistant("a2", {"type": "text", "text": "The ticker is running."}, "03.000"),
+            user("u-note", said, "08.000"),
+            assistant("a3", {"type": "tool_use", "id": "toolu_check", "name": "Bash", "input": {"command": "echo checked"}}, "09.000"),
+            result("r3", "toolu_check", "checked", "09.500")]
+    closing = assistant("a4", {"type": "text", "text": "The ticker printed done."}, "10.000")
+    transcript.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def events(prompt: str, tool_use_id: str, tool_input: dict, response: dict) -> None:
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt=prompt), clock[0])
+        call = dict(ids, tool_name="Bash", tool_input=tool_input, tool_use_id=tool_use_id)
+        write_event(spool, "PreToolUse", call, clock[0] + 1)
+        write_event(spool, "PostToolUse", dict(call, tool_response=response), clock[0] + 2)
+        write_event(spool, "Stop", dict(ids, stop_hook_active=False), clock[0] + 3)  # as 2.1.42 sends it
+
+    events("start the ticker", "toolu_bg", background, {"stdout": "", "stderr": "", "backgroundTaskId": "bfwbh17e7"})
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, spool, paths.quarantine_dir(), IngestSettings(settle_seconds=0), clock=lambda: clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1  # its answer is there and no turn is pending: no wait
+        clock[0] += int(5e9)
+        events(said, "toolu_check", {"command": "echo checked"}, {"stdout": "checked", "stderr": ""})
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 0  # the notification turn's closing text is not written yet
+        with open(transcript, "a") as handle:
+            handle.write(json.dumps(closing) + "\n")
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        [trace] = list(store.iter_traces())
+    assert [c.tool_use_id for c in trace.tool_calls] == ["toolu_bg", "toolu_check"]
+    assert [(s.text, s.position) for s in trace.assistant_text] == [("The ticker printed done.", 2)]
+    assert trace.final_response == "The ticker is running." and trace.complete
+
+
+def test_a_2_1_42_background_agent_waits_a_little_for_its_closing_text(understudy_home, tmp_path):
+    """2.1.42's SubagentStop carries no last_assistant_message, and a background agent's
+    transcript gets its closing text after that hook ran (seen with the real CLI): the reopened
+    trace waits for it, then the run has its answer."""
+    clock = [time.time_ns()]
+    spool = paths.spool_dir()
+    transcript, agent_file = tmp_path / "s-ag.jsonl", tmp_path / "s-ag" / "subagents" / "agent-ad8776e.jsonl"
+    agent_file.parent.mkdir(parents=True)
+    ids = {"session_id": "s-ag", "cwd": "/work/proj", "transcript_path": str(transcript), "permission_mode": "default"}
+    common = {"isSidechain": False, "sessionId": "s-ag", "cwd": "/work/proj", "version": "2.1.42"}
+
+    def row(kind: str, uuid: str, content, **extra) -> dict:
+        message = {"role": kind, "content": content} if kind == "user" else \
+            {"id": f"msg_{uuid}", "role": "assistant", "model": "claude-opus-5-5", "content": content}
+        return dict(common, type=kind, uuid=uuid, timestamp="2026-12-07T07:27:01.000Z", message=message, **extra)
+
+    task = {"description": "inspect notes", "prompt": "BG SUBTASK inspect", "subagent_type": "general-purpose",
+            "run_in_background": True}
+    launched = {"isAsync": True, "status": "async_launched", "agentId": "ad8776e", "description": "inspect notes"}
+    transcript.write_text("".join(json.dumps(r) + "\n" for r in [
+        row("user", "u1", "delegate it"),
+        row("assistant", "a1", [{"type": "tool_use", "id": "toolu_task", "name": "Task", "input": task}]),
+        row("user", "r1", [{"type": "tool_result", "tool_use_id": "toolu_task", "content": "Async agent launched"}],
+            toolUseResult=launched),
+        row("assistant", "a2", [{"type": "text", "text": "The agent is on it."}])]))
+    agent_common = dict(isSidechain=True, agentId="ad8776e")
+    agent_file.write_text("".join(json.dumps(r) + "\n" for r in [
+        row("user", "s1", "BG SUBTASK inspect", **agent_common),
+        row("assistant", "s2", [{"type": "tool_use", "id": "toolu_read", "name": "Read", "input": {"file_path": "/n"}}],
+            **agent_common),
+        row("user", "s3", [{"type": "tool_result", "tool_use_id": "toolu_read", "content": "11kV"}], **agent_common)]))
+    write_event(spool, "UserPromptSubmit", dict(ids, prompt="delegate it"), clock[0])
+    call = dict(ids, tool_name="Task", tool_input=task, tool_use_id="toolu_task")
+    write_event(spool, "PreToolUse", call, clock[0] + 1)
+    write_event(spool, "PostToolUse", dict(call, tool_response=launched), clock[0] + 2)
+    write_event(spool, "Stop", dict(ids, stop_hook_active=False), clock[0] + 3)  # as 2.1.42 sends it: no agent named
+    with TraceStore.open() as store:
+        ingestor = Ingestor(store, spool, paths.quarantine_dir(), IngestSettings(settle_seconds=0), clock=lambda: clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        write_event(spool, "SubagentStop", dict(ids, agent_id="ad8776e", agent_type="general-purpose", stop_hook_active=False,
+                                                agent_transcript_path=str(agent_file)), clock[0])
+        ingestor.scan()
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 0  # the agent's closing text is not written yet
+        with open(agent_file, "a") as handle:
+            handle.write(json.dumps(row("assistant", "s4", [{"type": "text", "text": "The notes say 11kV."}], **agent_common)) + "\n")
+        clock[0] += int(1e9)
+        assert ingestor.finalize_ready() == 1
+        assert ingestor.quarantined_count == 0
+        [trace] = list(store.iter_traces())
+    assert [(r.agent_id, r.final_response, r.complete) for r in trace.subagents] == [("ad8776e", "The notes say 11kV.", True)]
+    assert sorted((c.tool_use_id, c.agent_id) for c in trace.tool_calls) == [("toolu_read", "ad8776e"), ("toolu_task", None)]
+
+
+def test_a_notification_turn_keeps_its_reopened_prompt_open_until_its_own_stop(understudy_home):
+    """A `<task-notification>` turn reopens the stored prompt, which still holds its old Stop: the
+    prompt runs again until the turn's own Stop. Committed before (the old Stop looked final),
+    2.1.42's calls of the turn, which carry no prompt_id, found no open prompt and were set aside."""
+    spool = paths.spool_dir()
+    _bg_prompt("s-bg", None, "start the ticker", background=True)
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        ids = {"session_id": "s-bg", "cwd": "/work/proj", "transcript_path": "/nonexistent/s-bg.jsonl"}
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt="<task-notification>\n<task-id>bfwbh17e7</task-id>\n"
+                                                         "<status>completed</status>\n</task-notification>"))
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 0  # its turn runs: nothing to commit yet
+        call = dict(ids, tool_name="Bash", tool_input={"command": _NOTIFY_CALL}, tool_use_id="toolu_notify")
+        write_event(spool, "PreToolUse", call)
+        write_event(spool, "PostToolUse", dict(call, tool_response={"stdout": "handling-notification", "stderr": ""}))
+        write_event(spool, "Stop", dict(ids, stop_hook_active=False))
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL]}
+        assert ingestor.quarantined_count == 0
