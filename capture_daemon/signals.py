@@ -34,9 +34,11 @@ Terms
   checkout, reset, merge, rebase, push, pull, stash, …; package installs (pip, npm, uv,
   cargo, apt, brew, … with install/add/remove/uninstall/update/upgrade/sync/get); or an
   output redirection to a file.
-- *Steered*: a gap where a message the user sent mid-turn (`mid_turn_messages`) arrived.
-  The narration in that gap and the change of course after it answer the user, so they
-  are not counted as the model's own correction or recovery (below).
+- *Steered*: a gap where a mid-turn message (`mid_turn_messages`) arrived: one the user
+  sent, or what a user's own hook showed the model (a Stop hook's reason to go on, a
+  PostToolUse hook's objection or context). The narration in that gap and the change of
+  course after it answer the user or the hook, so they are not counted as the model's own
+  correction or recovery (below).
 - *Run*: a main Bash call that is not read-only (tests, scripts, builds, installs, …).
 - *Similar inputs*: two calls of the same tool whose inputs, rendered as sorted compact
   JSON, have a difflib ratio (2 × matching characters / total characters) ≥

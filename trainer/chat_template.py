@@ -144,6 +144,26 @@ def mid_turn_text(text: str) -> str:
     return MID_TURN_MESSAGE.format(text=text)
 
 
+# How Claude Code (2.1.42, 2.1.328) words what a user's hook shows the model: a Stop hook's reason
+# to go on is a user turn of its own ("Stop hook feedback:\n..."); a blocking hook's reason and a
+# hook's additionalContext are reminders naming the hook ("PostToolUse:Bash hook additional
+# context: ..."). Claude Code also names the blocking hook's command; the dataset leaves that local
+# path out.
+STOP_HOOK_FEEDBACK = "{hook} hook feedback:\n{text}"
+HOOK_BLOCKING_ERROR = "{hook} hook blocking error: {text}"
+HOOK_ADDITIONAL_CONTEXT = "{hook} hook additional context: {text}"
+
+
+def told_text(kind: str, text: str, hook: str | None = None) -> str:
+    """A mid-turn message (schema.MidTurnMessage) as Claude Code shows it to the model."""
+    if kind == "user":
+        return mid_turn_text(text)
+    if kind == "hook_feedback" and hook in ("Stop", "SubagentStop"):
+        return STOP_HOOK_FEEDBACK.format(hook=hook, text=text)
+    template = HOOK_BLOCKING_ERROR if kind == "hook_feedback" else HOOK_ADDITIONAL_CONTEXT
+    return template.format(hook=hook or "A", text=text)
+
+
 def dump_arguments(arguments: Any) -> str:
     """Tool-call arguments as the JSON string the template prints verbatim.
 
