@@ -1,0 +1,165 @@
+"""What the user's own hooks show the model is part of the trace, live and imported alike.
+
+A user's hooks (besides understudy's) can put text in front of the model, and its next steps
+react to it: a Stop hook that blocks the stop (JSON `decision: block` with a reason, or exit 2
+with the reason on stderr) sends the model on with "Stop hook feedback:\\n<reason>"; a
+UserPromptSubmit hook's `additionalContext` comes with the prompt; a PostToolUse hook's
+`additionalContext` (or its `decision: block` reason) comes after the tool's result. The real
+CLI runs with such hooks registered beside understudy's; the daemon captures while it runs, and
+an import of the transcripts into a fresh store must give the same traces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capture_daemon.transcript import parse_transcript
+from tests.claude_harness import claude_bin, run_claude, write_settings_with_hooks
+from tests.daemon_harness import wait_for
+from tests.scripted_api import Script, ScriptedAPI, text, tool
+
+pytestmark = pytest.mark.e2e
+
+CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
+GITHUB_TOKEN = "ghp_" + "Z9x8C7v6B5n4M3a2S1d0F9g8H7j6K5l4P3o2"
+CONTEXT = f"the deploy branch is release-7; push with {GITHUB_TOKEN}"
+FEEDBACK = "the tests were not run: run pytest before you stop"
+
+# Blocks the session's first stop, then lets it stop: with a JSON decision, or (STOP_STYLE=exit2)
+# with exit code 2 and the reason on stderr.
+STOP_HOOK = f"""#!/bin/sh
+payload=$(cat)
+marker="$MARKERS/$(printf '%s' "$payload" | sed 's/.*"session_id": *"\\([^"]*\\)".*/\\1/')"
+[ -e "$marker" ] && exit 0
+touch "$marker"
+if [ "$STOP_STYLE" = exit2 ]; then echo "{FEEDBACK}" >&2; exit 2; fi
+echo '{{"decision": "block", "reason": "{FEEDBACK}"}}'
+"""
+PROMPT_HOOK = f"""#!/bin/sh
+cat > /dev/null
+echo '{{"hookSpecificOutput": {{"hookEventName": "UserPromptSubmit", "additionalContext": "{CONTEXT}"}}}}'
+"""
+POST_HOOK = """#!/bin/sh
+cat > /dev/null
+echo '{"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": "the lint job also runs on push"}}'
+"""
+
+
+def _script(prompt: str, suffix: str) -> Script:
+    return Script(prompt, [
+        [text("I'll check the branch."), tool("Bash", {"command": "echo main", "description": "Branch"}, id=f"toolu_hc_{suffix}1")],
+        [text("The branch is fine.")],  # the stop the Stop hook blocks
+        [text("Running the tests as the hook asks."), tool("Bash", {"command": "echo 3 passed", "description": "Tests"},
+                                                           id=f"toolu_hc_{suffix}2")],
+        [text("Tests pass; the branch is ready.")],
+    ])
+
+
+def _register_user_hooks(home: Path, hooks: Path) -> None:
+    settings = write_settings_with_hooks(home)
+    data = json.loads(settings.read_text())
+    for event, body, matcher in (("Stop", STOP_HOOK, None), ("UserPromptSubmit", PROMPT_HOOK, None),
+                                 ("PostToolUse", POST_HOOK, "Bash")):
+        script = hooks / f"{event}.sh"
+        script.write_text(body)
+        script.chmod(0o755)
+        entry = {"hooks": [{"type": "command", "command": str(script)}], **({"matcher": matcher} if matcher else {})}
+        data["hooks"].setdefault(event, []).append(entry)
+    settings.write_text(json.dumps(data))
+
+
+def _export(env: dict) -> dict:
+    out = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, timeout=60, check=True).stdout
+    return {t["prompt"]: t for t in map(json.loads, out.splitlines())}
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    claude_bin()
+    root = tmp_path_factory.mktemp("hookctx")
+    home, uhome, project, hooks, markers = (root / n for n in ("home", "understudy", "project", "hooks", "markers"))
+    for folder in (home, project, hooks, markers):
+        folder.mkdir()
+    uhome.mkdir(mode=0o700)
+    _register_user_hooks(home, hooks)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    try:
+        with ScriptedAPI([_script("check the release branch", "j"), _script("check the branch with exit 2", "e")]) as api:
+            for prompt, style in (("check the release branch", "json"), ("check the branch with exit 2", "exit2")):
+                proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                                  allowed_tools="Bash", env={"MARKERS": str(markers), "STOP_STYLE": style})
+                assert json.loads(proc.stdout)["result"] == "Tests pass; the branch is ready.", proc.stderr[-2000:]
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
+                   text=True, timeout=120, check=True)
+    raw = b"".join(p.read_bytes() for p in (uhome, root / "imported") for p in p.rglob("*") if p.is_file())
+    return {"live": _export(env), "imported": _export(fresh), "env": env, "raw": raw,
+            "transcripts": list((home / ".claude" / "projects").rglob("*.jsonl"))}
+
+
+@pytest.mark.parametrize("prompt", ["check the release branch", "check the branch with exit 2"])
+def test_the_stop_hooks_feedback_is_kept_where_the_model_read_it(captured, prompt):
+    trace = captured["live"][prompt]
+    assert [c["name"] for c in trace["tool_calls"]] == ["Bash", "Bash"]
+    feedback = [m for m in trace["mid_turn_messages"] if m["kind"] == "hook_feedback"]
+    # After the text it stopped with (at the same place), before the step that reacts to it.
+    [told] = feedback
+    assert {k: v for k, v in told.items() if k != "text"} == {"position": 1, "kind": "hook_feedback", "hook": "Stop",
+                                                              "after_text": 1}
+    # As the model read it: with exit 2, Claude Code names the hook's command before its stderr.
+    assert told["text"] == FEEDBACK if "exit 2" not in prompt else told["text"].endswith(f"/hooks/Stop.sh]: {FEEDBACK}\n")
+    assert [(s["text"], s["position"]) for s in trace["assistant_text"]] == [
+        ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
+    assert trace["final_response"] == "Tests pass; the branch is ready." and trace["complete"]
+
+
+def test_hook_context_comes_with_the_prompt_and_the_results(captured):
+    trace = captured["live"]["check the release branch"]
+    context = [(m["hook"], m["position"], m["text"]) for m in trace["mid_turn_messages"] if m["kind"] == "hook_context"]
+    assert [(hook, position) for hook, position, _ in context] == [
+        ("UserPromptSubmit", 0), ("PostToolUse:Bash", 1), ("PostToolUse:Bash", 2)]
+    assert context[0][2].startswith("the deploy branch is release-7; push with ")
+    assert context[1][2] == "the lint job also runs on push"
+
+
+def test_hook_text_is_redacted_as_a_prompt_is(captured):
+    [first, *_] = captured["live"]["check the release branch"]["mid_turn_messages"]
+    assert "[REDACTED" in first["text"]
+    assert GITHUB_TOKEN.encode() not in captured["raw"]
+
+
+def test_import_gives_the_live_trace(captured):
+    assert sorted(captured["live"]) == sorted(captured["imported"])
+    for prompt, live in captured["live"].items():
+        imported = captured["imported"][prompt]
+        assert imported["trace_id"] == live["trace_id"]
+        for field in ("mid_turn_messages", "assistant_text", "final_response", "reasoning_signals"):
+            assert imported[field] == live[field], (prompt, field)
+
+
+def test_show_prints_the_feedback_between_the_stop_and_the_reaction(captured):
+    trace_id = captured["live"]["check the release branch"]["trace_id"]
+    shown = subprocess.run([*CAPTURE_DAEMON, "show", trace_id, "--full"], env=captured["env"], capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    stopped, told, reaction = (shown.index("The branch is fine."), shown.index("Stop hook feedback"),
+                               shown.index("Running the tests as the hook asks."))
+    assert stopped < told < reaction
+    assert FEEDBACK in " ".join(shown.split())  # the console wraps long lines
+
+
+def test_the_rows_are_read_as_they_are_written(captured):
+    """One feedback block per stop although 2.1.328 writes it twice (a user row and an attachment)."""
+    [transcript] = captured["transcripts"][:1]
+    [turns] = parse_transcript(transcript).prompts.values()
+    told = [(b.origin, b.hook) for b in turns.blocks if b.kind == "mid_turn"]
+    assert told.count(("hook_feedback", "Stop")) == 1
