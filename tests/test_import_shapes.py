@@ -667,3 +667,25 @@ def test_a_background_bash_notification_joins_the_prompt_that_started_the_job(tm
     assert {p: [c.tool_use_id for c in t.tool_calls] for p, t in traces.items()} == {
         "start the ticker": ["toolu_bg_1", "toolu_3"], "a second question": ["toolu_2"]}
     assert traces["start the ticker"].final_response == "The ticker is running."
+
+
+def test_a_stop_hooks_feedback_in_the_2_1_42_shape_is_where_the_model_read_it(tmp_path):
+    """2.1.42 writes what a user's Stop hook sent the model on with only as an isMeta user row
+    ("Stop hook feedback:\\n<reason>"), no promptId: it is no prompt of its own, and it comes after
+    the text the model stopped with, before the step that reacts to it."""
+    s = Session()
+    s.user("check the release branch")
+    s.text("I'll check the branch.")
+    s.call("Bash", "t1", command="git branch")
+    s.text("The branch is fine.")
+    s._row("user", {"role": "user", "content": "Stop hook feedback:\nrun pytest before you stop"}, isMeta=True)
+    s.text("Running the tests as the hook asks.")
+    s.call("Bash", "t2", command="pytest -q")
+    s.text("Tests pass; the branch is ready.")
+    _, traces = _import([s.write(tmp_path / "p" / f"{SESSION}.jsonl")], tmp_path / "t.db")
+    [trace] = traces.values()
+    assert [m.model_dump() for m in trace.mid_turn_messages] == [
+        {"text": "run pytest before you stop", "position": 1, "kind": "hook_feedback", "hook": "Stop", "after_text": 1}]
+    assert [(t.text, t.position) for t in trace.assistant_text] == [
+        ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
+    assert trace.final_response == "Tests pass; the branch is ready."
