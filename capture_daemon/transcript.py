@@ -39,9 +39,9 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   blocks the stop, a PostToolUse hook that blocks: `blockingError.blockingError`) or
   `hook_additional_context` (`content`, a list of strings: UserPromptSubmit's after the prompt,
   PostToolUse's after the result), named by `hookName`. A Stop (or SubagentStop) hook's reason is
-  also a user row, `isMeta`, "Stop hook feedback:\n<reason>", which is all 2.1.42 writes of any
-  hook's text (its additional context reaches the model but not the transcript); one block per
-  delivery either way. SessionStart's context comes before the first prompt (none holds it).
+  also a user row, `isMeta`, "Stop hook feedback:\n<reason>", which is all 2.1.42 and 2.0.0 write
+  of any hook's text (their additional context reaches the model but not the transcript; 2.0.0's
+  row has no `isMeta` and lists the reasons as "- <reason>"); one block per delivery either way. SessionStart's context comes before the first prompt (none holds it).
 """
 
 from __future__ import annotations
@@ -372,12 +372,14 @@ def _str_or_none(value: Any) -> str | None:
 
 def prompt_kind(row: dict, content: Any) -> str:
     """What a user row is: "tool_result", "meta" (Claude Code's own: caveats, skill bodies,
-    compaction summaries), "command" (slash command or `!` bash mode), "interrupt",
+    compaction summaries, a Stop hook's feedback), "command" (slash command or `!` bash mode), "interrupt",
     "notification" (a background task reporting back) or "prompt" (typed by the user)."""
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         return "tool_result"
     if row.get("isMeta") or row.get("isCompactSummary") or row.get("isVisibleInTranscriptOnly"):
         return "meta"
+    if _STOP_FEEDBACK.match(_text_of(content)):
+        return "meta"  # a Stop hook sent the model on (2.0.0 writes it without isMeta): no prompt of its own
     text = _text_of(content).lstrip()
     if text.startswith(COMMAND_PREFIXES):
         return "command"

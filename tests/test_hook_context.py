@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from capture_daemon import hooks_config
 from capture_daemon.transcript import parse_transcript
-from tests.claude_harness import claude_bin, run_claude, write_settings_with_hooks
+from tests.claude_harness import REPO_ROOT, claude_bin, claude_env, run_claude, write_settings_with_hooks
 from tests.daemon_harness import wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
@@ -163,3 +164,73 @@ def test_the_rows_are_read_as_they_are_written(captured):
     [turns] = parse_transcript(transcript).prompts.values()
     told = [(b.origin, b.hook) for b in turns.blocks if b.kind == "mid_turn"]
     assert told.count(("hook_feedback", "Stop")) == 1
+
+
+# --- every version: a stop blocked while the daemon runs, the model slower than the settle time ---
+
+VERSIONS = {"2.0.0": ("claude-code-2.0.0", (2, 0, 0)), "2.1.42": ("claude-code-2.1.42", (2, 1, 42)), "pinned": ("claude-code", None)}
+
+
+def _version_bin(version: str) -> Path:
+    path = REPO_ROOT / ".tools" / VERSIONS[version][0] / "node_modules" / ".bin" / "claude"
+    if version == "pinned":
+        path = claude_bin()
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"Claude Code {version} not installed at {path}; ./test.sh installs it")
+    return path
+
+
+@pytest.fixture(scope="module", params=list(VERSIONS))
+def blocked_live(request, tmp_path_factory):
+    """A Stop hook blocks the first stop; the model's next turn comes 2 s later, so the daemon has
+    stored the trace by then (its settle time is 0.3 s) and must take the rest of the prompt into
+    it. 2.0.0 and 2.1.42 name no prompt in their events, so only the session says whose they are."""
+    version = request.param
+    binary = _version_bin(version)
+    root = tmp_path_factory.mktemp(f"blocked-{version}")
+    home, uhome, project, hooks, markers = (root / n for n in ("home", "understudy", "project", "hooks", "markers"))
+    for folder in (home, project, hooks, markers):
+        folder.mkdir()
+    uhome.mkdir(mode=0o700)
+    settings = home / ".claude" / "settings.json"
+    hooks_config.install(settings, VERSIONS[version][1])
+    data = json.loads(settings.read_text())
+    (hooks / "stop.sh").write_text(STOP_HOOK)
+    (hooks / "stop.sh").chmod(0o755)
+    data["hooks"].setdefault("Stop", []).append({"hooks": [{"type": "command", "command": str(hooks / "stop.sh")}]})
+    settings.write_text(json.dumps(data))
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    script = _script("check the slow branch", "s")
+    script.delays = {2: 2.0}
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    try:
+        with ScriptedAPI([script]) as api:
+            proc = subprocess.run([str(binary), "-p", "check the slow branch", "--allowedTools", "Bash", "--output-format", "json"],
+                                  cwd=project, env=claude_env(home, uhome, api.base_url, {"MARKERS": str(markers)}),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+            assert json.loads(proc.stdout)["result"] == "Tests pass; the branch is ready.", proc.stderr[-2000:]
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
+                   text=True, timeout=120, check=True)
+    return {"version": version, "live": _export(env), "imported": _export(fresh),
+            "quarantined": list((uhome / "spool" / "quarantine").glob("*"))}
+
+
+def test_a_blocked_stop_is_one_prompt_live_and_imported(blocked_live):
+    assert blocked_live["quarantined"] == []  # no event of the prompt's continuation was set aside
+    for source in ("live", "imported"):
+        assert list(blocked_live[source]) == ["check the slow branch"], source  # the feedback is no prompt
+        trace = blocked_live[source]["check the slow branch"]
+        assert [c["input"]["command"] for c in trace["tool_calls"]] == ["echo main", "echo 3 passed"], source
+        [told] = trace["mid_turn_messages"]
+        assert (told["kind"], told["hook"], told["position"], told["after_text"]) == ("hook_feedback", "Stop", 1, 1)
+        # 2.0.0 lists the reasons ("- <reason>"); the model read it so.
+        assert told["text"] == (f"- {FEEDBACK}" if blocked_live["version"] == "2.0.0" else FEEDBACK)
+        assert trace["final_response"] == "Tests pass; the branch is ready." and trace["complete"], source
+    live, imported = blocked_live["live"]["check the slow branch"], blocked_live["imported"]["check the slow branch"]
+    assert imported["trace_id"] == live["trace_id"]
+    for field in ("mid_turn_messages", "assistant_text", "reasoning_signals"):
+        assert imported[field] == live[field], field

@@ -689,3 +689,23 @@ def test_a_stop_hooks_feedback_in_the_2_1_42_shape_is_where_the_model_read_it(tm
     assert [(t.text, t.position) for t in trace.assistant_text] == [
         ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
     assert trace.final_response == "Tests pass; the branch is ready."
+
+
+def test_a_stop_hooks_feedback_in_the_2_0_0_shape_is_no_prompt_of_its_own(tmp_path):
+    """2.0.0 writes the feedback as a plain user row (no isMeta, the reasons listed "- <reason>"):
+    without promptId every real user row would open a prompt, and the continuation would be cut
+    off into a trace whose prompt is the hook's words."""
+    s = Session()
+    s.user("check the release branch")
+    s.call("Bash", "t1", command="git branch")
+    s.text("The branch is fine.")
+    s._row("user", {"role": "user", "content": "Stop hook feedback:\n- run pytest before you stop"})
+    s.call("Bash", "t2", command="pytest -q")
+    s.text("Tests pass; the branch is ready.")
+    _, traces = _import([s.write(tmp_path / "p" / f"{SESSION}.jsonl")], tmp_path / "t.db")
+    assert list(traces) == ["check the release branch"]
+    trace = traces["check the release branch"]
+    assert [c.tool_use_id for c in trace.tool_calls] == ["t1", "t2"]
+    assert [(m.kind, m.hook, m.text, m.position, m.after_text) for m in trace.mid_turn_messages] == [
+        ("hook_feedback", "Stop", "- run pytest before you stop", 1, 1)]
+    assert trace.final_response == "Tests pass; the branch is ready."
