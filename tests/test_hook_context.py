@@ -105,7 +105,7 @@ def captured(tmp_path_factory):
                    text=True, timeout=120, check=True)
     raw = b"".join(p.read_bytes() for p in (uhome, root / "imported") for p in p.rglob("*") if p.is_file())
     return {"live": _export(env), "imported": _export(fresh), "env": env, "raw": raw,
-            "transcripts": list((home / ".claude" / "projects").rglob("*.jsonl"))}
+            "transcripts": list((home / ".claude" / "projects").rglob("*.jsonl")), "requests": api.requests}
 
 
 @pytest.mark.parametrize("prompt", ["check the release branch", "check the branch with exit 2"])
@@ -156,6 +156,23 @@ def test_show_prints_the_feedback_between_the_stop_and_the_reaction(captured):
                                shown.index("Running the tests as the hook asks."))
     assert stopped < told < reaction
     assert FEEDBACK in " ".join(shown.split())  # the console wraps long lines
+
+
+@pytest.mark.parametrize("prompt", ["check the release branch", "check the branch with exit 2"])
+def test_serve_gives_the_student_the_turns_it_was_trained_on(captured, prompt):
+    """`trainer serve` maps Claude Code's last request of the prompt (everything but the answer) to
+    the trace's training example: the hooks' words where the dataset puts them, worded alike."""
+    from capture_daemon.redact import redact_value
+    from capture_daemon.schema import Trace
+    from trainer.dataset import DatasetConfig, trace_to_example
+    from trainer.serve import ContextSettings, to_chat
+
+    config = DatasetConfig()
+    example = trace_to_example(Trace.model_validate(captured["live"][prompt]), config)["messages"]
+    request = [r for r in captured["requests"] if prompt in json.dumps(r.get("messages"))][-1]
+    served, _, _ = to_chat(request, ContextSettings(dataset=config))
+    assert redact_value(served) == example[:-1]  # the trace is redacted; the request is not
+    assert any(m["content"].startswith("Stop hook feedback:") for m in served if m["role"] == "user")
 
 
 def test_the_rows_are_read_as_they_are_written(captured):

@@ -158,6 +158,7 @@ def told_text(kind: str, text: str, hook: str | None = None) -> str:
     """A mid-turn message (schema.MidTurnMessage) as Claude Code shows it to the model."""
     if kind == "user":
         return mid_turn_text(text)
+    text = text.strip()  # as serve reads Claude Code's request (exit 2's reason ends in stderr's newline)
     if kind == "hook_feedback" and hook in ("Stop", "SubagentStop"):
         return STOP_HOOK_FEEDBACK.format(hook=hook, text=text)
     template = HOOK_BLOCKING_ERROR if kind == "hook_feedback" else HOOK_ADDITIONAL_CONTEXT
