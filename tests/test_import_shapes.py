@@ -608,7 +608,8 @@ def test_a_message_typed_mid_turn_is_kept_where_it_arrived(tmp_path):
         ("use the staging db instead, token [REDACTED:github-token]", 1)]
     assert [(t.text, t.position) for t in trace.assistant_text] == [
         ("Working slowly.", 0), ("Switching to the staging db as you asked.", 1)]
-    assert trace.final_response == LONG and trace.complete and trace.schema_version == 2
+    assert trace.final_response == LONG and trace.complete and trace.schema_version == 3
+    assert [(m.kind, m.hook, m.after_text) for m in trace.mid_turn_messages] == [("user", None, 0)]
 
 
 def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
@@ -617,6 +618,11 @@ def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
     old = {"schema_version": 1, "trace_id": "t", "session_id": "s", "prompt_id": "p", "prompt": "hi"}
     trace = Trace.model_validate(old)
     assert trace.mid_turn_messages == [] and trace.schema_version == 1
+
+    # Version 2: the user's messages only, read as such.
+    two = dict(old, schema_version=2, mid_turn_messages=[{"text": "only feeder B", "position": 1}])
+    [message] = Trace.model_validate(two).mid_turn_messages
+    assert (message.kind, message.hook, message.after_text) == ("user", None, 0)
 
 
 def test_what_skill_and_toolsearch_gave_the_model_is_their_output(tmp_path):
