@@ -342,9 +342,9 @@ def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns
 
     def place(block: Block, position: int, agent: str | None, written_before: int) -> None:
         if block.kind == "mid_turn":
-            if agent is None:  # only the main conversation takes the user's messages
+            if agent is None or block.origin != "user":  # only the main conversation takes the user's messages
                 mid_turn.append(MidTurnMessage(text=block.text, position=position, kind=block.origin, hook=block.hook,
-                                               after_text=written_before))
+                                               after_text=written_before, agent_id=agent))
         else:
             (narration if block.kind == "text" else thinking).append(TextStep(text=block.text, position=position, agent_id=agent))
 

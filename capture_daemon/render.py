@@ -73,6 +73,8 @@ def _after_main_narration(texts: list, count: int) -> int:
 
 
 def _told_by(message) -> str:
+    if message.agent_id:
+        return f"agent {printable(message.agent_id[:8])} {_told_by(message.model_copy(update={'agent_id': None}))}"
     if message.kind == "hook_feedback":
         return f"{printable(message.hook or 'hook')} hook feedback (mid-turn)"
     if message.kind == "hook_context":

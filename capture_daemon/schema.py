@@ -94,6 +94,9 @@ class MidTurnMessage(_Model):
     # "UserPromptSubmit"); None for the user's own messages.
     hook: Optional[str] = None
     after_text: int = 0
+    # None for the main agent; a subagent's id for what its hooks told it (a SubagentStop hook
+    # that blocks). `after_text` then counts that agent's narration.
+    agent_id: Optional[str] = None
 
 
 class SubagentRun(_Model):

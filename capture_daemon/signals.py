@@ -852,7 +852,7 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
 
     narration = narration_steps(trace)
     gaps = {_main_gap(trace, s.position) for s in narration}
-    steered = {_main_gap(trace, m.position) for m in trace.mid_turn_messages}
+    steered = {_main_gap(trace, m.position) for m in trace.mid_turn_messages if m.agent_id is None}
 
     # Exploration: reads/searches before the first change.
     first_change = next((i for i, c in enumerate(main) if is_change(c)), n_main)

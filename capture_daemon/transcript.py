@@ -338,7 +338,7 @@ def _apply_row_content(transcript: Transcript, row: dict, state: _ParseState) ->
             state.early = []
     elif kind == "assistant" and state.current is not None:
         _assistant_row(state.current, row)
-    elif kind == "attachment" and state.current is not None and row.get("isSidechain") is not True:
+    elif kind == "attachment" and state.current is not None and (row.get("isSidechain") is not True or not state.inline_sidechains):
         _queued_message_row(state.current, row)
         _hook_text_row(state.current, row)
     elif kind == "assistant" and not state.inline_sidechains and len(state.early) < 64:
@@ -528,8 +528,12 @@ def _add_hook_text(current: PromptTurns, row: dict, text: str | None, origin: st
     if not text or not text.strip():
         return
     last = current.blocks[-1] if current.blocks else None
-    if last is not None and last.kind == "mid_turn" and (last.origin, last.hook, last.text.strip()) == (origin, hook, text.strip()):
-        return  # one delivery, written twice: 2.1.328's Stop feedback row and its attachment
+    if last is not None and last.kind == "mid_turn" and (last.origin, last.text.strip()) == (origin, text.strip()) \
+            and (last.hook == hook or {last.hook, hook} <= {"Stop", "SubagentStop"}):
+        # One delivery, written twice: 2.1.328's Stop feedback row and its attachment. A subagent's
+        # row says "Stop hook feedback" for what its attachment names SubagentStop.
+        last.hook = "SubagentStop" if "SubagentStop" in (last.hook, hook) else last.hook
+        return
     current.blocks.append(Block("mid_turn", _str_or_none(row.get("uuid")) or "", text=text,
                                 timestamp=_str_or_none(row.get("timestamp")), origin=origin, hook=hook))
 

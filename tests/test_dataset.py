@@ -384,3 +384,14 @@ def test_a_stop_hooks_feedback_is_what_serve_shows_for_claude_codes_request():
     ]}
     messages, _, _ = to_chat(request, ContextSettings(dataset=config))
     assert messages == ex["messages"][:-1]
+
+
+def test_a_subagents_hook_feedback_is_shown_only_with_its_turns():
+    from capture_daemon.schema import MidTurnMessage
+
+    told = MidTurnMessage(text="check twice", position=2, kind="hook_feedback", hook="SubagentStop", after_text=0, agent_id="a1")
+    contents = [m["content"] for m in trace_to_example(make_trace(mid_turn_messages=[told]), DatasetConfig())["messages"]]
+    assert "Stop hook feedback:\ncheck twice" not in contents
+    with_agents = trace_to_example(make_trace(mid_turn_messages=[told]), DatasetConfig(include_subagent_calls=True))
+    # Claude Code words a SubagentStop hook's reason as a Stop hook's.
+    assert "Stop hook feedback:\ncheck twice" in [m["content"] for m in with_agents["messages"]]

@@ -116,7 +116,7 @@ def test_the_stop_hooks_feedback_is_kept_where_the_model_read_it(captured, promp
     # After the text it stopped with (at the same place), before the step that reacts to it.
     [told] = feedback
     assert {k: v for k, v in told.items() if k != "text"} == {"position": 1, "kind": "hook_feedback", "hook": "Stop",
-                                                              "after_text": 1}
+                                                              "after_text": 1, "agent_id": None}
     # As the model read it: with exit 2, Claude Code names the hook's command before its stderr.
     assert told["text"] == FEEDBACK if "exit 2" not in prompt else told["text"].endswith(f"/hooks/Stop.sh]: {FEEDBACK}\n")
     assert [(s["text"], s["position"]) for s in trace["assistant_text"]] == [
@@ -251,3 +251,65 @@ def test_a_blocked_stop_is_one_prompt_live_and_imported(blocked_live):
     assert imported["trace_id"] == live["trace_id"]
     for field in ("mid_turn_messages", "assistant_text", "reasoning_signals"):
         assert imported[field] == live[field], field
+
+
+# --- a SubagentStop hook that blocks: the subagent goes on, told why ---
+
+SUBAGENT_HOOK = """#!/bin/sh
+cat > /dev/null
+[ -e "$MARKERS/subagent" ] && exit 0
+touch "$MARKERS/subagent"
+echo '{"decision": "block", "reason": "check the feeder twice"}'
+"""
+
+
+@pytest.fixture(scope="module")
+def subagent_blocked(tmp_path_factory):
+    claude_bin()
+    root = tmp_path_factory.mktemp("subagent-blocked")
+    home, uhome, project, hooks, markers = (root / n for n in ("home", "understudy", "project", "hooks", "markers"))
+    for folder in (home, project, hooks, markers):
+        folder.mkdir()
+    uhome.mkdir(mode=0o700)
+    settings = write_settings_with_hooks(home)
+    data = json.loads(settings.read_text())
+    (hooks / "substop.sh").write_text(SUBAGENT_HOOK)
+    (hooks / "substop.sh").chmod(0o755)
+    data["hooks"].setdefault("SubagentStop", []).append({"hooks": [{"type": "command", "command": str(hooks / "substop.sh")}]})
+    settings.write_text(json.dumps(data))
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    scripts = [
+        Script("SUBTASK check the feeder", [[text("Feeder looks fine.")],
+                                            [text("Checking it again."), tool("Bash", {"command": "echo again", "description": "s"},
+                                                                               id="toolu_hc_sub1")],
+                                            [text("Checked twice: fine.")]]),
+        Script("delegate the feeder check", [[tool("Agent", {"description": "check", "prompt": "SUBTASK check the feeder",
+                                                             "subagent_type": "general-purpose"}, id="toolu_hc_agent")],
+                                             [text("The subagent checked the feeder twice.")]]),
+    ]
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    try:
+        with ScriptedAPI(scripts) as api:
+            run_claude("delegate the feeder check", home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                       allowed_tools="Bash Agent", env={"MARKERS": str(markers)})
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
+                   text=True, timeout=120, check=True)
+    return {"live": _export(env), "imported": _export(fresh)}
+
+
+def test_a_subagent_stop_hooks_feedback_is_kept_in_its_lane(subagent_blocked):
+    for source in ("live", "imported"):
+        trace = subagent_blocked[source]["delegate the feeder check"]
+        [agent] = [s["agent_id"] for s in trace["subagents"]]
+        [told] = trace["mid_turn_messages"]
+        assert told == {"text": "check the feeder twice", "position": 1, "kind": "hook_feedback", "hook": "SubagentStop",
+                        "after_text": 1, "agent_id": agent}, source
+        assert [(c["tool_use_id"], c["agent_id"]) for c in trace["tool_calls"]] == [
+            ("toolu_hc_agent", None), ("toolu_hc_sub1", agent)], source
+    live, imported = (subagent_blocked[s]["delegate the feeder check"] for s in ("live", "imported"))
+    assert imported["mid_turn_messages"] == live["mid_turn_messages"]
+    assert imported["assistant_text"] == live["assistant_text"]

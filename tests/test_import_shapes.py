@@ -691,7 +691,8 @@ def test_a_stop_hooks_feedback_in_the_2_1_42_shape_is_where_the_model_read_it(tm
     _, traces = _import([s.write(tmp_path / "p" / f"{SESSION}.jsonl")], tmp_path / "t.db")
     [trace] = traces.values()
     assert [m.model_dump() for m in trace.mid_turn_messages] == [
-        {"text": "run pytest before you stop", "position": 1, "kind": "hook_feedback", "hook": "Stop", "after_text": 1}]
+        {"text": "run pytest before you stop", "position": 1, "kind": "hook_feedback", "hook": "Stop", "after_text": 1,
+         "agent_id": None}]
     assert [(t.text, t.position) for t in trace.assistant_text] == [
         ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
     assert trace.final_response == "Tests pass; the branch is ready."

@@ -149,7 +149,7 @@ def mid_turn_text(text: str) -> str:
 # hook's additionalContext are reminders naming the hook ("PostToolUse:Bash hook additional
 # context: ..."). Claude Code also names the blocking hook's command; the dataset leaves that local
 # path out.
-STOP_HOOK_FEEDBACK = "{hook} hook feedback:\n{text}"
+STOP_HOOK_FEEDBACK = "Stop hook feedback:\n{text}"  # a SubagentStop hook's too (2.1.328)
 HOOK_BLOCKING_ERROR = "{hook} hook blocking error: {text}"
 HOOK_ADDITIONAL_CONTEXT = "{hook} hook additional context: {text}"
 
@@ -160,7 +160,7 @@ def told_text(kind: str, text: str, hook: str | None = None) -> str:
         return mid_turn_text(text)
     text = text.strip()  # as serve reads Claude Code's request (exit 2's reason ends in stderr's newline)
     if kind == "hook_feedback" and hook in ("Stop", "SubagentStop"):
-        return STOP_HOOK_FEEDBACK.format(hook=hook, text=text)
+        return STOP_HOOK_FEEDBACK.format(text=text)
     template = HOOK_BLOCKING_ERROR if kind == "hook_feedback" else HOOK_ADDITIONAL_CONTEXT
     return template.format(hook=hook or "A", text=text)
 

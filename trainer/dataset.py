@@ -276,6 +276,8 @@ def trace_to_example(
     told: list[list[str]] = [[] for _ in range(len(groups) + 1)]  # [0]: before the first group
     inside: list[list[tuple[int, str]]] = [[] for _ in range(len(groups) + 1)]  # (texts of the segment before it, words)
     for message in trace.mid_turn_messages:
+        if message.agent_id is not None and not config.include_subagent_calls:
+            continue  # a subagent's hook spoke to that subagent, whose turns are left out
         words = told_text(message.kind, message.text, message.hook)
         if message.after_text:
             segment = segments[segment_of(message.position)]
