@@ -77,6 +77,8 @@ def _told_by(message) -> str:
         return f"agent {printable(message.agent_id[:8])} {_told_by(message.model_copy(update={'agent_id': None}))}"
     if message.kind == "hook_feedback":
         return f"{printable(message.hook or 'hook')} hook feedback (mid-turn)"
+    if message.kind == "hook_output":
+        return f"{printable(message.hook or 'hook')} hook output (mid-turn)"
     if message.kind == "hook_context":
         return f"{printable(message.hook or 'hook')} hook context (mid-turn)"
     return "user says (mid-turn)"

@@ -24,8 +24,9 @@ Source = Literal["hook", "import", "manual"]
 Pattern = Literal["linear", "parallel", "exploratory", "iterative"]
 # Who put a mid-turn text in front of the model: the user typing, or one of the user's own hooks
 # (not understudy's) blocking (a Stop hook's reason to go on, a PostToolUse hook's objection to a
-# result) or adding context (`additionalContext`).
-MidTurnKind = Literal["user", "hook_feedback", "hook_context"]
+# result), adding context (`additionalContext`) or, for UserPromptSubmit, printing plain text on
+# stdout ("hook_output": Claude Code shows it as the hook's success output).
+MidTurnKind = Literal["user", "hook_feedback", "hook_context", "hook_output"]
 
 
 @functools.lru_cache(maxsize=4096)  # the ingest asks once per event, for a handful of prompts at a time
@@ -77,7 +78,8 @@ class MidTurnMessage(_Model):
     typed while the prompt was being worked on, which Claude Code delivered with the next tool
     result (`kind` "user"), or what a user's own hook showed the model (`kind` "hook_feedback":
     a Stop hook blocking the stop with its reason, a PostToolUse hook blocking; "hook_context":
-    a hook's `additionalContext`, e.g. UserPromptSubmit's with the prompt). The model's next
+    a hook's `additionalContext`, e.g. UserPromptSubmit's with the prompt; "hook_output": what a
+    UserPromptSubmit hook printed as plain text, which Claude Code adds likewise). The model's next
     steps react to it, so it is part of the workflow.
 
     `position` counts tool calls as `TextStep.position` does: the calls issued before the

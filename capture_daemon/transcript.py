@@ -38,10 +38,12 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   writes an `attachment` row after the row it came with, `hook_blocking_error` (a Stop hook that
   blocks the stop, a PostToolUse hook that blocks: `blockingError.blockingError`) or
   `hook_additional_context` (`content`, a list of strings: UserPromptSubmit's after the prompt,
-  PostToolUse's after the result), named by `hookName`. A Stop (or SubagentStop) hook's reason is
+  PostToolUse's after the result) or, for a UserPromptSubmit hook's plain stdout, `hook_success`
+  (`content`), named by `hookName`. A Stop (or SubagentStop) hook's reason is
   also a user row, `isMeta`, "Stop hook feedback:\n<reason>", which is all 2.1.42 and 2.0.0 write
   of any hook's text (their additional context reaches the model but not the transcript; 2.0.0's
-  row has no `isMeta` and lists the reasons as "- <reason>"); one block per delivery either way. SessionStart's context comes before the first prompt (none holds it).
+  row has no `isMeta` and lists the reasons as "- <reason>"); one block per delivery either way.
+  SessionStart's context comes before the first prompt (none holds it).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ MAX_TOOL_RESULT_FILE_CHARS = 200_000
 SYNTHETIC_MODEL = "<synthetic>"
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
-_WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command|hook_blocking_error|hook_additional_context)"')
+_WANTED_ROW = re.compile(
+    rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command|hook_blocking_error|hook_additional_context|hook_success)"')
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
@@ -511,6 +514,9 @@ def _hook_text_row(current: PromptTurns, row: dict) -> None:
         content = attachment.get("content")
         text = "\n".join(c for c in content if isinstance(c, str)) if isinstance(content, list) else _str_or_none(content)
         origin = "hook_context"
+    elif kind == "hook_success" and attachment.get("hookEvent") == "UserPromptSubmit":
+        # Plain text a UserPromptSubmit hook printed (exit 0) goes to the model; JSON output leaves `content` empty.
+        text, origin = _str_or_none(attachment.get("content")), "hook_output"
     else:
         return
     hook = _str_or_none(attachment.get("hookName")) or _str_or_none(attachment.get("hookEvent"))
@@ -562,6 +568,7 @@ def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> Non
                                                                            full_chars=_persisted_output_chars(text))
     elif kind == "meta":
         _tool_attachment(turns, row, content)
+        _stop_feedback_row(turns, row, content)  # a SubagentStop hook's (2.0.0 writes subagents inline)
     elif not turns.prompt:
         turns.prompt = _text_of(content)
 

@@ -46,6 +46,11 @@ PROMPT_HOOK = f"""#!/bin/sh
 cat > /dev/null
 echo '{{"hookSpecificOutput": {{"hookEventName": "UserPromptSubmit", "additionalContext": "{CONTEXT}"}}}}'
 """
+# Plain text on stdout (exit 0): UserPromptSubmit's goes to the model too.
+PLAIN_PROMPT_HOOK = """#!/bin/sh
+cat > /dev/null
+echo "on-call today: the grid team"
+"""
 POST_HOOK = """#!/bin/sh
 cat > /dev/null
 echo '{"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": "the lint job also runs on push"}}'
@@ -66,8 +71,8 @@ def _register_user_hooks(home: Path, hooks: Path) -> None:
     settings = write_settings_with_hooks(home)
     data = json.loads(settings.read_text())
     for event, body, matcher in (("Stop", STOP_HOOK, None), ("UserPromptSubmit", PROMPT_HOOK, None),
-                                 ("PostToolUse", POST_HOOK, "Bash")):
-        script = hooks / f"{event}.sh"
+                                 ("UserPromptSubmit", PLAIN_PROMPT_HOOK, None), ("PostToolUse", POST_HOOK, "Bash")):
+        script = hooks / f"{event}-{len(list(hooks.iterdir()))}.sh"
         script.write_text(body)
         script.chmod(0o755)
         entry = {"hooks": [{"type": "command", "command": str(script)}], **({"matcher": matcher} if matcher else {})}
@@ -118,7 +123,7 @@ def test_the_stop_hooks_feedback_is_kept_where_the_model_read_it(captured, promp
     assert {k: v for k, v in told.items() if k != "text"} == {"position": 1, "kind": "hook_feedback", "hook": "Stop",
                                                               "after_text": 1, "agent_id": None}
     # As the model read it: with exit 2, Claude Code names the hook's command before its stderr.
-    assert told["text"] == FEEDBACK if "exit 2" not in prompt else told["text"].endswith(f"/hooks/Stop.sh]: {FEEDBACK}\n")
+    assert told["text"] == FEEDBACK if "exit 2" not in prompt else told["text"].endswith(f"/hooks/Stop-0.sh]: {FEEDBACK}\n")
     assert [(s["text"], s["position"]) for s in trace["assistant_text"]] == [
         ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
     assert trace["final_response"] == "Tests pass; the branch is ready." and trace["complete"]
@@ -131,6 +136,8 @@ def test_hook_context_comes_with_the_prompt_and_the_results(captured):
         ("UserPromptSubmit", 0), ("PostToolUse:Bash", 1), ("PostToolUse:Bash", 2)]
     assert context[0][2].startswith("the deploy branch is release-7; push with ")
     assert context[1][2] == "the lint job also runs on push"
+    printed = [(m["hook"], m["position"], m["text"]) for m in trace["mid_turn_messages"] if m["kind"] == "hook_output"]
+    assert printed == [("UserPromptSubmit", 0, "on-call today: the grid team")]
 
 
 def test_hook_text_is_redacted_as_a_prompt_is(captured):

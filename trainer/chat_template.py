@@ -152,6 +152,7 @@ def mid_turn_text(text: str) -> str:
 STOP_HOOK_FEEDBACK = "Stop hook feedback:\n{text}"  # a SubagentStop hook's too (2.1.328)
 HOOK_BLOCKING_ERROR = "{hook} hook blocking error: {text}"
 HOOK_ADDITIONAL_CONTEXT = "{hook} hook additional context: {text}"
+HOOK_OUTPUT = "{hook} hook success: {text}"  # a UserPromptSubmit hook's plain stdout
 
 
 def told_text(kind: str, text: str, hook: str | None = None) -> str:
@@ -161,7 +162,7 @@ def told_text(kind: str, text: str, hook: str | None = None) -> str:
     text = text.strip()  # as serve reads Claude Code's request (exit 2's reason ends in stderr's newline)
     if kind == "hook_feedback" and hook in ("Stop", "SubagentStop"):
         return STOP_HOOK_FEEDBACK.format(text=text)
-    template = HOOK_BLOCKING_ERROR if kind == "hook_feedback" else HOOK_ADDITIONAL_CONTEXT
+    template = {"hook_feedback": HOOK_BLOCKING_ERROR, "hook_output": HOOK_OUTPUT}.get(kind, HOOK_ADDITIONAL_CONTEXT)
     return template.format(hook=hook or "A", text=text)
 
 

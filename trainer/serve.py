@@ -153,7 +153,8 @@ def strip_reminders(text: str) -> str:
 # reminder (2.1.42); several may share one, a blank line apart. A Stop hook's reason comes again as
 # a user turn of its own ("Stop hook feedback:"), which is what the dataset keeps of it.
 _HOOK_TEXT_RE = re.compile(
-    r'^(?P<hook>[A-Za-z]+(?::\S+)?) hook (?:(?P<context>additional context)|blocking error from command: "(?:[^"\\]|\\.)*"): '
+    r'^(?P<hook>[A-Za-z]+(?::\S+)?) hook (?:(?P<context>additional context)|(?P<success>success)|'
+    r'blocking error from command: "(?:[^"\\]|\\.)*"): '
     r"(?P<text>.*?)(?=\n\n|\n?\Z)", re.MULTILINE | re.DOTALL)
 
 
@@ -166,7 +167,9 @@ def hook_texts(text: str) -> list[str]:
             continue  # its user turn says it
         if found.group("hook").startswith("SessionStart"):
             continue  # the session's, before any prompt: no trace holds it (README), so no example does
-        kind = "hook_context" if found.group("context") else "hook_feedback"
+        if found.group("success") and (found.group("hook") != "UserPromptSubmit" or found.group("text") == "Success"):
+            continue  # Claude Code's note that a hook ran (2.1.42), not what it printed for the model
+        kind = "hook_context" if found.group("context") else "hook_output" if found.group("success") else "hook_feedback"
         told.append(told_text(kind, found.group("text"), found.group("hook")))
     return told
 
