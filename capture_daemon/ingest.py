@@ -294,7 +294,7 @@ class Ingestor:
                 _unlink(path)
                 return None
             stored = self.latest_prompt.get(session_id)
-            if not candidates and stored is not None and self.store.has_trace(stored):
+            if not candidates and stored is not None and _goes_on_after_a_stop(event) and self.store.has_trace(stored):
                 # The session's latest prompt was stored, yet it goes on: a Stop hook of the user's
                 # blocked the stop and Claude Code sent the model on within the same prompt (slower
                 # than the settle time). No new prompt came (it would have opened a trace): reopen it.
@@ -618,6 +618,13 @@ def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> T
             # from the hook events alone.
             cache[path] = None
     return cache[path]
+
+
+def _goes_on_after_a_stop(event: SpoolEvent) -> bool:
+    """An event of the model's work after a Stop hook sent it on: a call, or the next Stop, which
+    says it stops again (`stop_hook_active`). Not, say, a compaction agent's SubagentStop."""
+    return event.event in ("PreToolUse", "PostToolUse", "PostToolUseFailure") or (
+        event.event == "Stop" and event.payload.get("stop_hook_active") is True)
 
 
 def _unlink(path: str) -> None:

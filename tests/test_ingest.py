@@ -809,3 +809,20 @@ def test_an_older_clients_event_after_a_new_prompt_goes_to_that_prompt_only(unde
         ingestor.scan()
         ingestor.finalize_ready()
         assert _calls(store) == {"first question": ["echo one"], "second question": ["echo two", "echo more"]}
+
+
+def test_an_older_clients_agent_stopping_after_the_prompt_was_stored_is_not_taken_into_it(understudy_home):
+    """Only the model's own work goes on after a Stop hook sent it on (calls, a Stop that says so);
+    an agent that stops then (a compaction's) belongs to no stored prompt."""
+    _older_client_turn("s-cmp", "check the branch", "echo main", "The branch is fine.")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        write_event(paths.spool_dir(), "SubagentStop", {"session_id": "s-cmp", "agent_id": "compact-1", "agent_type": "",
+                                                        "transcript_path": "/nonexistent/s-cmp.jsonl"})
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert ingestor.quarantined_count == 1
+        [trace] = list(store.iter_traces())
+    assert trace.subagents == [] and [c.input["command"] for c in trace.tool_calls] == ["echo main"]
