@@ -141,8 +141,9 @@ def test_hook_context_comes_with_the_prompt_and_the_results(captured):
 
 
 def test_hook_text_is_redacted_as_a_prompt_is(captured):
-    [first, *_] = captured["live"]["check the release branch"]["mid_turn_messages"]
-    assert "[REDACTED" in first["text"]
+    [context] = [m for m in captured["live"]["check the release branch"]["mid_turn_messages"]
+                 if (m["kind"], m["hook"]) == ("hook_context", "UserPromptSubmit")]
+    assert "[REDACTED" in context["text"]
     assert GITHUB_TOKEN.encode() not in captured["raw"]
 
 
