@@ -346,22 +346,32 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
 
 
 def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns], final_block: Block | None):
-    """Narration, thinking and the user's mid-turn messages, each with `position` = calls
-    (global order) issued before the assistant step that follows it.
+    """Narration, thinking and mid-turn messages (the user's, and what the user's hooks showed
+    the model), each with `position` = calls (global order) issued before the assistant step
+    that follows it.
 
     The main agent's closing text is the final answer, kept in `final_response` only. A mid-turn
     message is placed like narration, before the next call of the main agent: it arrived with
-    the results of the calls before it, and what comes next was written after reading it.
+    the results of the calls before it, and what comes next was written after reading it. Text
+    the model wrote before it at that place (it stopped, and a Stop hook sent it on) is counted
+    in its `after_text`.
     """
     index_of = {c.tool_use_id: i for i, c in enumerate(ordered)}
     narration: list[TextStep] = []
     thinking: list[TextStep] = []
     mid_turn: list[MidTurnMessage] = []
 
-    def place(block: Block, position: int, agent: str | None) -> None:
+    def place_all(pending: list[Block], position: int, agent: str | None) -> None:
+        written = 0
+        for text_block in pending:
+            place(text_block, position, agent, written)
+            written += text_block.kind == "text"
+
+    def place(block: Block, position: int, agent: str | None, written_before: int) -> None:
         if block.kind == "mid_turn":
-            if agent is None:  # only the main conversation takes the user's messages
-                mid_turn.append(MidTurnMessage(text=block.text, position=position))
+            if agent is None or block.origin != "user":  # only the main conversation takes the user's messages
+                mid_turn.append(MidTurnMessage(text=block.text, position=position, kind=block.origin, hook=block.hook,
+                                               after_text=written_before, agent_id=agent))
         else:
             (narration if block.kind == "text" else thinking).append(TextStep(text=block.text, position=position, agent_id=agent))
 
@@ -370,17 +380,14 @@ def _place_text(ordered: list[_Call], main_turns: list[PromptTurns], agent_turns
         pending: list[Block] = []
         for block in blocks:
             if block.kind == "tool_use":
-                position = index_of.get(block.tool_use_id, len(ordered))
-                for text_block in pending:
-                    place(text_block, position, agent)
+                place_all(pending, index_of.get(block.tool_use_id, len(ordered)), agent)
                 pending = []
             elif block is not final_block:
                 pending.append(block)
         # Text after the agent's last call: placed after its last call.
         own = [index_of[b.tool_use_id] for b in blocks if b.kind == "tool_use" and b.tool_use_id in index_of]
         end = len(ordered) if agent is None else (max(own) + 1 if own else 0)
-        for text_block in pending:
-            place(text_block, end, agent)
+        place_all(pending, end, agent)
     narration.sort(key=lambda s: (s.position, s.agent_id is not None))
     thinking.sort(key=lambda s: (s.position, s.agent_id is not None))
     return narration, thinking, mid_turn

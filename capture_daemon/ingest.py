@@ -123,6 +123,9 @@ class Ingestor:
         self.clock = clock
         self.open: dict[str, OpenTrace] = {}
         self.aliases: dict[tuple[str, str], str] = {}  # notification prompt → parent trace
+        # Older clients (no prompt_id): each session's latest prompt, by the id its trace has (or
+        # will have once stored), so an event that comes after it was stored still finds it.
+        self.latest_prompt: dict[str, str] = {}
         self.loaded: set[str] = set()  # spool file names already routed in memory
         self.quarantined_count = 0
         self.excluded_count = 0
@@ -279,6 +282,9 @@ class Ingestor:
             prompt_id = PENDING_PROMPT + event.name
             trace_id = make_trace_id(session_id, prompt_id)
             trace = self.open.get(trace_id) or self._open(trace_id, session_id, prompt_id)
+            if len(self.latest_prompt) > 10_000:
+                self.latest_prompt.clear()
+            self.latest_prompt[session_id] = trace_id
         elif not prompt_id and event.event == "UserPromptSubmit":
             # A `<task-notification>` without prompt_id (2.1.42): the prompt that started the
             # task owns its turn, reopened if already stored; the session's later events then
@@ -302,6 +308,12 @@ class Ingestor:
                 self.excluded_count += 1  # an excluded project's event is not kept, even set aside
                 _unlink(path)
                 return None
+            stored = self.latest_prompt.get(session_id)
+            if not candidates and stored is not None and _goes_on_after_a_stop(event) and self.store.has_trace(stored):
+                # The session's latest prompt was stored, yet it goes on: a Stop hook of the user's
+                # blocked the stop and Claude Code sent the model on within the same prompt (slower
+                # than the settle time). No new prompt came (it would have opened a trace): reopen it.
+                candidates = [self._open(stored, session_id, "")]
             if not candidates:
                 self._quarantine(path, "event has no prompt_id and its session has no open prompt")
                 return None
@@ -437,6 +449,8 @@ class Ingestor:
                             self.store.mark_consumed([e.name for e in trace.events.values()], db)
                         else:
                             self.store.put(result, list(trace.events.values()), sorted(trace.links), db=db)
+                            if self.latest_prompt.get(trace.session_id) == trace.trace_id:
+                                self.latest_prompt[trace.session_id] = result.trace_id  # the id _build named it by
                 except Exception as exc:
                     if is_environmental(exc):
                         raise  # the whole batch rolls back and waits; no trace is to blame
@@ -702,6 +716,13 @@ def _load_transcript(path: str | None, cache: dict[str, Transcript | None]) -> T
             # from the hook events alone.
             cache[path] = None
     return cache[path]
+
+
+def _goes_on_after_a_stop(event: SpoolEvent) -> bool:
+    """An event of the model's work after a Stop hook sent it on: a call, or the next Stop, which
+    says it stops again (`stop_hook_active`). Not, say, a compaction agent's SubagentStop."""
+    return event.event in ("PreToolUse", "PostToolUse", "PostToolUseFailure") or (
+        event.event == "Stop" and event.payload.get("stop_hook_active") is True)
 
 
 def _unlink(path: str) -> None:

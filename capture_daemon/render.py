@@ -62,6 +62,28 @@ def _text(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*parts)
 
 
+def _after_main_narration(texts: list, count: int) -> int:
+    """The index in `texts` (one position's steps, in order) after its first `count` main-agent narration steps."""
+    seen = 0
+    for index, (kind, step) in enumerate(texts):
+        if seen == count:
+            return index
+        seen += kind == "says" and step.agent_id is None
+    return len(texts)
+
+
+def _told_by(message) -> str:
+    if message.agent_id:
+        return f"agent {printable(message.agent_id[:8])} {_told_by(message.model_copy(update={'agent_id': None}))}"
+    if message.kind == "hook_feedback":
+        return f"{printable(message.hook or 'hook')} hook feedback (mid-turn)"
+    if message.kind == "hook_output":
+        return f"{printable(message.hook or 'hook')} hook output (mid-turn)"
+    if message.kind == "hook_context":
+        return f"{printable(message.hook or 'hook')} hook context (mid-turn)"
+    return "user says (mid-turn)"
+
+
 def render_trace(trace: Trace, console: Console, full: bool = False) -> None:
     p = printable
     status = "complete" if trace.complete else f"incomplete ({p(trace.incomplete_reason)})"
@@ -69,17 +91,18 @@ def render_trace(trace: Trace, console: Console, full: bool = False) -> None:
                         f"  {status}  source={p(trace.source)}  model={p(trace.model or '?')}"))
     console.print(_text(f"session {p(trace.session_id)}  cwd {p(trace.cwd or '?')}  started {trace.started_at or '?'}"))
     console.print(_text("\n", ("prompt", "bold cyan"), "\n", p(trace.prompt, keep="\n\t"), "\n"))
-    texts = {}
-    for message in trace.mid_turn_messages:  # first at its place: the model read it before the rest
-        texts.setdefault(message.position, []).append(("user", message))
+    texts: dict[int, list] = {}
     for step in trace.assistant_text:
         texts.setdefault(step.position, []).append(("says", step))
     for step in trace.thinking:
         texts.setdefault(step.position, []).append(("thinks", step))
+    for message in reversed(trace.mid_turn_messages):  # before the rest at its place: the model read it first
+        here = texts.setdefault(message.position, [])
+        here.insert(_after_main_narration(here, message.after_text), ("told", message))
     for index in range(len(trace.tool_calls) + 1):
         for kind, step in texts.get(index, []):
-            if kind == "user":
-                console.print(_text("  ", ("user says (mid-turn):", "bold cyan"), " ", p(_short(step.text, full), keep="\n\t")))
+            if kind == "told":
+                console.print(_text("  ", (f"{_told_by(step)}:", "bold cyan"), " ", p(_short(step.text, full), keep="\n\t")))
                 continue
             who = f"agent {p(step.agent_id[:8])}" if step.agent_id else "assistant"
             console.print(_text("  ", (f"{who} {kind}:", "italic"), " ", p(_short(step.text, full), keep="\n\t")))

@@ -16,10 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # 2: `mid_turn_messages`. A version-1 trace has none recorded even where the user sent one
 # (they were dropped), so a reader can tell "none sent" from "not captured".
-SCHEMA_VERSION = 2
+# 3: `mid_turn_messages` also hold what the user's own hooks showed the model (`kind`
+# "hook_feedback" / "hook_context"); a version-2 trace has none of those even where a hook sent one.
+SCHEMA_VERSION = 3
 
 Source = Literal["hook", "import", "manual"]
 Pattern = Literal["linear", "parallel", "exploratory", "iterative"]
+# Who put a mid-turn text in front of the model: the user typing, or one of the user's own hooks
+# (not understudy's) blocking (a Stop hook's reason to go on, a PostToolUse hook's objection to a
+# result), adding context (`additionalContext`) or, for UserPromptSubmit, printing plain text on
+# stdout ("hook_output": Claude Code shows it as the hook's success output).
+MidTurnKind = Literal["user", "hook_feedback", "hook_context", "hook_output"]
 
 
 @functools.lru_cache(maxsize=4096)  # the ingest asks once per event, for a handful of prompts at a time
@@ -67,17 +74,31 @@ class TextStep(_Model):
 
 
 class MidTurnMessage(_Model):
-    """A message the user typed while the prompt was being worked on, which Claude Code
-    delivered within the running turn (with the next tool result) instead of as a prompt of
-    its own. The model's next steps react to it, so it is part of the workflow.
+    """Text that reached the model within the running turn, from outside it: a message the user
+    typed while the prompt was being worked on, which Claude Code delivered with the next tool
+    result (`kind` "user"), or what a user's own hook showed the model (`kind` "hook_feedback":
+    a Stop hook blocking the stop with its reason, a PostToolUse hook blocking; "hook_context":
+    a hook's `additionalContext`, e.g. UserPromptSubmit's with the prompt; "hook_output": what a
+    UserPromptSubmit hook printed as plain text, which Claude Code adds likewise). The model's next
+    steps react to it, so it is part of the workflow.
 
     `position` counts tool calls as `TextStep.position` does: the calls issued before the
-    message arrived. At an equal position it comes before the narration, thinking and calls
-    there: the model read it before writing them.
+    message arrived. At an equal position it comes after the first `after_text` main-agent
+    narration steps there and before the rest, the thinking and the calls: the model read it
+    before writing them. (`after_text` is not 0 only where the model had written text and
+    stopped, and a Stop hook sent it on.)
     """
 
     text: str
     position: int
+    kind: MidTurnKind = "user"
+    # The hook that sent it, as Claude Code names it ("Stop", "PostToolUse:Bash",
+    # "UserPromptSubmit"); None for the user's own messages.
+    hook: Optional[str] = None
+    after_text: int = 0
+    # None for the main agent; a subagent's id for what its hooks told it (a SubagentStop hook
+    # that blocks). `after_text` then counts that agent's narration.
+    agent_id: Optional[str] = None
 
 
 class SubagentRun(_Model):

@@ -34,9 +34,11 @@ Terms
   checkout, reset, merge, rebase, push, pull, stash, …; package installs (pip, npm, uv,
   cargo, apt, brew, … with install/add/remove/uninstall/update/upgrade/sync/get); or an
   output redirection to a file.
-- *Steered*: a gap where a message the user sent mid-turn (`mid_turn_messages`) arrived.
-  The narration in that gap and the change of course after it answer the user, so they
-  are not counted as the model's own correction or recovery (below).
+- *Steered*: a gap where a mid-turn message (`mid_turn_messages`) arrived: one the user
+  sent, or what a user's own hook showed the model (a Stop hook's reason to go on, a
+  PostToolUse hook's objection or context). The narration in that gap and the change of
+  course after it answer the user or the hook, so they are not counted as the model's own
+  correction or recovery (below).
 - *Run*: a main Bash call that is not read-only (tests, scripts, builds, installs, …).
 - *Similar inputs*: two calls of the same tool whose inputs, rendered as sorted compact
   JSON, have a difflib ratio (2 × matching characters / total characters) ≥
@@ -850,7 +852,7 @@ def compute_signals(trace: Trace, rules: Optional[SignalRules] = None) -> Reason
 
     narration = narration_steps(trace)
     gaps = {_main_gap(trace, s.position) for s in narration}
-    steered = {_main_gap(trace, m.position) for m in trace.mid_turn_messages}
+    steered = {_main_gap(trace, m.position) for m in trace.mid_turn_messages if m.agent_id is None}
 
     # Exploration: reads/searches before the first change.
     first_change = next((i for i, c in enumerate(main) if is_change(c)), n_main)

@@ -33,7 +33,17 @@ was offered (`api-request-shape` rows). Facts about the format that shape this c
   text in `prompt`) after that result's row, no promptId, no user row (`queue-operation` rows
   say when it was typed and absorbed). It is kept as a `mid_turn` block among the prompt's
   blocks, where it arrived. 2.0.0 and 2.1.42 show such a message to the model inside the tool
-  result but write it nowhere in the transcript (nor send a hook for it): it cannot be recovered.
+  result but write it nowhere in the transcript (nor send a hook for it): it cannot be recovered;
+* what the user's own hooks show the model is a `mid_turn` block too, with its `origin`: 2.1.328
+  writes an `attachment` row after the row it came with, `hook_blocking_error` (a Stop hook that
+  blocks the stop, a PostToolUse hook that blocks: `blockingError.blockingError`) or
+  `hook_additional_context` (`content`, a list of strings: UserPromptSubmit's after the prompt,
+  PostToolUse's after the result) or, for a UserPromptSubmit hook's plain stdout, `hook_success`
+  (`content`), named by `hookName`. A Stop (or SubagentStop) hook's reason is
+  also a user row, `isMeta`, "Stop hook feedback:\n<reason>", which is all 2.1.42 and 2.0.0 write
+  of any hook's text (their additional context reaches the model but not the transcript; 2.0.0's
+  row has no `isMeta` and lists the reasons as "- <reason>"); one block per delivery either way.
+  SessionStart's context comes before the first prompt (none holds it).
 """
 
 from __future__ import annotations
@@ -66,21 +76,26 @@ MAX_TOOL_RESULT_FILE_CHARS = 200_000
 SYNTHETIC_MODEL = "<synthetic>"
 # Only these rows matter here; skipping the rest unparsed (attachments and prompt snapshots
 # are most of a transcript's bytes) is what makes importing months of history fast.
-_WANTED_ROW = re.compile(rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command)"')
+_WANTED_ROW = re.compile(
+    rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command|hook_blocking_error|hook_additional_context|hook_success)"')
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
+# The user row Claude Code writes (isMeta) when a Stop or SubagentStop hook blocks the stop.
+_STOP_FEEDBACK = re.compile(r"((?:Subagent)?Stop) hook feedback:\n(.*)", re.DOTALL)
 
 
 @dataclass
 class Block:
-    kind: str  # "text" | "thinking" | "tool_use" | "mid_turn" (a message the user sent mid-turn)
-    message_id: str  # for "mid_turn": the queued command's own uuid
+    kind: str  # "text" | "thinking" | "tool_use" | "mid_turn" (text from outside that reached the model mid-turn)
+    message_id: str  # for "mid_turn": the queued command's own uuid (a hook's: its row's)
     text: str = ""
     tool_use_id: str = ""
     name: str = ""
     input: dict[str, Any] = field(default_factory=dict)
     timestamp: str | None = None
+    origin: str = "user"  # for "mid_turn": who sent it (schema.MidTurnKind)
+    hook: str | None = None  # for a hook's "mid_turn": the hook as Claude Code names it ("Stop", "PostToolUse:Bash")
 
 
 @dataclass
@@ -326,8 +341,9 @@ def _apply_row_content(transcript: Transcript, row: dict, state: _ParseState) ->
             state.early = []
     elif kind == "assistant" and state.current is not None:
         _assistant_row(state.current, row)
-    elif kind == "attachment" and state.current is not None and row.get("isSidechain") is not True:
+    elif kind == "attachment" and state.current is not None and (row.get("isSidechain") is not True or not state.inline_sidechains):
         _queued_message_row(state.current, row)
+        _hook_text_row(state.current, row)
     elif kind == "assistant" and not state.inline_sidechains and len(state.early) < 64:
         state.early.append(row)
 
@@ -359,12 +375,14 @@ def _str_or_none(value: Any) -> str | None:
 
 def prompt_kind(row: dict, content: Any) -> str:
     """What a user row is: "tool_result", "meta" (Claude Code's own: caveats, skill bodies,
-    compaction summaries), "command" (slash command or `!` bash mode), "interrupt",
+    compaction summaries, a Stop hook's feedback), "command" (slash command or `!` bash mode), "interrupt",
     "notification" (a background task reporting back) or "prompt" (typed by the user)."""
     if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
         return "tool_result"
     if row.get("isMeta") or row.get("isCompactSummary") or row.get("isVisibleInTranscriptOnly"):
         return "meta"
+    if _STOP_FEEDBACK.match(_text_of(content)):
+        return "meta"  # a Stop hook sent the model on (2.0.0 writes it without isMeta): no prompt of its own
     text = _text_of(content).lstrip()
     if text.startswith(COMMAND_PREFIXES):
         return "command"
@@ -411,6 +429,7 @@ def _user_row(transcript: Transcript, row: dict, current: PromptTurns | None, to
         current.interrupted = True
     elif kind == "meta":
         _tool_attachment(current, row, content)
+        _stop_feedback_row(current, row, content)
     elif not current.prompt:
         current.prompt = _text_of(content)
         current.is_notification = kind == "notification"
@@ -483,6 +502,48 @@ def _queued_message_row(current: PromptTurns, row: dict) -> None:
     current.blocks.append(Block("mid_turn", source, text=text, timestamp=_str_or_none(row.get("timestamp"))))
 
 
+def _hook_text_row(current: PromptTurns, row: dict) -> None:
+    """What a user's hook showed the model (2.1.328): a blocking hook's reason, or its context."""
+    attachment = row.get("attachment")
+    kind = attachment.get("type") if isinstance(attachment, dict) else None
+    if kind == "hook_blocking_error":
+        blocking = attachment.get("blockingError")
+        text = _str_or_none(blocking.get("blockingError")) if isinstance(blocking, dict) else None
+        origin = "hook_feedback"
+    elif kind == "hook_additional_context":
+        content = attachment.get("content")
+        text = "\n".join(c for c in content if isinstance(c, str)) if isinstance(content, list) else _str_or_none(content)
+        origin = "hook_context"
+    elif kind == "hook_success" and attachment.get("hookEvent") == "UserPromptSubmit":
+        # Plain text a UserPromptSubmit hook printed (exit 0) goes to the model; JSON output leaves `content` empty.
+        text, origin = _str_or_none(attachment.get("content")), "hook_output"
+    else:
+        return
+    hook = _str_or_none(attachment.get("hookName")) or _str_or_none(attachment.get("hookEvent"))
+    _add_hook_text(current, row, text, origin, hook)
+
+
+def _stop_feedback_row(current: PromptTurns, row: dict, content: Any) -> None:
+    """The isMeta user row "Stop hook feedback:\n<reason>" (2.1.42 and 2.1.328)."""
+    match = _STOP_FEEDBACK.match(_text_of(content))
+    if match:
+        _add_hook_text(current, row, match.group(2), "hook_feedback", match.group(1))
+
+
+def _add_hook_text(current: PromptTurns, row: dict, text: str | None, origin: str, hook: str | None) -> None:
+    if not text or not text.strip():
+        return
+    last = current.blocks[-1] if current.blocks else None
+    if last is not None and last.kind == "mid_turn" and (last.origin, last.text.strip()) == (origin, text.strip()) \
+            and (last.hook == hook or {last.hook, hook} <= {"Stop", "SubagentStop"}):
+        # One delivery, written twice: 2.1.328's Stop feedback row and its attachment. A subagent's
+        # row says "Stop hook feedback" for what its attachment names SubagentStop.
+        last.hook = "SubagentStop" if "SubagentStop" in (last.hook, hook) else last.hook
+        return
+    current.blocks.append(Block("mid_turn", _str_or_none(row.get("uuid")) or "", text=text,
+                                timestamp=_str_or_none(row.get("timestamp")), origin=origin, hook=hook))
+
+
 def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> None:
     uuid, parent = _str_or_none(row.get("uuid")), _str_or_none(row.get("parentUuid"))
     agent_id = state.chain_of.get(parent or "")
@@ -507,6 +568,7 @@ def _sidechain_row(transcript: Transcript, row: dict, state: _ParseState) -> Non
                                                                            full_chars=_persisted_output_chars(text))
     elif kind == "meta":
         _tool_attachment(turns, row, content)
+        _stop_feedback_row(turns, row, content)  # a SubagentStop hook's (2.0.0 writes subagents inline)
     elif not turns.prompt:
         turns.prompt = _text_of(content)
 

@@ -328,3 +328,70 @@ def test_a_mid_turn_message_is_what_serve_shows_for_claude_codes_request():
     ]}
     messages, _, _ = to_chat(request, ContextSettings(dataset=config))
     assert messages == ex["messages"][:6]
+
+
+def test_a_stop_hooks_feedback_follows_the_turn_it_stopped():
+    """The model wrote text and stopped; a user's Stop hook sent it on. The student sees the turn
+    that stopped, then the feedback as Claude Code words it, then the turn that reacts to it
+    (never "the user sent a new message": a hook is not the user)."""
+    from capture_daemon.schema import MidTurnMessage
+
+    trace = make_trace(assistant_text=[TextStep(text="Reading both files.", position=0), TextStep(text="Both look fine.", position=2),
+                                       TextStep(text="Now the tests.", position=2)],
+                       mid_turn_messages=[MidTurnMessage(text="run the tests", position=2, kind="hook_feedback", hook="Stop",
+                                                         after_text=1)])
+    messages = trace_to_example(trace, DatasetConfig())["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "assistant", "user",
+                                             "assistant", "tool", "assistant"]
+    assert messages[5] == {"role": "assistant", "content": "Both look fine."}
+    assert messages[6] == {"role": "user", "content": "Stop hook feedback:\nrun the tests"}
+    assert messages[7]["content"] == "Now the tests." and messages[7]["tool_calls"][0]["id"] == "c3"
+
+
+def test_hook_context_is_worded_as_claude_code_shows_it():
+    from capture_daemon.schema import MidTurnMessage
+
+    trace = make_trace(mid_turn_messages=[
+        MidTurnMessage(text="branch is main", position=0, kind="hook_context", hook="UserPromptSubmit"),
+        MidTurnMessage(text="lint runs on push", position=3, kind="hook_context", hook="PostToolUse:Bash")])
+    messages = trace_to_example(trace, DatasetConfig())["messages"]
+    assert messages[2] == {"role": "user", "content": "UserPromptSubmit hook additional context: branch is main"}
+    assert messages[-2] == {"role": "user", "content": "PostToolUse:Bash hook additional context: lint runs on push"}
+
+
+def test_a_stop_hooks_feedback_is_what_serve_shows_for_claude_codes_request():
+    """2.1.328 sends the feedback as a user turn of its own; `trainer serve` keeps it as the
+    dataset does (the reminder naming the hook's command is a system message, left out)."""
+    from capture_daemon.schema import MidTurnMessage
+    from trainer.serve import ContextSettings, to_chat
+
+    config = DatasetConfig(working_directory=False)
+    trace = make_trace(tool_calls=make_trace().tool_calls[:2], final_response="Now the tests.",
+                       assistant_text=[TextStep(text="Reading both files.", position=0), TextStep(text="Both look fine.", position=2)],
+                       mid_turn_messages=[MidTurnMessage(text="run the tests", position=2, kind="hook_feedback", hook="Stop",
+                                                         after_text=1)])
+    ex = trace_to_example(trace, config)
+    request = {"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "Look at a.py and b.py"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Reading both files."},
+                                          {"type": "tool_use", "id": "c1", "name": "Read", "input": {"file_path": "a.py"}},
+                                          {"type": "tool_use", "id": "c2", "name": "Read", "input": {"file_path": "b.py", "limit": 5}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": "A"},
+                                     {"type": "tool_result", "tool_use_id": "c2", "content": "B"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Both look fine."}]},
+        {"role": "user", "content": "Stop hook feedback:\nrun the tests"},
+        {"role": "system", "content": 'Stop hook blocking error from command: "/h/stop.sh": run the tests'},
+    ]}
+    messages, _, _ = to_chat(request, ContextSettings(dataset=config))
+    assert messages == ex["messages"][:-1]
+
+
+def test_a_subagents_hook_feedback_is_shown_only_with_its_turns():
+    from capture_daemon.schema import MidTurnMessage
+
+    told = MidTurnMessage(text="check twice", position=2, kind="hook_feedback", hook="SubagentStop", after_text=0, agent_id="a1")
+    contents = [m["content"] for m in trace_to_example(make_trace(mid_turn_messages=[told]), DatasetConfig())["messages"]]
+    assert "Stop hook feedback:\ncheck twice" not in contents
+    with_agents = trace_to_example(make_trace(mid_turn_messages=[told]), DatasetConfig(include_subagent_calls=True))
+    # Claude Code words a SubagentStop hook's reason as a Stop hook's.
+    assert "Stop hook feedback:\ncheck twice" in [m["content"] for m in with_agents["messages"]]

@@ -608,7 +608,8 @@ def test_a_message_typed_mid_turn_is_kept_where_it_arrived(tmp_path):
         ("use the staging db instead, token [REDACTED:github-token]", 1)]
     assert [(t.text, t.position) for t in trace.assistant_text] == [
         ("Working slowly.", 0), ("Switching to the staging db as you asked.", 1)]
-    assert trace.final_response == LONG and trace.complete and trace.schema_version == 2
+    assert trace.final_response == LONG and trace.complete and trace.schema_version == 3
+    assert [(m.kind, m.hook, m.after_text) for m in trace.mid_turn_messages] == [("user", None, 0)]
 
 
 def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
@@ -617,6 +618,11 @@ def test_a_trace_stored_before_mid_turn_messages_still_loads(tmp_path):
     old = {"schema_version": 1, "trace_id": "t", "session_id": "s", "prompt_id": "p", "prompt": "hi"}
     trace = Trace.model_validate(old)
     assert trace.mid_turn_messages == [] and trace.schema_version == 1
+
+    # Version 2: the user's messages only, read as such.
+    two = dict(old, schema_version=2, mid_turn_messages=[{"text": "only feeder B", "position": 1}])
+    [message] = Trace.model_validate(two).mid_turn_messages
+    assert (message.kind, message.hook, message.after_text) == ("user", None, 0)
 
 
 def test_what_skill_and_toolsearch_gave_the_model_is_their_output(tmp_path):
@@ -667,3 +673,46 @@ def test_a_background_bash_notification_joins_the_prompt_that_started_the_job(tm
     assert {p: [c.tool_use_id for c in t.tool_calls] for p, t in traces.items()} == {
         "start the ticker": ["toolu_bg_1", "toolu_3"], "a second question": ["toolu_2"]}
     assert traces["start the ticker"].final_response == "The ticker is running."
+
+
+def test_a_stop_hooks_feedback_in_the_2_1_42_shape_is_where_the_model_read_it(tmp_path):
+    """2.1.42 writes what a user's Stop hook sent the model on with only as an isMeta user row
+    ("Stop hook feedback:\\n<reason>"), no promptId: it is no prompt of its own, and it comes after
+    the text the model stopped with, before the step that reacts to it."""
+    s = Session()
+    s.user("check the release branch")
+    s.text("I'll check the branch.")
+    s.call("Bash", "t1", command="git branch")
+    s.text("The branch is fine.")
+    s._row("user", {"role": "user", "content": "Stop hook feedback:\nrun pytest before you stop"}, isMeta=True)
+    s.text("Running the tests as the hook asks.")
+    s.call("Bash", "t2", command="pytest -q")
+    s.text("Tests pass; the branch is ready.")
+    _, traces = _import([s.write(tmp_path / "p" / f"{SESSION}.jsonl")], tmp_path / "t.db")
+    [trace] = traces.values()
+    assert [m.model_dump() for m in trace.mid_turn_messages] == [
+        {"text": "run pytest before you stop", "position": 1, "kind": "hook_feedback", "hook": "Stop", "after_text": 1,
+         "agent_id": None}]
+    assert [(t.text, t.position) for t in trace.assistant_text] == [
+        ("I'll check the branch.", 0), ("The branch is fine.", 1), ("Running the tests as the hook asks.", 1)]
+    assert trace.final_response == "Tests pass; the branch is ready."
+
+
+def test_a_stop_hooks_feedback_in_the_2_0_0_shape_is_no_prompt_of_its_own(tmp_path):
+    """2.0.0 writes the feedback as a plain user row (no isMeta, the reasons listed "- <reason>"):
+    without promptId every real user row would open a prompt, and the continuation would be cut
+    off into a trace whose prompt is the hook's words."""
+    s = Session()
+    s.user("check the release branch")
+    s.call("Bash", "t1", command="git branch")
+    s.text("The branch is fine.")
+    s._row("user", {"role": "user", "content": "Stop hook feedback:\n- run pytest before you stop"})
+    s.call("Bash", "t2", command="pytest -q")
+    s.text("Tests pass; the branch is ready.")
+    _, traces = _import([s.write(tmp_path / "p" / f"{SESSION}.jsonl")], tmp_path / "t.db")
+    assert list(traces) == ["check the release branch"]
+    trace = traces["check the release branch"]
+    assert [c.tool_use_id for c in trace.tool_calls] == ["t1", "t2"]
+    assert [(m.kind, m.hook, m.text, m.position, m.after_text) for m in trace.mid_turn_messages] == [
+        ("hook_feedback", "Stop", "- run pytest before you stop", 1, 1)]
+    assert trace.final_response == "Tests pass; the branch is ready."

@@ -1003,3 +1003,65 @@ def test_a_notification_turn_keeps_its_reopened_prompt_open_until_its_own_stop(u
         assert ingestor.finalize_ready() == 1
         assert _calls(store) == {"start the ticker": ["sleep 5; echo done", _NOTIFY_CALL]}
         assert ingestor.quarantined_count == 0
+
+
+def _older_client_turn(session: str, prompt: str | None, command: str, answer: str) -> None:
+    """A turn as 2.1.42 sends it (no prompt_id): the prompt when `prompt` is given, a call, a Stop."""
+    ids = {"session_id": session, "cwd": "/work/proj", "transcript_path": f"/nonexistent/{session}.jsonl"}
+    spool = paths.spool_dir()
+    if prompt is not None:
+        write_event(spool, "UserPromptSubmit", dict(ids, prompt=prompt))
+    tool_input = {"command": command, "description": "run"}
+    write_event(spool, "PreToolUse", dict(ids, tool_name="Bash", tool_input=tool_input, tool_use_id=f"toolu_{command[5:]}"))
+    write_event(spool, "PostToolUse", dict(ids, tool_name="Bash", tool_input=tool_input, tool_use_id=f"toolu_{command[5:]}",
+                                           tool_response={"stdout": command[5:], "stderr": ""}))
+    write_event(spool, "Stop", dict(ids, stop_hook_active=prompt is None, last_assistant_message=answer))
+
+
+def test_a_prompt_a_stop_hook_sent_on_after_it_was_stored_takes_the_rest(understudy_home):
+    """A user's Stop hook blocked the stop and the model went on, slower than the settle time:
+    the daemon had stored the prompt by then. 2.1.42 and 2.0.0 name no prompt in the events that
+    follow; no prompt came since, so they are the stored prompt's (once set aside, as lost)."""
+    _older_client_turn("s-stop", "check the branch", "echo main", "The branch is fine.")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 1
+        _older_client_turn("s-stop", None, "echo tests", "Tests pass.")
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert ingestor.quarantined_count == 0
+        [trace] = list(store.iter_traces())
+    assert [c.input["command"] for c in trace.tool_calls] == ["echo main", "echo tests"]
+    assert trace.final_response == "Tests pass." and trace.complete
+    assert quarantine_files() == [] and not list(paths.spool_dir().glob("*.event"))
+
+
+def test_an_older_clients_event_after_a_new_prompt_goes_to_that_prompt_only(understudy_home):
+    _older_client_turn("s-two", "first question", "echo one", "One.")
+    _older_client_turn("s-two", "second question", "echo two", "Two.")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        _older_client_turn("s-two", None, "echo more", "Two, and more.")
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert _calls(store) == {"first question": ["echo one"], "second question": ["echo two", "echo more"]}
+
+
+def test_an_older_clients_agent_stopping_after_the_prompt_was_stored_is_not_taken_into_it(understudy_home):
+    """Only the model's own work goes on after a Stop hook sent it on (calls, a Stop that says so);
+    an agent that stops then (a compaction's) belongs to no stored prompt."""
+    _older_client_turn("s-cmp", "check the branch", "echo main", "The branch is fine.")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        ingestor.finalize_ready()
+        write_event(paths.spool_dir(), "SubagentStop", {"session_id": "s-cmp", "agent_id": "compact-1", "agent_type": "",
+                                                        "transcript_path": "/nonexistent/s-cmp.jsonl"})
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert ingestor.quarantined_count == 1
+        [trace] = list(store.iter_traces())
+    assert trace.subagents == [] and [c.input["command"] for c in trace.tool_calls] == ["echo main"]

@@ -147,7 +147,8 @@ def test_import_gives_the_live_trace(captured):
 def test_without_a_transcript_the_hooks_keep_the_message(captured):
     trace = captured["live"]["check the feeders without a transcript"]
     assert trace["assistant_text"] == []  # the transcript was gone: hooks alone
-    assert trace["mid_turn_messages"] == [{"text": "only the 33kV feeder please", "position": 1}]
+    assert trace["mid_turn_messages"] == [{"text": "only the 33kV feeder please", "position": 1, "kind": "user", "hook": None,
+                                           "after_text": 0, "agent_id": None}]
 
 
 def test_show_prints_it_between_the_call_and_the_reaction(captured):

@@ -153,6 +153,28 @@ def is_mid_turn_text(text: str) -> bool:
     return text.startswith(_MID_TURN_HEAD) and text.endswith(_MID_TURN_TAIL)
 
 
+# How Claude Code (2.1.42, 2.1.328) words what a user's hook shows the model: a Stop hook's reason
+# to go on is a user turn of its own ("Stop hook feedback:\n..."); a blocking hook's reason and a
+# hook's additionalContext are reminders naming the hook ("PostToolUse:Bash hook additional
+# context: ..."). Claude Code also names the blocking hook's command; the dataset leaves that local
+# path out.
+STOP_HOOK_FEEDBACK = "Stop hook feedback:\n{text}"  # a SubagentStop hook's too (2.1.328)
+HOOK_BLOCKING_ERROR = "{hook} hook blocking error: {text}"
+HOOK_ADDITIONAL_CONTEXT = "{hook} hook additional context: {text}"
+HOOK_OUTPUT = "{hook} hook success: {text}"  # a UserPromptSubmit hook's plain stdout
+
+
+def told_text(kind: str, text: str, hook: str | None = None) -> str:
+    """A mid-turn message (schema.MidTurnMessage) as Claude Code shows it to the model."""
+    if kind == "user":
+        return mid_turn_text(text)
+    text = text.strip()  # as serve reads Claude Code's request (exit 2's reason ends in stderr's newline)
+    if kind == "hook_feedback" and hook in ("Stop", "SubagentStop"):
+        return STOP_HOOK_FEEDBACK.format(text=text)
+    template = {"hook_feedback": HOOK_BLOCKING_ERROR, "hook_output": HOOK_OUTPUT}.get(kind, HOOK_ADDITIONAL_CONTEXT)
+    return template.format(hook=hook or "A", text=text)
+
+
 def dump_arguments(arguments: Any) -> str:
     """Tool-call arguments as the JSON string the template prints verbatim.
 

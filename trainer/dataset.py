@@ -42,8 +42,8 @@ from trainer.chat_template import (
     DEFAULT_SYSTEM_PROMPT,
     count_tokens,
     dump_arguments,
-    mid_turn_text,
     render,
+    told_text,
     trim_tool_result,
 )
 from trainer.tool_context import tools_for
@@ -256,33 +256,51 @@ def trace_to_example(
 
     # TextStep.position counts the calls of every agent issued before the text, so a text goes
     # with the group of the first kept call at or after its position; texts after the last kept
-    # call lead into the final answer.
-    narration: list[list[str]] = [[] for _ in groups]
-    trailing: list[str] = []
+    # call (segment len(groups)) lead into the final answer.
+    def segment_of(position: int) -> int:
+        return next((g for g, group in enumerate(groups) if any(index >= position for index, _ in group)), len(groups))
+
+    segments: list[list[tuple[str, int, bool]]] = [[] for _ in range(len(groups) + 1)]  # (text, position, main agent's)
     for step in sorted(
         (s for s in trace.assistant_text if config.include_subagent_calls or s.agent_id is None),
         key=lambda s: s.position,
     ):
         text = step.text.strip()
-        if not text:
-            continue
-        for g, group in enumerate(groups):
-            if any(index >= step.position for index, _ in group):
-                narration[g].append(text)
-                break
-        else:
-            trailing.append(text)
+        if text:
+            segments[segment_of(step.position)].append((text, step.position, step.agent_id is None))
 
-    # A message the user sent mid-turn arrived with the results of the calls before its position:
-    # it follows the last group issued wholly before it, and the next assistant turn reacts to it.
+    # A mid-turn message (the user's, or a hook's) arrived with the results of the calls before
+    # its position: it follows the last group issued wholly before it, and the next assistant turn
+    # reacts to it. One that came after the model had written text there and stopped (`after_text`:
+    # a Stop hook sent it on) splits that segment: the text it stopped with, the message, the rest.
     told: list[list[str]] = [[] for _ in range(len(groups) + 1)]  # [0]: before the first group
+    inside: list[list[tuple[int, str]]] = [[] for _ in range(len(groups) + 1)]  # (texts of the segment before it, words)
     for message in trace.mid_turn_messages:
+        if message.agent_id is not None and not config.include_subagent_calls:
+            continue  # a subagent's hook spoke to that subagent, whose turns are left out
+        words = told_text(message.kind, message.text, message.hook)
+        if message.after_text:
+            segment = segments[segment_of(message.position)]
+            earlier = sum(1 for _, position, _ in segment if position < message.position)
+            here = sum(1 for _, position, main in segment if position == message.position and main)
+            inside[segment_of(message.position)].append((earlier + min(message.after_text, here), words))
+            continue
         before = [g for g, group in enumerate(groups) if all(index < message.position for index, _ in group)]
-        told[before[-1] + 1 if before else 0].append(mid_turn_text(message.text))
+        told[before[-1] + 1 if before else 0].append(words)
 
     def tell(slot: int) -> None:
         if told[slot]:
             messages.append({"role": "user", "content": "\n\n".join(told[slot])})
+
+    def stopped_and_told(slot: int) -> list[str]:
+        """The assistant turns and hook messages inside a segment; returns the texts after the last."""
+        texts = [text for text, _, _ in segments[slot]]
+        done = 0
+        for split, words in sorted(inside[slot], key=lambda pair: pair[0]):
+            messages.append({"role": "assistant", "content": "\n\n".join(texts[done:split])})
+            messages.append({"role": "user", "content": words})
+            done = max(done, split)
+        return texts[done:]
 
     messages: list[dict] = [
         {"role": "system", "content": system_turn(config, trace.cwd)},
@@ -291,10 +309,11 @@ def trace_to_example(
     tell(0)
     trimmed_results = 0
     for g, group in enumerate(groups):
+        narration = stopped_and_told(g)
         messages.append(
             {
                 "role": "assistant",
-                "content": "\n\n".join(narration[g]),
+                "content": "\n\n".join(narration),
                 "tool_calls": [
                     {
                         "id": call.tool_use_id,
@@ -311,6 +330,7 @@ def trace_to_example(
             messages.append(message)
         tell(g + 1)
 
+    trailing = stopped_and_told(len(groups))
     final = (trace.final_response or "").strip()
     # The last narration is usually the final response itself; keep only what it does not repeat.
     lead_in = [t for t in trailing if t not in final]

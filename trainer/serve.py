@@ -28,7 +28,9 @@ What the student sees. Claude Code sends a long system prompt, every tool's full
 that same context: the system prompt becomes `dataset.system_prompt` plus the working directory
 the request names (as the dataset names the trace's cwd), the tool schemas are
 compacted by trainer/tool_context.py (`dataset.tool_schema`, `dataset.tools`), system reminders and
-mid-conversation system messages are dropped, and tool results become `tool` messages exactly
+mid-conversation system messages are dropped (except what a user's hook told the model there, its
+additional context or blocking reason, kept as the user turn the dataset gives it; SessionStart's
+context is dropped, as no trace holds it), and tool results become `tool` messages exactly
 as the dataset builder writes them (errors prefixed "Error: ", long results trimmed to
 `dataset.max_tool_result_tokens` around a visible marker). The prompt is rendered with the one
 chat template (trainer/chat_template.py).
@@ -80,6 +82,7 @@ from trainer.chat_template import (
     is_mid_turn_text,
     parse_assistant_output,
     render,
+    told_text,
 )
 from trainer.config import (
     ConfigError,
@@ -145,6 +148,31 @@ def _text_of(content: Any) -> str:
 
 def strip_reminders(text: str) -> str:
     return _REMINDER_RE.sub("", text).strip()
+
+
+# How Claude Code shows the model what a user's hook said, in a system message (2.1.328) or a
+# reminder (2.1.42); several may share one, a blank line apart. A Stop hook's reason comes again as
+# a user turn of its own ("Stop hook feedback:"), which is what the dataset keeps of it.
+_HOOK_TEXT_RE = re.compile(
+    r'^(?P<hook>[A-Za-z]+(?::\S+)?) hook (?:(?P<context>additional context)|(?P<success>success)|'
+    r'blocking error from command: "(?:[^"\\]|\\.)*"): '
+    r"(?P<text>.*?)(?=\n\n|\n?\Z)", re.MULTILINE | re.DOTALL)
+
+
+def hook_texts(text: str) -> list[str]:
+    """What the user's hooks told the model in a system message or reminder, worded as the dataset
+    words a trace's hook messages (chat_template.told_text)."""
+    told = []
+    for found in _HOOK_TEXT_RE.finditer(text):
+        if found.group("hook") in ("Stop", "SubagentStop"):
+            continue  # its user turn says it
+        if found.group("hook").startswith("SessionStart"):
+            continue  # the session's, before any prompt: no trace holds it (README), so no example does
+        if found.group("success") and (found.group("hook") != "UserPromptSubmit" or found.group("text") == "Success"):
+            continue  # Claude Code's note that a hook ran (2.1.42), not what it printed for the model
+        kind = "hook_context" if found.group("context") else "hook_output" if found.group("success") else "hook_feedback"
+        told.append(told_text(kind, found.group("text"), found.group("hook")))
+    return told
 
 
 # Where Claude Code says the session works: "Working directory: /x" in the system prompt's <env>
@@ -247,6 +275,8 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
                 _tell_mid_turn(messages, text.strip())
             elif not compact:
                 extra_system.append(text)
+            elif hook_texts(text):
+                messages.append({"role": "user", "content": "\n\n".join(hook_texts(text))})
             continue
         if m["role"] == "assistant":
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
@@ -274,6 +304,8 @@ def to_chat(body: dict, settings: ContextSettings, tokenizer=None,
             if b.get("type") == "tool_result":
                 messages.append(_tool_message(b, names.get(b["tool_use_id"], "tool"), settings, tokenizer))
             elif b.get("type") in READABLE_BLOCKS:
+                for reminder in _REMINDER_RE.findall(_text_of([b])) if compact else []:
+                    texts.extend(hook_texts(reminder.removeprefix("<system-reminder>").removesuffix("</system-reminder>").strip()))
                 text = strip_reminders(_text_of([b]))
                 if text:
                     texts.append(text)
