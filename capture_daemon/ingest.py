@@ -126,6 +126,10 @@ class Ingestor:
         # Older clients (no prompt_id): each session's latest prompt, by the id its trace has (or
         # will have once stored), so an event that comes after it was stored still finds it.
         self.latest_prompt: dict[str, str] = {}
+        # Each session's agents started and not yet stopped (SubagentStart / SubagentStop): while
+        # one runs, an older client's unlabelled call may be that agent's (2.1.42 names neither
+        # prompt nor agent on a background agent's calls), so it reopens no stored prompt.
+        self.agents_running: dict[str, set[str]] = {}
         self.loaded: set[str] = set()  # spool file names already routed in memory
         self.quarantined_count = 0
         self.excluded_count = 0
@@ -275,6 +279,7 @@ class Ingestor:
 
     def _route(self, path: str, event: SpoolEvent) -> OpenTrace | None:
         session_id, prompt_id = event.session_id, event.prompt_id
+        self._note_agent(event)
         if not prompt_id and event.event == "UserPromptSubmit" and not is_notification_prompt(event.payload.get("prompt")):
             # Older Claude Code (2.0.x, 2.1.x before prompt ids) sends no prompt_id: the prompt
             # opens its own trace, named for now by its spool file; _build renames it to the
@@ -309,10 +314,13 @@ class Ingestor:
                 _unlink(path)
                 return None
             stored = self.latest_prompt.get(session_id)
-            if not candidates and stored is not None and _goes_on_after_a_stop(event) and self.store.has_trace(stored):
+            if not candidates and stored is not None and _goes_on_after_a_stop(event) \
+                    and not self.agents_running.get(session_id) and self.store.has_trace(stored):
                 # The session's latest prompt was stored, yet it goes on: a Stop hook of the user's
                 # blocked the stop and Claude Code sent the model on within the same prompt (slower
                 # than the settle time). No new prompt came (it would have opened a trace): reopen it.
+                # Not while an agent of the session runs: the call may be its (set aside as before;
+                # the agent's transcript still gives it to the prompt that started it).
                 candidates = [self._open(stored, session_id, "")]
             if not candidates:
                 self._quarantine(path, "event has no prompt_id and its session has no open prompt")
@@ -360,6 +368,17 @@ class Ingestor:
             self.aliases[key] = stored
             return stored
         return own
+
+    def _note_agent(self, event: SpoolEvent) -> None:
+        if not event.agent_id or event.event not in ("SubagentStart", "SubagentStop"):
+            return
+        if len(self.agents_running) > 10_000:
+            self.agents_running.clear()
+        running = self.agents_running.setdefault(event.session_id, set())
+        if event.event == "SubagentStart":
+            running.add(event.agent_id)
+        else:
+            running.discard(event.agent_id)
 
     def _agent_parent(self, agent_id: str) -> str | None:
         """The trace whose Agent/Task call launched this agent in the background (its

@@ -1065,3 +1065,34 @@ def test_an_older_clients_agent_stopping_after_the_prompt_was_stored_is_not_take
         assert ingestor.quarantined_count == 1
         [trace] = list(store.iter_traces())
     assert trace.subagents == [] and [c.input["command"] for c in trace.tool_calls] == ["echo main"]
+
+
+def test_an_older_clients_call_while_a_background_agent_runs_reopens_no_prompt(understudy_home):
+    """2.1.42 sends a background agent's calls with neither prompt nor agent id. One that comes
+    after the session's latest prompt was stored is the agent's as likely as a Stop hook's
+    continuation: it must not join the prompt typed meanwhile (set aside as before; the agent's
+    transcript gives the call to the prompt that started it). Once the agent stopped, a call
+    after a stored prompt is that prompt's continuation again."""
+    ids = {"session_id": "s-bga", "cwd": "/work/proj", "transcript_path": "/nonexistent/s-bga.jsonl"}
+    spool = paths.spool_dir()
+    _older_client_turn("s-bga", "delegate to a background agent", "echo start", "The agent is on it.")
+    write_event(spool, "SubagentStart", dict(ids, agent_id="a8d4dde", agent_type="general-purpose"))
+    _older_client_turn("s-bga", "a question while the agent works", "echo meanwhile", "Answered.")
+    with TraceStore.open() as store:
+        ingestor = _ingestor(store)
+        ingestor.scan()
+        assert ingestor.finalize_ready() == 2
+        read = dict(ids, tool_name="Read", tool_input={"file_path": "notes.txt"}, tool_use_id="toolu_bga_read")
+        write_event(spool, "PreToolUse", read)
+        write_event(spool, "PostToolUse", dict(read, tool_response={"type": "text"}))
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert ingestor.quarantined_count == 2
+        assert _calls(store)["a question while the agent works"] == ["echo meanwhile"]
+        write_event(spool, "SubagentStop", dict(ids, agent_id="a8d4dde", agent_type="general-purpose"))
+        ingestor.scan()
+        ingestor.finalize_ready()
+        _older_client_turn("s-bga", None, "echo more", "Answered, and more.")
+        ingestor.scan()
+        ingestor.finalize_ready()
+        assert _calls(store)["a question while the agent works"] == ["echo meanwhile", "echo more"], (_calls(store), ingestor.quarantined_count)
