@@ -320,14 +320,18 @@ Spellings the rules do not read as typed are read decoded (``_redact_views``), i
 about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
 in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth; ``\\x3d``, ``\\u003d``), percent-encoded
 (``password%3DPW``, ``%22password%22%3A%22PW%22``, ``pass%77ord``, twice: ``%253D``; UTF-8 bytes,
-``%E2%80%8B``; hex letters in lower case, ``%5f``, only near a ``%3d``, ``%3a`` or ``%2c``: ``%2d`` is printf's), in
+``%E2%80%8B``; hex letters in lower case, ``%5f``, only inside a word, ``api%5fkey``, or near a ``%3d``, ``%3a`` or
+``%2c``: ``"%2d"`` is printf's), in
 HTML entities (``&quot;``, ``&#61;``, ``&#8203;``), in Unicode's compatibility forms of ASCII
 (``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width or mathematical letters; and ``꞉``, ``∶``), with other
 spaces (no-break, ideographic), or with invisible characters inside (zero-width space, joiners,
 word joiner, soft hyphen, BOM, marks of direction, variation selectors, combining marks on an
 ASCII letter, in ``ghp_...`` or in a name). The marker replaces the whole span the secret's
-characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Not read: letters of
-other scripts that look Latin (a Cyrillic ``а`` in ``pаssword``), a known limit. Provider tokens
+characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Cyrillic and Greek
+letters that look Latin are read as Latin in a word that mixes them with ASCII letters and holds no
+other letter of their script (a Cyrillic ``р`` and ``а`` in ``раssword``, ``ghр_...``); a word
+spelt wholly in them (``рассword`` has no Latin look-alike for each letter, but a rarer letter could
+stand in for every one) is not read so, a known limit. Provider tokens
 glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read for a body of at most 256
 characters: a longer one keeps its tail, a known limit.
 
@@ -365,7 +369,8 @@ values that are code (``token = self.token``, ``key = os.environ["X"]``, ``f(pas
 ``cache_token = current_token``, ``getpass("Password: ")``, ``f"{token:02x}"``), values that name
 things rather than hold secrets (``"input_token": "next_token"``, ``CACHE_KEY = "user"``, small
 numbers), prose (``a token: see RFC 6750``), and placeholders (``YOUR_API_KEY``, ``<token>``,
-``${TOKEN}``, ``$TOKEN`` (not ``$uperS3cret!``: no reference reads on from its ``$``), ``***``, ``xxxx``, values containing ``example``, empty values). People
+``${TOKEN}``, ``$TOKEN`` (not ``$uperS3cret!``: no reference reads on from its ``$``), ``***``, ``xxxx``, values containing ``example`` (not as a word of its own beside a
+random-looking part: ``prod-example-corp-8f7aQ2x9`` goes), empty values). People
 choose passwords, so under a password name almost any literal value goes; under token and key
 names the value must look machine-made (see ``_plausible_secret``). These rules were tuned by
 running the module over this interpreter's site-packages and reading what it changed.
@@ -445,7 +450,11 @@ _CODE_WORDS = frozenset(
 )
 # A value that is just the word for what it stands for: https://user:pass@host, "password": "secret".
 _GENERIC_WORDS = frozenset("pass password passwd pwd pw secret token key apikey api_key".split())
-_PLACEHOLDER_WORDS = ("your", "changeme", "change_me", "placeholder", "replace", "redacted", "xxxx", "example", "dummy")
+_PLACEHOLDER_WORDS = ("your", "changeme", "change_me", "placeholder", "replace", "redacted", "xxxx", "dummy")
+# "example" marks a placeholder too (`example-password`, `sk_test_example`, AWS's documented
+# `AKIAIOSFODNN7EXAMPLE`), unless it is a word of its own beside a part that looks random:
+# `prod-example-corp-8f7aQ2x9` names a company and holds a real secret.
+_EXAMPLE_WORD = re.compile(r"(?<![A-Za-z0-9])example(?:s)?(?![A-Za-z0-9])")
 # Masks: ***, ..., ----, ••••, ???.
 _MASK_CHARS = frozenset("*•.?#-_ ")
 # A dotted identifier (`self.token`, `args.password`, `process.env.API_KEY`) is a reference, not a value.
@@ -495,7 +504,16 @@ def _is_placeholder(value: str) -> bool:
     low = v.lower()
     if low in _CODE_WORDS or low in _GENERIC_WORDS:
         return True
-    return any(w in low for w in _PLACEHOLDER_WORDS)
+    return any(w in low for w in _PLACEHOLDER_WORDS) or ("example" in low and not _example_beside_random(v, low))
+
+
+def _example_beside_random(value: str, low: str) -> bool:
+    """Whether "example" stands in `value` as a word of its own (between punctuation, not glued
+    to letters as in `AKIAIOSFODNN7EXAMPLE`) and another part of it looks random: a real secret
+    that happens to hold the word (`prod-example-corp-8f7aQ2x9`), no placeholder."""
+    if "example" in _EXAMPLE_WORD.sub("", low):  # (glued to a letter or digit somewhere)
+        return False
+    return any(_looks_random(run) for run in _ALNUM_RUN.findall(value) if "example" not in run.lower())
 
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
@@ -5643,8 +5661,11 @@ _BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
 # What makes a view worth reading (`_view_triggers`: a text that is all ASCII skips the Unicode test).
 # (A printable ASCII character percent-encoded, `pass%77ord`, `ghp%5F...`, and a character's UTF-8
 # bytes, `%E2%80%8B` (a zero-width space), `%EF%BC%9D` (`＝`). In lower case only `%3d`, `%3a`,
-# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python.)
-_PERCENT_VIEW = re.compile(r"%(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])")
+# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python;
+# or any other between two letters or digits, inside a word, as an encoded name's `_` or `-` is
+# (`api%5fkey`, `DB%5fPASS`, `x-api%2dkey`): printf's stand after a space, a quote or another
+# conversion, and where one does not, a view is read for nothing.)
+_PERCENT_VIEW = re.compile(r"%(?:(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])|(?<=[A-Za-z0-9]%)(?:25)*[2-7][a-f](?=[A-Za-z0-9]))")
 # (A quote escaped twice or more, an odd run of 3 or more backslashes before it (`\\\\'`, an even
 # run, is a string of backslashes); one level, `\"`, the rules read. An escaped quote, `-`, `_`,
 # `:`, `=`, invisible or full-width character: `\u0022`, `\x3d`, `\u200b`. A backslash first, and
@@ -5662,6 +5683,33 @@ _SPACE_CHAR = re.compile(f"[{_SPACES}]")
 # Combining marks on an ASCII character (`gh\u0301p_...`): dropped in a view. (Only on ASCII:
 # scripts that are written with them keep them.)
 _COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+# Letters of Cyrillic and Greek that look Latin (`раssword` with a Cyrillic р and а, `DB_PΑSSWΟRD`
+# with a Greek Α and Ο, `ghр_...`). Russian and Greek text is full of them, so they are read as
+# Latin only in a word that mixes them with ASCII letters and holds no other letter of their
+# script (`пароль`, `Python-скрипт`, `test_пример` stay as they are): no word of either language
+# is written so, a spoofed name or token is.
+_SCRIPT_LOOK_ALIKES = {
+    # Cyrillic
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0443": "y", "\u0445": "x",
+    "\u0455": "s", "\u0456": "i", "\u0458": "j", "\u0501": "d", "\u04bb": "h", "\u051b": "q", "\u051d": "w",
+    "\u04cf": "l", "\u0410": "A", "\u0412": "B", "\u0415": "E", "\u041a": "K", "\u041c": "M", "\u041d": "H",
+    "\u041e": "O", "\u0420": "P", "\u0421": "C", "\u0422": "T", "\u0425": "X", "\u0405": "S", "\u0406": "I",
+    "\u0408": "J", "\u04ae": "Y", "\u051a": "Q", "\u051c": "W",
+    # Greek
+    "\u03b1": "a", "\u03bf": "o", "\u03c1": "p", "\u03bd": "v", "\u03b9": "i", "\u03ba": "k", "\u03c5": "u",
+    "\u0391": "A", "\u0392": "B", "\u0395": "E", "\u0396": "Z", "\u0397": "H", "\u0399": "I", "\u039a": "K",
+    "\u039c": "M", "\u039d": "N", "\u039f": "O", "\u03a1": "P", "\u03a4": "T", "\u03a5": "Y", "\u03a7": "X",
+}
+_SCRIPT_FOLD = str.maketrans(_SCRIPT_LOOK_ALIKES)
+_LOOK_ALIKE_CLASS = "".join(_SCRIPT_LOOK_ALIKES)
+# (The test for a view: such a letter beside an ASCII one, or beside `_` or a digit, `АРІ_KEY`.)
+_MIXED_SCRIPT_VIEW = re.compile(f"[A-Za-z0-9_][{_LOOK_ALIKE_CLASS}]|[{_LOOK_ALIKE_CLASS}][A-Za-z0-9_]")
+# (The piece a view folds: the whole word, of ASCII letters, digits, `_` and look-alikes only, with
+# at least one ASCII letter and one look-alike.)
+_MIXED_SCRIPT_WORD = (
+    rf"(?<!\w)(?=[A-Za-z0-9_]*[{_LOOK_ALIKE_CLASS}])(?=[0-9_{_LOOK_ALIKE_CLASS}]*[A-Za-z])"
+    rf"[A-Za-z0-9_{_LOOK_ALIKE_CLASS}]+(?!\w)"
+)
 _UNICODE_VIEW = re.compile(
     f"[{_INVISIBLE}{_SPACES}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]"
     f"|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]|(?<=[!-~])[{_COMBINING}]"
@@ -5672,6 +5720,7 @@ _UNICODE_VIEW = re.compile(
 # bytes, an entity, a look-alike or a space.
 _VIEW_PIECE = re.compile(
     f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)"
+    f"|(?P<mixed>{_MIXED_SCRIPT_WORD})"
     r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
     r"|%(?:(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
     r"|(?P<utf8>[CDcd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3}))"
@@ -5698,6 +5747,7 @@ def _view_triggers(text: str) -> list["re.Pattern[str]"]:
         found.append(_ENTITY_VIEW)
     if not text.isascii():
         found.append(_UNICODE_VIEW)
+        found.append(_MIXED_SCRIPT_VIEW)
     return found
 
 
@@ -5771,6 +5821,8 @@ def _decoded_piece(m: "re.Match[str]") -> str:
     kind = m.lastgroup
     if kind == "inv":
         return ""
+    if kind == "mixed":
+        return m.group(0).translate(_SCRIPT_FOLD)
     if m.start("bs") >= 0:
         # One level of escaping off: `\\` is `\`, and an odd run's last backslash escapes what
         # follows (`\"` is `"`, `\u003d` and `\x3d` are `=`; `\n` stays `\n`, which the rules read as a break).

@@ -87,7 +87,7 @@ PW = "Xy7Kp9qLm"
 # The POSITIVE cases below that only a decoded view reads (their ids start so).
 READ_IN_VIEWS = ("escaped-", "percent-encoded-", "html-entit", "full-width-", "small-form-", "math-letters-", "modifier-colon",
                  "zero-width-", "word-joiner-", "soft-hyphen-", "bom-in-", "hex-escaped-", "unicode-escaped-", "no-break-",
-                 "combining-", "variation-")
+                 "combining-", "variation-", "other-script-")
 
 
 # (id, text, the text after redaction)
@@ -1643,6 +1643,12 @@ POSITIVE = [
     ("percent-encoded-json", f"data=%7B%22password%22%3A%22{PW}%22%7D", "data=%7B%22password%22%3A%22[REDACTED:assignment]%22%7D"),
     ("percent-encoded-twice", f"https://x.example/cb?state=password%253D{PW}", "https://x.example/cb?state=password%253D[REDACTED:assignment]"),
     ("percent-encoded-lower-case", f"q=db_password%3d{PW}", "q=db_password%3d[REDACTED:assignment]"),
+    # (Lower case with no `%3d` near: inside a name, between two letters or digits.)
+    (
+        "percent-encoded-lower-case-name",
+        f"q=api%5fkey=Zq8vLm2pXwQ4rT7yU1iO&a=1\nDB%5fPASS={PW}&x=1\nx-api%2dkey: Zq8vLm2pXwQ4rT7yU1iO",
+        "q=api%5fkey=[REDACTED:assignment]&a=1\nDB%5fPASS=[REDACTED:assignment]&x=1\nx-api%2dkey: [REDACTED:assignment]",
+    ),
     ("percent-encoded-header", "h=Authorization%3A%20Bearer%20Zq8vLm2pXwZq8vLm2pXwZq8vLm2pXw", "h=Authorization%3A%20Bearer%20[REDACTED:authorization]"),
     (
         "percent-encoded-sql",
@@ -1658,6 +1664,18 @@ POSITIVE = [
     ("full-width-name", f"\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d{PW}", "\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d[REDACTED:assignment]"),
     ("full-width-token", "".join(chr(ord(c) + 0xFEE0) for c in GHP), "[REDACTED:github-token]"),
     ("math-letters-name", f"\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d={PW}", "\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d=[REDACTED:assignment]"),
+    # "example" as a word of its own beside a random-looking part is a real value, no placeholder.
+    (
+        "example-word-beside-random-part",
+        "DB_PASSWORD=prod-example-corp-8f7aQ2x9\nAPI_KEY=sk_test_example_8f7aQ2x9Zq\nSECRET=examples-Zq8vLm2pXwQ4",
+        "DB_PASSWORD=[REDACTED:assignment]\nAPI_KEY=[REDACTED:assignment]\nSECRET=[REDACTED:assignment]",
+    ),
+    # Cyrillic and Greek letters that look Latin, in a word that mixes them with ASCII letters.
+    ("other-script-cyrillic-name", f"\u0440\u0430ssword={PW}", "\u0440\u0430ssword=[REDACTED:assignment]"),
+    ("other-script-greek-name", f"DB_P\u0391SSW\u039fRD={PW}", "DB_P\u0391SSW\u039fRD=[REDACTED:assignment]"),
+    ("other-script-mostly-look-alike", "\u0405\u0415CR\u0415\u0422=Zq8vLm2pXwQ4rT7yU1iO", "\u0405\u0415CR\u0415\u0422=[REDACTED:assignment]"),
+    ("other-script-in-json", f"{{'\u0440\u0430ssword': '{PW}'}}", "{'\u0440\u0430ssword': '[REDACTED:assignment]'}"),
+    ("other-script-token", "gh\u0440_" + GHP[4:], "[REDACTED:github-token]"),
     ("modifier-colon", f"api_key\ua789 {PW}Zq8vLm2pXw", "api_key\ua789 [REDACTED:assignment]"),
     ("zero-width-space-in-token", f"token {GHP[:10]}\u200b{GHP[10:]} ok", "token [REDACTED:github-token] ok"),
     ("zero-width-non-joiner-in-token", f"key {ANTHROPIC[:17]}\u200c{ANTHROPIC[17:]} ok", "key [REDACTED:anthropic-key] ok"),
@@ -1854,6 +1872,22 @@ NEGATIVE = [
         "stdin-lookalikes",
         'cat <<EOF > notes.txt\nhello\nEOF\ndocker login -u bob --password-stdin <<< "$PW"\necho hunter2 | grep secret\n'
         'mysql -u root -p <<EOF\nSHOW DATABASES;\nEOF\nstd::cout << "token" << std::endl;',
+    ),
+    (
+        "example-placeholders",
+        "DB_PASSWORD=example-password-123\npassword: my-example-pass1\ntoken: example_token_abc123\n"
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nAPI_KEY=your-example-key\nSECRET=example",
+    ),
+    (
+        "private-key-and-default-words",
+        "  private key: (hidden)\nPrivate key: /home/bob/.ssh/id_ed25519\nPrivate key: stored in the keychain\n"
+        "The private key is generated locally\nBy default login with password is disabled\nx = d.setdefault login password foo",
+    ),
+    ("percent-lower-case-printf", 'printf("%s%2d x%5fy\\n", a, b); sprintf(buf, "id%2d", n); key = "%5f" % 3.14159'),
+    (
+        "other-script-words",
+        "\u043f\u0430\u0440\u043e\u043b\u044c \u0445\u0440\u0430\u043d\u0438\u0442\u0441\u044f \u0432 Vault, token = self.token\n"
+        "Python-\u0441\u043a\u0440\u0438\u043f\u0442 test_\u043f\u0440\u0438\u043c\u0435\u0440 = 1\n\u03b1\u03c1\u03b9\u03b8\u03bc\u03cc\u03c2 password = get_password()",
     ),
     (
         "suffixed-name-lookalikes",
