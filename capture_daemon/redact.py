@@ -138,7 +138,11 @@ What is detected (the marker's kind in brackets):
   [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'``, and an ``INSERT INTO t
   (name, password) VALUES ('u', 'PW')``'s literal under a column that names a secret, every row (``crypt('PW', ...)``
-  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``), and pg_dump's
+  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``; with no column
+  list, ``INSERT INTO t VALUES (...)``, the columns of a ``CREATE TABLE t (...)`` earlier in the text, as pg_dump
+  ``--inserts`` and mysqldump write them: with neither, a known limit), a hashing or encrypting call's literals under
+  a secret's column, ``SET password = crypt('PW', gen_salt('bf'))``, ``MD5('PW')``, ``WHERE passwd = SHA2('PW', 256)``,
+  ``password_hash = HASHBYTES('SHA2_256', 'PW')`` (the algorithm's name stays), and pg_dump's
   ``COPY t (name, password) FROM stdin;`` rows, the field under such a column [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
@@ -231,7 +235,7 @@ What is detected (the marker's kind in brackets):
   receiver the text declares a ``PasswordEncoder`` or whose name says so, ``pwEncoder``; any encoder's two-argument
   ``encoder.matches("PW", h)``; a TextEncoder's ``encode("x")`` stays), Werkzeug's ``check_password_hash(h, "PW")``,
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
-  ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
+  ``VerifyHashedPassword(u, h, "PW")``, crypt(3)'s ``crypt('PW', salt)`` (pgcrypto, PHP, Python's ``crypt.crypt``), a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
   ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
   ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; also against a prefix, a format or a
   lookup, ``compare_digest("sha256=" + x, "S")``, ``compare_digest(f"sha1={d}", "S")``,
@@ -2599,12 +2603,16 @@ _SQL_COLUMNS_REACH, _SQL_HEAD_REACH = 2000, 200
 
 
 def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
-    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted."""
+    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted;
+    with no list (`INSERT INTO t VALUES (...)`, pg_dump's `--inserts`, mysqldump), the columns of
+    `CREATE TABLE t (...)` earlier in the text."""
     close = values_at - 1
     while close >= 0 and values_at - close < 100 and text[close].isspace():
         close -= 1
-    if close < 0 or text[close] != ")":
+    if close < 0:
         return None
+    if text[close] != ")":
+        return _created_table_columns(text, close + 1)
     open_ = text.rfind("(", max(0, close - _SQL_COLUMNS_REACH), close)
     if open_ < 0 or ")" in text[open_ + 1 : close]:
         return None
@@ -2613,6 +2621,75 @@ def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
     if insert < 0 or not _SQL_INSERT_HEAD.fullmatch(head.rstrip(), insert):
         return None
     return [c.strip().strip("`\"[]'\\").rsplit(".", 1)[-1].strip("`\"[]'\\") for c in text[open_ + 1 : close].split(",")]
+
+
+# `INSERT INTO t VALUES` with no column list: the table's name, and its `CREATE TABLE` (the name
+# as written, quoted or schema-qualified or not: `public.users`, `` `users` ``, `"users"`). A
+# definition's items are its columns, each a name first, but for its constraints.
+_SQL_INSERT_TABLE = re.compile(
+    r"(?i:insert|replace)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?[ \t\r\n]+(?i:into)[ \t\r\n]+(?P<table>[\w.`\"\[\]]{1,200})[ \t\r\n]*\Z"
+)
+_SQL_CONSTRAINT_WORDS = frozenset("primary unique constraint foreign check key index fulltext spatial exclude like period".split())
+
+
+def _table_name(written: str) -> str:
+    return written.rsplit(".", 1)[-1].strip("`\"[]").lower()
+
+
+def _created_table_columns(text: str, head_end: int) -> Optional[list[str]]:
+    """The columns of the table that the `INSERT INTO t` ending at `head_end` fills, as the text's
+    `CREATE TABLE t (...)` before it defines them; None if it does not."""
+    head = _SQL_INSERT_TABLE.search(text, max(0, head_end - _SQL_HEAD_REACH), head_end)
+    if head is None:
+        return None
+    # (The last definition before the INSERT: a table dropped and created again.)
+    starts, definitions = _created_tables(text).get(_table_name(head.group("table")), ([], []))
+    before = bisect.bisect_left(starts, head.start())
+    return definitions[before - 1] if before else None
+
+
+@functools.lru_cache(maxsize=8)  # (a dump's thousands of INSERTs read its CREATE TABLEs once)
+def _created_tables(text: str) -> dict[str, tuple[list[int], list[list[str]]]]:
+    """Each table that `text` creates: where each definition starts, in order, and its columns."""
+    tables: dict[str, tuple[list[int], list[list[str]]]] = {}
+    if "table" not in text and "TABLE" not in text and "Table" not in text:
+        return tables
+    for create in _SQL_CREATE_TABLE.finditer(text):
+        columns = []
+        for item in _top_level_items(create.group("body")):
+            words = item.split(None, 1)
+            if words and words[0].lower() not in _SQL_CONSTRAINT_WORDS:
+                columns.append(words[0].strip("`\"[]"))
+        starts, definitions = tables.setdefault(_table_name(create.group("table")), ([], []))
+        starts.append(create.start())
+        definitions.append(columns)
+    return tables
+
+
+_SQL_CREATE_TABLE = re.compile(
+    r"(?i:create)[ \t\r\n]+(?:(?i:temp|temporary|unlogged)[ \t\r\n]+)?(?i:table)[ \t\r\n]+(?:(?i:if[ \t]+not[ \t]+exists)[ \t\r\n]+)?"
+    r"(?P<table>[\w.`\"\[\]]{1,200})[ \t\r\n]*\((?P<body>(?:[^()'\"]++|'[^'\r\n]*'|\"[^\"\r\n]*\"|\((?:[^()]|\([^()]*\))*\))*+)\)"
+)
+
+
+def _top_level_items(body: str) -> list[str]:
+    """`body` cut at the commas outside brackets and quotes (`numeric(10, 2)` stays one item)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(body):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(body[start:i].strip())
+            start = i + 1
+    items.append(body[start:].strip())
+    return items
 
 
 def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2650,6 +2727,52 @@ def _mark_sql_rows(text: str, m: "re.Match[str]", row_depth: int) -> Optional[st
                 out.append(text[copied:start])
                 out.append(_SQL_PASSWORD_MARK)
                 copied = end
+    if not out:
+        return None
+    out.append(text[copied : m.end()])
+    return "".join(out)
+
+
+# A secret column set or compared to what a hashing or encrypting function makes of a literal:
+# `UPDATE users SET password = crypt('x', gen_salt('bf'))`, `SET password = MD5('x')`, `WHERE
+# passwd = SHA2('x', 256)`, `SET api_key = pgp_sym_encrypt('x', 'k')`, T-SQL's `HASHBYTES('SHA2_256',
+# 'x')`. Every literal of the call goes but an algorithm's or an encoding's name and a number
+# (`gen_salt('bf')`, `'sha256'`, `'hex'` stay); the name before `=` must say secret.
+_SQL_HASH_FUNCTIONS = (
+    r"(?i:crypt|md5|sha1|sha2|sha|sha256|sha512|encrypt|aes_encrypt|des_encrypt|old_password|pgp_sym_encrypt"
+    r"|digest|hmac|hashbytes|pwdencrypt|encode)"
+)
+_SQL_HASHED = re.compile(rf"=(?<![=!<>:]=)[ \t]*(?={_SQL_HASH_FUNCTIONS}[ \t]*\()[\w]+[ \t]*(?P<args>{_SQL_ROW})")
+_SQL_HASHED_GATE = rf"(?<![=!<>:]=)(?=[ \t]*{_SQL_HASH_FUNCTIONS}[ \t]*\()"
+_SQL_ALGORITHM = re.compile(
+    r"(?i:md[45]|sha-?\d*|sha2_\d+|bf|des|xdes|aes\d*|aes-\d+(?:-\w+)?|blowfish|hex|base64|escape|utf-?8|(?:cipher-algo|compress-algo)=\w+)|\d+"
+)
+_SQL_ARG_LITERAL = re.compile(r"[NnEe]?'(?P<s>(?:[^'\\\r\n]|''|\\.)*+)'")
+
+
+# (A column that keeps a secret hashed: `password_hash`, `pwd_digest`, `token_sha256`. Its own
+# value is no secret, but the literal a hashing call there is handed is.)
+_HASHED_SECRET_NAME = re.compile(r"(?:password|passwd|pwd|pass|secret|token)(?:hash|digest|crypt|encrypted|enc|sha\d*|md5)")
+
+
+def _names_hashed_secret(name: str) -> bool:
+    return bool(_HASHED_SECRET_NAME.search(_normalize_name(name)))
+
+
+def _replace_sql_hashed(text: str, m: "re.Match[str]") -> Optional[str]:
+    name_end = m.start()
+    while name_end > 0 and text[name_end - 1] in " \t`\"]":
+        name_end -= 1
+    name = text[_name_start(text, name_end) : name_end]
+    if not name or not (_name_kind(name) or _names_hashed_secret(name)):
+        return None
+    out, copied = [], m.start()
+    for lit in _SQL_ARG_LITERAL.finditer(text, m.start("args"), m.end("args")):
+        value = lit.group("s")
+        if value and not _SQL_ALGORITHM.fullmatch(value) and not _is_placeholder(value):
+            out.append(text[copied : lit.start("s")])
+            out.append(_SQL_PASSWORD_MARK)
+            copied = lit.end("s")
     if not out:
         return None
     out.append(text[copied : m.end()])
@@ -3349,6 +3472,9 @@ _FIRST_ARG_CALLS = (
     r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()|hmacShaKeyFor\("
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
     r"|rypt(?<=BCrypt)::Password\.create\(|rypt(?<=bcrypt)::(?:hash|verify)\("
+    # crypt(3) and its kin, handed the password: pgcrypto's `crypt('pw', gen_salt('bf'))`, PHP's
+    # `crypt('pw', $salt)`, Python's `crypt.crypt("pw", salt)`.
+    r"|rypt(?<=crypt)(?<![\w]crypt)\("
     # passlib's CryptContext as its docs name it (`pwd_context.verify("pw", h)`), Laravel's
     # `Hash::check('pw', $h)`/`Hash::make('pw')`.
     r"|context(?:(?<=pwd_context)|(?<=password_context)|(?<=crypt_context))\.(?:hash|verify)\("
@@ -5052,6 +5178,7 @@ _RULES: tuple[_Rule, ...] = (
         (("SELECT", r"(?<=[\s)]SELECT)(?=[ \t])"), ("select", r"(?<=[\s)]select)(?=[ \t])"), ("Select", r"(?<=[\s)]Select)(?=[ \t])")),
         anchored=True,
     ),
+    _Rule("sql-hashed", _SQL_HASHED, _replace_sql_hashed, (("=", _SQL_HASHED_GATE),)),
     _Rule("sql-copy", _SQL_COPY, _replace_sql_copy, (("COPY", r"(?=[ \t]+[^\s(;]+[ \t]*\()"),), anchored=True),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),

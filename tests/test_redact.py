@@ -1724,6 +1724,29 @@ POSITIVE = [
         f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
         "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
     ),
+    (
+        "sql-insert-without-column-list",  # the columns of the table's CREATE TABLE earlier in the text (pg_dump --inserts, mysqldump)
+        "CREATE TABLE public.users (\n    id integer NOT NULL,\n    price numeric(10, 2),\n    password text,\n    PRIMARY KEY (id)\n);\n"
+        f"INSERT INTO public.users VALUES (1, 1.50, '{PW}');\nINSERT INTO `users` VALUES (2,2.0,'{PW}'),(3,3.0,'hunter22');\n"
+        f"INSERT INTO orders VALUES (1, 2.0, '{PW}');",
+        "CREATE TABLE public.users (\n    id integer NOT NULL,\n    price numeric(10, 2),\n    password text,\n    PRIMARY KEY (id)\n);\n"
+        "INSERT INTO public.users VALUES (1, 1.50, '[REDACTED:sql-password]');\nINSERT INTO `users` VALUES (2,2.0,'[REDACTED:sql-password]'),(3,3.0,'[REDACTED:sql-password]');\n"
+        f"INSERT INTO orders VALUES (1, 2.0, '{PW}');",
+    ),
+    (
+        "sql-hashing-call-under-secret-column",  # every literal of the call but an algorithm's name or a number
+        f"UPDATE users SET password = crypt('{PW}', gen_salt('bf')) WHERE id = 1;\nUPDATE users SET password = MD5('hunter2');\n"
+        f"SELECT 1 FROM users WHERE passwd = SHA2('{PW}', 256);\nUPDATE t SET api_key = pgp_sym_encrypt('Zq8vLm2pXwQ4', 'K3yZq8vLm2');\n"
+        f"UPDATE u SET password_hash = HASHBYTES('SHA2_256', '{PW}')",
+        "UPDATE users SET password = crypt('[REDACTED:sql-password]', gen_salt('bf')) WHERE id = 1;\nUPDATE users SET password = MD5('[REDACTED:sql-password]');\n"
+        "SELECT 1 FROM users WHERE passwd = SHA2('[REDACTED:sql-password]', 256);\nUPDATE t SET api_key = pgp_sym_encrypt('[REDACTED:sql-password]', '[REDACTED:sql-password]');\n"
+        "UPDATE u SET password_hash = HASHBYTES('SHA2_256', '[REDACTED:sql-password]')",
+    ),
+    (
+        "crypt-call-literal",  # crypt(3) handed the password anywhere: pgcrypto, PHP, Python
+        f"INSERT INTO users VALUES (1, 'bob', crypt('{PW}', gen_salt('bf')));\nh = crypt.crypt(\"{PW}\", crypt.mksalt())\n$h = crypt('{PW}', $salt);",
+        "INSERT INTO users VALUES (1, 'bob', crypt('[REDACTED:code-literal]', gen_salt('bf')));\nh = crypt.crypt(\"[REDACTED:code-literal]\", crypt.mksalt())\n$h = crypt('[REDACTED:code-literal]', $salt);",
+    ),
     ("sql-replace-into", f"REPLACE INTO users (name, password) VALUES ('bob', '{PW}')", "REPLACE INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
     ("sql-upsert-into", f"UPSERT INTO users (name, password) VALUES ('bob', '{PW}')", "UPSERT INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
     (
@@ -2418,6 +2441,12 @@ NEGATIVE = [
         "SELECT name, 'x' FROM users WHERE password = $1; SELECT 'a', 'b' UNION SELECT 'c', 'd';\n"
         "COPY public.users (id, email) FROM stdin;\n1\ta@b.c\n\\.\n",
     ),
+    (
+        "sql-hashing-calls-without-secrets",  # not under a secret's column, or not handed a literal
+        "UPDATE users SET name = md5('bob'), checksum = md5('abc');\nUPDATE users SET password = crypt(:pw, gen_salt('bf'));\n"
+        "ok = crypt(password, salt)\npassword = md5(password)\nSELECT encode(digest('hello', 'sha256'), 'hex');\n"
+        "CREATE TABLE users (id int, password text);\nINSERT INTO users VALUES (1, ?);\nINSERT INTO users VALUES ($1, $2);",
+    ),
     ("sql-insert-without-secret-columns", "INSERT INTO users (name, email, role) VALUES ('bob', 'bob@example.org', 'admin'), ('al', 'al@example.org', 'dev');"),
     (
         "percent-encoded-query-without-secrets",
@@ -2903,6 +2932,9 @@ def test_non_ascii_text_is_handled() -> None:
         "COPY t (password) FROM stdin;\n" * 20_000,  # each COPY reads its rows to `\.`
         "COPY t (password) FROM stdin;\n" + "a\tb\n" * 30_000,
         "a-sk-ant-" + "b1" * 100_000,  # one glued token's long body
+        "CREATE TABLE t (id int, password text);\nINSERT INTO t VALUES (1, 'x');\n" * 10_000,  # each INSERT finds its table's last CREATE
+        "password = md5(" * 30_000,  # each hashing call reads its arguments
+        "p\u0430ss " * 50_000,  # each mixed-script word folded in a view
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2924,7 +2956,7 @@ def test_non_ascii_text_is_handled() -> None:
          "full-width-assignments", "entity-run", "view-windows-apart", "view-windows-merged", "percent-utf8-run",
          "numeric-entity-run", "combining-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
          "sql-selects", "sql-select-brackets", "sql-copies", "sql-copy-rows",
-         "glued-long-body"],
+         "glued-long-body", "sql-creates-and-inserts", "sql-hashing-calls", "mixed-script-words"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # A quadratic regex takes minutes on these. Linear work is milliseconds for most, but a
