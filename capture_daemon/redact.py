@@ -125,7 +125,7 @@ What is detected (the marker's kind in brackets):
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
   ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
   ``<auth-user-pass>`` (``<http-proxy-user-pass>``) second line [assignment]; ``.netrc`` ``machine h login u
-  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
+  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
   ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
@@ -285,7 +285,7 @@ What is detected (the marker's kind in brackets):
   symbols; in a JSON string inside text, an escaped break or escaped quotes end the value too, ``x "echo
   $DB_PASSWORD gives me PW\\nok"``, and a command that crosses an escaped break is no command) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
-  key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
+  key: K", "private key: K" (as ``wg show`` prints one), "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
   (PW) works", MySQL's log "A temporary password is generated for root@localhost: PW",
@@ -938,8 +938,10 @@ _COMMA_LOOK = "(?<=[\"'],)(?i:" + "|".join(
 # so that base64 padding (`token: dXNlcj=`) is never read as a type and its `=`; a type with
 # brackets or a union (`Optional[str] = None`, `str | None = None`) is not read as one either.
 _TYPE_ANNOTATION = r"[ \t]*(?P<type>&?(?:'static[ \t]+)?[A-Za-z_][\w.]*\??)[ \t]+=(?![=>])"
+# (A colon glued to `//` is a URL's scheme, `otpauth://totp/x?secret=K`, no separator: read as
+# one, with `otpauth` no secret's name, its turned-down match covered the `secret=` inside.)
 _ASSIGNMENT = re.compile(
-    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?:{_TYPE_ANNOTATION}|=)?"
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?!//)(?:{_TYPE_ANNOTATION}|=)?"
     rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
@@ -950,7 +952,7 @@ _YAML_LOCAL_TAG = re.compile(r"![A-Za-z][\w.:-]*[ \t]+\S")
 # The same from the separator on, with no look at the name: the suffixed-name rule below has
 # read the name already. (`comma_sep` never matches: a ("NAME_2", "v") pair is left to the pair rules.)
 _SEPARATOR_AND_VALUE = (
-    rf"(?:=(?P<eq_sep>)>?|:(?P<colon_sep>)(?:{_TYPE_ANNOTATION}|=)?|,(?P<comma_sep>(?!)))(?![=>:])[ \t]*{_VALUE}"
+    rf"(?:=(?P<eq_sep>)>?|:(?P<colon_sep>)(?!//)(?:{_TYPE_ANNOTATION}|=)?|,(?P<comma_sep>(?!)))(?![=>:])[ \t]*{_VALUE}"
 )
 _ASSIGNMENT_AT_SEPARATOR = re.compile(_SEPARATOR_AND_VALUE)
 # NAME VARIANT SEP VALUE: `DB_PASSWORD_PROD=x`, `API_KEY_2: x`, `password2 = "x"`. The assignment
@@ -1250,7 +1252,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if kind is None:
         return None
     value = m.group(group)
-    if "/" in text[max(0, name_start - 3) : name_start] and _SLASH_LABEL_BEFORE.search(text, max(0, name_start - 30), name_start + len(name)):
+    # (Not a URL's query parameter: `otpauth://totp/x?secret=K`'s `/x?` labels no pair.)
+    if "/" in text[max(0, name_start - 3) : name_start] and text[name_start - 1 : name_start] not in ("?", "&") and _SLASH_LABEL_BEFORE.search(text, max(0, name_start - 30), name_start + len(name)):
         paired = _replace_labelled_pair(text, m, kind, group, name_start + len(name))
         if paired is not _NOT_A_PAIR:
             return paired  # "username/password: root/PW": the user stays
@@ -2107,8 +2110,9 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
 # A `login` must come before the password or right after it: prose says "machine translation
 # password reset" too.
+# (And netrc's `default` entry, opening its line: `default login bob password PW`.)
 _NETRC = re.compile(
-    r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
+    r"(?:machine[ \t]+\S+|(?:^|(?<=[\r\n]))[ \t]*default)(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
     r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`; LDAP clients' `bindpw PW` (ldap.conf, nslcd.conf,
@@ -2392,7 +2396,7 @@ _POSITIONAL_GATES = (
     ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
     ("token", r"token(?<=[\s-]authtoken)", r"(?<=[\s-]authtoken)(?=[ \t])"),
     # (`snyk auth`, `nuget setapikey`, `neo4j-admin set-initial-password`: at anchors scanned for already.)
-    ("auth", r"auth(?<=[ \t]auth)", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
+    ("auth", r"auth(?<=[ \t]auth)(?=[ \t]+[^\s-])", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
     ("key", r"key(?<=[ \t]setapikey)", r"(?<=[ \t]setapikey)(?=[ \t])"),
     ("password", r"password(?<=[ \t]set-initial-password)", r"(?<=[ \t]set-initial-password)(?=[ \t])"),
     # (git config's keys: `github.token`, `hub.oauthtoken`, `sendemail.smtpPass`; `x.password` is the gate above's.)
@@ -3793,7 +3797,11 @@ _PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
-_PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key))"
+# ("private key", as `wg show` and key tools print one: `private key: <base64>`.)
+_PROSE_KEY = (
+    r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key)"
+    r"|(?<=private key|Private key|Private Key))"
+)
 # ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected", "use pw
 # Xk9mPq2vL to log in", "try passphrase x": a password named by its owner or handed over to
 # use, and given right after, no "is" between. One fixed-width look-behind per length.)
@@ -5122,7 +5130,7 @@ _RULES: tuple[_Rule, ...] = (
           (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])|(?<=_set_)(?=header[ \t])"
                 r"|(?<=passenger_env_)(?=var[ \t])"))),
     _Rule("spaced-setting", _CADDY_ENV, _replace_spaced_setting, (("env", r"(?<![\w.$/-]env)(?=[ \t]+[A-Z][A-Z0-9_]*[ \t]+[^\s-])"),), anchored=True),
-    _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
+    _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"), ("default", r"(?=\s+(?:login|password)[ \t])"))),
     _Rule(
         "redis-conf",
         _REDIS_CONF,

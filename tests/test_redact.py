@@ -426,6 +426,22 @@ POSITIVE = [
         "gh secret set API_TOKEN -b'[REDACTED:cli-flag]'",
     ),
     (
+        "url-scheme-before-query-secret",  # `otpauth:` is a scheme, not a name and its value covering the `secret=` after it
+        'otpauth://totp/ACME:bob@x.io?secret=' + fake(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") + "&issuer=ACME\nxauth://h/x?token=Zq8vLm2pXwQ4rT7yU1iO&a=1",
+        "otpauth://totp/ACME:bob@x.io?secret=[REDACTED:assignment]&issuer=ACME\nxauth://h/x?token=[REDACTED:assignment]&a=1",
+    ),
+    (
+        "netrc-default-entry",  # the entry for every other host, opening its line
+        f"machine a.org login a password {PW}\ndefault login anonymous password {PW}\ndefault\n  login bob\n  password {PW}\n",
+        "machine a.org login a password [REDACTED:netrc-password]\ndefault login anonymous password [REDACTED:netrc-password]\n"
+        "default\n  login bob\n  password [REDACTED:netrc-password]\n",
+    ),
+    (
+        "prose-private-key-label",  # `wg show`'s and key tools' `private key: <base64>`
+        "interface: wg0\n  public key: " + fake(43) + "=\n  private key: " + fake(43) + "=\nPrivate Key: " + fake(43) + "=",
+        "interface: wg0\n  public key: " + fake(43) + "=\n  private key: [REDACTED:prose-secret]\nPrivate Key: [REDACTED:prose-secret]",
+    ),
+    (
         "netrc-password-before-login",
         "machine api.heroku.com\n  password hunter2\n  login bob@x.org\n",
         "machine api.heroku.com\n  password [REDACTED:netrc-password]\n  login bob@x.org\n",
@@ -1856,6 +1872,22 @@ NEGATIVE = [
         '<property name="passwordEncoder" ref="bcrypt"/>',
     ),
     (
+        "example-placeholders",
+        "DB_PASSWORD=example-password-123\npassword: my-example-pass1\ntoken: example_token_abc123\n"
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nAPI_KEY=your-example-key\nSECRET=example",
+    ),
+    (
+        "private-key-and-default-words",
+        "  private key: (hidden)\nPrivate key: /home/bob/.ssh/id_ed25519\nPrivate key: stored in the keychain\n"
+        "The private key is generated locally\nBy default login with password is disabled\nx = d.setdefault login password foo",
+    ),
+    ("percent-lower-case-printf", 'printf("%s%2d x%5fy\\n", a, b); sprintf(buf, "id%2d", n); key = "%5f" % 3.14159'),
+    (
+        "other-script-words",
+        "\u043f\u0430\u0440\u043e\u043b\u044c \u0445\u0440\u0430\u043d\u0438\u0442\u0441\u044f \u0432 Vault, token = self.token\n"
+        "Python-\u0441\u043a\u0440\u0438\u043f\u0442 test_\u043f\u0440\u0438\u043c\u0435\u0440 = 1\n\u03b1\u03c1\u03b9\u03b8\u03bc\u03cc\u03c2 password = get_password()",
+    ),
+    (
         "positional-password-lookalikes",
         "htpasswd -c .htpasswd admin\nhtpasswd -D .htpasswd admin\nsqlplus / as sysdba\nsqlplus /nolog\nsqlplus scott@orcl\n"
         "net use Z: \\\\srv\\share /user:bob\nnet use \\\\srv\\share * /user:bob\nnet use Z: /delete",
@@ -1895,22 +1927,6 @@ NEGATIVE = [
         "stdin-lookalikes",
         'cat <<EOF > notes.txt\nhello\nEOF\ndocker login -u bob --password-stdin <<< "$PW"\necho hunter2 | grep secret\n'
         'mysql -u root -p <<EOF\nSHOW DATABASES;\nEOF\nstd::cout << "token" << std::endl;',
-    ),
-    (
-        "example-placeholders",
-        "DB_PASSWORD=example-password-123\npassword: my-example-pass1\ntoken: example_token_abc123\n"
-        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nAPI_KEY=your-example-key\nSECRET=example",
-    ),
-    (
-        "private-key-and-default-words",
-        "  private key: (hidden)\nPrivate key: /home/bob/.ssh/id_ed25519\nPrivate key: stored in the keychain\n"
-        "The private key is generated locally\nBy default login with password is disabled\nx = d.setdefault login password foo",
-    ),
-    ("percent-lower-case-printf", 'printf("%s%2d x%5fy\\n", a, b); sprintf(buf, "id%2d", n); key = "%5f" % 3.14159'),
-    (
-        "other-script-words",
-        "\u043f\u0430\u0440\u043e\u043b\u044c \u0445\u0440\u0430\u043d\u0438\u0442\u0441\u044f \u0432 Vault, token = self.token\n"
-        "Python-\u0441\u043a\u0440\u0438\u043f\u0442 test_\u043f\u0440\u0438\u043c\u0435\u0440 = 1\n\u03b1\u03c1\u03b9\u03b8\u03bc\u03cc\u03c2 password = get_password()",
     ),
     (
         "suffixed-name-lookalikes",
