@@ -2746,8 +2746,14 @@ _SQL_HASH_FUNCTIONS = (
     r"(?i:crypt|md5|sha1|sha2|sha|sha256|sha512|encrypt|aes_encrypt|des_encrypt|old_password|pgp_sym_encrypt"
     r"|digest|hmac|hashbytes|pwdencrypt|encode)"
 )
-_SQL_HASHED = re.compile(rf"=(?<![=!<>:]=)[ \t]*(?={_SQL_HASH_FUNCTIONS}[ \t]*\()[\w]+[ \t]*(?P<args>{_SQL_ROW})")
-_SQL_HASHED_GATE = rf"(?<![=!<>:]=)(?=[ \t]*{_SQL_HASH_FUNCTIONS}[ \t]*\()"
+# (Found at a secret's word in the name, anchors scanned for already: a look at every `=` of
+# ordinary code cost the whole text pass 2%.)
+_SQL_HASHED_WORDS = ("password", "Password", "PASSWORD", "passwd", "pass", "Pass", "PASS", "pw", "PW",
+                     "secret", "Secret", "token", "Token", "key", "Key")
+_SQL_HASHED_LOOK = rf"(?=\w*[`\"\]]?[ \t]*=(?![=>])[ \t]*{_SQL_HASH_FUNCTIONS}[ \t]*\()"
+_SQL_HASHED = re.compile(
+    rf"(?:{'|'.join(_SQL_HASHED_WORDS)}){_SQL_HASHED_LOOK}\w*[`\"\]]?[ \t]*=[ \t]*\w+[ \t]*(?P<args>{_SQL_ROW})"
+)
 _SQL_ALGORITHM = re.compile(
     r"(?i:md[45]|sha-?\d*|sha2_\d+|bf|des|xdes|aes\d*|aes-\d+(?:-\w+)?|blowfish|hex|base64|escape|utf-?8|(?:cipher-algo|compress-algo)=\w+)|\d+"
 )
@@ -2764,7 +2770,7 @@ def _names_hashed_secret(name: str) -> bool:
 
 
 def _replace_sql_hashed(text: str, m: "re.Match[str]") -> Optional[str]:
-    name_end = m.start()
+    name_end = text.index("=", m.start())
     while name_end > 0 and text[name_end - 1] in " \t`\"]":
         name_end -= 1
     name = text[_name_start(text, name_end) : name_end]
@@ -5186,7 +5192,7 @@ _RULES: tuple[_Rule, ...] = (
         (("SELECT", r"(?<=[\s)]SELECT)(?=[ \t])"), ("select", r"(?<=[\s)]select)(?=[ \t])"), ("Select", r"(?<=[\s)]Select)(?=[ \t])")),
         anchored=True,
     ),
-    _Rule("sql-hashed", _SQL_HASHED, _replace_sql_hashed, (("=", _SQL_HASHED_GATE),)),
+    _Rule("sql-hashed", _SQL_HASHED, _replace_sql_hashed, tuple((word, _SQL_HASHED_LOOK) for word in _SQL_HASHED_WORDS)),
     _Rule("sql-copy", _SQL_COPY, _replace_sql_copy, (("COPY", r"(?=[ \t]+[^\s(;]+[ \t]*\()"),), anchored=True),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
@@ -5837,8 +5843,9 @@ _SCRIPT_LOOK_ALIKES = {
 }
 _SCRIPT_FOLD = str.maketrans(_SCRIPT_LOOK_ALIKES)
 _LOOK_ALIKE_CLASS = "".join(_SCRIPT_LOOK_ALIKES)
-# (The test for a view: such a letter beside an ASCII one, or beside `_` or a digit, `АРІ_KEY`.)
-_MIXED_SCRIPT_VIEW = re.compile(f"[A-Za-z0-9_][{_LOOK_ALIKE_CLASS}]|[{_LOOK_ALIKE_CLASS}][A-Za-z0-9_]")
+# (The test for a view: such a letter beside an ASCII one, or beside `_` or a digit, `АРІ_KEY`.
+# The look-alike first: the engine scans for the rare character, not for every ASCII letter.)
+_MIXED_SCRIPT_VIEW = re.compile(f"[{_LOOK_ALIKE_CLASS}](?:(?<=[A-Za-z0-9_].)|(?=[A-Za-z0-9_]))")
 # (The piece a view folds: the whole word, of ASCII letters, digits, `_` and look-alikes only, with
 # at least one ASCII letter and one look-alike.)
 _MIXED_SCRIPT_WORD = (
@@ -5853,14 +5860,19 @@ _UNICODE_VIEW = re.compile(
 # nothing), a run of backslashes and what it escapes (one level: `\\\"` is `\"`, `\\u003d` is
 # `\u003d`, `\u003d` is `=`), a %XX of printable ASCII or a line break or a character's UTF-8
 # bytes, an entity, a look-alike or a space.
-_VIEW_PIECE = re.compile(
-    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)"
-    f"|(?P<mixed>{_MIXED_SCRIPT_WORD})"
-    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
+_VIEW_PIECE_REST = (
+    r"(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
     r"|%(?:(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
     r"|(?P<utf8>[CDcd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3}))"
     r"|&(?P<ent>quot|apos|equals|colon|amp|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|nbsp|lrm|rlm|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});"
     f"|(?P<fold>[{_BMP_FOLDS}{_SPACES}]|[{_FOLDS_ASTRAL}])"
+)
+_VIEW_PIECE = re.compile(f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)|{_VIEW_PIECE_REST}")
+# (A mixed-script word is looked for only in a text that is not all ASCII: in the others, the
+# escaped and percent-encoded ones that most views are, its look at every word's start would be
+# paid for nothing.)
+_VIEW_PIECE_MIXED = re.compile(
+    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)|(?P<mixed>{_MIXED_SCRIPT_WORD})|{_VIEW_PIECE_REST}"
 )
 _ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&", "lowbar": "_", "shy": "\u00ad", "zwj": "\u200d",
              "zwnj": "\u200c", "ZeroWidthSpace": "\u200b", "NoBreak": "\u2060", "nbsp": "\u00a0", "lrm": "\u200e", "rlm": "\u200f"}
@@ -5996,7 +6008,7 @@ class _View:
         out: list[str] = []
         self.pieces: list[tuple[int, int, int, int]] = []
         copied = at = 0
-        for m in _VIEW_PIECE.finditer(text):
+        for m in (_VIEW_PIECE if text.isascii() else _VIEW_PIECE_MIXED).finditer(text):
             decoded = _decoded_piece(m)
             if decoded == m.group(0):
                 continue
