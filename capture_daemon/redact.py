@@ -125,7 +125,7 @@ What is detected (the marker's kind in brackets):
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
   ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
   ``<auth-user-pass>`` (``<http-proxy-user-pass>``) second line [assignment]; ``.netrc`` ``machine h login u
-  password PW`` [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
+  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
   ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
@@ -138,7 +138,11 @@ What is detected (the marker's kind in brackets):
   [pgpass-password]; SQL ``CREATE USER x WITH PASSWORD
   'PW'``, MySQL's ``PASSWORD('PW')`` and ``SET PASSWORD FOR 'u'@'h' = 'PW'``, ``IDENTIFIED BY 'PW'`` (Oracle's bare ``IDENTIFIED BY PW`` too), Redshift's ``SECRET_ACCESS_KEY 'K'``/``SESSION_TOKEN 'T'`` and DuckDB's ``SECRET 'K'``, and an ``INSERT INTO t
   (name, password) VALUES ('u', 'PW')``'s literal under a column that names a secret, every row (``crypt('PW', ...)``
-  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``), and pg_dump's
+  too; placeholders stay; ``REPLACE``/``UPSERT INTO``, ``INSERT INTO t (...) SELECT 'u', 'PW'``; with no column
+  list, ``INSERT INTO t VALUES (...)``, the columns of a ``CREATE TABLE t (...)`` earlier in the text, as pg_dump
+  ``--inserts`` and mysqldump write them: with neither, a known limit), a hashing or encrypting call's literals under
+  a secret's column, ``SET password = crypt('PW', gen_salt('bf'))``, ``MD5('PW')``, ``WHERE passwd = SHA2('PW', 256)``,
+  ``password_hash = HASHBYTES('SHA2_256', 'PW')`` (the algorithm's name stays), and pg_dump's
   ``COPY t (name, password) FROM stdin;`` rows, the field under such a column [sql-password]; every
   value under ``data:``/``stringData:`` of a Kubernetes ``kind: Secret``, YAML or JSON, whatever
   its key [kubernetes-secret]; signed URLs' ``X-Amz-Signature=``, ``X-Goog-Signature=``,
@@ -231,7 +235,7 @@ What is detected (the marker's kind in brackets):
   receiver the text declares a ``PasswordEncoder`` or whose name says so, ``pwEncoder``; any encoder's two-argument
   ``encoder.matches("PW", h)``; a TextEncoder's ``encode("x")`` stays), Werkzeug's ``check_password_hash(h, "PW")``,
   Laravel's ``Hash::check('PW', h)``, Rust's ``bcrypt::verify("PW", h)``, ASP.NET Identity's ``HashPassword(u, "PW")`` /
-  ``VerifyHashedPassword(u, h, "PW")``, a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
+  ``VerifyHashedPassword(u, h, "PW")``, crypt(3)'s ``crypt('PW', salt)`` (pgcrypto, PHP, Python's ``crypt.crypt``), a literal compared in constant time, either argument (``hmac.compare_digest(k, "S")``,
   ``compare_digest("S", k)``, Go's ``subtle.ConstantTimeCompare([]byte(t), []byte("S"))``, Node's
   ``crypto.timingSafeEqual(Buffer.from(s), Buffer.from("S"))``; also against a prefix, a format or a
   lookup, ``compare_digest("sha256=" + x, "S")``, ``compare_digest(f"sha1={d}", "S")``,
@@ -281,7 +285,7 @@ What is detected (the marker's kind in brackets):
   symbols; in a JSON string inside text, an escaped break or escaped quotes end the value too, ``x "echo
   $DB_PASSWORD gives me PW\\nok"``, and a command that crosses an escaped break is no command) [command-output]
 - prose that hands one over: "the password is PW", "my github token is T", "Here is my API
-  key: K", "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
+  key: K", "private key: K" (as ``wg show`` prints one), "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
   (PW) works", MySQL's log "A temporary password is generated for root@localhost: PW",
@@ -320,14 +324,18 @@ Spellings the rules do not read as typed are read decoded (``_redact_views``), i
 about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
 in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth; ``\\x3d``, ``\\u003d``), percent-encoded
 (``password%3DPW``, ``%22password%22%3A%22PW%22``, ``pass%77ord``, twice: ``%253D``; UTF-8 bytes,
-``%E2%80%8B``; hex letters in lower case, ``%5f``, only near a ``%3d``, ``%3a`` or ``%2c``: ``%2d`` is printf's), in
+``%E2%80%8B``; hex letters in lower case, ``%5f``, only inside a word, ``api%5fkey``, or near a ``%3d``, ``%3a`` or
+``%2c``: ``"%2d"`` is printf's), in
 HTML entities (``&quot;``, ``&#61;``, ``&#8203;``), in Unicode's compatibility forms of ASCII
 (``DB_PASSWORD＝PW``, ``：``, ``﹦``, ``＂``, full-width or mathematical letters; and ``꞉``, ``∶``), with other
 spaces (no-break, ideographic), or with invisible characters inside (zero-width space, joiners,
 word joiner, soft hyphen, BOM, marks of direction, variation selectors, combining marks on an
 ASCII letter, in ``ghp_...`` or in a name). The marker replaces the whole span the secret's
-characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Not read: letters of
-other scripts that look Latin (a Cyrillic ``а`` in ``pаssword``), a known limit. Provider tokens
+characters came from (``%3DPW`` keeps its ``%3D``, a token its neighbours). Cyrillic and Greek
+letters that look Latin are read as Latin in a word that mixes them with ASCII letters and holds no
+other letter of their script (a Cyrillic ``р`` and ``а`` in ``раssword``, ``ghр_...``); a word
+spelt wholly in them (``рассword`` has no Latin look-alike for each letter, but a rarer letter could
+stand in for every one) is not read so, a known limit. Provider tokens
 glued to a word by ``_`` or ``-`` (``backup_ghp_...``) are read for a body of at most 256
 characters: a longer one keeps its tail, a known limit.
 
@@ -365,7 +373,8 @@ values that are code (``token = self.token``, ``key = os.environ["X"]``, ``f(pas
 ``cache_token = current_token``, ``getpass("Password: ")``, ``f"{token:02x}"``), values that name
 things rather than hold secrets (``"input_token": "next_token"``, ``CACHE_KEY = "user"``, small
 numbers), prose (``a token: see RFC 6750``), and placeholders (``YOUR_API_KEY``, ``<token>``,
-``${TOKEN}``, ``$TOKEN`` (not ``$uperS3cret!``: no reference reads on from its ``$``), ``***``, ``xxxx``, values containing ``example``, empty values). People
+``${TOKEN}``, ``$TOKEN`` (not ``$uperS3cret!``: no reference reads on from its ``$``), ``***``, ``xxxx``, values containing ``example`` (not as a word of its own beside a
+random-looking part: ``prod-example-corp-8f7aQ2x9`` goes), empty values). People
 choose passwords, so under a password name almost any literal value goes; under token and key
 names the value must look machine-made (see ``_plausible_secret``). These rules were tuned by
 running the module over this interpreter's site-packages and reading what it changed.
@@ -445,7 +454,11 @@ _CODE_WORDS = frozenset(
 )
 # A value that is just the word for what it stands for: https://user:pass@host, "password": "secret".
 _GENERIC_WORDS = frozenset("pass password passwd pwd pw secret token key apikey api_key".split())
-_PLACEHOLDER_WORDS = ("your", "changeme", "change_me", "placeholder", "replace", "redacted", "xxxx", "example", "dummy")
+_PLACEHOLDER_WORDS = ("your", "changeme", "change_me", "placeholder", "replace", "redacted", "xxxx", "dummy")
+# "example" marks a placeholder too (`example-password`, `sk_test_example`, AWS's documented
+# `AKIAIOSFODNN7EXAMPLE`), unless it is a word of its own beside a part that looks random:
+# `prod-example-corp-8f7aQ2x9` names a company and holds a real secret.
+_EXAMPLE_WORD = re.compile(r"(?<![A-Za-z0-9])example(?:s)?(?![A-Za-z0-9])")
 # Masks: ***, ..., ----, ••••, ???.
 _MASK_CHARS = frozenset("*•.?#-_ ")
 # A dotted identifier (`self.token`, `args.password`, `process.env.API_KEY`) is a reference, not a value.
@@ -495,7 +508,16 @@ def _is_placeholder(value: str) -> bool:
     low = v.lower()
     if low in _CODE_WORDS or low in _GENERIC_WORDS:
         return True
-    return any(w in low for w in _PLACEHOLDER_WORDS)
+    return any(w in low for w in _PLACEHOLDER_WORDS) or ("example" in low and not _example_beside_random(v, low))
+
+
+def _example_beside_random(value: str, low: str) -> bool:
+    """Whether "example" stands in `value` as a word of its own (between punctuation, not glued
+    to letters as in `AKIAIOSFODNN7EXAMPLE`) and another part of it looks random: a real secret
+    that happens to hold the word (`prod-example-corp-8f7aQ2x9`), no placeholder."""
+    if "example" in _EXAMPLE_WORD.sub("", low):  # (glued to a letter or digit somewhere)
+        return False
+    return any(_looks_random(run) for run in _ALNUM_RUN.findall(value) if "example" not in run.lower())
 
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
@@ -916,8 +938,10 @@ _COMMA_LOOK = "(?<=[\"'],)(?i:" + "|".join(
 # so that base64 padding (`token: dXNlcj=`) is never read as a type and its `=`; a type with
 # brackets or a union (`Optional[str] = None`, `str | None = None`) is not read as one either.
 _TYPE_ANNOTATION = r"[ \t]*(?P<type>&?(?:'static[ \t]+)?[A-Za-z_][\w.]*\??)[ \t]+=(?![=>])"
+# (A colon glued to `//` is a URL's scheme, `otpauth://totp/x?secret=K`, no separator: read as
+# one, with `otpauth` no secret's name, its turned-down match covered the `secret=` inside.)
 _ASSIGNMENT = re.compile(
-    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?:{_TYPE_ANNOTATION}|=)?"
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?!//)(?:{_TYPE_ANNOTATION}|=)?"
     rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
@@ -928,7 +952,7 @@ _YAML_LOCAL_TAG = re.compile(r"![A-Za-z][\w.:-]*[ \t]+\S")
 # The same from the separator on, with no look at the name: the suffixed-name rule below has
 # read the name already. (`comma_sep` never matches: a ("NAME_2", "v") pair is left to the pair rules.)
 _SEPARATOR_AND_VALUE = (
-    rf"(?:=(?P<eq_sep>)>?|:(?P<colon_sep>)(?:{_TYPE_ANNOTATION}|=)?|,(?P<comma_sep>(?!)))(?![=>:])[ \t]*{_VALUE}"
+    rf"(?:=(?P<eq_sep>)>?|:(?P<colon_sep>)(?!//)(?:{_TYPE_ANNOTATION}|=)?|,(?P<comma_sep>(?!)))(?![=>:])[ \t]*{_VALUE}"
 )
 _ASSIGNMENT_AT_SEPARATOR = re.compile(_SEPARATOR_AND_VALUE)
 # NAME VARIANT SEP VALUE: `DB_PASSWORD_PROD=x`, `API_KEY_2: x`, `password2 = "x"`. The assignment
@@ -1228,7 +1252,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     if kind is None:
         return None
     value = m.group(group)
-    if "/" in text[max(0, name_start - 3) : name_start] and _SLASH_LABEL_BEFORE.search(text, max(0, name_start - 30), name_start + len(name)):
+    # (Not a URL's query parameter: `otpauth://totp/x?secret=K`'s `/x?` labels no pair.)
+    if "/" in text[max(0, name_start - 3) : name_start] and text[name_start - 1 : name_start] not in ("?", "&") and _SLASH_LABEL_BEFORE.search(text, max(0, name_start - 30), name_start + len(name)):
         paired = _replace_labelled_pair(text, m, kind, group, name_start + len(name))
         if paired is not _NOT_A_PAIR:
             return paired  # "username/password: root/PW": the user stays
@@ -2085,8 +2110,9 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
 # A `login` must come before the password or right after it: prose says "machine translation
 # password reset" too.
+# (And netrc's `default` entry, opening its line: `default login bob password PW`.)
 _NETRC = re.compile(
-    r"machine[ \t]+\S+(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
+    r"(?:machine[ \t]+\S+|(?:^|(?<=[\r\n]))[ \t]*default)(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
     r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`; LDAP clients' `bindpw PW` (ldap.conf, nslcd.conf,
@@ -2370,7 +2396,7 @@ _POSITIONAL_GATES = (
     ("password", r"password(?<=[\s.\"']password)", r"(?<=[\s.\"']password)(?=[ \t])"),
     ("token", r"token(?<=[\s-]authtoken)", r"(?<=[\s-]authtoken)(?=[ \t])"),
     # (`snyk auth`, `nuget setapikey`, `neo4j-admin set-initial-password`: at anchors scanned for already.)
-    ("auth", r"auth(?<=[ \t]auth)", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
+    ("auth", r"auth(?<=[ \t]auth)(?=[ \t]+[^\s-])", r"(?<=[ \t]auth)(?=[ \t]+[^\s-])"),
     ("key", r"key(?<=[ \t]setapikey)", r"(?<=[ \t]setapikey)(?=[ \t])"),
     ("password", r"password(?<=[ \t]set-initial-password)", r"(?<=[ \t]set-initial-password)(?=[ \t])"),
     # (git config's keys: `github.token`, `hub.oauthtoken`, `sendemail.smtpPass`; `x.password` is the gate above's.)
@@ -2581,12 +2607,16 @@ _SQL_COLUMNS_REACH, _SQL_HEAD_REACH = 2000, 200
 
 
 def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
-    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted."""
+    """The column list of the `INSERT INTO t (a, b)` right before `values_at`, names unquoted;
+    with no list (`INSERT INTO t VALUES (...)`, pg_dump's `--inserts`, mysqldump), the columns of
+    `CREATE TABLE t (...)` earlier in the text."""
     close = values_at - 1
     while close >= 0 and values_at - close < 100 and text[close].isspace():
         close -= 1
-    if close < 0 or text[close] != ")":
+    if close < 0:
         return None
+    if text[close] != ")":
+        return _created_table_columns(text, close + 1)
     open_ = text.rfind("(", max(0, close - _SQL_COLUMNS_REACH), close)
     if open_ < 0 or ")" in text[open_ + 1 : close]:
         return None
@@ -2595,6 +2625,75 @@ def _sql_insert_columns(text: str, values_at: int) -> Optional[list[str]]:
     if insert < 0 or not _SQL_INSERT_HEAD.fullmatch(head.rstrip(), insert):
         return None
     return [c.strip().strip("`\"[]'\\").rsplit(".", 1)[-1].strip("`\"[]'\\") for c in text[open_ + 1 : close].split(",")]
+
+
+# `INSERT INTO t VALUES` with no column list: the table's name, and its `CREATE TABLE` (the name
+# as written, quoted or schema-qualified or not: `public.users`, `` `users` ``, `"users"`). A
+# definition's items are its columns, each a name first, but for its constraints.
+_SQL_INSERT_TABLE = re.compile(
+    r"(?i:insert|replace)(?:[ \t\r\n]+(?i:ignore|or[ \t]+\w+))?[ \t\r\n]+(?i:into)[ \t\r\n]+(?P<table>[\w.`\"\[\]]{1,200})[ \t\r\n]*\Z"
+)
+_SQL_CONSTRAINT_WORDS = frozenset("primary unique constraint foreign check key index fulltext spatial exclude like period".split())
+
+
+def _table_name(written: str) -> str:
+    return written.rsplit(".", 1)[-1].strip("`\"[]").lower()
+
+
+def _created_table_columns(text: str, head_end: int) -> Optional[list[str]]:
+    """The columns of the table that the `INSERT INTO t` ending at `head_end` fills, as the text's
+    `CREATE TABLE t (...)` before it defines them; None if it does not."""
+    head = _SQL_INSERT_TABLE.search(text, max(0, head_end - _SQL_HEAD_REACH), head_end)
+    if head is None:
+        return None
+    # (The last definition before the INSERT: a table dropped and created again.)
+    starts, definitions = _created_tables(text).get(_table_name(head.group("table")), ([], []))
+    before = bisect.bisect_left(starts, head.start())
+    return definitions[before - 1] if before else None
+
+
+@functools.lru_cache(maxsize=8)  # (a dump's thousands of INSERTs read its CREATE TABLEs once)
+def _created_tables(text: str) -> dict[str, tuple[list[int], list[list[str]]]]:
+    """Each table that `text` creates: where each definition starts, in order, and its columns."""
+    tables: dict[str, tuple[list[int], list[list[str]]]] = {}
+    if "table" not in text and "TABLE" not in text and "Table" not in text:
+        return tables
+    for create in _SQL_CREATE_TABLE.finditer(text):
+        columns = []
+        for item in _top_level_items(create.group("body")):
+            words = item.split(None, 1)
+            if words and words[0].lower() not in _SQL_CONSTRAINT_WORDS:
+                columns.append(words[0].strip("`\"[]"))
+        starts, definitions = tables.setdefault(_table_name(create.group("table")), ([], []))
+        starts.append(create.start())
+        definitions.append(columns)
+    return tables
+
+
+_SQL_CREATE_TABLE = re.compile(
+    r"(?i:create)[ \t\r\n]+(?:(?i:temp|temporary|unlogged)[ \t\r\n]+)?(?i:table)[ \t\r\n]+(?:(?i:if[ \t]+not[ \t]+exists)[ \t\r\n]+)?"
+    r"(?P<table>[\w.`\"\[\]]{1,200})[ \t\r\n]*\((?P<body>(?:[^()'\"]++|'[^'\r\n]*'|\"[^\"\r\n]*\"|\((?:[^()]|\([^()]*\))*\))*+)\)"
+)
+
+
+def _top_level_items(body: str) -> list[str]:
+    """`body` cut at the commas outside brackets and quotes (`numeric(10, 2)` stays one item)."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, c in enumerate(body):
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "," and depth == 0:
+            items.append(body[start:i].strip())
+            start = i + 1
+    items.append(body[start:].strip())
+    return items
 
 
 def _replace_sql_insert(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -2632,6 +2731,58 @@ def _mark_sql_rows(text: str, m: "re.Match[str]", row_depth: int) -> Optional[st
                 out.append(text[copied:start])
                 out.append(_SQL_PASSWORD_MARK)
                 copied = end
+    if not out:
+        return None
+    out.append(text[copied : m.end()])
+    return "".join(out)
+
+
+# A secret column set or compared to what a hashing or encrypting function makes of a literal:
+# `UPDATE users SET password = crypt('x', gen_salt('bf'))`, `SET password = MD5('x')`, `WHERE
+# passwd = SHA2('x', 256)`, `SET api_key = pgp_sym_encrypt('x', 'k')`, T-SQL's `HASHBYTES('SHA2_256',
+# 'x')`. Every literal of the call goes but an algorithm's or an encoding's name and a number
+# (`gen_salt('bf')`, `'sha256'`, `'hex'` stay); the name before `=` must say secret.
+_SQL_HASH_FUNCTIONS = (
+    r"(?i:crypt|md5|sha1|sha2|sha|sha256|sha512|encrypt|aes_encrypt|des_encrypt|old_password|pgp_sym_encrypt"
+    r"|digest|hmac|hashbytes|pwdencrypt|encode)"
+)
+# (Found at a secret's word in the name, anchors scanned for already: a look at every `=` of
+# ordinary code cost the whole text pass 2%.)
+_SQL_HASHED_WORDS = ("password", "Password", "PASSWORD", "passwd", "pass", "Pass", "PASS", "pw", "PW",
+                     "secret", "Secret", "token", "Token", "key", "Key")
+_SQL_HASHED_LOOK = rf"(?=\w*[`\"\]]?[ \t]*=(?![=>])[ \t]*{_SQL_HASH_FUNCTIONS}[ \t]*\()"
+_SQL_HASHED = re.compile(
+    rf"(?:{'|'.join(_SQL_HASHED_WORDS)}){_SQL_HASHED_LOOK}\w*[`\"\]]?[ \t]*=[ \t]*\w+[ \t]*(?P<args>{_SQL_ROW})"
+)
+_SQL_ALGORITHM = re.compile(
+    r"(?i:md[45]|sha-?\d*|sha2_\d+|bf|des|xdes|aes\d*|aes-\d+(?:-\w+)?|blowfish|hex|base64|escape|utf-?8|(?:cipher-algo|compress-algo)=\w+)|\d+"
+)
+_SQL_ARG_LITERAL = re.compile(r"[NnEe]?'(?P<s>(?:[^'\\\r\n]|''|\\.)*+)'")
+
+
+# (A column that keeps a secret hashed: `password_hash`, `pwd_digest`, `token_sha256`. Its own
+# value is no secret, but the literal a hashing call there is handed is.)
+_HASHED_SECRET_NAME = re.compile(r"(?:password|passwd|pwd|pass|secret|token)(?:hash|digest|crypt|encrypted|enc|sha\d*|md5)")
+
+
+def _names_hashed_secret(name: str) -> bool:
+    return bool(_HASHED_SECRET_NAME.search(_normalize_name(name)))
+
+
+def _replace_sql_hashed(text: str, m: "re.Match[str]") -> Optional[str]:
+    name_end = text.index("=", m.start())
+    while name_end > 0 and text[name_end - 1] in " \t`\"]":
+        name_end -= 1
+    name = text[_name_start(text, name_end) : name_end]
+    if not name or not (_name_kind(name) or _names_hashed_secret(name)):
+        return None
+    out, copied = [], m.start()
+    for lit in _SQL_ARG_LITERAL.finditer(text, m.start("args"), m.end("args")):
+        value = lit.group("s")
+        if value and not _SQL_ALGORITHM.fullmatch(value) and not _is_placeholder(value):
+            out.append(text[copied : lit.start("s")])
+            out.append(_SQL_PASSWORD_MARK)
+            copied = lit.end("s")
     if not out:
         return None
     out.append(text[copied : m.end()])
@@ -3331,6 +3482,9 @@ _FIRST_ARG_CALLS = (
     r"hmac\.new\(|HMAC\.new\(|SecretKeySpec\(|Hmac\w*::new_from_slice\(|SignedString\((?=\[\]byte\()|hmacShaKeyFor\("
     r"|rypt(?<=bcrypt|BCrypt)\.(?:hashpw|hashSync|hash|compareSync|compare|checkpw|GenerateFromPassword)\("
     r"|rypt(?<=BCrypt)::Password\.create\(|rypt(?<=bcrypt)::(?:hash|verify)\("
+    # crypt(3) and its kin, handed the password: pgcrypto's `crypt('pw', gen_salt('bf'))`, PHP's
+    # `crypt('pw', $salt)`, Python's `crypt.crypt("pw", salt)`.
+    r"|rypt(?<=crypt)(?<![\w]crypt)\("
     # passlib's CryptContext as its docs name it (`pwd_context.verify("pw", h)`), Laravel's
     # `Hash::check('pw', $h)`/`Hash::make('pw')`.
     r"|context(?:(?<=pwd_context)|(?<=password_context)|(?<=crypt_context))\.(?:hash|verify)\("
@@ -3649,7 +3803,11 @@ _PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
-_PROSE_KEY = r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key))"
+# ("private key", as `wg show` and key tools print one: `private key: <base64>`.)
+_PROSE_KEY = (
+    r"(?:key|Key)(?:(?<=API key|api key|API Key)|(?<=secret key|Secret key|Secret Key|access key|Access key|Access Key)"
+    r"|(?<=private key|Private key|Private Key))"
+)
 # ("my password Tr0ub4dor3xq doesn't work", "the password abc123! is rejected", "use pw
 # Xk9mPq2vL to log in", "try passphrase x": a password named by its owner or handed over to
 # use, and given right after, no "is" between. One fixed-width look-behind per length.)
@@ -4978,7 +5136,7 @@ _RULES: tuple[_Rule, ...] = (
           (("S", r"(?<![\w.-]S)(?=etEnv[ \t])"), ("_", r"(?:(?<=fastcgi_)|(?<=uwsgi_)|(?<=scgi_))(?=param[ \t])|(?<=php_)(?=(?:admin_)?value[ \t])|(?<=_set_)(?=header[ \t])"
                 r"|(?<=passenger_env_)(?=var[ \t])"))),
     _Rule("spaced-setting", _CADDY_ENV, _replace_spaced_setting, (("env", r"(?<![\w.$/-]env)(?=[ \t]+[A-Z][A-Z0-9_]*[ \t]+[^\s-])"),), anchored=True),
-    _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"),)),
+    _Rule("netrc", _NETRC, _group("netrc-password"), (("machine", "(?=[ \t])"), ("default", r"(?=\s+(?:login|password)[ \t])"))),
     _Rule(
         "redis-conf",
         _REDIS_CONF,
@@ -5034,6 +5192,7 @@ _RULES: tuple[_Rule, ...] = (
         (("SELECT", r"(?<=[\s)]SELECT)(?=[ \t])"), ("select", r"(?<=[\s)]select)(?=[ \t])"), ("Select", r"(?<=[\s)]Select)(?=[ \t])")),
         anchored=True,
     ),
+    _Rule("sql-hashed", _SQL_HASHED, _replace_sql_hashed, tuple((word, _SQL_HASHED_LOOK) for word in _SQL_HASHED_WORDS)),
     _Rule("sql-copy", _SQL_COPY, _replace_sql_copy, (("COPY", r"(?=[ \t]+[^\s(;]+[ \t]*\()"),), anchored=True),
     _Rule("sql-secret", _SQL_SECRET, _group("sql-password"), (("S", r"(?<![\w]S)(?<!DROP S)(?<!EATE S)(?<!LTER S)(?=ECRET(?:_ACCESS_KEY)?[ \t]+'|ESSION_TOKEN[ \t]+')"),)),
     _Rule("password-hash", _CRYPT_HASH, _group("password-hash"), (("$", _CRYPT_HASH_GATE),), anchored=True),
@@ -5643,8 +5802,11 @@ _BMP_FOLDS = "".join(re.escape(c) for c in _ALL_FOLDS if ord(c) < 0x10000)
 # What makes a view worth reading (`_view_triggers`: a text that is all ASCII skips the Unicode test).
 # (A printable ASCII character percent-encoded, `pass%77ord`, `ghp%5F...`, and a character's UTF-8
 # bytes, `%E2%80%8B` (a zero-width space), `%EF%BC%9D` (`＝`). In lower case only `%3d`, `%3a`,
-# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python.)
-_PERCENT_VIEW = re.compile(r"%(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])")
+# `%2c`: `%2d`, `%5f` and the like are printf's conversions, in every other line of C and Python;
+# or any other between two letters or digits, inside a word, as an encoded name's `_` or `-` is
+# (`api%5fkey`, `DB%5fPASS`, `x-api%2dkey`): printf's stand after a space, a quote or another
+# conversion, and where one does not, a view is read for nothing.)
+_PERCENT_VIEW = re.compile(r"%(?:(?:25)*(?:[2-7][0-9A-F]|3[ad]|2c|[C-Fc-f][0-9A-Fa-f]%[89ABab])|(?<=[A-Za-z0-9]%)(?:25)*[2-7][a-f](?=[A-Za-z0-9]))")
 # (A quote escaped twice or more, an odd run of 3 or more backslashes before it (`\\\\'`, an even
 # run, is a string of backslashes); one level, `\"`, the rules read. An escaped quote, `-`, `_`,
 # `:`, `=`, invisible or full-width character: `\u0022`, `\x3d`, `\u200b`. A backslash first, and
@@ -5662,6 +5824,34 @@ _SPACE_CHAR = re.compile(f"[{_SPACES}]")
 # Combining marks on an ASCII character (`gh\u0301p_...`): dropped in a view. (Only on ASCII:
 # scripts that are written with them keep them.)
 _COMBINING = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+# Letters of Cyrillic and Greek that look Latin (`раssword` with a Cyrillic р and а, `DB_PΑSSWΟRD`
+# with a Greek Α and Ο, `ghр_...`). Russian and Greek text is full of them, so they are read as
+# Latin only in a word that mixes them with ASCII letters and holds no other letter of their
+# script (`пароль`, `Python-скрипт`, `test_пример` stay as they are): no word of either language
+# is written so, a spoofed name or token is.
+_SCRIPT_LOOK_ALIKES = {
+    # Cyrillic
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0443": "y", "\u0445": "x",
+    "\u0455": "s", "\u0456": "i", "\u0458": "j", "\u0501": "d", "\u04bb": "h", "\u051b": "q", "\u051d": "w",
+    "\u04cf": "l", "\u0410": "A", "\u0412": "B", "\u0415": "E", "\u041a": "K", "\u041c": "M", "\u041d": "H",
+    "\u041e": "O", "\u0420": "P", "\u0421": "C", "\u0422": "T", "\u0425": "X", "\u0405": "S", "\u0406": "I",
+    "\u0408": "J", "\u04ae": "Y", "\u051a": "Q", "\u051c": "W",
+    # Greek
+    "\u03b1": "a", "\u03bf": "o", "\u03c1": "p", "\u03bd": "v", "\u03b9": "i", "\u03ba": "k", "\u03c5": "u",
+    "\u0391": "A", "\u0392": "B", "\u0395": "E", "\u0396": "Z", "\u0397": "H", "\u0399": "I", "\u039a": "K",
+    "\u039c": "M", "\u039d": "N", "\u039f": "O", "\u03a1": "P", "\u03a4": "T", "\u03a5": "Y", "\u03a7": "X",
+}
+_SCRIPT_FOLD = str.maketrans(_SCRIPT_LOOK_ALIKES)
+_LOOK_ALIKE_CLASS = "".join(_SCRIPT_LOOK_ALIKES)
+# (The test for a view: such a letter beside an ASCII one, or beside `_` or a digit, `АРІ_KEY`.
+# The look-alike first: the engine scans for the rare character, not for every ASCII letter.)
+_MIXED_SCRIPT_VIEW = re.compile(f"[{_LOOK_ALIKE_CLASS}](?:(?<=[A-Za-z0-9_].)|(?=[A-Za-z0-9_]))")
+# (The piece a view folds: the whole word, of ASCII letters, digits, `_` and look-alikes only, with
+# at least one ASCII letter and one look-alike.)
+_MIXED_SCRIPT_WORD = (
+    rf"(?<!\w)(?=[A-Za-z0-9_]*[{_LOOK_ALIKE_CLASS}])(?=[0-9_{_LOOK_ALIKE_CLASS}]*[A-Za-z])"
+    rf"[A-Za-z0-9_{_LOOK_ALIKE_CLASS}]+(?!\w)"
+)
 _UNICODE_VIEW = re.compile(
     f"[{_INVISIBLE}{_SPACES}{''.join(re.escape(c) for c in _FOLDS if ord(c) < 0x10000)}]"
     f"|[{_INVISIBLE_ASTRAL}{_FOLDS_ASTRAL}]|(?<=[!-~])[{_COMBINING}]"
@@ -5670,13 +5860,19 @@ _UNICODE_VIEW = re.compile(
 # nothing), a run of backslashes and what it escapes (one level: `\\\"` is `\"`, `\\u003d` is
 # `\u003d`, `\u003d` is `=`), a %XX of printable ASCII or a line break or a character's UTF-8
 # bytes, an entity, a look-alike or a space.
-_VIEW_PIECE = re.compile(
-    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)"
-    r"|(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
+_VIEW_PIECE_REST = (
+    r"(?P<bs>\\+)(?:u(?P<u>[0-9a-fA-F]{4})|x(?P<x>[0-9a-fA-F]{2})|(?P<esc>[\"'/])|(?=[^\\])|\Z)"
     r"|%(?:(?P<pct>[2-7][0-9a-fA-F]|0[9aAdD])"
     r"|(?P<utf8>[CDcd][0-9A-Fa-f]%[89ABab][0-9A-Fa-f]|[Ee][0-9A-Fa-f](?:%[89ABab][0-9A-Fa-f]){2}|[Ff][0-4](?:%[89ABab][0-9A-Fa-f]){3}))"
     r"|&(?P<ent>quot|apos|equals|colon|amp|lowbar|shy|zwn?j|ZeroWidthSpace|NoBreak|nbsp|lrm|rlm|#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6});"
     f"|(?P<fold>[{_BMP_FOLDS}{_SPACES}]|[{_FOLDS_ASTRAL}])"
+)
+_VIEW_PIECE = re.compile(f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)|{_VIEW_PIECE_REST}")
+# (A mixed-script word is looked for only in a text that is not all ASCII: in the others, the
+# escaped and percent-encoded ones that most views are, its look at every word's start would be
+# paid for nothing.)
+_VIEW_PIECE_MIXED = re.compile(
+    f"(?P<inv>(?:[{_INVISIBLE}]|[{_INVISIBLE_ASTRAL}])+|(?<=[!-~])[{_COMBINING}]+)|(?P<mixed>{_MIXED_SCRIPT_WORD})|{_VIEW_PIECE_REST}"
 )
 _ENTITIES = {"quot": '"', "apos": "'", "equals": "=", "colon": ":", "amp": "&", "lowbar": "_", "shy": "\u00ad", "zwj": "\u200d",
              "zwnj": "\u200c", "ZeroWidthSpace": "\u200b", "NoBreak": "\u2060", "nbsp": "\u00a0", "lrm": "\u200e", "rlm": "\u200f"}
@@ -5698,6 +5894,7 @@ def _view_triggers(text: str) -> list["re.Pattern[str]"]:
         found.append(_ENTITY_VIEW)
     if not text.isascii():
         found.append(_UNICODE_VIEW)
+        found.append(_MIXED_SCRIPT_VIEW)
     return found
 
 
@@ -5771,6 +5968,8 @@ def _decoded_piece(m: "re.Match[str]") -> str:
     kind = m.lastgroup
     if kind == "inv":
         return ""
+    if kind == "mixed":
+        return m.group(0).translate(_SCRIPT_FOLD)
     if m.start("bs") >= 0:
         # One level of escaping off: `\\` is `\`, and an odd run's last backslash escapes what
         # follows (`\"` is `"`, `\u003d` and `\x3d` are `=`; `\n` stays `\n`, which the rules read as a break).
@@ -5809,7 +6008,7 @@ class _View:
         out: list[str] = []
         self.pieces: list[tuple[int, int, int, int]] = []
         copied = at = 0
-        for m in _VIEW_PIECE.finditer(text):
+        for m in (_VIEW_PIECE if text.isascii() else _VIEW_PIECE_MIXED).finditer(text):
             decoded = _decoded_piece(m)
             if decoded == m.group(0):
                 continue

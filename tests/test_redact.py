@@ -87,7 +87,7 @@ PW = "Xy7Kp9qLm"
 # The POSITIVE cases below that only a decoded view reads (their ids start so).
 READ_IN_VIEWS = ("escaped-", "percent-encoded-", "html-entit", "full-width-", "small-form-", "math-letters-", "modifier-colon",
                  "zero-width-", "word-joiner-", "soft-hyphen-", "bom-in-", "hex-escaped-", "unicode-escaped-", "no-break-",
-                 "combining-", "variation-")
+                 "combining-", "variation-", "other-script-")
 
 
 # (id, text, the text after redaction)
@@ -424,6 +424,22 @@ POSITIVE = [
         "evil-winrm -i 10.0.0.5 -u bob -p [REDACTED:cli-flag]\nplink -ssh bob@host -pw [REDACTED:cli-flag]\nxfreerdp /v:host /u:bob /p:[REDACTED:cli-flag]\n"
         "twine upload -u __token__ -p [REDACTED:cli-flag] dist/*\ndotnet nuget add source https://x -n f -u bob -p [REDACTED:cli-flag]\n"
         "gh secret set API_TOKEN -b'[REDACTED:cli-flag]'",
+    ),
+    (
+        "url-scheme-before-query-secret",  # `otpauth:` is a scheme, not a name and its value covering the `secret=` after it
+        'otpauth://totp/ACME:bob@x.io?secret=' + fake(32, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") + "&issuer=ACME\nxauth://h/x?token=Zq8vLm2pXwQ4rT7yU1iO&a=1",
+        "otpauth://totp/ACME:bob@x.io?secret=[REDACTED:assignment]&issuer=ACME\nxauth://h/x?token=[REDACTED:assignment]&a=1",
+    ),
+    (
+        "netrc-default-entry",  # the entry for every other host, opening its line
+        f"machine a.org login a password {PW}\ndefault login anonymous password {PW}\ndefault\n  login bob\n  password {PW}\n",
+        "machine a.org login a password [REDACTED:netrc-password]\ndefault login anonymous password [REDACTED:netrc-password]\n"
+        "default\n  login bob\n  password [REDACTED:netrc-password]\n",
+    ),
+    (
+        "prose-private-key-label",  # `wg show`'s and key tools' `private key: <base64>`
+        "interface: wg0\n  public key: " + fake(43) + "=\n  private key: " + fake(43) + "=\nPrivate Key: " + fake(43) + "=",
+        "interface: wg0\n  public key: " + fake(43) + "=\n  private key: [REDACTED:prose-secret]\nPrivate Key: [REDACTED:prose-secret]",
     ),
     (
         "netrc-password-before-login",
@@ -1643,6 +1659,12 @@ POSITIVE = [
     ("percent-encoded-json", f"data=%7B%22password%22%3A%22{PW}%22%7D", "data=%7B%22password%22%3A%22[REDACTED:assignment]%22%7D"),
     ("percent-encoded-twice", f"https://x.example/cb?state=password%253D{PW}", "https://x.example/cb?state=password%253D[REDACTED:assignment]"),
     ("percent-encoded-lower-case", f"q=db_password%3d{PW}", "q=db_password%3d[REDACTED:assignment]"),
+    # (Lower case with no `%3d` near: inside a name, between two letters or digits.)
+    (
+        "percent-encoded-lower-case-name",
+        f"q=api%5fkey=Zq8vLm2pXwQ4rT7yU1iO&a=1\nDB%5fPASS={PW}&x=1\nx-api%2dkey: Zq8vLm2pXwQ4rT7yU1iO",
+        "q=api%5fkey=[REDACTED:assignment]&a=1\nDB%5fPASS=[REDACTED:assignment]&x=1\nx-api%2dkey: [REDACTED:assignment]",
+    ),
     ("percent-encoded-header", "h=Authorization%3A%20Bearer%20Zq8vLm2pXwZq8vLm2pXwZq8vLm2pXw", "h=Authorization%3A%20Bearer%20[REDACTED:authorization]"),
     (
         "percent-encoded-sql",
@@ -1658,6 +1680,18 @@ POSITIVE = [
     ("full-width-name", f"\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d{PW}", "\uff24\uff22\uff3f\uff30\uff21\uff33\uff33\uff37\uff2f\uff32\uff24\uff1d[REDACTED:assignment]"),
     ("full-width-token", "".join(chr(ord(c) + 0xFEE0) for c in GHP), "[REDACTED:github-token]"),
     ("math-letters-name", f"\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d={PW}", "\U0001d429\U0001d41a\U0001d42c\U0001d42c\U0001d430\U0001d428\U0001d42b\U0001d41d=[REDACTED:assignment]"),
+    # "example" as a word of its own beside a random-looking part is a real value, no placeholder.
+    (
+        "example-word-beside-random-part",
+        "DB_PASSWORD=prod-example-corp-8f7aQ2x9\nAPI_KEY=sk_test_example_8f7aQ2x9Zq\nSECRET=examples-Zq8vLm2pXwQ4",
+        "DB_PASSWORD=[REDACTED:assignment]\nAPI_KEY=[REDACTED:assignment]\nSECRET=[REDACTED:assignment]",
+    ),
+    # Cyrillic and Greek letters that look Latin, in a word that mixes them with ASCII letters.
+    ("other-script-cyrillic-name", f"\u0440\u0430ssword={PW}", "\u0440\u0430ssword=[REDACTED:assignment]"),
+    ("other-script-greek-name", f"DB_P\u0391SSW\u039fRD={PW}", "DB_P\u0391SSW\u039fRD=[REDACTED:assignment]"),
+    ("other-script-mostly-look-alike", "\u0405\u0415CR\u0415\u0422=Zq8vLm2pXwQ4rT7yU1iO", "\u0405\u0415CR\u0415\u0422=[REDACTED:assignment]"),
+    ("other-script-in-json", f"{{'\u0440\u0430ssword': '{PW}'}}", "{'\u0440\u0430ssword': '[REDACTED:assignment]'}"),
+    ("other-script-token", "gh\u0440_" + GHP[4:], "[REDACTED:github-token]"),
     ("modifier-colon", f"api_key\ua789 {PW}Zq8vLm2pXw", "api_key\ua789 [REDACTED:assignment]"),
     ("zero-width-space-in-token", f"token {GHP[:10]}\u200b{GHP[10:]} ok", "token [REDACTED:github-token] ok"),
     ("zero-width-non-joiner-in-token", f"key {ANTHROPIC[:17]}\u200c{ANTHROPIC[17:]} ok", "key [REDACTED:anthropic-key] ok"),
@@ -1705,6 +1739,29 @@ POSITIVE = [
         "sql-insert-lines",
         f"INSERT INTO users (name, password)\n  VALUES\n  ('a', '{PW}'),\n  ('b', 'Zq8Wn3vB');",
         "INSERT INTO users (name, password)\n  VALUES\n  ('a', '[REDACTED:sql-password]'),\n  ('b', '[REDACTED:sql-password]');",
+    ),
+    (
+        "sql-insert-without-column-list",  # the columns of the table's CREATE TABLE earlier in the text (pg_dump --inserts, mysqldump)
+        "CREATE TABLE public.users (\n    id integer NOT NULL,\n    price numeric(10, 2),\n    password text,\n    PRIMARY KEY (id)\n);\n"
+        f"INSERT INTO public.users VALUES (1, 1.50, '{PW}');\nINSERT INTO `users` VALUES (2,2.0,'{PW}'),(3,3.0,'hunter22');\n"
+        f"INSERT INTO orders VALUES (1, 2.0, '{PW}');",
+        "CREATE TABLE public.users (\n    id integer NOT NULL,\n    price numeric(10, 2),\n    password text,\n    PRIMARY KEY (id)\n);\n"
+        "INSERT INTO public.users VALUES (1, 1.50, '[REDACTED:sql-password]');\nINSERT INTO `users` VALUES (2,2.0,'[REDACTED:sql-password]'),(3,3.0,'[REDACTED:sql-password]');\n"
+        f"INSERT INTO orders VALUES (1, 2.0, '{PW}');",
+    ),
+    (
+        "sql-hashing-call-under-secret-column",  # every literal of the call but an algorithm's name or a number
+        f"UPDATE users SET password = crypt('{PW}', gen_salt('bf')) WHERE id = 1;\nUPDATE users SET password = MD5('hunter2');\n"
+        f"SELECT 1 FROM users WHERE passwd = SHA2('{PW}', 256);\nUPDATE t SET api_key = pgp_sym_encrypt('Zq8vLm2pXwQ4', 'K3yZq8vLm2');\n"
+        f"UPDATE u SET password_hash = HASHBYTES('SHA2_256', '{PW}')",
+        "UPDATE users SET password = crypt('[REDACTED:sql-password]', gen_salt('bf')) WHERE id = 1;\nUPDATE users SET password = MD5('[REDACTED:sql-password]');\n"
+        "SELECT 1 FROM users WHERE passwd = SHA2('[REDACTED:sql-password]', 256);\nUPDATE t SET api_key = pgp_sym_encrypt('[REDACTED:sql-password]', '[REDACTED:sql-password]');\n"
+        "UPDATE u SET password_hash = HASHBYTES('SHA2_256', '[REDACTED:sql-password]')",
+    ),
+    (
+        "crypt-call-literal",  # crypt(3) handed the password anywhere: pgcrypto, PHP, Python
+        f"INSERT INTO users VALUES (1, 'bob', crypt('{PW}', gen_salt('bf')));\nh = crypt.crypt(\"{PW}\", crypt.mksalt())\n$h = crypt('{PW}', $salt);",
+        "INSERT INTO users VALUES (1, 'bob', crypt('[REDACTED:code-literal]', gen_salt('bf')));\nh = crypt.crypt(\"[REDACTED:code-literal]\", crypt.mksalt())\n$h = crypt('[REDACTED:code-literal]', $salt);",
     ),
     ("sql-replace-into", f"REPLACE INTO users (name, password) VALUES ('bob', '{PW}')", "REPLACE INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
     ("sql-upsert-into", f"UPSERT INTO users (name, password) VALUES ('bob', '{PW}')", "UPSERT INTO users (name, password) VALUES ('bob', '[REDACTED:sql-password]')"),
@@ -1813,6 +1870,22 @@ NEGATIVE = [
         "password-markup-prose",
         '<label for="pw">Password</label>\n{"name": "password", "type": "string"}\n'
         '<property name="passwordEncoder" ref="bcrypt"/>',
+    ),
+    (
+        "example-placeholders",
+        "DB_PASSWORD=example-password-123\npassword: my-example-pass1\ntoken: example_token_abc123\n"
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nAPI_KEY=your-example-key\nSECRET=example",
+    ),
+    (
+        "private-key-and-default-words",
+        "  private key: (hidden)\nPrivate key: /home/bob/.ssh/id_ed25519\nPrivate key: stored in the keychain\n"
+        "The private key is generated locally\nBy default login with password is disabled\nx = d.setdefault login password foo",
+    ),
+    ("percent-lower-case-printf", 'printf("%s%2d x%5fy\\n", a, b); sprintf(buf, "id%2d", n); key = "%5f" % 3.14159'),
+    (
+        "other-script-words",
+        "\u043f\u0430\u0440\u043e\u043b\u044c \u0445\u0440\u0430\u043d\u0438\u0442\u0441\u044f \u0432 Vault, token = self.token\n"
+        "Python-\u0441\u043a\u0440\u0438\u043f\u0442 test_\u043f\u0440\u0438\u043c\u0435\u0440 = 1\n\u03b1\u03c1\u03b9\u03b8\u03bc\u03cc\u03c2 password = get_password()",
     ),
     (
         "positional-password-lookalikes",
@@ -2384,6 +2457,12 @@ NEGATIVE = [
         "SELECT name, 'x' FROM users WHERE password = $1; SELECT 'a', 'b' UNION SELECT 'c', 'd';\n"
         "COPY public.users (id, email) FROM stdin;\n1\ta@b.c\n\\.\n",
     ),
+    (
+        "sql-hashing-calls-without-secrets",  # not under a secret's column, or not handed a literal
+        "UPDATE users SET name = md5('bob'), checksum = md5('abc');\nUPDATE users SET password = crypt(:pw, gen_salt('bf'));\n"
+        "ok = crypt(password, salt)\npassword = md5(password)\nSELECT encode(digest('hello', 'sha256'), 'hex');\n"
+        "CREATE TABLE users (id int, password text);\nINSERT INTO users VALUES (1, ?);\nINSERT INTO users VALUES ($1, $2);",
+    ),
     ("sql-insert-without-secret-columns", "INSERT INTO users (name, email, role) VALUES ('bob', 'bob@example.org', 'admin'), ('al', 'al@example.org', 'dev');"),
     (
         "percent-encoded-query-without-secrets",
@@ -2869,6 +2948,9 @@ def test_non_ascii_text_is_handled() -> None:
         "COPY t (password) FROM stdin;\n" * 20_000,  # each COPY reads its rows to `\.`
         "COPY t (password) FROM stdin;\n" + "a\tb\n" * 30_000,
         "a-sk-ant-" + "b1" * 100_000,  # one glued token's long body
+        "CREATE TABLE t (id int, password text);\nINSERT INTO t VALUES (1, 'x');\n" * 10_000,  # each INSERT finds its table's last CREATE
+        "password = md5(" * 30_000,  # each hashing call reads its arguments
+        "p\u0430ss " * 50_000,  # each mixed-script word folded in a view
     ],
     ids=["begin-no-end", "sk-run", "ghp-run", "glued-sk-ant-run", "glued-ghp-run", "open-quote", "open-quotes", "dashes", "bearers", "jwt-run", "urls", "key-eq", "rejected-matches", "escapes",
          "flags-run", "compile-lines", "subcommand-flags", "auth-logins", "positional-words", "passwords", "pass-shows", "slashes",
@@ -2890,7 +2972,7 @@ def test_non_ascii_text_is_handled() -> None:
          "full-width-assignments", "entity-run", "view-windows-apart", "view-windows-merged", "percent-utf8-run",
          "numeric-entity-run", "combining-run", "sql-values-run", "sql-many-rows", "sql-many-inserts", "sql-open-brackets",
          "sql-selects", "sql-select-brackets", "sql-copies", "sql-copy-rows",
-         "glued-long-body"],
+         "glued-long-body", "sql-creates-and-inserts", "sql-hashing-calls", "mixed-script-words"],
 )
 def test_pathological_input_finishes_quickly(text: str) -> None:
     # A quadratic regex takes minutes on these. Linear work is milliseconds for most, but a
