@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from capture_daemon.schema import MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
+from capture_daemon.schema import CaptureLoss, MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
 from capture_daemon.spool import SpoolEvent
 from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
 
@@ -180,9 +180,22 @@ def build_trace(
         tools_offered=next((t.tools_offered for t in main_turns if t.tools_offered), []),
         usage=usage,
         transcript_path=transcript_path or next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None),
+        capture_losses=_refusals(main_turns, agent_turns),
     )
     trace.reasoning_signals.tool_sequence = [c.name for c in trace.tool_calls if c.agent_id is None]
     return trace
+
+
+REFUSAL_LOSS = "Refusal"
+
+
+def _refusals(main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> list[CaptureLoss]:
+    """The replies a safety classifier stopped, whose content the transcript parser left out: the
+    trace says so (and quality's lost_events rule rejects it: what follows them answers a note
+    from Claude Code the trace does not hold)."""
+    sources = [(None, t) for t in main_turns] + list(agent_turns.items())
+    return [CaptureLoss(event=REFUSAL_LOSS, agent_id=agent, reason=f"reply {message_id} stopped by a safety classifier: left out")
+            for agent, turns in sources for message_id in dict.fromkeys(turns.refused)]
 
 
 def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> list[_Call]:

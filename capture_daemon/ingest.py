@@ -583,7 +583,7 @@ class Ingestor:
                 agent_turns.setdefault(agent_id, scrub_turns(turns))
         result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
-        result.capture_losses = [
+        result.capture_losses += [
             CaptureLoss(event=e.event, tool_use_id=e.payload.get("tool_use_id"), agent_id=e.agent_id,
                         original_bytes=e.payload[LOST_KEY].get("original_bytes"), reason=e.payload[LOST_KEY].get("reason"))
             for e in sorted(events, key=lambda e: e.name) if isinstance(e.payload.get(LOST_KEY), dict)]
@@ -650,6 +650,7 @@ def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
         merged.blocks.extend(extra.blocks)
         merged.results.update(extra.results)
         merged.usage_by_message.update(extra.usage_by_message)
+        merged.refused.extend(extra.refused)
     return merged
 
 
