@@ -129,7 +129,8 @@ def build_trace(
 ) -> Trace:
     events = sorted(events, key=lambda e: (e.received_ns, e.name))
     root = next((e for e in events if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
-    prompt_text = str(root.payload.get("prompt", "")) if root else next((t.prompt for t in main_turns if not t.is_notification), "")
+    row_prompt = next((t.prompt for t in main_turns if not t.is_notification), "")
+    prompt_text = _prompt_as_sent(str(root.payload.get("prompt", "")), row_prompt) if root else row_prompt
 
     calls = _collect_calls(events, main_turns, agent_turns)
     ordered = _merge_by_start(calls)
@@ -184,6 +185,15 @@ def build_trace(
     )
     trace.reasoning_signals.tool_sequence = [c.name for c in trace.tool_calls if c.agent_id is None]
     return trace
+
+
+def _prompt_as_sent(hook_prompt: str, row_prompt: str) -> str:
+    """The prompt as the model read it. The hook's holds only the typed words; the transcript's
+    row also holds a marker for each block without text sent with them (an image: "[image]"), as
+    an import reads it. That row, when it holds the hook's words, is the fuller account."""
+    if row_prompt and hook_prompt.strip() and hook_prompt.strip() in row_prompt:
+        return row_prompt
+    return hook_prompt
 
 
 REFUSAL_LOSS = "Refusal"
