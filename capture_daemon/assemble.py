@@ -317,12 +317,14 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
         result = next((t.results[call.tool_use_id] for t in main_turns if call.tool_use_id in t.results), None)
     error = None
     success = True
-    if call.failure is not None:
-        success = False
-        error = str(call.failure.get("error") or "failed")
-    elif result is not None and result.is_error:
+    if result is not None and result.is_error:
+        # What the model read, as an import has it: Claude Code may add to the error its hook
+        # reports (an MCP tool's error gets a note on the tool's input schema).
         success = False
         error = result.text[:2000]
+    elif call.failure is not None:
+        success = False
+        error = str(call.failure.get("error") or "failed")
     if result is not None:
         output = result.text
     elif call.response is not None:
