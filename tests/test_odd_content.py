@@ -36,6 +36,8 @@ MCP_SERVER = Path(__file__).with_name("mcp_stdio_server.py")
 LONG_PROMPT = "LONGPROMPT " + ("lorem ipsum dolor sit amet " * 4000)[:100_000]
 EMOJI_PROMPT = "emoji prompt 😀 שלום עולם"
 REFUSED = ("REFUSED-THOUGHT", "REFUSED-TEXT", "REFUSED-CALL")
+# Claude Code gives up on these prompts: a 400 it does not retry for long, a second refusal in a row.
+ENDED_BY_AN_ERROR = ("bad request", "refused twice")
 
 
 def _png(width: int, height: int, noise: bool = False) -> bytes:
@@ -78,6 +80,9 @@ def _scripts(project: Path) -> list[tuple[str, Script, str, tuple]]:
             [thinking("REFUSED-THOUGHT"), text("REFUSED-TEXT partial"),
              tool("Bash", {"command": "echo REFUSED-CALL", "description": "x"}, id="toolu_rf_1")],
             [text("I will not do that; here is a safe summary instead.")]], stop_reasons={0: "refusal"}), "Bash", ()),
+        ("refused twice", Script("refused twice", [[text("REFUSED-TEXT one")], [text("REFUSED-TEXT two")]],
+                                 stop_reasons={0: "refusal", 1: "refusal"}), "Bash", ()),
+        ("bad request", Script("bad request", [[text("never")]], failures={0: [400] * 20}), "Bash", ()),
         ("invalid input", Script("invalid input", [
             [tool("Bash", {"cmd": "ls"}, id="toolu_inv_1")],
             [tool("Bash", {"command": "ls", "description": "ls"}, id="toolu_inv_2")],
@@ -133,7 +138,7 @@ def sessions(tmp_path_factory):
         for prompt, _, tools, extra in runs:
             proc = run_claude(prompt, home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
                               allowed_tools=tools, extra_args=extra, timeout=180)
-            assert proc.returncode == 0, (prompt[:40], proc.stderr[-2000:])
+            assert proc.returncode == (1 if prompt in ENDED_BY_AN_ERROR else 0), (prompt[:40], proc.stderr[-2000:])
         # An image sent with the prompt (stream-json input, as an SDK or IDE sends one).
         session = StreamSession(claude_bin(), cwd=project, env=claude_env(home, uhome, api.base_url))
         picture = base64.b64encode((project / "small.png").read_bytes()).decode()
@@ -174,14 +179,15 @@ def _seen_results(requests: list[dict]) -> dict[str, dict]:
 
 
 def _comparable(trace: dict) -> dict:
-    keys = ("prompt", "final_response", "assistant_text", "thinking", "mid_turn_messages", "complete", "capture_losses")
+    keys = ("prompt", "final_response", "assistant_text", "thinking", "mid_turn_messages", "complete", "incomplete_reason",
+            "capture_losses")
     calls = [{k: c[k] for k in ("tool_use_id", "name", "input", "output", "success", "error", "parallel_group",
                                  "output_original_chars")} for c in trace["tool_calls"]]
     return {**{k: trace[k] for k in keys}, "tool_calls": calls}
 
 
 def test_every_session_is_one_trace_and_nothing_is_quarantined(sessions):
-    assert len(sessions["live"]) == 12
+    assert len(sessions["live"]) == 14
     assert sessions["status"]["spool"] == {"pending_events": 0, "quarantined": 0, "quarantine": []}
     assert set(sessions["import"]) == set(sessions["live"])
 
@@ -205,6 +211,17 @@ def test_a_refused_reply_is_no_behaviour_to_learn(sessions):
         assert [loss["event"] for loss in t["capture_losses"]] == ["Refusal"]
         assert t["quality"]["accepted"] is False and any("Refusal" in r for r in t["quality"]["reasons"])
     assert not any(word.encode() in sessions["raw"] for word in REFUSED)
+
+
+def test_a_prompt_an_api_error_ended_is_unfinished_for_that_reason_live_as_imported(sessions):
+    """Claude Code runs no Stop hook after a failed request it gave up on (or a second refusal),
+    so live capture closed the trace only when the session ended; the reason is the error."""
+    for prompt in ENDED_BY_AN_ERROR:
+        for source in ("live", "import"):
+            t = sessions[source][prompt]
+            assert t["complete"] is False and t["incomplete_reason"] == "api_error", (prompt, source)
+            assert "REFUSED" not in json.dumps(t) and not t["final_response"]
+    assert [loss["event"] for loss in sessions["live"]["refused twice"]["capture_losses"]] == ["Refusal", "Refusal"]
 
 
 def test_an_image_sent_with_the_prompt_is_marked_in_it_live_and_imported(sessions):
@@ -285,5 +302,6 @@ def test_every_trace_builds_a_training_example(sessions):
     for prompt, raw in sessions["live"].items():
         example = trace_to_example(Trace.model_validate(raw), DatasetConfig())
         rendered = json.dumps(example["messages"], ensure_ascii=False)
-        assert example["messages"][-1]["role"] == "assistant", prompt[:40]
+        if raw["final_response"]:
+            assert example["messages"][-1]["role"] == "assistant", prompt[:40]
         assert "REFUSED" not in rendered and "base64" not in rendered
