@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import orjson
 
+from capture_daemon.content_blocks import READABLE_BLOCKS, block_text, read_file_marker
 from capture_daemon.schema import CaptureLoss, MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
 from capture_daemon.spool import SpoolEvent
 from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
@@ -51,6 +52,12 @@ def render_tool_response(response: Any) -> str:
     """The hook's structured tool_response as text, for when no transcript has the result."""
     if isinstance(response, str):
         return response
+    marker = read_file_marker(response)
+    if marker is not None:  # an image or a PDF that Read sent the model as a block
+        return marker
+    if isinstance(response, list) and response and all(isinstance(b, dict) and b.get("type") in READABLE_BLOCKS
+                                                       for b in response):
+        return "\n".join(block_text(b) for b in response)  # an MCP tool's content blocks, as a transcript reads them
     if isinstance(response, dict):
         if "stdout" in response or "stderr" in response:
             out, err = str(response.get("stdout") or ""), str(response.get("stderr") or "")

@@ -305,3 +305,48 @@ def test_every_trace_builds_a_training_example(sessions):
         if raw["final_response"]:
             assert example["messages"][-1]["role"] == "assistant", prompt[:40]
         assert "REFUSED" not in rendered and "base64" not in rendered
+
+
+def test_images_and_pdfs_without_a_transcript_are_markers_and_no_base64_is_stored(tmp_path):
+    """Where no transcript has the results (Claude Code killed before writing it, a transcript
+    deleted), the calls come from the hooks alone, whose tool_response holds each image and PDF
+    as base64 (a Read PNG, ~650k characters of it here; an MCP image). The trace reads them as
+    an import of a transcript would ("[image]", "[document]"), and no base64 reaches the store."""
+    claude_bin()
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    (project / "big.png").write_bytes(_png(1500, 1500, noise=True))
+    (project / "doc.pdf").write_bytes(b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj 2 0 obj<</Type/Pages/Kids[3 0 R]"
+                                      b"/Count 1>>endobj 3 0 obj<</Type/Page/MediaBox[0 0 200 200]/Parent 2 0 R>>endobj\n"
+                                      b"trailer<</Root 1 0 R>>\n%%EOF\n")
+    (project / "mcp.json").write_text(json.dumps({"mcpServers": {"grid": {"command": sys.executable, "args": [str(MCP_SERVER)]}}}))
+    write_settings_with_hooks(home)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    script = Script("look at the pictures", [
+        [tool("Read", {"file_path": str(project / "big.png")}, id="toolu_nt_1")],
+        [tool("Read", {"file_path": str(project / "doc.pdf")}, id="toolu_nt_2")],
+        [tool("mcp__grid__snapshot", {}, id="toolu_nt_3")],
+        [text("A noisy square, an empty page and the panel.")]])
+    with ScriptedAPI([script]) as api:
+        proc = run_claude("look at the pictures", home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                          allowed_tools="Read mcp__grid__snapshot", extra_args=("--mcp-config", str(project / "mcp.json")),
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for transcript in (home / ".claude" / "projects").rglob("*.jsonl"):
+        transcript.unlink()
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, timeout=60, check=True)
+    try:
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 90, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, timeout=60)
+    [trace] = _export(env).values()
+    image, pdf, snapshot = trace["tool_calls"]
+    assert (image["output"], image["success"]) == ("[image]", True)
+    assert (pdf["output"], pdf["success"]) == ("[document]", True)
+    assert snapshot["output"].startswith("PANEL-SNAPSHOT taken\n[image]\n[Image: source: ")
+    store = (uhome / "traces.db").read_bytes()
+    assert len(store) < 1_000_000
+    assert b"iVBORw0KGgo" not in store and b"JVBERi0" not in store  # a PNG's and a PDF's base64 opening
