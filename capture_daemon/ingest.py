@@ -581,8 +581,8 @@ class Ingestor:
         if main is not None:  # Claude Code 2.0.0: a subagent's rows are inline in the main file
             for agent_id, turns in inline_agents(main, main_turns).items():
                 agent_turns.setdefault(agent_id, scrub_turns(turns))
-        if not complete and _ended_by_api_error(main_turns):
-            reason = "api_error"  # as an import says: the session's end or quiet only followed it
+        if _ended_by_api_error(main_turns):  # unfinished, as an import says, whatever hook closed it
+            complete, reason = False, "api_error"
         result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
         result.capture_losses += [
@@ -648,8 +648,9 @@ def _same_words(row: PromptTurns, submit: SpoolEvent) -> bool:
 
 def _ended_by_api_error(main_turns: list[PromptTurns]) -> bool:
     """Whether the prompt's last reply is Claude Code's note that an API request failed (retries
-    spent, a refusal it would not retry): Claude Code runs no Stop hook then, so the trace stays
-    open until the session ends or goes quiet, which is not why it is unfinished."""
+    spent, a refusal it would not retry). 2.1.328 runs no Stop hook then, so the trace stays open
+    until the session ends or goes quiet, which is not why it is unfinished; 2.1.42 runs Stop,
+    which does not make it finished either."""
     return bool(main_turns) and main_turns[-1].api_error and not any(t.interrupted for t in main_turns)
 
 

@@ -224,6 +224,37 @@ def test_a_prompt_an_api_error_ended_is_unfinished_for_that_reason_live_as_impor
     assert [loss["event"] for loss in sessions["live"]["refused twice"]["capture_losses"]] == ["Refusal", "Refusal"]
 
 
+def test_an_api_error_under_2_1_42_which_runs_stop_after_it_is_unfinished_live_as_imported(tmp_path, monkeypatch):
+    """Claude Code 2.1.42 runs the Stop hook after a request it gave up on: live capture took
+    that stop for a finished prompt (complete, no answer) where an import says api_error."""
+    binary = Path(__file__).resolve().parent.parent / ".tools" / "claude-code-2.1.42" / "node_modules" / ".bin" / "claude"
+    if not os.access(binary, os.X_OK):
+        pytest.skip(f"Claude Code 2.1.42 not installed at {binary}; ./test.sh installs it")
+    monkeypatch.setenv("UNDERSTUDY_CLAUDE_BIN", str(binary))  # run_claude runs claude_bin()
+    home, uhome, project = tmp_path / "home", tmp_path / "understudy", tmp_path / "project"
+    home.mkdir()
+    project.mkdir()
+    uhome.mkdir(mode=0o700)
+    (uhome / "config.toml").write_text("[capture]\nidle_timeout_seconds = 3\n")
+    write_settings_with_hooks(home)
+    env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
+    with ScriptedAPI([Script("bad request", [[text("never")]], failures={0: [400] * 20})]) as api:
+        proc = run_claude("bad request", home=home, understudy_home=uhome, cwd=project, base_url=api.base_url,
+                          allowed_tools="Bash", timeout=180)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, timeout=60, check=True)
+    try:
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 90, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, timeout=60)
+    fresh = dict(env, UNDERSTUDY_HOME=str(tmp_path / "imported"))
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
+                   timeout=120, check=True)
+    for source in (env, fresh):
+        [trace] = _export(source).values()
+        assert (trace["complete"], trace["incomplete_reason"]) == (False, "api_error"), trace["source"]
+
+
 def test_an_image_sent_with_the_prompt_is_marked_in_it_live_and_imported(sessions):
     assert "[image]\ndescribe this image" in sessions["live"]
     assert "[image]\ndescribe this image" in sessions["import"]
