@@ -23,7 +23,8 @@ from typing import Any, Iterable
 
 import orjson
 
-from capture_daemon.schema import MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
+from capture_daemon.content_blocks import READABLE_BLOCKS, block_text, read_file_marker
+from capture_daemon.schema import CaptureLoss, MidTurnMessage, SubagentRun, TextStep, ToolCall, Trace, make_trace_id
 from capture_daemon.spool import SpoolEvent
 from capture_daemon.transcript import TASK_NOTIFICATION, Block, PromptTurns
 
@@ -54,6 +55,12 @@ def render_tool_response(response: Any) -> str:
     """The hook's structured tool_response as text, for when no transcript has the result."""
     if isinstance(response, str):
         return response
+    marker = read_file_marker(response)
+    if marker is not None:  # an image or a PDF that Read sent the model as a block
+        return marker
+    if isinstance(response, list) and response and all(isinstance(b, dict) and b.get("type") in READABLE_BLOCKS
+                                                       for b in response):
+        return "\n".join(block_text(b) for b in response)  # an MCP tool's content blocks, as a transcript reads them
     if isinstance(response, dict):
         if "stdout" in response or "stderr" in response:
             out, err = str(response.get("stdout") or ""), str(response.get("stderr") or "")
@@ -136,7 +143,8 @@ def build_trace(
 ) -> Trace:
     events = sorted(events, key=lambda e: (e.received_ns, e.name))
     root = next((e for e in events if e.event == "UserPromptSubmit" and not is_notification_prompt(e.payload.get("prompt"))), None)
-    prompt_text = str(root.payload.get("prompt", "")) if root else next((t.prompt for t in main_turns if not t.is_notification), "")
+    row_prompt = next((t.prompt for t in main_turns if not t.is_notification), "")
+    prompt_text = _prompt_as_sent(str(root.payload.get("prompt", "")), row_prompt) if root else row_prompt
 
     calls = _collect_calls(events, main_turns, agent_turns)
     ordered = _merge_by_start(calls)
@@ -187,9 +195,31 @@ def build_trace(
         tools_offered=next((t.tools_offered for t in main_turns if t.tools_offered), []),
         usage=usage,
         transcript_path=transcript_path or next((e.payload.get("transcript_path") for e in events if e.payload.get("transcript_path")), None),
+        capture_losses=_refusals(main_turns, agent_turns),
     )
     trace.reasoning_signals.tool_sequence = [c.name for c in trace.tool_calls if c.agent_id is None]
     return trace
+
+
+def _prompt_as_sent(hook_prompt: str, row_prompt: str) -> str:
+    """The prompt as the model read it. The hook's holds only the typed words; the transcript's
+    row also holds a marker for each block without text sent with them (an image: "[image]"), as
+    an import reads it. That row, when it holds the hook's words, is the fuller account."""
+    if row_prompt and hook_prompt.strip() and hook_prompt.strip() in row_prompt:
+        return row_prompt
+    return hook_prompt
+
+
+REFUSAL_LOSS = "Refusal"
+
+
+def _refusals(main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> list[CaptureLoss]:
+    """The replies a safety classifier stopped, whose content the transcript parser left out: the
+    trace says so (and quality's lost_events rule rejects it: what follows them answers a note
+    from Claude Code the trace does not hold)."""
+    sources = [(None, t) for t in main_turns] + list(agent_turns.items())
+    return [CaptureLoss(event=REFUSAL_LOSS, agent_id=agent, reason=f"reply {message_id} stopped by a safety classifier: left out")
+            for agent, turns in sources for message_id in dict.fromkeys(turns.refused)]
 
 
 def _collect_calls(events: list[SpoolEvent], main_turns: list[PromptTurns], agent_turns: dict[str, PromptTurns]) -> list[_Call]:
@@ -313,12 +343,14 @@ def _to_tool_call(call: _Call, main_turns: list[PromptTurns], agent_turns: dict[
         result = next((t.results[call.tool_use_id] for t in main_turns if call.tool_use_id in t.results), None)
     error = None
     success = True
-    if call.failure is not None:
-        success = False
-        error = str(call.failure.get("error") or "failed")
-    elif result is not None and result.is_error:
+    if result is not None and result.is_error:
+        # What the model read, as an import has it: Claude Code may add to the error its hook
+        # reports (an MCP tool's error gets a note on the tool's input schema).
         success = False
         error = result.text[:2000]
+    elif call.failure is not None:
+        success = False
+        error = str(call.failure.get("error") or "failed")
     elif result is None and call.post_ns is None:
         # Neither hook nor transcript says it returned: recorded as the failure it was for the
         # model (no output), never as a success with an empty output.

@@ -218,6 +218,7 @@ def traces_from_session(session_file: Path, transcript: Transcript | None = None
                 for extra in merged[1:]:
                     turns.blocks.extend(extra.blocks)
                     turns.results.update(extra.results)
+                    turns.refused.extend(extra.refused)
                 agent_turns[agent_id] = turns
                 if meta.get("agentType"):
                     agent_types[agent_id] = meta["agentType"]

@@ -643,9 +643,11 @@ class Ingestor:
         if main is not None:  # Claude Code 2.0.0: a subagent's rows are inline in the main file
             for agent_id, turns in inline_agents(main, main_turns).items():
                 agent_turns.setdefault(agent_id, scrub_turns(turns))
+        if _ended_by_api_error(main_turns):  # unfinished, as an import says, whatever hook closed it
+            complete, reason = False, "api_error"
         result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)
-        result.capture_losses = [
+        result.capture_losses += [
             CaptureLoss(event=e.event, tool_use_id=e.payload.get("tool_use_id"), agent_id=e.agent_id,
                         original_bytes=e.payload[LOST_KEY].get("original_bytes"), reason=e.payload[LOST_KEY].get("reason"))
             for e in sorted(events, key=lambda e: e.name) if isinstance(e.payload.get(LOST_KEY), dict)]
@@ -706,12 +708,21 @@ def _same_words(row: PromptTurns, submit: SpoolEvent) -> bool:
     return redact_value(row.prompt).strip() == str(submit.payload.get("prompt", "")).strip()
 
 
+def _ended_by_api_error(main_turns: list[PromptTurns]) -> bool:
+    """Whether the prompt's last reply is Claude Code's note that an API request failed (retries
+    spent, a refusal it would not retry). 2.1.328 runs no Stop hook then, so the trace stays open
+    until the session ends or goes quiet, which is not why it is unfinished; 2.1.42 runs Stop,
+    which does not make it finished either."""
+    return bool(main_turns) and main_turns[-1].api_error and not any(t.interrupted for t in main_turns)
+
+
 def _merge_turns(turns: list[PromptTurns]) -> PromptTurns:
     merged = turns[0]
     for extra in turns[1:]:
         merged.blocks.extend(extra.blocks)
         merged.results.update(extra.results)
         merged.usage_by_message.update(extra.usage_by_message)
+        merged.refused.extend(extra.refused)
     return merged
 
 

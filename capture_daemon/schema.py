@@ -147,7 +147,8 @@ class Quality(_Model):
 class CaptureLoss(_Model):
     """A hook event whose payload could not be kept (too big to reduce within the hook's
     deadline, not JSON, or stdin never closed): the trace knows the event happened and what
-    was lost, even where the transcript cannot fill the gap."""
+    was lost, even where the transcript cannot fill the gap. Also a reply a safety classifier
+    stopped (event "Refusal"): capture leaves its content out, and says so here."""
 
     event: str
     tool_use_id: Optional[str] = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from capture_daemon.content_blocks import leave_out_base64
 from capture_daemon.redact import redact_value
 from capture_daemon.schema import Trace
 from capture_daemon.secret_output import (
@@ -37,6 +38,8 @@ _tools_cache: dict[bytes, list] = {}
 
 def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A hook payload with every field that can hold user text redacted."""
+    if "tool_response" in payload:  # before redaction, which would scan megabytes of an image
+        payload = {**payload, "tool_response": leave_out_base64(payload["tool_response"])}
     payload = mark_secret_output(payload)  # `pass show x` printed a password
     kept, text = {}, {}
     for key, value in payload.items():

@@ -78,6 +78,8 @@ SYNTHETIC_MODEL = "<synthetic>"
 # are most of a transcript's bytes) is what makes importing months of history fast.
 _WANTED_ROW = re.compile(
     rb'"type":\s?"(?:user|assistant|api-request-shape|queued_command|hook_blocking_error|hook_additional_context|hook_success)"')
+# The stop_reason of a reply a safety classifier stopped.
+REFUSAL = "refusal"
 # A row longer than this is skipped (counted as corrupt) without being held in memory.
 MAX_ROW_BYTES = 64 << 20
 _TOOL_RESULTS_FILE = re.compile(r"(/[^\s'\"<>]*/tool-results/[^\s'\"<>]+)")
@@ -127,6 +129,9 @@ class PromptTurns:
     api_error: bool = False  # its last reply is Claude Code's note that the API request failed
     cwds: set[str] = field(default_factory=set)  # every working directory its rows name (a `cd` moves it)
     row_uuid: str | None = None  # the uuid of the row that holds the prompt text
+    # Ids of the replies a safety classifier stopped (stop_reason "refusal"): their blocks are
+    # left out (see _assistant_row); the trace records each as a capture loss.
+    refused: list[str] = field(default_factory=list)
 
     def usage(self) -> dict[str, int]:
         total: dict[str, int] = {}
@@ -463,6 +468,9 @@ def _assistant_row(current: PromptTurns, row: dict) -> None:
     if not isinstance(content, list):
         content = []
     timestamp = _str_or_none(row.get("timestamp"))
+    if message.get("stop_reason") == REFUSAL:
+        _leave_out_refused(current, message_id)
+        return
     for block in content:
         if not isinstance(block, dict):
             continue
@@ -477,6 +485,17 @@ def _assistant_row(current: PromptTurns, row: dict) -> None:
                 tool_input = {}  # unusable as a call's arguments (and would fail to store)
             current.blocks.append(Block("tool_use", message_id, tool_use_id=str(block.get("id")), name=str(block.get("name")),
                                         input=tool_input, timestamp=timestamp))
+
+
+def _leave_out_refused(current: PromptTurns, message_id: str) -> None:
+    """A reply a safety classifier stopped: Claude Code withholds the rest of it, runs none of
+    its unfinished calls (each gets a "Not run" error result) and tells the model, in a meta
+    row, not to produce that content again. Its words, thinking and calls are no behaviour to
+    learn, so none is kept (2.1.328 writes a row per block, each with the stop reason, so the
+    blocks of the message's earlier rows go too)."""
+    current.blocks = [b for b in current.blocks if b.message_id != message_id]
+    if message_id not in current.refused:
+        current.refused.append(message_id)
 
 
 def _queued_message_row(current: PromptTurns, row: dict) -> None:

@@ -40,6 +40,10 @@ def thinking(value: str) -> dict:
     return {"type": "thinking", "thinking": value, "signature": "c2lnbmF0dXJl"}
 
 
+def redacted_thinking(data: str = "ZW5jcnlwdGVk") -> dict:
+    return {"type": "redacted_thinking", "data": data}
+
+
 def tool(name: str, input: dict, id: str | None = None) -> dict:
     return {"type": "tool_use", "id": id or f"toolu_{next(_ids):04d}", "name": name, "input": input}
 
@@ -50,6 +54,11 @@ class Script:
     turns: list[list[dict]]
     # Seconds to wait before answering turn N (lets a test kill the CLI mid-session).
     delays: dict[int, float] = field(default_factory=dict)
+    # HTTP statuses to answer turn N with, one per request, before the turn itself (API trouble
+    # the CLI retries: 500, 529 overloaded). Consumed as they are sent.
+    failures: dict[int, list[int]] = field(default_factory=dict)
+    # stop_reason to send with turn N instead of the one its blocks imply ("max_tokens", "refusal").
+    stop_reasons: dict[int, str] = field(default_factory=dict)
 
 
 def _user_text(message: dict) -> str:
@@ -119,10 +128,17 @@ class ScriptedAPI:
         self._server.server_close()
 
     def answer(self, request: dict) -> tuple[list[dict], float]:
+        blocks, delay, _, _ = self.answer_turn(request)
+        return blocks, delay
+
+    def answer_turn(self, request: dict) -> tuple[list[dict], float, int | None, str | None]:
+        """(blocks, delay, HTTP status to fail with or None, stop_reason override or None)."""
         script, turn = locate(request, self.scripts)
         if script is None or turn >= len(script.turns):
-            return [text("OK.")], 0.0
-        return script.turns[turn], script.delays.get(turn, 0.0)
+            return [text("OK.")], 0.0, None, None
+        pending = script.failures.get(turn) or []
+        status = pending.pop(0) if pending else None
+        return script.turns[turn], script.delays.get(turn, 0.0), status, script.stop_reasons.get(turn)
 
     def _handler(self):
         api = self
@@ -150,10 +166,13 @@ class ScriptedAPI:
                 if self.path.split("?")[0].endswith("/count_tokens"):
                     return self._json(200, {"input_tokens": 100})
                 api.requests.append(request)
-                blocks, delay = api.answer(request)
+                blocks, delay, failure, stop = api.answer_turn(request)
                 if delay:
                     threading.Event().wait(delay)
-                stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn"
+                if failure:
+                    kind = "overloaded_error" if failure == 529 else "api_error"
+                    return self._json(failure, {"type": "error", "error": {"type": kind, "message": f"scripted {failure}"}})
+                stop = stop or ("tool_use" if any(b["type"] == "tool_use" for b in blocks) else "end_turn")
                 message = {
                     "id": f"msg_{next(_ids):04d}", "type": "message", "role": "assistant",
                     "model": request.get("model", MODEL), "content": blocks, "stop_reason": stop,
@@ -199,6 +218,8 @@ def sse_events(message: dict):
             yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": ""}}
             yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": block["thinking"]}}
             yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}}
+        elif block["type"] == "redacted_thinking":
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
         else:
             yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": dict(block, input={})}
             yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}}
