@@ -34,12 +34,16 @@ from capture_daemon.transcript import PromptTurns
 _ID_FIELDS = frozenset({"session_id", "prompt_id", "tool_use_id", "hook_event_name", "agent_id", "agent_type",
                         "permission_mode", "effort", "duration_ms", "stop_hook_active", "is_interrupt", "source"})
 _tools_cache: dict[bytes, list] = {}
+# Edit, MultiEdit and Write report the whole file as it was before the change (`originalFile`).
+# The model never reads it (its result is one line), so it is no part of the workflow; kept, a
+# 1 MB file edited twenty times would be redacted and stored twenty times.
+FILE_COPY_LEFT_OUT = "[original file left out]"
 
 
 def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """A hook payload with every field that can hold user text redacted."""
-    if "tool_response" in payload:  # before redaction, which would scan megabytes of an image
-        payload = {**payload, "tool_response": leave_out_base64(payload["tool_response"])}
+    if "tool_response" in payload:  # before redaction, which would scan megabytes of an image or a file
+        payload = {**payload, "tool_response": _leave_out_file_copy(leave_out_base64(payload["tool_response"]))}
     payload = mark_secret_output(payload)  # `pass show x` printed a password
     kept, text = {}, {}
     for key, value in payload.items():
@@ -48,6 +52,12 @@ def scrub_payload(payload: dict[str, Any]) -> dict[str, Any]:
         else:
             text[key] = value
     return {**kept, **redact_value(text)}  # a dict, so secret-named keys are seen too
+
+
+def _leave_out_file_copy(response: Any) -> Any:
+    if isinstance(response, dict) and isinstance(response.get("originalFile"), str) and response["originalFile"]:
+        return {**response, "originalFile": FILE_COPY_LEFT_OUT}
+    return response
 
 
 def scrub_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ import pytest
 
 from capture_daemon.schema import Trace
 from tests.claude_harness import StreamSession, claude_bin, claude_env, run_claude, write_settings_with_hooks
-from tests.daemon_harness import wait_for
+from tests.daemon_harness import traces_by_prompt, wait_for
 from tests.scripted_api import Script, ScriptedAPI, redacted_thinking, text, thinking, tool
 from trainer.dataset import DatasetConfig, trace_to_example
 
@@ -101,16 +101,14 @@ def _scripts(project: Path) -> list[tuple[str, Script, str, tuple]]:
             [tool("Bash", {"command": "python3 -c \"print('L'*200000)\"", "description": "long line"}, id="toolu_ct_2")],
             [tool("Read", {"file_path": p + "/données-😀-שלום.txt"}, id="toolu_ct_3")],
             [text("Odd bytes seen 😀 שלום.")]]), "Bash Read", ()),
+        ("edit a long file", Script("edit a long file", [
+            [tool("Read", {"file_path": p + "/long.py", "limit": 5}, id="toolu_lf_1")],
+            [tool("Edit", {"file_path": p + "/long.py", "old_string": "LINE-00001 ", "new_string": "LINE-ONE "}, id="toolu_lf_2")],
+            [text("Renamed the first line.")]]), "Read Edit", ()),
         (EMOJI_PROMPT, Script("emoji prompt", [[text("Emoji answer 😀.")]]), "Bash", ()),
         (LONG_PROMPT, Script("LONGPROMPT", [[tool("Bash", {"command": "echo long", "description": "l"}, id="toolu_lp_1")],
                                             [text("Long prompt read.")]]), "Bash", ()),
     ]
-
-
-def _export(env: dict) -> dict[str, dict]:
-    out = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=env, capture_output=True, timeout=60,
-                         check=True).stdout
-    return {t["prompt"]: t for t in map(json.loads, out.splitlines())}
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +126,7 @@ def sessions(tmp_path_factory):
                                                              "outputs": [], "execution_count": None}],
                                                   "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     (project / "app.py").write_text("print('hi')\n")
+    (project / "long.py").write_text("".join(f"LINE-{i:05} = {i}\n" for i in range(1, 20_000)) + "UNSEEN-TAIL = 1\n")
     (project / "données-😀-שלום.txt").write_text("RTL-CONTENT שלום עולם 😀\n")
     (project / "mcp.json").write_text(json.dumps({"mcpServers": {"grid": {"command": sys.executable, "args": [str(MCP_SERVER)]}}}))
     write_settings_with_hooks(home)
@@ -162,7 +161,7 @@ def sessions(tmp_path_factory):
     fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    timeout=120, check=True)
-    return {"live": _export(env), "import": _export(fresh), "status": status, "requests": requests,
+    return {"live": traces_by_prompt(env), "import": traces_by_prompt(fresh), "status": status, "requests": requests,
             "project": project, "raw": (uhome / "traces.db").read_bytes()}
 
 
@@ -187,7 +186,8 @@ def _comparable(trace: dict) -> dict:
 
 
 def test_every_session_is_one_trace_and_nothing_is_quarantined(sessions):
-    assert len(sessions["live"]) == 14
+    prompts = {prompt for prompt, _, _, _ in _scripts(sessions["project"])}
+    assert set(sessions["live"]) == prompts | {"[image]\ndescribe this image"}
     assert sessions["status"]["spool"] == {"pending_events": 0, "quarantined": 0, "quarantine": []}
     assert set(sessions["import"]) == set(sessions["live"])
 
@@ -251,7 +251,7 @@ def test_an_api_error_under_2_1_42_which_runs_stop_after_it_is_unfinished_live_a
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    timeout=120, check=True)
     for source in (env, fresh):
-        [trace] = _export(source).values()
+        [trace] = traces_by_prompt(source).values()
         assert (trace["complete"], trace["incomplete_reason"]) == (False, "api_error"), trace["source"]
 
 
@@ -282,6 +282,17 @@ def test_read_images_are_markers_and_a_large_one_does_not_bloat_the_trace(sessio
         t = sessions[source]["read the pngs"]
         assert [(c["output"], c["success"]) for c in t["tool_calls"]] == [("[image]", True), ("[image]", True)]
         assert len(json.dumps(t)) < 50_000
+
+
+def test_an_edit_stores_no_copy_of_the_file_it_changed(sessions):
+    """Claude Code's Edit reports the whole file as it was (`originalFile`) to the PostToolUse
+    hook; the model read five lines of it and a one-line result. Nothing of the rest is stored."""
+    assert b"UNSEEN-TAIL" in (sessions["project"] / "long.py").read_bytes()
+    assert b"UNSEEN-TAIL" not in sessions["raw"] and b"LINE-00500" not in sessions["raw"]
+    for source in ("live", "import"):
+        read, edit = sessions[source]["edit a long file"]["tool_calls"]
+        assert "LINE-00005" in read["output"] and "LINE-00006" not in read["output"]
+        assert edit["success"] is True and "has been updated" in edit["output"]
 
 
 def test_thinking_between_calls_keeps_its_place_and_redacted_thinking_adds_nothing(sessions):
@@ -373,7 +384,7 @@ def test_images_and_pdfs_without_a_transcript_are_markers_and_no_base64_is_store
         wait_for(lambda: not list((uhome / "spool").glob("*.event")), 90, "the spool to drain")
     finally:
         subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, timeout=60)
-    [trace] = _export(env).values()
+    [trace] = traces_by_prompt(env).values()
     image, pdf, snapshot = trace["tool_calls"]
     assert (image["output"], image["success"]) == ("[image]", True)
     assert (pdf["output"], pdf["success"]) == ("[document]", True)
