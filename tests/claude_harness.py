@@ -12,6 +12,7 @@
 
 API:
 
+* ``installed_claude(folder)`` -> Path: an older CLI of the version matrix in ``.tools/<folder>``.
 * ``claude_bin()`` -> Path: ``$UNDERSTUDY_CLAUDE_BIN`` (test.sh sets it), else
   ``.tools/claude-code/node_modules/.bin/claude`` in the checkout. The test is skipped when
   neither exists, and fails when ``$UNDERSTUDY_CLAUDE_BIN`` names a missing file.
@@ -59,6 +60,17 @@ def claude_bin() -> Path:
     if not os.access(DEFAULT_CLAUDE_BIN, os.X_OK):
         pytest.skip(f"Claude Code CLI not installed at {DEFAULT_CLAUDE_BIN}; ./test.sh installs it")
     return DEFAULT_CLAUDE_BIN
+
+
+def installed_claude(folder: str) -> Path:
+    """The CLI test.sh installed in `.tools/<folder>`: an older one of the version matrix, or, for
+    "claude-code", the pinned one (``claude_bin()``, so ``$UNDERSTUDY_CLAUDE_BIN`` still wins)."""
+    if folder == "claude-code":
+        return claude_bin()
+    path = REPO_ROOT / ".tools" / folder / "node_modules" / ".bin" / "claude"
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"Claude Code not installed at {path}; ./test.sh installs it")
+    return path
 
 
 def write_settings_with_hooks(home: Path) -> Path:

@@ -133,6 +133,20 @@ def ingest_spool(env: dict, uhome: Path) -> dict:
         assert stop.returncode == 0, stop.stderr
 
 
+def exported_traces(env: dict, uhome: Path | None = None) -> list[dict]:
+    """Every stored trace, as `capture-daemon export --format jsonl` gives them to a user; from
+    `uhome` when given, else from the UNDERSTUDY_HOME that `env` names."""
+    if uhome is not None:
+        env = dict(env, UNDERSTUDY_HOME=str(uhome))
+    out = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=env, capture_output=True, timeout=60,
+                         check=True).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def traces_by_prompt(env: dict, uhome: Path | None = None) -> dict[str, dict]:
+    return {t["prompt"]: t for t in exported_traces(env, uhome)}
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

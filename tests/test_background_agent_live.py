@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from capture_daemon import hooks_config
-from tests.claude_harness import REPO_ROOT, StreamSession, claude_env
-from tests.daemon_harness import wait_for
+from tests.claude_harness import StreamSession, claude_env, installed_claude
+from tests.daemon_harness import traces_by_prompt, wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,15 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
 VERSIONS = {"pinned": ("claude-code", None, "Agent"), "2.1.42": ("claude-code-2.1.42", (2, 1, 42), "Task")}
 DELEGATE, MEANWHILE = "delegate to a background agent", "a question while the agent works"
-
-
-def _bin(version: str) -> Path:
-    path = REPO_ROOT / ".tools" / VERSIONS[version][0] / "node_modules" / ".bin" / "claude"
-    if version == "pinned" and os.environ.get("UNDERSTUDY_CLAUDE_BIN"):
-        path = Path(os.environ["UNDERSTUDY_CLAUDE_BIN"])
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"Claude Code {version} not installed at {path}; ./test.sh installs it")
-    return path
 
 
 def _scripts(project: Path, agent_tool: str) -> list[Script]:
@@ -60,16 +51,10 @@ def _scripts(project: Path, agent_tool: str) -> list[Script]:
     ]
 
 
-def _export(env: dict, uhome: Path) -> dict[str, dict]:
-    out = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(env, UNDERSTUDY_HOME=str(uhome)),
-                         capture_output=True, timeout=60, check=True).stdout
-    return {t["prompt"]: t for t in map(json.loads, out.splitlines())}
-
-
 @pytest.fixture(scope="module", params=list(VERSIONS))
 def captured(request, tmp_path_factory):
     version = request.param
-    binary = _bin(version)
+    binary = installed_claude(VERSIONS[version][0])
     folder, claude_version, agent_tool = VERSIONS[version]
     root = tmp_path_factory.mktemp(f"bgagent-{version}")
     home, uhome, project = root / "home", root / "understudy", root / "project"
@@ -110,7 +95,7 @@ def captured(request, tmp_path_factory):
     fresh = root / "imported"
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
                    env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120, check=True)
-    return {"version": version, "live": _export(env, uhome), "imported": _export(env, fresh), "status": status}
+    return {"version": version, "live": traces_by_prompt(env, uhome), "imported": traces_by_prompt(env, fresh), "status": status}
 
 
 def _steps(trace: dict) -> tuple:

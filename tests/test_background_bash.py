@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from capture_daemon import hooks_config
-from tests.claude_harness import REPO_ROOT, StreamSession, claude_env
-from tests.daemon_harness import wait_for
+from tests.claude_harness import StreamSession, claude_env, installed_claude
+from tests.daemon_harness import traces_by_prompt, wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -35,15 +35,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
 VERSIONS = {"pinned": ("claude-code", None), "2.1.42": ("claude-code-2.1.42", (2, 1, 42))}
 LATE, SECOND, LIVE = "start the late ticker", "a second question meanwhile", "start the live ticker"
-
-
-def _bin(version: str) -> Path:
-    path = REPO_ROOT / ".tools" / VERSIONS[version][0] / "node_modules" / ".bin" / "claude"
-    if version == "pinned" and os.environ.get("UNDERSTUDY_CLAUDE_BIN"):
-        path = Path(os.environ["UNDERSTUDY_CLAUDE_BIN"])
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"Claude Code {version} not installed at {path}; ./test.sh installs it")
-    return path
 
 
 def _scripts(v: str) -> list[Script]:
@@ -93,16 +84,10 @@ def _session(binary: Path, prompts: list[str], turns: int, *, home: Path, uhome:
     assert results == turns, f"the CLI gave {results} of {turns} results (no notification turn?)"
 
 
-def _export(env: dict, uhome: Path) -> dict[str, dict]:
-    out = subprocess.run([*CAPTURE_DAEMON, "export"], env=dict(env, UNDERSTUDY_HOME=str(uhome)),
-                         capture_output=True, timeout=60, check=True).stdout
-    return {t["prompt"]: t for t in map(json.loads, out.splitlines())}
-
-
 @pytest.fixture(scope="module", params=list(VERSIONS))
 def captured(request, tmp_path_factory):
     version = request.param
-    binary = _bin(version)
+    binary = installed_claude(VERSIONS[version][0])
     root = tmp_path_factory.mktemp(f"bgbash-{version}")
     home, uhome, project = root / "home", root / "understudy", root / "project"
     home.mkdir()
@@ -121,8 +106,8 @@ def captured(request, tmp_path_factory):
             wait_for(drained, 60, "the spool to drain")
 
             def committed() -> None:  # the job sleeps 8 s: the daemon stores the prompt first
-                wait_for(lambda: LIVE in _export(env, uhome), 30, "the live prompt to be stored")
-                stored_first.append(_export(env, uhome)[LIVE])
+                wait_for(lambda: LIVE in traces_by_prompt(env, uhome), 30, "the live prompt to be stored")
+                stored_first.append(traces_by_prompt(env, uhome)[LIVE])
 
             # The daemon running: the prompt is stored before its job ends.
             _session(binary, [LIVE], 2, after_first=committed, **where)
@@ -135,7 +120,7 @@ def captured(request, tmp_path_factory):
     fresh = root / "imported"
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
                    env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120, check=True)
-    return {"version": version.replace(".", ""), "live": _export(env, uhome), "imported": _export(env, fresh),
+    return {"version": version.replace(".", ""), "live": traces_by_prompt(env, uhome), "imported": traces_by_prompt(env, fresh),
             "stored_first": stored_first, "status": status}
 
 

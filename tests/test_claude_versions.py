@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import REPO_ROOT, claude_env, fresh_user
-from tests.daemon_harness import ingest_spool
+from tests.claude_harness import claude_env, fresh_user, installed_claude
+from tests.daemon_harness import exported_traces, ingest_spool
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -51,16 +51,6 @@ NOTES = "transformer 1: 11kV\ntransformer 2: 33kV\n"
 ANSWER = ("Transformer 1 steps down to 11kV for the local feeders while transformer 2 runs at 33kV on the "
           "sub-transmission side, so their protection settings, maintenance windows and qualified crews differ; "
           "nothing else in the notes sets them apart, and both are listed as in service today.")
-
-
-def _bin(version: str) -> Path:
-    folder = MATRIX[version][0]
-    path = REPO_ROOT / ".tools" / folder / "node_modules" / ".bin" / "claude"
-    if version == "pinned" and os.environ.get("UNDERSTUDY_CLAUDE_BIN"):
-        path = Path(os.environ["UNDERSTUDY_CLAUDE_BIN"])
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"Claude Code {version} not installed at {path}; ./test.sh installs it")
-    return path
 
 
 def _scripts(project: Path, agent_tool: str, background: bool) -> list[Script]:
@@ -116,7 +106,7 @@ def _register_hooks(home: Path, version: str) -> None:
     """As a user of that version would: `capture-daemon hooks install`, which asks the
     `claude` on PATH for its version (2.0.x runs no hook at all when the block names an event
     it does not know, so two are left out for it)."""
-    binary = _bin(version)
+    binary = installed_claude(MATRIX[version][0])
     env = dict(os.environ, HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"),
                PATH=f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.run([*CAPTURE_DAEMON, "hooks", "install"], env=env, capture_output=True, text=True, timeout=60)
@@ -126,16 +116,10 @@ def _register_hooks(home: Path, version: str) -> None:
     assert ("PostToolUseFailure" in registered) is not old and ("does not know" in proc.stdout) is old
 
 
-def _export(env: dict, uhome: Path) -> list[dict]:
-    out = subprocess.run([*CAPTURE_DAEMON, "export", "--format", "jsonl"], env=dict(env, UNDERSTUDY_HOME=str(uhome)),
-                         capture_output=True, timeout=60, check=True).stdout
-    return [json.loads(line) for line in out.splitlines()]
-
-
 @pytest.fixture(scope="module", params=list(MATRIX))
 def version_run(request, tmp_path_factory):
     version = request.param
-    binary = _bin(version)
+    binary = installed_claude(MATRIX[version][0])
     _, agent_tool, background = MATRIX[version]
     root = tmp_path_factory.mktemp(f"cc-{version}")
     home, uhome, project, env = fresh_user(root)
@@ -162,14 +146,14 @@ def version_run(request, tmp_path_factory):
 
     assert list((uhome / "spool").glob("*.event")), f"Claude Code {version} ran no hook"
     status = ingest_spool(env, uhome)
-    live = _export(env, uhome)
+    live = exported_traces(env, uhome)
     fresh = root / "imported"
     proc = subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
                           env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     again = subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
                            env=env, capture_output=True, text=True, timeout=120)
-    return {"version": version, "live": live, "imported": _export(env, fresh), "status": status,
+    return {"version": version, "live": live, "imported": exported_traces(env, fresh), "status": status,
             "import_out": proc.stdout, "reimport_out": again.stdout, "reimport_rc": again.returncode,
             "results": results}
 
@@ -240,9 +224,7 @@ CLAUDE_1_0 = "1.0.60"
 
 
 def test_claude_code_1_0_is_captured_live(tmp_path):
-    binary = REPO_ROOT / ".tools" / f"claude-code-{CLAUDE_1_0}" / "node_modules" / ".bin" / "claude"
-    if not os.access(binary, os.X_OK):
-        pytest.skip(f"Claude Code {CLAUDE_1_0} not installed at {binary}; ./test.sh installs it")
+    binary = installed_claude(f"claude-code-{CLAUDE_1_0}")
     home, uhome, project, env = fresh_user(tmp_path)
     (project / "notes.txt").write_text(NOTES)
     env["PATH"] = f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -258,7 +240,7 @@ def test_claude_code_1_0_is_captured_live(tmp_path):
     assert list((uhome / "spool").glob("*.event")), f"Claude Code {CLAUDE_1_0} ran no hook"
     status = ingest_spool(env, uhome)
     assert status["spool"]["quarantined"] == 0 and status["capture"]["hooks_claude_ignores"] is None
-    live = {t["prompt"]: t for t in _export(env, uhome)}
+    live = {t["prompt"]: t for t in exported_traces(env, uhome)}
     assert sorted(live) == sorted(prompts)
     seq = live["matrix compare the transformers"]
     assert [c["name"] for c in seq["tool_calls"]] == ["Bash", "Read"]
@@ -268,7 +250,7 @@ def test_claude_code_1_0_is_captured_live(tmp_path):
     fresh = tmp_path / "imported"
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
                    env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120, check=True)
-    imported = {t["trace_id"]: t for t in _export(env, fresh)}
+    imported = {t["trace_id"]: t for t in exported_traces(env, fresh)}
     assert set(imported) == {t["trace_id"] for t in live.values()}
     for t in live.values():
         assert _shape(imported[t["trace_id"]]) == _shape(t) and imported[t["trace_id"]]["final_response"] == t["final_response"]

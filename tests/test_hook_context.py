@@ -21,8 +21,8 @@ import pytest
 
 from capture_daemon import hooks_config
 from capture_daemon.transcript import parse_transcript
-from tests.claude_harness import REPO_ROOT, claude_bin, claude_env, run_claude, write_settings_with_hooks
-from tests.daemon_harness import wait_for
+from tests.claude_harness import claude_bin, claude_env, installed_claude, run_claude, write_settings_with_hooks
+from tests.daemon_harness import traces_by_prompt, wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = pytest.mark.e2e
@@ -80,11 +80,6 @@ def _register_user_hooks(home: Path, hooks: Path) -> None:
     settings.write_text(json.dumps(data))
 
 
-def _export(env: dict) -> dict:
-    out = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, timeout=60, check=True).stdout
-    return {t["prompt"]: t for t in map(json.loads, out.splitlines())}
-
-
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory):
     claude_bin()
@@ -109,7 +104,7 @@ def captured(tmp_path_factory):
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    text=True, timeout=120, check=True)
     raw = b"".join(p.read_bytes() for p in (uhome, root / "imported") for p in p.rglob("*") if p.is_file())
-    return {"live": _export(env), "imported": _export(fresh), "env": env, "raw": raw,
+    return {"live": traces_by_prompt(env), "imported": traces_by_prompt(fresh), "env": env, "raw": raw,
             "transcripts": list((home / ".claude" / "projects").rglob("*.jsonl")), "requests": api.requests}
 
 
@@ -196,22 +191,13 @@ def test_the_rows_are_read_as_they_are_written(captured):
 VERSIONS = {"2.0.0": ("claude-code-2.0.0", (2, 0, 0)), "2.1.42": ("claude-code-2.1.42", (2, 1, 42)), "pinned": ("claude-code", None)}
 
 
-def _version_bin(version: str) -> Path:
-    path = REPO_ROOT / ".tools" / VERSIONS[version][0] / "node_modules" / ".bin" / "claude"
-    if version == "pinned":
-        path = claude_bin()
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"Claude Code {version} not installed at {path}; ./test.sh installs it")
-    return path
-
-
 @pytest.fixture(scope="module", params=list(VERSIONS))
 def blocked_live(request, tmp_path_factory):
     """A Stop hook blocks the first stop; the model's next turn comes 2 s later, so the daemon has
     stored the trace by then (its settle time is 0.3 s) and must take the rest of the prompt into
     it. 2.0.0 and 2.1.42 name no prompt in their events, so only the session says whose they are."""
     version = request.param
-    binary = _version_bin(version)
+    binary = installed_claude(VERSIONS[version][0])
     root = tmp_path_factory.mktemp(f"blocked-{version}")
     home, uhome, project, hooks, markers = (root / n for n in ("home", "understudy", "project", "hooks", "markers"))
     for folder in (home, project, hooks, markers):
@@ -240,7 +226,7 @@ def blocked_live(request, tmp_path_factory):
     fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    text=True, timeout=120, check=True)
-    return {"version": version, "live": _export(env), "imported": _export(fresh),
+    return {"version": version, "live": traces_by_prompt(env), "imported": traces_by_prompt(fresh),
             "quarantined": list((uhome / "spool" / "quarantine").glob("*"))}
 
 
@@ -306,7 +292,7 @@ def subagent_blocked(tmp_path_factory):
     fresh = dict(env, UNDERSTUDY_HOME=str(root / "imported"))
     subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")], env=fresh, capture_output=True,
                    text=True, timeout=120, check=True)
-    return {"live": _export(env), "imported": _export(fresh)}
+    return {"live": traces_by_prompt(env), "imported": traces_by_prompt(fresh)}
 
 
 def test_a_subagent_stop_hooks_feedback_is_kept_in_its_lane(subagent_blocked):
