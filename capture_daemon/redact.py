@@ -68,7 +68,8 @@ What is detected (the marker's kind in brackets):
 - cookies: the values of ``Cookie:`` and ``Set-Cookie:`` headers (curl -v output, HTTP dumps,
   ``-H "Cookie: ..."``, a ``{"Cookie": ...}`` dict, a HAR ``{"name": "Cookie", "value": ...}``
   header), quoted ones (``sid="v"``) too, of ``curl -b|--cookie 'a=1; b=2'``, and every value of a
-  HAR ``cookies`` list (as JSON); cookie names and Set-Cookie's attributes (``Path``,
+  HAR ``cookies`` list (as JSON), and of a cookie mapping in code (``cookies={"sid": "v"}``,
+  ``cookies=dict(sid="v")``, ``cookies: {sid: "v"}``); cookie names and Set-Cookie's attributes (``Path``,
   ``Expires``, ``SameSite``...) stay [cookie]
 - assignments whose name says secret: ``.env``/shell/YAML/JSON/code, ``NAME=v``, ``name: v``,
   ``"name": "v"``, ``name := v``, ``'name' => v``, ``NAME = v`` anywhere on a line (Make's ``NAME ?= v``,
@@ -4921,6 +4922,29 @@ def _replace_composer_tokens(text: str, m: "re.Match[str]") -> Optional[str]:
     return text[m.start() : m.start("body")] + "".join(out) + text[copied : m.end()]
 
 
+# A cookie jar written as a mapping in code or config: requests' `cookies={"sessionid": "v"}` and
+# `cookies=dict(sid="v")`, a JS `cookies: {sid: "v"}`, a JSON `"cookies": {"sid": "v"}`, Django's
+# test client `client.cookies = {...}`, an `auth_cookies = {...}`. A session cookie logs its holder in as a password does
+# (as for _COOKIE), so every literal value of the mapping goes and the names stay. The mapping
+# may span lines; it ends at its first closing brace or parenthesis.
+_COOKIE_MAP = re.compile(
+    r"(?<![A-Za-z0-9])(?:cookies|Cookies|COOKIES)\\*[\"']?[ \t]*[=:][ \t]*(?:\{|dict\()(?P<body>[^{}()]{1,2000})[})]"
+)
+# A value's quotes may be escaped (`{\"sid\": \"v\"}`: JSON printed inside a JSON string).
+_MAP_VALUE = re.compile(r"[:=][ \t]*(?P<q>\\*[\"'`])(?P<s>[^\"'`\\\r\n]{1,300})(?P=q)")
+
+
+def _replace_cookie_map(text: str, m: "re.Match[str]") -> Optional[str]:
+    body_start = m.start("body")
+    out, copied = [], body_start
+    for value in _MAP_VALUE.finditer(text, body_start, m.end("body")):
+        if _is_placeholder(value.group("s")) or value.group("s").startswith(_MARKER_OPEN):
+            continue
+        out.append(text[copied : value.start("s")] + _COOKIE_MARK)
+        copied = value.end("s")
+    return text[m.start() : body_start] + "".join(out) + text[copied : m.end()] if out else None
+
+
 # Cookie-signing keys as a list: Koa's `app.keys = ["k1", "k2"]`, cookie-session's and
 # express-session's `keys: [...]`/`secret: [...]` in `cookieSession({...})`/`session({...})`,
 # `cookieParser(["s1", "s2"])`: every literal in the list goes.
@@ -5304,6 +5328,8 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("composer-tokens", _COMPOSER_TOKENS, _replace_composer_tokens,
           (("-", r"(?:(?<=ithub-)|(?<=itlab-)|(?<=ucket-))(?=(?:oauth|token)\\*\"[ \t]*:[ \t]*\{)"),
            ("b", r"(?<![\w-]b)(?=earer\\*\"[ \t]*:[ \t]*\{)")), anchored=True),
+    _Rule("cookie-map", _COOKIE_MAP, _replace_cookie_map,
+          tuple((word[1:], rf"(?<={word})(?<![A-Za-z0-9]{word})(?=\\*[\"']?[ \t]*[=:][ \t]*(?:\{{|dict\())") for word in ("cookies", "Cookies", "COOKIES"))),
     _Rule("key-list", _KEY_LIST, _replace_key_list,
           (("key", r"(?:(?<![\w.]key)|(?<=app\.key))(?=s[ \t]*[=:][ \t]*\[)"), ("secret", r"(?<![\w.]secret)(?=[ \t]*:[ \t]*\[)"),
            ("cookieParser(", r"(?=[ \t]*\[)"))),

@@ -507,6 +507,20 @@ POSITIVE = [
         '> Cookie: sid="[REDACTED:cookie]"; theme=[REDACTED:cookie]\n< Set-Cookie: token="[REDACTED:cookie]"; Path=/; HttpOnly',
     ),
     (
+        "cookie-map-in-code",
+        "requests.get(url, cookies={'sessionid': 'a8Fj29Kd0sLq83nXz7Pw', 'lang': 'en'})\n"
+        "requests.get(url, cookies=dict(sid='a8Fj29Kd0sLq83nXz7Pw'))\nconst jar = { cookies: { sid: \"a8Fj29Kd0sLq83nXz7Pw\" } }\n"
+        "self.client.cookies = {\n    'sessionid': 'a8Fj29Kd0sLq83nXz7Pw',\n}\nx = {'a': 'b1c2'}",
+        "requests.get(url, cookies={'sessionid': '[REDACTED:cookie]', 'lang': '[REDACTED:cookie]'})\n"
+        "requests.get(url, cookies=dict(sid='[REDACTED:cookie]'))\nconst jar = { cookies: { sid: \"[REDACTED:cookie]\" } }\n"
+        "self.client.cookies = {\n    'sessionid': '[REDACTED:cookie]',\n}\nx = {'a': 'b1c2'}",
+    ),
+    (
+        "cookie-map-json-escaped",
+        '{"cookies": {"sid": "a8Fj29Kd0sLq83nXz7Pw"}}\n{"stdout": "{\\"cookies\\": {\\"sid\\": \\"abc123\\"}}"}',
+        '{"cookies": {"sid": "[REDACTED:cookie]"}}\n{"stdout": "{\\"cookies\\": {\\"sid\\": \\"[REDACTED:cookie]\\"}}"}',
+    ),
+    (
         "har-cookie-header",
         '{"headers": [{"name": "Cookie", "value": "sid=abc123def456"}, {"name": "Accept", "value": "text/html"}]}',
         '{"headers": [{"name": "Cookie", "value": "sid=[REDACTED:cookie]"}, {"name": "Accept", "value": "text/html"}]}',
@@ -1909,6 +1923,8 @@ NEGATIVE = [
     ("document-cookie", 'document.cookie = "theme=dark; path=/";\nconsole.log("cookie:", document.cookie);'),
     ("set-cookie-no-value", "res.setHeader('Set-Cookie', cookie)\nSet-Cookie: <cookie-name>=<cookie-value>"),
     ("cookie-consent", "Cookie consent: we use cookies to improve your experience. Accept all cookies?"),
+    ("cookie-map-lookalikes", "cookies = {}\ncookies = {'sid': '<your-session-id>'}\ncookies=dict(sid=SESSION)\n"
+                              "we use cookies: {essential, analytics}\nmycookies = {'a': 'b1c2'}\ncookies = {\"sid\": os.environ[\"SID\"]}"),
     (
         "typed-references",
         'password: str = Field(..., min_length=8)\napi_key: str = settings.api_key\npassword: String = pw\n'
