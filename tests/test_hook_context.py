@@ -51,9 +51,10 @@ PLAIN_PROMPT_HOOK = """#!/bin/sh
 cat > /dev/null
 echo "on-call today: the grid team"
 """
+# Its context holds a blank line (printf: sh's echo would turn the JSON's \n escapes into newlines).
 POST_HOOK = """#!/bin/sh
 cat > /dev/null
-echo '{"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": "the lint job also runs on push"}}'
+printf '%s\\n' '{"hookSpecificOutput": {"hookEventName": "PostToolUse", "additionalContext": "the lint job also runs on push\\n\\nand on every tag"}}'
 """
 
 
@@ -130,7 +131,7 @@ def test_hook_context_comes_with_the_prompt_and_the_results(captured):
     assert [(hook, position) for hook, position, _ in context] == [
         ("UserPromptSubmit", 0), ("PostToolUse:Bash", 1), ("PostToolUse:Bash", 2)]
     assert context[0][2].startswith("the deploy branch is release-7; push with ")
-    assert context[1][2] == "the lint job also runs on push"
+    assert context[1][2] == "the lint job also runs on push\n\nand on every tag"
     printed = [(m["hook"], m["position"], m["text"]) for m in trace["mid_turn_messages"] if m["kind"] == "hook_output"]
     assert printed == [("UserPromptSubmit", 0, "on-call today: the grid team")]
 

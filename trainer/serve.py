@@ -156,7 +156,11 @@ def strip_reminders(text: str) -> str:
 _HOOK_TEXT_RE = re.compile(
     r'^(?P<hook>[A-Za-z]+(?::\S+)?) hook (?:(?P<context>additional context)|(?P<success>success)|'
     r'blocking error from command: "(?:[^"\\]|\\.)*"): '
-    r"(?P<text>.*?)(?=\n\n|\n?\Z)", re.MULTILINE | re.DOTALL)
+    # A hook's own text may hold blank lines: it runs to the next hook's head, to the date that
+    # closes 2.1.328's environment message after the hooks' texts, or to the end.
+    r'(?P<text>.*?)(?=\n\n(?:[A-Za-z]+(?::\S+)? hook (?:additional context|success|blocking error from command: ")'
+    r"|Today's date is )|\n?\Z)",
+    re.MULTILINE | re.DOTALL)
 
 
 def hook_texts(text: str) -> list[str]:
