@@ -4930,15 +4930,18 @@ def _replace_composer_tokens(text: str, m: "re.Match[str]") -> Optional[str]:
 _COOKIE_MAP = re.compile(
     r"(?<![A-Za-z0-9])(?:cookies|Cookies|COOKIES)\\*[\"']?[ \t]*[=:][ \t]*(?:\{|dict\()(?P<body>[^{}()]{1,2000})[})]"
 )
-# A value's quotes may be escaped (`{\"sid\": \"v\"}`: JSON printed inside a JSON string).
-_MAP_VALUE = re.compile(r"[:=][ \t]*(?P<q>\\*[\"'`])(?P<s>[^\"'`\\\r\n]{1,300})(?P=q)")
+# A value's quotes may be escaped (`{\"sid\": \"v\"}`: JSON printed inside a JSON string). Its
+# key says when it is a cookie's setting (a session library's `cookies: {sameSite: "lax"}`), no value.
+_MAP_VALUE = re.compile(r"(?P<key>[\w-]*)\\*[\"'`]?[ \t]*[:=][ \t]*(?P<q>\\*[\"'`])(?P<s>[^\"'`\\\r\n]{1,300})(?P=q)")
+_COOKIE_SETTINGS = frozenset(a.replace("-", "") for a in _COOKIE_ATTRIBUTES) | {"name", "expiresin"}
 
 
 def _replace_cookie_map(text: str, m: "re.Match[str]") -> Optional[str]:
     body_start = m.start("body")
     out, copied = [], body_start
     for value in _MAP_VALUE.finditer(text, body_start, m.end("body")):
-        if _is_placeholder(value.group("s")) or value.group("s").startswith(_MARKER_OPEN):
+        key = value.group("key").lower().replace("_", "").replace("-", "")
+        if key in _COOKIE_SETTINGS or _is_placeholder(value.group("s")) or value.group("s").startswith(_MARKER_OPEN):
             continue
         out.append(text[copied : value.start("s")] + _COOKIE_MARK)
         copied = value.end("s")

@@ -1924,7 +1924,8 @@ NEGATIVE = [
     ("set-cookie-no-value", "res.setHeader('Set-Cookie', cookie)\nSet-Cookie: <cookie-name>=<cookie-value>"),
     ("cookie-consent", "Cookie consent: we use cookies to improve your experience. Accept all cookies?"),
     ("cookie-map-lookalikes", "cookies = {}\ncookies = {'sid': '<your-session-id>'}\ncookies=dict(sid=SESSION)\n"
-                              "we use cookies: {essential, analytics}\nmycookies = {'a': 'b1c2'}\ncookies = {\"sid\": os.environ[\"SID\"]}"),
+                              "we use cookies: {essential, analytics}\nmycookies = {'a': 'b1c2'}\ncookies = {\"sid\": os.environ[\"SID\"]}\n"
+                              "cookies: { secure: true, sameSite: 'lax', path: '/', name: 'sid', max_age: '3600' }"),
     (
         "typed-references",
         'password: str = Field(..., min_length=8)\napi_key: str = settings.api_key\npassword: String = pw\n'
