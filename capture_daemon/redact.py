@@ -4924,15 +4924,16 @@ def _replace_composer_tokens(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # A cookie jar written as a mapping in code or config: requests' `cookies={"sessionid": "v"}` and
 # `cookies=dict(sid="v")`, a JS `cookies: {sid: "v"}`, a JSON `"cookies": {"sid": "v"}`, Django's
-# test client `client.cookies = {...}`, an `auth_cookies = {...}`. A session cookie logs its holder in as a password does
-# (as for _COOKIE), so every literal value of the mapping goes and the names stay. The mapping
-# may span lines; it ends at its first closing brace or parenthesis.
+# test client `client.cookies = {...}`, an `auth_cookies = {...}`. A session cookie logs its
+# holder in as a password does (as for _COOKIE), so every literal value of the mapping goes and
+# the names stay. The mapping may span lines; it ends at its first closing brace or parenthesis.
 _COOKIE_MAP = re.compile(
     r"(?<![A-Za-z0-9])(?:cookies|Cookies|COOKIES)\\*[\"']?[ \t]*[=:][ \t]*(?:\{|dict\()(?P<body>[^{}()]{1,2000})[})]"
 )
 # A value's quotes may be escaped (`{\"sid\": \"v\"}`: JSON printed inside a JSON string). Its
 # key says when it is a cookie's setting (a session library's `cookies: {sameSite: "lax"}`), no value.
-_MAP_VALUE = re.compile(r"(?P<key>[\w-]*)\\*[\"'`]?[ \t]*[:=][ \t]*(?P<q>\\*[\"'`])(?P<s>[^\"'`\\\r\n]{1,300})(?P=q)")
+# (The key starts at a word's start, so a long word is read once, not from each of its letters.)
+_MAP_VALUE = re.compile(r"(?<![\w-])(?P<key>[\w-]*)\\*[\"'`]?[ \t]*[:=][ \t]*(?P<q>\\*[\"'`])(?P<s>[^\"'`\\\r\n]{1,300})(?P=q)")
 _COOKIE_SETTINGS = frozenset(a.replace("-", "") for a in _COOKIE_ATTRIBUTES) | {"name", "expiresin"}
 
 
@@ -5332,7 +5333,8 @@ _RULES: tuple[_Rule, ...] = (
           (("-", r"(?:(?<=ithub-)|(?<=itlab-)|(?<=ucket-))(?=(?:oauth|token)\\*\"[ \t]*:[ \t]*\{)"),
            ("b", r"(?<![\w-]b)(?=earer\\*\"[ \t]*:[ \t]*\{)")), anchored=True),
     _Rule("cookie-map", _COOKIE_MAP, _replace_cookie_map,
-          tuple((word[1:], rf"(?<={word})(?<![A-Za-z0-9]{word})(?=\\*[\"']?[ \t]*[=:][ \t]*(?:\{{|dict\())") for word in ("cookies", "Cookies", "COOKIES"))),
+          tuple((word[1:], rf"(?<={word})(?<![A-Za-z0-9]{word})(?=\\*[\"']?[ \t]*[=:][ \t]*(?:\{{|dict\())")
+                for word in ("cookies", "Cookies", "COOKIES"))),
     _Rule("key-list", _KEY_LIST, _replace_key_list,
           (("key", r"(?:(?<![\w.]key)|(?<=app\.key))(?=s[ \t]*[=:][ \t]*\[)"), ("secret", r"(?<![\w.]secret)(?=[ \t]*:[ \t]*\[)"),
            ("cookieParser(", r"(?=[ \t]*\[)"))),
