@@ -158,6 +158,27 @@ def store_problem(exc: BaseException) -> dict[str, Any]:
     return {"corrupt": corrupt, "error": str(exc), "fix": RECOVER_COMMAND if corrupt else None}
 
 
+# How long a new connection waits for another to finish turning a new store to WAL.
+_WAL_WAIT_SECONDS = 30
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the store in WAL mode, which stays with the file: only its first connections switch.
+    SQLite refuses a switch at once ("database is locked", no busy wait) while another
+    connection is making its own; the dashboard's first page opens several at the same moment.
+    So the mode is read first (a read waits as usual), and a refused switch is tried again."""
+    deadline = time.monotonic() + _WAL_WAIT_SECONDS
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -199,7 +220,7 @@ class TraceStore:
         path.chmod(0o600)
         db = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             # Checkpoint every 8192 pages (32 MiB of WAL) instead of SQLite's 1000: each checkpoint
             # syncs the WAL and the database file, and a backlog of traces (the daemon was down for
