@@ -136,7 +136,8 @@ def test_a_call_the_cli_ended_is_recorded_with_what_the_model_saw(captured, side
     # killed command's "Exit code" on SIGTERM when it gets to it before it exits, which on a busy
     # machine it sometimes does not. Either way live and import agree on what the model read (the
     # error may say more live: there the SessionEnd hook tells why), and it is no success.
-    wrote_none = captured["version"] == "2.1.42" and prompt != DENIED or prompt == TERMINATED and call["output"] is None
+    wrote_none = ((captured["version"] == "2.1.42" and prompt != DENIED)
+                  or (prompt == TERMINATED and call["output"] is None))
     other = _call(captured["imported" if side == "live" else "live"][prompt])
     assert (call["success"], call["output"]) == (other["success"], other["output"])
     if wrote_none:

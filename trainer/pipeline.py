@@ -279,8 +279,10 @@ TINY_PRESET: dict[str, Any] = {
     "dataset.tool_description_chars": 0,
     # The teacher's longest turns here (Write calls of whole scripts) run to ~275 tokens: at the
     # demo's 256, seed 0's student had one of them cut, counted invalid (valid calls 0.978 → 0.982).
-    "eval.max_new_tokens": 320,
-    "reward.max_new_tokens": 320,
+    # 384 leaves room for a BPE trained on fewer traces (longer tokens: six sessions' took 333); a
+    # student that stops where the teacher did never reaches the cap, so it costs nothing then.
+    "eval.max_new_tokens": 384,
+    "reward.max_new_tokens": 384,
 }
 
 PRESETS = {"demo": DEMO_PRESET, "tiny": TINY_PRESET, "smollm2-demo": SMOLLM2_DEMO_PRESET, "smollm2": SMOLLM2_PRESET}
