@@ -147,6 +147,13 @@ def traces_by_prompt(env: dict, uhome: Path | None = None) -> dict[str, dict]:
     return {t["prompt"]: t for t in exported_traces(env, uhome)}
 
 
+def import_transcripts(env: dict, home: Path, uhome: Path) -> None:
+    """`capture-daemon import` of every Claude Code transcript under `home` into the store at
+    `uhome` (a fresh one: what a backfill of the same sessions gives, to compare with live)."""
+    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
+                   env=dict(env, UNDERSTUDY_HOME=str(uhome)), capture_output=True, text=True, timeout=120, check=True)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -34,7 +34,7 @@ import pytest
 
 from capture_daemon import hooks_config
 from tests.claude_harness import claude_env, installed_claude
-from tests.daemon_harness import traces_by_prompt, wait_for
+from tests.daemon_harness import import_transcripts, traces_by_prompt, wait_for
 from tests.scripted_api import Script, ScriptedAPI, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -107,8 +107,7 @@ def captured(request, tmp_path_factory):
     finally:
         subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
     fresh = root / "imported"
-    subprocess.run([*CAPTURE_DAEMON, "import", str(home / ".claude" / "projects")],
-                   env=dict(env, UNDERSTUDY_HOME=str(fresh)), capture_output=True, text=True, timeout=120, check=True)
+    import_transcripts(env, home, fresh)
     return {"version": version, "live": traces_by_prompt(env, uhome), "imported": traces_by_prompt(env, fresh)}
 
 
