@@ -643,7 +643,11 @@ class Ingestor:
         if main is not None:  # Claude Code 2.0.0: a subagent's rows are inline in the main file
             for agent_id, turns in inline_agents(main, main_turns).items():
                 agent_turns.setdefault(agent_id, scrub_turns(turns))
-        if _ended_by_api_error(main_turns):  # unfinished, as an import says, whatever hook closed it
+        if any(t.interrupted for t in main_turns):
+            # Esc: the TUI runs no Stop hook, so the trace stays open until the session ends or
+            # goes quiet, which is not why it is unfinished (an import says "interrupted").
+            complete, reason = False, "interrupted"
+        elif _ended_by_api_error(main_turns):  # unfinished, as an import says, whatever hook closed it
             complete, reason = False, "api_error"
         result = build_trace(trace.session_id, prompt_id, events, main_turns, agent_turns,
                              complete=complete, incomplete_reason=reason, transcript_path=transcript_path)

@@ -160,10 +160,12 @@ class TuiSession:
     """The interactive CLI in tmux, typed into as a person would. The onboarding, trust and API
     key questions are answered in ``home``'s config beforehand, and Bash is allowed."""
 
-    def __init__(self, binary: Path, *, home: Path, cwd: Path, env: dict, socket: Path):
+    def __init__(self, binary: Path, *, home: Path, cwd: Path, env: dict, socket: Path, permission_mode: str | None = None):
+        """``permission_mode`` "default" makes a call no rule allows ask first (2.1.328's own
+        default is auto mode, which asks nothing)."""
         if shutil.which("tmux") is None:
             pytest.skip("tmux is not installed: the interactive CLI cannot be driven")
-        self._answer_first_run_questions(Path(home), Path(cwd), env["ANTHROPIC_API_KEY"])
+        self._answer_first_run_questions(Path(home), Path(cwd), env["ANTHROPIC_API_KEY"], permission_mode)
         self.tmux = ["tmux", "-S", str(socket)]
         script = Path(socket).with_suffix(".sh")  # the environment travels in a script, not on tmux's command line
         exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
@@ -172,7 +174,7 @@ class TuiSession:
         subprocess.run([*self.tmux, "new-session", "-d", "-s", "claude", "-x", "160", "-y", "50", str(script)], check=True)
 
     @staticmethod
-    def _answer_first_run_questions(home: Path, cwd: Path, key: str) -> None:
+    def _answer_first_run_questions(home: Path, cwd: Path, key: str, permission_mode: str | None) -> None:
         config = {"hasCompletedOnboarding": True, "theme": "dark", "numStartups": 5, "lastOnboardingVersion": "2.1.328",
                   "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
                   "bypassPermissionsModeAccepted": True, "hasAcknowledgedCostThreshold": True,
@@ -183,7 +185,7 @@ class TuiSession:
             path.write_text(json.dumps(config))
         settings_path = home / ".claude" / "settings.json"
         settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-        settings["permissions"] = {"allow": ["Bash"]}
+        settings["permissions"] = {"allow": ["Bash"], **({"defaultMode": permission_mode} if permission_mode else {})}
         settings_path.write_text(json.dumps(settings))
 
     def screen(self) -> str:
@@ -193,6 +195,10 @@ class TuiSession:
         subprocess.run([*self.tmux, "send-keys", "-t", "claude", "-l", words], check=True)
         time.sleep(0.5)  # the TUI takes a pasted burst as a paste; Enter after it submits
         subprocess.run([*self.tmux, "send-keys", "-t", "claude", "Enter"], check=True)
+
+    def press(self, key: str) -> None:
+        """One key by tmux's name for it ("Escape", "Enter")."""
+        subprocess.run([*self.tmux, "send-keys", "-t", "claude", key], check=True)
 
     def wait_for(self, needle: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

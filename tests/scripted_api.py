@@ -90,14 +90,24 @@ def _turns_answered(messages: list[dict]) -> int:
     return sum(1 for i, m in enumerate(seen) if m[0] == "assistant" and (i < 2 or seen[i - 2] != m))
 
 
+def _prompt_after_interrupt(message: dict) -> str:
+    """A prompt typed after Esc stopped a call: the TUI sends it in the message that carries the
+    rejected call's result, after the "[Request interrupted by user for tool use]" text."""
+    texts = [b.get("text", "") for b in message.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"]
+    marks = [i for i, said in enumerate(texts) if said.startswith("[Request interrupted by user")]
+    return "\n".join(texts[marks[-1] + 1:]) if marks else ""
+
+
 def locate(request: dict, scripts: list[Script]) -> tuple[Script | None, int]:
     """Return the script answering this request and the index of the turn to send."""
     messages = request.get("messages") or []
     for start in range(len(messages) - 1, -1, -1):
         message = messages[start]
-        if message.get("role") != "user" or _is_tool_result_message(message):
+        if message.get("role") != "user":
             continue
-        said = _user_text(message)
+        said = _prompt_after_interrupt(message) if _is_tool_result_message(message) else _user_text(message)
+        if not said:
+            continue
         for script in scripts:
             if script.match in said:
                 return script, _turns_answered(messages[start + 1:])
