@@ -17,7 +17,7 @@ of the same transcripts. How Claude Code ends a call without a PostToolUse (seen
 
 The interactive ways (Esc during a call, the session ending while a permission prompt waits) leave
 the same transcript and hook shapes as SIGINT and SIGKILL respectively: a rejection result with the
-interrupt row, or no result at all.
+interrupt row, or no result at all (tests/test_interrupted_tui.py drives them through the TUI).
 """
 
 from __future__ import annotations
