@@ -499,7 +499,7 @@ def _is_placeholder(value: str) -> bool:
     first, last = v[0], v[-1]
     # $VAR ${VAR} $(cmd) %VAR% %(name)s {{ var }} <token> [PAD] {token} f"{user}-{suffix}"
     # (Not a `$` that no reference reads on from: `$uperS3cret!`, `$ecr3t#1` are passwords.)
-    if first in "%{" or ("{" in v and "}" in v) or (first == "$" and _REFERENCES_ONLY.fullmatch(v)):
+    if (first in "%{" or ("{" in v and "}" in v) or (first == "$" and _REFERENCES_ONLY.fullmatch(v))) and not _random_beside_template(v):
         return True
     if (first, last) in (("<", ">"), ("[", "]")):
         return True
@@ -510,6 +510,30 @@ def _is_placeholder(value: str) -> bool:
     if low in _CODE_WORDS or low in _GENERIC_WORDS:
         return True
     return any(w in low for w in _PLACEHOLDER_WORDS) or ("example" in low and not _example_beside_random(v, low))
+
+
+# A template's fields and a reference's name, as `_random_beside_template` takes them out.
+_TEMPLATE_FIELD = re.compile(r"\{[^{}]*\}|%\([^()]*\)[a-z]|%[A-Za-z_]\w*%|%[a-z]")
+_REFERENCE_NAME = re.compile(r"\$(?:[A-Za-z_]\w*|\d)")
+_CRYPT_ID = re.compile(r"\$[\w-]{1,10}\$")
+
+
+def _random_beside_template(v: str) -> bool:
+    """Whether a value that opens like a template or a reference (`$`, `%`, `{`) or holds braces
+    is a password after all: what is left, fields and names taken out, looks random
+    (`$3pAAkVfTWs69`, `%pS22tAGrpwqY`, `{s5mYpsoepjxh`, `Bj4kJ{}LGVSm5`). People put these
+    characters first or anywhere in a password; `${DB_PASSWORD}`, `%(pw)s`, `{token}`,
+    `Bearer {token}`, `$HOME/.pgpass` leave nothing random and stay placeholders."""
+    if _CRYPT_ID.match(v):
+        return False  # `$6$rounds=656000$salt$hash`, `$2b$12$...`: a crypt hash, the password-hash rule's
+    rest = _TEMPLATE_FIELD.sub("", v)
+    if rest.startswith("$") and not _looks_random(rest[1:].split("/", 1)[0]):
+        rest = _REFERENCE_NAME.sub("", rest)
+    rest = rest.lstrip("%{$")
+    # (Random, or a password's mix: upper and lower case and a digit, eight or more, no name's `_`/`.`, no path.)
+    mixed = (len(rest) >= 8 and not any(c in rest for c in "_./\\") and any(c.isdigit() for c in rest)
+             and any(c.isupper() for c in rest) and any(c.islower() for c in rest))
+    return mixed or _looks_random(rest)
 
 
 def _example_beside_random(value: str, low: str) -> bool:

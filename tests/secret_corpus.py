@@ -457,6 +457,8 @@ def _cases() -> list[SecretCase]:
     add("connection-string-punctuated-password", f"Server=db.acme.io;Database=shop;User Id=sa;Password={head}&{tail};Encrypt=true", head, tail)
     head, tail = rand(1), rand(10)
     add("prose-passphrase-with-punctuation", f"the key passphrase: {head};{tail}\nkeep it in the vault", tail)
+    pw, pw2 = rand(12), rand(12)
+    add("password-opening-like-a-reference", f'{{"password": "${pw}"}}\nDB_PASSWORD="%{pw2}"', pw, pw2)
     return cases
 
 

@@ -1812,6 +1812,15 @@ POSITIVE = [
         "I set DB_PASSWORD=[REDACTED:assignment] in the env file\nthe root password: [REDACTED:assignment]\n"
         "the passphrase: [REDACTED:assignment](\nuser: admin password: [REDACTED:assignment] host: db1",
     ),
+    (
+        # A password that opens like a reference or a template (`$`, `%`, `{`) or holds braces
+        # was taken for one and kept whole.
+        "password-that-opens-like-a-template",
+        '{"password": "$3pAAkVfTWs69"}\npassword = "%pS22tAGrpwqY"\nDB_PASSWORD="{s5mYpsoepjxh"\n'
+        "<password>Bj4kJ{}LGVSm5</password>",
+        '{"password": "[REDACTED:assignment]"}\npassword = "[REDACTED:assignment]"\nDB_PASSWORD="[REDACTED:assignment]"\n'
+        "<password>[REDACTED:assignment]</password>",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
