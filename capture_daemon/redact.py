@@ -5688,6 +5688,53 @@ def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[
             parts.append(text[copied : m.start()])
             parts.append(out)
             copied = m.end()
+        else:
+            # ... but for a quoted value: what it holds is read again, a secret of the same rule
+            # in it too (`CONN_TOKEN="Server=db;User=your_user;Password=Xy7Kp9q"`, turned down
+            # for `your`, hid the password). A quoted value ends at its quote, so the text read
+            # twice is no more than the quotes' spans: still linear.
+            inner = _quoted_value_start(m)
+            if inner is not None:
+                if starts is None:
+                    return _apply_from(rule, text, parts, copied, inner)
+                scanned = inner
+    if not parts:
+        return text, 0
+    parts.append(text[copied:])
+    return "".join(parts), len(parts) // 2
+
+
+_QUOTED_GROUPS = ("dq", "sq", "bq", "eq")
+
+
+def _quoted_value_start(m: "re.Match[str]") -> Optional[int]:
+    """Where a match's quoted value starts, if it has one (the assignment rules' groups)."""
+    groups = m.re.groupindex
+    for name in _QUOTED_GROUPS:
+        if name in groups and m.start(name) >= 0:
+            return m.start(name)
+    return None
+
+
+def _apply_from(rule: _Rule, text: str, parts: list[str], copied: int, pos: int) -> tuple[str, int]:
+    """`_apply`'s search, on from `pos` (inside a turned-down match's quoted value), with what
+    it has replaced so far."""
+    while True:
+        m = rule.pattern.search(text, pos)
+        if m is None:
+            break
+        pos = m.end()
+        out = rule.replace(text, m)
+        if out is not None:
+            parts.append(text[copied : m.start()])
+            parts.append(out)
+            copied = m.end()
+        else:
+            inner = _quoted_value_start(m)
+            if inner is not None:
+                pos = inner
+        if pos == m.start():
+            pos += 1  # (an empty match: read on)
     if not parts:
         return text, 0
     parts.append(text[copied:])

@@ -1821,6 +1821,17 @@ POSITIVE = [
         '{"password": "[REDACTED:assignment]"}\npassword = "[REDACTED:assignment]"\nDB_PASSWORD="[REDACTED:assignment]"\n'
         "<password>[REDACTED:assignment]</password>",
     ),
+    (
+        # A quoted value turned down (a placeholder's word in it: `your`, `dummy`, `replace`)
+        # covered its span, and a secret of the same rule inside it was never read.
+        "turned-down-value-holds-a-secret",
+        'CONNECTION_TOKEN="Server=db;User=your_user;Password=Xy7Kp9qLm1"\n'
+        'KAFKA_SECRET="sasl.jaas.config=... username=dummy password=Xy7Kp9qLm1;"\n'
+        "token: 'replace me; api_key=Zq8vLm2pXwQ4rT7yU1iO'",
+        'CONNECTION_TOKEN="Server=db;User=your_user;Password=[REDACTED:assignment]"\n'
+        'KAFKA_SECRET="sasl.jaas.config=... username=dummy password=[REDACTED:assignment];"\n'
+        "token: 'replace me; api_key=[REDACTED:assignment]'",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
