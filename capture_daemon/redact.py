@@ -112,7 +112,13 @@ What is detected (the marker's kind in brackets):
   shell and code punctuation included (``DB_PASSWORD=Xy7&Kp9q``, ``password: Ab12,Cd34``,
   ``API_KEY=Zq8<9xY>Lm2``), unless it is code in one word (``token=get_token()``, ``TOKEN=$(gh auth
   token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``); a double quote ends it (it may close
-  the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits [assignment]. The same without
+  the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits; elsewhere on a line
+  (a connection string's ``Password=Xy7&Kp9q;``, "the key passphrase: X&3kP9q") the run goes to its first
+  space too (sentence punctuation at its end stays) where its part before the punctuation was a secret, or the
+  whole run looks random, or, under a password's name, has a digit and no name after the cut; a value that
+  opens with ``$``, ``%`` or ``{`` (or holds braces) is a template or reference only if nothing random is left
+  once its fields and names are out (``"$3pAAkVfTWs69"`` goes, ``${DB_PASSWORD}`` stays); a quoted value turned
+  down (``"... User=your_user;Password=PW"``) is read again for a secret inside it [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
   Passenger's ``passenger_env_var NAME value;``, nginx's
