@@ -112,7 +112,13 @@ What is detected (the marker's kind in brackets):
   shell and code punctuation included (``DB_PASSWORD=Xy7&Kp9q``, ``password: Ab12,Cd34``,
   ``API_KEY=Zq8<9xY>Lm2``), unless it is code in one word (``token=get_token()``, ``TOKEN=$(gh auth
   token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``); a double quote ends it (it may close
-  the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits [assignment]. The same without
+  the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits; elsewhere on a line
+  (a connection string's ``Password=Xy7&Kp9q;``, "the key passphrase: X&3kP9q") the run goes to its first
+  space too (sentence punctuation at its end stays) where its part before the punctuation was a secret, or the
+  whole run looks random, or, under a password's name, has a digit and no name after the cut; a value that
+  opens with ``$``, ``%`` or ``{`` (or holds braces) is a template or reference only if nothing random is left
+  once its fields and names are out (``"$3pAAkVfTWs69"`` goes, ``${DB_PASSWORD}`` stays); a quoted value turned
+  down (``"... User=your_user;Password=PW"``) is read again for a secret inside it [assignment]. The same without
   ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
   Passenger's ``passenger_env_var NAME value;``, nginx's
@@ -499,7 +505,7 @@ def _is_placeholder(value: str) -> bool:
     first, last = v[0], v[-1]
     # $VAR ${VAR} $(cmd) %VAR% %(name)s {{ var }} <token> [PAD] {token} f"{user}-{suffix}"
     # (Not a `$` that no reference reads on from: `$uperS3cret!`, `$ecr3t#1` are passwords.)
-    if first in "%{" or ("{" in v and "}" in v) or (first == "$" and _REFERENCES_ONLY.fullmatch(v)):
+    if (first in "%{" or ("{" in v and "}" in v) or (first == "$" and _REFERENCES_ONLY.fullmatch(v))) and not _random_beside_template(v):
         return True
     if (first, last) in (("<", ">"), ("[", "]")):
         return True
@@ -510,6 +516,30 @@ def _is_placeholder(value: str) -> bool:
     if low in _CODE_WORDS or low in _GENERIC_WORDS:
         return True
     return any(w in low for w in _PLACEHOLDER_WORDS) or ("example" in low and not _example_beside_random(v, low))
+
+
+# A template's fields and a reference's name, as `_random_beside_template` takes them out.
+_TEMPLATE_FIELD = re.compile(r"\{[^{}]*\}|%\([^()]*\)[a-z]|%[A-Za-z_]\w*%|%[a-z]")
+_REFERENCE_NAME = re.compile(r"\$(?:[A-Za-z_]\w*|\d)")
+_CRYPT_ID = re.compile(r"\$[\w-]{1,10}\$")
+
+
+def _random_beside_template(v: str) -> bool:
+    """Whether a value that opens like a template or a reference (`$`, `%`, `{`) or holds braces
+    is a password after all: what is left, fields and names taken out, looks random
+    (`$3pAAkVfTWs69`, `%pS22tAGrpwqY`, `{s5mYpsoepjxh`, `Bj4kJ{}LGVSm5`). People put these
+    characters first or anywhere in a password; `${DB_PASSWORD}`, `%(pw)s`, `{token}`,
+    `Bearer {token}`, `$HOME/.pgpass` leave nothing random and stay placeholders."""
+    if _CRYPT_ID.match(v):
+        return False  # `$6$rounds=656000$salt$hash`, `$2b$12$...`: a crypt hash, the password-hash rule's
+    rest = _TEMPLATE_FIELD.sub("", v)
+    if rest.startswith("$") and not _looks_random(rest[1:].split("/", 1)[0]):
+        rest = _REFERENCE_NAME.sub("", rest)
+    rest = rest.lstrip("%{$")
+    # (Random, or a password's mix: upper and lower case and a digit, eight or more, no name's `_`/`.`, no path.)
+    mixed = (len(rest) >= 8 and not any(c in rest for c in "_./\\") and any(c.isdigit() for c in rest)
+             and any(c.isupper() for c in rest) and any(c.islower() for c in rest))
+    return mixed or _looks_random(rest)
 
 
 def _example_beside_random(value: str, low: str) -> bool:
@@ -1108,11 +1138,23 @@ _VALUE_RUN = re.compile(_RUN_CHAR + f"{{1,{_MAX_RUN}}}")
 # query's `&x=1`, a list's `,b=2`. The value ends at the cut.
 _NEXT_SETTING = re.compile(r"[;&,|][ \t]*[A-Za-z_][\w.-]*[ \t]*=")
 _CLOSING_BRACKETS = {")": "(", "]": "[", "}": "{", ">": "<"}
+
+
+def _before_next_setting(run: str) -> str:
+    """A run up to another setting after a later cut: `Password=Xy7&Kp9q;Encrypt=true` ends
+    before `;Encrypt=`, as it would at the first cut."""
+    after = _NEXT_SETTING.search(run, 1)
+    return run if after is None else run[: after.start()]
 # Code in one word: a call, an index, a generic or a block, or a chain of them (`get_token()`,
 # `keys[0]`, `Vec<u8>`, `os.environ["X"]`, `Optional[str]`, `{}`), brackets balanced.
 _CODE_IN_ONE_WORD = re.compile(
     r"[A-Za-z_][\w.]*[(\[<{].*[)\]>}](?:\.[A-Za-z_][\w.]*|\(\S*\)|\[\S*\])*[;,]?|\{\}|\[\]|\(\)"
 )
+
+
+# A function's or a type's name before a bracket: words, dots, a number at the end (`crypt`,
+# `hashlib.sha256`, `md5`, `Vec`); a password's head (`qT5fKS(WaL33S`) mixes digits in.
+_CALLED_NAME = re.compile(r"[A-Za-z_][A-Za-z_.]+[0-9]*")
 
 
 def _brackets_balance(run: str) -> bool:
@@ -1126,7 +1168,7 @@ def _brackets_balance(run: str) -> bool:
     return not stack
 
 
-def _config_run_is_literal(text: str, value_start: int, value_end: int, name_start: int) -> bool:
+def _config_run_is_literal(text: str, value_start: int, value_end: int, name_start: int, kind: Optional[str] = None) -> bool:
     """Whether an unquoted value that punctuation cut short on a config line (the name opens its
     line) is one literal to the end of its run of non-space characters: more letters or digits
     follow the cut, and the run is not code (`token=get_token()`, `password: Optional[str]`,
@@ -1136,12 +1178,26 @@ def _config_run_is_literal(text: str, value_start: int, value_end: int, name_sta
         return False
     if run.end() - value_start >= _MAX_RUN or _NEXT_SETTING.match(text, value_end):
         return False
-    whole = run.group(0)
+    whole = _before_next_setting(run.group(0))
     if "$" in whole or "`" in whole or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
         return False
     if _TAG_AT.match(text, value_end) and _tag_is_markup(text, value_end):
         return False  # `password=x</td>`, `DB_PASS=x<br>`: markup after the value
-    return bool(_CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)))
+    if _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
+        return True
+    # Elsewhere on a line code is near (`f(token=tok1,user)`), so the run must look random as a
+    # whole, its closing punctuation aside: "the key passphrase: qT5fKS,WaL33S", a connection
+    # string's `Password=Xy7(Kp9qZ3;`. (Its cut part alone read as code, or was too short.)
+    body = whole.rstrip(_SENTENCE_END)
+    if text[value_end] in "([{<" and _CALLED_NAME.fullmatch(text, value_start, value_end):
+        return False  # `password = crypt('Xy7Kp9q', gen_salt('bf'))`: a call, its arguments other rules'
+    if _looks_random(body):
+        return True
+    # A password's (people choose those: "the root password: x,QE6YqzSLW") with a digit in it,
+    # unless what follows the cut is a name, as code's next argument is (`f(password=pw1,user)`).
+    after = body[value_end - value_start :].lstrip(_SENTENCE_END + "&|<>([{")
+    return (kind == _CHOSEN and any(c.isdigit() for c in body) and after != ""
+            and not (_CODE_NAME.fullmatch(after) or _PROSE_WORD.fullmatch(after) or _IDENTIFIER.fullmatch(after) and not _looks_made(after)))
 
 
 _TAG_AT = re.compile(r"</?([A-Za-z][\w:-]*)(?:[ \t][^<>\r\n]{0,200})?/?>")
@@ -1176,8 +1232,8 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
         if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)):
             return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
     nxt = text[m.end()] if m.end() < len(text) else ""
-    if nxt and nxt in _CODE_FOLLOWERS:
-        return True  # token = get_token(), password: Optional[str]
+    if nxt and nxt in _CODE_FOLLOWERS and not random:
+        return True  # token = get_token(), password: Optional[str] (no code is named `WFTD4vMdETBr(`)
     if nxt == "}" and name_start > 0 and text[name_start - 1] == "{":
         return True  # a format field: f"{token:02x}"
     colon = m.start("colon_sep") >= 0 and text[m.end("colon_sep") : m.end("colon_sep") + 1] != "="
@@ -1277,9 +1333,9 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # f(token, "x"), ["password", "x", "y"]: a comma is an assignment only in ("NAME", "value")
     if m.start("comma_sep") >= 0 and value in ("User", "Machine", "Process"):
         return None  # [Environment]::GetEnvironmentVariable("DB_PASSWORD", "User"): a scope
-    config_run = group == "uq" and _config_run_is_literal(text, m.start(group), m.end(group), name_start)
+    config_run = group == "uq" and _config_run_is_literal(text, m.start(group), m.end(group), name_start, kind)
     if config_run:
-        value = _VALUE_RUN.match(text, m.start(group)).group(0)  # judged whole: `API_KEY=Zq8<9xY>Lm2`
+        value = _before_next_setting(_VALUE_RUN.match(text, m.start(group)).group(0))  # judged whole: `API_KEY=Zq8<9xY>Lm2`
     if not _plausible_secret(kind, value):
         return None
     if _normalize_name(value) in (_normalize_name(name), _normalize_name(name.rsplit(".", 1)[-1])):
@@ -1404,20 +1460,39 @@ def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     name_start = _name_start(text, separator.start())
     tail_start = m.start("tail")
-    if not any(c.isalnum() for c in m.group("tail")) or len(m.group("tail")) > _MAX_RUN or _NEXT_SETTING.match(text, tail_start):
+    tail = _before_next_setting(m.group("tail"))
+    if not any(c.isalnum() for c in tail) or len(m.group("tail")) > _MAX_RUN or _NEXT_SETTING.match(text, tail_start):
         return None
     if _TAG_AT.match(text, tail_start) and _tag_is_markup(text, tail_start):
         return None
-    if "$" in m.group("tail"):
+    if "$" in tail:
         return None  # `TOKEN=x$(...)`: a substitution
-    if _MARKER_OPEN in m.group("tail"):
+    if _MARKER_OPEN in tail:
         # Another value's marker (`SecretID: [REDACTED]='[REDACTED]'`, where the first swallowed
         # the second's name): no rest of this one. (Read after it, only where the gates found it
         # again, it took the second marker too, and the two passes disagreed.)
         return None
-    if not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
+    rest = m.group("tail")[len(tail) :]  # (another setting's, after a later cut: it stays)
+    if _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)):
+        return "]" + rest
+    out = _tail_after_a_cut_secret(tail)
+    return None if out is None else out + rest
+
+
+# What ends a sentence after a value ("Admin password: Xy7&Kp9q." , "(token: ab1;cd2)"): it stays.
+_SENTENCE_END = ".,;:!?)]}'\""
+
+
+def _tail_after_a_cut_secret(tail: str) -> Optional[str]:
+    """The replacement for a value's tail elsewhere than at a config line's start, where the part
+    before the cut was judged a secret on its own (its marker is there): a connection string's
+    `Password=Xy7&Kp9q;`, "the key passphrase: X&3kP9q", "I set DB_PASSWORD=Ab1;Cd2 in .env".
+    The characters a person put in the password are all of it, to the next space: keeping
+    `&Kp9q` kept most of the secret. Sentence punctuation at the run's end stays."""
+    body = tail.rstrip(_SENTENCE_END)
+    if not any(c.isalnum() for c in body):
         return None
-    return "]"
+    return "]" + tail[len(body) :]
 
 
 def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -5619,6 +5694,53 @@ def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[
             parts.append(text[copied : m.start()])
             parts.append(out)
             copied = m.end()
+        else:
+            # ... but for a quoted value: what it holds is read again, a secret of the same rule
+            # in it too (`CONN_TOKEN="Server=db;User=your_user;Password=Xy7Kp9q"`, turned down
+            # for `your`, hid the password). A quoted value ends at its quote, so the text read
+            # twice is no more than the quotes' spans: still linear.
+            inner = _quoted_value_start(m)
+            if inner is not None:
+                if starts is None:
+                    return _apply_from(rule, text, parts, copied, inner)
+                scanned = inner
+    if not parts:
+        return text, 0
+    parts.append(text[copied:])
+    return "".join(parts), len(parts) // 2
+
+
+_QUOTED_GROUPS = ("dq", "sq", "bq", "eq")
+
+
+def _quoted_value_start(m: "re.Match[str]") -> Optional[int]:
+    """Where a match's quoted value starts, if it has one (the assignment rules' groups)."""
+    groups = m.re.groupindex
+    for name in _QUOTED_GROUPS:
+        if name in groups and m.start(name) >= 0:
+            return m.start(name)
+    return None
+
+
+def _apply_from(rule: _Rule, text: str, parts: list[str], copied: int, pos: int) -> tuple[str, int]:
+    """`_apply`'s search, on from `pos` (inside a turned-down match's quoted value), with what
+    it has replaced so far."""
+    while True:
+        m = rule.pattern.search(text, pos)
+        if m is None:
+            break
+        pos = m.end()
+        out = rule.replace(text, m)
+        if out is not None:
+            parts.append(text[copied : m.start()])
+            parts.append(out)
+            copied = m.end()
+        else:
+            inner = _quoted_value_start(m)
+            if inner is not None:
+                pos = inner
+        if pos == m.start():
+            pos += 1  # (an empty match: read on)
     if not parts:
         return text, 0
     parts.append(text[copied:])

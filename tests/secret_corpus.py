@@ -451,6 +451,14 @@ def _cases() -> list[SecretCase]:
     add("prose-password-in-a-json-string", f'log "the password is {pw}\\nthanks" and <p>the password is {pw}</p>', pw)
     pw = password()
     add("pgpass-echoed", f"echo 'db.acme.io:5432:shop:app:{pw}' >> ~/.pgpass && chmod 600 ~/.pgpass", pw)
+    # A password with punctuation in it, unquoted mid-line: each part must go, the part after the
+    # punctuation too.
+    head, tail = rand(6), rand(8)
+    add("connection-string-punctuated-password", f"Server=db.acme.io;Database=shop;User Id=sa;Password={head}&{tail};Encrypt=true", head, tail)
+    head, tail = rand(1), rand(10)
+    add("prose-passphrase-with-punctuation", f"the key passphrase: {head};{tail}\nkeep it in the vault", tail)
+    pw, pw2 = rand(12), rand(12)
+    add("password-opening-like-a-reference", f'{{"password": "${pw}"}}\nDB_PASSWORD="%{pw2}"', pw, pw2)
     return cases
 
 

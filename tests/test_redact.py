@@ -1798,6 +1798,40 @@ POSITIVE = [
     # A glued token with a long run after it (a path, more words): the bound is on the token's body now.
     ("glued-token-long-run-after", f"backup_{GHP}_" + "c" * 300, "backup_[REDACTED:github-token]_" + "c" * 300),
     ("glued-token-long-path-after", f"cp /tmp/backup_{GHP}/" + "d/" * 150 + "x.txt .", "cp /tmp/backup_[REDACTED:github-token]/" + "d/" * 150 + "x.txt ."),
+    (
+        # A password with punctuation, unquoted elsewhere than at a config line's start: a
+        # connection string, prose, a label mid-line. The part before the punctuation went and
+        # the rest stayed (`[REDACTED]&Kp9qZ3`), or all of it read as code (`x,QE6YqzSLW`).
+        "mid-line-value-with-punctuation",
+        "Server=db;Database=app;User Id=sa;Password=Xy7&Kp9qZ3;Encrypt=true\n"
+        "the key passphrase: X&3kP9qLmZ\nAdmin password: Ab1;Cd2Ef3. Keep it safe.\n"
+        "I set DB_PASSWORD=Xy7|Kp9qZ3 in the env file\nthe root password: x,QE6YqzSLW\n"
+        "the passphrase: WFTD4vMdETBr(\nuser: admin password: qT5fKS(WaL33S host: db1",
+        "Server=db;Database=app;User Id=sa;Password=[REDACTED:assignment];Encrypt=true\n"
+        "the key passphrase: [REDACTED:assignment]\nAdmin password: [REDACTED:assignment]. Keep it safe.\n"
+        "I set DB_PASSWORD=[REDACTED:assignment] in the env file\nthe root password: [REDACTED:assignment]\n"
+        "the passphrase: [REDACTED:assignment](\nuser: admin password: [REDACTED:assignment] host: db1",
+    ),
+    (
+        # A password that opens like a reference or a template (`$`, `%`, `{`) or holds braces
+        # was taken for one and kept whole.
+        "password-that-opens-like-a-template",
+        '{"password": "$3pAAkVfTWs69"}\npassword = "%pS22tAGrpwqY"\nDB_PASSWORD="{s5mYpsoepjxh"\n'
+        "<password>Bj4kJ{}LGVSm5</password>",
+        '{"password": "[REDACTED:assignment]"}\npassword = "[REDACTED:assignment]"\nDB_PASSWORD="[REDACTED:assignment]"\n'
+        "<password>[REDACTED:assignment]</password>",
+    ),
+    (
+        # A quoted value turned down (a placeholder's word in it: `your`, `dummy`, `replace`)
+        # covered its span, and a secret of the same rule inside it was never read.
+        "turned-down-value-holds-a-secret",
+        'CONNECTION_TOKEN="Server=db;User=your_user;Password=Xy7Kp9qLm1"\n'
+        'KAFKA_SECRET="sasl.jaas.config=... username=dummy password=Xy7Kp9qLm1;"\n'
+        "token: 'replace me; api_key=Zq8vLm2pXwQ4rT7yU1iO'",
+        'CONNECTION_TOKEN="Server=db;User=your_user;Password=[REDACTED:assignment]"\n'
+        'KAFKA_SECRET="sasl.jaas.config=... username=dummy password=[REDACTED:assignment];"\n'
+        "token: 'replace me; api_key=[REDACTED:assignment]'",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2501,6 +2535,12 @@ NEGATIVE = [
         "printf-conversions-and-escapes-without-secrets",  # `%2d` is printf's; `'\\\\'` a string of backslashes
         'print("%2d tokens, %5.2f%% of the password budget" % (n, p))\nsep = \'\\\\\\\\\'\nre.compile("\\x3d+")\n'
         "caf\u00e9 na\u00efve \u0935\u093f\u0915\u093f \u00a0nbsp\u3000wide",
+    ),
+    (
+        "code-and-templates-after-a-secret-name",  # a name, a call's next argument, a template's field
+        "f(token=tok1,user)\ncall(password=pw1,user_name)\nthe secret: it's fine\nx = {password: pw1, user: u}\n"
+        'password = "${DB_PASSWORD}"\n"password": "%(pw)s"\ntoken: "{token}"\nauth_token = "Bearer {token}"\n'
+        'PASSWORD_FILE=$HOME/.pgpass\npassword = "%s" % pw\n',
     ),
 ]
 
