@@ -932,6 +932,9 @@ _VALUE = (
     # A YAML tag belongs to the document: `api_key: !!str 0123` (the tag was taken for the value,
     # and the value after it went out in clear).
     r"(?:!!(?:str|binary)[ \t]+)?"
+    # So does a YAML anchor: `password: &db_pw Xy7Kp9q` (the anchor was read as the value, and
+    # turned down as a name, and the password after it went out in clear).
+    r"(?:&[A-Za-z_][\w-]{0,40}[ \t]+(?=[^\s#]))?"
     # A string prefix (f"...", b'...', r"...") belongs to the code, not the value.
     # (SQL's national strings too: `WITH PASSWORD = N'x'`.)
     # (Go's `[]byte("...")` is a conversion: `jwtKey := []byte("k")`.)
@@ -1493,6 +1496,50 @@ def _tail_after_a_cut_secret(tail: str) -> Optional[str]:
     if not any(c.isalnum() for c in body):
         return None
     return "]" + tail[len(body) :]
+
+
+# A value that opens with punctuation, where the assignment rule's unquoted value cannot start
+# (`DB_PASSWORD=&JUc8kP2x`, `password: (d7uQm4Lz`, a connection string's `Password=|g6vR2k;`):
+# people put `&`, `(`, `|`, `'` or `<` first in a password too, and the rule then read no value at
+# all, so the whole password stayed. (`=` and `:` first are left out: `password==x` compares.)
+_PUNCTUATION_FIRST = "&(|',;<>[]{}~"
+_LDAP_SCHEME_FIRST = re.compile(r"\{[A-Za-z][A-Za-z0-9@_-]{1,30}\}")
+_PUNCTUATED_VALUE = re.compile(
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?!//))"
+    rf"[ \t]*(?P<run>[&(|',;<>\[\]{{}}~]{_RUN_CHAR}{{1,{_MAX_RUN}}})"
+)
+
+
+def _replace_punctuated_value(text: str, m: "re.Match[str]") -> Optional[str]:
+    """The marker for a value opening with punctuation, where it is a setting's whole value (its
+    name opens a config line, or follows a connection string's `;`) and what follows the
+    punctuation looks random, or, under a password's name, mixes upper and lower case and
+    digits. YAML's `password: |` and `&anchor`, `<your-password>`, `{{ .Values.pw }}`,
+    `password: [str]` and `(os.environ["PW"])` leave nothing random and stay."""
+    i = m.start()
+    while i > 0 and text[i - 1] in " \t\"'":
+        i -= 1
+    name_start = _name_start(text, i)
+    kind = _name_kind(text[name_start:i])
+    if kind is None:
+        return None
+    setting = name_start > 0 and text[name_start - 1] == ";"
+    if not (setting or _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start).lstrip(" \t"))):
+        return None
+    run_start = m.start("run")
+    body = _before_next_setting(m.group("run")).rstrip(_SENTENCE_END)
+    if len(body) < 2 or "$" in body or "`" in body or _MARKER_OPEN in body or _is_placeholder(body):
+        return None
+    if _LDAP_SCHEME_FIRST.match(body):
+        return None  # `userPassword: {SSHA}...`: a hash under its scheme, the LDAP rule's
+    if _brackets_balance(body) and _CODE_IN_ONE_WORD.fullmatch(body):
+        return None
+    rest = body.lstrip(_PUNCTUATION_FIRST)
+    mixed = (kind == _CHOSEN and len(rest) >= 8 and not any(c in rest for c in "_./\\")
+             and any(c.isdigit() for c in rest) and any(c.isupper() for c in rest) and any(c.islower() for c in rest))
+    if not (mixed or _looks_random(rest)) or not _plausible_secret(kind, rest):
+        return None
+    return text[m.start() : run_start] + _ASSIGNMENT_MARK + text[run_start + len(body) : m.end()]
 
 
 def _replace_suffixed_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -5229,6 +5276,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
     _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),
+    _Rule("assignment", _PUNCTUATED_VALUE, _replace_punctuated_value, _assignment_gates()[:2], anchored=True),
     _Rule("httpie-param", _HTTPIE_PARAM, _replace_httpie_param, (("=", _HTTPIE_PARAM_LOOK),), anchored=True),
     _Rule("r-assignment", _R_ARROW, _replace_r_arrow, (("-", r"(?=[ \t]*[\"'`\w])"),), anchored=True),
     _Rule("cli-flag", _CLI_FLAG, _replace_cli_flag, (("-", _CLI_FLAG_NAME[1:]),)),

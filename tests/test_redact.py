@@ -1832,6 +1832,18 @@ POSITIVE = [
         'KAFKA_SECRET="sasl.jaas.config=... username=dummy password=[REDACTED:assignment];"\n'
         "token: 'replace me; api_key=[REDACTED:assignment]'",
     ),
+    (
+        # A password opening with punctuation the unquoted value cannot start with: no value was
+        # read at all and the whole password stayed. And a YAML anchor before a value, which was
+        # read as the value (a name: turned down) with the password after it in clear.
+        "value-opening-with-punctuation",
+        "DB_PASSWORD=&JUc8kP2xQz\nexport API_TOKEN=(d7uQm4LzW9xKp2R\n[db]\npassword = |g6vR2kHq9T\n"
+        "  password: 'Xy7Kp9qZ3LmN\n- password: <Ab1Cd2Ef3Gh\nServer=db;Password=[Xy7Kp9qZ3;Encrypt=true\n"
+        "password: ~Qz8Wv3Nn5Rt\ndb:\n  password: &db_pw Xy7Kp9qZ3LmN\n",
+        "DB_PASSWORD=[REDACTED:assignment]\nexport API_TOKEN=[REDACTED:assignment]\n[db]\npassword = [REDACTED:assignment]\n"
+        "  password: [REDACTED:assignment]\n- password: [REDACTED:assignment]\nServer=db;Password=[REDACTED:assignment];Encrypt=true\n"
+        "password: [REDACTED:assignment]\ndb:\n  password: &db_pw [REDACTED:assignment]\n",
+    ),
 ]
 
 # Texts that must come back unchanged: training data loses more from mangling these than it gains.
@@ -2541,6 +2553,12 @@ NEGATIVE = [
         "f(token=tok1,user)\ncall(password=pw1,user_name)\nthe secret: it's fine\nx = {password: pw1, user: u}\n"
         'password = "${DB_PASSWORD}"\n"password": "%(pw)s"\ntoken: "{token}"\nauth_token = "Bearer {token}"\n'
         'PASSWORD_FILE=$HOME/.pgpass\npassword = "%s" % pw\n',
+    ),
+    (
+        "punctuation-first-values-that-are-no-secret",  # YAML indicators and anchors, placeholders, code
+        "password: |\npassword: &default\nDB_PASSWORD=<your-password>\ntoken: [str]\n"
+        'password = (os.environ["PW"])\nif password==hunter2Xy7:\n    pass\nPassword=;Server=x\n'
+        "token: (get_token())\nx = password & mask\nsecret: {{ .Values.secret }}\nurl?password=&next=/home\n",
     ),
 ]
 
