@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOOK = REPO_ROOT / "hooks" / "capture_hook.py"
@@ -191,3 +194,29 @@ def write_transcript(path: Path, session: str, prompts: list[str]) -> Path:
             "content": [{"type": "text", "text": f"Listed the files for {prompt}."}]}})
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+@contextmanager
+def tui_with_daemon(binary: Path, home: Path, uhome: Path, project: Path, env: dict, scripts: list,
+                    permission_mode: Optional[str] = None) -> Iterator[tuple[Any, Any]]:
+    """The interactive CLI in tmux against `scripts`, the capture daemon running as a user runs
+    it: yields (tui, api) at the CLI's first prompt; on leaving, the CLI is closed as a person
+    closes it, the spool drained and the daemon stopped."""
+    from tests.claude_harness import TuiSession, claude_env
+    from tests.scripted_api import ScriptedAPI
+
+    sockets = Path(tempfile.mkdtemp(prefix="understudy-tui-"))  # a socket path must stay short
+    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    try:
+        with ScriptedAPI(scripts) as api:
+            tui = TuiSession(binary, home=home, cwd=project, env=claude_env(home, uhome, api.base_url),
+                             socket=sockets / "s", permission_mode=permission_mode)
+            try:
+                tui.wait_for("❯", 60)
+                yield tui, api
+            finally:
+                tui.close()
+                shutil.rmtree(sockets, ignore_errors=True)
+        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
+    finally:
+        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)

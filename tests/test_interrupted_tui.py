@@ -19,22 +19,17 @@ The next prompt typed after each Esc is a prompt of its own, complete.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import TuiSession, claude_bin, claude_env, write_settings_with_hooks
-from tests.daemon_harness import exported_traces, import_transcripts, wait_for
-from tests.scripted_api import Script, ScriptedAPI, text, tool
+from tests.claude_harness import claude_bin, write_settings_with_hooks
+from tests.daemon_harness import exported_traces, import_transcripts, tui_with_daemon
+from tests.scripted_api import Script, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
 ESC_IN_CALL, AFTER_CALL = "run the slow check", "now list the files"
 ESC_AT_QUESTION, AFTER_QUESTION = "write the summary file", "count the notes"
 LEFT_AT_QUESTION = "write the second file"
@@ -69,35 +64,22 @@ def captured(tmp_path_factory):
     (project / "notes.txt").write_text("a\nb\n")
     write_settings_with_hooks(home)
     env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
-    sockets = Path(tempfile.mkdtemp(prefix="understudy-tui-"))  # a socket path must stay short
-    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
-    try:
-        with ScriptedAPI(_scripts(project)) as api:
-            tui = TuiSession(binary, home=home, cwd=project, env=claude_env(home, uhome, api.base_url),
-                             socket=sockets / "s", permission_mode="default")
-            try:
-                tui.wait_for("❯", 60)
-                tui.type(ESC_IN_CALL)
-                tui.wait_for("Slow check", 60)
-                time.sleep(2)  # the command runs
-                tui.press("Escape")
-                tui.wait_for("Interrupted", 30)
-                tui.type(AFTER_CALL)
-                tui.wait_for("One file: notes.txt.", 60)
-                tui.type(ESC_AT_QUESTION)
-                tui.wait_for("Do you want to create sum.txt?", 60)
-                tui.press("Escape")
-                tui.wait_for("Rejected write to sum.txt", 30)
-                tui.type(AFTER_QUESTION)
-                tui.wait_for("notes.txt has 2 lines.", 60)
-                tui.type(LEFT_AT_QUESTION)
-                tui.wait_for("Do you want to create two.txt?", 60)
-            finally:
-                tui.close()  # with the question still open
-                shutil.rmtree(sockets, ignore_errors=True)
-        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    with tui_with_daemon(binary, home, uhome, project, env, _scripts(project), permission_mode="default") as (tui, _):
+        tui.type(ESC_IN_CALL)
+        tui.wait_for("Slow check", 60)
+        time.sleep(2)  # the command runs
+        tui.press("Escape")
+        tui.wait_for("Interrupted", 30)
+        tui.type(AFTER_CALL)
+        tui.wait_for("One file: notes.txt.", 60)
+        tui.type(ESC_AT_QUESTION)
+        tui.wait_for("Do you want to create sum.txt?", 60)
+        tui.press("Escape")
+        tui.wait_for("Rejected write to sum.txt", 30)
+        tui.type(AFTER_QUESTION)
+        tui.wait_for("notes.txt has 2 lines.", 60)
+        tui.type(LEFT_AT_QUESTION)
+        tui.wait_for("Do you want to create two.txt?", 60)  # left open: the session closes on it
     fresh = root / "imported"
     import_transcripts(env, home, fresh)
     every = {"live": exported_traces(env, uhome), "imported": exported_traces(env, fresh)}

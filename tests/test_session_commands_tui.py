@@ -14,22 +14,16 @@ running as a user runs it:
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import TuiSession, claude_bin, claude_env, write_settings_with_hooks
-from tests.daemon_harness import exported_traces, import_transcripts, wait_for
-from tests.scripted_api import Script, ScriptedAPI, text, tool
+from tests.claude_harness import claude_bin, write_settings_with_hooks
+from tests.daemon_harness import exported_traces, import_transcripts, tui_with_daemon, wait_for
+from tests.scripted_api import Script, text, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CAPTURE_DAEMON = [sys.executable, "-m", "capture_daemon.cli"]
 BEFORE_CLEAR, AFTER_CLEAR = "list the project files", "count the lines of notes.txt"
 REWOUND, BRANCH = "show the first note", "show the last note"
 ANSWERS = {BEFORE_CLEAR: "One file: notes.txt.", AFTER_CLEAR: "notes.txt has 2 lines.",
@@ -50,41 +44,29 @@ def captured(tmp_path_factory):
     env = dict(os.environ, UNDERSTUDY_HOME=str(uhome), HOME=str(home), CLAUDE_CONFIG_DIR=str(home / ".claude"))
     scripts = [Script(prompt, [[tool("Bash", {"command": COMMANDS[prompt], "description": "Look"})], [text(answer)]])
                for prompt, answer in ANSWERS.items()]
-    sockets = Path(tempfile.mkdtemp(prefix="understudy-tui-"))  # a socket path must stay short
-    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
-    try:
-        with ScriptedAPI(scripts) as api:
-            tui = TuiSession(binary, home=home, cwd=project, env=claude_env(home, uhome, api.base_url), socket=sockets / "s")
-            try:
-                tui.wait_for("❯", 60)
-                tui.type(BEFORE_CLEAR)
-                tui.wait_for(ANSWERS[BEFORE_CLEAR], 60)
-                tui.type("/clear")
-                wait_for(lambda: ANSWERS[BEFORE_CLEAR] not in tui.screen(), 30, "the screen to clear")
-                tui.type(AFTER_CLEAR)
-                tui.wait_for(ANSWERS[AFTER_CLEAR], 60)
-                tui.type(REWOUND)
-                tui.wait_for(ANSWERS[REWOUND], 60)
-                tui.press("Escape")
-                time.sleep(0.3)
-                tui.press("Escape")  # the rewind menu, the current point selected
-                tui.wait_for("Rewind", 30)
-                tui.press("Up")  # to before REWOUND was sent
-                time.sleep(1)
-                tui.press("Enter")
-                tui.wait_for("Restore conversation", 30)
-                tui.press("Enter")
-                wait_for(lambda: ANSWERS[REWOUND] not in tui.screen(), 30, "the conversation to go back")
-                tui.press("C-u")  # the restored prompt is in the input: typed over
-                time.sleep(0.5)
-                tui.type(BRANCH)
-                tui.wait_for(ANSWERS[BRANCH], 60)
-            finally:
-                tui.close()
-                shutil.rmtree(sockets, ignore_errors=True)
-        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    with tui_with_daemon(binary, home, uhome, project, env, scripts) as (tui, _):
+        tui.type(BEFORE_CLEAR)
+        tui.wait_for(ANSWERS[BEFORE_CLEAR], 60)
+        tui.type("/clear")
+        wait_for(lambda: ANSWERS[BEFORE_CLEAR] not in tui.screen(), 30, "the screen to clear")
+        tui.type(AFTER_CLEAR)
+        tui.wait_for(ANSWERS[AFTER_CLEAR], 60)
+        tui.type(REWOUND)
+        tui.wait_for(ANSWERS[REWOUND], 60)
+        tui.press("Escape")
+        time.sleep(0.3)
+        tui.press("Escape")  # the rewind menu, the current point selected
+        tui.wait_for("Rewind", 30)
+        tui.press("Up")  # to before REWOUND was sent
+        time.sleep(1)
+        tui.press("Enter")
+        tui.wait_for("Restore conversation", 30)
+        tui.press("Enter")
+        wait_for(lambda: ANSWERS[REWOUND] not in tui.screen(), 30, "the conversation to go back")
+        tui.press("C-u")  # the restored prompt is in the input: typed over
+        time.sleep(0.5)
+        tui.type(BRANCH)
+        tui.wait_for(ANSWERS[BRANCH], 60)
     fresh = root / "imported"
     import_transcripts(env, home, fresh)
     return {"live": exported_traces(env, uhome), "imported": exported_traces(env, fresh)}

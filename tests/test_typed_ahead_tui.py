@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
-from tests.claude_harness import TuiSession, claude_bin, claude_env, write_settings_with_hooks
-from tests.daemon_harness import wait_for
-from tests.scripted_api import Script, ScriptedAPI, text, tool
+from tests.claude_harness import claude_bin, write_settings_with_hooks
+from tests.daemon_harness import tui_with_daemon, wait_for
+from tests.scripted_api import Script, text, tool
 
 pytestmark = pytest.mark.e2e
 
@@ -54,25 +51,13 @@ def captured(tmp_path_factory):
         Script(SECOND, [[tool("Bash", {"command": "wc -l notes.txt", "description": "Count lines"}, id="toolu_ahead_2")],
                         [text("notes.txt has 1 line.")]]),
     ]
-    sockets = Path(tempfile.mkdtemp(prefix="understudy-tui-"))  # a socket path must stay short
-    subprocess.run([*CAPTURE_DAEMON, "start"], env=env, capture_output=True, text=True, timeout=60, check=True)
-    try:
-        with ScriptedAPI(scripts) as api:
-            tui = TuiSession(binary, home=home, cwd=project, env=claude_env(home, uhome, api.base_url), socket=sockets / "s")
-            try:
-                tui.wait_for("❯", 60)
-                tui.type(FIRST)
-                wait_for(lambda: sum(FIRST in json.dumps(r.get("messages", [])[:1]) for r in api.requests) >= 2, 60,
-                         "the request for the final answer")
-                time.sleep(1)
-                tui.type(SECOND)  # while that request still runs: the model is writing its answer
-                tui.wait_for("notes.txt has 1 line.", 60)
-            finally:
-                tui.close()
-                shutil.rmtree(sockets, ignore_errors=True)
-        wait_for(lambda: not list((uhome / "spool").glob("*.event")), 60, "the spool to drain")
-    finally:
-        subprocess.run([*CAPTURE_DAEMON, "stop"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    with tui_with_daemon(binary, home, uhome, project, env, scripts) as (tui, api):
+        tui.type(FIRST)
+        wait_for(lambda: sum(FIRST in json.dumps(r.get("messages", [])[:1]) for r in api.requests) >= 2, 60,
+                 "the request for the final answer")
+        time.sleep(1)
+        tui.type(SECOND)  # while that request still runs: the model is writing its answer
+        tui.wait_for("notes.txt has 1 line.", 60)
     live = subprocess.run([*CAPTURE_DAEMON, "export"], env=env, capture_output=True, timeout=60, check=True).stdout
     with closing(sqlite3.connect(uhome / "traces.db")) as db:  # the hook events as the CLI sent them
         submits = {(r["payload"]["prompt"], r["payload"]["prompt_id"]) for (record,) in db.execute(
