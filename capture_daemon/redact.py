@@ -5726,32 +5726,34 @@ def _apply(rule: _Rule, text: str, starts: Optional[list[int]] = None) -> tuple[
     parts: list[str] = []
     copied = scanned = 0
 
+    def everywhere() -> Iterator["re.Match[str]"]:
+        pos = 0
+        while (m := rule.pattern.search(text, pos)) is not None:
+            yield m
+            pos = max(scanned, m.start() + 1)  # read on from `scanned` as the loop below left it
+
     def at_starts() -> Iterator[Optional["re.Match[str]"]]:
         for pos in starts:
             if pos >= scanned:  # read as `scanned` stands when the loop below asks for more
                 yield rule.pattern.match(text, pos)
 
-    for m in rule.pattern.finditer(text) if starts is None else at_starts():
+    for m in everywhere() if starts is None else at_starts():
         if m is None or m.start() < scanned:
             continue
-        # A match the replacer turns down still covers its span, as it does for finditer:
-        # both paths agree, and `key=key=key=...` is read once, not once per `=`.
+        # A match the replacer turns down still covers its span on both paths, so
+        # `key=key=key=...` is read once, not once per `=` ...
         scanned = m.end()
         out = rule.replace(text, m)
         if out is not None:
             parts.append(text[copied : m.start()])
             parts.append(out)
             copied = m.end()
-        else:
+        elif (inner := _quoted_value_start(m)) is not None:
             # ... but for a quoted value: what it holds is read again, a secret of the same rule
             # in it too (`CONN_TOKEN="Server=db;User=your_user;Password=Xy7Kp9q"`, turned down
             # for `your`, hid the password). A quoted value ends at its quote, so the text read
             # twice is no more than the quotes' spans: still linear.
-            inner = _quoted_value_start(m)
-            if inner is not None:
-                if starts is None:
-                    return _apply_from(rule, text, parts, copied, inner)
-                scanned = inner
+            scanned = inner
     if not parts:
         return text, 0
     parts.append(text[copied:])
@@ -5768,31 +5770,6 @@ def _quoted_value_start(m: "re.Match[str]") -> Optional[int]:
         if name in groups and m.start(name) >= 0:
             return m.start(name)
     return None
-
-
-def _apply_from(rule: _Rule, text: str, parts: list[str], copied: int, pos: int) -> tuple[str, int]:
-    """`_apply`'s search, on from `pos` (inside a turned-down match's quoted value), with what
-    it has replaced so far."""
-    while True:
-        m = rule.pattern.search(text, pos)
-        if m is None:
-            break
-        pos = m.end()
-        out = rule.replace(text, m)
-        if out is not None:
-            parts.append(text[copied : m.start()])
-            parts.append(out)
-            copied = m.end()
-        else:
-            inner = _quoted_value_start(m)
-            if inner is not None:
-                pos = inner
-        if pos == m.start():
-            pos += 1  # (an empty match: read on)
-    if not parts:
-        return text, 0
-    parts.append(text[copied:])
-    return "".join(parts), len(parts) // 2
 
 
 # How far from a marker a gate it opened can reach: the longest anchor and look, with room.
