@@ -45,10 +45,11 @@ def tiny_world(tmp_path_factory):
 
 def test_run_prints_the_settings_that_matter_then_one_line_when_every_example_exceeds_max_length(tmp_path):
     out = tmp_path / "run"
-    result = _invoke(["run", "--demo", "--out", str(out), "--run.demo_traces", "20", "--sft.max_length", "40",
-                      "--run.demo_copy_warmup_steps", "0"])  # the warm-up has nothing to do with the error: minutes saved
+    result = _invoke(["run", "--demo", "--out", str(out), "--run.demo_traces", "20", "--sft.max_length", "40"])
     line = assert_one_line_error(result, "training examples are cut by sft.max_length = 40", "raise sft.max_length")
     assert "num_samples" not in line
+    # Said before the demo's copy warm-up (minutes), once its tokenizer can count the examples.
+    assert "copy warm-up step" not in result.output
     head = result.output.splitlines()[:5]
     assert head[0].startswith(f"trainer run → {out}") and "understudy_config.json" in head[0], head
     assert "demo: 20 built-in scripted-teacher traces (fixed names)" in head[1]

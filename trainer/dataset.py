@@ -395,7 +395,7 @@ def split_by_session(
 # Building and loading
 
 
-def _length_stats(lengths: list[int]) -> dict[str, Any]:
+def length_stats(lengths: list[int]) -> dict[str, Any]:
     if not lengths:
         return {"count": 0}
     ordered = sorted(lengths)
@@ -487,8 +487,8 @@ def build_dataset(traces: Iterable[Trace], config: DatasetConfig, tokenizer=None
         "skipped": dict(skipped),
         "token_lengths": {
             "counted_with": "tokenizer" if tokenizer is not None else "chars/4 estimate",
-            **{split: _length_stats(lengths[split]) for split in SPLITS},
-            "all": _length_stats([n for split in SPLITS for n in lengths[split]]),
+            **{split: length_stats(lengths[split]) for split in SPLITS},
+            "all": length_stats([n for split in SPLITS for n in lengths[split]]),
         },
         "patterns": dict(patterns.most_common()),
         "tools": dict(tools_used.most_common()),

@@ -490,10 +490,31 @@ def stage_demo_base(cfg: UnderstudyConfig, traces_path: Path, out: Path, log) ->
     make_tiny_base(out, texts, vocab_size=r.demo_vocab, seed=r.seed,
                    copy_warmup_steps=r.demo_copy_warmup_steps, copy_warmup_form=r.demo_copy_warmup_form,
                    copy_warmup_learning_rate=r.demo_copy_warmup_learning_rate,
-                   log=log, **sizes)
+                   log=log, check_tokenizer=lambda tokenizer: check_examples_fit_max_length(texts, tokenizer, cfg.sft.max_length),
+                   **sizes)
     stage.done()
     log(f"[base] tiny random LLaMA {sizes}, vocab {r.demo_vocab} → {out}")
     return out
+
+
+def check_examples_fit_max_length(texts: list[str], tokenizer, max_length: int) -> None:
+    """SFT drops an example whose first assistant token lies past sft.max_length and fails when that
+    is all of them; the tiny base's tokenizer exists minutes before the dataset (the copy warm-up
+    runs between), so the same one-line error comes here, before the warm-up."""
+    from trainer.chat_template import GENERATION_PROMPT
+    from trainer.dataset import length_stats
+    from trainer.sft import all_examples_cut_error
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # Only when every example is surely cut (its prompt, up to and with the assistant header, longer
+    # than max_length): SFT's own check stays the judge of the cases at the edge.
+    starts = [text.find(GENERATION_PROMPT) for text in texts]
+    if not texts or any(start < 0 or tokens(text[:start + len(GENERATION_PROMPT)]) <= max_length
+                        for text, start in zip(texts, starts)):
+        return
+    raise all_examples_cut_error(len(texts), max_length, length_stats([tokens(text) for text in texts]))
 
 
 def _dataset_tokenizer(base_model: str, log, strict: bool = False, named: str = ""):

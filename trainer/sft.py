@@ -441,6 +441,23 @@ def student_load_error(model: str, error: Exception, setting: str, flag: str = "
                             "trained student's folder (a run's sft/final) or a Hugging Face id")
 
 
+def examples_cut_advice(max_length: int, lengths: dict) -> tuple[str, str]:
+    """What a user reads when sft.max_length cuts examples before any assistant token: the lengths
+    seen (`lengths` as dataset stats' token_lengths, or empty) and what to change."""
+    seen, fix = "", "raise sft.max_length"
+    if lengths.get("count"):
+        seen = f" (examples are {lengths['min']}–{lengths['max']} tokens, median {int(lengths['median'])})"
+        fix = f"raise sft.max_length (to {lengths['max']} keeps them all)"
+    fix += " or shorten the examples (dataset.tool_schema, dataset.max_tool_result_tokens)"
+    return seen, fix
+
+
+def all_examples_cut_error(n_examples: int, max_length: int, lengths: dict) -> ConfigError:
+    seen, fix = examples_cut_advice(max_length, lengths)
+    return ConfigError(f"all {n_examples} training examples are cut by sft.max_length = {max_length} before any "
+                       f"assistant token{seen}: {fix}")
+
+
 def _check_examples_fit(trainer, n_examples: int, max_length: int, data_dir: Path, log: Callable[[str], None]) -> None:
     """TRL truncates each example to max_length and drops those left without an assistant token;
     when that is every one of them, training would die inside torch's sampler (num_samples=0)."""
@@ -452,14 +469,9 @@ def _check_examples_fit(trainer, n_examples: int, max_length: int, data_dir: Pat
         lengths = json.loads((data_dir / "stats.json").read_text())["token_lengths"]["all"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    seen, fix = "", "raise sft.max_length"
-    if lengths.get("count"):
-        seen = f" (examples are {lengths['min']}–{lengths['max']} tokens, median {int(lengths['median'])})"
-        fix = f"raise sft.max_length (to {lengths['max']} keeps them all)"
-    fix += " or shorten the examples (dataset.tool_schema, dataset.max_tool_result_tokens)"
     if kept == 0:
-        raise ConfigError(f"all {n_examples} training examples are cut by sft.max_length = {max_length} before any "
-                          f"assistant token{seen}: {fix}")
+        raise all_examples_cut_error(n_examples, max_length, lengths)
+    seen, fix = examples_cut_advice(max_length, lengths)
     log(f"{n_examples - kept} of {n_examples} training examples dropped: cut by sft.max_length = {max_length} before "
         f"any assistant token{seen}; to keep them, {fix}")
 

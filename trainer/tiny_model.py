@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 
 def build_tiny_model(
@@ -73,16 +73,20 @@ def make_tiny_base(
     copy_warmup_form: str = "span",
     copy_warmup_learning_rate: Optional[float] = None,
     log: Callable[[str], None] = lambda _: None,
+    check_tokenizer: Optional[Callable[[Any], None]] = None,
     **model_kwargs,
 ) -> Path:
     """Train a tokenizer on `corpus_texts` and save it with a random tiny LLaMA in `out_dir`.
 
     With `copy_warmup_steps`, the model first learns to copy (trainer/copy_warmup.py, in
-    `copy_warmup_form`): what pretraining gives a real base."""
+    `copy_warmup_form`): what pretraining gives a real base. `check_tokenizer` sees the tokenizer
+    before the model is built: a setting that cannot work with it fails before minutes of warm-up."""
     from trainer.tokenizer_tools import train_tiny_tokenizer
 
     texts = list(corpus_texts)
     tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab_size)
+    if check_tokenizer is not None:
+        check_tokenizer(tokenizer)
     out = build_tiny_model(tokenizer, out_dir, **model_kwargs)
     if copy_warmup_steps > 0:
         from transformers import LlamaForCausalLM
