@@ -100,6 +100,8 @@ What is detected (the marker's kind in brackets):
   a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``: twelve words or more) and private key (``PRIVATE_KEY=0x<64 hex>``,
   and 0x + 64 hex handed to ``new Wallet(...)``, ``privateKeyToAccount(...)``, ``from_key(...)``, Hardhat's ``accounts: [...]``),
   where the name ends in password, passwd, passphrase, passcode, pwd, psk, secret, token, api_key,
+  a password's word in another language before ``=`` (``passwort=``, ``DB_KENNWORT=``, ``mot_de_passe=``,
+  ``contrasena=``, ``wachtwoord=``, ``salasana=``, ``senha=``),
   access_key, secret_key, private_key, client_secret, shared_key, secret_key_base (any case,
   any ``_ - .`` separators, camelCase too), or is an UPPER_CASE name ending in ``_KEY``,
   ``_SALT``, ``_PASS`` or ``_PW``, or an HTTP header's name ending in ``-Key`` (``DD-APPLICATION-KEY``,
@@ -297,7 +299,8 @@ What is detected (the marker's kind in brackets):
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
   (PW) works", MySQL's log "A temporary password is generated for root@localhost: PW",
   "user `admin`, password `PW`" (a value in backticks right after the name), "password:" in other
-  languages (``Passwort: PW``, ``contraseña: PW``, ``пароль: PW``, ``密码：PW``, ``パスワード: PW``), a Markdown list's
+  languages (``Passwort: PW``, ``contraseña: PW``, ``пароль: PW``, ``密码：PW``, ``パスワード: PW``) and in their
+  sentences ("Le mot de passe est PW", "Das Passwort lautet PW", "密码是PW"), a Markdown list's
   "- **Password**: `PW`" / "**API Key:** K", "using token T", and a chat's summary naming a
   variable: "I've set `DB_PASSWORD` to `PW`", "The `SECRET_KEY` is now `K`",
   ``[sudo] password for bob: PW``, "login with admin / PW", "the creds are admin/PW", "credentials:
@@ -553,7 +556,11 @@ def _example_beside_random(value: str, low: str) -> bool:
 
 # Names whose values people choose (anything goes, `hunter2`, `letmein`) ...
 # (LDAP's `bindpw`/`rootpw`/`olcRootPW`; AWS Secrets Manager's `SecretString`, whatever it holds.)
-_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring")
+_CHOSEN_TAILS = ("password", "passwd", "passphrase", "passcode", "pwd", "psk", "bindpw", "rootpw", "secretstring",
+                 # ... in other languages, as a setting's name writes them (`passwort=`, `DB_KENNWORT=`,
+                 # `mot_de_passe:`, `contrasena=`); `senha` alone, it also ends `resenha` (a review).
+                 "passwort", "kennwort", "contrasena", "contraseña", "wachtwoord", "motdepasse", "losenord", "lösenord",
+                 "passord", "adgangskode", "salasana")
 # A wallet's seed words: `MNEMONIC="abandon ability ..."`, `seed_phrase`, `recoveryPhrase`: twelve
 # words or more (an assembler's `mnemonic = "PUSH"` names an instruction).
 _SEED_TAILS = ("mnemonic", "seedphrase", "recoveryphrase")
@@ -609,7 +616,7 @@ _MADE_TAILS = (
 _NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
 # Whole names that hold a password but end in no telling word: sshpass's and redis-cli's variables.
 # (offlineimap's `remotepass`; its `remotepassfile` is a path and `remotepasseval` code: neither.)
-_CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth", "remotepass"})
+_CHOSEN_NAMES = frozenset({"sshpass", "rediscliauth", "remotepass", "senha"})
 _NAME_SEPARATORS = str.maketrans("", "", "_-.")
 # What may follow a secret's name and leave it one: a number or version, a stage, a rotation, a
 # form's confirmation field (each needs the name before it to be a secret's on its own).
@@ -900,6 +907,11 @@ _MAX_GAP = 3
 # and npm's base64 `user:password`, `pass`/`pw` for DB_PASS and SMTP_PW.
 _SECRET_WORDS = ("password", "passwd", "passphrase", "passcode", "pwd", "pass", "pw", "psk", "secret", "token", "key", "base", "auth", "salt",
                  "mnemonic", "phrase", "ident", "pat")
+# A password's name in other languages (`_CHOSEN_TAILS`), before an `=`: `passwort=`, `mot_de_passe=`.
+# (Before a colon they are labels, `Passwort: vergessen`, judged as prose by the foreign-password rule.)
+# (ASCII only: a name is read back over ASCII name characters, so `contraseña=` is not one.)
+_FOREIGN_SECRET_WORDS = ("passwort", "kennwort", "contrasena", "wachtwoord", "passe", "senha", "losenord", "passord",
+                         "adgangskode", "salasana")
 
 
 def _after(words: tuple[str, ...], sep: str) -> str:
@@ -975,7 +987,7 @@ _TYPE_ANNOTATION = r"[ \t]*(?P<type>&?(?:'static[ \t]+)?[A-Za-z_][\w.]*\??)[ \t]
 # (A colon glued to `//` is a URL's scheme, `otpauth://totp/x?secret=K`, no separator: read as
 # one, with `otpauth` no secret's name, its turned-down match covered the `secret=` inside.)
 _ASSIGNMENT = re.compile(
-    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?!//)(?:{_TYPE_ANNOTATION}|=)?"
+    rf"(?:=(?P<eq_sep>{_after(_SECRET_WORDS + _FOREIGN_SECRET_WORDS, '=')})>?|:(?P<colon_sep>{_after(_SECRET_WORDS, ':')})(?!//)(?:{_TYPE_ANNOTATION}|=)?"
     rf"|,(?P<comma_sep>{_COMMA_LOOK}))"
     rf"(?![=>:])[ \t]*{_VALUE}"
 )
@@ -1604,7 +1616,7 @@ def _suffixed_assignment_gates() -> tuple[tuple[str, str], ...]:
 
 
 def _assignment_gates() -> tuple[tuple[str, str], ...]:
-    return (("=", _after(_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")), (",", _COMMA_LOOK))
+    return (("=", _after(_SECRET_WORDS + _FOREIGN_SECRET_WORDS, "=")), (":", _after(_SECRET_WORDS, ":")), (",", _COMMA_LOOK))
 
 
 # `Authorization: Bearer x`, `"Authorization": "Basic x"`, `-H 'authorization: token x'`; and
@@ -4707,13 +4719,42 @@ def _replace_foreign_password(text: str, m: "re.Match[str]") -> Optional[str]:
     label = _FOREIGN_LABEL.search(text, max(0, m.start() - 20), m.start())
     if label is None or (label.group().rstrip(" \t").lower() == "password" and m.group()[0] == ":"):
         return None  # (English `password: x` with an ASCII colon is the assignment rule's to judge)
+    return _replace_foreign_value(text, m)
+
+
+def _replace_foreign_value(text: str, m: "re.Match[str]") -> Optional[str]:
     value = m.group("s")
     judged = _without_glued_bang(value)
     if _is_placeholder(judged) or value.startswith(("/", "http", "$", "<", "[")):
         return None
+    if _YAML_LOCAL_TAG.match(text, m.start("s")):
+        return None  # `Kennwort: !vault |`: Ansible's tag, the encrypted value on the lines after it
     if not (_MIXED.match(judged) or _looks_random(judged) or (m.group("q") and judged.isalpha())):
         return None
     return _replace_group(text, m, "s", _PROSE_MARK)
+
+
+# The same words in a sentence that says what the password is, as English prose-secret reads
+# "the password is X": "Le mot de passe est X", "Das Passwort lautet X", "la contraseña es X",
+# "a senha é X", "het wachtwoord is X", "la password è X", "пароль — X". The value is judged as
+# after a label: "Das Passwort ist falsch" and "la contraseña es incorrecta" stay.
+_FOREIGN_IS = ("est", "ist", "lautet", "es", "era", "é", "è", "is", "är", "er", "on", "jest", "je", "este", "oli", "olur", "—")
+# (Chinese and Japanese write the value right after the verb: 密码是X, パスワードはXです.)
+_FOREIGN_IS_CJK = ("是", "为", "為", "は")
+_FOREIGN_IS_REST = (rf"(?:[ \t]*(?:{'|'.join(_FOREIGN_IS)})(?:[ \t]*:)?[ \t]+"
+                    rf"|[ \t]*(?:{'|'.join(_FOREIGN_IS_CJK)})[:\uff1a]?[ \t]*)")
+_FOREIGN_IS_LOOK = rf"(?={_FOREIGN_IS_REST}[\x21-\x7e])"
+_FOREIGN_PROSE = re.compile(
+    rf"(?<![A-Za-z0-9_-])(?i:{'|'.join(w for w in _FOREIGN_PASSWORD_WORDS if w != 'password')}){_FOREIGN_IS_REST}"
+    r"(?P<q>[`\"'\u201c\u300c\u00ab]?)(?P<s>(?:(?![`\"'\\])[\x21-\x7e]){4,200}?)[`\"'\u201d\u300d\u00bb]?"
+    r"(?=[.,;?)]*(?:\s|\Z|[^\x00-\x7f]))"
+)
+# (Gated on each word as a sentence writes it: lower case, or capitalised at its start.)
+_FOREIGN_PROSE_GATES = tuple(
+    (spelling, _FOREIGN_IS_LOOK)
+    for word in _FOREIGN_PASSWORD_WORDS if word != "password"
+    for spelling in dict.fromkeys((word, word[0].upper() + word[1:]))
+)
 
 
 # A pentest tool's hit: NetExec's/CrackMapExec's `[+] corp.local\\admin:Pw (Pwn3d!)`, Metasploit's
@@ -5412,6 +5453,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("build-config-field", _BUILD_CONFIG_FIELD, _replace_build_config_field,
           ((",", r"(?<=[\"'],)(?=[ \t]*[\"'][\w.]{1,80}[\"'][ \t]*,[ \t]*[\"'](?:\\?[\"'])?[^\"'\\\r\n]{4})"),), anchored=True),
     _Rule("foreign-password", _FOREIGN_PASSWORD, _replace_foreign_password, ((":", _FOREIGN_LOOK), ("\uff1a", _FOREIGN_LOOK)), anchored=True),
+    _Rule("foreign-prose", _FOREIGN_PROSE, _replace_foreign_value, _FOREIGN_PROSE_GATES, anchored=True),
     _Rule("tool-hit", _TOOL_HIT, _group("cli-flag"), (("[+]", r"(?=[^\r\n]{0,200}?\\{1,2}[\w.$-]{1,64}:[^\s'\"()\\])"),), anchored=True),
     _Rule("change-arrow", _CHANGE_ARROW, _replace_change_arrow, (("-", r"(?<=[ \t]-)(?=>[ \t]*\")"),), anchored=True),
     _Rule("var-dump", _VAR_DUMP, _replace_var_dump, (("=", r"(?<=\]=)(?=>\s{0,40}string\()"),), anchored=True),
@@ -5474,7 +5516,7 @@ def _sep_guard(sep: str, others: str) -> str:
     """A one-character test that every `=`/`:` gate implies: the character before `sep` ends a
     secret word (`_after`'s quick test, any case), is a gap character (a quote, a space, a
     backslash, a `]`), or is one of `others`."""
-    ends = {w[-1] for w in (*_SECRET_WORDS, "authorization", "cookie")}
+    ends = {w[-1] for w in (*_SECRET_WORDS, *_FOREIGN_SECRET_WORDS, "authorization", "cookie")}
     chars = "".join(sorted(ends | {c.upper() for c in ends} | set(others))) + "\\\\\"' \\t\\]?|"
     return f"(?<=[{chars}]{re.escape(sep)})"
 

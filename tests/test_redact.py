@@ -1271,6 +1271,18 @@ POSITIVE = [
         'Passwort: [REDACTED:prose-secret]\ncontraseña: [REDACTED:prose-secret]\nmot de passe : [REDACTED:prose-secret]\nsenha: "[REDACTED:prose-secret]"\nпароль: [REDACTED:prose-secret]\n我的密码：[REDACTED:prose-secret]，谢谢\nパスワード：「[REDACTED:prose-secret]」です\n비밀번호: [REDACTED:prose-secret]\npassword：[REDACTED:prose-secret]',
     ),
     (
+        # A sentence that says what the password is, in another language (English's prose-secret
+        # reads "the password is X"), and a password's name in another language before `=`.
+        'foreign-password-sentences-and-names',
+        'Le mot de passe est C3J27XDCG2LmlZGE\nDas Passwort lautet Zq8vLm2p!x.\nla contraseña es "Xk9#pq2L"\na senha é abc123!x\n'
+        'het wachtwoord is Tr0ub4dor3\nпароль — Zx8kQ2mP\n我的密码是Zx8kQ2mP，谢谢\nパスワードはZx8kQ2mPです\n'
+        'passwort=C3J27XDCG2LmlZGE\nmot_de_passe=Zq8vLm2pXw\nDB_KENNWORT=geheim123\ncontrasena=Zq8vLm2pXw\nsenha=abc123x',
+        'Le mot de passe est [REDACTED:prose-secret]\nDas Passwort lautet [REDACTED:prose-secret].\nla contraseña es "[REDACTED:prose-secret]"\n'
+        'a senha é [REDACTED:prose-secret]\nhet wachtwoord is [REDACTED:prose-secret]\nпароль — [REDACTED:prose-secret]\n'
+        '我的密码是[REDACTED:prose-secret]，谢谢\nパスワードは[REDACTED:prose-secret]です\npasswort=[REDACTED:assignment]\n'
+        'mot_de_passe=[REDACTED:assignment]\nDB_KENNWORT=[REDACTED:assignment]\ncontrasena=[REDACTED:assignment]\nsenha=[REDACTED:assignment]',
+    ),
+    (
         'jjwt-key-and-static-setter',
         'Keys.hmacShaKeyFor("Zq8vLm2pXwQ4rT7yU1iO".getBytes())\nStripe::setApiKey(\'Zq8vLm2pXw\');',
         'Keys.hmacShaKeyFor("[REDACTED:code-literal]".getBytes())\nStripe::setApiKey(\'[REDACTED:assignment]\');',
@@ -2261,6 +2273,13 @@ NEGATIVE = [
     (
         'foreign-password-lookalikes',
         'Passwort: vergessen\n密码：请输入\nKennwort: ${PW}\nparola: ciao\nsenha: obrigatória\nпароль: неверный',
+    ),
+    (
+        'foreign-password-sentence-and-name-lookalikes',
+        'Das Passwort ist falsch\nla contraseña es incorrecta\nLe mot de passe est trop court\nDas Passwort ist 8 Zeichen lang\n'
+        'Kennwort ist $DB_PASS\nmot de passe est <votre-mot-de-passe>\nDas Passwort ist https://x.io/reset\n'
+        'passwort = eingabe()\npasswort = os.environ["PW"]\n"passwort": "${PASSWORT}"\nKennwort: !vault |\n'
+        'resenha = "ótima"\nimpasse=deadlock\npasse = True',
     ),
     (
         'jjwt-and-setter-lookalikes',
