@@ -1719,6 +1719,9 @@ def _replace_url_token_user(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
+# A double-quoted word's body: `\"` (a shell's, C's) and PowerShell's `` `" `` escape a quote inside it;
+# read to the first quote, `--password "a\"b"` kept `b` in clear.
+_DQ_BODY = r"(?:[^\"\\`\r\n]|[\\`][^\r\n])*"
 _CLI_FLAG_WORDS = (
     r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
     r"|account-key|private-key|auth-key|bearer|(?<=-)pass|secret-string"
@@ -1727,7 +1730,7 @@ _CLI_FLAG_WORDS = (
 )
 _CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
-    rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+    rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>{_DQ_BODY})\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
 )
 _CLI_FLAG_MARK = marker("cli-flag")
 _KEY_FLAG = re.compile(r"key[ \t]")
@@ -1921,7 +1924,7 @@ _NOT_A_PASSWORD = re.compile(r"[\d,:.-]+|.*[/\\%].*|.*\.[A-Za-z][A-Za-z0-9]{0,4}
 _PROMPT_P_PROGRAMS = frozenset({"sudo", "doas"})
 # A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
 _OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
-_FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
+_FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"" + _DQ_BODY + r"\"|'[^'\r\n]*')"
 _SHORT_FLAG_GATE = r"(?<=[ \t]-)(?=-?[A-Za-z])"
 _SHORT_FLAG = re.compile(rf"-(?<=[ \t]-)(?P<word>-?[A-Za-z]{_FLAG_ARG}*)(?:[ \t]+(?![-|;&])(?P<arg>{_FLAG_ARG}+))?")
 _COMMAND_BREAK = re.compile(r".*(?:\|\||&&|[|;&`(]|\$\()")
@@ -2685,9 +2688,11 @@ _SQL_PASSWORD = re.compile(
     # (Not a method's: `keyring.get_password('service', 'user')` names no password.)
     # (MySQL 5.7's `SET PASSWORD FOR 'bob'@'%' = 'pw'` too: the literal after the account and `=`.)
     r"(?:(?:PASSWORD|password)(?:[ \t]+N?|\((?<![\w.]PASSWORD\()(?<![\w.]password\()(?=[^)\r\n]*\))"
-    r"|[ \t]+(?:FOR|for)[ \t]+[^=\r\n;]{1,100}?=[ \t]*)'(?P<sq>(?:[^'\\\r\n]|'')+)'"
+    # (A backslash escapes in MySQL's strings, `'a\'b'`, and is a character in others', `'a\b'`: read
+    # to the first backslash, the literal was no match and the password stayed whole.)
+    r"|[ \t]+(?:FOR|for)[ \t]+[^=\r\n;]{1,100}?=[ \t]*)'(?P<sq>(?:[^'\\\r\n]|''|\\[^\r\n])+)'"
     r"|(?:IDENTIFIED(?P<upper>)|identified)(?:[ \t]+(?:WITH|with)[ \t]+[\w\"'`]+)?[ \t]+(?:BY|by)[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?"
-    r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
+    r"(?:'(?P<bq>(?:[^'\\\r\n]|''|\\[^\r\n])+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
 )
 _SQL_PASSWORD_MARK = marker("sql-password")
 # Cloud credentials in SQL, a keyword and a literal with no `=`: Redshift's `COPY ... ACCESS_KEY_ID
@@ -3322,7 +3327,7 @@ def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
 # anchor is case-sensitive, and each costs every text a substring test.)
 _SECURE_STRING = re.compile(
     r"ConvertTo-SecureString(?P<flags>(?:[ \t]+-(?i:String|AsPlainText|Force)\b)*)[ \t]+"
-    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)')"
+    rf"(?:\"(?P<dq>{_DQ_BODY})\"|'(?P<sq>[^'\r\n]*)')"
 )
 _AS_PLAIN_TEXT = re.compile(r"(?i)-AsPlainText\b")
 # ... and piped into it: `"pw" | ConvertTo-SecureString -AsPlainText -Force`.
@@ -5185,6 +5190,42 @@ _CRYPT_HASH = re.compile(
 )
 _CRYPT_HASH_GATE = r"(?=(?:1|2[abxy]?|5|6|y|apr1|md5|sha1|argon2)\$|argon2)"
 
+# --- The rest of a quoted value after an escaped quote inside it. The rules read a quoted value
+# to its first quote, so a password holding a quote, written as its language escapes one, kept
+# what came after the escape: shell's `'a'\''b'` (and `'a'"'"'b'`), SQL's, YAML's and
+# PowerShell's doubled `'a''b'`, `"a\"b"`, PowerShell's `` "a`"b" ``, CSV's and VB's `"a""b"`,
+# in `-p'...'`, `--password "..."`, `curl -u 'u:...'`, `ConvertTo-SecureString '...'`, `IDENTIFIED
+# BY '...'`. Read after the marker: a marker that fills a quoted string from its opening quote
+# (give or take a `user:` before it) and is followed by such an escape is the value's start, and
+# the string runs on to its real closing quote, which stays.
+_QUOTED_REST = re.compile(
+    r"\](?:(?P<sq>(?:'\\''|'\"'\"'|'')[^'\r\n]*)+(?=')"
+    r"|(?P<dq>(?:\\\"|\"\"|`\")(?:[^\"\\`\r\n]|[\\`][^\r\n])*)+(?=\"))"
+)
+_QUOTED_REST_LOOK = r"(?='\\''|'\"'\"'|''|\\\"|\"\"|`\")"
+# (What may stand between the opening quote and the marker: `curl -u 'bob:[REDACTED]'`.)
+_QUOTED_REST_HEAD = re.compile(r"[^\s\"'\\]{0,64}\Z")
+
+
+def _replace_quoted_rest(text: str, m: "re.Match[str]") -> Optional[str]:
+    mark = MARKER_PATTERN.search(text, max(0, m.start() - 40), m.start() + 1)
+    while mark is not None and mark.end() != m.start() + 1:
+        mark = MARKER_PATTERN.search(text, mark.end(), m.start() + 1)
+    if mark is None:
+        return None
+    quote = "'" if m.start("sq") >= 0 else '"'
+    head = _QUOTED_REST_HEAD.search(text, max(0, mark.start() - 64), mark.start())
+    at = head.start() - 1
+    if at < 0 or text[at] != quote:
+        return None  # no quoted string opens right before the marker: `x[REDACTED]''` is not one
+    if text[at - 1 : at] == "\\" or text[at - 1 : at] == quote:
+        return None  # `\"[REDACTED]\"` (JSON in a string), `""[REDACTED]""` (CSV's inner quotes): those close it
+    rest = m.group("sq") or m.group("dq")
+    if not any(c.isalnum() for c in rest):
+        return None
+    return "]"
+
+
 _RULES: tuple[_Rule, ...] = (
     _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
     _token("anthropic-key", "sk-ant-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
@@ -5467,6 +5508,8 @@ _RULES: tuple[_Rule, ...] = (
            ("-", r"(?<=impacket-)(?<![\w.-]impacket-)(?=[\w-]+[ \t])"))),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
+    # (Last: it reads what every rule before it marked.)
+    _Rule("quoted-rest", _QUOTED_REST, _replace_quoted_rest, (("]", _QUOTED_REST_LOOK),)),
 )
 
 
