@@ -1160,6 +1160,11 @@ _CODE_IN_ONE_WORD = re.compile(
 _CALLED_NAME = re.compile(r"[A-Za-z_][A-Za-z_.]+[0-9]*")
 
 
+# A `$` that reads as a reference or a substitution in a value: `$(...)`, `${...}`, `$HOME`,
+# `$db_pass`. A password's `$` is followed by other text (`Xy7|$e5Wc!M`, `$3pAAk`).
+_SHELL_REFERENCE = re.compile(r"\$(?:[({]|[A-Z_][A-Z_]*(?![\w])|[a-z_][a-z_]*(?![\w]))")
+
+
 def _brackets_balance(run: str) -> bool:
     stack: list[str] = []
     for c in run:
@@ -1182,7 +1187,8 @@ def _config_run_is_literal(text: str, value_start: int, value_end: int, name_sta
     if run.end() - value_start >= _MAX_RUN or _NEXT_SETTING.match(text, value_end):
         return False
     whole = _before_next_setting(run.group(0))
-    if "$" in whole or "`" in whole or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
+    # (A lone backtick or a `$` before other text, `E(ByA5`qAR`, `7PG7|$e5Wc!M`, is the password's.)
+    if _SHELL_REFERENCE.search(whole) or whole.count("`") >= 2 or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
         return False
     if _TAG_AT.match(text, value_end) and _tag_is_markup(text, value_end):
         return False  # `password=x</td>`, `DB_PASS=x<br>`: markup after the value
@@ -1468,8 +1474,8 @@ def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if _TAG_AT.match(text, tail_start) and _tag_is_markup(text, tail_start):
         return None
-    if "$" in tail:
-        return None  # `TOKEN=x$(...)`: a substitution
+    if _SHELL_REFERENCE.search(tail):
+        return None  # `TOKEN=x$(...)`, `x$HOME`: a substitution, a reference
     if _MARKER_OPEN in tail:
         # Another value's marker (`SecretID: [REDACTED]='[REDACTED]'`, where the first swallowed
         # the second's name): no rest of this one. (Read after it, only where the gates found it
@@ -2198,7 +2204,10 @@ def _replace_argv_flag(text: str, m: "re.Match[str]") -> Optional[str]:
 # `php_value`/`php_admin_value NAME value` in Apache's config, as php-fpm's `env[NAME] = value`.)
 _SPACED_SETTING_REST = (
     r"[ \t]+(?:-[\w-]+[ \t]+)*(?P<name>[^\s=\"'`]+|\"[^\"\s]+\"|'[^'\s]+')[ \t]+"
-    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?:(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*)"
+    # (A value that opens with punctuation, `ENV DB_PASSWORD (9fRq2x`; and the rest of the value's
+    # run after punctuation cut it: judged as a whole in _spaced_setting_run.)
+    r"|(?P<pq>[;|&()<>]))(?P<more>" + _RUN_CHAR + f"{{0,{_MAX_RUN}}}))"
 )
 _SPACED_SETTING = re.compile(r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))" + _SPACED_SETTING_REST)
 _SPACED_SETTING_MORE = re.compile(
@@ -2217,12 +2226,52 @@ _CADDY_ENV = re.compile(
 _LINKING_WORDS = frozenset({"for", "to", "as", "is", "of", "on", "in", "with", "from", "and", "or"})
 
 
+def _spaced_setting_run(text: str, m: "re.Match[str]", kind: str) -> Optional[tuple[int, int]]:
+    """The span of a spaced setting's whole unquoted value where punctuation cut it short: the
+    setting's line holds one value after the name, so `ENV DB_PASSWORD Xy7&Kp9q` and `setenv
+    DB_PASSWORD yR(9frq=vK` run to the first space (the value read stopped at the punctuation and
+    kept `&Kp9q`, `(9frq=vK` in clear). Not when the run is code or a reference (`$(cat f)`,
+    `${X}`, `` `cmd` ``, `get_pw()`), nor markup (`x<br>`); nginx's `;` ending its directive stays."""
+    group = "uq" if m.start("uq") >= 0 else "pq"
+    start, end = m.start(group), m.end("more")
+    if text[end - 1] == ";" and end - 1 > start:
+        end -= 1
+    whole = text[start:end]
+    if end <= m.end(group) or len(m.group("more")) >= _MAX_RUN or not any(c.isalnum() for c in text[m.end(group) : end]):
+        return None
+    if _SHELL_REFERENCE.search(whole) or whole.count("`") >= 2 or _MARKER_OPEN in whole:
+        return None
+    if _brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole):
+        return None
+    for i, c in enumerate(whole):
+        if c == "<" and _TAG_AT.match(text, start + i) and _tag_is_markup(text, start + i):
+            return None  # `x<br>`: markup after the value
+    if group == "pq" or not _plausible_secret(kind, m.group("uq")):
+        # Nothing before the punctuation to judge: what follows it must look random, or, under a
+        # password's name, mix upper and lower case and digits (`<your-password>`, `(x)` stay).
+        rest = whole.lstrip(_PUNCTUATION_FIRST)
+        mixed = (kind == _CHOSEN and len(rest) >= 8 and any(c.isdigit() for c in rest)
+                 and any(c.isupper() for c in rest) and any(c.islower() for c in rest))
+        if not (mixed or _looks_random(rest)) or _is_placeholder(rest):
+            return None
+    return start, end
+
+
 def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
     # (Capistrano's `set :password, "pw"`: a symbol and a comma.)
     kind = _name_kind(m.group("name").strip("\"'").removeprefix(":").removesuffix(","))
     if kind is None:
         return None
-    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    group = next(g for g in ("dq", "sq", "uq", "pq") if m.start(g) >= 0)
+    if group in ("uq", "pq") and "pq" in m.re.groupindex:
+        whole = text[m.start(group) : m.end("more")].removesuffix(";")
+        if _SHELL_REFERENCE.match(whole) or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
+            return None  # `ENV DB_PASSWORD $(cat f)`, `SetEnv DB_PASSWORD get_password()`: code (the `$` or the name went)
+        span = _spaced_setting_run(text, m, kind)
+        if span is not None:
+            return text[m.start() : span[0]] + _ASSIGNMENT_MARK + text[span[1] : m.end()]
+        if group == "pq":
+            return None
     value = m.group(group)
     if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)):
         return None

@@ -53,3 +53,41 @@ def test_an_escaped_quote_does_not_end_the_value(text: str, expected: str) -> No
 )
 def test_escaped_quotes_without_a_secret_stay(text: str) -> None:
     assert redact_text(text) == text
+
+
+# Space-separated settings: the value read stopped at punctuation inside it and kept the rest.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FROM python:3.12\nENV DB_PASSWORD Q&3aWEtY5qPgw\nRUN true", f"FROM python:3.12\nENV DB_PASSWORD {A}\nRUN true"),
+        ("FROM python:3.12\nENV DB_PASSWORD 7Bz=YbGcv)8RPP\nRUN true", f"FROM python:3.12\nENV DB_PASSWORD {A}\nRUN true"),
+        ("ENV DB_PASSWORD (9frqGrf=vK2", f"ENV DB_PASSWORD {A}"),
+        ("setenv DB_PASSWORD yR(9frqgrf=vK", f"setenv DB_PASSWORD {A}"),
+        ("set -gx DB_PASSWORD rM{3<v5hkXCp", f"set -gx DB_PASSWORD {A}"),
+        ("SetEnv DB_PASSWORD eA)NrvsQJYN~8", f"SetEnv DB_PASSWORD {A}"),
+        ("fastcgi_param DB_PASSWORD M;JC^6yC!aLLR4;", f"fastcgi_param DB_PASSWORD {A};"),
+        ("ENV DB_PASSWORD=E(ByA5`qAR-gmV9Q\nRUN true", f"ENV DB_PASSWORD={A}\nRUN true"),
+        ("ENV DB_PASSWORD=7PG7|$e5Wc!MCLA\nRUN true", f"ENV DB_PASSWORD={A}\nRUN true"),
+    ],
+)
+def test_a_spaced_setting_value_runs_to_its_space(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ENV DB_PASSWORD $(cat /run/secrets/db)",
+        "ENV DB_PASSWORD ${DB_PASSWORD}",
+        "ENV DB_PASSWORD=${DB_PASSWORD}",
+        "ENV DB_PASSWORD <your-password>",
+        "setenv DB_PASSWORD `cat ~/.pw`",
+        "set -gx API_TOKEN (op read op://dev/api/token)",
+        "fastcgi_param DB_PASSWORD $db_password;",
+        "SetEnv DB_PASSWORD get_password()",
+        "ENV DB_PASSWORD=$DB_PASSWORD",
+        "set the DB_PASSWORD variable to something",
+    ],
+)
+def test_spaced_settings_that_are_code_or_references_stay(text: str) -> None:
+    assert redact_text(text) == text
