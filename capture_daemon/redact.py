@@ -2282,13 +2282,20 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
+# A config file's password token, to the first space: a quote or a backslash inside it is the
+# password's (`Ab'c"d\\e`; netrc and redis.conf read a token to whitespace). Read to the first
+# quote or backslash, the rest stayed in clear. Where the text is a JSON string, a quote that
+# closes it (before a space, `,`, `}`, `]`, `:` or the end), a quote before which the line ends
+# in the password's own quote, and an escaped break (`\\n`) end the token still; so does a
+# quote closing a shell string around it (`echo '... password PW' >> ~/.netrc`).
+_CONF_TOKEN_REST = r"""(?:[^\s"'\\]|'(?=[^\s"\\])|"(?=[^\s,}\]:"\\])|\\\\|\\(?![nrt"\\\s]))"""
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
 # A `login` must come before the password or right after it: prose says "machine translation
 # password reset" too.
 # (And netrc's `default` entry, opening its line: `default login bob password PW`.)
 _NETRC = re.compile(
     r"(?:machine[ \t]+\S+|(?:^|(?<=[\r\n]))[ \t]*default)(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
-    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
+    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]" + _CONF_TOKEN_REST + r"*)(?(login)|(?=\s+login[ \t]+\S))"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`; LDAP clients' `bindpw PW` (ldap.conf, nslcd.conf,
 # pam_ldap), slapd.conf's `rootpw PW`, a kickstart's `rootpw --plaintext PW`: those two as a
@@ -2297,7 +2304,10 @@ _NETRC = re.compile(
 _REDIS_CONF = re.compile(
     r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?:\{[\w-]+\}(?=[^\s#\"'\\]))?"
     # (Quoted too: `CONFIG SET requirepass "pw"`, redis.conf's `requirepass "pw"`.)
-    r"(?:(?P<q>[\"'])(?P<qs>[^\"'\\\r\n]+)(?P=q)|(?P<s>[^\s#\"'\\-][^\s#\"'\\]*))"
+    # (Redis reads `\"` in a double-quoted value, and a `#` inside a token as the token's: only
+    # a line that opens with `#` is a comment.)
+    r"(?:\"(?P<qs>(?:[^\"\\\r\n]|\\[^\r\n])+)\"|'(?P<sqs>(?:[^'\\\r\n]|\\[^\r\n])+)'"
+    r"|(?P<s>[^\s#\"'\\-]" + _CONF_TOKEN_REST + r"*))"
 )
 _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
 # msmtprc's (and other mail clients' rc files') `password PW` directive: `password` opening a
@@ -2410,7 +2420,7 @@ def _replace_pw_words(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
-    group = "s" if m.start("s") >= 0 else "qs"
+    group = next(g for g in ("s", "qs", "sqs") if m.start(g) >= 0)
     if _is_placeholder(m.group(group)):
         return None
     return _replace_group(text, m, group, _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)

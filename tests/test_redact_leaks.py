@@ -91,3 +91,40 @@ def test_a_spaced_setting_value_runs_to_its_space(text: str, expected: str) -> N
 )
 def test_spaced_settings_that_are_code_or_references_stay(text: str) -> None:
     assert redact_text(text) == text
+
+
+N = "[REDACTED:netrc-password]"
+R = "[REDACTED:redis-password]"
+
+
+# netrc and redis.conf read a token to whitespace: a quote, a backslash or (redis) a `#` inside
+# the password ended the value read, and the rest stayed.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("machine api.x.io login bob password ZFmuH'i2%KUhvG\n", f"machine api.x.io login bob password {N}\n"),
+        ('machine api.x.io login bob password BtDw\'KPn"RefdbUG\n', f"machine api.x.io login bob password {N}\n"),
+        ("machine api.x.io\n  login bob\n  password Ab\\c9Xq2z\n", f"machine api.x.io\n  login bob\n  password {N}\n"),
+        ("bind 127.0.0.1\nrequirepass it3Wy7Z%djUy#XLU\nport 6379", f"bind 127.0.0.1\nrequirepass {R}\nport 6379"),
+        ("requirepass mdY\\ektwQWR6\n", f"requirepass {R}\n"),
+        ("masterauth k9'jz\"vzsjZ\n", f"masterauth {R}\n"),
+        ('CONFIG SET requirepass "Ab\\"c9Xq2z"', f'CONFIG SET requirepass "{R}"'),
+        # In a JSON string, its closing quote and its escaped breaks still end the password.
+        ('{"netrc": "machine h login u password Xy7Kp9q\\nmachine g"}', f'{{"netrc": "machine h login u password {N}\\nmachine g"}}'),
+        ('{"conf": "requirepass Xy7Kp9q"}', f'{{"conf": "requirepass {R}"}}'),
+        ("echo 'machine h login u password Xy7Kp9q' >> ~/.netrc", f"echo 'machine h login u password {N}' >> ~/.netrc"),
+    ],
+)
+def test_a_config_token_runs_to_whitespace(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "machine translation password reset",
+        "requirepass <your-password>",
+    ],
+)
+def test_config_token_look_alikes_stay(text: str) -> None:
+    assert redact_text(text) == text
