@@ -1417,6 +1417,40 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
 
+# A connection string's password (`Server=db;User Id=bob;Password=8 6UX4LShGW;`): in `key=value;`
+# text a value runs to its `;`, spaces and quotes and brackets inside it included. The assignment
+# rule reads an unquoted value to its first space or punctuation, and the part after stayed in
+# clear (`Password=[REDACTED] 6UX4LShGW;`), or the whole when its head was too short to judge.
+# Found after a `;` (the string's earlier setting) and taken over from the assignment rule only
+# for a value such a cut would leave incomplete. A JSON string's closing quote, an escaped break
+# or a line's end also ends it; a quote before a space, `+`, `&` or `;` closes code's string
+# (`"...;Password=" + pw + ";"`, `'...;Password=x';`).
+_CONN_STRING_PASSWORD = re.compile(
+    r"=(?:(?<=;password=)|(?<=;pwd=)|(?<=; password=)|(?<=; pwd=))[ \t]*"
+    r"(?P<s>(?:[^;\r\n\"'\\]|[\"'](?=[^\s,}\]:+&;])|\\(?![nrt\"\\])){1,200}?)[ \t]*(?=;|\\\"|\"[ \t]*(?:[,}\]:]|\Z)|\\[nr]|\r?\n|\Z)",
+    re.IGNORECASE,
+)
+_CONN_STRING_LOOK = r"(?i:(?<=;password=)|(?<=;pwd=)|(?<=; password=)|(?<=; pwd=))"
+_CONN_STRING_BEFORE = re.compile(r"=[^;=\r\n]{0,200};[ \t]*[A-Za-z]{3,8}[ \t]*=\Z")
+# (A dot too: `Password=egFMYTF4.dt;` read as an attribute's path, code, stayed whole.)
+_CONN_STRING_CUT = re.compile(r"[\s\"'`,;(){}\[\]<>&|\\.]")
+
+
+def _replace_conn_string_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if not _CONN_STRING_CUT.search(value.lstrip()):
+        return None  # one word: the assignment rule's, as it always was
+    if not (text.startswith(";", m.end()) or _CONN_STRING_BEFORE.search(text, max(0, m.start() - 220), m.start() + 1)):
+        return None  # a `;` then "password=x y" with no setting before it and none after: not a connection string
+    body = value.strip()
+    if (len(body) < 3 or _is_placeholder(body) or _TEMPLATE_FIELD.fullmatch(body) or body.startswith(("$", "%", "{", "<"))
+            or _MARKER_OPEN in body):
+        return None  # `Password={password};`, `Pwd=$(DB_PW);`, `Password=<your password>;`, `Password=%PW%;`
+    if not any(c.isalnum() for c in body):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # An API client's options object, opened right before an `auth:` field: its token.
 _TOKEN_CLIENT_BEFORE = re.compile(r"(?:Octokit|Client|Gitlab|Replicate|Api|API|SDK|Sdk)\([ \t]*\{[^{}()]{0,100}\Z")
 # "user: admin, pass: PW", "username=bob pw=PW": `pass` or `pw` alone names a password where a user's
@@ -5373,6 +5407,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("cookie", _COOKIE, _replace_cookie, ((":", _after(("cookie",), ":")),), anchored=True),
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
+    _Rule("conn-string-password", _CONN_STRING_PASSWORD, _replace_conn_string_password, (("=", _CONN_STRING_LOOK),), anchored=True),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
     _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),

@@ -128,3 +128,40 @@ def test_a_config_token_runs_to_whitespace(text: str, expected: str) -> None:
 )
 def test_config_token_look_alikes_stay(text: str) -> None:
     assert redact_text(text) == text
+
+
+# A connection string's value runs to its `;`: a space or a quote in the password ended the
+# value read, and the rest stayed (or all of it, when the head was too short to judge).
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Server=db;Database=app;User Id=bob;Password=8 6UX4LShGW;Encrypt=true",
+         f"Server=db;Database=app;User Id=bob;Password={A};Encrypt=true"),
+        ('Server=db;User Id=bob;Password=e"b@W3Q3qjw&C2gZ;Encrypt=true', f"Server=db;User Id=bob;Password={A};Encrypt=true"),
+        ("Server=db;User Id=bob;Password=c)VdpQeR,xE;Encrypt=true", f"Server=db;User Id=bob;Password={A};Encrypt=true"),
+        ("Driver={ODBC};Server=db;Uid=sa;Pwd=ab cd!9Xq;", f"Driver={{ODBC}};Server=db;Uid=sa;Pwd={A};"),
+        ('{"ConnectionStrings": {"Default": "Server=db;User Id=bob;Password=incHD/n Vg8fH;"}}',
+         f'{{"ConnectionStrings": {{"Default": "Server=db;User Id=bob;Password={A};"}}}}'),
+        ('{"Default": "Server=db;User Id=bob;Password=K gfM6dfM2"}', f'{{"Default": "Server=db;User Id=bob;Password={A}"}}'),
+        ("Server=db;User Id=bob;Password=egFMYTF4.dt;", f"Server=db;User Id=bob;Password={A};"),
+    ],
+)
+def test_a_connection_string_password_runs_to_its_semicolon(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'conn = "Server=db;User Id=bob;Password=" + password + ";"',
+        "conn = 'Server=db;User Id=bob;Password=' + password + ';'",
+        'conn = $"Server=db;User Id=bob;Password={password};"',
+        "Server=db;User Id=bob;Password=$(DB_PASSWORD);",
+        "Server=db;User Id=bob;Password=<your password>;",
+        "Server=db;User Id=bob;Password=%DB_PASSWORD%;",
+        'conn = `Server=db;Password=${pw};`',
+        "x = 1; password = get_password(user, host); y = 2",
+    ],
+)
+def test_connection_string_look_alikes_stay(text: str) -> None:
+    assert redact_text(text) == text
