@@ -3205,14 +3205,16 @@ _PGPASS = re.compile(
     # (The host's letter is looked for within the host's own characters: read on to the next
     # colon or space, a run of quotes had each of them read the run to its end.)
     r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=[\"'])))[ \t]*(?=[^:\s\\\"']*[A-Za-z.*])[^:\s\\\"']+:(?:[0-9]+|\*):"
-    rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))+?)"
+    # (A space or a tab inside the password is the password's: libpq reads the field to the
+    # line's end. Read to the first space, a password holding one was no match, and stayed.)
+    rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))(?:[^:\s\\<]|[ \t]+(?=[^\s])|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))*?)"
     r"(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])"
     # (After a real line start, the rest of that line too: `_replace_pgpass` judges it.)
     # (After an escaped start, as far as a later end: `_pgpass_value_end` picks the one at the start's depth.)
-    r"(?(escaped)(?:[^:\s\\<]|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])|(?P<rest>[^\r\n]*))"
+    r"(?(escaped)(?:[^:\s\\<]|[ \t]+(?=[^\s])|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])|(?P<rest>[^\r\n]*))"
 )
 # (The port, then three fields, the last ending a line, a string or before a tag.)
-_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\r?(?:\n|\Z)|\\[rn\\]|[\"']|</))"
+_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)(?:[^:\s\\]|[ \t]+(?=[^\s])|\\.)*?(?:\r?(?:\n|\Z)|\\[rn\\]|[\"']|</))"
 # What may follow a real line's last field for it to stay: escaped breaks, tags, escaped quotes,
 # spaces. Anything else (`ab\ncd`, `ab"cd` typed into a .pgpass file) may be the password's own,
 # and goes with it.
@@ -3259,7 +3261,14 @@ def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
     end = found.start() if found and _PGPASS_MARKUP_REST.fullmatch(text, found.start(), line_end) else line_end
     if text[start:end] == _PRINTF_CONVERSION:  # printf's argument is the password: `_replace_pgpass_printf`'s
         return None
+    if _PGPASS_SHELL_AFTER.search(text, start, end):
+        return None  # `printf '%s\n' h:5432:db:u:PW > $PGPASSFILE`: a command's word, `_PGPASS_WORD`'s
     return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
+
+
+# A shell operator after a space: what follows a .pgpass row there is the command's, not a
+# password's words (a password may hold spaces).
+_PGPASS_SHELL_AFTER = re.compile(r"[ \t](?:[0-9]?>>?|\|\|?|&&|;|<<<?)(?=[ \t]|\Z)")
 
 
 # A .pgpass line as one word of a command: `echo h:5432:db:u:PW >> ~/.pgpass`, `printf '%s\n'

@@ -165,3 +165,34 @@ def test_a_connection_string_password_runs_to_its_semicolon(text: str, expected:
 )
 def test_connection_string_look_alikes_stay(text: str) -> None:
     assert redact_text(text) == text
+
+
+P = "[REDACTED:pgpass-password]"
+
+
+# A .pgpass line's password runs to the line's end: one holding a space was no match at all.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("db.internal:5432:app:bob:is v[yzEyAFE\n", f"db.internal:5432:app:bob:{P}\n"),
+        ("db.internal:5432:app:bob:Kv}5di[xmu ta4\nnext", f"db.internal:5432:app:bob:{P}\nnext"),
+        ("localhost:*:*:postgres:correct horse battery staple", f"localhost:*:*:postgres:{P}"),
+        ('{"out": "db:5432:app:bob:EqyLW jxfh9\\nok"}', f'{{"out": "db:5432:app:bob:{P}\\nok"}}'),
+        ("echo 'db:5432:app:bob:Ab c9 Xq2z' >> ~/.pgpass", f"echo 'db:5432:app:bob:{P}' >> ~/.pgpass"),
+    ],
+)
+def test_a_pgpass_password_with_a_space_goes(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "db.internal:5432:app:bob: connection refused\n",
+        "2024-01-01 12:30:45:00 server started\n",
+        "root:x:0:0:root user:/root:/bin/bash\n",
+        "ports:\n  - 8080:80\n",
+    ],
+)
+def test_pgpass_look_alikes_stay(text: str) -> None:
+    assert redact_text(text) == text
