@@ -1253,7 +1253,7 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     if random or not _IDENTIFIER.fullmatch(value):
         return False
     # From here the value is a bare name: a variable, or a password/token written bare.
-    if nxt and nxt in ",)}":
+    if nxt and nxt in ",)}" and not (nxt != "," and _closes_nothing(text, m, name_start)):
         return True  # f(token=tok, ...), {"nextToken": next_token}
     if kind != _CHOSEN and not _looks_made(value):
         return True  # Token = Ignore + PlainToken; tokens have digits
@@ -1263,6 +1263,27 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     # or is an attribute; a config line (`password = hunter2` in .pypirc, `export DB_PASSWORD =
     # hunter2`, `$ PASSWORD = x`) starts its line, give or take a prompt and `export`.
     return spaced and (not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)) or "." in name)
+
+
+# Closing brackets, then the line's end.
+_CLOSERS_TO_LINE_END = re.compile(r"[)\]}]+[ \t]*(?:\r?\n|\\n|\Z)")
+
+
+def _closes_nothing(text: str, m: "re.Match[str]", name_start: int) -> bool:
+    """Whether the closing brackets after a bare value end a config line that opened none: YAML's
+    `password: RC9VPYMAXaFg)` (indented too) or `.env`'s `DB_PASSWORD=Xy7Kp9q}` at the line's
+    start. There the bracket is the password's last character, not the end of a call
+    (`f(token=tok)`; an `=` argument on an indented line of a call, `    password=pw1)`, stays)."""
+    if not _CLOSERS_TO_LINE_END.match(text, m.end()):
+        return False
+    prefix = _line_prefix(text, name_start)
+    if _CONFIG_LINE_START.fullmatch(prefix):
+        return True
+    # Indented (YAML's nesting, but also an object literal's last line in code, `  password: pw1})`):
+    # a colon's value, that mixes case and digits as no variable's name does.
+    value = m.group("uq")
+    return (m.start("colon_sep") >= 0 and bool(_CONFIG_LINE_START.fullmatch(prefix.lstrip(" \t")))
+            and (_looks_random(value) or (any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value))))
 
 
 # What may precede NAME on a config line: indentation-free prompts, comment marks and the

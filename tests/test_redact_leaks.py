@@ -196,3 +196,32 @@ def test_a_pgpass_password_with_a_space_goes(text: str, expected: str) -> None:
 )
 def test_pgpass_look_alikes_stay(text: str) -> None:
     assert redact_text(text) == text
+
+
+# A bare value followed by a closing bracket read as code's argument (`f(token=tok)`), so the
+# password stayed; on a config line that opened no bracket the bracket is the password's end.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password: RC9VPYMAXaFg)", f"password: {A})"),
+        ("db:\n  password: RC9VPYMAXaFg)\n  user: x", f"db:\n  password: {A})\n  user: x"),
+        ("DB_PASSWORD=RC9VPYMAXaFg}\nX=1", f"DB_PASSWORD={A}}}\nX=1"),
+    ],
+)
+def test_a_closing_bracket_after_a_config_value_is_no_call(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "f(password=pw1)",
+        "connect(\n    user=user,\n    password=pw1)",
+        "const o = {\n  user: u,\n  password: pw})",
+        "(password: see below)",
+        "the password: none)",
+        "{password: pw1}",
+    ],
+)
+def test_code_closing_a_bracket_after_a_value_stays(text: str) -> None:
+    assert redact_text(text) == text
