@@ -2343,7 +2343,7 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
 # closes it (before a space, `,`, `}`, `]`, `:` or the end), a quote before which the line ends
 # in the password's own quote, and an escaped break (`\\n`) end the token still; so does a
 # quote closing a shell string around it (`echo '... password PW' >> ~/.netrc`).
-_CONF_TOKEN_REST = r"""(?:[^\s"'\\]|'(?=[^\s"\\])|"(?=[^\s,}\]:"\\])|\\\\|\\(?![nrt"\\\s]))"""
+_CONF_TOKEN_REST = r"""(?:[^\s"'\\]|'(?=[^\s"\\])|"(?=[^\s,}\]:"\\])|\\\\(?![nrt\\])|\\(?![nrt"\\\s]))"""
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
 # A `login` must come before the password or right after it: prose says "machine translation
 # password reset" too.
@@ -3284,11 +3284,14 @@ def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if _PGPASS_SHELL_AFTER.search(text, start, end):
         return None  # `printf '%s\n' h:5432:db:u:PW > $PGPASSFILE`: a command's word, `_PGPASS_WORD`'s
+    if (" " in text[start:end] or "\t" in text[start:end]) and not _PGPASS_HOST_NAME.fullmatch(text, m.start(), text.index(":", m.start())):
+        return None  # `<td>12:30:45:10:99 elapsed`: a row with words after it needs a host's name first
     return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
 
 
 # A shell operator after a space: what follows a .pgpass row there is the command's, not a
 # password's words (a password may hold spaces).
+_PGPASS_HOST_NAME = re.compile(r"[ \t]*[\w.*-]*[A-Za-z.*][\w.*-]*")
 _PGPASS_SHELL_AFTER = re.compile(r"[ \t](?:[0-9]?>>?|\|\|?|&&|;|<<<?)(?=[ \t]|\Z)")
 
 

@@ -190,6 +190,8 @@ def test_a_pgpass_password_with_a_space_goes(text: str, expected: str) -> None:
     [
         "db.internal:5432:app:bob: connection refused\n",
         "2024-01-01 12:30:45:00 server started\n",
+        "<tr><td>12:30:45:10:99 elapsed\n</td></tr>",
+        "<value>12:30:45:10:99 elapsed</value>",
         "root:x:0:0:root user:/root:/bin/bash\n",
         "ports:\n  - 8080:80\n",
     ],
