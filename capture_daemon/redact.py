@@ -4053,7 +4053,11 @@ def _without_glued_bang(value: str) -> str:
     marker, but "wrong!" is still a word."""
     return value.rstrip("!") or value
 _PROSE_QUOTE = r"(?:\\?[\"'`])?"
-_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
+# (A quote or a backslash inside the value is the password's, `Ug"a3tM,LF-sa`, `ZY2kR^'Wk^Jx`,
+# `Ab\\c9`: the value stopped there, no match, and it stayed whole. A quote glued to the
+# sentence's end or a space closes a quoted value; an escaped break or quote still ends it.)
+_PROSE_CHAR = r"""(?:[^\s"'`\\]|["'`](?=[^\s.,;:?!)\]}"'`\\])|\\\\(?![nrt\\])|\\(?=[^\s\\nrt"'`]))"""
+_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>{_PROSE_CHAR}{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -4088,12 +4092,13 @@ _PROSE_PAREN = r"[ \t]+\((?=`?[^\s()`]{6,}`?\))"
 _PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
     # (The longer wordings first: the first alternative that matches is the one judged.)
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}"
+    # ("My password is: x": a colon after the verb too.)
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:(?:is|was):?|to)[ \t]+|{_PROSE_FOR}"
     rf"|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
-    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
+    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was):?[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
 )
 _PROSE_AFTER_NAME = (
-    rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
+    rf"(?=[ \t]+(?:(?:is|was):?|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
 )
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
@@ -4295,8 +4300,15 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # "convert the token to base64": only setting one says what it is now
     value = m.group("s").rstrip(_SENTENCE_STOPS)
     judged = _without_glued_bang(value)
-    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http")) or _is_placeholder(judged):
         return None
+    if value[0] in _PROSE_OPENERS:
+        # `<password>`, `(see below)`, `{{ pw }}`, `[redacted]`: a placeholder or an aside. A
+        # password may open with one too, unclosed (`<Gf8yy$Rq2`, `(9fRqgr=vK2`): then what
+        # follows must look random or mix case and digits.
+        rest = judged[1:]
+        if _PROSE_OPENERS[value[0]] in value or not (_looks_random(rest) or _mixes_case_and_digits(rest)):
+            return None
     if len(judged) > 2 and judged[0] == judged[-1] and judged[0] in "*_":
         return None  # Markdown's emphasis: "the token *must* be read"
     start = m.start("s")  # (a sentence's closing stop stays)
@@ -4305,14 +4317,25 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     quote = text[start - 1] if start > m.start() else ""
     quoted = quote in ("\"", "'", "`") and text[start + len(value) : start + len(value) + 1] == quote
     quoted_word = quoted and judged.isalpha() and judged.lower() not in _STATUS_WORDS
-    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word):
+    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word or _ODD_CASE_AND_SYMBOL.search(judged)):
         return None
-    if _DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged):
-        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
+    if (_DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged)) and not (_looks_random(judged) or _mixes_case_and_digits(judged)):
+        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token" ("kn.w5N4ixD" is none)
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
 
 _PROSE_MARK = marker("prose-secret")
+_PROSE_OPENERS = {"<": ">", "(": ")", "{": "}", "[": "]"}
+# A lower-case letter before an upper-case one inside the value, and punctuation that _MIXED does
+# not count (`nZhR-CCNsQYi`, `ydfrknDiZA{Pyf`, `UtTXuFW:HGh`): a generated password with no digit.
+_ODD_CASE_AND_SYMBOL = re.compile(r"(?=.*[a-z][A-Z])(?=.*[-{}\[\]:;.,\"'`\\/_()])")
+
+
+def _mixes_case_and_digits(value: str) -> bool:
+    """Upper and lower case letters and digits, eight characters or more: a generated password's
+    mix, as no word and few names have it."""
+    return (len(value) >= 8 and any(c.isdigit() for c in value) and any(c.isupper() for c in value)
+            and any(c.islower() for c in value))
 
 # A chat that names a variable and says what it holds now: "I've set `DB_PASSWORD` to `x` in
 # .env", "Updated `API_KEY` to `x`", "The `SECRET_KEY` is now `x`", "set DB_PASSWORD to x". The

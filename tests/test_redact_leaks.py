@@ -227,3 +227,46 @@ def test_a_closing_bracket_after_a_config_value_is_no_call(text: str, expected: 
 )
 def test_code_closing_a_bracket_after_a_value_stays(text: str) -> None:
     assert redact_text(text) == text
+
+
+PR = "[REDACTED:prose-secret]"
+
+
+# Prose that hands a password over: a quote, a backslash or an opening bracket in it, a colon
+# after "is", or a dot that read as a module's name, and it stayed whole.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the root password is Ug\"a3tM,LF-sa and it works", f"the root password is {PR} and it works"),
+        ("the root password is ZY2kR^'Wk^Jx and it works", f"the root password is {PR} and it works"),
+        ("The admin password is k9\\qnjEczgKpakf", f"The admin password is {PR}"),
+        ("My password is: NbBnd8dX#5g", f"My password is: {PR}"),
+        ("My password is: p?{yg=SfKT", f"My password is: {PR}"),
+        ("the root password is <Gf8yy$Rq2x now", f"the root password is {PR} now"),
+        ("the root password is (9frqGr=vK2 now", f"the root password is {PR} now"),
+        ("the root password is ey.azHJmMa7 and it works", f"the root password is {PR} and it works"),
+        ("The API key is: nZhR-CCNsQYi", f"The API key is: {PR}"),
+        ('the password is "x1y2z3Q".', f'the password is "{PR}".'),
+    ],
+)
+def test_prose_handing_over_a_password_with_punctuation(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the password is <your-password> for now",
+        "the password is (see below) for now",
+        "the password is: stored in Vault",
+        "the password is {{ vault_pw }} here",
+        "the token is tokenizer.eos_token here",
+        "the password is 'foo' or 'bar'",
+        "My password is: incorrect",
+        "the password is well-known",
+        "the password is [redacted] here",
+        "the password is: os.environ.get",
+    ],
+)
+def test_prose_without_a_secret_stays(text: str) -> None:
+    assert redact_text(text) == text
