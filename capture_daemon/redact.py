@@ -1291,6 +1291,19 @@ def _closes_nothing(text: str, m: "re.Match[str]", name_start: int) -> bool:
 _CONFIG_LINE_START = re.compile(r"(?:[$#>%*;/-]+[ \t]*)?(?:(?:export|set|setx|setenv|declare -x|ENV)[ \t]+)?(?:\$env:)?")
 
 
+_YAML_ALIAS = re.compile(r"\*([A-Za-z_][\w-]{0,60})")
+
+
+def _yaml_alias(text: str, value: str, at: int) -> bool:
+    """Whether a value is a YAML alias (`*db_pw`): one whose anchor (`&db_pw`) the text sets
+    before it, or whose name reads as a name, not as a generated password (`*Xy7Kp9q` goes)."""
+    alias = _YAML_ALIAS.fullmatch(value)
+    if alias is None:
+        return False
+    name = alias.group(1)
+    return ("&" + name) in text[max(0, at - 20_000) : at] or not (_looks_random(name) or _mixes_case_and_digits(name))
+
+
 def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
     # Back over the gap to the end of the name: spaces, then the quote closing a quoted name.
     i = m.start()
@@ -1346,6 +1359,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
             return paired  # "username/password: root/PW": the user stays
     if group == "uq" and (_YAML_LOCAL_TAG.match(text, m.start(group)) or value.startswith("!!")):
         return None  # `password: !vault |`, `MasterUserPassword: !Ref DbPassword`, `!secret wifi_pw`: a tag and a reference
+    if group == "uq" and m.start("colon_sep") >= 0 and (value == "~" or _yaml_alias(text, value, m.start(group))):
+        return None  # YAML's null (`password: ~`) and an alias of an anchored value (`password: *db_pw`): no secret here
     if group == "br" and not _looks_random(value) and (_CODE_NAME.fullmatch(value) or _IDENTIFIER.fullmatch(value) or _DOTTED_REF.fullmatch(value) or any(c in value for c in "()[]:!")):
         return None  # f"PWD={password}", {db.password}, {pw!r}, {x:>8}: a template or code; `Pwd={p;w0rd}` is ODBC's quoting
     if m.start("type") >= 0 and group == "uq" and not _looks_random(value):

@@ -270,3 +270,30 @@ def test_prose_handing_over_a_password_with_punctuation(text: str, expected: str
 )
 def test_prose_without_a_secret_stays(text: str) -> None:
     assert redact_text(text) == text
+
+
+# Over-redaction: YAML's null and an alias name no secret, and were marked as one.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password: ~",
+        "db:\n  password: ~\n  user: x",
+        "password: *db_pw",
+        "db:\n  password: *default_password\n",
+        "base: &Xy7Kp9q2 x\npassword: *Xy7Kp9q2",
+    ],
+)
+def test_yaml_null_and_alias_stay(text: str) -> None:
+    assert redact_text(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password: *Xy7Kp9q", f"password: {A}"),  # no anchor, and a generated password's look
+        ("password: ~Xy7Kp9q2", f"password: {A}"),
+        ("password: &db_pw Xy7Kp9q\nother_password: *db_pw", f"password: &db_pw {A}\nother_password: *db_pw"),
+    ],
+)
+def test_yaml_values_that_only_open_like_null_or_alias_go(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
