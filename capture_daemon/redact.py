@@ -95,7 +95,8 @@ What is detected (the marker's kind in brackets):
   plist's ``<key>APIKey</key><string>v</string>``, and XML attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
-  the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
+  the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay, as do YAML's null ``~`` and an
+  alias, ``*db_pw``, whose anchor the text sets or whose name is no generated password's), a value quoted with the
   other quote inside a string (Kafka's ``'... password="pw";'``, escaped ``\\"pw\\"`` in JSON),
   a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``: twelve words or more) and private key (``PRIVATE_KEY=0x<64 hex>``,
   and 0x + 64 hex handed to ``new Wallet(...)``, ``privateKeyToAccount(...)``, ``from_key(...)``, Hardhat's ``accounts: [...]``),
@@ -111,15 +112,18 @@ What is detected (the marker's kind in brackets):
   config line (the name opens its line: ``.env``, YAML, ``export``) an unquoted value runs to the first space,
   shell and code punctuation included (``DB_PASSWORD=Xy7&Kp9q``, ``password: Ab12,Cd34``,
   ``API_KEY=Zq8<9xY>Lm2``), unless it is code in one word (``token=get_token()``, ``TOKEN=$(gh auth
-  token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``); a double quote ends it (it may close
+  token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``), and a closing bracket at the end of a
+  config line that opened none is no call's (``password: Xy7Kp9q)``: the value goes, the bracket stays); a double quote ends it (it may close
   the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits; elsewhere on a line
   (a connection string's ``Password=Xy7&Kp9q;``, "the key passphrase: X&3kP9q") the run goes to its first
   space too (sentence punctuation at its end stays) where its part before the punctuation was a secret, or the
-  whole run looks random, or, under a password's name, has a digit and no name after the cut; a value that
+  whole run looks random, or, under a password's name, has a digit and no name after the cut; after a ``;``
+  setting a ``Password=``/``Pwd=`` value runs to its ``;``, spaces and quotes included
+  (``Server=db;Password=8 6UX4L;``); a value that
   opens with ``$``, ``%`` or ``{`` (or holds braces) is a template or reference only if nothing random is left
   once its fields and names are out (``"$3pAAkVfTWs69"`` goes, ``${DB_PASSWORD}`` stays); a quoted value turned
   down (``"... User=your_user;Password=PW"``) is read again for a secret inside it [assignment]. The same without
-  ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
+  ``=`` (the value to its space, punctuation included, unless it is code: ``$(cat f)``, ``get_pw()``): Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
   Passenger's ``passenger_env_var NAME value;``, nginx's
   ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value``, ``proxy_set_header NAME value;``
@@ -132,10 +136,11 @@ What is detected (the marker's kind in brackets):
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
   ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
   ``<auth-user-pass>`` (``<http-proxy-user-pass>``) second line [assignment]; ``.netrc`` ``machine h login u
-  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
+  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password]
+  (both read PW to whitespace, quotes, backslashes and a ``#`` inside it included);
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
-  ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
+  ``.pgpass`` lines ``host:port:db:user:PW`` (spaces in PW too; ``\\:`` escaped colons too; also starting in a JSON string
   inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks, or in single quotes, ``echo
   'h:5432:db:u:PW' >> ~/.pgpass``; a tag or escaped break after
   the password stays; as one unquoted word of a command that names the file, ``echo h:5432:db:u:PW
@@ -291,7 +296,7 @@ What is detected (the marker's kind in brackets):
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols; in a JSON string inside text, an escaped break or escaped quotes end the value too, ``x "echo
   $DB_PASSWORD gives me PW\\nok"``, and a command that crosses an escaped break is no command) [command-output]
-- prose that hands one over: "the password is PW", "my github token is T", "Here is my API
+- prose that hands one over: "the password is PW" ("is: PW" too; a quote, a backslash or an unclosed bracket in PW is its own), "my github token is T", "Here is my API
   key: K", "private key: K" (as ``wg show`` prints one), "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
@@ -326,6 +331,10 @@ What is detected (the marker's kind in brackets):
   ``C:\\src>type db_password.txt``) or a ``!``-mode turn's ``<bash-stdout>``, also escaped inside a JSON
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
+
+A quoted value with an escaped quote inside it (shell's ``'a'\\''b'`` and ``'a'"'"'b'``, SQL's, YAML's and
+PowerShell's ``'a''b'``, ``"a\\"b"``, PowerShell's ``"a`"b"``, CSV's ``"a""b"``) is read to its real closing
+quote, whichever rule marked its start (``-p'...'``, ``--password``, ``curl -u``, ``IDENTIFIED BY``, an assignment).
 
 Spellings the rules do not read as typed are read decoded (``_redact_views``), in a window of
 about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
