@@ -371,7 +371,9 @@ A value under a secret name that is shaped like code is kept only when it is a r
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
 os.environ["X"]``) that does not look random (``_looks_random``: ``eyJ``, three or more
 letter/digit switches, or random-looking case in a long run), so ``session_token: eyJx.y.z``
-and ``token: abc123.def456.ghi789`` go. Three or more parts after a colon, or in a string, are
+and ``token: abc123.def456.ghi789`` go; so does, under a password's name on a config line, one that mixes
+case and digits and opens with no word a path opens with (``password: mRcyBM8emGY.XAF``; ``password:
+config.dbPassword2`` stays). Three or more parts after a colon, or in a string, are
 data (``session_token: aaa.bbb.ccc`` in YAML goes) unless the path starts at an object that code
 reaches into (``this.props.token``, ``process.env.API_KEY``) or ends in a secret's name or a type
 (``ctx.user.session_token``, ``torch.nn.Module``). Dict keys are redacted like any other string: a key that
@@ -1247,7 +1249,12 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     random = _looks_random(value)
     if _DOTTED_REF.fullmatch(value) and not random:
         colon = m.start("colon_sep") >= 0
-        if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)):
+        # (On a config line a password's name with a dotted value mixing case and digits is a
+        # password with a dot, `password: mRcyBM8emGY.XAF`: no config file writes code there.)
+        prefix = _line_prefix(text, name_start)
+        generated = (kind == _CHOSEN and _dotted_password(value)
+                     and bool(_CONFIG_LINE_START.fullmatch(prefix.lstrip(" \t") if colon else prefix)))
+        if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)) and not generated:
             return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
     nxt = text[m.end()] if m.end() < len(text) else ""
     if nxt and nxt in _CODE_FOLLOWERS and not random:
@@ -1293,6 +1300,18 @@ def _closes_nothing(text: str, m: "re.Match[str]", name_start: int) -> bool:
     value = m.group("uq")
     return (m.start("colon_sep") >= 0 and bool(_CONFIG_LINE_START.fullmatch(prefix.lstrip(" \t")))
             and (_looks_random(value) or (any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value))))
+
+
+# A code path's head: a lower-case word (`self`, `config`, `settings`, `os`) or a known root.
+_PATH_HEAD = re.compile(r"[a-z]{2,}|[A-Z][a-z]+|_*[a-z][a-z_]*")
+
+
+def _dotted_password(value: str) -> bool:
+    """A dotted value that is a password with a dot in it, not an attribute's path: it mixes case
+    and digits (`mRcyBM8emGY.XAF`, `HL7QRFkdDDVP.kM`) and opens with no word that a path opens
+    with (`config.dbPassword2`, `self.db.Password1`, `Settings.DbPass2` stay)."""
+    head = value.split(".", 1)[0]
+    return _mixes_case_and_digits(value) and not _PATH_HEAD.fullmatch(head) and head not in _CODE_ROOTS
 
 
 # What may precede NAME on a config line: indentation-free prompts, comment marks and the
@@ -2352,7 +2371,8 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
         if group == "pq":
             return None
     value = m.group(group)
-    if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)):
+    if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)
+                                              and not (kind == _CHOSEN and _dotted_password(value))):
         return None
     if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
         return None  # "set the API_KEY variable to ..."

@@ -297,3 +297,31 @@ def test_yaml_null_and_alias_stay(text: str) -> None:
 )
 def test_yaml_values_that_only_open_like_null_or_alias_go(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+# A dotted password on a config line read as an attribute's path, and stayed.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("password: mRcyBM8emGY.XAF\nuser: bob", f"password: {A}\nuser: bob"),
+        ("DB_PASSWORD=HL7QRFkdDDVP.kM\n", f"DB_PASSWORD={A}\n"),
+        ("SetEnv DB_PASSWORD VEmbiWZbX.GV7Ma", f"SetEnv DB_PASSWORD {A}"),
+    ],
+)
+def test_a_dotted_password_on_a_config_line_goes(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "  password = self.dbPassword2.value",
+        "password: config.dbPassword2",
+        "    password=settings.DbPassword1,",
+        "PASSWORD=Settings.DbPass2",
+        "password: settings.db_password",
+        "token = self.token",
+    ],
+)
+def test_dotted_paths_under_a_password_name_stay(text: str) -> None:
+    assert redact_text(text) == text
