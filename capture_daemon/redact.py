@@ -95,7 +95,8 @@ What is detected (the marker's kind in brackets):
   plist's ``<key>APIKey</key><string>v</string>``, and XML attributes (Tomcat's ``<user
   password="v"/>``), HTML password fields (``<input type="password" value="v">``, any case),
   ODBC's braced values (``Pwd={p;w0rd}``; ``PWD={password}`` is a template), a YAML ``!!str`` tag before
-  the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay), a value quoted with the
+  the value (``!Ref``, ``!vault``, ``!secret`` tags are references and stay, as do YAML's null ``~`` and an
+  alias, ``*db_pw``, whose anchor the text sets or whose name is no generated password's), a value quoted with the
   other quote inside a string (Kafka's ``'... password="pw";'``, escaped ``\\"pw\\"`` in JSON),
   a wallet's seed words (``MNEMONIC``, ``seed_phrase``, ``recoveryPhrase``: twelve words or more) and private key (``PRIVATE_KEY=0x<64 hex>``,
   and 0x + 64 hex handed to ``new Wallet(...)``, ``privateKeyToAccount(...)``, ``from_key(...)``, Hardhat's ``accounts: [...]``),
@@ -113,15 +114,18 @@ What is detected (the marker's kind in brackets):
   config line (the name opens its line: ``.env``, YAML, ``export``) an unquoted value runs to the first space,
   shell and code punctuation included (``DB_PASSWORD=Xy7&Kp9q``, ``password: Ab12,Cd34``,
   ``API_KEY=Zq8<9xY>Lm2``), unless it is code in one word (``token=get_token()``, ``TOKEN=$(gh auth
-  token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``); a double quote ends it (it may close
+  token)``) or the punctuation starts HTML (``x<br>``, ``x</td>``), and a closing bracket at the end of a
+  config line that opened none is no call's (``password: Xy7Kp9q)``: the value goes, the bracket stays); a double quote ends it (it may close
   the string the line is in), so ``x9"Qz7`` and ``x9<b>Qz7`` are cut there, known limits; elsewhere on a line
   (a connection string's ``Password=Xy7&Kp9q;``, "the key passphrase: X&3kP9q") the run goes to its first
   space too (sentence punctuation at its end stays) where its part before the punctuation was a secret, or the
-  whole run looks random, or, under a password's name, has a digit and no name after the cut; a value that
+  whole run looks random, or, under a password's name, has a digit and no name after the cut; after a ``;``
+  setting a ``Password=``/``Pwd=`` value runs to its ``;``, spaces and quotes included
+  (``Server=db;Password=8 6UX4L;``); a value that
   opens with ``$``, ``%`` or ``{`` (or holds braces) is a template or reference only if nothing random is left
   once its fields and names are out (``"$3pAAkVfTWs69"`` goes, ``${DB_PASSWORD}`` stays); a quoted value turned
   down (``"... User=your_user;Password=PW"``) is read again for a secret inside it [assignment]. The same without
-  ``=``: Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
+  ``=`` (the value to its space, punctuation included, unless it is code: ``$(cat f)``, ``get_pw()``): Dockerfile ``ENV NAME value``, ``setenv``/``set -gx NAME value``, ``aws configure set
   NAME value``, ``npm config set NAME value``, Apache's ``SetEnv NAME value``, Caddy's ``env NAME value``,
   Passenger's ``passenger_env_var NAME value;``, nginx's
   ``fastcgi_param NAME value;`` (uwsgi's, scgi's), ``php_admin_value NAME value``, ``proxy_set_header NAME value;``
@@ -134,10 +138,11 @@ What is detected (the marker's kind in brackets):
   key lists (Koa's ``app.keys = [...]``, ``keys: [...]``/``secret: [...]`` in ``cookieSession({...})``/
   ``session({...})``, ``cookieParser([...])``) [assignment, code-literal]; OpenVPN's inline
   ``<auth-user-pass>`` (``<http-proxy-user-pass>``) second line [assignment]; ``.netrc`` ``machine h login u
-  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password];
+  password PW`` (its ``default login u password PW`` entry too) [netrc-password]; redis.conf ``requirepass``/``masterauth`` (quoted too: ``CONFIG SET requirepass "PW"``) [redis-password]
+  (both read PW to whitespace, quotes, backslashes and a ``#`` inside it included);
   Elasticsearch's ``PASSWORD elastic = PW`` [cli-flag]; Redis's ``ACL SETUSER u on >PW`` [redis-password];
   Jenkins's first-start banner's initial admin password [cli-flag];
-  ``.pgpass`` lines ``host:port:db:user:PW`` (``\\:`` escaped colons too; also starting in a JSON string
+  ``.pgpass`` lines ``host:port:db:user:PW`` (spaces in PW too; ``\\:`` escaped colons too; also starting in a JSON string
   inside text, ``x "h:5432:db:u:PW\\nfoo"``, or after its escaped breaks, or in single quotes, ``echo
   'h:5432:db:u:PW' >> ~/.pgpass``; a tag or escaped break after
   the password stays; as one unquoted word of a command that names the file, ``echo h:5432:db:u:PW
@@ -293,7 +298,7 @@ What is detected (the marker's kind in brackets):
   ``command_prints_secret`` knows, a verb of printing, a value that mixes letters with digits or
   symbols; in a JSON string inside text, an escaped break or escaped quotes end the value too, ``x "echo
   $DB_PASSWORD gives me PW\\nok"``, and a command that crosses an escaped break is no command) [command-output]
-- prose that hands one over: "the password is PW", "my github token is T", "Here is my API
+- prose that hands one over: "the password is PW" ("is: PW" too; a quote, a backslash or an unclosed bracket in PW is its own), "my github token is T", "Here is my API
   key: K", "private key: K" (as ``wg show`` prints one), "my password PW doesn't work", "use pw PW to log in", "the password for admin is PW",
   "the password for the staging DB is PW", git's ``Password for 'https://bob@github.com': PW``,
   "set the root password to PW" (after a verb of setting), "Admin password set to PW", "the password
@@ -330,6 +335,10 @@ What is detected (the marker's kind in brackets):
   string (``\\n`` line breaks, ``\\"`` quotes: a transcript's line in grep's output) [command-output]; the same
   for a Bash tool call's result is done where call and result meet (``secret_output.py``, ``scrub.py``)
 
+A quoted value with an escaped quote inside it (shell's ``'a'\\''b'`` and ``'a'"'"'b'``, SQL's, YAML's and
+PowerShell's ``'a''b'``, ``"a\\"b"``, PowerShell's ``"a`"b"``, CSV's ``"a""b"``) is read to its real closing
+quote, whichever rule marked its start (``-p'...'``, ``--password``, ``curl -u``, ``IDENTIFIED BY``, an assignment).
+
 Spellings the rules do not read as typed are read decoded (``_redact_views``), in a window of
 about 1 KB each way around where one occurs: a secret escaped twice or more (JSON in a JSON string
 in a JSON string, ``\\\\\\"password\\\\\\": ...``, any depth; ``\\x3d``, ``\\u003d``), percent-encoded
@@ -365,7 +374,9 @@ A value under a secret name that is shaped like code is kept only when it is a r
 dotted identifier path (``token = self.token``, ``api_key=config.api_key``, ``password:
 os.environ["X"]``) that does not look random (``_looks_random``: ``eyJ``, three or more
 letter/digit switches, or random-looking case in a long run), so ``session_token: eyJx.y.z``
-and ``token: abc123.def456.ghi789`` go. Three or more parts after a colon, or in a string, are
+and ``token: abc123.def456.ghi789`` go; so does, under a password's name on a config line, one that mixes
+case and digits and opens with no word a path opens with (``password: mRcyBM8emGY.XAF``; ``password:
+config.dbPassword2`` stays). Three or more parts after a colon, or in a string, are
 data (``session_token: aaa.bbb.ccc`` in YAML goes) unless the path starts at an object that code
 reaches into (``this.props.token``, ``process.env.API_KEY``) or ends in a secret's name or a type
 (``ctx.user.session_token``, ``torch.nn.Module``). Dict keys are redacted like any other string: a key that
@@ -1172,6 +1183,11 @@ _CODE_IN_ONE_WORD = re.compile(
 _CALLED_NAME = re.compile(r"[A-Za-z_][A-Za-z_.]+[0-9]*")
 
 
+# A `$` that reads as a reference or a substitution in a value: `$(...)`, `${...}`, `$HOME`,
+# `$db_pass`. A password's `$` is followed by other text (`Xy7|$e5Wc!M`, `$3pAAk`).
+_SHELL_REFERENCE = re.compile(r"\$(?:[({]|[A-Z_][A-Z_]*(?![\w])|[a-z_][a-z_]*(?![\w]))")
+
+
 def _brackets_balance(run: str) -> bool:
     stack: list[str] = []
     for c in run:
@@ -1194,7 +1210,8 @@ def _config_run_is_literal(text: str, value_start: int, value_end: int, name_sta
     if run.end() - value_start >= _MAX_RUN or _NEXT_SETTING.match(text, value_end):
         return False
     whole = _before_next_setting(run.group(0))
-    if "$" in whole or "`" in whole or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
+    # (A lone backtick or a `$` before other text, `E(ByA5`qAR`, `7PG7|$e5Wc!M`, is the password's.)
+    if _SHELL_REFERENCE.search(whole) or whole.count("`") >= 2 or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
         return False
     if _TAG_AT.match(text, value_end) and _tag_is_markup(text, value_end):
         return False  # `password=x</td>`, `DB_PASS=x<br>`: markup after the value
@@ -1244,7 +1261,12 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     random = _looks_random(value)
     if _DOTTED_REF.fullmatch(value) and not random:
         colon = m.start("colon_sep") >= 0
-        if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)):
+        # (On a config line a password's name with a dotted value mixing case and digits is a
+        # password with a dot, `password: mRcyBM8emGY.XAF`: no config file writes code there.)
+        prefix = _line_prefix(text, name_start)
+        generated = (kind == _CHOSEN and _dotted_password(value)
+                     and bool(_CONFIG_LINE_START.fullmatch(prefix.lstrip(" \t") if colon else prefix)))
+        if not (colon and value.count(".") >= 2 and not _reads_as_reference(value)) and not generated:
             return True  # token = self.token, key: process.env.API_KEY, api_key=config.api_key
     nxt = text[m.end()] if m.end() < len(text) else ""
     if nxt and nxt in _CODE_FOLLOWERS and not random:
@@ -1259,7 +1281,7 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     if random or not _IDENTIFIER.fullmatch(value):
         return False
     # From here the value is a bare name: a variable, or a password/token written bare.
-    if nxt and nxt in ",)}":
+    if nxt and nxt in ",)}" and not (nxt != "," and _closes_nothing(text, m, name_start)):
         return True  # f(token=tok, ...), {"nextToken": next_token}
     if kind != _CHOSEN and not _looks_made(value):
         return True  # Token = Ignore + PlainToken; tokens have digits
@@ -1271,9 +1293,55 @@ def _unquoted_reads_as_code(text: str, m: "re.Match[str]", name: str, name_start
     return spaced and (not _CONFIG_LINE_START.fullmatch(_line_prefix(text, name_start)) or "." in name)
 
 
+# Closing brackets, then the line's end.
+_CLOSERS_TO_LINE_END = re.compile(r"[)\]}]+[ \t]*(?:\r?\n|\\n|\Z)")
+
+
+def _closes_nothing(text: str, m: "re.Match[str]", name_start: int) -> bool:
+    """Whether the closing brackets after a bare value end a config line that opened none: YAML's
+    `password: RC9VPYMAXaFg)` (indented too) or `.env`'s `DB_PASSWORD=Xy7Kp9q}` at the line's
+    start. There the bracket is the password's last character, not the end of a call
+    (`f(token=tok)`; an `=` argument on an indented line of a call, `    password=pw1)`, stays)."""
+    if not _CLOSERS_TO_LINE_END.match(text, m.end()):
+        return False
+    prefix = _line_prefix(text, name_start)
+    if _CONFIG_LINE_START.fullmatch(prefix):
+        return True
+    # Indented (YAML's nesting, but also an object literal's last line in code, `  password: pw1})`):
+    # a colon's value, that mixes case and digits as no variable's name does.
+    value = m.group("uq")
+    return (m.start("colon_sep") >= 0 and bool(_CONFIG_LINE_START.fullmatch(prefix.lstrip(" \t")))
+            and (_looks_random(value) or (any(c.isdigit() for c in value) and any(c.isupper() for c in value) and any(c.islower() for c in value))))
+
+
+# A code path's head: a lower-case word (`self`, `config`, `settings`, `os`) or a known root.
+_PATH_HEAD = re.compile(r"[a-z]{2,}|[A-Z][a-z]+|_*[a-z][a-z_]*")
+
+
+def _dotted_password(value: str) -> bool:
+    """A dotted value that is a password with a dot in it, not an attribute's path: it mixes case
+    and digits (`mRcyBM8emGY.XAF`, `HL7QRFkdDDVP.kM`) and opens with no word that a path opens
+    with (`config.dbPassword2`, `self.db.Password1`, `Settings.DbPass2` stay)."""
+    head = value.split(".", 1)[0]
+    return _mixes_case_and_digits(value) and not _PATH_HEAD.fullmatch(head) and head not in _CODE_ROOTS
+
+
 # What may precede NAME on a config line: indentation-free prompts, comment marks and the
 # shell's export/set keywords (and PowerShell's `$env:`).
 _CONFIG_LINE_START = re.compile(r"(?:[$#>%*;/-]+[ \t]*)?(?:(?:export|set|setx|setenv|declare -x|ENV)[ \t]+)?(?:\$env:)?")
+
+
+_YAML_ALIAS = re.compile(r"\*([A-Za-z_][\w-]{0,60})")
+
+
+def _yaml_alias(text: str, value: str, at: int) -> bool:
+    """Whether a value is a YAML alias (`*db_pw`): one whose anchor (`&db_pw`) the text sets
+    before it, or whose name reads as a name, not as a generated password (`*Xy7Kp9q` goes)."""
+    alias = _YAML_ALIAS.fullmatch(value)
+    if alias is None:
+        return False
+    name = alias.group(1)
+    return ("&" + name) in text[max(0, at - 20_000) : at] or not (_looks_random(name) or _mixes_case_and_digits(name))
 
 
 def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
@@ -1331,6 +1399,8 @@ def _replace_assignment(text: str, m: "re.Match[str]") -> Optional[str]:
             return paired  # "username/password: root/PW": the user stays
     if group == "uq" and (_YAML_LOCAL_TAG.match(text, m.start(group)) or value.startswith("!!")):
         return None  # `password: !vault |`, `MasterUserPassword: !Ref DbPassword`, `!secret wifi_pw`: a tag and a reference
+    if group == "uq" and m.start("colon_sep") >= 0 and (value == "~" or _yaml_alias(text, value, m.start(group))):
+        return None  # YAML's null (`password: ~`) and an alias of an anchored value (`password: *db_pw`): no secret here
     if group == "br" and not _looks_random(value) and (_CODE_NAME.fullmatch(value) or _IDENTIFIER.fullmatch(value) or _DOTTED_REF.fullmatch(value) or any(c in value for c in "()[]:!")):
         return None  # f"PWD={password}", {db.password}, {pw!r}, {x:>8}: a template or code; `Pwd={p;w0rd}` is ODBC's quoting
     if m.start("type") >= 0 and group == "uq" and not _looks_random(value):
@@ -1423,6 +1493,40 @@ def _connection_string_pwd(text: str, m: "re.Match[str]", name: str, name_start:
     return _CHOSEN if quoted_after_colon and "/" not in value and "\\" not in value else None
 
 
+# A connection string's password (`Server=db;User Id=bob;Password=8 6UX4LShGW;`): in `key=value;`
+# text a value runs to its `;`, spaces and quotes and brackets inside it included. The assignment
+# rule reads an unquoted value to its first space or punctuation, and the part after stayed in
+# clear (`Password=[REDACTED] 6UX4LShGW;`), or the whole when its head was too short to judge.
+# Found after a `;` (the string's earlier setting) and taken over from the assignment rule only
+# for a value such a cut would leave incomplete. A JSON string's closing quote, an escaped break
+# or a line's end also ends it; a quote before a space, `+`, `&` or `;` closes code's string
+# (`"...;Password=" + pw + ";"`, `'...;Password=x';`).
+_CONN_STRING_PASSWORD = re.compile(
+    r"=(?:(?<=;password=)|(?<=;pwd=)|(?<=; password=)|(?<=; pwd=))[ \t]*"
+    r"(?P<s>(?:[^;\r\n\"'\\]|[\"'](?=[^\s,}\]:+&;])|\\(?![nrt\"\\])){1,200}?)[ \t]*(?=;|\\\"|\"[ \t]*(?:[,}\]:]|\Z)|\\[nr]|\r?\n|\Z)",
+    re.IGNORECASE,
+)
+_CONN_STRING_LOOK = r"(?i:(?<=;password=)|(?<=;pwd=)|(?<=; password=)|(?<=; pwd=))"
+_CONN_STRING_BEFORE = re.compile(r"=[^;=\r\n]{0,200};[ \t]*[A-Za-z]{3,8}[ \t]*=\Z")
+# (A dot too: `Password=egFMYTF4.dt;` read as an attribute's path, code, stayed whole.)
+_CONN_STRING_CUT = re.compile(r"[\s\"'`,;(){}\[\]<>&|\\.]")
+
+
+def _replace_conn_string_password(text: str, m: "re.Match[str]") -> Optional[str]:
+    value = m.group("s")
+    if not _CONN_STRING_CUT.search(value.lstrip()):
+        return None  # one word: the assignment rule's, as it always was
+    if not (text.startswith(";", m.end()) or _CONN_STRING_BEFORE.search(text, max(0, m.start() - 220), m.start() + 1)):
+        return None  # a `;` then "password=x y" with no setting before it and none after: not a connection string
+    body = value.strip()
+    if (len(body) < 3 or _is_placeholder(body) or _TEMPLATE_FIELD.fullmatch(body) or body.startswith(("$", "%", "{", "<"))
+            or _MARKER_OPEN in body):
+        return None  # `Password={password};`, `Pwd=$(DB_PW);`, `Password=<your password>;`, `Password=%PW%;`
+    if not any(c.isalnum() for c in body):
+        return None
+    return _replace_group(text, m, "s", _ASSIGNMENT_MARK)
+
+
 # An API client's options object, opened right before an `auth:` field: its token.
 _TOKEN_CLIENT_BEFORE = re.compile(r"(?:Octokit|Client|Gitlab|Replicate|Api|API|SDK|Sdk)\([ \t]*\{[^{}()]{0,100}\Z")
 # "user: admin, pass: PW", "username=bob pw=PW": `pass` or `pw` alone names a password where a user's
@@ -1480,8 +1584,8 @@ def _replace_assignment_tail(text: str, m: "re.Match[str]") -> Optional[str]:
         return None
     if _TAG_AT.match(text, tail_start) and _tag_is_markup(text, tail_start):
         return None
-    if "$" in tail:
-        return None  # `TOKEN=x$(...)`: a substitution
+    if _SHELL_REFERENCE.search(tail):
+        return None  # `TOKEN=x$(...)`, `x$HOME`: a substitution, a reference
     if _MARKER_OPEN in tail:
         # Another value's marker (`SecretID: [REDACTED]='[REDACTED]'`, where the first swallowed
         # the second's name): no rest of this one. (Read after it, only where the gates found it
@@ -1731,6 +1835,9 @@ def _replace_url_token_user(text: str, m: "re.Match[str]") -> Optional[str]:
 
 # `--password hunter2`, `--api-key "x"` (the `--flag=value` form is an assignment).
 # (`pass` only as a word of its own: `--pass`, `--db-pass`, not `--bypass`.)
+# A double-quoted word's body: `\"` (a shell's, C's) and PowerShell's `` `" `` escape a quote inside it;
+# read to the first quote, `--password "a\"b"` kept `b` in clear.
+_DQ_BODY = r"(?:[^\"\\`\r\n]|[\\`][^\r\n])*"
 _CLI_FLAG_WORDS = (
     r"(?:password|passwd|passphrase|token|secret|api-key|apikey|access-key|secret-key"
     r"|account-key|private-key|auth-key|bearer|(?<=-)pass|secret-string"
@@ -1739,7 +1846,7 @@ _CLI_FLAG_WORDS = (
 )
 _CLI_FLAG_NAME = rf"-(?<![\w-]-)-[\w-]*?{_CLI_FLAG_WORDS}[ \t]+"
 _CLI_FLAG = re.compile(
-    rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+    rf"{_CLI_FLAG_NAME}(?:\"(?P<dq>{_DQ_BODY})\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
 )
 _CLI_FLAG_MARK = marker("cli-flag")
 _KEY_FLAG = re.compile(r"key[ \t]")
@@ -1933,7 +2040,7 @@ _NOT_A_PASSWORD = re.compile(r"[\d,:.-]+|.*[/\\%].*|.*\.[A-Za-z][A-Za-z0-9]{0,4}
 _PROMPT_P_PROGRAMS = frozenset({"sudo", "doas"})
 # A program that another one runs (`sshpass -p pw ssh -p 22 host`): its flags are its own.
 _OTHER_PROGRAMS = frozenset({"ssh", "scp", "sftp", "rsync", "git", "sudo", "env", "xargs"})
-_FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"[^\"\r\n]*\"|'[^'\r\n]*')"
+_FLAG_ARG = r"(?:[^\s\"'`;|&<>()\\]|\"" + _DQ_BODY + r"\"|'[^'\r\n]*')"
 _SHORT_FLAG_GATE = r"(?<=[ \t]-)(?=-?[A-Za-z])"
 _SHORT_FLAG = re.compile(rf"-(?<=[ \t]-)(?P<word>-?[A-Za-z]{_FLAG_ARG}*)(?:[ \t]+(?![-|;&])(?P<arg>{_FLAG_ARG}+))?")
 _COMMAND_BREAK = re.compile(r".*(?:\|\||&&|[|;&`(]|\$\()")
@@ -2207,7 +2314,10 @@ def _replace_argv_flag(text: str, m: "re.Match[str]") -> Optional[str]:
 # `php_value`/`php_admin_value NAME value` in Apache's config, as php-fpm's `env[NAME] = value`.)
 _SPACED_SETTING_REST = (
     r"[ \t]+(?:-[\w-]+[ \t]+)*(?P<name>[^\s=\"'`]+|\"[^\"\s]+\"|'[^'\s]+')[ \t]+"
-    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*))"
+    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)'|(?:(?P<uq>[^\s\"'`;|&()<>\\-][^\s\"'`;|&()<>\\]*)"
+    # (A value that opens with punctuation, `ENV DB_PASSWORD (9fRq2x`; and the rest of the value's
+    # run after punctuation cut it: judged as a whole in _spaced_setting_run.)
+    r"|(?P<pq>[;|&()<>]))(?P<more>" + _RUN_CHAR + f"{{0,{_MAX_RUN}}}))"
 )
 _SPACED_SETTING = re.compile(r"(?:set(?<![\w.-]set)(?:env|x)?|ENV(?<![\w.-]ENV))" + _SPACED_SETTING_REST)
 _SPACED_SETTING_MORE = re.compile(
@@ -2226,14 +2336,55 @@ _CADDY_ENV = re.compile(
 _LINKING_WORDS = frozenset({"for", "to", "as", "is", "of", "on", "in", "with", "from", "and", "or"})
 
 
+def _spaced_setting_run(text: str, m: "re.Match[str]", kind: str) -> Optional[tuple[int, int]]:
+    """The span of a spaced setting's whole unquoted value where punctuation cut it short: the
+    setting's line holds one value after the name, so `ENV DB_PASSWORD Xy7&Kp9q` and `setenv
+    DB_PASSWORD yR(9frq=vK` run to the first space (the value read stopped at the punctuation and
+    kept `&Kp9q`, `(9frq=vK` in clear). Not when the run is code or a reference (`$(cat f)`,
+    `${X}`, `` `cmd` ``, `get_pw()`), nor markup (`x<br>`); nginx's `;` ending its directive stays."""
+    group = "uq" if m.start("uq") >= 0 else "pq"
+    start, end = m.start(group), m.end("more")
+    if text[end - 1] == ";" and end - 1 > start:
+        end -= 1
+    whole = text[start:end]
+    if end <= m.end(group) or len(m.group("more")) >= _MAX_RUN or not any(c.isalnum() for c in text[m.end(group) : end]):
+        return None
+    if _SHELL_REFERENCE.search(whole) or whole.count("`") >= 2 or _MARKER_OPEN in whole:
+        return None
+    if _brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole):
+        return None
+    for i, c in enumerate(whole):
+        if c == "<" and _TAG_AT.match(text, start + i) and _tag_is_markup(text, start + i):
+            return None  # `x<br>`: markup after the value
+    if group == "pq" or not _plausible_secret(kind, m.group("uq")):
+        # Nothing before the punctuation to judge: what follows it must look random, or, under a
+        # password's name, mix upper and lower case and digits (`<your-password>`, `(x)` stay).
+        rest = whole.lstrip(_PUNCTUATION_FIRST)
+        mixed = (kind == _CHOSEN and len(rest) >= 8 and any(c.isdigit() for c in rest)
+                 and any(c.isupper() for c in rest) and any(c.islower() for c in rest))
+        if not (mixed or _looks_random(rest)) or _is_placeholder(rest):
+            return None
+    return start, end
+
+
 def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
     # (Capistrano's `set :password, "pw"`: a symbol and a comma.)
     kind = _name_kind(m.group("name").strip("\"'").removeprefix(":").removesuffix(","))
     if kind is None:
         return None
-    group = next(g for g in ("dq", "sq", "uq") if m.start(g) >= 0)
+    group = next(g for g in ("dq", "sq", "uq", "pq") if m.start(g) >= 0)
+    if group in ("uq", "pq") and "pq" in m.re.groupindex:
+        whole = text[m.start(group) : m.end("more")].removesuffix(";")
+        if _SHELL_REFERENCE.match(whole) or (_brackets_balance(whole) and _CODE_IN_ONE_WORD.fullmatch(whole)):
+            return None  # `ENV DB_PASSWORD $(cat f)`, `SetEnv DB_PASSWORD get_password()`: code (the `$` or the name went)
+        span = _spaced_setting_run(text, m, kind)
+        if span is not None:
+            return text[m.start() : span[0]] + _ASSIGNMENT_MARK + text[span[1] : m.end()]
+        if group == "pq":
+            return None
     value = m.group(group)
-    if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)):
+    if not _plausible_secret(kind, value) or (group == "uq" and _DOTTED_REF.fullmatch(value) and not _looks_random(value)
+                                              and not (kind == _CHOSEN and _dotted_password(value))):
         return None
     if group == "uq" and _PROSE_WORD.fullmatch(value) and _MORE_WORDS.match(text, m.end()):
         return None  # "set the API_KEY variable to ..."
@@ -2242,13 +2393,20 @@ def _replace_spaced_setting(text: str, m: "re.Match[str]") -> Optional[str]:
     return _replace_group(text, m, group, _ASSIGNMENT_MARK)
 
 
+# A config file's password token, to the first space: a quote or a backslash inside it is the
+# password's (`Ab'c"d\\e`; netrc and redis.conf read a token to whitespace). Read to the first
+# quote or backslash, the rest stayed in clear. Where the text is a JSON string, a quote that
+# closes it (before a space, `,`, `}`, `]`, `:` or the end), a quote before which the line ends
+# in the password's own quote, and an escaped break (`\\n`) end the token still; so does a
+# quote closing a shell string around it (`echo '... password PW' >> ~/.netrc`).
+_CONF_TOKEN_REST = r"""(?:[^\s"'\\]|'(?=[^\s"\\])|"(?=[^\s,}\]:"\\])|\\\\(?![nrt\\])|\\(?![nrt"\\\s]))"""
 # .netrc / _netrc: `machine HOST login USER password PW`, on one line or several, any order.
 # A `login` must come before the password or right after it: prose says "machine translation
 # password reset" too.
 # (And netrc's `default` entry, opening its line: `default login bob password PW`.)
 _NETRC = re.compile(
     r"(?:machine[ \t]+\S+|(?:^|(?<=[\r\n]))[ \t]*default)(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+(?:(?P<login>login)[ \t]+\S+"
-    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]+)(?(login)|(?=\s+login[ \t]+\S))"
+    r"(?:\s+(?:account|port|protocol)[ \t]+\S+)*\s+)?password[ \t]+(?P<s>[^\s\"'\\]" + _CONF_TOKEN_REST + r"*)(?(login)|(?=\s+login[ \t]+\S))"
 )
 # redis.conf: `requirepass PW`, `masterauth PW`; LDAP clients' `bindpw PW` (ldap.conf, nslcd.conf,
 # pam_ldap), slapd.conf's `rootpw PW`, a kickstart's `rootpw --plaintext PW`: those two as a
@@ -2257,7 +2415,10 @@ _NETRC = re.compile(
 _REDIS_CONF = re.compile(
     r"(?:requirepass|masterauth|(?m:^|(?<=\\n))[ \t]*(?:bindpw|rootpw))[ \t]+(?:--\w+[ \t]+)*(?:\{[\w-]+\}(?=[^\s#\"'\\]))?"
     # (Quoted too: `CONFIG SET requirepass "pw"`, redis.conf's `requirepass "pw"`.)
-    r"(?:(?P<q>[\"'])(?P<qs>[^\"'\\\r\n]+)(?P=q)|(?P<s>[^\s#\"'\\-][^\s#\"'\\]*))"
+    # (Redis reads `\"` in a double-quoted value, and a `#` inside a token as the token's: only
+    # a line that opens with `#` is a comment.)
+    r"(?:\"(?P<qs>(?:[^\"\\\r\n]|\\[^\r\n])+)\"|'(?P<sqs>(?:[^'\\\r\n]|\\[^\r\n])+)'"
+    r"|(?P<s>[^\s#\"'\\-]" + _CONF_TOKEN_REST + r"*))"
 )
 _LDAP_MARK, _REDIS_CONF_MARK = marker("ldap-password"), marker("redis-password")
 # msmtprc's (and other mail clients' rc files') `password PW` directive: `password` opening a
@@ -2370,7 +2531,7 @@ def _replace_pw_words(text: str, m: "re.Match[str]") -> Optional[str]:
 
 
 def _replace_conf_password(text: str, m: "re.Match[str]") -> Optional[str]:
-    group = "s" if m.start("s") >= 0 else "qs"
+    group = next(g for g in ("s", "qs", "sqs") if m.start(g) >= 0)
     if _is_placeholder(m.group(group)):
         return None
     return _replace_group(text, m, group, _LDAP_MARK if m.group(0).lstrip(" \t").startswith(("bindpw", "rootpw")) else _REDIS_CONF_MARK)
@@ -2697,9 +2858,11 @@ _SQL_PASSWORD = re.compile(
     # (Not a method's: `keyring.get_password('service', 'user')` names no password.)
     # (MySQL 5.7's `SET PASSWORD FOR 'bob'@'%' = 'pw'` too: the literal after the account and `=`.)
     r"(?:(?:PASSWORD|password)(?:[ \t]+N?|\((?<![\w.]PASSWORD\()(?<![\w.]password\()(?=[^)\r\n]*\))"
-    r"|[ \t]+(?:FOR|for)[ \t]+[^=\r\n;]{1,100}?=[ \t]*)'(?P<sq>(?:[^'\\\r\n]|'')+)'"
+    # (A backslash escapes in MySQL's strings, `'a\'b'`, and is a character in others', `'a\b'`: read
+    # to the first backslash, the literal was no match and the password stayed whole.)
+    r"|[ \t]+(?:FOR|for)[ \t]+[^=\r\n;]{1,100}?=[ \t]*)'(?P<sq>(?:[^'\\\r\n]|''|\\[^\r\n])+)'"
     r"|(?:IDENTIFIED(?P<upper>)|identified)(?:[ \t]+(?:WITH|with)[ \t]+[\w\"'`]+)?[ \t]+(?:BY|by)[ \t]+(?:(?:VALUES|PASSWORD)[ \t]+)?"
-    r"(?:'(?P<bq>(?:[^'\\\r\n]|'')+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
+    r"(?:'(?P<bq>(?:[^'\\\r\n]|''|\\[^\r\n])+)'|\"(?P<dq>[^\"\\\r\n]+)\"|(?(upper)(?P<uq>[^\s'\";,)\\]+))))"
 )
 _SQL_PASSWORD_MARK = marker("sql-password")
 # Cloud credentials in SQL, a keyword and a literal with no `=`: Redshift's `COPY ... ACCESS_KEY_ID
@@ -3119,14 +3282,16 @@ _PGPASS = re.compile(
     # (The host's letter is looked for within the host's own characters: read on to the next
     # colon or space, a run of quotes had each of them read the run to its end.)
     r"(?m)(?:^|(?P<escaped>(?<=\\n)|(?<=\\r)|(?<=[\"'])))[ \t]*(?=[^:\s\\\"']*[A-Za-z.*])[^:\s\\\"']+:(?:[0-9]+|\*):"
-    rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))+?)"
+    # (A space or a tab inside the password is the password's: libpq reads the field to the
+    # line's end. Read to the first space, a password holding one was no match, and stayed.)
+    rf"{_PGPASS_FIELD}:{_PGPASS_FIELD}:(?P<s>(?:[^:\s\\<]|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))(?:[^:\s\\<]|[ \t]+(?=[^\s])|\\+[^\s\\]|\\+(?=\s|\Z)|<(?!/[A-Za-z]))*?)"
     r"(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])"
     # (After a real line start, the rest of that line too: `_replace_pgpass` judges it.)
     # (After an escaped start, as far as a later end: `_pgpass_value_end` picks the one at the start's depth.)
-    r"(?(escaped)(?:[^:\s\\<]|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])|(?P<rest>[^\r\n]*))"
+    r"(?(escaped)(?:[^:\s\\<]|[ \t]+(?=[^\s])|\\+[^\s\\]|<(?!/[A-Za-z]))*(?=\r?$|\\+[rn]|\\*\"|'|</[A-Za-z])|(?P<rest>[^\r\n]*))"
 )
 # (The port, then three fields, the last ending a line, a string or before a tag.)
-_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)+?(?:\r?(?:\n|\Z)|\\[rn\\]|[\"']|</))"
+_PGPASS_GATE = r"(?<=[0-9*]:)(?=[^:\s]+:(?:[^:\s\\]|\\.)+:(?:[^:\s\\]|\\.)(?:[^:\s\\]|[ \t]+(?=[^\s])|\\.)*?(?:\r?(?:\n|\Z)|\\[rn\\]|[\"']|</))"
 # What may follow a real line's last field for it to stay: escaped breaks, tags, escaped quotes,
 # spaces. Anything else (`ab\ncd`, `ab"cd` typed into a .pgpass file) may be the password's own,
 # and goes with it.
@@ -3173,7 +3338,17 @@ def _replace_pgpass(text: str, m: "re.Match[str]") -> Optional[str]:
     end = found.start() if found and _PGPASS_MARKUP_REST.fullmatch(text, found.start(), line_end) else line_end
     if text[start:end] == _PRINTF_CONVERSION:  # printf's argument is the password: `_replace_pgpass_printf`'s
         return None
+    if _PGPASS_SHELL_AFTER.search(text, start, end):
+        return None  # `printf '%s\n' h:5432:db:u:PW > $PGPASSFILE`: a command's word, `_PGPASS_WORD`'s
+    if (" " in text[start:end] or "\t" in text[start:end]) and not _PGPASS_HOST_NAME.fullmatch(text, m.start(), text.index(":", m.start())):
+        return None  # `<td>12:30:45:10:99 elapsed`: a row with words after it needs a host's name first
     return text[m.start() : start] + _PGPASS_MARK + text[end : m.end()]
+
+
+# A shell operator after a space: what follows a .pgpass row there is the command's, not a
+# password's words (a password may hold spaces).
+_PGPASS_HOST_NAME = re.compile(r"[ \t]*[\w.*-]*[A-Za-z.*][\w.*-]*")
+_PGPASS_SHELL_AFTER = re.compile(r"[ \t](?:[0-9]?>>?|\|\|?|&&|;|<<<?)(?=[ \t]|\Z)")
 
 
 # A .pgpass line as one word of a command: `echo h:5432:db:u:PW >> ~/.pgpass`, `printf '%s\n'
@@ -3334,7 +3509,7 @@ def _replace_here_string(text: str, m: "re.Match[str]") -> Optional[str]:
 # anchor is case-sensitive, and each costs every text a substring test.)
 _SECURE_STRING = re.compile(
     r"ConvertTo-SecureString(?P<flags>(?:[ \t]+-(?i:String|AsPlainText|Force)\b)*)[ \t]+"
-    r"(?:\"(?P<dq>[^\"\r\n]*)\"|'(?P<sq>[^'\r\n]*)')"
+    rf"(?:\"(?P<dq>{_DQ_BODY})\"|'(?P<sq>[^'\r\n]*)')"
 )
 _AS_PLAIN_TEXT = re.compile(r"(?i)-AsPlainText\b")
 # ... and piped into it: `"pw" | ConvertTo-SecureString -AsPlainText -Force`.
@@ -3934,7 +4109,11 @@ def _without_glued_bang(value: str) -> str:
     marker, but "wrong!" is still a word."""
     return value.rstrip("!") or value
 _PROSE_QUOTE = r"(?:\\?[\"'`])?"
-_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>[^\s\"'`\\]{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
+# (A quote or a backslash inside the value is the password's, `Ug"a3tM,LF-sa`, `ZY2kR^'Wk^Jx`,
+# `Ab\\c9`: the value stopped there, no match, and it stayed whole. A quote glued to the
+# sentence's end or a space closes a quoted value; an escaped break or quote still ends it.)
+_PROSE_CHAR = r"""(?:[^\s"'`\\]|["'`](?=[^\s.,;:?!)\]}"'`\\])|\\\\(?![nrt\\])|\\(?=[^\s\\nrt"'`]))"""
+_PROSE_VALUE = rf"{_PROSE_QUOTE}(?P<s>{_PROSE_CHAR}{{6,}}?){_PROSE_QUOTE}(?=[.,;:?)]*(?:{_PROSE_VALUE_ENDS}|\\[nrt]))"
 # "API key", "secret key", "access key": matched from their `key`, the word before looked back
 # at. (Each alternative starts with a literal word, so that a search of a whole text, once an
 # earlier rule has changed it, scans for those words' letters rather than trying every offset.)
@@ -3969,12 +4148,13 @@ _PROSE_PAREN = r"[ \t]+\((?=`?[^\s()`]{6,}`?\))"
 _PROSE_BACKTICKED = r"[ \t]+(?=`[^`\s]{6,}`)"
 _PROSE_SECRET = re.compile(
     # (The longer wordings first: the first alternative that matches is the one judged.)
-    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:is|was|to)[ \t]+|{_PROSE_FOR}"
+    # ("My password is: x": a colon after the verb too.)
+    rf"(?:(?:{'|'.join(_PROSE_ONE_WORD)})(?:{_PROSE_GENERATED}|{_PROSE_SET_TO}|{_PROSE_PAREN}|[ \t]+(?:(?:is|was):?|to)[ \t]+|{_PROSE_FOR}"
     rf"|{_PROSE_OWNED}[ \t]+|{_PROSE_BACKTICKED}|{_PROSE_LABEL})"
-    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was)[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
+    rf"|{_PROSE_KEY}(?:{_PROSE_PAREN}|[ \t]+(?:is|was):?[ \t]+|:[ \t]+|{_PROSE_LABEL})){_PROSE_VALUE}"
 )
 _PROSE_AFTER_NAME = (
-    rf"(?=[ \t]+(?:is|was|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
+    rf"(?=[ \t]+(?:(?:is|was):?|to)[ \t]|:[ \t]|{_PROSE_FOR}|{_PROSE_BACKTICKED}|{_PROSE_LABEL}|{_PROSE_SET_TO}|{_PROSE_PAREN})|{_PROSE_OWNED}(?=[ \t]+\S)"
 )
 _PROSE_SECRET_GATES = (
     *((word, _PROSE_AFTER_NAME) for word in _PROSE_ONE_WORD if word not in ("passwd", "passphrase")),
@@ -4176,8 +4356,15 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
         return None  # "convert the token to base64": only setting one says what it is now
     value = m.group("s").rstrip(_SENTENCE_STOPS)
     judged = _without_glued_bang(value)
-    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http", "<", "{", "(", "[")) or _is_placeholder(judged):
+    if value.startswith((_MARKER_OPEN, "/", "./", "~", "$", "http")) or _is_placeholder(judged):
         return None
+    if value[0] in _PROSE_OPENERS:
+        # `<password>`, `(see below)`, `{{ pw }}`, `[redacted]`: a placeholder or an aside. A
+        # password may open with one too, unclosed (`<Gf8yy$Rq2`, `(9fRqgr=vK2`): then what
+        # follows must look random or mix case and digits.
+        rest = judged[1:]
+        if _PROSE_OPENERS[value[0]] in value or not (_looks_random(rest) or _mixes_case_and_digits(rest)):
+            return None
     if len(judged) > 2 and judged[0] == judged[-1] and judged[0] in "*_":
         return None  # Markdown's emphasis: "the token *must* be read"
     start = m.start("s")  # (a sentence's closing stop stays)
@@ -4186,14 +4373,25 @@ def _replace_prose_secret(text: str, m: "re.Match[str]") -> Optional[str]:
     quote = text[start - 1] if start > m.start() else ""
     quoted = quote in ("\"", "'", "`") and text[start + len(value) : start + len(value) + 1] == quote
     quoted_word = quoted and judged.isalpha() and judged.lower() not in _STATUS_WORDS
-    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word):
+    if not (_MIXED.match(judged) or _looks_random(judged) or quoted_word or _ODD_CASE_AND_SYMBOL.search(judged)):
         return None
-    if _DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged):
-        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token"
+    if (_DOTTED_REF.fullmatch(judged) or _CODE_NAME.fullmatch(judged)) and not (_looks_random(judged) or _mixes_case_and_digits(judged)):
+        return None  # a word, a path, a name in code: "the token is tokenizer.eos_token" ("kn.w5N4ixD" is none)
     return text[m.start() : start] + _PROSE_MARK + text[start + len(value) : m.end()]
 
 
 _PROSE_MARK = marker("prose-secret")
+_PROSE_OPENERS = {"<": ">", "(": ")", "{": "}", "[": "]"}
+# A lower-case letter before an upper-case one inside the value, and punctuation that _MIXED does
+# not count (`nZhR-CCNsQYi`, `ydfrknDiZA{Pyf`, `UtTXuFW:HGh`): a generated password with no digit.
+_ODD_CASE_AND_SYMBOL = re.compile(r"(?=.*[a-z][A-Z])(?=.*[-{}\[\]:;.,\"'`\\/_()])")
+
+
+def _mixes_case_and_digits(value: str) -> bool:
+    """Upper and lower case letters and digits, eight characters or more: a generated password's
+    mix, as no word and few names have it."""
+    return (len(value) >= 8 and any(c.isdigit() for c in value) and any(c.isupper() for c in value)
+            and any(c.islower() for c in value))
 
 # A chat that names a variable and says what it holds now: "I've set `DB_PASSWORD` to `x` in
 # .env", "Updated `API_KEY` to `x`", "The `SECRET_KEY` is now `x`", "set DB_PASSWORD to x". The
@@ -5226,6 +5424,42 @@ _CRYPT_HASH = re.compile(
 )
 _CRYPT_HASH_GATE = r"(?=(?:1|2[abxy]?|5|6|y|apr1|md5|sha1|argon2)\$|argon2)"
 
+# --- The rest of a quoted value after an escaped quote inside it. The rules read a quoted value
+# to its first quote, so a password holding a quote, written as its language escapes one, kept
+# what came after the escape: shell's `'a'\''b'` (and `'a'"'"'b'`), SQL's, YAML's and
+# PowerShell's doubled `'a''b'`, `"a\"b"`, PowerShell's `` "a`"b" ``, CSV's and VB's `"a""b"`,
+# in `-p'...'`, `--password "..."`, `curl -u 'u:...'`, `ConvertTo-SecureString '...'`, `IDENTIFIED
+# BY '...'`. Read after the marker: a marker that fills a quoted string from its opening quote
+# (give or take a `user:` before it) and is followed by such an escape is the value's start, and
+# the string runs on to its real closing quote, which stays.
+_QUOTED_REST = re.compile(
+    r"\](?:(?P<sq>(?:'\\''|'\"'\"'|'')[^'\r\n]*)+(?=')"
+    r"|(?P<dq>(?:\\\"|\"\"|`\")(?:[^\"\\`\r\n]|[\\`][^\r\n])*)+(?=\"))"
+)
+_QUOTED_REST_LOOK = r"(?='\\''|'\"'\"'|''|\\\"|\"\"|`\")"
+# (What may stand between the opening quote and the marker: `curl -u 'bob:[REDACTED]'`.)
+_QUOTED_REST_HEAD = re.compile(r"[^\s\"'\\]{0,64}\Z")
+
+
+def _replace_quoted_rest(text: str, m: "re.Match[str]") -> Optional[str]:
+    mark = MARKER_PATTERN.search(text, max(0, m.start() - 40), m.start() + 1)
+    while mark is not None and mark.end() != m.start() + 1:
+        mark = MARKER_PATTERN.search(text, mark.end(), m.start() + 1)
+    if mark is None:
+        return None
+    quote = "'" if m.start("sq") >= 0 else '"'
+    head = _QUOTED_REST_HEAD.search(text, max(0, mark.start() - 64), mark.start())
+    at = head.start() - 1
+    if at < 0 or text[at] != quote:
+        return None  # no quoted string opens right before the marker: `x[REDACTED]''` is not one
+    if text[at - 1 : at] == "\\" or text[at - 1 : at] == quote:
+        return None  # `\"[REDACTED]\"` (JSON in a string), `""[REDACTED]""` (CSV's inner quotes): those close it
+    rest = m.group("sq") or m.group("dq")
+    if not any(c.isalnum() for c in rest):
+        return None
+    return "]"
+
+
 _RULES: tuple[_Rule, ...] = (
     _Rule("private-key", _PRIVATE_KEY, _replace_private_key, (("-", rf"(?=----BEGIN {_PK_LABEL}-----)"),)),
     _token("anthropic-key", "sk-ant-", r"(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{20,}", ("-", "(?<=sk-)(?=ant-)")),
@@ -5314,6 +5548,7 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("cookie", _COOKIE, _replace_cookie, ((":", _after(("cookie",), ":")),), anchored=True),
     _Rule("bearer-token", _BEARER, _group("bearer-token"), (("B", _BEARER_GATE), ("b", _BEARER_GATE))),
     _Rule("basic-credentials", _BASIC, _replace_basic, (("B", _BASIC_GATE), ("b", _BASIC_GATE))),
+    _Rule("conn-string-password", _CONN_STRING_PASSWORD, _replace_conn_string_password, (("=", _CONN_STRING_LOOK),), anchored=True),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
     _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),
@@ -5509,6 +5744,8 @@ _RULES: tuple[_Rule, ...] = (
            ("-", r"(?<=impacket-)(?<![\w.-]impacket-)(?=[\w-]+[ \t])"))),
     _Rule("ssm-put", _SSM_PUT, _replace_ssm_put, (("put-parameter", ""), ("secret", r"(?<=keyvault secret)(?=[ \t]+set[ \t])"))),
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
+    # (Last: it reads what every rule before it marked.)
+    _Rule("quoted-rest", _QUOTED_REST, _replace_quoted_rest, (("]", _QUOTED_REST_LOOK),)),
 )
 
 

@@ -1649,6 +1649,17 @@ POSITIVE = [
         '{"command": "printf \'db.acme.io:6432:shop:app:%s\\\\n\' [REDACTED:pgpass-password] >> ~/.pgpass"}',
     ),
     (
+        # A quoted password with an escaped quote in it (shell's '\'', SQL's and YAML's '', \",
+        # PowerShell's `"): the value was read to the escape, and the rest stayed in clear.
+        "quoted-value-with-an-escaped-quote",
+        "psql --password 'iVa'\\''dTkw{J|u' -h db\n"
+        "sshpass -p '[REDACTED:cli-flag]'\\''Kp9qZ3' ssh h\n"  # redacted before this rule: the rest goes
+        'tool --password "h;CeP2yn\\"ESPR" -h db',
+        "psql --password '[REDACTED:cli-flag]' -h db\n"
+        "sshpass -p '[REDACTED:cli-flag]' ssh h\n"
+        'tool --password "[REDACTED:cli-flag]" -h db',
+    ),
+    (
         # A generated password with shell or code punctuation in it, unquoted on a config line
         # (`.env`, YAML, an `export`): the value pattern stopped at the punctuation, and its tail
         # stayed in clear (`[REDACTED]&Kp9q`) or the whole read as code (`Xy7(Kp9q`, `Xy7<Kp9q`).
