@@ -5551,7 +5551,6 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("conn-string-password", _CONN_STRING_PASSWORD, _replace_conn_string_password, (("=", _CONN_STRING_LOOK),), anchored=True),
     _Rule("assignment", _ASSIGNMENT, _replace_assignment, _assignment_gates(), anchored=True),
     _Rule("suffixed-assignment", _SUFFIXED_ASSIGNMENT, _replace_suffixed_assignment, _suffixed_assignment_gates(), anchored=True),
-    _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),
     _Rule("assignment", _PUNCTUATED_VALUE, _replace_punctuated_value, _assignment_gates()[:2], anchored=True),
     _Rule("httpie-param", _HTTPIE_PARAM, _replace_httpie_param, (("=", _HTTPIE_PARAM_LOOK),), anchored=True),
     _Rule("r-assignment", _R_ARROW, _replace_r_arrow, (("-", r"(?=[ \t]*[\"'`\w])"),), anchored=True),
@@ -5746,6 +5745,11 @@ _RULES: tuple[_Rule, ...] = (
     _Rule("rclone", _RCLONE, _replace_rclone, (("rclone", r"(?<![\w.-]rclone)(?=(?:\.exe)?[ \t])"),)),
     # (Last: it reads what every rule before it marked.)
     _Rule("quoted-rest", _QUOTED_REST, _replace_quoted_rest, (("]", _QUOTED_REST_LOOK),)),
+    # (After every rule that leaves an assignment marker, quoted-rest too: with the gates, a rule
+    # whose gate only a marker opens runs after all the others, so in the middle of the list it
+    # ran before some markers when every rule ran and after them when the gates chose; the two
+    # differed in what they redacted.)
+    _Rule("assignment-tail", _ASSIGNMENT_TAIL, _replace_assignment_tail, (("]", r"(?<=\[REDACTED:assignment\])(?!\[REDACTED:)[^\s\\\"\w$:.!?]"),), anchored=True),
 )
 
 
