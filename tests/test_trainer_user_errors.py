@@ -114,6 +114,15 @@ def test_sft_with_a_base_that_cannot_load_is_one_line(tiny_world, tmp_path):
     assert_one_line_error(result, f"sft.base_model = '{tmp_path / 'tokenizer-only'}' cannot be loaded", "set sft.base_model to")
 
 
+def test_sft_with_every_example_cut_by_max_length_is_one_line(tiny_world, tmp_path):
+    # `trainer sft` on a built dataset: SFT's own check (`trainer run` on the demo says it earlier).
+    _, base, data = tiny_world
+    result = _invoke(["sft", "--data", str(data), "--out", str(tmp_path / "o"), "--base-model", str(base),
+                      "--method", "full", "--max-steps", "1", "--sft.max_length", "16"])
+    line = assert_one_line_error(result, "training examples are cut by sft.max_length = 16", "raise sft.max_length (to ")
+    assert "num_samples" not in line
+
+
 def test_sft_on_a_corrupt_dataset_is_one_line(tiny_world, tmp_path):
     _, base, data = tiny_world
     broken = tmp_path / "dataset"

@@ -441,7 +441,7 @@ def student_load_error(model: str, error: Exception, setting: str, flag: str = "
                             "trained student's folder (a run's sft/final) or a Hugging Face id")
 
 
-def examples_cut_advice(max_length: int, lengths: dict) -> tuple[str, str]:
+def examples_cut_advice(lengths: dict) -> tuple[str, str]:
     """What a user reads when sft.max_length cuts examples before any assistant token: the lengths
     seen (`lengths` as dataset stats' token_lengths, or empty) and what to change."""
     seen, fix = "", "raise sft.max_length"
@@ -453,7 +453,7 @@ def examples_cut_advice(max_length: int, lengths: dict) -> tuple[str, str]:
 
 
 def all_examples_cut_error(n_examples: int, max_length: int, lengths: dict) -> ConfigError:
-    seen, fix = examples_cut_advice(max_length, lengths)
+    seen, fix = examples_cut_advice(lengths)
     return ConfigError(f"all {n_examples} training examples are cut by sft.max_length = {max_length} before any "
                        f"assistant token{seen}: {fix}")
 
@@ -471,7 +471,7 @@ def _check_examples_fit(trainer, n_examples: int, max_length: int, data_dir: Pat
         pass
     if kept == 0:
         raise all_examples_cut_error(n_examples, max_length, lengths)
-    seen, fix = examples_cut_advice(max_length, lengths)
+    seen, fix = examples_cut_advice(lengths)
     log(f"{n_examples - kept} of {n_examples} training examples dropped: cut by sft.max_length = {max_length} before "
         f"any assistant token{seen}; to keep them, {fix}")
 
